@@ -1,0 +1,100 @@
+# tlsguard - build, test and run. See README.md.
+#
+#   make            BPF objects, skeleton, build/tlsguardd, build/tlsguardctl
+#   make deps       install every Debian package the build and tests need
+#   make check      unit tests, then the end-to-end suite (as root)
+#   make demo       real Postfix, simulated MX hosts, tlsguardd (as root)
+#   make vmlinux    regenerate vmlinux.h from the running kernel's BTF
+
+.DELETE_ON_ERROR:
+.SUFFIXES:
+
+BUILD     ?= build
+CC        ?= cc
+CLANG     ?= clang
+BPFTOOL   ?= bpftool
+PYTHON    ?= /usr/bin/python3
+ARCH      := $(shell uname -m | sed 's/x86_64/x86/; s/aarch64/arm64/')
+
+CFLAGS    ?= -O2 -g
+WARNINGS  := -Wall -Wextra -Werror -Wno-unused-parameter
+INCLUDES  := -D_GNU_SOURCE -Iinclude -I$(BUILD)
+PKGS      := libbpf libelf zlib openssl libnl-3.0 libnl-idiag-3.0
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+ifeq ($(SANITIZE),1)
+CFLAGS    += -fsanitize=address,undefined -fno-omit-frame-pointer
+LDFLAGS   += -fsanitize=address,undefined
+endif
+
+BPF_SRCS  := $(wildcard bpf/*.bpf.c)
+BPF_OBJS  := $(patsubst bpf/%.bpf.c,$(BUILD)/bpf/%.bpf.o,$(BPF_SRCS))
+HEADERS   := $(wildcard include/*.h)
+
+AGENT_SRCS := $(wildcard agent/*.c)
+AGENT_OBJS := $(patsubst agent/%.c,$(BUILD)/agent/%.o,$(AGENT_SRCS))
+
+UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
+
+DEBIAN_PKGS := clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev libssl-dev \
+	libnl-3-dev libnl-genl-3-dev libnl-idiag-3-dev pkg-config make gcc \
+	postfix python3 iproute2 procps openssl
+
+.PHONY: all deps check unit e2e demo clean vmlinux format
+
+all: $(BUILD)/tlsguardd $(BUILD)/tlsguardctl
+
+$(BUILD)/bpf/%.bpf.o: bpf/%.bpf.c bpf/tg_common.bpf.h $(HEADERS) vmlinux.h
+	@mkdir -p $(@D)
+	$(CLANG) -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -Wall -Werror \
+		-I. -Iinclude -c $< -o $@
+
+$(BUILD)/tlsguard.bpf.o: $(BPF_OBJS)
+	$(BPFTOOL) gen object $@ $^
+
+$(BUILD)/tlsguard.skel.h: $(BUILD)/tlsguard.bpf.o
+	$(BPFTOOL) gen skeleton $< name tlsguard > $@
+
+$(BUILD)/agent/%.o: agent/%.c $(HEADERS) $(wildcard agent/*.h) $(BUILD)/tlsguard.skel.h
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(WARNINGS) $(INCLUDES) -Iagent $(PKG_CFLAGS) -c $< -o $@
+
+$(BUILD)/tlsguardd: $(AGENT_OBJS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
+
+$(BUILD)/tlsguardctl: tools/tlsguardctl.c $(HEADERS) agent/tg_ctl.h
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(WARNINGS) $(INCLUDES) -Iagent $(LDFLAGS) -o $@ $<
+
+$(BUILD)/tests/%: tests/unit/%.c $(HEADERS)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(WARNINGS) $(INCLUDES) $(LDFLAGS) -o $@ $<
+
+deps:
+	@if ! dpkg -s $(DEBIAN_PKGS) >/dev/null 2>&1; then \
+		echo "postfix postfix/main_mailer_type select Local only" | debconf-set-selections; \
+		echo "postfix postfix/mailname string mta.test" | debconf-set-selections; \
+		apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEBIAN_PKGS); \
+	fi
+
+unit: $(UNIT_TESTS)
+	@set -e; for t in $(UNIT_TESTS); do echo "== $$t"; $$t; done
+
+e2e: all
+	$(PYTHON) tests/e2e/run.py --tlsguardd $(BUILD)/tlsguardd --tlsguardctl $(BUILD)/tlsguardctl
+
+check: unit e2e
+
+demo: all
+	$(PYTHON) tests/e2e/demo.py --tlsguardd $(BUILD)/tlsguardd --tlsguardctl $(BUILD)/tlsguardctl
+
+vmlinux:
+	$(BPFTOOL) btf dump file /sys/kernel/btf/vmlinux format c > vmlinux.h
+
+format:
+	clang-format -i $(wildcard include/*.h agent/*.[ch] bpf/*.[ch] tools/*.c tests/unit/*.c)
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,18 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * NAME
+ *	tg_ctl - the control channel between tlsguardctl and tlsguardd
+ * DESCRIPTION
+ *	A UNIX stream socket, mode 0600 in a directory of mode 0700, so that
+ *	only root can use it. A request is one line ("status"). The reply's
+ *	first line is "ok" or "error: TEXT"; the rest, if any, is the
+ *	answer; the daemon closes the connection after it.
+ */
+#ifndef TG_CTL_H
+#define TG_CTL_H
+
+#define TG_CTL_DEFAULT	"/run/tlsguard/tlsguardd.sock"
+#define TG_CTL_REQ_MAX	1024
+#define TG_CTL_REPLY_MAX 65536
+
+#endif /* TG_CTL_H */

@@ -1,0 +1,361 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * NAME
+ *	tg_inject - injection slots (see tg_inject.h)
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <bpf/bpf.h>
+
+#include "tlsguard.h"
+#include "tg_inject.h"
+#include "tg_log.h"
+
+#define TG_TXT_NO_TLS	"550 5.7.10 TLS is required, but was not offered by host\r\n"
+#define TG_TXT_BAD	"501 5.5.4 Syntax error in MAIL command\r\n"
+#define TG_TXT_AGAIN	"451 4.3.0 Try again later\r\n"
+#define TG_TXT_SEQ	"503 5.5.1 Error: need MAIL command\r\n"
+#define TG_TXT_OK	"250 2.0.0 Ok\r\n"
+#define TG_TXT_BYE	"221 2.0.0 Bye\r\n"
+#define TG_TXT_UNK	"502 5.5.2 Error: command not recognized\r\n"
+
+/* "host[addr]:port" of a flow, for the log. */
+static void tg_flow_name(const struct tg_flow *f, char *buf, size_t len)
+{
+	char addr[INET6_ADDRSTRLEN] = "?";
+
+	inet_ntop(f->family == AF_INET6 ? AF_INET6 : AF_INET, f->raddr, addr,
+		  sizeof(addr));
+	snprintf(buf, len, "%s[%s]:%u", addr, addr, f->rport);
+}
+
+static int tg_slot_open(struct tg_inject *ij, unsigned idx)
+{
+	struct tg_islot *s = &ij->slots[idx];
+	struct sockaddr_in sin;
+	socklen_t slen = sizeof(sin);
+	struct epoll_event ev;
+	struct tg_slot val;
+	struct tg_sk sk;
+	socklen_t clen = sizeof(s->cookie);
+	int one = 1;
+	__u64 fd64;
+
+	memset(s, 0, sizeof(*s));
+	s->a = s->b = -1;
+	if (getsockname(ij->listen_fd, (struct sockaddr *)&sin, &slen) < 0)
+		return -errno;
+	s->a = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (s->a < 0)
+		return -errno;
+	if (connect(s->a, (struct sockaddr *)&sin, sizeof(sin)) < 0)
+		return -errno;
+	s->b = accept4(ij->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+	if (s->b < 0)
+		return -errno;
+	setsockopt(s->a, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (getsockopt(s->a, SOL_SOCKET, SO_COOKIE, &s->cookie, &clen) < 0)
+		return -errno;
+
+	sk.cookie = s->cookie;
+	sk.role = TG_ROLE_INJECT;
+	sk.slot = idx;
+	if (bpf_map_update_elem(ij->maps.sk_store, &s->a, &sk, BPF_ANY))
+		return -errno;
+	fd64 = (__u64)s->a;
+	if (bpf_map_update_elem(ij->maps.socks, &s->cookie, &fd64, BPF_ANY))
+		return -errno;
+	val.flow = 0;
+	val.inject = s->cookie;
+	if (bpf_map_update_elem(ij->maps.slots, &idx, &val, BPF_ANY))
+		return -errno;
+	tg_cmd_init(&s->cmd);
+	ev.events = EPOLLIN;
+	ev.data.u64 = TG_EP_SLOT | idx;
+	if (epoll_ctl(ij->epfd, EPOLL_CTL_ADD, s->b, &ev) < 0)
+		return -errno;
+	return 0;
+}
+
+static void tg_slot_close(struct tg_inject *ij, unsigned idx)
+{
+	struct tg_islot *s = &ij->slots[idx];
+
+	/* Closing A takes it out of the sockhash. */
+	if (s->b >= 0)
+		close(s->b);
+	if (s->a >= 0)
+		close(s->a);
+	s->a = s->b = -1;
+}
+
+/* Renew a slot's pair and give the slot back to the kernel. */
+static void tg_slot_recycle(struct tg_inject *ij, unsigned idx)
+{
+	int err;
+
+	tg_slot_close(ij, idx);
+	err = tg_slot_open(ij, idx);
+	if (err) {
+		msg_warn("injection slot %u: cannot renew: %s; slot retired",
+			 idx, strerror(-err));
+		tg_slot_close(ij, idx);
+		return;
+	}
+	if (bpf_map_update_elem(ij->maps.free_slots, NULL, &idx, BPF_ANY))
+		msg_warn("injection slot %u: cannot queue: %s; slot retired",
+			 idx, strerror(errno));
+}
+
+int tg_inject_init(struct tg_inject *ij, unsigned nslots,
+		   const struct tg_inject_maps *maps, int epfd)
+{
+	struct sockaddr_in sin;
+	unsigned i;
+	int err;
+
+	memset(ij, 0, sizeof(*ij));
+	ij->maps = *maps;
+	ij->epfd = epfd;
+	ij->slots = calloc(nslots, sizeof(*ij->slots));
+	if (!ij->slots)
+		return -ENOMEM;
+	for (i = 0; i < nslots; i++)
+		ij->slots[i].a = ij->slots[i].b = -1;
+	ij->n = nslots;
+	ij->listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (ij->listen_fd < 0)
+		return -errno;
+	memset(&sin, 0, sizeof(sin));
+	sin.sin_family = AF_INET;
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (bind(ij->listen_fd, (struct sockaddr *)&sin, sizeof(sin)) < 0 ||
+	    listen(ij->listen_fd, 16) < 0)
+		return -errno;
+	for (i = 0; i < nslots; i++) {
+		err = tg_slot_open(ij, i);
+		if (err)
+			return err;
+		if (bpf_map_update_elem(ij->maps.free_slots, NULL, &i, BPF_ANY))
+			return -errno;
+	}
+	return 0;
+}
+
+/* Copy the reverse-path of a MAIL line, for the log only. */
+static void tg_mail_sender(struct tg_islot *s)
+{
+	const char *lt = memchr(s->line, '<', s->line_len);
+	const char *gt;
+	size_t n = 0;
+
+	if (lt) {
+		gt = memchr(lt, '>', s->line_len - (size_t)(lt - s->line));
+		if (gt)
+			n = (size_t)(gt - lt - 1);
+		if (n > TG_ADDR_MAX)
+			n = TG_ADDR_MAX;
+		memcpy(s->sender, lt + 1, n);
+	}
+	s->sender[n] = 0;
+}
+
+/* Hand a flow back to the kernel's plaintext path (see tg_inject.h). */
+static int tg_undivert(struct tg_inject *ij, __u64 cookie)
+{
+	struct tg_flow f;
+
+	if (bpf_map_lookup_elem(ij->maps.flows, &cookie, &f))
+		return -1;
+	if (f.state != TG_FS_DIVERTED)
+		return -1;
+	f.state = TG_FS_PLAIN;
+	f.slot = TG_NO_SLOT;
+	f.why = TG_WHY_NONE;
+	f.data_cmd = 0;
+	f.starttls_cmd = 0;
+	tg_cmd_init(&f.cmd);
+	tg_reply_init(&f.reply);
+	if (bpf_map_update_elem(ij->maps.flows, &cookie, &f, BPF_EXIST))
+		return -1;
+	return 0;
+}
+
+static const char *tg_reply_for(struct tg_inject *ij, struct tg_islot *s,
+				int ev, const struct tg_flow *f,
+				const char *name)
+{
+	switch (ev) {
+	case TG_CMD_MAIL:
+		tg_mail_sender(s);
+		s->rcpts = 0;
+		/*
+		 * The first MAIL is the one the kernel held; a later one was
+		 * pipelined behind a reset and is judged here.
+		 */
+		if ((s->mails++ == 0 && f && f->why == TG_WHY_NO_TLS) ||
+		    tg_policy_match(*ij->policy, s->cmd.addr_key,
+				    s->cmd.domain_key)) {
+			ij->held++;
+			msg_info("%s: from=<%s>: held: %.*s", name, s->sender,
+				 (int)strlen(TG_TXT_NO_TLS) - 2,
+				 TG_TXT_NO_TLS);
+			return TG_TXT_NO_TLS;
+		}
+		msg_info("%s: from=<%s>: deferred: pipelined after a held "
+			 "transaction", name, s->sender);
+		return TG_TXT_AGAIN;
+	case TG_CMD_MAIL_NULL:
+		return TG_TXT_AGAIN;
+	case TG_CMD_MAIL_BAD:
+		msg_info("%s: held: MAIL command not understood: %.*s", name,
+			 (int)(s->line_len > 200 ? 200 : s->line_len), s->line);
+		return TG_TXT_BAD;
+	case TG_CMD_LINE:
+		break;
+	default:
+		return NULL;
+	}
+	switch (s->cmd.verb) {
+	case TG_VERB_RCPT:
+		s->rcpts++;
+		/* fall through */
+	case TG_VERB_DATA:
+	case TG_VERB_BDAT:
+		return TG_TXT_SEQ;
+	case TG_VERB_RSET:
+	case TG_VERB_NOOP:
+		return TG_TXT_OK;
+	case TG_VERB_QUIT:
+		s->quit = 1;
+		return TG_TXT_BYE;
+	}
+	return TG_TXT_UNK;
+}
+
+static int tg_write_all(int fd, const char *buf, size_t len)
+{
+	ssize_t n;
+
+	while (len) {
+		n = write(fd, buf, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return -1;
+		buf += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+void tg_inject_readable(struct tg_inject *ij, unsigned idx)
+{
+	struct tg_islot *s;
+	struct tg_slot slot;
+	struct tg_flow f, *fp = NULL;
+	char in[4096], out[8192], name[96] = "unknown";
+	size_t outlen = 0;
+	int reset = 0, ev, eof = 0;
+	ssize_t n, i;
+	const char *r;
+
+	if (idx >= ij->n || ij->slots[idx].b < 0)
+		return;
+	s = &ij->slots[idx];
+	if (bpf_map_lookup_elem(ij->maps.slots, &idx, &slot) == 0 &&
+	    slot.flow) {
+		s->flow = slot.flow;
+		if (bpf_map_lookup_elem(ij->maps.flows, &slot.flow, &f) == 0) {
+			fp = &f;
+			tg_flow_name(fp, name, sizeof(name));
+		}
+	}
+	for (;;) {
+		n = read(s->b, in, sizeof(in));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			break;		/* EAGAIN: all read */
+		if (n == 0) {
+			eof = 1;
+			break;
+		}
+		for (i = 0; i < n && !s->quit; i++) {
+			unsigned char c = (unsigned char)in[i];
+
+			if (s->cmd.mode == TG_MODE_CMD && s->cmd.line_len == 0)
+				s->line_len = 0;
+			if (s->cmd.mode == TG_MODE_CMD &&
+			    s->line_len < sizeof(s->line))
+				s->line[s->line_len++] = (char)c;
+			ev = tg_cmd_feed(&s->cmd, c);
+			if (ev == TG_CMD_NONE)
+				continue;
+			reset = ev == TG_CMD_LINE && s->cmd.verb == TG_VERB_RSET;
+			r = tg_reply_for(ij, s, ev, fp, name);
+			if (!r)
+				continue;
+			if (outlen + strlen(r) > sizeof(out)) {
+				if (tg_write_all(s->a, out, outlen) < 0)
+					break;
+				outlen = 0;
+			}
+			memcpy(out + outlen, r, strlen(r));
+			outlen += strlen(r);
+		}
+	}
+	/*
+	 * The transaction ended with RSET and nothing after it: give the flow
+	 * back to the kernel before the MTA can read the 250 and go on.
+	 */
+	if (reset && s->cmd.mode == TG_MODE_CMD && s->cmd.line_len == 0 &&
+	    !eof && !s->quit && s->flow && tg_undivert(ij, s->flow) == 0) {
+		msg_debug("%s: transaction reset: flow handed back", name);
+		if (tg_write_all(s->a, out, outlen) < 0)
+			msg_warn("%s: cannot answer RSET", name);
+		tg_slot_recycle(ij, idx);
+		return;
+	}
+	if (outlen && tg_write_all(s->a, out, outlen) < 0)
+		msg_debug("%s: flow gone before its replies", name);
+	if (eof) {
+		/* Our own pair broke: renew it; the kernel fails the flow. */
+		msg_warn("injection slot %u: peer closed", idx);
+		tg_slot_recycle(ij, idx);
+	}
+}
+
+void tg_inject_closed(struct tg_inject *ij, unsigned idx, __u64 flow)
+{
+	struct tg_slot slot;
+
+	if (idx >= ij->n)
+		return;
+	/* A late report for a slot renewed meanwhile: nothing to do. */
+	if (bpf_map_lookup_elem(ij->maps.slots, &idx, &slot) == 0 &&
+	    slot.flow != flow)
+		return;
+	tg_slot_recycle(ij, idx);
+}
+
+void tg_inject_fini(struct tg_inject *ij)
+{
+	unsigned i;
+
+	for (i = 0; ij->slots && i < ij->n; i++)
+		tg_slot_close(ij, i);
+	free(ij->slots);
+	ij->slots = NULL;
+	if (ij->listen_fd >= 0)
+		close(ij->listen_fd);
+	ij->listen_fd = -1;
+}

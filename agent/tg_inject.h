@@ -1,0 +1,89 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * NAME
+ *	tg_inject - injection slots: answer for the remote host on held flows
+ * SYNOPSIS
+ *	#include "tg_inject.h"
+ *
+ *	int	tg_inject_init(struct tg_inject *ij, unsigned nslots,
+ *			       const struct tg_inject_maps *maps, int epfd);
+ *	void	tg_inject_readable(struct tg_inject *ij, unsigned slot);
+ *	void	tg_inject_closed(struct tg_inject *ij, unsigned slot,
+ *				 __u64 flow);
+ *	void	tg_inject_fini(struct tg_inject *ij);
+ * DESCRIPTION
+ *	A slot is a loopback TCP pair: the near end (A) is in the sockhash,
+ *	the far end (B) is read by the agent. A held flow's bytes arrive on
+ *	B; each command gets one reply, in order, written on A, whence the
+ *	kernel puts it into the held flow's receive queue (see tlsguard.h).
+ *
+ *	Replies: 550 5.7.10 to a MAIL of a guaranteed sender, 501 5.5.4 to
+ *	one the kernel could not vouch for; 503 5.5.1 to RCPT, DATA and BDAT;
+ *	250 to RSET and NOOP; 221 to QUIT; 502 5.5.2 to anything else. When
+ *	the MTA's last command was RSET and nothing follows it, the
+ *	transaction is over: the flow is handed back to the kernel's
+ *	plaintext path (its next MAIL is judged anew, so a connection the
+ *	MTA reuses for another sender keeps working) before the 250 is
+ *	written, and the slot is renewed.
+ *
+ *	tg_inject_readable() is called when B of a slot is readable.
+ *	tg_inject_closed() is called when the kernel reports that the flow a
+ *	slot served has closed: the slot's pair is replaced by a fresh one
+ *	(no byte of the old flow can reach a new one) and the slot goes back
+ *	to the kernel's free queue.
+ * DIAGNOSTICS
+ *	One line per held message, naming the flow as host[addr]:port and
+ *	the sender. Problems with a slot are warnings; the slot is dropped
+ *	from the pool, which the kernel sees as fewer free slots (a flow
+ *	that finds none is failed closed).
+ */
+#ifndef TG_INJECT_H
+#define TG_INJECT_H
+
+#include <linux/types.h>
+#include "tg_smtp.h"
+#include "tg_policy.h"
+
+#define TG_INJECT_LINE	1024	/* bytes of a command kept for the log */
+
+struct tg_inject_maps {
+	int sk_store;
+	int socks;
+	int slots;
+	int free_slots;
+	int flows;
+};
+
+struct tg_islot {
+	int a, b;		/* near end (in the sockhash), far end */
+	__u64 cookie;		/* of a */
+	__u64 flow;		/* the flow it serves, as last seen */
+	struct tg_cmd cmd;	/* parser of the held flow's commands */
+	int quit;		/* QUIT answered: ignore the rest */
+	unsigned line_len;
+	char line[TG_INJECT_LINE];
+	char sender[TG_ADDR_MAX + 1];
+	unsigned rcpts;
+	unsigned mails;		/* MAIL commands answered in this diversion */
+};
+
+struct tg_inject {
+	struct tg_inject_maps maps;
+	const struct tg_policy *const *policy;	/* current policy */
+	int listen_fd;
+	int epfd;
+	unsigned n;
+	struct tg_islot *slots;
+	__u64 held;		/* MAIL commands answered 550 */
+};
+
+int tg_inject_init(struct tg_inject *ij, unsigned nslots,
+		   const struct tg_inject_maps *maps, int epfd);
+void tg_inject_readable(struct tg_inject *ij, unsigned slot);
+void tg_inject_closed(struct tg_inject *ij, unsigned slot, __u64 flow);
+void tg_inject_fini(struct tg_inject *ij);
+
+/* epoll data of a slot's far end: slot index plus this tag. */
+#define TG_EP_SLOT	(1ULL << 32)
+
+#endif /* TG_INJECT_H */

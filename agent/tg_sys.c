@@ -1,0 +1,140 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * NAME
+ *	tg_sys - cgroup v2, bpffs and the control socket (see tg_sys.h)
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <mntent.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/vfs.h>
+#include <unistd.h>
+#include <linux/magic.h>
+
+#include "tg_sys.h"
+
+int tg_cgroup2_mount(char *buf, size_t len)
+{
+	struct mntent *m;
+	FILE *fp = setmntent("/proc/mounts", "r");
+	int found = -1;
+
+	if (!fp)
+		return -1;
+	while ((m = getmntent(fp))) {
+		if (strcmp(m->mnt_type, "cgroup2") == 0) {
+			snprintf(buf, len, "%s", m->mnt_dir);
+			found = 0;
+			break;
+		}
+	}
+	endmntent(fp);
+	return found;
+}
+
+int tg_cgroup_open(const char *dir, char *err, size_t errlen)
+{
+	char mnt[2048], path[4096];
+	struct statfs sfs;
+	int fd;
+
+	if (tg_cgroup2_mount(mnt, sizeof(mnt)) < 0) {
+		snprintf(err, errlen, "no cgroup2 file system is mounted "
+			 "(see /proc/mounts)");
+		return -1;
+	}
+	if (strlen(dir) >= 2048) {
+		snprintf(err, errlen, "--cgroup: path too long");
+		return -1;
+	}
+	if (dir[0] == '/')
+		snprintf(path, sizeof(path), "%s", dir);
+	else
+		snprintf(path, sizeof(path), "%s/%.2040s", mnt, dir);
+	fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0) {
+		snprintf(err, errlen, "--cgroup %s: %s", path, strerror(errno));
+		return -1;
+	}
+	if (fstatfs(fd, &sfs) < 0 || sfs.f_type != CGROUP2_SUPER_MAGIC) {
+		snprintf(err, errlen, "--cgroup %s: not a cgroup v2 directory "
+			 "(cgroup2 is mounted at %s)", path, mnt);
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+int tg_bpffs_ensure(const char *path, char *err, size_t errlen)
+{
+	struct statfs sfs;
+
+	if (statfs(path, &sfs) == 0 && sfs.f_type == BPF_FS_MAGIC)
+		return 0;
+	if (mkdir(path, 0700) < 0 && errno != EEXIST) {
+		snprintf(err, errlen, "mkdir %s: %s", path, strerror(errno));
+		return -1;
+	}
+	if (mount("bpf", path, "bpf", 0, "mode=0700") < 0) {
+		snprintf(err, errlen, "mount bpffs on %s: %s", path,
+			 strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+int tg_ctl_listen(const char *path, char *err, size_t errlen)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	char dir[sizeof(sun.sun_path)];
+	char *slash;
+	int fd;
+
+	if (strlen(path) >= sizeof(sun.sun_path)) {
+		snprintf(err, errlen, "--socket %s: path too long", path);
+		return -1;
+	}
+	snprintf(dir, sizeof(dir), "%s", path);
+	slash = strrchr(dir, '/');
+	if (slash && slash != dir) {
+		*slash = 0;
+		if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
+			snprintf(err, errlen, "mkdir %s: %s", dir,
+				 strerror(errno));
+			return -1;
+		}
+	}
+	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0) {
+		snprintf(err, errlen, "socket: %s", strerror(errno));
+		return -1;
+	}
+	/* A socket someone answers on belongs to a running daemon. */
+	if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == 0 ||
+	    errno == EAGAIN || errno == EINPROGRESS) {
+		snprintf(err, errlen, "--socket %s: another tlsguardd is "
+			 "listening there", path);
+		close(fd);
+		return -1;
+	}
+	close(fd);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0) {
+		snprintf(err, errlen, "socket: %s", strerror(errno));
+		return -1;
+	}
+	unlink(path);
+	if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 ||
+	    chmod(path, 0600) < 0 || listen(fd, 16) < 0) {
+		snprintf(err, errlen, "--socket %s: %s", path, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	return fd;
+}

@@ -1,0 +1,36 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * NAME
+ *	tg_sys - the system around the agent: cgroup v2, bpffs, sockets
+ * SYNOPSIS
+ *	#include "tg_sys.h"
+ *
+ *	int	tg_cgroup_open(const char *dir, char *err, size_t errlen);
+ *	int	tg_bpffs_ensure(const char *path, char *err, size_t errlen);
+ *	int	tg_ctl_listen(const char *path, char *err, size_t errlen);
+ * DESCRIPTION
+ *	tg_cgroup_open() opens a cgroup v2 directory. A relative DIR is
+ *	taken relative to the cgroup2 mount, found in /proc/mounts (it is
+ *	/sys/fs/cgroup on systemd hosts, /sys/fs/cgroup/unified on hybrid
+ *	ones). It fails unless DIR is a directory on a cgroup2 file system.
+ *
+ *	tg_bpffs_ensure() mounts a BPF file system at path unless one is
+ *	there already.
+ *
+ *	tg_ctl_listen() creates the control socket, replacing a stale one,
+ *	with the permissions given in tg_ctl.h.
+ *
+ *	Each returns a file descriptor (or 0) on success, -1 with a message
+ *	naming what failed and why in err otherwise.
+ */
+#ifndef TG_SYS_H
+#define TG_SYS_H
+
+#include <stddef.h>
+
+int tg_cgroup2_mount(char *buf, size_t len);
+int tg_cgroup_open(const char *dir, char *err, size_t errlen);
+int tg_bpffs_ensure(const char *path, char *err, size_t errlen);
+int tg_ctl_listen(const char *path, char *err, size_t errlen);
+
+#endif /* TG_SYS_H */

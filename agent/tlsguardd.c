@@ -1,0 +1,524 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * NAME
+ *	tlsguardd - hold back a guaranteed sender's mail unless it leaves
+ *	over TLS
+ * SYNOPSIS
+ *	tlsguardd --cgroup DIR --senders FILE [--port N]... [--slots N]
+ *		[--socket PATH] [-v]
+ * DESCRIPTION
+ *	tlsguardd attaches tlsguard's BPF programs to the cgroup v2
+ *	directory DIR and guards the outbound TCP connections, IPv4 and
+ *	IPv6, that processes in DIR and below make to port 25 (or to each
+ *	--port given, at most eight). It runs in the foreground until
+ *	SIGTERM or SIGINT, then detaches everything and exits 0. SIGHUP
+ *	reads the senders file again.
+ *
+ *	On a guarded connection without TLS, a MAIL command from a sender
+ *	listed in FILE (see tg_policy.h) is held in the kernel, with all
+ *	that follows it; tlsguardd answers for the remote host (see
+ *	tg_inject.h), so that the MTA bounces the mail to the sender with
+ *	"TLS is required, but was not offered by host".
+ *
+ *	--slots N sets how many held flows can be answered at once (default
+ *	256); a flow that needs one when none is free has its write failed,
+ *	and the MTA defers the mail.
+ *
+ *	--socket PATH is the control socket tlsguardctl talks to (default
+ *	/run/tlsguard/tlsguardd.sock).
+ * DIAGNOSTICS
+ *	Problems with the arguments, the cgroup, the senders file or the
+ *	kernel end the program with one line "tlsguardd: fatal: ..." and
+ *	exit status 1. Held mail is logged one line per message.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+
+#include "tlsguard.h"
+#include "tlsguard.skel.h"
+#include "tg_ctl.h"
+#include "tg_inject.h"
+#include "tg_log.h"
+#include "tg_policy.h"
+#include "tg_sys.h"
+
+#define TG_EP_RINGBUF	(2ULL << 32)
+#define TG_EP_SIGNAL	(3ULL << 32)
+#define TG_EP_CTL	(4ULL << 32)
+
+struct tg_opts {
+	const char *cgroup;
+	const char *senders;
+	const char *socket;
+	__u16 ports[TG_PORTS_MAX];
+	unsigned nports;
+	unsigned slots;
+	int verbose;
+};
+
+struct tg_agent {
+	struct tg_opts opt;
+	struct tlsguard *skel;
+	struct bpf_link *sockops;
+	struct ring_buffer *rb;
+	struct tg_inject ij;
+	struct tg_policy policies[2];
+	const struct tg_policy *policy;	/* one of policies[] */
+	int cgroup_fd;
+	int epfd;
+	int sigfd;
+	int ctl_fd;
+	int msg_attached;
+	int skb_attached;
+	time_t no_slot_warned;
+};
+
+static const char usage[] =
+	"usage: tlsguardd --cgroup DIR --senders FILE [--port N]... "
+	"[--slots N] [--socket PATH] [-v]\n";
+
+static unsigned long tg_number(const char *opt, const char *arg,
+			       unsigned long min, unsigned long max)
+{
+	unsigned long v;
+	char *end;
+
+	errno = 0;
+	v = strtoul(arg, &end, 10);
+	if (errno || *arg == 0 || *end || *arg == '-' || v < min || v > max)
+		msg_fatal("%s: bad value \"%s\": expected a number from %lu "
+			  "to %lu", opt, arg, min, max);
+	return v;
+}
+
+static void tg_parse_args(int argc, char **argv, struct tg_opts *o)
+{
+	static const struct option longopts[] = {
+		{ "cgroup", required_argument, NULL, 'c' },
+		{ "senders", required_argument, NULL, 's' },
+		{ "port", required_argument, NULL, 'p' },
+		{ "slots", required_argument, NULL, 'n' },
+		{ "socket", required_argument, NULL, 'S' },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 },
+	};
+	int c;
+
+	memset(o, 0, sizeof(*o));
+	o->socket = TG_CTL_DEFAULT;
+	o->slots = 256;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "v", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'c':
+			o->cgroup = optarg;
+			break;
+		case 's':
+			o->senders = optarg;
+			break;
+		case 'p':
+			if (o->nports == TG_PORTS_MAX)
+				msg_fatal("--port: at most %d ports",
+					  TG_PORTS_MAX);
+			o->ports[o->nports++] =
+				(__u16)tg_number("--port", optarg, 1, 65535);
+			break;
+		case 'n':
+			o->slots = (unsigned)tg_number("--slots", optarg, 1,
+						       TG_SLOTS_MAX);
+			break;
+		case 'S':
+			o->socket = optarg;
+			break;
+		case 'v':
+			o->verbose++;
+			break;
+		case 'h':
+			fputs(usage, stdout);
+			exit(0);
+		default:
+			msg_fatal("%s: %s", argv[optind - 1] ?
+				  argv[optind - 1] : "?",
+				  optopt ? "option needs a value" :
+				  "unknown option (see --help)");
+		}
+	}
+	if (optind < argc)
+		msg_fatal("unexpected argument \"%s\" (see --help)",
+			  argv[optind]);
+	if (!o->cgroup)
+		msg_fatal("--cgroup DIR is required (see --help)");
+	if (!o->senders)
+		msg_fatal("--senders FILE is required (see --help)");
+	if (o->nports == 0)
+		o->ports[o->nports++] = 25;
+}
+
+static int tg_libbpf_print(enum libbpf_print_level level, const char *fmt,
+			   va_list ap)
+{
+	if (level == LIBBPF_DEBUG && tg_log_verbose() < 2)
+		return 0;
+	return vfprintf(stderr, fmt, ap);
+}
+
+static int tg_on_event(void *ctx, void *data, size_t len)
+{
+	struct tg_agent *ag = ctx;
+	const struct tg_event *e = data;
+	time_t now;
+
+	if (len < sizeof(*e))
+		return 0;
+	switch (e->type) {
+	case TG_EV_DIVERT:
+		msg_debug("flow %llu diverted to slot %u (why %u)",
+			  (unsigned long long)e->cookie, e->slot, e->why);
+		break;
+	case TG_EV_CLOSE:
+		tg_inject_closed(&ag->ij, e->slot, e->cookie);
+		break;
+	case TG_EV_TLS:
+		msg_debug("flow %llu: STARTTLS accepted",
+			  (unsigned long long)e->cookie);
+		break;
+	case TG_EV_NO_SLOT:
+		/* Once a minute at most: this can come in floods. */
+		now = time(NULL);
+		if (now - ag->no_slot_warned >= 60) {
+			ag->no_slot_warned = now;
+			msg_warn("no free injection slot: a held flow was "
+				 "failed instead (raise --slots, now %u)",
+				 ag->opt.slots);
+		}
+		break;
+	}
+	return 0;
+}
+
+static void tg_reload(struct tg_agent *ag)
+{
+	struct tg_policy *next = ag->policy == &ag->policies[0] ?
+					 &ag->policies[1] : &ag->policies[0];
+	char err[512];
+	int rc;
+
+	if (tg_policy_load(ag->opt.senders, next, err, sizeof(err)) < 0) {
+		msg_warn("%s; keeping the senders in force", err);
+		return;
+	}
+	rc = tg_policy_sync(bpf_map__fd(ag->skel->maps.tg_senders),
+			    ag->policy, next);
+	if (rc < 0) {
+		msg_warn("cannot update the kernel policy: %s", strerror(-rc));
+		tg_policy_free(next);
+		return;
+	}
+	tg_policy_free((struct tg_policy *)ag->policy);
+	ag->policy = next;
+	msg_info("reloaded %s: %zu senders", ag->opt.senders, next->n);
+}
+
+static void tg_stats_sum(struct tg_agent *ag, struct tg_stats *sum)
+{
+	int ncpu = libbpf_num_possible_cpus();
+	struct tg_stats *per;
+	__u32 zero = 0;
+	int i;
+
+	memset(sum, 0, sizeof(*sum));
+	if (ncpu <= 0)
+		return;
+	per = calloc((size_t)ncpu, sizeof(*per));
+	if (!per)
+		return;
+	if (bpf_map_lookup_elem(bpf_map__fd(ag->skel->maps.tg_stats), &zero,
+				per) == 0) {
+		for (i = 0; i < ncpu; i++) {
+			__u64 *d = (__u64 *)sum, *s = (__u64 *)&per[i];
+			size_t k;
+
+			for (k = 0; k < sizeof(*sum) / sizeof(__u64); k++)
+				d[k] += s[k];
+		}
+	}
+	free(per);
+}
+
+static int tg_status(struct tg_agent *ag, char *out, size_t len)
+{
+	int fd = bpf_map__fd(ag->skel->maps.tg_flows);
+	unsigned long tracked = 0, diverted = 0, tls = 0;
+	__u64 key, next, *prev = NULL;
+	struct tg_flow f;
+	struct tg_stats st;
+
+	while (bpf_map_get_next_key(fd, prev, &next) == 0) {
+		key = next;
+		prev = &key;
+		if (bpf_map_lookup_elem(fd, &key, &f))
+			continue;
+		tracked++;
+		diverted += f.state == TG_FS_DIVERTED;
+		tls += f.state == TG_FS_TLS;
+	}
+	tg_stats_sum(ag, &st);
+	return snprintf(out, len,
+			"ok\n"
+			"cgroup:          %s\n"
+			"senders:         %zu\n"
+			"flows tracked:   %lu\n"
+			"flows diverted:  %lu\n"
+			"flows in TLS:    %lu\n"
+			"messages held:   %llu\n"
+			"flows since start: %llu\n"
+			"flows failed (no slot or table full): %llu\n",
+			ag->opt.cgroup, ag->policy->n, tracked, diverted, tls,
+			(unsigned long long)ag->ij.held,
+			(unsigned long long)st.flows,
+			(unsigned long long)(st.no_slot + st.flows_untracked));
+}
+
+static void tg_ctl_serve(struct tg_agent *ag)
+{
+	struct timeval tv = { .tv_sec = 1 };
+	char req[TG_CTL_REQ_MAX], out[TG_CTL_REPLY_MAX];
+	ssize_t n;
+	int fd, len;
+
+	while ((fd = accept4(ag->ctl_fd, NULL, NULL, SOCK_CLOEXEC)) >= 0) {
+		setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+		setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+		n = read(fd, req, sizeof(req) - 1);
+		if (n <= 0) {
+			close(fd);
+			continue;
+		}
+		req[n] = 0;
+		req[strcspn(req, "\r\n")] = 0;
+		if (strcmp(req, "status") == 0)
+			len = tg_status(ag, out, sizeof(out));
+		else
+			len = snprintf(out, sizeof(out),
+				       "error: unknown request \"%.64s\"\n",
+				       req);
+		if (len > 0 && write(fd, out, (size_t)len) < 0)
+			msg_debug("control client went away");
+		close(fd);
+	}
+}
+
+static int tg_epoll_add(int epfd, int fd, __u64 tag)
+{
+	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = tag };
+
+	return epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev);
+}
+
+static void tg_setup(struct tg_agent *ag)
+{
+	struct tg_inject_maps maps;
+	struct rlimit rl;
+	char err[512];
+	sigset_t mask;
+	unsigned i;
+	int err_no;
+
+	if (tg_policy_load(ag->opt.senders, &ag->policies[0], err,
+			   sizeof(err)) < 0)
+		msg_fatal("%s", err);
+	ag->policy = &ag->policies[0];
+	ag->cgroup_fd = tg_cgroup_open(ag->opt.cgroup, err, sizeof(err));
+	if (ag->cgroup_fd < 0)
+		msg_fatal("%s", err);
+	if (tg_bpffs_ensure("/sys/fs/bpf", err, sizeof(err)) < 0)
+		msg_fatal("%s", err);
+	/* Two descriptors per slot, plus ours. */
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 &&
+	    rl.rlim_cur < 2ULL * ag->opt.slots + 64)
+		msg_fatal("--slots %u needs %u open files; the limit is %llu",
+			  ag->opt.slots, 2 * ag->opt.slots + 64,
+			  (unsigned long long)rl.rlim_cur);
+
+	ag->skel = tlsguard__open();
+	if (!ag->skel)
+		msg_fatal("cannot open the BPF object: %s", strerror(errno));
+	for (i = 0; i < ag->opt.nports; i++)
+		ag->skel->rodata->tg_ports[i] = ag->opt.ports[i];
+	ag->skel->rodata->tg_nports = ag->opt.nports;
+	err_no = tlsguard__load(ag->skel);
+	if (err_no)
+		msg_fatal("the kernel refused tlsguard's BPF programs: %s "
+			  "(run with -v for the verifier's log)",
+			  strerror(-err_no));
+
+	/* Map programs first: they apply to sockets added after them. */
+	if (bpf_prog_attach(bpf_program__fd(ag->skel->progs.tg_smtp_msg),
+			    bpf_map__fd(ag->skel->maps.tg_socks),
+			    BPF_SK_MSG_VERDICT, 0))
+		msg_fatal("cannot attach tg_smtp_msg to tg_socks: %s",
+			  strerror(errno));
+	ag->msg_attached = 1;
+	if (bpf_prog_attach(bpf_program__fd(ag->skel->progs.tg_reply_skb),
+			    bpf_map__fd(ag->skel->maps.tg_socks),
+			    BPF_SK_SKB_STREAM_VERDICT, 0))
+		msg_fatal("cannot attach tg_reply_skb to tg_socks: %s",
+			  strerror(errno));
+	ag->skb_attached = 1;
+
+	err_no = tg_policy_sync(bpf_map__fd(ag->skel->maps.tg_senders), NULL,
+				ag->policy);
+	if (err_no < 0)
+		msg_fatal("cannot load the senders into the kernel: %s",
+			  strerror(-err_no));
+
+	ag->epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (ag->epfd < 0)
+		msg_fatal("epoll_create1: %s", strerror(errno));
+	maps.sk_store = bpf_map__fd(ag->skel->maps.tg_sk_store);
+	maps.socks = bpf_map__fd(ag->skel->maps.tg_socks);
+	maps.slots = bpf_map__fd(ag->skel->maps.tg_slots);
+	maps.free_slots = bpf_map__fd(ag->skel->maps.tg_free_slots);
+	maps.flows = bpf_map__fd(ag->skel->maps.tg_flows);
+	err_no = tg_inject_init(&ag->ij, ag->opt.slots, &maps, ag->epfd);
+	if (err_no < 0)
+		msg_fatal("cannot set up %u injection slots: %s",
+			  ag->opt.slots, strerror(-err_no));
+	ag->ij.policy = &ag->policy;
+
+	ag->rb = ring_buffer__new(bpf_map__fd(ag->skel->maps.tg_events),
+				  tg_on_event, ag, NULL);
+	if (!ag->rb)
+		msg_fatal("cannot open the event ring buffer: %s",
+			  strerror(errno));
+	if (tg_epoll_add(ag->epfd, ring_buffer__epoll_fd(ag->rb),
+			 TG_EP_RINGBUF) < 0)
+		msg_fatal("epoll: %s", strerror(errno));
+
+	ag->ctl_fd = tg_ctl_listen(ag->opt.socket, err, sizeof(err));
+	if (ag->ctl_fd < 0)
+		msg_fatal("%s", err);
+	if (tg_epoll_add(ag->epfd, ag->ctl_fd, TG_EP_CTL) < 0)
+		msg_fatal("epoll: %s", strerror(errno));
+
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGHUP);
+	sigprocmask(SIG_BLOCK, &mask, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	ag->sigfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+	if (ag->sigfd < 0 || tg_epoll_add(ag->epfd, ag->sigfd, TG_EP_SIGNAL))
+		msg_fatal("signalfd: %s", strerror(errno));
+
+	/* Last: from here on the MTA's new connections are guarded. */
+	ag->sockops = bpf_program__attach_cgroup(ag->skel->progs.tg_sockops,
+						 ag->cgroup_fd);
+	if (!ag->sockops)
+		msg_fatal("cannot attach tg_sockops to cgroup %s: %s",
+			  ag->opt.cgroup, strerror(errno));
+}
+
+/* Returns 0 to go on, 1 on SIGTERM/SIGINT. */
+static int tg_on_signal(struct tg_agent *ag)
+{
+	struct signalfd_siginfo si;
+
+	while (read(ag->sigfd, &si, sizeof(si)) == sizeof(si)) {
+		if (si.ssi_signo == SIGHUP)
+			tg_reload(ag);
+		else
+			return 1;
+	}
+	return 0;
+}
+
+static void tg_run(struct tg_agent *ag)
+{
+	struct epoll_event evs[64];
+	int i, n;
+
+	for (;;) {
+		n = epoll_wait(ag->epfd, evs, 64, -1);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			msg_fatal("epoll_wait: %s", strerror(errno));
+		for (i = 0; i < n; i++) {
+			__u64 tag = evs[i].data.u64 & ~0xffffffffULL;
+			__u32 idx = (__u32)evs[i].data.u64;
+
+			if (tag == TG_EP_SLOT)
+				tg_inject_readable(&ag->ij, idx);
+			else if (tag == TG_EP_RINGBUF)
+				ring_buffer__consume(ag->rb);
+			else if (tag == TG_EP_CTL)
+				tg_ctl_serve(ag);
+			else if (tag == TG_EP_SIGNAL && tg_on_signal(ag))
+				return;
+		}
+	}
+}
+
+static void tg_teardown(struct tg_agent *ag)
+{
+	/* New flows first, then the data path, then the maps. */
+	bpf_link__destroy(ag->sockops);
+	if (ag->msg_attached)
+		bpf_prog_detach2(bpf_program__fd(ag->skel->progs.tg_smtp_msg),
+				 bpf_map__fd(ag->skel->maps.tg_socks),
+				 BPF_SK_MSG_VERDICT);
+	if (ag->skb_attached)
+		bpf_prog_detach2(bpf_program__fd(ag->skel->progs.tg_reply_skb),
+				 bpf_map__fd(ag->skel->maps.tg_socks),
+				 BPF_SK_SKB_STREAM_VERDICT);
+	tg_inject_fini(&ag->ij);
+	ring_buffer__free(ag->rb);
+	tlsguard__destroy(ag->skel);
+	if (ag->ctl_fd >= 0) {
+		close(ag->ctl_fd);
+		unlink(ag->opt.socket);
+	}
+	tg_policy_free(&ag->policies[0]);
+	tg_policy_free(&ag->policies[1]);
+	if (ag->cgroup_fd >= 0)
+		close(ag->cgroup_fd);
+}
+
+int main(int argc, char **argv)
+{
+	static struct tg_agent ag = { .cgroup_fd = -1, .ctl_fd = -1 };
+
+	tg_log_init("tlsguardd", 0);
+	tg_parse_args(argc, argv, &ag.opt);
+	tg_log_init("tlsguardd", ag.opt.verbose);
+	libbpf_set_print(tg_libbpf_print);
+	ag.ij.listen_fd = -1;
+
+	tg_setup(&ag);
+	msg_info("guarding cgroup %s: %u port(s), %zu senders, %u slots",
+		 ag.opt.cgroup, ag.opt.nports, ag.policy->n, ag.opt.slots);
+	tg_run(&ag);
+	msg_info("detaching");
+	tg_teardown(&ag);
+	return 0;
+}

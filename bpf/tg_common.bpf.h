@@ -1,0 +1,121 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * NAME
+ *	tg_common.bpf.h - maps and helpers shared by tlsguard's BPF programs
+ * DESCRIPTION
+ *	The programs live in one file per attachment point and are linked
+ *	into one object (bpftool gen object). The maps are defined once, in
+ *	tg_maps.bpf.c; every other file sees them through the extern
+ *	declarations that TG_MAP() makes here, from the same text, so the
+ *	definitions cannot drift apart.
+ */
+#ifndef TG_COMMON_BPF_H
+#define TG_COMMON_BPF_H
+
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "tlsguard.h"
+
+#ifdef TG_DEFINE_MAPS
+#define TG_MAP(decl, name) decl name SEC(".maps")
+#else
+#define TG_MAP(decl, name) extern decl name SEC(".maps")
+#endif
+
+/* The MTA's tracked flows and the agent's injection sockets. */
+TG_MAP(struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, TG_FLOWS_MAX + TG_SLOTS_MAX);
+	__type(key, __u64);
+	__type(value, __u64);
+}, tg_socks);
+
+/* Role and cookie of each socket in tg_socks. */
+TG_MAP(struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct tg_sk);
+}, tg_sk_store);
+
+/* Per-flow protocol state, keyed by cookie; the agent reads and resets it. */
+TG_MAP(struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, TG_FLOWS_MAX);
+	__type(key, __u64);
+	__type(value, struct tg_flow);
+}, tg_flows);
+
+/* Guaranteed senders: tg_addr_key() of "user@domain" or "@domain". */
+TG_MAP(struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, TG_SENDERS_MAX);
+	__type(key, __u64);
+	__type(value, __u8);
+}, tg_senders);
+
+/* Injection slots, and the queue of free ones (filled by the agent). */
+TG_MAP(struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, TG_SLOTS_MAX);
+	__type(key, __u32);
+	__type(value, struct tg_slot);
+}, tg_slots);
+
+TG_MAP(struct {
+	__uint(type, BPF_MAP_TYPE_QUEUE);
+	__uint(max_entries, TG_SLOTS_MAX);
+	__type(value, __u32);
+}, tg_free_slots);
+
+TG_MAP(struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct tg_stats);
+}, tg_stats);
+
+TG_MAP(struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+}, tg_events);
+
+#define TG_STAT_INC(field)						\
+	do {								\
+		__u32 zero__ = 0;					\
+		struct tg_stats *s__ =					\
+			bpf_map_lookup_elem(&tg_stats, &zero__);	\
+		if (s__)						\
+			s__->field++;					\
+	} while (0)
+
+/* Bytes a program reads per invocation; the rest is handed back. */
+#define TG_SCAN_MAX	4096
+#define TG_BLOCK	64
+
+static __always_inline void tg_emit(__u32 type, const struct tg_flow *f,
+				    __u32 slot)
+{
+	struct tg_event *e;
+
+	e = bpf_ringbuf_reserve(&tg_events, sizeof(*e), 0);
+	if (!e) {
+		TG_STAT_INC(events_lost);
+		return;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	e->type = type;
+	e->slot = slot;
+	e->cookie = f->cookie;
+	e->why = f->why;
+	e->family = f->family;
+	e->lport = f->lport;
+	e->rport = f->rport;
+	__builtin_memcpy(e->laddr, f->laddr, 16);
+	__builtin_memcpy(e->raddr, f->raddr, 16);
+	bpf_ringbuf_submit(e, 0);
+}
+
+#endif /* TG_COMMON_BPF_H */

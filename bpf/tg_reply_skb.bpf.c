@@ -1,0 +1,105 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * NAME
+ *	tg_reply_skb - read the replies the host sends on a tracked flow
+ * DESCRIPTION
+ *	sk_skb stream verdict on tg_socks: runs on every segment a tracked
+ *	socket receives, before the MTA can read it.
+ *
+ *	On a plaintext flow the replies go through tg_reply_feed() and are
+ *	counted, so that the reply to the flow's pending DATA or STARTTLS
+ *	command is recognized: 354 starts the DATA body in the command
+ *	parser (only then may body lines look like commands without being
+ *	ones), 220 to STARTTLS turns the flow to TLS.
+ *
+ *	On a diverted flow the agent speaks for the host: whatever the host
+ *	sends is dropped, so that it cannot mix with the agent's replies.
+ */
+#include "tg_common.bpf.h"
+
+/* As in tg_smtp_msg, the parser runs on the map value itself. */
+struct tg_rscan {
+	__u64 base;
+	struct tg_flow *f;
+	__u32 len;
+	__u32 tls;		/* the flow turned to TLS */
+	__u32 body;		/* DATA accepted: start the body */
+	__u8 buf[2 * TG_BLOCK];	/* TG_BLOCK used; the rest eases the bound */
+};
+
+static long tg_rscan_byte(__u32 i, void *ctx)
+{
+	struct tg_rscan *s = ctx;
+	struct tg_flow *f = s->f;
+	__u64 n;
+
+	if (i >= s->len || !f)
+		return 1;
+	if ((i & (TG_BLOCK - 1)) == 0) {
+		n = s->len - i;
+		if (n > TG_BLOCK)
+			n = TG_BLOCK;
+		n &= 2 * TG_BLOCK - 1;	/* a bound the verifier can see */
+		if (bpf_probe_read_kernel(s->buf, n, (void *)(s->base + i)))
+			return 1;
+	}
+	if (tg_reply_feed(&f->reply, s->buf[i & (TG_BLOCK - 1)]) !=
+	    TG_REPLY_FINAL)
+		return 0;
+	f->replies++;
+	if (f->data_cmd && f->replies == f->data_cmd + 1) {
+		s->body = f->reply.code == 354;
+		f->data_cmd = 0;
+	}
+	if (f->starttls_cmd && f->replies == f->starttls_cmd + 1) {
+		f->starttls_cmd = 0;
+		if (f->reply.code == 220) {
+			/* What follows is TLS, not SMTP. */
+			s->tls = 1;
+			return 1;
+		}
+	}
+	return 0;
+}
+
+SEC("sk_skb/stream_verdict")
+int tg_reply_skb(struct __sk_buff *skb)
+{
+	struct tg_rscan s = {};
+	struct tg_flow *f;
+	__u64 cookie;
+	__u32 len;
+
+	/* sk_storage is not available here; injection sockets have no flow. */
+	cookie = bpf_get_socket_cookie(skb);
+	f = bpf_map_lookup_elem(&tg_flows, &cookie);
+	if (!f)
+		return SK_PASS;
+	if (f->state == TG_FS_DIVERTED)
+		return SK_DROP;
+	if (f->state != TG_FS_PLAIN)
+		return SK_PASS;
+
+	len = skb->len;
+	if (len > TG_SCAN_MAX)
+		len = TG_SCAN_MAX;
+	if (len == 0)
+		return SK_PASS;
+	if (bpf_skb_pull_data(skb, len))
+		return SK_PASS;
+	if ((void *)(long)skb->data + len > (void *)(long)skb->data_end)
+		return SK_PASS;
+	s.base = (__u64)(long)skb->data;
+	s.f = f;
+	s.len = len;
+	bpf_loop(len, tg_rscan_byte, &s, 0);
+
+	if (s.body)
+		tg_cmd_start_body(&f->cmd);
+	if (s.tls) {
+		f->state = TG_FS_TLS;
+		TG_STAT_INC(tls);
+		tg_emit(TG_EV_TLS, f, TG_NO_SLOT);
+	}
+	return SK_PASS;
+}

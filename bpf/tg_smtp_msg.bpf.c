@@ -1,0 +1,262 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * NAME
+ *	tg_smtp_msg - read the SMTP commands the MTA writes; hold back a
+ *	guaranteed sender's MAIL FROM on a flow without TLS
+ * DESCRIPTION
+ *	sk_msg verdict on tg_socks: runs for every write on a tracked flow
+ *	before any byte of it is queued for the wire, and for every write
+ *	the agent makes on an injection socket.
+ *
+ *	On a plaintext flow the bytes go through tg_cmd_feed(). A MAIL
+ *	command whose sender is guaranteed (or that cannot be vouched for)
+ *	diverts the flow: the command and all that follows it on the flow go
+ *	to the agent through an injection slot, never to the host. Bytes
+ *	before the MAIL line in the same write pass first (apply_bytes); a
+ *	write that ends inside a line that may be a MAIL command is corked
+ *	until the line is complete, so no byte of a held envelope can leave
+ *	early, however the MTA splits its writes.
+ *
+ *	A flow is diverted only while the host owes no reply: the agent's
+ *	replies must be the next ones the MTA reads. A guaranteed MAIL that
+ *	was pipelined behind commands still unanswered is dropped instead,
+ *	which fails the write and makes the MTA defer.
+ *
+ *	Writes on an injection socket are the agent's replies: they are
+ *	redirected into the receive queue of the flow the slot serves.
+ *
+ *	The parser state is saved in the flow only up to bytes that were
+ *	passed; held bytes are parsed again from the saved state when the
+ *	program runs on them next.
+ */
+#include "tg_common.bpf.h"
+
+enum { SCAN_PASS, SCAN_DIVERT };
+
+/*
+ * The parser runs on the flow's own state in the map value, not on a
+ * copy on the stack: the verifier does not track map memory, so the
+ * bpf_loop callback converges however many values the parser's counters
+ * take. What is on the stack is the state at the start of the line in
+ * progress, to restore when that line's bytes are held.
+ */
+struct tg_scan {
+	__u64 base;		/* address of the linear bytes */
+	struct tg_flow *f;
+	__u32 len;		/* bytes to scan */
+	__u32 line_off;		/* where the line in progress started */
+	__u32 verdict;
+	__u32 why;
+	__u32 at_cmds;		/* counters at line_off */
+	__u32 at_data_cmd;
+	__u32 at_starttls_cmd;
+	struct tg_cmd at_line;	/* parser state at line_off */
+	__u8 buf[2 * TG_BLOCK];	/* TG_BLOCK used; the rest eases the bound */
+};
+
+static __always_inline int tg_guaranteed(const struct tg_cmd *p)
+{
+	__u64 k = p->addr_key;
+
+	if (bpf_map_lookup_elem(&tg_senders, &k))
+		return 1;
+	k = p->domain_key;
+	return k && bpf_map_lookup_elem(&tg_senders, &k);
+}
+
+static long tg_scan_byte(__u32 i, void *ctx)
+{
+	struct tg_scan *s = ctx;
+	struct tg_flow *f = s->f;
+	__u64 n;
+	int ev;
+
+	if (i >= s->len || !f)
+		return 1;
+	if ((i & (TG_BLOCK - 1)) == 0) {
+		n = s->len - i;
+		if (n > TG_BLOCK)
+			n = TG_BLOCK;
+		n &= 2 * TG_BLOCK - 1;	/* a bound the verifier can see */
+		if (bpf_probe_read_kernel(s->buf, n, (void *)(s->base + i))) {
+			/* Cannot read it: hold it, as a MAIL we cannot vouch for. */
+			s->verdict = SCAN_DIVERT;
+			s->why = TG_WHY_BAD_MAIL;
+			return 1;
+		}
+	}
+	if (f->cmd.mode == TG_MODE_CMD && f->cmd.line_len == 0) {
+		s->line_off = i;
+		s->at_line = f->cmd;
+		s->at_cmds = f->cmds;
+		s->at_data_cmd = f->data_cmd;
+		s->at_starttls_cmd = f->starttls_cmd;
+	}
+	ev = tg_cmd_feed(&f->cmd, s->buf[i & (TG_BLOCK - 1)]);
+	switch (ev) {
+	case TG_CMD_NONE:
+	case TG_CMD_CHUNK_END:
+		return 0;
+	case TG_CMD_MAIL:
+		if (tg_guaranteed(&f->cmd)) {
+			s->verdict = SCAN_DIVERT;
+			s->why = TG_WHY_NO_TLS;
+			return 1;
+		}
+		TG_STAT_INC(passed_mail);
+		break;
+	case TG_CMD_MAIL_NULL:
+		TG_STAT_INC(passed_mail);
+		break;
+	case TG_CMD_MAIL_BAD:
+		s->verdict = SCAN_DIVERT;
+		s->why = TG_WHY_BAD_MAIL;
+		return 1;
+	case TG_CMD_LINE:
+		if (f->cmd.verb == TG_VERB_DATA)
+			f->data_cmd = f->cmds;
+		else if (f->cmd.verb == TG_VERB_STARTTLS)
+			f->starttls_cmd = f->cmds;
+		break;
+	}
+	/* Each command line and each DATA body earns one reply. */
+	f->cmds++;
+	return 0;
+}
+
+/* Forget what was scanned from line_off on: those bytes are held. */
+static __always_inline void tg_rewind(struct tg_flow *f, struct tg_scan *s)
+{
+	f->cmd = s->at_line;
+	f->cmds = s->at_cmds;
+	f->data_cmd = s->at_data_cmd;
+	f->starttls_cmd = s->at_starttls_cmd;
+}
+
+static __always_inline int tg_divert(struct sk_msg_md *msg, struct tg_flow *f,
+				     __u32 why)
+{
+	struct tg_slot *slot;
+	__u32 idx;
+
+	if (f->cmds != f->replies) {
+		/* The host still owes replies: ours would come out of order. */
+		TG_STAT_INC(no_slot);
+		return SK_DROP;
+	}
+	if (bpf_map_pop_elem(&tg_free_slots, &idx)) {
+		TG_STAT_INC(no_slot);
+		tg_emit(TG_EV_NO_SLOT, f, TG_NO_SLOT);
+		return SK_DROP;
+	}
+	slot = bpf_map_lookup_elem(&tg_slots, &idx);
+	if (!slot)
+		return SK_DROP;
+	slot->flow = f->cookie;
+	f->state = TG_FS_DIVERTED;
+	f->slot = idx;
+	f->why = why;
+	f->held++;
+	TG_STAT_INC(diverted);
+	tg_emit(TG_EV_DIVERT, f, idx);
+	return bpf_msg_redirect_hash(msg, &tg_socks, &slot->inject, 0);
+}
+
+static __always_inline int tg_to_slot(struct sk_msg_md *msg, struct tg_flow *f)
+{
+	__u32 idx = f->slot;
+	struct tg_slot *slot = bpf_map_lookup_elem(&tg_slots, &idx);
+
+	if (!slot || slot->flow != f->cookie)
+		return SK_DROP;
+	return bpf_msg_redirect_hash(msg, &tg_socks, &slot->inject, 0);
+}
+
+static __always_inline int tg_plain(struct sk_msg_md *msg, struct tg_flow *f)
+{
+	struct tg_scan s = {};
+	__u32 len = msg->size;
+
+	if (len > TG_SCAN_MAX)
+		len = TG_SCAN_MAX;
+	if (len == 0)
+		return SK_PASS;
+	if (bpf_msg_pull_data(msg, 0, len, 0))
+		return SK_DROP;
+	if ((void *)(long)msg->data + len > (void *)(long)msg->data_end)
+		return SK_DROP;
+	s.base = (__u64)(long)msg->data;
+	s.f = f;
+	s.len = len;
+	s.at_line = f->cmd;
+	s.at_cmds = f->cmds;
+	s.at_data_cmd = f->data_cmd;
+	s.at_starttls_cmd = f->starttls_cmd;
+	bpf_loop(len, tg_scan_byte, &s, 0);
+
+	if (s.verdict == SCAN_PASS && tg_cmd_holding(&f->cmd)) {
+		if (f->cmd.line_len <= TG_LINE_MAX && s.line_off == 0) {
+			/* Wait for the rest of the line; parse it again then. */
+			tg_rewind(f, &s);
+			TG_STAT_INC(corked);
+			bpf_msg_cork_bytes(msg, len + 1);
+			return SK_PASS;
+		}
+		if (s.line_off == 0) {
+			s.verdict = SCAN_DIVERT;
+			s.why = TG_WHY_BAD_MAIL;
+		}
+	}
+	if (s.verdict == SCAN_DIVERT || tg_cmd_holding(&f->cmd)) {
+		tg_rewind(f, &s);
+		if (s.line_off > 0) {
+			/* Pass what precedes the line; run again on the rest. */
+			bpf_msg_apply_bytes(msg, s.line_off);
+			return SK_PASS;
+		}
+		return tg_divert(msg, f, s.why);
+	}
+	if (len < msg->size)
+		bpf_msg_apply_bytes(msg, len);
+	return SK_PASS;
+}
+
+static __always_inline int tg_inject(struct sk_msg_md *msg, struct tg_sk *sks)
+{
+	__u32 idx = sks->slot;
+	struct tg_slot *slot = bpf_map_lookup_elem(&tg_slots, &idx);
+
+	if (!slot || !slot->flow)
+		return SK_DROP;
+	return bpf_msg_redirect_hash(msg, &tg_socks, &slot->flow,
+				     BPF_F_INGRESS);
+}
+
+SEC("sk_msg")
+int tg_smtp_msg(struct sk_msg_md *msg)
+{
+	struct tg_flow *f;
+	struct tg_sk *sks;
+
+	if (!msg->sk)
+		return SK_DROP;
+	sks = bpf_sk_storage_get(&tg_sk_store, msg->sk, 0, 0);
+	if (!sks)
+		return SK_DROP;
+	if (sks->role == TG_ROLE_INJECT)
+		return tg_inject(msg, sks);
+	if (sks->role != TG_ROLE_MTA)
+		return SK_DROP;
+	f = bpf_map_lookup_elem(&tg_flows, &sks->cookie);
+	if (!f) {
+		TG_STAT_INC(lost_flow);
+		return SK_DROP;
+	}
+	switch (f->state) {
+	case TG_FS_TLS:
+		return SK_PASS;
+	case TG_FS_DIVERTED:
+		return tg_to_slot(msg, f);
+	}
+	return tg_plain(msg, f);
+}

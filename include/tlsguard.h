@@ -1,0 +1,126 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * NAME
+ *	tlsguard.h - what the BPF programs and the agent share: map values,
+ *	events and limits
+ * DESCRIPTION
+ *	Flows are the MTA's outbound TCP connections to a guarded port. Each
+ *	is known by its socket cookie, which keys the sockhash (tg_socks) and
+ *	the flow table (tg_flows). The agent's injection sockets live in the
+ *	same sockhash under their own cookies; sk_storage (struct tg_sk) says
+ *	which role a socket plays.
+ *
+ *	A flow whose sender must be held is "diverted": it is given one
+ *	injection slot, a loopback TCP pair owned by the agent. Everything
+ *	the MTA writes from the held MAIL command on goes out through the
+ *	slot's near end to the agent; what the agent writes on that end is
+ *	redirected into the MTA's receive queue as if the remote host had
+ *	said it. One slot serves one flow at a time, so replies can never
+ *	reach another flow; the agent replaces a slot's pair before it reuses
+ *	the slot, so no byte of an old flow can reach a new one.
+ */
+#ifndef TLSGUARD_H
+#define TLSGUARD_H
+
+#include "tg_types.h"
+#include "tg_smtp.h"
+
+#define TG_PORTS_MAX	8
+#define TG_FLOWS_MAX	65536
+#define TG_SENDERS_MAX	(1U << 20)
+#define TG_SLOTS_MAX	4096
+#define TG_NO_SLOT	0xffffffffU
+
+/* Socket roles, in struct tg_sk. */
+enum tg_role {
+	TG_ROLE_NONE,
+	TG_ROLE_MTA,		/* a tracked flow */
+	TG_ROLE_INJECT,		/* the near end of an injection slot */
+	TG_ROLE_UNTRACKED,	/* a flow the flow table had no room for */
+};
+
+/* sk_storage of every socket in tg_socks. */
+struct tg_sk {
+	__u64 cookie;
+	__u32 role;		/* enum tg_role */
+	__u32 slot;		/* TG_ROLE_INJECT: its slot */
+};
+
+enum tg_flow_state {
+	TG_FS_PLAIN = 1,	/* plaintext SMTP, commands are read */
+	TG_FS_TLS,		/* STARTTLS accepted: TLS records follow */
+	TG_FS_DIVERTED,		/* the agent answers for the host */
+};
+
+/* Why a flow was diverted. */
+enum tg_why {
+	TG_WHY_NONE,
+	TG_WHY_NO_TLS,		/* a guaranteed sender on a plaintext flow */
+	TG_WHY_BAD_MAIL,	/* a MAIL command the kernel cannot vouch for */
+};
+
+/* Value of tg_flows, keyed by the MTA socket's cookie. */
+struct tg_flow {
+	struct tg_cmd cmd;	/* what the MTA writes */
+	struct tg_reply reply;	/* what the host answers */
+	__u64 cookie;
+	__u64 start_ns;		/* bpf_ktime_get_ns() at establishment */
+	__u32 state;		/* enum tg_flow_state */
+	__u32 slot;		/* TG_FS_DIVERTED: injection slot */
+	__u32 why;		/* enum tg_why */
+	__u32 cmds;		/* commands sent to the host; the greeting is #0 */
+	__u32 replies;		/* final replies seen from the host */
+	__u32 data_cmd;		/* index of the last DATA, 0 if none pending */
+	__u32 starttls_cmd;	/* index of STARTTLS, 0 if none pending */
+	__u32 held;		/* messages held on this flow */
+	__u16 family;		/* AF_INET or AF_INET6 */
+	__u16 lport;		/* host byte order */
+	__u16 rport;		/* host byte order */
+	__u16 pad;
+	__u8 laddr[16];		/* IPv4 in the first four bytes */
+	__u8 raddr[16];
+};
+
+/* Value of tg_slots, indexed by slot. */
+struct tg_slot {
+	__u64 flow;		/* cookie of the MTA socket it serves, 0 if free */
+	__u64 inject;		/* cookie of the slot's near end */
+};
+
+/* Counters, a per-CPU array of one element. */
+struct tg_stats {
+	__u64 flows;		/* flows tracked since start */
+	__u64 flows_untracked;	/* flow table full: flow blocked */
+	__u64 sockhash_full;	/* sockhash full: flow not enforced */
+	__u64 diverted;		/* flows diverted */
+	__u64 no_slot;		/* divert needed, no slot: write dropped */
+	__u64 passed_mail;	/* MAIL commands passed */
+	__u64 tls;		/* flows that started TLS */
+	__u64 lost_flow;	/* socket in tg_socks without flow state */
+	__u64 events_lost;	/* ring buffer full */
+	__u64 corked;		/* writes held for the rest of a line */
+};
+
+enum tg_event_type {
+	TG_EV_DIVERT = 1,	/* a flow was diverted to a slot */
+	TG_EV_CLOSE,		/* a diverted flow closed: its slot is free */
+	TG_EV_TLS,		/* a flow started TLS */
+	TG_EV_NO_SLOT,		/* a flow needed a slot and none was free */
+};
+
+/* Ring buffer record. */
+struct tg_event {
+	__u32 type;		/* enum tg_event_type */
+	__u32 slot;
+	__u64 cookie;
+	__u32 why;
+	__u16 family;
+	__u16 lport;
+	__u16 rport;
+	__u16 pad;
+	__u32 pad2;
+	__u8 laddr[16];
+	__u8 raddr[16];
+};
+
+#endif /* TLSGUARD_H */
