@@ -67,9 +67,9 @@ $(BUILD)/tlsguardctl: tools/tlsguardctl.c $(HEADERS) agent/tg_ctl.h
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(WARNINGS) $(INCLUDES) -Iagent $(LDFLAGS) -o $@ $<
 
-$(BUILD)/tests/%: tests/unit/%.c $(HEADERS)
+$(BUILD)/tests/%: tests/unit/%.c $(HEADERS) $(wildcard tests/unit/*.h) agent/tg_policy.c
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) $(WARNINGS) $(INCLUDES) $(LDFLAGS) -o $@ $<
+	$(CC) $(CFLAGS) $(WARNINGS) $(INCLUDES) -Iagent $(LDFLAGS) -o $@ $< -lbpf
 
 deps:
 	@if ! dpkg -s $(DEBIAN_PKGS) >/dev/null 2>&1; then \

@@ -263,7 +263,7 @@ static void tg_stats_sum(struct tg_agent *ag, struct tg_stats *sum)
 static int tg_status(struct tg_agent *ag, char *out, size_t len)
 {
 	int fd = bpf_map__fd(ag->skel->maps.tg_flows);
-	unsigned long tracked = 0, diverted = 0, tls = 0;
+	unsigned long tracked = 0, diverted = 0, tls = 0, failed = 0;
 	__u64 key, next, *prev = NULL;
 	struct tg_flow f;
 	struct tg_stats st;
@@ -276,6 +276,7 @@ static int tg_status(struct tg_agent *ag, char *out, size_t len)
 		tracked++;
 		diverted += f.state == TG_FS_DIVERTED;
 		tls += f.state == TG_FS_TLS;
+		failed += f.state == TG_FS_FAILED;
 	}
 	tg_stats_sum(ag, &st);
 	return snprintf(out, len,
@@ -285,10 +286,12 @@ static int tg_status(struct tg_agent *ag, char *out, size_t len)
 			"flows tracked:   %lu\n"
 			"flows diverted:  %lu\n"
 			"flows in TLS:    %lu\n"
+			"flows failed:    %lu\n"
 			"messages held:   %llu\n"
 			"flows since start: %llu\n"
 			"flows failed (no slot or table full): %llu\n",
 			ag->opt.cgroup, ag->policy->n, tracked, diverted, tls,
+			failed,
 			(unsigned long long)ag->ij.held,
 			(unsigned long long)st.flows,
 			(unsigned long long)(st.no_slot + st.flows_untracked));

@@ -14,6 +14,7 @@
  *
  *	On a diverted flow the agent speaks for the host: whatever the host
  *	sends is dropped, so that it cannot mix with the agent's replies.
+ *	A failed flow hears nothing more either.
  */
 #include "tg_common.bpf.h"
 
@@ -75,7 +76,7 @@ int tg_reply_skb(struct __sk_buff *skb)
 	f = bpf_map_lookup_elem(&tg_flows, &cookie);
 	if (!f)
 		return SK_PASS;
-	if (f->state == TG_FS_DIVERTED)
+	if (f->state == TG_FS_DIVERTED || f->state == TG_FS_FAILED)
 		return SK_DROP;
 	if (f->state != TG_FS_PLAIN)
 		return SK_PASS;

@@ -19,8 +19,9 @@
  *
  *	A flow is diverted only while the host owes no reply: the agent's
  *	replies must be the next ones the MTA reads. A guaranteed MAIL that
- *	was pipelined behind commands still unanswered is dropped instead,
- *	which fails the write and makes the MTA defer.
+ *	was pipelined behind commands still unanswered, or that finds no free
+ *	injection slot, fails the flow instead: this write and every later
+ *	one are dropped, the MTA sees a write error and defers the mail.
  *
  *	Writes on an injection socket are the agent's replies: they are
  *	redirected into the receive queue of the flow the slot serves.
@@ -142,16 +143,20 @@ static __always_inline int tg_divert(struct sk_msg_md *msg, struct tg_flow *f,
 	if (f->cmds != f->replies) {
 		/* The host still owes replies: ours would come out of order. */
 		TG_STAT_INC(no_slot);
+		f->state = TG_FS_FAILED;
 		return SK_DROP;
 	}
 	if (bpf_map_pop_elem(&tg_free_slots, &idx)) {
 		TG_STAT_INC(no_slot);
+		f->state = TG_FS_FAILED;
 		tg_emit(TG_EV_NO_SLOT, f, TG_NO_SLOT);
 		return SK_DROP;
 	}
 	slot = bpf_map_lookup_elem(&tg_slots, &idx);
-	if (!slot)
+	if (!slot) {
+		f->state = TG_FS_FAILED;
 		return SK_DROP;
+	}
 	slot->flow = f->cookie;
 	f->state = TG_FS_DIVERTED;
 	f->slot = idx;
@@ -167,8 +172,10 @@ static __always_inline int tg_to_slot(struct sk_msg_md *msg, struct tg_flow *f)
 	__u32 idx = f->slot;
 	struct tg_slot *slot = bpf_map_lookup_elem(&tg_slots, &idx);
 
-	if (!slot || slot->flow != f->cookie)
+	if (!slot || slot->flow != f->cookie) {
+		f->state = TG_FS_FAILED;
 		return SK_DROP;
+	}
 	return bpf_msg_redirect_hash(msg, &tg_socks, &slot->inject, 0);
 }
 
@@ -181,10 +188,12 @@ static __always_inline int tg_plain(struct sk_msg_md *msg, struct tg_flow *f)
 		len = TG_SCAN_MAX;
 	if (len == 0)
 		return SK_PASS;
-	if (bpf_msg_pull_data(msg, 0, len, 0))
+	if (bpf_msg_pull_data(msg, 0, len, 0) ||
+	    (void *)(long)msg->data + len > (void *)(long)msg->data_end) {
+		/* Unreadable, so unjudged: fail closed. */
+		f->state = TG_FS_FAILED;
 		return SK_DROP;
-	if ((void *)(long)msg->data + len > (void *)(long)msg->data_end)
-		return SK_DROP;
+	}
 	s.base = (__u64)(long)msg->data;
 	s.f = f;
 	s.len = len;
@@ -257,6 +266,8 @@ int tg_smtp_msg(struct sk_msg_md *msg)
 		return SK_PASS;
 	case TG_FS_DIVERTED:
 		return tg_to_slot(msg, f);
+	case TG_FS_FAILED:
+		return SK_DROP;
 	}
 	return tg_plain(msg, f);
 }

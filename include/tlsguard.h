@@ -50,6 +50,7 @@ enum tg_flow_state {
 	TG_FS_PLAIN = 1,	/* plaintext SMTP, commands are read */
 	TG_FS_TLS,		/* STARTTLS accepted: TLS records follow */
 	TG_FS_DIVERTED,		/* the agent answers for the host */
+	TG_FS_FAILED,		/* failed closed: every write is dropped */
 };
 
 /* Why a flow was diverted. */
