@@ -289,7 +289,7 @@ static int tg_status(struct tg_agent *ag, char *out, size_t len)
 			"flows failed:    %lu\n"
 			"messages held:   %llu\n"
 			"flows since start: %llu\n"
-			"flows failed (no slot or table full): %llu\n",
+			"flows failed since start: %llu\n",
 			ag->opt.cgroup, ag->policy->n, tracked, diverted, tls,
 			failed,
 			(unsigned long long)ag->ij.held,
@@ -427,8 +427,6 @@ static void tg_setup(struct tg_agent *ag)
 	sigaddset(&mask, SIGTERM);
 	sigaddset(&mask, SIGINT);
 	sigaddset(&mask, SIGHUP);
-	sigprocmask(SIG_BLOCK, &mask, NULL);
-	signal(SIGPIPE, SIG_IGN);
 	ag->sigfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
 	if (ag->sigfd < 0 || tg_epoll_add(ag->epfd, ag->sigfd, TG_EP_SIGNAL))
 		msg_fatal("signalfd: %s", strerror(errno));
@@ -510,6 +508,19 @@ static void tg_teardown(struct tg_agent *ag)
 int main(int argc, char **argv)
 {
 	static struct tg_agent ag = { .cgroup_fd = -1, .ctl_fd = -1 };
+
+	sigset_t mask;
+
+	/*
+	 * Held from the start, so that a SIGTERM during set-up is taken
+	 * from the signalfd once the loop runs, and still detaches cleanly.
+	 */
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGHUP);
+	sigprocmask(SIG_BLOCK, &mask, NULL);
+	signal(SIGPIPE, SIG_IGN);
 
 	tg_log_init("tlsguardd", 0);
 	tg_parse_args(argc, argv, &ag.opt);
