@@ -113,6 +113,8 @@ static __always_inline void tg_emit(__u32 type, const struct tg_flow *f,
 	e->family = f->family;
 	e->lport = f->lport;
 	e->rport = f->rport;
+	e->tls_version = f->tls_version;
+	e->state = f->state;
 	__builtin_memcpy(e->laddr, f->laddr, 16);
 	__builtin_memcpy(e->raddr, f->raddr, 16);
 	bpf_ringbuf_submit(e, 0);

@@ -7,10 +7,17 @@
  *	socket receives, before the MTA can read it.
  *
  *	On a plaintext flow the replies go through tg_reply_feed() and are
- *	counted, so that the reply to the flow's pending DATA or STARTTLS
- *	command is recognized: 354 starts the DATA body in the command
- *	parser (only then may body lines look like commands without being
- *	ones), 220 to STARTTLS turns the flow to TLS.
+ *	counted, so that the reply to the flow's pending EHLO, DATA or
+ *	STARTTLS command is recognized: the EHLO reply says whether STARTTLS
+ *	is offered, 354 starts the DATA body in the command parser (only then
+ *	may body lines look like commands without being ones), 220 to
+ *	STARTTLS starts the handshake.
+ *
+ *	In the handshake, the server's first flight goes through
+ *	tg_tls_feed(): a well-formed ServerHello gives the negotiated version
+ *	(TLS 1.2 or higher: TG_FS_TLS, below: TG_FS_WEAK); an alert or a
+ *	malformed flight fails the handshake (TG_FS_TLS_FAILED). Bytes after
+ *	a 220 in the same segment belong to the flight and are read as such.
  *
  *	On a diverted flow the agent speaks for the host: whatever the host
  *	sends is dropped, so that it cannot mix with the agent's replies.
@@ -18,20 +25,43 @@
  */
 #include "tg_common.bpf.h"
 
-/* As in tg_smtp_msg, the parser runs on the map value itself. */
+/* As in tg_smtp_msg, the parsers run on the map value itself. */
 struct tg_rscan {
 	__u64 base;
 	struct tg_flow *f;
 	__u32 len;
-	__u32 tls;		/* the flow turned to TLS */
 	__u32 body;		/* DATA accepted: start the body */
+	__u32 tls;		/* the handshake ended: see f->state */
 	__u8 buf[2 * TG_BLOCK];	/* TG_BLOCK used; the rest eases the bound */
 };
+
+/* One byte of the server's first TLS flight. */
+static __always_inline long tg_tls_byte(struct tg_rscan *s, struct tg_flow *f,
+					unsigned char c)
+{
+	switch (tg_tls_feed(&f->tls, c)) {
+	case TG_TLS_VERSION:
+		f->tls_version = f->tls.version;
+		f->tls_cipher = f->tls.cipher;
+		f->state = f->tls.version >= TG_TLS_1_2 ? TG_FS_TLS : TG_FS_WEAK;
+		s->tls = 1;
+		return 1;
+	case TG_TLS_ALERT:
+		f->tls_alert = f->tls.alert;
+		/* fall through */
+	case TG_TLS_BAD:
+		f->state = TG_FS_TLS_FAILED;
+		s->tls = 1;
+		return 1;
+	}
+	return 0;
+}
 
 static long tg_rscan_byte(__u32 i, void *ctx)
 {
 	struct tg_rscan *s = ctx;
 	struct tg_flow *f = s->f;
+	unsigned char c;
 	__u64 n;
 
 	if (i >= s->len || !f)
@@ -44,10 +74,16 @@ static long tg_rscan_byte(__u32 i, void *ctx)
 		if (bpf_probe_read_kernel(s->buf, n, (void *)(s->base + i)))
 			return 1;
 	}
-	if (tg_reply_feed(&f->reply, s->buf[i & (TG_BLOCK - 1)]) !=
-	    TG_REPLY_FINAL)
+	c = s->buf[i & (TG_BLOCK - 1)];
+	if (f->state == TG_FS_HANDSHAKE)
+		return tg_tls_byte(s, f, c);
+	if (tg_reply_feed(&f->reply, c) != TG_REPLY_FINAL)
 		return 0;
 	f->replies++;
+	if (f->ehlo_cmd && f->replies == f->ehlo_cmd + 1) {
+		f->starttls_offered = f->reply.code == 250 && f->reply.starttls;
+		f->ehlo_cmd = 0;
+	}
 	if (f->data_cmd && f->replies == f->data_cmd + 1) {
 		s->body = f->reply.code == 354;
 		f->data_cmd = 0;
@@ -55,9 +91,10 @@ static long tg_rscan_byte(__u32 i, void *ctx)
 	if (f->starttls_cmd && f->replies == f->starttls_cmd + 1) {
 		f->starttls_cmd = 0;
 		if (f->reply.code == 220) {
-			/* What follows is TLS, not SMTP. */
-			s->tls = 1;
-			return 1;
+			/* What follows is the server's TLS flight. */
+			f->state = TG_FS_HANDSHAKE;
+			tg_tls_init(&f->tls);
+			__builtin_memset(&f->tlsc, 0, sizeof(f->tlsc));
 		}
 	}
 	return 0;
@@ -78,7 +115,7 @@ int tg_reply_skb(struct __sk_buff *skb)
 		return SK_PASS;
 	if (f->state == TG_FS_DIVERTED || f->state == TG_FS_FAILED)
 		return SK_DROP;
-	if (f->state != TG_FS_PLAIN)
+	if (f->state != TG_FS_PLAIN && f->state != TG_FS_HANDSHAKE)
 		return SK_PASS;
 
 	len = skb->len;
@@ -98,8 +135,12 @@ int tg_reply_skb(struct __sk_buff *skb)
 	if (s.body)
 		tg_cmd_start_body(&f->cmd);
 	if (s.tls) {
-		f->state = TG_FS_TLS;
-		TG_STAT_INC(tls);
+		if (f->state == TG_FS_TLS)
+			TG_STAT_INC(tls);
+		else if (f->state == TG_FS_WEAK)
+			TG_STAT_INC(tls_weak);
+		else
+			TG_STAT_INC(tls_failed);
 		tg_emit(TG_EV_TLS, f, TG_NO_SLOT);
 	}
 	return SK_PASS;

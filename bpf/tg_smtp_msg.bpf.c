@@ -65,6 +65,26 @@ static __always_inline int tg_guaranteed(const struct tg_cmd *p)
 	return k && bpf_map_lookup_elem(&tg_senders, &k);
 }
 
+/*
+ * Keep the sender of a complete MAIL line for tlsguardctl: the line is
+ * whole in the scanned bytes, since a MAIL line is corked until it is.
+ */
+static __always_inline void tg_keep_sender(struct tg_scan *s,
+					   struct tg_flow *f)
+{
+	__u64 off = (__u64)s->line_off + f->cmd.addr_start;
+	__u64 n = f->cmd.addr_len;
+
+	if (n > TG_SENDER_MAX - 1)
+		n = TG_SENDER_MAX - 1;
+	if (off + n > s->len)
+		n = 0;
+	n &= TG_SENDER_MAX - 1;
+	__builtin_memset(f->sender, 0, sizeof(f->sender));
+	if (n)
+		bpf_probe_read_kernel(f->sender, n, (void *)(s->base + off));
+}
+
 static long tg_scan_byte(__u32 i, void *ctx)
 {
 	struct tg_scan *s = ctx;
@@ -99,6 +119,7 @@ static long tg_scan_byte(__u32 i, void *ctx)
 	case TG_CMD_CHUNK_END:
 		return 0;
 	case TG_CMD_MAIL:
+		tg_keep_sender(s, f);
 		if (tg_guaranteed(&f->cmd)) {
 			s->verdict = SCAN_DIVERT;
 			s->why = TG_WHY_NO_TLS;
@@ -118,6 +139,9 @@ static long tg_scan_byte(__u32 i, void *ctx)
 			f->data_cmd = f->cmds;
 		else if (f->cmd.verb == TG_VERB_STARTTLS)
 			f->starttls_cmd = f->cmds;
+		else if (f->cmd.verb == TG_VERB_EHLO ||
+			 f->cmd.verb == TG_VERB_HELO)
+			f->ehlo_cmd = f->cmds;
 		break;
 	}
 	/* Each command line and each DATA body earns one reply. */
@@ -230,6 +254,83 @@ static __always_inline int tg_plain(struct sk_msg_md *msg, struct tg_flow *f)
 	return SK_PASS;
 }
 
+/*
+ * Between STARTTLS and the server's ServerHello, or after a failed
+ * handshake, the client must write TLS records. A client that writes
+ * something else has gone on in plaintext on the same connection: its
+ * commands are read again from the first byte that is not TLS.
+ */
+struct tg_hscan {
+	__u64 base;
+	struct tg_flow *f;
+	__u32 len;
+	__u32 bad_off;
+	__u32 bad;
+	__u8 buf[2 * TG_BLOCK];
+};
+
+static long tg_hscan_byte(__u32 i, void *ctx)
+{
+	struct tg_hscan *s = ctx;
+	struct tg_flow *f = s->f;
+	__u64 n;
+
+	if (i >= s->len || !f)
+		return 1;
+	if ((i & (TG_BLOCK - 1)) == 0) {
+		n = s->len - i;
+		if (n > TG_BLOCK)
+			n = TG_BLOCK;
+		n &= 2 * TG_BLOCK - 1;
+		if (bpf_probe_read_kernel(s->buf, n, (void *)(s->base + i))) {
+			s->bad = 1;
+			s->bad_off = i;
+			return 1;
+		}
+	}
+	if (tg_tls_client_feed(&f->tlsc, s->buf[i & (TG_BLOCK - 1)]) ==
+	    TG_TLS_BAD) {
+		s->bad = 1;
+		s->bad_off = i;
+		return 1;
+	}
+	return 0;
+}
+
+static __always_inline int tg_handshake(struct sk_msg_md *msg,
+					struct tg_flow *f)
+{
+	struct tg_hscan s = {};
+	__u32 len = msg->size;
+
+	if (len > TG_SCAN_MAX)
+		len = TG_SCAN_MAX;
+	if (len == 0)
+		return SK_PASS;
+	if (bpf_msg_pull_data(msg, 0, len, 0) ||
+	    (void *)(long)msg->data + len > (void *)(long)msg->data_end) {
+		f->state = TG_FS_FAILED;
+		return SK_DROP;
+	}
+	s.base = (__u64)(long)msg->data;
+	s.f = f;
+	s.len = len;
+	bpf_loop(len, tg_hscan_byte, &s, 0);
+	if (s.bad) {
+		/* Plaintext from here on: a fresh line, judged as such. */
+		f->state = TG_FS_PLAIN;
+		tg_cmd_init(&f->cmd);
+		if (s.bad_off > 0) {
+			bpf_msg_apply_bytes(msg, s.bad_off);
+			return SK_PASS;
+		}
+		return tg_plain(msg, f);
+	}
+	if (len < msg->size)
+		bpf_msg_apply_bytes(msg, len);
+	return SK_PASS;
+}
+
 static __always_inline int tg_inject(struct sk_msg_md *msg, struct tg_sk *sks)
 {
 	__u32 idx = sks->slot;
@@ -264,6 +365,12 @@ int tg_smtp_msg(struct sk_msg_md *msg)
 	switch (f->state) {
 	case TG_FS_TLS:
 		return SK_PASS;
+	case TG_FS_WEAK:
+		/* Judged inside TLS, from the uprobes on the TLS library. */
+		return SK_PASS;
+	case TG_FS_HANDSHAKE:
+	case TG_FS_TLS_FAILED:
+		return tg_handshake(msg, f);
 	case TG_FS_DIVERTED:
 		return tg_to_slot(msg, f);
 	case TG_FS_FAILED:

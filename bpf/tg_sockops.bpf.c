@@ -13,6 +13,9 @@
  *	TG_ROLE_UNTRACKED: tg_smtp_msg drops every write on it, so the MTA
  *	defers the mail instead of sending it unchecked (fail closed).
  *
+ *	A flow to an implicit-TLS port starts in the handshake state; any
+ *	other starts in plaintext.
+ *
  *	Tracked sockets get TCP_NODELAY: with an sk_msg program in the send
  *	path, Nagle's algorithm holds back the MTA's small pipelined writes
  *	and costs about 3x at ten sessions (measured, see PLATFORM.md).
@@ -27,16 +30,19 @@
 #define AF_INET		2
 #define AF_INET6	10
 
+/* Guarded ports; the first tg_ntls of them speak TLS from the start. */
 const volatile __u16 tg_ports[TG_PORTS_MAX] = { 25 };
 const volatile __u32 tg_nports = 1;
+const volatile __u32 tg_ntls = 0;
 
-static __always_inline int tg_port_guarded(__u16 port)
+/* 0: not guarded, 1: SMTP, 2: implicit TLS (SMTPS, RFC 8314) */
+static __always_inline int tg_port_kind(__u16 port)
 {
 	for (int i = 0; i < TG_PORTS_MAX; i++) {
 		if (i >= tg_nports)
 			break;
 		if (tg_ports[i] == port)
-			return 1;
+			return i < tg_ntls ? 2 : 1;
 	}
 	return 0;
 }
@@ -46,10 +52,11 @@ static __always_inline void tg_track(struct bpf_sock_ops *skops)
 	struct tg_flow flow = {};
 	struct bpf_sock *sk;
 	struct tg_sk *sks;
-	int one = 1;
+	int one = 1, kind;
 	__u64 cookie;
 
-	if (!tg_port_guarded(bpf_ntohl(skops->remote_port) & 0xffff))
+	kind = tg_port_kind(bpf_ntohl(skops->remote_port) & 0xffff);
+	if (!kind)
 		return;
 	sk = skops->sk;
 	if (!sk)
@@ -64,7 +71,7 @@ static __always_inline void tg_track(struct bpf_sock_ops *skops)
 
 	flow.cookie = cookie;
 	flow.start_ns = bpf_ktime_get_ns();
-	flow.state = TG_FS_PLAIN;
+	flow.state = kind == 2 ? TG_FS_HANDSHAKE : TG_FS_PLAIN;
 	flow.slot = TG_NO_SLOT;
 	flow.cmds = 1;		/* the greeting */
 	flow.family = skops->family;
@@ -87,6 +94,7 @@ static __always_inline void tg_track(struct bpf_sock_ops *skops)
 	}
 	tg_cmd_init(&flow.cmd);
 	tg_reply_init(&flow.reply);
+	tg_tls_init(&flow.tls);
 
 	if (bpf_map_update_elem(&tg_flows, &cookie, &flow, BPF_NOEXIST)) {
 		sks->role = TG_ROLE_UNTRACKED;

@@ -136,6 +136,7 @@ enum tg_cmd_phase {
 	TG_PH_BAD,		/* MAIL: unparseable, skip to end of line */
 	TG_PH_SIZE,		/* BDAT: white space, then the chunk size */
 	TG_PH_SIZE_DIGITS,	/* BDAT: in the chunk size */
+	TG_PH_SIZE_DONE,	/* BDAT: after the size ("LAST") */
 };
 
 /* Address flags while in TG_PH_ADDR. */
@@ -145,6 +146,7 @@ enum tg_cmd_phase {
 #define TG_AF_ROUTE	0x08	/* inside a source route "@a,@b:" */
 #define TG_AF_EXT	0x10	/* inside a "+extension" (not hashed) */
 #define TG_AF_DOMAIN	0x20	/* after the '@' */
+#define TG_AF_ROUTED	0x40	/* a source route was dropped */
 
 /* DATA body end matcher (TG_MODE_BODY). */
 enum tg_body_state {
@@ -161,12 +163,15 @@ struct tg_cmd {
 	__u64 chunk_left;	/* BDAT: chunk bytes still to come */
 	__u32 line_len;		/* bytes of the line in progress */
 	__u16 addr_len;		/* bytes of the address so far */
+	__u16 addr_start;	/* offset of the address in the line */
 	__u8 mode;		/* enum tg_cmd_mode */
 	__u8 phase;		/* enum tg_cmd_phase */
 	__u8 aflags;		/* TG_AF_* */
 	__u8 body;		/* enum tg_body_state */
 	__u8 sub;		/* position inside a keyword ("FROM") */
 	__u8 verb_len;
+	__u8 cr;		/* the last byte was CR */
+	__u8 pad[5];
 };
 
 #define TG_REPLY_NONE	0
@@ -222,6 +227,8 @@ static TG_INLINE void tg_cmd_new_line(struct tg_cmd *p)
 	p->sub = 0;
 	p->addr_key = TG_FNV_OFFSET;
 	p->domain_key = 0;
+	p->chunk_left = 0;
+	p->cr = 0;
 }
 
 static TG_INLINE void tg_cmd_start_body(struct tg_cmd *p)
@@ -243,7 +250,7 @@ static TG_INLINE int tg_addr_byte(struct tg_cmd *p, unsigned char c)
 	if (f & TG_AF_ROUTE) {
 		/* "<@relay1,@relay2:user@domain>": the route is not hashed. */
 		if (c == ':')
-			p->aflags = f & ~TG_AF_ROUTE;
+			p->aflags = (f & ~TG_AF_ROUTE) | TG_AF_ROUTED;
 		else if (c == '>' || c <= ' ')
 			return -1;
 		return 0;
@@ -284,6 +291,8 @@ static TG_INLINE int tg_addr_byte(struct tg_cmd *p, unsigned char c)
 	}
 	if (c == '+' && !(f & TG_AF_DOMAIN) && p->addr_len > 0) {
 		/* recipient_delimiter: "user+ext@domain" is "user@domain" */
+		if (p->addr_len >= TG_ADDR_MAX)
+			return -1;
 		p->aflags = f | TG_AF_EXT;
 		p->addr_len++;
 		return 0;
@@ -330,10 +339,13 @@ static TG_INLINE void tg_mail_arg(struct tg_cmd *p, unsigned char c)
 		if (tg_is_space(c))
 			return;
 		p->phase = TG_PH_ADDR;
+		/* line_len already counts this byte */
+		p->addr_start = (__u16)(p->line_len < 0xffff ? p->line_len : 0xffff);
 		if (c == '<') {
 			p->aflags = TG_AF_BRACKET;
 			return;
 		}
+		p->addr_start--;
 		r = tg_addr_byte(p, c);
 		if (r == 0)
 			return;
@@ -371,21 +383,24 @@ static TG_INLINE int tg_cmd_eol(struct tg_cmd *p)
 	int ev = TG_CMD_LINE;
 
 	if (p->verb == TG_VERB_MAIL) {
-		if (p->line_len > TG_LINE_MAX)
+		if (p->line_len - p->cr > TG_LINE_MAX)
 			ev = TG_CMD_MAIL_BAD;
 		else if (p->phase == TG_PH_PARAMS ||
 			 (p->phase == TG_PH_ADDR &&
 			  !(p->aflags & (TG_AF_BRACKET | TG_AF_QUOTE |
 					 TG_AF_ROUTE))))
-			ev = p->addr_len ? TG_CMD_MAIL : TG_CMD_MAIL_NULL;
+			ev = p->addr_len ? TG_CMD_MAIL :
+			     (p->aflags & TG_AF_ROUTED) ? TG_CMD_MAIL_BAD :
+			     TG_CMD_MAIL_NULL;
 		else
 			ev = TG_CMD_MAIL_BAD;
 		/* "user@" and "<@route:>" name nobody we could match: */
 		if (ev == TG_CMD_MAIL && (p->aflags & TG_AF_DOMAIN) &&
 		    p->domain_key == tg_fnv(TG_FNV_OFFSET, '@'))
 			ev = TG_CMD_MAIL_BAD;
-	} else if (p->verb == TG_VERB_BDAT && p->phase == TG_PH_SIZE_DIGITS &&
-		   p->chunk_left) {
+	} else if (p->verb == TG_VERB_BDAT &&
+		   (p->phase == TG_PH_SIZE_DIGITS ||
+		    p->phase == TG_PH_SIZE_DONE) && p->chunk_left) {
 		p->mode = TG_MODE_CHUNK;
 	}
 	if (ev != TG_CMD_MAIL && ev != TG_CMD_MAIL_NULL)
@@ -428,6 +443,11 @@ static TG_INLINE int tg_cmd_feed(struct tg_cmd *p, unsigned char c)
 				tg_cmd_new_line(p);
 				return TG_CMD_BODY_END;
 			}
+			if (p->body == TG_BODY_DOTCR && c == '.') {
+				/* ".\r." : a line starts after the bare CR */
+				p->body = TG_BODY_DOT;
+				return TG_CMD_NONE;
+			}
 			break;
 		}
 		p->body = (c == '\n' || c == '\r') ? TG_BODY_SOL : TG_BODY_MID;
@@ -440,6 +460,7 @@ static TG_INLINE int tg_cmd_feed(struct tg_cmd *p, unsigned char c)
 		return tg_cmd_eol(p);
 	if (p->line_len < 0xffffffffU)
 		p->line_len++;
+	p->cr = c == '\r';
 	if (c == '\r')
 		return TG_CMD_NONE;
 
@@ -470,15 +491,16 @@ static TG_INLINE int tg_cmd_feed(struct tg_cmd *p, unsigned char c)
 		if (c >= '0' && c <= '9' && p->sub < 18) {
 			p->chunk_left = p->chunk_left * 10 + (c - '0');
 			p->sub++;
-		} else if (!tg_is_space(c) || p->sub == 0) {
-			/* "BDAT 12x" is refused by servers; "BDAT 12 LAST" is not */
-			if (!tg_is_space(c))
-				p->chunk_left = 0;
-			p->phase = TG_PH_ARGS;
+		} else if (tg_is_space(c) && p->sub) {
+			/* "BDAT 12 LAST" */
+			p->phase = TG_PH_SIZE_DONE;
 		} else {
+			/* "BDAT 12x" is refused by servers */
+			p->chunk_left = 0;
 			p->phase = TG_PH_ARGS;
 		}
 		return TG_CMD_NONE;
+	case TG_PH_SIZE_DONE:
 	case TG_PH_ARGS:
 		return TG_CMD_NONE;
 	default:
@@ -520,7 +542,8 @@ static TG_INLINE int tg_reply_feed(struct tg_reply *r, unsigned char c)
 	int ev;
 
 	if (c == '\n') {
-		if (r->word_len == 8 && r->word == TG_VERB_STARTTLS)
+		/* 0x10: the word ended at white space */
+		if ((r->word_len & ~0x10) == 8 && r->word == TG_VERB_STARTTLS)
 			r->starttls = 1;
 		if (n < 3 || r->bad)
 			ev = TG_REPLY_BAD;
@@ -541,8 +564,11 @@ static TG_INLINE int tg_reply_feed(struct tg_reply *r, unsigned char c)
 	}
 	if (n < 0xffffffffU)
 		r->line_len = n + 1;
-	if (c == '\r')
+	if (c == '\r') {
+		if (n < 3)
+			r->bad = 1;	/* "25\r\n" */
 		return TG_REPLY_NONE;
+	}
 	if (n < 3) {
 		if (c >= '0' && c <= '9')
 			r->code = r->code * 10 + (c - '0');
@@ -557,7 +583,7 @@ static TG_INLINE int tg_reply_feed(struct tg_reply *r, unsigned char c)
 		/* "250-STARTTLS", "250 STARTTLS": the first word only */
 		if (c == ' ' || c == '\t') {
 			if (r->word_len)
-				r->word_len = 9;
+				r->word_len |= 0x10;
 		} else if (r->word_len < 8) {
 			r->word |= (__u64)tg_upper(c) << (8 * (r->word_len & 7));
 			r->word_len++;
@@ -591,6 +617,10 @@ static TG_INLINE __u64 tg_addr_key(const char *addr, __u32 len,
 			return 0;
 	}
 	if (p.aflags & (TG_AF_QUOTE | TG_AF_ROUTE))
+		return 0;
+	/* "user@" and "@" name nobody, as in tg_cmd_eol() */
+	if ((p.aflags & TG_AF_DOMAIN) &&
+	    p.domain_key == tg_fnv(TG_FNV_OFFSET, '@'))
 		return 0;
 	if (p.aflags & TG_AF_DOMAIN)
 		*domain_key = p.domain_key;

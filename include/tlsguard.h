@@ -24,6 +24,7 @@
 
 #include "tg_types.h"
 #include "tg_smtp.h"
+#include "tg_tls.h"
 
 #define TG_PORTS_MAX	8
 #define TG_FLOWS_MAX	65536
@@ -48,10 +49,16 @@ struct tg_sk {
 
 enum tg_flow_state {
 	TG_FS_PLAIN = 1,	/* plaintext SMTP, commands are read */
-	TG_FS_TLS,		/* STARTTLS accepted: TLS records follow */
+	TG_FS_TLS,		/* TLS 1.2 or higher negotiated */
 	TG_FS_DIVERTED,		/* the agent answers for the host */
 	TG_FS_FAILED,		/* failed closed: every write is dropped */
+	TG_FS_HANDSHAKE,	/* STARTTLS accepted (or implicit TLS): the
+				 * server's ServerHello is awaited */
+	TG_FS_WEAK,		/* TLS below 1.2 negotiated */
+	TG_FS_TLS_FAILED,	/* the handshake failed (alert, bad flight) */
 };
+
+#define TG_SENDER_MAX	64	/* bytes of the last sender kept for display */
 
 /* Why a flow was diverted. */
 enum tg_why {
@@ -73,7 +80,16 @@ struct tg_flow {
 	__u32 replies;		/* final replies seen from the host */
 	__u32 data_cmd;		/* index of the last DATA, 0 if none pending */
 	__u32 starttls_cmd;	/* index of STARTTLS, 0 if none pending */
+	__u32 ehlo_cmd;		/* index of EHLO, 0 if none pending */
 	__u32 held;		/* messages held on this flow */
+	__u32 starttls_offered;	/* the last EHLO reply advertised STARTTLS */
+	__u16 tls_version;	/* from the ServerHello, 0 if none */
+	__u16 tls_cipher;
+	__u8 tls_alert;		/* alert that ended the handshake */
+	__u8 pad3[3];
+	struct tg_tls tls;	/* the server's first TLS flight */
+	struct tg_tls_client tlsc;	/* record framing of the client */
+	char sender[TG_SENDER_MAX];	/* last MAIL FROM, as written */
 	__u16 family;		/* AF_INET or AF_INET6 */
 	__u16 lport;		/* host byte order */
 	__u16 rport;		/* host byte order */
@@ -96,7 +112,9 @@ struct tg_stats {
 	__u64 diverted;		/* flows diverted */
 	__u64 no_slot;		/* divert needed, no slot: write dropped */
 	__u64 passed_mail;	/* MAIL commands passed */
-	__u64 tls;		/* flows that started TLS */
+	__u64 tls;		/* flows that negotiated TLS 1.2 or higher */
+	__u64 tls_weak;		/* flows that negotiated TLS below 1.2 */
+	__u64 tls_failed;	/* handshakes that failed */
 	__u64 lost_flow;	/* socket in tg_socks without flow state */
 	__u64 events_lost;	/* ring buffer full */
 	__u64 corked;		/* writes held for the rest of a line */
@@ -105,7 +123,7 @@ struct tg_stats {
 enum tg_event_type {
 	TG_EV_DIVERT = 1,	/* a flow was diverted to a slot */
 	TG_EV_CLOSE,		/* a diverted flow closed: its slot is free */
-	TG_EV_TLS,		/* a flow started TLS */
+	TG_EV_TLS,		/* a flow's handshake ended: see state */
 	TG_EV_NO_SLOT,		/* a flow needed a slot and none was free */
 };
 
@@ -118,8 +136,8 @@ struct tg_event {
 	__u16 family;
 	__u16 lport;
 	__u16 rport;
-	__u16 pad;
-	__u32 pad2;
+	__u16 tls_version;
+	__u32 state;
 	__u8 laddr[16];
 	__u8 raddr[16];
 };

@@ -1,0 +1,513 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * NAME
+ *	test_policy - unit tests of the senders file and the senders map
+ * SYNOPSIS
+ *	build/tests/test_policy
+ * DESCRIPTION
+ *	Loads senders files written to temporary files and checks the keys
+ *	against those the MAIL parser of include/tg_smtp.h computes for the
+ *	same senders on the wire: the file and the wire must agree.
+ *	Malformed files must fail with "FILE:LINE: ..." naming the line.
+ *
+ *	agent/tg_policy.c is compiled into this program (one translation
+ *	unit), so that its static helpers need no export for the tests.
+ *
+ *	tg_policy_sync() is run against a real BPF hash map; when the
+ *	kernel refuses to create one (not root), that case is skipped.
+ * DIAGNOSTICS
+ *	One line per failed check on stderr; "N passed, M failed" on stdout.
+ *	The exit status is non-zero when a case failed.
+ */
+#include "../../agent/tg_policy.c"
+
+#include <dirent.h>
+#include <unistd.h>
+
+#include "tg_test.h"
+
+static char tmpdir[] = "/tmp/tg_policy_test.XXXXXX";
+
+/* Writes a senders file; returns its path in a static buffer. */
+static const char *senders_file(const char *body, size_t len)
+{
+	static char path[2][sizeof(tmpdir) + 32];
+	static unsigned seq;
+	char *p = path[seq % 2];
+	FILE *fp;
+
+	snprintf(p, sizeof(path[0]), "%s/senders.%u", tmpdir, seq++);
+	fp = fopen(p, "w");
+	if (!fp || fwrite(body, 1, len, fp) != len || fclose(fp)) {
+		perror(p);
+		exit(2);
+	}
+	return p;
+}
+
+/* Keys of a sender as the MAIL parser computes them on the wire. */
+static int wire_keys(const char *addr, __u64 *addr_key, __u64 *domain_key)
+{
+	char line[600];
+	struct tg_cmd p;
+	int n, i, ev = TG_CMD_NONE;
+
+	n = snprintf(line, sizeof(line), "MAIL FROM:<%s>\r\n", addr);
+	tg_cmd_init(&p);
+	for (i = 0; i < n; i++)
+		ev = tg_cmd_feed(&p, (unsigned char)line[i]);
+	*addr_key = p.addr_key;
+	*domain_key = p.domain_key;
+	return ev == TG_CMD_MAIL;
+}
+
+static int wire_match(const struct tg_policy *pol, const char *addr)
+{
+	__u64 ak, dk;
+
+	if (!wire_keys(addr, &ak, &dk))
+		return -1;
+	return tg_policy_match(pol, ak, dk);
+}
+
+static int sorted_unique(const struct tg_policy *pol)
+{
+	size_t i;
+
+	for (i = 1; i < pol->n; i++)
+		if (pol->keys[i - 1] >= pol->keys[i])
+			return 0;
+	return 1;
+}
+
+/* ------------------------------------------------------------------ */
+
+static const char sample[] =
+	"# guaranteed senders\n"			/* 1 */
+	"\n"						/* 2 */
+	"alice@example.org\r\n"				/* 3 */
+	"  bob@example.net  \t\n"			/* 4 */
+	"\tcarol+ignored@example.com   # comment\n"	/* 5 */
+	"@example.edu\n"				/* 6 */
+	"\r\n"						/* 7 */
+	"alice@example.org\n"				/* 8: duplicate */
+	"ALICE@EXAMPLE.ORG\n"				/* 9: same, folded */
+	"alice+other@example.org\n"			/* 10: same, +ext */
+	"   # indented comment\n"			/* 11 */
+	"@EXAMPLE.EDU\r\n"				/* 12: duplicate */
+	"j\xc3\xb6ran@ex\xc3\xa4mple.org\n"		/* 13: SMTPUTF8 */
+	"last@example.org";				/* 14: no newline */
+
+#define SAMPLE_KEYS 6
+
+struct match_case {
+	int line;
+	const char *addr;	/* as on the wire, in MAIL FROM:<...> */
+	int want;
+};
+
+#define M(addr, want) { __LINE__, addr, want }
+
+static const struct match_case match_cases[] = {
+	M("alice@example.org", 1),
+	M("Alice@Example.ORG", 1),
+	M("alice+news@example.org", 1),
+	M("ALICE+News@EXAMPLE.org", 1),
+	M("@relay.example:alice@example.org", 1),
+	M("+alice@example.org", 0),
+	M("lice@example.org", 0),
+	M("alice@example.org.evil", 0),
+	M("alice@example.net", 0),
+	M("bob@example.net", 1),
+	M("bob@example.org", 0),
+	M("carol@example.com", 1),
+	M("carol+ignored@example.com", 1),
+	M("Carol+x@Example.COM", 1),
+	M("anyone@example.edu", 1),
+	M("Anyone+x@EXAMPLE.EDU", 1),
+	M("user@sub.example.edu", 0),
+	M("user@example.edu.evil", 0),
+	M("user@xexample.edu", 0),
+	M("j\xc3\xb6ran@ex\xc3\xa4mple.org", 1),
+	M("J\xc3\xb6ran@EX\xc3\xa4mple.org", 1),
+	M("last@example.org", 1),
+	M("mallory@example.org", 0),
+	M("alice", 0),
+};
+
+static void test_sample(void)
+{
+	struct tg_policy pol;
+	char err[512] = "";
+	const char *path;
+	size_t i;
+	int rc;
+
+	tg_case("load: comments, blank lines, CRLF, spaces, duplicates");
+	path = senders_file(sample, sizeof(sample) - 1);
+	rc = tg_policy_load(path, &pol, err, sizeof(err));
+	CHECK(rc == 0, "tg_policy_load() is %d: %s", rc, err);
+	CHECK_EQ(pol.n, SAMPLE_KEYS);
+	CHECK(sorted_unique(&pol), "keys are not sorted and unique");
+
+	for (i = 0; i < TG_NELEM(match_cases); i++) {
+		const struct match_case *c = &match_cases[i];
+		int got = wire_match(&pol, c->addr);
+
+		tg_case("match: MAIL FROM:<%s>", tg_esc(c->addr, strlen(c->addr)));
+		CHECK_AT(c->line, got == c->want, "match is %d, expected %d%s",
+			 got, c->want,
+			 got < 0 ? " (the MAIL line did not parse)" : "");
+	}
+	tg_policy_free(&pol);
+	CHECK(pol.n == 0 && pol.keys == NULL, "tg_policy_free() left keys");
+}
+
+static void test_empty(void)
+{
+	static const struct {
+		int line;
+		const char *name, *body;
+	} empties[] = {
+		{ __LINE__, "empty file", "" },
+		{ __LINE__, "comments and blank lines only",
+		  "# none yet\n\n  \t\r\n#alice@example.org\n" },
+	};
+	struct tg_policy pol;
+	char err[512] = "";
+	__u64 ak, dk;
+	size_t i;
+	int rc;
+
+	for (i = 0; i < TG_NELEM(empties); i++) {
+		tg_case("load: %s", empties[i].name);
+		rc = tg_policy_load(senders_file(empties[i].body,
+						 strlen(empties[i].body)),
+				    &pol, err, sizeof(err));
+		CHECK_AT(empties[i].line, rc == 0,
+			 "tg_policy_load() is %d: %s", rc, err);
+		CHECK_EQ_AT(empties[i].line, pol.n, 0);
+		wire_keys("alice@example.org", &ak, &dk);
+		CHECK_AT(empties[i].line, !tg_policy_match(&pol, ak, dk),
+			 "an empty policy matches");
+		tg_policy_free(&pol);
+	}
+}
+
+/* More entries than the first allocation holds. */
+static void test_many(void)
+{
+	static char body[64 * 1000];
+	struct tg_policy pol;
+	char err[512] = "", addr[64];
+	size_t n = 0;
+	int i, rc, missing = 0;
+
+	tg_case("load: 1000 entries");
+	for (i = 0; i < 1000; i++)
+		n += (size_t)sprintf(body + n, "user%d@example.org\n", i);
+	rc = tg_policy_load(senders_file(body, n), &pol, err, sizeof(err));
+	CHECK(rc == 0, "tg_policy_load() is %d: %s", rc, err);
+	CHECK_EQ(pol.n, 1000);
+	CHECK(sorted_unique(&pol), "keys are not sorted and unique");
+	for (i = 0; i < 1000; i++) {
+		snprintf(addr, sizeof(addr), "User%d+x@Example.org", i);
+		missing += wire_match(&pol, addr) != 1;
+	}
+	CHECK(missing == 0, "%d of 1000 senders do not match", missing);
+	CHECK(wire_match(&pol, "user1000@example.org") == 0,
+	      "a sender not in the file matches");
+	tg_policy_free(&pol);
+}
+
+/* ------------------------------------------------------------------ */
+
+struct entry_case {
+	int line;
+	const char *entry;
+	const char *wire;	/* sender whose key it must be */
+};
+
+#define E(entry, wire) { __LINE__, entry, wire }
+
+static const struct entry_case entry_cases[] = {
+	E("alice@example.org", "alice@example.org"),
+	E("Alice+News@Example.ORG", "alice@example.org"),
+	E("Alice+News@Example.ORG", "ALICE+other@example.ORG"),
+	E("+alice@example.org", "+alice@example.org"),
+	E("\"ab\"@example.org", "\"ab\"@example.org"),
+	E("j\xc3\xb6ran@ex\xc3\xa4mple.org", "j\xc3\xb6ran@ex\xc3\xa4mple.org"),
+	E("alice@192.0.2.1", "alice@192.0.2.1"),
+	/*
+	 * The domain rule of tg_domain_ok() is "letters, digits, '-', '.',
+	 * UTF-8, no empty label": "-" passes it, although RFC 5321 would not
+	 * take a label that starts or ends with '-'.
+	 */
+	E("alice@-", "alice@-"),
+	/* "@domain": the domain key of every sender there */
+	E("@example.org", "anyone@example.org"),
+	E("@Example.ORG", "Someone+x@EXAMPLE.org"),
+};
+
+static void test_entry_key(void)
+{
+	__u64 key, ak, dk;
+	size_t i;
+	int rc;
+
+	for (i = 0; i < TG_NELEM(entry_cases); i++) {
+		const struct entry_case *c = &entry_cases[i];
+		__u64 want;
+
+		tg_case("entry: %s = MAIL FROM:<%s>",
+			tg_esc(c->entry, strlen(c->entry)),
+			tg_esc(c->wire, strlen(c->wire)));
+		key = 0;
+		rc = tg_policy_entry_key(c->entry, &key);
+		if (!CHECK_AT(c->line, rc == 0,
+			      "tg_policy_entry_key() is %d", rc))
+			continue;
+		if (!CHECK_AT(c->line, wire_keys(c->wire, &ak, &dk),
+			      "table: MAIL FROM:<%s> does not parse", c->wire))
+			continue;
+		want = c->entry[0] == '@' ? dk : ak;
+		CHECK_AT(c->line, key == want,
+			 "key is %#llx, the wire's is %#llx",
+			 (unsigned long long)key, (unsigned long long)want);
+	}
+}
+
+/* ------------------------------------------------------------------ */
+
+struct bad_case {
+	int line;
+	const char *entry;	/* written as line 4 of a file */
+	size_t len;
+	const char *want;	/* in the message, after "FILE:4: " */
+};
+
+#define B(entry, want) { __LINE__, entry, sizeof(entry) - 1, want }
+
+static const struct bad_case bad_cases[] = {
+	B("alice", "malformed sender \"alice\""),
+	B("alice@", "malformed sender \"alice@\""),
+	B("@", "malformed sender \"@\""),
+	B("a b@c", "one sender a line, found \"a b@c\""),
+	B("alice@exa mple.org", "one sender a line"),
+	B("alice@example.org bob@example.org", "one sender a line"),
+	B("\"a b\"@example.org", "one sender a line"),
+	B("<alice@x>", "malformed sender \"<alice@x>\""),
+	B("alice@x>", "malformed sender"),
+	B("a@b@c", "malformed sender"),
+	B("@@example.org", "malformed sender"),
+	B("alice@example..org", "malformed sender"),
+	B("alice@.example.org", "malformed sender"),
+	B("alice@example.org.", "malformed sender"),
+	B("alice@exa_mple.org", "malformed sender"),
+	B("alice@[192.0.2.1]", "malformed sender"),
+	B("@relay.example:alice@example.org", "malformed sender"),
+	B("alice\x01@example.org", "malformed sender"),
+	B("alice@example.org\rbob@example.org", "malformed sender"),
+	B("\"alice@example.org", "malformed sender"),
+	B("alice@example.org\0", "NUL byte"),
+};
+
+static void test_bad_lines(void)
+{
+	static char body[1024], entry[TG_ADDR_MAX + 16];
+	struct tg_policy pol;
+	char err[512], where[256];
+	const char *path;
+	size_t i, n;
+	__u64 key;
+	int rc;
+
+	for (i = 0; i < TG_NELEM(bad_cases); i++) {
+		const struct bad_case *c = &bad_cases[i];
+
+		tg_case("bad line \"%s\"", tg_esc(c->entry, c->len));
+		n = (size_t)sprintf(body, "# senders\r\n\r\nok@example.org\n");
+		memcpy(body + n, c->entry, c->len);
+		n += c->len;
+		n += (size_t)sprintf(body + n, "\nbob@example.org\n");
+		path = senders_file(body, n);
+		memset(&pol, 0xff, sizeof(pol));
+		err[0] = 0;
+		rc = tg_policy_load(path, &pol, err, sizeof(err));
+		CHECK_AT(c->line, rc == -1, "tg_policy_load() is %d", rc);
+		snprintf(where, sizeof(where), "%s:4: ", path);
+		CHECK_AT(c->line, !strncmp(err, where, strlen(where)),
+			 "message \"%s\" does not start with \"%s\"", err,
+			 where);
+		CHECK_AT(c->line, strstr(err, c->want),
+			 "message \"%s\" does not say \"%s\"", err, c->want);
+		CHECK_AT(c->line, pol.n == 0 && pol.keys == NULL,
+			 "the policy is not left empty");
+		if (memchr(c->entry, 0, c->len) == NULL)
+			CHECK_AT(c->line,
+				 tg_policy_entry_key(c->entry, &key) == -1,
+				 "tg_policy_entry_key() accepts it");
+		tg_policy_free(&pol);
+	}
+
+	tg_case("bad line: address of TG_ADDR_MAX bytes, and one more");
+	memset(entry, 'a', TG_ADDR_MAX);
+	memcpy(entry + TG_ADDR_MAX - 4, "@b.c", 5);
+	CHECK(tg_policy_entry_key(entry, &key) == 0,
+	      "an entry of TG_ADDR_MAX bytes is refused");
+	memset(entry, 'a', TG_ADDR_MAX + 1);
+	memcpy(entry + TG_ADDR_MAX - 3, "@b.c", 5);
+	n = (size_t)sprintf(body, "%s\n", entry);
+	path = senders_file(body, n);
+	rc = tg_policy_load(path, &pol, err, sizeof(err));
+	CHECK(rc == -1, "tg_policy_load() is %d", rc);
+	snprintf(where, sizeof(where), "%s:1: ", path);
+	CHECK_STR(err, where);
+	tg_policy_free(&pol);
+
+	tg_case("bad line: the last one, without a newline");
+	n = (size_t)sprintf(body, "a@b.c\n\n#\n\r\n  \n\nalice");
+	path = senders_file(body, n);
+	rc = tg_policy_load(path, &pol, err, sizeof(err));
+	CHECK(rc == -1, "tg_policy_load() is %d", rc);
+	snprintf(where, sizeof(where), "%s:7: ", path);
+	CHECK_STR(err, where);
+	tg_policy_free(&pol);
+}
+
+static void test_no_file(void)
+{
+	struct tg_policy pol;
+	char err[512] = "", path[sizeof(tmpdir) + 32];
+	int rc;
+
+	tg_case("load: missing file");
+	snprintf(path, sizeof(path), "%s/no-such-senders", tmpdir);
+	memset(&pol, 0xff, sizeof(pol));
+	rc = tg_policy_load(path, &pol, err, sizeof(err));
+	CHECK(rc == -1, "tg_policy_load() is %d", rc);
+	CHECK(!strncmp(err, path, strlen(path)) && err[strlen(path)] == ':',
+	      "message \"%s\" does not start with \"%s:\"", err, path);
+	CHECK_STR(err, strerror(ENOENT));
+	CHECK(pol.n == 0 && pol.keys == NULL, "the policy is not left empty");
+
+	tg_case("load: a directory");
+	rc = tg_policy_load(tmpdir, &pol, err, sizeof(err));
+	CHECK(rc == -1, "tg_policy_load() is %d", rc);
+	CHECK(!strncmp(err, tmpdir, strlen(tmpdir)),
+	      "message \"%s\" does not start with \"%s\"", err, tmpdir);
+	tg_policy_free(&pol);
+}
+
+/* ------------------------------------------------------------------ */
+
+/* Does the map hold exactly the keys of pol, each with value 1? */
+static int map_holds(int fd, const struct tg_policy *pol, char *why,
+		     size_t whylen)
+{
+	__u64 key, next;
+	__u8 val = 0;
+	size_t n = 0, i;
+	void *prev = NULL;
+
+	while (bpf_map_get_next_key(fd, prev, &next) == 0) {
+		key = next;
+		prev = &key;
+		n++;
+		if (bpf_map_lookup_elem(fd, &key, &val) || val != 1 ||
+		    !tg_policy_has(pol, key)) {
+			snprintf(why, whylen, "map holds %#llx (value %u), "
+				 "not in the policy", (unsigned long long)key,
+				 val);
+			return 0;
+		}
+	}
+	for (i = 0; i < pol->n; i++)
+		if (bpf_map_lookup_elem(fd, &pol->keys[i], &val)) {
+			snprintf(why, whylen, "map lacks %#llx",
+				 (unsigned long long)pol->keys[i]);
+			return 0;
+		}
+	if (n != pol->n) {
+		snprintf(why, whylen, "map holds %zu keys, policy %zu", n,
+			 pol->n);
+		return 0;
+	}
+	return 1;
+}
+
+static void test_sync(void)
+{
+	static const char one[] = "a@x.org\nb@x.org\n@c.org\n";
+	static const char two[] = "b@x.org\n@c.org\nd@x.org\n@e.org\n";
+	struct tg_policy p1 = { 0 }, p2 = { 0 }, none = { 0 };
+	char err[512] = "", why[256] = "";
+	int fd, rc;
+
+	fd = bpf_map_create(BPF_MAP_TYPE_HASH, "tg_test", sizeof(__u64),
+			    sizeof(__u8), 64, NULL);
+	if (fd < 0) {
+		tg_skip("tg_policy_sync: cannot create a BPF map: %s",
+			strerror(errno));
+		return;
+	}
+	tg_case("sync: into an empty map, then to another policy");
+	if (!CHECK(tg_policy_load(senders_file(one, sizeof(one) - 1), &p1,
+				  err, sizeof(err)) == 0 &&
+		   tg_policy_load(senders_file(two, sizeof(two) - 1), &p2,
+				  err, sizeof(err)) == 0,
+		   "tg_policy_load(): %s", err))
+		goto out;
+	rc = tg_policy_sync(fd, NULL, &p1);
+	CHECK(rc == 0, "tg_policy_sync(NULL, one) is %d", rc);
+	CHECK(map_holds(fd, &p1, why, sizeof(why)), "after one: %s", why);
+	rc = tg_policy_sync(fd, &p1, &p2);
+	CHECK(rc == 0, "tg_policy_sync(one, two) is %d", rc);
+	CHECK(map_holds(fd, &p2, why, sizeof(why)), "after two: %s", why);
+	rc = tg_policy_sync(fd, &p2, &none);
+	CHECK(rc == 0, "tg_policy_sync(two, none) is %d", rc);
+	CHECK(map_holds(fd, &none, why, sizeof(why)), "after none: %s", why);
+out:
+	tg_policy_free(&p1);
+	tg_policy_free(&p2);
+	close(fd);
+}
+
+static void cleanup(void)
+{
+	char path[sizeof(tmpdir) + 300];
+	struct dirent *d;
+	DIR *dir = opendir(tmpdir);
+
+	while (dir && (d = readdir(dir)) != NULL) {
+		if (d->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", tmpdir, d->d_name);
+		unlink(path);
+	}
+	if (dir)
+		closedir(dir);
+	if (rmdir(tmpdir) < 0)
+		fprintf(stderr, "warning: cannot remove %s: %s\n", tmpdir,
+			strerror(errno));
+}
+
+int main(void)
+{
+	int status;
+
+	if (!mkdtemp(tmpdir)) {
+		perror(tmpdir);
+		return 2;
+	}
+	test_sample();
+	test_empty();
+	test_many();
+	test_entry_key();
+	test_bad_lines();
+	test_no_file();
+	test_sync();
+	status = tg_test_done();
+	cleanup();
+	return status;
+}

@@ -1,0 +1,989 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * NAME
+ *	test_smtp - unit tests of the SMTP command and reply parsers
+ * SYNOPSIS
+ *	build/tests/test_smtp
+ * DESCRIPTION
+ *	Runs the parsers of include/tg_smtp.h, the very code the BPF
+ *	programs run, over whole client and server streams, and checks the
+ *	events they return against the contract in the header comment.
+ *
+ *	Each command stream is fed once in one piece, then again byte by
+ *	byte, split in two at every offset, and cut at pseudo-random offsets,
+ *	with the parser state copied between pieces as the BPF programs keep
+ *	it in a map: every run must give the same events. A client stream is
+ *	driven as tlsguard drives it: tg_cmd_start_body() follows a DATA
+ *	line at once, as if the server had accepted it (354).
+ *
+ *	Expected events are written as a list separated by '|':
+ * .IP VERB
+ *	TG_CMD_LINE with that verb ("EHLO"); "-" for an empty line, "*" for a
+ *	verb longer than eight characters.
+ * .IP "mail ADDR"
+ *	TG_CMD_MAIL whose addr_key and domain_key are those of ADDR, written
+ *	normalized (lower case, no +extension, no source route): they must
+ *	equal tg_addr_key(ADDR) and an FNV-1a computed here independently.
+ * .IP "null, bad, end, chunk"
+ *	TG_CMD_MAIL_NULL, TG_CMD_MAIL_BAD, TG_CMD_BODY_END, TG_CMD_CHUNK_END.
+ * DIAGNOSTICS
+ *	One line per failed check on stderr; "N passed, M failed" on stdout.
+ *	The exit status is non-zero when a case failed.
+ */
+#include <stdlib.h>
+
+#include "tg_smtp.h"
+#include "tg_test.h"
+
+#define MAX_EVENTS 32
+#define BIG 4096		/* longest generated stream */
+
+struct ev {
+	int type;
+	__u64 verb;
+	__u64 addr_key;
+	__u64 domain_key;
+};
+
+struct evlist {
+	int n;
+	int overflow;
+	struct ev v[MAX_EVENTS];
+};
+
+/* FNV-1a written out here, so that a bug shared by both parsers shows. */
+static __u64 ref_fnv(const char *s)
+{
+	__u64 h = 0xcbf29ce484222325ULL;
+
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 0x100000001b3ULL;
+	return h;
+}
+
+static __u64 pack_verb(const char *s, size_t n)
+{
+	__u64 v = 0;
+	size_t i;
+
+	if (n > 8)
+		return TG_VERB_LONG;
+	for (i = 0; i < n; i++)
+		v |= (__u64)(unsigned char)s[i] << (8 * i);
+	return v;
+}
+
+static const char *ev_name(int type)
+{
+	static const char *names[] = {
+		[TG_CMD_NONE] = "none",	    [TG_CMD_LINE] = "line",
+		[TG_CMD_MAIL] = "mail",	    [TG_CMD_MAIL_NULL] = "null",
+		[TG_CMD_MAIL_BAD] = "bad",  [TG_CMD_BODY_END] = "end",
+		[TG_CMD_CHUNK_END] = "chunk",
+	};
+
+	if (type < 0 || type >= (int)TG_NELEM(names))
+		return "?";
+	return names[type];
+}
+
+/* Events as text, for failure messages. */
+static const char *ev_show(const struct evlist *l)
+{
+	static char out[2][1024];
+	static unsigned next;
+	char *o = out[next++ % 2];
+	size_t n = 0;
+	int i, k;
+
+	o[0] = 0;
+	for (i = 0; i < l->n && n < sizeof(out[0]) - 80; i++) {
+		const struct ev *e = &l->v[i];
+
+		n += sprintf(o + n, "%s", i ? " | " : "");
+		if (e->type != TG_CMD_LINE) {
+			n += sprintf(o + n, "%s", ev_name(e->type));
+			if (e->type == TG_CMD_MAIL)
+				n += sprintf(o + n, " #%016llx/%016llx",
+					     (unsigned long long)e->addr_key,
+					     (unsigned long long)e->domain_key);
+			continue;
+		}
+		if (e->verb == 0)
+			n += sprintf(o + n, "-");
+		else if (e->verb == TG_VERB_LONG)
+			n += sprintf(o + n, "*");
+		for (k = 0; k < 8 && e->verb != TG_VERB_LONG; k++) {
+			unsigned char c = (e->verb >> (8 * k)) & 0xff;
+
+			if (c)
+				n += sprintf(o + n, c > ' ' && c < 0x7f ?
+						    "%c" : "\\x%02x", c);
+		}
+	}
+	if (l->overflow)
+		sprintf(o + n, " ...(more than %d)", MAX_EVENTS);
+	return o;
+}
+
+static void ev_add(struct evlist *l, int type, const struct tg_cmd *p)
+{
+	if (l->n == MAX_EVENTS) {
+		l->overflow = 1;
+		return;
+	}
+	l->v[l->n].type = type;
+	l->v[l->n].verb = p->verb;
+	l->v[l->n].addr_key = p->addr_key;
+	l->v[l->n].domain_key = p->domain_key;
+	l->n++;
+}
+
+/*
+ * Parses an expected-event list (see DESCRIPTION). Returns 0 on a
+ * mistake in the table itself, which the caller reports.
+ */
+static int ev_parse(const char *spec, struct evlist *l, char *why,
+		    size_t whylen)
+{
+	const char *s = spec, *end, *tok_end;
+	char addr[BIG];
+	__u64 dk;
+
+	memset(l, 0, sizeof(*l));
+	while (*s) {
+		struct ev *e = &l->v[l->n];
+		size_t n;
+
+		while (*s == ' ')
+			s++;
+		end = strchr(s, '|');
+		if (!end)
+			end = s + strlen(s);
+		tok_end = end;
+		while (tok_end > s && tok_end[-1] == ' ')
+			tok_end--;
+		n = (size_t)(tok_end - s);
+		if (l->n == MAX_EVENTS || n == 0) {
+			snprintf(why, whylen, "bad event list \"%s\"", spec);
+			return 0;
+		}
+		memset(e, 0, sizeof(*e));
+		if (n > 5 && !strncmp(s, "mail ", 5)) {
+			if (n - 5 >= sizeof(addr)) {
+				snprintf(why, whylen, "table: address too long");
+				return 0;
+			}
+			memcpy(addr, s + 5, n - 5);
+			addr[n - 5] = 0;
+			e->type = TG_CMD_MAIL;
+			e->verb = TG_VERB_MAIL;
+			e->addr_key = tg_addr_key(addr, (__u32)(n - 5), &dk);
+			e->domain_key = dk;
+			if (e->addr_key == 0) {
+				snprintf(why, whylen,
+					 "table: tg_addr_key(\"%s\") is 0",
+					 tg_esc(addr, n - 5));
+				return 0;
+			}
+			if (e->addr_key != ref_fnv(addr) ||
+			    e->domain_key != (strrchr(addr, '@') ?
+					      ref_fnv(strrchr(addr, '@')) : 0)) {
+				snprintf(why, whylen,
+					 "tg_addr_key(\"%s\") differs from "
+					 "FNV-1a of the normalized address",
+					 tg_esc(addr, n - 5));
+				return 0;
+			}
+		} else if (n == 4 && !strncmp(s, "null", 4)) {
+			e->type = TG_CMD_MAIL_NULL;
+			e->verb = TG_VERB_MAIL;
+		} else if (n == 3 && !strncmp(s, "bad", 3)) {
+			e->type = TG_CMD_MAIL_BAD;
+			e->verb = TG_VERB_MAIL;
+		} else if (n == 3 && !strncmp(s, "end", 3)) {
+			e->type = TG_CMD_BODY_END;
+		} else if (n == 5 && !strncmp(s, "chunk", 5)) {
+			e->type = TG_CMD_CHUNK_END;
+		} else if (n == 1 && *s == '-') {
+			e->type = TG_CMD_LINE;
+		} else if (n == 1 && *s == '*') {
+			e->type = TG_CMD_LINE;
+			e->verb = TG_VERB_LONG;
+		} else {
+			e->type = TG_CMD_LINE;
+			e->verb = pack_verb(s, n);
+		}
+		l->n++;
+		s = *end ? end + 1 : end;
+	}
+	return 1;
+}
+
+/* Does an event match what the table expects (keys only for MAIL)? */
+static int ev_match(const struct ev *got, const struct ev *want)
+{
+	if (got->type != want->type || got->verb != want->verb)
+		return 0;
+	if (want->type == TG_CMD_MAIL)
+		return got->addr_key == want->addr_key &&
+		       got->domain_key == want->domain_key;
+	return 1;
+}
+
+static int ev_list_match(const struct evlist *got, const struct evlist *want)
+{
+	int i;
+
+	if (got->overflow || got->n != want->n)
+		return 0;
+	for (i = 0; i < got->n; i++)
+		if (!ev_match(&got->v[i], &want->v[i]))
+			return 0;
+	return 1;
+}
+
+/* Same events, field for field: what splitting must not change. */
+static int ev_list_same(const struct evlist *a, const struct evlist *b)
+{
+	int i;
+
+	if (a->n != b->n || a->overflow != b->overflow)
+		return 0;
+	for (i = 0; i < a->n; i++)
+		if (a->v[i].type != b->v[i].type ||
+		    a->v[i].verb != b->v[i].verb ||
+		    a->v[i].addr_key != b->v[i].addr_key ||
+		    a->v[i].domain_key != b->v[i].domain_key)
+			return 0;
+	return 1;
+}
+
+/*
+ * Feeds bytes as tlsguard does: the body of a DATA starts right after
+ * the DATA line (the test plays a server that answers 354).
+ */
+static void feed(struct tg_cmd *p, const unsigned char *s, size_t len,
+		 struct evlist *out)
+{
+	size_t i;
+	int ev;
+
+	for (i = 0; i < len; i++) {
+		ev = tg_cmd_feed(p, s[i]);
+		if (ev == TG_CMD_NONE)
+			continue;
+		ev_add(out, ev, p);
+		if (ev == TG_CMD_LINE && p->verb == TG_VERB_DATA)
+			tg_cmd_start_body(p);
+	}
+}
+
+/*
+ * Feeds a stream in pieces ending at cuts[0..ncuts-1] and then at len.
+ * Between pieces the state lives in another variable only, as it lives
+ * in a map between two runs of a BPF program.
+ */
+static void feed_cut(const unsigned char *s, size_t len, const size_t *cuts,
+		     size_t ncuts, struct evlist *out)
+{
+	struct tg_cmd p, saved;
+	size_t i, at = 0, to;
+
+	memset(out, 0, sizeof(*out));
+	tg_cmd_init(&p);
+	for (i = 0; i <= ncuts; i++) {
+		to = i < ncuts ? cuts[i] : len;
+		feed(&p, s + at, to - at, out);
+		memcpy(&saved, &p, sizeof(p));
+		memset(&p, 0xa5, sizeof(p));
+		memcpy(&p, &saved, sizeof(p));
+		at = to;
+	}
+}
+
+/* Runs one stream in every way and checks the events against want. */
+static void check_stream(int line, const void *in, size_t len,
+			 const char *want_spec)
+{
+	const unsigned char *s = in;
+	struct evlist want, got, split;
+	static size_t cuts[BIG];
+	char why[512] = "";
+	unsigned seed = 12345;
+	size_t i, k, n;
+
+	if (!CHECK_AT(line, ev_parse(want_spec, &want, why, sizeof(why)),
+		      "%s", why[0] ? why : "bad event list in the table"))
+		return;
+	feed_cut(s, len, NULL, 0, &got);
+	CHECK_AT(line, ev_list_match(&got, &want),
+		 "input \"%s\": events [%s], expected [%s]", tg_esc(s, len),
+		 ev_show(&got), want_spec);
+
+	/* Byte by byte. */
+	for (i = 0; i + 1 < len; i++)
+		cuts[i] = i + 1;
+	feed_cut(s, len, cuts, len ? len - 1 : 0, &split);
+	CHECK_AT(line, ev_list_same(&split, &got),
+		 "fed byte by byte: events [%s], in one piece [%s]",
+		 ev_show(&split), ev_show(&got));
+
+	/* In two pieces, at every offset. */
+	for (k = 0; k <= len; k++) {
+		feed_cut(s, len, &k, 1, &split);
+		if (!CHECK_AT(line, ev_list_same(&split, &got),
+			      "split at %zu: events [%s], in one piece [%s]",
+			      k, ev_show(&split), ev_show(&got)))
+			break;
+	}
+
+	/* In pseudo-random pieces. */
+	for (k = 0; k < 20 && len > 1; k++) {
+		for (i = 0, n = 0; i < len; i++) {
+			seed = seed * 1103515245 + 12345;
+			if ((seed >> 16) % 4 == 0)
+				cuts[n++] = i;
+		}
+		feed_cut(s, len, cuts, n, &split);
+		if (!CHECK_AT(line, ev_list_same(&split, &got),
+			      "cut in %zu pieces: events [%s], in one "
+			      "piece [%s]",
+			      n + 1, ev_show(&split), ev_show(&got)))
+			break;
+	}
+}
+
+/* ------------------------------------------------------------------ */
+
+struct cmd_case {
+	int line;
+	const char *name;
+	const char *in;
+	size_t len;
+	const char *want;
+};
+
+/* sizeof, not strlen: an input may hold NUL bytes. */
+#define C(name, in, want) { __LINE__, name, in, sizeof(in) - 1, want }
+
+static const struct cmd_case cmd_cases[] = {
+	/* Verbs. */
+	C("EHLO", "EHLO client.example\r\n", "EHLO"),
+	C("verbs of a session",
+	  "EHLO c\r\nNOOP\r\nRSET\r\nHELO c\r\nQUIT\r\n",
+	  "EHLO | NOOP | RSET | HELO | QUIT"),
+	C("STARTTLS, eight characters", "STARTTLS\r\nstarttls\r\n",
+	  "STARTTLS | STARTTLS"),
+	C("verb of nine characters", "STARTTLSX\r\n", "*"),
+	C("empty and blank lines", "\r\n \t \r\n\n", "- | - | -"),
+	C("no event before the end of the line",
+	  "MAIL FROM:<alice@example.org>", ""),
+
+	/* MAIL FROM. */
+	C("MAIL FROM", "MAIL FROM:<alice@example.org>\r\n",
+	  "mail alice@example.org"),
+	C("lower case verb", "mail from:<alice@example.org>\r\n",
+	  "mail alice@example.org"),
+	C("mixed case verb", "MaIl FrOm:<alice@example.org>\r\n",
+	  "mail alice@example.org"),
+	C("space after the colon", "MAIL FROM: <a@b>\r\n", "mail a@b"),
+	C("space before the colon", "MAIL FROM :<a@b>\r\n", "mail a@b"),
+	C("tabs", "MAIL\tFROM:\t<a@b>\r\n", "mail a@b"),
+	C("ESMTP parameters",
+	  "MAIL FROM:<a@b> SIZE=1000 BODY=8BITMIME\r\n", "mail a@b"),
+	C("bare address", "MAIL FROM:a@b\r\n", "mail a@b"),
+	C("bare address and parameters", "MAIL FROM:a@b SIZE=1000\r\n",
+	  "mail a@b"),
+	C("two spaces after the verb", "MAIL  FROM:<a@b>\r\n", "mail a@b"),
+	C("white space before the verb", "  \tMAIL FROM:<a@b>\r\n",
+	  "mail a@b"),
+	C("address case is folded",
+	  "MAIL FROM:<Alice@Example.ORG>\r\n", "mail alice@example.org"),
+	C("+extension is dropped",
+	  "MAIL FROM:<alice+news@example.org>\r\n", "mail alice@example.org"),
+	C("+extension, case folded",
+	  "MAIL FROM:<ALICE+News@EXAMPLE.org>\r\n", "mail alice@example.org"),
+	C("several + in the local part",
+	  "MAIL FROM:<alice+a+b@example.org>\r\n", "mail alice@example.org"),
+	C("leading + is kept", "MAIL FROM:<+alice@example.org>\r\n",
+	  "mail +alice@example.org"),
+	C("+ in the domain is kept", "MAIL FROM:<a@b+c>\r\n", "mail a@b+c"),
+	C("quoted local part", "MAIL FROM:<\"a b\"@example.org>\r\n",
+	  "mail \"a b\"@example.org"),
+	C("quoted local part with escaped quote",
+	  "MAIL FROM:<\"a\\\"b\"@example.org>\r\n",
+	  "mail \"a\\\"b\"@example.org"),
+	C("quoted local part holding '>' and '@'",
+	  "MAIL FROM:<\"a>@b\"@example.org>\r\n",
+	  "mail \"a>@b\"@example.org"),
+	C("source route", "MAIL FROM:<@relay.example:alice@example.org>\r\n",
+	  "mail alice@example.org"),
+	C("source route of two hops",
+	  "MAIL FROM:<@r1.example,@r2.example:Alice+x@Example.org>\r\n",
+	  "mail alice@example.org"),
+	C("SMTPUTF8 address",
+	  "MAIL FROM:<j\xc3\xb6ran@ex\xc3\xa4mple.org> SMTPUTF8\r\n",
+	  "mail j\xc3\xb6ran@ex\xc3\xa4mple.org"),
+	C("SMTPUTF8 address, ASCII case folded",
+	  "MAIL FROM:<J\xc3\xb6ran@EX\xc3\xa4mple.org>\r\n",
+	  "mail j\xc3\xb6ran@ex\xc3\xa4mple.org"),
+	C("address without a domain", "MAIL FROM:<alice>\r\n", "mail alice"),
+	C("keys do not leak into the next MAIL",
+	  "MAIL FROM:<alice@example.org>\r\nRSET\r\n"
+	  "MAIL FROM:<bob@example.net>\r\nMAIL FROM:<x\r\n",
+	  "mail alice@example.org | RSET | mail bob@example.net | bad"),
+
+	/* Null reverse-path. */
+	C("null sender", "MAIL FROM:<>\r\n", "null"),
+	C("null sender and parameters", "MAIL FROM:<> SIZE=0\r\n", "null"),
+	C("null sender, lower case, space", "mail from: <>\r\n", "null"),
+
+	/* Malformed: MAIL_BAD, never a MAIL nor a LINE. */
+	C("no '>'", "MAIL FROM:<a@b\r\n", "bad"),
+	C("no colon", "MAIL FROM<a@b>\r\n", "bad"),
+	C("TO instead of FROM", "MAIL TO:<a@b>\r\n", "bad"),
+	C("two '@'", "MAIL FROM:<a@b@c>\r\n", "bad"),
+	C("MAIL alone", "MAIL\r\n", "bad"),
+	C("MAIL FROM: and nothing", "MAIL FROM:\r\n", "bad"),
+	C("space inside brackets", "MAIL FROM:<a @b>\r\n", "bad"),
+	C("'<' inside brackets", "MAIL FROM:<<a@b>>\r\n", "bad"),
+	C("unterminated quote", "MAIL FROM:<\"a b@example.org>\r\n", "bad"),
+	C("control byte", "MAIL FROM:<a\x01@b>\r\n", "bad"),
+	C("NUL byte", "MAIL FROM:<a\0@b>\r\n", "bad"),
+	C("DEL byte", "MAIL FROM:<a@b\x7f>\r\n", "bad"),
+	C("user@", "MAIL FROM:<alice@>\r\n", "bad"),
+	C("unterminated source route", "MAIL FROM:<@relay.example>\r\n",
+	  "bad"),
+	/* tg_cmd_eol(): '"user@" and "<@route:>" name nobody' */
+	C("source route and no address", "MAIL FROM:<@relay.example:>\r\n",
+	  "bad"),
+	C("MAILX is not MAIL", "MAILX FROM:<a@b>\r\n", "MAILX"),
+	C("MAIL:FROM is not MAIL", "MAIL:FROM:<a@b>\r\n", "*"),
+
+	/* Line ends. */
+	C("bare LF", "MAIL FROM:<a@b>\nRCPT TO:<c@d>\n", "mail a@b | RCPT"),
+	C("pipelined MAIL, RCPT, DATA",
+	  "MAIL FROM:<alice@example.org> SIZE=10\r\nRCPT TO:<bob@example.net>"
+	  "\r\nRCPT TO:<carol@example.net>\r\nDATA\r\n",
+	  "mail alice@example.org | RCPT | RCPT | DATA"),
+	C("whole session",
+	  "EHLO c.example\r\nMAIL FROM:<alice@example.org>\r\n"
+	  "RCPT TO:<bob@example.net>\r\nDATA\r\nSubject: x\r\n\r\nhello\r\n"
+	  ".\r\nQUIT\r\n",
+	  "EHLO | mail alice@example.org | RCPT | DATA | end | QUIT"),
+
+	/* DATA body. */
+	C("commands in the body are text",
+	  "DATA\r\nSubject: t\r\n\r\nMAIL FROM:<x@y>\r\nRCPT TO:<z@w>\r\n"
+	  "QUIT\r\n.\r\nMAIL FROM:<a@b>\r\n",
+	  "DATA | end | mail a@b"),
+	C("empty body", "DATA\r\n.\r\nQUIT\r\n", "DATA | end | QUIT"),
+	C("body with bare LF", "DATA\nhello\nMAIL FROM:<x@y>\n.\nQUIT\n",
+	  "DATA | end | QUIT"),
+	C("dot and bare LF after CRLF", "DATA\r\nhello\r\n.\nQUIT\r\n",
+	  "DATA | end | QUIT"),
+	C("lone dot after a bare CR", "DATA\r\nhello\r.\r\nQUIT\r\n",
+	  "DATA | end | QUIT"),
+	C("lone dot after the bare CR that ends a dot line",
+	  "DATA\r\nhello\r\n.\r.\r\nMAIL FROM:<alice@example.org>\r\n",
+	  "DATA | end | mail alice@example.org"),
+	C("dot-stuffed lines do not end the body",
+	  "DATA\r\n..MAIL FROM:<x@y>\r\n..\r\n.x\r\n. \r\nx.\r\n.\r\nQUIT\r\n",
+	  "DATA | end | QUIT"),
+	C("two messages",
+	  "DATA\r\na\r\n.\r\nMAIL FROM:<a@b>\r\nDATA\r\nb\r\n.\r\n",
+	  "DATA | end | mail a@b | DATA | end"),
+
+	/* BDAT. */
+	C("BDAT without LAST",
+	  "BDAT 17\r\nMAIL FROM:<x@y>\r\nBDAT 0 LAST\r\nQUIT\r\n",
+	  "BDAT | chunk | BDAT | QUIT"),
+	C("BDAT LAST, chunk holding a MAIL line",
+	  "BDAT 17 LAST\r\nMAIL FROM:<x@y>\r\nQUIT\r\n",
+	  "BDAT | chunk | QUIT"),
+	C("BDAT LAST, chunk ending inside a line",
+	  "BDAT 10 LAST\r\n0123456789MAIL FROM:<alice@example.org>\r\n",
+	  "BDAT | chunk | mail alice@example.org"),
+	C("bdat, lower case", "bdat 5 last\r\nhelloRSET\r\n",
+	  "BDAT | chunk | RSET"),
+	C("two chunks", "BDAT 3\r\nabcBDAT 2 LAST\r\nxyNOOP\r\n",
+	  "BDAT | chunk | BDAT | chunk | NOOP"),
+	C("chunk of one byte", "BDAT  1\r\n\nNOOP\r\n",
+	  "BDAT | chunk | NOOP"),
+	C("BDAT x does not swallow the next line",
+	  "BDAT x\r\nMAIL FROM:<a@b>\r\n", "BDAT | mail a@b"),
+	C("BDAT alone", "BDAT\r\nMAIL FROM:<a@b>\r\n", "BDAT | mail a@b"),
+	C("BDAT 12x is refused, not framed", "BDAT 12x\r\nMAIL FROM:<a@b>\r\n",
+	  "BDAT | mail a@b"),
+	C("BDAT 0 LAST frames nothing", "BDAT 0 LAST\r\nQUIT\r\n",
+	  "BDAT | QUIT"),
+};
+
+static void test_cmd_table(void)
+{
+	size_t i;
+
+	for (i = 0; i < TG_NELEM(cmd_cases); i++) {
+		const struct cmd_case *c = &cmd_cases[i];
+
+		tg_case("cmd: %s", c->name);
+		check_stream(c->line, c->in, c->len, c->want);
+	}
+}
+
+/* MAIL FROM:<local@example.org>, the address exactly alen bytes long. */
+static size_t mail_of_len(char *buf, size_t alen, const char *tail,
+			  char *addr)
+{
+	const char *dom = "@example.org";
+	size_t llen = alen - strlen(dom);
+
+	memset(addr, 'a', llen);
+	strcpy(addr + llen, dom);
+	return (size_t)sprintf(buf, "MAIL FROM:<%s>%s", addr, tail);
+}
+
+static void test_cmd_lengths(void)
+{
+	static char buf[BIG], addr[2 * TG_ADDR_MAX], want[2 * TG_ADDR_MAX + 8];
+	size_t n, pad;
+
+	tg_case("cmd: address of TG_ADDR_MAX bytes");
+	n = mail_of_len(buf, TG_ADDR_MAX, "\r\n", addr);
+	snprintf(want, sizeof(want), "mail %s", addr);
+	check_stream(__LINE__, buf, n, want);
+
+	tg_case("cmd: address of TG_ADDR_MAX + 1 bytes");
+	n = mail_of_len(buf, TG_ADDR_MAX + 1, "\r\n", addr);
+	check_stream(__LINE__, buf, n, "bad");
+
+	tg_case("cmd: bare address of TG_ADDR_MAX + 1 bytes");
+	n = (size_t)sprintf(buf, "MAIL FROM:%s\r\n", addr);
+	check_stream(__LINE__, buf, n, "bad");
+
+	/* The bytes of a +extension count, even the '+' themselves. */
+	tg_case("cmd: address of TG_ADDR_MAX + 1 bytes ending in '+'");
+	memset(addr, 'a', TG_ADDR_MAX);
+	addr[TG_ADDR_MAX] = 0;
+	n = (size_t)sprintf(buf, "MAIL FROM:<%s+>\r\n", addr);
+	check_stream(__LINE__, buf, n, "bad");
+
+	tg_case("cmd: address of 301 bytes, a run of '+'");
+	memset(addr, '+', 300);
+	addr[300] = 0;
+	n = (size_t)sprintf(buf, "MAIL FROM:<a%s>\r\n", addr);
+	check_stream(__LINE__, buf, n, "bad");
+
+	/* A line is what comes before LF, less the CR before it. */
+	n = (size_t)sprintf(buf, "MAIL FROM:<a@b> X-PAD=");
+	pad = TG_LINE_MAX - n;
+	memset(buf + n, 'x', pad);
+	n += pad;
+
+	tg_case("cmd: MAIL line of TG_LINE_MAX bytes, LF");
+	memcpy(buf + n, "\n", 2);
+	check_stream(__LINE__, buf, n + 1, "mail a@b");
+
+	tg_case("cmd: MAIL line of TG_LINE_MAX bytes, CRLF");
+	memcpy(buf + n, "\r\n", 3);
+	check_stream(__LINE__, buf, n + 2, "mail a@b");
+
+	tg_case("cmd: MAIL line of TG_LINE_MAX + 1 bytes, LF");
+	memcpy(buf + n, "x\n", 3);
+	check_stream(__LINE__, buf, n + 2, "bad");
+
+	tg_case("cmd: MAIL line of TG_LINE_MAX + 1 bytes, CRLF");
+	memcpy(buf + n, "x\r\n", 4);
+	check_stream(__LINE__, buf, n + 3, "bad");
+
+	tg_case("cmd: MAIL line of 3000 bytes, then MAIL");
+	n = (size_t)sprintf(buf, "MAIL FROM:<a@b> X-PAD=");
+	memset(buf + n, 'x', 3000 - n);
+	n = 3000;
+	n += (size_t)sprintf(buf + n, "\r\nMAIL FROM:<c@d>\r\n");
+	check_stream(__LINE__, buf, n, "bad | mail c@d");
+
+	tg_case("cmd: long line of another verb, then MAIL");
+	n = (size_t)sprintf(buf, "NOOP ");
+	memset(buf + n, 'x', 3000 - n);
+	n = 3000;
+	n += (size_t)sprintf(buf + n, "\r\nMAIL FROM:<c@d>\r\n");
+	check_stream(__LINE__, buf, n, "NOOP | mail c@d");
+
+	tg_case("cmd: BDAT chunk of 2000 bytes looking like commands");
+	n = (size_t)sprintf(buf, "BDAT 2000 LAST\r\n");
+	for (pad = 0; pad < 2000; pad += 20)
+		memcpy(buf + n + pad, "MAIL FROM:<x@y>\r\n\r\n.", 20);
+	n += 2000;
+	n += (size_t)sprintf(buf + n, "MAIL FROM:<c@d>\r\n");
+	check_stream(__LINE__, buf, n, "BDAT | chunk | mail c@d");
+}
+
+/* ------------------------------------------------------------------ */
+
+struct hold_case {
+	int line;
+	const char *in;
+	size_t len;
+	int want;
+};
+
+#define H(in, want) { __LINE__, in, sizeof(in) - 1, want }
+
+static const struct hold_case hold_cases[] = {
+	H("", 0),
+	H("M", 1),
+	H("ma", 1),
+	H("MAI", 1),
+	H("MAIL", 1),
+	H("mail ", 1),
+	H("MAIL FROM:<al", 1),
+	H("MAIL FROM:<alice@example.org>", 1),
+	H("MAIL FROM:<alice@example.org>\r", 1),
+	H("MAIL FROM:<a@b>\r\n", 0),
+	H("MAIL FROM:<a@b>\r\nRCPT TO:<", 0),
+	H(" ", 1),
+	H("  \t ", 1),
+	H("\r", 1),
+	H("  MA", 1),
+	H("EHLO", 0),
+	H("EHLO c.example", 0),
+	H("RCPT TO:<", 0),
+	H("MX", 0),
+	H("MAILX", 0),
+	H("STARTTLS", 0),
+	H("NOOP\r\n", 0),
+	H("NOOP\r\nM", 1),
+	H("DATA\r\n", 0),
+	H("DATA\r\nMAIL FROM:<al", 0),
+	H("DATA\r\n.\r\nMAIL FROM:<al", 1),
+	H("BDAT 100\r\nMAIL FROM:<al", 0),
+};
+
+static void test_holding(void)
+{
+	struct evlist ev;
+	struct tg_cmd p;
+	size_t i;
+
+	for (i = 0; i < TG_NELEM(hold_cases); i++) {
+		const struct hold_case *h = &hold_cases[i];
+
+		tg_case("holding after \"%s\"", tg_esc(h->in, h->len));
+		memset(&ev, 0, sizeof(ev));
+		tg_cmd_init(&p);
+		feed(&p, (const unsigned char *)h->in, h->len, &ev);
+		CHECK_AT(h->line, !!tg_cmd_holding(&p) == h->want,
+			 "tg_cmd_holding() is %d, expected %d",
+			 tg_cmd_holding(&p), h->want);
+	}
+}
+
+/* ------------------------------------------------------------------ */
+
+struct rev {
+	int type;
+	int code;
+	int starttls;
+};
+
+struct rlist {
+	int n;
+	struct rev v[MAX_EVENTS];
+};
+
+static const char *rev_show(const struct rlist *l)
+{
+	static char out[2][1024];
+	static unsigned next;
+	char *o = out[next++ % 2];
+	size_t n = 0;
+	int i;
+
+	o[0] = 0;
+	for (i = 0; i < l->n; i++) {
+		const struct rev *e = &l->v[i];
+		const char *t = e->type == TG_REPLY_FINAL ? "F" :
+				e->type == TG_REPLY_CONT  ? "C" :
+				e->type == TG_REPLY_BAD	  ? "BAD" : "?";
+
+		if (e->type == TG_REPLY_BAD)
+			n += sprintf(o + n, "%sBAD", i ? " " : "");
+		else
+			n += sprintf(o + n, "%s%s%d", i ? " " : "", t,
+				     e->code);
+		if (e->starttls)
+			n += sprintf(o + n, "/tls");
+	}
+	return o;
+}
+
+static void rfeed(struct tg_reply *r, const unsigned char *s, size_t len,
+		  struct rlist *out)
+{
+	size_t i;
+	int ev;
+
+	for (i = 0; i < len; i++) {
+		ev = tg_reply_feed(r, s[i]);
+		if (ev == TG_REPLY_NONE || out->n == MAX_EVENTS)
+			continue;
+		out->v[out->n].type = ev;
+		out->v[out->n].code = ev == TG_REPLY_BAD ? 0 : r->code;
+		out->v[out->n].starttls = r->starttls;
+		out->n++;
+	}
+}
+
+static void rfeed_split(const unsigned char *s, size_t len, size_t k,
+			struct rlist *out)
+{
+	struct tg_reply r, saved;
+
+	memset(out, 0, sizeof(*out));
+	tg_reply_init(&r);
+	rfeed(&r, s, k, out);
+	memcpy(&saved, &r, sizeof(r));
+	memset(&r, 0x5a, sizeof(r));
+	memcpy(&r, &saved, sizeof(r));
+	rfeed(&r, s + k, len - k, out);
+}
+
+struct reply_case {
+	int line;
+	const char *name;
+	const char *in;
+	size_t len;
+	const char *want;	/* Fnnn final, Cnnn continuation, BAD; "/tls" */
+};
+
+#define R(name, in, want) { __LINE__, name, in, sizeof(in) - 1, want }
+
+static const struct reply_case reply_cases[] = {
+	R("greeting", "220 mx.example ESMTP\r\n", "F220"),
+	R("EHLO, STARTTLS in the middle",
+	  "250-mx.example\r\n250-PIPELINING\r\n250-STARTTLS\r\n"
+	  "250 SIZE 10240000\r\n",
+	  "C250 C250 C250/tls F250/tls"),
+	R("EHLO, STARTTLS at the end",
+	  "250-mx.example\r\n250-PIPELINING\r\n250 STARTTLS\r\n",
+	  "C250 C250 F250/tls"),
+	R("EHLO without STARTTLS", "250-mx.example\r\n250 PIPELINING\r\n",
+	  "C250 F250"),
+	R("starttls in lower case", "250-mx.example\r\n250-starttls\r\n"
+	  "250 8BITMIME\r\n",
+	  "C250 C250/tls F250/tls"),
+	R("STARTTLSX is not STARTTLS", "250-STARTTLSX\r\n250 OK\r\n",
+	  "C250 F250"),
+	R("XSTARTTLS is not STARTTLS", "250-XSTARTTLS\r\n250 OK\r\n",
+	  "C250 F250"),
+	R("STARTTL is not STARTTLS", "250-STARTTL\r\n250 OK\r\n",
+	  "C250 F250"),
+	R("STARTTLS as a later word is not advertised",
+	  "250-HELP STARTTLS\r\n250 OK\r\n", "C250 F250"),
+	R("STARTTLS followed by white space",
+	  "250-mx.example\r\n250-STARTTLS \r\n250 OK\r\n",
+	  "C250 C250/tls F250/tls"),
+	R("bare LF", "250-mx.example\n250 STARTTLS\n", "C250 F250/tls"),
+	R("flag cleared when the next reply starts",
+	  "250 STARTTLS\r\n220 2.0.0 Ready to start TLS\r\n", "F250/tls F220"),
+	R("non-digit line", "hello\r\n", "BAD"),
+	R("letter in the code", "2x0 ok\r\n", "BAD"),
+	R("bad separator", "250xok\r\n", "BAD"),
+	R("empty line", "\r\n", "BAD"),
+	R("two digits, LF", "25\n", "BAD"),
+	R("two digits, CRLF", "25\r\n", "BAD"),
+	R("code alone", "250\r\n", "F250"),
+	R("code values",
+	  "354 End data with <CR><LF>.<CR><LF>\r\n421 4.3.2 Bye\r\n"
+	  "550-5.7.1 no\r\n550 5.7.1 no\r\n000 x\r\n999 y\r\n",
+	  "F354 F421 C550 F550 F0 F999"),
+	R("bad line then a reply", "xyz\r\n220 ok\r\n", "BAD F220"),
+};
+
+static void rlist_parse(const char *spec, struct rlist *l)
+{
+	const char *s = spec;
+	char *end;
+
+	memset(l, 0, sizeof(*l));
+	while (*s && l->n < MAX_EVENTS) {
+		struct rev *e = &l->v[l->n++];
+
+		while (*s == ' ')
+			s++;
+		if (!strncmp(s, "BAD", 3)) {
+			e->type = TG_REPLY_BAD;
+			s += 3;
+		} else {
+			e->type = *s == 'C' ? TG_REPLY_CONT : TG_REPLY_FINAL;
+			e->code = (int)strtol(s + 1, &end, 10);
+			s = end;
+		}
+		if (!strncmp(s, "/tls", 4)) {
+			e->starttls = 1;
+			s += 4;
+		}
+		while (*s == ' ')
+			s++;
+	}
+}
+
+static int rlist_same(const struct rlist *a, const struct rlist *b)
+{
+	int i;
+
+	if (a->n != b->n)
+		return 0;
+	for (i = 0; i < a->n; i++)
+		if (a->v[i].type != b->v[i].type ||
+		    a->v[i].code != b->v[i].code ||
+		    a->v[i].starttls != b->v[i].starttls)
+			return 0;
+	return 1;
+}
+
+static void test_reply_table(void)
+{
+	struct rlist want, got, split;
+	size_t i, k;
+
+	for (i = 0; i < TG_NELEM(reply_cases); i++) {
+		const struct reply_case *c = &reply_cases[i];
+		const unsigned char *s = (const unsigned char *)c->in;
+
+		tg_case("reply: %s", c->name);
+		rlist_parse(c->want, &want);
+		rfeed_split(s, c->len, c->len, &got);
+		CHECK_AT(c->line, rlist_same(&got, &want),
+			 "input \"%s\": events [%s], expected [%s]",
+			 tg_esc(s, c->len), rev_show(&got), c->want);
+		for (k = 0; k <= c->len; k++) {
+			rfeed_split(s, c->len, k, &split);
+			if (!CHECK_AT(c->line, rlist_same(&split, &got),
+				      "split at %zu: events [%s], in one "
+				      "piece [%s]",
+				      k, rev_show(&split), rev_show(&got)))
+				break;
+		}
+	}
+}
+
+static void test_reply_flag(void)
+{
+	static const char first[] = "250-mx.example\r\n250 STARTTLS\r\n";
+	struct tg_reply r;
+	struct rlist l = { 0 };
+
+	tg_case("reply: starttls kept until the next reply starts");
+	tg_reply_init(&r);
+	CHECK_EQ(r.starttls, 0);
+	rfeed(&r, (const unsigned char *)first, sizeof(first) - 1, &l);
+	CHECK_EQ(r.starttls, 1);
+	CHECK_EQ(r.code, 250);
+	rfeed(&r, (const unsigned char *)"2", 1, &l);
+	CHECK(r.starttls == 0, "starttls still set after the first byte of "
+			       "the next reply");
+	rfeed(&r, (const unsigned char *)"20 go\r\n", 7, &l);
+	CHECK_EQ(r.starttls, 0);
+	CHECK_EQ(r.code, 220);
+}
+
+/* ------------------------------------------------------------------ */
+
+struct key_case {
+	int line;
+	const char *in;
+	size_t len;
+	const char *want;	/* normalized; NULL: malformed, key 0 */
+};
+
+#define K(in, want) { __LINE__, in, sizeof(in) - 1, want }
+
+static const struct key_case key_cases[] = {
+	K("alice@example.org", "alice@example.org"),
+	K("Alice@Example.ORG", "alice@example.org"),
+	K("alice+news@example.org", "alice@example.org"),
+	K("+alice@example.org", "+alice@example.org"),
+	K("\"a b\"@example.org", "\"a b\"@example.org"),
+	K("\"A\\\"b\"@example.org", "\"a\\\"b\"@example.org"),
+	K("j\xc3\xb6ran@ex\xc3\xa4mple.org", "j\xc3\xb6ran@ex\xc3\xa4mple.org"),
+	K("@example.org", "@example.org"),
+	K("@Example.ORG", "@example.org"),
+	K("alice", "alice"),
+	/* malformed */
+	K("", NULL),
+	K("a@b@c", NULL),
+	K("<a@b>", NULL),
+	K("a@b>", NULL),
+	K("a b@c", NULL),
+	K("a@b c", NULL),
+	K("\"a b@c", NULL),
+	K("a\x01@b", NULL),
+	K("a\0@b", NULL),
+	K("a@b\x7f", NULL),
+	K("@relay.example:alice@example.org", NULL),
+	K("alice@", NULL),
+	K("@", NULL),
+};
+
+static void test_addr_key(void)
+{
+	static char buf[BIG];
+	__u64 key, dk, ref, ref_dk, dk_alice;
+	size_t i;
+
+	for (i = 0; i < TG_NELEM(key_cases); i++) {
+		const struct key_case *c = &key_cases[i];
+		const char *at;
+
+		tg_case("tg_addr_key(\"%s\")", tg_esc(c->in, c->len));
+		dk = 0x1234;
+		key = tg_addr_key(c->in, (__u32)c->len, &dk);
+		if (!c->want) {
+			CHECK_AT(c->line, key == 0,
+				 "key is %#llx, expected 0 (malformed)",
+				 (unsigned long long)key);
+			continue;
+		}
+		at = strrchr(c->want, '@');
+		ref = ref_fnv(c->want);
+		ref_dk = at ? ref_fnv(at) : 0;
+		CHECK_AT(c->line, key == ref,
+			 "key is %#llx, expected FNV-1a(\"%s\") = %#llx",
+			 (unsigned long long)key, c->want,
+			 (unsigned long long)ref);
+		CHECK_AT(c->line, dk == ref_dk,
+			 "domain key is %#llx, expected %#llx",
+			 (unsigned long long)dk, (unsigned long long)ref_dk);
+	}
+
+	tg_case("tg_addr_key: @domain gives the domain key of its users");
+	tg_addr_key("alice@example.org", 17, &dk_alice);
+	key = tg_addr_key("@EXAMPLE.org", 12, &dk);
+	CHECK(key != 0, "key of @EXAMPLE.org is 0");
+	CHECK_EQ(dk, dk_alice);
+
+	tg_case("tg_addr_key: TG_ADDR_MAX bytes, and one more");
+	memset(buf, 'a', TG_ADDR_MAX + 1);
+	memcpy(buf + TG_ADDR_MAX - 4, "@b.c", 4);
+	CHECK(tg_addr_key(buf, TG_ADDR_MAX, &dk) != 0,
+	      "an address of TG_ADDR_MAX bytes is refused");
+	memset(buf, 'a', TG_ADDR_MAX + 1);
+	memcpy(buf + TG_ADDR_MAX - 3, "@b.c", 4);
+	CHECK(tg_addr_key(buf, TG_ADDR_MAX + 1, &dk) == 0,
+	      "an address of TG_ADDR_MAX + 1 bytes is accepted");
+	CHECK_EQ(dk, 0);
+}
+
+int main(void)
+{
+	test_cmd_table();
+	test_cmd_lengths();
+	test_holding();
+	test_reply_table();
+	test_reply_flag();
+	test_addr_key();
+	return tg_test_done();
+}
