@@ -27,8 +27,7 @@
 #define TG_TXT_BYE	"221 2.0.0 Bye\r\n"
 #define TG_TXT_UNK	"502 5.5.2 Error: command not recognized\r\n"
 
-/* "host[addr]:port" of a flow, for the log. */
-static void tg_flow_name(const struct tg_flow *f, char *buf, size_t len)
+void tg_flow_name(const struct tg_flow *f, char *buf, size_t len)
 {
 	char addr[INET6_ADDRSTRLEN] = "?";
 

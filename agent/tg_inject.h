@@ -83,6 +83,11 @@ void tg_inject_readable(struct tg_inject *ij, unsigned slot);
 void tg_inject_closed(struct tg_inject *ij, unsigned slot, __u64 flow);
 void tg_inject_fini(struct tg_inject *ij);
 
+struct tg_flow;
+
+/* "host[addr]:port" of a flow, for the log and tlsguardctl. */
+void tg_flow_name(const struct tg_flow *f, char *buf, size_t len);
+
 /* epoll data of a slot's far end: slot index plus this tag. */
 #define TG_EP_SLOT	(1ULL << 32)
 

@@ -4,13 +4,14 @@
  *	tlsguardd - hold back a guaranteed sender's mail unless it leaves
  *	over TLS
  * SYNOPSIS
- *	tlsguardd --cgroup DIR --senders FILE [--port N]... [--slots N]
- *		[--socket PATH] [-v]
+ *	tlsguardd --cgroup DIR --senders FILE [--port N]... [--tls-port N]...
+ *		[--slots N] [--socket PATH] [-v]
  * DESCRIPTION
  *	tlsguardd attaches tlsguard's BPF programs to the cgroup v2
  *	directory DIR and guards the outbound TCP connections, IPv4 and
  *	IPv6, that processes in DIR and below make to port 25 (or to each
- *	--port given, at most eight). It runs in the foreground until
+ *	--port given, at most eight), and to each --tls-port, where TLS
+ *	starts with the connection (SMTPS, port 465). It runs in the foreground until
  *	SIGTERM or SIGINT, then detaches everything and exits 0. SIGHUP
  *	reads the senders file again.
  *
@@ -64,8 +65,10 @@ struct tg_opts {
 	const char *cgroup;
 	const char *senders;
 	const char *socket;
-	__u16 ports[TG_PORTS_MAX];
+	__u16 ports[TG_PORTS_MAX];	/* SMTP (STARTTLS) ports */
 	unsigned nports;
+	__u16 tls_ports[TG_PORTS_MAX];	/* implicit TLS ports */
+	unsigned ntls_ports;
 	unsigned slots;
 	int verbose;
 };
@@ -89,7 +92,7 @@ struct tg_agent {
 
 static const char usage[] =
 	"usage: tlsguardd --cgroup DIR --senders FILE [--port N]... "
-	"[--slots N] [--socket PATH] [-v]\n";
+	"[--tls-port N]... [--slots N] [--socket PATH] [-v]\n";
 
 static unsigned long tg_number(const char *opt, const char *arg,
 			       unsigned long min, unsigned long max)
@@ -111,6 +114,7 @@ static void tg_parse_args(int argc, char **argv, struct tg_opts *o)
 		{ "cgroup", required_argument, NULL, 'c' },
 		{ "senders", required_argument, NULL, 's' },
 		{ "port", required_argument, NULL, 'p' },
+		{ "tls-port", required_argument, NULL, 't' },
 		{ "slots", required_argument, NULL, 'n' },
 		{ "socket", required_argument, NULL, 'S' },
 		{ "verbose", no_argument, NULL, 'v' },
@@ -132,11 +136,18 @@ static void tg_parse_args(int argc, char **argv, struct tg_opts *o)
 			o->senders = optarg;
 			break;
 		case 'p':
-			if (o->nports == TG_PORTS_MAX)
-				msg_fatal("--port: at most %d ports",
+			if (o->nports + o->ntls_ports == TG_PORTS_MAX)
+				msg_fatal("--port: at most %d ports in all",
 					  TG_PORTS_MAX);
 			o->ports[o->nports++] =
 				(__u16)tg_number("--port", optarg, 1, 65535);
+			break;
+		case 't':
+			if (o->nports + o->ntls_ports == TG_PORTS_MAX)
+				msg_fatal("--tls-port: at most %d ports in all",
+					  TG_PORTS_MAX);
+			o->tls_ports[o->ntls_ports++] =
+				(__u16)tg_number("--tls-port", optarg, 1, 65535);
 			break;
 		case 'n':
 			o->slots = (unsigned)tg_number("--slots", optarg, 1,
@@ -165,7 +176,7 @@ static void tg_parse_args(int argc, char **argv, struct tg_opts *o)
 		msg_fatal("--cgroup DIR is required (see --help)");
 	if (!o->senders)
 		msg_fatal("--senders FILE is required (see --help)");
-	if (o->nports == 0)
+	if (o->nports == 0 && o->ntls_ports == 0)
 		o->ports[o->nports++] = 25;
 }
 
@@ -297,6 +308,97 @@ static int tg_status(struct tg_agent *ag, char *out, size_t len)
 			(unsigned long long)(st.no_slot + st.flows_untracked));
 }
 
+static const char *tg_state_name(__u32 state)
+{
+	switch (state) {
+	case TG_FS_PLAIN:
+		return "plain";
+	case TG_FS_HANDSHAKE:
+		return "handshake";
+	case TG_FS_TLS:
+		return "tls";
+	case TG_FS_WEAK:
+		return "weak-tls";
+	case TG_FS_TLS_FAILED:
+		return "tls-failed";
+	case TG_FS_DIVERTED:
+		return "held";
+	case TG_FS_FAILED:
+		return "failed";
+	}
+	return "?";
+}
+
+static const char *tg_tls_version_name(__u16 v)
+{
+	switch (v) {
+	case 0:
+		return "-";
+	case TG_TLS_SSL3:
+		return "SSLv3";
+	case TG_TLS_1_0:
+		return "TLSv1.0";
+	case TG_TLS_1_1:
+		return "TLSv1.1";
+	case TG_TLS_1_2:
+		return "TLSv1.2";
+	case TG_TLS_1_3:
+		return "TLSv1.3";
+	}
+	return "unknown";
+}
+
+/* The sender as kept by the kernel, made printable. */
+static void tg_printable(const char *in, size_t inlen, char *out, size_t len)
+{
+	size_t i, n = 0;
+
+	for (i = 0; i < inlen && in[i] && n + 1 < len; i++)
+		out[n++] = (in[i] > ' ' && in[i] < 0x7f) ? in[i] : '?';
+	if (n == 0 && len > 1)
+		out[n++] = '-';
+	out[n] = 0;
+}
+
+static int tg_flows(struct tg_agent *ag, char *out, size_t len)
+{
+	int fd = bpf_map__fd(ag->skel->maps.tg_flows);
+	__u64 key, next, *prev = NULL;
+	struct timespec now;
+	struct tg_flow f;
+	size_t used;
+	int n;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	n = snprintf(out, len, "ok\n%-40s %-10s %-8s %-8s %-6s %s\n",
+		     "REMOTE", "STATE", "TLS", "STARTTLS", "AGE", "SENDER");
+	used = n > 0 ? (size_t)n : 0;
+	while (bpf_map_get_next_key(fd, prev, &next) == 0 && used < len) {
+		char name[96], sender[TG_SENDER_MAX + 1];
+		__u64 ns = (__u64)now.tv_sec * 1000000000ULL + now.tv_nsec;
+
+		key = next;
+		prev = &key;
+		if (bpf_map_lookup_elem(fd, &key, &f))
+			continue;
+		tg_flow_name(&f, name, sizeof(name));
+		tg_printable(f.sender, sizeof(f.sender), sender,
+			     sizeof(sender));
+		n = snprintf(out + used, len - used,
+			     "%-40s %-10s %-8s %-8s %-6llu %s\n", name,
+			     tg_state_name(f.state),
+			     tg_tls_version_name(f.tls_version),
+			     f.starttls_offered ? "offered" : "-",
+			     (unsigned long long)((ns - f.start_ns) /
+						  1000000000ULL),
+			     sender);
+		if (n < 0 || (size_t)n >= len - used)
+			break;
+		used += (size_t)n;
+	}
+	return (int)used;
+}
+
 static void tg_ctl_serve(struct tg_agent *ag)
 {
 	struct timeval tv = { .tv_sec = 1 };
@@ -316,6 +418,8 @@ static void tg_ctl_serve(struct tg_agent *ag)
 		req[strcspn(req, "\r\n")] = 0;
 		if (strcmp(req, "status") == 0)
 			len = tg_status(ag, out, sizeof(out));
+		else if (strcmp(req, "flows") == 0)
+			len = tg_flows(ag, out, sizeof(out));
 		else
 			len = snprintf(out, sizeof(out),
 				       "error: unknown request \"%.64s\"\n",
@@ -365,9 +469,14 @@ static void tg_setup(struct tg_agent *ag)
 	ag->skel = tlsguard__open();
 	if (!ag->skel)
 		msg_fatal("cannot open the BPF object: %s", strerror(errno));
+	/* Implicit TLS ports first: tg_sockops counts them by tg_ntls. */
+	for (i = 0; i < ag->opt.ntls_ports; i++)
+		ag->skel->rodata->tg_ports[i] = ag->opt.tls_ports[i];
 	for (i = 0; i < ag->opt.nports; i++)
-		ag->skel->rodata->tg_ports[i] = ag->opt.ports[i];
-	ag->skel->rodata->tg_nports = ag->opt.nports;
+		ag->skel->rodata->tg_ports[ag->opt.ntls_ports + i] =
+			ag->opt.ports[i];
+	ag->skel->rodata->tg_nports = ag->opt.nports + ag->opt.ntls_ports;
+	ag->skel->rodata->tg_ntls = ag->opt.ntls_ports;
 	err_no = tlsguard__load(ag->skel);
 	if (err_no)
 		msg_fatal("the kernel refused tlsguard's BPF programs: %s "
@@ -530,7 +639,8 @@ int main(int argc, char **argv)
 
 	tg_setup(&ag);
 	msg_info("guarding cgroup %s: %u port(s), %zu senders, %u slots",
-		 ag.opt.cgroup, ag.opt.nports, ag.policy->n, ag.opt.slots);
+		 ag.opt.cgroup, ag.opt.nports + ag.opt.ntls_ports,
+		 ag.policy->n, ag.opt.slots);
 	tg_run(&ag);
 	msg_info("detaching");
 	tg_teardown(&ag);

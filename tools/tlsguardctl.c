@@ -4,10 +4,17 @@
  *	tlsguardctl - ask a running tlsguardd what it is doing
  * SYNOPSIS
  *	tlsguardctl [--socket PATH] status
+ *	tlsguardctl [--socket PATH] flows
  * DESCRIPTION
  *	status prints a short summary (cgroup, senders, flows tracked,
  *	flows diverted, messages held) of the tlsguardd listening on the
  *	control socket (default /run/tlsguard/tlsguardd.sock).
+ *
+ *	flows prints one line per tracked connection: the remote host as
+ *	host[addr]:port, its state (plain, handshake, tls, weak-tls,
+ *	tls-failed, held, failed), the TLS version negotiated, whether the
+ *	host's EHLO reply offered STARTTLS, its age in seconds and the last
+ *	sender seen on it in plaintext.
  * DIAGNOSTICS
  *	Exit status 0 when tlsguardd answered; 1 with one line
  *	"tlsguardctl: fatal: ..." when it is not running, or refused.
@@ -32,7 +39,7 @@ static void fatal(const char *fmt, const char *a, const char *b)
 
 static void usage(void)
 {
-	fputs("usage: tlsguardctl [--socket PATH] status\n", stderr);
+	fputs("usage: tlsguardctl [--socket PATH] status|flows\n", stderr);
 	exit(2);
 }
 
@@ -58,7 +65,7 @@ int main(int argc, char **argv)
 		else
 			usage();
 	}
-	if (!cmd || strcmp(cmd, "status") != 0)
+	if (!cmd || (strcmp(cmd, "status") != 0 && strcmp(cmd, "flows") != 0))
 		usage();
 	if (strlen(path) >= sizeof(sun.sun_path))
 		fatal("--socket %s: path too long%s", path, "");
