@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 #include <bpf/bpf.h>
 
@@ -20,12 +21,79 @@
 #include "tg_log.h"
 
 #define TG_TXT_NO_TLS	"550 5.7.10 TLS is required, but was not offered by host\r\n"
+#define TG_TXT_WEAK	"550 5.7.10 TLS 1.2 or higher is required, but host negotiated %s\r\n"
+#define TG_WEAK_TTL	3600	/* seconds a weak host is remembered */
 #define TG_TXT_BAD	"501 5.5.4 Syntax error in MAIL command\r\n"
 #define TG_TXT_AGAIN	"451 4.3.0 Try again later\r\n"
 #define TG_TXT_SEQ	"503 5.5.1 Error: need MAIL command\r\n"
 #define TG_TXT_OK	"250 2.0.0 Ok\r\n"
 #define TG_TXT_BYE	"221 2.0.0 Bye\r\n"
 #define TG_TXT_UNK	"502 5.5.2 Error: command not recognized\r\n"
+
+const char *tg_tls_version_name(__u16 v)
+{
+	switch (v) {
+	case 0:
+		return "-";
+	case TG_TLS_SSL3:
+		return "SSLv3";
+	case TG_TLS_1_0:
+		return "TLSv1.0";
+	case TG_TLS_1_1:
+		return "TLSv1.1";
+	case TG_TLS_1_2:
+		return "TLSv1.2";
+	case TG_TLS_1_3:
+		return "TLSv1.3";
+	}
+	return "an unknown version";
+}
+
+static long long tg_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec;
+}
+
+void tg_inject_note_weak(struct tg_inject *ij, __u16 family, const __u8 *addr,
+			 __u16 version)
+{
+	struct tg_weak_host *w, *oldest = &ij->weak[0];
+	unsigned i;
+
+	for (i = 0; i < TG_WEAK_HOSTS; i++) {
+		w = &ij->weak[i];
+		if (w->seen && w->family == family &&
+		    memcmp(w->addr, addr, 16) == 0)
+			break;
+		if (w->seen < oldest->seen)
+			oldest = w;
+	}
+	if (i == TG_WEAK_HOSTS)
+		w = oldest;
+	w->family = family;
+	memcpy(w->addr, addr, 16);
+	w->version = version;
+	w->seen = tg_now();
+}
+
+/* The version a host negotiated lately, if below TLS 1.2; else 0. */
+static __u16 tg_weak_version(struct tg_inject *ij, const struct tg_flow *f)
+{
+	long long now = tg_now();
+	unsigned i;
+
+	for (i = 0; f && i < TG_WEAK_HOSTS; i++) {
+		struct tg_weak_host *w = &ij->weak[i];
+
+		if (w->seen && now - w->seen < TG_WEAK_TTL &&
+		    w->family == f->family && memcmp(w->addr, f->raddr, 16) == 0)
+			return w->version;
+	}
+	return 0;
+}
 
 void tg_flow_name(const struct tg_flow *f, char *buf, size_t len)
 {
@@ -192,6 +260,9 @@ static const char *tg_reply_for(struct tg_inject *ij, struct tg_islot *s,
 				int ev, const struct tg_flow *f,
 				const char *name)
 {
+	static char weak[128];
+	__u16 version;
+
 	switch (ev) {
 	case TG_CMD_MAIL:
 		tg_mail_sender(s);
@@ -203,11 +274,18 @@ static const char *tg_reply_for(struct tg_inject *ij, struct tg_islot *s,
 		if ((s->mails++ == 0 && f && f->why == TG_WHY_NO_TLS) ||
 		    tg_policy_match(*ij->policy, s->cmd.addr_key,
 				    s->cmd.domain_key)) {
+			const char *r = TG_TXT_NO_TLS;
+
 			ij->held++;
+			version = tg_weak_version(ij, f);
+			if (version) {
+				snprintf(weak, sizeof(weak), TG_TXT_WEAK,
+					 tg_tls_version_name(version));
+				r = weak;
+			}
 			msg_info("%s: from=<%s>: held: %.*s", name, s->sender,
-				 (int)strlen(TG_TXT_NO_TLS) - 2,
-				 TG_TXT_NO_TLS);
-			return TG_TXT_NO_TLS;
+				 (int)strlen(r) - 2, r);
+			return r;
 		}
 		msg_info("%s: from=<%s>: deferred: pipelined after a held "
 			 "transaction", name, s->sender);

@@ -17,7 +17,10 @@
  *	B; each command gets one reply, in order, written on A, whence the
  *	kernel puts it into the held flow's receive queue (see tlsguard.h).
  *
- *	Replies: 550 5.7.10 to a MAIL of a guaranteed sender, 501 5.5.4 to
+ *	Replies: 550 5.7.10 to a MAIL of a guaranteed sender ("TLS is
+ *	required, but was not offered by host", or, for a host that was seen
+ *	negotiating TLS below 1.2 within the hour, "TLS 1.2 or higher is
+ *	required, but host negotiated TLSv1.0"), 501 5.5.4 to
  *	one the kernel could not vouch for; 503 5.5.1 to RCPT, DATA and BDAT;
  *	250 to RSET and NOOP; 221 to QUIT; 502 5.5.2 to anything else. When
  *	the MTA's last command was RSET and nothing follows it, the
@@ -27,6 +30,10 @@
  *	written, and the slot is renewed.
  *
  *	tg_inject_readable() is called when B of a slot is readable.
+ *	tg_inject_note_weak() remembers a host that negotiated TLS below 1.2
+ *	(see tg_ssl_uprobe.bpf.c: such a session is cut when a guaranteed
+ *	sender's MAIL would go over it; the MTA then retries in plaintext).
+ *
  *	tg_inject_closed() is called when the kernel reports that the flow a
  *	slot served has closed: the slot's pair is replaced by a fresh one
  *	(no byte of the old flow can reach a new one) and the slot goes back
@@ -67,7 +74,18 @@ struct tg_islot {
 	unsigned mails;		/* MAIL commands answered in this diversion */
 };
 
+/* Hosts seen negotiating TLS below 1.2, to name the cause in replies. */
+#define TG_WEAK_HOSTS	256
+
+struct tg_weak_host {
+	__u8 addr[16];
+	__u16 family;
+	__u16 version;
+	long long seen;		/* CLOCK_MONOTONIC seconds, 0 if unused */
+};
+
 struct tg_inject {
+	struct tg_weak_host weak[TG_WEAK_HOSTS];
 	struct tg_inject_maps maps;
 	const struct tg_policy *const *policy;	/* current policy */
 	int listen_fd;
@@ -82,6 +100,9 @@ int tg_inject_init(struct tg_inject *ij, unsigned nslots,
 void tg_inject_readable(struct tg_inject *ij, unsigned slot);
 void tg_inject_closed(struct tg_inject *ij, unsigned slot, __u64 flow);
 void tg_inject_fini(struct tg_inject *ij);
+void tg_inject_note_weak(struct tg_inject *ij, __u16 family,
+			 const __u8 *addr, __u16 version);
+const char *tg_tls_version_name(__u16 version);
 
 struct tg_flow;
 

@@ -37,9 +37,10 @@ int tg_cgroup2_mount(char *buf, size_t len)
 	return found;
 }
 
-int tg_cgroup_open(const char *dir, char *err, size_t errlen)
+int tg_cgroup_open(const char *dir, char *path, size_t pathlen, char *err,
+		   size_t errlen)
 {
-	char mnt[2048], path[4096];
+	char mnt[2048];
 	struct statfs sfs;
 	int fd;
 
@@ -53,9 +54,9 @@ int tg_cgroup_open(const char *dir, char *err, size_t errlen)
 		return -1;
 	}
 	if (dir[0] == '/')
-		snprintf(path, sizeof(path), "%s", dir);
+		snprintf(path, pathlen, "%s", dir);
 	else
-		snprintf(path, sizeof(path), "%s/%.2040s", mnt, dir);
+		snprintf(path, pathlen, "%s/%.2040s", mnt, dir);
 	fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0) {
 		snprintf(err, errlen, "--cgroup %s: %s", path, strerror(errno));

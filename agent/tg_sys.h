@@ -5,7 +5,8 @@
  * SYNOPSIS
  *	#include "tg_sys.h"
  *
- *	int	tg_cgroup_open(const char *dir, char *err, size_t errlen);
+ *	int	tg_cgroup_open(const char *dir, char *path, size_t pathlen,
+ *			       char *err, size_t errlen);
  *	int	tg_bpffs_ensure(const char *path, char *err, size_t errlen);
  *	int	tg_ctl_listen(const char *path, char *err, size_t errlen);
  * DESCRIPTION
@@ -13,6 +14,7 @@
  *	taken relative to the cgroup2 mount, found in /proc/mounts (it is
  *	/sys/fs/cgroup on systemd hosts, /sys/fs/cgroup/unified on hybrid
  *	ones). It fails unless DIR is a directory on a cgroup2 file system.
+ *	The path it opened is left in path.
  *
  *	tg_bpffs_ensure() mounts a BPF file system at path unless one is
  *	there already.
@@ -29,7 +31,8 @@
 #include <stddef.h>
 
 int tg_cgroup2_mount(char *buf, size_t len);
-int tg_cgroup_open(const char *dir, char *err, size_t errlen);
+int tg_cgroup_open(const char *dir, char *path, size_t pathlen, char *err,
+		   size_t errlen);
 int tg_bpffs_ensure(const char *path, char *err, size_t errlen);
 int tg_ctl_listen(const char *path, char *err, size_t errlen);
 

@@ -43,6 +43,7 @@
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
+#include <sys/timerfd.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -53,13 +54,18 @@
 #include "tlsguard.skel.h"
 #include "tg_ctl.h"
 #include "tg_inject.h"
+#include "tg_kill.h"
 #include "tg_log.h"
 #include "tg_policy.h"
 #include "tg_sys.h"
+#include "tg_uprobe.h"
 
 #define TG_EP_RINGBUF	(2ULL << 32)
 #define TG_EP_SIGNAL	(3ULL << 32)
 #define TG_EP_CTL	(4ULL << 32)
+#define TG_EP_TIMER	(5ULL << 32)
+
+#define TG_RESCAN_SECONDS 5	/* how often new TLS libraries are looked for */
 
 struct tg_opts {
 	const char *cgroup;
@@ -79,6 +85,10 @@ struct tg_agent {
 	struct bpf_link *sockops;
 	struct ring_buffer *rb;
 	struct tg_inject ij;
+	struct tg_uprobes uprobes;
+	struct tg_kill kill;
+	char cgroup_path[4096];
+	int timer_fd;
 	struct tg_policy policies[2];
 	const struct tg_policy *policy;	/* one of policies[] */
 	int cgroup_fd;
@@ -188,11 +198,43 @@ static int tg_libbpf_print(enum libbpf_print_level level, const char *fmt,
 	return vfprintf(stderr, fmt, ap);
 }
 
+static const char *tg_why_name(__u32 why)
+{
+	switch (why) {
+	case TG_WHY_NO_TLS:
+		return "guaranteed sender without TLS";
+	case TG_WHY_BAD_MAIL:
+		return "MAIL command not vouched for";
+	case TG_WHY_WEAK_TLS:
+		return "guaranteed sender over TLS below 1.2";
+	case TG_WHY_UNSEEN_TLS:
+		return "TLS below 1.2 that no uprobe can read";
+	}
+	return "no injection slot free, or replies pending";
+}
+
+/* The flow an event names, enough of it to name and to destroy it. */
+static void tg_event_flow(const struct tg_event *e, struct tg_flow *f,
+			  char *name, size_t len)
+{
+	memset(f, 0, sizeof(*f));
+	f->cookie = e->cookie;
+	f->family = e->family;
+	f->lport = e->lport;
+	f->rport = e->rport;
+	memcpy(f->laddr, e->laddr, 16);
+	memcpy(f->raddr, e->raddr, 16);
+	tg_flow_name(f, name, len);
+}
+
 static int tg_on_event(void *ctx, void *data, size_t len)
 {
 	struct tg_agent *ag = ctx;
 	const struct tg_event *e = data;
+	struct tg_flow f;
+	char name[96];
 	time_t now;
+	int err;
 
 	if (len < sizeof(*e))
 		return 0;
@@ -205,8 +247,30 @@ static int tg_on_event(void *ctx, void *data, size_t len)
 		tg_inject_closed(&ag->ij, e->slot, e->cookie);
 		break;
 	case TG_EV_TLS:
-		msg_debug("flow %llu: STARTTLS accepted",
-			  (unsigned long long)e->cookie);
+		tg_event_flow(e, &f, name, sizeof(name));
+		if (e->state == TG_FS_WEAK) {
+			tg_inject_note_weak(&ag->ij, e->family, e->raddr,
+					    e->tls_version);
+			msg_info("%s: negotiated %s: guaranteed senders will "
+				 "not be sent over it", name,
+				 tg_tls_version_name(e->tls_version));
+		} else {
+			msg_debug("%s: handshake: %s, state %u", name,
+				  tg_tls_version_name(e->tls_version),
+				  e->state);
+		}
+		break;
+	case TG_EV_KILL:
+		tg_event_flow(e, &f, name, sizeof(name));
+		err = tg_kill_flow(&ag->kill, &f);
+		if (e->why == TG_WHY_WEAK_TLS)
+			msg_info("%s: held: TLS 1.2 or higher is required, but "
+				 "host negotiated %s: connection destroyed",
+				 name, tg_tls_version_name(e->tls_version));
+		else
+			msg_info("%s: failed closed (%s): connection %s", name,
+				 tg_why_name(e->why),
+				 err == 0 ? "destroyed" : "already gone");
 		break;
 	case TG_EV_NO_SLOT:
 		/* Once a minute at most: this can come in floods. */
@@ -329,25 +393,6 @@ static const char *tg_state_name(__u32 state)
 	return "?";
 }
 
-static const char *tg_tls_version_name(__u16 v)
-{
-	switch (v) {
-	case 0:
-		return "-";
-	case TG_TLS_SSL3:
-		return "SSLv3";
-	case TG_TLS_1_0:
-		return "TLSv1.0";
-	case TG_TLS_1_1:
-		return "TLSv1.1";
-	case TG_TLS_1_2:
-		return "TLSv1.2";
-	case TG_TLS_1_3:
-		return "TLSv1.3";
-	}
-	return "unknown";
-}
-
 /* The sender as kept by the kernel, made printable. */
 static void tg_printable(const char *in, size_t inlen, char *out, size_t len)
 {
@@ -439,8 +484,11 @@ static int tg_epoll_add(int epfd, int fd, __u64 tag)
 
 static void tg_setup(struct tg_agent *ag)
 {
+	struct itimerspec its = { { TG_RESCAN_SECONDS, 0 },
+				  { TG_RESCAN_SECONDS, 0 } };
 	struct tg_inject_maps maps;
 	struct rlimit rl;
+	__u32 zero = 0;
 	char err[512];
 	sigset_t mask;
 	unsigned i;
@@ -450,7 +498,9 @@ static void tg_setup(struct tg_agent *ag)
 			   sizeof(err)) < 0)
 		msg_fatal("%s", err);
 	ag->policy = &ag->policies[0];
-	ag->cgroup_fd = tg_cgroup_open(ag->opt.cgroup, err, sizeof(err));
+	ag->cgroup_fd = tg_cgroup_open(ag->opt.cgroup, ag->cgroup_path,
+				       sizeof(ag->cgroup_path), err,
+				       sizeof(err));
 	if (ag->cgroup_fd < 0)
 		msg_fatal("%s", err);
 	if (tg_bpffs_ensure("/sys/fs/bpf", err, sizeof(err)) < 0)
@@ -482,6 +532,13 @@ static void tg_setup(struct tg_agent *ag)
 		msg_fatal("the kernel refused tlsguard's BPF programs: %s "
 			  "(run with -v for the verifier's log)",
 			  strerror(-err_no));
+
+	if (bpf_map_update_elem(bpf_map__fd(ag->skel->maps.tg_cgroup), &zero,
+				&ag->cgroup_fd, BPF_ANY))
+		msg_fatal("cannot set the guarded cgroup: %s", strerror(errno));
+	if (tg_kill_open(&ag->kill) < 0)
+		msg_fatal("cannot open sock_diag netlink (SOCK_DESTROY): %s",
+			  strerror(errno));
 
 	/* Map programs first: they apply to sockets added after them. */
 	if (bpf_prog_attach(bpf_program__fd(ag->skel->progs.tg_smtp_msg),
@@ -540,6 +597,13 @@ static void tg_setup(struct tg_agent *ag)
 	if (ag->sigfd < 0 || tg_epoll_add(ag->epfd, ag->sigfd, TG_EP_SIGNAL))
 		msg_fatal("signalfd: %s", strerror(errno));
 
+	/* TLS libraries: the system's now, the MTA's own as they appear. */
+	tg_uprobe_scan(&ag->uprobes, ag->skel, ag->cgroup_path);
+	ag->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+	if (ag->timer_fd < 0 || timerfd_settime(ag->timer_fd, 0, &its, NULL) ||
+	    tg_epoll_add(ag->epfd, ag->timer_fd, TG_EP_TIMER))
+		msg_fatal("timerfd: %s", strerror(errno));
+
 	/* Last: from here on the MTA's new connections are guarded. */
 	ag->sockops = bpf_program__attach_cgroup(ag->skel->progs.tg_sockops,
 						 ag->cgroup_fd);
@@ -560,6 +624,15 @@ static int tg_on_signal(struct tg_agent *ag)
 			return 1;
 	}
 	return 0;
+}
+
+static void tg_on_timer(struct tg_agent *ag)
+{
+	__u64 ticks;
+
+	if (read(ag->timer_fd, &ticks, sizeof(ticks)) != sizeof(ticks))
+		return;
+	tg_uprobe_scan(&ag->uprobes, ag->skel, ag->cgroup_path);
 }
 
 static void tg_run(struct tg_agent *ag)
@@ -583,6 +656,8 @@ static void tg_run(struct tg_agent *ag)
 				ring_buffer__consume(ag->rb);
 			else if (tag == TG_EP_CTL)
 				tg_ctl_serve(ag);
+			else if (tag == TG_EP_TIMER)
+				tg_on_timer(ag);
 			else if (tag == TG_EP_SIGNAL && tg_on_signal(ag))
 				return;
 		}
@@ -593,6 +668,10 @@ static void tg_teardown(struct tg_agent *ag)
 {
 	/* New flows first, then the data path, then the maps. */
 	bpf_link__destroy(ag->sockops);
+	tg_uprobe_detach(&ag->uprobes);
+	tg_kill_close(&ag->kill);
+	if (ag->timer_fd >= 0)
+		close(ag->timer_fd);
 	if (ag->msg_attached)
 		bpf_prog_detach2(bpf_program__fd(ag->skel->progs.tg_smtp_msg),
 				 bpf_map__fd(ag->skel->maps.tg_socks),
@@ -616,7 +695,8 @@ static void tg_teardown(struct tg_agent *ag)
 
 int main(int argc, char **argv)
 {
-	static struct tg_agent ag = { .cgroup_fd = -1, .ctl_fd = -1 };
+	static struct tg_agent ag = { .cgroup_fd = -1, .ctl_fd = -1,
+				      .timer_fd = -1 };
 
 	sigset_t mask;
 

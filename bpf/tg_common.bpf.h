@@ -82,6 +82,30 @@ TG_MAP(struct {
 	__uint(max_entries, 256 * 1024);
 }, tg_events);
 
+/* The guarded cgroup, for the uprobes, which see every process. */
+TG_MAP(struct {
+	__uint(type, BPF_MAP_TYPE_CGROUP_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+}, tg_cgroup);
+
+/* TLS sessions of the guarded processes tied to their flows' cookies. */
+TG_MAP(struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, TG_FLOWS_MAX);
+	__type(key, struct tg_ssl_key);
+	__type(value, __u64);
+}, tg_ssl);
+
+/* SSL_read calls between entry and return. */
+TG_MAP(struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, struct tg_ssl_read);
+}, tg_ssl_reads);
+
 #define TG_STAT_INC(field)						\
 	do {								\
 		__u32 zero__ = 0;					\
@@ -118,6 +142,43 @@ static __always_inline void tg_emit(__u32 type, const struct tg_flow *f,
 	__builtin_memcpy(e->laddr, f->laddr, 16);
 	__builtin_memcpy(e->raddr, f->raddr, 16);
 	bpf_ringbuf_submit(e, 0);
+}
+
+/* Is the sender the parser just read a guaranteed one? */
+static __always_inline int tg_guaranteed(const struct tg_cmd *p)
+{
+	__u64 k = p->addr_key;
+
+	if (bpf_map_lookup_elem(&tg_senders, &k))
+		return 1;
+	k = p->domain_key;
+	return k && bpf_map_lookup_elem(&tg_senders, &k);
+}
+
+/*
+ * Fail a flow closed: tg_smtp_msg drops every later write and
+ * tg_reply_skb every later segment; the agent is asked to destroy it, so
+ * that the MTA learns at once rather than at its next write.
+ */
+static __always_inline void tg_fail_flow(struct tg_flow *f, __u32 why)
+{
+	f->state = TG_FS_FAILED;
+	f->why = why;
+	tg_emit(TG_EV_KILL, f, TG_NO_SLOT);
+}
+
+/* A flow enters the TLS handshake: its inner conversation starts. */
+static __always_inline void tg_start_tls(struct tg_flow *f)
+{
+	f->state = TG_FS_HANDSHAKE;
+	tg_tls_init(&f->tls);
+	__builtin_memset(&f->tlsc, 0, sizeof(f->tlsc));
+	tg_cmd_init(&f->inner.cmd);
+	tg_reply_init(&f->inner.reply);
+	/* With implicit TLS the greeting comes inside. */
+	f->inner.cmds = f->implicit_tls ? 1 : 0;
+	f->inner.replies = 0;
+	f->inner.data_cmd = 0;
 }
 
 #endif /* TG_COMMON_BPF_H */

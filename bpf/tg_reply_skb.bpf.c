@@ -90,12 +90,9 @@ static long tg_rscan_byte(__u32 i, void *ctx)
 	}
 	if (f->starttls_cmd && f->replies == f->starttls_cmd + 1) {
 		f->starttls_cmd = 0;
-		if (f->reply.code == 220) {
+		if (f->reply.code == 220)
 			/* What follows is the server's TLS flight. */
-			f->state = TG_FS_HANDSHAKE;
-			tg_tls_init(&f->tls);
-			__builtin_memset(&f->tlsc, 0, sizeof(f->tlsc));
-		}
+			tg_start_tls(f);
 	}
 	return 0;
 }

@@ -55,16 +55,6 @@ struct tg_scan {
 	__u8 buf[2 * TG_BLOCK];	/* TG_BLOCK used; the rest eases the bound */
 };
 
-static __always_inline int tg_guaranteed(const struct tg_cmd *p)
-{
-	__u64 k = p->addr_key;
-
-	if (bpf_map_lookup_elem(&tg_senders, &k))
-		return 1;
-	k = p->domain_key;
-	return k && bpf_map_lookup_elem(&tg_senders, &k);
-}
-
 /*
  * Keep the sender of a complete MAIL line for tlsguardctl: the line is
  * whole in the scanned bytes, since a MAIL line is corked until it is.
@@ -167,18 +157,18 @@ static __always_inline int tg_divert(struct sk_msg_md *msg, struct tg_flow *f,
 	if (f->cmds != f->replies) {
 		/* The host still owes replies: ours would come out of order. */
 		TG_STAT_INC(no_slot);
-		f->state = TG_FS_FAILED;
+		tg_fail_flow(f, why);
 		return SK_DROP;
 	}
 	if (bpf_map_pop_elem(&tg_free_slots, &idx)) {
 		TG_STAT_INC(no_slot);
-		f->state = TG_FS_FAILED;
 		tg_emit(TG_EV_NO_SLOT, f, TG_NO_SLOT);
+		tg_fail_flow(f, why);
 		return SK_DROP;
 	}
 	slot = bpf_map_lookup_elem(&tg_slots, &idx);
 	if (!slot) {
-		f->state = TG_FS_FAILED;
+		tg_fail_flow(f, why);
 		return SK_DROP;
 	}
 	slot->flow = f->cookie;
@@ -197,7 +187,7 @@ static __always_inline int tg_to_slot(struct sk_msg_md *msg, struct tg_flow *f)
 	struct tg_slot *slot = bpf_map_lookup_elem(&tg_slots, &idx);
 
 	if (!slot || slot->flow != f->cookie) {
-		f->state = TG_FS_FAILED;
+		tg_fail_flow(f, f->why);
 		return SK_DROP;
 	}
 	return bpf_msg_redirect_hash(msg, &tg_socks, &slot->inject, 0);
@@ -215,7 +205,7 @@ static __always_inline int tg_plain(struct sk_msg_md *msg, struct tg_flow *f)
 	if (bpf_msg_pull_data(msg, 0, len, 0) ||
 	    (void *)(long)msg->data + len > (void *)(long)msg->data_end) {
 		/* Unreadable, so unjudged: fail closed. */
-		f->state = TG_FS_FAILED;
+		tg_fail_flow(f, TG_WHY_BAD_MAIL);
 		return SK_DROP;
 	}
 	s.base = (__u64)(long)msg->data;
@@ -309,7 +299,7 @@ static __always_inline int tg_handshake(struct sk_msg_md *msg,
 		return SK_PASS;
 	if (bpf_msg_pull_data(msg, 0, len, 0) ||
 	    (void *)(long)msg->data + len > (void *)(long)msg->data_end) {
-		f->state = TG_FS_FAILED;
+		tg_fail_flow(f, TG_WHY_BAD_MAIL);
 		return SK_DROP;
 	}
 	s.base = (__u64)(long)msg->data;
@@ -366,7 +356,15 @@ int tg_smtp_msg(struct sk_msg_md *msg)
 	case TG_FS_TLS:
 		return SK_PASS;
 	case TG_FS_WEAK:
-		/* Judged inside TLS, from the uprobes on the TLS library. */
+		/*
+		 * Judged inside TLS by the uprobes on the TLS library, which
+		 * fail the flow before a held MAIL's record is written. A
+		 * session no uprobe can see cannot be judged: fail closed.
+		 */
+		if (!f->ssl_seen) {
+			tg_fail_flow(f, TG_WHY_UNSEEN_TLS);
+			return SK_DROP;
+		}
 		return SK_PASS;
 	case TG_FS_HANDSHAKE:
 	case TG_FS_TLS_FAILED:

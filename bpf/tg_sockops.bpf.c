@@ -71,7 +71,7 @@ static __always_inline void tg_track(struct bpf_sock_ops *skops)
 
 	flow.cookie = cookie;
 	flow.start_ns = bpf_ktime_get_ns();
-	flow.state = kind == 2 ? TG_FS_HANDSHAKE : TG_FS_PLAIN;
+	flow.state = TG_FS_PLAIN;
 	flow.slot = TG_NO_SLOT;
 	flow.cmds = 1;		/* the greeting */
 	flow.family = skops->family;
@@ -94,7 +94,10 @@ static __always_inline void tg_track(struct bpf_sock_ops *skops)
 	}
 	tg_cmd_init(&flow.cmd);
 	tg_reply_init(&flow.reply);
-	tg_tls_init(&flow.tls);
+	if (kind == 2) {
+		flow.implicit_tls = 1;
+		tg_start_tls(&flow);
+	}
 
 	if (bpf_map_update_elem(&tg_flows, &cookie, &flow, BPF_NOEXIST)) {
 		sks->role = TG_ROLE_UNTRACKED;

@@ -65,6 +65,21 @@ enum tg_why {
 	TG_WHY_NONE,
 	TG_WHY_NO_TLS,		/* a guaranteed sender on a plaintext flow */
 	TG_WHY_BAD_MAIL,	/* a MAIL command the kernel cannot vouch for */
+	TG_WHY_WEAK_TLS,	/* a guaranteed sender inside TLS below 1.2 */
+	TG_WHY_UNSEEN_TLS,	/* TLS below 1.2 that no uprobe can read */
+};
+
+/*
+ * The SMTP conversation inside a flow's TLS session, as the uprobes on
+ * the TLS library see it: the same parsers as on the wire.
+ */
+struct tg_inner {
+	struct tg_cmd cmd;
+	struct tg_reply reply;
+	__u32 cmds;		/* replies owed (the greeting counts once) */
+	__u32 replies;
+	__u32 data_cmd;		/* as in struct tg_flow */
+	__u32 pad;
 };
 
 /* Value of tg_flows, keyed by the MTA socket's cookie. */
@@ -89,6 +104,9 @@ struct tg_flow {
 	__u8 pad3[3];
 	struct tg_tls tls;	/* the server's first TLS flight */
 	struct tg_tls_client tlsc;	/* record framing of the client */
+	struct tg_inner inner;	/* SMTP inside TLS (uprobes) */
+	__u32 ssl_seen;		/* a uprobe tied a TLS session to the flow */
+	__u32 implicit_tls;	/* TLS from the first byte (SMTPS) */
 	char sender[TG_SENDER_MAX];	/* last MAIL FROM, as written */
 	__u16 family;		/* AF_INET or AF_INET6 */
 	__u16 lport;		/* host byte order */
@@ -118,6 +136,21 @@ struct tg_stats {
 	__u64 lost_flow;	/* socket in tg_socks without flow state */
 	__u64 events_lost;	/* ring buffer full */
 	__u64 corked;		/* writes held for the rest of a line */
+	__u64 weak_held;	/* guaranteed MAIL inside TLS below 1.2 */
+};
+
+/* Key of tg_ssl: a TLS session object of one process. */
+struct tg_ssl_key {
+	__u64 ssl;		/* the SSL pointer */
+	__u32 tgid;
+	__u32 pad;
+};
+
+/* Value of tg_ssl_read: an SSL_read in progress, keyed by pid_tgid. */
+struct tg_ssl_read {
+	__u64 ssl;
+	__u64 buf;
+	__u64 readbytes;	/* SSL_read_ex: where the count goes, else 0 */
 };
 
 enum tg_event_type {
@@ -125,6 +158,7 @@ enum tg_event_type {
 	TG_EV_CLOSE,		/* a diverted flow closed: its slot is free */
 	TG_EV_TLS,		/* a flow's handshake ended: see state */
 	TG_EV_NO_SLOT,		/* a flow needed a slot and none was free */
+	TG_EV_KILL,		/* a flow was failed closed: destroy it */
 };
 
 /* Ring buffer record. */

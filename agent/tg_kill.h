@@ -1,0 +1,33 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * NAME
+ *	tg_kill - destroy a flow's TCP connection (SOCK_DESTROY)
+ * SYNOPSIS
+ *	#include "tg_kill.h"
+ *
+ *	int	tg_kill_open(struct tg_kill *k);
+ *	int	tg_kill_flow(struct tg_kill *k, const struct tg_flow *f);
+ *	void	tg_kill_close(struct tg_kill *k);
+ * DESCRIPTION
+ *	tg_kill_flow() asks the kernel, over sock_diag netlink (libnl-idiag),
+ *	to destroy the TCP socket of a flow, named by its addresses, ports
+ *	and socket cookie, so that no other socket can be hit. The MTA's
+ *	next call on it fails with ECONNABORTED and it defers the mail;
+ *	the peer gets a reset. It returns 0, or a negative errno (-ENOENT
+ *	when the socket is gone already).
+ */
+#ifndef TG_KILL_H
+#define TG_KILL_H
+
+struct nl_sock;
+struct tg_flow;
+
+struct tg_kill {
+	struct nl_sock *nl;
+};
+
+int tg_kill_open(struct tg_kill *k);
+int tg_kill_flow(struct tg_kill *k, const struct tg_flow *f);
+void tg_kill_close(struct tg_kill *k);
+
+#endif /* TG_KILL_H */

@@ -1,0 +1,142 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * NAME
+ *	tg_uprobe - the TLS library uprobes (see tg_uprobe.h)
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <bpf/libbpf.h>
+
+#include "tlsguard.skel.h"
+#include "tg_log.h"
+#include "tg_uprobe.h"
+
+static const char *const tg_system_libs[] = {
+	"/usr/lib/x86_64-linux-gnu/libssl.so.3",
+	"/usr/lib/x86_64-linux-gnu/libssl.so.1.1",
+	"/usr/lib/aarch64-linux-gnu/libssl.so.3",
+	"/usr/lib/aarch64-linux-gnu/libssl.so.1.1",
+	"/usr/lib64/libssl.so.3",
+	"/usr/lib/libssl.so.3",
+};
+
+static void tg_uprobe_lib(struct tg_uprobes *u, struct tlsguard *skel,
+			  const char *path)
+{
+	const struct {
+		struct bpf_program *prog;
+		const char *func;
+		int ret;
+		int optional;
+	} probes[TG_UPROBE_PER_LIB] = {
+		{ skel->progs.tg_ssl_set_fd, "SSL_set_fd", 0, 0 },
+		{ skel->progs.tg_ssl_write, "SSL_write", 0, 0 },
+		{ skel->progs.tg_ssl_read, "SSL_read", 0, 0 },
+		{ skel->progs.tg_ssl_read_ret, "SSL_read", 1, 0 },
+		{ skel->progs.tg_ssl_write_ex, "SSL_write_ex", 0, 1 },
+		{ skel->progs.tg_ssl_read_ex, "SSL_read_ex", 0, 1 },
+		{ skel->progs.tg_ssl_read_ret, "SSL_read_ex", 1, 1 },
+	};
+	struct stat st;
+	unsigned i, n;
+
+	if (stat(path, &st) < 0)
+		return;
+	for (i = 0; i < u->nlibs; i++)
+		if (u->libs[i].dev == st.st_dev && u->libs[i].ino == st.st_ino)
+			return;
+	if (u->nlibs == TG_UPROBE_LIBS_MAX) {
+		msg_warn("%s: not probed: more than %d TLS libraries",
+			 path, TG_UPROBE_LIBS_MAX);
+		return;
+	}
+	n = u->nlibs++;
+	memset(&u->libs[n], 0, sizeof(u->libs[n]));
+	u->libs[n].dev = st.st_dev;
+	u->libs[n].ino = st.st_ino;
+	for (i = 0; i < TG_UPROBE_PER_LIB; i++) {
+		LIBBPF_OPTS(bpf_uprobe_opts, opts, .func_name = probes[i].func,
+			    .retprobe = probes[i].ret);
+		struct bpf_link *l;
+
+		l = bpf_program__attach_uprobe_opts(probes[i].prog, -1, path, 0,
+						    &opts);
+		if (!l) {
+			if (!probes[i].optional)
+				msg_warn("%s: cannot probe %s: %s; TLS sessions "
+					 "of this library are failed closed "
+					 "below TLS 1.2", path, probes[i].func,
+					 strerror(errno));
+			continue;
+		}
+		u->libs[n].links[i] = l;
+	}
+	u->libs[n].ok = u->libs[n].links[0] && u->libs[n].links[1];
+	msg_info("probing %s", path);
+}
+
+/* libssl files mapped by the processes listed in dir/cgroup.procs. */
+static void tg_uprobe_procs(struct tg_uprobes *u, struct tlsguard *skel,
+			    const char *dir, int depth)
+{
+	char path[PATH_MAX], line[PATH_MAX + 256];
+	struct dirent *de;
+	FILE *procs, *maps;
+	DIR *d;
+	int pid;
+
+	snprintf(path, sizeof(path), "%s/cgroup.procs", dir);
+	procs = fopen(path, "r");
+	while (procs && fscanf(procs, "%d", &pid) == 1) {
+		snprintf(path, sizeof(path), "/proc/%d/maps", pid);
+		maps = fopen(path, "r");
+		while (maps && fgets(line, sizeof(line), maps)) {
+			char *file = strchr(line, '/');
+
+			if (!file || !strstr(file, "/libssl.so"))
+				continue;
+			file[strcspn(file, "\n")] = 0;
+			tg_uprobe_lib(u, skel, file);
+		}
+		if (maps)
+			fclose(maps);
+	}
+	if (procs)
+		fclose(procs);
+	if (depth >= 8)
+		return;
+	d = opendir(dir);
+	while (d && (de = readdir(d))) {
+		if (de->d_type != DT_DIR || de->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		tg_uprobe_procs(u, skel, path, depth + 1);
+	}
+	if (d)
+		closedir(d);
+}
+
+void tg_uprobe_scan(struct tg_uprobes *u, struct tlsguard *skel,
+		    const char *cgroup_dir)
+{
+	unsigned i;
+
+	for (i = 0; i < sizeof(tg_system_libs) / sizeof(*tg_system_libs); i++)
+		tg_uprobe_lib(u, skel, tg_system_libs[i]);
+	tg_uprobe_procs(u, skel, cgroup_dir, 0);
+}
+
+void tg_uprobe_detach(struct tg_uprobes *u)
+{
+	unsigned i, j;
+
+	for (i = 0; i < u->nlibs; i++)
+		for (j = 0; j < TG_UPROBE_PER_LIB; j++)
+			bpf_link__destroy(u->libs[i].links[j]);
+	u->nlibs = 0;
+}

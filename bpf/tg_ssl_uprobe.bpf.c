@@ -1,0 +1,292 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * NAME
+ *	tg_ssl_uprobe - read SMTP inside the MTA's TLS sessions, through
+ *	uprobes on the TLS library (OpenSSL's libssl)
+ * DESCRIPTION
+ *	The uprobes are attached to the library file, so they fire in every
+ *	process that maps it; they act only for tasks in the guarded cgroup.
+ *
+ *	SSL_set_fd(ssl, fd) ties a session to a flow: the fd is looked up in
+ *	the calling task's file table, and the socket's cookie (which
+ *	tg_sockops made when it tracked the socket) names the flow. No
+ *	OpenSSL structure is read: the call itself gives the answer. The
+ *	flow is marked as seen by the uprobes.
+ *
+ *	SSL_write(ssl, buf, num) and SSL_write_ex() hand the plaintext of a
+ *	write to the parser of the flow's inner conversation (struct
+ *	tg_inner), before the library encrypts it. SSL_read() and
+ *	SSL_read_ex() hand what was read to the inner reply parser on return,
+ *	so that a DATA body is known as such (354), exactly as on the wire.
+ *
+ *	Ordering: the uprobe at SSL_write runs in the writing thread before
+ *	the library writes the record to the socket, so a verdict it leaves
+ *	in the flow is seen by tg_smtp_msg on that very write. On a flow that
+ *	negotiated TLS below 1.2 (TG_FS_WEAK), a MAIL command of a guaranteed
+ *	sender (or one that cannot be vouched for, or a MAIL line split
+ *	across writes) fails the flow here: tg_smtp_msg drops the record that
+ *	carries it, so no byte of it leaves, and the agent destroys the
+ *	connection. Other senders' mail goes on over the TLS the MTA chose.
+ */
+#include "tg_common.bpf.h"
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+
+/* Cookie of the socket behind fd in the current task, 0 if none. */
+static __always_inline __u64 tg_fd_cookie(int fd)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct file **fds, *file = NULL;
+	struct socket *sock;
+	struct sock *sk;
+	unsigned int max;
+
+	if (fd < 0)
+		return 0;
+	max = BPF_CORE_READ(task, files, fdt, max_fds);
+	if ((unsigned int)fd >= max)
+		return 0;
+	fds = BPF_CORE_READ(task, files, fdt, fd);
+	if (bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]) || !file)
+		return 0;
+	sock = BPF_CORE_READ(file, private_data);
+	/* A socket's file and the socket point at each other. */
+	if (!sock || BPF_CORE_READ(sock, file) != file)
+		return 0;
+	sk = BPF_CORE_READ(sock, sk);
+	if (!sk)
+		return 0;
+	return BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+}
+
+static __always_inline struct tg_flow *tg_ssl_flow(__u64 ssl)
+{
+	struct tg_ssl_key key = {
+		.ssl = ssl,
+		.tgid = bpf_get_current_pid_tgid() >> 32,
+	};
+	__u64 *cookie;
+
+	if (bpf_current_task_under_cgroup(&tg_cgroup, 0) != 1)
+		return NULL;
+	cookie = bpf_map_lookup_elem(&tg_ssl, &key);
+	if (!cookie)
+		return NULL;
+	return bpf_map_lookup_elem(&tg_flows, cookie);
+}
+
+SEC("uprobe")
+int BPF_KPROBE(tg_ssl_set_fd, void *ssl, int fd)
+{
+	struct tg_ssl_key key = {
+		.ssl = (__u64)(long)ssl,
+		.tgid = bpf_get_current_pid_tgid() >> 32,
+	};
+	struct tg_flow *f;
+	__u64 cookie;
+
+	if (bpf_current_task_under_cgroup(&tg_cgroup, 0) != 1)
+		return 0;
+	cookie = tg_fd_cookie(fd);
+	if (!cookie)
+		return 0;
+	f = bpf_map_lookup_elem(&tg_flows, &cookie);
+	if (!f)
+		return 0;		/* not a guarded flow */
+	bpf_map_update_elem(&tg_ssl, &key, &cookie, BPF_ANY);
+	f->ssl_seen = 1;
+	return 0;
+}
+
+struct tg_uscan {
+	__u64 buf;		/* user address */
+	struct tg_flow *f;
+	__u32 len;
+	__u32 fail;		/* the flow must fail: TG_WHY_* */
+	__u32 reply;		/* scanning replies, not commands */
+	__u32 body;
+	__u32 line_off;		/* where the command line in progress began */
+	__u8 blk[2 * TG_BLOCK];
+};
+
+/* The sender of a MAIL line read whole from the user buffer, for logs. */
+static __always_inline void tg_keep_inner_sender(struct tg_uscan *s,
+						 struct tg_flow *f)
+{
+	__u64 off = (__u64)s->line_off + f->inner.cmd.addr_start;
+	__u64 n = f->inner.cmd.addr_len;
+
+	if (n > TG_SENDER_MAX - 1)
+		n = TG_SENDER_MAX - 1;
+	if (off + n > s->len)
+		n = 0;
+	n &= TG_SENDER_MAX - 1;
+	__builtin_memset(f->sender, 0, sizeof(f->sender));
+	if (n)
+		bpf_probe_read_user(f->sender, n, (void *)(s->buf + off));
+}
+
+static long tg_uscan_byte(__u32 i, void *ctx)
+{
+	struct tg_uscan *s = ctx;
+	struct tg_flow *f = s->f;
+	struct tg_inner *in;
+	unsigned char c;
+	__u64 n;
+	int ev;
+
+	if (i >= s->len || !f)
+		return 1;
+	in = &f->inner;
+	if ((i & (TG_BLOCK - 1)) == 0) {
+		n = s->len - i;
+		if (n > TG_BLOCK)
+			n = TG_BLOCK;
+		n &= 2 * TG_BLOCK - 1;
+		if (bpf_probe_read_user(s->blk, n, (void *)(s->buf + i))) {
+			s->fail = TG_WHY_BAD_MAIL;
+			return 1;
+		}
+	}
+	c = s->blk[i & (TG_BLOCK - 1)];
+	if (s->reply) {
+		if (tg_reply_feed(&in->reply, c) != TG_REPLY_FINAL)
+			return 0;
+		in->replies++;
+		if (in->data_cmd && in->replies == in->data_cmd + 1) {
+			s->body = in->reply.code == 354;
+			in->data_cmd = 0;
+		}
+		return 0;
+	}
+	if (in->cmd.mode == TG_MODE_CMD && in->cmd.line_len == 0)
+		s->line_off = i;
+	ev = tg_cmd_feed(&in->cmd, c);
+	switch (ev) {
+	case TG_CMD_NONE:
+	case TG_CMD_CHUNK_END:
+		return 0;
+	case TG_CMD_MAIL:
+		tg_keep_inner_sender(s, f);
+		if (f->state == TG_FS_WEAK && tg_guaranteed(&in->cmd)) {
+			s->fail = TG_WHY_WEAK_TLS;
+			return 1;
+		}
+		break;
+	case TG_CMD_MAIL_BAD:
+		if (f->state == TG_FS_WEAK) {
+			s->fail = TG_WHY_BAD_MAIL;
+			return 1;
+		}
+		break;
+	case TG_CMD_LINE:
+		if (in->cmd.verb == TG_VERB_DATA)
+			in->data_cmd = in->cmds;
+		break;
+	}
+	in->cmds++;
+	return 0;
+}
+
+static __always_inline void tg_ssl_out(void *ssl, const void *buf, __u64 num)
+{
+	struct tg_uscan s = {};
+	struct tg_flow *f = tg_ssl_flow((__u64)(long)ssl);
+
+	/* Only sessions below TLS 1.2 are judged inside. */
+	if (!f || f->state != TG_FS_WEAK || !buf || num == 0)
+		return;
+	s.buf = (__u64)(long)buf;
+	s.f = f;
+	s.len = num > TG_SCAN_MAX ? TG_SCAN_MAX : num;
+	bpf_loop(s.len, tg_uscan_byte, &s, 0);
+	if (!s.fail && (num > TG_SCAN_MAX || tg_cmd_holding(&f->inner.cmd)))
+		/* a MAIL line the kernel would have to wait for: not here */
+		s.fail = TG_WHY_BAD_MAIL;
+	if (s.fail) {
+		TG_STAT_INC(weak_held);
+		tg_fail_flow(f, s.fail);
+	}
+}
+
+SEC("uprobe")
+int BPF_KPROBE(tg_ssl_write, void *ssl, const void *buf, int num)
+{
+	if (num > 0)
+		tg_ssl_out(ssl, buf, (__u64)num);
+	return 0;
+}
+
+SEC("uprobe")
+int BPF_KPROBE(tg_ssl_write_ex, void *ssl, const void *buf, __u64 num)
+{
+	tg_ssl_out(ssl, buf, num);
+	return 0;
+}
+
+static __always_inline void tg_ssl_read_enter(void *ssl, void *buf,
+					      void *readbytes)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct tg_ssl_read r = {
+		.ssl = (__u64)(long)ssl,
+		.buf = (__u64)(long)buf,
+		.readbytes = (__u64)(long)readbytes,
+	};
+	struct tg_flow *f = tg_ssl_flow(r.ssl);
+
+	if (f && f->state == TG_FS_WEAK)
+		bpf_map_update_elem(&tg_ssl_reads, &id, &r, BPF_ANY);
+}
+
+static __always_inline void tg_ssl_read_return(long ret)
+{
+	__u64 id = bpf_get_current_pid_tgid(), n = 0;
+	struct tg_uscan s = {};
+	struct tg_ssl_read *r;
+	struct tg_flow *f;
+
+	r = bpf_map_lookup_elem(&tg_ssl_reads, &id);
+	if (!r)
+		return;
+	f = tg_ssl_flow(r->ssl);
+	if (r->readbytes) {
+		if (ret == 1)
+			bpf_probe_read_user(&n, sizeof(n),
+					    (void *)(long)r->readbytes);
+	} else if (ret > 0) {
+		n = (__u64)ret;
+	}
+	s.buf = r->buf;
+	bpf_map_delete_elem(&tg_ssl_reads, &id);
+	if (!f || f->state != TG_FS_WEAK || n == 0)
+		return;
+	s.f = f;
+	s.reply = 1;
+	s.len = n > TG_SCAN_MAX ? TG_SCAN_MAX : n;
+	bpf_loop(s.len, tg_uscan_byte, &s, 0);
+	if (s.body)
+		tg_cmd_start_body(&f->inner.cmd);
+}
+
+SEC("uprobe")
+int BPF_KPROBE(tg_ssl_read, void *ssl, void *buf, int num)
+{
+	tg_ssl_read_enter(ssl, buf, NULL);
+	return 0;
+}
+
+SEC("uprobe")
+int BPF_KPROBE(tg_ssl_read_ex, void *ssl, void *buf, __u64 num,
+	       void *readbytes)
+{
+	tg_ssl_read_enter(ssl, buf, readbytes);
+	return 0;
+}
+
+SEC("uretprobe")
+int BPF_KRETPROBE(tg_ssl_read_ret, long ret)
+{
+	tg_ssl_read_return(ret);
+	return 0;
+}
