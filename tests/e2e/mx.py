@@ -9,9 +9,9 @@ Contract
   returns once the socket listens; ``stop()`` closes the listener and every
   open connection and waits for the threads.  The object is also a context
   manager.  A bind failure raises ``OSError`` with the address in the message.
-* It never offers STARTTLS (``tls`` is reserved for later issues; anything
-  but ``None`` raises ``NotImplementedError``).  A client that sends STARTTLS
-  anyway gets ``502 5.5.1``.
+* With ``tls=None`` (the default) it never offers STARTTLS, and a client that
+  sends STARTTLS anyway gets ``502 5.5.1``.  With ``tls=TLSOptions(...)`` it
+  speaks STARTTLS (RFC 3207) with a real OpenSSL handshake; see "TLS" below.
 * Replies: ``220`` greeting; EHLO gets a multi-line ``250`` with PIPELINING
   (only when ``pipelining`` is on), SIZE and 8BITMIME; HELO, MAIL, RCPT,
   RSET, NOOP get ``250``; DATA gets ``354`` and, after the terminating ``.``,
@@ -37,23 +37,227 @@ Contract
 * Clients that vanish (reset, EOF mid-command, mid-DATA) are recorded and
   never crash the server.
 
-CLI: ``mx.py --host 127.0.0.2 [--port 25] [--no-pipelining] [--jsonl FILE]``
+TLS
+---
+``TLSOptions(version=None, min_version=None, max_version=None,
+starttls="offer", fail="close", ciphers=None, certfile=None, keyfile=None,
+starttls_keyword="STARTTLS", starttls_last=False)``:
+
+* ``version`` pins min and max to one of ``"1.0"``, ``"1.1"``, ``"1.2"``,
+  ``"1.3"`` (or an ``ssl.TLSVersion``); ``min_version``/``max_version`` set
+  a range instead (default: Python's server default, TLS 1.2 to 1.3).
+* ``ciphers``: the OpenSSL cipher string of the server context (TLS <= 1.2
+  suites).  Default ``None``: OpenSSL's default, except that a range that
+  includes TLS 1.0 or 1.1 gets ``ALL:@SECLEVEL=0``, because OpenSSL 3 refuses
+  those versions at security level 1 and above (their handshake signatures
+  use SHA-1/MD5+SHA-1): without it the MX answers a 1.0/1.1 ClientHello with
+  an ``internal_error`` alert.  A Python client needs ``@SECLEVEL=0`` too
+  (else "legacy sigalg disallowed or unsupported").  Postfix 3.7 does not:
+  its smtp client sets security level 0 itself for opportunistic TLS (only
+  the verify/secure/dane/fingerprint levels raise it to 1), so at
+  ``smtp_tls_security_level = may`` (or ``encrypt``) its defaults
+  ``smtp_tls_protocols = >=TLSv1`` and ``smtp_tls_ciphers = medium``
+  negotiate TLS 1.0 and 1.1 with this MX (verified in ``tls_selftest.py``,
+  which also holds ``POSTFIX_TLS_LEGACY``).
+* ``starttls``: ``"offer"`` (advertise it in EHLO, 220, handshake);
+  ``"refuse"`` (advertise it, answer ``454 4.7.0 TLS not available due to
+  local problem`` and go on in plaintext); ``"fail"`` (advertise it, answer
+  ``220 2.0.0 Ready to start TLS``, read the ClientHello, then break the
+  handshake as ``fail`` says and close); ``"unadvertised"`` (EHLO does not
+  list it, but STARTTLS is accepted and the handshake done).
+* ``fail`` (with ``starttls="fail"``): ``"close"`` (FIN after the
+  ClientHello), ``"garbage"`` (a plaintext line instead of a ServerHello,
+  then FIN), ``"alert"`` (a fatal TLS ``handshake_failure`` alert, then FIN),
+  ``"reset"`` (RST).
+* ``certfile``/``keyfile``: PEM files to use.  Default: a self-signed RSA
+  2048 certificate for CN=mx.test made once per process with ``openssl req
+  -x509 -newkey rsa:2048 -nodes -subj /CN=mx.test -days 2`` in a temporary
+  directory that is removed at once (the PEM text is kept in memory;
+  ``self_signed_pem()``); each context loads it from a fresh temporary
+  directory that is removed right after loading.
+* ``starttls_keyword`` is the EHLO line's text (for example ``starttls`` or
+  ``StartTLS``, to test case-insensitive parsers); ``starttls_last`` puts it
+  on the last line of the EHLO reply (``250 STARTTLS``) instead of before
+  8BITMIME.
+* After ``220`` the MX discards any plaintext the client pipelined behind
+  STARTTLS (recorded as a ``discard`` event, never as lines: RFC 3207's
+  command-injection rule), does the handshake, and then serves exactly as in
+  plaintext, recording every line received inside TLS the same way
+  (``lines()``, ``commands()``, ``transactions()``).  After TLS the client
+  must send EHLO again (MAIL before it gets ``503``); the second EHLO reply
+  does not list STARTTLS and a second STARTTLS gets ``554 5.5.1``.
+* ``Connection.tls_version`` (``"TLSv1"``, ``"TLSv1.1"``, ``"TLSv1.2"``,
+  ``"TLSv1.3"``: ``SSLSocket.version()``), ``Connection.tls_cipher``
+  (``SSLSocket.cipher()``: ``(name, protocol, bits)``) and
+  ``Connection.tls_error`` are set after the handshake (``None`` otherwise).
+  New event kinds, emitted only by a TLS MX: ``tls`` (data: ``"TLSv1.3
+  TLS_AES_256_GCM_SHA384 256"``), ``tls-error`` (data: why), ``discard``.
+  ``lines(tls=True)`` / ``commands(tls=True)`` return only what arrived
+  inside TLS (``tls=False``: only plaintext; default: all, as before), and
+  each ``Transaction`` has ``tls_version`` (the version its MAIL FROM arrived
+  under, ``None`` for plaintext).
+
+CLI: ``mx.py --host 127.0.0.2 [--port 25] [--no-pipelining] [--jsonl FILE]
+[--tls 1.0|1.1|1.2|1.3|default] [--starttls offer|refuse|fail|unadvertised]
+[--fail close|garbage|alert|reset] [--starttls-last]``
 serves until SIGINT/SIGTERM and prints events to stdout.
 """
 
 import argparse
 import itertools
 import json
+import os
+import shutil
 import signal
 import socket
+import ssl
+import struct
+import subprocess
 import sys
+import tempfile
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 
 MAX_LINE = 1 << 20  # bytes; longer lines are recorded as a partial and the connection dropped
 IDLE_TIMEOUT = 120.0  # seconds without input before the MX hangs up
 SIZE_LIMIT = 10240000
+TLS_HANDSHAKE_TIMEOUT = 30.0  # seconds for the client's handshake after our 220
+OPENSSL = "/usr/bin/openssl"
+
+# ssl.SSLSocket.version() for each TLS version, and the names the options accept.
+TLS_VERSION_NAMES = {
+    ssl.TLSVersion.TLSv1: "TLSv1",
+    ssl.TLSVersion.TLSv1_1: "TLSv1.1",
+    ssl.TLSVersion.TLSv1_2: "TLSv1.2",
+    ssl.TLSVersion.TLSv1_3: "TLSv1.3",
+}
+_VERSION_ALIASES = {
+    "1.0": ssl.TLSVersion.TLSv1, "1": ssl.TLSVersion.TLSv1, "tlsv1": ssl.TLSVersion.TLSv1,
+    "tlsv1.0": ssl.TLSVersion.TLSv1, "1.1": ssl.TLSVersion.TLSv1_1, "tlsv1.1": ssl.TLSVersion.TLSv1_1,
+    "1.2": ssl.TLSVersion.TLSv1_2, "tlsv1.2": ssl.TLSVersion.TLSv1_2,
+    "1.3": ssl.TLSVersion.TLSv1_3, "tlsv1.3": ssl.TLSVersion.TLSv1_3,
+}
+LEGACY_CIPHERS = "ALL:@SECLEVEL=0"  # what TLS 1.0/1.1 need on OpenSSL 3 (both ends)
+STARTTLS_MODES = ("offer", "refuse", "fail", "unadvertised")
+FAIL_MODES = ("close", "garbage", "alert", "reset")
+# A fatal alert record: handshake_failure(40), record version TLS 1.0.
+TLS_ALERT_HANDSHAKE_FAILURE = bytes([0x15, 0x03, 0x01, 0x00, 0x02, 0x02, 0x28])
+
+
+def tls_version(value):
+    """'1.2', 'TLSv1.2', ssl.TLSVersion.TLSv1_2 ... -> ssl.TLSVersion."""
+    if isinstance(value, ssl.TLSVersion):
+        return value
+    v = _VERSION_ALIASES.get(str(value).strip().lower())
+    if v is None:
+        raise ValueError("unknown TLS version %r (use 1.0, 1.1, 1.2 or 1.3)" % (value,))
+    return v
+
+
+@dataclass
+class TLSOptions:
+    """How a TestMX does STARTTLS (see the module docstring)."""
+    version: object = None  # pins min and max: "1.0" | "1.1" | "1.2" | "1.3" | ssl.TLSVersion
+    min_version: object = None
+    max_version: object = None
+    starttls: str = "offer"  # offer | refuse | fail | unadvertised
+    fail: str = "close"  # with starttls="fail": close | garbage | alert | reset
+    ciphers: str = None  # OpenSSL cipher string; None: default (ALL:@SECLEVEL=0 if TLS < 1.2 allowed)
+    certfile: str = None
+    keyfile: str = None
+    starttls_keyword: str = "STARTTLS"
+    starttls_last: bool = False
+
+    def __post_init__(self):
+        if self.starttls not in STARTTLS_MODES:
+            raise ValueError("starttls must be one of %s, not %r" % (", ".join(STARTTLS_MODES), self.starttls))
+        if self.fail not in FAIL_MODES:
+            raise ValueError("fail must be one of %s, not %r" % (", ".join(FAIL_MODES), self.fail))
+        if self.version is not None:
+            if self.min_version is not None or self.max_version is not None:
+                raise ValueError("give version, or min_version/max_version, not both")
+            self.min_version = self.max_version = self.version
+        if self.min_version is not None:
+            self.min_version = tls_version(self.min_version)
+        if self.max_version is not None:
+            self.max_version = tls_version(self.max_version)
+        if self.min_version is not None and self.max_version is not None and self.min_version > self.max_version:
+            raise ValueError("min_version %s is above max_version %s" % (self.min_version, self.max_version))
+
+    @property
+    def legacy(self):
+        """True when the range allows TLS 1.0 or 1.1 (the context then needs @SECLEVEL=0)."""
+        return self.min_version is not None and self.min_version < ssl.TLSVersion.TLSv1_2
+
+    @property
+    def advertised(self):
+        return self.starttls != "unadvertised"
+
+    def describe(self):
+        lo = TLS_VERSION_NAMES.get(self.min_version, "default")
+        hi = TLS_VERSION_NAMES.get(self.max_version, "default")
+        rng = lo if lo == hi else "%s..%s" % (lo, hi)
+        s = "STARTTLS %s, %s" % (self.starttls, rng)
+        return s + (" (fail: %s)" % self.fail if self.starttls == "fail" else "")
+
+    def server_context(self):
+        """A fresh server SSLContext for these options."""
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        with warnings.catch_warnings():  # Python deprecates TLS 1.0/1.1; testing them is the point
+            warnings.simplefilter("ignore", DeprecationWarning)
+            if self.min_version is not None:
+                ctx.minimum_version = self.min_version
+            if self.max_version is not None:
+                ctx.maximum_version = self.max_version
+        ciphers = self.ciphers if self.ciphers is not None else (LEGACY_CIPHERS if self.legacy else None)
+        if ciphers:
+            ctx.set_ciphers(ciphers)
+        if self.certfile:
+            ctx.load_cert_chain(self.certfile, self.keyfile)
+        else:
+            cert, key = self_signed_pem()
+            tmp = tempfile.mkdtemp(prefix="tlsguard-mx-cert-")
+            try:
+                cpath, kpath = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
+                with open(cpath, "w") as f:
+                    f.write(cert)
+                fd = os.open(kpath, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "w") as f:
+                    f.write(key)
+                ctx.load_cert_chain(cpath, kpath)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        return ctx
+
+
+_cert_lock = threading.Lock()
+_cert_pem = None
+
+
+def self_signed_pem():
+    """(certificate PEM, key PEM): a self-signed CN=mx.test, made once per process."""
+    global _cert_pem
+    with _cert_lock:
+        if _cert_pem is None:
+            tmp = tempfile.mkdtemp(prefix="tlsguard-mx-cert-")
+            try:
+                cpath, kpath = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
+                r = subprocess.run([OPENSSL, "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                                    "-subj", "/CN=mx.test", "-addext", "subjectAltName=DNS:mx.test",
+                                    "-days", "2", "-keyout", kpath, "-out", cpath],
+                                   capture_output=True, text=True, timeout=60)
+                if r.returncode != 0:
+                    raise RuntimeError("openssl req failed (exit %d): %s" % (r.returncode, r.stderr.strip()))
+                with open(cpath) as f:
+                    cert = f.read()
+                with open(kpath) as f:
+                    key = f.read()
+                _cert_pem = (cert, key)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        return _cert_pem
 
 
 @dataclass
@@ -70,6 +274,7 @@ class Transaction:
     rcpts: list = field(default_factory=list)  # raw RCPT arguments, accepted or not
     data: list = None  # message lines (dot-unstuffed) if DATA completed, else None
     queue_id: str = None  # the id of the 250 reply after DATA, if any
+    tls_version: str = None  # "TLSv1.2" etc. if MAIL FROM arrived inside TLS, else None
 
     @property
     def sender(self):
@@ -89,6 +294,9 @@ class Connection:
         self.id = conn_id
         self.peer = peer
         self.events = []
+        self.tls_version = None  # SSLSocket.version() once a STARTTLS handshake completed
+        self.tls_cipher = None  # SSLSocket.cipher(): (name, protocol, secret bits)
+        self.tls_error = None  # why STARTTLS did not end in TLS, if it did not
         self._lock = threading.Lock()
 
     def _add(self, kind, data):
@@ -105,23 +313,44 @@ class Connection:
     def closed(self):
         return any(e.kind == "close" for e in self.snapshot())
 
-    def lines(self):
-        """All raw lines received, commands and message data."""
-        return [e.data for e in self.snapshot() if e.kind in ("line", "partial")]
+    @property
+    def tls(self):
+        """True once a STARTTLS handshake completed on this connection."""
+        return self.tls_version is not None
 
-    def commands(self):
-        """Received lines that were SMTP commands (not message content)."""
-        out, in_data = [], False
+    def _received(self):
+        """(event, inside TLS) for each event, in order."""
+        in_tls = False
         for e in self.snapshot():
+            if e.kind == "tls":
+                in_tls = True
+            yield e, in_tls
+
+    def lines(self, tls=None):
+        """All raw lines received, commands and message data.
+
+        ``tls=True``: only those received inside TLS; ``False``: only plaintext ones."""
+        return [e.data for e, in_tls in self._received()
+                if e.kind in ("line", "partial") and (tls is None or in_tls == tls)]
+
+    def commands(self, tls=None):
+        """Received lines that were SMTP commands (not message content); ``tls`` as in ``lines``."""
+        out, in_data = [], False
+        for e, in_tls in self._received():
             if e.kind == "reply" and e.data.startswith("354"):
                 in_data = True
             elif e.kind in ("line", "partial"):
                 if in_data:
                     if e.data == ".":
                         in_data = False
-                else:
+                elif tls is None or in_tls == tls:
                     out.append(e.data)
         return out
+
+    def starttls_offered(self):
+        """True if any EHLO reply on this connection listed STARTTLS."""
+        return any(e.kind == "reply" and e.data[:4] in ("250-", "250 ") and e.data[4:].strip().upper() == "STARTTLS"
+                   for e in self.snapshot())
 
     def verbs(self):
         """Upper-cased first word of each command, e.g. ['EHLO', 'MAIL', ...]."""
@@ -130,7 +359,7 @@ class Connection:
     def transactions(self):
         """Mail transactions parsed from the events (see ``Transaction``)."""
         out, cur, in_data, body = [], None, False, None
-        for e in self.snapshot():
+        for e, in_tls in self._received():
             if e.kind == "reply":
                 if e.data.startswith("354"):
                     in_data, body = True, []
@@ -150,14 +379,16 @@ class Connection:
                 continue
             upper = e.data.upper()
             if upper.startswith("MAIL FROM:"):
-                cur = Transaction(mail_from=e.data[10:].strip())
+                cur = Transaction(mail_from=e.data[10:].strip(),
+                                  tls_version=self.tls_version if in_tls else None)
                 out.append(cur)
             elif upper.startswith("RCPT TO:") and cur is not None:
                 cur.rcpts.append(e.data[8:].strip())
         return out
 
     def __repr__(self):
-        return "<Connection %s#%d from %s: %s>" % (self.mx.name, self.id, self.peer, self.verbs())
+        tls = " %s" % self.tls_version if self.tls_version else ""
+        return "<Connection %s#%d from %s%s: %s>" % (self.mx.name, self.id, self.peer, tls, self.verbs())
 
 
 class TestMX:
@@ -166,8 +397,10 @@ class TestMX:
     __test__ = False  # not a pytest test class
 
     def __init__(self, host, port=25, pipelining=True, name=None, jsonl_path=None, tls=None):
-        if tls is not None:
-            raise NotImplementedError("TLS on the test MX is not implemented yet")
+        if tls is not None and not isinstance(tls, TLSOptions):
+            raise TypeError("tls must be None or a TLSOptions, not %r" % (tls,))
+        self.tls = tls
+        self._ssl_ctx = None
         self.host = host
         self.port = port
         self.pipelining = pipelining
@@ -188,6 +421,8 @@ class TestMX:
     # ---- lifecycle -------------------------------------------------------
 
     def start(self):
+        if self.tls is not None and self._ssl_ctx is None:
+            self._ssl_ctx = self.tls.server_context()  # errors (bad ciphers, no openssl) before binding
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         s = socket.socket(family, socket.SOCK_STREAM)
         try:
@@ -285,21 +520,30 @@ class TestMX:
                 self._threads = [x for x in self._threads if x.is_alive()] + [t]
             t.start()
 
+    def _replace_sock(self, conn, sock):
+        """After STARTTLS: stop() must shut down the SSLSocket that now owns the fd."""
+        with self._lock:
+            if conn.id in self._socks:
+                self._socks[conn.id] = sock
+
     def _serve(self, conn, sock):
         conn._add("open", conn.peer)
         reason = "eof"
+        session = None
         try:
             sock.settimeout(IDLE_TIMEOUT)
-            reason = _Session(self, conn, sock).run()
+            session = _Session(self, conn, sock)
+            reason = session.run()
         except socket.timeout:
             reason = "timeout"
         except OSError as e:
             reason = "shutdown" if self._stopping.is_set() else "error: %s" % e
         finally:
-            try:
-                sock.close()
-            except OSError:
-                pass
+            for s in ((session.sock,) if session is not None and session.sock is not sock else ()) + (sock,):
+                try:
+                    s.close()
+                except OSError:
+                    pass
             with self._lock:
                 self._socks.pop(conn.id, None)
             conn._add("close", reason)
@@ -317,6 +561,7 @@ class _Session:
         self.helo = False
         self.mail = False
         self.rcpts = 0
+        self.in_tls = False
 
     def send(self, *lines):
         for line in lines:
@@ -361,7 +606,14 @@ class _Session:
                 ext = ["mx.test"]
                 if self.mx.pipelining:
                     ext.append("PIPELINING")
-                ext += ["SIZE %d" % SIZE_LIMIT, "8BITMIME"]
+                ext.append("SIZE %d" % SIZE_LIMIT)
+                tls = self.mx.tls
+                offer = tls is not None and tls.advertised and not self.in_tls
+                if offer and not tls.starttls_last:
+                    ext.append(tls.starttls_keyword)
+                ext.append("8BITMIME")
+                if offer and tls.starttls_last:
+                    ext.append(tls.starttls_keyword)
                 self.send(*["250-" + e for e in ext[:-1]] + ["250 " + ext[-1]])
                 self.helo, self.mail, self.rcpts = True, False, 0
             elif verb == "HELO":
@@ -408,9 +660,83 @@ class _Session:
                 self.send("221 2.0.0 Bye")
                 return "quit"
             elif verb == "STARTTLS":
-                self.send("502 5.5.1 Error: STARTTLS not offered")
+                if self.mx.tls is None:
+                    self.send("502 5.5.1 Error: STARTTLS not offered")
+                else:
+                    end = self.starttls(arg)
+                    if end is not None:
+                        return end
             else:
                 self.send("502 5.5.2 Error: command not recognized")
+
+    def starttls(self, arg):
+        """Answer STARTTLS; return a close reason to end the session, None to go on."""
+        opts, conn = self.mx.tls, self.conn
+        if self.in_tls:
+            self.send("554 5.5.1 Error: TLS already active")
+            return None
+        if arg.strip():
+            self.send("501 5.5.4 Syntax: STARTTLS")
+            return None
+        if opts.starttls == "refuse":
+            self.send("454 4.7.0 TLS not available due to local problem")
+            return None
+        if self.buf:  # pipelined behind STARTTLS: never executed (RFC 3207, section 4.2)
+            conn._add("discard", self.buf.decode("utf-8", "surrogateescape"))
+            self.buf = b""
+        self.send("220 2.0.0 Ready to start TLS")
+        if opts.starttls == "fail":
+            return self.break_handshake(opts.fail)
+        self.sock.settimeout(TLS_HANDSHAKE_TIMEOUT)
+        ssock = self.mx._ssl_ctx.wrap_socket(self.sock, server_side=True, do_handshake_on_connect=False)
+        self.sock = ssock
+        self.mx._replace_sock(conn, ssock)
+        try:
+            ssock.do_handshake()
+        except (ssl.SSLError, OSError) as e:  # socket.timeout is an OSError too
+            if self.mx._stopping.is_set():
+                raise
+            conn.tls_error = "handshake: %s" % e
+            conn._add("tls-error", conn.tls_error)
+            return "error: tls %s" % conn.tls_error
+        ssock.settimeout(IDLE_TIMEOUT)
+        conn.tls_cipher = ssock.cipher()
+        conn.tls_version = ssock.version()
+        conn._add("tls", "%s %s %s" % (conn.tls_version, conn.tls_cipher[0], conn.tls_cipher[2]))
+        self.in_tls = True
+        self.helo, self.mail, self.rcpts = False, False, 0  # RFC 3207: forget what came before
+        return None
+
+    def break_handshake(self, how):
+        """starttls="fail": read the ClientHello, then fail the handshake on purpose."""
+        got = 0
+        try:
+            self.sock.settimeout(10.0)
+            chunk = self.sock.recv(65536)
+            got += len(chunk)
+            self.sock.settimeout(0.2)  # drain the rest of the flight, so that close() sends FIN, not RST
+            while chunk:
+                chunk = self.sock.recv(65536)
+                got += len(chunk)
+        except (socket.timeout, OSError):
+            pass
+        self.conn.tls_error = "handshake broken on purpose (%s) after %d bytes from the client" % (how, got)
+        self.conn._add("tls-error", self.conn.tls_error)
+        try:
+            if how == "garbage":
+                self.sock.sendall(b"garbage from the test MX: this is not a TLS record\r\n")
+            elif how == "alert":
+                self.sock.sendall(TLS_ALERT_HANDSHAKE_FAILURE)
+            elif how == "reset":
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+            if how != "reset":
+                self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        return "error: tls %s" % self.conn.tls_error
+
+
+_LINGER_RESET = struct.pack("ii", 1, 0)  # struct linger {l_onoff=1, l_linger=0}: close() sends RST
 
 
 def _strip_addr(arg):
@@ -422,15 +748,27 @@ def _strip_addr(arg):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description="Recording test MX (never offers STARTTLS).")
+    ap = argparse.ArgumentParser(description="Recording test MX (STARTTLS only with --tls).")
     ap.add_argument("--host", default="127.0.0.2", help="127.0.0.x or ::1 (default 127.0.0.2)")
     ap.add_argument("--port", type=int, default=25)
     ap.add_argument("--no-pipelining", dest="pipelining", action="store_false",
                     help="do not advertise PIPELINING")
     ap.add_argument("--jsonl", help="append every event to this JSONL file")
     ap.add_argument("--quiet", action="store_true", help="do not print events")
+    ap.add_argument("--tls", metavar="VERSION", choices=["1.0", "1.1", "1.2", "1.3", "default"],
+                    help="speak STARTTLS with exactly this TLS version (default: Python's 1.2..1.3)")
+    ap.add_argument("--starttls", choices=STARTTLS_MODES, default="offer",
+                    help="with --tls: offer (default), refuse (454), fail (220, then a broken handshake), "
+                         "unadvertised (accepted, not in EHLO)")
+    ap.add_argument("--fail", choices=FAIL_MODES, default="close", help="with --starttls fail: how to break it")
+    ap.add_argument("--starttls-last", action="store_true", help="list STARTTLS on the last EHLO line")
+    ap.add_argument("--ciphers", help="OpenSSL cipher string of the server context")
     args = ap.parse_args(argv)
-    mx = TestMX(args.host, args.port, pipelining=args.pipelining, jsonl_path=args.jsonl)
+    tls = None
+    if args.tls:
+        tls = TLSOptions(version=None if args.tls == "default" else args.tls, starttls=args.starttls,
+                         fail=args.fail, starttls_last=args.starttls_last, ciphers=args.ciphers)
+    mx = TestMX(args.host, args.port, pipelining=args.pipelining, jsonl_path=args.jsonl, tls=tls)
     if not args.quiet:
         def show(conn, ev):
             print("%s #%d %-7s %s" % (mx.name, conn.id, ev.kind, ev.data), flush=True)
@@ -440,14 +778,14 @@ def main(argv=None):
         signal.signal(sig, lambda *_: done.set())
     try:
         mx.start()
-    except OSError as e:
+    except (OSError, RuntimeError, ssl.SSLError) as e:
         print(e, file=sys.stderr)
         return 1
-    print("listening on %s (pipelining %s)" % (mx.name, "on" if mx.pipelining else "off"), flush=True)
+    print("listening on %s (pipelining %s%s)" % (mx.name, "on" if mx.pipelining else "off",
+                                                ", " + tls.describe() if tls else ""), flush=True)
     done.wait()
     mx.stop()
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
