@@ -21,7 +21,7 @@ WARNINGS  := -Wall -Wextra -Werror -Wno-unused-parameter
 INCLUDES  := -D_GNU_SOURCE -Iinclude -I$(BUILD)
 PKGS      := libbpf libelf zlib openssl libnl-3.0 libnl-idiag-3.0
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lresolv -lpthread
 
 ifeq ($(SANITIZE),1)
 CFLAGS    += -fsanitize=address,undefined -fno-omit-frame-pointer
@@ -99,3 +99,37 @@ format:
 
 clean:
 	rm -rf $(BUILD)
+
+# ---- bench (issue 6) -------------------------------------------------------
+# make bench    (as root) what tlsguard costs an MTA and how it scales: builds
+#               tlsguard and bench/'s C programs, installs what it needs, runs
+#               bench/run.py, writes bench/RESULTS.md and bench/throughput.png.
+#               Not a test: it never fails on a figure, and CI does not run it.
+
+BENCH_BUILD := bench/build
+BENCH_BINS  := $(addprefix $(BENCH_BUILD)/,tls_source tls_sink held_latency flow_hold)
+BENCH_PKGS  := gnuplot-nox postfix openssl libssl-dev bpftool gcc
+BENCH_ARGS  ?=
+
+.PHONY: bench bench-deps bench-bins
+
+bench:
+	$(MAKE) deps
+	$(MAKE) bench-deps
+	$(MAKE) all
+	$(MAKE) bench-bins
+	$(PYTHON) bench/run.py --tlsguardd $(BUILD)/tlsguardd --tlsguardctl $(BUILD)/tlsguardctl \
+		--bin $(BENCH_BUILD) $(BENCH_ARGS)
+
+bench-deps:
+	@if ! dpkg -s $(BENCH_PKGS) >/dev/null 2>&1; then \
+		apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BENCH_PKGS); \
+	fi
+
+bench-bins: $(BENCH_BINS)
+
+$(BENCH_BUILD)/%: bench/%.c bench/bench_util.h
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -Wall -Wextra -Werror -D_GNU_SOURCE -o $@ $< -lssl -lcrypto -lpthread
+# ---- end of bench ----------------------------------------------------------

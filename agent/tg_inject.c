@@ -20,8 +20,11 @@
 #include "tg_inject.h"
 #include "tg_log.h"
 
-#define TG_TXT_NO_TLS	"550 5.7.10 TLS is required, but was not offered by host\r\n"
-#define TG_TXT_WEAK	"550 5.7.10 TLS 1.2 or higher is required, but host negotiated %s\r\n"
+#define TG_TXT_NO_TLS	"TLS is required, but was not offered by host"
+#define TG_TXT_WEAK	"TLS 1.2 or higher is required, but host negotiated %s"
+#define TG_TXT_MAIL_OK	"250 2.1.0 Ok\r\n"
+#define TG_TXT_NO_RCPT	"554 5.5.1 Error: no valid recipients\r\n"
+#define TG_WAIT		((const char *)1)	/* reply waits for tg_mx */
 #define TG_WEAK_TTL	3600	/* seconds a weak host is remembered */
 #define TG_TXT_BAD	"501 5.5.4 Syntax error in MAIL command\r\n"
 #define TG_TXT_AGAIN	"451 4.3.0 Try again later\r\n"
@@ -256,40 +259,121 @@ static int tg_undivert(struct tg_inject *ij, __u64 cookie)
 	return 0;
 }
 
+/* "CODE DSN TEXT\r\n" for a held message, naming a weak host's version. */
+static const char *tg_held_reply(struct tg_inject *ij, const struct tg_flow *f,
+				 int temporary)
+{
+	static char buf[160];
+	char text[128];
+	__u16 version = tg_weak_version(ij, f);
+
+	if (version)
+		snprintf(text, sizeof(text), TG_TXT_WEAK,
+			 tg_tls_version_name(version));
+	else
+		snprintf(text, sizeof(text), "%s", TG_TXT_NO_TLS);
+	snprintf(buf, sizeof(buf), "%s %s\r\n",
+		 temporary ? "450 4.7.10" : "550 5.7.10", text);
+	return buf;
+}
+
+/* Domain of the address in a MAIL/RCPT line, lower case; 0 if none. */
+static int tg_line_domain(const char *line, size_t len, char *out,
+			  size_t outlen)
+{
+	const char *colon = memchr(line, ':', len), *end = line + len;
+	const char *at = NULL, *p;
+	size_t n = 0;
+
+	if (!colon)
+		return 0;
+	for (p = colon + 1; p < end && *p != '>' && *p != '\r' && *p != '\n' &&
+			    !(*p == ' ' && at); p++)
+		if (*p == '@')
+			at = p;
+	if (!at)
+		return 0;
+	for (at++; at < p && n + 1 < outlen; at++)
+		out[n++] = (char)tg_lower((unsigned char)*at);
+	out[n] = 0;
+	return n > 0;
+}
+
+/* The first RCPT line pipelined in what is still unanswered. */
+static int tg_next_rcpt_domain(const struct tg_islot *s, char *out,
+			       size_t outlen)
+{
+	const char *p = s->in + s->in_off, *end = s->in + s->in_len;
+
+	while (p < end) {
+		const char *nl = memchr(p, '\n', (size_t)(end - p));
+
+		if (!nl)
+			return 0;
+		if (nl - p > 8 && strncasecmp(p, "RCPT", 4) == 0)
+			return tg_line_domain(p, (size_t)(nl - p), out, outlen);
+		p = nl + 1;
+	}
+	return 0;
+}
+
+/*
+ * The reply to a held MAIL (or, when it was accepted for now, to a RCPT)
+ * once the recipient domain is in s->domain: 450 while another MX host
+ * of the domain offers TLS 1.2 or higher, else 550; TG_WAIT while tg_mx
+ * works on it.
+ */
+static const char *tg_decide(struct tg_inject *ij, struct tg_islot *s,
+			     const struct tg_flow *f, const char *name)
+{
+	int st = TG_MX_NONE;
+
+	if (ij->mx && f && s->domain[0])
+		st = tg_mx_lookup(ij->mx, s->domain, f->family, f->raddr,
+				  f->rport);
+	if (st == TG_MX_PENDING)
+		return TG_WAIT;
+	if (st == TG_MX_SECURE)
+		msg_info("%s: from=<%s>: deferred: another MX host of %s "
+			 "offers TLS", name, s->sender, s->domain);
+	return tg_held_reply(ij, f, st == TG_MX_SECURE);
+}
+
 static const char *tg_reply_for(struct tg_inject *ij, struct tg_islot *s,
 				int ev, const struct tg_flow *f,
 				const char *name)
 {
-	static char weak[128];
-	__u16 version;
+	const char *r;
 
 	switch (ev) {
 	case TG_CMD_MAIL:
 		tg_mail_sender(s);
 		s->rcpts = 0;
+		s->at_rcpt = 0;
+		s->domain[0] = 0;
 		/*
 		 * The first MAIL is the one the kernel held; a later one was
 		 * pipelined behind a reset and is judged here.
 		 */
-		if ((s->mails++ == 0 && f && f->why == TG_WHY_NO_TLS) ||
-		    tg_policy_match(*ij->policy, s->cmd.addr_key,
-				    s->cmd.domain_key)) {
-			const char *r = TG_TXT_NO_TLS;
-
-			ij->held++;
-			version = tg_weak_version(ij, f);
-			if (version) {
-				snprintf(weak, sizeof(weak), TG_TXT_WEAK,
-					 tg_tls_version_name(version));
-				r = weak;
-			}
+		if (!((s->mails++ == 0 && f && f->why == TG_WHY_NO_TLS) ||
+		      tg_policy_match(*ij->policy, s->cmd.addr_key,
+				      s->cmd.domain_key))) {
+			msg_info("%s: from=<%s>: deferred: pipelined after a "
+				 "held transaction", name, s->sender);
+			return TG_TXT_AGAIN;
+		}
+		ij->held++;
+		if (ij->mx && !tg_next_rcpt_domain(s, s->domain,
+						   sizeof(s->domain))) {
+			/* No pipelining: the domain comes with RCPT. */
+			s->at_rcpt = 1;
+			return TG_TXT_MAIL_OK;
+		}
+		r = tg_decide(ij, s, f, name);
+		if (r != TG_WAIT)
 			msg_info("%s: from=<%s>: held: %.*s", name, s->sender,
 				 (int)strlen(r) - 2, r);
-			return r;
-		}
-		msg_info("%s: from=<%s>: deferred: pipelined after a held "
-			 "transaction", name, s->sender);
-		return TG_TXT_AGAIN;
+		return r;
 	case TG_CMD_MAIL_NULL:
 		return TG_TXT_AGAIN;
 	case TG_CMD_MAIL_BAD:
@@ -304,11 +388,22 @@ static const char *tg_reply_for(struct tg_inject *ij, struct tg_islot *s,
 	switch (s->cmd.verb) {
 	case TG_VERB_RCPT:
 		s->rcpts++;
-		/* fall through */
+		if (!s->at_rcpt)
+			return TG_TXT_SEQ;
+		if (!tg_line_domain(s->line, s->line_len, s->domain,
+				    sizeof(s->domain)))
+			s->domain[0] = 0;
+		r = tg_decide(ij, s, f, name);
+		if (r != TG_WAIT)
+			msg_info("%s: from=<%s>: held: %.*s", name, s->sender,
+				 (int)strlen(r) - 2, r);
+		return r;
 	case TG_VERB_DATA:
 	case TG_VERB_BDAT:
-		return TG_TXT_SEQ;
+		return s->at_rcpt ? TG_TXT_NO_RCPT : TG_TXT_SEQ;
 	case TG_VERB_RSET:
+		s->at_rcpt = 0;
+		/* fall through */
 	case TG_VERB_NOOP:
 		return TG_TXT_OK;
 	case TG_VERB_QUIT:
@@ -334,68 +429,70 @@ static int tg_write_all(int fd, const char *buf, size_t len)
 	return 0;
 }
 
-void tg_inject_readable(struct tg_inject *ij, unsigned idx)
+static void tg_slot_events(struct tg_inject *ij, struct tg_islot *s,
+			   unsigned idx, __u32 events)
 {
-	struct tg_islot *s;
-	struct tg_slot slot;
+	struct epoll_event ev = { .events = events,
+				  .data.u64 = TG_EP_SLOT | idx };
+
+	epoll_ctl(ij->epfd, EPOLL_CTL_MOD, s->b, &ev);
+}
+
+/* Answer what was read, in order, up to a reply that must wait. */
+static void tg_slot_process(struct tg_inject *ij, unsigned idx,
+			    const char *first, int eof)
+{
+	struct tg_islot *s = &ij->slots[idx];
 	struct tg_flow f, *fp = NULL;
-	char in[4096], out[8192], name[96] = "unknown";
+	char out[8192], name[96] = "unknown";
 	size_t outlen = 0;
-	int reset = 0, ev, eof = 0;
-	ssize_t n, i;
+	int reset = 0, ev;
 	const char *r;
 
-	if (idx >= ij->n || ij->slots[idx].b < 0)
-		return;
-	s = &ij->slots[idx];
-	if (bpf_map_lookup_elem(ij->maps.slots, &idx, &slot) == 0 &&
-	    slot.flow) {
-		s->flow = slot.flow;
-		if (bpf_map_lookup_elem(ij->maps.flows, &slot.flow, &f) == 0) {
-			fp = &f;
-			tg_flow_name(fp, name, sizeof(name));
-		}
+	if (s->flow && bpf_map_lookup_elem(ij->maps.flows, &s->flow, &f) == 0) {
+		fp = &f;
+		tg_flow_name(fp, name, sizeof(name));
 	}
-	for (;;) {
-		n = read(s->b, in, sizeof(in));
-		if (n < 0 && errno == EINTR)
+	if (first) {
+		memcpy(out, first, strlen(first));
+		outlen = strlen(first);
+	}
+	while (s->in_off < s->in_len && !s->quit && !s->wait) {
+		unsigned char c = (unsigned char)s->in[s->in_off++];
+
+		if (s->cmd.mode == TG_MODE_CMD && s->cmd.line_len == 0)
+			s->line_len = 0;
+		if (s->cmd.mode == TG_MODE_CMD && s->line_len < sizeof(s->line))
+			s->line[s->line_len++] = (char)c;
+		ev = tg_cmd_feed(&s->cmd, c);
+		if (ev == TG_CMD_NONE)
 			continue;
-		if (n < 0)
-			break;		/* EAGAIN: all read */
-		if (n == 0) {
-			eof = 1;
+		reset = ev == TG_CMD_LINE && s->cmd.verb == TG_VERB_RSET;
+		r = tg_reply_for(ij, s, ev, fp, name);
+		if (r == TG_WAIT) {
+			s->wait = 1;
+			tg_slot_events(ij, s, idx, 0);
 			break;
 		}
-		for (i = 0; i < n && !s->quit; i++) {
-			unsigned char c = (unsigned char)in[i];
-
-			if (s->cmd.mode == TG_MODE_CMD && s->cmd.line_len == 0)
-				s->line_len = 0;
-			if (s->cmd.mode == TG_MODE_CMD &&
-			    s->line_len < sizeof(s->line))
-				s->line[s->line_len++] = (char)c;
-			ev = tg_cmd_feed(&s->cmd, c);
-			if (ev == TG_CMD_NONE)
-				continue;
-			reset = ev == TG_CMD_LINE && s->cmd.verb == TG_VERB_RSET;
-			r = tg_reply_for(ij, s, ev, fp, name);
-			if (!r)
-				continue;
-			if (outlen + strlen(r) > sizeof(out)) {
-				if (tg_write_all(s->a, out, outlen) < 0)
-					break;
-				outlen = 0;
-			}
-			memcpy(out + outlen, r, strlen(r));
-			outlen += strlen(r);
+		if (!r)
+			continue;
+		if (outlen + strlen(r) > sizeof(out)) {
+			if (tg_write_all(s->a, out, outlen) < 0)
+				break;
+			outlen = 0;
 		}
+		memcpy(out + outlen, r, strlen(r));
+		outlen += strlen(r);
 	}
+	if (s->in_off == s->in_len)
+		s->in_off = s->in_len = 0;
 	/*
 	 * The transaction ended with RSET and nothing after it: give the flow
 	 * back to the kernel before the MTA can read the 250 and go on.
 	 */
-	if (reset && s->cmd.mode == TG_MODE_CMD && s->cmd.line_len == 0 &&
-	    !eof && !s->quit && s->flow && tg_undivert(ij, s->flow) == 0) {
+	if (reset && !s->wait && s->in_len == 0 && s->cmd.mode == TG_MODE_CMD &&
+	    s->cmd.line_len == 0 && !eof && !s->quit && s->flow &&
+	    tg_undivert(ij, s->flow) == 0) {
 		msg_debug("%s: transaction reset: flow handed back", name);
 		if (tg_write_all(s->a, out, outlen) < 0)
 			msg_warn("%s: cannot answer RSET", name);
@@ -408,6 +505,66 @@ void tg_inject_readable(struct tg_inject *ij, unsigned idx)
 		/* Our own pair broke: renew it; the kernel fails the flow. */
 		msg_warn("injection slot %u: peer closed", idx);
 		tg_slot_recycle(ij, idx);
+	}
+}
+
+void tg_inject_readable(struct tg_inject *ij, unsigned idx)
+{
+	struct tg_islot *s;
+	struct tg_slot slot;
+	int eof = 0;
+	ssize_t n;
+
+	if (idx >= ij->n || ij->slots[idx].b < 0)
+		return;
+	s = &ij->slots[idx];
+	if (bpf_map_lookup_elem(ij->maps.slots, &idx, &slot) == 0 && slot.flow)
+		s->flow = slot.flow;
+	while (s->in_len < sizeof(s->in)) {
+		n = read(s->b, s->in + s->in_len, sizeof(s->in) - s->in_len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			break;		/* EAGAIN: all read */
+		if (n == 0) {
+			eof = 1;
+			break;
+		}
+		s->in_len += (unsigned)n;
+	}
+	tg_slot_process(ij, idx, NULL, eof);
+}
+
+void tg_inject_mx_ready(struct tg_inject *ij)
+{
+	struct tg_flow f, *fp;
+	char name[96];
+	unsigned i;
+	const char *r;
+
+	for (i = 0; i < ij->n; i++) {
+		struct tg_islot *s = &ij->slots[i];
+
+		if (!s->wait || s->b < 0)
+			continue;
+		fp = NULL;
+		if (s->flow &&
+		    bpf_map_lookup_elem(ij->maps.flows, &s->flow, &f) == 0)
+			fp = &f;
+		if (!fp) {
+			/* The flow is gone: its slot comes back on close. */
+			s->wait = 0;
+			continue;
+		}
+		tg_flow_name(fp, name, sizeof(name));
+		r = tg_decide(ij, s, fp, name);
+		if (r == TG_WAIT)
+			continue;
+		msg_info("%s: from=<%s>: held: %.*s", name, s->sender,
+			 (int)strlen(r) - 2, r);
+		s->wait = 0;
+		tg_slot_events(ij, s, i, EPOLLIN);
+		tg_slot_process(ij, i, r, 0);
 	}
 }
 

@@ -30,6 +30,14 @@
  *	written, and the slot is renewed.
  *
  *	tg_inject_readable() is called when B of a slot is readable.
+ *	With an MX check (ij->mx set), a held MAIL is answered 450 4.7.10
+ *	instead of 550 when the recipient's domain has another MX host that
+ *	takes mail over TLS 1.2 or higher (see tg_mx.h): the MTA then tries
+ *	that host. The domain is the first RCPT's, pipelined behind the MAIL;
+ *	without pipelining, MAIL is accepted for now and each RCPT gets the
+ *	450 or 550. While tg_mx works, the slot's later commands wait, so
+ *	replies stay in order; tg_inject_mx_ready() resumes them.
+ *
  *	tg_inject_note_weak() remembers a host that negotiated TLS below 1.2
  *	(see tg_ssl_uprobe.bpf.c: such a session is cut when a guaranteed
  *	sender's MAIL would go over it; the MTA then retries in plaintext).
@@ -50,8 +58,10 @@
 #include <linux/types.h>
 #include "tg_smtp.h"
 #include "tg_policy.h"
+#include "tg_mx.h"
 
 #define TG_INJECT_LINE	1024	/* bytes of a command kept for the log */
+#define TG_INJECT_IN	16384	/* bytes read from a slot, not yet answered */
 
 struct tg_inject_maps {
 	int sk_store;
@@ -72,6 +82,11 @@ struct tg_islot {
 	char sender[TG_ADDR_MAX + 1];
 	unsigned rcpts;
 	unsigned mails;		/* MAIL commands answered in this diversion */
+	unsigned in_len, in_off;
+	char in[TG_INJECT_IN];	/* read from b, not yet answered */
+	int wait;		/* a reply waits for tg_mx: the event */
+	int at_rcpt;		/* MAIL accepted for now: judge at RCPT */
+	char domain[TG_MX_DOMAIN];	/* recipient domain asked about */
 };
 
 /* Hosts seen negotiating TLS below 1.2, to name the cause in replies. */
@@ -88,6 +103,7 @@ struct tg_inject {
 	struct tg_weak_host weak[TG_WEAK_HOSTS];
 	struct tg_inject_maps maps;
 	const struct tg_policy *const *policy;	/* current policy */
+	struct tg_mx *mx;	/* NULL: no MX check, always 550 */
 	int listen_fd;
 	int epfd;
 	unsigned n;
@@ -99,6 +115,7 @@ int tg_inject_init(struct tg_inject *ij, unsigned nslots,
 		   const struct tg_inject_maps *maps, int epfd);
 void tg_inject_readable(struct tg_inject *ij, unsigned slot);
 void tg_inject_closed(struct tg_inject *ij, unsigned slot, __u64 flow);
+void tg_inject_mx_ready(struct tg_inject *ij);
 void tg_inject_fini(struct tg_inject *ij);
 void tg_inject_note_weak(struct tg_inject *ij, __u16 family,
 			 const __u8 *addr, __u16 version);

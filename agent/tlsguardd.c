@@ -5,7 +5,7 @@
  *	over TLS
  * SYNOPSIS
  *	tlsguardd --cgroup DIR --senders FILE [--port N]... [--tls-port N]...
- *		[--slots N] [--socket PATH] [-v]
+ *		[--slots N] [--socket PATH] [--mx-check system|IP[:PORT]] [-v]
  * DESCRIPTION
  *	tlsguardd attaches tlsguard's BPF programs to the cgroup v2
  *	directory DIR and guards the outbound TCP connections, IPv4 and
@@ -24,6 +24,12 @@
  *	--slots N sets how many held flows can be answered at once (default
  *	256); a flow that needs one when none is free has its write failed,
  *	and the MTA defers the mail.
+ *
+ *	--mx-check system|IP[:PORT] makes a held MAIL get 450 4.7.10 rather
+ *	than 550 5.7.10 when the recipient domain has another MX host that
+ *	takes mail over TLS 1.2 or higher, so that the MTA tries that host
+ *	(see tg_mx.h); the DNS server asked is the system's or the one
+ *	given. Without it tlsguardd sends no DNS query and no probe.
  *
  *	--socket PATH is the control socket tlsguardctl talks to (default
  *	/run/tlsguard/tlsguardd.sock).
@@ -64,6 +70,7 @@
 #define TG_EP_SIGNAL	(3ULL << 32)
 #define TG_EP_CTL	(4ULL << 32)
 #define TG_EP_TIMER	(5ULL << 32)
+#define TG_EP_MX	(6ULL << 32)
 
 #define TG_RESCAN_SECONDS 5	/* how often new TLS libraries are looked for */
 
@@ -71,6 +78,7 @@ struct tg_opts {
 	const char *cgroup;
 	const char *senders;
 	const char *socket;
+	const char *resolver;	/* --mx-check: DNS server, "" for the system's */
 	__u16 ports[TG_PORTS_MAX];	/* SMTP (STARTTLS) ports */
 	unsigned nports;
 	__u16 tls_ports[TG_PORTS_MAX];	/* implicit TLS ports */
@@ -87,6 +95,7 @@ struct tg_agent {
 	struct tg_inject ij;
 	struct tg_uprobes uprobes;
 	struct tg_kill kill;
+	struct tg_mx mx;
 	char cgroup_path[4096];
 	int timer_fd;
 	struct tg_policy policies[2];
@@ -102,7 +111,8 @@ struct tg_agent {
 
 static const char usage[] =
 	"usage: tlsguardd --cgroup DIR --senders FILE [--port N]... "
-	"[--tls-port N]... [--slots N] [--socket PATH] [-v]\n";
+	"[--tls-port N]... [--slots N] [--socket PATH]\n"
+	"                 [--mx-check system|IP[:PORT]] [-v]\n";
 
 static unsigned long tg_number(const char *opt, const char *arg,
 			       unsigned long min, unsigned long max)
@@ -127,6 +137,7 @@ static void tg_parse_args(int argc, char **argv, struct tg_opts *o)
 		{ "tls-port", required_argument, NULL, 't' },
 		{ "slots", required_argument, NULL, 'n' },
 		{ "socket", required_argument, NULL, 'S' },
+		{ "mx-check", required_argument, NULL, 'm' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
@@ -165,6 +176,9 @@ static void tg_parse_args(int argc, char **argv, struct tg_opts *o)
 			break;
 		case 'S':
 			o->socket = optarg;
+			break;
+		case 'm':
+			o->resolver = strcmp(optarg, "system") == 0 ? "" : optarg;
 			break;
 		case 'v':
 			o->verbose++;
@@ -573,6 +587,16 @@ static void tg_setup(struct tg_agent *ag)
 		msg_fatal("cannot set up %u injection slots: %s",
 			  ag->opt.slots, strerror(-err_no));
 	ag->ij.policy = &ag->policy;
+	if (ag->opt.resolver) {
+		err_no = tg_mx_init(&ag->mx, *ag->opt.resolver ?
+					     ag->opt.resolver : NULL);
+		if (err_no < 0)
+			msg_fatal("cannot start the MX check: %s",
+				  strerror(-err_no));
+		ag->ij.mx = &ag->mx;
+		if (tg_epoll_add(ag->epfd, tg_mx_fd(&ag->mx), TG_EP_MX) < 0)
+			msg_fatal("epoll: %s", strerror(errno));
+	}
 
 	ag->rb = ring_buffer__new(bpf_map__fd(ag->skel->maps.tg_events),
 				  tg_on_event, ag, NULL);
@@ -658,6 +682,10 @@ static void tg_run(struct tg_agent *ag)
 				tg_ctl_serve(ag);
 			else if (tag == TG_EP_TIMER)
 				tg_on_timer(ag);
+			else if (tag == TG_EP_MX) {
+				tg_mx_collect(&ag->mx);
+				tg_inject_mx_ready(&ag->ij);
+			}
 			else if (tag == TG_EP_SIGNAL && tg_on_signal(ag))
 				return;
 		}
@@ -680,6 +708,8 @@ static void tg_teardown(struct tg_agent *ag)
 		bpf_prog_detach2(bpf_program__fd(ag->skel->progs.tg_reply_skb),
 				 bpf_map__fd(ag->skel->maps.tg_socks),
 				 BPF_SK_SKB_STREAM_VERDICT);
+	if (ag->ij.mx)
+		tg_mx_fini(&ag->mx);
 	tg_inject_fini(&ag->ij);
 	ring_buffer__free(ag->rb);
 	tlsguard__destroy(ag->skel);
