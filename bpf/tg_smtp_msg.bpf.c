@@ -310,6 +310,7 @@ static __always_inline int tg_handshake(struct sk_msg_md *msg,
 		/* Plaintext from here on: a fresh line, judged as such. */
 		f->state = TG_FS_PLAIN;
 		tg_cmd_init(&f->cmd);
+		tg_reply_init(&f->reply);
 		if (s.bad_off > 0) {
 			bpf_msg_apply_bytes(msg, s.bad_off);
 			return SK_PASS;
