@@ -438,6 +438,17 @@ static void tg_slot_events(struct tg_inject *ij, struct tg_islot *s,
 	epoll_ctl(ij->epfd, EPOLL_CTL_MOD, s->b, &ev);
 }
 
+/* A line of a held flow, for the audit trail: without CR LF. */
+static void tg_slot_audit(struct tg_inject *ij, struct tg_islot *s,
+			  __u32 flags, const char *text, size_t len)
+{
+	if (!ij->audit || !s->flow)
+		return;
+	while (len && (text[len - 1] == '\n' || text[len - 1] == '\r'))
+		len--;
+	tg_audit_line(ij->audit, s->flow, flags, text, len);
+}
+
 /* Answer what was read, in order, up to a reply that must wait. */
 static void tg_slot_process(struct tg_inject *ij, unsigned idx,
 			    const char *first, int eof)
@@ -468,6 +479,7 @@ static void tg_slot_process(struct tg_inject *ij, unsigned idx,
 		if (ev == TG_CMD_NONE)
 			continue;
 		reset = ev == TG_CMD_LINE && s->cmd.verb == TG_VERB_RSET;
+		tg_slot_audit(ij, s, 0, s->line, s->line_len);
 		r = tg_reply_for(ij, s, ev, fp, name);
 		if (r == TG_WAIT) {
 			s->wait = 1;
@@ -476,6 +488,7 @@ static void tg_slot_process(struct tg_inject *ij, unsigned idx,
 		}
 		if (!r)
 			continue;
+		tg_slot_audit(ij, s, TG_LINE_REPLY | TG_LINE_HELD, r, strlen(r));
 		if (outlen + strlen(r) > sizeof(out)) {
 			if (tg_write_all(s->a, out, outlen) < 0)
 				break;
@@ -562,6 +575,7 @@ void tg_inject_mx_ready(struct tg_inject *ij)
 			continue;
 		msg_info("%s: from=<%s>: held: %.*s", name, s->sender,
 			 (int)strlen(r) - 2, r);
+		tg_slot_audit(ij, s, TG_LINE_REPLY | TG_LINE_HELD, r, strlen(r));
 		s->wait = 0;
 		tg_slot_events(ij, s, i, EPOLLIN);
 		tg_slot_process(ij, i, r, 0);

@@ -59,6 +59,7 @@
 #include "tg_smtp.h"
 #include "tg_policy.h"
 #include "tg_mx.h"
+#include "tg_audit.h"
 
 #define TG_INJECT_LINE	1024	/* bytes of a command kept for the log */
 #define TG_INJECT_IN	16384	/* bytes read from a slot, not yet answered */
@@ -104,6 +105,7 @@ struct tg_inject {
 	struct tg_inject_maps maps;
 	const struct tg_policy *const *policy;	/* current policy */
 	struct tg_mx *mx;	/* NULL: no MX check, always 550 */
+	struct tg_audit *audit;	/* NULL: no audit trail */
 	int listen_fd;
 	int epfd;
 	unsigned n;

@@ -5,7 +5,8 @@
  *	over TLS
  * SYNOPSIS
  *	tlsguardd --cgroup DIR --senders FILE [--port N]... [--tls-port N]...
- *		[--slots N] [--socket PATH] [--mx-check system|IP[:PORT]] [-v]
+ *		[--slots N] [--socket PATH] [--mx-check system|IP[:PORT]]
+ *		[--audit FILE] [-v]
  * DESCRIPTION
  *	tlsguardd attaches tlsguard's BPF programs to the cgroup v2
  *	directory DIR and guards the outbound TCP connections, IPv4 and
@@ -30,6 +31,9 @@
  *	takes mail over TLS 1.2 or higher, so that the MTA tries that host
  *	(see tg_mx.h); the DNS server asked is the system's or the one
  *	given. Without it tlsguardd sends no DNS query and no probe.
+ *
+ *	--audit FILE appends one JSON record per message attempt to FILE
+ *	(see tg_audit.h); SIGHUP reopens it.
  *
  *	--socket PATH is the control socket tlsguardctl talks to (default
  *	/run/tlsguard/tlsguardd.sock).
@@ -58,6 +62,7 @@
 
 #include "tlsguard.h"
 #include "tlsguard.skel.h"
+#include "tg_audit.h"
 #include "tg_ctl.h"
 #include "tg_inject.h"
 #include "tg_kill.h"
@@ -79,6 +84,7 @@ struct tg_opts {
 	const char *senders;
 	const char *socket;
 	const char *resolver;	/* --mx-check: DNS server, "" for the system's */
+	const char *audit;	/* --audit FILE */
 	__u16 ports[TG_PORTS_MAX];	/* SMTP (STARTTLS) ports */
 	unsigned nports;
 	__u16 tls_ports[TG_PORTS_MAX];	/* implicit TLS ports */
@@ -96,6 +102,7 @@ struct tg_agent {
 	struct tg_uprobes uprobes;
 	struct tg_kill kill;
 	struct tg_mx mx;
+	struct tg_audit audit;
 	char cgroup_path[4096];
 	int timer_fd;
 	struct tg_policy policies[2];
@@ -112,7 +119,7 @@ struct tg_agent {
 static const char usage[] =
 	"usage: tlsguardd --cgroup DIR --senders FILE [--port N]... "
 	"[--tls-port N]... [--slots N] [--socket PATH]\n"
-	"                 [--mx-check system|IP[:PORT]] [-v]\n";
+	"                 [--mx-check system|IP[:PORT]] [--audit FILE] [-v]\n";
 
 static unsigned long tg_number(const char *opt, const char *arg,
 			       unsigned long min, unsigned long max)
@@ -138,6 +145,7 @@ static void tg_parse_args(int argc, char **argv, struct tg_opts *o)
 		{ "slots", required_argument, NULL, 'n' },
 		{ "socket", required_argument, NULL, 'S' },
 		{ "mx-check", required_argument, NULL, 'm' },
+		{ "audit", required_argument, NULL, 'a' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
@@ -176,6 +184,9 @@ static void tg_parse_args(int argc, char **argv, struct tg_opts *o)
 			break;
 		case 'S':
 			o->socket = optarg;
+			break;
+		case 'a':
+			o->audit = optarg;
 			break;
 		case 'm':
 			o->resolver = strcmp(optarg, "system") == 0 ? "" : optarg;
@@ -245,11 +256,17 @@ static int tg_on_event(void *ctx, void *data, size_t len)
 {
 	struct tg_agent *ag = ctx;
 	const struct tg_event *e = data;
+	const struct tg_line_event *le = data;
 	struct tg_flow f;
 	char name[96];
 	time_t now;
 	int err;
 
+	if (len >= sizeof(*le) && le->type == TG_EV_LINE) {
+		tg_audit_line(&ag->audit, le->cookie, le->flags, le->text,
+			      le->len > TG_LINE_TEXT ? TG_LINE_TEXT : le->len);
+		return 0;
+	}
 	if (len < sizeof(*e))
 		return 0;
 	switch (e->type) {
@@ -258,9 +275,12 @@ static int tg_on_event(void *ctx, void *data, size_t len)
 			  (unsigned long long)e->cookie, e->slot, e->why);
 		break;
 	case TG_EV_CLOSE:
-		tg_inject_closed(&ag->ij, e->slot, e->cookie);
+		tg_audit_closed(&ag->audit, e->cookie);
+		if (e->slot != TG_NO_SLOT)
+			tg_inject_closed(&ag->ij, e->slot, e->cookie);
 		break;
 	case TG_EV_TLS:
+		tg_audit_tls(&ag->audit, e);
 		tg_event_flow(e, &f, name, sizeof(name));
 		if (e->state == TG_FS_WEAK) {
 			tg_inject_note_weak(&ag->ij, e->family, e->raddr,
@@ -277,6 +297,7 @@ static int tg_on_event(void *ctx, void *data, size_t len)
 	case TG_EV_KILL:
 		tg_event_flow(e, &f, name, sizeof(name));
 		err = tg_kill_flow(&ag->kill, &f);
+		tg_audit_killed(&ag->audit, e);
 		if (e->why == TG_WHY_WEAK_TLS)
 			msg_info("%s: held: TLS 1.2 or higher is required, but "
 				 "host negotiated %s: connection destroyed",
@@ -479,6 +500,9 @@ static void tg_ctl_serve(struct tg_agent *ag)
 			len = tg_status(ag, out, sizeof(out));
 		else if (strcmp(req, "flows") == 0)
 			len = tg_flows(ag, out, sizeof(out));
+		else if (strcmp(req, "audit-file") == 0)
+			len = snprintf(out, sizeof(out), "ok\n%s\n",
+				       ag->opt.audit ? ag->opt.audit : "");
 		else
 			len = snprintf(out, sizeof(out),
 				       "error: unknown request \"%.64s\"\n",
@@ -587,6 +611,11 @@ static void tg_setup(struct tg_agent *ag)
 		msg_fatal("cannot set up %u injection slots: %s",
 			  ag->opt.slots, strerror(-err_no));
 	ag->ij.policy = &ag->policy;
+	err_no = tg_audit_open(&ag->audit, ag->opt.audit,
+			       bpf_map__fd(ag->skel->maps.tg_flows), &ag->policy);
+	if (err_no < 0)
+		msg_fatal("--audit %s: %s", ag->opt.audit, strerror(-err_no));
+	ag->ij.audit = &ag->audit;
 	if (ag->opt.resolver) {
 		err_no = tg_mx_init(&ag->mx, *ag->opt.resolver ?
 					     ag->opt.resolver : NULL);
@@ -642,8 +671,12 @@ static int tg_on_signal(struct tg_agent *ag)
 	struct signalfd_siginfo si;
 
 	while (read(ag->sigfd, &si, sizeof(si)) == sizeof(si)) {
-		if (si.ssi_signo == SIGHUP)
+		if (si.ssi_signo == SIGHUP) {
 			tg_reload(ag);
+			if (tg_audit_reopen(&ag->audit) < 0)
+				msg_warn("--audit %s: cannot reopen: %s",
+					 ag->opt.audit, strerror(errno));
+		}
 		else
 			return 1;
 	}
@@ -710,6 +743,7 @@ static void tg_teardown(struct tg_agent *ag)
 				 BPF_SK_SKB_STREAM_VERDICT);
 	if (ag->ij.mx)
 		tg_mx_fini(&ag->mx);
+	tg_audit_close(&ag->audit);
 	tg_inject_fini(&ag->ij);
 	ring_buffer__free(ag->rb);
 	tlsguard__destroy(ag->skel);

@@ -79,7 +79,7 @@ TG_MAP(struct {
 
 TG_MAP(struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 256 * 1024);
+	__uint(max_entries, 1024 * 1024);
 }, tg_events);
 
 /* The guarded cgroup, for the uprobes, which see every process. */
@@ -138,9 +138,43 @@ static __always_inline void tg_emit(__u32 type, const struct tg_flow *f,
 	e->lport = f->lport;
 	e->rport = f->rport;
 	e->tls_version = f->tls_version;
+	e->tls_cipher = f->tls_cipher;
 	e->state = f->state;
 	__builtin_memcpy(e->laddr, f->laddr, 16);
 	__builtin_memcpy(e->raddr, f->raddr, 16);
+	bpf_ringbuf_submit(e, 0);
+}
+
+/*
+ * Report a line of a flow for the audit trail: n bytes at addr, kernel or
+ * user memory. Lines longer than TG_LINE_TEXT are cut; CR and LF are not
+ * part of the text.
+ */
+static __always_inline void tg_emit_line(const struct tg_flow *f, __u32 flags,
+					 __u64 addr, __u64 n, int user)
+{
+	struct tg_line_event *e;
+
+	e = bpf_ringbuf_reserve(&tg_events, sizeof(*e), 0);
+	if (!e) {
+		TG_STAT_INC(events_lost);
+		return;
+	}
+	e->type = TG_EV_LINE;
+	e->flags = flags;
+	e->cookie = f->cookie;
+	e->pad = 0;
+	if (n > TG_LINE_TEXT)
+		n = TG_LINE_TEXT;
+	e->len = 0;
+	if (n && addr) {
+		long err = user ? bpf_probe_read_user(e->text, n & 0xff,
+						      (void *)addr) :
+				  bpf_probe_read_kernel(e->text, n & 0xff,
+							(void *)addr);
+		if (!err)
+			e->len = (__u32)n;
+	}
 	bpf_ringbuf_submit(e, 0);
 }
 

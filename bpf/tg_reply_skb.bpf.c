@@ -32,6 +32,8 @@ struct tg_rscan {
 	__u32 len;
 	__u32 body;		/* DATA accepted: start the body */
 	__u32 tls;		/* the handshake ended: see f->state */
+	__u32 line_off;		/* where the reply line in progress began */
+	__u32 line_seen;	/* a line started in these bytes */
 	__u8 buf[2 * TG_BLOCK];	/* TG_BLOCK used; the rest eases the bound */
 };
 
@@ -57,6 +59,22 @@ static __always_inline long tg_tls_byte(struct tg_rscan *s, struct tg_flow *f,
 	return 0;
 }
 
+/* The last line of a reply ended at byte i: report it. */
+static __always_inline void tg_emit_reply(struct tg_rscan *s,
+					  struct tg_flow *f, __u32 i)
+{
+	__u32 start = s->line_seen ? s->line_off : 0;
+	__u64 n = i > start ? i - start : 0;
+	unsigned char last = 0;
+
+	if (n)
+		bpf_probe_read_kernel(&last, 1, (void *)(s->base + i - 1));
+	if (n && last == '\r')
+		n--;
+	tg_emit_line(f, TG_LINE_REPLY | (s->line_seen ? 0 : TG_LINE_CUT),
+		     s->base + start, n, 0);
+}
+
 static long tg_rscan_byte(__u32 i, void *ctx)
 {
 	struct tg_rscan *s = ctx;
@@ -77,8 +95,13 @@ static long tg_rscan_byte(__u32 i, void *ctx)
 	c = s->buf[i & (TG_BLOCK - 1)];
 	if (f->state == TG_FS_HANDSHAKE)
 		return tg_tls_byte(s, f, c);
+	if (f->reply.line_len == 0) {
+		s->line_off = i;
+		s->line_seen = 1;
+	}
 	if (tg_reply_feed(&f->reply, c) != TG_REPLY_FINAL)
 		return 0;
+	tg_emit_reply(s, f, i);
 	f->replies++;
 	if (f->ehlo_cmd && f->replies == f->ehlo_cmd + 1) {
 		f->starttls_offered = f->reply.code == 250 && f->reply.starttls;

@@ -51,6 +51,7 @@ struct tg_scan {
 	__u32 at_cmds;		/* counters at line_off */
 	__u32 at_data_cmd;
 	__u32 at_starttls_cmd;
+	__u32 line_seen;	/* a line started in these bytes */
 	struct tg_cmd at_line;	/* parser state at line_off */
 	__u8 buf[2 * TG_BLOCK];	/* TG_BLOCK used; the rest eases the bound */
 };
@@ -73,6 +74,18 @@ static __always_inline void tg_keep_sender(struct tg_scan *s,
 	__builtin_memset(f->sender, 0, sizeof(f->sender));
 	if (n)
 		bpf_probe_read_kernel(f->sender, n, (void *)(s->base + off));
+}
+
+/* A command line that ended at byte i (its LF) passes: report it. */
+static __always_inline void tg_emit_cmd(struct tg_scan *s, struct tg_flow *f,
+					__u32 i)
+{
+	__u32 start = s->line_seen ? s->line_off : 0;
+	__u64 n = i > start ? i - start : 0;
+
+	if (n && f->cmd.cr)
+		n--;
+	tg_emit_line(f, s->line_seen ? 0 : TG_LINE_CUT, s->base + start, n, 0);
 }
 
 static long tg_scan_byte(__u32 i, void *ctx)
@@ -98,6 +111,7 @@ static long tg_scan_byte(__u32 i, void *ctx)
 	}
 	if (f->cmd.mode == TG_MODE_CMD && f->cmd.line_len == 0) {
 		s->line_off = i;
+		s->line_seen = 1;
 		s->at_line = f->cmd;
 		s->at_cmds = f->cmds;
 		s->at_data_cmd = f->data_cmd;
@@ -120,6 +134,10 @@ static long tg_scan_byte(__u32 i, void *ctx)
 	case TG_CMD_MAIL_NULL:
 		TG_STAT_INC(passed_mail);
 		break;
+	case TG_CMD_BODY_END:
+		tg_emit_line(f, TG_LINE_END, 0, 0, 0);
+		f->cmds++;
+		return 0;
 	case TG_CMD_MAIL_BAD:
 		s->verdict = SCAN_DIVERT;
 		s->why = TG_WHY_BAD_MAIL;
@@ -134,6 +152,7 @@ static long tg_scan_byte(__u32 i, void *ctx)
 			f->ehlo_cmd = f->cmds;
 		break;
 	}
+	tg_emit_cmd(s, f, i);
 	/* Each command line and each DATA body earns one reply. */
 	f->cmds++;
 	return 0;

@@ -20,8 +20,8 @@
  *	path, Nagle's algorithm holds back the MTA's small pipelined writes
  *	and costs about 3x at ten sessions (measured, see PLATFORM.md).
  *
- *	When a tracked socket closes, its flow entry goes; a diverted flow
- *	also reports its injection slot to the agent for reuse.
+ *	When a tracked socket closes, its flow entry goes and the agent is
+ *	told (a diverted flow's injection slot is free again).
  */
 #include "tg_common.bpf.h"
 
@@ -130,8 +130,9 @@ static __always_inline void tg_untrack(struct bpf_sock_ops *skops)
 	flow = bpf_map_lookup_elem(&tg_flows, &sks->cookie);
 	if (!flow)
 		return;
-	if (flow->state == TG_FS_DIVERTED)
-		tg_emit(TG_EV_CLOSE, flow, flow->slot);
+	/* The agent frees a diverted flow's slot, and ends its audit. */
+	tg_emit(TG_EV_CLOSE, flow,
+		flow->state == TG_FS_DIVERTED ? flow->slot : TG_NO_SLOT);
 	bpf_map_delete_elem(&tg_flows, &sks->cookie);
 }
 

@@ -105,7 +105,8 @@ struct tg_uscan {
 	__u32 fail;		/* the flow must fail: TG_WHY_* */
 	__u32 reply;		/* scanning replies, not commands */
 	__u32 body;
-	__u32 line_off;		/* where the command line in progress began */
+	__u32 line_off;		/* where the line in progress began */
+	__u32 line_seen;	/* a line started in these bytes */
 	__u8 blk[2 * TG_BLOCK];
 };
 
@@ -124,6 +125,23 @@ static __always_inline void tg_keep_inner_sender(struct tg_uscan *s,
 	__builtin_memset(f->sender, 0, sizeof(f->sender));
 	if (n)
 		bpf_probe_read_user(f->sender, n, (void *)(s->buf + off));
+}
+
+/* A line that ended at byte i (LF) of the user buffer: report it. */
+static __always_inline void tg_emit_uline(struct tg_uscan *s,
+					  struct tg_flow *f, __u32 i,
+					  __u32 flags, __u32 unused)
+{
+	__u32 start = s->line_seen ? s->line_off : 0;
+	__u64 n = i > start ? i - start : 0;
+	unsigned char last = 0;
+
+	if (n)
+		bpf_probe_read_user(&last, 1, (void *)(s->buf + i - 1));
+	if (n && last == '\r')
+		n--;
+	tg_emit_line(f, flags | TG_LINE_TLS | (s->line_seen ? 0 : TG_LINE_CUT),
+		     s->buf + start, n, 1);
 }
 
 static long tg_uscan_byte(__u32 i, void *ctx)
@@ -150,8 +168,13 @@ static long tg_uscan_byte(__u32 i, void *ctx)
 	}
 	c = s->blk[i & (TG_BLOCK - 1)];
 	if (s->reply) {
+		if (in->reply.line_len == 0) {
+			s->line_off = i;
+			s->line_seen = 1;
+		}
 		if (tg_reply_feed(&in->reply, c) != TG_REPLY_FINAL)
 			return 0;
+		tg_emit_uline(s, f, i, TG_LINE_REPLY, in->reply.line_len);
 		in->replies++;
 		if (in->data_cmd && in->replies == in->data_cmd + 1) {
 			s->body = in->reply.code == 354;
@@ -159,8 +182,10 @@ static long tg_uscan_byte(__u32 i, void *ctx)
 		}
 		return 0;
 	}
-	if (in->cmd.mode == TG_MODE_CMD && in->cmd.line_len == 0)
+	if (in->cmd.mode == TG_MODE_CMD && in->cmd.line_len == 0) {
 		s->line_off = i;
+		s->line_seen = 1;
+	}
 	ev = tg_cmd_feed(&in->cmd, c);
 	switch (ev) {
 	case TG_CMD_NONE:
@@ -169,21 +194,28 @@ static long tg_uscan_byte(__u32 i, void *ctx)
 	case TG_CMD_MAIL:
 		tg_keep_inner_sender(s, f);
 		if (f->state == TG_FS_WEAK && tg_guaranteed(&in->cmd)) {
+			tg_emit_uline(s, f, i, TG_LINE_HELD, 0);
 			s->fail = TG_WHY_WEAK_TLS;
 			return 1;
 		}
 		break;
 	case TG_CMD_MAIL_BAD:
 		if (f->state == TG_FS_WEAK) {
+			tg_emit_uline(s, f, i, TG_LINE_HELD, 0);
 			s->fail = TG_WHY_BAD_MAIL;
 			return 1;
 		}
 		break;
+	case TG_CMD_BODY_END:
+		tg_emit_line(f, TG_LINE_END | TG_LINE_TLS, 0, 0, 0);
+		in->cmds++;
+		return 0;
 	case TG_CMD_LINE:
 		if (in->cmd.verb == TG_VERB_DATA)
 			in->data_cmd = in->cmds;
 		break;
 	}
+	tg_emit_uline(s, f, i, 0, 0);
 	in->cmds++;
 	return 0;
 }
@@ -193,14 +225,19 @@ static __always_inline void tg_ssl_out(void *ssl, const void *buf, __u64 num)
 	struct tg_uscan s = {};
 	struct tg_flow *f = tg_ssl_flow((__u64)(long)ssl);
 
-	/* Only sessions below TLS 1.2 are judged inside. */
-	if (!f || f->state != TG_FS_WEAK || !buf || num == 0)
+	/*
+	 * Sessions at TLS 1.2 or higher are read for the audit trail; below,
+	 * a guaranteed sender's MAIL also fails the flow.
+	 */
+	if (!f || (f->state != TG_FS_WEAK && f->state != TG_FS_TLS) || !buf ||
+	    num == 0)
 		return;
 	s.buf = (__u64)(long)buf;
 	s.f = f;
 	s.len = num > TG_SCAN_MAX ? TG_SCAN_MAX : num;
 	bpf_loop(s.len, tg_uscan_byte, &s, 0);
-	if (!s.fail && (num > TG_SCAN_MAX || tg_cmd_holding(&f->inner.cmd)))
+	if (!s.fail && f->state == TG_FS_WEAK &&
+	    (num > TG_SCAN_MAX || tg_cmd_holding(&f->inner.cmd)))
 		/* a MAIL line the kernel would have to wait for: not here */
 		s.fail = TG_WHY_BAD_MAIL;
 	if (s.fail) {
@@ -235,7 +272,7 @@ static __always_inline void tg_ssl_read_enter(void *ssl, void *buf,
 	};
 	struct tg_flow *f = tg_ssl_flow(r.ssl);
 
-	if (f && f->state == TG_FS_WEAK)
+	if (f && (f->state == TG_FS_WEAK || f->state == TG_FS_TLS))
 		bpf_map_update_elem(&tg_ssl_reads, &id, &r, BPF_ANY);
 }
 
@@ -259,7 +296,7 @@ static __always_inline void tg_ssl_read_return(long ret)
 	}
 	s.buf = r->buf;
 	bpf_map_delete_elem(&tg_ssl_reads, &id);
-	if (!f || f->state != TG_FS_WEAK || n == 0)
+	if (!f || (f->state != TG_FS_WEAK && f->state != TG_FS_TLS) || n == 0)
 		return;
 	s.f = f;
 	s.reply = 1;

@@ -159,6 +159,29 @@ enum tg_event_type {
 	TG_EV_TLS,		/* a flow's handshake ended: see state */
 	TG_EV_NO_SLOT,		/* a flow needed a slot and none was free */
 	TG_EV_KILL,		/* a flow was failed closed: destroy it */
+	TG_EV_LINE,		/* an SMTP line of a flow: struct tg_line_event */
+};
+
+#define TG_LINE_TEXT	255	/* bytes of a line kept for the audit trail */
+
+/* Flags of struct tg_line_event. */
+#define TG_LINE_REPLY	0x1	/* from the host (else from the MTA) */
+#define TG_LINE_TLS	0x2	/* read inside TLS, by the uprobes */
+#define TG_LINE_HELD	0x4	/* the command was held, not sent */
+#define TG_LINE_END	0x8	/* the end of a DATA body (text is ".") */
+#define TG_LINE_CUT	0x10	/* the line began in an earlier write */
+
+/*
+ * Ring buffer record of one SMTP command or final reply line of a flow,
+ * for the audit trail: message bodies are never sent, only their end.
+ */
+struct tg_line_event {
+	__u32 type;		/* TG_EV_LINE */
+	__u32 flags;		/* TG_LINE_* */
+	__u64 cookie;
+	__u32 len;		/* bytes of text (the line, without CR LF) */
+	__u32 pad;
+	char text[TG_LINE_TEXT + 1];
 };
 
 /* Ring buffer record. */
@@ -174,6 +197,9 @@ struct tg_event {
 	__u32 state;
 	__u8 laddr[16];
 	__u8 raddr[16];
+	__u16 tls_cipher;
+	__u16 pad;
+	__u32 pad2;
 };
 
 #endif /* TLSGUARD_H */

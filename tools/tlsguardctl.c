@@ -5,6 +5,8 @@
  * SYNOPSIS
  *	tlsguardctl [--socket PATH] status
  *	tlsguardctl [--socket PATH] flows
+ *	tlsguardctl [--socket PATH] audit [--file FILE] [--sender ADDR]
+ *		[--since TIME]
  * DESCRIPTION
  *	status prints a short summary (cgroup, senders, flows tracked,
  *	flows diverted, messages held) of the tlsguardd listening on the
@@ -15,9 +17,19 @@
  *	tls-failed, held, failed), the TLS version negotiated, whether the
  *	host's EHLO reply offered STARTTLS, its age in seconds and the last
  *	sender seen on it in plaintext.
+ *
+ *	audit prints the audit trail (tlsguardd --audit FILE; the running
+ *	daemon is asked for its file unless --file is given), one message
+ *	attempt a paragraph: time, verdict, sender, host, TLS version and
+ *	cipher, then each recipient with the host's reply and the reply to
+ *	the message data. --sender keeps the records of one sender (case and
+ *	"+extension" ignored); --since keeps those from TIME on (UTC, in the
+ *	records' own form: 2026-11-28, 2026-11-28T08:00, ...).
  * DIAGNOSTICS
  *	Exit status 0 when tlsguardd answered; 1 with one line
- *	"tlsguardctl: fatal: ..." when it is not running, or refused.
+ *	"tlsguardctl: fatal: ..." when it is not running, or refused. A line
+ *	of the audit file that is not a record is a warning naming the file
+ *	and line, and is skipped.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -28,6 +40,7 @@
 #include <unistd.h>
 
 #include "tg_ctl.h"
+#include "tg_smtp.h"
 
 static void fatal(const char *fmt, const char *a, const char *b)
 {
@@ -39,38 +52,25 @@ static void fatal(const char *fmt, const char *a, const char *b)
 
 static void usage(void)
 {
-	fputs("usage: tlsguardctl [--socket PATH] status|flows\n", stderr);
+	fputs("usage: tlsguardctl [--socket PATH] status|flows\n"
+	      "       tlsguardctl [--socket PATH] audit [--file FILE] "
+	      "[--sender ADDR] [--since TIME]\n", stderr);
 	exit(2);
 }
 
-int main(int argc, char **argv)
+/* Ask the daemon; its answer (after "ok\n") in reply. */
+static char *tg_ask(const char *path, const char *cmd)
 {
 	struct sockaddr_un sun = { .sun_family = AF_UNIX };
 	struct timeval tv = { .tv_sec = 5 };
-	const char *path = TG_CTL_DEFAULT, *cmd = NULL;
 	static char reply[TG_CTL_REPLY_MAX + 1];
 	size_t got = 0;
 	ssize_t n;
-	char *body;
-	int i, fd;
+	int fd;
 
-	for (i = 1; i < argc; i++) {
-		if (strcmp(argv[i], "--socket") == 0 && i + 1 < argc)
-			path = argv[++i];
-		else if (strcmp(argv[i], "-h") == 0 ||
-			 strcmp(argv[i], "--help") == 0)
-			usage();
-		else if (!cmd)
-			cmd = argv[i];
-		else
-			usage();
-	}
-	if (!cmd || (strcmp(cmd, "status") != 0 && strcmp(cmd, "flows") != 0))
-		usage();
 	if (strlen(path) >= sizeof(sun.sun_path))
 		fatal("--socket %s: path too long%s", path, "");
 	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
-
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		fatal("socket: %s%s", strerror(errno), "");
@@ -89,7 +89,181 @@ int main(int argc, char **argv)
 		reply[strcspn(reply, "\n")] = 0;
 		fatal("tlsguardd answered: %s%s", got ? reply : "nothing", "");
 	}
-	body = reply + 3;
-	fputs(body, stdout);
+	return reply + 3;
+}
+
+/*
+ * The string value of "key" in an audit record, decoded, from *pos on;
+ * *pos moves past it. The records are tlsguardd's own, flat JSON: keys
+ * are unique within their object, strings use only \" \\ and \u00XX.
+ */
+static int tg_json_get(const char *rec, const char **pos, const char *key,
+		       char *out, size_t len)
+{
+	char pat[64];
+	const char *p;
+	size_t n = 0;
+
+	snprintf(pat, sizeof(pat), "\"%s\":\"", key);
+	p = strstr(*pos, pat);
+	if (!p)
+		return -1;
+	for (p += strlen(pat); *p && *p != '"'; p++) {
+		char c = *p;
+
+		if (c == '\\') {
+			p++;
+			if (*p == 'u' && strlen(p) >= 5) {
+				c = (char)strtol((char[]){ p[3], p[4], 0 },
+						 NULL, 16);
+				p += 4;
+			} else if (*p) {
+				c = *p;
+			} else {
+				return -1;
+			}
+		}
+		if (n + 1 < len)
+			out[n++] = c;
+	}
+	if (*p != '"')
+		return -1;
+	out[n] = 0;
+	*pos = p + 1;
+	(void)rec;
+	return 0;
+}
+
+static int tg_since_ok(const char *s)
+{
+	for (; *s; s++)
+		if (!((*s >= '0' && *s <= '9') || *s == '-' || *s == ':' ||
+		      *s == 'T' || *s == '.' || *s == 'Z'))
+			return 0;
+	return 1;
+}
+
+static int tg_audit(const char *sock, const char *file, const char *sender,
+		    const char *since)
+{
+	char path[4096], *line = NULL, time_s[64], verdict[32], from[300];
+	char host[160], remote[80], version[16], cipher[80], addr[300];
+	char reply[300], data[300], guaranteed[8];
+	__u64 want_key = 0, want_dom = 0, key, dom;
+	unsigned long lineno = 0;
+	size_t cap = 0;
+	FILE *fp;
+
+	if (since && !tg_since_ok(since))
+		fatal("--since %s: expected a UTC time such as "
+		      "2026-11-28T08:00%s", since, "");
+	if (sender) {
+		want_key = tg_addr_key(sender, (__u32)strlen(sender),
+				       &want_dom);
+		if (!want_key)
+			fatal("--sender %s: not an address%s", sender, "");
+	}
+	if (!file) {
+		const char *r = tg_ask(sock, "audit-file");
+		size_t n = strcspn(r, "\n");
+
+		if (n >= sizeof(path))
+			fatal("tlsguardd's audit file name is too long%s%s", "",
+			      "");
+		memcpy(path, r, n);
+		path[n] = 0;
+		if (!path[0])
+			fatal("tlsguardd keeps no audit trail (--audit FILE)%s%s",
+			      "", "");
+		file = path;
+	}
+	fp = fopen(file, "r");
+	if (!fp)
+		fatal("%s: %s", file, strerror(errno));
+	while (getline(&line, &cap, fp) > 0) {
+		const char *p = line;
+
+		lineno++;
+		if (tg_json_get(line, &p, "time", time_s, sizeof(time_s)) ||
+		    tg_json_get(line, &p, "remote", remote, sizeof(remote)) ||
+		    tg_json_get(line, &p, "host", host, sizeof(host)) ||
+		    tg_json_get(line, &p, "sender", from, sizeof(from))) {
+			fprintf(stderr, "tlsguardctl: warning: %s:%lu: not an "
+				"audit record\n", file, lineno);
+			continue;
+		}
+		if (since && strcmp(time_s, since) < 0)
+			continue;
+		if (sender) {
+			key = tg_addr_key(from, (__u32)strlen(from), &dom);
+			if (!key || key != want_key)
+				continue;
+		}
+		p = strstr(line, "\"guaranteed\":");
+		snprintf(guaranteed, sizeof(guaranteed), "%s",
+			 p && strncmp(p + 13, "true", 4) == 0 ? "yes" : "no");
+		p = line;
+		if (tg_json_get(line, &p, "verdict", verdict, sizeof(verdict)))
+			snprintf(verdict, sizeof(verdict), "?");
+		p = strstr(line, "\"tls\":{");
+		version[0] = cipher[0] = 0;
+		if (p) {
+			tg_json_get(line, &p, "version", version,
+				    sizeof(version));
+			tg_json_get(line, &p, "cipher", cipher, sizeof(cipher));
+		}
+		printf("%s %s from=<%s>%s to %s[%s] %s%s%s\n", time_s, verdict,
+		       from, strcmp(guaranteed, "yes") == 0 ? " (guaranteed)" : "",
+		       host[0] ? host : "?", remote,
+		       version[0] ? version : "plaintext", cipher[0] ? " " : "",
+		       cipher);
+		p = strstr(line, "\"recipients\":[");
+		while (p && tg_json_get(line, &p, "address", addr,
+					sizeof(addr)) == 0 &&
+		       tg_json_get(line, &p, "reply", reply, sizeof(reply)) == 0)
+			printf("    <%s>: %s\n", addr, reply[0] ? reply : "-");
+		p = line;
+		if (tg_json_get(line, &p, "mail_reply", reply, sizeof(reply)) == 0 &&
+		    reply[0] && (reply[0] != '2'))
+			printf("    MAIL FROM: %s\n", reply);
+		p = line;
+		if (tg_json_get(line, &p, "data_reply", data, sizeof(data)) == 0 &&
+		    data[0])
+			printf("    message: %s\n", data);
+	}
+	free(line);
+	fclose(fp);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	const char *path = TG_CTL_DEFAULT, *cmd = NULL;
+	const char *file = NULL, *sender = NULL, *since = NULL;
+	int i;
+
+	for (i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--socket") == 0 && i + 1 < argc)
+			path = argv[++i];
+		else if (strcmp(argv[i], "--file") == 0 && i + 1 < argc)
+			file = argv[++i];
+		else if (strcmp(argv[i], "--sender") == 0 && i + 1 < argc)
+			sender = argv[++i];
+		else if (strcmp(argv[i], "--since") == 0 && i + 1 < argc)
+			since = argv[++i];
+		else if (strcmp(argv[i], "-h") == 0 ||
+			 strcmp(argv[i], "--help") == 0)
+			usage();
+		else if (!cmd && argv[i][0] != '-')
+			cmd = argv[i];
+		else
+			usage();
+	}
+	if (cmd && strcmp(cmd, "audit") == 0)
+		return tg_audit(path, file, sender, since);
+	if (!cmd || (strcmp(cmd, "status") != 0 && strcmp(cmd, "flows") != 0) ||
+	    file || sender || since)
+		usage();
+	fputs(tg_ask(path, cmd), stdout);
 	return 0;
 }

@@ -1,0 +1,505 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * NAME
+ *	tg_audit - the per-message audit trail (see tg_audit.h)
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+#include <bpf/bpf.h>
+#include <openssl/ssl.h>
+
+#include "tg_audit.h"
+#include "tg_inject.h"
+#include "tg_log.h"
+
+enum { K_OTHER, K_MAIL, K_RCPT, K_DATA, K_END };
+
+/* OpenSSL's name of a cipher suite, by its two-byte id. */
+static const char *tg_cipher_name(__u16 id)
+{
+	static SSL_CTX *ctx;
+	STACK_OF(SSL_CIPHER) *sk;
+	int i;
+
+	if (!id)
+		return NULL;
+	if (!ctx) {
+		ctx = SSL_CTX_new(TLS_method());
+		if (!ctx)
+			return NULL;
+		SSL_CTX_set_security_level(ctx, 0);
+		SSL_CTX_set_cipher_list(ctx, "ALL:COMPLEMENTOFALL");
+	}
+	sk = SSL_CTX_get_ciphers(ctx);
+	for (i = 0; sk && i < sk_SSL_CIPHER_num(sk); i++) {
+		const SSL_CIPHER *c = sk_SSL_CIPHER_value(sk, i);
+
+		if ((SSL_CIPHER_get_protocol_id(c) & 0xffff) == id)
+			return SSL_CIPHER_get_name(c);
+	}
+	return NULL;
+}
+
+int tg_audit_open(struct tg_audit *au, const char *path, int flows_fd,
+		  const struct tg_policy *const *pol)
+{
+	memset(au, 0, sizeof(*au));
+	au->fd = -1;
+	au->flows_fd = flows_fd;
+	au->policy = pol;
+	if (!path)
+		return 0;
+	snprintf(au->path, sizeof(au->path), "%s", path);
+	au->flows = calloc(TG_AUDIT_FLOWS, sizeof(*au->flows));
+	if (!au->flows)
+		return -ENOMEM;
+	return tg_audit_reopen(au);
+}
+
+int tg_audit_reopen(struct tg_audit *au)
+{
+	int fd;
+
+	if (!au->path[0])
+		return 0;
+	fd = open(au->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+	if (fd < 0)
+		return -errno;
+	if (au->fd >= 0)
+		close(au->fd);
+	au->fd = fd;
+	return 0;
+}
+
+static void tg_addr_port(char *buf, size_t len, __u16 family,
+			 const __u8 *addr, __u16 port)
+{
+	char a[INET6_ADDRSTRLEN] = "?";
+
+	inet_ntop(family == AF_INET6 ? AF_INET6 : AF_INET, addr, a, sizeof(a));
+	snprintf(buf, len, family == AF_INET6 ? "[%s]:%u" : "%s:%u", a, port);
+}
+
+static struct tg_audit_flow *tg_audit_flow(struct tg_audit *au, __u64 cookie,
+					   int create)
+{
+	unsigned i, h = (unsigned)(cookie * 0x9e3779b97f4a7c15ULL >> 40);
+	struct tg_audit_flow *f;
+	struct tg_flow kf;
+
+	for (i = 0; i < TG_AUDIT_FLOWS; i++) {
+		f = &au->flows[(h + i) % TG_AUDIT_FLOWS];
+		if (f->cookie == cookie)
+			return f;
+		if (f->cookie == 0)
+			break;
+	}
+	if (!create || i == TG_AUDIT_FLOWS) {
+		if (create)
+			au->dropped++;
+		return NULL;
+	}
+	memset(f, 0, sizeof(*f));
+	f->cookie = cookie;
+	snprintf(f->local, sizeof(f->local), "?");
+	snprintf(f->remote, sizeof(f->remote), "?");
+	if (bpf_map_lookup_elem(au->flows_fd, &cookie, &kf) == 0) {
+		tg_addr_port(f->local, sizeof(f->local), kf.family, kf.laddr,
+			     kf.lport);
+		tg_addr_port(f->remote, sizeof(f->remote), kf.family,
+			     kf.raddr, kf.rport);
+		f->tls_version = kf.tls_version;
+		f->tls_cipher = kf.tls_cipher;
+	}
+	return f;
+}
+
+/* Free an entry; later entries of its probe chain move up. */
+static void tg_audit_forget(struct tg_audit *au, struct tg_audit_flow *f)
+{
+	unsigned i = (unsigned)(f - au->flows), j, h;
+
+	f->cookie = 0;
+	for (j = (i + 1) % TG_AUDIT_FLOWS; au->flows[j].cookie;
+	     j = (j + 1) % TG_AUDIT_FLOWS) {
+		struct tg_audit_flow tmp = au->flows[j];
+
+		h = (unsigned)(tmp.cookie * 0x9e3779b97f4a7c15ULL >> 40) %
+		    TG_AUDIT_FLOWS;
+		au->flows[j].cookie = 0;
+		while (au->flows[h].cookie)
+			h = (h + 1) % TG_AUDIT_FLOWS;
+		au->flows[h] = tmp;
+	}
+}
+
+/* Copy a line's text as a C string, at most len - 1 bytes. */
+static void tg_copy(char *dst, size_t len, const char *src, size_t n)
+{
+	if (n >= len)
+		n = len - 1;
+	memcpy(dst, src, n);
+	dst[n] = 0;
+}
+
+/* The address of a MAIL or RCPT line, as written: between '<' and '>'. */
+static void tg_line_addr(const char *text, size_t len, char *out,
+			 size_t outlen)
+{
+	const char *colon = memchr(text, ':', len), *p, *end = text + len;
+	size_t n;
+
+	out[0] = 0;
+	if (!colon)
+		return;
+	for (p = colon + 1; p < end && (*p == ' ' || *p == '\t'); p++)
+		;
+	if (p < end && *p == '<') {
+		const char *gt = memchr(p, '>', (size_t)(end - p));
+
+		if (!gt)
+			return;
+		n = (size_t)(gt - p - 1);
+		tg_copy(out, outlen, p + 1, n);
+		return;
+	}
+	for (n = 0; p + n < end && p[n] != ' '; n++)
+		;
+	tg_copy(out, outlen, p, n);
+}
+
+static void tg_json_str(FILE *fp, const char *s)
+{
+	const unsigned char *p = (const unsigned char *)s;
+
+	fputc('"', fp);
+	for (; *p; p++) {
+		if (*p == '"' || *p == '\\')
+			fprintf(fp, "\\%c", *p);
+		else if (*p < 0x20 || *p == 0x7f)
+			fprintf(fp, "\\u%04x", *p);
+		else
+			fputc(*p, fp);
+	}
+	fputc('"', fp);
+}
+
+static int tg_audit_guaranteed(struct tg_audit *au, const char *sender)
+{
+	__u64 dkey, akey;
+
+	if (!sender[0])
+		return 0;
+	akey = tg_addr_key(sender, (__u32)strlen(sender), &dkey);
+	return akey && tg_policy_match(*au->policy, akey, dkey);
+}
+
+static void tg_audit_write(struct tg_audit *au, struct tg_audit_flow *f)
+{
+	char *buf = NULL, ts[40];
+	size_t len = 0;
+	struct timeval tv;
+	struct tm tm;
+	const char *cipher;
+	unsigned i;
+	FILE *fp;
+
+	gettimeofday(&tv, NULL);
+	gmtime_r(&tv.tv_sec, &tm);
+	strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
+	fp = open_memstream(&buf, &len);
+	if (!fp)
+		return;
+	fprintf(fp, "{\"time\":\"%s.%03ldZ\",\"flow\":{\"local\":", ts,
+		(long)(tv.tv_usec / 1000));
+	tg_json_str(fp, f->local);
+	fputs(",\"remote\":", fp);
+	tg_json_str(fp, f->remote);
+	fputs("},\"host\":", fp);
+	tg_json_str(fp, f->host);
+	fputs(",\"sender\":", fp);
+	tg_json_str(fp, f->sender);
+	fprintf(fp, ",\"guaranteed\":%s,\"recipients\":[",
+		tg_audit_guaranteed(au, f->sender) ? "true" : "false");
+	for (i = 0; i < f->nrcpt; i++) {
+		fputs(i ? ",{\"address\":" : "{\"address\":", fp);
+		tg_json_str(fp, f->rcpt[i].addr);
+		fputs(",\"reply\":", fp);
+		tg_json_str(fp, f->rcpt[i].reply);
+		fputc('}', fp);
+	}
+	fputs("],\"tls\":", fp);
+	if (f->tls_version) {
+		cipher = tg_cipher_name(f->tls_cipher);
+		fputs("{\"version\":", fp);
+		tg_json_str(fp, tg_tls_version_name(f->tls_version));
+		fputs(",\"cipher\":", fp);
+		if (cipher) {
+			tg_json_str(fp, cipher);
+		} else {
+			char hex[8];
+
+			snprintf(hex, sizeof(hex), "0x%04x", f->tls_cipher);
+			tg_json_str(fp, hex);
+		}
+		fputc('}', fp);
+	} else {
+		fputs("null", fp);
+	}
+	fputs(",\"mail_reply\":", fp);
+	tg_json_str(fp, f->mail_reply);
+	fputs(",\"data_reply\":", fp);
+	tg_json_str(fp, f->data_reply);
+	fputs(",\"verdict\":", fp);
+	tg_json_str(fp, f->verdict);
+	fputs("}\n", fp);
+	fclose(fp);
+	if (write(au->fd, buf, len) != (ssize_t)len || fdatasync(au->fd) < 0)
+		msg_warn("%s: cannot write the audit record: %s", au->path,
+			 strerror(errno));
+	else
+		au->written++;
+	free(buf);
+}
+
+static int tg_code(const char *reply)
+{
+	if (reply[0] < '1' || reply[0] > '5' || !reply[1] || !reply[2])
+		return 0;
+	return atoi(reply);
+}
+
+/* The message attempt in progress ends here: write its record. */
+static void tg_audit_end(struct tg_audit *au, struct tg_audit_flow *f,
+			 const char *verdict)
+{
+	unsigned i, refused = 0;
+
+	if (!f->txn)
+		return;
+	if (!f->ended) {
+		if (verdict) {
+			snprintf(f->verdict, sizeof(f->verdict), "%s", verdict);
+		} else {
+			for (i = 0; i < f->nrcpt; i++)
+				refused += tg_code(f->rcpt[i].reply) >= 500;
+			snprintf(f->verdict, sizeof(f->verdict), "%s",
+				 f->nrcpt && refused == f->nrcpt ?
+					 "rejected-by-host" : "deferred");
+		}
+	}
+	tg_audit_write(au, f);
+	f->txn = 0;
+	f->held = f->weak = f->ended = 0;
+	f->verdict[0] = f->sender[0] = 0;
+	f->mail_reply[0] = f->data_reply[0] = 0;
+	f->nrcpt = 0;
+}
+
+/* A verdict is known: the record is written when the attempt ends. */
+static void tg_audit_verdict(struct tg_audit_flow *f, const char *v)
+{
+	snprintf(f->verdict, sizeof(f->verdict), "%s", v);
+	f->ended = 1;
+}
+
+static void tg_audit_push(struct tg_audit_flow *f, int kind, unsigned rcpt)
+{
+	unsigned i;
+
+	if (f->pend_n == TG_AUDIT_PEND)
+		return;		/* replies beyond this are not matched */
+	i = (f->pend_head + f->pend_n++) % TG_AUDIT_PEND;
+	f->pend[i] = (unsigned char)kind;
+	f->pend_rcpt[i] = (unsigned short)rcpt;
+}
+
+static void tg_audit_command(struct tg_audit *au, struct tg_audit_flow *f,
+			     __u32 flags, const char *text, size_t len)
+{
+	char verb[9] = "";
+	size_t i, n = 0;
+
+	if (flags & TG_LINE_END) {
+		tg_audit_push(f, K_END, 0);
+		return;
+	}
+	for (i = 0; i < len && (text[i] == ' ' || text[i] == '\t'); i++)
+		;
+	for (; i < len && n < 8 && text[i] != ' ' && text[i] != ':'; i++)
+		verb[n++] = (char)tg_upper((unsigned char)text[i]);
+	verb[n] = 0;
+	if (strcmp(verb, "MAIL") == 0) {
+		tg_audit_end(au, f, NULL);
+		f->txn = 1;
+		tg_line_addr(text, len, f->sender, sizeof(f->sender));
+		if (flags & TG_LINE_HELD)
+			f->weak = 1;	/* cut in TLS, see tg_audit_killed() */
+		tg_audit_push(f, K_MAIL, 0);
+	} else if (strcmp(verb, "RCPT") == 0) {
+		if (f->txn && f->nrcpt < TG_AUDIT_RCPTS) {
+			struct tg_audit_rcpt *r = &f->rcpt[f->nrcpt];
+
+			tg_line_addr(text, len, r->addr, sizeof(r->addr));
+			r->reply[0] = 0;
+			tg_audit_push(f, K_RCPT, f->nrcpt++);
+		} else {
+			tg_audit_push(f, K_OTHER, 0);
+		}
+	} else if (strcmp(verb, "DATA") == 0 || strcmp(verb, "BDAT") == 0) {
+		tg_audit_push(f, strcmp(verb, "DATA") == 0 ? K_DATA : K_END, 0);
+	} else {
+		if (strcmp(verb, "RSET") == 0 || strcmp(verb, "QUIT") == 0)
+			tg_audit_end(au, f, NULL);
+		tg_audit_push(f, K_OTHER, 0);
+	}
+}
+
+static void tg_audit_reply(struct tg_audit *au, struct tg_audit_flow *f,
+			   __u32 flags, const char *text, size_t len)
+{
+	char reply[TG_AUDIT_REPLY];
+	unsigned i, rcpt;
+	int kind, code;
+
+	tg_copy(reply, sizeof(reply), text, len);
+	code = tg_code(reply);
+	if (!f->greeted && f->pend_n == 0) {
+		/* "220 mx.example.net ESMTP ...": the host's own name */
+		const char *p = reply + (len > 4 ? 4 : len);
+
+		f->greeted = 1;
+		tg_copy(f->host, sizeof(f->host), p, strcspn(p, " \t"));
+		return;
+	}
+	if (f->pend_n == 0)
+		return;
+	i = f->pend_head;
+	kind = f->pend[i];
+	rcpt = f->pend_rcpt[i];
+	f->pend_head = (f->pend_head + 1) % TG_AUDIT_PEND;
+	f->pend_n--;
+	switch (kind) {
+	case K_MAIL:
+		snprintf(f->mail_reply, sizeof(f->mail_reply), "%s", reply);
+		if (flags & TG_LINE_HELD) {
+			/* 250: accepted for now, the verdict comes per RCPT */
+			f->held = code >= 400;
+			if (code >= 500)
+				tg_audit_verdict(f, strstr(reply, "negotiated") ?
+							    "held-weak-tls" :
+							    "held-no-tls");
+			else if (code >= 400)
+				tg_audit_verdict(f, "deferred");
+		} else if (code >= 500) {
+			tg_audit_verdict(f, "rejected-by-host");
+		} else if (code >= 400) {
+			tg_audit_verdict(f, "deferred");
+		}
+		break;
+	case K_RCPT:
+		if (rcpt < f->nrcpt)
+			snprintf(f->rcpt[rcpt].reply, sizeof(f->rcpt[rcpt].reply),
+				 "%s", reply);
+		/* A held MAIL answered for now: the verdict comes per RCPT. */
+		if (f->ended || !(flags & TG_LINE_HELD) || code < 400)
+			break;
+		f->held = 1;
+		tg_audit_verdict(f, code >= 500 ? (strstr(reply, "negotiated") ?
+							   "held-weak-tls" :
+							   "held-no-tls") :
+						  "deferred");
+		break;
+	case K_DATA:
+		if (code >= 400 && !f->ended)
+			tg_audit_verdict(f, code >= 500 ? "rejected-by-host" :
+							  "deferred");
+		break;
+	case K_END:
+		snprintf(f->data_reply, sizeof(f->data_reply), "%s", reply);
+		if (!f->ended)
+			tg_audit_verdict(f, code >= 200 && code < 300 ?
+					 "delivered" :
+					 code >= 500 ? "rejected-by-host" :
+						       "deferred");
+		tg_audit_end(au, f, NULL);
+		break;
+	}
+}
+
+void tg_audit_line(struct tg_audit *au, __u64 cookie, __u32 flags,
+		   const char *text, size_t len)
+{
+	struct tg_audit_flow *f;
+
+	if (au->fd < 0)
+		return;
+	f = tg_audit_flow(au, cookie, 1);
+	if (!f)
+		return;
+	if (flags & TG_LINE_REPLY)
+		tg_audit_reply(au, f, flags, text, len);
+	else
+		tg_audit_command(au, f, flags, text, len);
+}
+
+void tg_audit_tls(struct tg_audit *au, const struct tg_event *e)
+{
+	struct tg_audit_flow *f;
+
+	if (au->fd < 0)
+		return;
+	f = tg_audit_flow(au, e->cookie, 1);
+	if (!f)
+		return;
+	f->tls_version = e->tls_version;
+	f->tls_cipher = e->tls_cipher;
+}
+
+void tg_audit_killed(struct tg_audit *au, const struct tg_event *e)
+{
+	struct tg_audit_flow *f;
+
+	if (au->fd < 0)
+		return;
+	f = tg_audit_flow(au, e->cookie, 0);
+	if (!f)
+		return;
+	if (f->txn && f->weak && e->why == TG_WHY_WEAK_TLS)
+		tg_audit_verdict(f, "held-weak-tls");
+	tg_audit_end(au, f, f->weak ? "held-weak-tls" : "deferred");
+}
+
+void tg_audit_closed(struct tg_audit *au, __u64 cookie)
+{
+	struct tg_audit_flow *f;
+
+	if (au->fd < 0)
+		return;
+	f = tg_audit_flow(au, cookie, 0);
+	if (!f)
+		return;
+	tg_audit_end(au, f, NULL);
+	tg_audit_forget(au, f);
+}
+
+void tg_audit_close(struct tg_audit *au)
+{
+	unsigned i;
+
+	for (i = 0; au->flows && i < TG_AUDIT_FLOWS; i++)
+		if (au->flows[i].cookie)
+			tg_audit_end(au, &au->flows[i], NULL);
+	free(au->flows);
+	au->flows = NULL;
+	if (au->fd >= 0)
+		close(au->fd);
+	au->fd = -1;
+}
