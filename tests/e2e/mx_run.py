@@ -1,0 +1,1071 @@
+#!/usr/bin/python3
+"""End-to-end MX run for tlsguard: a domain with several MX hosts, resolved by a real DNS server.
+
+Usage (as root; builds nothing):
+    /usr/bin/python3 tests/e2e/mx_run.py [--tlsguardd build/tlsguardd]
+        [--tlsguardctl build/tlsguardctl] [--keep] [-v]
+
+What it tests: ``tlsguardd --mx-check IP`` answers a held guaranteed MAIL
+with ``450 4.7.10`` while another MX host of the recipient's domain takes
+mail over TLS 1.2 or higher (Postfix then tries that host), and with ``550
+5.7.10`` when none does or when the held host is not an MX host of the
+domain at all (see agent/tg_mx.h).
+
+Setup (nothing leaves loopback, and no DNS query leaves the machine):
+  * unbound from Debian, installed if missing (``apt-get install -y
+    unbound``; while it installs, /usr/sbin/policy-rc.d answers 101 so that
+    the package does not start the system's unbound service: an existing
+    policy-rc.d that already answers 101 is left as it is, another one is
+    moved aside and put back; if a system unbound was started anyway, it is
+    stopped with its own init script).  Our own unbound runs in the
+    foreground (``unbound -d -c CONF``, killed by pid at the end) on
+    127.0.0.80:53 from a config in the temp dir: no chroot, no user change,
+    no remote control, iterator only (no trust anchor), ``local-zone: "."
+    refuse``, ``do-not-query-address`` for every IPv4 and IPv6 address and
+    no forward-zone, so it can answer only from its ``test.`` static zone:
+
+        mixed.test     MX 10 mx1.mixed.test    127.0.0.70  no STARTTLS
+                       MX 20 mx2.mixed.test    127.0.0.71  TLS 1.3
+        insecure.test  MX 10 mx1.insecure.test 127.0.0.72  no STARTTLS
+                       MX 20 mx2.insecure.test 127.0.0.73  no STARTTLS
+        notmx.test     MX 10 mx.notmx.test     127.0.0.75  TLS 1.3
+        (127.0.0.74, no STARTTLS, is where transport_maps sends notmx.test:
+        a host that is not among the domain's MX records)
+
+    The MXs use 127.0.0.70 and up: bench/run.py listens on .61, .62 and
+    .65-.68.
+
+  * the test MXs (mx.py, real OpenSSL handshakes) on those addresses;
+  * a private Postfix (postfix_env.py) in a test cgroup and in a private
+    mount namespace, in which a test resolv.conf (``nameserver
+    127.0.0.80``) is bind-mounted over /etc/resolv.conf: ``unshare -m
+    --propagation private sh -c 'mount --bind RESOLV /etc/resolv.conf; echo
+    $$ > CGROUP/cgroup.procs; exec postfix -c CONF start'``.  Its main.cf:
+    ``default_transport = smtp``, ``smtp_host_lookup = dns``,
+    ``disable_dns_lookups = no``, ``smtp_tls_security_level = may``,
+    ``smtp_mx_address_limit``/``smtp_mx_session_limit`` at their defaults,
+    and a transport_maps entry only for notmx.test;
+  * ``tlsguardd --cgroup DIR --senders FILE --port 25 --socket SOCK
+    --mx-check 127.0.0.80 -v`` (run.py's ``Daemon``), likewise in a private
+    mount namespace, whose /etc/resolv.conf names a canary on
+    127.0.0.79:53 that answers REFUSED and records every query: tlsguardd
+    must ask only the server given to --mx-check, never the system's;
+  * a passive watch for DNS queries that leave the machine while the test
+    runs: an AF_PACKET socket per interface with a classic BPF filter that
+    passes only IPv4/IPv6 UDP and TCP to port 53; what it sees on lo (our
+    own queries to 127.0.0.80) proves that it works, anything on another
+    interface has left the machine.
+The machine's /etc/resolv.conf is never written.
+
+Cases (guaranteed senders: ``@guarded.test``, one sender address per case):
+  mixed_secure_second_mx  guaranteed sender -> mixed.test: mx1 is held and
+      answered 450 4.7.10 (Postfix's log: "host mx1.mixed.test[127.0.0.70]
+      said: 450 4.7.10 ... (in reply to MAIL FROM command)"), Postfix goes on
+      to mx2 and delivers there over TLSv1.3 (status=sent,
+      relay=mx2.mixed.test[127.0.0.71]:25, MX2's transaction has tls_version
+      TLSv1.3), mx1 never sees the transaction (MAIL FROM of that sender,
+      its RCPT, the body), mx2 saw tlsguardd's STARTTLS probe, no DSN;
+  all_mx_insecure         guaranteed sender -> insecure.test: bounced at once
+      with 5.7.10 "TLS is required, but was not offered by host", no 450
+      or deferral first, one DSN, no transaction at either MX, and mx2 was
+      probed (Postfix never goes there after the 550, so that connection
+      is tlsguardd's);
+  mixed_other_sender      a non-guaranteed sender -> mixed.test: delivered by
+      mx1 in plaintext, untouched;
+  held_host_not_an_mx     guaranteed sender -> notmx.test, routed by
+      transport_maps to 127.0.0.74, which is not an MX host of notmx.test
+      (whose only MX offers TLS 1.3): bounced with 5.7.10 and never answered
+      450 (that would defer the mail until it expires), nothing at .74 or
+      .75, and unbound saw tlsguardd's MX query for notmx.test (Postfix,
+      routed to [127.0.0.74], never asks for it);
+  dns_isolation           Postfix's and tlsguardd's /etc/resolv.conf (seen
+      through /proc/PID/root) are the test's, the machine's is unchanged,
+      the canary got no query, unbound answered the MX queries of all three
+      domains, the watch saw the test's queries on lo and no query for a
+      name of the test (*.test, *.invalid, *.127.in-addr.arpa) on any other
+      interface (other names seen there, from other programs on the
+      machine, are printed as a note);
+  tlsguardd_shutdown      SIGTERM, exit 0.
+Before Postfix starts, ``dns_server`` checks the server itself: the MX
+records are served, a name under test. that is not in the zone is
+NXDOMAIN, and a name outside test. is REFUSED (nothing is forwarded).
+
+Output: ``PASS name`` / ``FAIL name: why`` per case, then exactly ``N
+passed, M failed`` alone on a line; exit status 0 only if none failed (2 on
+a usage error).  Everything created is removed in a ``finally``, also on
+Ctrl-C or SIGTERM: tlsguardd (SIGTERM by pid, must exit 0), Postfix (stop,
+master gone), the MXs, the canary and the watch, unbound (SIGTERM by pid),
+the cgroup, and the temp dir unless --keep.  -v prints, for failed cases,
+their Postfix log lines, what each MX saw, tlsguardd's log and unbound's.
+"""
+
+import argparse
+import ctypes
+import errno
+import os
+import random
+import re
+import secrets
+import select
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.dont_write_bytecode = True  # leave no __pycache__ in the source tree
+
+from mx import TestMX, TLSOptions  # noqa: E402
+from postfix_env import (_LOG_RE, POSTFIX, Cgroup, PostfixError, PostfixInstance,  # noqa: E402
+                         PostfixMissing, bounce_report, check_postfix_installed)
+from run import TLS_DSN, TLS_TEXT, Daemon, normalize  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(HERE))
+UNBOUND = "/usr/sbin/unbound"
+UNBOUND_CHECKCONF = "/usr/sbin/unbound-checkconf"
+POLICY_RC_D = "/usr/sbin/policy-rc.d"
+UNSHARE = "/usr/bin/unshare"
+
+DNS_ADDR = "127.0.0.80"  # our unbound
+CANARY_ADDR = "127.0.0.79"  # what tlsguardd's /etc/resolv.conf names; must never be asked
+
+TLS13 = TLSOptions(version="1.3")
+# key -> (address, TLS options or None for no STARTTLS)
+MXS = {
+    "mixed1": ("127.0.0.70", None),
+    "mixed2": ("127.0.0.71", TLS13),
+    "insec1": ("127.0.0.72", None),
+    "insec2": ("127.0.0.73", None),
+    "notmx-relay": ("127.0.0.74", None),
+    "notmx-mx": ("127.0.0.75", TLS13),
+}
+ZONE = [
+    "mixed.test. 60 IN MX 10 mx1.mixed.test.",
+    "mixed.test. 60 IN MX 20 mx2.mixed.test.",
+    "mx1.mixed.test. 60 IN A 127.0.0.70",
+    "mx2.mixed.test. 60 IN A 127.0.0.71",
+    "insecure.test. 60 IN MX 10 mx1.insecure.test.",
+    "insecure.test. 60 IN MX 20 mx2.insecure.test.",
+    "mx1.insecure.test. 60 IN A 127.0.0.72",
+    "mx2.insecure.test. 60 IN A 127.0.0.73",
+    "notmx.test. 60 IN MX 10 mx.notmx.test.",
+    "mx.notmx.test. 60 IN A 127.0.0.75",
+]
+TRANSPORTS = {"notmx.test": "smtp:[127.0.0.74]:25"}  # the only domain not routed by DNS
+POSTFIX_MAIN = {
+    "default_transport": "smtp",
+    "smtp_host_lookup": "dns",
+    "disable_dns_lookups": "no",
+    "smtp_tls_security_level": "may",
+    "smtp_tls_loglevel": "1",
+}
+MAILBOX_DOMAINS = ["mta.test", "guarded.test"]
+SENDERS_FILE = "# tlsguard mx_run.py: guaranteed senders\n@guarded.test\n"
+SENDERS = {
+    "mixed_secure_second_mx": "secure2nd@guarded.test",
+    "all_mx_insecure": "allinsecure@guarded.test",
+    "mixed_other_sender": "bob@mta.test",
+    "held_host_not_an_mx": "notmx@guarded.test",
+}
+MAILBOXES = list(SENDERS.values()) + ["postmaster@mta.test"]
+
+TEXT_450 = "450 4.7.10 " + TLS_TEXT
+TIMEOUT_STATUS = 45.0  # all final statuses in Postfix's log
+TIMEOUT_BOUNCE = 20.0  # the DSNs the log announces
+TIMEOUT_DNS_READY = 10.0
+
+
+# ------------------------------------------------------------------ DNS wire helpers
+
+def dns_query_packet(name, qtype, qid=None):
+    qid = random.getrandbits(16) if qid is None else qid
+    q = b"".join(bytes([len(label)]) + label.encode("ascii") for label in name.rstrip(".").split("."))
+    return struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0) + q + b"\0" + struct.pack(">HH", qtype, 1)
+
+
+def dns_question(payload):
+    """(qname, qtype) of a DNS message, or (None, None)."""
+    labels, i = [], 12
+    try:
+        while True:
+            n = payload[i]
+            if n == 0:
+                qtype = struct.unpack(">H", payload[i + 1:i + 3])[0]
+                return ".".join(labels).lower(), qtype
+            if n & 0xC0:
+                return None, None
+            labels.append(payload[i + 1:i + 1 + n].decode("ascii", "replace"))
+            i += 1 + n
+    except (IndexError, struct.error):
+        return None, None
+
+
+def dns_ask(server, name, qtype, timeout=2.0):
+    """(rcode, answer count) from a loopback DNS server over UDP."""
+    if not server.startswith("127."):
+        raise ValueError("refusing to query a non-loopback DNS server %s" % server)
+    pkt = dns_query_packet(name, qtype)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout)
+        s.sendto(pkt, (server, 53))
+        data = s.recv(4096)
+    if len(data) < 12 or data[:2] != pkt[:2]:
+        raise OSError("malformed DNS reply from %s" % server)
+    flags, _, ancount = struct.unpack(">HHH", data[2:8])
+    return flags & 0xF, ancount
+
+
+T_A, T_MX = 1, 15
+RCODES = {0: "NOERROR", 2: "SERVFAIL", 3: "NXDOMAIN", 5: "REFUSED"}
+
+
+# ------------------------------------------------------------------ unbound
+
+def _unbound_pids():
+    pids = set()
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                if os.readlink("/proc/%s/exe" % d) == UNBOUND:
+                    pids.add(int(d))
+            except OSError:
+                pass
+    return pids
+
+
+def _installed(pkg):
+    r = subprocess.run(["dpkg-query", "-W", "-f=${Status}", pkg], capture_output=True, text=True)
+    return r.returncode == 0 and r.stdout.strip() == "install ok installed"
+
+
+def ensure_unbound(say):
+    """Install Debian's unbound if it is missing, without letting the package start its service."""
+    if _installed("unbound") and os.access(UNBOUND, os.X_OK):
+        return
+    say("installing unbound (apt-get install -y unbound) with policy-rc.d denying service starts")
+    created, saved = False, None
+    if os.path.exists(POLICY_RC_D):
+        r = subprocess.run([POLICY_RC_D, "unbound", "start"], capture_output=True)
+        if r.returncode != 101:
+            saved = POLICY_RC_D + ".tlsguard-mx-run-saved"
+            os.rename(POLICY_RC_D, saved)
+    if not os.path.exists(POLICY_RC_D):
+        with open(POLICY_RC_D, "w") as f:
+            f.write("#!/bin/sh\n# tlsguard tests/e2e/mx_run.py: no service starts while unbound installs\n"
+                    "exit 101\n")
+        os.chmod(POLICY_RC_D, 0o755)
+        created = True
+    before = _unbound_pids()
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    try:
+        cmd = ["apt-get", "install", "-y", "unbound"]
+        r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+        if r.returncode != 0:
+            subprocess.run(["apt-get", "update"], capture_output=True, env=env, timeout=600)
+            r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+        if r.returncode != 0:
+            raise RuntimeError("apt-get install -y unbound failed (exit %d): %s" % (
+                r.returncode, (r.stderr or r.stdout).strip()[-500:]))
+    finally:
+        if created:
+            os.unlink(POLICY_RC_D)
+        if saved:
+            os.rename(saved, POLICY_RC_D)
+    started = _unbound_pids() - before
+    if started:  # the package started the system's service after all: stop that service only
+        say("the unbound package started the system service (pids %s); stopping it" % sorted(started))
+        subprocess.run(["/etc/init.d/unbound", "stop"], capture_output=True, timeout=60)
+        if _unbound_pids() & started:
+            raise RuntimeError("the system's unbound (pids %s) is still running after "
+                               "/etc/init.d/unbound stop" % sorted(_unbound_pids() & started))
+    if not os.access(UNBOUND, os.X_OK):
+        raise RuntimeError("%s is missing after apt-get install unbound" % UNBOUND)
+
+
+class Unbound:
+    """Our own unbound in the foreground, serving only the test zone on DNS_ADDR:53."""
+
+    def __init__(self, tmp, verbosity=1):
+        self.dir = os.path.join(tmp, "unbound")
+        os.makedirs(self.dir)
+        self.conf = os.path.join(self.dir, "unbound.conf")
+        self.log_path = os.path.join(self.dir, "unbound.log")
+        self.verbosity = verbosity
+        self.proc = None
+        self.mark = 0  # log lines before this one are the harness's own queries
+
+    def config(self):
+        lines = [
+            "# Written by tlsguard tests/e2e/mx_run.py: answers only from local zones, asks nobody.",
+            "server:",
+            "    interface: %s" % DNS_ADDR,
+            "    port: 53",
+            "    interface-automatic: no",
+            "    do-ip4: yes",
+            "    do-ip6: no",
+            "    do-udp: yes",
+            "    do-tcp: yes",
+            "    so-reuseport: no",
+            "    num-threads: 1",
+            "    access-control: 0.0.0.0/0 refuse",
+            "    access-control: 127.0.0.0/8 allow",
+            '    chroot: ""',
+            '    username: ""',
+            '    directory: "%s"' % self.dir,
+            '    pidfile: "%s"' % os.path.join(self.dir, "unbound.pid"),
+            "    do-daemonize: no",
+            "    use-syslog: no",
+            '    logfile: ""',
+            "    log-time-ascii: yes",
+            "    verbosity: %d" % self.verbosity,
+            "    log-queries: yes",
+            "    log-replies: yes",
+            "    log-local-actions: yes",
+            '    module-config: "iterator"',
+            "    prefetch: no",
+            # Nothing may be asked upstream: no forward-zone, every address off limits,
+            # and everything outside the test zone refused.
+            "    do-not-query-localhost: yes",
+            "    do-not-query-address: 0.0.0.0/0",
+            "    do-not-query-address: ::/0",
+            '    local-zone: "." refuse',
+            '    local-zone: "test." static',
+        ] + ['    local-data: "%s"' % rr for rr in ZONE] + [
+            "remote-control:",
+            "    control-enable: no",
+        ]
+        return "\n".join(lines) + "\n"
+
+    def start(self):
+        with open(self.conf, "w") as f:
+            f.write(self.config())
+        r = subprocess.run([UNBOUND_CHECKCONF, self.conf], capture_output=True, text=True, timeout=30)
+        if r.returncode != 0:
+            raise RuntimeError("unbound-checkconf %s: %s" % (self.conf, (r.stderr or r.stdout).strip()))
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen([UNBOUND, "-d", "-c", self.conf], stdin=subprocess.DEVNULL,
+                                         stdout=log, stderr=log, start_new_session=True)
+        deadline = time.monotonic() + TIMEOUT_DNS_READY
+        last = None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("unbound exited with %d at start%s" % (self.proc.returncode, self.log_tail()))
+            try:
+                rcode, n = dns_ask(DNS_ADDR, "mixed.test", T_MX, timeout=0.5)
+                if rcode == 0 and n == 2:
+                    return self
+                last = "rcode %s, %d answers" % (RCODES.get(rcode, rcode), n)
+            except OSError as e:
+                last = str(e)
+            time.sleep(0.1)
+        raise RuntimeError("unbound on %s:53 not answering within %.0fs (last: %s)%s" % (
+            DNS_ADDR, TIMEOUT_DNS_READY, last, self.log_tail()))
+
+    def stop(self):
+        """SIGTERM by pid; None if it exited, else a reason."""
+        if self.proc is None or self.proc.poll() is not None:
+            return None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(10)
+            return None
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            return "unbound did not exit within 10s of SIGTERM (killed)"
+
+    def log_lines(self):
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return f.read().splitlines()
+        except OSError:
+            return []
+
+    def log_tail(self, n=15):
+        lines = self.log_lines()[-n:]
+        return ("\n  --- unbound log ---\n" + "\n".join("  " + x for x in lines)) if lines else ""
+
+    def set_mark(self):
+        """From here on, queries in the log are the test's subjects' (Postfix, tlsguardd)."""
+        self.mark = len(self.log_lines())
+
+    def queried(self, name, qtype):
+        """Did unbound log a query for name/qtype (log-queries: "info: 127.0.0.1 NAME. MX IN")
+        since set_mark()?"""
+        pat = re.compile(r"info: 127\.\d+\.\d+\.\d+ %s\. %s IN$" % (re.escape(name), qtype), re.I)
+        return any(pat.search(line) for line in self.log_lines()[self.mark:])
+
+
+def check_dns_server():
+    """Our unbound answers the zone, NXDOMAIN inside test., REFUSED outside (forwards nothing)."""
+    p = []
+    for name, qtype, want_rcode, want_n in (("mixed.test", T_MX, 0, 2), ("insecure.test", T_MX, 0, 2),
+                                            ("notmx.test", T_MX, 0, 1), ("mx2.mixed.test", T_A, 0, 1),
+                                            ("nosuch.test", T_A, 3, 0), ("example.com", T_A, 5, 0),
+                                            ("debian.org", T_MX, 5, 0)):
+        try:
+            rcode, n = dns_ask(DNS_ADDR, name, qtype)
+        except OSError as e:
+            p.append("%s: %s" % (name, e))
+            continue
+        if rcode != want_rcode or n != want_n:
+            p.append("%s %s: %s with %d answers, expected %s with %d" % (
+                name, "MX" if qtype == T_MX else "A", RCODES.get(rcode, rcode), n,
+                RCODES[want_rcode], want_n))
+    return p
+
+
+# ------------------------------------------------------------------ canary resolver
+
+class Canary:
+    """A UDP 'DNS server' that answers REFUSED and records what it was asked."""
+
+    def __init__(self, addr):
+        self.addr = addr
+        self.queries = []  # (peer, qname, qtype)
+        self.sock = None
+        self.thread = None
+        self.stopping = threading.Event()
+
+    def start(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            self.sock.bind((self.addr, 53))
+        except OSError as e:
+            self.sock.close()
+            self.sock = None
+            raise OSError(e.errno, "canary resolver cannot bind %s:53: %s" % (self.addr, e.strerror)) from e
+        self.sock.settimeout(0.2)
+        self.thread = threading.Thread(target=self._loop, name="canary", daemon=True)
+        self.thread.start()
+        return self
+
+    def _loop(self):
+        while not self.stopping.is_set():
+            try:
+                data, peer = self.sock.recvfrom(4096)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            qname, qtype = dns_question(data)
+            self.queries.append((peer, qname, qtype))
+            if len(data) >= 12:
+                flags = struct.unpack(">H", data[2:4])[0]
+                reply = data[:2] + struct.pack(">H", 0x8000 | (flags & 0x7900) | 5) + data[4:6] + b"\0" * 6
+                end = data.find(b"\0", 12)
+                if end > 0:
+                    reply += data[12:end + 5]
+                try:
+                    self.sock.sendto(reply, peer)
+                except OSError:
+                    pass
+
+    def stop(self):
+        self.stopping.set()
+        if self.thread is not None:
+            self.thread.join(5)
+        if self.sock is not None:
+            self.sock.close()
+
+
+# ------------------------------------------------------------------ DNS leak watch
+
+class LeakWatch:
+    """Passive AF_PACKET capture of outbound DNS queries (UDP or TCP to port 53), IPv4 and IPv6.
+
+    One socket per interface, each with a classic BPF filter that passes only packets to port 53,
+    so the capture costs next to nothing however busy loopback is.  Queries seen on ``lo`` are
+    counted too (``lo_seen``): they are the test's own queries to our unbound and prove that the
+    watch works; queries on any other interface have left the machine (``seen``)."""
+
+    ETH_P_ALL = 0x0003
+    PACKET_OUTGOING = 4
+    SO_ATTACH_FILTER = 26
+    # Network header at offset 0 (SOCK_DGRAM): accept IPv4/IPv6 UDP or TCP to port 53.
+    FILTER = [
+        (0x30, 0, 0, 0),  # 0  ldb [0]
+        (0x74, 0, 0, 4),  # 1  rsh #4
+        (0x15, 0, 6, 4),  # 2  jeq #4 -> 3 (IPv4) : 9
+        (0x30, 0, 0, 9),  # 3  ldb [9] (protocol)
+        (0x15, 1, 0, 17),  # 4  jeq #17 -> 6 : 5
+        (0x15, 0, 10, 6),  # 5  jeq #6 -> 6 : 16
+        (0xb1, 0, 0, 0),  # 6  ldxb 4*([0]&0xf)
+        (0x48, 0, 0, 2),  # 7  ldh [x+2] (destination port)
+        (0x15, 6, 7, 53),  # 8  jeq #53 -> 15 : 16
+        (0x15, 0, 6, 6),  # 9  jeq #6 -> 10 (IPv6) : 16
+        (0x30, 0, 0, 6),  # 10 ldb [6] (next header)
+        (0x15, 1, 0, 17),  # 11 jeq #17 -> 13 : 12
+        (0x15, 0, 3, 6),  # 12 jeq #6 -> 13 : 16
+        (0x28, 0, 0, 42),  # 13 ldh [42] (destination port)
+        (0x15, 0, 1, 53),  # 14 jeq #53 -> 15 : 16
+        (0x06, 0, 0, 0xFFFF),  # 15 accept
+        (0x06, 0, 0, 0),  # 16 drop
+    ]
+
+    def __init__(self):
+        self.socks = []
+        self.seen = []  # (ifname, dst, proto, qname) on interfaces other than lo
+        self.lo_seen = 0
+        self.error = None
+        self.thread = None
+        self.stopping = threading.Event()
+        code = b"".join(struct.pack("HBBI", *ins) for ins in self.FILTER)
+        self._filter = ctypes.create_string_buffer(code, len(code))
+        self._fprog = struct.pack("HL", len(self.FILTER), ctypes.addressof(self._filter))
+
+    def start(self):
+        try:
+            for _, name in socket.if_nameindex():
+                s = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(self.ETH_P_ALL))
+                self.socks.append(s)
+                s.setsockopt(socket.SOL_SOCKET, self.SO_ATTACH_FILTER, self._fprog)
+                s.bind((name, self.ETH_P_ALL))
+                s.setblocking(False)
+        except OSError as e:
+            self.error = "cannot watch the interfaces: %s" % e
+            for s in self.socks:
+                s.close()
+            self.socks = []
+            return self
+        self.thread = threading.Thread(target=self._loop, name="leakwatch", daemon=True)
+        self.thread.start()
+        return self
+
+    def _loop(self):
+        socks = list(self.socks)
+        while socks and not self.stopping.is_set():
+            try:
+                ready, _, _ = select.select(socks, [], [], 0.2)
+            except (OSError, ValueError):
+                return
+            for s in ready:
+                while True:
+                    try:
+                        data, addr = s.recvfrom(65535)
+                    except (BlockingIOError, InterruptedError):
+                        break
+                    except OSError as e:
+                        if e.errno == errno.ENETDOWN:  # reported once for an interface that is down
+                            continue
+                        socks.remove(s)
+                        self.error = "watching %s: %s" % (s.getsockname()[0], e)
+                        break
+                    if addr[2] != self.PACKET_OUTGOING:
+                        continue
+                    hit = self._dns(addr[1], data)
+                    if hit and addr[0] == "lo":
+                        self.lo_seen += 1
+                    elif hit:
+                        self.seen.append((addr[0],) + hit)
+
+    @staticmethod
+    def _dns(ethertype, pkt):
+        """(dst, 'udp'|'tcp', qname) if pkt is IPv4/IPv6 to port 53, else None."""
+        try:
+            if ethertype == 0x0800 and pkt[0] >> 4 == 4:
+                off, proto, dst = (pkt[0] & 15) * 4, pkt[9], socket.inet_ntop(socket.AF_INET, pkt[16:20])
+            elif ethertype == 0x86DD and pkt[0] >> 4 == 6:
+                off, proto, dst = 40, pkt[6], socket.inet_ntop(socket.AF_INET6, pkt[24:40])
+            else:
+                return None
+            if proto not in (6, 17) or struct.unpack(">H", pkt[off + 2:off + 4])[0] != 53:
+                return None
+            if proto == 17:
+                return dst, "udp", dns_question(pkt[off + 8:])[0]
+            payload = pkt[off + (pkt[off + 12] >> 4) * 4:]
+            return dst, "tcp", dns_question(payload[2:])[0] if len(payload) > 14 else None
+        except (IndexError, struct.error, ValueError):
+            return None
+
+    def stop(self):
+        self.stopping.set()
+        if self.thread is not None:
+            self.thread.join(5)
+        for s in self.socks:
+            s.close()
+
+
+def is_test_name(qname):
+    """A name only this test would ask for."""
+    if not qname:
+        return False
+    q = qname.lower().rstrip(".")
+    return q == "test" or q.endswith(".test") or q.endswith(".invalid") or q.endswith(".127.in-addr.arpa")
+
+
+# ------------------------------------------------------------------ Postfix in a mount namespace
+
+def write_resolv(path, server):
+    with open(path, "w") as f:
+        f.write("# tlsguard tests/e2e/mx_run.py\nnameserver %s\n" % server)
+    os.chmod(path, 0o644)
+
+
+def ns_resolv_conf(pid):
+    """/etc/resolv.conf as process pid sees it (through its mount namespace)."""
+    try:
+        with open("/proc/%d/root/etc/resolv.conf" % pid) as f:
+            return f.read()
+    except OSError as e:
+        return "<%s>" % e
+
+
+def nameservers(text):
+    return [line.split()[1] for line in text.splitlines() if line.split()[:1] == ["nameserver"]
+            and len(line.split()) > 1]
+
+
+class NsPostfix(PostfixInstance):
+    """A PostfixInstance whose master runs in a private mount namespace with our resolv.conf."""
+
+    def __init__(self, *args, resolv_conf, **kw):
+        super().__init__(*args, **kw)
+        self.resolv_conf = resolv_conf
+
+    def start(self):
+        self.write_config()
+        script = 'mount --bind "$1" /etc/resolv.conf && echo $$ > "$2" && exec "$3" -c "$4" start'
+        self._running = True
+        r = subprocess.run([UNSHARE, "-m", "--propagation", "private", "/bin/sh", "-c", script, "sh",
+                            self.resolv_conf, self.cgroup.procs_file, POSTFIX, self.conf],
+                           capture_output=True, text=True, timeout=60)
+        if r.returncode != 0:
+            raise PostfixError("postfix start (in a mount namespace) failed (exit %d): %s%s%s" % (
+                r.returncode, r.stdout, r.stderr, self.log_tail()))
+        self.master_pid = self._read_master_pid()
+        if self.master_pid is None or self.master_pid not in self.cgroup.pids():
+            raise PostfixError("Postfix master (pid %s) is not in cgroup %s (members: %s)" % (
+                self.master_pid, self.cgroup.path, self.cgroup.pids()))
+        seen = nameservers(ns_resolv_conf(self.master_pid))
+        if seen != [DNS_ADDR]:
+            raise PostfixError("Postfix master sees nameservers %s in /etc/resolv.conf, expected [%s]" % (
+                seen, DNS_ADDR))
+        return self
+
+
+def ns_daemon(daemon, resolv_conf):
+    """Run run.py's Daemon's tlsguardd in a private mount namespace with resolv_conf bind-mounted.
+    unshare and sh exec into tlsguardd: the pid that Daemon signals is tlsguardd's."""
+    daemon.argv = [UNSHARE, "-m", "--propagation", "private", "/bin/sh", "-c",
+                   'mount --bind "$0" /etc/resolv.conf && exec "$@"', resolv_conf] + daemon.argv
+    return daemon
+
+
+# ------------------------------------------------------------------ cases
+
+class Ctx:
+    def __init__(self, pf, mxs, unbound, daemon, run_id):
+        self.pf, self.mxs, self.unbound, self.daemon, self.run_id = pf, mxs, unbound, daemon, run_id
+        self.mails = {}  # case name -> Mail
+        self.outcomes = {}
+        self.bounces = {}
+
+    def rcpt(self, case, domain):
+        return "%s.%s@%s" % (case.replace("_", "-"), self.run_id, domain)
+
+    def daemon_lines(self):
+        try:
+            with open(self.daemon.log_path, errors="replace") as f:
+                return f.read().splitlines()
+        except OSError:
+            return []
+
+    def log_for(self, mail):
+        o = self.outcomes.get(mail.marker)
+        if o is None or o.queue_id is None:
+            return []
+        return [line for line in self.pf.log_lines() if (m := _LOG_RE.search(line)) and m.group(3) == o.queue_id]
+
+
+CASE_DOMAINS = {
+    "mixed_secure_second_mx": "mixed.test",
+    "all_mx_insecure": "insecure.test",
+    "mixed_other_sender": "mixed.test",
+    "held_host_not_an_mx": "notmx.test",
+}
+
+
+def carriers(ctx, mail):
+    """(mx key, connection, transaction) whose body carries the mail's marker."""
+    return [(key, c, t) for key, mx in ctx.mxs.items() for c in mx.connections() for t in c.transactions()
+            if t.data is not None and any(mail.marker in line for line in t.data)]
+
+
+def traces_at(ctx, mail, keys):
+    """Anything of the mail's transaction at the MXs in keys: MAIL FROM of its sender, RCPT of its
+    recipients, its marker."""
+    sender = normalize(mail.sender)
+    rcpts = {"<%s>" % r.lower() for r in mail.recipients}
+    found = []
+    for key in keys:
+        for c in ctx.mxs[key].connections():
+            where = "%s#%d" % (key, c.id)
+            if any(t.sender and normalize(t.sender) == sender for t in c.transactions()):
+                found.append("%s: MAIL FROM:<%s>" % (where, mail.sender))
+            for line in c.lines():
+                low = line.lower()
+                if mail.marker in line or (low.startswith("rcpt to:") and any(r in low for r in rcpts)):
+                    found.append("%s: %r" % (where, line[:60]))
+    return found
+
+
+def check_status(ctx, mail, status, relay=None, dsn=None, text=None):
+    o = ctx.outcomes.get(mail.marker)
+    if o is None or o.queue_id is None:
+        return ["never picked up (no cleanup message-id line in Postfix's log)"]
+    p = []
+    for r in mail.recipients:
+        s = o.status_of(r)
+        if s is None:
+            p.append("<%s>: no final status in Postfix's log (expected %s)" % (r, status))
+            continue
+        if s.status != status:
+            p.append("<%s>: status=%s dsn=%s (%s), expected %s" % (r, s.status, s.dsn, s.text, status))
+            continue
+        if relay and not s.relay.startswith(relay):
+            p.append("<%s>: relay=%s, expected %s" % (r, s.relay, relay))
+        if dsn and s.dsn != dsn:
+            p.append("<%s>: dsn=%s (%s), expected %s" % (r, s.dsn, s.text, dsn))
+        if text and text not in s.text:
+            p.append("<%s>: %r lacks %r" % (r, s.text, text))
+    return p
+
+
+def check_dsn(ctx, mail, expected):
+    dsns = ctx.bounces.get(mail.marker, [])
+    if not expected:
+        return ["unexpected DSN in the mailbox of <%s>" % mail.sender] if dsns else []
+    if len(dsns) != 1:
+        return ["%d DSNs in the mailbox of <%s>, expected 1" % (len(dsns), mail.sender)]
+    report = " ".join(bounce_report(dsns[0]).split())
+    p = []
+    for r in mail.recipients:
+        if "<%s>" % r.lower() not in report.lower():
+            p.append("the DSN does not name <%s>" % r)
+    if TLS_TEXT not in report:
+        p.append("the DSN lacks %r" % TLS_TEXT)
+    return p
+
+
+def no_transactions(ctx, keys):
+    return ["%s#%d saw MAIL FROM:%s" % (key, c.id, t.mail_from)
+            for key in keys for c in ctx.mxs[key].connections() for t in c.transactions()]
+
+
+def early_deferrals(ctx, mail):
+    """A mail that must bounce at once: any 450 or deferral before it is a problem."""
+    early = [line.split(": ", 2)[-1] for line in ctx.log_for(mail)
+             if " said: 450 " in line or "status=deferred" in line]
+    if early:
+        return ["%d deferral(s) or 450(s) in Postfix's log, the first: %s" % (len(early), early[0][:200])]
+    return []
+
+
+def case_mixed_secure(ctx, mail):
+    p = check_status(ctx, mail, "sent", relay="mx2.mixed.test[127.0.0.71]:25")
+    said = [line for line in ctx.log_for(mail)
+            if "host mx1.mixed.test[127.0.0.70] said: " + TEXT_450 in line and "in reply to MAIL FROM" in line]
+    if not said:
+        p.append("no %r from mx1.mixed.test[127.0.0.70] (in reply to MAIL FROM) in Postfix's log" % TEXT_450)
+    bounced_or_deferred = [line for line in ctx.log_for(mail) if "status=deferred" in line or "status=bounced" in line]
+    if bounced_or_deferred:
+        p.append("Postfix logged %s" % bounced_or_deferred[0].split(": ", 2)[-1][:160])
+    got = carriers(ctx, mail)
+    if len(got) != 1:
+        p.append("the body reached the MXs %d times, expected once (at mixed2)" % len(got))
+    for key, c, t in got:
+        if key != "mixed2":
+            p.append("delivered to %s, expected mixed2" % key)
+        if t.tls_version != "TLSv1.3":
+            p.append("MAIL FROM reached %s under %s, expected TLSv1.3" % (key, t.tls_version or "plaintext"))
+        if t.sender != mail.sender or {r.lower() for r in t.recipients} != {r.lower() for r in mail.recipients}:
+            p.append("%s saw MAIL FROM:<%s> RCPT %s" % (key, t.sender, t.recipients))
+    p += traces_at(ctx, mail, ["mixed1"])
+    # tlsguardd's own STARTTLS probe of mx2: a TLS connection that carried no transaction,
+    # opened before the delivering one.
+    deliveries = [c for key, c, _ in got if key == "mixed2"]
+    first_delivery = min((c.snapshot()[0].t for c in deliveries), default=None)
+    probes = [c for c in ctx.mxs["mixed2"].connections() if c.tls_version and not c.transactions()
+              and (first_delivery is None or c.snapshot()[0].t < first_delivery)]
+    if not probes:
+        p.append("mx2 saw no STARTTLS probe (a TLS connection without MAIL) before the delivery")
+    p += check_dsn(ctx, mail, expected=False)
+    return p
+
+
+def case_all_insecure(ctx, mail):
+    p = check_status(ctx, mail, "bounced", relay="mx1.insecure.test[127.0.0.72]:25", dsn=TLS_DSN, text=TLS_TEXT)
+    p += early_deferrals(ctx, mail)
+    p += no_transactions(ctx, ["insec1", "insec2"])
+    p += traces_at(ctx, mail, list(ctx.mxs))
+    # Postfix bounced at mx1 and never went to mx2: a connection there is tlsguardd's probe.
+    if not any("EHLO" in c.verbs() for c in ctx.mxs["insec2"].connections()):
+        p.append("mx2.insecure.test[127.0.0.73] was never probed (no connection with EHLO)")
+    p += check_dsn(ctx, mail, expected=True)
+    return p
+
+
+def case_other_sender(ctx, mail):
+    p = check_status(ctx, mail, "sent", relay="mx1.mixed.test[127.0.0.70]:25")
+    got = carriers(ctx, mail)
+    if len(got) != 1:
+        p.append("the body reached the MXs %d times, expected once (at mixed1)" % len(got))
+    for key, c, t in got:
+        if key != "mixed1":
+            p.append("delivered to %s, expected mixed1" % key)
+        if t.tls_version is not None:
+            p.append("MAIL FROM reached %s under %s, expected plaintext" % (key, t.tls_version))
+        if t.sender != mail.sender or {r.lower() for r in t.recipients} != {r.lower() for r in mail.recipients}:
+            p.append("%s saw MAIL FROM:<%s> RCPT %s" % (key, t.sender, t.recipients))
+    touched = [line for line in ctx.daemon_lines() if "from=<%s>" % mail.sender in line]
+    if touched:
+        p.append("tlsguardd acted on it: %s" % touched[0])
+    p += check_dsn(ctx, mail, expected=False)
+    return p
+
+
+def case_not_an_mx(ctx, mail):
+    p = check_status(ctx, mail, "bounced", relay="127.0.0.74[127.0.0.74]:25", dsn=TLS_DSN, text=TLS_TEXT)
+    p += early_deferrals(ctx, mail)
+    p += no_transactions(ctx, ["notmx-relay", "notmx-mx"])
+    p += traces_at(ctx, mail, list(ctx.mxs))
+    # Postfix does not look notmx.test up (transport_maps has [127.0.0.74]): the MX query is tlsguardd's.
+    if not ctx.unbound.queried("notmx.test", "MX"):
+        p.append("unbound logged no MX query for notmx.test (did tlsguardd look at the domain?)")
+    p += check_dsn(ctx, mail, expected=True)
+    return p
+
+
+def case_not_an_mx_info(ctx, mail):
+    n = len(ctx.mxs["notmx-mx"].connections())
+    return ["connections at mx.notmx.test[127.0.0.75] (the domain's TLS MX, never to be probed): %d" % n]
+
+
+def case_mixed_secure_info(ctx, mail):
+    lines = []
+    o = ctx.outcomes.get(mail.marker)
+    if o:
+        for s in o.statuses.values():
+            m = re.search(r"delay=([\d.]+), delays=([\d./]+)", s.line)
+            if m:
+                lines.append("status=%s via %s, delay=%s (delays=%s)" % (s.status, s.relay, m.group(1), m.group(2)))
+    return lines
+
+
+CASES = [
+    ("mixed_secure_second_mx", case_mixed_secure, case_mixed_secure_info),
+    ("all_mx_insecure", case_all_insecure, None),
+    ("mixed_other_sender", case_other_sender, None),
+    ("held_host_not_an_mx", case_not_an_mx, case_not_an_mx_info),
+]
+
+
+def describe_conns(mx):
+    out = []
+    for c in mx.connections():
+        verbs = c.verbs()
+        out.append("#%d%s %s" % (c.id, " " + c.tls_version if c.tls_version else "", " ".join(verbs[:12])))
+    return out or ["no connections"]
+
+
+def wait_all(ctx):
+    mails = list(ctx.mails.values())
+    ctx.outcomes = ctx.pf.wait_final(mails, TIMEOUT_STATUS)
+    wanted = [(m.sender, m.marker) for m in mails
+              if any(s.status == "bounced" for s in ctx.outcomes[m.marker].statuses.values())]
+    ctx.pf.wait_bounces(wanted, TIMEOUT_BOUNCE)
+    time.sleep(0.5)  # let anything unexpected (a second DSN, late MX lines) show up
+    ctx.outcomes = ctx.pf.outcomes(mails)
+    ctx.bounces = {m.marker: ctx.pf.bounces_for(m.sender, m.marker) for m in mails}
+
+
+def check_isolation(ctx, daemon, canary, watch, host_resolv_before):
+    p = []
+    for who, pid, want in (("Postfix master", ctx.pf.master_pid, DNS_ADDR),
+                           ("tlsguardd", daemon.proc.pid if daemon.proc else None, CANARY_ADDR)):
+        if pid is None:
+            continue
+        seen = nameservers(ns_resolv_conf(pid))
+        if seen != [want]:
+            p.append("%s sees nameservers %s, expected [%s]" % (who, seen, want))
+    with open("/etc/resolv.conf") as f:
+        if f.read() != host_resolv_before:
+            p.append("the machine's /etc/resolv.conf changed during the run")
+    if canary.queries:
+        p.append("the system resolver of tlsguardd (canary %s) was asked: %s" % (
+            CANARY_ADDR, ", ".join("%s type %s" % (q, t) for _, q, t in canary.queries[:5])))
+    for domain in ("mixed.test", "insecure.test", "notmx.test"):
+        if not ctx.unbound.queried(domain, "MX"):
+            p.append("unbound logged no MX query for %s" % domain)
+    if watch.error:
+        p.append("DNS leak watch: %s" % watch.error)
+    elif watch.lo_seen == 0:
+        p.append("the DNS leak watch saw not even the test's own queries to %s on lo" % DNS_ADDR)
+    leaks = [s for s in watch.seen if is_test_name(s[3])]
+    if leaks:
+        p.append("DNS queries of the test left the machine: %s" % ", ".join(
+            "%s via %s to %s (%s)" % (q, ifn, dst, proto) for ifn, dst, proto, q in leaks[:5]))
+    return p
+
+
+def run_cases(args, ctx, daemon, canary, watch, host_resolv_before, report):
+    for name, _, _ in CASES:
+        ctx.mails[name] = ctx.pf.send(SENDERS[name], [ctx.rcpt(name, CASE_DOMAINS[name])], subject=name)
+    wait_all(ctx)
+    for name, check, info in CASES:
+        mail = ctx.mails[name]
+        problems = check(ctx, mail)
+        report(name, problems)
+        if info:
+            for line in info(ctx, mail):
+                print("    " + line, flush=True)
+        if problems and args.verbose:
+            for line in ctx.log_for(mail):
+                print("    " + line)
+            for key in ctx.mxs:
+                print("    %s: %s" % (key, "; ".join(describe_conns(ctx.mxs[key]))))
+    report("dns_isolation", check_isolation(ctx, daemon, canary, watch, host_resolv_before))
+    others = [s for s in watch.seen if not is_test_name(s[3])]
+    if others:
+        print("    note: %d other DNS queries left this machine during the run (not the test's names), "
+              "e.g. %s" % (len(others), ", ".join(str(s[3]) for s in others[:3])), flush=True)
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--tlsguardd", default=os.path.join(REPO, "build", "tlsguardd"))
+    ap.add_argument("--tlsguardctl", default=os.path.join(REPO, "build", "tlsguardctl"))
+    ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs, queue, mailboxes, unbound)")
+    ap.add_argument("-v", "--verbose", action="store_true",
+                    help="show log lines of failed cases, tlsguardd's and unbound's logs")
+    return ap.parse_args(argv)
+
+
+def _on_sigterm(signum, frame):
+    raise KeyboardInterrupt("SIGTERM")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if os.geteuid() != 0:
+        print("mx_run.py must run as root (cgroups, port 25, Postfix, unbound, mount namespaces)",
+              file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    results = []
+
+    def report(name, problems):
+        results.append((name, problems))
+        if problems:
+            more = " (+%d more)" % (len(problems) - 5) if len(problems) > 5 else ""
+            print("FAIL %s: %s%s" % (name, "; ".join(problems[:5]), more), flush=True)
+        else:
+            print("PASS %s" % name, flush=True)
+
+    def say(text):
+        print("    " + text, flush=True)
+
+    tmp = cgroup = pf = daemon = unbound = canary = watch = None
+    mxs = {}
+    interrupted = False
+    t0 = time.monotonic()
+    try:
+        try:
+            check_postfix_installed()
+            for path in (args.tlsguardd, args.tlsguardctl):
+                if not os.access(path, os.X_OK):
+                    raise RuntimeError("%s is missing or not executable (run make)" % path)
+            ensure_unbound(say)
+            with open("/etc/resolv.conf") as f:
+                host_resolv_before = f.read()
+            tmp = tempfile.mkdtemp(prefix="tlsguard-e2e-mx-")
+            os.chmod(tmp, 0o755)
+            watch = LeakWatch().start()
+            unbound = Unbound(tmp, verbosity=2 if args.verbose else 1).start()
+            report("dns_server", check_dns_server())
+            time.sleep(0.2)  # unbound's log lines of those queries
+            unbound.set_mark()
+            canary = Canary(CANARY_ADDR).start()
+            pf_resolv = os.path.join(tmp, "resolv.conf.postfix")
+            write_resolv(pf_resolv, DNS_ADDR)
+            daemon_resolv = os.path.join(tmp, "resolv.conf.tlsguardd")
+            write_resolv(daemon_resolv, CANARY_ADDR)
+            cgroup = Cgroup.create("tlsguard-e2e-mx")
+            jsonl = os.path.join(tmp, "mx.jsonl")
+            for key, (host, opts) in MXS.items():
+                mxs[key] = TestMX(host, 25, name=key, jsonl_path=jsonl, tls=opts).start()
+            pf = NsPostfix(os.path.join(tmp, "postfix"), cgroup, TRANSPORTS, MAILBOX_DOMAINS,
+                           mailboxes=MAILBOXES, extra_main=POSTFIX_MAIN, resolv_conf=pf_resolv)
+            os.makedirs(pf.root)
+            pf.start()
+            senders_path = os.path.join(tmp, "senders")
+            with open(senders_path, "w") as f:
+                f.write(SENDERS_FILE)
+            daemon = Daemon(args.tlsguardd, args.tlsguardctl, cgroup.path, senders_path,
+                            os.path.join(tmp, "tlsguardd.sock"), os.path.join(tmp, "tlsguardd.log"))
+            daemon.argv += ["--mx-check", DNS_ADDR, "-v"]
+            ns_daemon(daemon, daemon_resolv).start()
+        except (PostfixMissing, PostfixError, RuntimeError, OSError, subprocess.SubprocessError) as e:
+            report("setup", [str(e)])
+        else:
+            try:
+                ctx = Ctx(pf, mxs, unbound, daemon, secrets.token_hex(3))
+                run_cases(args, ctx, daemon, canary, watch, host_resolv_before, report)
+            except Exception as e:  # noqa: BLE001 -- a harness error is one failure, and cleanup still runs
+                report("harness", ["%s: %s" % (type(e).__name__, e)])
+            if args.verbose:
+                print(daemon.log_tail(60))
+                print(unbound.log_tail(40))
+    except KeyboardInterrupt:
+        interrupted = True
+        report("interrupted", ["Ctrl-C or SIGTERM; cleaned up"])
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # cleanup is bounded; let it finish
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        cleanup_problems = []
+        if daemon is not None:
+            why = daemon.stop()
+            if not interrupted and not daemon.died_early:
+                report("tlsguardd_shutdown", [why] if why else [])
+        if pf is not None:
+            try:
+                pf.stop()
+            except (PostfixError, OSError, subprocess.SubprocessError) as e:
+                cleanup_problems.append(str(e))
+        for mx in mxs.values():
+            mx.stop()
+        if canary is not None:
+            canary.stop()
+        if watch is not None:
+            watch.stop()
+        if unbound is not None:
+            why = unbound.stop()
+            if why:
+                cleanup_problems.append(why)
+        if cgroup is not None:
+            try:
+                cgroup.remove()
+            except (RuntimeError, OSError) as e:
+                cleanup_problems.append(str(e))
+        if cleanup_problems:
+            report("cleanup", cleanup_problems)
+        if tmp is not None:
+            if args.keep:
+                print("kept %s" % tmp, file=sys.stderr)
+            else:
+                shutil.rmtree(tmp, ignore_errors=True)
+    failed = sum(1 for _, p in results if p)
+    print("(%.1fs)" % (time.monotonic() - t0), file=sys.stderr)
+    print("%d passed, %d failed" % (len(results) - failed, failed), flush=True)
+    return 1 if failed or interrupted else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
