@@ -19,7 +19,7 @@
 #include "tg_inject.h"
 #include "tg_log.h"
 
-enum { K_OTHER, K_MAIL, K_RCPT, K_DATA, K_END };
+enum { K_OTHER, K_MAIL, K_RCPT, K_DATA, K_END, K_RESET };
 
 /* OpenSSL's name of a cipher suite, by its two-byte id. */
 static const char *tg_cipher_name(__u16 id)
@@ -355,9 +355,13 @@ static void tg_audit_command(struct tg_audit *au, struct tg_audit_flow *f,
 		}
 	} else if (strcmp(verb, "DATA") == 0 || strcmp(verb, "BDAT") == 0) {
 		tg_audit_push(f, strcmp(verb, "DATA") == 0 ? K_DATA : K_END, 0);
+	} else if (strcmp(verb, "RSET") == 0 || strcmp(verb, "QUIT") == 0) {
+		/*
+		 * The attempt ends at this command's reply, not here: the MTA
+		 * pipelines QUIT behind the message, whose reply comes first.
+		 */
+		tg_audit_push(f, K_RESET, 0);
 	} else {
-		if (strcmp(verb, "RSET") == 0 || strcmp(verb, "QUIT") == 0)
-			tg_audit_end(au, f, NULL);
 		tg_audit_push(f, K_OTHER, 0);
 	}
 }
@@ -429,6 +433,9 @@ static void tg_audit_reply(struct tg_audit *au, struct tg_audit_flow *f,
 					 "delivered" :
 					 code >= 500 ? "rejected-by-host" :
 						       "deferred");
+		tg_audit_end(au, f, NULL);
+		break;
+	case K_RESET:
 		tg_audit_end(au, f, NULL);
 		break;
 	}

@@ -35,6 +35,7 @@ static void tg_uprobe_lib(struct tg_uprobes *u, struct tlsguard *skel,
 		int optional;
 	} probes[TG_UPROBE_PER_LIB] = {
 		{ skel->progs.tg_ssl_set_fd, "SSL_set_fd", 0, 0 },
+		{ skel->progs.tg_ssl_connect, "SSL_connect", 0, 1 },
 		{ skel->progs.tg_ssl_write, "SSL_write", 0, 0 },
 		{ skel->progs.tg_ssl_read, "SSL_read", 0, 0 },
 		{ skel->progs.tg_ssl_read_ret, "SSL_read", 1, 0 },

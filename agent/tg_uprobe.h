@@ -15,7 +15,8 @@
  *	processes the MTA starts later are covered from their first call,
  *	and every libssl that a process in cgroup_dir or below has mapped
  *	(from /proc/PID/maps), for MTAs that bring their own. Each distinct
- *	file (by device and inode) is probed once: SSL_set_fd, SSL_write,
+ *	file (by device and inode) is probed once: SSL_set_fd, SSL_connect,
+ *	SSL_write,
  *	SSL_write_ex, SSL_read and SSL_read_ex. The probes fire in every
  *	process that maps the file; the BPF programs keep only the guarded
  *	cgroup's. It is called at start and again from time to time.
@@ -28,7 +29,7 @@
 #include <sys/types.h>
 
 #define TG_UPROBE_LIBS_MAX	16
-#define TG_UPROBE_PER_LIB	7
+#define TG_UPROBE_PER_LIB	8
 
 struct tlsguard;
 struct bpf_link;

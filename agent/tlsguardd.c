@@ -223,6 +223,18 @@ static int tg_libbpf_print(enum libbpf_print_level level, const char *fmt,
 	return vfprintf(stderr, fmt, ap);
 }
 
+/* The sender as kept by the kernel, made printable. */
+static void tg_printable(const char *in, size_t inlen, char *out, size_t len)
+{
+	size_t i, n = 0;
+
+	for (i = 0; i < inlen && in[i] && n + 1 < len; i++)
+		out[n++] = (in[i] > ' ' && in[i] < 0x7f) ? in[i] : '?';
+	if (n == 0 && len > 1)
+		out[n++] = '-';
+	out[n] = 0;
+}
+
 static const char *tg_why_name(__u32 why)
 {
 	switch (why) {
@@ -298,10 +310,19 @@ static int tg_on_event(void *ctx, void *data, size_t len)
 		tg_event_flow(e, &f, name, sizeof(name));
 		err = tg_kill_flow(&ag->kill, &f);
 		tg_audit_killed(&ag->audit, e);
-		if (e->why == TG_WHY_WEAK_TLS)
-			msg_info("%s: held: TLS 1.2 or higher is required, but "
-				 "host negotiated %s: connection destroyed",
-				 name, tg_tls_version_name(e->tls_version));
+		if (e->why == TG_WHY_WEAK_TLS) {
+			struct tg_flow kf;
+			char from[TG_SENDER_MAX + 1] = "";
+
+			if (bpf_map_lookup_elem(bpf_map__fd(ag->skel->maps.tg_flows),
+						&e->cookie, &kf) == 0)
+				tg_printable(kf.sender, sizeof(kf.sender), from,
+					     sizeof(from));
+			msg_info("%s: from=<%s>: held: TLS 1.2 or higher is "
+				 "required, but host negotiated %s: connection "
+				 "destroyed", name, from,
+				 tg_tls_version_name(e->tls_version));
+		}
 		else
 			msg_info("%s: failed closed (%s): connection %s", name,
 				 tg_why_name(e->why),
@@ -428,18 +449,6 @@ static const char *tg_state_name(__u32 state)
 	return "?";
 }
 
-/* The sender as kept by the kernel, made printable. */
-static void tg_printable(const char *in, size_t inlen, char *out, size_t len)
-{
-	size_t i, n = 0;
-
-	for (i = 0; i < inlen && in[i] && n + 1 < len; i++)
-		out[n++] = (in[i] > ' ' && in[i] < 0x7f) ? in[i] : '?';
-	if (n == 0 && len > 1)
-		out[n++] = '-';
-	out[n] = 0;
-}
-
 static int tg_flows(struct tg_agent *ag, char *out, size_t len)
 {
 	int fd = bpf_map__fd(ag->skel->maps.tg_flows);
@@ -468,6 +477,7 @@ static int tg_flows(struct tg_agent *ag, char *out, size_t len)
 			     "%-40s %-10s %-8s %-8s %-6llu %s\n", name,
 			     tg_state_name(f.state),
 			     tg_tls_version_name(f.tls_version),
+			     f.implicit_tls ? "implicit" :
 			     f.starttls_offered ? "offered" : "-",
 			     (unsigned long long)((ns - f.start_ns) /
 						  1000000000ULL),

@@ -7,7 +7,7 @@
  *	The uprobes are attached to the library file, so they fire in every
  *	process that maps it; they act only for tasks in the guarded cgroup.
  *
- *	SSL_set_fd(ssl, fd) ties a session to a flow: the fd is looked up in
+ *	SSL_set_fd(ssl, fd) (and SSL_connect) ties a session to a flow: the fd is looked up in
  *	the calling task's file table, and the socket's cookie (which
  *	tg_sockops made when it tracked the socket) names the flow. No
  *	OpenSSL structure is read: the call itself gives the answer. The
@@ -95,6 +95,21 @@ int BPF_KPROBE(tg_ssl_set_fd, void *ssl, int fd)
 		return 0;		/* not a guarded flow */
 	bpf_map_update_elem(&tg_ssl, &key, &cookie, BPF_ANY);
 	f->ssl_seen = 1;
+	return 0;
+}
+
+/*
+ * SSL_connect(ssl): the handshake starts on a session tied to a flow. It
+ * confirms the tie for sessions whose SSL_set_fd ran before the probes
+ * were attached (an MTA started before tlsguardd).
+ */
+SEC("uprobe")
+int BPF_KPROBE(tg_ssl_connect, void *ssl)
+{
+	struct tg_flow *f = tg_ssl_flow((__u64)(long)ssl);
+
+	if (f)
+		f->ssl_seen = 1;
 	return 0;
 }
 
@@ -262,12 +277,13 @@ int BPF_KPROBE(tg_ssl_write_ex, void *ssl, const void *buf, __u64 num)
 }
 
 static __always_inline void tg_ssl_read_enter(void *ssl, void *buf,
-					      void *readbytes)
+					      __u64 num, void *readbytes)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct tg_ssl_read r = {
 		.ssl = (__u64)(long)ssl,
 		.buf = (__u64)(long)buf,
+		.num = num,
 		.readbytes = (__u64)(long)readbytes,
 	};
 	struct tg_flow *f = tg_ssl_flow(r.ssl);
@@ -276,7 +292,11 @@ static __always_inline void tg_ssl_read_enter(void *ssl, void *buf,
 		bpf_map_update_elem(&tg_ssl_reads, &id, &r, BPF_ANY);
 }
 
-static __always_inline void tg_ssl_read_return(long ret)
+/*
+ * Both SSL_read and SSL_read_ex return an int: -1 (0xffffffff in the
+ * register's low half) must not pass for a count.
+ */
+static __always_inline void tg_ssl_read_return(int ret)
 {
 	__u64 id = bpf_get_current_pid_tgid(), n = 0;
 	struct tg_uscan s = {};
@@ -294,6 +314,8 @@ static __always_inline void tg_ssl_read_return(long ret)
 	} else if (ret > 0) {
 		n = (__u64)ret;
 	}
+	if (n > r->num)
+		n = 0;		/* not a count this call could have returned */
 	s.buf = r->buf;
 	bpf_map_delete_elem(&tg_ssl_reads, &id);
 	if (!f || (f->state != TG_FS_WEAK && f->state != TG_FS_TLS) || n == 0)
@@ -309,7 +331,7 @@ static __always_inline void tg_ssl_read_return(long ret)
 SEC("uprobe")
 int BPF_KPROBE(tg_ssl_read, void *ssl, void *buf, int num)
 {
-	tg_ssl_read_enter(ssl, buf, NULL);
+	tg_ssl_read_enter(ssl, buf, num > 0 ? (__u64)num : 0, NULL);
 	return 0;
 }
 
@@ -317,13 +339,13 @@ SEC("uprobe")
 int BPF_KPROBE(tg_ssl_read_ex, void *ssl, void *buf, __u64 num,
 	       void *readbytes)
 {
-	tg_ssl_read_enter(ssl, buf, readbytes);
+	tg_ssl_read_enter(ssl, buf, num, readbytes);
 	return 0;
 }
 
 SEC("uretprobe")
 int BPF_KRETPROBE(tg_ssl_read_ret, long ret)
 {
-	tg_ssl_read_return(ret);
+	tg_ssl_read_return((int)ret);
 	return 0;
 }

@@ -150,6 +150,7 @@ struct tg_ssl_key {
 struct tg_ssl_read {
 	__u64 ssl;
 	__u64 buf;
+	__u64 num;		/* size of buf */
 	__u64 readbytes;	/* SSL_read_ex: where the count goes, else 0 */
 };
 

@@ -41,7 +41,7 @@ TLS
 ---
 ``TLSOptions(version=None, min_version=None, max_version=None,
 starttls="offer", fail="close", ciphers=None, certfile=None, keyfile=None,
-starttls_keyword="STARTTLS", starttls_last=False)``:
+starttls_keyword="STARTTLS", starttls_last=False, implicit=False)``:
 
 * ``version`` pins min and max to one of ``"1.0"``, ``"1.1"``, ``"1.2"``,
   ``"1.3"`` (or an ``ssl.TLSVersion``); ``min_version``/``max_version`` set
@@ -79,6 +79,15 @@ starttls_keyword="STARTTLS", starttls_last=False)``:
   ``StartTLS``, to test case-insensitive parsers); ``starttls_last`` puts it
   on the last line of the EHLO reply (``250 STARTTLS``) instead of before
   8BITMIME.
+* ``implicit=True``: implicit TLS (SMTPS, RFC 8314; for port 465).  The
+  handshake starts right after accept, before any byte of SMTP; then the
+  whole dialogue, greeting included, runs inside TLS exactly as after
+  STARTTLS (EHLO does not list STARTTLS; STARTTLS gets ``554 5.5.1``), and
+  every line is recorded as received inside TLS.  A failed handshake is
+  recorded as ``tls-error`` and ends the connection without a greeting.
+  ``starttls`` must then be ``"offer"`` (the default; it means "do the
+  handshake") or ``"fail"`` (break the handshake after the ClientHello, as
+  ``fail`` says).  Default ``False``: STARTTLS, as described here.
 * After ``220`` the MX discards any plaintext the client pipelined behind
   STARTTLS (recorded as a ``discard`` event, never as lines: RFC 3207's
   command-injection rule), does the handshake, and then serves exactly as in
@@ -99,7 +108,7 @@ starttls_keyword="STARTTLS", starttls_last=False)``:
 
 CLI: ``mx.py --host 127.0.0.2 [--port 25] [--no-pipelining] [--jsonl FILE]
 [--tls 1.0|1.1|1.2|1.3|default] [--starttls offer|refuse|fail|unadvertised]
-[--fail close|garbage|alert|reset] [--starttls-last]``
+[--fail close|garbage|alert|reset] [--starttls-last] [--implicit]``
 serves until SIGINT/SIGTERM and prints events to stdout.
 """
 
@@ -169,10 +178,13 @@ class TLSOptions:
     keyfile: str = None
     starttls_keyword: str = "STARTTLS"
     starttls_last: bool = False
+    implicit: bool = False  # TLS from the first byte (SMTPS), greeting inside
 
     def __post_init__(self):
         if self.starttls not in STARTTLS_MODES:
             raise ValueError("starttls must be one of %s, not %r" % (", ".join(STARTTLS_MODES), self.starttls))
+        if self.implicit and self.starttls not in ("offer", "fail"):
+            raise ValueError("implicit TLS takes starttls=\"offer\" or \"fail\", not %r" % (self.starttls,))
         if self.fail not in FAIL_MODES:
             raise ValueError("fail must be one of %s, not %r" % (", ".join(FAIL_MODES), self.fail))
         if self.version is not None:
@@ -199,7 +211,10 @@ class TLSOptions:
         lo = TLS_VERSION_NAMES.get(self.min_version, "default")
         hi = TLS_VERSION_NAMES.get(self.max_version, "default")
         rng = lo if lo == hi else "%s..%s" % (lo, hi)
-        s = "STARTTLS %s, %s" % (self.starttls, rng)
+        if self.implicit:
+            s = "implicit TLS, %s" % rng
+        else:
+            s = "STARTTLS %s, %s" % (self.starttls, rng)
         return s + (" (fail: %s)" % self.fail if self.starttls == "fail" else "")
 
     def server_context(self):
@@ -592,6 +607,11 @@ class _Session:
             self.buf += chunk
 
     def run(self):
+        tls = self.mx.tls
+        if tls is not None and tls.implicit:  # SMTPS: the handshake first, the greeting inside
+            end = self.break_handshake(tls.fail) if tls.starttls == "fail" else self.handshake()
+            if end is not None:
+                return end
         self.send("220 mx.test ESMTP tlsguard test MX")
         while True:
             line = self.readline()
@@ -687,6 +707,11 @@ class _Session:
         self.send("220 2.0.0 Ready to start TLS")
         if opts.starttls == "fail":
             return self.break_handshake(opts.fail)
+        return self.handshake()
+
+    def handshake(self):
+        """Server side of the TLS handshake; return a close reason on failure, None once in TLS."""
+        conn = self.conn
         self.sock.settimeout(TLS_HANDSHAKE_TIMEOUT)
         ssock = self.mx._ssl_ctx.wrap_socket(self.sock, server_side=True, do_handshake_on_connect=False)
         self.sock = ssock
@@ -763,11 +788,16 @@ def main(argv=None):
     ap.add_argument("--fail", choices=FAIL_MODES, default="close", help="with --starttls fail: how to break it")
     ap.add_argument("--starttls-last", action="store_true", help="list STARTTLS on the last EHLO line")
     ap.add_argument("--ciphers", help="OpenSSL cipher string of the server context")
+    ap.add_argument("--implicit", action="store_true",
+                    help="with --tls: implicit TLS (SMTPS, port 465): the handshake right after accept")
     args = ap.parse_args(argv)
     tls = None
+    if args.implicit and not args.tls:
+        ap.error("--implicit needs --tls")
     if args.tls:
         tls = TLSOptions(version=None if args.tls == "default" else args.tls, starttls=args.starttls,
-                         fail=args.fail, starttls_last=args.starttls_last, ciphers=args.ciphers)
+                         fail=args.fail, starttls_last=args.starttls_last, ciphers=args.ciphers,
+                         implicit=args.implicit)
     mx = TestMX(args.host, args.port, pipelining=args.pipelining, jsonl_path=args.jsonl, tls=tls)
     if not args.quiet:
         def show(conn, ev):

@@ -1,0 +1,1010 @@
+#!/usr/bin/python3
+"""End-to-end audit-trail run for tlsguard: ``tlsguardd --audit FILE`` against real Postfix and OpenSSL MXs.
+
+Usage (as root; builds nothing):
+    /usr/bin/python3 tests/e2e/audit_run.py [--tlsguardd build/tlsguardd]
+        [--tlsguardctl build/tlsguardctl] [--keep] [-v]
+
+Setup: a temp dir, a cgroup v2 directory (and a child cgroup in it for the
+second Postfix), recording test MXs (mx.py, real OpenSSL handshakes) on
+127.0.0.90 and up, port 25:
+
+    .90 TLS 1.3   case tls13_three_rcpts   (Postfix A)
+    .91 TLS 1.2   case tls12_delivered     (Postfix A)
+    .92 no TLS    case plaintext_delivered (Postfix A)
+    .93 no TLS    case held_no_tls         (Postfix A)
+    .94 TLS 1.0   case held_weak_tls       (Postfix A)
+    .95 TLS 1.3   case tlsproxy_reuse      (Postfix B, smtp_tls_connection_reuse = yes)
+    .96 TLS 1.3   case ssl_ex_client       (/usr/bin/python3 smtplib: SSL_write_ex/SSL_read_ex)
+    .97 no TLS    case audit_sighup_reopen (/usr/bin/python3 smtplib, after the rotation)
+
+Postfix A (postfix_env.py, master in the test cgroup) and Postfix B (the
+same, plus a ``tlsproxy`` line in master.cf and ``smtp_tls_connection_reuse
+= yes``, master in the child cgroup, so tlsproxy runs there too) at
+``smtp_tls_security_level = may`` with ``minimal_backoff_time =
+queue_run_delay = 2s`` (Postfix's plaintext retry after the cut weak-TLS
+session comes seconds later), and ``tlsguardd --cgroup DIR --senders FILE
+--port 25 --socket SOCK --audit FILE -v`` (run.py's ``Daemon``).
+Guaranteed senders: ``@guarded.test``.  Each case has its own MX, sender
+and recipients, so the records of a case are those whose ``flow.remote`` is
+its MX, and each record is tied to one MX connection by ``flow.local`` (the
+connection's peer address as the MX saw it).
+
+Every record is checked field by field against what the MX recorded: the
+key set; ``time`` (UTC, within the run); ``flow``; ``host`` (the name in the
+MX's greeting); ``sender`` (the MAIL FROM); ``guaranteed`` (the senders
+file); ``recipients`` (each RCPT with the MX's reply to it, in order, or, on
+a held flow, tlsguard's ``503 5.5.1``); ``tls`` (version and cipher as the
+MX's ``SSLSocket`` saw them, or null); ``mail_reply`` and ``data_reply``
+(the MX's replies; the data reply carries the MX's queue id); ``verdict``.
+No record may contain an address that was not in its own conversation.
+
+Cases (the mail cases inject first, then one wait for all final statuses
+and all records): tls13_three_rcpts, tls12_delivered, plaintext_delivered,
+held_no_tls, held_weak_tls (a held-weak-tls record per cut TLS session and
+one, with tls null and the reply naming the version, for the plaintext retry),
+tlsproxy_reuse, ssl_ex_client (the program's _ssl module imports
+SSL_write_ex/SSL_read_ex and not SSL_write/SSL_read), no_foreign_address
+(the whole file), then the ``tlsguardctl audit`` cases: ctl_audit_print,
+ctl_audit_sender, ctl_audit_since, ctl_audit_garbage, and
+audit_sighup_reopen (rename the file, SIGHUP, one more conversation: its
+record is in a new file at the configured path, not in the renamed one).
+
+Output: ``PASS name`` / ``FAIL name: why`` per case, then exactly ``N
+passed, M failed`` alone on a line; exit status 0 only if none failed (2 on
+a usage error).  Everything created is removed in a ``finally``, also on
+Ctrl-C or SIGTERM: the clients (by pid), tlsguardd (SIGTERM by pid, must
+exit 0: the ``tlsguardd_shutdown`` case), both Postfix instances, the MXs,
+the cgroups, and the temp dir unless --keep.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.dont_write_bytecode = True  # leave no __pycache__ in the source tree
+
+from mx import TestMX, TLSOptions  # noqa: E402
+from postfix_env import (Cgroup, PostfixError, PostfixInstance, PostfixMissing,  # noqa: E402
+                         cgroup2_mount, check_postfix_installed)
+from run import Daemon, Senders, normalize  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(HERE))
+PYTHON = "/usr/bin/python3"
+TLS_TEXT = "TLS is required, but was not offered by host"
+WEAK_TEXT = "TLS 1.2 or higher is required, but host negotiated %s"
+HELD_MAIL_REPLY = "550 5.7.10 " + TLS_TEXT
+HELD_RCPT_PREFIX = "503 5.5.1"  # tlsguard's answer to RCPT/DATA behind a refused MAIL
+RECORD_KEYS = {"time", "flow", "host", "sender", "guaranteed", "recipients", "tls", "mail_reply", "data_reply",
+               "verdict"}
+ADDR_RE = re.compile(r"[A-Za-z0-9._%+=-]+@[A-Za-z0-9.-]+")
+MX_TLS_NAMES = {"TLSv1": "TLSv1.0"}  # SSLSocket.version() -> tlsguard's name
+
+# key -> (address, TLSOptions or None)
+MXS = {
+    "tls13": ("127.0.0.90", TLSOptions(version="1.3")),
+    "tls12": ("127.0.0.91", TLSOptions(version="1.2")),
+    "plain": ("127.0.0.92", None),
+    "held": ("127.0.0.93", None),
+    "weak": ("127.0.0.94", TLSOptions(version="1.0")),
+    "reuse": ("127.0.0.95", TLSOptions(version="1.3")),
+    "ex": ("127.0.0.96", TLSOptions(version="1.3")),
+    "hup": ("127.0.0.97", None),
+}
+DOMAINS = {key: "%s.audit.test" % key for key in MXS}
+MAILBOX_DOMAINS = ["mta.test", "guarded.test"]
+SENDERS_FILE = """\
+# tlsguard audit e2e: every sender in guarded.test is guaranteed; mta.test is not
+@guarded.test
+"""
+SENDER = {
+    "tls13": "aud-tls13@mta.test",
+    "tls12": "aud-tls12@mta.test",
+    "plain": "aud-plain@mta.test",
+    "held": "aud-held@guarded.test",
+    "weak": "aud-weak@guarded.test",
+    "reuse": "aud-reuse@mta.test",
+    "ex": "aud-ex@guarded.test",
+    "hup": "aud-hup@mta.test",
+}
+POSTFIX_MAIN = {  # spelled out although postfix_env.py has the same values: the run depends on them
+    "smtp_tls_security_level": "may",
+    "smtp_tls_loglevel": "1",
+    "queue_run_delay": "2s",
+    "minimal_backoff_time": "2s",
+    "maximal_backoff_time": "10s",
+}
+TLSPROXY_MASTER_LINE = "tlsproxy   unix  -       -       n       -       0       tlsproxy\n"
+
+TIMEOUT_STATUS = 60.0  # all final statuses in the Postfix logs
+TIMEOUT_RECORDS = 15.0  # the expected records, after the statuses
+TIMEOUT_CLIENT = 30.0
+
+# A client in the test cgroup: argv host tls|plain sender marker rcpt...; prints one JSON line.
+CLIENT = r"""
+import json, signal, smtplib, ssl, sys
+signal.alarm(40)
+host, mode, sender, marker = sys.argv[1:5]
+rcpts = sys.argv[5:]
+out = {"cgroup": open("/proc/self/cgroup").read()}
+s = smtplib.SMTP(host, 25, local_hostname="client.audit.test", timeout=30)
+out["local"] = "%s:%d" % s.sock.getsockname()[:2]
+if mode == "tls":
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    s.starttls(context=ctx)
+    out["version"], out["cipher"] = s.sock.version(), s.sock.cipher()[0]
+s.ehlo("client.audit.test")
+code, msg = s.mail(sender)
+out["mail"] = [code, msg.decode()]
+out["rcpt"] = []
+for r in rcpts:
+    code, msg = s.rcpt(r)
+    out["rcpt"].append([code, msg.decode()])
+code, msg = s.data("Subject: audit %s\r\nX-E2E-Marker: %s\r\n\r\nmarker: %s\r\n" % (marker, marker, marker))
+out["data"] = [code, msg.decode()]
+out["quit"] = s.quit()[0]
+print(json.dumps(out), flush=True)
+"""
+
+
+class ReusePostfix(PostfixInstance):
+    """A PostfixInstance whose master.cf also has tlsproxy (for smtp_tls_connection_reuse = yes)."""
+
+    def write_config(self):
+        super().write_config()
+        with open(os.path.join(self.conf, "master.cf"), "a") as f:
+            f.write(TLSPROXY_MASTER_LINE)
+
+
+class Client:
+    """/usr/bin/python3 started inside a cgroup (its shell joins the cgroup, then execs)."""
+
+    def __init__(self, cgroup, host, mode, sender, marker, rcpts):
+        script = 'cg=$1; shift; echo $$ > "$cg" && exec "$@"'
+        self.proc = subprocess.Popen(["/bin/sh", "-c", script, "sh", cgroup.procs_file, PYTHON, "-c", CLIENT,
+                                      host, mode, sender, marker, *rcpts],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True, start_new_session=True)
+
+    def result(self, timeout=TIMEOUT_CLIENT):
+        """(parsed JSON or None, why)."""
+        try:
+            out, err = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            out, err = self.proc.communicate()
+            return None, "client timed out: %s" % err.strip()[-300:]
+        if self.proc.returncode != 0:
+            return None, "client exit %d: %s" % (self.proc.returncode, err.strip()[-300:])
+        try:
+            return json.loads(out.strip().splitlines()[-1]), None
+        except (ValueError, IndexError):
+            return None, "client printed no result: %r %s" % (out[-200:], err.strip()[-200:])
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()  # by pid: our own child
+            self.proc.wait()
+
+
+# ------------------------------------------------------------------ the MX's view
+
+def dialogue(conn):
+    """[(command, final reply, in_tls)] of one MX connection, in order; the end of the
+    message data is the command "." (its reply carries the queue id)."""
+    pending, out, greeted, in_data, in_tls = [], [], False, False, False
+    for e in conn.snapshot():
+        if e.kind == "tls":
+            in_tls = True
+        elif e.kind == "line":
+            if in_data:
+                if e.data == ".":
+                    pending.append(".")
+                    in_data = False
+            else:
+                pending.append(e.data)
+        elif e.kind == "reply":
+            if not greeted:
+                greeted = True
+                continue
+            if e.data[3:4] == "-":
+                continue
+            cmd = pending.pop(0) if pending else None
+            out.append((cmd, e.data, in_tls))
+            if e.data.startswith("354"):
+                in_data = True
+    return out
+
+
+def greeting_name(conn):
+    for e in conn.snapshot():
+        if e.kind == "reply":
+            return e.data.split()[1] if len(e.data.split()) > 1 else ""
+    return None
+
+
+def verbs(conn, tls=None):
+    return [c.split(" ", 1)[0].split(":", 1)[0].upper() for c in conn.commands(tls=tls) if c]
+
+
+def describe_conns(mx):
+    out = []
+    for c in mx.connections():
+        s = "#%d %s %s" % (c.id, c.peer, " ".join(verbs(c, tls=False)) or "-")
+        if c.tls_version:
+            s += " | %s: %s" % (c.tls_version, " ".join(verbs(c, tls=True)) or "-")
+        out.append(s)
+    return out
+
+
+def strip_addr(arg):
+    arg = arg.split(":", 1)[1].strip() if ":" in arg else arg.strip()
+    return arg[1:].split(">", 1)[0] if arg.startswith("<") else arg.split(" ", 1)[0]
+
+
+def expected_from_conn(conn, marker):
+    """What the record of the delivered transaction carrying ``marker`` must say, from the MX's view."""
+    steps = dialogue(conn)
+    mail_i = None
+    for i, (cmd, reply, tls) in enumerate(steps):
+        if cmd and cmd.upper().startswith("MAIL FROM:"):
+            mail_i = i
+            txn = [t for t in conn.transactions() if t.data is not None and any(marker in x for x in t.data)]
+            if txn and txn[0].mail_from == cmd[10:].strip():
+                break
+    if mail_i is None:
+        return None
+    exp = {"sender": strip_addr(steps[mail_i][0]), "mail_reply": steps[mail_i][1], "recipients": [],
+           "data_reply": ""}
+    for cmd, reply, _ in steps[mail_i + 1:]:
+        up = (cmd or "").upper()
+        if up.startswith("RCPT TO:"):
+            exp["recipients"].append((strip_addr(cmd), reply))
+        elif cmd == ".":
+            exp["data_reply"] = reply
+            break
+        elif up.startswith(("MAIL", "RSET", "QUIT")):
+            break
+    return exp
+
+
+def mx_tls(conn):
+    if not conn.tls_version:
+        return None
+    return {"version": MX_TLS_NAMES.get(conn.tls_version, conn.tls_version), "cipher": conn.tls_cipher[0]}
+
+
+# ------------------------------------------------------------------ the records
+
+def read_records(path):
+    """(records with their raw line, problems with the file's lines)."""
+    recs, bad = [], []
+    try:
+        with open(path, errors="replace") as f:
+            lines = f.read().splitlines()
+    except FileNotFoundError:
+        return [], []
+    for n, line in enumerate(lines, 1):
+        try:
+            r = json.loads(line)
+            if not isinstance(r, dict):
+                raise ValueError("not an object")
+        except ValueError as e:
+            bad.append("%s:%d is not JSON (%s): %r" % (path, n, e, line[:80]))
+            continue
+        r["_line"] = line
+        r["_n"] = n
+        recs.append(r)
+    return recs, bad
+
+
+def remote_of(r):
+    flow = r.get("flow")
+    return flow.get("remote") if isinstance(flow, dict) else None
+
+
+def local_of(r):
+    flow = r.get("flow")
+    return flow.get("local") if isinstance(flow, dict) else None
+
+
+def show(r):
+    return r.get("_line", json.dumps(r))[:400]
+
+
+def parse_time(s):
+    try:
+        return datetime.datetime.strptime(s, "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+            tzinfo=datetime.timezone.utc).timestamp()
+    except (TypeError, ValueError):
+        return None
+
+
+ANY = object()
+
+
+def check_record(r, exp, t0, who):
+    """Problems with one record against the expected values (``ANY``: not checked)."""
+    p = []
+    keys = set(r) - {"_line", "_n"}
+    if keys != RECORD_KEYS:
+        p.append("%s: keys %s, expected %s" % (who, sorted(keys), sorted(RECORD_KEYS)))
+    t = parse_time(r.get("time"))
+    if t is None:
+        p.append("%s: time %r is not YYYY-MM-DDTHH:MM:SS.mmmZ" % (who, r.get("time")))
+    elif not (t0 - 1 <= t <= time.time() + 1):
+        p.append("%s: time %s is outside the run" % (who, r.get("time")))
+    flow = r.get("flow")
+    if not isinstance(flow, dict) or set(flow) != {"local", "remote"}:
+        p.append("%s: flow %r, expected {local, remote}" % (who, flow))
+    for key in ("remote", "local"):
+        if exp.get(key, ANY) is not ANY and (flow or {}).get(key) != exp[key]:
+            p.append("%s: flow.%s %r, expected %r" % (who, key, (flow or {}).get(key), exp[key]))
+    for key in ("host", "sender", "guaranteed", "mail_reply", "data_reply", "verdict"):
+        if exp.get(key, ANY) is not ANY and r.get(key) != exp[key]:
+            p.append("%s: %s %r, expected %r" % (who, key, r.get(key), exp[key]))
+    rcpts = r.get("recipients")
+    if not isinstance(rcpts, list) or any(not isinstance(x, dict) or set(x) != {"address", "reply"}
+                                          for x in rcpts):
+        p.append("%s: recipients %r, expected a list of {address, reply}" % (who, rcpts))
+    elif exp.get("recipients", ANY) is not ANY:
+        got = [(x["address"], x["reply"]) for x in rcpts]
+        want = exp["recipients"]
+        if callable(want):
+            p += ["%s: %s" % (who, x) for x in want(got)]
+        elif got != want:
+            p.append("%s: recipients %s, expected %s" % (who, got, want))
+    if exp.get("tls", ANY) is not ANY:
+        if r.get("tls") != exp["tls"]:
+            p.append("%s: tls %r, expected %r (the MX's view)" % (who, r.get("tls"), exp["tls"]))
+    conv = {a.lower() for a in exp.get("conversation", ())}
+    foreign = sorted({a for a in ADDR_RE.findall(r.get("_line", "")) if a.lower() not in conv})
+    if foreign:
+        p.append("%s: addresses not in its conversation: %s" % (who, foreign))
+    return p
+
+
+# ------------------------------------------------------------------ the run
+
+class Run:
+    def __init__(self, args, tmp, cgroup, pfa, pfb, mxs, daemon, audit_path):
+        self.args, self.tmp, self.cgroup, self.pfa, self.pfb = args, tmp, cgroup, pfa, pfb
+        self.mxs, self.daemon, self.audit_path = mxs, daemon, audit_path
+        self.run_id = secrets.token_hex(3)
+        self.senders = Senders(SENDERS_FILE)
+        self.mails = {}  # key -> (PostfixInstance, Mail)
+        self.t0 = time.time()
+        self.clients = []
+        self.conversations = {}  # key -> set of addresses
+        self.markers = {}  # client case key -> marker
+
+    def rcpt(self, key, tag):
+        return "%s.%s@%s" % (tag, self.run_id, DOMAINS[key])
+
+    def inject(self):
+        plan = {
+            "tls13": (self.pfa, ["r1", "reject-r2", "r3"]),
+            "tls12": (self.pfa, ["r1"]),
+            "plain": (self.pfa, ["r1"]),
+            "held": (self.pfa, ["r1", "r2"]),
+            "weak": (self.pfa, ["r1"]),
+            "reuse": (self.pfb, ["r1", "reject-r2", "r3"]),
+        }
+        for key, (pf, tags) in plan.items():
+            rcpts = [self.rcpt(key, t) for t in tags]
+            self.mails[key] = (pf, pf.send(SENDER[key], rcpts, subject="audit %s" % key))
+            self.conversations[key] = {SENDER[key]} | set(rcpts)
+
+    def wait_postfix(self):
+        """Wait for every final status; return {key: Outcome}."""
+        out = {}
+        deadline = time.monotonic() + TIMEOUT_STATUS
+        for pf in (self.pfa, self.pfb):
+            mails = [m for p, m in self.mails.values() if p is pf]
+            res = pf.wait_final(mails, max(1.0, deadline - time.monotonic()))
+            for key, (p, m) in self.mails.items():
+                if p is pf:
+                    out[key] = res[m.marker]
+        return out
+
+    def records(self, path=None):
+        return read_records(path or self.audit_path)[0]
+
+    def of(self, key, path=None):
+        addr = MXS[key][0] + ":25"
+        return [r for r in self.records(path) if remote_of(r) == addr]
+
+    def wait_records(self, want, timeout=TIMEOUT_RECORDS):
+        """want: {key: predicate(records of key)}; poll until all hold (or timeout), then settle."""
+        deadline = time.monotonic() + timeout
+        while not all(pred(self.of(k)) for k, pred in want.items()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(0.5)  # anything unexpected (a second record) shows up too
+
+
+def conn_of(mx, local):
+    return [c for c in mx.connections() if c.peer == local]
+
+
+def delivered_check(run, key, outcome):
+    """One record for the one delivery at MX ``key``, every field from the MX's view."""
+    p = []
+    pf, mail = run.mails[key]
+    mx = run.mxs[key]
+    if outcome is None or outcome.queue_id is None:
+        return ["%s: never picked up by Postfix" % mail.marker]
+    for r in mail.recipients:
+        s = outcome.status_of(r)
+        want = "bounced" if r.startswith("reject-") else "sent"
+        if s is None or s.status != want:
+            p.append("harness: <%s> status %s, expected %s" % (r, s and "%s (%s)" % (s.status, s.text), want))
+    carriers = [(c, t) for c in mx.connections() for t in c.transactions()
+                if t.data is not None and any(mail.marker in x for x in t.data)]
+    if len(carriers) != 1:
+        return p + ["the body reached %s %d times, expected once: %s" % (key, len(carriers), describe_conns(mx))]
+    conn, txn = carriers[0]
+    recs = run.of(key)
+    if len(recs) != 1:
+        return p + ["%d records for %s:25, expected 1: %s" % (len(recs), MXS[key][0], [show(r) for r in recs])]
+    rec = recs[0]
+    exp = expected_from_conn(conn, mail.marker)
+    if exp is None:
+        return p + ["harness: no MAIL FROM in the MX's dialogue"]
+    want = dict(exp, remote=MXS[key][0] + ":25", local=conn.peer, host=greeting_name(conn),
+                guaranteed=run.senders.guaranteed(mail.sender), tls=mx_tls(conn), verdict="delivered",
+                conversation=run.conversations[key])
+    if exp["sender"] != mail.sender:
+        p.append("harness: the MX saw MAIL FROM <%s>, expected <%s>" % (exp["sender"], mail.sender))
+    if len(exp["recipients"]) != len(mail.recipients):
+        p.append("harness: the MX saw %d RCPTs, expected %d" % (len(exp["recipients"]), len(mail.recipients)))
+    p += check_record(rec, want, run.t0, "record")
+    if txn.queue_id and txn.queue_id not in (rec.get("data_reply") or ""):
+        p.append("data_reply %r lacks the MX's queue id %s" % (rec.get("data_reply"), txn.queue_id))
+    return p
+
+
+def held_no_tls_check(run, key, outcome):
+    """Guaranteed sender -> plaintext MX: one held-no-tls record; the MX saw EHLO and no envelope."""
+    p = []
+    pf, mail = run.mails[key]
+    mx = run.mxs[key]
+    if outcome is None or outcome.queue_id is None:
+        return ["%s: never picked up by Postfix" % mail.marker]
+    texts = []
+    for r in mail.recipients:
+        s = outcome.status_of(r)
+        if s is None or s.status != "bounced" or TLS_TEXT not in s.text:
+            p.append("harness: <%s> status %s, expected bounced with %r" % (
+                r, s and "%s (%s)" % (s.status, s.text), TLS_TEXT))
+        else:
+            texts.append(s.text)
+    if any(t.sender for c in mx.connections() for t in c.transactions()):
+        p.append("the MX saw a MAIL FROM: %s" % describe_conns(mx))
+    recs = run.of(key)
+    if len(recs) != 1:
+        return p + ["%d records for %s:25, expected 1: %s" % (len(recs), MXS[key][0], [show(r) for r in recs])]
+    rec = recs[0]
+    conns = conn_of(mx, local_of(rec))
+    if len(conns) != 1:
+        return p + ["flow.local %r is none of the MX's connections: %s" % (local_of(rec), describe_conns(mx))]
+    conn = conns[0]
+    if "EHLO" not in verbs(conn):
+        p.append("harness: that connection at the MX never saw EHLO: %s" % describe_conns(mx))
+    p += check_record(rec, {
+        "remote": MXS[key][0] + ":25", "local": conn.peer, "host": greeting_name(conn), "sender": mail.sender,
+        "guaranteed": True, "recipients": held_rcpts(mail.recipients), "tls": None,
+        "mail_reply": HELD_MAIL_REPLY, "data_reply": "", "verdict": "held-no-tls",
+        "conversation": run.conversations[key]}, run.t0, "record")
+    if texts and not all(rec.get("mail_reply", "") in t for t in texts):
+        p.append("mail_reply %r is not what Postfix logged: %s" % (rec.get("mail_reply"), texts[0]))
+    return p
+
+
+def held_rcpts(recipients):
+    """Recipients as Postfix pipelined them behind the held MAIL, each with tlsguard's 503."""
+    def check(got):
+        p = []
+        if sorted(a.lower() for a, _ in got) != sorted(r.lower() for r in recipients):
+            p.append("recipients %s, expected %s" % ([a for a, _ in got], recipients))
+        bad = [(a, rep) for a, rep in got if not rep.startswith(HELD_RCPT_PREFIX)]
+        if bad:
+            p.append("recipient replies %s, expected tlsguard's %r" % (bad, HELD_RCPT_PREFIX + " ..."))
+        return p
+    return check
+
+
+def unanswered_rcpts(recipients):
+    """Recipients of a session cut before its MAIL left: some of the mail's (Postfix may have written
+    them behind the MAIL), none with a reply (the host never saw them)."""
+    def check(got):
+        p = []
+        if not {a.lower() for a, _ in got} <= {r.lower() for r in recipients}:
+            p.append("recipients %s are not the mail's %s" % ([a for a, _ in got], recipients))
+        if any(rep for _, rep in got):
+            p.append("recipient replies %s, but the host never saw a RCPT" % got)
+        return p
+    return check
+
+
+def held_weak_check(run, key, outcome):
+    """Guaranteed sender -> TLS 1.0 MX: a held-weak-tls record for each cut TLS session, and a
+    held-weak-tls record with tls null (mail_reply naming the version) for Postfix's plaintext
+    retry: the cause of that hold is the host's weak TLS, not a missing STARTTLS."""
+    p = []
+    pf, mail = run.mails[key]
+    mx = run.mxs[key]
+    version = "TLSv1.0"
+    weak_reply = "550 5.7.10 " + WEAK_TEXT % version
+    if outcome is None or outcome.queue_id is None:
+        return ["%s: never picked up by Postfix" % mail.marker]
+    s = outcome.status_of(mail.recipients[0])
+    if s is None or s.status != "bounced" or weak_reply[11:] not in s.text:
+        p.append("harness: status %s, expected bounced with %r" % (s and "%s (%s)" % (s.status, s.text),
+                                                                   weak_reply[11:]))
+    if any(t.sender for c in mx.connections() for t in c.transactions()):
+        p.append("the MX saw a MAIL FROM: %s" % describe_conns(mx))
+    recs = run.of(key)
+    tls_conns = [c for c in mx.connections() if c.tls_version and "EHLO" in verbs(c, tls=True)]
+    plain_conns = [c for c in mx.connections() if not c.tls_version and "EHLO" in verbs(c, tls=False)
+                   and "STARTTLS" not in verbs(c)]
+    if not tls_conns or not plain_conns:
+        p.append("harness: expected TLS session(s) and a plaintext retry at the MX: %s" % describe_conns(mx))
+    weak = [r for r in recs if r.get("verdict") == "held-weak-tls" and r.get("tls")]
+    notls = [r for r in recs if r.get("verdict") == "held-weak-tls" and r.get("tls") is None]
+    other = [r for r in recs if r not in weak and r not in notls]
+    if not weak:
+        p.append("no held-weak-tls record of a TLS session (records: %s)" % [show(r) for r in recs])
+    if not notls:
+        p.append("no held-weak-tls record for the plaintext retry (records: %s)" % [
+            "%s verdict=%s tls=%s mail_reply=%r" % (local_of(r), r.get("verdict"), r.get("tls"), r.get("mail_reply"))
+            for r in recs])
+    if other:
+        p.append("records with other verdicts: %s" % [show(r) for r in other])
+    # One record per connection that got as far as MAIL; each checked by the kind of its connection.
+    for c in tls_conns + plain_conns:
+        mine = [r for r in recs if local_of(r) == c.peer]
+        if len(mine) != 1:
+            p.append("%d records for MX connection #%d (%s, %s), expected 1" % (
+                len(mine), c.id, c.peer, c.tls_version or "plaintext"))
+    for r in recs:
+        conns = conn_of(mx, local_of(r))
+        if len(conns) != 1:
+            p.append("record for flow.local %r: none of the MX's connections" % local_of(r))
+            continue
+        c = conns[0]
+        common = {"remote": MXS[key][0] + ":25", "local": c.peer, "host": greeting_name(c), "sender": mail.sender,
+                  "guaranteed": True, "data_reply": "", "conversation": run.conversations[key]}
+        if c.tls_version:
+            # Cut inside TLS before the MAIL record left: the host never answered anything of it.
+            p += check_record(r, dict(common, tls=mx_tls(c), mail_reply="", verdict="held-weak-tls",
+                                      recipients=unanswered_rcpts(mail.recipients)),
+                              run.t0, "TLS record #%d" % c.id)
+        else:
+            p += check_record(r, dict(common, tls=None, mail_reply=weak_reply, verdict="held-weak-tls",
+                                      recipients=held_rcpts(mail.recipients)),
+                              run.t0, "plaintext record #%d" % c.id)
+    return p
+
+
+def tlsproxy_pids(cgroup):
+    out = []
+    for pid in cgroup.pids():
+        try:
+            with open("/proc/%d/comm" % pid) as f:
+                if f.read().strip() == "tlsproxy":
+                    out.append(pid)
+        except OSError:
+            pass
+    return out
+
+
+def ssl_ex_imports():
+    """Problems if /usr/bin/python3's _ssl module does not call SSL_write_ex/SSL_read_ex (instead of
+    SSL_write/SSL_read): checked in the dynamic string table of the module."""
+    r = subprocess.run([PYTHON, "-c", "import _ssl; print(_ssl.__file__)"], capture_output=True, text=True,
+                       timeout=20)
+    if r.returncode != 0:
+        return ["%s cannot import _ssl: %s" % (PYTHON, r.stderr.strip()[-200:])]
+    path = r.stdout.strip()
+    with open(path, "rb") as f:
+        data = f.read()
+    p = []
+    for sym in (b"SSL_write_ex", b"SSL_read_ex", b"SSL_set_fd"):
+        if b"\0" + sym + b"\0" not in data:
+            p.append("harness: %s does not import %s" % (path, sym.decode()))
+    for sym in (b"SSL_write", b"SSL_read"):
+        if b"\0" + sym + b"\0" in data:
+            p.append("harness: %s imports %s too: the test would not prove the _ex probes" % (path, sym.decode()))
+    return p
+
+
+def client_check(run, key, res, why, mode):
+    """A /usr/bin/python3 client's conversation at MX ``key``: one record, every field from the MX's view."""
+    if res is None:
+        return ["harness: %s" % why]
+    p = []
+    rel = "/" + os.path.relpath(run.cgroup.path, cgroup2_mount())
+    if "0::%s" % rel not in res["cgroup"].splitlines():
+        p.append("harness: the client ran in %r, not in %s" % (res["cgroup"].strip(), run.cgroup.path))
+    mx = run.mxs[key]
+    conns = conn_of(mx, res["local"])
+    if len(conns) != 1:
+        return p + ["harness: the client's connection %s is not at the MX: %s" % (res["local"], describe_conns(mx))]
+    conn = conns[0]
+    if mode == "tls" and (conn.tls_version != "TLSv1.3" or res.get("version") != "TLSv1.3"):
+        p.append("harness: client TLS %s, MX TLS %s, expected TLSv1.3" % (res.get("version"), conn.tls_version))
+    if res["data"][0] != 250:
+        p.append("harness: the client's DATA got %s" % res["data"])
+    marker = run.markers[key]
+    exp = expected_from_conn(conn, marker)
+    recs = run.of(key)
+    if exp is None or len(recs) != 1:
+        return p + ["%d records for %s:25, expected 1: %s" % (len(recs), MXS[key][0], [show(r) for r in recs])]
+    p += check_record(recs[0], dict(exp, remote=MXS[key][0] + ":25", local=conn.peer, host=greeting_name(conn),
+                                    guaranteed=run.senders.guaranteed(SENDER[key]), tls=mx_tls(conn),
+                                    verdict="delivered", conversation=run.conversations[key]), run.t0, "record")
+    txn = [t for t in conn.transactions() if t.queue_id]
+    if txn and txn[0].queue_id not in (recs[0].get("data_reply") or ""):
+        p.append("data_reply %r lacks the MX's queue id %s" % (recs[0].get("data_reply"), txn[0].queue_id))
+    return p
+
+
+def run_client(run, key, mode, tags):
+    rcpts = [run.rcpt(key, t) for t in tags]
+    marker = "m-" + secrets.token_hex(8)
+    run.markers[key] = marker
+    run.conversations[key] = {SENDER[key]} | set(rcpts)
+    c = Client(run.cgroup, MXS[key][0], mode, SENDER[key], marker, rcpts)
+    run.clients.append(c)
+    return c.result()
+
+
+# ------------------------------------------------------------------ tlsguardctl audit
+
+def ctl(run, *args, timeout=20):
+    return subprocess.run(run.daemon.ctl + ["audit", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def paragraphs(text):
+    """tlsguardctl audit output: [(header line, [indented lines])]."""
+    out = []
+    for line in text.splitlines():
+        if line[:1].isspace():
+            if out:
+                out[-1][1].append(line)
+        elif line.strip():
+            out.append((line, []))
+    return out
+
+
+def printed_problems(recs, text):
+    """Each record, in file order, printed as one paragraph with what it says."""
+    p = []
+    paras = paragraphs(text)
+    if len(paras) != len(recs):
+        return ["%d paragraphs for %d records:\n%s" % (len(paras), len(recs), text)]
+    for r, (head, body) in zip(recs, paras):
+        who = "line %d" % r["_n"]
+        tls = r.get("tls") or {}
+        want_head = [r["time"], r["verdict"], "<%s>" % r["sender"], r["flow"]["remote"],
+                     tls.get("version", "plaintext")] + ([tls["cipher"]] if tls.get("cipher") else []) + (
+                    [r["host"]] if r.get("host") else [])
+        missing = [w for w in want_head if w not in head]
+        if missing:
+            p.append("%s: header %r lacks %s" % (who, head, missing))
+        if ("guaranteed" in head) != bool(r.get("guaranteed")):
+            p.append("%s: header %r %s 'guaranteed'" % (who, head, "lacks" if r.get("guaranteed") else "says"))
+        for x in r.get("recipients", []):
+            if not any("<%s>" % x["address"] in b and x["reply"] in b for b in body):
+                p.append("%s: no line with <%s> and %r in %s" % (who, x["address"], x["reply"], body))
+        if r.get("data_reply") and not any(r["data_reply"] in b for b in body):
+            p.append("%s: the data reply %r is not printed" % (who, r["data_reply"]))
+        if r.get("mail_reply") and not r["mail_reply"].startswith("2") and not any(
+                r["mail_reply"] in b for b in body):
+            p.append("%s: the refused MAIL's reply %r is not printed" % (who, r["mail_reply"]))
+    return p
+
+
+def ctl_print_check(run):
+    recs = run.records()
+    r = ctl(run)
+    if r.returncode != 0:
+        return ["tlsguardctl audit: exit %d: %s" % (r.returncode, r.stderr.strip())]
+    p = ["unexpected stderr: %s" % r.stderr.strip()] if r.stderr.strip() else []
+    if run.args.verbose:
+        print("    " + "\n    ".join(r.stdout.splitlines()))
+    return p + printed_problems(recs, r.stdout)
+
+
+def ctl_sender_check(run):
+    p = []
+    recs = run.records()
+    for asked, key in (("AUD-TLS13+news@MTA.Test", "tls13"), ("Aud-Weak+x@GUARDED.test", "weak"),
+                       ("aud-ex@guarded.test", "ex"), ("nobody-at-all@mta.test", None)):
+        want = [x for x in recs if key and normalize(x.get("sender") or "x@y") == normalize(SENDER[key])]
+        if key and not want:
+            p.append("--sender %s: no record of <%s> in the file to filter" % (asked, SENDER[key]))
+        r = ctl(run, "--sender", asked)
+        if r.returncode != 0:
+            p.append("--sender %s: exit %d: %s" % (asked, r.returncode, r.stderr.strip()))
+            continue
+        p += ["--sender %s: %s" % (asked, x) for x in printed_problems(want, r.stdout)]
+    return p
+
+
+def ctl_since_check(run):
+    """--since: a cut between the Postfix records and the later client record, a date, a future time."""
+    p = []
+    recs = run.records()
+    later = run.of("ex")
+    if len(later) != 1:
+        return ["no ssl_ex_client record to cut at"]
+    cut = later[0]["time"][:19]  # YYYY-MM-DDTHH:MM:SS: the client ran in a new second after all else
+    for since in (cut, later[0]["time"], cut[:10], "2999-01-01T00:00"):
+        want = [x for x in recs if x["time"] >= since]
+        if since == cut and not (0 < len(want) < len(recs)):
+            p.append("harness: --since %s does not split the file (%d of %d)" % (since, len(want), len(recs)))
+        r = ctl(run, "--since", since)
+        if r.returncode != 0:
+            p.append("--since %s: exit %d: %s" % (since, r.returncode, r.stderr.strip()))
+            continue
+        p += ["--since %s: %s" % (since, x) for x in printed_problems(want, r.stdout)]
+    return p
+
+
+def ctl_garbage_check(run):
+    """A copy of the file with a garbage line and a record after it: a warning naming COPY:LINE, all records."""
+    recs = run.records()
+    if not recs:
+        return ["no records to copy"]
+    copy = os.path.join(run.tmp, "audit-copy.jsonl")
+    shutil.copyfile(run.audit_path, copy)
+    with open(copy, "a") as f:
+        f.write("this is not an audit record {\n")
+        f.write(recs[0]["_line"] + "\n")
+    bad_line = len(recs) + 1
+    dup = dict(recs[0], _n=bad_line + 1)
+    r = ctl(run, "--file", copy)
+    p = []
+    if r.returncode != 0:
+        p.append("exit %d, expected 0: %s" % (r.returncode, r.stderr.strip()))
+    warns = [x for x in r.stderr.splitlines() if x.strip()]
+    if len(warns) != 1 or "%s:%d" % (copy, bad_line) not in warns[0] or "warning" not in warns[0]:
+        p.append("stderr %r, expected one warning naming %s:%d" % (r.stderr.strip(), copy, bad_line))
+    return p + printed_problems(recs + [dup], r.stdout)
+
+
+def sighup_check(run):
+    """Rename the file, SIGHUP: the next record goes to a new file at the configured path."""
+    p = []
+    rotated = run.audit_path + ".1"
+    before = run.records()
+    os.rename(run.audit_path, rotated)
+    run.daemon.proc.send_signal(signal.SIGHUP)  # our own child, by pid
+    deadline = time.monotonic() + 10
+    while not os.path.exists(run.audit_path) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if not os.path.exists(run.audit_path):
+        p.append("no new %s within 10s of SIGHUP" % run.audit_path)
+    res, why = run_client(run, "hup", "plain", ["r1", "r2"])
+    deadline = time.monotonic() + TIMEOUT_RECORDS
+    while not run.of("hup") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(0.5)
+    p += client_check(run, "hup", res, why, "plain")
+    new = run.records()
+    old = run.records(rotated)
+    if [x["_line"] for x in old] != [x["_line"] for x in before]:
+        p.append("the renamed file changed after SIGHUP: %d records, was %d" % (len(old), len(before)))
+    others = [x for x in new if remote_of(x) != MXS["hup"][0] + ":25"]
+    if others:
+        p.append("the new file has other records: %s" % [show(x) for x in others])
+    r = ctl(run)  # asks the daemon for its file: the new one
+    if r.returncode != 0:
+        p.append("tlsguardctl audit after SIGHUP: exit %d: %s" % (r.returncode, r.stderr.strip()))
+    else:
+        p += ["tlsguardctl audit after SIGHUP: %s" % x for x in printed_problems(new, r.stdout)]
+    return p
+
+
+def no_foreign_check(run):
+    """Every address anywhere in the file was in some conversation of this run; every record is one of ours."""
+    p = []
+    recs, bad = read_records(run.audit_path)
+    p += bad
+    allowed = {a.lower() for s in run.conversations.values() for a in s}
+    ours = {MXS[k][0] + ":25" for k in MXS}
+    with open(run.audit_path, errors="replace") as f:
+        found = {a for a in ADDR_RE.findall(f.read())}
+    foreign = sorted(a for a in found if a.lower() not in allowed)
+    if foreign:
+        p.append("addresses in the file that were in no conversation: %s" % foreign)
+    strays = [show(r) for r in recs if remote_of(r) not in ours]
+    if strays:
+        p.append("records for hosts no case talked to: %s" % strays)
+    return p
+
+
+def run_all(run, report):
+    run.inject()
+    outcomes = run.wait_postfix()
+    run.wait_records({
+        "tls13": lambda rs: len(rs) >= 1, "tls12": lambda rs: len(rs) >= 1, "plain": lambda rs: len(rs) >= 1,
+        "held": lambda rs: len(rs) >= 1, "reuse": lambda rs: len(rs) >= 1,
+        "weak": lambda rs: len(rs) >= len([c for c in run.mxs["weak"].connections()
+                                           if "EHLO" in verbs(c, tls=True) or "STARTTLS" not in verbs(c)]),
+    })
+    # tlsproxy must be a member of Postfix B's cgroup (under the guarded one), as master's child.
+    proxies = tlsproxy_pids(run.pfb.cgroup)
+    report("tls13_three_rcpts", delivered_check(run, "tls13", outcomes.get("tls13")))
+    report("tls12_delivered", delivered_check(run, "tls12", outcomes.get("tls12")))
+    report("plaintext_delivered", delivered_check(run, "plain", outcomes.get("plain")))
+    report("held_no_tls", held_no_tls_check(run, "held", outcomes.get("held")))
+    report("held_weak_tls", held_weak_check(run, "weak", outcomes.get("weak")))
+    p = [] if proxies else ["harness: no tlsproxy process in %s (members: %s)" % (
+        run.pfb.cgroup.path, run.pfb.cgroup.pids())]
+    if not any("tlsproxy" in line and MXS["reuse"][0] in line for line in run.pfb.log_lines()):
+        p.append("harness: Postfix B logged no tlsproxy line about %s" % MXS["reuse"][0])
+    report("tlsproxy_reuse", p + delivered_check(run, "reuse", outcomes.get("reuse")))
+
+    # The _ex client, in a new second after every other record (ctl_audit_since cuts there).
+    time.sleep(1.05 - (time.time() % 1.0))
+    p = ssl_ex_imports()
+    res, why = run_client(run, "ex", "tls", ["r1", "r2"])
+    run.wait_records({"ex": lambda rs: len(rs) >= 1})
+    report("ssl_ex_client", p + client_check(run, "ex", res, why, "tls"))
+    report("no_foreign_address", no_foreign_check(run))
+
+    report("ctl_audit_print", ctl_print_check(run))
+    report("ctl_audit_sender", ctl_sender_check(run))
+    report("ctl_audit_since", ctl_since_check(run))
+    report("ctl_audit_garbage", ctl_garbage_check(run))
+    report("audit_sighup_reopen", sighup_check(run))
+
+    if run.args.verbose:
+        for path in (run.audit_path + ".1", run.audit_path):
+            print("    --- %s ---" % path)
+            for r in run.records(path):
+                print("    " + r["_line"])
+        for key in MXS:
+            print("    %s: %s" % (key, "; ".join(describe_conns(run.mxs[key]))))
+
+
+# ------------------------------------------------------------------ main
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--tlsguardd", default=os.path.join(REPO, "build", "tlsguardd"))
+    ap.add_argument("--tlsguardctl", default=os.path.join(REPO, "build", "tlsguardctl"))
+    ap.add_argument("--keep", action="store_true", help="keep the temp dir (audit file, logs, MX records)")
+    ap.add_argument("-v", "--verbose", action="store_true", help="show the records, the MXs' view, logs")
+    return ap.parse_args(argv)
+
+
+def _on_sigterm(signum, frame):
+    raise KeyboardInterrupt("SIGTERM")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if os.geteuid() != 0:
+        print("audit_run.py must run as root (cgroups, port 25, Postfix)", file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    results = []
+
+    def report(name, problems):
+        results.append((name, problems))
+        if problems:
+            more = " (+%d more)" % (len(problems) - 5) if len(problems) > 5 else ""
+            print("FAIL %s: %s%s" % (name, "; ".join(problems[:5]), more), flush=True)
+            if args.verbose:
+                for x in problems[5:]:
+                    print("    " + x)
+        else:
+            print("PASS %s" % name, flush=True)
+
+    tmp = cgroup = child = pfa = pfb = daemon = run = None
+    mxs = {}
+    interrupted = False
+    t0 = time.monotonic()
+    try:
+        try:
+            check_postfix_installed()
+            for path in (args.tlsguardd, args.tlsguardctl):
+                if not os.access(path, os.X_OK):
+                    raise RuntimeError("%s is missing or not executable (run make)" % path)
+            tmp = tempfile.mkdtemp(prefix="tlsguard-e2e-audit-")
+            os.chmod(tmp, 0o755)
+            cgroup = Cgroup.create("tlsguard-e2e-audit")
+            child = Cgroup(os.path.join(cgroup.path, "postfix-reuse"))
+            os.mkdir(child.path)
+            jsonl = os.path.join(tmp, "mx.jsonl")
+            for key, (host, opts) in MXS.items():
+                mxs[key] = TestMX(host, 25, name=key, jsonl_path=jsonl, tls=opts).start()
+            mailboxes = ["%s" % s for s in SENDER.values()] + ["postmaster@mta.test"]
+            pfa = PostfixInstance(os.path.join(tmp, "postfix-a"), cgroup,
+                                  {DOMAINS[k]: "smtp:[%s]:25" % MXS[k][0] for k in ("tls13", "tls12", "plain",
+                                                                                      "held", "weak")},
+                                  MAILBOX_DOMAINS, mailboxes=mailboxes, extra_main=POSTFIX_MAIN)
+            pfb = ReusePostfix(os.path.join(tmp, "postfix-b"), child,
+                               {DOMAINS["reuse"]: "smtp:[%s]:25" % MXS["reuse"][0]}, MAILBOX_DOMAINS,
+                               mailboxes=mailboxes, extra_main=dict(POSTFIX_MAIN, smtp_tls_connection_reuse="yes"))
+            for pf in (pfa, pfb):
+                os.makedirs(pf.root)
+                pf.start()
+            senders_path = os.path.join(tmp, "senders")
+            with open(senders_path, "w") as f:
+                f.write(SENDERS_FILE)
+            audit_path = os.path.join(tmp, "audit.jsonl")
+            daemon = Daemon(args.tlsguardd, args.tlsguardctl, cgroup.path, senders_path,
+                            os.path.join(tmp, "tlsguardd.sock"), os.path.join(tmp, "tlsguardd.log"))
+            daemon.argv += ["--audit", audit_path, "-v"]
+            daemon.start()
+            run = Run(args, tmp, cgroup, pfa, pfb, mxs, daemon, audit_path)
+        except (PostfixMissing, PostfixError, RuntimeError, OSError) as e:
+            report("setup", [str(e)])
+        else:
+            try:
+                run_all(run, report)
+            except Exception as e:  # noqa: BLE001 -- a harness error is one failure, and cleanup still runs
+                report("harness", ["%s: %s" % (type(e).__name__, e)])
+            if args.verbose and any(p for _, p in results):
+                print(daemon.log_tail(60))
+                for pf in (pfa, pfb):
+                    print(pf.log_tail(40))
+    except KeyboardInterrupt:
+        interrupted = True
+        report("interrupted", ["Ctrl-C or SIGTERM; cleaned up"])
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # cleanup is bounded; let it finish
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        cleanup_problems = []
+        for c in (run.clients if run else []):
+            c.kill()
+        if daemon is not None:
+            why = daemon.stop()
+            if not interrupted and not daemon.died_early:
+                report("tlsguardd_shutdown", [why] if why else [])
+        for pf in (pfb, pfa):
+            if pf is not None:
+                try:
+                    pf.stop()
+                except (PostfixError, OSError, subprocess.SubprocessError) as e:
+                    cleanup_problems.append(str(e))
+        for mx in mxs.values():
+            mx.stop()
+        for cg in (child, cgroup):
+            if cg is not None:
+                try:
+                    cg.remove()
+                except (RuntimeError, OSError) as e:
+                    cleanup_problems.append(str(e))
+        if cleanup_problems:
+            report("cleanup", cleanup_problems)
+        if tmp is not None:
+            if args.keep:
+                print("kept %s" % tmp, file=sys.stderr)
+            else:
+                shutil.rmtree(tmp, ignore_errors=True)
+    failed = sum(1 for _, p in results if p)
+    print("(%.1fs)" % (time.monotonic() - t0), file=sys.stderr)
+    print("%d passed, %d failed" % (len(results) - failed, failed), flush=True)
+    return 1 if failed or interrupted else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
