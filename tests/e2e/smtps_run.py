@@ -156,7 +156,8 @@ def check_held(ctx, w):
             len(cut), len(defers), describe_conns(mx)))
     if "TLSv1" not in established(ctx, "tls10"):
         p.append("Postfix logged no TLSv1 session to tls10 (so it was not Postfix's choice to stop)")
-    held = [x for x in daemon_lines(ctx) if "%s]:%d: held:" % (MXS["tls10"][0], PORT) in x and "TLSv1.0" in x]
+    held = [x for x in daemon_lines(ctx) if "%s]:%d: " % (MXS["tls10"][0], PORT) in x and ": held: " in x
+            and "TLSv1.0" in x]
     if len(held) < len(defers):
         p.append("tlsguardd logged %d holds at tls10 for %d deferrals" % (len(held), len(defers)))
     return p, h, held
