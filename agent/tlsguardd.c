@@ -6,7 +6,7 @@
  * SYNOPSIS
  *	tlsguardd --cgroup DIR --senders FILE [--port N]... [--tls-port N]...
  *		[--slots N] [--socket PATH] [--mx-check system|IP[:PORT]]
- *		[--audit FILE] [-v]
+ *		[--audit FILE] [--pin] [-v]
  * DESCRIPTION
  *	tlsguardd attaches tlsguard's BPF programs to the cgroup v2
  *	directory DIR and guards the outbound TCP connections, IPv4 and
@@ -35,6 +35,12 @@
  *	--audit FILE appends one JSON record per message attempt to FILE
  *	(see tg_audit.h); SIGHUP reopens it.
  *
+ *	--pin keeps tlsguard in the kernel when tlsguardd exits or is killed:
+ *	maps and the cgroup link are pinned under /sys/fs/bpf/tlsguard, and a
+ *	guaranteed sender that would need the agent is failed closed (the
+ *	MTA defers) until a new tlsguardd --pin adopts the pinned state.
+ *	"tlsguardctl detach" removes it all. Without --pin, exiting detaches.
+ *
  *	--socket PATH is the control socket tlsguardctl talks to (default
  *	/run/tlsguard/tlsguardd.sock).
  * DIAGNOSTICS
@@ -55,6 +61,7 @@
 #include <sys/signalfd.h>
 #include <sys/timerfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 #include <bpf/bpf.h>
@@ -78,6 +85,8 @@
 #define TG_EP_MX	(6ULL << 32)
 
 #define TG_RESCAN_SECONDS 5	/* how often new TLS libraries are looked for */
+#define TG_PIN_DIR	"/sys/fs/bpf/tlsguard"
+#define TG_PIN_LINK	TG_PIN_DIR "/tg_sockops_link"
 
 struct tg_opts {
 	const char *cgroup;
@@ -85,6 +94,7 @@ struct tg_opts {
 	const char *socket;
 	const char *resolver;	/* --mx-check: DNS server, "" for the system's */
 	const char *audit;	/* --audit FILE */
+	int pin;		/* --pin: enforce while the agent is away */
 	__u16 ports[TG_PORTS_MAX];	/* SMTP (STARTTLS) ports */
 	unsigned nports;
 	__u16 tls_ports[TG_PORTS_MAX];	/* implicit TLS ports */
@@ -113,13 +123,16 @@ struct tg_agent {
 	int ctl_fd;
 	int msg_attached;
 	int skb_attached;
+	int adopted;		/* --pin found a previous agent's state */
+	int detach;		/* tlsguardctl detach: remove the pins too */
 	time_t no_slot_warned;
 };
 
 static const char usage[] =
 	"usage: tlsguardd --cgroup DIR --senders FILE [--port N]... "
 	"[--tls-port N]... [--slots N] [--socket PATH]\n"
-	"                 [--mx-check system|IP[:PORT]] [--audit FILE] [-v]\n";
+	"                 [--mx-check system|IP[:PORT]] [--audit FILE] [--pin] "
+	"[-v]\n";
 
 static unsigned long tg_number(const char *opt, const char *arg,
 			       unsigned long min, unsigned long max)
@@ -146,6 +159,7 @@ static void tg_parse_args(int argc, char **argv, struct tg_opts *o)
 		{ "socket", required_argument, NULL, 'S' },
 		{ "mx-check", required_argument, NULL, 'm' },
 		{ "audit", required_argument, NULL, 'a' },
+		{ "pin", no_argument, NULL, 'P' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
@@ -187,6 +201,9 @@ static void tg_parse_args(int argc, char **argv, struct tg_opts *o)
 			break;
 		case 'a':
 			o->audit = optarg;
+			break;
+		case 'P':
+			o->pin = 1;
 			break;
 		case 'm':
 			o->resolver = strcmp(optarg, "system") == 0 ? "" : optarg;
@@ -510,7 +527,10 @@ static void tg_ctl_serve(struct tg_agent *ag)
 			len = tg_status(ag, out, sizeof(out));
 		else if (strcmp(req, "flows") == 0)
 			len = tg_flows(ag, out, sizeof(out));
-		else if (strcmp(req, "audit-file") == 0)
+		else if (strcmp(req, "detach") == 0) {
+			ag->detach = 1;
+			len = snprintf(out, sizeof(out), "ok\n");
+		} else if (strcmp(req, "audit-file") == 0)
 			len = snprintf(out, sizeof(out), "ok\n%s\n",
 				       ag->opt.audit ? ag->opt.audit : "");
 		else
@@ -528,6 +548,41 @@ static int tg_epoll_add(int epfd, int fd, __u64 tag)
 	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = tag };
 
 	return epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev);
+}
+
+/*
+ * --pin: every map of tlsguard's lives under TG_PIN_DIR, so that the
+ * kernel goes on enforcing when the agent is gone (the sk_msg and sk_skb
+ * programs belong to the pinned sockhash, the sock_ops program to the
+ * pinned cgroup link). A held flow then finds no live injection slot and
+ * is failed closed: the MTA defers. A new agent adopts the pinned maps
+ * (libbpf reuses a map whose pin exists) and the flows in them.
+ */
+static void tg_pin_prepare(struct tg_agent *ag)
+{
+	struct bpf_map *map;
+	char path[256];
+
+	if (mkdir(TG_PIN_DIR, 0700) < 0 && errno != EEXIST)
+		msg_fatal("mkdir %s: %s", TG_PIN_DIR, strerror(errno));
+	ag->adopted = access(TG_PIN_DIR "/tg_flows", F_OK) == 0;
+	bpf_object__for_each_map(map, ag->skel->obj) {
+		if (strncmp(bpf_map__name(map), "tg_", 3) != 0)
+			continue;	/* .rodata: per program, not shared */
+		snprintf(path, sizeof(path), "%s/%s", TG_PIN_DIR,
+			 bpf_map__name(map));
+		if (bpf_map__set_pin_path(map, path))
+			msg_fatal("cannot pin %s: %s", path, strerror(errno));
+	}
+}
+
+/* tlsguardctl detach: nothing of tlsguard stays in the kernel. */
+static void tg_unpin(struct tg_agent *ag)
+{
+	unlink(TG_PIN_LINK);
+	bpf_object__unpin_maps(ag->skel->obj, NULL);
+	if (rmdir(TG_PIN_DIR) < 0 && errno != ENOENT)
+		msg_warn("rmdir %s: %s", TG_PIN_DIR, strerror(errno));
 }
 
 static void tg_setup(struct tg_agent *ag)
@@ -575,11 +630,27 @@ static void tg_setup(struct tg_agent *ag)
 			ag->opt.ports[i];
 	ag->skel->rodata->tg_nports = ag->opt.nports + ag->opt.ntls_ports;
 	ag->skel->rodata->tg_ntls = ag->opt.ntls_ports;
+	if (ag->opt.pin)
+		tg_pin_prepare(ag);
 	err_no = tlsguard__load(ag->skel);
+	if (err_no && ag->adopted)
+		msg_fatal("cannot adopt the state pinned under %s: %s (left "
+			  "by another version? tlsguardctl detach removes it)",
+			  TG_PIN_DIR, strerror(-err_no));
 	if (err_no)
 		msg_fatal("the kernel refused tlsguard's BPF programs: %s "
 			  "(run with -v for the verifier's log)",
 			  strerror(-err_no));
+	if (ag->adopted) {
+		__u32 stale;
+
+		/* The old agent's slots died with it. */
+		while (bpf_map_lookup_and_delete_elem(
+			       bpf_map__fd(ag->skel->maps.tg_free_slots), NULL,
+			       &stale) == 0)
+			;
+		msg_info("adopted the state pinned under %s", TG_PIN_DIR);
+	}
 
 	if (bpf_map_update_elem(bpf_map__fd(ag->skel->maps.tg_cgroup), &zero,
 				&ag->cgroup_fd, BPF_ANY))
@@ -668,11 +739,21 @@ static void tg_setup(struct tg_agent *ag)
 		msg_fatal("timerfd: %s", strerror(errno));
 
 	/* Last: from here on the MTA's new connections are guarded. */
+	if (ag->opt.pin) {
+		ag->sockops = bpf_link__open(TG_PIN_LINK);
+		if (ag->sockops &&
+		    bpf_link__update_program(ag->sockops,
+					     ag->skel->progs.tg_sockops) == 0)
+			return;
+		bpf_link__destroy(ag->sockops);
+	}
 	ag->sockops = bpf_program__attach_cgroup(ag->skel->progs.tg_sockops,
 						 ag->cgroup_fd);
 	if (!ag->sockops)
 		msg_fatal("cannot attach tg_sockops to cgroup %s: %s",
 			  ag->opt.cgroup, strerror(errno));
+	if (ag->opt.pin && bpf_link__pin(ag->sockops, TG_PIN_LINK))
+		msg_fatal("cannot pin %s: %s", TG_PIN_LINK, strerror(errno));
 }
 
 /* Returns 0 to go on, 1 on SIGTERM/SIGINT. */
@@ -723,6 +804,8 @@ static void tg_run(struct tg_agent *ag)
 				ring_buffer__consume(ag->rb);
 			else if (tag == TG_EP_CTL)
 				tg_ctl_serve(ag);
+			if (ag->detach)
+				return;
 			else if (tag == TG_EP_TIMER)
 				tg_on_timer(ag);
 			else if (tag == TG_EP_MX) {
@@ -737,12 +820,21 @@ static void tg_run(struct tg_agent *ag)
 
 static void tg_teardown(struct tg_agent *ag)
 {
-	/* New flows first, then the data path, then the maps. */
+	/*
+	 * New flows first, then the data path, then the maps. Pinned, only
+	 * what is the agent's own goes: the kernel keeps enforcing.
+	 */
+	int keep = ag->opt.pin && !ag->detach;
+
+	if (ag->opt.pin && ag->detach)
+		tg_unpin(ag);
 	bpf_link__destroy(ag->sockops);
 	tg_uprobe_detach(&ag->uprobes);
 	tg_kill_close(&ag->kill);
 	if (ag->timer_fd >= 0)
 		close(ag->timer_fd);
+	if (keep)
+		ag->msg_attached = ag->skb_attached = 0;
 	if (ag->msg_attached)
 		bpf_prog_detach2(bpf_program__fd(ag->skel->progs.tg_smtp_msg),
 				 bpf_map__fd(ag->skel->maps.tg_socks),
@@ -796,7 +888,11 @@ int main(int argc, char **argv)
 		 ag.opt.cgroup, ag.opt.nports + ag.opt.ntls_ports,
 		 ag.policy->n, ag.opt.slots);
 	tg_run(&ag);
-	msg_info("detaching");
+	if (ag.opt.pin && !ag.detach)
+		msg_info("exiting; the kernel keeps enforcing (pinned under %s; "
+			 "tlsguardctl detach removes it)", TG_PIN_DIR);
+	else
+		msg_info("detaching");
 	tg_teardown(&ag);
 	return 0;
 }

@@ -5,6 +5,7 @@
  * SYNOPSIS
  *	tlsguardctl [--socket PATH] status
  *	tlsguardctl [--socket PATH] flows
+ *	tlsguardctl [--socket PATH] detach
  *	tlsguardctl [--socket PATH] audit [--file FILE] [--sender ADDR]
  *		[--since TIME]
  * DESCRIPTION
@@ -17,6 +18,11 @@
  *	tls-failed, held, failed), the TLS version negotiated, whether the
  *	host's EHLO reply offered STARTTLS, its age in seconds and the last
  *	sender seen on it in plaintext.
+ *
+ *	detach removes tlsguard from the kernel: it asks the running
+ *	tlsguardd to detach and unpin everything and exit; with no tlsguardd
+ *	running, it removes what a tlsguardd --pin left pinned under
+ *	/sys/fs/bpf/tlsguard.
  *
  *	audit prints the audit trail (tlsguardd --audit FILE; the running
  *	daemon is asked for its file unless --file is given), one message
@@ -31,6 +37,7 @@
  *	of the audit file that is not a record is a warning naming the file
  *	and line, and is skipped.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,7 +59,7 @@ static void fatal(const char *fmt, const char *a, const char *b)
 
 static void usage(void)
 {
-	fputs("usage: tlsguardctl [--socket PATH] status|flows\n"
+	fputs("usage: tlsguardctl [--socket PATH] status|flows|detach\n"
 	      "       tlsguardctl [--socket PATH] audit [--file FILE] "
 	      "[--sender ADDR] [--since TIME]\n", stderr);
 	exit(2);
@@ -236,6 +243,47 @@ static int tg_audit(const char *sock, const char *file, const char *sender,
 	return 0;
 }
 
+#define TG_PIN_DIR "/sys/fs/bpf/tlsguard"
+
+/* Remove what a pinned tlsguardd left; the kernel frees what is unused. */
+static int tg_detach(const char *sock)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	struct dirent *de;
+	char p[512];
+	DIR *d;
+	int fd, i;
+
+	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", sock);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd >= 0 && connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == 0) {
+		close(fd);
+		tg_ask(sock, "detach");
+		/* It unpins, then exits and removes its socket. */
+		for (i = 0; i < 100 && access(sock, F_OK) == 0; i++)
+			usleep(100000);
+		if (access(sock, F_OK) == 0)
+			fatal("tlsguardd did not exit after detach (%s)%s", sock,
+			      "");
+	} else if (fd >= 0) {
+		close(fd);
+	}
+	d = opendir(TG_PIN_DIR);
+	if (!d)
+		return 0;
+	while ((de = readdir(d))) {
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(p, sizeof(p), "%s/%s", TG_PIN_DIR, de->d_name);
+		if (unlink(p) < 0)
+			fatal("%s: %s", p, strerror(errno));
+	}
+	closedir(d);
+	if (rmdir(TG_PIN_DIR) < 0)
+		fatal("%s: %s", TG_PIN_DIR, strerror(errno));
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	const char *path = TG_CTL_DEFAULT, *cmd = NULL;
@@ -261,6 +309,8 @@ int main(int argc, char **argv)
 	}
 	if (cmd && strcmp(cmd, "audit") == 0)
 		return tg_audit(path, file, sender, since);
+	if (cmd && strcmp(cmd, "detach") == 0 && !file && !sender && !since)
+		return tg_detach(path);
 	if (!cmd || (strcmp(cmd, "status") != 0 && strcmp(cmd, "flows") != 0) ||
 	    file || sender || since)
 		usage();
