@@ -25,6 +25,8 @@
  */
 #include "tg_common.bpf.h"
 
+#define TG_SKB_MAX	(256 * 1024)	/* larger than any GRO segment */
+
 /* As in tg_smtp_msg, the parsers run on the map value itself. */
 struct tg_rscan {
 	__u64 base;
@@ -105,6 +107,7 @@ static long tg_rscan_byte(__u32 i, void *ctx)
 	f->replies++;
 	if (f->ehlo_cmd && f->replies == f->ehlo_cmd + 1) {
 		f->starttls_offered = f->reply.code == 250 && f->reply.starttls;
+		f->chunking_offered = f->reply.code == 250 && f->reply.chunking;
 		f->ehlo_cmd = 0;
 	}
 	if (f->data_cmd && f->replies == f->data_cmd + 1) {
@@ -138,15 +141,19 @@ int tg_reply_skb(struct __sk_buff *skb)
 	if (f->state != TG_FS_PLAIN && f->state != TG_FS_HANDSHAKE)
 		return SK_PASS;
 
+	/*
+	 * Every byte is read: a reply the counters skipped would shift which
+	 * reply answers DATA or STARTTLS. A segment that cannot be read whole
+	 * fails the flow closed.
+	 */
 	len = skb->len;
-	if (len > TG_SCAN_MAX)
-		len = TG_SCAN_MAX;
 	if (len == 0)
 		return SK_PASS;
-	if (bpf_skb_pull_data(skb, len))
-		return SK_PASS;
-	if ((void *)(long)skb->data + len > (void *)(long)skb->data_end)
-		return SK_PASS;
+	if (len > TG_SKB_MAX || bpf_skb_pull_data(skb, len) ||
+	    (void *)(long)skb->data + len > (void *)(long)skb->data_end) {
+		tg_fail_flow(f, TG_WHY_BAD_MAIL);
+		return SK_DROP;
+	}
 	s.base = (__u64)(long)skb->data;
 	s.f = f;
 	s.len = len;

@@ -230,6 +230,7 @@ static __always_inline int tg_plain(struct sk_msg_md *msg, struct tg_flow *f)
 	s.base = (__u64)(long)msg->data;
 	s.f = f;
 	s.len = len;
+	f->cmd.no_chunking = !f->chunking_offered;
 	s.at_line = f->cmd;
 	s.at_cmds = f->cmds;
 	s.at_data_cmd = f->data_cmd;
@@ -264,80 +265,111 @@ static __always_inline int tg_plain(struct sk_msg_md *msg, struct tg_flow *f)
 }
 
 /*
- * Between STARTTLS and the server's ServerHello, or after a failed
- * handshake, the client must write TLS records. A client that writes
- * something else has gone on in plaintext on the same connection: its
- * commands are read again from the first byte that is not TLS.
+ * Once STARTTLS is accepted (and in the TLS states that follow), the
+ * client must write TLS records. A client that writes something else has
+ * given up on TLS and goes on in plaintext on the same connection: its
+ * commands are read again from the first byte that is not TLS. Only the
+ * record headers are read, a handful per write, so bulk TLS data costs
+ * little: the record bodies are skipped by their length.
  */
-struct tg_hscan {
-	__u64 base;
-	struct tg_flow *f;
-	__u32 len;
-	__u32 bad_off;
-	__u32 bad;
-	__u8 buf[2 * TG_BLOCK];
-};
+#define TG_TLS_RECORDS	32	/* record headers read per run */
 
-static long tg_hscan_byte(__u32 i, void *ctx)
+/*
+ * Frame the write as TLS records. Returns 0 when all of it is TLS, 1 with
+ * *bad_off at the first byte that is not, 2 with *bad_off where the run
+ * stopped (more records than TG_TLS_RECORDS), -1 when it cannot be read.
+ */
+static __always_inline int tg_frame(struct sk_msg_md *msg, struct tg_flow *f,
+				    __u32 size, __u32 *bad_off, int *alert)
 {
-	struct tg_hscan *s = ctx;
-	struct tg_flow *f = s->f;
+	unsigned char hdr[8] = {};
+	__u32 off = 0, left;
 	__u64 n;
+	int i, j;
 
-	if (i >= s->len || !f)
-		return 1;
-	if ((i & (TG_BLOCK - 1)) == 0) {
-		n = s->len - i;
-		if (n > TG_BLOCK)
-			n = TG_BLOCK;
-		n &= 2 * TG_BLOCK - 1;
-		if (bpf_probe_read_kernel(s->buf, n, (void *)(s->base + i))) {
-			s->bad = 1;
-			s->bad_off = i;
-			return 1;
+	for (i = 0; i < TG_TLS_RECORDS; i++) {
+		if (off >= size)
+			return 0;
+		if (f->tlsc.rec_hdr >= 5) {
+			/* inside a record body: skip it by its length */
+			left = size - off;
+			if (left > f->tlsc.rec_left)
+				left = f->tlsc.rec_left;
+			f->tlsc.rec_left -= left;
+			off += left;
+			if (f->tlsc.rec_left == 0) {
+				f->tlsc.rec_hdr = 0;
+				f->tlsc.rec_len = 0;
+			}
+			continue;
 		}
+		/* (the rest of) a record header */
+		n = 5 - f->tlsc.rec_hdr;
+		if (n > size - off)
+			n = size - off;
+		if (n == 0 || n > 5)
+			return -1;
+		if (bpf_msg_pull_data(msg, off, off + (__u32)n, 0))
+			return -1;
+		if ((void *)(long)msg->data + n > (void *)(long)msg->data_end)
+			return -1;
+		if (bpf_probe_read_kernel(hdr, n, (void *)(long)msg->data))
+			return -1;
+		for (j = 0; j < 5; j++) {
+			if (j >= n)
+				break;
+			if (f->tlsc.rec_hdr == 0 && hdr[j] == TG_TLS_CT_ALERT)
+				*alert = 1;
+			if (tg_tls_client_feed(&f->tlsc, hdr[j]) == TG_TLS_BAD) {
+				*bad_off = off + j;
+				return 1;
+			}
+		}
+		off += (__u32)n;
 	}
-	if (tg_tls_client_feed(&f->tlsc, s->buf[i & (TG_BLOCK - 1)]) ==
-	    TG_TLS_BAD) {
-		s->bad = 1;
-		s->bad_off = i;
-		return 1;
-	}
-	return 0;
+	if (off >= size)
+		return 0;
+	/* More records than one run reads: the rest is run again. */
+	*bad_off = off;
+	return 2;
 }
 
 static __always_inline int tg_handshake(struct sk_msg_md *msg,
 					struct tg_flow *f)
 {
-	struct tg_hscan s = {};
-	__u32 len = msg->size;
+	__u32 size = msg->size, off = 0;
+	int r, alert = 0;
 
-	if (len > TG_SCAN_MAX)
-		len = TG_SCAN_MAX;
-	if (len == 0)
+	if (size == 0)
 		return SK_PASS;
-	if (bpf_msg_pull_data(msg, 0, len, 0) ||
-	    (void *)(long)msg->data + len > (void *)(long)msg->data_end) {
+	r = tg_frame(msg, f, size, &off, &alert);
+	/*
+	 * A client's alert in the clear: the handshake failed (or the session
+	 * ends); whatever the ServerHello said, this is not TLS to rely on.
+	 */
+	if (alert && f->state != TG_FS_TLS_FAILED)
+		f->state = TG_FS_TLS_FAILED;
+	if (r < 0) {
+		/* Unreadable, so unjudged: fail closed. */
 		tg_fail_flow(f, TG_WHY_BAD_MAIL);
 		return SK_DROP;
 	}
-	s.base = (__u64)(long)msg->data;
-	s.f = f;
-	s.len = len;
-	bpf_loop(len, tg_hscan_byte, &s, 0);
-	if (s.bad) {
+	if (r == 2) {
+		if (off > 0 && off < size)
+			bpf_msg_apply_bytes(msg, off);
+		return SK_PASS;
+	}
+	if (r == 1) {
 		/* Plaintext from here on: a fresh line, judged as such. */
 		f->state = TG_FS_PLAIN;
 		tg_cmd_init(&f->cmd);
 		tg_reply_init(&f->reply);
-		if (s.bad_off > 0) {
-			bpf_msg_apply_bytes(msg, s.bad_off);
+		if (off > 0) {
+			bpf_msg_apply_bytes(msg, off);
 			return SK_PASS;
 		}
 		return tg_plain(msg, f);
 	}
-	if (len < msg->size)
-		bpf_msg_apply_bytes(msg, len);
 	return SK_PASS;
 }
 
@@ -358,6 +390,13 @@ int tg_smtp_msg(struct sk_msg_md *msg)
 	struct tg_flow *f;
 	struct tg_sk *sks;
 
+	/*
+	 * apply_bytes and cork_bytes live in the message, and a message is
+	 * run again (after apply_bytes) or carried on (corked): a value set
+	 * by an earlier run must not bind this verdict.
+	 */
+	bpf_msg_apply_bytes(msg, 0);
+	bpf_msg_cork_bytes(msg, 0);
 	if (!msg->sk)
 		return SK_DROP;
 	sks = bpf_sk_storage_get(&tg_sk_store, msg->sk, 0, 0);
@@ -374,7 +413,7 @@ int tg_smtp_msg(struct sk_msg_md *msg)
 	}
 	switch (f->state) {
 	case TG_FS_TLS:
-		return SK_PASS;
+		return tg_handshake(msg, f);
 	case TG_FS_WEAK:
 		/*
 		 * Judged inside TLS by the uprobes on the TLS library, which
@@ -385,7 +424,7 @@ int tg_smtp_msg(struct sk_msg_md *msg)
 			tg_fail_flow(f, TG_WHY_UNSEEN_TLS);
 			return SK_DROP;
 		}
-		return SK_PASS;
+		return tg_handshake(msg, f);
 	case TG_FS_HANDSHAKE:
 	case TG_FS_TLS_FAILED:
 		return tg_handshake(msg, f);

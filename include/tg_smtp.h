@@ -62,14 +62,18 @@
  *	TG_REPLY_FINAL at the end of the last line of a reply (r->code holds
  *	the code), TG_REPLY_CONT at the end of a continuation line ("250-"),
  *	TG_REPLY_BAD at the end of a line that does not start with three
- *	digits, and TG_REPLY_NONE otherwise. r->starttls is set when a line of
- *	the reply in progress advertises STARTTLS; it is cleared when the next
- *	reply starts.
+ *	digits, and TG_REPLY_NONE otherwise. r->starttls (r->chunking) is set
+ *	when a line of the reply in progress advertises STARTTLS (CHUNKING);
+ *	both are cleared when the next reply starts.
+ *
+ *	p->no_chunking, set by the caller when the host's EHLO reply did not
+ *	offer CHUNKING, makes BDAT an ordinary command line: such a host
+ *	refuses it and reads what follows as commands, so must the parser.
  *
  *	tg_addr_key() computes the policy key of an address written as in a
  *	senders file: the same normalization as the MAIL parser (ASCII case
  *	folded, a "+extension" dropped from the local part, a source route
- *	dropped) and the same 64-bit FNV-1a hash. *domain_key receives the key
+ *	dropped, the quoting of a quoted local part dropped) and the same 64-bit FNV-1a hash. *domain_key receives the key
  *	of "@domain" (0 when there is no domain). It returns 0 when the address
  *	is malformed.
  * DIAGNOSTICS
@@ -105,6 +109,7 @@
 #define TG_VERB_EHLO	TG_V4('E', 'H', 'L', 'O')
 #define TG_VERB_HELO	TG_V4('H', 'E', 'L', 'O')
 #define TG_VERB_STARTTLS TG_V8('S', 'T', 'A', 'R', 'T', 'T', 'L', 'S')
+#define TG_WORD_CHUNKING TG_V8('C', 'H', 'U', 'N', 'K', 'I', 'N', 'G')
 #define TG_VERB_LONG	(~0ULL)	/* more than eight characters */
 
 enum tg_cmd_event {
@@ -171,7 +176,9 @@ struct tg_cmd {
 	__u8 sub;		/* position inside a keyword ("FROM") */
 	__u8 verb_len;
 	__u8 cr;		/* the last byte was CR */
-	__u8 pad[5];
+	__u8 no_chunking;	/* the host did not offer CHUNKING: BDAT is
+				 * refused, and what follows it is commands */
+	__u8 pad[4];
 };
 
 #define TG_REPLY_NONE	0
@@ -188,7 +195,7 @@ struct tg_reply {
 	__u8 starttls;		/* reply in progress advertises STARTTLS */
 	__u8 word_len;
 	__u8 new_reply;		/* next line starts a new reply */
-	__u8 pad;
+	__u8 chunking;		/* reply in progress advertises CHUNKING */
 };
 
 static TG_INLINE int tg_is_space(unsigned char c)
@@ -255,17 +262,30 @@ static TG_INLINE int tg_addr_byte(struct tg_cmd *p, unsigned char c)
 			return -1;
 		return 0;
 	}
+	/*
+	 * A quoted local part names the same mailbox as its unquoted form
+	 * ("alice"@x is alice@x, "al\ice"@x too: RFC 5322 3.2.4): quotes and
+	 * backslashes are not hashed, only what they quote.
+	 */
 	if (f & TG_AF_ESCAPE) {
 		p->aflags = f & ~TG_AF_ESCAPE;
 		goto hash;
 	}
 	if (f & TG_AF_QUOTE) {
-		if (c == '\\')
-			p->aflags = f | TG_AF_ESCAPE;
-		else if (c == '"')
-			p->aflags = f & ~TG_AF_QUOTE;
-		else if (c == '\r' || c == '\n')
+		if (c == '\r' || c == '\n')
 			return -1;
+		if (c == '\\' || c == '"') {
+			if (p->addr_len >= TG_ADDR_MAX)
+				return -1;
+			p->addr_len++;
+			p->aflags = c == '"' ? f & ~TG_AF_QUOTE : f | TG_AF_ESCAPE;
+			return 0;
+		}
+		if (c == '+' && p->addr_len > 1 && !(f & TG_AF_EXT)) {
+			p->aflags = f | TG_AF_EXT;
+			p->addr_len++;
+			return 0;
+		}
 		goto hash;
 	}
 	if (c == '>')
@@ -279,8 +299,11 @@ static TG_INLINE int tg_addr_byte(struct tg_cmd *p, unsigned char c)
 		return 0;
 	}
 	if (c == '"' && !(f & TG_AF_DOMAIN)) {
+		if (p->addr_len >= TG_ADDR_MAX)
+			return -1;
+		p->addr_len++;
 		p->aflags = f | TG_AF_QUOTE;
-		goto hash;
+		return 0;
 	}
 	if (c == '@') {
 		if (f & TG_AF_DOMAIN)
@@ -398,7 +421,7 @@ static TG_INLINE int tg_cmd_eol(struct tg_cmd *p)
 		if (ev == TG_CMD_MAIL && (p->aflags & TG_AF_DOMAIN) &&
 		    p->domain_key == tg_fnv(TG_FNV_OFFSET, '@'))
 			ev = TG_CMD_MAIL_BAD;
-	} else if (p->verb == TG_VERB_BDAT &&
+	} else if (p->verb == TG_VERB_BDAT && !p->no_chunking &&
 		   (p->phase == TG_PH_SIZE_DIGITS ||
 		    p->phase == TG_PH_SIZE_DONE) && p->chunk_left) {
 		p->mode = TG_MODE_CHUNK;
@@ -545,6 +568,8 @@ static TG_INLINE int tg_reply_feed(struct tg_reply *r, unsigned char c)
 		/* 0x10: the word ended at white space */
 		if ((r->word_len & ~0x10) == 8 && r->word == TG_VERB_STARTTLS)
 			r->starttls = 1;
+		if ((r->word_len & ~0x10) == 8 && r->word == TG_WORD_CHUNKING)
+			r->chunking = 1;
 		if (n < 3 || r->bad)
 			ev = TG_REPLY_BAD;
 		else
@@ -555,7 +580,7 @@ static TG_INLINE int tg_reply_feed(struct tg_reply *r, unsigned char c)
 	}
 	if (n == 0) {
 		if (r->new_reply)
-			r->starttls = 0;
+			r->starttls = r->chunking = 0;
 		r->code = 0;
 		r->sep = 0;
 		r->bad = 0;

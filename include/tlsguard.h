@@ -97,7 +97,8 @@ struct tg_flow {
 	__u32 starttls_cmd;	/* index of STARTTLS, 0 if none pending */
 	__u32 ehlo_cmd;		/* index of EHLO, 0 if none pending */
 	__u32 held;		/* messages held on this flow */
-	__u32 starttls_offered;	/* the last EHLO reply advertised STARTTLS */
+	__u16 starttls_offered;	/* the last EHLO reply advertised STARTTLS */
+	__u16 chunking_offered;	/* ... and CHUNKING (RFC 3030 BDAT) */
 	__u16 tls_version;	/* from the ServerHello, 0 if none */
 	__u16 tls_cipher;
 	__u8 tls_alert;		/* alert that ended the handshake */
