@@ -91,6 +91,7 @@ e2e: all
 	$(PYTHON) tests/e2e/smtps_run.py --tlsguardd $(BUILD)/tlsguardd --tlsguardctl $(BUILD)/tlsguardctl
 	$(PYTHON) tests/e2e/audit_run.py --tlsguardd $(BUILD)/tlsguardd --tlsguardctl $(BUILD)/tlsguardctl
 	$(PYTHON) tests/e2e/framing_run.py --tlsguardd $(BUILD)/tlsguardd --tlsguardctl $(BUILD)/tlsguardctl
+	$(PYTHON) tests/e2e/pin_run.py --tlsguardd $(BUILD)/tlsguardd --tlsguardctl $(BUILD)/tlsguardctl
 
 check: unit e2e
 

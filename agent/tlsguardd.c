@@ -576,6 +576,34 @@ static void tg_pin_prepare(struct tg_agent *ag)
 	}
 }
 
+/*
+ * Flows the previous agent held wait for replies that will never come
+ * (its injection slots died with it): destroy them, so that the MTA
+ * defers at once instead of waiting for its own timeout.
+ */
+static void tg_adopt_flows(struct tg_agent *ag)
+{
+	int fd = bpf_map__fd(ag->skel->maps.tg_flows);
+	__u64 key, next, *prev = NULL;
+	unsigned long n = 0;
+	struct tg_flow f;
+
+	while (bpf_map_get_next_key(fd, prev, &next) == 0) {
+		key = next;
+		prev = &key;
+		if (bpf_map_lookup_elem(fd, &key, &f) ||
+		    f.state != TG_FS_DIVERTED)
+			continue;
+		f.state = TG_FS_FAILED;
+		bpf_map_update_elem(fd, &key, &f, BPF_EXIST);
+		if (tg_kill_flow(&ag->kill, &f) == 0)
+			n++;
+	}
+	if (n)
+		msg_info("destroyed %lu held connection(s) of the previous "
+			 "agent; the MTA retries them", n);
+}
+
 /* tlsguardctl detach: nothing of tlsguard stays in the kernel. */
 static void tg_unpin(struct tg_agent *ag)
 {
@@ -658,6 +686,8 @@ static void tg_setup(struct tg_agent *ag)
 	if (tg_kill_open(&ag->kill) < 0)
 		msg_fatal("cannot open sock_diag netlink (SOCK_DESTROY): %s",
 			  strerror(errno));
+	if (ag->adopted)
+		tg_adopt_flows(ag);
 
 	/* Map programs first: they apply to sockets added after them. */
 	if (bpf_prog_attach(bpf_program__fd(ag->skel->progs.tg_smtp_msg),

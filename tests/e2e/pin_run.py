@@ -1,0 +1,807 @@
+#!/usr/bin/python3
+"""Fail-closed pinning run for tlsguard: kill -9 the agent, Postfix keeps being guarded.
+
+Usage (as root; builds nothing):
+    /usr/bin/python3 tests/e2e/pin_run.py [--tlsguardd build/tlsguardd]
+        [--tlsguardctl build/tlsguardctl] [--keep] [-v]
+
+Setup: a temp dir, a cgroup v2 directory, one recording test MX without
+STARTTLS (mx.py) on 127.0.0.140:25, a private Postfix (postfix_env.py) whose
+master runs in the cgroup, with ``queue_run_delay = 1s``,
+``minimal_backoff_time = 2s``, ``maximal_backoff_time = 4s`` (a deferred mail
+is tried again within seconds) and the smtp client's reply timeouts at 15s (a
+flow held at the very moment of the kill waits for replies that nobody
+sends; Postfix's defaults would make that 5 minutes), and ``tlsguardd
+--cgroup DIR --senders FILE --port 25 --socket SOCK --pin`` (run.py's
+``Daemon`` plus ``--pin``; each start logs to its own file).  Guaranteed
+senders: ``@guarded.test``; every mail has its own sender address, so "no
+MAIL FROM of that sender at the MX" is exact, and no MAIL FROM of the whole
+domain may reach the MX before tlsguard is detached.
+
+Refuses to start when /sys/fs/bpf/tlsguard already exists (a running
+``tlsguardd --pin`` or a leftover: ``build/tlsguardctl detach`` removes it).
+
+Cases, in order, on one Postfix instance:
+  1. pinned_bounce -- with ``tlsguardd --pin`` running, a guaranteed sender
+     is bounced as usual (status=bounced dsn=5.7.10 "TLS is required, but was
+     not offered by host", one DSN, nothing at the MX); maps and the
+     sock_ops link are pinned under /sys/fs/bpf/tlsguard; the agent did not
+     "adopt" anything (it started fresh).
+  2. killed_fail_closed -- SIGKILL the agent (by pid); inject 4 guaranteed
+     and 4 other senders' mails: no guaranteed MAIL/RCPT/DATA/body reaches
+     the MX, each guaranteed mail is status=deferred, each other one is
+     delivered exactly once; ``bpftool cgroup show CGROUP`` still lists
+     tg_sockops while no tlsguardd of ours runs; the pins are still there.
+  3. restart_adopts -- ``tlsguardd --pin`` again: it logs "adopted the state
+     pinned under /sys/fs/bpf/tlsguard"; on Postfix's next attempt each
+     deferred mail of case 2 is bounced with 550 5.7.10 and the TLS text (one
+     DSN per message, never sent, nothing at the MX).  The time from the
+     restart to each bounce is printed.
+  4. kill_mid_burst -- 20 mails, guaranteed and other alternating, injected
+     one every 50 ms; SIGKILL the agent once some of them have a status and
+     at least 8 are injected; restart with --pin 2 s after the last
+     injection.  Every guaranteed mail ends bounced 5.7.10 with one DSN and
+     nothing at the MX, every other one is delivered exactly once.  The
+     split (done before the kill, deferred while down, ...) is printed, and
+     a ``note:`` when a guaranteed flow diverted around the kill got no
+     reply at all and waited for Postfix's smtp_mail_timeout (with the MX
+     connection's timing relative to the SIGKILL): not a failure here
+     (nothing leaks), but Postfix suspends the destination meanwhile.
+  5. detach_running -- ``tlsguardctl --socket SOCK detach`` with the agent
+     running: exit 0, the agent exits 0, /sys/fs/bpf/tlsguard is gone,
+     ``bpftool cgroup show CGROUP`` lists nothing, and a guaranteed sender's
+     mail is then delivered to the MX (tlsguard is gone).
+  6. detach_after_kill -- ``tlsguardd --pin``, SIGKILL, ``tlsguardctl
+     --socket SOCK detach`` (no agent answers): exit 0, the pins are gone,
+     nothing attached to the cgroup, and a guaranteed sender is delivered.
+Before case 5 the check ``no_guaranteed_mail_from`` asserts that no MAIL
+FROM of @guarded.test reached the MX in cases 1-4.
+
+``tlsguardctl`` is always given ``--socket SOCK`` (the run's own socket): a
+bare ``tlsguardctl detach`` would ask any tlsguardd on the default socket
+(another suite's) to detach.
+
+Output: ``PASS name`` / ``FAIL name: why`` per case (indented detail lines
+where useful; with -v, failures are followed by the tlsguardd logs, the
+mails' Postfix log lines, the MX record and ``bpftool map dump pinned
+/sys/fs/bpf/tlsguard/tg_flows``), then exactly ``N passed, M failed`` alone
+on a line; exit status 0 only if none failed (2 on a usage error).
+Everything created is removed in a ``finally``, also on Ctrl-C or SIGTERM:
+tlsguardd (``tlsguardctl --socket SOCK detach``, SIGKILL by pid if it does
+not exit), the pins (``tlsguardctl --socket SOCK detach`` with no agent: the
+run checks that /sys/fs/bpf/tlsguard is gone at the end, ``cleanup`` case),
+Postfix, the MX, the cgroup, and the temp dir unless --keep.
+"""
+
+import argparse
+import concurrent.futures
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.dont_write_bytecode = True  # leave no __pycache__ in the source tree
+
+from mx import TestMX  # noqa: E402
+from postfix_env import (_LOG_RE, _STATUS_RE, Cgroup, PostfixError,  # noqa: E402
+                         PostfixInstance, PostfixMissing, Status, bounce_report, check_postfix_installed)
+from run import TLS_DSN, TLS_TEXT, Daemon, normalize  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(HERE))
+PIN_DIR = "/sys/fs/bpf/tlsguard"
+ADOPT_TEXT = "adopted the state pinned under %s" % PIN_DIR
+BPFTOOL = "bpftool"
+
+MX_HOST = "127.0.0.140"
+RCPT_DOMAIN = "plain.test"
+TRANSPORTS = {RCPT_DOMAIN: "smtp:[%s]:25" % MX_HOST}
+GUARANTEED_DOMAIN = "guarded.test"
+OTHER_DOMAIN = "mta.test"
+SENDERS_FILE = "# tlsguard pin_run: every sender of this domain is guaranteed\n@%s\n" % GUARANTEED_DOMAIN
+
+POSTFIX_EXTRA = {
+    "queue_run_delay": "1s",
+    "minimal_backoff_time": "2s",
+    "maximal_backoff_time": "4s",
+    # A flow held when the agent dies gets no reply: bound Postfix's wait.
+    "smtp_helo_timeout": "15s",
+    "smtp_mail_timeout": "15s",
+    "smtp_rcpt_timeout": "15s",
+    "smtp_data_init_timeout": "15s",
+    "smtp_data_xfer_timeout": "15s",
+    "smtp_data_done_timeout": "15s",
+    "smtp_rset_timeout": "15s",
+    "smtp_quit_timeout": "15s",
+}
+
+TIMEOUT_STATUS = 40.0
+TIMEOUT_BOUNCE = 20.0
+TIMEOUT_EXIT = 15.0
+
+
+# ------------------------------------------------------------------ helpers
+
+class PinDaemon(Daemon):
+    """run.py's Daemon with --pin; SIGKILL by pid."""
+
+    def __init__(self, args, cgroup, senders_path, sock, log_path):
+        super().__init__(args.tlsguardd, args.tlsguardctl, cgroup, senders_path, sock, log_path)
+        self.argv.append("--pin")
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill9(self):
+        if self.alive():
+            os.kill(self.proc.pid, signal.SIGKILL)
+        if self.proc is not None:
+            self.proc.wait(TIMEOUT_EXIT)
+            return self.proc.returncode
+        return None
+
+    def log_text(self):
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+
+def run_cmd(argv, timeout=20):
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+        return r.returncode, r.stdout, r.stderr
+    except subprocess.TimeoutExpired:
+        return None, "", "timed out after %ds" % timeout
+
+
+def bpftool_cgroup(path):
+    """(sock_ops program names attached to the cgroup, raw output)."""
+    rc, out, err = run_cmd([BPFTOOL, "cgroup", "show", path])
+    names = [ln.split()[-1] for ln in out.splitlines()
+             if any(f in ("sock_ops", "cgroup_sock_ops") for f in ln.split())]
+    return names, ("exit %s: %s%s" % (rc, out, err)).strip()
+
+
+def pins():
+    try:
+        return sorted(os.listdir(PIN_DIR))
+    except FileNotFoundError:
+        return None
+
+
+def flows_dump():
+    if not os.path.exists(os.path.join(PIN_DIR, "tg_flows")):
+        return "(no %s/tg_flows)" % PIN_DIR
+    rc, out, err = run_cmd([BPFTOOL, "map", "dump", "pinned", os.path.join(PIN_DIR, "tg_flows")])
+    return (out + err).strip()
+
+
+def our_tlsguardd_pids(sock):
+    """tlsguardd processes whose command line names our control socket."""
+    found = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % d, "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"tlsguardd") and sock.encode() in argv:
+            found.append(int(d))
+    return found
+
+
+class Ctx:
+    def __init__(self, args, tmp, cgroup, pf, mx, senders_path):
+        self.args, self.tmp, self.cgroup, self.pf, self.mx = args, tmp, cgroup, pf, mx
+        self.senders_path = senders_path
+        self.sock = os.path.join(tmp, "tlsguardd.sock")
+        self.run_id = secrets.token_hex(3)
+        self.daemons = []  # every tlsguardd started, in order
+        self.n = 0
+
+    @property
+    def agent(self):
+        return self.daemons[-1] if self.daemons else None
+
+    def start_agent(self):
+        d = PinDaemon(self.args, self.cgroup.path, self.senders_path, self.sock,
+                      os.path.join(self.tmp, "tlsguardd-%d.log" % (len(self.daemons) + 1)))
+        self.daemons.append(d)
+        d.start()
+        return d
+
+    def ctl(self, *cmd):
+        return run_cmd([self.args.tlsguardctl, "--socket", self.sock, *cmd], timeout=30)
+
+    def send(self, guaranteed, tag):
+        """One mail from a fresh sender (guaranteed or not) to a fresh recipient at the MX."""
+        self.n += 1
+        local = "%s%d-%s" % ("g" if guaranteed else "n", self.n, self.run_id)
+        sender = "%s@%s" % (local, GUARANTEED_DOMAIN if guaranteed else OTHER_DOMAIN)
+        rcpt = "%s-%d.%s@%s" % (tag, self.n, self.run_id, RCPT_DOMAIN)
+        return self.pf.send(sender, [rcpt], subject=tag)
+
+    # ---- Postfix log: every status of every mail, in order
+
+    def history(self, mails):
+        """{marker: (queue_id, [Status...])} from the whole log."""
+        by_msgid = {m.message_id: m for m in mails}
+        qids, out = {}, {m.marker: [None, []] for m in mails}
+        for line in self.pf.log_lines():
+            g = _LOG_RE.search(line)
+            if not g:
+                continue
+            prog, qid, rest = g.group(1), g.group(3), g.group(4)
+            if prog == "cleanup" and rest.startswith("message-id="):
+                m = by_msgid.get(rest[len("message-id="):].strip())
+                if m is not None and out[m.marker][0] is None:
+                    out[m.marker][0] = qid
+                    qids[qid] = m.marker
+                continue
+            marker = qids.get(qid)
+            s = _STATUS_RE.search(rest) if marker else None
+            if s:
+                out[marker][1].append(Status(status=s.group(5), dsn=s.group(4), text=s.group(6),
+                                             relay=s.group(2), conn_use=int(s.group(3) or 1), line=line))
+        return {k: (v[0], v[1]) for k, v in out.items()}
+
+    def wait(self, mails, done, timeout, step=0.1):
+        """Poll the log until done(history) or timeout; return the last history."""
+        deadline = time.monotonic() + timeout
+        while True:
+            h = self.history(mails)
+            if done(h) or time.monotonic() >= deadline:
+                return h
+            time.sleep(step)
+
+    # ---- the MX record
+
+    def transactions(self):
+        return [(c, t) for c in self.mx.connections() for t in c.transactions()]
+
+    def carriers(self, mail):
+        return [(c, t) for c, t in self.transactions()
+                if t.data is not None and any(mail.marker in ln for ln in t.data)]
+
+    def mx_traces(self, mail):
+        """Anything of this mail's transaction at the MX: its MAIL FROM, RCPT, marker."""
+        sender = normalize(mail.sender)
+        rcpts = {"<%s>" % r.lower() for r in mail.recipients}
+        found = []
+        for c in self.mx.connections():
+            for ln in c.lines():
+                low = ln.lower()
+                if ((low.startswith("mail from:") and sender in low) or mail.marker in ln
+                        or (low.startswith("rcpt to:") and any(r in low for r in rcpts))):
+                    found.append("conn#%d %r" % (c.id, ln[:70]))
+        return found
+
+    def guaranteed_mail_from(self):
+        return ["conn#%d %r" % (c.id, ln[:70]) for c in self.mx.connections() for ln in c.lines()
+                if ln.lower().startswith("mail from:") and ("@%s" % GUARANTEED_DOMAIN) in ln.lower()]
+
+
+def last(h, marker):
+    sts = h[marker][1]
+    return sts[-1] if sts else None
+
+
+def final(st):
+    return st is not None and st.status in ("sent", "bounced", "expired")
+
+
+def check_bounced(ctx, h, mail, bounces):
+    """A guaranteed mail: bounced 5.7.10 with the TLS text, never sent, one DSN, nothing at the MX."""
+    p, who = [], "%s <%s>" % (mail.marker, mail.sender)
+    qid, sts = h[mail.marker]
+    if qid is None:
+        return ["%s: never picked up" % who]
+    st = sts[-1] if sts else None
+    if st is None:
+        p.append("%s: no status in the Postfix log" % who)
+    elif st.status != "bounced" or st.dsn != TLS_DSN or TLS_TEXT not in st.text:
+        p.append("%s: status=%s dsn=%s (%s), expected bounced %s %r" % (who, st.status, st.dsn, st.text,
+                                                                          TLS_DSN, TLS_TEXT))
+    if any(s.status == "sent" for s in sts):
+        p.append("%s: status=sent in the log" % who)
+    dsns = bounces.get(mail.marker, [])
+    if len(dsns) != 1:
+        p.append("%s: %d DSNs in the sender's mailbox, expected 1" % (who, len(dsns)))
+    for msg in dsns:
+        rep = " ".join(bounce_report(msg).split())
+        if TLS_TEXT not in rep:
+            p.append("%s: DSN lacks %r" % (who, TLS_TEXT))
+        if "<%s>" % mail.recipients[0].lower() not in rep.lower():
+            p.append("%s: DSN does not name <%s>" % (who, mail.recipients[0]))
+    traces = ctx.mx_traces(mail)
+    if traces:
+        p.append("%s: LEAK at the MX: %s" % (who, "; ".join(traces[:3])))
+    return p
+
+
+def check_delivered(ctx, h, mail):
+    """Sent, exactly one transaction at the MX with that MAIL FROM and RCPT, no DSN."""
+    p, who = [], "%s <%s>" % (mail.marker, mail.sender)
+    qid, sts = h[mail.marker]
+    st = sts[-1] if sts else None
+    if qid is None:
+        return ["%s: never picked up" % who]
+    if st is None or st.status != "sent":
+        p.append("%s: %s, expected sent" % (who, "no status" if st is None else "status=%s (%s)" % (
+            st.status, st.text)))
+    carriers = ctx.carriers(mail)
+    if len(carriers) != 1:
+        p.append("%s: body at the MX %d times, expected once" % (who, len(carriers)))
+    for c, t in carriers:
+        if normalize(t.sender) != normalize(mail.sender):
+            p.append("%s: MX saw MAIL FROM:<%s>" % (who, t.sender))
+        if [r.lower() for r in t.recipients] != [r.lower() for r in mail.recipients]:
+            p.append("%s: MX saw RCPT %s" % (who, t.recipients))
+    if ctx.pf.bounces_for(mail.sender, mail.marker):
+        p.append("%s: unexpected DSN" % who)
+    return p
+
+
+def collect_bounces(ctx, h, mails, timeout=TIMEOUT_BOUNCE):
+    """DSNs per marker for the mails the log says bounced (waits for them, then settles)."""
+    wanted = [(m.sender, m.marker) for m in mails if any(s.status == "bounced" for s in h[m.marker][1])]
+    ctx.pf.wait_bounces(wanted, timeout)
+    time.sleep(0.5)  # a second DSN would show up now
+    return {m.marker: ctx.pf.bounces_for(m.sender, m.marker) for m in mails}
+
+
+def diagnostics(ctx, mails):
+    """What happened, for a failed case: tlsguardd logs, Postfix lines, MX record, tg_flows."""
+    out = []
+    for i, d in enumerate(ctx.daemons, 1):
+        rc = d.proc.returncode if d.proc is not None else None
+        out.append("--- tlsguardd #%d (pid %s, %s) %s" % (
+            i, d.proc.pid if d.proc else "-", "running" if d.alive() else "exit %s" % rc, d.log_path))
+        out += ["  " + ln for ln in d.log_text().splitlines()[-25:]]
+    h = ctx.history(mails)
+    qids = {q for q, _ in h.values()} - {None}
+    out.append("--- Postfix log lines of these mails")
+    out += ["  " + ln for ln in ctx.pf.log_lines() if any(q in ln for q in qids)][-60:]
+    out.append("--- MX record (commands per connection)")
+    for c in ctx.mx.connections():
+        out.append("  conn#%d %s" % (c.id, " | ".join(x[:50] for x in c.commands())[:400]))
+    out.append("--- bpftool map dump pinned %s/tg_flows" % PIN_DIR)
+    out += ["  " + ln for ln in flows_dump().splitlines()[:80]]
+    return out
+
+
+# ------------------------------------------------------------------ cases
+
+def case_pinned_bounce(ctx, info):
+    p = []
+    agent = ctx.start_agent()
+    mail = ctx.send(True, "pinned")
+    h = ctx.wait([mail], lambda h: final(last(h, mail.marker)), TIMEOUT_STATUS)
+    bounces = collect_bounces(ctx, h, [mail])
+    p += check_bounced(ctx, h, mail, bounces)
+    have = pins()
+    if have is None:
+        p.append("%s does not exist with tlsguardd --pin running" % PIN_DIR)
+    else:
+        info.append("pins: %s" % " ".join(have))
+        for want in ("tg_flows", "tg_socks", "tg_sockops_link"):
+            if want not in have:
+                p.append("%s/%s is missing" % (PIN_DIR, want))
+    names, raw = bpftool_cgroup(ctx.cgroup.path)
+    if "tg_sockops" not in names:
+        p.append("bpftool cgroup show does not list tg_sockops: %s" % raw)
+    if ADOPT_TEXT in agent.log_text():
+        p.append("a fresh tlsguardd --pin says it adopted a pinned state")
+    return p, [mail]
+
+
+def case_killed_fail_closed(ctx, info, state):
+    p = []
+    agent = ctx.agent
+    if agent is None or not agent.alive():
+        return ["no tlsguardd --pin running to kill (%s): nothing tested" % (
+            "never started" if agent is None else "exit %s" % agent.proc.returncode)], []
+    rc = agent.kill9()
+    info.append("tlsguardd pid %d killed (SIGKILL): exit %s" % (agent.proc.pid, rc))
+    if our_tlsguardd_pids(ctx.sock):
+        p.append("a tlsguardd of ours still runs: %s" % our_tlsguardd_pids(ctx.sock))
+    g, n = [], []
+    for _ in range(4):  # interleaved, so that both share connections and queue runs
+        g.append(ctx.send(True, "down"))
+        n.append(ctx.send(False, "down"))
+    mails = g + n
+
+    def done(h):
+        return (all(any(s.status == "deferred" for s in h[m.marker][1]) or final(last(h, m.marker)) for m in g)
+                and all(final(last(h, m.marker)) for m in n))
+    h = ctx.wait(mails, done, TIMEOUT_STATUS)
+    for m in g:
+        sts, who = h[m.marker][1], "%s <%s>" % (m.marker, m.sender)
+        if not sts:
+            p.append("%s: no status while the agent is down, expected deferred" % who)
+        elif sts[-1].status != "deferred":
+            p.append("%s: status=%s (%s) while the agent is down, expected deferred" % (
+                who, sts[-1].status, sts[-1].text))
+        traces = ctx.mx_traces(m)
+        if traces:
+            p.append("%s: LEAK at the MX: %s" % (who, "; ".join(traces[:3])))
+    texts = sorted({s.text for m in g for s in h[m.marker][1] if s.status == "deferred"})
+    info += ["guaranteed deferred: %s" % t for t in texts[:4]]
+    for m in n:
+        p += check_delivered(ctx, h, m)
+    ntexts = sorted({s.text for m in n for s in h[m.marker][1] if s.status == "deferred"})
+    info += ["other sender deferred on the way (then delivered): %s" % t for t in ntexts[:3]]
+    names, raw = bpftool_cgroup(ctx.cgroup.path)
+    running = our_tlsguardd_pids(ctx.sock)
+    if running:
+        p.append("a tlsguardd of ours runs (%s): not the case under test" % running)
+    if "tg_sockops" not in names:
+        p.append("with no tlsguardd running, bpftool cgroup show does not list tg_sockops: %s" % raw)
+    else:
+        info.append("no tlsguardd of ours running; bpftool cgroup show: sock_ops %s" % " ".join(names))
+    if pins() is None:
+        p.append("%s vanished after SIGKILL" % PIN_DIR)
+    state["deferred"] = g
+    return p, mails
+
+
+def case_restart_adopts(ctx, info, state):
+    p = []
+    g = state.get("deferred", [])
+    t0 = time.monotonic()
+    agent = ctx.start_agent()
+    t_ready = time.monotonic() - t0
+    seen = {}
+    deadline = time.monotonic() + TIMEOUT_STATUS
+    while time.monotonic() < deadline:
+        h = ctx.history(g)
+        now = time.monotonic()
+        for m in g:
+            st = last(h, m.marker)
+            if m.marker not in seen and final(st):
+                seen[m.marker] = now - t0
+        if len(seen) == len(g):
+            break
+        time.sleep(0.05)
+    h = ctx.history(g)
+    if ADOPT_TEXT not in agent.log_text():
+        p.append("the restarted tlsguardd --pin did not log %r" % ADOPT_TEXT)
+    else:
+        info.append("tlsguardd #%d: %s" % (len(ctx.daemons), next(
+            ln.strip() for ln in agent.log_text().splitlines() if ADOPT_TEXT in ln)))
+    bounces = collect_bounces(ctx, h, g)
+    for m in g:
+        p += check_bounced(ctx, h, m, bounces)
+    if seen:
+        times = sorted(seen.values())
+        info.append("restart -> bounce: first %.2fs, last %.2fs for %d mails (agent ready %.2fs after "
+                    "the start)" % (times[0], times[-1], len(times), t_ready))
+    attempts = [sum(1 for s in h[m.marker][1] if s.status == "deferred") for m in g]
+    info.append("deferrals before the bounce, per mail: %s" % attempts)
+    return p, g
+
+
+def case_kill_mid_burst(ctx, info):
+    p = []
+    agent = ctx.agent
+    if agent is None or not agent.alive():
+        return ["no tlsguardd --pin running to kill (%s): nothing tested" % (
+            "never started" if agent is None else "exit %s" % agent.proc.returncode)], []
+    mails, lock = [], threading.Lock()
+    stop = threading.Event()
+
+    def inject():
+        for i in range(20):
+            if stop.is_set():
+                return
+            m = ctx.send(i % 2 == 0, "burst")
+            with lock:
+                mails.append(m)
+            time.sleep(0.05)
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        fut = pool.submit(inject)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not fut.done():
+            with lock:
+                snap = list(mails)
+            if len(snap) >= 8 and any(ctx.history(snap)[m.marker][1] for m in snap):
+                break
+            time.sleep(0.02)
+        with lock:
+            snap = list(mails)
+        h = ctx.history(snap)
+        before = {m.marker: last(h, m.marker) for m in snap}
+        sig_wall = time.time()
+        agent.kill9()
+        killed_at, killed_wall = time.monotonic(), time.time()
+        try:
+            fut.result(timeout=60)
+        except Exception as e:  # noqa: BLE001 - reported as the case's problem
+            stop.set()
+            return ["injection failed: %s: %s" % (type(e).__name__, e)], list(mails)
+    n_done = sum(1 for st in before.values() if final(st))
+    n_status = sum(1 for st in before.values() if st is not None)
+    info.append("SIGKILL after %d of 20 injected; %d of them had a status, %d final" % (
+        len(before), n_status, n_done))
+    time.sleep(2.0)
+    h_down = ctx.history(mails)
+    ctx.start_agent()
+    restarted = time.monotonic()
+    if ADOPT_TEXT not in ctx.agent.log_text():
+        p.append("the restarted tlsguardd --pin did not log %r" % ADOPT_TEXT)
+    g = [m for m in mails if m.sender.endswith("@" + GUARANTEED_DOMAIN)]
+    n = [m for m in mails if m not in g]
+    h = ctx.wait(mails, lambda h: all(final(last(h, m.marker)) for m in mails), TIMEOUT_STATUS)
+    bounces = collect_bounces(ctx, h, g)
+    for m in g:
+        p += check_bounced(ctx, h, m, bounces)
+    for m in n:
+        p += check_delivered(ctx, h, m)
+    # How the guaranteed mails went.
+    split = {"bounced before the kill": 0, "deferred while down, bounced after restart": 0,
+             "not tried while down, bounced after restart": 0, "other": 0}
+    for m in g:
+        st_before = before.get(m.marker)
+        down = [s for s in h_down[m.marker][1] if final(s) or s.status == "deferred"]
+        if final(st_before) and st_before.status == "bounced":
+            split["bounced before the kill"] += 1
+        elif any(s.status == "deferred" for s in down) and last(h, m.marker) and \
+                last(h, m.marker).status == "bounced":
+            split["deferred while down, bounced after restart"] += 1
+        elif last(h, m.marker) and last(h, m.marker).status == "bounced":
+            split["not tried while down, bounced after restart"] += 1
+        else:
+            split["other"] += 1
+    info.append("guaranteed (%d): %s" % (len(g), ", ".join("%s %d" % kv for kv in split.items() if kv[1])))
+    for label, group in (("guaranteed", g), ("other senders'", n)):
+        texts = sorted({s.text for m in group for s in h[m.marker][1] if s.status == "deferred"})
+        k = sum(1 for m in group if any(s.status == "deferred" for s in h[m.marker][1]))
+        if k:
+            info.append("%s mail deferred on the way: %d of %d (%s)" % (label, k, len(group), "; ".join(texts)))
+    # A session of its own that timed out (not "delivery temporarily suspended: ..." citing another).
+    stalled = [m for m in g if any(s.status == "deferred" and s.text.startswith("conversation with")
+                                   and "timed out" in s.text for s in h[m.marker][1])]
+    if stalled:
+        info.append("note: %d guaranteed flow(s) diverted around the kill got no reply until Postfix's "
+                    "timeout (smtp_mail_timeout: %s here, 300s by default; the restarted agent did not "
+                    "release them), and Postfix suspended the destination meanwhile: %s" % (
+                        len(stalled), POSTFIX_EXTRA["smtp_mail_timeout"],
+                        ", ".join("%s <%s>" % (m.marker, m.sender) for m in stalled)))
+        long_lived = []
+        for c in ctx.mx.connections():
+            ev = c.snapshot()
+            if ev and ev[-1].kind == "close" and ev[-1].t - ev[0].t >= 5:
+                long_lived.append("conn#%d opened %+.2fs after SIGKILL (the agent was reaped %.2fs after "
+                                  "it), verbs %s, closed after %.1fs (%s)" % (
+                                      c.id, ev[0].t - sig_wall, killed_wall - sig_wall, c.verbs(),
+                                      ev[-1].t - ev[0].t, ev[-1].data))
+        info += ["  MX: %s" % x for x in long_lived]
+    info.append("kill -> restart %.1fs; all final %.1fs after the restart" % (
+        restarted - killed_at, time.monotonic() - restarted))
+    return p, mails
+
+
+def case_detach_running(ctx, info):
+    p = []
+    agent = ctx.agent
+    if not agent.alive():
+        return ["no tlsguardd running before detach (exit %s)%s" % (agent.proc.returncode, agent.log_tail())], []
+    rc, out, err = ctx.ctl("detach")
+    if rc != 0:
+        p.append("tlsguardctl detach: exit %s: %s%s" % (rc, out, err))
+    try:
+        arc = agent.proc.wait(TIMEOUT_EXIT)
+        if arc != 0:
+            p.append("tlsguardd exited with %s after detach%s" % (arc, agent.log_tail()))
+    except subprocess.TimeoutExpired:
+        p.append("tlsguardd still runs %ds after detach" % TIMEOUT_EXIT)
+    if pins() is not None:
+        p.append("%s still exists after detach: %s" % (PIN_DIR, pins()))
+    names, raw = bpftool_cgroup(ctx.cgroup.path)
+    if names:
+        p.append("bpftool cgroup show still lists %s: %s" % (names, raw))
+    mail = ctx.send(True, "detached")
+    h = ctx.wait([mail], lambda h: final(last(h, mail.marker)), TIMEOUT_STATUS)
+    p += check_delivered(ctx, h, mail)
+    if not p:
+        info.append("agent exited %s; no pins; bpftool cgroup show: %r; guaranteed mail delivered" % (
+            agent.proc.returncode, raw.replace("exit 0:", "").strip()))
+    return p, [mail]
+
+
+def case_detach_after_kill(ctx, info):
+    p = []
+    agent = ctx.start_agent()
+    if pins() is None:
+        p.append("no %s with tlsguardd --pin running" % PIN_DIR)
+    rc9 = agent.kill9()
+    names, raw = bpftool_cgroup(ctx.cgroup.path)
+    if "tg_sockops" not in names or pins() is None:
+        p.append("after SIGKILL (exit %s): pins %s, cgroup %s" % (rc9, pins(), raw))
+    rc, out, err = ctx.ctl("detach")
+    if rc != 0:
+        p.append("tlsguardctl detach with no agent: exit %s: %s%s" % (rc, out, err))
+    if pins() is not None:
+        p.append("%s still exists after detach: %s" % (PIN_DIR, pins()))
+    names, raw = bpftool_cgroup(ctx.cgroup.path)
+    if names:
+        p.append("bpftool cgroup show still lists %s after detach: %s" % (names, raw))
+    mail = ctx.send(True, "detached2")
+    h = ctx.wait([mail], lambda h: final(last(h, mail.marker)), TIMEOUT_STATUS)
+    p += check_delivered(ctx, h, mail)
+    if not p:
+        info.append("SIGKILL exit %s; detach exit 0 with no agent; no pins; nothing attached; "
+                    "guaranteed mail delivered" % rc9)
+    return p, [mail]
+
+
+def queue_empty(pf):
+    r = subprocess.run(["/usr/sbin/postqueue", "-c", pf.conf, "-j"], capture_output=True, text=True, timeout=20)
+    return [ln for ln in r.stdout.splitlines() if ln.strip()]
+
+
+# ------------------------------------------------------------------ main
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--tlsguardd", default=os.path.join(REPO, "build", "tlsguardd"))
+    ap.add_argument("--tlsguardctl", default=os.path.join(REPO, "build", "tlsguardctl"))
+    ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs, queue, mailboxes)")
+    ap.add_argument("-v", "--verbose", action="store_true", help="show diagnostics of failed cases")
+    return ap.parse_args(argv)
+
+
+def _on_sigterm(signum, frame):
+    raise KeyboardInterrupt("SIGTERM")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if os.geteuid() != 0:
+        print("pin_run.py must run as root (cgroups, bpffs, port 25, Postfix)", file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    results = []
+
+    def report(name, problems, info=(), diag=None):
+        results.append((name, problems))
+        if problems:
+            more = " (+%d more)" % (len(problems) - 6) if len(problems) > 6 else ""
+            print("FAIL %s: %s%s" % (name, "; ".join(problems[:6]), more), flush=True)
+        else:
+            print("PASS %s" % name, flush=True)
+        for line in info:
+            print("    " + line, flush=True)
+        if problems and args.verbose and diag:
+            for line in diag():
+                print("    " + line, flush=True)
+
+    tmp = cgroup = pf = mx = ctx = None
+    pins_were_ours = False
+    interrupted = False
+    t0 = time.monotonic()
+    try:
+        try:
+            check_postfix_installed()
+            for path in (args.tlsguardd, args.tlsguardctl):
+                if not os.access(path, os.X_OK):
+                    raise RuntimeError("%s is missing or not executable (run make)" % path)
+            if shutil.which(BPFTOOL) is None:
+                raise RuntimeError("bpftool is missing (apt-get install bpftool)")
+            if os.path.lexists(PIN_DIR):
+                raise RuntimeError("%s already exists (a tlsguardd --pin runs, or one left it): "
+                                   "build/tlsguardctl detach removes it" % PIN_DIR)
+            pins_were_ours = True
+            tmp = tempfile.mkdtemp(prefix="tlsguard-pin-")
+            os.chmod(tmp, 0o755)
+            cgroup = Cgroup.create("tlsguard-pin")
+            mx = TestMX(MX_HOST, 25, name="plain", jsonl_path=os.path.join(tmp, "mx.jsonl")).start()
+            pf = PostfixInstance(os.path.join(tmp, "postfix"), cgroup, TRANSPORTS,
+                                 [OTHER_DOMAIN, GUARANTEED_DOMAIN], mailboxes=["postmaster@mta.test"],
+                                 extra_main=POSTFIX_EXTRA)
+            os.makedirs(pf.root)
+            pf.start()
+            senders_path = os.path.join(tmp, "senders")
+            with open(senders_path, "w") as f:
+                f.write(SENDERS_FILE)
+            ctx = Ctx(args, tmp, cgroup, pf, mx, senders_path)
+        except (PostfixMissing, PostfixError, RuntimeError, OSError) as e:
+            report("setup", [str(e)])
+        else:
+            state, upto4 = {}, []
+            steps = [
+                ("pinned_bounce", lambda info: case_pinned_bounce(ctx, info)),
+                ("killed_fail_closed", lambda info: case_killed_fail_closed(ctx, info, state)),
+                ("restart_adopts", lambda info: case_restart_adopts(ctx, info, state)),
+                ("kill_mid_burst", lambda info: case_kill_mid_burst(ctx, info)),
+                ("no_guaranteed_mail_from", None),
+                ("detach_running", lambda info: case_detach_running(ctx, info)),
+                ("detach_after_kill", lambda info: case_detach_after_kill(ctx, info)),
+            ]
+            for name, fn in steps:
+                info = []
+                if fn is None:  # the whole MX record of cases 1-4
+                    leaks = ctx.guaranteed_mail_from()
+                    left = queue_empty(pf)
+                    problems = ["MAIL FROM of @%s at the MX: %s" % (GUARANTEED_DOMAIN, "; ".join(leaks[:5]))] \
+                        if leaks else []
+                    if left:
+                        problems.append("%d mail(s) still queued before detach (deleted, so that no "
+                                        "guaranteed mail leaves once tlsguard is gone)" % len(left))
+                        subprocess.run(["/usr/sbin/postsuper", "-c", pf.conf, "-d", "ALL"],
+                                       capture_output=True, timeout=20)
+                    info.append("%d MX connections, %d transactions, none from @%s" % (
+                        len(mx.connections()), len(ctx.transactions()), GUARANTEED_DOMAIN) if not leaks else
+                        "see above")
+                    report(name, problems, info, lambda: diagnostics(ctx, upto4))
+                    continue
+                try:
+                    problems, mails = fn(info)
+                except (PostfixError, RuntimeError, OSError, subprocess.SubprocessError) as e:
+                    problems, mails = ["%s: %s" % (type(e).__name__, e)], []
+                upto4 += mails
+                report(name, problems, info, lambda: diagnostics(ctx, mails))
+    except KeyboardInterrupt:
+        interrupted = True
+        report("interrupted", ["Ctrl-C or SIGTERM; cleaned up"])
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        cleanup = []
+        if ctx is not None:
+            agent = ctx.agent
+            if agent is not None and agent.alive():
+                rc, out, err = ctx.ctl("detach")
+                try:
+                    agent.proc.wait(TIMEOUT_EXIT)
+                except subprocess.TimeoutExpired:
+                    cleanup.append("tlsguardd pid %d did not exit after detach (SIGKILL)" % agent.proc.pid)
+                    agent.kill9()
+            for d in ctx.daemons:  # every one we started is gone
+                if d.alive():
+                    d.kill9()
+        if pins_were_ours and os.path.lexists(PIN_DIR):
+            sock = ctx.sock if ctx is not None else os.path.join(tempfile.gettempdir(), "tlsguard-pin-nosock")
+            rc, out, err = run_cmd([args.tlsguardctl, "--socket", sock, "detach"])
+            if rc != 0:
+                cleanup.append("tlsguardctl detach: exit %s: %s%s" % (rc, out, err))
+        if pins_were_ours and os.path.lexists(PIN_DIR):
+            cleanup.append("%s still exists" % PIN_DIR)
+        if pf is not None:
+            try:
+                pf.stop()
+            except (PostfixError, OSError, subprocess.SubprocessError) as e:
+                cleanup.append(str(e))
+        if mx is not None:
+            mx.stop()
+        if cgroup is not None:
+            try:
+                cgroup.remove()
+            except (RuntimeError, OSError) as e:
+                cleanup.append(str(e))
+        if cleanup:
+            report("cleanup", cleanup)
+        if tmp is not None:
+            if args.keep:
+                print("kept %s" % tmp, file=sys.stderr)
+            else:
+                shutil.rmtree(tmp, ignore_errors=True)
+    failed = sum(1 for _, p in results if p)
+    print("(%.1fs)" % (time.monotonic() - t0), file=sys.stderr)
+    print("%d passed, %d failed" % (len(results) - failed, failed), flush=True)
+    return 1 if failed or interrupted else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
