@@ -2,7 +2,8 @@
 #
 #   make            BPF objects, skeleton, build/tlsguardd, build/tlsguardctl
 #   make deps       install every Debian package the build and tests need
-#   make check      unit tests, then the end-to-end suite (as root)
+#   make check      unit tests, fuzz regressions, the end-to-end suite (root)
+#   make fuzz       libFuzzer on the parsers, FUZZ_SECONDS each (default 30)
 #   make demo       real Postfix, simulated MX hosts, tlsguardd (as root)
 #   make vmlinux    regenerate vmlinux.h from the running kernel's BTF
 
@@ -44,6 +45,8 @@ DEBIAN_PKGS := clang libbpf-dev bpftool libelf-dev zlib1g-dev libssl-dev \
 .PHONY: all deps check unit e2e demo clean vmlinux format
 
 all: $(BUILD)/tlsguardd $(BUILD)/tlsguardctl
+
+include tests/fuzz/fuzz.mk
 
 $(BUILD)/bpf/%.bpf.o: bpf/%.bpf.c bpf/tg_common.bpf.h $(HEADERS) vmlinux.h
 	@mkdir -p $(@D)
@@ -93,7 +96,7 @@ e2e: all
 	$(PYTHON) tests/e2e/framing_run.py --tlsguardd $(BUILD)/tlsguardd --tlsguardctl $(BUILD)/tlsguardctl
 	$(PYTHON) tests/e2e/pin_run.py --tlsguardd $(BUILD)/tlsguardd --tlsguardctl $(BUILD)/tlsguardctl
 
-check: unit e2e
+check: unit fuzz-regress e2e
 
 demo: all
 	$(PYTHON) tests/e2e/demo.py --tlsguardd $(BUILD)/tlsguardd --tlsguardctl $(BUILD)/tlsguardctl

@@ -110,6 +110,22 @@ static long tg_scan_byte(__u32 i, void *ctx)
 		}
 	}
 	if (f->cmd.mode == TG_MODE_CMD && f->cmd.line_len == 0) {
+		if (f->data_cmd) {
+			/*
+			 * Bytes after DATA before its reply: the client cannot
+			 * know yet whether they are message or commands (RFC
+			 * 2920: DATA ends a pipelined group). Not vouched for.
+			 */
+			s->line_off = i;
+			s->line_seen = 1;
+			s->at_line = f->cmd;
+			s->at_cmds = f->cmds;
+			s->at_data_cmd = f->data_cmd;
+			s->at_starttls_cmd = f->starttls_cmd;
+			s->verdict = SCAN_DIVERT;
+			s->why = TG_WHY_BAD_MAIL;
+			return 1;
+		}
 		s->line_off = i;
 		s->line_seen = 1;
 		s->at_line = f->cmd;

@@ -152,6 +152,7 @@ enum tg_cmd_phase {
 #define TG_AF_EXT	0x10	/* inside a "+extension" (not hashed) */
 #define TG_AF_DOMAIN	0x20	/* after the '@' */
 #define TG_AF_ROUTED	0x40	/* a source route was dropped */
+#define TG_AF_LOCAL	0x80	/* a byte of the local part was hashed */
 
 /* DATA body end matcher (TG_MODE_BODY). */
 enum tg_body_state {
@@ -176,9 +177,11 @@ struct tg_cmd {
 	__u8 sub;		/* position inside a keyword ("FROM") */
 	__u8 verb_len;
 	__u8 cr;		/* the last byte was CR */
+	__u8 odd;		/* a control byte or a bare CR before the
+				 * end of the verb: cannot vouch for the line */
 	__u8 no_chunking;	/* the host did not offer CHUNKING: BDAT is
 				 * refused, and what follows it is commands */
-	__u8 pad[4];
+	__u8 pad[3];
 };
 
 #define TG_REPLY_NONE	0
@@ -195,7 +198,9 @@ struct tg_reply {
 	__u8 starttls;		/* reply in progress advertises STARTTLS */
 	__u8 word_len;
 	__u8 new_reply;		/* next line starts a new reply */
+	__u8 cr;		/* the last byte was CR */
 	__u8 chunking;		/* reply in progress advertises CHUNKING */
+	__u8 pad[7];
 };
 
 static TG_INLINE int tg_is_space(unsigned char c)
@@ -236,6 +241,7 @@ static TG_INLINE void tg_cmd_new_line(struct tg_cmd *p)
 	p->domain_key = 0;
 	p->chunk_left = 0;
 	p->cr = 0;
+	p->odd = 0;
 }
 
 static TG_INLINE void tg_cmd_start_body(struct tg_cmd *p)
@@ -262,31 +268,27 @@ static TG_INLINE int tg_addr_byte(struct tg_cmd *p, unsigned char c)
 			return -1;
 		return 0;
 	}
-	/*
-	 * A quoted local part names the same mailbox as its unquoted form
-	 * ("alice"@x is alice@x, "al\ice"@x too: RFC 5322 3.2.4): quotes and
-	 * backslashes are not hashed, only what they quote.
-	 */
 	if (f & TG_AF_ESCAPE) {
 		p->aflags = f & ~TG_AF_ESCAPE;
-		goto hash;
+		goto local;
 	}
 	if (f & TG_AF_QUOTE) {
+		/*
+		 * A quoted local part is the same mailbox as its unquoted
+		 * content ("alice"@b is alice@b, RFC 5321 4.1.2; Postfix
+		 * smtpd reads it so): quotes and escapes are not hashed.
+		 */
+		if (c == '\\') {
+			p->aflags = f | TG_AF_ESCAPE;
+			goto count;
+		}
+		if (c == '"') {
+			p->aflags = f & ~TG_AF_QUOTE;
+			goto count;
+		}
 		if (c == '\r' || c == '\n')
 			return -1;
-		if (c == '\\' || c == '"') {
-			if (p->addr_len >= TG_ADDR_MAX)
-				return -1;
-			p->addr_len++;
-			p->aflags = c == '"' ? f & ~TG_AF_QUOTE : f | TG_AF_ESCAPE;
-			return 0;
-		}
-		if (c == '+' && p->addr_len > 1 && !(f & TG_AF_EXT)) {
-			p->aflags = f | TG_AF_EXT;
-			p->addr_len++;
-			return 0;
-		}
-		goto hash;
+		goto local;
 	}
 	if (c == '>')
 		return (f & TG_AF_BRACKET) ? 1 : -1;
@@ -299,12 +301,21 @@ static TG_INLINE int tg_addr_byte(struct tg_cmd *p, unsigned char c)
 		return 0;
 	}
 	if (c == '"' && !(f & TG_AF_DOMAIN)) {
-		if (p->addr_len >= TG_ADDR_MAX)
-			return -1;
-		p->addr_len++;
 		p->aflags = f | TG_AF_QUOTE;
-		return 0;
+		goto count;
 	}
+	/*
+	 * Comments, escapes and specials outside quotes: servers drop them
+	 * (Postfix smtpd: "a(x)@b", "a\\lice@b", "alice@b;" and
+	 * "alice@\"b\"" are all alice@b) or refuse the address. The parser
+	 * cannot vouch for such an address. Brackets and colons stay allowed
+	 * in the domain, for address literals.
+	 */
+	if (c == '(' || c == ')' || c == '\\' || c == ',' || c == ';' ||
+	    c == '"')
+		return -1;
+	if (!(f & TG_AF_DOMAIN) && (c == ':' || c == '[' || c == ']'))
+		return -1;
 	if (c == '@') {
 		if (f & TG_AF_DOMAIN)
 			return -1;
@@ -312,7 +323,9 @@ static TG_INLINE int tg_addr_byte(struct tg_cmd *p, unsigned char c)
 		p->domain_key = tg_fnv(TG_FNV_OFFSET, '@');
 		goto hash;
 	}
-	if (c == '+' && !(f & TG_AF_DOMAIN) && p->addr_len > 0) {
+local:
+	f = p->aflags;
+	if (c == '+' && !(f & TG_AF_DOMAIN) && (f & TG_AF_LOCAL)) {
 		/* recipient_delimiter: "user+ext@domain" is "user@domain" */
 		if (p->addr_len >= TG_ADDR_MAX)
 			return -1;
@@ -326,10 +339,17 @@ hash:
 	p->addr_len++;
 	if (p->aflags & TG_AF_EXT)
 		return 0;
+	if (!(p->aflags & TG_AF_DOMAIN))
+		p->aflags |= TG_AF_LOCAL;
 	c = tg_lower(c);
 	p->addr_key = tg_fnv(p->addr_key, c);
 	if ((p->aflags & TG_AF_DOMAIN) && c != '@')
 		p->domain_key = tg_fnv(p->domain_key, c);
+	return 0;
+count:
+	if (p->addr_len >= TG_ADDR_MAX)
+		return -1;
+	p->addr_len++;
 	return 0;
 }
 
@@ -405,7 +425,9 @@ static TG_INLINE int tg_cmd_eol(struct tg_cmd *p)
 {
 	int ev = TG_CMD_LINE;
 
-	if (p->verb == TG_VERB_MAIL) {
+	if (p->odd) {
+		ev = TG_CMD_MAIL_BAD;
+	} else if (p->verb == TG_VERB_MAIL) {
 		if (p->line_len - p->cr > TG_LINE_MAX)
 			ev = TG_CMD_MAIL_BAD;
 		else if (p->phase == TG_PH_PARAMS ||
@@ -432,6 +454,27 @@ static TG_INLINE int tg_cmd_eol(struct tg_cmd *p)
 	p->phase = TG_PH_START;
 	p->line_len = 0;
 	return ev;
+}
+
+/*
+ * The line in progress may be a MAIL command (or its verb is not known
+ * yet): none of its bytes may leave before it ends.
+ */
+static TG_INLINE int tg_cmd_holding(const struct tg_cmd *p)
+{
+	__u64 v = p->verb, m = TG_VERB_MAIL;
+
+	if (p->mode != TG_MODE_CMD || p->line_len == 0)
+		return 0;
+	if (p->phase == TG_PH_START || p->odd)
+		return 1;
+	if (p->phase != TG_PH_VERB)
+		return v == TG_VERB_MAIL;
+	if (p->verb_len > 4)
+		return 0;
+	/* a prefix of "MAIL" so far */
+	m &= (1ULL << (8 * (p->verb_len & 7))) - 1;
+	return v == m;
 }
 
 static TG_INLINE int tg_cmd_feed(struct tg_cmd *p, unsigned char c)
@@ -483,6 +526,18 @@ static TG_INLINE int tg_cmd_feed(struct tg_cmd *p, unsigned char c)
 		return tg_cmd_eol(p);
 	if (p->line_len < 0xffffffffU)
 		p->line_len++;
+	/*
+	 * In a line that may still be MAIL, a control byte or a CR that does
+	 * not end the line, before the verb has ended, is read by servers as
+	 * white space (Postfix smtpd: isspace(), so "MAIL\vFROM:<a@b>" and
+	 * "\fMAIL FROM:<a@b>" are MAIL FROM), as the end of the line (NUL) or
+	 * not at all ("MA\rIL"). The parser cannot tell which: it holds the
+	 * line and does not vouch for it (TG_CMD_MAIL_BAD).
+	 */
+	if ((p->phase == TG_PH_START || p->phase == TG_PH_VERB) &&
+	    (p->cr || (c < ' ' && c != '\t' && c != '\r')) &&
+	    tg_cmd_holding(p))
+		p->odd = 1;
 	p->cr = c == '\r';
 	if (c == '\r')
 		return TG_CMD_NONE;
@@ -532,68 +587,16 @@ static TG_INLINE int tg_cmd_feed(struct tg_cmd *p, unsigned char c)
 	}
 }
 
-/*
- * The line in progress may be a MAIL command (or its verb is not known
- * yet): none of its bytes may leave before it ends.
- */
-static TG_INLINE int tg_cmd_holding(const struct tg_cmd *p)
-{
-	__u64 v = p->verb, m = TG_VERB_MAIL;
-
-	if (p->mode != TG_MODE_CMD || p->line_len == 0)
-		return 0;
-	if (p->phase == TG_PH_START)
-		return 1;
-	if (p->phase != TG_PH_VERB)
-		return v == TG_VERB_MAIL;
-	if (p->verb_len > 4)
-		return 0;
-	/* a prefix of "MAIL" so far */
-	m &= (1ULL << (8 * (p->verb_len & 7))) - 1;
-	return v == m;
-}
-
 static TG_INLINE void tg_reply_init(struct tg_reply *r)
 {
 	__builtin_memset(r, 0, sizeof(*r));
 	r->new_reply = 1;
 }
 
-static TG_INLINE int tg_reply_feed(struct tg_reply *r, unsigned char c)
+/* One byte at offset n of a reply line, other than the final CR LF. */
+static TG_INLINE void tg_reply_byte(struct tg_reply *r, __u32 n,
+				    unsigned char c)
 {
-	__u32 n = r->line_len;
-	int ev;
-
-	if (c == '\n') {
-		/* 0x10: the word ended at white space */
-		if ((r->word_len & ~0x10) == 8 && r->word == TG_VERB_STARTTLS)
-			r->starttls = 1;
-		if ((r->word_len & ~0x10) == 8 && r->word == TG_WORD_CHUNKING)
-			r->chunking = 1;
-		if (n < 3 || r->bad)
-			ev = TG_REPLY_BAD;
-		else
-			ev = r->sep == '-' ? TG_REPLY_CONT : TG_REPLY_FINAL;
-		r->new_reply = ev != TG_REPLY_CONT;
-		r->line_len = 0;
-		return ev;
-	}
-	if (n == 0) {
-		if (r->new_reply)
-			r->starttls = r->chunking = 0;
-		r->code = 0;
-		r->sep = 0;
-		r->bad = 0;
-		r->word = 0;
-		r->word_len = 0;
-	}
-	if (n < 0xffffffffU)
-		r->line_len = n + 1;
-	if (c == '\r') {
-		if (n < 3)
-			r->bad = 1;	/* "25\r\n" */
-		return TG_REPLY_NONE;
-	}
 	if (n < 3) {
 		if (c >= '0' && c <= '9')
 			r->code = r->code * 10 + (c - '0');
@@ -616,6 +619,50 @@ static TG_INLINE int tg_reply_feed(struct tg_reply *r, unsigned char c)
 			r->word_len = 9;
 		}
 	}
+}
+
+static TG_INLINE int tg_reply_feed(struct tg_reply *r, unsigned char c)
+{
+	__u32 n = r->line_len;
+	int ev;
+
+	if (c == '\n') {
+		/* 0x10: the word ended at white space */
+		if ((r->word_len & ~0x10) == 8 && r->word == TG_VERB_STARTTLS)
+			r->starttls = 1;
+		if ((r->word_len & ~0x10) == 8 && r->word == TG_WORD_CHUNKING)
+			r->chunking = 1;
+		/* the CR before the LF is not part of the line */
+		if (n - r->cr < 3 || r->bad)
+			ev = TG_REPLY_BAD;
+		else
+			ev = r->sep == '-' ? TG_REPLY_CONT : TG_REPLY_FINAL;
+		r->new_reply = ev != TG_REPLY_CONT;
+		r->line_len = 0;
+		r->cr = 0;
+		return ev;
+	}
+	if (n == 0) {
+		if (r->new_reply)
+			r->starttls = r->chunking = 0;
+		r->code = 0;
+		r->sep = 0;
+		r->bad = 0;
+		r->word = 0;
+		r->word_len = 0;
+	}
+	if (n < 0xffffffffU)
+		r->line_len = n + 1;
+	/*
+	 * A CR is the end of the line only when LF follows; any other CR is
+	 * a byte of the line, as the MTA reads it (Postfix: "250\rX" is not a
+	 * reply line, "START\rTLS" is not STARTTLS).
+	 */
+	if (r->cr)
+		tg_reply_byte(r, n - 1, '\r');
+	r->cr = c == '\r';
+	if (!r->cr)
+		tg_reply_byte(r, n, c);
 	return TG_REPLY_NONE;
 }
 

@@ -101,7 +101,8 @@ struct tg_tls {
 	__u8 sid_len;
 	__u8 alert;		/* alert description, once known */
 	__u8 done;		/* an event was returned */
-	__u8 pad[3];
+	__u8 sv_seen;		/* a supported_versions extension was read */
+	__u8 pad[2];
 };
 
 /*
@@ -166,11 +167,12 @@ static TG_INLINE int tg_sh_done(struct tg_tls *t)
 	 * ServerHello that selects a version there below 1.3 or that claims
 	 * more than 1.2 in legacy_version (RFC 8446 4.1.3, 4.2.1).
 	 */
-	if (t->selected && t->selected < TG_TLS_1_3)
+	/* Whether supported_versions was there, not whether it read 0. */
+	if (t->sv_seen && t->selected < TG_TLS_1_3)
 		return tg_tls_end(t, TG_TLS_BAD);
-	if (!t->selected && t->legacy_version > TG_TLS_1_2)
+	if (!t->sv_seen && t->legacy_version > TG_TLS_1_2)
 		return tg_tls_end(t, TG_TLS_BAD);
-	t->version = t->selected ? t->selected : t->legacy_version;
+	t->version = t->sv_seen ? t->selected : t->legacy_version;
 	return tg_tls_end(t, TG_TLS_VERSION);
 }
 
@@ -242,9 +244,12 @@ static TG_INLINE int tg_sh_byte(struct tg_tls *t, unsigned char c)
 		if (pos == 1) {
 			if (t->ext_dlen > t->ext_left)
 				return tg_tls_end(t, TG_TLS_BAD);
-			if (t->ext_type == TG_TLS_EXT_SUPPORTED_VERSIONS &&
-			    (t->ext_dlen != 2 || t->selected))
-				return tg_tls_end(t, TG_TLS_BAD);
+			if (t->ext_type == TG_TLS_EXT_SUPPORTED_VERSIONS) {
+				/* two bytes, and once (RFC 8446 4.2) */
+				if (t->ext_dlen != 2 || t->sv_seen)
+					return tg_tls_end(t, TG_TLS_BAD);
+				t->sv_seen = 1;
+			}
 			t->field = t->ext_dlen ? TG_SH_EXT_DATA : TG_SH_EXT_TYPE;
 			if (!t->ext_dlen)
 				t->ext_type = 0;
