@@ -571,7 +571,7 @@ void tg_inject_mx_ready(struct tg_inject *ij)
 		}
 		tg_flow_name(fp, name, sizeof(name));
 		r = tg_decide(ij, s, fp, name);
-		if (r == TG_WAIT)
+		if (r == TG_WAIT || !r)
 			continue;
 		msg_info("%s: from=<%s>: held: %.*s", name, s->sender,
 			 (int)strlen(r) - 2, r);

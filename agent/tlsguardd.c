@@ -658,6 +658,8 @@ static void tg_setup(struct tg_agent *ag)
 			ag->opt.ports[i];
 	ag->skel->rodata->tg_nports = ag->opt.nports + ag->opt.ntls_ports;
 	ag->skel->rodata->tg_ntls = ag->opt.ntls_ports;
+	/* Lines for the audit trail cost a ring buffer record each. */
+	ag->skel->rodata->tg_audit_on = ag->opt.audit != NULL;
 	if (ag->opt.pin)
 		tg_pin_prepare(ag);
 	err_no = tlsguard__load(ag->skel);

@@ -106,6 +106,13 @@ TG_MAP(struct {
 	__type(value, struct tg_ssl_read);
 }, tg_ssl_reads);
 
+/* Set by the agent before load: SMTP lines are reported (--audit). */
+#ifdef TG_DEFINE_MAPS
+const volatile __u32 tg_audit_on = 0;
+#else
+extern const volatile __u32 tg_audit_on;
+#endif
+
 #define TG_STAT_INC(field)						\
 	do {								\
 		__u32 zero__ = 0;					\
@@ -155,6 +162,8 @@ static __always_inline void tg_emit_line(const struct tg_flow *f, __u32 flags,
 {
 	struct tg_line_event *e;
 
+	if (!tg_audit_on)
+		return;
 	e = bpf_ringbuf_reserve(&tg_events, sizeof(*e), 0);
 	if (!e) {
 		TG_STAT_INC(events_lost);

@@ -244,8 +244,8 @@ static __always_inline void tg_ssl_out(void *ssl, const void *buf, __u64 num)
 	 * Sessions at TLS 1.2 or higher are read for the audit trail; below,
 	 * a guaranteed sender's MAIL also fails the flow.
 	 */
-	if (!f || (f->state != TG_FS_WEAK && f->state != TG_FS_TLS) || !buf ||
-	    num == 0)
+	if (!f || !buf || num == 0 ||
+	    !(f->state == TG_FS_WEAK || (f->state == TG_FS_TLS && tg_audit_on)))
 		return;
 	s.buf = (__u64)(long)buf;
 	s.f = f;
@@ -288,7 +288,7 @@ static __always_inline void tg_ssl_read_enter(void *ssl, void *buf,
 	};
 	struct tg_flow *f = tg_ssl_flow(r.ssl);
 
-	if (f && (f->state == TG_FS_WEAK || f->state == TG_FS_TLS))
+	if (f && (f->state == TG_FS_WEAK || (f->state == TG_FS_TLS && tg_audit_on)))
 		bpf_map_update_elem(&tg_ssl_reads, &id, &r, BPF_ANY);
 }
 
