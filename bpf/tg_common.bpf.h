@@ -187,6 +187,53 @@ static __always_inline void tg_emit_line(const struct tg_flow *f, __u32 flags,
 	bpf_ringbuf_submit(e, 0);
 }
 
+/*
+ * The scanners read their bytes a block at a time into a buffer of
+ * 2 * TG_BLOCK bytes: at byte i of len, on a block boundary, the next
+ * block (or what is left) is copied from base, kernel or user memory.
+ * Returns 0, or non-zero when the bytes cannot be read.
+ */
+static __always_inline long tg_refill(unsigned char *buf, __u64 base, __u32 i,
+				      __u32 len, int user)
+{
+	__u64 n;
+
+	if (i & (TG_BLOCK - 1))
+		return 0;
+	n = len - i;
+	if (n > TG_BLOCK)
+		n = TG_BLOCK;
+	n &= 2 * TG_BLOCK - 1;	/* a bound the verifier can see */
+	return user ? bpf_probe_read_user(buf, n, (void *)(base + i)) :
+		      bpf_probe_read_kernel(buf, n, (void *)(base + i));
+}
+
+/*
+ * Keep the sender of a complete MAIL line for tlsguardctl and the logs:
+ * p's address, in the line that starts at line_off of the len bytes at
+ * base (kernel or user memory).
+ */
+static __always_inline void tg_keep_sender(struct tg_flow *f,
+					   const struct tg_cmd *p, __u64 base,
+					   __u32 line_off, __u32 len, int user)
+{
+	__u64 off = (__u64)line_off + p->addr_start;
+	__u64 n = p->addr_len;
+
+	if (n > TG_SENDER_MAX - 1)
+		n = TG_SENDER_MAX - 1;
+	if (off + n > len)
+		n = 0;
+	n &= TG_SENDER_MAX - 1;
+	__builtin_memset(f->sender, 0, sizeof(f->sender));
+	if (!n)
+		return;
+	if (user)
+		bpf_probe_read_user(f->sender, n, (void *)(base + off));
+	else
+		bpf_probe_read_kernel(f->sender, n, (void *)(base + off));
+}
+
 /* Is the sender the parser just read a guaranteed one? */
 static __always_inline int tg_guaranteed(const struct tg_cmd *p)
 {

@@ -82,18 +82,9 @@ static long tg_rscan_byte(__u32 i, void *ctx)
 	struct tg_rscan *s = ctx;
 	struct tg_flow *f = s->f;
 	unsigned char c;
-	__u64 n;
 
-	if (i >= s->len || !f)
+	if (i >= s->len || !f || tg_refill(s->buf, s->base, i, s->len, 0))
 		return 1;
-	if ((i & (TG_BLOCK - 1)) == 0) {
-		n = s->len - i;
-		if (n > TG_BLOCK)
-			n = TG_BLOCK;
-		n &= 2 * TG_BLOCK - 1;	/* a bound the verifier can see */
-		if (bpf_probe_read_kernel(s->buf, n, (void *)(s->base + i)))
-			return 1;
-	}
 	c = s->buf[i & (TG_BLOCK - 1)];
 	if (f->state == TG_FS_HANDSHAKE)
 		return tg_tls_byte(s, f, c);

@@ -56,26 +56,6 @@ struct tg_scan {
 	__u8 buf[2 * TG_BLOCK];	/* TG_BLOCK used; the rest eases the bound */
 };
 
-/*
- * Keep the sender of a complete MAIL line for tlsguardctl: the line is
- * whole in the scanned bytes, since a MAIL line is corked until it is.
- */
-static __always_inline void tg_keep_sender(struct tg_scan *s,
-					   struct tg_flow *f)
-{
-	__u64 off = (__u64)s->line_off + f->cmd.addr_start;
-	__u64 n = f->cmd.addr_len;
-
-	if (n > TG_SENDER_MAX - 1)
-		n = TG_SENDER_MAX - 1;
-	if (off + n > s->len)
-		n = 0;
-	n &= TG_SENDER_MAX - 1;
-	__builtin_memset(f->sender, 0, sizeof(f->sender));
-	if (n)
-		bpf_probe_read_kernel(f->sender, n, (void *)(s->base + off));
-}
-
 /* A command line that ended at byte i (its LF) passes: report it. */
 static __always_inline void tg_emit_cmd(struct tg_scan *s, struct tg_flow *f,
 					__u32 i)
@@ -92,22 +72,15 @@ static long tg_scan_byte(__u32 i, void *ctx)
 {
 	struct tg_scan *s = ctx;
 	struct tg_flow *f = s->f;
-	__u64 n;
 	int ev;
 
 	if (i >= s->len || !f)
 		return 1;
-	if ((i & (TG_BLOCK - 1)) == 0) {
-		n = s->len - i;
-		if (n > TG_BLOCK)
-			n = TG_BLOCK;
-		n &= 2 * TG_BLOCK - 1;	/* a bound the verifier can see */
-		if (bpf_probe_read_kernel(s->buf, n, (void *)(s->base + i))) {
-			/* Cannot read it: hold it, as a MAIL we cannot vouch for. */
-			s->verdict = SCAN_DIVERT;
-			s->why = TG_WHY_BAD_MAIL;
-			return 1;
-		}
+	if (tg_refill(s->buf, s->base, i, s->len, 0)) {
+		/* Cannot read it: hold it, as a MAIL we cannot vouch for. */
+		s->verdict = SCAN_DIVERT;
+		s->why = TG_WHY_BAD_MAIL;
+		return 1;
 	}
 	if (f->cmd.mode == TG_MODE_CMD && f->cmd.line_len == 0) {
 		if (f->data_cmd) {
@@ -139,7 +112,8 @@ static long tg_scan_byte(__u32 i, void *ctx)
 	case TG_CMD_CHUNK_END:
 		return 0;
 	case TG_CMD_MAIL:
-		tg_keep_sender(s, f);
+		/* whole here: a MAIL line is corked until it is */
+		tg_keep_sender(f, &f->cmd, s->base, s->line_off, s->len, 0);
 		if (tg_guaranteed(&f->cmd)) {
 			s->verdict = SCAN_DIVERT;
 			s->why = TG_WHY_NO_TLS;

@@ -125,23 +125,6 @@ struct tg_uscan {
 	__u8 blk[2 * TG_BLOCK];
 };
 
-/* The sender of a MAIL line read whole from the user buffer, for logs. */
-static __always_inline void tg_keep_inner_sender(struct tg_uscan *s,
-						 struct tg_flow *f)
-{
-	__u64 off = (__u64)s->line_off + f->inner.cmd.addr_start;
-	__u64 n = f->inner.cmd.addr_len;
-
-	if (n > TG_SENDER_MAX - 1)
-		n = TG_SENDER_MAX - 1;
-	if (off + n > s->len)
-		n = 0;
-	n &= TG_SENDER_MAX - 1;
-	__builtin_memset(f->sender, 0, sizeof(f->sender));
-	if (n)
-		bpf_probe_read_user(f->sender, n, (void *)(s->buf + off));
-}
-
 /* A line that ended at byte i (LF) of the user buffer: report it. */
 static __always_inline void tg_emit_uline(struct tg_uscan *s,
 					  struct tg_flow *f, __u32 i,
@@ -165,21 +148,14 @@ static long tg_uscan_byte(__u32 i, void *ctx)
 	struct tg_flow *f = s->f;
 	struct tg_inner *in;
 	unsigned char c;
-	__u64 n;
 	int ev;
 
 	if (i >= s->len || !f)
 		return 1;
 	in = &f->inner;
-	if ((i & (TG_BLOCK - 1)) == 0) {
-		n = s->len - i;
-		if (n > TG_BLOCK)
-			n = TG_BLOCK;
-		n &= 2 * TG_BLOCK - 1;
-		if (bpf_probe_read_user(s->blk, n, (void *)(s->buf + i))) {
-			s->fail = TG_WHY_BAD_MAIL;
-			return 1;
-		}
+	if (tg_refill(s->blk, s->buf, i, s->len, 1)) {
+		s->fail = TG_WHY_BAD_MAIL;
+		return 1;
 	}
 	c = s->blk[i & (TG_BLOCK - 1)];
 	if (s->reply) {
@@ -207,7 +183,7 @@ static long tg_uscan_byte(__u32 i, void *ctx)
 	case TG_CMD_CHUNK_END:
 		return 0;
 	case TG_CMD_MAIL:
-		tg_keep_inner_sender(s, f);
+		tg_keep_sender(f, &in->cmd, s->buf, s->line_off, s->len, 1);
 		if (f->state == TG_FS_WEAK && tg_guaranteed(&in->cmd)) {
 			tg_emit_uline(s, f, i, TG_LINE_HELD, 0);
 			s->fail = TG_WHY_WEAK_TLS;
