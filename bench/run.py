@@ -937,6 +937,7 @@ class Bench:
                                                 "progs": prog_delta(p0, p1)}
             finally:
                 self.stop_daemon()
+        self.uprobes_only(res)
         if shutil.which("perf"):
             m = self.count(PLAIN_MESSAGES[50])
             res["perf"] = {}
@@ -975,6 +976,34 @@ class Bench:
                     if float(mm.group(1)) >= 0.02:  # keep results.json readable
                         rows.append((float(mm.group(1)), who, mm.group(5)))
                 res["perf"][mode] = {"rows": rows}
+
+    def uprobes_only(self, res):
+        """TLS at 10 sessions: without tlsguardd; with tlsguardd attached to an
+        empty cgroup (its uprobes on libssl fire in every process, but no flow
+        of the load is tracked); with tlsguardd on the load's cgroup."""
+        empty = self.mkcgroup("tlsguard-bench-empty")
+        m = self.count(TLS_MESSAGES[10])
+        argv = self.tls_source(10, m)
+        out = {"messages": m, "A": [], "U": [], "B": [], "U_flows": []}
+        res["uprobes_only"] = out
+        for r in range(3 if not self.args.quick else 1):
+            for mode, cg in (("A", None), ("U", empty), ("B", self.cg_load)):
+                self.wait_quiet()
+                if cg is not None:
+                    self.start_daemon(cg, self.small_senders)
+                try:
+                    before = self.daemon_status() if cg is not None else None
+                    el, _, _ = self.run_load(argv, self.cg_load)
+                    if mode == "U":
+                        out["U_flows"].append(self.daemon_status()["flows since start"] -
+                                              before["flows since start"])
+                finally:
+                    self.stop_daemon()
+                self.settle([SINK_TLS])
+                out[mode].append(dict({"rate": m / el, "other": self.last_other},
+                                      **{k: v / m * 1e6 for k, v in self.last_split.items()}))
+            log("TLS 10 sessions: without %.0f, uprobes only %.0f, with %.0f msg/s" % (
+                out["A"][-1]["rate"], out["U"][-1]["rate"], out["B"][-1]["rate"]))
 
     # ---- teardown -----------------------------------------------------
 
@@ -1419,6 +1448,37 @@ def write_report(res, out_dir, elapsed_s):
                     key, v["messages"] / v["elapsed"], name, p["run_cnt"] / v["messages"], fmt(p["avg_ns"]),
                     p["run_time_ns"] / v["messages"] / 1000))
         w("")
+        uo = prof.get("uprobes_only")
+        if uo and uo.get("U"):
+            def mu(mode, key):
+                return median([r[key] for r in uo[mode]])
+            w("What the libssl uprobes alone cost: TLS, 10 sessions, %d messages a run, %d rounds of without; "
+              "tlsguardd attached to an **empty** cgroup (its uprobes are on the library file, so they fire in "
+              "every process that uses it, but no flow of the load is tracked: %s flows tracked); tlsguardd on "
+              "the load's cgroup (medians):" % (uo["messages"], len(uo["A"]),
+                                                 "/".join(str(x) for x in uo["U_flows"])))
+            w("")
+            w("| | without | uprobes only | with |")
+            w("| --- | ---: | ---: | ---: |")
+            w("| msg/s | %.0f | %.0f | %.0f |" % (mu("A", "rate"), mu("U", "rate"), mu("B", "rate")))
+            w("| ratio to without | 1 | %.3f | %.3f |" % (mu("U", "rate") / mu("A", "rate"),
+                                                       mu("B", "rate") / mu("A", "rate")))
+            for key, label in (("generator", "tls_source CPU µs/msg (in the guarded cgroup)"),
+                               ("sinks", "tls_sink CPU µs/msg (outside it)"),
+                               ("tlsguardd", "tlsguardd CPU µs/msg"),
+                               ("kthreads", "kernel threads CPU µs/msg")):
+                w("| %s | %.0f | %.0f | %.0f |" % (label, mu("A", key), mu("U", key), mu("B", key)))
+            t10 = prof.get("tls-10")
+            if t10:
+                hits = sum(p["run_cnt"] for n, p in t10["progs"].items() if n.startswith("tg_ssl")) / t10["messages"]
+                bpf = sum(p["run_time_ns"] for n, p in t10["progs"].items()
+                          if n.startswith("tg_ssl")) / t10["messages"] / 1000
+                extra = sum(mu("U", k) - mu("A", k) for k in ("generator", "sinks", "kthreads"))
+                w("")
+                w("The uprobe programs ran %.1f times per message (both ends) for %.1f µs of BPF time; the CPU per "
+                  "message grew by %.0f µs with the uprobes alone: about %.1f µs per probe hit, almost all of it "
+                  "the trap and its handling, not the BPF program." % (hits, bpf, extra, extra / hits if hits else 0))
+            w("")
         perf = prof.get("perf")
         if perf and all("rows" in perf.get(m, {}) for m in ("A", "B")):
             ra, rb = perf["A"]["rows"], perf["B"]["rows"]
