@@ -406,7 +406,60 @@ class Connection:
         return "<Connection %s#%d from %s%s: %s>" % (self.mx.name, self.id, self.peer, tls, self.verbs())
 
 
-class TestMX:
+class ServerLifecycle:
+    """Stop, context management and connection queries shared by the test servers
+    (TestMX here, StripProxy in tlsproxy.py). A subclass has _stopping, _listener,
+    _accept_thread, _lock, _threads, _conns, _jsonl, and returns its open client
+    sockets from _open_sockets() (called with _lock held)."""
+
+    def stop(self):
+        self._stopping.set()
+        if self._listener is not None:
+            try:
+                self._listener.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self._listener.close()
+        if self._accept_thread is not None:
+            self._accept_thread.join(5)
+        with self._lock:
+            socks = self._open_sockets()
+            threads = list(self._threads)
+        for s in socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        for t in threads:
+            t.join(5)
+        with self._lock:
+            if self._jsonl:
+                self._jsonl.close()
+                self._jsonl = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    # ---- queries ---------------------------------------------------------
+
+    def connections(self):
+        with self._lock:
+            return list(self._conns)
+
+    def wait_closed(self, timeout):
+        """Wait until every connection so far is closed; return True if so."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(c.closed for c in self.connections()):
+                return True
+            time.sleep(0.05)
+        return all(c.closed for c in self.connections())
+
+
+class TestMX(ServerLifecycle):
     """A recording SMTP server on one address (see the module docstring)."""
 
     __test__ = False  # not a pytest test class
@@ -457,51 +510,9 @@ class TestMX:
         self._accept_thread.start()
         return self
 
-    def stop(self):
-        self._stopping.set()
-        if self._listener is not None:
-            try:
-                self._listener.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            self._listener.close()
-        if self._accept_thread is not None:
-            self._accept_thread.join(5)
-        with self._lock:
-            socks = list(self._socks.values())
-            threads = list(self._threads)
-        for s in socks:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        for t in threads:
-            t.join(5)
-        with self._lock:
-            if self._jsonl:
-                self._jsonl.close()
-                self._jsonl = None
+    def _open_sockets(self):
+        return list(self._socks.values())
 
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-
-    # ---- queries ---------------------------------------------------------
-
-    def connections(self):
-        with self._lock:
-            return list(self._conns)
-
-    def wait_closed(self, timeout):
-        """Wait until every connection so far is closed; return True if so."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if all(c.closed for c in self.connections()):
-                return True
-            time.sleep(0.05)
-        return all(c.closed for c in self.connections())
 
     def transactions(self):
         return [t for c in self.connections() for t in c.transactions()]

@@ -63,6 +63,8 @@ import threading
 import time
 from dataclasses import dataclass
 
+from mx import ServerLifecycle
+
 MAX_HELD = 1 << 20  # bytes of one upstream reply held back; beyond that, relay raw
 CONNECT_TIMEOUT = 10.0
 GARBLED = b"XXXXXXXA"
@@ -167,7 +169,7 @@ def _lines(data):
     return [x[:-1] if x.endswith("\r") else x for x in out]
 
 
-class StripProxy:
+class StripProxy(ServerLifecycle):
     """See the module docstring."""
 
     __test__ = False
@@ -213,49 +215,8 @@ class StripProxy:
         self._accept_thread.start()
         return self
 
-    def stop(self):
-        self._stopping.set()
-        if self._listener is not None:
-            try:
-                self._listener.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            self._listener.close()
-        if self._accept_thread is not None:
-            self._accept_thread.join(5)
-        with self._lock:
-            socks, threads = list(self._socks), list(self._threads)
-        for s in socks:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        for t in threads:
-            t.join(5)
-        with self._lock:
-            if self._jsonl:
-                self._jsonl.close()
-                self._jsonl = None
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-
-    # ---- queries ---------------------------------------------------------
-
-    def connections(self):
-        with self._lock:
-            return list(self._conns)
-
-    def wait_closed(self, timeout):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if all(c.closed for c in self.connections()):
-                return True
-            time.sleep(0.05)
-        return all(c.closed for c in self.connections())
+    def _open_sockets(self):
+        return list(self._socks)
 
     # ---- internals -------------------------------------------------------
 
