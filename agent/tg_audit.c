@@ -194,11 +194,12 @@ static void tg_json_str(FILE *fp, const char *s)
 static int tg_audit_guaranteed(struct tg_audit *au, const char *sender)
 {
 	__u64 dkey, akey;
+	int srs;
 
 	if (!sender[0])
 		return 0;
-	akey = tg_addr_key(sender, (__u32)strlen(sender), &dkey);
-	return akey && tg_policy_match(*au->policy, akey, dkey);
+	akey = tg_addr_key_srs(sender, (__u32)strlen(sender), &dkey, &srs);
+	return akey && tg_policy_match(*au->policy, akey, dkey, srs);
 }
 
 static void tg_audit_write(struct tg_audit *au, struct tg_audit_flow *f)

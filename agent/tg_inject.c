@@ -20,8 +20,7 @@
 #include "tg_inject.h"
 #include "tg_log.h"
 
-#define TG_TXT_NO_TLS	"TLS is required, but was not offered by host"
-#define TG_TXT_WEAK	"TLS 1.2 or higher is required, but host negotiated %s"
+#define TG_REPLY_LINE_MAX 512	/* a reply line with tlsguard.conf's text */
 #define TG_TXT_MAIL_OK	"250 2.1.0 Ok\r\n"
 #define TG_TXT_NO_RCPT	"554 5.5.1 Error: no valid recipients\r\n"
 #define TG_WAIT		((const char *)1)	/* reply waits for tg_mx */
@@ -259,21 +258,27 @@ static int tg_undivert(struct tg_inject *ij, __u64 cookie)
 	return 0;
 }
 
-/* "CODE DSN TEXT\r\n" for a held message, naming a weak host's version. */
+/*
+ * "CODE DSN TEXT\r\n" for a held message, naming a weak host's version
+ * where the text has "$tls_version" (see tlsguard.conf(5)).
+ */
 static const char *tg_held_reply(struct tg_inject *ij, const struct tg_flow *f,
 				 int temporary)
 {
-	static char buf[160];
-	char text[128];
+	static char buf[TG_REPLY_LINE_MAX];
+	const struct tg_replies *r = ij->replies;
 	__u16 version = tg_weak_version(ij, f);
+	const char *text = version ? r->weak_text : r->notls_text;
+	const char *var = strstr(text, "$tls_version");
 
-	if (version)
-		snprintf(text, sizeof(text), TG_TXT_WEAK,
-			 tg_tls_version_name(version));
+	if (var)
+		snprintf(buf, sizeof(buf), "%s %.*s%s%s\r\n",
+			 temporary ? r->defer : r->reject, (int)(var - text),
+			 text, tg_tls_version_name(version),
+			 var + strlen("$tls_version"));
 	else
-		snprintf(text, sizeof(text), "%s", TG_TXT_NO_TLS);
-	snprintf(buf, sizeof(buf), "%s %s\r\n",
-		 temporary ? "450 4.7.10" : "550 5.7.10", text);
+		snprintf(buf, sizeof(buf), "%s %s\r\n",
+			 temporary ? r->defer : r->reject, text);
 	return buf;
 }
 
@@ -357,7 +362,7 @@ static const char *tg_reply_for(struct tg_inject *ij, struct tg_islot *s,
 		 */
 		if (!((s->mails++ == 0 && f && f->why == TG_WHY_NO_TLS) ||
 		      tg_policy_match(*ij->policy, s->cmd.addr_key,
-				      s->cmd.domain_key))) {
+				      s->cmd.domain_key, tg_cmd_srs(&s->cmd)))) {
 			msg_info("%s: from=<%s>: deferred: pipelined after a "
 				 "held transaction", name, s->sender);
 			return TG_TXT_AGAIN;

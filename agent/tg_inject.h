@@ -57,6 +57,7 @@
 
 #include <linux/types.h>
 #include "tg_smtp.h"
+#include "tg_config.h"
 #include "tg_policy.h"
 #include "tg_mx.h"
 #include "tg_audit.h"
@@ -106,6 +107,7 @@ struct tg_inject {
 	const struct tg_policy *const *policy;	/* current policy */
 	struct tg_mx *mx;	/* NULL: no MX check, always 550 */
 	struct tg_audit *audit;	/* NULL: no audit trail */
+	const struct tg_replies *replies;	/* tlsguard.conf's texts */
 	int listen_fd;
 	int epfd;
 	unsigned n;

@@ -7,9 +7,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <bpf/bpf.h>
 
-#include "tg_smtp.h"
+#include "tlsguard.h"
 #include "tg_policy.h"
 
 /* Domain: letters, digits, '-', '.', or UTF-8 (SMTPUTF8); no empty label. */
@@ -167,36 +168,129 @@ fail:
 	return -1;
 }
 
+static int tg_keys_has(const __u64 *keys, size_t n, __u64 key)
+{
+	return n && bsearch(&key, keys, n, sizeof(key), tg_key_cmp);
+}
+
 static int tg_policy_has(const struct tg_policy *pol, __u64 key)
 {
-	return pol && pol->n &&
-	       bsearch(&key, pol->keys, pol->n, sizeof(key), tg_key_cmp);
+	return pol && tg_keys_has(pol->keys, pol->n, key);
+}
+
+static int tg_policy_is_exempt(const struct tg_policy *pol, __u64 key)
+{
+	return pol && tg_keys_has(pol->exempt, pol->nexempt, key);
+}
+
+int tg_policy_exempt_key(const char *entry, __u64 *key)
+{
+	if (strcasecmp(entry, "SRS0=") == 0) {
+		*key = TG_KEY_SRS0;
+		return 0;
+	}
+	if (strcasecmp(entry, "SRS1=") == 0) {
+		*key = TG_KEY_SRS1;
+		return 0;
+	}
+	return tg_policy_entry_key(entry, key);
+}
+
+int tg_policy_set_exempt(struct tg_policy *pol, const __u64 *keys, size_t n)
+{
+	__u64 *copy = NULL;
+
+	if (n) {
+		copy = malloc(n * sizeof(*copy));
+		if (!copy)
+			return -1;
+		memcpy(copy, keys, n * sizeof(*copy));
+		qsort(copy, n, sizeof(*copy), tg_key_cmp);
+	}
+	free(pol->exempt);
+	pol->exempt = copy;
+	pol->nexempt = n;
+	return 0;
+}
+
+int tg_policy_lookup(const struct tg_policy *pol, __u64 addr_key,
+		     __u64 domain_key, int srs, const char **by)
+{
+	const char *dummy;
+	int g;
+
+	if (!by)
+		by = &dummy;
+	if (tg_policy_is_exempt(pol, addr_key)) {
+		*by = "address";
+		return TG_POL_EXEMPT;
+	}
+	if (domain_key && tg_policy_is_exempt(pol, domain_key)) {
+		*by = "domain";
+		return TG_POL_EXEMPT;
+	}
+	g = tg_policy_has(pol, addr_key);
+	*by = g ? "address" : "domain";
+	if (!g && !(domain_key && tg_policy_has(pol, domain_key)))
+		return 0;
+	if (srs && tg_policy_is_exempt(pol, srs == 1 ? TG_KEY_SRS0 :
+						       TG_KEY_SRS1)) {
+		*by = "SRS";
+		return TG_POL_EXEMPT;
+	}
+	return TG_POL_GUARANTEED;
 }
 
 int tg_policy_match(const struct tg_policy *pol, __u64 addr_key,
-		    __u64 domain_key)
+		    __u64 domain_key, int srs)
 {
-	return tg_policy_has(pol, addr_key) ||
-	       (domain_key && tg_policy_has(pol, domain_key));
+	return tg_policy_lookup(pol, addr_key, domain_key, srs, NULL) ==
+	       TG_POL_GUARANTEED;
 }
 
+/* What the kernel map says of one key of pol, or 0 when pol lacks it. */
+static __u8 tg_policy_value(const struct tg_policy *pol, __u64 key)
+{
+	if (tg_policy_is_exempt(pol, key))
+		return TG_POL_EXEMPT;
+	return tg_policy_has(pol, key) ? TG_POL_GUARANTEED : 0;
+}
+
+/*
+ * New and changed keys first, then the deletions: a sender in both
+ * policies is never absent from the map, and an entry that turns exempt
+ * is overwritten in place.
+ */
 int tg_policy_sync(int map_fd, const struct tg_policy *old,
 		   const struct tg_policy *pol)
 {
-	__u8 one = 1;
+	__u8 v;
 	size_t i;
 
-	for (i = 0; i < pol->n; i++)
-		if (bpf_map_update_elem(map_fd, &pol->keys[i], &one, BPF_ANY))
+	for (i = 0; i < pol->nexempt; i++) {
+		v = TG_POL_EXEMPT;
+		if (tg_policy_value(old, pol->exempt[i]) != v &&
+		    bpf_map_update_elem(map_fd, &pol->exempt[i], &v, BPF_ANY))
 			return -errno;
+	}
+	for (i = 0; i < pol->n; i++) {
+		v = tg_policy_value(pol, pol->keys[i]);
+		if ((!old || tg_policy_value(old, pol->keys[i]) != v) &&
+		    bpf_map_update_elem(map_fd, &pol->keys[i], &v, BPF_ANY))
+			return -errno;
+	}
 	for (i = 0; old && i < old->n; i++)
-		if (!tg_policy_has(pol, old->keys[i]))
+		if (!tg_policy_value(pol, old->keys[i]))
 			bpf_map_delete_elem(map_fd, &old->keys[i]);
+	for (i = 0; old && i < old->nexempt; i++)
+		if (!tg_policy_value(pol, old->exempt[i]))
+			bpf_map_delete_elem(map_fd, &old->exempt[i]);
 	return 0;
 }
 
 void tg_policy_free(struct tg_policy *pol)
 {
 	free(pol->keys);
+	free(pol->exempt);
 	memset(pol, 0, sizeof(*pol));
 }

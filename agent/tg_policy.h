@@ -10,8 +10,14 @@
  *	int	tg_policy_entry_key(const char *entry, __u64 *key);
  *	int	tg_policy_sync(int map_fd, const struct tg_policy *old,
  *			       const struct tg_policy *pol);
+ *	int	tg_policy_exempt_key(const char *entry, __u64 *key);
+ *	int	tg_policy_set_exempt(struct tg_policy *pol,
+ *				     const __u64 *keys, size_t n);
  *	int	tg_policy_match(const struct tg_policy *pol,
- *				__u64 addr_key, __u64 domain_key);
+ *				__u64 addr_key, __u64 domain_key, int srs);
+ *	int	tg_policy_lookup(const struct tg_policy *pol,
+ *				 __u64 addr_key, __u64 domain_key, int srs,
+ *				 const char **by);
  *	void	tg_policy_free(struct tg_policy *pol);
  * DESCRIPTION
  *	A senders file holds one entry a line: "user@domain" (one address)
@@ -31,7 +37,18 @@
  *	it adds the new keys first, then deletes those only in old (which
  *	may be NULL), so that a sender present in both is never absent.
  *
- *	tg_policy_match() says whether either key is in pol.
+ *	The exempt list (tlsguard.conf's "exempt") holds "user@domain",
+ *	"@domain", "SRS0=" and "SRS1=" (every sender a forwarder rewrote
+ *	with SRS); tg_policy_exempt_key() computes the key of one such entry
+ *	(TG_KEY_SRS0/1 for the last two) or returns -1.
+ *	tg_policy_set_exempt() gives pol a copy of the exempt keys; -1 when
+ *	out of memory. tg_policy_sync() writes them as TG_POL_EXEMPT.
+ *
+ *	tg_policy_lookup() returns TG_POL_EXEMPT, TG_POL_GUARANTEED or 0 for
+ *	a sender given by its keys (srs: tg_cmd_srs()), as tg_guaranteed()
+ *	decides in the kernel: an exempt entry wins. *by, if by is not NULL,
+ *	names the kind of entry that decided ("address", "domain", "SRS").
+ *	tg_policy_match() says whether the sender is guaranteed.
  */
 #ifndef TG_POLICY_H
 #define TG_POLICY_H
@@ -40,9 +57,11 @@
 #include <linux/types.h>
 
 struct tg_policy {
-	__u64 *keys;		/* sorted, unique */
+	__u64 *keys;		/* guaranteed: sorted, unique */
 	size_t n;
 	size_t cap;
+	__u64 *exempt;		/* exempt: sorted, unique */
+	size_t nexempt;
 };
 
 int tg_policy_load(const char *path, struct tg_policy *pol, char *err,
@@ -50,8 +69,12 @@ int tg_policy_load(const char *path, struct tg_policy *pol, char *err,
 int tg_policy_entry_key(const char *entry, __u64 *key);
 int tg_policy_sync(int map_fd, const struct tg_policy *old,
 		   const struct tg_policy *pol);
+int tg_policy_exempt_key(const char *entry, __u64 *key);
+int tg_policy_set_exempt(struct tg_policy *pol, const __u64 *keys, size_t n);
 int tg_policy_match(const struct tg_policy *pol, __u64 addr_key,
-		    __u64 domain_key);
+		    __u64 domain_key, int srs);
+int tg_policy_lookup(const struct tg_policy *pol, __u64 addr_key,
+		     __u64 domain_key, int srs, const char **by);
 void tg_policy_free(struct tg_policy *pol);
 
 #endif /* TG_POLICY_H */

@@ -70,6 +70,7 @@
 #include "tlsguard.h"
 #include "tlsguard.skel.h"
 #include "tg_audit.h"
+#include "tg_config.h"
 #include "tg_ctl.h"
 #include "tg_inject.h"
 #include "tg_kill.h"
@@ -87,21 +88,6 @@
 #define TG_RESCAN_SECONDS 5	/* how often new TLS libraries are looked for */
 #define TG_PIN_DIR	"/sys/fs/bpf/tlsguard"
 #define TG_PIN_LINK	TG_PIN_DIR "/tg_sockops_link"
-
-struct tg_opts {
-	const char *cgroup;
-	const char *senders;
-	const char *socket;
-	const char *resolver;	/* --mx-check: DNS server, "" for the system's */
-	const char *audit;	/* --audit FILE */
-	int pin;		/* --pin: enforce while the agent is away */
-	__u16 ports[TG_PORTS_MAX];	/* SMTP (STARTTLS) ports */
-	unsigned nports;
-	__u16 tls_ports[TG_PORTS_MAX];	/* implicit TLS ports */
-	unsigned ntls_ports;
-	unsigned slots;
-	int verbose;
-};
 
 struct tg_agent {
 	struct tg_opts opt;
@@ -129,28 +115,44 @@ struct tg_agent {
 };
 
 static const char usage[] =
-	"usage: tlsguardd --cgroup DIR --senders FILE [--port N]... "
-	"[--tls-port N]... [--slots N] [--socket PATH]\n"
-	"                 [--mx-check system|IP[:PORT]] [--audit FILE] [--pin] "
-	"[-v]\n";
+	"usage: tlsguardd [-c FILE] [--cgroup DIR] [--senders FILE] "
+	"[--port N]... [--tls-port N]...\n"
+	"                 [--slots N] [--socket PATH] [--mx-check "
+	"system|IP[:PORT]] [--audit FILE]\n"
+	"                 [--metrics ADDR:PORT] [--pin] [--syslog] [-v] "
+	"[--print-config[=changed]]\n";
 
-static unsigned long tg_number(const char *opt, const char *arg,
-			       unsigned long min, unsigned long max)
+/* A command-line value, checked by the setting it stands for. */
+static void tg_flag(struct tg_opts *o, const char *flag, const char *name,
+		    const char *value)
 {
-	unsigned long v;
-	char *end;
+	char why[600];
 
-	errno = 0;
-	v = strtoul(arg, &end, 10);
-	if (errno || *arg == 0 || *end || *arg == '-' || v < min || v > max)
-		msg_fatal("%s: bad value \"%s\": expected a number from %lu "
-			  "to %lu", opt, arg, min, max);
-	return v;
+	if (tg_config_set(o, name, value, why, sizeof(why)) < 0)
+		msg_fatal("%s: %s", flag, why);
 }
 
-static void tg_parse_args(int argc, char **argv, struct tg_opts *o)
+/* A list flag given several times: its values, space-separated. */
+static void tg_flag_append(char *list, size_t len, const char *flag,
+			   const char *value)
+{
+	size_t used = strlen(list);
+
+	if (used + strlen(value) + 2 > len)
+		msg_fatal("%s: too many values", flag);
+	snprintf(list + used, len - used, "%s%s", used ? " " : "", value);
+}
+
+/*
+ * The configuration file first (-c), then the flags, so that a flag
+ * overrides the file as an administrator expects. Returns 1 when the
+ * settings are to be printed rather than used (--print-config), 2 for
+ * only those that differ from the defaults.
+ */
+static int tg_parse_args(int argc, char **argv, struct tg_opts *o)
 {
 	static const struct option longopts[] = {
+		{ "config", required_argument, NULL, 'C' },
 		{ "cgroup", required_argument, NULL, 'c' },
 		{ "senders", required_argument, NULL, 's' },
 		{ "port", required_argument, NULL, 'p' },
@@ -159,54 +161,69 @@ static void tg_parse_args(int argc, char **argv, struct tg_opts *o)
 		{ "socket", required_argument, NULL, 'S' },
 		{ "mx-check", required_argument, NULL, 'm' },
 		{ "audit", required_argument, NULL, 'a' },
+		{ "metrics", required_argument, NULL, 'M' },
 		{ "pin", no_argument, NULL, 'P' },
+		{ "syslog", no_argument, NULL, 'L' },
+		{ "print-config", optional_argument, NULL, 'D' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
-	int c;
+	static char ports[256], tls_ports[256];
+	char err[1024];
+	int c, print = 0;
 
-	memset(o, 0, sizeof(*o));
-	o->socket = TG_CTL_DEFAULT;
-	o->slots = 256;
+	tg_config_defaults(o);
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, "v", longopts, NULL)) != -1) {
+	/* Pass 1: the configuration file. */
+	while ((c = getopt_long(argc, argv, "vC:", longopts, NULL)) != -1)
+		if (c == 'C' && tg_config_read(o, optarg, err, sizeof(err)) < 0)
+			msg_fatal("%s", err);
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "vC:", longopts, NULL)) != -1) {
 		switch (c) {
+		case 'C':
+			break;
 		case 'c':
-			o->cgroup = optarg;
+			tg_flag(o, "--cgroup", "cgroup", optarg);
 			break;
 		case 's':
-			o->senders = optarg;
+			tg_flag(o, "--senders", "senders_file", optarg);
 			break;
 		case 'p':
-			if (o->nports + o->ntls_ports == TG_PORTS_MAX)
-				msg_fatal("--port: at most %d ports in all",
-					  TG_PORTS_MAX);
-			o->ports[o->nports++] =
-				(__u16)tg_number("--port", optarg, 1, 65535);
+			tg_flag_append(ports, sizeof(ports), "--port", optarg);
 			break;
 		case 't':
-			if (o->nports + o->ntls_ports == TG_PORTS_MAX)
-				msg_fatal("--tls-port: at most %d ports in all",
-					  TG_PORTS_MAX);
-			o->tls_ports[o->ntls_ports++] =
-				(__u16)tg_number("--tls-port", optarg, 1, 65535);
+			tg_flag_append(tls_ports, sizeof(tls_ports),
+				       "--tls-port", optarg);
 			break;
 		case 'n':
-			o->slots = (unsigned)tg_number("--slots", optarg, 1,
-						       TG_SLOTS_MAX);
+			tg_flag(o, "--slots", "slots", optarg);
 			break;
 		case 'S':
-			o->socket = optarg;
+			tg_flag(o, "--socket", "control_socket", optarg);
 			break;
 		case 'a':
-			o->audit = optarg;
+			tg_flag(o, "--audit", "audit_file", optarg);
+			break;
+		case 'M':
+			tg_flag(o, "--metrics", "metrics_address", optarg);
 			break;
 		case 'P':
 			o->pin = 1;
 			break;
+		case 'L':
+			o->syslog = 1;
+			break;
 		case 'm':
-			o->resolver = strcmp(optarg, "system") == 0 ? "" : optarg;
+			tg_flag(o, "--mx-check", "mx_check", optarg);
+			break;
+		case 'D':
+			print = optarg && strcmp(optarg, "changed") == 0 ? 2 : 1;
+			if (optarg && print == 1)
+				msg_fatal("--print-config=%s: expected "
+					  "--print-config or "
+					  "--print-config=changed", optarg);
 			break;
 		case 'v':
 			o->verbose++;
@@ -224,12 +241,19 @@ static void tg_parse_args(int argc, char **argv, struct tg_opts *o)
 	if (optind < argc)
 		msg_fatal("unexpected argument \"%s\" (see --help)",
 			  argv[optind]);
-	if (!o->cgroup)
-		msg_fatal("--cgroup DIR is required (see --help)");
-	if (!o->senders)
-		msg_fatal("--senders FILE is required (see --help)");
-	if (o->nports == 0 && o->ntls_ports == 0)
-		o->ports[o->nports++] = 25;
+	/* A list on the command line replaces the file's, as a whole. */
+	if (ports[0] || tls_ports[0]) {
+		tg_flag(o, "--port", "smtp_ports", "");
+		tg_flag(o, "--tls-port", "smtps_ports", tls_ports);
+		tg_flag(o, "--port", "smtp_ports", ports);
+	}
+	if (!print && tg_config_finish(o, err, sizeof(err)) < 0)
+		msg_fatal("%s", err);
+	if (print) {
+		/* Derived values as the daemon would use them. */
+		tg_config_finish(o, err, sizeof(err));
+	}
+	return print;
 }
 
 static int tg_libbpf_print(enum libbpf_print_level level, const char *fmt,
@@ -368,6 +392,11 @@ static void tg_reload(struct tg_agent *ag)
 
 	if (tg_policy_load(ag->opt.senders, next, err, sizeof(err)) < 0) {
 		msg_warn("%s; keeping the senders in force", err);
+		return;
+	}
+	if (tg_policy_set_exempt(next, ag->opt.exempt, ag->opt.nexempt) < 0) {
+		msg_warn("out of memory; keeping the senders in force");
+		tg_policy_free(next);
 		return;
 	}
 	rc = tg_policy_sync(bpf_map__fd(ag->skel->maps.tg_senders),
@@ -532,7 +561,7 @@ static void tg_ctl_serve(struct tg_agent *ag)
 			len = snprintf(out, sizeof(out), "ok\n");
 		} else if (strcmp(req, "audit-file") == 0)
 			len = snprintf(out, sizeof(out), "ok\n%s\n",
-				       ag->opt.audit ? ag->opt.audit : "");
+				       ag->opt.audit);
 		else
 			len = snprintf(out, sizeof(out),
 				       "error: unknown request \"%.64s\"\n",
@@ -628,6 +657,9 @@ static void tg_setup(struct tg_agent *ag)
 	if (tg_policy_load(ag->opt.senders, &ag->policies[0], err,
 			   sizeof(err)) < 0)
 		msg_fatal("%s", err);
+	if (tg_policy_set_exempt(&ag->policies[0], ag->opt.exempt,
+				 ag->opt.nexempt) < 0)
+		msg_fatal("out of memory");
 	ag->policy = &ag->policies[0];
 	ag->cgroup_fd = tg_cgroup_open(ag->opt.cgroup, ag->cgroup_path,
 				       sizeof(ag->cgroup_path), err,
@@ -659,7 +691,7 @@ static void tg_setup(struct tg_agent *ag)
 	ag->skel->rodata->tg_nports = ag->opt.nports + ag->opt.ntls_ports;
 	ag->skel->rodata->tg_ntls = ag->opt.ntls_ports;
 	/* Lines for the audit trail cost a ring buffer record each. */
-	ag->skel->rodata->tg_audit_on = ag->opt.audit != NULL;
+	ag->skel->rodata->tg_audit_on = ag->opt.audit[0] != 0;
 	if (ag->opt.pin)
 		tg_pin_prepare(ag);
 	err_no = tlsguard__load(ag->skel);
@@ -724,13 +756,15 @@ static void tg_setup(struct tg_agent *ag)
 		msg_fatal("cannot set up %u injection slots: %s",
 			  ag->opt.slots, strerror(-err_no));
 	ag->ij.policy = &ag->policy;
-	err_no = tg_audit_open(&ag->audit, ag->opt.audit,
+	ag->ij.replies = &ag->opt.replies;
+	err_no = tg_audit_open(&ag->audit,
+			       ag->opt.audit[0] ? ag->opt.audit : NULL,
 			       bpf_map__fd(ag->skel->maps.tg_flows), &ag->policy);
 	if (err_no < 0)
 		msg_fatal("--audit %s: %s", ag->opt.audit, strerror(-err_no));
 	ag->ij.audit = &ag->audit;
-	if (ag->opt.resolver) {
-		err_no = tg_mx_init(&ag->mx, *ag->opt.resolver ?
+	if (ag->opt.mx_check) {
+		err_no = tg_mx_init(&ag->mx, ag->opt.resolver[0] ?
 					     ag->opt.resolver : NULL);
 		if (err_no < 0)
 			msg_fatal("cannot start the MX check: %s",
@@ -897,6 +931,7 @@ int main(int argc, char **argv)
 				      .timer_fd = -1 };
 
 	sigset_t mask;
+	int print;
 
 	/*
 	 * Held from the start, so that a SIGTERM during set-up is taken
@@ -910,7 +945,14 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 
 	tg_log_init("tlsguardd", 0);
-	tg_parse_args(argc, argv, &ag.opt);
+	print = tg_parse_args(argc, argv, &ag.opt);
+	if (print) {
+		static char out[TG_CTL_REPLY_MAX];
+
+		fwrite(out, 1, tg_config_print(&ag.opt, print == 2, out,
+					       sizeof(out)), stdout);
+		return 0;
+	}
 	tg_log_init("tlsguardd", ag.opt.verbose);
 	libbpf_set_print(tg_libbpf_print);
 	ag.ij.listen_fd = -1;

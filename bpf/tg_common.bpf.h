@@ -47,7 +47,7 @@ TG_MAP(struct {
 	__type(value, struct tg_flow);
 }, tg_flows);
 
-/* Guaranteed senders: tg_addr_key() of "user@domain" or "@domain". */
+/* Guaranteed and exempt senders (see TG_POL_* in tlsguard.h). */
 TG_MAP(struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
@@ -238,11 +238,27 @@ static __always_inline void tg_keep_sender(struct tg_flow *f,
 static __always_inline int tg_guaranteed(const struct tg_cmd *p)
 {
 	__u64 k = p->addr_key;
+	__u8 *a, *d = NULL, *srs;
+	int n = tg_cmd_srs(p);
 
-	if (bpf_map_lookup_elem(&tg_senders, &k))
-		return 1;
+	a = bpf_map_lookup_elem(&tg_senders, &k);
+	if (a && *a == TG_POL_EXEMPT)
+		return 0;
 	k = p->domain_key;
-	return k && bpf_map_lookup_elem(&tg_senders, &k);
+	if (k) {
+		d = bpf_map_lookup_elem(&tg_senders, &k);
+		if (d && *d == TG_POL_EXEMPT)
+			return 0;
+	}
+	if (!a && !d)
+		return 0;
+	if (n) {
+		k = n == 1 ? TG_KEY_SRS0 : TG_KEY_SRS1;
+		srs = bpf_map_lookup_elem(&tg_senders, &k);
+		if (srs && *srs == TG_POL_EXEMPT)
+			return 0;
+	}
+	return 1;
 }
 
 /*

@@ -15,6 +15,9 @@
  *	int	tg_reply_feed(struct tg_reply *r, unsigned char c);
  *
  *	__u64	tg_addr_key(const char *addr, __u32 len, __u64 *domain_key);
+ *	__u64	tg_addr_key_srs(const char *addr, __u32 len, __u64 *domain_key,
+ *				int *srs);
+ *	int	tg_cmd_srs(const struct tg_cmd *p);
  * DESCRIPTION
  *	Both parsers consume one byte at a time and keep all of their state
  *	in a small fixed-size structure, so that the verdict never depends
@@ -30,7 +33,8 @@
  *	a command line other than MAIL; its verb is in p->verb (TG_VERB_*).
  * .IP TG_CMD_MAIL
  *	MAIL FROM with a non-null reverse-path; p->addr_key and
- *	p->domain_key identify the normalized sender (see tg_addr_key()).
+ *	p->domain_key identify the normalized sender (see tg_addr_key()),
+ *	and tg_cmd_srs() says whether it is an SRS-rewritten one.
  * .IP TG_CMD_MAIL_NULL
  *	MAIL FROM:<> (bounces and auto-replies).
  * .IP TG_CMD_MAIL_BAD
@@ -75,7 +79,7 @@
  *	folded, a "+extension" dropped from the local part, a source route
  *	dropped, the quoting of a quoted local part dropped) and the same 64-bit FNV-1a hash. *domain_key receives the key
  *	of "@domain" (0 when there is no domain). It returns 0 when the address
- *	is malformed.
+ *	is malformed. tg_addr_key_srs() also gives tg_cmd_srs()'s answer.
  * DIAGNOSTICS
  *	None; malformed input is reported through the events above.
  * BUGS
@@ -154,6 +158,19 @@ enum tg_cmd_phase {
 #define TG_AF_ROUTED	0x40	/* a source route was dropped */
 #define TG_AF_LOCAL	0x80	/* a byte of the local part was hashed */
 
+/*
+ * SRS (Sender Rewriting Scheme): a forwarder rewrites the sender of mail
+ * it forwards to "SRS0=HHH=TT=domain=user@forwarder" ("SRS1=" when it
+ * forwards a rewritten one again). tg_cmd.srs counts the bytes of the
+ * local part that match "srs0=" or "srs1=" (case folded: the scheme's
+ * prefix is not case sensitive), then holds TG_SRS_0 or TG_SRS_1, or
+ * TG_SRS_NO once a byte differs.
+ */
+#define TG_SRS_DIGIT	0x10	/* the digit was '1' */
+#define TG_SRS_0	0x20	/* "SRS0=" */
+#define TG_SRS_1	0x40	/* "SRS1=" */
+#define TG_SRS_NO	0x80
+
 /* DATA body end matcher (TG_MODE_BODY). */
 enum tg_body_state {
 	TG_BODY_MID,		/* inside a line */
@@ -181,7 +198,8 @@ struct tg_cmd {
 				 * end of the verb: cannot vouch for the line */
 	__u8 no_chunking;	/* the host did not offer CHUNKING: BDAT is
 				 * refused, and what follows it is commands */
-	__u8 pad[3];
+	__u8 srs;		/* TG_SRS_*: how the local part begins */
+	__u8 pad[2];
 };
 
 #define TG_REPLY_NONE	0
@@ -242,6 +260,31 @@ static TG_INLINE void tg_cmd_new_line(struct tg_cmd *p)
 	p->chunk_left = 0;
 	p->cr = 0;
 	p->odd = 0;
+	p->srs = 0;
+}
+
+/* One hashed, case-folded byte of the local part (see TG_SRS_*). */
+static TG_INLINE void tg_srs_byte(struct tg_cmd *p, unsigned char c)
+{
+	__u8 s = p->srs, n = s & 0x0f;
+
+	if (s & (TG_SRS_0 | TG_SRS_1 | TG_SRS_NO))
+		return;
+	if ((n == 0 && c == 's') || (n == 1 && c == 'r') ||
+	    (n == 2 && c == 's') || (n == 3 && c == '0'))
+		p->srs = s + 1;
+	else if (n == 3 && c == '1')
+		p->srs = (s + 1) | TG_SRS_DIGIT;
+	else if (n == 4 && c == '=')
+		p->srs = (s & TG_SRS_DIGIT) ? TG_SRS_1 : TG_SRS_0;
+	else
+		p->srs = TG_SRS_NO;
+}
+
+/* 1 for an "SRS0=" sender, 2 for "SRS1=", 0 for any other. */
+static TG_INLINE int tg_cmd_srs(const struct tg_cmd *p)
+{
+	return (p->srs & TG_SRS_0) ? 1 : (p->srs & TG_SRS_1) ? 2 : 0;
 }
 
 static TG_INLINE void tg_cmd_start_body(struct tg_cmd *p)
@@ -342,6 +385,8 @@ hash:
 	if (!(p->aflags & TG_AF_DOMAIN))
 		p->aflags |= TG_AF_LOCAL;
 	c = tg_lower(c);
+	if (!(p->aflags & TG_AF_DOMAIN))
+		tg_srs_byte(p, c);
 	p->addr_key = tg_fnv(p->addr_key, c);
 	if ((p->aflags & TG_AF_DOMAIN) && c != '@')
 		p->domain_key = tg_fnv(p->domain_key, c);
@@ -448,8 +493,12 @@ static TG_INLINE int tg_cmd_eol(struct tg_cmd *p)
 		    p->phase == TG_PH_SIZE_DONE) && p->chunk_left) {
 		p->mode = TG_MODE_CHUNK;
 	}
-	if (ev != TG_CMD_MAIL && ev != TG_CMD_MAIL_NULL)
+	if (ev != TG_CMD_MAIL && ev != TG_CMD_MAIL_NULL) {
 		p->addr_key = p->domain_key = 0;
+		p->srs = 0;
+	}
+	if (ev == TG_CMD_MAIL && !(p->aflags & TG_AF_DOMAIN))
+		p->srs = 0;	/* "SRS0=x" without a domain is not SRS */
 	/* Keep verb and keys for the caller; the next byte starts afresh. */
 	p->phase = TG_PH_START;
 	p->line_len = 0;
@@ -670,8 +719,8 @@ static TG_INLINE int tg_reply_feed(struct tg_reply *r, unsigned char c)
  * Policy key of a senders-file address: runs the MAIL parser over it, so
  * that the file and the wire can never disagree on normalization.
  */
-static TG_INLINE __u64 tg_addr_key(const char *addr, __u32 len,
-				   __u64 *domain_key)
+static TG_INLINE __u64 tg_addr_key_srs(const char *addr, __u32 len,
+				       __u64 *domain_key, int *srs)
 {
 	struct tg_cmd p;
 	__u32 i;
@@ -696,7 +745,16 @@ static TG_INLINE __u64 tg_addr_key(const char *addr, __u32 len,
 		return 0;
 	if (p.aflags & TG_AF_DOMAIN)
 		*domain_key = p.domain_key;
+	if (srs)
+		*srs = (p.aflags & TG_AF_DOMAIN) ? tg_cmd_srs(&p) : 0;
 	return p.addr_key;
 }
+
+static TG_INLINE __u64 tg_addr_key(const char *addr, __u32 len,
+				   __u64 *domain_key)
+{
+	return tg_addr_key_srs(addr, len, domain_key, 0);
+}
+
 
 #endif /* TG_SMTP_H */

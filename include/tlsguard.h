@@ -29,6 +29,19 @@
 #define TG_PORTS_MAX	8
 #define TG_FLOWS_MAX	65536
 #define TG_SENDERS_MAX	(1U << 20)
+
+/*
+ * tg_senders: key tg_addr_key() of "user@domain" or of "@domain", value
+ * what the entry says. An exempt entry wins over a guaranteed one (the
+ * users' own forwards), so that "@example.org" can be guaranteed while
+ * "lists@example.org" is not. The exempt list's "SRS0=" and "SRS1="
+ * entries have keys of their own, which no address hashes to in practice
+ * (a 64-bit FNV-1a value; see tg_cmd_srs()).
+ */
+#define TG_POL_GUARANTEED	1
+#define TG_POL_EXEMPT		2
+#define TG_KEY_SRS0	0x7467535253303dULL	/* "tgSRS0=" */
+#define TG_KEY_SRS1	0x7467535253313dULL	/* "tgSRS1=" */
 #define TG_SLOTS_MAX	4096
 #define TG_NO_SLOT	0xffffffffU
 

@@ -46,6 +46,8 @@ static const char *senders_file(const char *body, size_t len)
 }
 
 /* Keys of a sender as the MAIL parser computes them on the wire. */
+static int wire_srs;	/* tg_cmd_srs() of the last wire_keys() */
+
 static int wire_keys(const char *addr, __u64 *addr_key, __u64 *domain_key)
 {
 	char line[600];
@@ -58,6 +60,7 @@ static int wire_keys(const char *addr, __u64 *addr_key, __u64 *domain_key)
 		ev = tg_cmd_feed(&p, (unsigned char)line[i]);
 	*addr_key = p.addr_key;
 	*domain_key = p.domain_key;
+	wire_srs = tg_cmd_srs(&p);
 	return ev == TG_CMD_MAIL;
 }
 
@@ -67,7 +70,7 @@ static int wire_match(const struct tg_policy *pol, const char *addr)
 
 	if (!wire_keys(addr, &ak, &dk))
 		return -1;
-	return tg_policy_match(pol, ak, dk);
+	return tg_policy_match(pol, ak, dk, wire_srs);
 }
 
 static int sorted_unique(const struct tg_policy *pol)
@@ -188,7 +191,7 @@ static void test_empty(void)
 			 "tg_policy_load() is %d: %s", rc, err);
 		CHECK_EQ_AT(empties[i].line, pol.n, 0);
 		wire_keys("alice@example.org", &ak, &dk);
-		CHECK_AT(empties[i].line, !tg_policy_match(&pol, ak, dk),
+		CHECK_AT(empties[i].line, !tg_policy_match(&pol, ak, dk, 0),
 			 "an empty policy matches");
 		tg_policy_free(&pol);
 	}
@@ -473,6 +476,93 @@ out:
 	close(fd);
 }
 
+/*
+ * The exempt list wins over the senders, on the wire as in the kernel
+ * map: an exempt address inside a guaranteed domain, an exempt domain,
+ * and SRS-rewritten senders of a guaranteed domain.
+ */
+static void test_exempt(void)
+{
+	static const char body[] = "@example.org\nbob@other.org\n"
+				   "carol@lists.example.org\n";
+	static const char *const exempt[] = { "lists@example.org",
+					      "@lists.example.org", "SRS0=",
+					      "srs1=" };
+	static const struct {
+		const char *addr;
+		int want;	/* TG_POL_* or 0 */
+	} cases[] = {
+		{ "alice@example.org", TG_POL_GUARANTEED },
+		{ "Lists+x@EXAMPLE.org", TG_POL_EXEMPT },
+		{ "carol@lists.example.org", TG_POL_EXEMPT },
+		{ "SRS0=HHH=TT=other.test=joe@example.org", TG_POL_EXEMPT },
+		{ "srs0=hhh=tt=other.test=joe@example.org", TG_POL_EXEMPT },
+		{ "SRS1=X=other.test==HHH=TT=b.test=joe@example.org",
+		  TG_POL_EXEMPT },
+		{ "\"SRS0=HHH=TT=o.test=joe\"@example.org", TG_POL_EXEMPT },
+		{ "SRS2=HHH=TT=other.test=joe@example.org", TG_POL_GUARANTEED },
+		{ "SRS0@example.org", TG_POL_GUARANTEED },
+		{ "xSRS0=a@example.org", TG_POL_GUARANTEED },
+		{ "SRS0=a@nobody.test", 0 },
+		{ "bob@other.org", TG_POL_GUARANTEED },
+	};
+	struct tg_policy pol = { 0 };
+	__u64 keys[4], ak, dk;
+	char err[512] = "";
+	const char *by;
+	size_t i;
+	int fd;
+
+	tg_case("exempt: addresses, domains and SRS win over the senders");
+	for (i = 0; i < 4; i++)
+		if (!CHECK(tg_policy_exempt_key(exempt[i], &keys[i]) == 0,
+			   "tg_policy_exempt_key(%s) fails", exempt[i]))
+			return;
+	CHECK(tg_policy_exempt_key("SRS0", &ak) == -1 &&
+	      tg_policy_exempt_key("SRS0=x", &ak) == -1 &&
+	      tg_policy_exempt_key("@", &ak) == -1,
+	      "tg_policy_exempt_key() accepts a malformed entry");
+	if (!CHECK(tg_policy_load(senders_file(body, sizeof(body) - 1), &pol,
+				  err, sizeof(err)) == 0,
+		   "tg_policy_load(): %s", err))
+		return;
+	CHECK(tg_policy_set_exempt(&pol, keys, 4) == 0, "set_exempt fails");
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		if (!CHECK(wire_keys(cases[i].addr, &ak, &dk),
+			   "%s: not a MAIL command", cases[i].addr))
+			continue;
+		CHECK(tg_policy_lookup(&pol, ak, dk, wire_srs, &by) ==
+			      cases[i].want,
+		      "%s: tg_policy_lookup() is not %d (srs %d)",
+		      cases[i].addr, cases[i].want, wire_srs);
+	}
+	fd = bpf_map_create(BPF_MAP_TYPE_HASH, "tg_test", sizeof(__u64),
+			    sizeof(__u8), 64, NULL);
+	if (fd >= 0) {
+		__u8 v = 0;
+
+		CHECK(tg_policy_sync(fd, NULL, &pol) == 0, "sync fails");
+		CHECK(bpf_map_lookup_elem(fd, &keys[2], &v) == 0 &&
+		      v == TG_POL_EXEMPT, "SRS0= is %u in the map", v);
+		/*
+		 * "carol@lists.example.org" is listed; her domain is exempt,
+		 * which the kernel finds by the domain's key.
+		 */
+		v = 0;
+		ak = tg_addr_key("carol@lists.example.org", 23, &dk);
+		CHECK(bpf_map_lookup_elem(fd, &ak, &v) == 0 &&
+		      v == TG_POL_GUARANTEED, "carol is %u in the map", v);
+		v = 0;
+		CHECK(bpf_map_lookup_elem(fd, &dk, &v) == 0 &&
+		      v == TG_POL_EXEMPT, "@lists.example.org is %u", v);
+		ak = tg_addr_key("bob@other.org", 13, &dk);
+		CHECK(bpf_map_lookup_elem(fd, &ak, &v) == 0 &&
+		      v == TG_POL_GUARANTEED, "bob is %u in the map", v);
+		close(fd);
+	}
+	tg_policy_free(&pol);
+}
+
 static void cleanup(void)
 {
 	char path[sizeof(tmpdir) + 300];
@@ -507,6 +597,7 @@ int main(void)
 	test_bad_lines();
 	test_no_file();
 	test_sync();
+	test_exempt();
 	status = tg_test_done();
 	cleanup();
 	return status;

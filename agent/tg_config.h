@@ -1,0 +1,100 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * NAME
+ *	tg_config - tlsguardd's settings: tlsguard.conf and the command line
+ * SYNOPSIS
+ *	#include "tg_config.h"
+ *
+ *	void	tg_config_defaults(struct tg_opts *o);
+ *	int	tg_config_read(struct tg_opts *o, const char *path,
+ *			       char *err, size_t errlen);
+ *	int	tg_config_set(struct tg_opts *o, const char *name,
+ *			      const char *value, char *err, size_t errlen);
+ *	int	tg_config_finish(struct tg_opts *o, char *err, size_t errlen);
+ *	size_t	tg_config_print(const struct tg_opts *o, int changed_only,
+ *				char *out, size_t len);
+ * DESCRIPTION
+ *	The configuration file has the grammar of Postfix's main.cf: one
+ *	"name = value" a logical line; a line that starts with white space
+ *	continues the one before; a line whose first non-blank character is
+ *	'#' is a comment, as is a blank line. White space around the name
+ *	and the value is dropped. A later setting of a name replaces an
+ *	earlier one. List values (ports, exempt) are separated by commas
+ *	and/or white space. tlsguard.conf(5) names every setting.
+ *
+ *	tg_config_defaults() fills o with the built-in defaults.
+ *
+ *	tg_config_read() applies the settings of the file at path. An
+ *	unknown name, a line that is not "name = value" or a bad value ends
+ *	it with -1 and "FILE:LINE: ..." in err.
+ *
+ *	tg_config_set() applies one setting by name, as a file line or a
+ *	command-line flag does; -1 with the reason in err when the value is
+ *	bad, -2 when the name is unknown (the caller names the place).
+ *
+ *	tg_config_finish() checks what no single setting can (the required
+ *	ones are set) and fills in derived values (the default port 25 when
+ *	no port is set at all).
+ *
+ *	tg_config_print() writes every setting as "name = value", in the
+ *	order of tlsguard.conf(5), or only those that differ from the
+ *	default (like "postconf -n"); it returns the length written.
+ */
+#ifndef TG_CONFIG_H
+#define TG_CONFIG_H
+
+#include <stddef.h>
+#include <linux/types.h>
+
+#include "tlsguard.h"
+
+#define TG_CONFIG_DEFAULT	"/etc/tlsguard/tlsguard.conf"
+#define TG_EXEMPT_MAX		1024
+#define TG_SETTING_MAX		1024	/* bytes of one value */
+
+/* The replies tlsguardd gives for the host to a held MAIL. */
+struct tg_replies {
+	char reject[16];	/* "550 5.7.10": code and enhanced status */
+	char defer[16];		/* "450 4.7.10", with --mx-check */
+	char notls_text[256];
+	char weak_text[256];	/* "$tls_version" becomes the version */
+};
+
+struct tg_opts {
+	char config[TG_SETTING_MAX];	/* the file read, "" for none */
+	char cgroup[TG_SETTING_MAX];
+	char senders[TG_SETTING_MAX];
+	char socket[TG_SETTING_MAX];
+	char resolver[TG_SETTING_MAX];	/* mx_check: "" for the system's */
+	int mx_check;
+	char audit[TG_SETTING_MAX];	/* "" for none */
+	char metrics[TG_SETTING_MAX];	/* "" for none */
+	int pin;
+	__u16 ports[TG_PORTS_MAX];	/* SMTP (STARTTLS) ports */
+	unsigned nports;
+	__u16 tls_ports[TG_PORTS_MAX];	/* implicit TLS ports */
+	unsigned ntls_ports;
+	unsigned slots;
+	int verbose;
+	int syslog;
+	int syslog_facility;		/* LOG_MAIL, ... */
+	char syslog_name[64];
+	char syslog_socket[TG_SETTING_MAX];
+	char exempt_text[TG_SETTING_MAX];	/* as given, for printing */
+	__u64 exempt[TG_EXEMPT_MAX];
+	size_t nexempt;
+	char reject_code[4], reject_dsn[12];
+	char defer_code[4], defer_dsn[12];
+	struct tg_replies replies;
+};
+
+void tg_config_defaults(struct tg_opts *o);
+int tg_config_read(struct tg_opts *o, const char *path, char *err,
+		   size_t errlen);
+int tg_config_set(struct tg_opts *o, const char *name, const char *value,
+		  char *err, size_t errlen);
+int tg_config_finish(struct tg_opts *o, char *err, size_t errlen);
+size_t tg_config_print(const struct tg_opts *o, int changed_only, char *out,
+		       size_t len);
+
+#endif /* TG_CONFIG_H */
