@@ -4,6 +4,9 @@
  *	tg_policy - the guaranteed senders (see tg_policy.h)
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -293,4 +296,153 @@ void tg_policy_free(struct tg_policy *pol)
 	free(pol->keys);
 	free(pol->exempt);
 	memset(pol, 0, sizeof(*pol));
+}
+
+int tg_policy_insert(struct tg_policy *pol, __u64 key)
+{
+	size_t lo = 0, hi = pol->n, mid;
+
+	while (lo < hi) {
+		mid = lo + (hi - lo) / 2;
+		if (pol->keys[mid] == key)
+			return 1;
+		if (pol->keys[mid] < key)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (tg_policy_add(pol, key) < 0)
+		return -1;
+	memmove(&pol->keys[lo + 1], &pol->keys[lo],
+		(pol->n - 1 - lo) * sizeof(*pol->keys));
+	pol->keys[lo] = key;
+	return 0;
+}
+
+int tg_policy_remove(struct tg_policy *pol, __u64 key)
+{
+	__u64 *k = pol->n ? bsearch(&key, pol->keys, pol->n, sizeof(key),
+				    tg_key_cmp) : NULL;
+	size_t i;
+
+	if (!k)
+		return 1;
+	i = (size_t)(k - pol->keys);
+	memmove(k, k + 1, (pol->n - i - 1) * sizeof(*k));
+	pol->n--;
+	return 0;
+}
+
+int tg_policy_key_value(const struct tg_policy *pol, __u64 key)
+{
+	return tg_policy_value(pol, key);
+}
+
+/*
+ * Rewrite the senders file with entry added or with every line of key
+ * removed, atomically: a temporary file in the same directory, with the
+ * old file's owner and mode, written, fsync()ed, renamed over the old one,
+ * then the directory fsync()ed, so that a crash leaves the old file or
+ * the new one, never a part.
+ */
+int tg_senders_edit(const char *path, const char *entry, __u64 key, int add,
+		    char *err, size_t errlen)
+{
+	char tmp[4096], dir[4096], *line = NULL, *copy = NULL, *slash;
+	int fd = -1, dfd, found = 0, made = 0, rc = -1;
+	FILE *in = NULL, *out = NULL;
+	size_t cap = 0;
+	ssize_t got;
+	struct stat st;
+	__u64 k;
+
+	if (snprintf(tmp, sizeof(tmp), "%s.XXXXXX", path) >= (int)sizeof(tmp)) {
+		snprintf(err, errlen, "%s: path too long", path);
+		return -1;
+	}
+	in = fopen(path, "r");
+	if (!in || fstat(fileno(in), &st) < 0) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		goto out;
+	}
+	fd = mkstemp(tmp);
+	made = fd >= 0;
+	if (fd < 0 || fchmod(fd, st.st_mode & 07777) < 0 ||
+	    (fchown(fd, st.st_uid, st.st_gid) < 0 && errno != EPERM)) {
+		snprintf(err, errlen, "%s: %s", tmp, strerror(errno));
+		goto out;
+	}
+	out = fdopen(fd, "w");
+	if (!out) {
+		snprintf(err, errlen, "%s: %s", tmp, strerror(errno));
+		goto out;
+	}
+	fd = -1;
+	while ((got = getline(&line, &cap, in)) >= 0) {
+		free(copy);
+		copy = strdup(line);
+		if (!copy) {
+			snprintf(err, errlen, "out of memory");
+			goto out;
+		}
+		if (tg_policy_entry_key(tg_trim(copy), &k) == 0 && k == key) {
+			found = 1;
+			if (!add)
+				continue;	/* the line goes */
+		}
+		fwrite(line, 1, (size_t)got, out);
+		if (got && line[got - 1] != '\n')
+			fputc('\n', out);
+	}
+	if (ferror(in)) {
+		snprintf(err, errlen, "%s: read error", path);
+		goto out;
+	}
+	if (add && found) {
+		rc = 1;
+		goto out;
+	}
+	if (!add && !found) {
+		rc = 1;
+		goto out;
+	}
+	if (add)
+		fprintf(out, "%s\n", entry);
+	if (fflush(out) || ferror(out) || fsync(fileno(out)) < 0) {
+		snprintf(err, errlen, "%s: %s", tmp, strerror(errno));
+		goto out;
+	}
+	if (fclose(out) != 0) {
+		out = NULL;
+		snprintf(err, errlen, "%s: %s", tmp, strerror(errno));
+		goto out;
+	}
+	out = NULL;
+	if (rename(tmp, path) < 0) {
+		snprintf(err, errlen, "rename %s: %s", tmp, strerror(errno));
+		goto out;
+	}
+	made = 0;
+	snprintf(dir, sizeof(dir), "%s", path);
+	slash = strrchr(dir, '/');
+	if (slash)
+		*(slash == dir ? slash + 1 : slash) = 0;
+	dfd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd >= 0) {
+		fsync(dfd);
+		close(dfd);
+	}
+	rc = 0;
+out:
+	if (out)
+		fclose(out);
+	if (fd >= 0)
+		close(fd);
+	if (made)
+		unlink(tmp);
+	if (in)
+		fclose(in);
+	free(line);
+	free(copy);
+	return rc;
 }

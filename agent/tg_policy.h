@@ -19,6 +19,12 @@
  *				 __u64 addr_key, __u64 domain_key, int srs,
  *				 const char **by);
  *	void	tg_policy_free(struct tg_policy *pol);
+ *
+ *	int	tg_policy_insert(struct tg_policy *pol, __u64 key);
+ *	int	tg_policy_remove(struct tg_policy *pol, __u64 key);
+ *	int	tg_policy_key_value(const struct tg_policy *pol, __u64 key);
+ *	int	tg_senders_edit(const char *path, const char *entry,
+ *				__u64 key, int add, char *err, size_t errlen);
  * DESCRIPTION
  *	A senders file holds one entry a line: "user@domain" (one address)
  *	or "@domain" (every address of that domain). '#' starts a comment;
@@ -49,6 +55,18 @@
  *	decides in the kernel: an exempt entry wins. *by, if by is not NULL,
  *	names the kind of entry that decided ("address", "domain", "SRS").
  *	tg_policy_match() says whether the sender is guaranteed.
+ *
+ *	tg_policy_insert() and tg_policy_remove() change one guaranteed key
+ *	in place: 0 when done, 1 when there was nothing to do, -1 when out
+ *	of memory. tg_policy_key_value() is what the kernel map must hold
+ *	for key (TG_POL_* or 0 for nothing).
+ *
+ *	tg_senders_edit() appends entry to the senders file (add) or drops
+ *	every line whose entry has key (!add), atomically: temporary file,
+ *	fsync, rename, fsync of the directory; comments and other lines stay
+ *	as they were. It returns 0 when the file changed, 1 when entry was
+ *	already there (add) or no line had key (!add), -1 with a message
+ *	naming the file in err.
  */
 #ifndef TG_POLICY_H
 #define TG_POLICY_H
@@ -76,5 +94,10 @@ int tg_policy_match(const struct tg_policy *pol, __u64 addr_key,
 int tg_policy_lookup(const struct tg_policy *pol, __u64 addr_key,
 		     __u64 domain_key, int srs, const char **by);
 void tg_policy_free(struct tg_policy *pol);
+int tg_policy_insert(struct tg_policy *pol, __u64 key);
+int tg_policy_remove(struct tg_policy *pol, __u64 key);
+int tg_policy_key_value(const struct tg_policy *pol, __u64 key);
+int tg_senders_edit(const char *path, const char *entry, __u64 key, int add,
+		    char *err, size_t errlen);
 
 #endif /* TG_POLICY_H */

@@ -76,6 +76,7 @@
 #include "tg_kill.h"
 #include "tg_log.h"
 #include "tg_policy.h"
+#include "tg_service.h"
 #include "tg_sys.h"
 #include "tg_uprobe.h"
 
@@ -110,6 +111,7 @@ struct tg_agent {
 	int msg_attached;
 	int skb_attached;
 	int adopted;		/* --pin found a previous agent's state */
+	struct stat senders_st;	/* the senders file as last read */
 	int detach;		/* tlsguardctl detach: remove the pins too */
 	time_t no_slot_warned;
 };
@@ -152,8 +154,8 @@ static void tg_flag_append(char *list, size_t len, const char *flag,
 static int tg_parse_args(int argc, char **argv, struct tg_opts *o)
 {
 	static const struct option longopts[] = {
-		{ "config", required_argument, NULL, 'C' },
-		{ "cgroup", required_argument, NULL, 'c' },
+		{ "config", required_argument, NULL, 'c' },
+		{ "cgroup", required_argument, NULL, 'g' },
 		{ "senders", required_argument, NULL, 's' },
 		{ "port", required_argument, NULL, 'p' },
 		{ "tls-port", required_argument, NULL, 't' },
@@ -176,15 +178,15 @@ static int tg_parse_args(int argc, char **argv, struct tg_opts *o)
 	tg_config_defaults(o);
 	opterr = 0;
 	/* Pass 1: the configuration file. */
-	while ((c = getopt_long(argc, argv, "vC:", longopts, NULL)) != -1)
-		if (c == 'C' && tg_config_read(o, optarg, err, sizeof(err)) < 0)
+	while ((c = getopt_long(argc, argv, "vc:", longopts, NULL)) != -1)
+		if (c == 'c' && tg_config_read(o, optarg, err, sizeof(err)) < 0)
 			msg_fatal("%s", err);
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "vC:", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "vc:", longopts, NULL)) != -1) {
 		switch (c) {
-		case 'C':
-			break;
 		case 'c':
+			break;
+		case 'g':
 			tg_flag(o, "--cgroup", "cgroup", optarg);
 			break;
 		case 's':
@@ -383,32 +385,213 @@ static int tg_on_event(void *ctx, void *data, size_t len)
 	return 0;
 }
 
-static void tg_reload(struct tg_agent *ag)
+/* The senders file as last read or written, to tell an edit since. */
+static void tg_senders_stat(struct tg_agent *ag)
+{
+	if (stat(ag->opt.senders, &ag->senders_st) < 0)
+		memset(&ag->senders_st, 0, sizeof(ag->senders_st));
+}
+
+static int tg_senders_changed(const struct tg_agent *ag)
+{
+	struct stat st;
+
+	if (stat(ag->opt.senders, &st) < 0)
+		return 1;
+	return st.st_ino != ag->senders_st.st_ino ||
+	       st.st_size != ag->senders_st.st_size ||
+	       st.st_mtim.tv_sec != ag->senders_st.st_mtim.tv_sec ||
+	       st.st_mtim.tv_nsec != ag->senders_st.st_mtim.tv_nsec;
+}
+
+/* SIGHUP, tlsguardctl reload: 0, or -1 with the reason in err. */
+static int tg_reload(struct tg_agent *ag, char *err, size_t errlen)
 {
 	struct tg_policy *next = ag->policy == &ag->policies[0] ?
 					 &ag->policies[1] : &ag->policies[0];
-	char err[512];
+	char why[512];
 	int rc;
 
-	if (tg_policy_load(ag->opt.senders, next, err, sizeof(err)) < 0) {
-		msg_warn("%s; keeping the senders in force", err);
-		return;
+	if (tg_policy_load(ag->opt.senders, next, why, sizeof(why)) < 0) {
+		snprintf(err, errlen, "%s; keeping the senders in force", why);
+		msg_warn("%s", err);
+		return -1;
 	}
 	if (tg_policy_set_exempt(next, ag->opt.exempt, ag->opt.nexempt) < 0) {
-		msg_warn("out of memory; keeping the senders in force");
+		snprintf(err, errlen, "out of memory; keeping the senders in "
+			 "force");
+		msg_warn("%s", err);
 		tg_policy_free(next);
-		return;
+		return -1;
 	}
 	rc = tg_policy_sync(bpf_map__fd(ag->skel->maps.tg_senders),
 			    ag->policy, next);
 	if (rc < 0) {
-		msg_warn("cannot update the kernel policy: %s", strerror(-rc));
+		snprintf(err, errlen, "cannot update the kernel policy: %s",
+			 strerror(-rc));
+		msg_warn("%s", err);
 		tg_policy_free(next);
-		return;
+		return -1;
 	}
 	tg_policy_free((struct tg_policy *)ag->policy);
 	ag->policy = next;
+	tg_senders_stat(ag);
 	msg_info("reloaded %s: %zu senders", ag->opt.senders, next->n);
+	return 0;
+}
+
+/*
+ * tlsguardctl sender add|remove ADDRESS. The kernel map and the file
+ * change together or not at all. add: the map first (it may be full),
+ * then the file; remove: the file first, then the map, so that a failure
+ * leaves the sender guaranteed rather than not. Requests are served one
+ * at a time from the event loop, so concurrent changes cannot lose one
+ * another; the file is read afresh each time, so an edit by hand is
+ * kept too.
+ */
+static int tg_sender_change(struct tg_agent *ag, int add, const char *entry,
+			    char *out, size_t len)
+{
+	struct tg_policy *pol = (struct tg_policy *)ag->policy;
+	int fd = bpf_map__fd(ag->skel->maps.tg_senders);
+	char err[600];
+	int rc, had, changed;
+	__u64 key;
+	__u8 v;
+
+	if (tg_policy_entry_key(entry, &key) < 0 || strpbrk(entry, " \t#"))
+		return snprintf(out, len, "error: malformed sender \"%.80s\": "
+				"expected user@domain or @domain\n", entry);
+	if (tg_senders_changed(ag))
+		msg_warn("%s changed since it was read; the change by "
+			 "tlsguardctl keeps that edit, which applies at the "
+			 "next reload", ag->opt.senders);
+	if (add) {
+		had = tg_policy_insert(pol, key);
+		if (had < 0)
+			return snprintf(out, len, "error: out of memory\n");
+		v = (__u8)tg_policy_key_value(pol, key);
+		if (!had && bpf_map_update_elem(fd, &key, &v, BPF_ANY)) {
+			rc = errno;
+			tg_policy_remove(pol, key);
+			msg_warn("sender %s not added: the kernel's policy "
+				 "map: %s", entry, strerror(rc));
+			return snprintf(out, len, "error: the kernel's policy "
+					"map refused %s: %s%s\n", entry,
+					strerror(rc), rc == E2BIG ?
+					" (the map is full)" : "");
+		}
+		rc = tg_senders_edit(ag->opt.senders, entry, key, 1, err,
+				     sizeof(err));
+		if (rc < 0) {
+			if (!had) {
+				tg_policy_remove(pol, key);
+				if (!tg_policy_key_value(pol, key))
+					bpf_map_delete_elem(fd, &key);
+			}
+			msg_warn("sender %s not added: %s", entry, err);
+			return snprintf(out, len, "error: %s; %s not added\n",
+					err, entry);
+		}
+		changed = !had || rc == 0;
+	} else {
+		rc = tg_senders_edit(ag->opt.senders, entry, key, 0, err,
+				     sizeof(err));
+		if (rc < 0) {
+			msg_warn("sender %s not removed: %s", entry, err);
+			return snprintf(out, len, "error: %s; %s not removed\n",
+					err, entry);
+		}
+		had = tg_policy_remove(pol, key) == 0;
+		if (had) {
+			v = (__u8)tg_policy_key_value(pol, key);
+			if (v)
+				bpf_map_update_elem(fd, &key, &v, BPF_ANY);
+			else
+				bpf_map_delete_elem(fd, &key);
+		}
+		if (rc == 1 && !had)
+			return snprintf(out, len, "error: %s is not in %s\n",
+					entry, ag->opt.senders);
+		changed = 1;
+	}
+	tg_senders_stat(ag);
+	if (!changed)
+		return snprintf(out, len, "ok\n%s: already guaranteed\n",
+				entry);
+	msg_info("sender %s: %s by tlsguardctl (%zu senders)", entry,
+		 add ? "guaranteed" : "no longer guaranteed", pol->n);
+	return snprintf(out, len, "ok\n%s: %s\n", entry,
+			add ? "added" : "removed");
+}
+
+/* tlsguardctl sender check ADDRESS: what the kernel map decides. */
+static int tg_sender_check(struct tg_agent *ag, const char *addr, char *out,
+			   size_t len)
+{
+	int fd = bpf_map__fd(ag->skel->maps.tg_senders);
+	__u64 akey, dkey, k;
+	__u8 a = 0, d = 0, x = 0;
+	const char *by = "address";
+	int srs = 0, verdict;
+
+	akey = tg_addr_key_srs(addr, (__u32)strlen(addr), &dkey, &srs);
+	if (!akey || addr[0] == '@')
+		return snprintf(out, len, "error: \"%.80s\" is not an "
+				"address\n", addr);
+	/* The kernel's answer, as tg_guaranteed() computes it. */
+	bpf_map_lookup_elem(fd, &akey, &a);
+	if (dkey)
+		bpf_map_lookup_elem(fd, &dkey, &d);
+	k = srs == 1 ? TG_KEY_SRS0 : TG_KEY_SRS1;
+	if (srs)
+		bpf_map_lookup_elem(fd, &k, &x);
+	if (a == TG_POL_EXEMPT || d == TG_POL_EXEMPT) {
+		verdict = TG_POL_EXEMPT;
+		by = a == TG_POL_EXEMPT ? "address" : "domain";
+	} else if (!a && !d) {
+		verdict = 0;
+	} else if (x == TG_POL_EXEMPT) {
+		verdict = TG_POL_EXEMPT;
+		by = "SRS";
+	} else {
+		verdict = TG_POL_GUARANTEED;
+		by = a ? "address" : "domain";
+	}
+	if (verdict != tg_policy_lookup(ag->policy, akey, dkey, srs, NULL))
+		msg_warn("sender check %s: the kernel map and the agent's "
+			 "policy disagree", addr);
+	if (verdict == TG_POL_GUARANTEED)
+		return snprintf(out, len, "ok\n%s: guaranteed (by its %s "
+				"entry)\n", addr, by);
+	if (verdict == TG_POL_EXEMPT)
+		return snprintf(out, len, "ok\n%s: exempt (by the exempt "
+				"list's %s entry): not held\n", addr, by);
+	return snprintf(out, len, "ok\n%s: not guaranteed\n", addr);
+}
+
+static int tg_ctl_sender(struct tg_agent *ag, const char *args, char *out,
+			 size_t len)
+{
+	const char *arg = strchr(args, ' ');
+
+	if (strcmp(args, "list") == 0)
+		return snprintf(out, len, "ok\n%s\n%s\n%zu\n",
+				ag->opt.senders,
+				tg_senders_changed(ag) ? "changed" : "current",
+				ag->policy->n);
+	if (!arg || !arg[1])
+		return snprintf(out, len, "error: sender add|remove|check "
+				"ADDRESS, or sender list\n");
+	arg++;
+	if (strncmp(args, "add ", 4) == 0)
+		return tg_sender_change(ag, 1, arg, out, len);
+	if (strncmp(args, "remove ", 7) == 0)
+		return tg_sender_change(ag, 0, arg, out, len);
+	if (strncmp(args, "check ", 6) == 0)
+		return tg_sender_check(ag, arg, out, len);
+	return snprintf(out, len, "error: unknown sender request \"%.64s\"\n",
+			args);
 }
 
 static void tg_stats_sum(struct tg_agent *ag, struct tg_stats *sum)
@@ -535,6 +718,16 @@ static int tg_flows(struct tg_agent *ag, char *out, size_t len)
 	return (int)used;
 }
 
+/* Defence in depth: the socket's mode already keeps others out. */
+static int tg_ctl_peer_root(int fd)
+{
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+
+	return getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 &&
+	       cred.uid == 0;
+}
+
 static void tg_ctl_serve(struct tg_agent *ag)
 {
 	struct timeval tv = { .tv_sec = 1 };
@@ -552,13 +745,34 @@ static void tg_ctl_serve(struct tg_agent *ag)
 		}
 		req[n] = 0;
 		req[strcspn(req, "\r\n")] = 0;
-		if (strcmp(req, "status") == 0)
+		if (!tg_ctl_peer_root(fd))
+			len = snprintf(out, sizeof(out), "error: only root may "
+				       "use tlsguardd's control socket\n");
+		else if (strcmp(req, "status") == 0)
 			len = tg_status(ag, out, sizeof(out));
 		else if (strcmp(req, "flows") == 0)
 			len = tg_flows(ag, out, sizeof(out));
 		else if (strcmp(req, "detach") == 0) {
 			ag->detach = 1;
 			len = snprintf(out, sizeof(out), "ok\n");
+		} else if (strncmp(req, "sender ", 7) == 0) {
+			len = tg_ctl_sender(ag, req + 7, out, sizeof(out));
+		} else if (strcmp(req, "reload") == 0) {
+			char err[600];
+
+			if (tg_reload(ag, err, sizeof(err)) == 0)
+				len = snprintf(out, sizeof(out), "ok\nreloaded "
+					       "%s: %zu senders\n",
+					       ag->opt.senders, ag->policy->n);
+			else
+				len = snprintf(out, sizeof(out), "error: %s\n",
+					       err);
+		} else if (strcmp(req, "config") == 0 ||
+			   strcmp(req, "config changed") == 0) {
+			len = snprintf(out, sizeof(out), "ok\n");
+			len += (int)tg_config_print(&ag->opt, req[6] != 0,
+						    out + len,
+						    sizeof(out) - (size_t)len);
 		} else if (strcmp(req, "audit-file") == 0)
 			len = snprintf(out, sizeof(out), "ok\n%s\n",
 				       ag->opt.audit);
@@ -661,6 +875,7 @@ static void tg_setup(struct tg_agent *ag)
 				 ag->opt.nexempt) < 0)
 		msg_fatal("out of memory");
 	ag->policy = &ag->policies[0];
+	tg_senders_stat(ag);
 	ag->cgroup_fd = tg_cgroup_open(ag->opt.cgroup, ag->cgroup_path,
 				       sizeof(ag->cgroup_path), err,
 				       sizeof(err));
@@ -829,7 +1044,11 @@ static int tg_on_signal(struct tg_agent *ag)
 
 	while (read(ag->sigfd, &si, sizeof(si)) == sizeof(si)) {
 		if (si.ssi_signo == SIGHUP) {
-			tg_reload(ag);
+			char err[600];
+
+			tg_notify("RELOADING=1");
+			tg_reload(ag, err, sizeof(err));
+			tg_notify("READY=1");
 			if (tg_audit_reopen(&ag->audit) < 0)
 				msg_warn("--audit %s: cannot reopen: %s",
 					 ag->opt.audit, strerror(errno));
@@ -930,6 +1149,7 @@ int main(int argc, char **argv)
 	static struct tg_agent ag = { .cgroup_fd = -1, .ctl_fd = -1,
 				      .timer_fd = -1 };
 
+	char err[TG_SETTING_MAX + 128];
 	sigset_t mask;
 	int print;
 
@@ -954,19 +1174,30 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	tg_log_init("tlsguardd", ag.opt.verbose);
+	if (ag.opt.syslog &&
+	    tg_log_syslog(ag.opt.syslog_name, ag.opt.syslog_facility,
+			  ag.opt.syslog_socket) < 0)
+		msg_fatal("syslog_socket %s: %s", ag.opt.syslog_socket,
+			  strerror(errno));
 	libbpf_set_print(tg_libbpf_print);
 	ag.ij.listen_fd = -1;
 
 	tg_setup(&ag);
+	if (tg_drop_caps(err, sizeof(err)) < 0)
+		msg_fatal("cannot drop privileges: %s", err);
 	msg_info("guarding cgroup %s: %u port(s), %zu senders, %u slots",
 		 ag.opt.cgroup, ag.opt.nports + ag.opt.ntls_ports,
 		 ag.policy->n, ag.opt.slots);
+	snprintf(err, sizeof(err), "READY=1\nSTATUS=guarding %s: %zu senders",
+		 ag.opt.cgroup, ag.policy->n);
+	tg_notify(err);
 	tg_run(&ag);
 	if (ag.opt.pin && !ag.detach)
 		msg_info("exiting; the kernel keeps enforcing (pinned under %s; "
 			 "tlsguardctl detach removes it)", TG_PIN_DIR);
 	else
 		msg_info("detaching");
+	tg_notify("STOPPING=1");
 	tg_teardown(&ag);
 	return 0;
 }

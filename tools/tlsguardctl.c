@@ -8,6 +8,10 @@
  *	tlsguardctl [--socket PATH] detach
  *	tlsguardctl [--socket PATH] audit [--file FILE] [--sender ADDR]
  *		[--since TIME]
+ *	tlsguardctl [--socket PATH] sender add|remove|check ADDRESS
+ *	tlsguardctl [--socket PATH] sender list
+ *	tlsguardctl [--socket PATH] reload
+ *	tlsguardctl [--socket PATH] config [-n]
  * DESCRIPTION
  *	status prints a short summary (cgroup, senders, flows tracked,
  *	flows diverted, messages held) of the tlsguardd listening on the
@@ -31,6 +35,18 @@
  *	the message data. --sender keeps the records of one sender (case and
  *	"+extension" ignored); --since keeps those from TIME on (UTC, in the
  *	records' own form: 2026-11-28, 2026-11-28T08:00, ...).
+ *
+ *	sender add ADDRESS guarantees a sender ("user@domain" or "@domain")
+ *	at once, in the kernel, and appends it to the senders file (written
+ *	atomically); sender remove ADDRESS takes it out of both. sender
+ *	check ADDRESS says what the kernel decides for a MAIL FROM of that
+ *	address: guaranteed, exempt or not guaranteed (exit status 0 only
+ *	when guaranteed, 3 otherwise). sender list prints the entries of
+ *	the senders file.
+ *
+ *	reload reads the senders file again, as SIGHUP does. config prints
+ *	the daemon's effective settings as "name = value" lines; -n only
+ *	those that differ from the defaults (see tlsguard.conf(5)).
  * DIAGNOSTICS
  *	Exit status 0 when tlsguardd answered; 1 with one line
  *	"tlsguardctl: fatal: ..." when it is not running, or refused. A line
@@ -59,9 +75,13 @@ static void fatal(const char *fmt, const char *a, const char *b)
 
 static void usage(void)
 {
-	fputs("usage: tlsguardctl [--socket PATH] status|flows|detach\n"
+	fputs("usage: tlsguardctl [--socket PATH] status|flows|detach|reload\n"
 	      "       tlsguardctl [--socket PATH] audit [--file FILE] "
-	      "[--sender ADDR] [--since TIME]\n", stderr);
+	      "[--sender ADDR] [--since TIME]\n"
+	      "       tlsguardctl [--socket PATH] sender add|remove|check "
+	      "ADDRESS\n"
+	      "       tlsguardctl [--socket PATH] sender list\n"
+	      "       tlsguardctl [--socket PATH] config [-n]\n", stderr);
 	exit(2);
 }
 
@@ -284,6 +304,60 @@ static int tg_detach(const char *sock)
 	return 0;
 }
 
+/* sender list: the daemon names its file; the entries are read here. */
+static int tg_sender_list(const char *sock)
+{
+	char path[4096], state[16], *line = NULL;
+	const char *r = tg_ask(sock, "sender list");
+	size_t cap = 0;
+	FILE *fp;
+
+	if (sscanf(r, "%4095[^\n]\n%15[^\n]", path, state) != 2)
+		fatal("tlsguardd's answer is not understood: %.80s%s", r, "");
+	if (strcmp(state, "current") != 0)
+		fprintf(stderr, "tlsguardctl: warning: %s changed since "
+			"tlsguardd read it; \"tlsguardctl reload\" applies "
+			"it\n", path);
+	fp = fopen(path, "r");
+	if (!fp)
+		fatal("%s: %s", path, strerror(errno));
+	while (getline(&line, &cap, fp) > 0) {
+		char *s = line, *end;
+
+		if (strchr(s, '#'))
+			*strchr(s, '#') = 0;
+		s += strspn(s, " \t");
+		end = s + strcspn(s, " \t\r\n");
+		*end = 0;
+		if (*s)
+			puts(s);
+	}
+	free(line);
+	fclose(fp);
+	return 0;
+}
+
+static int tg_sender(const char *sock, int argc, char **argv)
+{
+	char req[TG_CTL_REQ_MAX];
+	const char *r;
+
+	if (argc == 1 && strcmp(argv[0], "list") == 0)
+		return tg_sender_list(sock);
+	if (argc != 2 || (strcmp(argv[0], "add") && strcmp(argv[0], "remove") &&
+			  strcmp(argv[0], "check")))
+		usage();
+	if (strlen(argv[1]) > TG_ADDR_MAX || strpbrk(argv[1], " \t\r\n"))
+		fatal("%.80s: not an address (white space, or longer than "
+		      "the %s bytes a sender may have)", argv[1], "256");
+	snprintf(req, sizeof(req), "sender %s %s", argv[0], argv[1]);
+	r = tg_ask(sock, req);
+	fputs(r, stdout);
+	if (strcmp(argv[0], "check") == 0 && !strstr(r, ": guaranteed"))
+		return 3;
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	const char *path = TG_CTL_DEFAULT, *cmd = NULL;
@@ -291,6 +365,13 @@ int main(int argc, char **argv)
 	int i;
 
 	for (i = 1; i < argc; i++) {
+		if (cmd && strcmp(cmd, "sender") == 0)
+			return tg_sender(path, argc - i, argv + i);
+		if (cmd && strcmp(cmd, "config") == 0 &&
+		    strcmp(argv[i], "-n") == 0 && i + 1 == argc) {
+			fputs(tg_ask(path, "config changed"), stdout);
+			return 0;
+		}
 		if (strcmp(argv[i], "--socket") == 0 && i + 1 < argc)
 			path = argv[++i];
 		else if (strcmp(argv[i], "--file") == 0 && i + 1 < argc)
@@ -311,7 +392,8 @@ int main(int argc, char **argv)
 		return tg_audit(path, file, sender, since);
 	if (cmd && strcmp(cmd, "detach") == 0 && !file && !sender && !since)
 		return tg_detach(path);
-	if (!cmd || (strcmp(cmd, "status") != 0 && strcmp(cmd, "flows") != 0) ||
+	if (!cmd || (strcmp(cmd, "status") != 0 && strcmp(cmd, "flows") != 0 &&
+		     strcmp(cmd, "reload") != 0 && strcmp(cmd, "config") != 0) ||
 	    file || sender || since)
 		usage();
 	fputs(tg_ask(path, cmd), stdout);
