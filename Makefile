@@ -6,6 +6,9 @@
 #   make fuzz       libFuzzer on the parsers, FUZZ_SECONDS each (default 30)
 #   make demo       real Postfix, simulated MX hosts, tlsguardd (as root)
 #   make vmlinux    regenerate vmlinux.h from the running kernel's BTF
+#   make install    tlsguardd, tlsguardctl, manuals, systemd units, the
+#                   Postfix drop-in and (if absent) /etc/tlsguard; DESTDIR,
+#                   PREFIX, SBINDIR, MANDIR, SYSCONFDIR, UNITDIR as usual
 
 .DELETE_ON_ERROR:
 .SUFFIXES:
@@ -40,9 +43,17 @@ UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/t
 
 DEBIAN_PKGS := clang libbpf-dev bpftool libelf-dev zlib1g-dev libssl-dev \
 	libnl-3-dev libnl-genl-3-dev libnl-idiag-3-dev pkg-config make gcc \
-	postfix python3 iproute2 procps openssl
+	postfix python3 iproute2 procps openssl man-db groff-base systemd
 
-.PHONY: all deps check unit e2e demo clean vmlinux format
+.PHONY: all deps check unit e2e demo clean vmlinux format install uninstall
+
+PREFIX     ?= /usr/local
+SBINDIR    ?= $(PREFIX)/sbin
+MANDIR     ?= $(PREFIX)/share/man
+SYSCONFDIR ?= /etc
+UNITDIR    ?= /etc/systemd/system
+MANPAGES   := man/tlsguardd.8 man/tlsguardctl.8 man/tlsguard.conf.5
+SUBST      = sed -e 's|@SBINDIR@|$(SBINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g'
 
 all: $(BUILD)/tlsguardd $(BUILD)/tlsguardctl
 
@@ -95,11 +106,41 @@ e2e: all
 	$(PYTHON) tests/e2e/audit_run.py --tlsguardd $(BUILD)/tlsguardd --tlsguardctl $(BUILD)/tlsguardctl
 	$(PYTHON) tests/e2e/framing_run.py --tlsguardd $(BUILD)/tlsguardd --tlsguardctl $(BUILD)/tlsguardctl
 	$(PYTHON) tests/e2e/pin_run.py --tlsguardd $(BUILD)/tlsguardd --tlsguardctl $(BUILD)/tlsguardctl
+	$(PYTHON) tests/e2e/admin_run.py --tlsguardd $(BUILD)/tlsguardd --tlsguardctl $(BUILD)/tlsguardctl
+	$(PYTHON) tests/e2e/install_test.py --build $(BUILD)
 
 check: unit fuzz-regress e2e
 
 demo: all
 	$(PYTHON) tests/e2e/demo.py --tlsguardd $(BUILD)/tlsguardd --tlsguardctl $(BUILD)/tlsguardctl
+
+# The configuration and the senders file are the administrator's: an
+# existing one is never replaced.
+install: all
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man5 \
+		$(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(UNITDIR)/postfix@.service.d
+	install -m 0755 $(BUILD)/tlsguardd $(BUILD)/tlsguardctl $(DESTDIR)$(SBINDIR)/
+	install -m 0644 man/tlsguard.conf.5 $(DESTDIR)$(MANDIR)/man5/
+	install -m 0644 man/tlsguardd.8 man/tlsguardctl.8 $(DESTDIR)$(MANDIR)/man8/
+	$(SUBST) dist/systemd/tlsguardd.service.in > $(DESTDIR)$(UNITDIR)/tlsguardd.service
+	install -m 0644 dist/systemd/tlsguarded.slice $(DESTDIR)$(UNITDIR)/
+	$(SUBST) dist/postfix/tlsguard.conf.in \
+		> $(DESTDIR)$(UNITDIR)/postfix@.service.d/tlsguard.conf
+	chmod 0644 $(DESTDIR)$(UNITDIR)/tlsguardd.service \
+		$(DESTDIR)$(UNITDIR)/postfix@.service.d/tlsguard.conf
+	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/tlsguard
+	test -e $(DESTDIR)$(SYSCONFDIR)/tlsguard/tlsguard.conf || \
+		$(SUBST) dist/tlsguard.conf > $(DESTDIR)$(SYSCONFDIR)/tlsguard/tlsguard.conf
+	test -e $(DESTDIR)$(SYSCONFDIR)/tlsguard/senders || \
+		install -m 0640 /dev/null $(DESTDIR)$(SYSCONFDIR)/tlsguard/senders
+
+uninstall:
+	rm -f $(DESTDIR)$(SBINDIR)/tlsguardd $(DESTDIR)$(SBINDIR)/tlsguardctl \
+		$(DESTDIR)$(MANDIR)/man5/tlsguard.conf.5 \
+		$(DESTDIR)$(MANDIR)/man8/tlsguardd.8 $(DESTDIR)$(MANDIR)/man8/tlsguardctl.8 \
+		$(DESTDIR)$(UNITDIR)/tlsguardd.service $(DESTDIR)$(UNITDIR)/tlsguarded.slice \
+		$(DESTDIR)$(UNITDIR)/postfix@.service.d/tlsguard.conf
+	-rmdir $(DESTDIR)$(UNITDIR)/postfix@.service.d 2>/dev/null
 
 vmlinux:
 	$(BPFTOOL) btf dump file /sys/kernel/btf/vmlinux format c > vmlinux.h

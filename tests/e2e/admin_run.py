@@ -1,0 +1,502 @@
+#!/usr/bin/python3
+"""End-to-end test of running tlsguard as an administrator does (issue 5).
+
+Usage (as root; builds nothing):
+    /usr/bin/python3 tests/e2e/admin_run.py [--tlsguardd build/tlsguardd]
+        [--tlsguardctl build/tlsguardctl] [--keep]
+
+What it checks, with a real Postfix in a test cgroup sending to a recording
+MX without STARTTLS on 127.0.0.220:25, and ``tlsguardd -c FILE`` (the
+configuration file is the only source of settings):
+
+  * config_errors: each malformed configuration file makes
+    ``tlsguardd -c FILE --print-config`` exit 1 with one line naming the
+    file and line; continuation lines, a later setting replacing an
+    earlier one, and a flag overriding the file are honoured.
+  * ready: $NOTIFY_SOCKET gets READY=1 only once the sock_ops program is
+    attached to the cgroup (bpftool cgroup show, read on receipt).
+  * privileges: the running daemon's effective, permitted and bounding
+    capability sets are exactly CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN,
+    CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH, with no_new_privs; user nobody
+    cannot use the control socket.
+  * live_add_remove: a sender's mail is delivered; after ``tlsguardctl
+    sender add`` the next one bounces with "TLS is required, but was not
+    offered by host" (and nothing of it reaches the MX); after ``sender
+    remove`` the next one is delivered again. Nothing is restarted.
+  * sighup: an entry appended to the senders file by hand applies after
+    SIGHUP; ``tlsguardctl reload`` of a broken file fails naming file and
+    line and keeps the senders in force.
+  * concurrent_changes: 24 ``sender add`` at once, then 24 ``sender
+    remove`` at once: each lands exactly once, comments and other lines
+    stay, no temporary file is left, the file keeps its mode.
+  * exempt: with "@corp.test" guaranteed and "exempt = SRS0=,
+    lists@corp.test", an SRS-rewritten sender and lists@ are delivered,
+    joe@corp.test bounces.
+  * config_ctl: ``tlsguardctl config`` and ``config -n``.
+  * syslog: the daemon's syslog lines (to a datagram socket of the test's,
+    ``syslog_socket``) carry facility mail and the held decision in
+    Postfix's form, naming host[addr]:port, the sender and the reply.
+
+Output: ``PASS name`` / ``FAIL name: why``, then ``N passed, M failed``;
+exit status 0 only if none failed. Everything is removed in a ``finally``.
+"""
+
+import argparse
+import concurrent.futures
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.dont_write_bytecode = True
+
+from mx import TestMX  # noqa: E402
+from postfix_env import (Cgroup, PostfixError, PostfixInstance, PostfixMissing,  # noqa: E402
+                         check_postfix_installed)
+
+REPO = os.path.dirname(os.path.dirname(HERE))
+MX_ADDR = "127.0.0.220"
+TLS_TEXT = "TLS is required, but was not offered by host"
+TRANSPORTS = {"plain.test": "smtp:[%s]:25" % MX_ADDR}
+MAILBOX_DOMAINS = ["example.org", "corp.test"]
+SENDERS = "# guaranteed senders (tlsguard admin test)\n@corp.test\n"
+# Capabilities the running daemon keeps (tg_service.h).
+CAP_DAC_READ_SEARCH, CAP_NET_ADMIN, CAP_SYS_PTRACE, CAP_PERFMON, CAP_BPF = 2, 12, 19, 38, 39
+CAPS_KEPT = sum(1 << c for c in (CAP_DAC_READ_SEARCH, CAP_NET_ADMIN, CAP_SYS_PTRACE,
+                                 CAP_PERFMON, CAP_BPF))
+TIMEOUT = 60.0
+
+
+class Results:
+    def __init__(self):
+        self.passed = self.failed = 0
+
+    def report(self, name, problems):
+        if problems:
+            self.failed += 1
+            print("FAIL %s: %s" % (name, "; ".join(str(p) for p in problems[:6])), flush=True)
+        else:
+            self.passed += 1
+            print("PASS %s" % name, flush=True)
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60, **kw)
+
+
+class DgramSink:
+    """A datagram socket that keeps what it receives (syslog, sd_notify)."""
+
+    def __init__(self, path, on_message=None):
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(path)
+        self.messages = []
+        self.on_message = on_message
+        self.lock = threading.Lock()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def _loop(self):
+        while True:
+            try:
+                data = self.sock.recv(65536)
+            except OSError:
+                return
+            text = data.decode(errors="replace")
+            if self.on_message:
+                self.on_message(text)
+            with self.lock:
+                self.messages.append(text)
+
+    def wait_for(self, pattern, timeout=TIMEOUT):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                for m in self.messages:
+                    if re.search(pattern, m):
+                        return m
+            time.sleep(0.1)
+        return None
+
+    def close(self):
+        self.sock.close()
+
+
+# ------------------------------------------------------------------ config errors
+
+def config_errors(args, tmp, r):
+    """Malformed files: exit 1, one line naming FILE:LINE. Good ones: as documented."""
+    problems = []
+    bad = [
+        ("unknown setting", "cgroup = /x\n\nbogus_key = 1\n", 3, r"unknown setting \"bogus_key\""),
+        ("bad port", "smtp_ports = 25, 70000\n", 1, r"smtp_ports: bad value \"70000\""),
+        ("too many ports", "smtp_ports = 1 2 3 4 5\nsmtps_ports = 6 7 8 9\n", 2, r"at most 8 ports"),
+        ("bad bool", "# c\npin = maybe\n", 2, r"pin: bad value \"maybe\": expected yes or no"),
+        ("bad exempt", "exempt = SRS0=,\n  not-an-address\n", 1, r"exempt: bad entry \"not-an-address\""),
+        ("metrics not loopback", "metrics_address = 192.0.2.1:9425\n", 1, r"not a loopback address"),
+        ("metrics without port", "metrics_address = 127.0.0.1\n", 1, r"expected IP:PORT"),
+        ("reject code class", "reject_code = 450\n", 1, r"reject_code: bad value \"450\""),
+        ("reject dsn class", "reject_dsn = 4.7.1\n", 1, r"reject_dsn: bad value \"4.7.1\""),
+        ("unknown variable", "notls_text = no TLS at $host\n", 1, r"notls_text: unknown variable"),
+        ("control byte", "weak_tls_text = a\x01b\n", 1, r"weak_tls_text: byte 0x1"),
+        ("no equals", "cgroup /sys/fs/cgroup\n", 1, r"expected \"name = value\""),
+        ("leading continuation", "  cgroup = /x\n", 1, r"continuation line without a setting"),
+        ("relative path", "senders_file = senders\n", 1, r"senders_file: bad value \"senders\": expected an absolute path"),
+        ("slots range", "slots = 0\n", 1, r"slots: bad value \"0\": expected a number from 1 to 4096"),
+        ("mx_check", "mx_check = dns.example\n", 1, r"mx_check: bad value"),
+    ]
+    for i, (name, text, line, pattern) in enumerate(bad):
+        path = os.path.join(tmp, "bad%d.conf" % i)
+        with open(path, "w") as f:
+            f.write(text)
+        res = run([args.tlsguardd, "-c", path, "--print-config"])
+        lines = [x for x in res.stderr.splitlines() if x.strip()]
+        want = r"^tlsguardd: fatal: %s:%d: .*%s" % (re.escape(path), line, pattern)
+        if res.returncode != 1 or len(lines) != 1 or not re.search(want, lines[0]):
+            problems.append("%s: exit %d, stderr %r (want /%s/)" % (name, res.returncode, res.stderr, want))
+    missing = os.path.join(tmp, "missing.conf")
+    res = run([args.tlsguardd, "-c", missing, "--print-config"])
+    if res.returncode != 1 or "%s: No such file or directory" % missing not in res.stderr:
+        problems.append("missing file: exit %d, %r" % (res.returncode, res.stderr))
+    good = os.path.join(tmp, "good.conf")
+    with open(good, "w") as f:
+        f.write("# a comment\ncgroup = /sys/fs/cgroup/a\nsenders_file = /etc/s\n"
+                "exempt = SRS0=,\n    lists@corp.test\n\t@lists.corp.test\n"
+                "slots = 10\nslots = 20\nnotls_text = TLS is required, but was not offered by host\n")
+    res = run([args.tlsguardd, "-c", good, "--slots", "30", "--print-config=changed"])
+    want = ["cgroup = /sys/fs/cgroup/a", "senders_file = /etc/s",
+            "exempt = SRS0=, lists@corp.test @lists.corp.test", "slots = 30"]
+    if res.returncode != 0 or res.stdout.splitlines() != want:
+        problems.append("good file: exit %d, stdout %r, want %r (stderr %r)" % (
+            res.returncode, res.stdout, want, res.stderr))
+    res = run([args.tlsguardd, "-c", good, "--print-config"])
+    if res.returncode != 0 or "smtp_ports = 25\n" not in res.stdout or "syslog_facility = mail\n" not in res.stdout:
+        problems.append("--print-config lacks the defaults: %r" % res.stdout)
+    res = run([args.tlsguardd, "-c", good, "--port", "70000", "--print-config"])
+    if res.returncode != 1 or not re.search(r"^tlsguardd: fatal: --port: bad value \"70000\"", res.stderr):
+        problems.append("flag error not named by the flag: %r" % res.stderr)
+    r.report("config_errors", problems)
+
+
+# ------------------------------------------------------------------ the running daemon
+
+class Env:
+    def __init__(self, args, tmp, cgroup, pf, mx):
+        self.args, self.tmp, self.cgroup, self.pf, self.mx = args, tmp, cgroup, pf, mx
+        self.sock = os.path.join(tmp, "ctl.sock")
+        self.senders = os.path.join(tmp, "senders")
+        self.conf = os.path.join(tmp, "tlsguard.conf")
+        self.proc = None
+        self.ready_at_attach = None  # bpftool's view when READY=1 arrived
+
+    def ctl(self, *argv):
+        return run([self.args.tlsguardctl, "--socket", self.sock, *argv])
+
+    def deliver(self, sender, rcpt):
+        """Send one mail; wait for its final status; return (status, text, marker)."""
+        mail = self.pf.send(sender, [rcpt], subject="admin")
+        out = self.pf.wait_final([mail], TIMEOUT)[mail.marker]
+        st = out.statuses.get(rcpt.lower())
+        return (st.status if st else "none", st.text if st else "", mail.marker)
+
+    def mx_senders(self):
+        """Every envelope sender the MX was given (lower case)."""
+        return [t.sender.lower() for t in self.mx.transactions()]
+
+
+def start_daemon(env, notify, syslog_path):
+    with open(env.senders, "w") as f:
+        f.write(SENDERS)
+    os.chmod(env.senders, 0o640)
+    with open(env.conf, "w") as f:
+        f.write("# tlsguard admin test\ncgroup = %s\nsenders_file = %s\ncontrol_socket = %s\n"
+                "smtp_ports = 25\nexempt = SRS0=,\n    lists@corp.test\nsyslog = yes\n"
+                "syslog_socket = %s\n" % (env.cgroup.path, env.senders, env.sock, syslog_path))
+    environ = dict(os.environ, NOTIFY_SOCKET=notify.path)
+    env.log = open(os.path.join(env.tmp, "tlsguardd.log"), "ab")
+    env.proc = subprocess.Popen([env.args.tlsguardd, "-c", env.conf], stdin=subprocess.DEVNULL,
+                                stdout=env.log, stderr=env.log, env=environ, start_new_session=True)
+    if not notify.wait_for(r"READY=1", TIMEOUT):
+        raise RuntimeError("no READY=1 from tlsguardd (exit %r)" % env.proc.poll())
+
+
+def ready(env, r):
+    problems = []
+    if not env.ready_at_attach or "sock_ops" not in env.ready_at_attach:
+        problems.append("READY=1 came before sock_ops was attached: bpftool said %r" % env.ready_at_attach)
+    res = env.ctl("status")
+    if res.returncode != 0:
+        problems.append("status after READY=1: %r" % res.stderr)
+    r.report("ready", problems)
+
+
+def privileges(env, r):
+    problems = []
+    with open("/proc/%d/status" % env.proc.pid) as f:
+        status = dict(line.split(":", 1) for line in f.read().splitlines() if ":" in line)
+    for key in ("CapEff", "CapPrm", "CapBnd"):
+        got = int(status[key].strip(), 16)
+        if got != CAPS_KEPT:
+            problems.append("%s is %#x, want %#x" % (key, got, CAPS_KEPT))
+    if int(status["CapInh"].strip(), 16) != 0:
+        problems.append("CapInh is %s" % status["CapInh"].strip())
+    if status.get("NoNewPrivs", "").strip() != "1":
+        problems.append("NoNewPrivs is %r" % status.get("NoNewPrivs"))
+    mode = stat.S_IMODE(os.stat(env.sock).st_mode)
+    if mode != 0o600:
+        problems.append("control socket mode %o" % mode)
+    nobody = pwd.getpwnam("nobody")
+
+    def as_nobody():
+        os.setgid(nobody.pw_gid)
+        os.setuid(nobody.pw_uid)
+    res = subprocess.run([env.args.tlsguardctl, "--socket", env.sock, "sender", "add", "x@corp.test"],
+                         capture_output=True, text=True, timeout=30, preexec_fn=as_nobody)
+    if res.returncode == 0 or "x@corp.test" in open(env.senders).read():
+        problems.append("user nobody changed the policy: %r" % res.stdout)
+    r.report("privileges", problems)
+
+
+def live_add_remove(env, r):
+    problems = []
+    sender, rcpt = "alice@example.org", "u1@plain.test"
+    st, text, marker = env.deliver(sender, rcpt)
+    if st != "sent":
+        problems.append("before add: %s (%s)" % (st, text))
+    res = env.ctl("sender", "add", sender)
+    if res.returncode != 0 or "added" not in res.stdout:
+        problems.append("sender add: exit %d %r %r" % (res.returncode, res.stdout, res.stderr))
+    if "%s\n" % sender not in open(env.senders).read():
+        problems.append("the senders file lacks %s after add" % sender)
+    res = env.ctl("sender", "check", "Alice+tag@EXAMPLE.org")
+    if res.returncode != 0 or "guaranteed (by its address entry)" not in res.stdout:
+        problems.append("sender check after add: exit %d %r" % (res.returncode, res.stdout))
+    seen = len(env.mx_senders())
+    st, text, marker = env.deliver(sender, rcpt)
+    if st != "bounced" or TLS_TEXT not in text:
+        problems.append("after add: %s (%s), want bounced with %r" % (st, text, TLS_TEXT))
+    if sender in env.mx_senders()[seen:]:
+        problems.append("the held sender's MAIL FROM reached the MX")
+    res = env.ctl("sender", "remove", "ALICE@example.org")
+    if res.returncode != 0 or "removed" not in res.stdout:
+        problems.append("sender remove: exit %d %r %r" % (res.returncode, res.stdout, res.stderr))
+    if sender in open(env.senders).read():
+        problems.append("the senders file still has %s" % sender)
+    res = env.ctl("sender", "check", sender)
+    if res.returncode != 3 or "not guaranteed" not in res.stdout:
+        problems.append("sender check after remove: exit %d %r" % (res.returncode, res.stdout))
+    st, text, marker = env.deliver(sender, rcpt)
+    if st != "sent":
+        problems.append("after remove: %s (%s)" % (st, text))
+    res = env.ctl("sender", "remove", sender)
+    if res.returncode != 1 or "is not in" not in res.stderr:
+        problems.append("removing an absent sender: exit %d %r" % (res.returncode, res.stderr))
+    res = env.ctl("sender", "add", "bad address")
+    if res.returncode == 0:
+        problems.append("sender add accepted \"bad address\"")
+    r.report("live_add_remove", problems)
+
+
+def sighup(env, r, syslog):
+    problems = []
+    with open(env.senders, "a") as f:
+        f.write("bob@example.org  # added by hand\n")
+    res = env.ctl("sender", "list")
+    if "changed since" not in res.stderr:
+        problems.append("sender list did not warn of the edit: %r" % res.stderr)
+    n_before = len(syslog.messages)
+    os.kill(env.proc.pid, signal.SIGHUP)
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline and not any("reloaded" in m for m in syslog.messages[n_before:]):
+        time.sleep(0.1)
+    st, text, _ = env.deliver("bob@example.org", "u2@plain.test")
+    if st != "bounced" or TLS_TEXT not in text:
+        problems.append("bob after SIGHUP: %s (%s)" % (st, text))
+    res = env.ctl("sender", "list")
+    if res.returncode != 0 or res.stdout.split() != ["@corp.test", "bob@example.org"] or res.stderr:
+        problems.append("sender list: %r %r" % (res.stdout, res.stderr))
+    good = open(env.senders).read()
+    with open(env.senders, "a") as f:
+        f.write("\nnot-an-address\n")
+    bad_line = good.count("\n") + 2
+    res = env.ctl("reload")
+    want = "%s:%d: malformed sender" % (env.senders, bad_line)
+    if res.returncode != 1 or want not in res.stderr:
+        problems.append("reload of a broken file: exit %d %r (want %r)" % (res.returncode, res.stderr, want))
+    res = env.ctl("sender", "check", "bob@example.org")
+    if res.returncode != 0:
+        problems.append("bob not guaranteed after a failed reload: %r" % res.stdout)
+    with open(env.senders, "w") as f:
+        f.write(good)
+    res = env.ctl("reload")
+    if res.returncode != 0 or "reloaded" not in res.stdout:
+        problems.append("reload: %r %r" % (res.stdout, res.stderr))
+    r.report("sighup", problems)
+
+
+def concurrent_changes(env, r):
+    problems = []
+    before = open(env.senders).read()
+    names = ["c%02d@example.net" % i for i in range(24)]
+    with concurrent.futures.ThreadPoolExecutor(24) as pool:
+        adds = list(pool.map(lambda a: env.ctl("sender", "add", a), names))
+    for a, res in zip(names, adds):
+        if res.returncode != 0:
+            problems.append("add %s: %r" % (a, res.stderr))
+    lines = open(env.senders).read().splitlines()
+    for a in names:
+        if lines.count(a) != 1:
+            problems.append("%s is in the file %d times" % (a, lines.count(a)))
+        res = env.ctl("sender", "check", a)
+        if res.returncode != 0:
+            problems.append("%s not guaranteed in the kernel: %r" % (a, res.stdout))
+    if not open(env.senders).read().startswith(before):
+        problems.append("the lines before the adds changed")
+    with concurrent.futures.ThreadPoolExecutor(24) as pool:
+        removes = list(pool.map(lambda a: env.ctl("sender", "remove", a), names))
+    for a, res in zip(names, removes):
+        if res.returncode != 0:
+            problems.append("remove %s: %r" % (a, res.stderr))
+    after = open(env.senders).read()
+    if after != before:
+        problems.append("after add and remove the file is %r, was %r" % (after, before))
+    left = [n for n in os.listdir(env.tmp) if n.startswith("senders.")]
+    if left:
+        problems.append("temporary files left: %s" % left)
+    mode = stat.S_IMODE(os.stat(env.senders).st_mode)
+    if mode != 0o640:
+        problems.append("the senders file's mode became %o" % mode)
+    r.report("concurrent_changes", problems)
+
+
+def exempt(env, r):
+    problems = []
+    cases = [("SRS0=HHH=TT=far.test=joe@corp.test", "sent"), ("lists@corp.test", "sent"),
+             ("joe@corp.test", "bounced"), ("srs1=a=far.test==hhh=tt=b.test=x@corp.test", "bounced")]
+    # SRS1= is not in this exempt list: its sender is guaranteed by @corp.test.
+    mails = [(env.pf.send(s, ["u3@plain.test"], subject="exempt"), want) for s, want in cases]
+    outs = env.pf.wait_final([m for m, _ in mails], TIMEOUT)
+    for m, want in mails:
+        st = outs[m.marker].statuses.get("u3@plain.test")
+        got = st.status if st else "none"
+        if got != want or (want == "bounced" and TLS_TEXT not in st.text):
+            problems.append("%s: %s (%s), want %s" % (m.sender, got, st.text if st else "", want))
+    res = env.ctl("sender", "check", "SRS0=HHH=TT=far.test=joe@corp.test")
+    if res.returncode != 3 or "exempt (by the exempt list's SRS entry)" not in res.stdout:
+        problems.append("sender check of an SRS sender: exit %d %r" % (res.returncode, res.stdout))
+    r.report("exempt", problems)
+
+
+def config_ctl(env, r):
+    problems = []
+    res = env.ctl("config", "-n")
+    want = ["cgroup = %s" % env.cgroup.path, "senders_file = %s" % env.senders,
+            "exempt = SRS0=, lists@corp.test", "control_socket = %s" % env.sock, "syslog = yes",
+            "syslog_socket = %s" % os.path.join(env.tmp, "syslog.sock")]
+    if res.returncode != 0 or res.stdout.splitlines() != want:
+        problems.append("config -n: %r, want %r" % (res.stdout.splitlines(), want))
+    res = env.ctl("config")
+    for line in ("slots = 256", "reject_code = 550", "notls_text = %s" % TLS_TEXT, "pin = no"):
+        if line not in res.stdout.splitlines():
+            problems.append("config lacks %r" % line)
+    r.report("config_ctl", problems)
+
+
+def syslog_lines(env, r, syslog):
+    problems = []
+    pid = env.proc.pid
+    held = syslog.wait_for(
+        r"^<22>\w{3} [ \d]\d \d\d:\d\d:\d\d tlsguardd\[%d\]: %s\[%s\]:25: from=<joe@corp\.test>: held: "
+        r"550 5\.7\.10 %s$" % (pid, re.escape(MX_ADDR), re.escape(MX_ADDR), re.escape(TLS_TEXT)), 5)
+    if not held:
+        problems.append("no held line for joe@corp.test; got %r" % syslog.messages[-8:])
+    if not syslog.wait_for(r"^<22>.* tlsguardd\[%d\]: sender alice@example\.org: guaranteed by "
+                           r"tlsguardctl" % pid, 1):
+        problems.append("no line for the live add")
+    if not syslog.wait_for(r"^<20>.* tlsguardd\[%d\]: warning: .*malformed sender .*keeping the "
+                           r"senders in force" % pid, 1):
+        problems.append("no warning line (priority warning) for the failed reload")
+    r.report("syslog", problems)
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--tlsguardd", default=os.path.join(REPO, "build", "tlsguardd"))
+    ap.add_argument("--tlsguardctl", default=os.path.join(REPO, "build", "tlsguardctl"))
+    ap.add_argument("--keep", action="store_true")
+    return ap.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if os.geteuid() != 0:
+        print("admin_run.py must run as root (cgroups, port 25, Postfix)", file=sys.stderr)
+        return 2
+    r = Results()
+    t0 = time.monotonic()
+    tmp = cgroup = pf = mx = env = notify = syslog = None
+    try:
+        tmp = tempfile.mkdtemp(prefix="tlsguard-admin-")
+        os.chmod(tmp, 0o755)
+        config_errors(args, tmp, r)
+        check_postfix_installed()
+        cgroup = Cgroup.create("tlsguard-e2e-admin")
+        mx = TestMX(MX_ADDR, 25, name="plain").start()
+        pf = PostfixInstance(os.path.join(tmp, "postfix"), cgroup, TRANSPORTS, MAILBOX_DOMAINS)
+        os.makedirs(pf.root)
+        pf.start()
+        env = Env(args, tmp, cgroup, pf, mx)
+
+        def on_notify(text):
+            if "READY=1" in text and env.ready_at_attach is None:
+                env.ready_at_attach = run(["bpftool", "cgroup", "show", cgroup.path]).stdout
+        notify = DgramSink(os.path.join(tmp, "notify.sock"), on_notify)
+        syslog = DgramSink(os.path.join(tmp, "syslog.sock"))
+        start_daemon(env, notify, syslog.path)
+        for case in (ready, privileges, live_add_remove, concurrent_changes, exempt, config_ctl):
+            case(env, r)
+        sighup(env, r, syslog)
+        syslog_lines(env, r, syslog)
+    except (PostfixMissing, PostfixError, RuntimeError, OSError, subprocess.SubprocessError) as e:
+        r.report("setup", ["%s: %s" % (type(e).__name__, e)])
+    finally:
+        if env is not None and env.proc is not None:
+            env.proc.send_signal(signal.SIGTERM)
+            try:
+                rc = env.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                env.proc.kill()
+                rc = env.proc.wait()
+            r.report("tlsguardd_shutdown", [] if rc == 0 else ["exit %r" % rc])
+        if pf is not None:
+            pf.stop()
+        if mx is not None:
+            mx.stop()
+        for sink in (notify, syslog):
+            if sink is not None:
+                sink.close()
+        if cgroup is not None:
+            cgroup.remove()
+        if tmp is not None:
+            if args.keep:
+                print("kept %s" % tmp, file=sys.stderr)
+            else:
+                shutil.rmtree(tmp, ignore_errors=True)
+    print("(%.1fs)" % (time.monotonic() - t0), file=sys.stderr)
+    print("%d passed, %d failed" % (r.passed, r.failed), flush=True)
+    return 1 if r.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+#!/usr/bin/python3
+"""``make install`` into a temporary tree, as an administrator would use it.
+
+Usage: /usr/bin/python3 tests/e2e/install_test.py [--build DIR]
+
+Checks: every file lands with its mode; the systemd units name the
+installed programs and configuration and pass ``systemd-analyze verify``;
+the manuals render without a warning from man(1); the shipped
+tlsguard.conf parses (``tlsguardd -c FILE --print-config``); a second
+install keeps an edited configuration and senders file; ``make
+uninstall`` removes what install put there and keeps /etc/tlsguard.
+Prints ``PASS``/``FAIL`` lines and ``N passed, M failed``.
+"""
+
+import argparse
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--build", default="build")
+    args = ap.parse_args(argv)
+    passed = failed = 0
+
+    def check(name, problems):
+        nonlocal passed, failed
+        if problems:
+            failed += 1
+            print("FAIL %s: %s" % (name, "; ".join(problems[:6])), flush=True)
+        else:
+            passed += 1
+            print("PASS %s" % name, flush=True)
+
+    tmp = tempfile.mkdtemp(prefix="tlsguard-install-")
+    try:
+        prefix, etc, units = os.path.join(tmp, "usr"), os.path.join(tmp, "etc"), os.path.join(tmp, "units")
+        make = ["make", "-s", "-C", REPO, "BUILD=%s" % args.build, "PREFIX=%s" % prefix,
+                "SYSCONFDIR=%s" % etc, "UNITDIR=%s" % units]
+        r = subprocess.run(make + ["install"], capture_output=True, text=True)
+        check("make install", [] if r.returncode == 0 else ["exit %d: %s" % (r.returncode, r.stderr[-500:])])
+        want = {
+            "usr/sbin/tlsguardd": 0o755, "usr/sbin/tlsguardctl": 0o755,
+            "usr/share/man/man8/tlsguardd.8": 0o644, "usr/share/man/man8/tlsguardctl.8": 0o644,
+            "usr/share/man/man5/tlsguard.conf.5": 0o644,
+            "units/tlsguardd.service": 0o644, "units/tlsguarded.slice": 0o644,
+            "units/postfix@.service.d/tlsguard.conf": 0o644,
+            "etc/tlsguard/tlsguard.conf": 0o644, "etc/tlsguard/senders": 0o640,
+        }
+        problems = []
+        for rel, mode in want.items():
+            p = os.path.join(tmp, rel)
+            if not os.path.isfile(p):
+                problems.append("%s missing" % rel)
+            elif stat.S_IMODE(os.stat(p).st_mode) != mode:
+                problems.append("%s has mode %o, want %o" % (rel, stat.S_IMODE(os.stat(p).st_mode), mode))
+        check("files and modes", problems)
+
+        problems = []
+        unit = open(os.path.join(units, "tlsguardd.service")).read()
+        dropin = open(os.path.join(units, "postfix@.service.d", "tlsguard.conf")).read()
+        if "ExecStart=%s/sbin/tlsguardd -c %s/tlsguard/tlsguard.conf\n" % (prefix, etc) not in unit:
+            problems.append("tlsguardd.service: ExecStart does not name the installed files")
+        if "Type=notify" not in unit or "Restart=on-failure" not in unit:
+            problems.append("tlsguardd.service: no readiness notification or restart")
+        if "Slice=tlsguarded.slice" not in dropin or "ExecStartPre=%s/sbin/tlsguardctl status" % prefix not in dropin:
+            problems.append("postfix drop-in: %r" % dropin)
+        if "@" in unit.replace("postfix@-", "").replace("$MAINPID", ""):
+            problems.append("tlsguardd.service has an unreplaced @VAR@")
+        if shutil.which("systemd-analyze"):
+            for u in ("tlsguardd.service", "tlsguarded.slice"):
+                r = subprocess.run(["systemd-analyze", "verify", "--man=no", os.path.join(units, u)],
+                                   capture_output=True, text=True)
+                if r.returncode != 0 or r.stderr.strip():
+                    problems.append("systemd-analyze verify %s: %s" % (u, r.stderr.strip()[-300:]))
+        else:
+            problems.append("systemd-analyze is missing (make deps installs systemd)")
+        check("systemd units", problems)
+
+        problems = []
+        for page in ("man8/tlsguardd.8", "man8/tlsguardctl.8", "man5/tlsguard.conf.5"):
+            r = subprocess.run(["man", "--warnings=w", "-l", os.path.join(prefix, "share/man", page)],
+                               capture_output=True, text=True, env=dict(os.environ, MANWIDTH="80",
+                                                                        LC_ALL="C.UTF-8"))
+            if r.returncode != 0 or r.stderr.strip() or "SYNOPSIS" not in r.stdout:
+                problems.append("%s: exit %d, %r" % (page, r.returncode, r.stderr.strip()[-300:]))
+        check("manuals render without warnings", problems)
+
+        conf = os.path.join(etc, "tlsguard", "tlsguard.conf")
+        r = subprocess.run([os.path.join(prefix, "sbin/tlsguardd"), "-c", conf, "--print-config=changed"],
+                           capture_output=True, text=True)
+        problems = [] if r.returncode == 0 else ["exit %d: %s" % (r.returncode, r.stderr)]
+        for line in ("cgroup = /sys/fs/cgroup/tlsguarded.slice",
+                     "senders_file = %s/tlsguard/senders" % etc, "pin = yes", "syslog = yes"):
+            if line not in r.stdout.splitlines():
+                problems.append("shipped tlsguard.conf: %r missing from %r" % (line, r.stdout))
+        check("shipped configuration parses", problems)
+
+        with open(conf, "a") as f:
+            f.write("slots = 77\n")
+        with open(os.path.join(etc, "tlsguard", "senders"), "w") as f:
+            f.write("alice@example.org\n")
+        r = subprocess.run(make + ["install"], capture_output=True, text=True)
+        problems = [] if r.returncode == 0 else [r.stderr[-300:]]
+        if "slots = 77\n" not in open(conf).read():
+            problems.append("a second install replaced the edited tlsguard.conf")
+        if open(os.path.join(etc, "tlsguard", "senders")).read() != "alice@example.org\n":
+            problems.append("a second install replaced the senders file")
+        check("second install keeps the administrator's files", problems)
+
+        r = subprocess.run(make + ["uninstall"], capture_output=True, text=True)
+        left = [rel for rel in want if os.path.exists(os.path.join(tmp, rel)) and not rel.startswith("etc/")]
+        problems = ([] if r.returncode == 0 else [r.stderr[-300:]]) + ["%s left" % x for x in left]
+        if not os.path.exists(conf):
+            problems.append("uninstall removed the configuration")
+        check("make uninstall", problems)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print("%d passed, %d failed" % (passed, failed), flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
