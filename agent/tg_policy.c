@@ -10,6 +10,7 @@
 #include <bpf/bpf.h>
 
 #include "tg_smtp.h"
+#include "tlsguard.h"
 #include "tg_policy.h"
 
 /* Domain: letters, digits, '-', '.', or UTF-8 (SMTPUTF8); no empty label. */
@@ -193,6 +194,48 @@ int tg_policy_sync(int map_fd, const struct tg_policy *old,
 		if (!tg_policy_has(pol, old->keys[i]))
 			bpf_map_delete_elem(map_fd, &old->keys[i]);
 	return 0;
+}
+
+int tg_policy_sync_within(int map_fd, const struct tg_policy *old,
+			  const struct tg_policy *pol, unsigned max,
+			  int *incomplete)
+{
+	__u64 wild = TG_SENDERS_INCOMPLETE;
+	__u8 one = 1;
+	size_t i;
+	int n = 0;
+
+	/*
+	 * Room for the marker is always kept: at most max - 1 senders are
+	 * written. The marker goes in before anything can be missing, and
+	 * leaves only once every sender is in.
+	 */
+	*incomplete = pol->n + 1 > max;
+	if (*incomplete &&
+	    bpf_map_update_elem(map_fd, &wild, &one, BPF_ANY))
+		return -errno;
+	/* Removed senders first, so that the new ones find room. */
+	for (i = 0; old && i < old->n; i++)
+		if (!tg_policy_has(pol, old->keys[i]))
+			bpf_map_delete_elem(map_fd, &old->keys[i]);
+	for (i = 0; i < pol->n; i++) {
+		if (bpf_map_update_elem(map_fd, &pol->keys[i], &one, BPF_ANY)) {
+			if (errno != E2BIG && errno != ENOSPC &&
+			    errno != ENOMEM)
+				return -errno;
+			if (!*incomplete) {
+				*incomplete = 1;
+				if (bpf_map_update_elem(map_fd, &wild, &one,
+							BPF_ANY))
+					return -errno;
+			}
+			break;
+		}
+		n++;
+	}
+	if (!*incomplete)
+		bpf_map_delete_elem(map_fd, &wild);
+	return n;
 }
 
 void tg_policy_free(struct tg_policy *pol)

@@ -31,6 +31,13 @@
  *	it adds the new keys first, then deletes those only in old (which
  *	may be NULL), so that a sender present in both is never absent.
  *
+ *	tg_policy_sync_within() does the same for a map of max entries, and
+ *	fails closed when pol does not fit: it sets TG_SENDERS_INCOMPLETE
+ *	(see tlsguard.h: the kernel then holds every MAIL without TLS and
+ *	the agent answers from pol) before any sender can be missing,
+ *	removes the senders only in old, writes as many of pol as fit, and
+ *	clears the marker only when all of pol is in. It returns how many
+ *	senders it wrote, or a negative errno, and sets *incomplete.
  *	tg_policy_match() says whether either key is in pol.
  */
 #ifndef TG_POLICY_H
@@ -50,6 +57,9 @@ int tg_policy_load(const char *path, struct tg_policy *pol, char *err,
 int tg_policy_entry_key(const char *entry, __u64 *key);
 int tg_policy_sync(int map_fd, const struct tg_policy *old,
 		   const struct tg_policy *pol);
+int tg_policy_sync_within(int map_fd, const struct tg_policy *old,
+			  const struct tg_policy *pol, unsigned max,
+			  int *incomplete);
 int tg_policy_match(const struct tg_policy *pol, __u64 addr_key,
 		    __u64 domain_key);
 void tg_policy_free(struct tg_policy *pol);

@@ -166,18 +166,18 @@ static __always_inline int tg_divert(struct sk_msg_md *msg, struct tg_flow *f,
 	if (f->cmds != f->replies) {
 		/* The host still owes replies: ours would come out of order. */
 		TG_STAT_INC(no_slot);
-		tg_fail_flow(f, why);
+		tg_fail_flow_as(f, why, TG_FAIL_PENDING);
 		return SK_DROP;
 	}
 	if (bpf_map_pop_elem(&tg_free_slots, &idx)) {
 		TG_STAT_INC(no_slot);
 		tg_emit(TG_EV_NO_SLOT, f, TG_NO_SLOT);
-		tg_fail_flow(f, why);
+		tg_fail_flow_as(f, why, TG_FAIL_NO_SLOT);
 		return SK_DROP;
 	}
 	slot = bpf_map_lookup_elem(&tg_slots, &idx);
 	if (!slot) {
-		tg_fail_flow(f, why);
+		tg_fail_flow_as(f, why, TG_FAIL_NO_SLOT);
 		return SK_DROP;
 	}
 	slot->flow = f->cookie;
@@ -196,7 +196,7 @@ static __always_inline int tg_to_slot(struct sk_msg_md *msg, struct tg_flow *f)
 	struct tg_slot *slot = bpf_map_lookup_elem(&tg_slots, &idx);
 
 	if (!slot || slot->flow != f->cookie) {
-		tg_fail_flow(f, f->why);
+		tg_fail_flow_as(f, f->why, TG_FAIL_SLOT_GONE);
 		return SK_DROP;
 	}
 	return bpf_msg_redirect_hash(msg, &tg_socks, &slot->inject, 0);
@@ -374,8 +374,7 @@ static __always_inline int tg_inject(struct sk_msg_md *msg, struct tg_sk *sks)
 				     BPF_F_INGRESS);
 }
 
-SEC("sk_msg")
-int tg_smtp_msg(struct sk_msg_md *msg)
+static __always_inline int tg_smtp_verdict(struct sk_msg_md *msg)
 {
 	struct tg_flow *f;
 	struct tg_sk *sks;
@@ -424,4 +423,15 @@ int tg_smtp_msg(struct sk_msg_md *msg)
 		return SK_DROP;
 	}
 	return tg_plain(msg, f);
+}
+
+/* Every dropped write is counted (tlsguard_kernel_drops_total). */
+SEC("sk_msg")
+int tg_smtp_msg(struct sk_msg_md *msg)
+{
+	int verdict = tg_smtp_verdict(msg);
+
+	if (verdict == SK_DROP)
+		TG_STAT_INC(msg_dropped);
+	return verdict;
 }
