@@ -5,6 +5,7 @@
 #   make check      unit tests, fuzz regressions, the end-to-end suite (root)
 #   make fuzz       libFuzzer on the parsers, FUZZ_SECONDS each (default 30)
 #   make demo       real Postfix, simulated MX hosts, tlsguardd (as root)
+#   make soak       SOAK_MESSAGES (default 100000) through a real Postfix (as root)
 #   make vmlinux    regenerate vmlinux.h from the running kernel's BTF
 
 .DELETE_ON_ERROR:
@@ -42,7 +43,7 @@ DEBIAN_PKGS := clang libbpf-dev bpftool libelf-dev zlib1g-dev libssl-dev \
 	libnl-3-dev libnl-genl-3-dev libnl-idiag-3-dev pkg-config make gcc \
 	postfix python3 iproute2 procps openssl
 
-.PHONY: all deps check unit e2e demo clean vmlinux format
+.PHONY: all deps check unit e2e demo soak clean vmlinux format
 
 all: $(BUILD)/tlsguardd $(BUILD)/tlsguardctl
 
@@ -95,11 +96,19 @@ e2e: all
 	$(PYTHON) tests/e2e/audit_run.py --tlsguardd $(BUILD)/tlsguardd --tlsguardctl $(BUILD)/tlsguardctl
 	$(PYTHON) tests/e2e/framing_run.py --tlsguardd $(BUILD)/tlsguardd --tlsguardctl $(BUILD)/tlsguardctl
 	$(PYTHON) tests/e2e/pin_run.py --tlsguardd $(BUILD)/tlsguardd --tlsguardctl $(BUILD)/tlsguardctl
+	$(PYTHON) tests/e2e/fault_run.py --tlsguardd $(BUILD)/tlsguardd --tlsguardctl $(BUILD)/tlsguardctl
+	$(PYTHON) tests/e2e/concurrency_run.py --tlsguardd $(BUILD)/tlsguardd --tlsguardctl $(BUILD)/tlsguardctl
 
 check: unit fuzz-regress e2e
 
 demo: all
 	$(PYTHON) tests/e2e/demo.py --tlsguardd $(BUILD)/tlsguardd --tlsguardctl $(BUILD)/tlsguardctl
+
+# Not in make check: it takes about half an hour for 100,000 messages.
+SOAK_MESSAGES ?= 100000
+soak: all
+	$(PYTHON) tests/soak/soak_run.py --messages $(SOAK_MESSAGES) \
+		--tlsguardd $(BUILD)/tlsguardd --tlsguardctl $(BUILD)/tlsguardctl
 
 vmlinux:
 	$(BPFTOOL) btf dump file /sys/kernel/btf/vmlinux format c > vmlinux.h

@@ -157,6 +157,21 @@ static __always_inline void tg_rewind(struct tg_flow *f, struct tg_scan *s)
 	f->starttls_cmd = s->at_starttls_cmd;
 }
 
+/*
+ * Out through the slot's near end. When that socket is gone (the agent
+ * died: --pin keeps the kernel side), nobody can answer: fail closed, so
+ * that the MTA is told now rather than at its reply timeout.
+ */
+static __always_inline int tg_redirect(struct sk_msg_md *msg,
+				       struct tg_flow *f, __u64 *inject)
+{
+	int verdict = bpf_msg_redirect_hash(msg, &tg_socks, inject, 0);
+
+	if (verdict != SK_PASS)
+		tg_fail_flow_as(f, f->why, TG_FAIL_SLOT_GONE);
+	return verdict;
+}
+
 static __always_inline int tg_divert(struct sk_msg_md *msg, struct tg_flow *f,
 				     __u32 why)
 {
@@ -187,7 +202,7 @@ static __always_inline int tg_divert(struct sk_msg_md *msg, struct tg_flow *f,
 	f->held++;
 	TG_STAT_INC(diverted);
 	tg_emit(TG_EV_DIVERT, f, idx);
-	return bpf_msg_redirect_hash(msg, &tg_socks, &slot->inject, 0);
+	return tg_redirect(msg, f, &slot->inject);
 }
 
 static __always_inline int tg_to_slot(struct sk_msg_md *msg, struct tg_flow *f)
@@ -199,7 +214,7 @@ static __always_inline int tg_to_slot(struct sk_msg_md *msg, struct tg_flow *f)
 		tg_fail_flow_as(f, f->why, TG_FAIL_SLOT_GONE);
 		return SK_DROP;
 	}
-	return bpf_msg_redirect_hash(msg, &tg_socks, &slot->inject, 0);
+	return tg_redirect(msg, f, &slot->inject);
 }
 
 static __always_inline int tg_plain(struct sk_msg_md *msg, struct tg_flow *f)

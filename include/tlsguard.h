@@ -128,7 +128,8 @@ struct tg_slot {
 enum tg_fail {
 	TG_FAIL_NO_SLOT,	/* a divert found no free injection slot */
 	TG_FAIL_PENDING,	/* a divert behind replies the host owes */
-	TG_FAIL_SLOT_GONE,	/* a held flow's slot was renewed under it */
+	TG_FAIL_SLOT_GONE,	/* a held flow's slot was renewed, or died
+				 * with the agent (--pin) */
 	TG_FAIL_UNREADABLE,	/* bytes the kernel cannot read or vouch for */
 	TG_FAIL_WEAK_TLS,	/* a guaranteed sender inside TLS below 1.2 */
 	TG_FAIL_UNSEEN_TLS,	/* TLS below 1.2 that no uprobe can read */
