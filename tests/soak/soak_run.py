@@ -30,9 +30,11 @@ the policy says; each delivered marker arrived exactly once, at its own
 host, and nothing else arrived; each bounced marker is in exactly one DSN
 in its sender's mailbox and none other is; no MAIL command of a guaranteed
 sender reached a host outside TLS 1.2 or higher; the queue is empty.
-Reported: wall time (injection, and until the last outcome), messages/s,
-counts per outcome, tlsguardd's VmRSS/VmHWM before and after, and its
-counters (tlsguardctl status).  Output ends with ``PASS soak`` or ``FAIL
+Also: tlsguardd (``--metrics 127.0.0.194:9154``, scraped at the end)
+answered 550 exactly once per bounced message.  Reported: wall time
+(injection, and until the last outcome), messages/s, counts per outcome,
+tlsguardd's VmRSS/VmHWM before and after, its counters (tlsguardctl status)
+and metrics.  Output ends with ``PASS soak`` or ``FAIL
 soak: ...``; exit status 0 only on PASS.  Everything is removed at the end
 (also on Ctrl-C or SIGTERM): tlsguardd, Postfix and the sink by pid, the
 cgroup, the temp dirs unless --keep.
@@ -61,6 +63,7 @@ from postfix_env import (BOUNCE_SUBJECT, Cgroup, PostfixError, PostfixInstance, 
 from run import Daemon  # noqa: E402
 
 SMTPD = ("127.0.0.190", 2525)
+METRICS = "127.0.0.194:9154"
 HOSTS = {"plain": "127.0.0.191", "tls13": "127.0.0.192", "tls10": "127.0.0.193"}
 CYCLE = ["plain"] * 9 + ["tls13"] * 9 + ["tls10"] * 2
 GUARANTEED = ["g%d@mta.test" % i for i in range(10)]
@@ -312,6 +315,18 @@ def make_cert(tmp):
     return cert, key
 
 
+def scrape():
+    import urllib.request
+    with urllib.request.urlopen("http://%s/metrics" % METRICS, timeout=20) as r:
+        text = r.read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
 def ctl_status(daemon):
     r = subprocess.run(daemon.ctl + ["status"], capture_output=True, text=True, timeout=10)
     return r.stdout.strip()
@@ -360,6 +375,7 @@ def run(args, tmp, pf, cg, daemon, sink_out, problems):
     follower.poll()
     rss1 = rss(daemon.proc.pid)
     status = ctl_status(daemon)
+    metrics = scrape()
 
     outcomes = {"sent": 0, "bounced": 0}
     wrong = []
@@ -414,6 +430,11 @@ def run(args, tmp, pf, cg, daemon, sink_out, problems):
     if leaks:
         problems.append("%d MAIL commands of guaranteed senders reached a host outside TLS 1.2+: %s" % (
             len(leaks), "; ".join(leaks[:3])))
+    # Each bounce is one 550 of tlsguard's (the TLS 1.0 ones on the plaintext retry).
+    b550 = metrics.get('tlsguard_verdicts_total{kind="bounced_550"}', 0)
+    if b550 != expect["bounced"]:
+        problems.append("tlsguard answered 550 %d times, want %d (one per bounced message)" % (
+            b550, expect["bounced"]))
     left = pf.queue_count()
     if left:
         problems.append("%d messages still queued" % left)
@@ -438,6 +459,9 @@ def run(args, tmp, pf, cg, daemon, sink_out, problems):
     print("  lost %d, duplicated %d, misrouted %d, leaked MAIL %d" % (lost, dup, misrouted, len(leaks)))
     print("  tlsguardd VmRSS %s kB -> %s kB (peak seen %d kB), VmHWM %s kB -> %s kB" % (
         rss0.get("VmRSS"), rss1.get("VmRSS"), peak_rss, rss0.get("VmHWM"), rss1.get("VmHWM")))
+    print("  metrics:\n" + "\n".join("    %s %d" % (k, v) for k, v in sorted(metrics.items())
+                                      if v and ("verdicts" in k or "failed_closed" in k or "drops" in k
+                                                or "overruns" in k or k == "tlsguard_flows_total")))
     print("  tlsguardctl status:\n" + "\n".join("    " + x for x in status.splitlines()[1:]))
 
 
@@ -493,6 +517,7 @@ def main(argv=None):
                 f.write("# soak: guaranteed senders\n" + "".join(a + "\n" for a in GUARANTEED))
             daemon = Daemon(args.tlsguardd, args.tlsguardctl, cg.path, senders,
                             os.path.join(tmp, "tlsguardd.sock"), os.path.join(tmp, "tlsguardd.log"))
+            daemon.argv += ["--metrics", METRICS]
             daemon.start()
             log("soak: %d messages, Postfix in %s, queue on %s, tlsguardd pid %d" % (
                 args.messages, cg.path, shm, daemon.proc.pid))
