@@ -59,6 +59,7 @@ void tg_metrics_init(struct tg_metrics *m)
 	m->epfd = -1;
 	for (i = 0; i < TG_METRICS_CLIENTS; i++)
 		m->clients[i].fd = -1;
+	clock_gettime(CLOCK_MONOTONIC, &m->last_watch);
 }
 
 /*
@@ -366,6 +367,10 @@ static void tg_metrics_page(struct tg_metrics *m, struct tg_page *p)
 	tg_head(p, "tlsguard_slots_configured", "gauge", "--slots.");
 	tg_put(p, "tlsguard_slots_configured %u\n", src->ij->n);
 
+	tg_head(p, "tlsguard_agent_stalls_total", "counter",
+		"Times tlsguardd found it had not run for 10 s or more.");
+	tg_put(p, "tlsguard_agent_stalls_total %llu\n",
+	       (unsigned long long)m->stalls);
 	tg_head(p, "tlsguard_agent_resident_bytes", "gauge",
 		"tlsguardd's resident memory (VmRSS).");
 	tg_put(p, "tlsguard_agent_resident_bytes %llu\n",
@@ -473,9 +478,19 @@ static int tg_watch_due(struct tg_metrics *m, int cause, __u64 delta)
 
 void tg_metrics_watch(struct tg_metrics *m)
 {
+	struct timespec now;
 	struct tg_stats st;
 	__u64 lost;
 
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (now.tv_sec - m->last_watch.tv_sec >= TG_METRICS_STALL) {
+		m->stalls++;
+		msg_warn("tlsguardd did not run for %lld s (stopped, or starved "
+			 "of CPU): held flows were not answered meanwhile; the "
+			 "MTA defers them at its reply timeout",
+			 (long long)(now.tv_sec - m->last_watch.tv_sec));
+	}
+	m->last_watch = now;
 	tg_stats_read(m->src.stats_fd, &st);
 	if (tg_watch_due(m, 0, st.flows_untracked - m->seen.flows_untracked)) {
 		msg_warn("flow table full (%u flows): %llu new connection(s) "

@@ -42,7 +42,10 @@
  *	tg_metrics_watch(), from the same timer, logs once (not per packet:
  *	at most one line per cause a minute, with the count since the last
  *	line) when the flow table was full, the sockhash was full, or ring
- *	buffer records were lost. After lost records it also repairs what
+ *	buffer records were lost, and when it finds that the agent itself
+ *	did not run for TG_METRICS_STALL seconds or more (stopped, or starved
+ *	of CPU: held flows were not answered meanwhile, and the MTA defers
+ *	them at its reply timeout). After lost records it also repairs what
  *	they would have done: failed flows are destroyed (a lost KILL) and
  *	injection slots whose flow is gone are renewed (a lost CLOSE).
  * DIAGNOSTICS
@@ -94,7 +97,12 @@ struct tg_metrics {
 	struct tg_stats seen;	/* counters at the last watch */
 	time_t warned[4];	/* last line per cause */
 	__u64 unreported[4];	/* counted since that line */
+	struct timespec last_watch;	/* CLOCK_MONOTONIC */
+	__u64 stalls;		/* watches late by TG_METRICS_STALL or more */
 };
+
+/* A watch this late (seconds) means the agent did not run meanwhile. */
+#define TG_METRICS_STALL	10
 
 void tg_metrics_init(struct tg_metrics *m);
 int tg_metrics_open(struct tg_metrics *m, const char *addr, int epfd,

@@ -1018,6 +1018,8 @@ int main(int argc, char **argv)
 	tg_metrics_init(&ag.metrics);
 
 	tg_setup(&ag);
+	/* The watch measures stalls of the loop, not of the set-up. */
+	clock_gettime(CLOCK_MONOTONIC, &ag.metrics.last_watch);
 	msg_info("guarding cgroup %s: %u port(s), %zu senders, %u slots",
 		 ag.opt.cgroup, ag.opt.nports + ag.opt.ntls_ports,
 		 ag.policy->n, ag.opt.slots);

@@ -44,10 +44,12 @@ Cases:
      SIGCONT: the warning "ring buffer full" once, overruns counted, the
      slot whose close was lost is renewed (slots{use="held"} back to 0),
      and both guaranteed mails are then bounced 550.
-  injection_stuck -- the agent SIGSTOPped while guaranteed mails are held:
-     Postfix times out and defers each, nothing at the MX, another sender
-     is delivered; SIGCONT: they are bounced on the next attempt, and the
-     metrics count the held verdicts and 550 replies.
+  injection_stuck -- the agent SIGSTOPped (13 s at least) while
+     guaranteed mails are held: Postfix times out and defers each, nothing
+     at the MX, another sender is delivered; SIGCONT: the agent logs once
+     that it did not run (agent_stalls_total +1), the mails are bounced on
+     the next attempt, and the metrics count the held verdicts and 550
+     replies.
   agent_killed -- ``--pin``; SIGKILL (by pid); a guaranteed mail is
      deferred and not one byte of its envelope reaches the MX; a new
      ``tlsguardd --pin`` adopts the pinned maps, its metrics show the
@@ -463,6 +465,8 @@ def case_injection_stuck(env, problems, info):
             want(problems, "%s, agent stopped" % g.sender, st[g.marker], "deferred")
         want(problems, "other, agent stopped", st[n.marker], "sent")
         nothing_at_mx(env, problems, gs)
+        while time.monotonic() - t0 < 13:  # long enough for the agent to see it was stopped
+            time.sleep(0.5)
         info.append("stopped %.0f s: %s" % (time.monotonic() - t0, st[gs[0].marker].text[:90]))
         ag.signal(signal.SIGCONT)
         env.flush()
@@ -479,6 +483,10 @@ def case_injection_stuck(env, problems, info):
             problems.append("held +%d (want >= 6: 3 stuck, 3 answered), bounced_550 +%d (want >= 3)" % (held, b550))
         if m1['tlsguard_slots{use="held"}'] != 0:
             problems.append("%d slots still held" % m1['tlsguard_slots{use="held"}'])
+        stalls = ag.count(r"warning: tlsguardd did not run for")
+        if stalls != 1 or delta(m1, m0, "tlsguard_agent_stalls_total") != 1:
+            problems.append("the stop was logged %d times and counted %d times, want once" % (
+                stalls, delta(m1, m0, "tlsguard_agent_stalls_total")))
         ag.rss_check(problems, info)
     finally:
         why = ag.stop()
