@@ -122,6 +122,14 @@ remote:
 	return -1;
 }
 
+int tg_metrics_check(const char *addr, char *err, size_t errlen)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+
+	return tg_metrics_addr(addr, &ss, &len, err, errlen);
+}
+
 int tg_metrics_open(struct tg_metrics *m, const char *addr, int epfd,
 		    char *err, size_t errlen)
 {

@@ -6,6 +6,7 @@
  * SYNOPSIS
  *	#include "tg_metrics.h"
  *
+ *	int	tg_metrics_check(const char *addr, char *err, size_t errlen);
  *	int	tg_metrics_open(struct tg_metrics *m, const char *addr,
  *				int epfd, char *err, size_t errlen);
  *	void	tg_metrics_event(struct tg_metrics *m, __u32 idx);
@@ -17,7 +18,8 @@
  *	"[::1]:9154": IPv4 127.0.0.0/8 or IPv6 ::1 only, because the page
  *	names what the guarded MTA is doing and has no access control. It
  *	returns -1 with a message in err for any other address or a bind
- *	failure. The listener and each client are registered on epfd under
+ *	failure; tg_metrics_check() only checks the address, for the
+ *	command line. The listener and each client are registered on epfd under
  *	TG_EP_METRICS; tg_metrics_event() is called with the low 32 bits of
  *	the epoll data when one is ready.
  *
@@ -105,6 +107,7 @@ struct tg_metrics {
 #define TG_METRICS_STALL	10
 
 void tg_metrics_init(struct tg_metrics *m);
+int tg_metrics_check(const char *addr, char *err, size_t errlen);
 int tg_metrics_open(struct tg_metrics *m, const char *addr, int epfd,
 		    char *err, size_t errlen);
 void tg_metrics_event(struct tg_metrics *m, __u32 idx);

@@ -236,9 +236,14 @@ static void tg_parse_args(int argc, char **argv, struct tg_opts *o)
 		case 'v':
 			o->verbose++;
 			break;
-		case 'M':
+		case 'M': {
+			char err[256];
+
+			if (tg_metrics_check(optarg, err, sizeof(err)) < 0)
+				msg_fatal("%s", err);
 			o->metrics = optarg;
 			break;
+		}
 		case 'F':
 			o->max_flows = (unsigned)tg_number("--max-flows", optarg,
 							   1, TG_FLOWS_MAX);

@@ -21,6 +21,11 @@ and closes N connections one after another): a shell writes its pid into
 CGROUP/cgroup.procs and execs it.
 
 Cases:
+  metrics_page -- ``--metrics`` refuses 10.0.0.1, 0.0.0.0, [::2], a
+     missing port and a name (exit 1, naming the value); with three clients
+     connected that never finish a request, the page is still served at
+     once and holds the expected names; another path gets 404, a request
+     over 2 KiB (or a reset: it is not read to its end) and a POST get 400; the stuck clients are cut within 12 s.
   flow_table_full -- ``--max-flows 2``; two raw connections fill the flow
      table; a guaranteed and another sender's mail are deferred (their
      connections are failed closed: writes dropped in the kernel), the MX
@@ -538,7 +543,76 @@ def case_agent_killed(env, problems, info):
     return None
 
 
+def case_metrics_page(env, problems, info):
+    """The page's contract: loopback only, 404, 400, a stuck client blocks nothing."""
+    for bad in ("10.0.0.1:9154", "0.0.0.0:9154", "[::2]:9154", "127.0.0.1", "localhost:9154"):
+        r = subprocess.run([env.args.tlsguardd, "--cgroup", env.cgroup.path, "--senders", env.senders,
+                            "--socket", os.path.join(env.tmp, "bad.sock"), "--metrics", bad],
+                           capture_output=True, text=True, timeout=60)
+        if r.returncode != 1 or ("--metrics %s" % bad) not in r.stderr:
+            problems.append("--metrics %s: exit %d, %r (want exit 1 naming it)" % (bad, r.returncode,
+                                                                                 r.stderr.strip()[-160:]))
+    ag = Agent(env, "page", []).start()
+    try:
+        host, port = METRICS.split(":")
+        stuck = [socket.create_connection((host, int(port)), timeout=5) for _ in range(3)]
+        stuck[0].sendall(b"GET /metr")  # a request that never ends
+        t0 = time.monotonic()
+        m = scrape()
+        took = time.monotonic() - t0
+        for name in ("tlsguard_flows_tracked", 'tlsguard_verdicts_total{kind="held"}',
+                     "tlsguard_ringbuf_overruns_total", 'tlsguard_kernel_drops_total{program="tg_smtp_msg"}',
+                     "tlsguard_policy_entries", 'tlsguard_map_max_entries{map="tg_flows"}',
+                     'tlsguard_slots{use="free"}', "tlsguard_agent_resident_bytes"):
+            if name not in m:
+                problems.append("%s missing from the page" % name)
+        if m.get("tlsguard_policy_entries") != len(GUARANTEED):
+            problems.append("policy_entries %s, want %d" % (m.get("tlsguard_policy_entries"), len(GUARANTEED)))
+
+        def raw(req):
+            with socket.create_connection((host, int(port)), timeout=10) as c:
+                c.sendall(req)
+                data = b""
+                while True:
+                    try:
+                        chunk = c.recv(65536)
+                    except ConnectionResetError:  # closed with the rest of our request unread
+                        chunk = b""
+                        data = data or b"reset"
+                    if not chunk:
+                        return data.split(b"\r\n", 1)[0].decode(errors="replace")
+                    data += chunk
+        for req, want_line in ((b"GET /other HTTP/1.0\r\n\r\n", "HTTP/1.0 404 Not Found"),
+                               (b"GET /metrics HTTP/1.0\r\n" + b"X: " + b"y" * 5000 + b"\r\n\r\n",
+                                "HTTP/1.0 400 Bad Request"),
+                               (b"POST /metrics HTTP/1.0\r\n\r\n", "HTTP/1.0 400 Bad Request")):
+            got = raw(req)
+            if got != want_line and not (got == "reset" and len(req) > 2048):
+                problems.append("%r: got %r, want %r" % (req[:30], got, want_line))
+        time.sleep(TIMEOUT_CLIENT)
+        cut = 0
+        for c in stuck:
+            try:
+                c.settimeout(2)
+                cut += c.recv(1) == b""
+            except OSError:
+                cut += 1
+            c.close()
+        info.append("scrape with 3 stuck clients: %.2f s; stuck clients cut after %d s: %d of 3" % (
+            took, TIMEOUT_CLIENT, cut))
+        if cut != 3:
+            problems.append("%d of 3 stuck metrics clients still connected after %d s" % (3 - cut, TIMEOUT_CLIENT))
+        ag.rss_check(problems, info)
+    finally:
+        why = ag.stop()
+        if why:
+            problems.append(why)
+
+
+TIMEOUT_CLIENT = 12  # the agent cuts a metrics client after 5 to 10 s
+
 CASES = [
+    ("metrics_page", case_metrics_page),
     ("flow_table_full", case_flow_table_full),
     ("policy_map_full", case_policy_map_full),
     ("ringbuf_full", case_ringbuf_full),
