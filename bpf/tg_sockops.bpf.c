@@ -111,8 +111,8 @@ static __always_inline void tg_track(struct bpf_sock_ops *skops)
 	if (bpf_sock_hash_update(skops, &tg_socks, &cookie, BPF_NOEXIST)) {
 		/*
 		 * Not enforceable: nothing here can drop its writes. The
-		 * agent destroys it (before the MTA's MAIL, which waits for
-		 * the greeting and EHLO's reply) and logs the counter.
+		 * agent destroys it and logs the counter; that races the
+		 * MTA's first commands, hence the sockhash's spare room.
 		 */
 		TG_STAT_INC(sockhash_full);
 		bpf_map_delete_elem(&tg_flows, &cookie);
