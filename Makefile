@@ -5,6 +5,7 @@
 #   make check      unit tests, fuzz regressions, the end-to-end suite (root)
 #   make fuzz       libFuzzer on the parsers, FUZZ_SECONDS each (default 30)
 #   make demo       real Postfix, simulated MX hosts, tlsguardd (as root)
+#   make soak       SOAK_MESSAGES (default 100000) through a real Postfix (as root)
 #   make vmlinux    regenerate vmlinux.h from the running kernel's BTF
 #   make install    tlsguardd, tlsguardctl, manuals, systemd units, the
 #                   Postfix drop-in and (if absent) /etc/tlsguard; DESTDIR,
@@ -45,7 +46,7 @@ DEBIAN_PKGS := clang libbpf-dev bpftool libelf-dev zlib1g-dev libssl-dev \
 	libnl-3-dev libnl-genl-3-dev libnl-idiag-3-dev pkg-config make gcc \
 	postfix python3 iproute2 procps openssl man-db groff-base systemd
 
-.PHONY: all deps check unit e2e demo clean vmlinux format install uninstall
+.PHONY: all deps check unit e2e demo soak clean vmlinux format install uninstall
 
 PREFIX     ?= /usr/local
 SBINDIR    ?= $(PREFIX)/sbin
@@ -108,6 +109,8 @@ e2e: all
 	$(PYTHON) tests/e2e/pin_run.py --tlsguardd $(BUILD)/tlsguardd --tlsguardctl $(BUILD)/tlsguardctl
 	$(PYTHON) tests/e2e/admin_run.py --tlsguardd $(BUILD)/tlsguardd --tlsguardctl $(BUILD)/tlsguardctl
 	$(PYTHON) tests/e2e/install_test.py --build $(BUILD)
+	$(PYTHON) tests/e2e/fault_run.py --tlsguardd $(BUILD)/tlsguardd --tlsguardctl $(BUILD)/tlsguardctl
+	$(PYTHON) tests/e2e/concurrency_run.py --tlsguardd $(BUILD)/tlsguardd --tlsguardctl $(BUILD)/tlsguardctl
 
 check: unit fuzz-regress e2e
 
@@ -141,6 +144,11 @@ uninstall:
 		$(DESTDIR)$(UNITDIR)/tlsguardd.service $(DESTDIR)$(UNITDIR)/tlsguarded.slice \
 		$(DESTDIR)$(UNITDIR)/postfix@.service.d/tlsguard.conf
 	-rmdir $(DESTDIR)$(UNITDIR)/postfix@.service.d 2>/dev/null
+# Not in make check: it takes about half an hour for 100,000 messages.
+SOAK_MESSAGES ?= 100000
+soak: all
+	$(PYTHON) tests/soak/soak_run.py --messages $(SOAK_MESSAGES) \
+		--tlsguardd $(BUILD)/tlsguardd --tlsguardctl $(BUILD)/tlsguardctl
 
 vmlinux:
 	$(BPFTOOL) btf dump file /sys/kernel/btf/vmlinux format c > vmlinux.h

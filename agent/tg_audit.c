@@ -480,6 +480,20 @@ void tg_audit_killed(struct tg_audit *au, const struct tg_event *e)
 	f = tg_audit_flow(au, e->cookie, 0);
 	if (!f)
 		return;
+	/*
+	 * A flow cut at once may be gone from tg_flows before its first line
+	 * is read here (a busy agent): the event has its addresses.
+	 */
+	if (strcmp(f->local, "?") == 0) {
+		tg_addr_port(f->local, sizeof(f->local), e->family, e->laddr,
+			     e->lport);
+		tg_addr_port(f->remote, sizeof(f->remote), e->family,
+			     e->raddr, e->rport);
+		if (!f->tls_version)
+			f->tls_version = e->tls_version;
+		if (!f->tls_cipher)
+			f->tls_cipher = e->tls_cipher;
+	}
 	if (f->txn && f->weak && e->why == TG_WHY_WEAK_TLS)
 		tg_audit_verdict(f, "held-weak-tls");
 	tg_audit_end(au, f, f->weak ? "held-weak-tls" : "deferred");

@@ -203,9 +203,10 @@ bad:
 				  "IP, IP:PORT or [IPv6]:PORT");
 }
 
+/* Absolute, or relative to the cgroup2 mount (see tg_cgroup_open()). */
 static int tg_set_cgroup(struct tg_opts *o, const char *v, char *e, size_t l)
 {
-	return tg_path(o->cgroup, v, 1, e, l);
+	return tg_copy(o->cgroup, sizeof(o->cgroup), v, e, l);
 }
 
 static void tg_get_cgroup(const struct tg_opts *o, char *out, size_t len)
@@ -258,6 +259,56 @@ static int tg_set_slots(struct tg_opts *o, const char *v, char *e, size_t l)
 static void tg_get_slots(const struct tg_opts *o, char *out, size_t len)
 {
 	snprintf(out, len, "%u", o->slots);
+}
+
+static int tg_set_max_flows(struct tg_opts *o, const char *v, char *e,
+			    size_t l)
+{
+	unsigned long n;
+
+	if (tg_uint(v, 1, TG_FLOWS_MAX, &n, e, l) < 0)
+		return -1;
+	o->max_flows = (unsigned)n;
+	return 0;
+}
+
+static void tg_get_max_flows(const struct tg_opts *o, char *out, size_t len)
+{
+	snprintf(out, len, "%u", o->max_flows);
+}
+
+static int tg_set_max_senders(struct tg_opts *o, const char *v, char *e,
+			      size_t l)
+{
+	unsigned long n;
+
+	if (tg_uint(v, 2, TG_SENDERS_MAX, &n, e, l) < 0)
+		return -1;
+	o->max_senders = (unsigned)n;
+	return 0;
+}
+
+static void tg_get_max_senders(const struct tg_opts *o, char *out, size_t len)
+{
+	snprintf(out, len, "%u", o->max_senders);
+}
+
+static int tg_set_ringbuf(struct tg_opts *o, const char *v, char *e, size_t l)
+{
+	unsigned long n;
+
+	if (tg_uint(v, 4096, 1UL << 30, &n, e, l) < 0)
+		return -1;
+	if (n & (n - 1))
+		return tg_bad(e, l, "bad value \"%.80s\": expected a power of "
+			      "two", v);
+	o->ringbuf = (unsigned)n;
+	return 0;
+}
+
+static void tg_get_ringbuf(const struct tg_opts *o, char *out, size_t len)
+{
+	snprintf(out, len, "%u", o->ringbuf);
 }
 
 static int tg_set_socket(struct tg_opts *o, const char *v, char *e, size_t l)
@@ -569,6 +620,9 @@ static const struct tg_setting tg_settings[] = {
 	{ "smtp_ports", "", tg_set_smtp_ports, tg_get_smtp_ports },
 	{ "smtps_ports", "", tg_set_smtps_ports, tg_get_smtps_ports },
 	{ "slots", "256", tg_set_slots, tg_get_slots },
+	{ "max_flows", "65536", tg_set_max_flows, tg_get_max_flows },
+	{ "max_senders", "1048576", tg_set_max_senders, tg_get_max_senders },
+	{ "ringbuf_size", "1048576", tg_set_ringbuf, tg_get_ringbuf },
 	{ "mx_check", "no", tg_set_mx_check, tg_get_mx_check },
 	{ "pin", "no", tg_set_pin, tg_get_pin },
 	{ "audit_file", "", tg_set_audit, tg_get_audit },

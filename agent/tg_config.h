@@ -75,6 +75,9 @@ struct tg_opts {
 	__u16 tls_ports[TG_PORTS_MAX];	/* implicit TLS ports */
 	unsigned ntls_ports;
 	unsigned slots;
+	unsigned max_flows;		/* sizes of kernel maps */
+	unsigned max_senders;
+	unsigned ringbuf;
 	int verbose;
 	int syslog;
 	int syslog_facility;		/* LOG_MAIL, ... */

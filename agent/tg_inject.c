@@ -360,11 +360,14 @@ static const char *tg_reply_for(struct tg_inject *ij, struct tg_islot *s,
 		 * The first MAIL is the one the kernel held; a later one was
 		 * pipelined behind a reset and is judged here.
 		 */
-		if (!((s->mails++ == 0 && f && f->why == TG_WHY_NO_TLS) ||
+		if (!((s->mails++ == 0 && f && f->why == TG_WHY_NO_TLS &&
+		       !ij->policy_incomplete) ||
 		      tg_policy_match(*ij->policy, s->cmd.addr_key,
 				      s->cmd.domain_key, tg_cmd_srs(&s->cmd)))) {
-			msg_info("%s: from=<%s>: deferred: pipelined after a "
-				 "held transaction", name, s->sender);
+			msg_info("%s: from=<%s>: deferred: %s", name,
+				 s->sender, ij->policy_incomplete ?
+				 "the senders do not all fit in the kernel" :
+				 "pipelined after a held transaction");
 			return TG_TXT_AGAIN;
 		}
 		ij->held++;
@@ -443,6 +446,19 @@ static void tg_slot_events(struct tg_inject *ij, struct tg_islot *s,
 	epoll_ctl(ij->epfd, EPOLL_CTL_MOD, s->b, &ev);
 }
 
+/* The verdict replies, by code, for the metrics. */
+static void tg_count_reply(struct tg_inject *ij, const char *r)
+{
+	if (strncmp(r, "550 ", 4) == 0)
+		ij->replied[TG_REPLIED_550]++;
+	else if (strncmp(r, "450 ", 4) == 0)
+		ij->replied[TG_REPLIED_450]++;
+	else if (strncmp(r, "501 ", 4) == 0)
+		ij->replied[TG_REPLIED_501]++;
+	else if (strncmp(r, "451 ", 4) == 0)
+		ij->replied[TG_REPLIED_451]++;
+}
+
 /* A line of a held flow, for the audit trail: without CR LF. */
 static void tg_slot_audit(struct tg_inject *ij, struct tg_islot *s,
 			  __u32 flags, const char *text, size_t len)
@@ -494,6 +510,7 @@ static void tg_slot_process(struct tg_inject *ij, unsigned idx,
 		if (!r)
 			continue;
 		tg_slot_audit(ij, s, TG_LINE_REPLY | TG_LINE_HELD, r, strlen(r));
+		tg_count_reply(ij, r);
 		if (outlen + strlen(r) > sizeof(out)) {
 			if (tg_write_all(s->a, out, outlen) < 0)
 				break;
@@ -581,6 +598,7 @@ void tg_inject_mx_ready(struct tg_inject *ij)
 		msg_info("%s: from=<%s>: held: %.*s", name, s->sender,
 			 (int)strlen(r) - 2, r);
 		tg_slot_audit(ij, s, TG_LINE_REPLY | TG_LINE_HELD, r, strlen(r));
+		tg_count_reply(ij, r);
 		s->wait = 0;
 		tg_slot_events(ij, s, i, EPOLLIN);
 		tg_slot_process(ij, i, r, 0);
@@ -598,6 +616,24 @@ void tg_inject_closed(struct tg_inject *ij, unsigned idx, __u64 flow)
 	    slot.flow != flow)
 		return;
 	tg_slot_recycle(ij, idx);
+}
+
+unsigned tg_inject_reap(struct tg_inject *ij)
+{
+	struct tg_slot slot;
+	struct tg_flow f;
+	unsigned i, n = 0;
+
+	for (i = 0; i < ij->n; i++) {
+		if (ij->slots[i].b < 0 ||
+		    bpf_map_lookup_elem(ij->maps.slots, &i, &slot) ||
+		    !slot.flow ||
+		    bpf_map_lookup_elem(ij->maps.flows, &slot.flow, &f) == 0)
+			continue;
+		tg_slot_recycle(ij, i);
+		n++;
+	}
+	return n;
 }
 
 void tg_inject_fini(struct tg_inject *ij)

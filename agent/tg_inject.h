@@ -42,6 +42,10 @@
  *	(see tg_ssl_uprobe.bpf.c: such a session is cut when a guaranteed
  *	sender's MAIL would go over it; the MTA then retries in plaintext).
  *
+ *	tg_inject_reap() renews every slot whose flow is no longer in the
+ *	flow table (its close was reported in an event that was lost) and
+ *	returns how many.
+ *
  *	tg_inject_closed() is called when the kernel reports that the flow a
  *	slot served has closed: the slot's pair is replaced by a fresh one
  *	(no byte of the old flow can reach a new one) and the slot goes back
@@ -113,7 +117,12 @@ struct tg_inject {
 	unsigned n;
 	struct tg_islot *slots;
 	__u64 held;		/* MAIL commands answered 550 */
+	__u64 replied[4];	/* verdict replies written, TG_REPLIED_* */
+	int policy_incomplete;	/* the kernel holds every sender: judge */
 };
+
+/* Index of struct tg_inject's replied[]: the verdict replies by code. */
+enum { TG_REPLIED_550, TG_REPLIED_450, TG_REPLIED_501, TG_REPLIED_451 };
 
 int tg_inject_init(struct tg_inject *ij, unsigned nslots,
 		   const struct tg_inject_maps *maps, int epfd);
@@ -121,6 +130,7 @@ void tg_inject_readable(struct tg_inject *ij, unsigned slot);
 void tg_inject_closed(struct tg_inject *ij, unsigned slot, __u64 flow);
 void tg_inject_mx_ready(struct tg_inject *ij);
 void tg_inject_fini(struct tg_inject *ij);
+unsigned tg_inject_reap(struct tg_inject *ij);
 void tg_inject_note_weak(struct tg_inject *ij, __u16 family,
 			 const __u8 *addr, __u16 version);
 const char *tg_tls_version_name(__u16 version);

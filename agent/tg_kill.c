@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <string.h>
+#include <bpf/bpf.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
 #include <linux/inet_diag.h>
@@ -71,4 +72,20 @@ void tg_kill_close(struct tg_kill *k)
 	if (k->nl)
 		nl_socket_free(k->nl);
 	k->nl = NULL;
+}
+
+unsigned long tg_kill_failed(struct tg_kill *k, int flows_fd)
+{
+	__u64 key, next, *prev = NULL;
+	unsigned long n = 0;
+	struct tg_flow f;
+
+	while (bpf_map_get_next_key(flows_fd, prev, &next) == 0) {
+		key = next;
+		prev = &key;
+		if (bpf_map_lookup_elem(flows_fd, &key, &f) == 0 &&
+		    f.state == TG_FS_FAILED && tg_kill_flow(k, &f) == 0)
+			n++;
+	}
+	return n;
 }

@@ -15,6 +15,10 @@
  *	next call on it fails with ECONNABORTED and it defers the mail;
  *	the peer gets a reset. It returns 0, or a negative errno (-ENOENT
  *	when the socket is gone already).
+ *
+ *	tg_kill_failed() destroys every flow of the flow table flows_fd
+ *	that the kernel failed closed, for when the events that asked for
+ *	it were lost; it returns how many it destroyed.
  */
 #ifndef TG_KILL_H
 #define TG_KILL_H
@@ -28,6 +32,7 @@ struct tg_kill {
 
 int tg_kill_open(struct tg_kill *k);
 int tg_kill_flow(struct tg_kill *k, const struct tg_flow *f);
+unsigned long tg_kill_failed(struct tg_kill *k, int flows_fd);
 void tg_kill_close(struct tg_kill *k);
 
 #endif /* TG_KILL_H */

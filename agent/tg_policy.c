@@ -13,6 +13,7 @@
 #include <strings.h>
 #include <bpf/bpf.h>
 
+#include "tg_smtp.h"
 #include "tlsguard.h"
 #include "tg_policy.h"
 
@@ -289,6 +290,57 @@ int tg_policy_sync(int map_fd, const struct tg_policy *old,
 		if (!tg_policy_value(pol, old->exempt[i]))
 			bpf_map_delete_elem(map_fd, &old->exempt[i]);
 	return 0;
+}
+
+int tg_policy_sync_within(int map_fd, const struct tg_policy *old,
+			  const struct tg_policy *pol, unsigned max,
+			  int *incomplete)
+{
+	__u64 wild = TG_SENDERS_INCOMPLETE;
+	__u8 one = 1, v;
+	size_t i, total = pol->n + pol->nexempt;
+	int n = 0;
+
+	/*
+	 * Room for the marker is always kept: at most max - 1 entries are
+	 * written. The marker goes in before anything can be missing, and
+	 * leaves only once every entry is in. Exempt entries go first: a
+	 * sender the kernel holds because its exemption did not fit is
+	 * still answered by the agent from the whole policy.
+	 */
+	*incomplete = total + 1 > max;
+	if (*incomplete &&
+	    bpf_map_update_elem(map_fd, &wild, &one, BPF_ANY))
+		return -errno;
+	/* Removed entries first, so that the new ones find room. */
+	for (i = 0; old && i < old->n; i++)
+		if (!tg_policy_value(pol, old->keys[i]))
+			bpf_map_delete_elem(map_fd, &old->keys[i]);
+	for (i = 0; old && i < old->nexempt; i++)
+		if (!tg_policy_value(pol, old->exempt[i]))
+			bpf_map_delete_elem(map_fd, &old->exempt[i]);
+	for (i = 0; i < total; i++) {
+		__u64 key = i < pol->nexempt ? pol->exempt[i] :
+					       pol->keys[i - pol->nexempt];
+
+		v = tg_policy_value(pol, key);
+		if (bpf_map_update_elem(map_fd, &key, &v, BPF_ANY)) {
+			if (errno != E2BIG && errno != ENOSPC &&
+			    errno != ENOMEM)
+				return -errno;
+			if (!*incomplete) {
+				*incomplete = 1;
+				if (bpf_map_update_elem(map_fd, &wild, &one,
+							BPF_ANY))
+					return -errno;
+			}
+			break;
+		}
+		n += i >= pol->nexempt;
+	}
+	if (!*incomplete)
+		bpf_map_delete_elem(map_fd, &wild);
+	return n;
 }
 
 void tg_policy_free(struct tg_policy *pol)

@@ -67,6 +67,13 @@
  *	as they were. It returns 0 when the file changed, 1 when entry was
  *	already there (add) or no line had key (!add), -1 with a message
  *	naming the file in err.
+ *	tg_policy_sync_within() does the same for a map of max entries, and
+ *	fails closed when pol does not fit: it sets TG_SENDERS_INCOMPLETE
+ *	(see tlsguard.h: the kernel then holds every MAIL without TLS and
+ *	the agent answers from pol) before any sender can be missing,
+ *	removes the senders only in old, writes as many of pol as fit, and
+ *	clears the marker only when all of pol is in. It returns how many
+ *	senders it wrote, or a negative errno, and sets *incomplete.
  */
 #ifndef TG_POLICY_H
 #define TG_POLICY_H
@@ -89,6 +96,9 @@ int tg_policy_sync(int map_fd, const struct tg_policy *old,
 		   const struct tg_policy *pol);
 int tg_policy_exempt_key(const char *entry, __u64 *key);
 int tg_policy_set_exempt(struct tg_policy *pol, const __u64 *keys, size_t n);
+int tg_policy_sync_within(int map_fd, const struct tg_policy *old,
+			  const struct tg_policy *pol, unsigned max,
+			  int *incomplete);
 int tg_policy_match(const struct tg_policy *pol, __u64 addr_key,
 		    __u64 domain_key, int srs);
 int tg_policy_lookup(const struct tg_policy *pol, __u64 addr_key,

@@ -6,7 +6,7 @@
  * SYNOPSIS
  *	tlsguardd --cgroup DIR --senders FILE [--port N]... [--tls-port N]...
  *		[--slots N] [--socket PATH] [--mx-check system|IP[:PORT]]
- *		[--audit FILE] [--pin] [-v]
+ *		[--audit FILE] [--pin] [--metrics ADDR:PORT] [--max-flows N] [-v]
  * DESCRIPTION
  *	tlsguardd attaches tlsguard's BPF programs to the cgroup v2
  *	directory DIR and guards the outbound TCP connections, IPv4 and
@@ -43,6 +43,19 @@
  *
  *	--socket PATH is the control socket tlsguardctl talks to (default
  *	/run/tlsguard/tlsguardd.sock).
+ *
+ *	--metrics ADDR:PORT serves Prometheus metrics at /metrics on a
+ *	loopback address, 127.0.0.1:9154 or [::1]:9154 (see tg_metrics.h);
+ *	any other address is refused.
+ *
+ *	--max-flows N sizes the flow table (default 65536): a connection
+ *	beyond it is failed closed (its writes dropped, the MTA defers).
+ *	--max-senders N sizes the kernel's senders map (default 1048576):
+ *	a senders file that does not fit makes the kernel hold every MAIL
+ *	without TLS, and the agent answers each as the file says (others
+ *	get 451: the MTA defers them). --ringbuf-size BYTES sizes the event
+ *	ring buffer (a power of two, at least a page; default 1 MiB). The
+ *	last two exist for tests, which shrink them to exercise those cases.
  * DIAGNOSTICS
  *	Problems with the arguments, the cgroup, the senders file or the
  *	kernel end the program with one line "tlsguardd: fatal: ..." and
@@ -75,6 +88,7 @@
 #include "tg_inject.h"
 #include "tg_kill.h"
 #include "tg_log.h"
+#include "tg_metrics.h"
 #include "tg_policy.h"
 #include "tg_service.h"
 #include "tg_sys.h"
@@ -100,6 +114,7 @@ struct tg_agent {
 	struct tg_kill kill;
 	struct tg_mx mx;
 	struct tg_audit audit;
+	struct tg_metrics metrics;
 	char cgroup_path[4096];
 	int timer_fd;
 	struct tg_policy policies[2];
@@ -122,7 +137,9 @@ static const char usage[] =
 	"                 [--slots N] [--socket PATH] [--mx-check "
 	"system|IP[:PORT]] [--audit FILE]\n"
 	"                 [--metrics ADDR:PORT] [--pin] [--syslog] [-v] "
-	"[--print-config[=changed]]\n";
+	"[--print-config[=changed]]\n"
+	"                 [--max-flows N] [--max-senders N] "
+	"[--ringbuf-size BYTES]\n";
 
 /* A command-line value, checked by the setting it stands for. */
 static void tg_flag(struct tg_opts *o, const char *flag, const char *name,
@@ -167,6 +184,9 @@ static int tg_parse_args(int argc, char **argv, struct tg_opts *o)
 		{ "pin", no_argument, NULL, 'P' },
 		{ "syslog", no_argument, NULL, 'L' },
 		{ "print-config", optional_argument, NULL, 'D' },
+		{ "max-flows", required_argument, NULL, 'F' },
+		{ "max-senders", required_argument, NULL, 'E' },
+		{ "ringbuf-size", required_argument, NULL, 'R' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
@@ -208,9 +228,6 @@ static int tg_parse_args(int argc, char **argv, struct tg_opts *o)
 		case 'a':
 			tg_flag(o, "--audit", "audit_file", optarg);
 			break;
-		case 'M':
-			tg_flag(o, "--metrics", "metrics_address", optarg);
-			break;
 		case 'P':
 			o->pin = 1;
 			break;
@@ -229,6 +246,23 @@ static int tg_parse_args(int argc, char **argv, struct tg_opts *o)
 			break;
 		case 'v':
 			o->verbose++;
+			break;
+		case 'M': {
+			char err[256];
+
+			if (tg_metrics_check(optarg, err, sizeof(err)) < 0)
+				msg_fatal("%s", err);
+			tg_flag(o, "--metrics", "metrics_address", optarg);
+			break;
+		}
+		case 'F':
+			tg_flag(o, "--max-flows", "max_flows", optarg);
+			break;
+		case 'E':
+			tg_flag(o, "--max-senders", "max_senders", optarg);
+			break;
+		case 'R':
+			tg_flag(o, "--ringbuf-size", "ringbuf_size", optarg);
 			break;
 		case 'h':
 			fputs(usage, stdout);
@@ -289,6 +323,8 @@ static const char *tg_why_name(__u32 why)
 		return "guaranteed sender over TLS below 1.2";
 	case TG_WHY_UNSEEN_TLS:
 		return "TLS below 1.2 that no uprobe can read";
+	case TG_WHY_UNWATCHED:
+		return "no room in the sockhash";
 	}
 	return "no injection slot free, or replies pending";
 }
@@ -404,6 +440,30 @@ static int tg_senders_changed(const struct tg_agent *ag)
 	       st.st_mtim.tv_nsec != ag->senders_st.st_mtim.tv_nsec;
 }
 
+/* The senders into the kernel; fails closed when they do not fit. */
+static int tg_sync_senders(struct tg_agent *ag, const struct tg_policy *old,
+			   const struct tg_policy *pol)
+{
+	unsigned max = bpf_map__max_entries(ag->skel->maps.tg_senders);
+	int incomplete, n;
+
+	n = tg_policy_sync_within(bpf_map__fd(ag->skel->maps.tg_senders),
+				  old, pol, max, &incomplete);
+	if (n < 0)
+		return n;
+	if (incomplete && !ag->ij.policy_incomplete)
+		msg_warn("%zu senders do not fit in tg_senders (%u entries): "
+			 "every MAIL without TLS is held, and senders who "
+			 "are not guaranteed are deferred (raise "
+			 "--max-senders)", pol->n, max);
+	else if (!incomplete && ag->ij.policy_incomplete)
+		msg_info("all %zu senders are in the kernel again", pol->n);
+	ag->ij.policy_incomplete = incomplete;
+	ag->metrics.src.senders_incomplete = incomplete;
+	ag->metrics.src.senders_in_map = (unsigned)n;
+	return 0;
+}
+
 /* SIGHUP, tlsguardctl reload: 0, or -1 with the reason in err. */
 static int tg_reload(struct tg_agent *ag, char *err, size_t errlen)
 {
@@ -424,8 +484,7 @@ static int tg_reload(struct tg_agent *ag, char *err, size_t errlen)
 		tg_policy_free(next);
 		return -1;
 	}
-	rc = tg_policy_sync(bpf_map__fd(ag->skel->maps.tg_senders),
-			    ag->policy, next);
+	rc = tg_sync_senders(ag, ag->policy, next);
 	if (rc < 0) {
 		snprintf(err, errlen, "cannot update the kernel policy: %s",
 			 strerror(-rc));
@@ -907,6 +966,20 @@ static void tg_setup(struct tg_agent *ag)
 	ag->skel->rodata->tg_ntls = ag->opt.ntls_ports;
 	/* Lines for the audit trail cost a ring buffer record each. */
 	ag->skel->rodata->tg_audit_on = ag->opt.audit[0] != 0;
+	if (ag->opt.max_flows &&
+	    (bpf_map__set_max_entries(ag->skel->maps.tg_flows,
+				      ag->opt.max_flows) ||
+	     bpf_map__set_max_entries(ag->skel->maps.tg_socks,
+				      ag->opt.max_flows + TG_SLOTS_MAX)))
+		msg_fatal("--max-flows: %s", strerror(errno));
+	if (ag->opt.max_senders &&
+	    bpf_map__set_max_entries(ag->skel->maps.tg_senders,
+				     ag->opt.max_senders))
+		msg_fatal("--max-senders: %s", strerror(errno));
+	if (ag->opt.ringbuf &&
+	    bpf_map__set_max_entries(ag->skel->maps.tg_events,
+				     ag->opt.ringbuf))
+		msg_fatal("--ringbuf-size: %s", strerror(errno));
 	if (ag->opt.pin)
 		tg_pin_prepare(ag);
 	err_no = tlsguard__load(ag->skel);
@@ -952,8 +1025,7 @@ static void tg_setup(struct tg_agent *ag)
 			  strerror(errno));
 	ag->skb_attached = 1;
 
-	err_no = tg_policy_sync(bpf_map__fd(ag->skel->maps.tg_senders), NULL,
-				ag->policy);
+	err_no = tg_sync_senders(ag, NULL, ag->policy);
 	if (err_no < 0)
 		msg_fatal("cannot load the senders into the kernel: %s",
 			  strerror(-err_no));
@@ -972,6 +1044,7 @@ static void tg_setup(struct tg_agent *ag)
 			  ag->opt.slots, strerror(-err_no));
 	ag->ij.policy = &ag->policy;
 	ag->ij.replies = &ag->opt.replies;
+	ag->ij.policy_incomplete = ag->metrics.src.senders_incomplete;
 	err_no = tg_audit_open(&ag->audit,
 			       ag->opt.audit[0] ? ag->opt.audit : NULL,
 			       bpf_map__fd(ag->skel->maps.tg_flows), &ag->policy);
@@ -997,6 +1070,20 @@ static void tg_setup(struct tg_agent *ag)
 	if (tg_epoll_add(ag->epfd, ring_buffer__epoll_fd(ag->rb),
 			 TG_EP_RINGBUF) < 0)
 		msg_fatal("epoll: %s", strerror(errno));
+
+	ag->metrics.src.stats_fd = bpf_map__fd(ag->skel->maps.tg_stats);
+	ag->metrics.src.flows_fd = bpf_map__fd(ag->skel->maps.tg_flows);
+	ag->metrics.src.flows_max = bpf_map__max_entries(ag->skel->maps.tg_flows);
+	ag->metrics.src.senders_max =
+		bpf_map__max_entries(ag->skel->maps.tg_senders);
+	ag->metrics.src.ij = &ag->ij;
+	ag->metrics.src.kill = &ag->kill;
+	ag->metrics.src.policy = &ag->policy;
+	tg_stats_read(ag->metrics.src.stats_fd, &ag->metrics.seen);
+	if (ag->opt.metrics[0] &&
+	    tg_metrics_open(&ag->metrics, ag->opt.metrics, ag->epfd, err,
+			    sizeof(err)) < 0)
+		msg_fatal("%s", err);
 
 	ag->ctl_fd = tg_ctl_listen(ag->opt.socket, err, sizeof(err));
 	if (ag->ctl_fd < 0)
@@ -1065,6 +1152,8 @@ static void tg_on_timer(struct tg_agent *ag)
 
 	if (read(ag->timer_fd, &ticks, sizeof(ticks)) != sizeof(ticks))
 		return;
+	tg_metrics_tick(&ag->metrics);
+	tg_metrics_watch(&ag->metrics);
 	tg_uprobe_scan(&ag->uprobes, ag->skel, ag->cgroup_path);
 }
 
@@ -1089,6 +1178,8 @@ static void tg_run(struct tg_agent *ag)
 				ring_buffer__consume(ag->rb);
 			else if (tag == TG_EP_CTL)
 				tg_ctl_serve(ag);
+			else if (tag == TG_EP_METRICS)
+				tg_metrics_event(&ag->metrics, idx);
 			if (ag->detach)
 				return;
 			else if (tag == TG_EP_TIMER)
@@ -1131,6 +1222,7 @@ static void tg_teardown(struct tg_agent *ag)
 	if (ag->ij.mx)
 		tg_mx_fini(&ag->mx);
 	tg_audit_close(&ag->audit);
+	tg_metrics_close(&ag->metrics);
 	tg_inject_fini(&ag->ij);
 	ring_buffer__free(ag->rb);
 	tlsguard__destroy(ag->skel);
@@ -1181,10 +1273,13 @@ int main(int argc, char **argv)
 			  strerror(errno));
 	libbpf_set_print(tg_libbpf_print);
 	ag.ij.listen_fd = -1;
+	tg_metrics_init(&ag.metrics);
 
 	tg_setup(&ag);
 	if (tg_drop_caps(err, sizeof(err)) < 0)
 		msg_fatal("cannot drop privileges: %s", err);
+	/* The watch measures stalls of the loop, not of the set-up. */
+	clock_gettime(CLOCK_MONOTONIC, &ag.metrics.last_watch);
 	msg_info("guarding cgroup %s: %u port(s), %zu senders, %u slots",
 		 ag.opt.cgroup, ag.opt.nports + ag.opt.ntls_ports,
 		 ag.policy->n, ag.opt.slots);

@@ -250,15 +250,18 @@ static __always_inline int tg_guaranteed(const struct tg_cmd *p)
 		if (d && *d == TG_POL_EXEMPT)
 			return 0;
 	}
-	if (!a && !d)
-		return 0;
-	if (n) {
-		k = n == 1 ? TG_KEY_SRS0 : TG_KEY_SRS1;
-		srs = bpf_map_lookup_elem(&tg_senders, &k);
-		if (srs && *srs == TG_POL_EXEMPT)
-			return 0;
+	if (a || d) {
+		if (n) {
+			k = n == 1 ? TG_KEY_SRS0 : TG_KEY_SRS1;
+			srs = bpf_map_lookup_elem(&tg_senders, &k);
+			if (srs && *srs == TG_POL_EXEMPT)
+				return 0;
+		}
+		return 1;
 	}
-	return 1;
+	/* The senders did not all fit: the agent decides each MAIL. */
+	k = TG_SENDERS_INCOMPLETE;
+	return bpf_map_lookup_elem(&tg_senders, &k) != NULL;
 }
 
 /*
@@ -266,11 +269,25 @@ static __always_inline int tg_guaranteed(const struct tg_cmd *p)
  * tg_reply_skb every later segment; the agent is asked to destroy it, so
  * that the MTA learns at once rather than at its next write.
  */
-static __always_inline void tg_fail_flow(struct tg_flow *f, __u32 why)
+static __always_inline void tg_fail_flow_as(struct tg_flow *f, __u32 why,
+					   __u32 fail)
 {
+	__u32 zero = 0;
+	struct tg_stats *st = bpf_map_lookup_elem(&tg_stats, &zero);
+
+	if (st && fail < TG_FAIL_MAX)
+		st->failed[fail]++;
 	f->state = TG_FS_FAILED;
 	f->why = why;
 	tg_emit(TG_EV_KILL, f, TG_NO_SLOT);
+}
+
+static __always_inline void tg_fail_flow(struct tg_flow *f, __u32 why)
+{
+	tg_fail_flow_as(f, why,
+			why == TG_WHY_WEAK_TLS	 ? TG_FAIL_WEAK_TLS :
+			why == TG_WHY_UNSEEN_TLS ? TG_FAIL_UNSEEN_TLS :
+						   TG_FAIL_UNREADABLE);
 }
 
 /* A flow enters the TLS handshake: its inner conversation starts. */

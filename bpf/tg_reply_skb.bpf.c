@@ -114,8 +114,7 @@ static long tg_rscan_byte(__u32 i, void *ctx)
 	return 0;
 }
 
-SEC("sk_skb/stream_verdict")
-int tg_reply_skb(struct __sk_buff *skb)
+static __always_inline int tg_reply_verdict(struct __sk_buff *skb)
 {
 	struct tg_rscan s = {};
 	struct tg_flow *f;
@@ -162,4 +161,15 @@ int tg_reply_skb(struct __sk_buff *skb)
 		tg_emit(TG_EV_TLS, f, TG_NO_SLOT);
 	}
 	return SK_PASS;
+}
+
+/* Every dropped segment is counted (tlsguard_kernel_drops_total). */
+SEC("sk_skb/stream_verdict")
+int tg_reply_skb(struct __sk_buff *skb)
+{
+	int verdict = tg_reply_verdict(skb);
+
+	if (verdict == SK_DROP)
+		TG_STAT_INC(skb_dropped);
+	return verdict;
 }

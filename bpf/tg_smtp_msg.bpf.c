@@ -157,6 +157,21 @@ static __always_inline void tg_rewind(struct tg_flow *f, struct tg_scan *s)
 	f->starttls_cmd = s->at_starttls_cmd;
 }
 
+/*
+ * Out through the slot's near end. When that socket is gone (the agent
+ * died: --pin keeps the kernel side), nobody can answer: fail closed, so
+ * that the MTA is told now rather than at its reply timeout.
+ */
+static __always_inline int tg_redirect(struct sk_msg_md *msg,
+				       struct tg_flow *f, __u64 *inject)
+{
+	int verdict = bpf_msg_redirect_hash(msg, &tg_socks, inject, 0);
+
+	if (verdict != SK_PASS)
+		tg_fail_flow_as(f, f->why, TG_FAIL_SLOT_GONE);
+	return verdict;
+}
+
 static __always_inline int tg_divert(struct sk_msg_md *msg, struct tg_flow *f,
 				     __u32 why)
 {
@@ -166,18 +181,18 @@ static __always_inline int tg_divert(struct sk_msg_md *msg, struct tg_flow *f,
 	if (f->cmds != f->replies) {
 		/* The host still owes replies: ours would come out of order. */
 		TG_STAT_INC(no_slot);
-		tg_fail_flow(f, why);
+		tg_fail_flow_as(f, why, TG_FAIL_PENDING);
 		return SK_DROP;
 	}
 	if (bpf_map_pop_elem(&tg_free_slots, &idx)) {
 		TG_STAT_INC(no_slot);
 		tg_emit(TG_EV_NO_SLOT, f, TG_NO_SLOT);
-		tg_fail_flow(f, why);
+		tg_fail_flow_as(f, why, TG_FAIL_NO_SLOT);
 		return SK_DROP;
 	}
 	slot = bpf_map_lookup_elem(&tg_slots, &idx);
 	if (!slot) {
-		tg_fail_flow(f, why);
+		tg_fail_flow_as(f, why, TG_FAIL_NO_SLOT);
 		return SK_DROP;
 	}
 	slot->flow = f->cookie;
@@ -187,7 +202,7 @@ static __always_inline int tg_divert(struct sk_msg_md *msg, struct tg_flow *f,
 	f->held++;
 	TG_STAT_INC(diverted);
 	tg_emit(TG_EV_DIVERT, f, idx);
-	return bpf_msg_redirect_hash(msg, &tg_socks, &slot->inject, 0);
+	return tg_redirect(msg, f, &slot->inject);
 }
 
 static __always_inline int tg_to_slot(struct sk_msg_md *msg, struct tg_flow *f)
@@ -196,10 +211,10 @@ static __always_inline int tg_to_slot(struct sk_msg_md *msg, struct tg_flow *f)
 	struct tg_slot *slot = bpf_map_lookup_elem(&tg_slots, &idx);
 
 	if (!slot || slot->flow != f->cookie) {
-		tg_fail_flow(f, f->why);
+		tg_fail_flow_as(f, f->why, TG_FAIL_SLOT_GONE);
 		return SK_DROP;
 	}
-	return bpf_msg_redirect_hash(msg, &tg_socks, &slot->inject, 0);
+	return tg_redirect(msg, f, &slot->inject);
 }
 
 static __always_inline int tg_plain(struct sk_msg_md *msg, struct tg_flow *f)
@@ -374,8 +389,7 @@ static __always_inline int tg_inject(struct sk_msg_md *msg, struct tg_sk *sks)
 				     BPF_F_INGRESS);
 }
 
-SEC("sk_msg")
-int tg_smtp_msg(struct sk_msg_md *msg)
+static __always_inline int tg_smtp_verdict(struct sk_msg_md *msg)
 {
 	struct tg_flow *f;
 	struct tg_sk *sks;
@@ -424,4 +438,15 @@ int tg_smtp_msg(struct sk_msg_md *msg)
 		return SK_DROP;
 	}
 	return tg_plain(msg, f);
+}
+
+/* Every dropped write is counted (tlsguard_kernel_drops_total). */
+SEC("sk_msg")
+int tg_smtp_msg(struct sk_msg_md *msg)
+{
+	int verdict = tg_smtp_verdict(msg);
+
+	if (verdict == SK_DROP)
+		TG_STAT_INC(msg_dropped);
+	return verdict;
 }

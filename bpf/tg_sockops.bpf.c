@@ -11,7 +11,9 @@
  *
  *	If the flow table is full, the socket is still put in tg_socks, as
  *	TG_ROLE_UNTRACKED: tg_smtp_msg drops every write on it, so the MTA
- *	defers the mail instead of sending it unchecked (fail closed).
+ *	defers the mail instead of sending it unchecked (fail closed). The
+ *	sockhash has room for TG_SLOTS_MAX such sockets beyond the flow
+ *	table; one it cannot take is reported for the agent to destroy.
  *
  *	A flow to an implicit-TLS port starts in the handshake state; any
  *	other starts in plaintext.
@@ -107,9 +109,15 @@ static __always_inline void tg_track(struct bpf_sock_ops *skops)
 		TG_STAT_INC(flows);
 	}
 	if (bpf_sock_hash_update(skops, &tg_socks, &cookie, BPF_NOEXIST)) {
-		/* Not enforceable; the agent reports the counter. */
+		/*
+		 * Not enforceable: nothing here can drop its writes. The
+		 * agent destroys it and logs the counter; that races the
+		 * MTA's first commands, hence the sockhash's spare room.
+		 */
 		TG_STAT_INC(sockhash_full);
 		bpf_map_delete_elem(&tg_flows, &cookie);
+		flow.why = TG_WHY_UNWATCHED;
+		tg_emit(TG_EV_KILL, &flow, TG_NO_SLOT);
 		return;
 	}
 	bpf_sock_ops_cb_flags_set(skops, BPF_SOCK_OPS_STATE_CB_FLAG);

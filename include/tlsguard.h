@@ -80,6 +80,7 @@ enum tg_why {
 	TG_WHY_BAD_MAIL,	/* a MAIL command the kernel cannot vouch for */
 	TG_WHY_WEAK_TLS,	/* a guaranteed sender inside TLS below 1.2 */
 	TG_WHY_UNSEEN_TLS,	/* TLS below 1.2 that no uprobe can read */
+	TG_WHY_UNWATCHED,	/* the sockhash had no room: destroy it */
 };
 
 /*
@@ -136,6 +137,27 @@ struct tg_slot {
 	__u64 inject;		/* cookie of the slot's near end */
 };
 
+/* Why a flow was failed closed, for the counters (struct tg_stats). */
+enum tg_fail {
+	TG_FAIL_NO_SLOT,	/* a divert found no free injection slot */
+	TG_FAIL_PENDING,	/* a divert behind replies the host owes */
+	TG_FAIL_SLOT_GONE,	/* a held flow's slot was renewed, or died
+				 * with the agent (--pin) */
+	TG_FAIL_UNREADABLE,	/* bytes the kernel cannot read or vouch for */
+	TG_FAIL_WEAK_TLS,	/* a guaranteed sender inside TLS below 1.2 */
+	TG_FAIL_UNSEEN_TLS,	/* TLS below 1.2 that no uprobe can read */
+	TG_FAIL_MAX = 8,
+};
+
+/*
+ * A key of tg_senders that no address has (tg_addr_key() of a real one is
+ * never 0): present when the senders did not all fit in the map. Every
+ * MAIL on a flow without TLS is then held, and the agent, which has the
+ * whole list, answers each sender as the list says (a sender who is not
+ * guaranteed gets a temporary error): fail closed, never open.
+ */
+#define TG_SENDERS_INCOMPLETE	0ULL
+
 /* Counters, a per-CPU array of one element. */
 struct tg_stats {
 	__u64 flows;		/* flows tracked since start */
@@ -151,6 +173,9 @@ struct tg_stats {
 	__u64 events_lost;	/* ring buffer full */
 	__u64 corked;		/* writes held for the rest of a line */
 	__u64 weak_held;	/* guaranteed MAIL inside TLS below 1.2 */
+	__u64 msg_dropped;	/* writes dropped by tg_smtp_msg */
+	__u64 skb_dropped;	/* segments dropped by tg_reply_skb */
+	__u64 failed[TG_FAIL_MAX];	/* flows failed closed, by enum tg_fail */
 };
 
 /* Key of tg_ssl: a TLS session object of one process. */

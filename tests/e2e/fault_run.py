@@ -1,0 +1,745 @@
+#!/usr/bin/python3
+"""Exhaustion and faults (issue 7): every one fails closed, is counted and logged once.
+
+Usage (as root; builds nothing; uses /sys/fs/bpf/tlsguard in agent_killed,
+so run it under the e2e lock as make e2e does):
+    /usr/bin/python3 tests/e2e/fault_run.py [--tlsguardd build/tlsguardd]
+        [--tlsguardctl build/tlsguardctl] [--only NAME[,NAME]] [--keep] [-v]
+
+Setup: a temp dir, a cgroup v2 directory, a recording test MX without
+STARTTLS (mx.py) on 127.0.0.161:25 (domain mx.fault), a private Postfix
+(postfix_env.py) in the cgroup with deferred mail retried within seconds and
+the smtp client's reply timeouts at 6 s (a held flow nobody answers waits
+for that, not Postfix's 5 minutes).  Each case starts its own ``tlsguardd
+--metrics 127.0.0.160:9154`` with the options the case needs, scrapes the
+metrics page, reads the agent's log and its VmRSS/VmHWM (/proc/PID/status)
+before and after.  Guaranteed senders: g1..g5@mta.test; n@mta.test is not.
+
+Raw connections in the cgroup come from this file run with ``--client``
+(``hold N`` keeps N connections to the MX open until told; ``churn N`` opens
+and closes N connections one after another): a shell writes its pid into
+CGROUP/cgroup.procs and execs it.
+
+Cases:
+  metrics_page -- ``--metrics`` refuses 10.0.0.1, 0.0.0.0, [::2], a
+     missing port and a name (exit 1, naming the value); with three clients
+     connected that never finish a request, the page is still served at
+     once and holds the expected names; another path gets 404, a request
+     over 2 KiB (or a reset: it is not read to its end) and a POST get 400; the stuck clients are cut within 12 s.
+  flow_table_full -- ``--max-flows 2``; two raw connections fill the flow
+     table; a guaranteed and another sender's mail are deferred (their
+     connections are failed closed: writes dropped in the kernel), the MX
+     sees no MAIL of either; metrics: failed_closed{flow_table_full} and
+     kernel drops (tg_smtp_msg) went up by as much as the log says, the
+     warning "flow table full" is logged once.  The raw connections close:
+     the guaranteed mail is bounced (550 5.7.10) and the other delivered.
+  policy_map_full -- ``--max-senders 3`` and 5 senders: the warning "do
+     not fit" once, metric policy_incomplete 1; a guaranteed sender (the
+     last of the file, maybe not in the map) is bounced 550, the other is
+     deferred (451 from the agent: deferred_451 counted), nothing of either
+     at the MX.  A senders file of 2 entries and SIGHUP: "all 2 senders are
+     in the kernel again", policy_incomplete 0, and the other mail is
+     delivered on its next attempt.
+  ringbuf_full -- ``--ringbuf-size 4096 --slots 1``; SIGSTOP the agent
+     (by pid); 200 raw connections come and go (their close events overflow
+     the ring); two guaranteed mails: one takes the only slot and waits for
+     a reply nobody writes (Postfix's timeout: deferred), the other finds
+     no slot (failed closed, its KILL event lost: deferred); another
+     sender's mail is delivered meanwhile (the kernel path needs no agent).
+     SIGCONT: the warning "ring buffer full" once, overruns counted, the
+     slot whose close was lost is renewed (slots{use="held"} back to 0),
+     and both guaranteed mails are then bounced 550.
+  injection_stuck -- the agent SIGSTOPped (13 s at least) while
+     guaranteed mails are held: Postfix times out and defers each, nothing
+     at the MX, another sender is delivered; SIGCONT: the agent logs once
+     that it did not run (agent_stalls_total +1), the mails are bounced on
+     the next attempt, and the metrics count the held verdicts and 550
+     replies.
+  agent_killed -- ``--pin``; SIGKILL (by pid); a guaranteed mail is
+     deferred and not one byte of its envelope reaches the MX; a new
+     ``tlsguardd --pin`` adopts the pinned maps, its metrics show the
+     kernel's drops made while no agent ran and the flows failed closed
+     for want of a live slot (failed_closed{slot_gone}), and the mail is
+     bounced 550.
+     ``tlsguardctl detach`` at the end.  Skipped, loudly, when
+     /sys/fs/bpf/tlsguard exists (another agent uses it).
+
+Memory bound, asserted for each case: the agent's VmRSS after the case is
+at most 16 MiB above its VmRSS before, and below 64 MiB.
+
+Output: ``PASS name`` / ``FAIL name: why`` / ``SKIP name: why`` per case,
+detail lines (figures: metrics deltas, RSS), then exactly ``N passed, M
+failed`` alone on a line; exit status 0 only if none failed.  Everything
+created is removed in a ``finally``, also on Ctrl-C or SIGTERM: clients and
+tlsguardd by pid (a stopped agent is continued first), the pins (detach),
+Postfix, the MX, the cgroup, the temp dir unless --keep.
+"""
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+sys.dont_write_bytecode = True
+
+METRICS = "127.0.0.160:9154"
+MX_ADDR = "127.0.0.161"
+GUARANTEED = ["g%d@mta.test" % i for i in range(1, 6)]
+OTHER = "n@mta.test"
+TLS_TEXT = "TLS is required, but was not offered by host"
+PIN_DIR = "/sys/fs/bpf/tlsguard"
+RSS_GROWTH_KB = 16 * 1024
+RSS_MAX_KB = 64 * 1024
+POSTFIX_MAIN = {
+    "queue_run_delay": "1s",
+    "minimal_backoff_time": "2s",
+    "maximal_backoff_time": "4s",
+    "smtp_helo_timeout": "6s",
+    "smtp_mail_timeout": "6s",
+    "smtp_rcpt_timeout": "6s",
+    "smtp_data_init_timeout": "6s",
+    "smtp_data_xfer_timeout": "6s",
+    "smtp_data_done_timeout": "6s",
+    "smtp_quit_timeout": "6s",
+    # A failed connection must not stall the destination for long.
+    "default_destination_concurrency_failed_cohort_limit": "100",
+}
+TIMEOUT = 90.0
+
+
+# ====================================================================== client
+
+def client_main(argv):
+    """Inside the cgroup: hold N | churn N, against the MX."""
+    what, n = argv[0], int(argv[1])
+    if what == "hold":
+        socks = []
+        for _ in range(n):
+            s = socket.create_connection((MX_ADDR, 25), timeout=10)
+            s.recv(1024)  # the greeting: the flow is established and tracked
+            socks.append(s)
+        print("ready", flush=True)
+        sys.stdin.readline()
+        for s in socks:
+            s.close()
+        print("closed", flush=True)
+        return 0
+    if what == "churn":
+        for _ in range(n):
+            s = socket.create_connection((MX_ADDR, 25), timeout=10)
+            s.recv(1024)
+            s.close()
+        print("done", flush=True)
+        return 0
+    return 2
+
+
+class Client:
+    def __init__(self, cgroup, *args):
+        script = 'echo $$ > "$1" && shift && exec /usr/bin/python3 "$@"'
+        self.proc = subprocess.Popen(["/bin/sh", "-c", script, "sh", cgroup.procs_file, os.path.abspath(__file__),
+                                      "--client", *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, start_new_session=True)
+
+    def expect(self, word, timeout=60):
+        import select
+        deadline = time.monotonic() + timeout
+        line = b""
+        while time.monotonic() < deadline:
+            r, _, _ = select.select([self.proc.stdout], [], [], 0.5)
+            if r:
+                line = self.proc.stdout.readline()
+                if line.strip() == word.encode():
+                    return
+                if not line:
+                    break
+        raise RuntimeError("client %s: wanted %r, got %r: %s" % (self.proc.args[-2:], word, line,
+                                                                 self.proc.stderr.read(400) if self.proc.poll()
+                                                                 is not None else ""))
+
+    def release(self):
+        try:
+            self.proc.stdin.write(b"\n")
+            self.proc.stdin.flush()
+        except OSError:
+            pass
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()  # by pid: our own child
+        self.proc.wait(10)
+
+
+# ====================================================================== runner
+
+def scrape():
+    with urllib.request.urlopen("http://%s/metrics" % METRICS, timeout=10) as r:
+        if r.status != 200 or "version=0.0.4" not in r.headers.get("Content-Type", ""):
+            raise RuntimeError("metrics: HTTP %s %s" % (r.status, r.headers.get("Content-Type")))
+        text = r.read().decode()
+    out = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name, _, value = line.rpartition(" ")
+        out[name] = float(value)
+    return out
+
+
+def delta(after, before, name):
+    return after.get(name, 0) - before.get(name, 0)
+
+
+def rss(pid):
+    out = {}
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            if k in ("VmRSS", "VmHWM"):
+                out[k] = int(v.split()[0])
+    return out
+
+
+class Agent:
+    """tlsguardd with --metrics and the case's options; log in its own file."""
+
+    def __init__(self, env, name, extra, senders=None):
+        from run import Daemon
+        self.env = env
+        self.log_path = os.path.join(env.tmp, "tlsguardd-%s.log" % name)
+        self.d = Daemon(env.args.tlsguardd, env.args.tlsguardctl, env.cgroup.path, senders or env.senders,
+                        os.path.join(env.tmp, "tlsguardd.sock"), self.log_path)
+        self.d.argv += ["--metrics", METRICS] + list(extra)
+        self.stopped = False
+
+    def start(self):
+        self.d.start()
+        deadline = time.monotonic() + 30
+        while True:  # the metrics listener comes up before the control socket; be sure
+            try:
+                scrape()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        self.rss0 = rss(self.pid)
+        return self
+
+    @property
+    def pid(self):
+        return self.d.proc.pid
+
+    def signal(self, sig):
+        if self.d.proc.poll() is None:
+            os.kill(self.pid, sig)  # our own child, by pid
+        self.stopped = sig == signal.SIGSTOP
+
+    def stop(self):
+        if self.stopped:
+            self.signal(signal.SIGCONT)
+        return self.d.stop()
+
+    def log(self):
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def count(self, pattern):
+        return len(re.findall(pattern, self.log()))
+
+    def rss_check(self, problems, info):
+        r1 = rss(self.pid)
+        info.append("tlsguardd VmRSS %d kB -> %d kB, VmHWM %d kB -> %d kB (bound: +%d kB, < %d kB)" % (
+            self.rss0["VmRSS"], r1["VmRSS"], self.rss0["VmHWM"], r1["VmHWM"], RSS_GROWTH_KB, RSS_MAX_KB))
+        if r1["VmRSS"] > self.rss0["VmRSS"] + RSS_GROWTH_KB or r1["VmRSS"] > RSS_MAX_KB:
+            problems.append("tlsguardd VmRSS grew from %d kB to %d kB" % (self.rss0["VmRSS"], r1["VmRSS"]))
+
+
+class Env:
+    def __init__(self, args, tmp, cgroup, pf, mx, senders):
+        self.args, self.tmp, self.cgroup, self.pf, self.mx, self.senders = args, tmp, cgroup, pf, mx, senders
+        self.n = 0
+
+    def send(self, sender):
+        self.n += 1
+        return self.pf.send(sender, ["r%d-%s@mx.fault" % (self.n, os.urandom(3).hex())], subject="fault")
+
+    def status(self, mail):
+        o = self.pf.outcomes([mail])[mail.marker]
+        s = o.status_of(mail.recipients[0])
+        return s
+
+    def wait_status(self, mails, want, timeout=TIMEOUT):
+        """Wait until each mail's latest status is in want; return {marker: Status}."""
+        deadline = time.monotonic() + timeout
+        while True:
+            res = self.pf.outcomes(mails)
+            st = {m.marker: res[m.marker].status_of(m.recipients[0]) for m in mails}
+            if all(s is not None and s.status in want for s in st.values()) or time.monotonic() > deadline:
+                return st
+            time.sleep(0.3)
+
+    def mx_senders(self):
+        """Every MAIL FROM and RCPT TO the MX ever received (lower case)."""
+        seen = set()
+        for c in self.mx.connections():
+            for line in c.commands():
+                m = re.match(r"(?i)(MAIL FROM|RCPT TO):\s*<([^>]*)>", line)
+                if m:
+                    seen.add(m.group(2).lower())
+        return seen
+
+    def flush(self):
+        subprocess.run(["/usr/sbin/postqueue", "-c", self.pf.conf, "-f"], capture_output=True, timeout=30)
+
+
+def want(problems, what, st, status, text=None):
+    if st is None:
+        problems.append("%s: no status" % what)
+    elif st.status != status or (text and text not in st.text):
+        problems.append("%s: status=%s (%s), want %s%s" % (what, st.status, st.text[:120], status,
+                                                          " with %r" % text if text else ""))
+
+
+def nothing_at_mx(env, problems, mails):
+    seen = env.mx_senders()
+    for m in mails:
+        if m.sender.lower() in seen and m.sender in GUARANTEED:
+            problems.append("MAIL FROM:<%s> reached the MX" % m.sender)
+        if m.recipients[0].lower() in seen:
+            problems.append("RCPT TO:<%s> (%s) reached the MX" % (m.recipients[0], m.sender))
+
+
+# ---------------------------------------------------------------- cases
+
+def case_flow_table_full(env, problems, info):
+    ag = Agent(env, "flows", ["--max-flows", "2"]).start()
+    try:
+        m0 = scrape()
+        hold = Client(env.cgroup, "hold", "2")
+        try:
+            hold.expect("ready")
+            g, n = env.send(GUARANTEED[0]), env.send(OTHER)
+            st = env.wait_status([g, n], ("deferred",))
+            want(problems, "guaranteed, table full", st[g.marker], "deferred")
+            want(problems, "other, table full", st[n.marker], "deferred")
+            nothing_at_mx(env, problems, [g, n])
+            if any(n.recipients[0].lower() in env.mx_senders() for _ in [0]):
+                problems.append("the other sender's RCPT reached the MX while the table was full")
+            time.sleep(6)  # one agent timer tick at least: the warning
+            m1 = scrape()
+        finally:
+            hold.release()
+            hold.stop()
+        full = delta(m1, m0, 'tlsguard_failed_closed_total{reason="flow_table_full"}')
+        drops = delta(m1, m0, 'tlsguard_kernel_drops_total{program="tg_smtp_msg"}')
+        info.append("while full: failed_closed{flow_table_full} +%d, kernel drops (sk_msg) +%d, "
+                    "flows_tracked %d" % (full, drops, m1["tlsguard_flows_tracked"]))
+        if full < 2:
+            problems.append("failed_closed{flow_table_full} went up by %d, want >= 2 (one per Postfix "
+                            "connection)" % full)
+        if drops < full:
+            problems.append("kernel drops +%d < flows failed closed +%d" % (drops, full))
+        if m1["tlsguard_map_max_entries{map=\"tg_flows\"}"] != 2:
+            problems.append("map_max_entries{tg_flows} is %s" % m1["tlsguard_map_max_entries{map=\"tg_flows\"}"])
+        warned = ag.count(r"warning: flow table full")
+        if warned != 1:
+            problems.append("'flow table full' logged %d times, want once" % warned)
+        env.flush()
+        st = env.wait_status([g, n], ("bounced", "sent"))
+        want(problems, "guaranteed, after", st[g.marker], "bounced", TLS_TEXT)
+        want(problems, "other, after", st[n.marker], "sent")
+        nothing_at_mx(env, problems, [g])
+        ag.rss_check(problems, info)
+    finally:
+        why = ag.stop()
+        if why:
+            problems.append(why)
+
+
+def case_policy_map_full(env, problems, info):
+    ag = Agent(env, "policy", ["--max-senders", "3"]).start()
+    try:
+        m0 = scrape()
+        if m0.get("tlsguard_policy_incomplete") != 1:
+            problems.append("policy_incomplete is %s with 5 senders in 3 entries" % m0.get(
+                "tlsguard_policy_incomplete"))
+        g, n = env.send(GUARANTEED[-1]), env.send(OTHER)
+        st = env.wait_status([g, n], ("bounced", "deferred"))
+        want(problems, "guaranteed, policy incomplete", st[g.marker], "bounced", TLS_TEXT)
+        want(problems, "other, policy incomplete", st[n.marker], "deferred", "451 4.3.0")
+        nothing_at_mx(env, problems, [g, n])
+        m1 = scrape()
+        d451 = delta(m1, m0, 'tlsguard_verdicts_total{kind="deferred_451"}')
+        d550 = delta(m1, m0, 'tlsguard_verdicts_total{kind="bounced_550"}')
+        info.append("policy incomplete: bounced_550 +%d, deferred_451 +%d, map entries %d of %d" % (
+            d550, d451, m1['tlsguard_map_entries{map="tg_senders"}'],
+            m1['tlsguard_map_max_entries{map="tg_senders"}']))
+        if d550 < 1 or d451 < 1:
+            problems.append("bounced_550 +%d, deferred_451 +%d: want both >= 1" % (d550, d451))
+        warned = ag.count(r"do not fit in tg_senders")
+        if warned != 1:
+            problems.append("'do not fit' logged %d times, want once" % warned)
+        with open(env.senders, "w") as f:
+            f.write("".join(a + "\n" for a in GUARANTEED[:2]))
+        ag.signal(signal.SIGHUP)
+        deadline = time.monotonic() + 20
+        while "in the kernel again" not in ag.log() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if "all 2 senders are in the kernel again" not in ag.log():
+            problems.append("no 'all 2 senders are in the kernel again' after SIGHUP")
+        m2 = scrape()
+        if m2.get("tlsguard_policy_incomplete") != 0:
+            problems.append("policy_incomplete is %s after SIGHUP" % m2.get("tlsguard_policy_incomplete"))
+        env.flush()
+        st = env.wait_status([n], ("sent",))
+        want(problems, "other, after SIGHUP", st[n.marker], "sent")
+        ag.rss_check(problems, info)
+    finally:
+        with open(env.senders, "w") as f:
+            f.write("".join(a + "\n" for a in GUARANTEED))
+        why = ag.stop()
+        if why:
+            problems.append(why)
+
+
+def case_ringbuf_full(env, problems, info):
+    ag = Agent(env, "ringbuf", ["--ringbuf-size", "4096", "--slots", "1"]).start()
+    try:
+        m0 = scrape()
+        ag.signal(signal.SIGSTOP)
+        churn = Client(env.cgroup, "churn", "200")
+        churn.expect("done", timeout=120)
+        churn.stop()
+        g1 = env.send(GUARANTEED[0])
+        time.sleep(1)  # g1 first: it takes the only slot
+        g2, n = env.send(GUARANTEED[1]), env.send(OTHER)
+        st = env.wait_status([g1, g2, n], ("deferred", "sent"))
+        want(problems, "guaranteed, slot held, agent stopped", st[g1.marker], "deferred")
+        want(problems, "guaranteed, no slot, agent stopped", st[g2.marker], "deferred")
+        want(problems, "other, agent stopped", st[n.marker], "sent")
+        nothing_at_mx(env, problems, [g1, g2])
+        info.append("while stopped: %s: %s; %s: %s" % (g1.sender, st[g1.marker].text[:70], g2.sender,
+                                                        st[g2.marker].text[:70]))
+        ag.signal(signal.SIGCONT)
+        time.sleep(7)  # a timer tick: the watch
+        m1 = scrape()
+        lost = delta(m1, m0, "tlsguard_ringbuf_overruns_total")
+        info.append("ring buffer overruns +%d, failed_closed{no_slot} +%d, slots held now %d" % (
+            lost, delta(m1, m0, 'tlsguard_failed_closed_total{reason="no_slot"}'),
+            m1['tlsguard_slots{use="held"}']))
+        if lost < 100:
+            problems.append("ring buffer overruns +%d, want >= 100 (200 closes into a 4 KiB ring)" % lost)
+        if ag.count(r"warning: event ring buffer full") != 1:
+            problems.append("'ring buffer full' logged %d times, want once" % ag.count(r"event ring buffer full"))
+        if m1['tlsguard_slots{use="held"}'] != 0 or m1['tlsguard_slots{use="free"}'] != 1:
+            problems.append("slots after recovery: held %d, free %d (want 0, 1)" % (
+                m1['tlsguard_slots{use="held"}'], m1['tlsguard_slots{use="free"}']))
+        env.flush()
+        st = env.wait_status([g1, g2], ("bounced",))
+        want(problems, "guaranteed 1, after SIGCONT", st[g1.marker], "bounced", TLS_TEXT)
+        want(problems, "guaranteed 2, after SIGCONT", st[g2.marker], "bounced", TLS_TEXT)
+        nothing_at_mx(env, problems, [g1, g2])
+        ag.rss_check(problems, info)
+    finally:
+        why = ag.stop()
+        if why:
+            problems.append(why)
+
+
+def case_injection_stuck(env, problems, info):
+    ag = Agent(env, "stuck", []).start()
+    try:
+        m0 = scrape()
+        ag.signal(signal.SIGSTOP)
+        t0 = time.monotonic()
+        gs = [env.send(a) for a in GUARANTEED[:3]]
+        n = env.send(OTHER)
+        st = env.wait_status(gs + [n], ("deferred", "sent"))
+        for g in gs:
+            want(problems, "%s, agent stopped" % g.sender, st[g.marker], "deferred")
+        want(problems, "other, agent stopped", st[n.marker], "sent")
+        nothing_at_mx(env, problems, gs)
+        while time.monotonic() - t0 < 13:  # long enough for the agent to see it was stopped
+            time.sleep(0.5)
+        info.append("stopped %.0f s: %s" % (time.monotonic() - t0, st[gs[0].marker].text[:90]))
+        ag.signal(signal.SIGCONT)
+        env.flush()
+        st = env.wait_status(gs, ("bounced",))
+        for g in gs:
+            want(problems, "%s, after SIGCONT" % g.sender, st[g.marker], "bounced", TLS_TEXT)
+        nothing_at_mx(env, problems, gs)
+        time.sleep(1)
+        m1 = scrape()
+        held = delta(m1, m0, 'tlsguard_verdicts_total{kind="held"}')
+        b550 = delta(m1, m0, 'tlsguard_verdicts_total{kind="bounced_550"}')
+        info.append("held +%d, bounced_550 +%d, slots held now %d" % (held, b550, m1['tlsguard_slots{use="held"}']))
+        if held < 6 or b550 < 3:
+            problems.append("held +%d (want >= 6: 3 stuck, 3 answered), bounced_550 +%d (want >= 3)" % (held, b550))
+        if m1['tlsguard_slots{use="held"}'] != 0:
+            problems.append("%d slots still held" % m1['tlsguard_slots{use="held"}'])
+        stalls = ag.count(r"warning: tlsguardd did not run for")
+        if stalls != 1 or delta(m1, m0, "tlsguard_agent_stalls_total") != 1:
+            problems.append("the stop was logged %d times and counted %d times, want once" % (
+                stalls, delta(m1, m0, "tlsguard_agent_stalls_total")))
+        ag.rss_check(problems, info)
+    finally:
+        why = ag.stop()
+        if why:
+            problems.append(why)
+
+
+def case_agent_killed(env, problems, info):
+    if os.path.exists(PIN_DIR):
+        return "SKIP", "%s exists (another tlsguardd --pin, or a leftover): not touching it" % PIN_DIR
+    ag = Agent(env, "pin1", ["--pin"]).start()
+    ag2 = None
+    try:
+        m0 = scrape()
+        ag.d.proc.kill()  # SIGKILL, by pid
+        ag.d.proc.wait(10)
+        g = env.send(GUARANTEED[2])
+        st = env.wait_status([g], ("deferred",))
+        want(problems, "guaranteed, agent killed", st[g.marker], "deferred")
+        nothing_at_mx(env, problems, [g])
+        ag2 = Agent(env, "pin2", ["--pin"]).start()
+        if "adopted the state pinned" not in ag2.log():
+            problems.append("the new agent did not adopt the pinned state")
+        m1 = scrape()
+        drops = delta(m1, m0, 'tlsguard_kernel_drops_total{program="tg_smtp_msg"}')
+        info.append("while no agent ran: kernel drops (sk_msg) +%d, failed_closed{slot_gone} +%d" % (
+            drops, delta(m1, m0, 'tlsguard_failed_closed_total{reason="slot_gone"}')))
+        if drops < 1:
+            problems.append("no kernel drop counted while the agent was away")
+        if delta(m1, m0, 'tlsguard_failed_closed_total{reason="slot_gone"}') < 1:
+            problems.append("failed_closed{slot_gone} did not go up while the agent was away")
+        env.flush()
+        st = env.wait_status([g], ("bounced",))
+        want(problems, "guaranteed, after restart", st[g.marker], "bounced", TLS_TEXT)
+        nothing_at_mx(env, problems, [g])
+        ag2.rss_check(problems, info)
+    finally:
+        subprocess.run([env.args.tlsguardctl, "--socket", os.path.join(env.tmp, "tlsguardd.sock"), "detach"],
+                       capture_output=True, timeout=30)
+        for a in (ag2,):
+            if a is not None and a.d.proc.poll() is None:
+                try:
+                    a.d.proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    a.d.proc.kill()
+                    a.d.proc.wait()
+        if os.path.exists(PIN_DIR):
+            problems.append("%s still exists after detach" % PIN_DIR)
+    return None
+
+
+def case_metrics_page(env, problems, info):
+    """The page's contract: loopback only, 404, 400, a stuck client blocks nothing."""
+    for bad in ("10.0.0.1:9154", "0.0.0.0:9154", "[::2]:9154", "127.0.0.1", "localhost:9154"):
+        r = subprocess.run([env.args.tlsguardd, "--cgroup", env.cgroup.path, "--senders", env.senders,
+                            "--socket", os.path.join(env.tmp, "bad.sock"), "--metrics", bad],
+                           capture_output=True, text=True, timeout=60)
+        if r.returncode != 1 or ("--metrics %s" % bad) not in r.stderr:
+            problems.append("--metrics %s: exit %d, %r (want exit 1 naming it)" % (bad, r.returncode,
+                                                                                 r.stderr.strip()[-160:]))
+    ag = Agent(env, "page", []).start()
+    try:
+        host, port = METRICS.split(":")
+        stuck = [socket.create_connection((host, int(port)), timeout=5) for _ in range(3)]
+        stuck[0].sendall(b"GET /metr")  # a request that never ends
+        t0 = time.monotonic()
+        m = scrape()
+        took = time.monotonic() - t0
+        for name in ("tlsguard_flows_tracked", 'tlsguard_verdicts_total{kind="held"}',
+                     "tlsguard_ringbuf_overruns_total", 'tlsguard_kernel_drops_total{program="tg_smtp_msg"}',
+                     "tlsguard_policy_entries", 'tlsguard_map_max_entries{map="tg_flows"}',
+                     'tlsguard_slots{use="free"}', "tlsguard_agent_resident_bytes"):
+            if name not in m:
+                problems.append("%s missing from the page" % name)
+        if m.get("tlsguard_policy_entries") != len(GUARANTEED):
+            problems.append("policy_entries %s, want %d" % (m.get("tlsguard_policy_entries"), len(GUARANTEED)))
+
+        def raw(req):
+            with socket.create_connection((host, int(port)), timeout=10) as c:
+                c.sendall(req)
+                data = b""
+                while True:
+                    try:
+                        chunk = c.recv(65536)
+                    except ConnectionResetError:  # closed with the rest of our request unread
+                        chunk = b""
+                        data = data or b"reset"
+                    if not chunk:
+                        return data.split(b"\r\n", 1)[0].decode(errors="replace")
+                    data += chunk
+        for req, want_line in ((b"GET /other HTTP/1.0\r\n\r\n", "HTTP/1.0 404 Not Found"),
+                               (b"GET /metrics HTTP/1.0\r\n" + b"X: " + b"y" * 5000 + b"\r\n\r\n",
+                                "HTTP/1.0 400 Bad Request"),
+                               (b"POST /metrics HTTP/1.0\r\n\r\n", "HTTP/1.0 400 Bad Request")):
+            got = raw(req)
+            if got != want_line and not (got == "reset" and len(req) > 2048):
+                problems.append("%r: got %r, want %r" % (req[:30], got, want_line))
+        time.sleep(TIMEOUT_CLIENT)
+        cut = 0
+        for c in stuck:
+            try:
+                c.settimeout(2)
+                cut += c.recv(1) == b""
+            except OSError:
+                cut += 1
+            c.close()
+        info.append("scrape with 3 stuck clients: %.2f s; stuck clients cut after %d s: %d of 3" % (
+            took, TIMEOUT_CLIENT, cut))
+        if cut != 3:
+            problems.append("%d of 3 stuck metrics clients still connected after %d s" % (3 - cut, TIMEOUT_CLIENT))
+        ag.rss_check(problems, info)
+    finally:
+        why = ag.stop()
+        if why:
+            problems.append(why)
+
+
+TIMEOUT_CLIENT = 12  # the agent cuts a metrics client after 5 to 10 s
+
+CASES = [
+    ("metrics_page", case_metrics_page),
+    ("flow_table_full", case_flow_table_full),
+    ("policy_map_full", case_policy_map_full),
+    ("ringbuf_full", case_ringbuf_full),
+    ("injection_stuck", case_injection_stuck),
+    ("agent_killed", case_agent_killed),
+]
+
+
+def parse_args(argv):
+    import argparse
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--tlsguardd", default=os.path.join(REPO, "build", "tlsguardd"))
+    ap.add_argument("--tlsguardctl", default=os.path.join(REPO, "build", "tlsguardctl"))
+    ap.add_argument("--only", help="comma-separated case names")
+    ap.add_argument("--keep", action="store_true")
+    ap.add_argument("-v", "--verbose", action="store_true")
+    return ap.parse_args(argv)
+
+
+def _on_sigterm(signum, frame):
+    raise KeyboardInterrupt("SIGTERM")
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--client"]:
+        return client_main(argv[1:])
+    import shutil
+    import tempfile
+    from mx import TestMX
+    from postfix_env import Cgroup, PostfixError, PostfixInstance, PostfixMissing
+
+    args = parse_args(argv)
+    if os.geteuid() != 0:
+        print("fault_run.py must run as root", file=sys.stderr)
+        return 2
+    cases = CASES
+    if args.only:
+        names = set(args.only.split(","))
+        if names - {c[0] for c in CASES}:
+            print("unknown case(s): %s" % ", ".join(sorted(names - {c[0] for c in CASES})), file=sys.stderr)
+            return 2
+        cases = [c for c in CASES if c[0] in names]
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    results = []
+
+    def report(name, problems, info=(), skip=None):
+        results.append((name, problems))
+        if skip:
+            print("SKIP %s: %s" % (name, skip), flush=True)
+        elif problems:
+            print("FAIL %s: %s" % (name, "; ".join(problems[:6])), flush=True)
+        else:
+            print("PASS %s" % name, flush=True)
+        for x in info:
+            print("    " + x, flush=True)
+
+    tmp = cgroup = pf = mx = None
+    interrupted = False
+    t0 = time.monotonic()
+    try:
+        try:
+            for path in (args.tlsguardd, args.tlsguardctl):
+                if not os.access(path, os.X_OK):
+                    raise RuntimeError("%s is missing or not executable (run make)" % path)
+            tmp = tempfile.mkdtemp(prefix="tlsguard-fault-")
+            os.chmod(tmp, 0o755)
+            cgroup = Cgroup.create(prefix="tlsguard-fault")
+            mx = TestMX(MX_ADDR, 25, name="fault").start()
+            pf = PostfixInstance(os.path.join(tmp, "postfix"), cgroup, {"mx.fault": "smtp:[%s]:25" % MX_ADDR},
+                                 ["mta.test"], mailboxes=GUARANTEED + [OTHER], extra_main=POSTFIX_MAIN)
+            os.makedirs(pf.root)
+            pf.start()
+            senders = os.path.join(tmp, "senders")
+            with open(senders, "w") as f:
+                f.write("".join(a + "\n" for a in GUARANTEED))
+            env = Env(args, tmp, cgroup, pf, mx, senders)
+        except (PostfixMissing, PostfixError, RuntimeError, OSError) as e:
+            report("setup", [str(e)])
+        else:
+            for name, fn in cases:
+                problems, info = [], []
+                c0 = time.monotonic()
+                try:
+                    r = fn(env, problems, info)
+                except (RuntimeError, OSError, subprocess.SubprocessError, PostfixError) as e:
+                    problems.append("%s: %s" % (type(e).__name__, e))
+                    r = None
+                info.append("(%.0f s)" % (time.monotonic() - c0))
+                if r and r[0] == "SKIP":
+                    report(name, [], info, skip=r[1])
+                    continue
+                if problems and args.verbose:
+                    info += ["tlsguardd: " + x for x in open(os.path.join(tmp, sorted(
+                        f for f in os.listdir(tmp) if f.startswith("tlsguardd-"))[-1])).read().splitlines()[-30:]]
+                report(name, problems, info)
+    except KeyboardInterrupt:
+        interrupted = True
+        report("interrupted", ["Ctrl-C or SIGTERM; cleaned up"])
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        cleanup = []
+        if pf is not None:
+            try:
+                pf.stop()
+            except (PostfixError, OSError, subprocess.SubprocessError) as e:
+                cleanup.append(str(e))
+        if mx is not None:
+            mx.stop()
+        if cgroup is not None:
+            try:
+                cgroup.remove()
+            except (RuntimeError, OSError) as e:
+                cleanup.append(str(e))
+        if cleanup:
+            report("cleanup", cleanup)
+        if tmp is not None:
+            if args.keep:
+                print("kept %s" % tmp, file=sys.stderr)
+            else:
+                shutil.rmtree(tmp, ignore_errors=True)
+    failed = sum(1 for _, p in results if p)
+    print("(%.1fs)" % (time.monotonic() - t0), file=sys.stderr)
+    print("%d passed, %d failed" % (len(results) - failed, failed), flush=True)
+    return 1 if failed or interrupted else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
