@@ -77,9 +77,14 @@ $(BUILD)/agent/%.o: agent/%.c $(HEADERS) $(wildcard agent/*.h) $(BUILD)/tlsguard
 $(BUILD)/tlsguardd: $(AGENT_OBJS)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
-$(BUILD)/tlsguardctl: tools/tlsguardctl.c $(HEADERS) agent/tg_ctl.h
+# tlsguardctl probe shares tg_mxconn (DNS, STARTTLS) with the agent's MX check.
+CTL_SRCS := tools/tlsguardctl.c tools/tg_probe.c agent/tg_mxconn.c
+CTL_LIBS  = $(shell pkg-config --libs openssl 2>/dev/null) -lresolv
+
+$(BUILD)/tlsguardctl: $(CTL_SRCS) $(wildcard tools/*.h) $(HEADERS) agent/tg_ctl.h agent/tg_mxconn.h
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) $(WARNINGS) $(INCLUDES) -Iagent $(LDFLAGS) -o $@ $<
+	$(CC) $(CFLAGS) $(WARNINGS) $(INCLUDES) -Iagent -Itools $(PKG_CFLAGS) $(LDFLAGS) \
+		-o $@ $(CTL_SRCS) $(CTL_LIBS)
 
 $(BUILD)/tests/%: tests/unit/%.c $(HEADERS) $(wildcard tests/unit/*.h) agent/tg_policy.c
 	@mkdir -p $(@D)
