@@ -33,6 +33,7 @@
 #define TG_PROBE_HOSTS	32	/* addresses probed */
 #define TG_PROBE_TIMEOUT 10	/* seconds, default --timeout */
 #define TG_TEXT		(2 * NS_MAXDNAME + 512)	/* a verdict naming hosts */
+#define TG_NOTES	3	/* lines explaining the overall verdict */
 
 /* tlsguardd's reply texts (agent/tg_inject.c) */
 #define TG_TXT_NO_TLS	"TLS is required, but was not offered by host"
@@ -91,7 +92,8 @@ struct tg_probe {
 	struct tg_probe_host host[TG_PROBE_HOSTS];
 	int nhost;
 	char overall[TG_TEXT];
-	char note[TG_TEXT];
+	char note[TG_NOTES][TG_TEXT];
+	int nnote;
 	int exit;
 };
 
@@ -545,6 +547,20 @@ static void tg_tlsa(struct tg_probe *p, struct __res_state *res)
 	}
 }
 
+static void tg_note(struct tg_probe *p, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static void tg_note(struct tg_probe *p, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (p->nnote == TG_NOTES)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(p->note[p->nnote++], TG_TEXT, fmt, ap);
+	va_end(ap);
+}
+
 static void tg_overall(struct tg_probe *p)
 {
 	struct tg_probe_host *first = NULL;
@@ -574,26 +590,33 @@ static void tg_overall(struct tg_probe *p)
 			 p->nhost == 1 ? "would be delivered" :
 			 "would be delivered: every host takes mail over TLS "
 			 "1.2 or higher");
+	} else if (p->nhost == 1) {
+		snprintf(p->overall, sizeof(p->overall), "%s",
+			 p->host[0].verdict_s);
 	} else if (secure) {
 		snprintf(p->overall, sizeof(p->overall),
-			 "would be delivered, by %s[%s]: at a host that would "
-			 "not take it, tlsguardd answers 450 4.7.10 while "
-			 "another MX host takes TLS 1.2 or higher, and the MTA "
-			 "tries the next host (%d of %d hosts not secure)",
-			 first->name, first->addr_s, p->nhost - secure,
-			 p->nhost);
+			 "would be delivered, by %s[%s]", first->name,
+			 first->addr_s);
+		if (bounce)
+			tg_note(p, "at the %d host%s that would bounce it, "
+				"tlsguardd answers 450 4.7.10 instead (another "
+				"MX host takes TLS 1.2 or higher), and the MTA "
+				"tries the next host", bounce,
+				bounce == 1 ? "" : "s");
+		if (p->nhost - secure - bounce)
+			tg_note(p, "the MTA passes over the %d host%s it "
+				"cannot reach", p->nhost - secure - bounce,
+				p->nhost - secure - bounce == 1 ? "" : "s");
 		if (reached_before >= 2)
-			snprintf(p->note, sizeof(p->note),
-				 "%d hosts that answer come before %s[%s]; "
-				 "Postfix makes at most 2 sessions per delivery "
-				 "attempt (smtp_mx_session_limit), so the mail "
-				 "may wait for a host to fail", reached_before,
-				 first->name, first->addr_s);
+			tg_note(p, "%d hosts that answer come before %s[%s]: "
+				"Postfix makes at most 2 SMTP sessions per "
+				"delivery attempt (smtp_mx_session_limit), so "
+				"the mail may be deferred until one of them "
+				"fails or is fixed", reached_before,
+				first->name, first->addr_s);
 	} else if (bounce) {
-		snprintf(p->overall, sizeof(p->overall),
-			 "would bounce: %s",
-			 p->nhost == 1 ? p->host[0].verdict_s + 14 :
-			 "no host takes mail over TLS 1.2 or higher");
+		snprintf(p->overall, sizeof(p->overall), "would bounce: no "
+			 "host takes mail over TLS 1.2 or higher");
 	} else {
 		snprintf(p->overall, sizeof(p->overall),
 			 "would be deferred: no host could be reached (the MTA "
@@ -707,8 +730,8 @@ static void tg_print_text(const struct tg_probe *p)
 		tg_kv("verdict", "%s", h->verdict_s);
 	}
 	printf("\n%-20s%s\n", "overall:", p->overall);
-	if (p->note[0])
-		printf("%-20s%s\n", "note:", p->note);
+	for (i = 0; i < p->nnote; i++)
+		printf("%-20s%s\n", "note:", p->note[i]);
 }
 
 /* ---- JSON output ---- */
@@ -822,7 +845,13 @@ static void tg_print_json(const struct tg_probe *p)
 	printf("],");
 	tg_jkv("verdict", buf, 1);
 	tg_jkv("verdict_text", p->overall, 1);
-	tg_jkv("note", p->note[0] ? p->note : NULL, 1);
+	printf("\"notes\":[");
+	for (i = 0; i < p->nnote; i++) {
+		if (i)
+			putchar(',');
+		tg_js(p->note[i]);
+	}
+	printf("],");
 	printf("\"all_secure\":%s,\"exit\":%d}\n", p->exit == 0 ? "true" :
 	       "false", p->exit);
 }
