@@ -315,8 +315,10 @@ int tg_starttls_open(struct tg_starttls *st, SSL_CTX *ctx,
 	st->ssl = SSL_new(ctx);
 	if (!st->ssl || !SSL_set_fd(st->ssl, st->fd))
 		return -1;
-	if (sni && *sni)
-		SSL_set_tlsext_host_name(st->ssl, sni);
+	/* the name the MTA looked up: SNI, and what a verifier checks */
+	if (sni && *sni && (!SSL_set_tlsext_host_name(st->ssl, sni) ||
+			    !SSL_set1_host(st->ssl, sni)))
+		return -1;
 	if (SSL_connect(st->ssl) != 1) {
 		st->err = errno;
 		return -1;

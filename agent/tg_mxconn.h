@@ -51,7 +51,10 @@
  *
  *	tg_starttls_open() connects to addr:port, reads the greeting,
  *	sends EHLO, and, when STARTTLS is offered, sends it and runs the
- *	handshake on an SSL from ctx (with SNI when sni is not NULL).
+ *	handshake on an SSL from ctx. When sni is not NULL, it is sent as
+ *	SNI and set as the name the certificate is checked against
+ *	(SSL_set1_host; whether that fails the handshake is ctx's verify
+ *	mode).
  *	Every step is bounded by timeout seconds. It returns 0 with st->ssl
  *	set when the handshake completed, else -1 with st->stage naming the
  *	step that did not, and st->err (errno), st->code and st->reply (the

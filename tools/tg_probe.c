@@ -54,6 +54,7 @@ struct tg_probe_host {
 	char no_addr[64];	/* why there is no address */
 
 	int reached;		/* a session got as far as the greeting */
+	int ehlo;		/* EHLO was answered: offered is known */
 	int offered;		/* STARTTLS in the EHLO reply */
 	char greeting[256];
 	char failure[512];	/* what went wrong, for the verdict */
@@ -88,6 +89,7 @@ struct tg_probe {
 	struct tg_addr literal;
 	struct tg_mx_name mx[TG_PROBE_NAMES];
 	int nmx;
+	int mx_ad;		/* the MX answer was DNSSEC-authenticated */
 	int own_address;	/* no MX: the domain's own address */
 	struct tg_probe_host host[TG_PROBE_HOSTS];
 	int nhost;
@@ -350,6 +352,7 @@ static void tg_resolve(struct tg_probe *p, struct __res_state *res)
 	p->nmx = tg_dns_mx(res, p->name, p->mx, TG_PROBE_NAMES, &a);
 	if (a.rcode != ns_r_noerror)
 		tg_lookup_failed(p, "MX", &a);
+	p->mx_ad = a.ad;
 	if (p->nmx == 0) {	/* RFC 5321 5.1: the domain is its own MX */
 		p->own_address = 1;
 		tg_add_name(p, res, p->name, -1);
@@ -429,6 +432,7 @@ static void tg_probe_one(struct tg_probe *p, SSL_CTX *ctx,
 	tg_starttls_open(&st, ctx, &h->addr, p->port,
 			 h->name[0] ? h->name : NULL, p->timeout);
 	h->reached = st.stage > TG_ST_GREETING;
+	h->ehlo = st.stage > TG_ST_EHLO;
 	h->offered = st.offered;
 	tg_clean(h->greeting, sizeof(h->greeting), st.greeting,
 		 strlen(st.greeting));
@@ -682,9 +686,10 @@ static void tg_print_text(const struct tg_probe *p)
 			off += (size_t)snprintf(buf + off, sizeof(buf) - off,
 						"%s%d %s", i ? ", " : "",
 						p->mx[i].pref, p->mx[i].name);
-		printf("%-20s%s\n", "MX hosts:", p->own_address ?
+		printf("%-20s%s%s\n", "MX hosts:", p->own_address ?
 		       "none: the domain's own address takes the mail "
-		       "(RFC 5321 5.1)" : p->nhost ? buf : "null MX (RFC 7505)");
+		       "(RFC 5321 5.1)" : p->nhost ? buf : "null MX (RFC 7505)",
+		       p->mx_ad ? " (DNSSEC-authenticated)" : "");
 	}
 	for (i = 0; i < p->nhost; i++) {
 		const struct tg_probe_host *h = &p->host[i];
@@ -703,7 +708,7 @@ static void tg_print_text(const struct tg_probe *p)
 			tg_kv("MX preference", "%d", h->pref);
 		if (h->greeting[0])
 			tg_kv("greeting", "%s", h->greeting);
-		if (h->reached)
+		if (h->ehlo)
 			tg_kv("STARTTLS offered", "%s", h->offered ? "yes" :
 			      "no");
 		if (h->version[0]) {
@@ -784,7 +789,8 @@ static void tg_print_json(const struct tg_probe *p)
 		tg_jkv("host", p->mx[i].name, 0);
 		putchar('}');
 	}
-	printf("],\"null_mx\":%s,\"own_address\":%s,\"hosts\":[",
+	printf("],\"mx_authenticated\":%s,\"null_mx\":%s,"
+	       "\"own_address\":%s,\"hosts\":[", p->mx_ad ? "true" : "false",
 	       p->mode == TG_M_DOMAIN && p->nhost == 0 ? "true" : "false",
 	       p->own_address ? "true" : "false");
 	for (i = 0; i < p->nhost; i++) {
@@ -800,7 +806,7 @@ static void tg_print_json(const struct tg_probe *p)
 		tg_jkv("no_address", h->has_addr ? NULL : h->no_addr, 1);
 		printf("\"reached\":%s,\"starttls\":%s,",
 		       h->reached ? "true" : "false",
-		       h->offered ? "true" : "false");
+		       !h->ehlo ? "null" : h->offered ? "true" : "false");
 		tg_jkv("greeting", h->greeting[0] ? h->greeting : NULL, 1);
 		tg_jkv("error", h->failure[0] ? h->failure : NULL, 1);
 		if (h->version[0]) {

@@ -34,6 +34,7 @@ Setup (nothing leaves loopback; 127.0.0.150-159 only):
                             MX 20 tls12.probe.test
         late.probe.test     MX 10 tls10, MX 20 plain, MX 30 tls13 (.probe.test)
         insecure.probe.test MX 10 plain, MX 20 tls10 (.probe.test)
+        nullmx.probe.test   MX 0 . (RFC 7505)
         nomx.probe.test     no MX, A 127.0.0.152
         nosuch.probe.test   NXDOMAIN
         plain.test          MX 10 mx.plain.test 127.0.0.151, one TLSA,
@@ -125,6 +126,7 @@ def signed_records(dane_tlsa):
         "late IN MX 30 tls13.probe.test.",
         "insecure IN MX 10 plain.probe.test.",
         "insecure IN MX 20 tls10.probe.test.",
+        "nullmx IN MX 0 .",
     ] + ["_25._tcp.mx1.dane IN TLSA %s" % t for t in dane_tlsa]
 
 
@@ -262,7 +264,7 @@ def case_secure(ctx):
     run = ctx.probe("secure.probe.test")
     p = []
     want(p, "exit status", run.rc, 0)
-    want(p, "MX hosts", run.top.get("MX hosts"), "10 tls13.probe.test, 20 tls12.probe.test")
+    want(p, "MX hosts", run.top.get("MX hosts"), "10 tls13.probe.test, 20 tls12.probe.test (DNSSEC-authenticated)")
     want(p, "DNS server", run.top.get("DNS server"), DNS)
     want(p, "hosts", [h["header"] for h in run.hosts],
          ["tls13.probe.test[127.0.0.151]:25", "tls12.probe.test[127.0.0.152]:25"])
@@ -341,6 +343,7 @@ def case_dane_unsigned(ctx):
     run = ctx.probe("plain.test")
     p = []
     want(p, "exit status", run.rc, 0)
+    want(p, "MX hosts (no AD bit)", run.top.get("MX hosts"), "10 mx.plain.test")
     h = check_tls_host(p, run, "mx.plain.test[127.0.0.151]:25", "TLSv1.3", "tls13.probe.test")
     if h:
         want(p, "TLSA", h.get("TLSA (DANE)"), "1 record at _25._tcp.mx.plain.test, not DNSSEC-authenticated "
@@ -377,6 +380,17 @@ def case_session_limit(ctx):
     if len(notes) != 2 or "2 hosts that answer come before tls13.probe.test[127.0.0.151]" not in notes[-1] \
             or "smtp_mx_session_limit" not in notes[-1]:
         p.append("notes: %r, expected the 450 note and the smtp_mx_session_limit note" % notes)
+    return p, run
+
+
+def case_null_mx(ctx):
+    run = ctx.probe("nullmx.probe.test")
+    p = []
+    want(p, "exit status", run.rc, 1)
+    want(p, "hosts", run.hosts, [])
+    want(p, "MX hosts", run.top.get("MX hosts"), "null MX (RFC 7505) (DNSSEC-authenticated)")
+    want(p, "overall", run.top.get("overall"),
+         "would bounce: nullmx.probe.test publishes a null MX (RFC 7505) and takes no mail")
     return p, run
 
 
@@ -507,6 +521,7 @@ CASES = [
     ("probe_closed_port", case_closed_port),
     ("probe_session_limit_note", case_session_limit),
     ("probe_all_insecure", case_all_insecure),
+    ("probe_null_mx", case_null_mx),
     ("probe_no_mx_fallback", case_no_mx),
     ("probe_nxdomain", case_nxdomain),
     ("probe_literal_address", case_literal),
