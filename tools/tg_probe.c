@@ -281,9 +281,8 @@ static void tg_lookup_failed(const struct tg_probe *p, const char *what,
 		tg_probe_fatal("%s: no such domain (NXDOMAIN from %s)",
 			       p->name, tg_server(p));
 	if (a->rcode == -1)
-		tg_probe_fatal("%s: %s lookup: no answer from %s within %d "
-			       "seconds", p->name, what, tg_server(p),
-			       p->timeout);
+		tg_probe_fatal("%s: %s lookup: no answer from %s (--timeout "
+			       "%d)", p->name, what, tg_server(p), p->timeout);
 	tg_probe_fatal("%s: %s lookup failed: %s from %s", p->name, what,
 		       tg_rcode_name(a->rcode), tg_server(p));
 }
@@ -565,8 +564,19 @@ static void tg_note(struct tg_probe *p, const char *fmt, ...)
 	va_end(ap);
 }
 
+/* "the host" or "the N hosts" */
+static const char *tg_hosts(char *buf, size_t len, int n)
+{
+	if (n == 1)
+		snprintf(buf, len, "the host");
+	else
+		snprintf(buf, len, "the %d hosts", n);
+	return buf;
+}
+
 static void tg_overall(struct tg_probe *p)
 {
+	char buf[32];
 	struct tg_probe_host *first = NULL;
 	int i, secure = 0, bounce = 0, reached_before = 0;
 
@@ -602,15 +612,14 @@ static void tg_overall(struct tg_probe *p)
 			 "would be delivered, by %s[%s]", first->name,
 			 first->addr_s);
 		if (bounce)
-			tg_note(p, "at the %d host%s that would bounce it, "
-				"tlsguardd answers 450 4.7.10 instead (another "
-				"MX host takes TLS 1.2 or higher), and the MTA "
-				"tries the next host", bounce,
-				bounce == 1 ? "" : "s");
+			tg_note(p, "at %s that would bounce it, tlsguardd "
+				"answers 450 4.7.10 instead (another MX host "
+				"takes TLS 1.2 or higher), and the MTA tries the "
+				"next host", tg_hosts(buf, sizeof(buf), bounce));
 		if (p->nhost - secure - bounce)
-			tg_note(p, "the MTA passes over the %d host%s it "
-				"cannot reach", p->nhost - secure - bounce,
-				p->nhost - secure - bounce == 1 ? "" : "s");
+			tg_note(p, "the MTA passes over %s it cannot reach",
+				tg_hosts(buf, sizeof(buf),
+					 p->nhost - secure - bounce));
 		if (reached_before >= 2)
 			tg_note(p, "%d hosts that answer come before %s[%s]: "
 				"Postfix makes at most 2 SMTP sessions per "
