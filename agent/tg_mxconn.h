@@ -34,9 +34,9 @@
  *	tg_dns_open() readies a resolver state of its own. resolver is the
  *	server to ask, "IPv4" or "IPv4:PORT", or NULL or "" for those of
  *	/etc/resolv.conf; each query is sent once and waits at most
- *	timeout seconds (as tg_mx always did). The state asks for the AD bit and keeps it in answers
- *	(RES_TRUSTAD): only a validating resolver one trusts should be
- *	named, as for any DANE client.
+ *	timeout seconds (as tg_mx always did). The state asks for the AD
+ *	bit and keeps it in answers (RES_TRUSTAD): only a validating
+ *	resolver one trusts should be named, as for any DANE client.
  *
  *	tg_dns_query() sends one question and parses the answer's header
  *	into a: rcode (ns_r_*, or -1 when no answer came), ad (the DNSSEC
