@@ -43,7 +43,11 @@ UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/t
 
 DEBIAN_PKGS := clang libbpf-dev bpftool libelf-dev zlib1g-dev libssl-dev \
 	libnl-3-dev libnl-genl-3-dev libnl-idiag-3-dev pkg-config make gcc \
-	postfix python3 iproute2 procps openssl man-db groff-base systemd
+	postfix python3 iproute2 procps openssl man-db groff-base systemd \
+	ldnsutils
+# (unbound, for mx_run.py and probe_run.py, is installed by tests/e2e/dns_env.py
+# so that its package cannot start the system's resolver service; ldnsutils
+# signs probe_run.py's test zone.)
 
 .PHONY: all deps check unit e2e demo clean vmlinux format install uninstall
 
