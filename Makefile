@@ -44,7 +44,11 @@ UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/t
 
 DEBIAN_PKGS := clang libbpf-dev bpftool libelf-dev zlib1g-dev libssl-dev \
 	libnl-3-dev libnl-genl-3-dev libnl-idiag-3-dev pkg-config make gcc \
-	postfix python3 iproute2 procps openssl man-db groff-base systemd
+	postfix python3 iproute2 procps openssl man-db groff-base systemd \
+	ldnsutils
+# (unbound, for mx_run.py and probe_run.py, is installed by tests/e2e/dns_env.py
+# so that its package cannot start the system's resolver service; ldnsutils
+# signs probe_run.py's test zone.)
 
 .PHONY: all deps check unit e2e demo soak clean vmlinux format install uninstall
 
@@ -78,9 +82,14 @@ $(BUILD)/agent/%.o: agent/%.c $(HEADERS) $(wildcard agent/*.h) $(BUILD)/tlsguard
 $(BUILD)/tlsguardd: $(AGENT_OBJS)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
-$(BUILD)/tlsguardctl: tools/tlsguardctl.c $(HEADERS) agent/tg_ctl.h
+# tlsguardctl probe shares tg_mxconn (DNS, STARTTLS) with the agent's MX check.
+CTL_SRCS := tools/tlsguardctl.c tools/tg_probe.c agent/tg_mxconn.c
+CTL_LIBS  = $(shell pkg-config --libs openssl 2>/dev/null) -lresolv
+
+$(BUILD)/tlsguardctl: $(CTL_SRCS) $(wildcard tools/*.h) $(HEADERS) agent/tg_ctl.h agent/tg_mxconn.h
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) $(WARNINGS) $(INCLUDES) -Iagent $(LDFLAGS) -o $@ $<
+	$(CC) $(CFLAGS) $(WARNINGS) $(INCLUDES) -Iagent -Itools $(PKG_CFLAGS) $(LDFLAGS) \
+		-o $@ $(CTL_SRCS) $(CTL_LIBS)
 
 $(BUILD)/tests/%: tests/unit/%.c $(HEADERS) $(wildcard tests/unit/*.h) agent/tg_policy.c
 	@mkdir -p $(@D)
@@ -111,6 +120,7 @@ e2e: all
 	$(PYTHON) tests/e2e/install_test.py --build $(BUILD)
 	$(PYTHON) tests/e2e/fault_run.py --tlsguardd $(BUILD)/tlsguardd --tlsguardctl $(BUILD)/tlsguardctl
 	$(PYTHON) tests/e2e/concurrency_run.py --tlsguardd $(BUILD)/tlsguardd --tlsguardctl $(BUILD)/tlsguardctl
+	$(PYTHON) tests/e2e/probe_run.py --tlsguardd $(BUILD)/tlsguardd --tlsguardctl $(BUILD)/tlsguardctl
 
 check: unit fuzz-regress e2e
 

@@ -5,35 +5,21 @@
  * DESCRIPTION
  *	The cache is shared between the agent's thread and one worker, under
  *	one mutex. The worker takes entries marked queued, works without the
- *	lock, then stores the answer and signals the eventfd. The DNS work
- *	uses the libc resolver (res_nquery) with its own state, so that the
- *	server asked can be set without touching /etc/resolv.conf.
+ *	lock, then stores the answer and signals the eventfd. The DNS
+ *	lookups and the STARTTLS session are tg_mxconn's, shared with
+ *	tlsguardctl probe.
  */
-#include <arpa/inet.h>
-#include <arpa/nameser.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <poll.h>
-#include <resolv.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
-#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
-#include <openssl/err.h>
 #include <openssl/ssl.h>
 
 #include "tg_log.h"
 #include "tg_mx.h"
-
-struct tg_addr {
-	int family;
-	__u8 addr[16];
-};
+#include "tg_mxconn.h"
 
 static long long tg_mx_now(void)
 {
@@ -43,210 +29,36 @@ static long long tg_mx_now(void)
 	return ts.tv_sec;
 }
 
-/* A resolver state that asks mx->resolver, if one was given. */
-static int tg_res_open(struct tg_mx *mx, struct __res_state *res)
-{
-	char host[64], *colon;
-	struct sockaddr_in sin = { .sin_family = AF_INET };
-
-	memset(res, 0, sizeof(*res));
-	if (res_ninit(res) < 0)
-		return -1;
-	res->retrans = TG_MX_TIMEOUT;
-	res->retry = 1;
-	if (!mx->resolver[0])
-		return 0;
-	snprintf(host, sizeof(host), "%s", mx->resolver);
-	colon = strchr(host, ':');
-	sin.sin_port = htons(53);
-	if (colon) {
-		*colon = 0;
-		sin.sin_port = htons((__u16)atoi(colon + 1));
-	}
-	if (inet_pton(AF_INET, host, &sin.sin_addr) != 1)
-		return -1;
-	res->nsaddr_list[0] = sin;
-	res->nscount = 1;
-	return 0;
-}
-
-/* Names of the MX hosts of domain, best preference first. */
-static int tg_mx_names(struct __res_state *res, const char *domain,
-		       char names[][NS_MAXDNAME], int max)
-{
-	unsigned char ans[4096];
-	int pref[TG_MX_HOSTS];
-	ns_msg msg;
-	ns_rr rr;
-	int len, i, j, n = 0;
-
-	len = res_nquery(res, domain, ns_c_in, ns_t_mx, ans, sizeof(ans));
-	if (len < 0 || ns_initparse(ans, len, &msg) < 0)
-		return 0;
-	for (i = 0; i < ns_msg_count(msg, ns_s_an) && n < max; i++) {
-		const unsigned char *rd;
-		char name[NS_MAXDNAME];
-		int p;
-
-		if (ns_parserr(&msg, ns_s_an, i, &rr) < 0 ||
-		    ns_rr_type(rr) != ns_t_mx || ns_rr_rdlen(rr) < 3)
-			continue;
-		rd = ns_rr_rdata(rr);
-		p = rd[0] << 8 | rd[1];
-		if (ns_name_uncompress(ns_msg_base(msg), ns_msg_end(msg),
-				       rd + 2, name, sizeof(name)) < 0)
-			continue;
-		/* insertion by preference */
-		for (j = n; j > 0 && pref[j - 1] > p; j--) {
-			pref[j] = pref[j - 1];
-			memcpy(names[j], names[j - 1], NS_MAXDNAME);
-		}
-		pref[j] = p;
-		memcpy(names[j], name, NS_MAXDNAME);
-		n++;
-	}
-	return n;
-}
-
-static int tg_mx_addrs(struct __res_state *res, const char *name,
-		       struct tg_addr *out, int n, int max)
-{
-	static const ns_type types[] = { ns_t_a, ns_t_aaaa };
-	unsigned char ans[4096];
-	unsigned t;
-	ns_msg msg;
-	ns_rr rr;
-	int len, i;
-
-	for (t = 0; t < 2; t++) {
-		len = res_nquery(res, name, ns_c_in, types[t], ans, sizeof(ans));
-		if (len < 0 || ns_initparse(ans, len, &msg) < 0)
-			continue;
-		for (i = 0; i < ns_msg_count(msg, ns_s_an) && n < max; i++) {
-			if (ns_parserr(&msg, ns_s_an, i, &rr) < 0 ||
-			    ns_rr_type(rr) != types[t])
-				continue;
-			memset(&out[n], 0, sizeof(out[n]));
-			if (types[t] == ns_t_a && ns_rr_rdlen(rr) == 4) {
-				out[n].family = AF_INET;
-				memcpy(out[n].addr, ns_rr_rdata(rr), 4);
-				n++;
-			} else if (types[t] == ns_t_aaaa &&
-				   ns_rr_rdlen(rr) == 16) {
-				out[n].family = AF_INET6;
-				memcpy(out[n].addr, ns_rr_rdata(rr), 16);
-				n++;
-			}
-		}
-	}
-	return n;
-}
-
-/* Read one SMTP reply within the timeout; its code, or -1. */
-static int tg_probe_reply(int fd, char *buf, size_t len)
-{
-	size_t got = 0;
-	char *line;
-
-	for (;;) {
-		struct pollfd p = { .fd = fd, .events = POLLIN };
-		ssize_t n;
-
-		if (poll(&p, 1, TG_MX_TIMEOUT * 1000) <= 0 || got + 1 >= len)
-			return -1;
-		n = read(fd, buf + got, len - got - 1);
-		if (n <= 0)
-			return -1;
-		got += (size_t)n;
-		buf[got] = 0;
-		/* the last line: "DDD " at a line start, ending in LF */
-		for (line = buf; line && *line;) {
-			char *nl = strchr(line, '\n');
-
-			if (!nl)
-				break;
-			if (nl - line >= 4 && line[3] == ' ')
-				return atoi(line);
-			line = nl + 1;
-		}
-	}
-}
-
-static int tg_probe_send(int fd, const char *s)
-{
-	return write(fd, s, strlen(s)) == (ssize_t)strlen(s) ? 0 : -1;
-}
-
 /* Does addr:port complete a STARTTLS handshake at TLS 1.2 or higher? */
 static int tg_probe(SSL_CTX *ctx, const struct tg_addr *a, __u16 port)
 {
-	struct sockaddr_storage ss;
-	socklen_t slen;
-	struct timeval tv = { .tv_sec = TG_MX_TIMEOUT };
-	char buf[8192];
-	SSL *ssl = NULL;
-	int fd, ok = 0;
+	struct tg_starttls st;
+	int ok;
 
-	memset(&ss, 0, sizeof(ss));
-	if (a->family == AF_INET) {
-		struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
-
-		sin->sin_family = AF_INET;
-		sin->sin_port = htons(port);
-		memcpy(&sin->sin_addr, a->addr, 4);
-		slen = sizeof(*sin);
-	} else {
-		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
-
-		sin6->sin6_family = AF_INET6;
-		sin6->sin6_port = htons(port);
-		memcpy(&sin6->sin6_addr, a->addr, 16);
-		slen = sizeof(*sin6);
-	}
-	fd = socket(a->family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return 0;
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-	if (connect(fd, (struct sockaddr *)&ss, slen) < 0 ||
-	    tg_probe_reply(fd, buf, sizeof(buf)) != 220 ||
-	    tg_probe_send(fd, "EHLO tlsguard.invalid\r\n") < 0 ||
-	    tg_probe_reply(fd, buf, sizeof(buf)) != 250 ||
-	    !strcasestr(buf, "STARTTLS") ||
-	    tg_probe_send(fd, "STARTTLS\r\n") < 0 ||
-	    tg_probe_reply(fd, buf, sizeof(buf)) != 220)
-		goto out;
-	ssl = SSL_new(ctx);
-	if (!ssl || !SSL_set_fd(ssl, fd))
-		goto out;
-	if (SSL_connect(ssl) == 1 && SSL_version(ssl) >= TLS1_2_VERSION) {
-		ok = 1;
-		SSL_write(ssl, "QUIT\r\n", 6);
-		SSL_shutdown(ssl);
-	}
-out:
-	SSL_free(ssl);
-	close(fd);
+	ok = tg_starttls_open(&st, ctx, a, port, NULL, TG_MX_TIMEOUT) == 0 &&
+	     SSL_version(st.ssl) >= TLS1_2_VERSION;
+	tg_starttls_close(&st);
 	return ok;
 }
 
 static int tg_mx_answer(struct tg_mx *mx, SSL_CTX *ctx,
 			const struct tg_mx_entry *q)
 {
-	char names[TG_MX_HOSTS][NS_MAXDNAME];
+	struct tg_mx_name names[TG_MX_HOSTS];
 	struct tg_addr addrs[TG_MX_HOSTS];
 	struct __res_state res;
 	int nnames, naddrs = 0, i, held = 0;
 	size_t alen = q->family == AF_INET6 ? 16 : 4;
 
-	if (tg_res_open(mx, &res) < 0)
+	if (tg_dns_open(&res, mx->resolver, TG_MX_TIMEOUT) < 0)
 		return TG_MX_NONE;
-	nnames = tg_mx_names(&res, q->domain, names, TG_MX_HOSTS);
+	nnames = tg_dns_mx(&res, q->domain, names, TG_MX_HOSTS, NULL);
 	if (nnames == 0)	/* RFC 5321 5.1: the domain is its own MX */
-		naddrs = tg_mx_addrs(&res, q->domain, addrs, 0, TG_MX_HOSTS);
+		naddrs = tg_dns_addrs(&res, q->domain, addrs, 0, TG_MX_HOSTS,
+				      NULL);
 	for (i = 0; i < nnames; i++)
-		naddrs = tg_mx_addrs(&res, names[i], addrs, naddrs,
-				     TG_MX_HOSTS);
+		naddrs = tg_dns_addrs(&res, names[i].name, addrs, naddrs,
+				      TG_MX_HOSTS, NULL);
 	res_nclose(&res);
 	for (i = 0; i < naddrs; i++)
 		if (addrs[i].family == q->family &&
@@ -306,7 +118,16 @@ static void *tg_mx_worker(void *arg)
 
 int tg_mx_init(struct tg_mx *mx, const char *resolver)
 {
+	struct __res_state res;
+
 	memset(mx, 0, sizeof(*mx));
+	mx->efd = -1;
+	/* A bad server address is the caller's error now, not a silent NONE. */
+	if (tg_dns_open(&res, resolver, TG_MX_TIMEOUT) < 0)
+		return errno == EINVAL ? -EINVAL : -EIO;
+	res_nclose(&res);
+	if (resolver && strlen(resolver) >= sizeof(mx->resolver))
+		return -EINVAL;
 	snprintf(mx->resolver, sizeof(mx->resolver), "%s",
 		 resolver ? resolver : "");
 	mx->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);

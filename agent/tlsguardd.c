@@ -1054,6 +1054,9 @@ static void tg_setup(struct tg_agent *ag)
 	if (ag->opt.mx_check) {
 		err_no = tg_mx_init(&ag->mx, ag->opt.resolver[0] ?
 					     ag->opt.resolver : NULL);
+		if (err_no == -EINVAL)	/* tg_mxconn asks IPv4 servers only */
+			msg_fatal("mx_check %s: the DNS server must be an IPv4 "
+				  "address (IP or IP:PORT)", ag->opt.resolver);
 		if (err_no < 0)
 			msg_fatal("cannot start the MX check: %s",
 				  strerror(-err_no));

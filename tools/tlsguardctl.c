@@ -12,6 +12,8 @@
  *	tlsguardctl [--socket PATH] sender list
  *	tlsguardctl [--socket PATH] reload
  *	tlsguardctl [--socket PATH] config [-n]
+ *	tlsguardctl probe DOMAIN|HOST:PORT|IP|[IP]:PORT
+ *		[--resolver IP[:PORT]] [--timeout SECONDS] [--json]
  * DESCRIPTION
  *	status prints a short summary (cgroup, senders, flows tracked,
  *	flows diverted, messages held) of the tlsguardd listening on the
@@ -47,6 +49,13 @@
  *	reload reads the senders file again, as SIGHUP does. config prints
  *	the daemon's effective settings as "name = value" lines; -n only
  *	those that differ from the defaults (see tlsguard.conf(5)).
+ *
+ *	probe checks a destination as a guaranteed sender's mail would
+ *	meet it: MX hosts, STARTTLS, TLS version and cipher, certificate,
+ *	TLSA records, and the verdict per host and overall; it needs no
+ *	tlsguardd. Exit status 0 when every host takes TLS 1.2 or higher,
+ *	1 when some host would bounce or defer, 2 on a usage or lookup
+ *	error (see tools/tg_probe.h).
  * DIAGNOSTICS
  *	Exit status 0 when tlsguardd answered; 1 with one line
  *	"tlsguardctl: fatal: ..." when it is not running, or refused. A line
@@ -63,6 +72,7 @@
 #include <unistd.h>
 
 #include "tg_ctl.h"
+#include "tg_probe.h"
 #include "tg_smtp.h"
 
 static void fatal(const char *fmt, const char *a, const char *b)
@@ -81,7 +91,9 @@ static void usage(void)
 	      "       tlsguardctl [--socket PATH] sender add|remove|check "
 	      "ADDRESS\n"
 	      "       tlsguardctl [--socket PATH] sender list\n"
-	      "       tlsguardctl [--socket PATH] config [-n]\n", stderr);
+	      "       tlsguardctl [--socket PATH] config [-n]\n"
+	      "       tlsguardctl probe DOMAIN|HOST:PORT|IP|[IP]:PORT "
+	      "[--resolver IP[:PORT]] [--timeout SECONDS] [--json]\n", stderr);
 	exit(2);
 }
 
@@ -383,6 +395,8 @@ int main(int argc, char **argv)
 		else if (strcmp(argv[i], "-h") == 0 ||
 			 strcmp(argv[i], "--help") == 0)
 			usage();
+		else if (!cmd && strcmp(argv[i], "probe") == 0)
+			return tg_probe_main(argc - i, argv + i);
 		else if (!cmd && argv[i][0] != '-')
 			cmd = argv[i];
 		else

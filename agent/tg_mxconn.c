@@ -1,0 +1,353 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * NAME
+ *	tg_mxconn - MX lookup and STARTTLS session (see tg_mxconn.h)
+ * DESCRIPTION
+ *	Queries go through res_nmkquery() and res_nsend() rather than
+ *	res_nquery(): res_nquery() hides the header of an answer without
+ *	records (NXDOMAIN, NODATA), and the caller wants its rcode and its
+ *	AD bit, an authenticated denial being an answer too.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "tg_mxconn.h"
+
+#ifndef RES_TRUSTAD
+#define RES_TRUSTAD	0x02000000	/* glibc 2.31 */
+#endif
+#define TG_T_TLSA	52		/* RFC 6698 */
+#define TG_DNS_ANSWER	8192
+
+/* "IPv4" or "IPv4:PORT" into sin; -1 if it is neither. */
+static int tg_dns_server(const char *s, struct sockaddr_in *sin)
+{
+	char host[INET_ADDRSTRLEN];
+	const char *colon = strchr(s, ':');
+	size_t n = colon ? (size_t)(colon - s) : strlen(s);
+	unsigned long port = 53;
+	char *end;
+
+	if (n == 0 || n >= sizeof(host))
+		return -1;
+	memcpy(host, s, n);
+	host[n] = 0;
+	if (colon) {
+		errno = 0;
+		port = strtoul(colon + 1, &end, 10);
+		if (!colon[1] || *end || errno || port == 0 || port > 65535)
+			return -1;
+	}
+	memset(sin, 0, sizeof(*sin));
+	sin->sin_family = AF_INET;
+	sin->sin_port = htons((__u16)port);
+	return inet_pton(AF_INET, host, &sin->sin_addr) == 1 ? 0 : -1;
+}
+
+int tg_dns_open(struct __res_state *res, const char *resolver, int timeout)
+{
+	struct sockaddr_in sin;
+
+	if (resolver && *resolver && tg_dns_server(resolver, &sin) < 0) {
+		errno = EINVAL;
+		return -1;
+	}
+	memset(res, 0, sizeof(*res));
+	if (res_ninit(res) < 0)
+		return -1;
+	res->retrans = timeout;
+	res->retry = 1;
+	res->options |= RES_TRUSTAD;
+	if (resolver && *resolver) {
+		res->nsaddr_list[0] = sin;
+		res->nscount = 1;
+	}
+	return 0;
+}
+
+int tg_dns_query(struct __res_state *res, const char *name, int type,
+		 unsigned char *ans, int len, struct tg_dns_answer *a)
+{
+	unsigned char q[NS_PACKETSZ];
+	struct tg_dns_answer dummy;
+	ns_msg msg;
+	ns_rr rr;
+	int qlen, n, i;
+
+	if (!a)
+		a = &dummy;
+	a->rcode = -1;
+	a->ad = a->count = 0;
+	qlen = res_nmkquery(res, ns_o_query, name, ns_c_in, type, NULL, 0,
+			    NULL, q, sizeof(q));
+	if (qlen < 0)
+		return -1;
+	n = res_nsend(res, q, qlen, ans, len);
+	if (n < NS_HFIXEDSZ || ns_initparse(ans, n, &msg) < 0)
+		return -1;
+	a->rcode = ns_msg_getflag(msg, ns_f_rcode);
+	a->ad = ns_msg_getflag(msg, ns_f_ad);
+	for (i = 0; i < ns_msg_count(msg, ns_s_an); i++)
+		if (ns_parserr(&msg, ns_s_an, i, &rr) == 0 &&
+		    (int)ns_rr_type(rr) == type)
+			a->count++;
+	return n;
+}
+
+int tg_dns_mx(struct __res_state *res, const char *domain,
+	      struct tg_mx_name *out, int max, struct tg_dns_answer *a)
+{
+	unsigned char ans[TG_DNS_ANSWER];
+	ns_msg msg;
+	ns_rr rr;
+	int len, i, j, n = 0;
+
+	len = tg_dns_query(res, domain, ns_t_mx, ans, sizeof(ans), a);
+	if (len < 0 || ns_initparse(ans, len, &msg) < 0)
+		return 0;
+	for (i = 0; i < ns_msg_count(msg, ns_s_an) && n < max; i++) {
+		const unsigned char *rd;
+		char name[NS_MAXDNAME];
+		int p;
+
+		if (ns_parserr(&msg, ns_s_an, i, &rr) < 0 ||
+		    ns_rr_type(rr) != ns_t_mx || ns_rr_rdlen(rr) < 3)
+			continue;
+		rd = ns_rr_rdata(rr);
+		p = rd[0] << 8 | rd[1];
+		if (ns_name_uncompress(ns_msg_base(msg), ns_msg_end(msg),
+				       rd + 2, name, sizeof(name)) < 0)
+			continue;
+		/* insertion by preference; equal ones keep DNS order */
+		for (j = n; j > 0 && out[j - 1].pref > p; j--)
+			out[j] = out[j - 1];
+		out[j].pref = p;
+		memcpy(out[j].name, name, sizeof(name));
+		n++;
+	}
+	return n;
+}
+
+int tg_dns_addrs(struct __res_state *res, const char *name,
+		 struct tg_addr *out, int n, int max, struct tg_dns_answer *a)
+{
+	static const int types[] = { ns_t_a, ns_t_aaaa };
+	unsigned char ans[TG_DNS_ANSWER];
+	unsigned t;
+	ns_msg msg;
+	ns_rr rr;
+	int len, i;
+
+	for (t = 0; t < 2; t++) {
+		len = tg_dns_query(res, name, types[t], ans, sizeof(ans),
+				   t == 0 ? a : NULL);
+		if (len < 0 || ns_initparse(ans, len, &msg) < 0)
+			continue;
+		for (i = 0; i < ns_msg_count(msg, ns_s_an) && n < max; i++) {
+			if (ns_parserr(&msg, ns_s_an, i, &rr) < 0 ||
+			    (int)ns_rr_type(rr) != types[t])
+				continue;
+			memset(&out[n], 0, sizeof(out[n]));
+			if (types[t] == ns_t_a && ns_rr_rdlen(rr) == 4) {
+				out[n].family = AF_INET;
+				memcpy(out[n].addr, ns_rr_rdata(rr), 4);
+				n++;
+			} else if (types[t] == ns_t_aaaa &&
+				   ns_rr_rdlen(rr) == 16) {
+				out[n].family = AF_INET6;
+				memcpy(out[n].addr, ns_rr_rdata(rr), 16);
+				n++;
+			}
+		}
+	}
+	return n;
+}
+
+int tg_dns_tlsa(struct __res_state *res, const char *host, unsigned port,
+		struct tg_dns_answer *a)
+{
+	unsigned char ans[TG_DNS_ANSWER];
+	char name[NS_MAXDNAME + 16];
+	struct tg_dns_answer dummy;
+
+	if (!a)
+		a = &dummy;
+	snprintf(name, sizeof(name), "_%u._tcp.%s", port, host);
+	if (tg_dns_query(res, name, TG_T_TLSA, ans, sizeof(ans), a) < 0)
+		return 0;
+	return a->count;
+}
+
+/* Read one SMTP reply into st->reply within timeout; its code, or -1. */
+static int tg_smtp_reply(struct tg_starttls *st, int timeout)
+{
+	size_t got = 0, len = sizeof(st->reply);
+	char *buf = st->reply, *line;
+
+	buf[0] = 0;
+	st->code = -1;
+	for (;;) {
+		struct pollfd p = { .fd = st->fd, .events = POLLIN };
+		ssize_t n;
+		int r;
+
+		r = poll(&p, 1, timeout * 1000);
+		if (r <= 0) {
+			st->err = r == 0 ? ETIMEDOUT : errno;
+			return -1;
+		}
+		if (got + 1 >= len) {
+			st->err = EMSGSIZE;
+			return -1;
+		}
+		n = read(st->fd, buf + got, len - got - 1);
+		if (n <= 0) {
+			st->err = n == 0 ? ECONNRESET : errno;
+			return -1;
+		}
+		got += (size_t)n;
+		buf[got] = 0;
+		/* the last line: "DDD " at a line start, ending in LF */
+		for (line = buf; *line;) {
+			char *nl = strchr(line, '\n');
+
+			if (!nl)
+				break;
+			if (nl - line >= 4 && line[3] == ' ') {
+				st->code = atoi(line);
+				return st->code;
+			}
+			line = nl + 1;
+		}
+	}
+}
+
+static int tg_smtp_send(struct tg_starttls *st, const char *s)
+{
+	ssize_t n = write(st->fd, s, strlen(s));
+
+	if (n == (ssize_t)strlen(s))
+		return 0;
+	st->err = n < 0 ? errno : EPIPE;
+	return -1;
+}
+
+/* Does an EHLO reply list STARTTLS (as a keyword, any case)? */
+static int tg_smtp_offers(const char *reply)
+{
+	const char *line = reply;
+
+	while (*line) {
+		size_t len = strcspn(line, "\n");
+
+		if (len >= 12 && strncasecmp(line + 4, "STARTTLS", 8) == 0 &&
+		    strchr(" \r\n", line[12]))
+			return 1;
+		line += len + (line[len] == '\n');
+	}
+	return 0;
+}
+
+int tg_starttls_open(struct tg_starttls *st, SSL_CTX *ctx,
+		     const struct tg_addr *a, unsigned port, const char *sni,
+		     int timeout)
+{
+	struct timeval tv = { .tv_sec = timeout };
+	struct sockaddr_storage ss;
+	socklen_t slen;
+
+	memset(st, 0, sizeof(*st));
+	st->fd = -1;
+	st->code = -1;
+	st->stage = TG_ST_CONNECT;
+	memset(&ss, 0, sizeof(ss));
+	if (a->family == AF_INET) {
+		struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons((__u16)port);
+		memcpy(&sin->sin_addr, a->addr, 4);
+		slen = sizeof(*sin);
+	} else {
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
+
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_port = htons((__u16)port);
+		memcpy(&sin6->sin6_addr, a->addr, 16);
+		slen = sizeof(*sin6);
+	}
+	st->fd = socket(a->family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (st->fd < 0) {
+		st->err = errno;
+		return -1;
+	}
+	/* SO_SNDTIMEO bounds connect() too; SO_RCVTIMEO the handshake. */
+	setsockopt(st->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(st->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	if (connect(st->fd, (struct sockaddr *)&ss, slen) < 0) {
+		st->err = errno == EINPROGRESS ? ETIMEDOUT : errno;
+		return -1;
+	}
+	st->stage = TG_ST_GREETING;
+	if (tg_smtp_reply(st, timeout) != 220)
+		return -1;
+	snprintf(st->greeting, sizeof(st->greeting), "%.*s",
+		 (int)strcspn(st->reply, "\r\n"), st->reply);
+	st->stage = TG_ST_EHLO;
+	if (tg_smtp_send(st, "EHLO tlsguard.invalid\r\n") < 0 ||
+	    tg_smtp_reply(st, timeout) != 250)
+		return -1;
+	st->offered = tg_smtp_offers(st->reply);
+	st->stage = TG_ST_NOT_OFFERED;
+	if (!st->offered)
+		return -1;
+	st->stage = TG_ST_STARTTLS;
+	if (tg_smtp_send(st, "STARTTLS\r\n") < 0 ||
+	    tg_smtp_reply(st, timeout) != 220)
+		return -1;
+	st->stage = TG_ST_HANDSHAKE;
+	st->ssl = SSL_new(ctx);
+	if (!st->ssl || !SSL_set_fd(st->ssl, st->fd))
+		return -1;
+	/* the name the MTA looked up: SNI, and what a verifier checks */
+	if (sni && *sni && (!SSL_set_tlsext_host_name(st->ssl, sni) ||
+			    !SSL_set1_host(st->ssl, sni)))
+		return -1;
+	if (SSL_connect(st->ssl) != 1) {
+		st->err = errno;
+		return -1;
+	}
+	st->stage = TG_ST_DONE;
+	return 0;
+}
+
+void tg_starttls_close(struct tg_starttls *st)
+{
+	if (st->ssl && st->stage == TG_ST_DONE) {
+		SSL_write(st->ssl, "QUIT\r\n", 6);
+		SSL_shutdown(st->ssl);
+	} else if (st->fd >= 0 && st->stage != TG_ST_CONNECT &&
+		   st->stage != TG_ST_HANDSHAKE) {
+		/* best effort: the session ends either way */
+		if (write(st->fd, "QUIT\r\n", 6) < 0)
+			st->err = st->err ? st->err : errno;
+	}
+	SSL_free(st->ssl);
+	st->ssl = NULL;
+	if (st->fd >= 0)
+		close(st->fd);
+	st->fd = -1;
+}
+
+const char *tg_addr_str(const struct tg_addr *a, char *buf, size_t len)
+{
+	if (!inet_ntop(a->family, a->addr, buf, (socklen_t)len))
+		snprintf(buf, len, "?");
+	return buf;
+}

@@ -1,0 +1,688 @@
+#!/usr/bin/python3
+"""End-to-end run of ``tlsguardctl probe``: test MX hosts, real handshakes, a DNS server from Debian.
+
+Usage (as root, for port 25 and the packages; builds nothing):
+    /usr/bin/python3 tests/e2e/probe_run.py [--tlsguardctl build/tlsguardctl] [--keep] [-v]
+
+What it tests: ``tlsguardctl probe`` (tools/tg_probe.h) finds a domain's MX
+hosts through the DNS server given to --resolver, takes each through EHLO,
+STARTTLS and an OpenSSL handshake, and prints per host the STARTTLS offer,
+the TLS version and cipher, the certificate, the TLSA records with the
+DNSSEC AD bit, and the verdict for a guaranteed sender, then the overall
+verdict; exit status 0 (every host secure), 1 (some host would bounce or
+defer), 2 (usage or lookup error).  No tlsguardd runs.
+
+Setup (nothing leaves loopback; 127.0.0.150-159 only):
+  * unbound and ldnsutils from Debian (dns_env.ensure_unbound: no service is
+    started by the install).  Our own unbound runs in the foreground on
+    127.0.0.150:53 (dns_env.Unbound) with ``validator iterator``: the zone
+    ``probe.test.`` is signed here with fresh keys (ldns-keygen,
+    ldns-signzone) and served as an auth-zone, validated against its own
+    key-signing key as trust anchor, so its answers carry the AD bit;
+    ``plain.test.`` is a static local zone (no AD bit).  Everything else is
+    refused and nothing is asked upstream:
+
+        secure.probe.test   MX 10 tls13.probe.test   127.0.0.151  TLS 1.3
+                            MX 20 tls12.probe.test   127.0.0.152  TLS 1.2 only
+        weak.probe.test     MX 10 tls10.probe.test   127.0.0.153  TLS 1.0 only
+                            MX 20 tls13.probe.test
+        nostarttls.probe.test MX 10 plain.probe.test 127.0.0.154  no STARTTLS
+        dane.probe.test     MX 10 mx1.dane.probe.test 127.0.0.151, two TLSA
+                            (3 1 1 and 3 0 1 of its certificate)
+                            MX 20 mx2.dane.probe.test 127.0.0.152, no TLSA
+        down.probe.test     MX 10 closed.probe.test  127.0.0.155  port closed
+                            MX 20 tls12.probe.test
+        late.probe.test     MX 10 tls10, MX 20 plain, MX 30 tls13 (.probe.test)
+        insecure.probe.test MX 10 plain, MX 20 tls10 (.probe.test)
+        nullmx.probe.test   MX 0 . (RFC 7505)
+        nomx.probe.test     no MX, A 127.0.0.152
+        nosuch.probe.test   NXDOMAIN
+        plain.test          MX 10 mx.plain.test 127.0.0.151, one TLSA,
+                            not DNSSEC-authenticated
+
+  * the test MXs (mx.py's TestMX, Python's ssl module over OpenSSL) on port 25
+    of .151-.154, each with its own self-signed ECDSA certificate whose CN is
+    the host's name (tls13.probe.test, ...); nothing listens on .155;
+  * a passive watch for DNS queries that leave the machine (dns_env.LeakWatch).
+Every probe gets ``--resolver 127.0.0.150``.
+
+Cases: one per destination above, asserting the printed fields (version,
+cipher not empty, certificate subject CN, TLSA count and authentication,
+verdicts, overall verdict, exit status), and what the MX hosts saw (EHLO,
+STARTTLS, the version they negotiated; never a MAIL command); a literal
+address ``[127.0.0.153]`` and ``tls12.probe.test:25`` (no MX lookup); --json;
+usage and lookup errors (one line on stderr naming what was wrong, exit 2:
+bad --resolver, bad port, bad name, bad --timeout, no DNS answer);
+``dns_isolation`` (unbound answered the probe's queries, none of the test's
+names left the machine).
+
+Output: ``PASS name`` / ``FAIL name: why`` per case, then exactly ``N
+passed, M failed``; exit status 0 only if none failed (2 on a usage error).
+Everything is removed in a ``finally``: the MXs, the watch, unbound (SIGTERM
+by pid), the temp dir unless --keep.  -v prints the probe's output of failed
+cases and unbound's log.
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.dont_write_bytecode = True  # leave no __pycache__ in the source tree
+
+from dns_env import (RCODES, T_MX, T_TLSA, LeakWatch, Unbound, dns_ask, ensure_unbound,  # noqa: E402
+                     is_test_name, sign_zone)
+from mx import TestMX, TLSOptions  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(HERE))
+OPENSSL = "/usr/bin/openssl"
+DNS = "127.0.0.150"
+# host name -> (address, TLS options or None for no STARTTLS; certificates added at setup)
+HOSTS = {
+    "tls13.probe.test": ("127.0.0.151", {"version": "1.3"}),
+    "tls12.probe.test": ("127.0.0.152", {"version": "1.2"}),
+    "tls10.probe.test": ("127.0.0.153", {"version": "1.0"}),
+    "plain.probe.test": ("127.0.0.154", None),
+}
+CLOSED = "127.0.0.155"  # nothing listens here
+TIMEOUT_PROBE = 120.0  # seconds for one tlsguardctl run (it bounds each step by --timeout)
+PROBE_STEP = "10"  # --timeout
+
+WEAK10 = "would bounce: TLS 1.2 or higher is required, but host negotiated TLSv1.0"
+NO_TLS = "would bounce: TLS is required, but was not offered by host"
+
+
+def signed_records(dane_tlsa):
+    return [
+        "tls13 IN A 127.0.0.151",
+        "tls12 IN A 127.0.0.152",
+        "tls10 IN A 127.0.0.153",
+        "plain IN A 127.0.0.154",
+        "closed IN A %s" % CLOSED,
+        "secure IN MX 10 tls13.probe.test.",
+        "secure IN MX 20 tls12.probe.test.",
+        "weak IN MX 10 tls10.probe.test.",
+        "weak IN MX 20 tls13.probe.test.",
+        "nostarttls IN MX 10 plain.probe.test.",
+        "dane IN MX 10 mx1.dane.probe.test.",
+        "dane IN MX 20 mx2.dane.probe.test.",
+        "mx1.dane IN A 127.0.0.151",
+        "mx2.dane IN A 127.0.0.152",
+        "down IN MX 10 closed.probe.test.",
+        "down IN MX 20 tls12.probe.test.",
+        "nomx IN A 127.0.0.152",
+        "late IN MX 10 tls10.probe.test.",
+        "late IN MX 20 plain.probe.test.",
+        "late IN MX 30 tls13.probe.test.",
+        "insecure IN MX 10 plain.probe.test.",
+        "insecure IN MX 20 tls10.probe.test.",
+        "nullmx IN MX 0 .",
+    ] + ["_25._tcp.mx1.dane IN TLSA %s" % t for t in dane_tlsa]
+
+
+def plain_zone(tlsa):
+    return [
+        "plain.test. 60 IN MX 10 mx.plain.test.",
+        "mx.plain.test. 60 IN A 127.0.0.151",
+        "_25._tcp.mx.plain.test. 60 IN TLSA %s" % tlsa,
+    ]
+
+
+# ------------------------------------------------------------------ certificates
+
+def make_cert(directory, cn):
+    """A self-signed ECDSA P-256 certificate for CN=cn; (certfile, keyfile)."""
+    cert, key = os.path.join(directory, cn + ".crt"), os.path.join(directory, cn + ".key")
+    r = subprocess.run([OPENSSL, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                        "-nodes", "-subj", "/CN=" + cn, "-addext", "subjectAltName=DNS:" + cn, "-days", "2",
+                        "-keyout", key, "-out", cert], capture_output=True, text=True, timeout=60)
+    if r.returncode != 0:
+        raise RuntimeError("openssl req for CN=%s: %s" % (cn, r.stderr.strip()))
+    return cert, key
+
+
+def tlsa_of(certfile):
+    """TLSA data "3 1 1 <SPKI sha256>" and "3 0 1 <certificate sha256>" for a certificate."""
+    with open(certfile) as f:
+        der = ssl.PEM_cert_to_DER_cert(f.read())
+    pub = subprocess.run([OPENSSL, "x509", "-in", certfile, "-noout", "-pubkey"], capture_output=True,
+                         timeout=30, check=True).stdout
+    spki = subprocess.run([OPENSSL, "pkey", "-pubin", "-outform", "DER"], input=pub, capture_output=True,
+                          timeout=30, check=True).stdout
+    return ["3 1 1 %s" % hashlib.sha256(spki).hexdigest(), "3 0 1 %s" % hashlib.sha256(der).hexdigest()]
+
+
+# ------------------------------------------------------------------ running and reading the probe
+
+class Run:
+    def __init__(self, argv, proc):
+        self.argv, self.rc, self.out, self.err = argv, proc.returncode, proc.stdout, proc.stderr
+        self.top, self.hosts = parse(self.out)
+
+    def host(self, header):
+        for h in self.hosts:
+            if h["header"] == header:
+                return h
+        return None
+
+    def __str__(self):
+        return "$ %s\n(exit %s)\n%s%s" % (" ".join(self.argv), self.rc, self.out,
+                                          ("stderr: " + self.err) if self.err else "")
+
+
+TOP_KEYS = ("destination", "DNS server", "MX hosts", "overall", "note")
+
+
+def parse(out):
+    """({top key: value}, [{"header": "name[addr]:port", key: value, ...}, ...]) of the text output."""
+    top, hosts, cur = {}, [], None
+    for line in out.splitlines():
+        if not line.strip():
+            cur = None
+            continue
+        m = re.match(r"^(%s):\s+(.*)$" % "|".join(re.escape(k) for k in TOP_KEYS), line)
+        if m and m.group(1) == "note":
+            top.setdefault("notes", []).append(m.group(2))
+        elif m:
+            top[m.group(1)] = m.group(2)
+        elif not line.startswith(" "):
+            cur = {"header": line}
+            hosts.append(cur)
+        elif cur is not None:
+            key, _, value = line.strip().partition(":")
+            cur[key] = value.strip()
+    return top, hosts
+
+
+def probe(ctl, target, *extra, resolver=True):
+    argv = [ctl, "probe", target] + (["--resolver", DNS, "--timeout", PROBE_STEP] if resolver else []) + list(extra)
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT_PROBE)
+    return Run(argv, p)
+
+
+def want(p, what, got, expected):
+    if got != expected:
+        p.append("%s: %r, expected %r" % (what, got, expected))
+
+
+def check_tls_host(p, run, header, version, cn):
+    h = run.host(header)
+    if h is None:
+        p.append("no block for %s in the output" % header)
+        return None
+    want(p, header + " STARTTLS offered", h.get("STARTTLS offered"), "yes")
+    want(p, header + " TLS version", h.get("TLS version"), version)
+    if not re.match(r"^\S+ \(\d+ bits\)$", h.get("cipher", "")) or h.get("cipher", "").startswith("("):
+        p.append("%s cipher: %r, expected a cipher name and its bits" % (header, h.get("cipher")))
+    want(p, header + " subject", h.get("subject"), "CN=" + cn)
+    want(p, header + " issuer", h.get("issuer"), "CN=" + cn)
+    for key in ("not before", "not after"):
+        if not re.match(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", h.get(key, "")):
+            p.append("%s %s: %r, expected a UTC time" % (header, key, h.get(key)))
+    if "(not expired)" not in h.get("not after", ""):
+        p.append("%s not after: %r, expected '(not expired)' (a 2-day certificate made now)" % (
+            header, h.get("not after")))
+    if not h.get("verification") or h.get("verification", "").startswith("ok"):
+        p.append("%s verification: %r, expected a reason (the certificate is self-signed)" % (
+            header, h.get("verification")))
+    return h
+
+
+def mx_saw(p, mx, since, version):
+    """The MX's connections after since: EHLO, STARTTLS, the version (None: no STARTTLS), no MAIL."""
+    conns = mx.connections()[since:]
+    if not conns:
+        p.append("%s saw no connection" % mx.name)
+        return
+    c = conns[-1]
+    verbs = c.verbs()
+    if "EHLO" not in verbs:
+        p.append("%s saw no EHLO (%s)" % (mx.name, verbs))
+    if "MAIL" in verbs or "RCPT" in verbs or "DATA" in verbs:
+        p.append("%s saw a mail transaction from the probe: %s" % (mx.name, verbs))
+    if version is None:
+        if "STARTTLS" in verbs:
+            p.append("%s saw STARTTLS though it offered none" % mx.name)
+    elif c.tls_version != version:
+        p.append("%s negotiated %s (error %s), expected %s" % (mx.name, c.tls_version, c.tls_error, version))
+
+
+# ------------------------------------------------------------------ cases
+
+def case_secure(ctx):
+    since = {k: len(m.connections()) for k, m in ctx.mxs.items()}
+    run = ctx.probe("secure.probe.test")
+    p = []
+    want(p, "exit status", run.rc, 0)
+    want(p, "MX hosts", run.top.get("MX hosts"), "10 tls13.probe.test, 20 tls12.probe.test (DNSSEC-authenticated)")
+    want(p, "DNS server", run.top.get("DNS server"), DNS)
+    want(p, "hosts", [h["header"] for h in run.hosts],
+         ["tls13.probe.test[127.0.0.151]:25", "tls12.probe.test[127.0.0.152]:25"])
+    for header, version, cn in (("tls13.probe.test[127.0.0.151]:25", "TLSv1.3", "tls13.probe.test"),
+                                ("tls12.probe.test[127.0.0.152]:25", "TLSv1.2", "tls12.probe.test")):
+        h = check_tls_host(p, run, header, version, cn)
+        if h:
+            want(p, header + " verdict", h.get("verdict"), "would be delivered")
+            want(p, header + " MX preference", h.get("MX preference"), "10" if "tls13" in header else "20")
+            if "DNSSEC-authenticated denial" not in h.get("TLSA (DANE)", ""):
+                p.append("%s TLSA: %r, expected none with an authenticated denial" % (header, h.get("TLSA (DANE)")))
+    want(p, "overall", run.top.get("overall"), "would be delivered: every host takes mail over TLS 1.2 or higher")
+    mx_saw(p, ctx.mxs["tls13.probe.test"], since["tls13.probe.test"], "TLSv1.3")
+    mx_saw(p, ctx.mxs["tls12.probe.test"], since["tls12.probe.test"], "TLSv1.2")
+    return p, run
+
+
+def case_weak(ctx):
+    since = len(ctx.mxs["tls10.probe.test"].connections())
+    run = ctx.probe("weak.probe.test")
+    p = []
+    want(p, "exit status", run.rc, 1)
+    h = check_tls_host(p, run, "tls10.probe.test[127.0.0.153]:25", "TLSv1.0", "tls10.probe.test")
+    if h:
+        want(p, "tls10 verdict", h.get("verdict"), WEAK10)
+    h = check_tls_host(p, run, "tls13.probe.test[127.0.0.151]:25", "TLSv1.3", "tls13.probe.test")
+    if h:
+        want(p, "tls13 verdict", h.get("verdict"), "would be delivered")
+    want(p, "overall", run.top.get("overall"), "would be delivered, by tls13.probe.test[127.0.0.151]")
+    want(p, "notes", run.top.get("notes"), [
+        "at the host that would bounce it, tlsguardd answers 450 4.7.10 instead (another MX host takes "
+        "TLS 1.2 or higher), and the MTA tries the next host"])
+    mx_saw(p, ctx.mxs["tls10.probe.test"], since, "TLSv1")
+    return p, run
+
+
+def case_no_starttls(ctx):
+    since = len(ctx.mxs["plain.probe.test"].connections())
+    run = ctx.probe("nostarttls.probe.test")
+    p = []
+    want(p, "exit status", run.rc, 1)
+    h = run.host("plain.probe.test[127.0.0.154]:25")
+    if h is None:
+        p.append("no block for plain.probe.test[127.0.0.154]:25")
+    else:
+        want(p, "STARTTLS offered", h.get("STARTTLS offered"), "no")
+        want(p, "verdict", h.get("verdict"), NO_TLS)
+        for key in ("TLS version", "cipher", "subject"):
+            if key in h:
+                p.append("%s printed without TLS: %r" % (key, h[key]))
+        if not h.get("greeting", "").startswith("220 "):
+            p.append("greeting: %r, expected the MX's 220" % h.get("greeting"))
+    want(p, "overall", run.top.get("overall"), NO_TLS)
+    mx_saw(p, ctx.mxs["plain.probe.test"], since, None)
+    return p, run
+
+
+def case_dane(ctx):
+    run = ctx.probe("dane.probe.test")
+    p = []
+    want(p, "exit status", run.rc, 0)
+    h = check_tls_host(p, run, "mx1.dane.probe.test[127.0.0.151]:25", "TLSv1.3", "tls13.probe.test")
+    if h:
+        want(p, "mx1 TLSA", h.get("TLSA (DANE)"),
+             "2 records at _25._tcp.mx1.dane.probe.test, DNSSEC-authenticated")
+    h = check_tls_host(p, run, "mx2.dane.probe.test[127.0.0.152]:25", "TLSv1.2", "tls12.probe.test")
+    if h:
+        want(p, "mx2 TLSA", h.get("TLSA (DANE)"),
+             "none at _25._tcp.mx2.dane.probe.test (DNSSEC-authenticated denial)")
+    if not ctx.unbound.queried("_25._tcp.mx1.dane.probe.test", "TLSA"):
+        p.append("unbound logged no TLSA query for _25._tcp.mx1.dane.probe.test")
+    return p, run
+
+
+def case_dane_unsigned(ctx):
+    run = ctx.probe("plain.test")
+    p = []
+    want(p, "exit status", run.rc, 0)
+    want(p, "MX hosts (no AD bit)", run.top.get("MX hosts"), "10 mx.plain.test")
+    h = check_tls_host(p, run, "mx.plain.test[127.0.0.151]:25", "TLSv1.3", "tls13.probe.test")
+    if h:
+        want(p, "TLSA", h.get("TLSA (DANE)"), "1 record at _25._tcp.mx.plain.test, not DNSSEC-authenticated "
+             "(a DANE client ignores them)")
+    return p, run
+
+
+def case_closed_port(ctx):
+    run = ctx.probe("down.probe.test")
+    p = []
+    want(p, "exit status", run.rc, 1)
+    h = run.host("closed.probe.test[%s]:25" % CLOSED)
+    if h is None:
+        p.append("no block for closed.probe.test[%s]:25" % CLOSED)
+    else:
+        want(p, "closed error", h.get("error"), "cannot connect: Connection refused")
+        want(p, "closed verdict", h.get("verdict"), "would be deferred: cannot connect: Connection refused")
+        if "STARTTLS offered" in h:
+            p.append("STARTTLS offered printed for a host never reached: %r" % h["STARTTLS offered"])
+    check_tls_host(p, run, "tls12.probe.test[127.0.0.152]:25", "TLSv1.2", "tls12.probe.test")
+    want(p, "overall", run.top.get("overall"), "would be delivered, by tls12.probe.test[127.0.0.152]")
+    want(p, "notes", run.top.get("notes"), ["the MTA passes over the host it cannot reach"])
+    return p, run
+
+
+def case_session_limit(ctx):
+    """Two answering insecure hosts before the secure one: Postfix's 2-session limit is named."""
+    run = ctx.probe("late.probe.test")
+    p = []
+    want(p, "exit status", run.rc, 1)
+    want(p, "verdicts", [h.get("verdict") for h in run.hosts], [WEAK10, NO_TLS, "would be delivered"])
+    want(p, "overall", run.top.get("overall"), "would be delivered, by tls13.probe.test[127.0.0.151]")
+    notes = run.top.get("notes") or []
+    if len(notes) != 2 or "2 hosts that answer come before tls13.probe.test[127.0.0.151]" not in notes[-1] \
+            or "smtp_mx_session_limit" not in notes[-1]:
+        p.append("notes: %r, expected the 450 note and the smtp_mx_session_limit note" % notes)
+    return p, run
+
+
+def case_null_mx(ctx):
+    run = ctx.probe("nullmx.probe.test")
+    p = []
+    want(p, "exit status", run.rc, 1)
+    want(p, "hosts", run.hosts, [])
+    want(p, "MX hosts", run.top.get("MX hosts"), "null MX (RFC 7505) (DNSSEC-authenticated)")
+    want(p, "overall", run.top.get("overall"),
+         "would bounce: nullmx.probe.test publishes a null MX (RFC 7505) and takes no mail")
+    return p, run
+
+
+def case_all_insecure(ctx):
+    run = ctx.probe("insecure.probe.test")
+    p = []
+    want(p, "exit status", run.rc, 1)
+    want(p, "verdicts", [h.get("verdict") for h in run.hosts], [NO_TLS, WEAK10])
+    want(p, "overall", run.top.get("overall"), "would bounce: no host takes mail over TLS 1.2 or higher")
+    return p, run
+
+
+def case_no_mx(ctx):
+    run = ctx.probe("nomx.probe.test")
+    p = []
+    want(p, "exit status", run.rc, 0)
+    if not run.top.get("MX hosts", "").startswith("none: the domain's own address"):
+        p.append("MX hosts: %r, expected the fallback to the domain's address" % run.top.get("MX hosts"))
+    check_tls_host(p, run, "nomx.probe.test[127.0.0.152]:25", "TLSv1.2", "tls12.probe.test")
+    return p, run
+
+
+def case_nxdomain(ctx):
+    run = ctx.probe("nosuch.probe.test")
+    p = []
+    want(p, "exit status", run.rc, 2)
+    want(p, "stdout", run.out, "")
+    want(p, "stderr", run.err.strip(),
+         "tlsguardctl: fatal: probe: nosuch.probe.test: no such domain (NXDOMAIN from %s)" % DNS)
+    return p, run
+
+
+def case_literal(ctx):
+    run = ctx.probe("[127.0.0.153]")
+    p = []
+    want(p, "exit status", run.rc, 1)
+    want(p, "hosts", [h["header"] for h in run.hosts], ["[127.0.0.153]:25"])
+    h = check_tls_host(p, run, "[127.0.0.153]:25", "TLSv1.0", "tls10.probe.test")
+    if h:
+        want(p, "verdict", h.get("verdict"), WEAK10)
+        want(p, "TLSA", h.get("TLSA (DANE)"), "not looked up (no host name)")
+    want(p, "overall", run.top.get("overall"), WEAK10)
+    if "MX hosts" in run.top or "DNS server" in run.top:
+        p.append("a literal address printed DNS lines: %r" % run.top)
+    return p, run
+
+
+def case_host_port(ctx):
+    run = ctx.probe("tls12.probe.test:25")
+    p = []
+    want(p, "exit status", run.rc, 0)
+    if "MX hosts" in run.top:
+        p.append("HOST:PORT looked up MX hosts: %r" % run.top["MX hosts"])
+    h = check_tls_host(p, run, "tls12.probe.test[127.0.0.152]:25", "TLSv1.2", "tls12.probe.test")
+    if h and "MX preference" in h:
+        p.append("HOST:PORT printed an MX preference")
+    want(p, "overall", run.top.get("overall"), "would be delivered")
+    return p, run
+
+
+def case_json(ctx):
+    run = ctx.probe("weak.probe.test", "--json")
+    p = []
+    want(p, "exit status", run.rc, 1)
+    try:
+        doc = json.loads(run.out)
+    except ValueError as e:
+        return ["not JSON: %s" % e], run
+    want(p, "verdict", doc.get("verdict"), "delivered")
+    want(p, "exit", doc.get("exit"), 1)
+    want(p, "all_secure", doc.get("all_secure"), False)
+    want(p, "mx", doc.get("mx"), [{"preference": 10, "host": "tls10.probe.test"},
+                                  {"preference": 20, "host": "tls13.probe.test"}])
+    hosts = doc.get("hosts") or []
+    want(p, "host count", len(hosts), 2)
+    if len(hosts) == 2:
+        weak, good = hosts
+        want(p, "hosts[0].address", weak.get("address"), "127.0.0.153")
+        want(p, "hosts[0].starttls", weak.get("starttls"), True)
+        want(p, "hosts[0].tls.version", (weak.get("tls") or {}).get("version"), "TLSv1.0")
+        if not (weak.get("tls") or {}).get("cipher"):
+            p.append("hosts[0].tls.cipher empty")
+        want(p, "hosts[0].certificate.subject", (weak.get("certificate") or {}).get("subject"),
+             "CN=tls10.probe.test")
+        want(p, "hosts[0].verdict", weak.get("verdict"), "bounce")
+        want(p, "hosts[0].verdict_text", weak.get("verdict_text"), WEAK10)
+        want(p, "hosts[0].tlsa", weak.get("tlsa"), {"name": "_25._tcp.tls10.probe.test", "rcode": "NXDOMAIN",
+                                                    "count": 0, "authenticated": True})
+        want(p, "hosts[1].tls.version", (good.get("tls") or {}).get("version"), "TLSv1.3")
+        want(p, "hosts[1].verdict", good.get("verdict"), "delivered")
+    if not any("450 4.7.10" in n for n in doc.get("notes") or []):
+        p.append("notes: %r, expected the 450 4.7.10 note" % doc.get("notes"))
+    return p, run
+
+
+def case_errors(ctx):
+    """Each bad input: exit 2, stdout empty, one stderr line naming the culprit."""
+    p, runs = [], []
+    for args, needle in ((["secure.probe.test", "--resolver", "127.0.0.150:99999"], "--resolver 127.0.0.150:99999"),
+                         (["secure.probe.test", "--resolver", "dns.example"], "--resolver dns.example"),
+                         (["secure.probe.test:0"], 'bad port "0"'),
+                         (["bad..name"], '"bad..name": not a domain'),
+                         (["secure.probe.test", "--timeout", "0"], "--timeout 0"),
+                         (["secure.probe.test", "--frobnicate"], "unknown option --frobnicate"),
+                         # nothing answers DNS there: a lookup error, not a verdict
+                         (["secure.probe.test", "--resolver", DNS + ":5353", "--timeout", "2"],
+                          "secure.probe.test: MX lookup: no answer from %s:5353" % DNS)):
+        run = probe(ctx.ctl, args[0], *args[1:], resolver=False)
+        runs.append(run)
+        lines = run.err.strip().splitlines()
+        if run.rc != 2 or run.out or len(lines) != 1 or not lines[0].startswith("tlsguardctl: fatal: probe: ") \
+                or needle not in lines[0]:
+            p.append("%s: exit %s, stdout %r, stderr %r; expected exit 2 and one line with %r" % (
+                " ".join(args), run.rc, run.out[:80], run.err.strip()[:200], needle))
+    run = probe(ctx.ctl, "--help", resolver=False)
+    runs.append(run)
+    if run.rc != 2 or "usage: tlsguardctl probe" not in run.err:
+        p.append("probe --help: exit %s, stderr %r; expected exit 2 and the usage" % (run.rc, run.err[:200]))
+    return p, runs
+
+
+CASES = [
+    ("probe_all_secure", case_secure),
+    ("probe_weak_first_mx", case_weak),
+    ("probe_no_starttls", case_no_starttls),
+    ("probe_dane_tlsa", case_dane),
+    ("probe_dane_unsigned", case_dane_unsigned),
+    ("probe_closed_port", case_closed_port),
+    ("probe_session_limit_note", case_session_limit),
+    ("probe_all_insecure", case_all_insecure),
+    ("probe_null_mx", case_null_mx),
+    ("probe_no_mx_fallback", case_no_mx),
+    ("probe_nxdomain", case_nxdomain),
+    ("probe_literal_address", case_literal),
+    ("probe_host_port", case_host_port),
+    ("probe_json", case_json),
+    ("probe_errors", case_errors),
+]
+
+
+class Ctx:
+    def __init__(self, ctl, mxs, unbound):
+        self.ctl, self.mxs, self.unbound = ctl, mxs, unbound
+
+        self.runs = []
+
+    def probe(self, target, *extra):
+        run = probe(self.ctl, target, *extra)
+        self.runs.append(run)
+        return run
+
+
+def check_dns_server():
+    """The signed zone answers, plain.test answers, outside is REFUSED, nosuch is NXDOMAIN."""
+    p = []
+    for name, qtype, want_rcode, want_n in (("secure.probe.test", T_MX, 0, 2), ("plain.test", T_MX, 0, 1),
+                                            ("_25._tcp.mx1.dane.probe.test", T_TLSA, 0, 2),
+                                            ("nosuch.probe.test", T_MX, 3, 0), ("example.com", T_MX, 5, 0)):
+        try:
+            rcode, n = dns_ask(DNS, name, qtype)
+        except OSError as e:
+            p.append("%s: %s" % (name, e))
+            continue
+        if rcode != want_rcode or n != want_n:
+            p.append("%s type %d: %s with %d answers, expected %s with %d" % (
+                name, qtype, RCODES.get(rcode, rcode), n, RCODES[want_rcode], want_n))
+    return p
+
+
+def check_isolation(ctx, watch):
+    p = []
+    for name, qtype in (("secure.probe.test", "MX"), ("weak.probe.test", "MX"), ("plain.test", "MX"),
+                        ("tls13.probe.test", "A"), ("nosuch.probe.test", "MX")):
+        if not ctx.unbound.queried(name, qtype):
+            p.append("unbound logged no %s query for %s (did the probe ask --resolver?)" % (qtype, name))
+    if watch.error:
+        p.append("DNS leak watch: %s" % watch.error)
+    elif watch.lo_seen == 0:
+        p.append("the DNS leak watch saw not even the test's own queries to %s on lo" % DNS)
+    leaks = [s for s in watch.seen if is_test_name(s[3])]
+    if leaks:
+        p.append("DNS queries of the test left the machine: %s" % ", ".join(
+            "%s via %s to %s (%s)" % (q, ifn, dst, proto) for ifn, dst, proto, q in leaks[:5]))
+    return p
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--tlsguardctl", default=os.path.join(REPO, "build", "tlsguardctl"))
+    ap.add_argument("--tlsguardd", help="ignored (the Makefile passes it to every suite)")
+    ap.add_argument("--keep", action="store_true", help="keep the temp dir (zone, keys, unbound's log)")
+    ap.add_argument("-v", "--verbose", action="store_true", help="show the probe's output of failed cases")
+    return ap.parse_args(argv)
+
+
+def _on_sigterm(signum, frame):
+    raise KeyboardInterrupt("SIGTERM")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if os.geteuid() != 0:
+        print("probe_run.py must run as root (port 25, apt-get for unbound and ldnsutils)", file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    results = []
+
+    def report(name, problems, runs=None):
+        results.append((name, problems))
+        if problems:
+            more = " (+%d more)" % (len(problems) - 5) if len(problems) > 5 else ""
+            print("FAIL %s: %s%s" % (name, "; ".join(problems[:5]), more), flush=True)
+            if args.verbose and runs is not None:
+                for r in runs if isinstance(runs, list) else [runs]:
+                    print("    " + str(r).replace("\n", "\n    "))
+        else:
+            print("PASS %s" % name, flush=True)
+
+    def say(text):
+        print("    " + text, flush=True)
+
+    tmp = unbound = watch = None
+    mxs = {}
+    interrupted = False
+    t0 = time.monotonic()
+    try:
+        try:
+            if not os.access(args.tlsguardctl, os.X_OK):
+                raise RuntimeError("%s is missing or not executable (run make)" % args.tlsguardctl)
+            ensure_unbound(say, extra=("ldnsutils",))
+            tmp = tempfile.mkdtemp(prefix="tlsguard-e2e-probe-")
+            certs = os.path.join(tmp, "certs")
+            os.makedirs(certs)
+            tls = {}
+            for name, (addr, opts) in HOSTS.items():
+                if opts is None:
+                    tls[name] = None
+                else:
+                    cert, key = make_cert(certs, name)
+                    tls[name] = TLSOptions(**opts, certfile=cert, keyfile=key)
+            dane_tlsa = tlsa_of(tls["tls13.probe.test"].certfile)
+            signed = sign_zone(os.path.join(tmp, "zone"), "probe.test", signed_records(dane_tlsa), DNS)
+            watch = LeakWatch().start()
+            unbound = Unbound(tmp, DNS, static_zones={"plain.test.": plain_zone(dane_tlsa[0])}, signed=signed,
+                              ready=("secure.probe.test", T_MX, 2), verbosity=2 if args.verbose else 1).start()
+            report("dns_server", check_dns_server())
+            for name, (addr, _) in HOSTS.items():
+                mxs[name] = TestMX(addr, 25, name=name, tls=tls[name]).start()
+        except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+            report("setup", [str(e)])
+        else:
+            ctx = Ctx(args.tlsguardctl, mxs, unbound)
+            for name, case in CASES:
+                ctx.runs = []
+                try:
+                    problems, runs = case(ctx)
+                except Exception as e:  # noqa: BLE001 -- a harness error is one failure, the rest still run
+                    problems, runs = ["%s: %s" % (type(e).__name__, e)], None
+                # a verdict comes with nothing on stderr (a sanitizer report would be there)
+                problems += ["%s: stderr %r" % (r.argv[2], r.err[:300]) for r in ctx.runs
+                             if r.rc in (0, 1) and r.err]
+                report(name, problems, runs)
+            report("dns_isolation", check_isolation(ctx, watch))
+            if args.verbose:
+                print(unbound.log_tail(40))
+    except KeyboardInterrupt:
+        interrupted = True
+        report("interrupted", ["Ctrl-C or SIGTERM; cleaned up"])
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # cleanup is bounded; let it finish
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        cleanup_problems = []
+        for mx in mxs.values():
+            mx.stop()
+        if watch is not None:
+            watch.stop()
+        if unbound is not None:
+            why = unbound.stop()
+            if why:
+                cleanup_problems.append(why)
+        if cleanup_problems:
+            report("cleanup", cleanup_problems)
+        if tmp is not None:
+            if args.keep:
+                print("kept %s" % tmp, file=sys.stderr)
+            else:
+                shutil.rmtree(tmp, ignore_errors=True)
+    failed = sum(1 for _, p in results if p)
+    print("(%.1fs)" % (time.monotonic() - t0), file=sys.stderr)
+    print("%d passed, %d failed" % (len(results) - failed, failed), flush=True)
+    return 1 if failed or interrupted else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,969 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * NAME
+ *	tg_probe - tlsguardctl probe (see tg_probe.h)
+ * DESCRIPTION
+ *	One pass: resolve, then probe the addresses one after the other in
+ *	MX preference order (the order an MTA tries them), then print. The
+ *	DNS lookups and the SMTP/STARTTLS session are tg_mxconn's, the same
+ *	code tlsguardd's MX check runs; only the SSL_CTX differs: the agent
+ *	refuses below TLS 1.2, the probe accepts what the server offers so
+ *	that it can say what that was.
+ *
+ *	Everything a server sends (greeting, replies, certificate names) is
+ *	printed with control bytes replaced, so that a hostile host cannot
+ *	write to the administrator's terminal.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+#include "tg_mxconn.h"
+#include "tg_probe.h"
+
+#define TG_PROBE_NAMES	16	/* MX hosts looked at */
+#define TG_PROBE_HOSTS	32	/* addresses probed */
+#define TG_PROBE_TIMEOUT 10	/* seconds, default --timeout */
+#define TG_TEXT		(2 * NS_MAXDNAME + 512)	/* a verdict naming hosts */
+#define TG_NOTES	3	/* lines explaining the overall verdict */
+
+/* tlsguardd's reply texts (agent/tg_inject.c) */
+#define TG_TXT_NO_TLS	"TLS is required, but was not offered by host"
+#define TG_TXT_WEAK	"TLS 1.2 or higher is required, but host negotiated %s"
+
+enum tg_verdict {
+	TG_V_DELIVERED,		/* TLS 1.2 or higher */
+	TG_V_BOUNCE,		/* tlsguard holds the MAIL */
+	TG_V_DEFER,		/* the MTA does not get as far as MAIL */
+};
+
+struct tg_probe_host {
+	char name[NS_MAXDNAME];	/* MX host name, or the literal */
+	int pref;		/* MX preference, -1 if not from an MX */
+	int has_addr;
+	struct tg_addr addr;
+	char addr_s[INET6_ADDRSTRLEN];
+	char no_addr[64];	/* why there is no address */
+
+	int reached;		/* a session got as far as the greeting */
+	int ehlo;		/* EHLO was answered: offered is known */
+	int offered;		/* STARTTLS in the EHLO reply */
+	char greeting[256];
+	char failure[512];	/* what went wrong, for the verdict */
+	int vnum;		/* SSL_version(), 0 without TLS */
+	char version[16];
+	char cipher[80];
+	int bits;
+	char subject[300];
+	char issuer[300];
+	char not_before[32];
+	char not_after[32];
+	int expired, not_yet;
+	int cert;
+	char verify[160];	/* "ok" or the verifier's reason */
+
+	int tlsa_asked;
+	struct tg_dns_answer tlsa;
+	char tlsa_name[NS_MAXDNAME + 16];
+
+	enum tg_verdict verdict;
+	char verdict_s[TG_TEXT];
+};
+
+struct tg_probe {
+	const char *target;
+	const char *resolver;
+	int timeout;
+	int json;
+	unsigned port;
+	int mode;		/* TG_M_* */
+	char name[NS_MAXDNAME];	/* domain or host to look up */
+	struct tg_addr literal;
+	struct tg_mx_name mx[TG_PROBE_NAMES];
+	int nmx;
+	int mx_ad;		/* the MX answer was DNSSEC-authenticated */
+	int own_address;	/* no MX: the domain's own address */
+	struct tg_probe_host host[TG_PROBE_HOSTS];
+	int nhost;
+	char overall[TG_TEXT];
+	char note[TG_NOTES][TG_TEXT];
+	int nnote;
+	int exit;
+};
+
+enum { TG_M_DOMAIN, TG_M_HOST, TG_M_LITERAL };
+
+static void tg_probe_fatal(const char *fmt, ...)
+	__attribute__((format(printf, 1, 2), noreturn));
+
+static void tg_probe_fatal(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("tlsguardctl: fatal: probe: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	exit(2);
+}
+
+static void tg_probe_usage(void)
+{
+	fputs("usage: tlsguardctl probe DOMAIN|HOST:PORT|IP|[IP]:PORT "
+	      "[--resolver IP[:PORT]] [--timeout SECONDS] [--json]\n", stderr);
+	exit(2);
+}
+
+/* Copy with control bytes and non-ASCII replaced: server text is hostile. */
+static void tg_clean(char *dst, size_t len, const char *src, size_t n)
+{
+	size_t i;
+
+	if (!len)
+		return;
+	for (i = 0; i < n && i + 1 < len && src[i]; i++) {
+		unsigned char c = (unsigned char)src[i];
+
+		dst[i] = c < 0x20 || c >= 0x7f ? '?' : (char)c;
+	}
+	dst[i] = 0;
+}
+
+/* The first line of an SMTP reply, cleaned. */
+static void tg_first_line(char *dst, size_t len, const char *reply)
+{
+	tg_clean(dst, len, reply, strcspn(reply, "\r\n"));
+}
+
+static int tg_domain_ok(const char *s)
+{
+	size_t n = strlen(s), label = 0, i;
+
+	if (n == 0 || n > 253 + (s[n - 1] == '.'))
+		return 0;
+	for (i = 0; i < n; i++) {
+		char c = s[i];
+
+		if (c == '.') {
+			if (label == 0)
+				return 0;
+			label = 0;
+			continue;
+		}
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		      (c >= '0' && c <= '9') || c == '-' || c == '_'))
+			return 0;
+		if (++label > 63)
+			return 0;
+	}
+	return 1;
+}
+
+static int tg_literal(const char *s, struct tg_addr *a)
+{
+	memset(a, 0, sizeof(*a));
+	if (inet_pton(AF_INET, s, a->addr) == 1) {
+		a->family = AF_INET;
+		return 1;
+	}
+	if (inet_pton(AF_INET6, s, a->addr) == 1) {
+		a->family = AF_INET6;
+		return 1;
+	}
+	return 0;
+}
+
+static unsigned tg_port(const char *s, const char *target)
+{
+	unsigned long v;
+	char *end;
+
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (!*s || *end || errno || v == 0 || v > 65535 || *s == '-' ||
+	    *s == '+')
+		tg_probe_fatal("%s: bad port \"%s\" (expected 1 to 65535)",
+			       target, s);
+	return (unsigned)v;
+}
+
+/*
+ * DOMAIN, HOST:PORT, IPv4[:PORT], IPv6, [IP or HOST][:PORT]. Brackets
+ * mean what they mean to Postfix: that host, no MX lookup.
+ */
+static void tg_target(struct tg_probe *p, const char *t)
+{
+	char host[NS_MAXDNAME];
+	const char *colon, *end;
+	size_t n;
+
+	p->port = 25;
+	if (t[0] == '[') {
+		end = strchr(t, ']');
+		if (!end || end == t + 1)
+			tg_probe_fatal("%s: missing \"]\" or empty brackets", t);
+		if (end[1] == ':')
+			p->port = tg_port(end + 2, t);
+		else if (end[1])
+			tg_probe_fatal("%s: expected \":PORT\" or nothing after "
+				       "\"]\"", t);
+		n = (size_t)(end - t - 1);
+	} else if (tg_literal(t, &p->literal)) {
+		n = strlen(t);	/* IPv4 or a bare IPv6 literal */
+	} else if ((colon = strchr(t, ':'))) {
+		if (strchr(colon + 1, ':'))
+			tg_probe_fatal("%s: put an IPv6 address with a port in "
+				       "brackets: [IPv6]:PORT", t);
+		p->port = tg_port(colon + 1, t);
+		n = (size_t)(colon - t);
+	} else {
+		n = strlen(t);
+	}
+	if (n >= sizeof(host))
+		tg_probe_fatal("%.64s...: name too long", t);
+	memcpy(host, t + (t[0] == '['), n);
+	host[n] = 0;
+	if (tg_literal(host, &p->literal)) {
+		p->mode = TG_M_LITERAL;
+	} else if (!tg_domain_ok(host)) {
+		tg_probe_fatal("\"%s\": not a domain, host name or IP address",
+			       host);
+	} else {
+		p->mode = t[0] == '[' || strchr(t, ':') ? TG_M_HOST :
+							  TG_M_DOMAIN;
+	}
+	snprintf(p->name, sizeof(p->name), "%s", host);
+}
+
+static const char *tg_rcode_name(int rcode)
+{
+	static char buf[16];
+
+	switch (rcode) {
+	case -1:
+		return "no answer";
+	case ns_r_noerror:
+		return "NOERROR";
+	case ns_r_formerr:
+		return "FORMERR";
+	case ns_r_servfail:
+		return "SERVFAIL";
+	case ns_r_nxdomain:
+		return "NXDOMAIN";
+	case ns_r_notimpl:
+		return "NOTIMP";
+	case ns_r_refused:
+		return "REFUSED";
+	}
+	snprintf(buf, sizeof(buf), "rcode %d", rcode);
+	return buf;
+}
+
+static const char *tg_server(const struct tg_probe *p)
+{
+	return p->resolver ? p->resolver : "the servers of /etc/resolv.conf";
+}
+
+/* A lookup that got no usable answer ends the probe (exit 2). */
+static void tg_lookup_failed(const struct tg_probe *p, const char *what,
+			     const struct tg_dns_answer *a)
+{
+	if (a->rcode == ns_r_nxdomain)
+		tg_probe_fatal("%s: no such domain (NXDOMAIN from %s)",
+			       p->name, tg_server(p));
+	if (a->rcode == -1)
+		tg_probe_fatal("%s: %s lookup: no answer from %s (--timeout "
+			       "%d)", p->name, what, tg_server(p), p->timeout);
+	tg_probe_fatal("%s: %s lookup failed: %s from %s", p->name, what,
+		       tg_rcode_name(a->rcode), tg_server(p));
+}
+
+static struct tg_probe_host *tg_new_host(struct tg_probe *p, const char *name,
+					 int pref)
+{
+	struct tg_probe_host *h;
+
+	if (p->nhost == TG_PROBE_HOSTS)
+		return NULL;
+	h = &p->host[p->nhost++];
+	memset(h, 0, sizeof(*h));
+	snprintf(h->name, sizeof(h->name), "%s", name);
+	h->pref = pref;
+	return h;
+}
+
+/* One host per address of name; one without an address says why. */
+static void tg_add_name(struct tg_probe *p, struct __res_state *res,
+			const char *name, int pref)
+{
+	struct tg_addr addrs[TG_PROBE_HOSTS];
+	struct tg_dns_answer a;
+	struct tg_probe_host *h;
+	int n, i;
+
+	n = tg_dns_addrs(res, name, addrs, 0, TG_PROBE_HOSTS, &a);
+	if (n == 0) {
+		h = tg_new_host(p, name, pref);
+		if (h)
+			snprintf(h->no_addr, sizeof(h->no_addr), "%s",
+				 a.rcode == ns_r_noerror ? "no A or AAAA record" :
+				 tg_rcode_name(a.rcode));
+		return;
+	}
+	for (i = 0; i < n; i++) {
+		h = tg_new_host(p, name, pref);
+		if (!h)
+			return;
+		h->has_addr = 1;
+		h->addr = addrs[i];
+	}
+}
+
+static void tg_resolve(struct tg_probe *p, struct __res_state *res)
+{
+	struct tg_dns_answer a;
+	struct tg_probe_host *h;
+	int i;
+
+	if (p->mode == TG_M_LITERAL) {
+		h = tg_new_host(p, "", -1);
+		h->has_addr = 1;
+		h->addr = p->literal;
+		return;
+	}
+	if (p->mode == TG_M_HOST) {
+		tg_add_name(p, res, p->name, -1);
+		if (!p->host[0].has_addr)
+			tg_probe_fatal("%s: address lookup: %s from %s",
+				       p->name, p->host[0].no_addr,
+				       tg_server(p));
+		return;
+	}
+	p->nmx = tg_dns_mx(res, p->name, p->mx, TG_PROBE_NAMES, &a);
+	if (a.rcode != ns_r_noerror)
+		tg_lookup_failed(p, "MX", &a);
+	p->mx_ad = a.ad;
+	if (p->nmx == 0) {	/* RFC 5321 5.1: the domain is its own MX */
+		p->own_address = 1;
+		tg_add_name(p, res, p->name, -1);
+		if (!p->host[0].has_addr)
+			tg_probe_fatal("%s: no MX, A or AAAA records (%s from "
+				       "%s)", p->name, p->host[0].no_addr,
+				       tg_server(p));
+		return;
+	}
+	for (i = 0; i < p->nmx; i++) {
+		const char *mx = p->mx[i].name;
+
+		/* RFC 7505 null MX: the domain takes no mail at all */
+		if (p->nmx == 1 && (!*mx || strcmp(mx, ".") == 0))
+			return;
+		tg_add_name(p, res, mx, p->mx[i].pref);
+	}
+}
+
+static void tg_asn1_time(char *dst, size_t len, const ASN1_TIME *t)
+{
+	struct tm tm;
+
+	if (!t || !ASN1_TIME_to_tm(t, &tm) ||
+	    !strftime(dst, len, "%Y-%m-%d %H:%M:%S UTC", &tm))
+		snprintf(dst, len, "?");
+}
+
+static void tg_x509_name(char *dst, size_t len, const X509_NAME *name)
+{
+	BIO *bio = BIO_new(BIO_s_mem());
+	char *data;
+	long n;
+
+	snprintf(dst, len, "?");
+	if (!bio)
+		return;
+	if (X509_NAME_print_ex(bio, name, 0, XN_FLAG_RFC2253) >= 0) {
+		n = BIO_get_mem_data(bio, &data);
+		tg_clean(dst, len, data, n > 0 ? (size_t)n : 0);
+		if (n <= 0)
+			snprintf(dst, len, "(empty)");
+	}
+	BIO_free(bio);
+}
+
+/* OpenSSL says "TLSv1" for 1.0; tlsguardd's texts say "TLSv1.0". */
+static const char *tg_version_name(const SSL *ssl)
+{
+	return SSL_version(ssl) == TLS1_VERSION ? "TLSv1.0" :
+						  SSL_get_version(ssl);
+}
+
+static void tg_handshake_error(char *dst, size_t len, int err)
+{
+	unsigned long e = ERR_peek_last_error();
+	const char *r = e ? ERR_reason_error_string(e) : NULL;
+
+	if (r)
+		snprintf(dst, len, "%s", r);
+	else if (err)
+		snprintf(dst, len, "%s", strerror(err));
+	else
+		snprintf(dst, len, "the server closed the connection");
+	ERR_clear_error();
+}
+
+static void tg_probe_one(struct tg_probe *p, SSL_CTX *ctx,
+			 struct tg_probe_host *h)
+{
+	struct tg_starttls st;
+	char why[200], line[256];
+	X509 *cert;
+	long vr;
+
+	tg_addr_str(&h->addr, h->addr_s, sizeof(h->addr_s));
+	tg_starttls_open(&st, ctx, &h->addr, p->port,
+			 h->name[0] ? h->name : NULL, p->timeout);
+	h->reached = st.stage > TG_ST_GREETING;
+	h->ehlo = st.stage > TG_ST_EHLO;
+	h->offered = st.offered;
+	tg_clean(h->greeting, sizeof(h->greeting), st.greeting,
+		 strlen(st.greeting));
+	tg_first_line(line, sizeof(line), st.reply);
+	switch (st.stage) {
+	case TG_ST_CONNECT:
+		snprintf(h->failure, sizeof(h->failure), "cannot connect: %s",
+			 strerror(st.err));
+		break;
+	case TG_ST_GREETING:
+	case TG_ST_EHLO:
+		if (st.code > 0)
+			snprintf(h->failure, sizeof(h->failure),
+				 "%s refused: %s", st.stage == TG_ST_EHLO ?
+				 "EHLO" : "session", line);
+		else
+			snprintf(h->failure, sizeof(h->failure),
+				 "no reply to %s: %s", st.stage == TG_ST_EHLO ?
+				 "EHLO" : "connect", strerror(st.err));
+		break;
+	case TG_ST_NOT_OFFERED:
+		break;
+	case TG_ST_STARTTLS:
+		snprintf(h->failure, sizeof(h->failure), "STARTTLS answered: %s",
+			 st.code > 0 ? line : strerror(st.err));
+		break;
+	case TG_ST_HANDSHAKE:
+		tg_handshake_error(why, sizeof(why), st.err);
+		snprintf(h->failure, sizeof(h->failure),
+			 "TLS handshake failed: %s", why);
+		break;
+	case TG_ST_DONE:
+		h->vnum = SSL_version(st.ssl);
+		snprintf(h->version, sizeof(h->version), "%s",
+			 tg_version_name(st.ssl));
+		snprintf(h->cipher, sizeof(h->cipher), "%s",
+			 SSL_get_cipher_name(st.ssl));
+		h->bits = SSL_get_cipher_bits(st.ssl, NULL);
+		cert = SSL_get1_peer_certificate(st.ssl);
+		if (cert) {
+			h->cert = 1;
+			tg_x509_name(h->subject, sizeof(h->subject),
+				     X509_get_subject_name(cert));
+			tg_x509_name(h->issuer, sizeof(h->issuer),
+				     X509_get_issuer_name(cert));
+			tg_asn1_time(h->not_before, sizeof(h->not_before),
+				     X509_get0_notBefore(cert));
+			tg_asn1_time(h->not_after, sizeof(h->not_after),
+				     X509_get0_notAfter(cert));
+			h->expired = X509_cmp_current_time(
+					     X509_get0_notAfter(cert)) <= 0;
+			h->not_yet = X509_cmp_current_time(
+					     X509_get0_notBefore(cert)) >= 0;
+			vr = SSL_get_verify_result(st.ssl);
+			snprintf(h->verify, sizeof(h->verify), "%s",
+				 vr == X509_V_OK ? "ok" :
+				 X509_verify_cert_error_string(vr));
+			X509_free(cert);
+		}
+		break;
+	}
+	tg_starttls_close(&st);
+
+	if (st.stage == TG_ST_DONE && h->vnum >= TLS1_2_VERSION) {
+		h->verdict = TG_V_DELIVERED;
+		snprintf(h->verdict_s, sizeof(h->verdict_s),
+			 "would be delivered");
+	} else if (st.stage == TG_ST_DONE) {
+		h->verdict = TG_V_BOUNCE;
+		snprintf(why, sizeof(why), TG_TXT_WEAK, h->version);
+		snprintf(h->verdict_s, sizeof(h->verdict_s),
+			 "would bounce: %s", why);
+	} else if (st.stage == TG_ST_NOT_OFFERED) {
+		h->verdict = TG_V_BOUNCE;
+		snprintf(h->verdict_s, sizeof(h->verdict_s),
+			 "would bounce: " TG_TXT_NO_TLS);
+	} else if (st.stage == TG_ST_STARTTLS) {
+		/* the MTA goes on in plaintext, and tlsguardd holds MAIL */
+		h->verdict = TG_V_BOUNCE;
+		snprintf(h->verdict_s, sizeof(h->verdict_s),
+			 "would bounce: " TG_TXT_NO_TLS " (%s)", h->failure);
+	} else if (st.stage == TG_ST_HANDSHAKE) {
+		/* Postfix at "may" defers, then retries in plaintext */
+		h->verdict = TG_V_BOUNCE;
+		snprintf(h->verdict_s, sizeof(h->verdict_s),
+			 "would bounce: %s; the MTA's retry without TLS is "
+			 "held", h->failure);
+	} else {
+		h->verdict = TG_V_DEFER;
+		snprintf(h->verdict_s, sizeof(h->verdict_s),
+			 "would be deferred: %s", h->failure);
+	}
+}
+
+/* TLSA at _PORT._tcp.NAME, asked once per host name. */
+static void tg_tlsa(struct tg_probe *p, struct __res_state *res)
+{
+	int i, j;
+
+	for (i = 0; i < p->nhost; i++) {
+		struct tg_probe_host *h = &p->host[i];
+
+		if (!h->name[0])
+			continue;	/* a literal address has no name */
+		snprintf(h->tlsa_name, sizeof(h->tlsa_name), "_%u._tcp.%s",
+			 p->port, h->name);
+		for (j = 0; j < i; j++)
+			if (p->host[j].tlsa_asked &&
+			    strcasecmp(p->host[j].name, h->name) == 0)
+				break;
+		h->tlsa_asked = 1;
+		if (j < i)
+			h->tlsa = p->host[j].tlsa;
+		else
+			tg_dns_tlsa(res, h->name, p->port, &h->tlsa);
+	}
+}
+
+static void tg_note(struct tg_probe *p, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static void tg_note(struct tg_probe *p, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (p->nnote == TG_NOTES)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(p->note[p->nnote++], TG_TEXT, fmt, ap);
+	va_end(ap);
+}
+
+/* "the host" or "the N hosts" */
+static const char *tg_hosts(char *buf, size_t len, int n)
+{
+	if (n == 1)
+		snprintf(buf, len, "the host");
+	else
+		snprintf(buf, len, "the %d hosts", n);
+	return buf;
+}
+
+static void tg_overall(struct tg_probe *p)
+{
+	char buf[32];
+	struct tg_probe_host *first = NULL;
+	int i, secure = 0, bounce = 0, reached_before = 0;
+
+	for (i = 0; i < p->nhost; i++) {
+		struct tg_probe_host *h = &p->host[i];
+
+		if (h->verdict == TG_V_DELIVERED) {
+			secure++;
+			if (!first)
+				first = h;
+		} else {
+			bounce += h->verdict == TG_V_BOUNCE;
+			if (!first && h->reached)
+				reached_before++;
+		}
+	}
+	p->exit = 1;
+	if (p->nhost == 0) {
+		snprintf(p->overall, sizeof(p->overall),
+			 "would bounce: %s publishes a null MX (RFC 7505) and "
+			 "takes no mail", p->name);
+	} else if (secure == p->nhost) {
+		p->exit = 0;
+		snprintf(p->overall, sizeof(p->overall), "%s",
+			 p->nhost == 1 ? "would be delivered" :
+			 "would be delivered: every host takes mail over TLS "
+			 "1.2 or higher");
+	} else if (p->nhost == 1) {
+		snprintf(p->overall, sizeof(p->overall), "%s",
+			 p->host[0].verdict_s);
+	} else if (secure) {
+		snprintf(p->overall, sizeof(p->overall),
+			 "would be delivered, by %s[%s]", first->name,
+			 first->addr_s);
+		if (bounce)
+			tg_note(p, "at %s that would bounce it, tlsguardd "
+				"answers 450 4.7.10 instead (another MX host "
+				"takes TLS 1.2 or higher), and the MTA tries the "
+				"next host", tg_hosts(buf, sizeof(buf), bounce));
+		if (p->nhost - secure - bounce)
+			tg_note(p, "the MTA passes over %s it cannot reach",
+				tg_hosts(buf, sizeof(buf),
+					 p->nhost - secure - bounce));
+		if (reached_before >= 2)
+			tg_note(p, "%d hosts that answer come before %s[%s]: "
+				"Postfix makes at most 2 SMTP sessions per "
+				"delivery attempt (smtp_mx_session_limit), so "
+				"the mail may be deferred until one of them "
+				"fails or is fixed", reached_before,
+				first->name, first->addr_s);
+	} else if (bounce) {
+		snprintf(p->overall, sizeof(p->overall), "would bounce: no "
+			 "host takes mail over TLS 1.2 or higher");
+	} else {
+		snprintf(p->overall, sizeof(p->overall),
+			 "would be deferred: no host could be reached (the MTA "
+			 "retries until the mail expires)");
+	}
+}
+
+/* ---- text output ---- */
+
+#define TG_KEY	"  %-18s"
+
+static void tg_kv(const char *key, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static void tg_kv(const char *key, const char *fmt, ...)
+{
+	char k[32];
+	va_list ap;
+
+	snprintf(k, sizeof(k), "%s:", key);
+	printf(TG_KEY, k);
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	putchar('\n');
+}
+
+static void tg_tlsa_text(const struct tg_probe_host *h, char *buf, size_t len)
+{
+	const char *auth = h->tlsa.ad ? "DNSSEC-authenticated" :
+					"not DNSSEC-authenticated";
+
+	if (!h->tlsa_asked)
+		snprintf(buf, len, "not looked up (no host name)");
+	else if (h->tlsa.rcode != ns_r_noerror &&
+		 h->tlsa.rcode != ns_r_nxdomain)
+		snprintf(buf, len, "lookup of %s failed (%s)", h->tlsa_name,
+			 tg_rcode_name(h->tlsa.rcode));
+	else if (h->tlsa.count)
+		snprintf(buf, len, "%d record%s at %s, %s%s", h->tlsa.count,
+			 h->tlsa.count == 1 ? "" : "s", h->tlsa_name, auth,
+			 h->tlsa.ad ? "" : " (a DANE client ignores them)");
+	else
+		snprintf(buf, len, "none at %s (%s)", h->tlsa_name,
+			 h->tlsa.ad ? "DNSSEC-authenticated denial" :
+				      "not DNSSEC-authenticated");
+}
+
+static void tg_print_text(const struct tg_probe *p)
+{
+	char buf[NS_MAXDNAME + 200];
+	size_t off = 0;
+	int i;
+
+	printf("%-20s%s (%s), port %u\n", "destination:", p->target,
+	       p->mode == TG_M_DOMAIN ? "its MX hosts" :
+	       p->mode == TG_M_HOST ? "that host, no MX lookup" :
+	       "that address", p->port);
+	if (p->mode != TG_M_LITERAL)
+		printf("%-20s%s\n", "DNS server:", tg_server(p));
+	if (p->mode == TG_M_DOMAIN) {
+		for (i = 0; i < p->nmx && off < sizeof(buf); i++)
+			off += (size_t)snprintf(buf + off, sizeof(buf) - off,
+						"%s%d %s", i ? ", " : "",
+						p->mx[i].pref, p->mx[i].name);
+		printf("%-20s%s%s\n", "MX hosts:", p->own_address ?
+		       "none: the domain's own address takes the mail "
+		       "(RFC 5321 5.1)" : p->nhost ? buf : "null MX (RFC 7505)",
+		       p->mx_ad ? " (DNSSEC-authenticated)" : "");
+	}
+	for (i = 0; i < p->nhost; i++) {
+		const struct tg_probe_host *h = &p->host[i];
+
+		putchar('\n');
+		if (!h->has_addr) {
+			printf("%s\n", h->name);
+			if (h->pref >= 0)
+				tg_kv("MX preference", "%d", h->pref);
+			tg_kv("address", "none (%s)", h->no_addr);
+			tg_kv("verdict", "%s", h->verdict_s);
+			continue;
+		}
+		printf("%s[%s]:%u\n", h->name, h->addr_s, p->port);
+		if (h->pref >= 0)
+			tg_kv("MX preference", "%d", h->pref);
+		if (h->greeting[0])
+			tg_kv("greeting", "%s", h->greeting);
+		if (h->ehlo)
+			tg_kv("STARTTLS offered", "%s", h->offered ? "yes" :
+			      "no");
+		if (h->version[0]) {
+			tg_kv("TLS version", "%s", h->version);
+			tg_kv("cipher", "%s (%d bits)", h->cipher, h->bits);
+		} else if (h->failure[0]) {
+			tg_kv("error", "%s", h->failure);
+		}
+		if (h->cert) {
+			tg_kv("subject", "%s", h->subject);
+			tg_kv("issuer", "%s", h->issuer);
+			tg_kv("not before", "%s%s", h->not_before,
+			      h->not_yet ? " (not yet valid)" : "");
+			tg_kv("not after", "%s (%s)", h->not_after,
+			      h->expired ? "expired" : "not expired");
+			tg_kv("verification", "%s%s", h->verify,
+			      strcmp(h->verify, "ok") == 0 ? "" :
+			      " (tlsguard does not require it)");
+		} else if (h->version[0]) {
+			tg_kv("certificate", "none (anonymous cipher)");
+		}
+		tg_tlsa_text(h, buf, sizeof(buf));
+		tg_kv("TLSA (DANE)", "%s", buf);
+		tg_kv("verdict", "%s", h->verdict_s);
+	}
+	printf("\n%-20s%s\n", "overall:", p->overall);
+	for (i = 0; i < p->nnote; i++)
+		printf("%-20s%s\n", "note:", p->note[i]);
+}
+
+/* ---- JSON output ---- */
+
+static void tg_js(const char *s)
+{
+	putchar('"');
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+
+		if (c == '"' || c == '\\')
+			printf("\\%c", c);
+		else if (c < 0x20 || c >= 0x7f)
+			printf("\\u%04x", c);
+		else
+			putchar(c);
+	}
+	putchar('"');
+}
+
+static void tg_jkv(const char *key, const char *val, int comma)
+{
+	printf("\"%s\":", key);
+	if (val)
+		tg_js(val);
+	else
+		fputs("null", stdout);
+	if (comma)
+		putchar(',');
+}
+
+static const char *tg_verdict_key(enum tg_verdict v)
+{
+	return v == TG_V_DELIVERED ? "delivered" :
+	       v == TG_V_BOUNCE ? "bounce" : "defer";
+}
+
+static void tg_print_json(const struct tg_probe *p)
+{
+	char buf[16];
+	int i;
+
+	putchar('{');
+	tg_jkv("target", p->target, 1);
+	printf("\"port\":%u,", p->port);
+	tg_jkv("resolver", p->resolver, 1);
+	printf("\"mx\":[");
+	for (i = 0; i < p->nmx; i++) {
+		printf("%s{\"preference\":%d,", i ? "," : "", p->mx[i].pref);
+		tg_jkv("host", p->mx[i].name, 0);
+		putchar('}');
+	}
+	printf("],\"mx_authenticated\":%s,\"null_mx\":%s,"
+	       "\"own_address\":%s,\"hosts\":[", p->mx_ad ? "true" : "false",
+	       p->mode == TG_M_DOMAIN && p->nhost == 0 ? "true" : "false",
+	       p->own_address ? "true" : "false");
+	for (i = 0; i < p->nhost; i++) {
+		const struct tg_probe_host *h = &p->host[i];
+
+		printf("%s{", i ? "," : "");
+		tg_jkv("name", h->name[0] ? h->name : NULL, 1);
+		tg_jkv("address", h->has_addr ? h->addr_s : NULL, 1);
+		if (h->pref >= 0)
+			printf("\"preference\":%d,", h->pref);
+		else
+			printf("\"preference\":null,");
+		tg_jkv("no_address", h->has_addr ? NULL : h->no_addr, 1);
+		printf("\"reached\":%s,\"starttls\":%s,",
+		       h->reached ? "true" : "false",
+		       !h->ehlo ? "null" : h->offered ? "true" : "false");
+		tg_jkv("greeting", h->greeting[0] ? h->greeting : NULL, 1);
+		tg_jkv("error", h->failure[0] ? h->failure : NULL, 1);
+		if (h->version[0]) {
+			printf("\"tls\":{");
+			tg_jkv("version", h->version, 1);
+			tg_jkv("cipher", h->cipher, 1);
+			printf("\"bits\":%d},", h->bits);
+		} else {
+			printf("\"tls\":null,");
+		}
+		if (h->cert) {
+			printf("\"certificate\":{");
+			tg_jkv("subject", h->subject, 1);
+			tg_jkv("issuer", h->issuer, 1);
+			tg_jkv("not_before", h->not_before, 1);
+			tg_jkv("not_after", h->not_after, 1);
+			printf("\"expired\":%s,\"not_yet_valid\":%s,",
+			       h->expired ? "true" : "false",
+			       h->not_yet ? "true" : "false");
+			tg_jkv("verification", h->verify, 0);
+			printf("},");
+		} else {
+			printf("\"certificate\":null,");
+		}
+		if (h->tlsa_asked) {
+			printf("\"tlsa\":{");
+			tg_jkv("name", h->tlsa_name, 1);
+			tg_jkv("rcode", tg_rcode_name(h->tlsa.rcode), 1);
+			printf("\"count\":%d,\"authenticated\":%s},",
+			       h->tlsa.count, h->tlsa.ad ? "true" : "false");
+		} else {
+			printf("\"tlsa\":null,");
+		}
+		tg_jkv("verdict", tg_verdict_key(h->verdict), 1);
+		tg_jkv("verdict_text", h->verdict_s, 0);
+		putchar('}');
+	}
+	snprintf(buf, sizeof(buf), "%s", p->exit == 0 ? "delivered" :
+		 strncmp(p->overall, "would be delivered", 18) == 0 ?
+		 "delivered" : strncmp(p->overall, "would bounce", 12) == 0 ?
+		 "bounce" : "defer");
+	printf("],");
+	tg_jkv("verdict", buf, 1);
+	tg_jkv("verdict_text", p->overall, 1);
+	printf("\"notes\":[");
+	for (i = 0; i < p->nnote; i++) {
+		if (i)
+			putchar(',');
+		tg_js(p->note[i]);
+	}
+	printf("],");
+	printf("\"all_secure\":%s,\"exit\":%d}\n", p->exit == 0 ? "true" :
+	       "false", p->exit);
+}
+
+static SSL_CTX *tg_probe_ctx(void)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+
+	if (!ctx)
+		return NULL;
+	/*
+	 * See what the server does, however weak: the verdict, not the
+	 * handshake, is where a weak host fails.
+	 */
+	SSL_CTX_set_security_level(ctx, 0);
+	SSL_CTX_set_min_proto_version(ctx, TLS1_VERSION);
+	SSL_CTX_set_cipher_list(ctx, "ALL:@SECLEVEL=0");
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+	SSL_CTX_set_default_verify_paths(ctx);
+	return ctx;
+}
+
+int tg_probe_main(int argc, char **argv)
+{
+	static struct tg_probe p;
+	struct __res_state res;
+	SSL_CTX *ctx;
+	char *end;
+	int i;
+
+	p.timeout = TG_PROBE_TIMEOUT;
+	for (i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--resolver") == 0) {
+			if (++i == argc)
+				tg_probe_fatal("--resolver: missing value "
+					       "(IP or IP:PORT)");
+			p.resolver = argv[i];
+		} else if (strcmp(argv[i], "--timeout") == 0) {
+			if (++i == argc)
+				tg_probe_fatal("--timeout: missing value "
+					       "(seconds)");
+			errno = 0;
+			p.timeout = (int)strtol(argv[i], &end, 10);
+			if (!*argv[i] || *end || errno || p.timeout < 1 ||
+			    p.timeout > 600)
+				tg_probe_fatal("--timeout %s: expected whole "
+					       "seconds from 1 to 600",
+					       argv[i]);
+		} else if (strcmp(argv[i], "--json") == 0) {
+			p.json = 1;
+		} else if (strcmp(argv[i], "-h") == 0 ||
+			   strcmp(argv[i], "--help") == 0) {
+			tg_probe_usage();
+		} else if (argv[i][0] == '-' && argv[i][1]) {
+			tg_probe_fatal("unknown option %s (see "
+				       "tlsguardctl --help)", argv[i]);
+		} else if (p.target) {
+			tg_probe_fatal("one destination at a time (%s, then "
+				       "%s)", p.target, argv[i]);
+		} else {
+			p.target = argv[i];
+		}
+	}
+	if (!p.target)
+		tg_probe_usage();
+	tg_target(&p, p.target);
+	if (tg_dns_open(&res, p.resolver, p.timeout) < 0) {
+		if (errno == EINVAL)
+			tg_probe_fatal("--resolver %s: expected an IPv4 address"
+				       ", optionally with :PORT", p.resolver);
+		tg_probe_fatal("cannot set up the resolver: %s",
+			       strerror(errno));
+	}
+	tg_resolve(&p, &res);
+	tg_tlsa(&p, &res);
+	res_nclose(&res);
+
+	ctx = tg_probe_ctx();
+	if (!ctx)
+		tg_probe_fatal("OpenSSL: cannot make a TLS context");
+	for (i = 0; i < p.nhost; i++) {
+		struct tg_probe_host *h = &p.host[i];
+
+		if (h->has_addr) {
+			tg_probe_one(&p, ctx, h);
+		} else {
+			h->verdict = TG_V_DEFER;
+			snprintf(h->verdict_s, sizeof(h->verdict_s),
+				 "would be deferred: %s has no address (%s)",
+				 h->name, h->no_addr);
+		}
+	}
+	SSL_CTX_free(ctx);
+	tg_overall(&p);
+	if (p.json)
+		tg_print_json(&p);
+	else
+		tg_print_text(&p);
+	return p.exit;
+}
