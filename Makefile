@@ -48,13 +48,15 @@ all: $(BUILD)/tlsguardd $(BUILD)/tlsguardctl
 
 include tests/fuzz/fuzz.mk
 
-$(BUILD)/bpf/%.bpf.o: bpf/%.bpf.c bpf/tg_common.bpf.h $(HEADERS) vmlinux.h
+$(BUILD)/bpf/%.bpf.o: bpf/%.bpf.c $(wildcard bpf/*.bpf.h) $(HEADERS) vmlinux.h
 	@mkdir -p $(@D)
 	$(CLANG) -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -Wall -Werror \
 		-I. -Iinclude -c $< -o $@
 
+# tg_maps first: libbpf's linker cannot relocate a static subprogram's
+# reference to a map that an object later on the line defines.
 $(BUILD)/tlsguard.bpf.o: $(BPF_OBJS)
-	$(BPFTOOL) gen object $@ $^
+	$(BPFTOOL) gen object $@ $(filter %/tg_maps.bpf.o,$^) $(filter-out %/tg_maps.bpf.o,$^)
 
 $(BUILD)/tlsguard.skel.h: $(BUILD)/tlsguard.bpf.o
 	$(BPFTOOL) gen skeleton $< name tlsguard > $@
