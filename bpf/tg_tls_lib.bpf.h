@@ -10,7 +10,9 @@
  *
  *	tg_tls_tie() ties a library's session object to its flow when the
  *	MTA gives the library its socket; tg_tls_handshake() confirms it.
- *	Sessions are keyed by (session pointer, tgid) in tg_ssl.
+ *	Sessions are keyed by (session pointer, tgid) in tg_ssl; a process
+ *	that inherited a tied session across fork is tied on its first call
+ *	(tg_tls_flow(), through tg_ssl_fd).
  *
  *	tg_tls_out() hands the plaintext of a write to the parser of the
  *	flow's inner conversation (struct tg_inner), before the library
@@ -63,20 +65,40 @@ static __always_inline __u64 tg_fd_cookie(int fd)
 	return BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
 }
 
+/*
+ * The flow of a TLS session of the current process. A session that this
+ * process never tied but that is known to have been given descriptor fd
+ * elsewhere (tg_ssl_fd) is one it inherited across fork: if fd here is a
+ * guarded flow's socket, the session is tied to it now. Without this, a
+ * child that goes on with its parent's session (Exim's TLS proxy, forked
+ * twice, for a continued connection) would write unread.
+ */
 static __always_inline struct tg_flow *tg_tls_flow(__u64 ssl)
 {
 	struct tg_ssl_key key = {
 		.ssl = ssl,
 		.tgid = bpf_get_current_pid_tgid() >> 32,
 	};
-	__u64 *cookie;
+	struct tg_flow *f;
+	__u64 *cookie, c;
+	__s32 *fd;
 
 	if (bpf_current_task_under_cgroup(&tg_cgroup, 0) != 1)
 		return NULL;
 	cookie = bpf_map_lookup_elem(&tg_ssl, &key);
-	if (!cookie)
+	if (cookie)
+		return bpf_map_lookup_elem(&tg_flows, cookie);
+	fd = bpf_map_lookup_elem(&tg_ssl_fd, &ssl);
+	if (!fd)
 		return NULL;
-	return bpf_map_lookup_elem(&tg_flows, cookie);
+	c = tg_fd_cookie(*fd);
+	if (!c)
+		return NULL;
+	f = bpf_map_lookup_elem(&tg_flows, &c);
+	if (!f)
+		return NULL;
+	bpf_map_update_elem(&tg_ssl, &key, &c, BPF_ANY);
+	return f;
 }
 
 /*
@@ -94,18 +116,21 @@ static __always_inline void tg_tls_tie(__u64 session, long fd)
 	};
 	struct tg_flow *f;
 	__u64 cookie;
+	__s32 fd32;
 
 	if (bpf_current_task_under_cgroup(&tg_cgroup, 0) != 1)
 		return;
 	if (fd < 0 || fd > 0x7fffffff)
 		return;		/* not a descriptor (a pointer, -1) */
-	cookie = tg_fd_cookie((int)fd);
+	fd32 = (__s32)fd;
+	cookie = tg_fd_cookie(fd32);
 	if (!cookie)
 		return;
 	f = bpf_map_lookup_elem(&tg_flows, &cookie);
 	if (!f)
 		return;		/* not a guarded flow */
 	bpf_map_update_elem(&tg_ssl, &key, &cookie, BPF_ANY);
+	bpf_map_update_elem(&tg_ssl_fd, &session, &fd32, BPF_ANY);
 	f->ssl_seen = 1;
 }
 

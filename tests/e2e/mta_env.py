@@ -38,9 +38,10 @@ log and hints database; a ``manualroute`` router sends each routed domain to
 its host, an ``appendfile`` transport delivers local mail (the bounces) into
 ``mail/``.  Exim gives up root when it runs with -C (the file is not in
 Debian's TRUSTED_CONFIG_LIST), so local deliveries run as Debian-exim.  The
-daemon is ``exim -bdf -q2s`` with no listening socket (queue runs every 2 s,
-for retries); mail is injected by a sendmail-mode exim started inside the
-cgroup, so that its immediate delivery runs there too.  Retries: every 2 s
+daemon is ``exim -q2s`` (queue runs every 2 s, for retries), which listens
+on no socket; mail is injected by a sendmail-mode exim started inside the
+cgroup, so that its immediate delivery runs there too.  Bounces land in
+``mail/catchall@<domain>`` unless the address is in ``mailboxes``.  Retries: every 2 s
 for up to ``retry_minutes``.
 
 OpenSMTPD (``SmtpdInstance``): smtpd 6.8 has its spool (/var/spool/smtpd),
@@ -96,8 +97,6 @@ def check_exim(deps):
         raise MTAMissing("Exim is not unpacked (no %s): %s" % (exim, DEPS_HINT))
     if _user("Debian-exim") is None:
         raise MTAMissing("the Debian-exim user that exim4 is built for does not exist: %s" % DEPS_HINT)
-    for tool in ("/usr/bin/unshare",):
-        pass
     return exim
 
 
@@ -285,7 +284,6 @@ class EximInstance(_Instance):
         self.retry_minutes = retry_minutes
         self.conf = os.path.join(self.root, "conf", "exim.conf")
         self.log_path = os.path.join(self.root, "log", "mainlog")
-        self.proc = None
 
     def write_config(self):
         ex = _user("Debian-exim")
@@ -306,49 +304,56 @@ class EximInstance(_Instance):
 
     def start(self):
         self.write_config()
-        # -bdf: the daemon in the foreground, so that its pid is ours to end;
-        # local_interfaces is empty in effect (-oX with no port), queue runs
-        # every 2 s.
-        script = 'echo $$ > "$1" && exec "$2" -C "$3" -bdf -q2s -oX "<; "'
+        # A queue-runner daemon (-q2s without -bd) listens on no socket; it
+        # forks into the background, and -oP is then the only way to have
+        # it write its pid.  It is ended by that pid.
+        script = 'echo $$ > "$1" && exec "$2" -C "$3" -q2s -oP "$4"'
+        pidfile = os.path.join(self.root, "exim-daemon.pid")
         self._running = True
-        with open(os.path.join(self.root, "daemon.out"), "ab") as out:
-            self.proc = subprocess.Popen(["/bin/sh", "-c", script, "sh", self.cgroup.procs_file, self.exim, self.conf],
-                                         stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
-        self.pid = self.proc.pid
+        r = subprocess.run(["/bin/sh", "-c", script, "sh", self.cgroup.procs_file, self.exim, self.conf, pidfile],
+                           capture_output=True, text=True, timeout=30)
+        if r.returncode != 0:
+            raise MTAError("exim -q2s exited with %d: %s%s%s" % (r.returncode, r.stdout, r.stderr, self.log_tail()))
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise MTAError("exim -bdf exited with %d: %s%s" % (self.proc.returncode, self._daemon_out(),
-                                                                  self.log_tail()))
-            if any("daemon started" in x for x in self.log_lines()):
-                break
-            time.sleep(0.1)
-        else:
-            raise MTAError("exim daemon did not log \"daemon started\" within 20 s%s" % self.log_tail())
+        while time.monotonic() < deadline and self.pid is None:
+            try:
+                with open(pidfile) as f:
+                    self.pid = int(f.read().split()[0])
+            except (OSError, ValueError, IndexError):
+                time.sleep(0.1)
+        if self.pid is None:
+            raise MTAError("exim wrote no pid file %s within 20 s%s" % (pidfile, self.log_tail()))
         if self.pid not in self.cgroup.pids():
             raise MTAError("exim daemon (pid %d) is not in cgroup %s" % (self.pid, self.cgroup.path))
+        if any(re.search(r"daemon started: .*listening for SMTP", x) and "not listening" not in x
+               for x in self.log_lines()):
+            raise MTAError("the exim daemon listens for SMTP (it must not)%s" % self.log_tail())
         return self
-
-    def _daemon_out(self):
-        try:
-            with open(os.path.join(self.root, "daemon.out"), errors="replace") as f:
-                return f.read()[-500:]
-        except OSError:
-            return ""
 
     def stop(self, timeout=20.0):
         if not self._running:
             return
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                pass
-        # Delivery processes forked by injections and queue runs end on
-        # their own; they are Exim's, in the cgroup.
+        if self.pid is not None and _pid_alive(self.pid):
+            os.kill(self.pid, signal.SIGTERM)
+        # Delivery processes forked by injections and queue runs do not
+        # follow the daemon; a TLS proxy of a continued connection waits up
+        # to 5 minutes.  Every process in the cgroup is this Exim's: after
+        # a grace period, each is ended by its pid.
+        if not self.cgroup.wait_empty(5.0):
+            for pid in self.cgroup.pids():
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
         self._wait_gone(self.pid, timeout)
         self._running = False
+
+    def mailbox_path(self, address):
+        """As the mbox transport's lookup: a listed mailbox, else the domain's catchall."""
+        name = mailbox_name(address)
+        if name not in self.mailboxes:
+            name = "catchall@" + name.rpartition("@")[2]
+        return os.path.join(self.maildir, name)
 
     def send(self, sender, recipients, subject=""):
         text, mail = self._new_mail(sender, recipients, subject)
