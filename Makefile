@@ -47,6 +47,7 @@ DEBIAN_PKGS := clang libbpf-dev bpftool libelf-dev zlib1g-dev libssl-dev \
 all: $(BUILD)/tlsguardd $(BUILD)/tlsguardctl
 
 include tests/fuzz/fuzz.mk
+include tests/e2e/mta.mk
 
 $(BUILD)/bpf/%.bpf.o: bpf/%.bpf.c $(wildcard bpf/*.bpf.h) $(HEADERS) vmlinux.h
 	@mkdir -p $(@D)
@@ -97,6 +98,7 @@ e2e: all
 	$(PYTHON) tests/e2e/audit_run.py --tlsguardd $(BUILD)/tlsguardd --tlsguardctl $(BUILD)/tlsguardctl
 	$(PYTHON) tests/e2e/framing_run.py --tlsguardd $(BUILD)/tlsguardd --tlsguardctl $(BUILD)/tlsguardctl
 	$(PYTHON) tests/e2e/pin_run.py --tlsguardd $(BUILD)/tlsguardd --tlsguardctl $(BUILD)/tlsguardctl
+	$(PYTHON) tests/e2e/mta_run.py --tlsguardd $(BUILD)/tlsguardd --tlsguardctl $(BUILD)/tlsguardctl --deps $(MTA_DEPS)/root
 
 check: unit fuzz-regress e2e
 

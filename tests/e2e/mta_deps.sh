@@ -44,13 +44,6 @@ if ! dpkg -s $libs >/dev/null 2>&1; then
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $libs
 fi
 
-rm -rf ../root.new
-for d in *.deb; do
-	dpkg-deb -x "$d" ../root.new
-done
-rm -rf ../root
-mv ../root.new ../root
-
 nologin=/usr/sbin/nologin
 getent group Debian-exim >/dev/null || groupadd --system Debian-exim
 getent passwd Debian-exim >/dev/null ||
@@ -63,5 +56,15 @@ for u in opensmtpd opensmtpq; do
 			--no-create-home --shell $nologin $u
 done
 
-echo "mta-deps: $(ls | tr '\n' ' ')unpacked in $dir/root"
-"$dir/root/usr/sbin/exim4" -bV -C /dev/null 2>/dev/null | head -1 || true
+rm -rf ../root.new
+for d in *.deb; do
+	dpkg-deb -x "$d" ../root.new
+done
+# What the package's dpkg-statoverride does: smtpctl's sendmail refuses to
+# run unless it is setgid opensmtpq (it writes the offline queue).
+chgrp opensmtpq ../root.new/usr/sbin/smtpctl
+chmod 2755 ../root.new/usr/sbin/smtpctl
+rm -rf ../root
+mv ../root.new ../root
+
+echo "mta-deps: $(ls *.deb | tr '\n' ' ')unpacked in $dir/root"

@@ -385,7 +385,9 @@ class EximInstance(_Instance):
             o = by_id.get(xid)
             if o is None:
                 continue
-            addr = rest.split(" ", 1)[0].lower()
+            # "addr R=...", "local <addr> R=..." or, for a retry cutoff, "addr: text"
+            bracket = re.match(r"\S+ <([^>]+)>", rest)
+            addr = (bracket.group(1) if bracket else rest.split(" ", 1)[0].rstrip(":")).lower()
             status = {"=>": "sent", "->": "sent", "**": "bounced", "==": "deferred"}[flag]
             text = rest.split(": ", 1)[1] if flag in ("**", "==") and ": " in rest else rest
             relay = re.search(r" H=(\S+ \[[^\]]+\](?::\d+)?)", rest)
