@@ -83,6 +83,7 @@ MXS = {
     "tls12": ("127.0.0.202", TLSOptions(version="1.2")),
     "tls10": ("127.0.0.203", TLSOptions(version="1.0")),
     "strip-up": ("127.0.0.204", TLSOptions(version="1.3")),
+    "tls10b": ("127.0.0.206", TLSOptions(version="1.0")),
 }
 STRIP = "127.0.0.205"
 # domain -> (the address the MTA connects to, the MX that records the session)
@@ -92,6 +93,7 @@ ROUTES = {
     "tls12.test": (MXS["tls12"][0], "tls12"),
     "tls10.test": (MXS["tls10"][0], "tls10"),
     "strip.test": (STRIP, "strip-up"),
+    "tls10b.test": (MXS["tls10b"][0], "tls10b"),
 }
 MAILBOX_DOMAINS = ["mta.test", "guarded.test"]
 SENDERS_FILE = """\
@@ -105,8 +107,8 @@ POSTFIX_MAIN = {
     "maximal_backoff_time": "10s",
 }
 
-TIMEOUT_FINAL = 90.0  # every mail final (or, for a "held" mail, this long at most)
-TIMEOUT_BOUNCE = 30.0  # the announced bounces, after that
+TIMEOUT_FINAL = 90.0  # every mail final
+TIMEOUT_BOUNCE = 30.0  # more, for the bounces in the mailboxes
 HELD_WATCH = 20.0  # how long a held mail is watched for a leak when its MTA only defers it
 
 
@@ -153,11 +155,17 @@ class Case:
     domain: str
     specs: list  # [(tag "g"|"n", Expect)]
     extra: object = None
+    only: tuple = ()  # the MTAs it applies to (empty: all)
+    after: object = None  # run(MTARun) once every case has injected
     wants: list = field(default_factory=list)
 
 
 def cases_for(mta):
     weak_g, weak_n = WEAK[mta]
+    return [c for c in all_cases(weak_g, weak_n) if not c.only or mta in c.only]
+
+
+def all_cases(weak_g, weak_n):
     return [
         Case("plain_guaranteed", "plain.test", [("g", B_NOTLS)]),
         Case("plain_other", "plain.test", [("n", S_PLAIN)]),
@@ -169,6 +177,13 @@ def cases_for(mta):
         # The other sender first: an MTA that takes the held attempt for a
         # failure of the host (Exim's retry hints) would make it wait.
         Case("weak_tls10", "tls10.test", [("n", weak_n), ("g", weak_g)]),
+        # Exim sends a second message for a host down the open connection;
+        # over TLS, the session then goes on in a child that Exim forks (its
+        # TLS proxy) and that never gives the session a socket itself.
+        Case("weak_tls10_continued", "tls10b.test", [("n", Expect("sent", tls="TLSv1")),
+                                                      ("g", Expect("held", audit="held-weak-tls",
+                                                                   audit_tls="TLSv1.0"))],
+             extra=continued_check, only=("exim",), after=lambda run: run.inst.force_queue_run()),
     ]
 
 
@@ -195,43 +210,39 @@ class MTARun:
                 rcpt = self.address(case.name, "r" + tag, case.domain)
                 mail = self.inst.send(sender, [rcpt], subject="%s/%s" % (self.name, case.name))
                 case.wants.append(Want(case.name, mail, ROUTES[case.domain][1], exp))
+        for case in self.cases:
+            if case.after:
+                case.after(self)
 
     def wants(self):
         return [w for c in self.cases for w in c.wants]
 
     def wait(self):
-        """Poll until every mail is final and every announced bounce is in; a "held" mail is final
-        when it is bounced, or when it has been watched HELD_WATCH seconds."""
+        """Poll until every mail is final and every bounce the log announces is in the mailbox, noting
+        when each was first seen.  A "held" mail counts as final once it has been watched HELD_WATCH
+        seconds (an MTA that defers it keeps it for hours)."""
         wants = self.wants()
         mails = [w.mail for w in wants]
         start = time.monotonic()
-        deadline = start + TIMEOUT_FINAL
-        bounce_deadline = None
         while True:
             now = time.time()
             self.outcomes = self.inst.outcomes(mails)
-            done = True
+            pending = 0
             for w in wants:
                 o = self.outcomes[w.mail.marker]
                 s = o.status_of(w.rcpt) if o.queue_id else None
                 final = s is not None and s.status in ("sent", "bounced")
                 if final and w.mail.marker not in self.final_at:
                     self.final_at[w.mail.marker] = now - w.mail.injected_at
-                if s is not None and s.status == "bounced" and w.mail.marker not in self.bounce_at:
+                if final and s.status == "bounced" and w.mail.marker not in self.bounce_at:
                     if self.inst.bounces_for(w.mail.sender, w.mail.marker):
                         self.bounce_at[w.mail.marker] = now - w.mail.injected_at
                     else:
-                        done = False
+                        pending += 1
                 if not final and not (w.expect.outcome == "held" and time.monotonic() - start >= HELD_WATCH):
-                    done = False
-            if done:
+                    pending += 1
+            if not pending or time.monotonic() - start >= TIMEOUT_FINAL + TIMEOUT_BOUNCE:
                 break
-            if time.monotonic() >= deadline:
-                bounce_deadline = bounce_deadline or time.monotonic() + TIMEOUT_BOUNCE
-                if all(self.outcomes[w.mail.marker].final for w in wants) or time.monotonic() >= bounce_deadline:
-                    break
-                if time.monotonic() >= deadline + TIMEOUT_BOUNCE:
-                    break
             time.sleep(0.3)
         time.sleep(0.5)  # let anything unexpected (a second bounce, late MX lines) show up
         self.outcomes = self.inst.outcomes(mails)
@@ -348,6 +359,23 @@ def strip_check(run, case):
     return p
 
 
+def continued_check(run, case):
+    """The guaranteed mail was tried on the connection that had just carried the other one, and
+    held there: its held-weak-tls record names that connection."""
+    n, g = case.wants
+    conns = [c for key, c, _ in carriers_of(run, n.mail)]
+    if len(conns) != 1:
+        return ["harness: the other sender's mail was carried by %d connections" % len(conns)]
+    peer = conns[0].peer
+    recs = [r for r in run.audit_records() if normalize(r.get("sender") or "") == normalize(g.mail.sender)]
+    if not any(r.get("verdict") == "held-weak-tls" and (r.get("flow") or {}).get("local") == peer for r in recs):
+        return ["no held-weak-tls record of <%s> on the continued connection %s (records: %s); %s" % (
+            g.mail.sender, peer, [((r.get("flow") or {}).get("local"), r.get("verdict")) for r in recs],
+            "Exim did not continue the connection" if not any(
+                "*" in l and "tls10b" in l for l in run.inst.log_lines()) else "")]
+    return []
+
+
 def describe(run, w):
     o = run.outcomes.get(w.mail.marker)
     s = o.status_of(w.rcpt) if o and o.queue_id else None
@@ -371,8 +399,10 @@ def make_instance(name, root, cgroup, deps):
     if name == "postfix":
         return PostfixInstance(root, cgroup, {d: "smtp:[%s]:25" % a for d, a in routes.items()}, MAILBOX_DOMAINS,
                                mailboxes=[], extra_main=POSTFIX_MAIN)
-    cls = EximInstance if name == "exim" else SmtpdInstance
-    return cls(root, cgroup, routes, MAILBOX_DOMAINS, mailboxes=[], deps=deps)
+    if name == "exim":
+        return EximInstance(root, cgroup, routes, MAILBOX_DOMAINS, mailboxes=[], deps=deps,
+                            hold_domains=["tls10b.test"])
+    return SmtpdInstance(root, cgroup, routes, MAILBOX_DOMAINS, mailboxes=[], deps=deps)
 
 
 def availability(name, deps):
