@@ -42,7 +42,8 @@ Times from injection to the final status and to the bounce in the mailbox
 are printed for each case.
 
 Output: ``PASS mta/case`` / ``FAIL mta/case: why`` / ``SKIP mta: why``, then
-exactly ``N passed, M failed`` alone on a line; exit status 0 only if none
+exactly ``N passed, M failed`` (``, K skipped`` when MTAs were skipped)
+alone on a line; exit status 0 only if none
 failed (2 on a usage error).  Everything created is removed in a
 ``finally``, also on Ctrl-C or SIGTERM: tlsguardd and the MTAs (by pid), the
 MXs and the proxy, the cgroups, and the temp dir unless --keep.
@@ -512,6 +513,7 @@ def main(argv=None):
             print("PASS %s" % name, flush=True)
 
     chosen = MTAS if args.mta == "all" else [args.mta]
+    skipped = []
     tmp = proxy = None
     mxs = {}
     interrupted = False
@@ -523,6 +525,7 @@ def main(argv=None):
             if why is None:
                 runnable.append(name)
             elif args.mta == "all":
+                skipped.append(name)
                 print("SKIP %s: NOT TESTED: %s" % (name, why), flush=True)
             else:
                 report("%s/setup" % name, [why])
@@ -563,7 +566,8 @@ def main(argv=None):
                 shutil.rmtree(tmp, ignore_errors=True)
     failed = sum(1 for _, p in results if p)
     print("(%.1fs)" % (time.monotonic() - t0), file=sys.stderr)
-    print("%d passed, %d failed" % (len(results) - failed, failed), flush=True)
+    print("%d passed, %d failed%s" % (len(results) - failed, failed,
+                                       ", %d skipped" % len(skipped) if skipped else ""), flush=True)
     return 1 if failed or interrupted else 0
 
 
