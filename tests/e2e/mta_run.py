@@ -18,6 +18,7 @@ proxy (tlsproxy.py) listen on 127.0.0.200 and up, port 25, for all MTAs:
 
     .200 no STARTTLS       .201 TLS 1.3 only     .202 TLS 1.2 only
     .203 TLS 1.0 only      .205 StripProxy -> .204 (TLS 1.3 only)
+    .206 TLS 1.0 only (Exim's continued connection)
 
 Guaranteed senders: ``@guarded.test``.  Every sender and recipient carries
 the MTA's name and the run's id, so that what each MX saw is exact.  Cases,
@@ -37,7 +38,12 @@ MX's record and the audit trail):
     reaches the MX, and the audit trail has a ``held-weak-tls`` record with
     ``TLSv1.0``; what becomes of the mail then is the MTA's (see WEAK below
     and the README); another sender's mail is delivered over TLS 1.0 where
-    the MTA negotiates it.
+    the MTA negotiates it;
+  * weak_tls10_continued (Exim) -- another sender's mail and then the
+    guaranteed sender's to a second TLS 1.0-only host (.206, a domain Exim
+    holds until a forced two-stage queue run), so that Exim sends the second
+    down the open connection, through the TLS proxy child it forks: held
+    there, and its ``held-weak-tls`` record names that connection.
 Times from injection to the final status and to the bounce in the mailbox
 are printed for each case.
 
