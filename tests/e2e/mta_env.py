@@ -158,7 +158,7 @@ class _Instance:
         self.mailbox_domains = list(mailbox_domains)
         self.mailboxes = sorted({mailbox_name(a) for a in mailboxes})
         self.hostname = hostname
-        self.deps = deps
+        self.deps = os.path.abspath(deps)  # in exim_path and a symlink: must not depend on the cwd
         self.maildir = os.path.join(self.root, "mail")
         self.pid = None
         self._running = False
