@@ -63,14 +63,17 @@ SUBST      = sed -e 's|@SBINDIR@|$(SBINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|
 all: $(BUILD)/tlsguardd $(BUILD)/tlsguardctl
 
 include tests/fuzz/fuzz.mk
+include tests/e2e/mta.mk
 
-$(BUILD)/bpf/%.bpf.o: bpf/%.bpf.c bpf/tg_common.bpf.h $(HEADERS) vmlinux.h
+$(BUILD)/bpf/%.bpf.o: bpf/%.bpf.c $(wildcard bpf/*.bpf.h) $(HEADERS) vmlinux.h
 	@mkdir -p $(@D)
 	$(CLANG) -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -Wall -Werror \
 		-I. -Iinclude -c $< -o $@
 
+# tg_maps first: libbpf's linker cannot relocate a static subprogram's
+# reference to a map that an object later on the line defines.
 $(BUILD)/tlsguard.bpf.o: $(BPF_OBJS)
-	$(BPFTOOL) gen object $@ $^
+	$(BPFTOOL) gen object $@ $(filter %/tg_maps.bpf.o,$^) $(filter-out %/tg_maps.bpf.o,$^)
 
 $(BUILD)/tlsguard.skel.h: $(BUILD)/tlsguard.bpf.o
 	$(BPFTOOL) gen skeleton $< name tlsguard > $@
@@ -121,6 +124,7 @@ e2e: all
 	$(PYTHON) tests/e2e/fault_run.py --tlsguardd $(BUILD)/tlsguardd --tlsguardctl $(BUILD)/tlsguardctl
 	$(PYTHON) tests/e2e/concurrency_run.py --tlsguardd $(BUILD)/tlsguardd --tlsguardctl $(BUILD)/tlsguardctl
 	$(PYTHON) tests/e2e/probe_run.py --tlsguardd $(BUILD)/tlsguardd --tlsguardctl $(BUILD)/tlsguardctl
+	$(PYTHON) tests/e2e/mta_run.py --tlsguardd $(BUILD)/tlsguardd --tlsguardctl $(BUILD)/tlsguardctl --deps $(MTA_DEPS)/root
 
 check: unit fuzz-regress e2e
 

@@ -16,33 +16,83 @@
 #include "tg_log.h"
 #include "tg_uprobe.h"
 
-static const char *const tg_system_libs[] = {
-	"/usr/lib/x86_64-linux-gnu/libssl.so.3",
-	"/usr/lib/x86_64-linux-gnu/libssl.so.1.1",
-	"/usr/lib/aarch64-linux-gnu/libssl.so.3",
-	"/usr/lib/aarch64-linux-gnu/libssl.so.1.1",
-	"/usr/lib64/libssl.so.3",
-	"/usr/lib/libssl.so.3",
+/* The TLS libraries tlsguard reads, and where a system keeps them. */
+enum tg_lib_kind {
+	TG_LIB_SSL,		/* OpenSSL's libssl: tg_ssl_uprobe.bpf.c */
+	TG_LIB_GNUTLS,		/* GnuTLS: tg_gnutls_uprobe.bpf.c */
 };
 
-static void tg_uprobe_lib(struct tg_uprobes *u, struct tlsguard *skel,
-			  const char *path)
+static const struct {
+	const char *file;	/* "/NAME" of the file in /proc/PID/maps */
+	enum tg_lib_kind kind;
+} tg_lib_names[] = {
+	{ "/libssl.so", TG_LIB_SSL },
+	{ "/libgnutls.so", TG_LIB_GNUTLS },
+};
+
+static const struct {
+	const char *path;
+	enum tg_lib_kind kind;
+} tg_system_libs[] = {
+	{ "/usr/lib/x86_64-linux-gnu/libssl.so.3", TG_LIB_SSL },
+	{ "/usr/lib/x86_64-linux-gnu/libssl.so.1.1", TG_LIB_SSL },
+	{ "/usr/lib/aarch64-linux-gnu/libssl.so.3", TG_LIB_SSL },
+	{ "/usr/lib/aarch64-linux-gnu/libssl.so.1.1", TG_LIB_SSL },
+	{ "/usr/lib64/libssl.so.3", TG_LIB_SSL },
+	{ "/usr/lib/libssl.so.3", TG_LIB_SSL },
+	{ "/usr/lib/x86_64-linux-gnu/libgnutls.so.30", TG_LIB_GNUTLS },
+	{ "/usr/lib/aarch64-linux-gnu/libgnutls.so.30", TG_LIB_GNUTLS },
+	{ "/usr/lib64/libgnutls.so.30", TG_LIB_GNUTLS },
+	{ "/usr/lib/libgnutls.so.30", TG_LIB_GNUTLS },
+};
+
+struct tg_probe {
+	struct bpf_program *prog;
+	const char *func;
+	int ret;
+	int optional;
+};
+
+/*
+ * The probes of a library kind; the first ties a session to its socket
+ * and the second reads what the MTA writes: without both, the library's
+ * weak sessions cannot be read.
+ */
+static void tg_lib_probes(struct tlsguard *skel, enum tg_lib_kind kind,
+			  struct tg_probe probes[TG_UPROBE_PER_LIB])
 {
-	const struct {
-		struct bpf_program *prog;
-		const char *func;
-		int ret;
-		int optional;
-	} probes[TG_UPROBE_PER_LIB] = {
+	const struct tg_probe ssl[TG_UPROBE_PER_LIB] = {
 		{ skel->progs.tg_ssl_set_fd, "SSL_set_fd", 0, 0 },
-		{ skel->progs.tg_ssl_connect, "SSL_connect", 0, 1 },
 		{ skel->progs.tg_ssl_write, "SSL_write", 0, 0 },
+		{ skel->progs.tg_ssl_connect, "SSL_connect", 0, 1 },
 		{ skel->progs.tg_ssl_read, "SSL_read", 0, 0 },
 		{ skel->progs.tg_ssl_read_ret, "SSL_read", 1, 0 },
 		{ skel->progs.tg_ssl_write_ex, "SSL_write_ex", 0, 1 },
 		{ skel->progs.tg_ssl_read_ex, "SSL_read_ex", 0, 1 },
 		{ skel->progs.tg_ssl_read_ret, "SSL_read_ex", 1, 1 },
 	};
+	/*
+	 * gnutls_record_send2, not gnutls_record_send, which jumps to it
+	 * (see tg_gnutls_uprobe.bpf.c). set_ptr2 and set_int2 are the
+	 * other ways to give a session its socket: optional.
+	 */
+	const struct tg_probe gnutls[TG_UPROBE_PER_LIB] = {
+		{ skel->progs.tg_gnutls_set_ptr, "gnutls_transport_set_ptr", 0, 0 },
+		{ skel->progs.tg_gnutls_send, "gnutls_record_send2", 0, 0 },
+		{ skel->progs.tg_gnutls_set_ptr2, "gnutls_transport_set_ptr2", 0, 1 },
+		{ skel->progs.tg_gnutls_set_int2, "gnutls_transport_set_int2", 0, 1 },
+		{ skel->progs.tg_gnutls_handshake, "gnutls_handshake", 0, 1 },
+		{ skel->progs.tg_gnutls_recv, "gnutls_record_recv", 0, 0 },
+		{ skel->progs.tg_gnutls_recv_ret, "gnutls_record_recv", 1, 0 },
+	};
+
+	memcpy(probes, kind == TG_LIB_GNUTLS ? gnutls : ssl, sizeof(ssl));
+}
+
+static void tg_uprobe_lib(struct tg_uprobes *u, struct tlsguard *skel,
+			  const char *path, enum tg_lib_kind kind)
+{
+	struct tg_probe probes[TG_UPROBE_PER_LIB];
 	struct stat st;
 	unsigned i, n;
 
@@ -56,11 +106,12 @@ static void tg_uprobe_lib(struct tg_uprobes *u, struct tlsguard *skel,
 			 path, TG_UPROBE_LIBS_MAX);
 		return;
 	}
+	tg_lib_probes(skel, kind, probes);
 	n = u->nlibs++;
 	memset(&u->libs[n], 0, sizeof(u->libs[n]));
 	u->libs[n].dev = st.st_dev;
 	u->libs[n].ino = st.st_ino;
-	for (i = 0; i < TG_UPROBE_PER_LIB; i++) {
+	for (i = 0; i < TG_UPROBE_PER_LIB && probes[i].prog; i++) {
 		LIBBPF_OPTS(bpf_uprobe_opts, opts, .func_name = probes[i].func,
 			    .retprobe = probes[i].ret);
 		struct bpf_link *l;
@@ -81,7 +132,7 @@ static void tg_uprobe_lib(struct tg_uprobes *u, struct tlsguard *skel,
 	msg_info("probing %s", path);
 }
 
-/* libssl files mapped by the processes listed in dir/cgroup.procs. */
+/* TLS libraries mapped by the processes listed in dir/cgroup.procs. */
 static void tg_uprobe_procs(struct tg_uprobes *u, struct tlsguard *skel,
 			    const char *dir, int depth)
 {
@@ -98,11 +149,16 @@ static void tg_uprobe_procs(struct tg_uprobes *u, struct tlsguard *skel,
 		maps = fopen(path, "r");
 		while (maps && fgets(line, sizeof(line), maps)) {
 			char *file = strchr(line, '/');
+			unsigned k;
 
-			if (!file || !strstr(file, "/libssl.so"))
+			if (!file)
 				continue;
 			file[strcspn(file, "\n")] = 0;
-			tg_uprobe_lib(u, skel, file);
+			for (k = 0; k < sizeof(tg_lib_names) /
+					sizeof(*tg_lib_names); k++)
+				if (strstr(file, tg_lib_names[k].file))
+					tg_uprobe_lib(u, skel, file,
+						      tg_lib_names[k].kind);
 		}
 		if (maps)
 			fclose(maps);
@@ -128,7 +184,8 @@ void tg_uprobe_scan(struct tg_uprobes *u, struct tlsguard *skel,
 	unsigned i;
 
 	for (i = 0; i < sizeof(tg_system_libs) / sizeof(*tg_system_libs); i++)
-		tg_uprobe_lib(u, skel, tg_system_libs[i]);
+		tg_uprobe_lib(u, skel, tg_system_libs[i].path,
+			      tg_system_libs[i].kind);
 	tg_uprobe_procs(u, skel, cgroup_dir, 0);
 }
 

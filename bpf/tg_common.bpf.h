@@ -98,6 +98,18 @@ TG_MAP(struct {
 	__type(value, __u64);
 }, tg_ssl);
 
+/*
+ * The descriptor each TLS session object was last given, by any process:
+ * a process that inherits a session across fork (Exim's TLS proxy for a
+ * continued connection) never gives it a socket itself.
+ */
+TG_MAP(struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, TG_FLOWS_MAX);
+	__type(key, __u64);
+	__type(value, __s32);
+}, tg_ssl_fd);
+
 /* SSL_read calls between entry and return. */
 TG_MAP(struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
