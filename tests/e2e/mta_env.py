@@ -420,6 +420,10 @@ class EximInstance(_Instance):
 
 # ---------------------------------------------------------------- OpenSMTPD
 
+# In mta_run.py's range, and nothing listens on its port 53: a query gets a
+# port-unreachable at once and stays on loopback.
+NO_DNS_SERVER = "127.0.0.219"
+
 SMTPD_CONF = """\
 # Written by tlsguard tests/e2e/mta_env.py: a private OpenSMTPD, no listener
 # but its control socket (in its own mount namespace).
@@ -435,10 +439,14 @@ match from local for domain {{ {local} }} action "local"
 """
 
 # What runs in the new mount namespace, as root: private directories where
-# smtpd has its paths compiled in, then smtpd itself (same pid).
+# smtpd has its paths compiled in, a resolv.conf naming a loopback address
+# where no DNS server listens (smtpd looks up the relay's PTR name; no query
+# may leave the machine), then smtpd itself (same pid).
 SMTPD_NS = """\
 set -e
 echo $$ > "$1"
+printf 'nameserver %s\\noptions timeout:1 attempts:1\\n' "$4" > "$2/resolv.conf"
+mount --bind "$2/resolv.conf" /etc/resolv.conf
 mount -t tmpfs -o mode=0755 tlsguard-smtpd /var/lib
 mkdir -p /var/lib/opensmtpd/empty
 mount --bind "$2/varspool" /var/spool
@@ -490,7 +498,7 @@ class SmtpdInstance(_Instance):
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 ["/usr/bin/unshare", "-m", "--propagation", "private", "/bin/sh", "-c", SMTPD_NS, "sh",
-                 self.cgroup.procs_file, self.root, self.deps],
+                 self.cgroup.procs_file, self.root, self.deps, NO_DNS_SERVER],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
         self.pid = self.proc.pid
         sock_ready = False

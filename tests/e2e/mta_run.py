@@ -74,6 +74,7 @@ sys.dont_write_bytecode = True  # leave no __pycache__ in the source tree
 
 from mta_env import (DEFAULT_DEPS, EximInstance, MTAError, MTAMissing, SmtpdInstance,  # noqa: E402
                      check_exim, check_smtpd)
+from dns_env import LeakWatch, is_test_name  # noqa: E402
 from mx import TestMX, TLSOptions  # noqa: E402
 from postfix_env import (Cgroup, PostfixError, PostfixInstance, PostfixMissing, bounce_report,  # noqa: E402
                          check_postfix_installed)
@@ -553,7 +554,18 @@ def main(argv=None):
                 runnable = []
         for name in runnable:
             t = time.monotonic()
-            run_mta(args, name, tmp, mxs, proxy, report)
+            # No DNS query of the MTA's may leave the machine (PTR names of
+            # the test hosts, the test domains).
+            watch = LeakWatch()
+            watch.start()
+            try:
+                run_mta(args, name, tmp, mxs, proxy, report)
+            finally:
+                time.sleep(0.5)
+                watch.stop()
+            leaks = [x for x in watch.seen if is_test_name(x[3])]
+            report("%s/dns_isolation" % name, ["a DNS query left the machine: %s via %s to %s" % (
+                x[3], x[0], x[1]) for x in leaks] + ([watch.error] if watch.error else []))
             print("    (%s: %.1fs in all)" % (name, time.monotonic() - t), flush=True)
     except KeyboardInterrupt:
         interrupted = True
