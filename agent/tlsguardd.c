@@ -655,28 +655,7 @@ static int tg_ctl_sender(struct tg_agent *ag, const char *args, char *out,
 
 static void tg_stats_sum(struct tg_agent *ag, struct tg_stats *sum)
 {
-	int ncpu = libbpf_num_possible_cpus();
-	struct tg_stats *per;
-	__u32 zero = 0;
-	int i;
-
-	memset(sum, 0, sizeof(*sum));
-	if (ncpu <= 0)
-		return;
-	per = calloc((size_t)ncpu, sizeof(*per));
-	if (!per)
-		return;
-	if (bpf_map_lookup_elem(bpf_map__fd(ag->skel->maps.tg_stats), &zero,
-				per) == 0) {
-		for (i = 0; i < ncpu; i++) {
-			__u64 *d = (__u64 *)sum, *s = (__u64 *)&per[i];
-			size_t k;
-
-			for (k = 0; k < sizeof(*sum) / sizeof(__u64); k++)
-				d[k] += s[k];
-		}
-	}
-	free(per);
+	tg_stats_read(bpf_map__fd(ag->skel->maps.tg_stats), sum);
 }
 
 static int tg_status(struct tg_agent *ag, char *out, size_t len)
