@@ -27,8 +27,8 @@ Inside ``with``, SIGTERM raises KeyboardInterrupt like Ctrl-C does; either one
 ends the cases with a failed case "interrupted" and the cleanup still runs.  The
 cleanup runs in the reverse order of ``push`` with SIGINT and SIGTERM ignored
 (each step is bounded, and a second Ctrl-C must not leave a cgroup or a daemon
-behind); what a step raises, or a reason it returns as a string, becomes a
-problem of one case "cleanup", and the steps after it still run.  The temp dir
+behind); what a step raises, or the reasons it returns (a string, or a list of
+them), become problems of one case "cleanup", and the steps after it still run.  The temp dir
 goes last, unless --keep.
 """
 
@@ -102,7 +102,8 @@ def require_root(message):
     return False
 
 
-def _on_sigterm(signum, frame):
+def sigterm_interrupts(signum, frame):
+    """A SIGTERM handler: end the run as Ctrl-C does, through its cleanup."""
     raise KeyboardInterrupt("SIGTERM")
 
 
@@ -119,7 +120,7 @@ class Run:
 
     def __enter__(self):
         self.t0 = time.monotonic()
-        signal.signal(signal.SIGTERM, _on_sigterm)
+        signal.signal(signal.SIGTERM, sigterm_interrupts)
         return self
 
     def tempdir(self, prefix, mode=None):
@@ -130,7 +131,7 @@ class Run:
         return self.tmp
 
     def push(self, fn, *args):
-        """Run ``fn(*args)`` at cleanup; returns ``fn``."""
+        """Run ``fn(*args)`` at cleanup, before what was pushed earlier."""
         self._stack.append((fn, args))
         return fn
 
@@ -157,8 +158,10 @@ class Run:
                 why = fn(*args)
             except Exception as ex:  # noqa: BLE001 -- one step's failure must not skip the rest
                 why = str(ex)
-            if isinstance(why, str) and why:
-                problems.append(why)
+            if isinstance(why, str):
+                why = [why]
+            if isinstance(why, list):
+                problems += [x for x in why if isinstance(x, str) and x]
         if problems:
             self.results.report("cleanup", problems)
         if self.tmp is not None:
