@@ -41,7 +41,6 @@ Output: ``PASS name`` / ``FAIL name: why``, then ``N passed, M failed``;
 exit status 0 only if none failed. Everything is removed at the end (harness.Run).
 """
 
-import argparse
 import concurrent.futures
 import os
 import pwd
@@ -63,7 +62,6 @@ from mx import TestMX  # noqa: E402
 from postfix_env import (Cgroup, PostfixError, PostfixInstance, PostfixMissing,  # noqa: E402
                          check_postfix_installed)
 
-REPO = os.path.dirname(os.path.dirname(HERE))
 MX_ADDR = "127.0.0.220"
 TLS_TEXT = "TLS is required, but was not offered by host"
 TRANSPORTS = {"plain.test": "smtp:[%s]:25" % MX_ADDR}
@@ -417,10 +415,7 @@ def syslog_lines(env, r, syslog):
 
 
 def parse_args(argv):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--tlsguardd", default=os.path.join(REPO, "build", "tlsguardd"))
-    ap.add_argument("--tlsguardctl", default=os.path.join(REPO, "build", "tlsguardctl"))
-    ap.add_argument("--keep", action="store_true")
+    ap = harness.arg_parser(__doc__, verbose=False)
     return ap.parse_args(argv)
 
 

@@ -58,7 +58,6 @@ exit 0: the ``tlsguardd_shutdown`` case), both Postfix instances, the MXs,
 the cgroups, and the temp dir unless --keep.
 """
 
-import argparse
 import datetime
 import json
 import os
@@ -80,7 +79,6 @@ from postfix_env import (Cgroup, PostfixError, PostfixInstance, PostfixMissing, 
                          cgroup2_mount, check_postfix_installed)
 from run import Daemon, Senders, normalize  # noqa: E402
 
-REPO = os.path.dirname(os.path.dirname(HERE))
 PYTHON = "/usr/bin/python3"
 TLS_TEXT = "TLS is required, but was not offered by host"
 WEAK_TEXT = "TLS 1.2 or higher is required, but host negotiated %s"
@@ -886,11 +884,8 @@ def run_all(run, report):
 # ------------------------------------------------------------------ main
 
 def parse_args(argv):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--tlsguardd", default=os.path.join(REPO, "build", "tlsguardd"))
-    ap.add_argument("--tlsguardctl", default=os.path.join(REPO, "build", "tlsguardctl"))
-    ap.add_argument("--keep", action="store_true", help="keep the temp dir (audit file, logs, MX records)")
-    ap.add_argument("-v", "--verbose", action="store_true", help="show the records, the MXs' view, logs")
+    ap = harness.arg_parser(__doc__, keep_help="audit file, logs, MX records",
+                            verbose_help="show the records, the MXs' view, logs")
     return ap.parse_args(argv)
 
 

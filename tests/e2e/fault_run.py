@@ -85,7 +85,6 @@ import time
 import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 sys.dont_write_bytecode = True
 
@@ -622,13 +621,9 @@ CASES = [
 
 
 def parse_args(argv):
-    import argparse
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--tlsguardd", default=os.path.join(REPO, "build", "tlsguardd"))
-    ap.add_argument("--tlsguardctl", default=os.path.join(REPO, "build", "tlsguardctl"))
+    import harness
+    ap = harness.arg_parser(__doc__)
     ap.add_argument("--only", help="comma-separated case names")
-    ap.add_argument("--keep", action="store_true")
-    ap.add_argument("-v", "--verbose", action="store_true")
     return ap.parse_args(argv)
 
 

@@ -1276,13 +1276,10 @@ def run_case(case, cgroup, daemon, hosts, log_path, verbose, report):
 
 
 def parse_args(argv):
-    import argparse
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--tlsguardd", default=os.path.join(REPO, "build", "tlsguardd"))
-    ap.add_argument("--tlsguardctl", default=os.path.join(REPO, "build", "tlsguardctl"))
+    import harness
+    ap = harness.arg_parser(__doc__, keep_help="tlsguardd log, audit",
+                            verbose_help="show client traces and MX records of every case")
     ap.add_argument("--only", help="comma-separated case names")
-    ap.add_argument("--keep", action="store_true", help="keep the temp dir (tlsguardd log, audit)")
-    ap.add_argument("-v", "--verbose", action="store_true", help="show client traces and MX records of every case")
     return ap.parse_args(argv)
 
 

@@ -13,31 +13,58 @@ the suite is not root).
 
 Use:
 
-    if not harness.require_root("x_run.py must run as root (cgroups, port 25)"):
-        return 2
-    r = harness.Results()
-    with harness.Run(r, keep=args.keep) as run:
-        tmp = run.tempdir("tlsguard-x-")
-        cgroup = Cgroup.create(prefix="tlsguard-x")
-        run.push(cgroup.remove)
-        ...
-    return run.finish()
+    def parse_args(argv):
+        ap = harness.arg_parser(__doc__, keep_help="logs, queue")  # + the suite's own options
+        return ap.parse_args(argv)
+
+    def main(argv=None):
+        args = parse_args(argv)
+        if not harness.require_root("x_run.py must run as root (cgroups, port 25)"):
+            return 2
+        results = harness.Results()
+        with harness.Run(results, keep=args.keep) as suite:
+            tmp = suite.tempdir("tlsguard-x-")
+            cgroup = Cgroup.create(prefix="tlsguard-x")
+            suite.push(cgroup.remove)
+            ...
+            suite.push_daemon(daemon)
+            daemon.start()
+            ...
+            results.report("case", problems)
+        return suite.finish()
 
 Inside ``with``, SIGTERM raises KeyboardInterrupt like Ctrl-C does; either one
 ends the cases with a failed case "interrupted" and the cleanup still runs.  The
 cleanup runs in the reverse order of ``push`` with SIGINT and SIGTERM ignored
 (each step is bounded, and a second Ctrl-C must not leave a cgroup or a daemon
 behind); what a step raises, or the reasons it returns (a string, or a list of
-them), become problems of one case "cleanup", and the steps after it still run.  The temp dir
-goes last, unless --keep.
+them), become problems of one case "cleanup", and the steps after it still run.
+Where a start can fail half way (Postfix, a daemon, unbound), its stop is pushed
+before the start, so that the half is undone too.  The temp dir goes last,
+unless --keep.
 """
 
+import argparse
 import os
 import shutil
 import signal
 import sys
 import tempfile
 import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def arg_parser(doc, keep_help=None, verbose_help=None, verbose=True):
+    """The options every suite takes: --tlsguardd, --tlsguardctl (the build's by
+    default), --keep (the temp dir: ``keep_help`` says what is in it), -v."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("--tlsguardd", default=os.path.join(REPO, "build", "tlsguardd"))
+    ap.add_argument("--tlsguardctl", default=os.path.join(REPO, "build", "tlsguardctl"))
+    ap.add_argument("--keep", action="store_true", help=keep_help and "keep the temp dir (%s)" % keep_help)
+    if verbose:
+        ap.add_argument("-v", "--verbose", action="store_true", help=verbose_help)
+    return ap
 
 
 class Results:

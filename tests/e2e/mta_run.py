@@ -55,7 +55,6 @@ failed (2 on a usage error).  Everything created is removed in a
 MXs and the proxy, the cgroups, and the temp dir unless --keep.
 """
 
-import argparse
 import json
 import os
 import re
@@ -79,7 +78,6 @@ from postfix_env import (Cgroup, PostfixError, PostfixInstance, PostfixMissing, 
 from run import TLS_TEXT, Daemon, normalize  # noqa: E402
 from tlsproxy import StripProxy  # noqa: E402
 
-REPO = os.path.dirname(os.path.dirname(HERE))
 MTAS = ["postfix", "exim", "opensmtpd"]
 WEAK_TEXT = "TLS 1.2 or higher is required, but host negotiated TLSv1.0"
 
@@ -487,13 +485,9 @@ def run_mta(args, name, tmp, mxs, proxy, report):
 
 
 def parse_args(argv):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = harness.arg_parser(__doc__, keep_help="logs, spools, mailboxes", verbose_help="show the MTA's log on failures")
     ap.add_argument("--mta", default="all", choices=MTAS + ["all"])
-    ap.add_argument("--tlsguardd", default=os.path.join(REPO, "build", "tlsguardd"))
-    ap.add_argument("--tlsguardctl", default=os.path.join(REPO, "build", "tlsguardctl"))
     ap.add_argument("--deps", default=DEFAULT_DEPS, help="where make mta-deps unpacked Exim and OpenSMTPD")
-    ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs, spools, mailboxes)")
-    ap.add_argument("-v", "--verbose", action="store_true", help="show the MTA's log on failures")
     return ap.parse_args(argv)
 
 

@@ -100,7 +100,6 @@ the cgroup, and the temp dir unless --keep.  -v prints, for failed cases,
 their Postfix log lines, what each MX saw, tlsguardd's log and unbound's.
 """
 
-import argparse
 import os
 import re
 import secrets
@@ -123,7 +122,6 @@ from postfix_env import (_LOG_RE, POSTFIX, Cgroup, PostfixError, PostfixInstance
                          PostfixMissing, bounce_report, check_postfix_installed)
 from run import TLS_DSN, TLS_TEXT, Daemon, normalize  # noqa: E402
 
-REPO = os.path.dirname(os.path.dirname(HERE))
 UNSHARE = "/usr/bin/unshare"
 
 DNS_ADDR = "127.0.0.80"  # our unbound
@@ -586,12 +584,8 @@ def run_cases(args, ctx, daemon, canary, watch, host_resolv_before, report):
 
 
 def parse_args(argv):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--tlsguardd", default=os.path.join(REPO, "build", "tlsguardd"))
-    ap.add_argument("--tlsguardctl", default=os.path.join(REPO, "build", "tlsguardctl"))
-    ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs, queue, mailboxes, unbound)")
-    ap.add_argument("-v", "--verbose", action="store_true",
-                    help="show log lines of failed cases, tlsguardd's and unbound's logs")
+    ap = harness.arg_parser(__doc__, keep_help="logs, queue, mailboxes, unbound",
+                            verbose_help="show log lines of failed cases, tlsguardd's and unbound's logs")
     return ap.parse_args(argv)
 
 

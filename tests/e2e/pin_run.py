@@ -73,7 +73,6 @@ run checks that /sys/fs/bpf/tlsguard is gone at the end, ``cleanup`` case),
 Postfix, the MX, the cgroup, and the temp dir unless --keep.
 """
 
-import argparse
 import concurrent.futures
 import os
 import secrets
@@ -95,7 +94,6 @@ from postfix_env import (_LOG_RE, _STATUS_RE, Cgroup, PostfixError,  # noqa: E40
                          PostfixInstance, PostfixMissing, Status, bounce_report, check_postfix_installed)
 from run import TLS_DSN, TLS_TEXT, Daemon, normalize  # noqa: E402
 
-REPO = os.path.dirname(os.path.dirname(HERE))
 PIN_DIR = "/sys/fs/bpf/tlsguard"
 ADOPT_TEXT = "adopted the state pinned under %s" % PIN_DIR
 BPFTOOL = "bpftool"
@@ -655,11 +653,8 @@ def queue_empty(pf):
 # ------------------------------------------------------------------ main
 
 def parse_args(argv):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--tlsguardd", default=os.path.join(REPO, "build", "tlsguardd"))
-    ap.add_argument("--tlsguardctl", default=os.path.join(REPO, "build", "tlsguardctl"))
-    ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs, queue, mailboxes)")
-    ap.add_argument("-v", "--verbose", action="store_true", help="show diagnostics of failed cases")
+    ap = harness.arg_parser(__doc__, keep_help="logs, queue, mailboxes",
+                            verbose_help="show diagnostics of failed cases")
     return ap.parse_args(argv)
 
 

@@ -36,7 +36,6 @@ Ctrl-C or SIGTERM: tlsguardd (SIGTERM by pid, must exit 0: reported as the
 cgroup, and the temp dir unless --keep.
 """
 
-import argparse
 import concurrent.futures
 import os
 import secrets
@@ -415,13 +414,9 @@ def run_cases(args, pf, mxs, report):
 
 
 def parse_args(argv):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--tlsguardd", default=os.path.join(REPO, "build", "tlsguardd"))
-    ap.add_argument("--tlsguardctl", default=os.path.join(REPO, "build", "tlsguardctl"))
+    ap = harness.arg_parser(__doc__, keep_help="logs, queue, mailboxes", verbose_help="show log lines of failed cases")
     ap.add_argument("--no-tlsguard", action="store_true",
                     help="do not start tlsguardd; expect every mail delivered (validates the harness)")
-    ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs, queue, mailboxes)")
-    ap.add_argument("-v", "--verbose", action="store_true", help="show log lines of failed cases")
     return ap.parse_args(argv)
 
 

@@ -56,7 +56,6 @@ the ``tlsguardd_shutdown`` case), Postfix, the MXs and the proxy, the cgroup,
 and the temp dir unless --keep.
 """
 
-import argparse
 import os
 import re
 import secrets
@@ -77,7 +76,6 @@ from postfix_env import (_LOG_RE, _STATUS_RE, Cgroup, PostfixError, PostfixInsta
 from run import TLS_DSN, TLS_TEXT, Daemon, Senders, check_nothing_at_mx  # noqa: E402
 from tlsproxy import StripProxy  # noqa: E402
 
-REPO = os.path.dirname(os.path.dirname(HERE))
 WEAK_TEXT = "TLS 1.2 or higher is required, but host negotiated %s"
 IN_REPLY_TO_MAIL = "(in reply to MAIL FROM command)"
 
@@ -590,11 +588,8 @@ def run_cases(args, pf, mxs, proxy, report):
 
 
 def parse_args(argv):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--tlsguardd", default=os.path.join(REPO, "build", "tlsguardd"))
-    ap.add_argument("--tlsguardctl", default=os.path.join(REPO, "build", "tlsguardctl"))
-    ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs, queue, mailboxes, MX records)")
-    ap.add_argument("-v", "--verbose", action="store_true", help="show log lines of failed cases")
+    ap = harness.arg_parser(__doc__, keep_help="logs, queue, mailboxes, MX records",
+                            verbose_help="show log lines of failed cases")
     return ap.parse_args(argv)
 
 
