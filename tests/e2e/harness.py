@@ -11,27 +11,22 @@ A suite's output is read by CI and by people, so its shape is fixed here once:
 and the exit status is 0 only if no case failed (2, before anything runs, when
 the suite is not root).
 
-Use:
+Use (in a suite's main):
 
-    def parse_args(argv):
-        ap = harness.arg_parser(__doc__, keep_help="logs, queue")  # + the suite's own options
-        return ap.parse_args(argv)
-
-    def main(argv=None):
-        args = parse_args(argv)
-        if not harness.require_root("x_run.py must run as root (cgroups, port 25)"):
-            return 2
-        results = harness.Results()
-        with harness.Run(results, keep=args.keep) as suite:
-            tmp = suite.tempdir("tlsguard-x-")
-            cgroup = Cgroup.create(prefix="tlsguard-x")
-            suite.push(cgroup.remove)
-            ...
-            suite.push_daemon(daemon)
-            daemon.start()
-            ...
-            results.report("case", problems)
-        return suite.finish()
+    args = harness.arg_parser(__doc__, keep_help="logs, queue").parse_args(argv)
+    if not harness.require_root("x_run.py must run as root (cgroups, port 25)"):
+        return 2
+    results = harness.Results()
+    with harness.Run(results, keep=args.keep) as suite:
+        tmp = suite.tempdir("tlsguard-x-")
+        cgroup = Cgroup.create(prefix="tlsguard-x")
+        suite.push(cgroup.remove)
+        ...
+        suite.push_daemon(daemon)
+        daemon.start()
+        ...
+        results.report("case", problems)
+    return suite.finish()
 
 Inside ``with``, SIGTERM raises KeyboardInterrupt like Ctrl-C does; either one
 ends the cases with a failed case "interrupted" and the cleanup still runs.  The
