@@ -38,21 +38,18 @@ configuration file is the only source of settings):
     Postfix's form, naming host[addr]:port, the sender and the reply.
 
 Output: ``PASS name`` / ``FAIL name: why``, then ``N passed, M failed``;
-exit status 0 only if none failed. Everything is removed in a ``finally``.
+exit status 0 only if none failed. Everything is removed at the end (harness.Run).
 """
 
-import argparse
 import concurrent.futures
 import os
 import pwd
 import re
-import shutil
 import signal
 import socket
 import stat
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
@@ -60,11 +57,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.dont_write_bytecode = True
 
+import harness  # noqa: E402
 from mx import TestMX  # noqa: E402
 from postfix_env import (Cgroup, PostfixError, PostfixInstance, PostfixMissing,  # noqa: E402
                          check_postfix_installed)
 
-REPO = os.path.dirname(os.path.dirname(HERE))
 MX_ADDR = "127.0.0.220"
 TLS_TEXT = "TLS is required, but was not offered by host"
 TRANSPORTS = {"plain.test": "smtp:[%s]:25" % MX_ADDR}
@@ -75,19 +72,6 @@ CAP_DAC_READ_SEARCH, CAP_NET_ADMIN, CAP_SYS_PTRACE, CAP_PERFMON, CAP_BPF = 2, 12
 CAPS_KEPT = sum(1 << c for c in (CAP_DAC_READ_SEARCH, CAP_NET_ADMIN, CAP_SYS_PTRACE,
                                  CAP_PERFMON, CAP_BPF))
 TIMEOUT = 60.0
-
-
-class Results:
-    def __init__(self):
-        self.passed = self.failed = 0
-
-    def report(self, name, problems):
-        if problems:
-            self.failed += 1
-            print("FAIL %s: %s" % (name, "; ".join(str(p) for p in problems[:6])), flush=True)
-        else:
-            self.passed += 1
-            print("PASS %s" % name, flush=True)
 
 
 def run(cmd, **kw):
@@ -431,71 +415,57 @@ def syslog_lines(env, r, syslog):
 
 
 def parse_args(argv):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--tlsguardd", default=os.path.join(REPO, "build", "tlsguardd"))
-    ap.add_argument("--tlsguardctl", default=os.path.join(REPO, "build", "tlsguardctl"))
-    ap.add_argument("--keep", action="store_true")
+    ap = harness.arg_parser(__doc__, verbose=False)
     return ap.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    if os.geteuid() != 0:
-        print("admin_run.py must run as root (cgroups, port 25, Postfix)", file=sys.stderr)
+    if not harness.require_root("admin_run.py must run as root (cgroups, port 25, Postfix)"):
         return 2
-    r = Results()
-    t0 = time.monotonic()
-    tmp = cgroup = pf = mx = env = notify = syslog = None
-    try:
-        tmp = tempfile.mkdtemp(prefix="tlsguard-admin-")
-        os.chmod(tmp, 0o755)
-        config_errors(args, tmp, r)
-        check_postfix_installed()
-        cgroup = Cgroup.create("tlsguard-e2e-admin")
-        mx = TestMX(MX_ADDR, 25, name="plain").start()
-        pf = PostfixInstance(os.path.join(tmp, "postfix"), cgroup, TRANSPORTS, MAILBOX_DOMAINS)
-        os.makedirs(pf.root)
-        pf.start()
-        env = Env(args, tmp, cgroup, pf, mx)
+    r = harness.Results(shown=6, more=False)
+    with harness.Run(r, keep=args.keep) as suite:
+        env = None
 
-        def on_notify(text):
-            if "READY=1" in text and env.ready_at_attach is None:
-                env.ready_at_attach = run(["bpftool", "cgroup", "show", cgroup.path]).stdout
-        notify = DgramSink(os.path.join(tmp, "notify.sock"), on_notify)
-        syslog = DgramSink(os.path.join(tmp, "syslog.sock"))
-        start_daemon(env, notify, syslog.path)
-        for case in (ready, privileges, live_add_remove, concurrent_changes, exempt, config_ctl):
-            case(env, r)
-        sighup(env, r, syslog)
-        syslog_lines(env, r, syslog)
-    except (PostfixMissing, PostfixError, RuntimeError, OSError, subprocess.SubprocessError) as e:
-        r.report("setup", ["%s: %s" % (type(e).__name__, e)])
-    finally:
-        if env is not None and env.proc is not None:
-            env.proc.send_signal(signal.SIGTERM)
-            try:
-                rc = env.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                env.proc.kill()
-                rc = env.proc.wait()
-            r.report("tlsguardd_shutdown", [] if rc == 0 else ["exit %r" % rc])
-        if pf is not None:
-            pf.stop()
-        if mx is not None:
-            mx.stop()
-        for sink in (notify, syslog):
-            if sink is not None:
-                sink.close()
-        if cgroup is not None:
-            cgroup.remove()
-        if tmp is not None:
-            if args.keep:
-                print("kept %s" % tmp, file=sys.stderr)
-            else:
-                shutil.rmtree(tmp, ignore_errors=True)
-    print("(%.1fs)" % (time.monotonic() - t0), file=sys.stderr)
-    print("%d passed, %d failed" % (r.passed, r.failed), flush=True)
-    return 1 if r.failed else 0
+        def stop_daemon():
+            if env is not None and env.proc is not None:
+                env.proc.send_signal(signal.SIGTERM)
+                try:
+                    rc = env.proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    env.proc.kill()
+                    rc = env.proc.wait()
+                r.report("tlsguardd_shutdown", [] if rc == 0 else ["exit %r" % rc])
+        try:
+            tmp = suite.tempdir("tlsguard-admin-", 0o755)
+            config_errors(args, tmp, r)
+            check_postfix_installed()
+            cgroup = Cgroup.create("tlsguard-e2e-admin")
+            suite.push(cgroup.remove)
+            mx = TestMX(MX_ADDR, 25, name="plain").start()
+            suite.push(mx.stop)
+            pf = PostfixInstance(os.path.join(tmp, "postfix"), cgroup, TRANSPORTS, MAILBOX_DOMAINS)
+            suite.push(pf.stop)
+            os.makedirs(pf.root)
+            pf.start()
+            env = Env(args, tmp, cgroup, pf, mx)
+
+            def on_notify(text):
+                if "READY=1" in text and env.ready_at_attach is None:
+                    env.ready_at_attach = run(["bpftool", "cgroup", "show", cgroup.path]).stdout
+            notify = DgramSink(os.path.join(tmp, "notify.sock"), on_notify)
+            suite.push(notify.close)
+            syslog = DgramSink(os.path.join(tmp, "syslog.sock"))
+            suite.push(syslog.close)
+            suite.push(stop_daemon)
+            start_daemon(env, notify, syslog.path)
+            for case in (ready, privileges, live_add_remove, concurrent_changes, exempt, config_ctl):
+                case(env, r)
+            sighup(env, r, syslog)
+            syslog_lines(env, r, syslog)
+        except (PostfixMissing, PostfixError, RuntimeError, OSError, subprocess.SubprocessError) as e:
+            r.report("setup", ["%s: %s" % (type(e).__name__, e)])
+    return suite.finish()
 
 
 if __name__ == "__main__":

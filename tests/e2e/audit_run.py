@@ -58,7 +58,6 @@ exit 0: the ``tlsguardd_shutdown`` case), both Postfix instances, the MXs,
 the cgroups, and the temp dir unless --keep.
 """
 
-import argparse
 import datetime
 import json
 import os
@@ -68,19 +67,18 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.dont_write_bytecode = True  # leave no __pycache__ in the source tree
 
+import harness  # noqa: E402
 from mx import TestMX, TLSOptions  # noqa: E402
 from postfix_env import (Cgroup, PostfixError, PostfixInstance, PostfixMissing,  # noqa: E402
                          cgroup2_mount, check_postfix_installed)
 from run import Daemon, Senders, normalize  # noqa: E402
 
-REPO = os.path.dirname(os.path.dirname(HERE))
 PYTHON = "/usr/bin/python3"
 TLS_TEXT = "TLS is required, but was not offered by host"
 WEAK_TEXT = "TLS 1.2 or higher is required, but host negotiated %s"
@@ -886,63 +884,50 @@ def run_all(run, report):
 # ------------------------------------------------------------------ main
 
 def parse_args(argv):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--tlsguardd", default=os.path.join(REPO, "build", "tlsguardd"))
-    ap.add_argument("--tlsguardctl", default=os.path.join(REPO, "build", "tlsguardctl"))
-    ap.add_argument("--keep", action="store_true", help="keep the temp dir (audit file, logs, MX records)")
-    ap.add_argument("-v", "--verbose", action="store_true", help="show the records, the MXs' view, logs")
+    ap = harness.arg_parser(__doc__, keep_help="audit file, logs, MX records",
+                            verbose_help="show the records, the MXs' view, logs")
     return ap.parse_args(argv)
-
-
-def _on_sigterm(signum, frame):
-    raise KeyboardInterrupt("SIGTERM")
 
 
 def main(argv=None):
     args = parse_args(argv)
-    if os.geteuid() != 0:
-        print("audit_run.py must run as root (cgroups, port 25, Postfix)", file=sys.stderr)
+    if not harness.require_root("audit_run.py must run as root (cgroups, port 25, Postfix)"):
         return 2
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    results = []
+    results = harness.Results()
 
     def report(name, problems):
-        results.append((name, problems))
-        if problems:
-            more = " (+%d more)" % (len(problems) - 5) if len(problems) > 5 else ""
-            print("FAIL %s: %s%s" % (name, "; ".join(problems[:5]), more), flush=True)
-            if args.verbose:
-                for x in problems[5:]:
-                    print("    " + x)
-        else:
-            print("PASS %s" % name, flush=True)
+        results.report(name, problems)
+        if problems and args.verbose:
+            for x in problems[5:]:
+                print("    " + x)
 
-    tmp = cgroup = child = pfa = pfb = daemon = run = None
-    mxs = {}
-    interrupted = False
-    t0 = time.monotonic()
-    try:
+    with harness.Run(results, keep=args.keep) as suite:
         try:
             check_postfix_installed()
             for path in (args.tlsguardd, args.tlsguardctl):
                 if not os.access(path, os.X_OK):
                     raise RuntimeError("%s is missing or not executable (run make)" % path)
-            tmp = tempfile.mkdtemp(prefix="tlsguard-e2e-audit-")
-            os.chmod(tmp, 0o755)
+            tmp = suite.tempdir("tlsguard-e2e-audit-", 0o755)
             cgroup = Cgroup.create("tlsguard-e2e-audit")
+            suite.push(cgroup.remove)
             child = Cgroup(os.path.join(cgroup.path, "postfix-reuse"))
+            suite.push(child.remove)
             os.mkdir(child.path)
             jsonl = os.path.join(tmp, "mx.jsonl")
+            mxs = {}
             for key, (host, opts) in MXS.items():
                 mxs[key] = TestMX(host, 25, name=key, jsonl_path=jsonl, tls=opts).start()
+                suite.push(mxs[key].stop)
             mailboxes = ["%s" % s for s in SENDER.values()] + ["postmaster@mta.test"]
             pfa = PostfixInstance(os.path.join(tmp, "postfix-a"), cgroup,
                                   {DOMAINS[k]: "smtp:[%s]:25" % MXS[k][0] for k in ("tls13", "tls12", "plain",
                                                                                       "held", "weak")},
                                   MAILBOX_DOMAINS, mailboxes=mailboxes, extra_main=POSTFIX_MAIN)
+            suite.push(pfa.stop)
             pfb = ReusePostfix(os.path.join(tmp, "postfix-b"), child,
                                {DOMAINS["reuse"]: "smtp:[%s]:25" % MXS["reuse"][0]}, MAILBOX_DOMAINS,
                                mailboxes=mailboxes, extra_main=dict(POSTFIX_MAIN, smtp_tls_connection_reuse="yes"))
+            suite.push(pfb.stop)
             for pf in (pfa, pfb):
                 os.makedirs(pf.root)
                 pf.start()
@@ -953,8 +938,14 @@ def main(argv=None):
             daemon = Daemon(args.tlsguardd, args.tlsguardctl, cgroup.path, senders_path,
                             os.path.join(tmp, "tlsguardd.sock"), os.path.join(tmp, "tlsguardd.log"))
             daemon.argv += ["--audit", audit_path, "-v"]
+            suite.push_daemon(daemon)
             daemon.start()
             run = Run(args, tmp, cgroup, pfa, pfb, mxs, daemon, audit_path)
+
+            def kill_clients():
+                for c in run.clients:
+                    c.kill()
+            suite.push(kill_clients)
         except (PostfixMissing, PostfixError, RuntimeError, OSError) as e:
             report("setup", [str(e)])
         else:
@@ -962,48 +953,11 @@ def main(argv=None):
                 run_all(run, report)
             except Exception as e:  # noqa: BLE001 -- a harness error is one failure, and cleanup still runs
                 report("harness", ["%s: %s" % (type(e).__name__, e)])
-            if args.verbose and any(p for _, p in results):
+            if args.verbose and results.failed:
                 print(daemon.log_tail(60))
                 for pf in (pfa, pfb):
                     print(pf.log_tail(40))
-    except KeyboardInterrupt:
-        interrupted = True
-        report("interrupted", ["Ctrl-C or SIGTERM; cleaned up"])
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # cleanup is bounded; let it finish
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        cleanup_problems = []
-        for c in (run.clients if run else []):
-            c.kill()
-        if daemon is not None:
-            why = daemon.stop()
-            if not interrupted and not daemon.died_early:
-                report("tlsguardd_shutdown", [why] if why else [])
-        for pf in (pfb, pfa):
-            if pf is not None:
-                try:
-                    pf.stop()
-                except (PostfixError, OSError, subprocess.SubprocessError) as e:
-                    cleanup_problems.append(str(e))
-        for mx in mxs.values():
-            mx.stop()
-        for cg in (child, cgroup):
-            if cg is not None:
-                try:
-                    cg.remove()
-                except (RuntimeError, OSError) as e:
-                    cleanup_problems.append(str(e))
-        if cleanup_problems:
-            report("cleanup", cleanup_problems)
-        if tmp is not None:
-            if args.keep:
-                print("kept %s" % tmp, file=sys.stderr)
-            else:
-                shutil.rmtree(tmp, ignore_errors=True)
-    failed = sum(1 for _, p in results if p)
-    print("(%.1fs)" % (time.monotonic() - t0), file=sys.stderr)
-    print("%d passed, %d failed" % (len(results) - failed, failed), flush=True)
-    return 1 if failed or interrupted else 0
+    return suite.finish()
 
 
 if __name__ == "__main__":

@@ -55,7 +55,6 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 sys.dont_write_bytecode = True
 
@@ -201,18 +200,10 @@ def rss(pid):
 
 
 def parse_args(argv):
-    import argparse
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--tlsguardd", default=os.path.join(REPO, "build", "tlsguardd"))
-    ap.add_argument("--tlsguardctl", default=os.path.join(REPO, "build", "tlsguardctl"))
+    import harness
+    ap = harness.arg_parser(__doc__)
     ap.add_argument("--flows", type=int, default=1000)
-    ap.add_argument("--keep", action="store_true")
-    ap.add_argument("-v", "--verbose", action="store_true")
     return ap.parse_args(argv)
-
-
-def _on_sigterm(signum, frame):
-    raise KeyboardInterrupt("SIGTERM")
 
 
 def read_sink(path):
@@ -234,38 +225,28 @@ def main(argv=None):
     if argv[:1] == ["--client"]:
         return client_main(argv[1:])
     import select
-    import shutil
-    import tempfile
+    import harness
     from postfix_env import Cgroup
     from run import Daemon
 
     args = parse_args(argv)
-    if os.geteuid() != 0:
-        print("concurrency_run.py must run as root", file=sys.stderr)
+    if not harness.require_root("concurrency_run.py must run as root"):
         return 2
     n = args.flows
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    results = []
+    results = harness.Results(shown=6)
+    report = results.report
+    with harness.Run(results, keep=args.keep) as suite:
+        client = None
 
-    def report(name, problems, info=()):
-        results.append((name, problems))
-        if problems:
-            more = " (+%d more)" % (len(problems) - 6) if len(problems) > 6 else ""
-            print("FAIL %s: %s%s" % (name, "; ".join(problems[:6]), more), flush=True)
-        else:
-            print("PASS %s" % name, flush=True)
-        for x in info:
-            print("    " + x, flush=True)
-
-    tmp = cgroup = daemon = sink = client = None
-    interrupted = False
-    t0 = time.monotonic()
-    try:
+        def stop_client():
+            if client is not None and client.poll() is None:
+                client.kill()  # our own child, by pid
+                client.wait(10)
         try:
             for path in (args.tlsguardd, args.tlsguardctl):
                 if not os.access(path, os.X_OK):
                     raise RuntimeError("%s is missing or not executable (run make)" % path)
-            tmp = tempfile.mkdtemp(prefix="tlsguard-conc-")
+            tmp = suite.tempdir("tlsguard-conc-")
             cert, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
             subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
                             "ec_paramgen_curve:prime256v1", "-nodes", "-subj", "/CN=mx.conc", "-days", "2",
@@ -278,15 +259,24 @@ def main(argv=None):
                                      cert, "--key", key, "%s:25:plain" % MX_ADDR], stdout=subprocess.PIPE,
                                     stderr=open(os.path.join(tmp, "sink.err"), "w"), start_new_session=True,
                                     preexec_fn=raise_nofile)
+
+            def stop_sink():
+                if sink.poll() is None:
+                    sink.terminate()
+                    sink.wait(10)
+            suite.push(stop_sink)
             if sink.stdout.readline().strip() != b"ready":
                 raise RuntimeError("fastmx did not start: %s" % open(os.path.join(tmp, "sink.err")).read()[-400:])
             cgroup = Cgroup.create(prefix="tlsguard-conc")
+            suite.push(cgroup.remove)
             senders = os.path.join(tmp, "senders")
             with open(senders, "w") as f:
                 f.write("@conc.test\n")
             daemon = Daemon(args.tlsguardd, args.tlsguardctl, cgroup.path, senders,
                             os.path.join(tmp, "tlsguardd.sock"), os.path.join(tmp, "tlsguardd.log"))
             daemon.argv += ["--slots", str(max(1024, n)), "--metrics", METRICS]
+            suite.push_daemon(daemon)
+            suite.push(stop_client)
             daemon.start()
         except (RuntimeError, OSError, subprocess.SubprocessError) as e:
             report("setup", [str(e)])
@@ -381,39 +371,7 @@ def main(argv=None):
                                                             d('tlsguard_verdicts_total{kind="passed"}'),
                                                             rss0["VmRSS"], rss1["VmRSS"], rss0["VmHWM"],
                                                             rss1["VmHWM"])])
-    except KeyboardInterrupt:
-        interrupted = True
-        report("interrupted", ["Ctrl-C or SIGTERM; cleaned up"])
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        cleanup = []
-        if client is not None and client.poll() is None:
-            client.kill()  # our own child, by pid
-            client.wait(10)
-        if daemon is not None:
-            why = daemon.stop()
-            if not interrupted and not daemon.died_early:
-                report("tlsguardd_shutdown", [why] if why else [])
-        if sink is not None and sink.poll() is None:
-            sink.terminate()
-            sink.wait(10)
-        if cgroup is not None:
-            try:
-                cgroup.remove()
-            except (RuntimeError, OSError) as e:
-                cleanup.append(str(e))
-        if cleanup:
-            report("cleanup", cleanup)
-        if tmp is not None:
-            if args.keep:
-                print("kept %s" % tmp, file=sys.stderr)
-            else:
-                shutil.rmtree(tmp, ignore_errors=True)
-    failed = sum(1 for _, p in results if p)
-    print("(%.1fs)" % (time.monotonic() - t0), file=sys.stderr)
-    print("%d passed, %d failed" % (len(results) - failed, failed), flush=True)
-    return 1 if failed or interrupted else 0
+    return suite.finish()
 
 
 if __name__ == "__main__":

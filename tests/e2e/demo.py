@@ -33,7 +33,8 @@ sys.path.insert(0, HERE)
 from mx import TestMX  # noqa: E402
 from postfix_env import (BOUNCE_SUBJECT, Cgroup, PostfixError, PostfixInstance,  # noqa: E402
                          bounce_report, check_postfix_installed)
-from run import REPO, TLS_DSN, TLS_TEXT, Daemon, _on_sigterm, ehlo_only  # noqa: E402
+from harness import sigterm_interrupts  # noqa: E402
+from run import REPO, TLS_DSN, TLS_TEXT, Daemon, ehlo_only  # noqa: E402
 
 ALICE, BOB = "alice@mta.test", "bob@mta.test"
 ALICE_RCPT, BOB_RCPT = "carol@example.net", "dave@example.net"
@@ -208,7 +209,7 @@ def main(argv=None):
     if os.geteuid() != 0:
         print("demo: must run as root (cgroups, port 25, Postfix)", file=sys.stderr)
         return 2
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGTERM, sigterm_interrupts)
     state, problems, tmp, interrupted = {}, [], None, False
     try:
         check_postfix_installed()

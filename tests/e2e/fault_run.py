@@ -85,7 +85,6 @@ import time
 import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 sys.dont_write_bytecode = True
 
@@ -622,32 +621,22 @@ CASES = [
 
 
 def parse_args(argv):
-    import argparse
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--tlsguardd", default=os.path.join(REPO, "build", "tlsguardd"))
-    ap.add_argument("--tlsguardctl", default=os.path.join(REPO, "build", "tlsguardctl"))
+    import harness
+    ap = harness.arg_parser(__doc__)
     ap.add_argument("--only", help="comma-separated case names")
-    ap.add_argument("--keep", action="store_true")
-    ap.add_argument("-v", "--verbose", action="store_true")
     return ap.parse_args(argv)
-
-
-def _on_sigterm(signum, frame):
-    raise KeyboardInterrupt("SIGTERM")
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--client"]:
         return client_main(argv[1:])
-    import shutil
-    import tempfile
+    import harness
     from mx import TestMX
     from postfix_env import Cgroup, PostfixError, PostfixInstance, PostfixMissing
 
     args = parse_args(argv)
-    if os.geteuid() != 0:
-        print("fault_run.py must run as root", file=sys.stderr)
+    if not harness.require_root("fault_run.py must run as root"):
         return 2
     cases = CASES
     if args.only:
@@ -656,34 +645,20 @@ def main(argv=None):
             print("unknown case(s): %s" % ", ".join(sorted(names - {c[0] for c in CASES})), file=sys.stderr)
             return 2
         cases = [c for c in CASES if c[0] in names]
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    results = []
-
-    def report(name, problems, info=(), skip=None):
-        results.append((name, problems))
-        if skip:
-            print("SKIP %s: %s" % (name, skip), flush=True)
-        elif problems:
-            print("FAIL %s: %s" % (name, "; ".join(problems[:6])), flush=True)
-        else:
-            print("PASS %s" % name, flush=True)
-        for x in info:
-            print("    " + x, flush=True)
-
-    tmp = cgroup = pf = mx = None
-    interrupted = False
-    t0 = time.monotonic()
-    try:
+    r = harness.Results(shown=6, more=False)
+    with harness.Run(r, keep=args.keep) as suite:
         try:
             for path in (args.tlsguardd, args.tlsguardctl):
                 if not os.access(path, os.X_OK):
                     raise RuntimeError("%s is missing or not executable (run make)" % path)
-            tmp = tempfile.mkdtemp(prefix="tlsguard-fault-")
-            os.chmod(tmp, 0o755)
+            tmp = suite.tempdir("tlsguard-fault-", 0o755)
             cgroup = Cgroup.create(prefix="tlsguard-fault")
+            suite.push(cgroup.remove)
             mx = TestMX(MX_ADDR, 25, name="fault").start()
+            suite.push(mx.stop)
             pf = PostfixInstance(os.path.join(tmp, "postfix"), cgroup, {"mx.fault": "smtp:[%s]:25" % MX_ADDR},
                                  ["mta.test"], mailboxes=GUARANTEED + [OTHER], extra_main=POSTFIX_MAIN)
+            suite.push(pf.stop)
             os.makedirs(pf.root)
             pf.start()
             senders = os.path.join(tmp, "senders")
@@ -691,54 +666,25 @@ def main(argv=None):
                 f.write("".join(a + "\n" for a in GUARANTEED))
             env = Env(args, tmp, cgroup, pf, mx, senders)
         except (PostfixMissing, PostfixError, RuntimeError, OSError) as e:
-            report("setup", [str(e)])
+            r.report("setup", [str(e)])
         else:
             for name, fn in cases:
                 problems, info = [], []
                 c0 = time.monotonic()
                 try:
-                    r = fn(env, problems, info)
+                    res = fn(env, problems, info)
                 except (RuntimeError, OSError, subprocess.SubprocessError, PostfixError) as e:
                     problems.append("%s: %s" % (type(e).__name__, e))
-                    r = None
+                    res = None
                 info.append("(%.0f s)" % (time.monotonic() - c0))
-                if r and r[0] == "SKIP":
-                    report(name, [], info, skip=r[1])
+                if res and res[0] == "SKIP":
+                    r.skip(name, res[1], info, counted=True)  # a skipped case has always counted as passed here
                     continue
                 if problems and args.verbose:
                     info += ["tlsguardd: " + x for x in open(os.path.join(tmp, sorted(
                         f for f in os.listdir(tmp) if f.startswith("tlsguardd-"))[-1])).read().splitlines()[-30:]]
-                report(name, problems, info)
-    except KeyboardInterrupt:
-        interrupted = True
-        report("interrupted", ["Ctrl-C or SIGTERM; cleaned up"])
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        cleanup = []
-        if pf is not None:
-            try:
-                pf.stop()
-            except (PostfixError, OSError, subprocess.SubprocessError) as e:
-                cleanup.append(str(e))
-        if mx is not None:
-            mx.stop()
-        if cgroup is not None:
-            try:
-                cgroup.remove()
-            except (RuntimeError, OSError) as e:
-                cleanup.append(str(e))
-        if cleanup:
-            report("cleanup", cleanup)
-        if tmp is not None:
-            if args.keep:
-                print("kept %s" % tmp, file=sys.stderr)
-            else:
-                shutil.rmtree(tmp, ignore_errors=True)
-    failed = sum(1 for _, p in results if p)
-    print("(%.1fs)" % (time.monotonic() - t0), file=sys.stderr)
-    print("%d passed, %d failed" % (len(results) - failed, failed), flush=True)
-    return 1 if failed or interrupted else 0
+                r.report(name, problems, info)
+    return suite.finish()
 
 
 if __name__ == "__main__":

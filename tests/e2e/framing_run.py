@@ -1276,34 +1276,24 @@ def run_case(case, cgroup, daemon, hosts, log_path, verbose, report):
 
 
 def parse_args(argv):
-    import argparse
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--tlsguardd", default=os.path.join(REPO, "build", "tlsguardd"))
-    ap.add_argument("--tlsguardctl", default=os.path.join(REPO, "build", "tlsguardctl"))
+    import harness
+    ap = harness.arg_parser(__doc__, keep_help="tlsguardd log, audit",
+                            verbose_help="show client traces and MX records of every case")
     ap.add_argument("--only", help="comma-separated case names")
-    ap.add_argument("--keep", action="store_true", help="keep the temp dir (tlsguardd log, audit)")
-    ap.add_argument("-v", "--verbose", action="store_true", help="show client traces and MX records of every case")
     return ap.parse_args(argv)
-
-
-def _on_sigterm(signum, frame):
-    raise KeyboardInterrupt("SIGTERM")
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--client"]:
         return client_main(argv[1:])
-    import shutil
-    import signal
-    import tempfile
+    import harness
     from mx import TestMX
     from postfix_env import Cgroup
     from run import Daemon
 
     args = parse_args(argv)
-    if os.geteuid() != 0:
-        print("framing_run.py must run as root (cgroups, BPF, port 25)", file=sys.stderr)
+    if not harness.require_root("framing_run.py must run as root (cgroups, BPF, port 25)"):
         return 2
     all_cases = cases()
     if args.only:
@@ -1313,33 +1303,27 @@ def main(argv=None):
             print("unknown case(s): %s" % ", ".join(sorted(unknown)), file=sys.stderr)
             return 2
         all_cases = [c for c in all_cases if c.name in names]
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    results = []
+    results = harness.Results(shown=6)
 
     def report(name, problems, details=()):
-        results.append((name, problems))
-        if problems:
-            more = " (+%d more)" % (len(problems) - 6) if len(problems) > 6 else ""
-            print("FAIL %s: %s%s" % (name, "; ".join(problems[:6]), more), flush=True)
-        else:
-            print("PASS %s" % name, flush=True)
+        results.report(name, problems)
         for d in details:
             print(d, flush=True)
 
-    tmp = cgroup = daemon = None
-    hosts = {}
-    interrupted = False
-    t0 = time.monotonic()
-    try:
+    with harness.Run(results, keep=args.keep) as suite:
         try:
             for path in (args.tlsguardd, args.tlsguardctl):
                 if not os.access(path, os.X_OK):
                     raise RuntimeError("%s is missing or not executable (run make)" % path)
-            tmp = tempfile.mkdtemp(prefix="tlsguard-framing-")
+            tmp = suite.tempdir("tlsguard-framing-")
             cgroup = Cgroup.create(prefix="tlsguard-framing")
+            suite.push(cgroup.remove)
+            hosts = {}
             hosts["plain"] = TestMX(PLAIN_MX, 25, name="plain").start()
+            suite.push(hosts["plain"].stop)
             for key, h in hostile_hosts().items():
                 hosts[key] = h.start()
+                suite.push(h.stop)
             senders = os.path.join(tmp, "senders")
             with open(senders, "w") as f:
                 f.write(SENDERS_FILE)
@@ -1347,6 +1331,7 @@ def main(argv=None):
             daemon = Daemon(args.tlsguardd, args.tlsguardctl, cgroup.path, senders,
                             os.path.join(tmp, "tlsguardd.sock"), log_path)
             daemon.argv += ["-v", "--audit", os.path.join(tmp, "audit.jsonl")]
+            suite.push_daemon(daemon)
             daemon.start()
         except (RuntimeError, OSError, ValueError) as e:
             report("setup", [str(e)])
@@ -1357,35 +1342,7 @@ def main(argv=None):
                                                                            daemon.log_tail())])
                     continue
                 run_case(case, cgroup, daemon, hosts, log_path, args.verbose, report)
-    except KeyboardInterrupt:
-        interrupted = True
-        report("interrupted", ["Ctrl-C or SIGTERM; cleaned up"])
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        cleanup = []
-        if daemon is not None:
-            why = daemon.stop()
-            if not interrupted and not daemon.died_early:
-                report("tlsguardd_shutdown", [why] if why else [])
-        for h in hosts.values():
-            h.stop()
-        if cgroup is not None:
-            try:
-                cgroup.remove()
-            except (RuntimeError, OSError) as e:
-                cleanup.append(str(e))
-        if cleanup:
-            report("cleanup", cleanup)
-        if tmp is not None:
-            if args.keep:
-                print("kept %s" % tmp, file=sys.stderr)
-            else:
-                shutil.rmtree(tmp, ignore_errors=True)
-    failed = sum(1 for _, p in results if p)
-    print("(%.1fs)" % (time.monotonic() - t0), file=sys.stderr)
-    print("%d passed, %d failed" % (len(results) - failed, failed), flush=True)
-    return 1 if failed or interrupted else 0
+    return suite.finish()
 
 
 if __name__ == "__main__":

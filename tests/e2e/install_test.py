@@ -20,23 +20,20 @@ import subprocess
 import sys
 import tempfile
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+sys.dont_write_bytecode = True
+
+import harness  # noqa: E402
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--build", default="build")
     args = ap.parse_args(argv)
-    passed = failed = 0
-
-    def check(name, problems):
-        nonlocal passed, failed
-        if problems:
-            failed += 1
-            print("FAIL %s: %s" % (name, "; ".join(problems[:6])), flush=True)
-        else:
-            passed += 1
-            print("PASS %s" % name, flush=True)
+    results = harness.Results(shown=6, more=False)
+    check = results.report
 
     tmp = tempfile.mkdtemp(prefix="tlsguard-install-")
     try:
@@ -122,8 +119,7 @@ def main(argv=None):
         check("make uninstall", problems)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print("%d passed, %d failed" % (passed, failed), flush=True)
-    return 1 if failed else 0
+    return results.summary()
 
 
 if __name__ == "__main__":

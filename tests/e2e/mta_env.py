@@ -56,9 +56,7 @@ smtp://ADDR``.  Local mail is delivered by ``mail.mboxfile`` as ``nobody``.
 """
 
 import email
-import email.policy
 import email.utils
-import mailbox
 import os
 import pwd
 import re
@@ -67,7 +65,7 @@ import subprocess
 import time
 import uuid
 
-from postfix_env import Mail, Outcome, Status, _pid_alive, mailbox_name
+from postfix_env import Mail, MailLog, Outcome, Status, _pid_alive, mailbox_name
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -133,22 +131,9 @@ def _headers(sender, recipients, subject, marker, hostname):
     return text, message_id, subject
 
 
-def _read_mbox(path):
-    if not os.path.exists(path):
-        return []
-    box = mailbox.mbox(path, factory=None, create=False)
-    try:
-        return [email.message_from_bytes(box.get_bytes(key), policy=email.policy.default) for key in box.keys()]
-    except (mailbox.Error, OSError):
-        return []  # being written right now; the caller polls again
-    finally:
-        box.close()
-
-
-class _Instance:
-    """What Exim and OpenSMTPD share."""
+class _Instance(MailLog):
+    """What Exim and OpenSMTPD share (the log, mailboxes and bounces: MailLog)."""
     name = None
-    BOUNCE_SUBJECT = None
 
     def __init__(self, root, cgroup, routes, mailbox_domains=("mta.test",), mailboxes=(),
                  hostname="mta.test", deps=DEFAULT_DEPS):
@@ -168,34 +153,8 @@ class _Instance:
             f.write(text)
         os.chmod(path, mode)
 
-    def log_lines(self):
-        try:
-            with open(self.log_path, errors="replace") as f:
-                return f.read().splitlines()
-        except FileNotFoundError:
-            return []
-
-    def log_tail(self, n=30):
-        lines = self.log_lines()[-n:]
-        return ("\n--- %s (last %d lines) ---\n" % (self.log_path, len(lines)) + "\n".join(lines)) if lines else ""
-
     def mailbox_path(self, address):
         return os.path.join(self.maildir, mailbox_name(address))
-
-    def mailbox(self, address):
-        return _read_mbox(self.mailbox_path(address))
-
-    def bounces_for(self, address, marker):
-        return [m for m in self.mailbox(address)
-                if self.BOUNCE_SUBJECT in str(m.get("Subject", "")) and marker in m.as_string()]
-
-    def wait_final(self, mails, timeout):
-        deadline = time.monotonic() + timeout
-        while True:
-            res = self.outcomes(mails)
-            if all(o.final for o in res.values()) or time.monotonic() >= deadline:
-                return res
-            time.sleep(0.2)
 
     def _new_mail(self, sender, recipients, subject):
         marker = "m-" + uuid.uuid4().hex[:16]

@@ -55,16 +55,12 @@ failed (2 on a usage error).  Everything created is removed in a
 MXs and the proxy, the cgroups, and the temp dir unless --keep.
 """
 
-import argparse
 import json
 import os
 import re
 import secrets
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 
@@ -74,6 +70,7 @@ sys.dont_write_bytecode = True  # leave no __pycache__ in the source tree
 
 from mta_env import (DEFAULT_DEPS, EximInstance, MTAError, MTAMissing, SmtpdInstance,  # noqa: E402
                      check_exim, check_smtpd)
+import harness  # noqa: E402
 from dns_env import LeakWatch, is_test_name  # noqa: E402
 from mx import TestMX, TLSOptions  # noqa: E402
 from postfix_env import (Cgroup, PostfixError, PostfixInstance, PostfixMissing, bounce_report,  # noqa: E402
@@ -81,7 +78,6 @@ from postfix_env import (Cgroup, PostfixError, PostfixInstance, PostfixMissing, 
 from run import TLS_TEXT, Daemon, normalize  # noqa: E402
 from tlsproxy import StripProxy  # noqa: E402
 
-REPO = os.path.dirname(os.path.dirname(HERE))
 MTAS = ["postfix", "exim", "opensmtpd"]
 WEAK_TEXT = "TLS 1.2 or higher is required, but host negotiated TLSv1.0"
 
@@ -489,66 +485,45 @@ def run_mta(args, name, tmp, mxs, proxy, report):
 
 
 def parse_args(argv):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = harness.arg_parser(__doc__, keep_help="logs, spools, mailboxes", verbose_help="show the MTA's log on failures")
     ap.add_argument("--mta", default="all", choices=MTAS + ["all"])
-    ap.add_argument("--tlsguardd", default=os.path.join(REPO, "build", "tlsguardd"))
-    ap.add_argument("--tlsguardctl", default=os.path.join(REPO, "build", "tlsguardctl"))
     ap.add_argument("--deps", default=DEFAULT_DEPS, help="where make mta-deps unpacked Exim and OpenSMTPD")
-    ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs, spools, mailboxes)")
-    ap.add_argument("-v", "--verbose", action="store_true", help="show the MTA's log on failures")
     return ap.parse_args(argv)
-
-
-def _on_sigterm(signum, frame):
-    raise KeyboardInterrupt("SIGTERM")
 
 
 def main(argv=None):
     args = parse_args(argv)
-    if os.geteuid() != 0:
-        print("mta_run.py must run as root (cgroups, port 25, the MTAs)", file=sys.stderr)
+    if not harness.require_root("mta_run.py must run as root (cgroups, port 25, the MTAs)"):
         return 2
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    results = []
-
-    def report(name, problems):
-        results.append((name, problems))
-        if problems:
-            more = " (+%d more)" % (len(problems) - 5) if len(problems) > 5 else ""
-            print("FAIL %s: %s%s" % (name, "; ".join(problems[:5]), more), flush=True)
-        else:
-            print("PASS %s" % name, flush=True)
-
+    results = harness.Results()
+    report = results.report
     chosen = MTAS if args.mta == "all" else [args.mta]
-    skipped = []
-    tmp = proxy = None
-    mxs = {}
-    interrupted = False
-    t0 = time.monotonic()
-    try:
+    with harness.Run(results, keep=args.keep) as suite:
         runnable = []
         for name in chosen:
             why = availability(name, args.deps)
             if why is None:
                 runnable.append(name)
             elif args.mta == "all":
-                skipped.append(name)
-                print("SKIP %s: NOT TESTED: %s" % (name, why), flush=True)
+                results.skip(name, "NOT TESTED: %s" % why)
             else:
                 report("%s/setup" % name, [why])
         for path in (args.tlsguardd, args.tlsguardctl):
             if not os.access(path, os.X_OK):
                 report("setup", ["%s is missing or not executable (run make)" % path])
                 runnable = []
+        proxy = None
+        mxs = {}
         if runnable:
-            tmp = tempfile.mkdtemp(prefix="tlsguard-e2e-mta-")
-            os.chmod(tmp, 0o755)
+            tmp = suite.tempdir("tlsguard-e2e-mta-", 0o755)
             jsonl = os.path.join(tmp, "mx.jsonl")
             try:
                 for key, (host, opts) in MXS.items():
                     mxs[key] = TestMX(host, 25, name=key, jsonl_path=jsonl, tls=opts).start()
+                    suite.push(mxs[key].stop)
                 proxy = StripProxy(STRIP, 25, (MXS["strip-up"][0], 25), name="strip",
                                    jsonl_path=os.path.join(tmp, "proxy.jsonl")).start()
+                suite.push(proxy.stop)
             except OSError as e:
                 report("setup", [str(e)])
                 runnable = []
@@ -567,26 +542,7 @@ def main(argv=None):
             report("%s/dns_isolation" % name, ["a DNS query left the machine: %s via %s to %s" % (
                 x[3], x[0], x[1]) for x in leaks] + ([watch.error] if watch.error else []))
             print("    (%s: %.1fs in all)" % (name, time.monotonic() - t), flush=True)
-    except KeyboardInterrupt:
-        interrupted = True
-        report("interrupted", ["Ctrl-C or SIGTERM; cleaned up"])
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        if proxy is not None:
-            proxy.stop()
-        for mx in mxs.values():
-            mx.stop()
-        if tmp is not None:
-            if args.keep:
-                print("kept %s" % tmp, file=sys.stderr)
-            else:
-                shutil.rmtree(tmp, ignore_errors=True)
-    failed = sum(1 for _, p in results if p)
-    print("(%.1fs)" % (time.monotonic() - t0), file=sys.stderr)
-    print("%d passed, %d failed%s" % (len(results) - failed, failed,
-                                       ", %d skipped" % len(skipped) if skipped else ""), flush=True)
-    return 1 if failed or interrupted else 0
+    return suite.finish()
 
 
 if __name__ == "__main__":

@@ -100,17 +100,13 @@ the cgroup, and the temp dir unless --keep.  -v prints, for failed cases,
 their Postfix log lines, what each MX saw, tlsguardd's log and unbound's.
 """
 
-import argparse
 import os
 import re
 import secrets
-import shutil
-import signal
 import socket
 import struct
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
@@ -120,12 +116,12 @@ sys.dont_write_bytecode = True  # leave no __pycache__ in the source tree
 
 from dns_env import (RCODES, T_A, T_MX, LeakWatch, Unbound, dns_ask, dns_question,  # noqa: E402
                      ensure_unbound, is_test_name)
+import harness  # noqa: E402
 from mx import TestMX, TLSOptions  # noqa: E402
 from postfix_env import (_LOG_RE, POSTFIX, Cgroup, PostfixError, PostfixInstance,  # noqa: E402
                          PostfixMissing, bounce_report, check_postfix_installed)
 from run import TLS_DSN, TLS_TEXT, Daemon, normalize  # noqa: E402
 
-REPO = os.path.dirname(os.path.dirname(HERE))
 UNSHARE = "/usr/bin/unshare"
 
 DNS_ADDR = "127.0.0.80"  # our unbound
@@ -588,44 +584,23 @@ def run_cases(args, ctx, daemon, canary, watch, host_resolv_before, report):
 
 
 def parse_args(argv):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--tlsguardd", default=os.path.join(REPO, "build", "tlsguardd"))
-    ap.add_argument("--tlsguardctl", default=os.path.join(REPO, "build", "tlsguardctl"))
-    ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs, queue, mailboxes, unbound)")
-    ap.add_argument("-v", "--verbose", action="store_true",
-                    help="show log lines of failed cases, tlsguardd's and unbound's logs")
+    ap = harness.arg_parser(__doc__, keep_help="logs, queue, mailboxes, unbound",
+                            verbose_help="show log lines of failed cases, tlsguardd's and unbound's logs")
     return ap.parse_args(argv)
-
-
-def _on_sigterm(signum, frame):
-    raise KeyboardInterrupt("SIGTERM")
 
 
 def main(argv=None):
     args = parse_args(argv)
-    if os.geteuid() != 0:
-        print("mx_run.py must run as root (cgroups, port 25, Postfix, unbound, mount namespaces)",
-              file=sys.stderr)
+    if not harness.require_root("mx_run.py must run as root (cgroups, port 25, Postfix, unbound, "
+                                "mount namespaces)"):
         return 2
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    results = []
-
-    def report(name, problems):
-        results.append((name, problems))
-        if problems:
-            more = " (+%d more)" % (len(problems) - 5) if len(problems) > 5 else ""
-            print("FAIL %s: %s%s" % (name, "; ".join(problems[:5]), more), flush=True)
-        else:
-            print("PASS %s" % name, flush=True)
+    results = harness.Results()
+    report = results.report
 
     def say(text):
         print("    " + text, flush=True)
 
-    tmp = cgroup = pf = daemon = unbound = canary = watch = None
-    mxs = {}
-    interrupted = False
-    t0 = time.monotonic()
-    try:
+    with harness.Run(results, keep=args.keep) as suite:
         try:
             check_postfix_installed()
             for path in (args.tlsguardd, args.tlsguardctl):
@@ -634,25 +609,32 @@ def main(argv=None):
             ensure_unbound(say)
             with open("/etc/resolv.conf") as f:
                 host_resolv_before = f.read()
-            tmp = tempfile.mkdtemp(prefix="tlsguard-e2e-mx-")
-            os.chmod(tmp, 0o755)
+            tmp = suite.tempdir("tlsguard-e2e-mx-", 0o755)
             watch = LeakWatch().start()
+            suite.push(watch.stop)
             unbound = Unbound(tmp, DNS_ADDR, static_zones={"test.": ZONE}, ready=("mixed.test", T_MX, 2),
-                              verbosity=2 if args.verbose else 1).start()
+                              verbosity=2 if args.verbose else 1)
+            suite.push(unbound.stop)
+            unbound.start()
             report("dns_server", check_dns_server())
             time.sleep(0.2)  # unbound's log lines of those queries
             unbound.set_mark()
             canary = Canary(CANARY_ADDR).start()
+            suite.push(canary.stop)
             pf_resolv = os.path.join(tmp, "resolv.conf.postfix")
             write_resolv(pf_resolv, DNS_ADDR)
             daemon_resolv = os.path.join(tmp, "resolv.conf.tlsguardd")
             write_resolv(daemon_resolv, CANARY_ADDR)
             cgroup = Cgroup.create("tlsguard-e2e-mx")
+            suite.push(cgroup.remove)
             jsonl = os.path.join(tmp, "mx.jsonl")
+            mxs = {}
             for key, (host, opts) in MXS.items():
                 mxs[key] = TestMX(host, 25, name=key, jsonl_path=jsonl, tls=opts).start()
+                suite.push(mxs[key].stop)
             pf = NsPostfix(os.path.join(tmp, "postfix"), cgroup, TRANSPORTS, MAILBOX_DOMAINS,
                            mailboxes=MAILBOXES, extra_main=POSTFIX_MAIN, resolv_conf=pf_resolv)
+            suite.push(pf.stop)
             os.makedirs(pf.root)
             pf.start()
             senders_path = os.path.join(tmp, "senders")
@@ -661,6 +643,7 @@ def main(argv=None):
             daemon = Daemon(args.tlsguardd, args.tlsguardctl, cgroup.path, senders_path,
                             os.path.join(tmp, "tlsguardd.sock"), os.path.join(tmp, "tlsguardd.log"))
             daemon.argv += ["--mx-check", DNS_ADDR, "-v"]
+            suite.push_daemon(daemon)
             ns_daemon(daemon, daemon_resolv).start()
         except (PostfixMissing, PostfixError, RuntimeError, OSError, subprocess.SubprocessError) as e:
             report("setup", [str(e)])
@@ -673,48 +656,7 @@ def main(argv=None):
             if args.verbose:
                 print(daemon.log_tail(60))
                 print(unbound.log_tail(40))
-    except KeyboardInterrupt:
-        interrupted = True
-        report("interrupted", ["Ctrl-C or SIGTERM; cleaned up"])
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # cleanup is bounded; let it finish
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        cleanup_problems = []
-        if daemon is not None:
-            why = daemon.stop()
-            if not interrupted and not daemon.died_early:
-                report("tlsguardd_shutdown", [why] if why else [])
-        if pf is not None:
-            try:
-                pf.stop()
-            except (PostfixError, OSError, subprocess.SubprocessError) as e:
-                cleanup_problems.append(str(e))
-        for mx in mxs.values():
-            mx.stop()
-        if canary is not None:
-            canary.stop()
-        if watch is not None:
-            watch.stop()
-        if unbound is not None:
-            why = unbound.stop()
-            if why:
-                cleanup_problems.append(why)
-        if cgroup is not None:
-            try:
-                cgroup.remove()
-            except (RuntimeError, OSError) as e:
-                cleanup_problems.append(str(e))
-        if cleanup_problems:
-            report("cleanup", cleanup_problems)
-        if tmp is not None:
-            if args.keep:
-                print("kept %s" % tmp, file=sys.stderr)
-            else:
-                shutil.rmtree(tmp, ignore_errors=True)
-    failed = sum(1 for _, p in results if p)
-    print("(%.1fs)" % (time.monotonic() - t0), file=sys.stderr)
-    print("%d passed, %d failed" % (len(results) - failed, failed), flush=True)
-    return 1 if failed or interrupted else 0
+    return suite.finish()
 
 
 if __name__ == "__main__":

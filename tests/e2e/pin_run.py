@@ -73,7 +73,6 @@ run checks that /sys/fs/bpf/tlsguard is gone at the end, ``cleanup`` case),
 Postfix, the MX, the cgroup, and the temp dir unless --keep.
 """
 
-import argparse
 import concurrent.futures
 import os
 import secrets
@@ -89,12 +88,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.dont_write_bytecode = True  # leave no __pycache__ in the source tree
 
+import harness  # noqa: E402
 from mx import TestMX  # noqa: E402
 from postfix_env import (_LOG_RE, _STATUS_RE, Cgroup, PostfixError,  # noqa: E402
                          PostfixInstance, PostfixMissing, Status, bounce_report, check_postfix_installed)
 from run import TLS_DSN, TLS_TEXT, Daemon, normalize  # noqa: E402
 
-REPO = os.path.dirname(os.path.dirname(HERE))
 PIN_DIR = "/sys/fs/bpf/tlsguard"
 ADOPT_TEXT = "adopted the state pinned under %s" % PIN_DIR
 BPFTOOL = "bpftool"
@@ -654,44 +653,24 @@ def queue_empty(pf):
 # ------------------------------------------------------------------ main
 
 def parse_args(argv):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--tlsguardd", default=os.path.join(REPO, "build", "tlsguardd"))
-    ap.add_argument("--tlsguardctl", default=os.path.join(REPO, "build", "tlsguardctl"))
-    ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs, queue, mailboxes)")
-    ap.add_argument("-v", "--verbose", action="store_true", help="show diagnostics of failed cases")
+    ap = harness.arg_parser(__doc__, keep_help="logs, queue, mailboxes",
+                            verbose_help="show diagnostics of failed cases")
     return ap.parse_args(argv)
-
-
-def _on_sigterm(signum, frame):
-    raise KeyboardInterrupt("SIGTERM")
 
 
 def main(argv=None):
     args = parse_args(argv)
-    if os.geteuid() != 0:
-        print("pin_run.py must run as root (cgroups, bpffs, port 25, Postfix)", file=sys.stderr)
+    if not harness.require_root("pin_run.py must run as root (cgroups, bpffs, port 25, Postfix)"):
         return 2
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    results = []
+    results = harness.Results(shown=6)
 
     def report(name, problems, info=(), diag=None):
-        results.append((name, problems))
-        if problems:
-            more = " (+%d more)" % (len(problems) - 6) if len(problems) > 6 else ""
-            print("FAIL %s: %s%s" % (name, "; ".join(problems[:6]), more), flush=True)
-        else:
-            print("PASS %s" % name, flush=True)
-        for line in info:
-            print("    " + line, flush=True)
+        results.report(name, problems, info)
         if problems and args.verbose and diag:
             for line in diag():
                 print("    " + line, flush=True)
 
-    tmp = cgroup = pf = mx = ctx = None
-    pins_were_ours = False
-    interrupted = False
-    t0 = time.monotonic()
-    try:
+    with harness.Run(results, keep=args.keep) as suite:
         try:
             check_postfix_installed()
             for path in (args.tlsguardd, args.tlsguardctl):
@@ -702,19 +681,46 @@ def main(argv=None):
             if os.path.lexists(PIN_DIR):
                 raise RuntimeError("%s already exists (a tlsguardd --pin runs, or one left it): "
                                    "build/tlsguardctl detach removes it" % PIN_DIR)
-            pins_were_ours = True
-            tmp = tempfile.mkdtemp(prefix="tlsguard-pin-")
-            os.chmod(tmp, 0o755)
+            tmp = suite.tempdir("tlsguard-pin-", 0o755)
             cgroup = Cgroup.create("tlsguard-pin")
+            suite.push(cgroup.remove)
             mx = TestMX(MX_HOST, 25, name="plain", jsonl_path=os.path.join(tmp, "mx.jsonl")).start()
+            suite.push(mx.stop)
             pf = PostfixInstance(os.path.join(tmp, "postfix"), cgroup, TRANSPORTS,
                                  [OTHER_DOMAIN, GUARANTEED_DOMAIN], mailboxes=["postmaster@mta.test"],
                                  extra_main=POSTFIX_EXTRA)
+            suite.push(pf.stop)
             os.makedirs(pf.root)
             pf.start()
             senders_path = os.path.join(tmp, "senders")
             with open(senders_path, "w") as f:
                 f.write(SENDERS_FILE)
+            ctx = None
+
+            def unpin():
+                """Every tlsguardd we started gone, and the pins (ours: PIN_DIR did not exist) removed."""
+                problems = []
+                if ctx is not None:
+                    agent = ctx.agent
+                    if agent is not None and agent.alive():
+                        rc, out, err = ctx.ctl("detach")
+                        try:
+                            agent.proc.wait(TIMEOUT_EXIT)
+                        except subprocess.TimeoutExpired:
+                            problems.append("tlsguardd pid %d did not exit after detach (SIGKILL)" % agent.proc.pid)
+                            agent.kill9()
+                    for d in ctx.daemons:  # every one we started is gone
+                        if d.alive():
+                            d.kill9()
+                if os.path.lexists(PIN_DIR):
+                    sock = ctx.sock if ctx is not None else os.path.join(tempfile.gettempdir(), "tlsguard-pin-nosock")
+                    rc, out, err = run_cmd([args.tlsguardctl, "--socket", sock, "detach"])
+                    if rc != 0:
+                        problems.append("tlsguardctl detach: exit %s: %s%s" % (rc, out, err))
+                if os.path.lexists(PIN_DIR):
+                    problems.append("%s still exists" % PIN_DIR)
+                return problems
+            suite.push(unpin)
             ctx = Ctx(args, tmp, cgroup, pf, mx, senders_path)
         except (PostfixMissing, PostfixError, RuntimeError, OSError) as e:
             report("setup", [str(e)])
@@ -752,55 +758,7 @@ def main(argv=None):
                     problems, mails = ["%s: %s" % (type(e).__name__, e)], []
                 upto4 += mails
                 report(name, problems, info, lambda: diagnostics(ctx, mails))
-    except KeyboardInterrupt:
-        interrupted = True
-        report("interrupted", ["Ctrl-C or SIGTERM; cleaned up"])
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        cleanup = []
-        if ctx is not None:
-            agent = ctx.agent
-            if agent is not None and agent.alive():
-                rc, out, err = ctx.ctl("detach")
-                try:
-                    agent.proc.wait(TIMEOUT_EXIT)
-                except subprocess.TimeoutExpired:
-                    cleanup.append("tlsguardd pid %d did not exit after detach (SIGKILL)" % agent.proc.pid)
-                    agent.kill9()
-            for d in ctx.daemons:  # every one we started is gone
-                if d.alive():
-                    d.kill9()
-        if pins_were_ours and os.path.lexists(PIN_DIR):
-            sock = ctx.sock if ctx is not None else os.path.join(tempfile.gettempdir(), "tlsguard-pin-nosock")
-            rc, out, err = run_cmd([args.tlsguardctl, "--socket", sock, "detach"])
-            if rc != 0:
-                cleanup.append("tlsguardctl detach: exit %s: %s%s" % (rc, out, err))
-        if pins_were_ours and os.path.lexists(PIN_DIR):
-            cleanup.append("%s still exists" % PIN_DIR)
-        if pf is not None:
-            try:
-                pf.stop()
-            except (PostfixError, OSError, subprocess.SubprocessError) as e:
-                cleanup.append(str(e))
-        if mx is not None:
-            mx.stop()
-        if cgroup is not None:
-            try:
-                cgroup.remove()
-            except (RuntimeError, OSError) as e:
-                cleanup.append(str(e))
-        if cleanup:
-            report("cleanup", cleanup)
-        if tmp is not None:
-            if args.keep:
-                print("kept %s" % tmp, file=sys.stderr)
-            else:
-                shutil.rmtree(tmp, ignore_errors=True)
-    failed = sum(1 for _, p in results if p)
-    print("(%.1fs)" % (time.monotonic() - t0), file=sys.stderr)
-    print("%d passed, %d failed" % (len(results) - failed, failed), flush=True)
-    return 1 if failed or interrupted else 0
+    return suite.finish()
 
 
 if __name__ == "__main__":

@@ -220,7 +220,60 @@ postlog    unix-dgram n  -       n       -       1       postlogd
 """
 
 
-class PostfixInstance:
+def read_mbox(path):
+    """All messages in the mbox file at ``path``, as email.message.EmailMessage ([] if none yet)."""
+    if not os.path.exists(path):
+        return []
+    box = mailbox.mbox(path, factory=None, create=False)
+    try:
+        return [email.message_from_bytes(box.get_bytes(key), policy=email.policy.default) for key in box.keys()]
+    except (mailbox.Error, OSError):
+        return []  # being written right now; the caller polls again
+    finally:
+        box.close()
+
+
+class MailLog:
+    """What a test reads of any MTA instance: its log, its mailboxes, its bounces.
+
+    A subclass sets ``log_path`` and ``BOUNCE_SUBJECT`` and defines
+    ``mailbox_path(address)`` and ``outcomes(mails)`` (the parse of its log)."""
+    BOUNCE_SUBJECT = None
+    log_path = None
+
+    def log_lines(self):
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return f.read().splitlines()
+        except FileNotFoundError:
+            return []
+
+    def log_tail(self, n=30):
+        lines = self.log_lines()[-n:]
+        return ("\n--- %s (last %d lines) ---\n" % (self.log_path, len(lines)) + "\n".join(lines)) if lines else ""
+
+    def wait_final(self, mails, timeout):
+        """Poll until every recipient of every mail has a final status (or timeout)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            res = self.outcomes(mails)
+            if all(o.final for o in res.values()) or time.monotonic() >= deadline:
+                return res
+            time.sleep(0.2)
+
+    def mailbox(self, address):
+        """All messages in ``address``'s mailbox, as email.message.EmailMessage."""
+        return read_mbox(self.mailbox_path(address))
+
+    def bounces_for(self, address, marker):
+        """DSNs in ``address``'s mailbox that return the mail carrying ``marker``."""
+        return [m for m in self.mailbox(address)
+                if self.BOUNCE_SUBJECT in str(m.get("Subject", "")) and marker in m.as_string()]
+
+
+class PostfixInstance(MailLog):
+    BOUNCE_SUBJECT = BOUNCE_SUBJECT
+
     def __init__(self, root, cgroup, transports, mailbox_domains=("mta.test",), mailboxes=(),
                  hostname="mta.test", extra_main=None):
         check_postfix_installed()
@@ -235,7 +288,7 @@ class PostfixInstance:
         self.queue = os.path.join(self.root, "queue")
         self.data = os.path.join(self.root, "data")
         self.maildir = os.path.join(self.root, "mail")
-        self.maillog = os.path.join(self.root, "maillog")
+        self.maillog = self.log_path = os.path.join(self.root, "maillog")
         self.master_pid = None
         self._running = False
 
@@ -382,17 +435,6 @@ class PostfixInstance:
 
     # ---- the log ---------------------------------------------------------
 
-    def log_lines(self):
-        try:
-            with open(self.maillog, errors="replace") as f:
-                return f.read().splitlines()
-        except FileNotFoundError:
-            return []
-
-    def log_tail(self, n=30):
-        lines = self.log_lines()[-n:]
-        return ("\n--- %s (last %d lines) ---\n" % (self.maillog, len(lines)) + "\n".join(lines)) if lines else ""
-
     def outcomes(self, mails):
         """Parse the log once: {marker: Outcome} for ``mails``."""
         by_msgid = {m.message_id: Outcome(m) for m in mails}
@@ -416,15 +458,6 @@ class PostfixInstance:
                     conn_use=int(s.group(3) or 1), line=line)
         return {o.mail.marker: o for o in by_msgid.values()}
 
-    def wait_final(self, mails, timeout):
-        """Poll until every recipient of every mail has a final status (or timeout)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            res = self.outcomes(mails)
-            if all(o.final for o in res.values()) or time.monotonic() >= deadline:
-                return res
-            time.sleep(0.2)
-
     # ---- mailboxes -------------------------------------------------------
 
     def mailbox_path(self, address):
@@ -433,25 +466,6 @@ class PostfixInstance:
         if name not in self.mailboxes:
             name = "catchall@" + name.rpartition("@")[2]
         return os.path.join(self.maildir, name)
-
-    def mailbox(self, address):
-        """All messages in ``address``'s mailbox, as email.message.EmailMessage."""
-        path = self.mailbox_path(address)
-        if not os.path.exists(path):
-            return []
-        box = mailbox.mbox(path, factory=None, create=False)
-        try:
-            return [email.message_from_bytes(box.get_bytes(key), policy=email.policy.default)
-                    for key in box.keys()]
-        except (mailbox.Error, OSError):
-            return []  # being written right now; the caller polls again
-        finally:
-            box.close()
-
-    def bounces_for(self, address, marker):
-        """DSNs in ``address``'s mailbox that return the mail carrying ``marker``."""
-        return [m for m in self.mailbox(address)
-                if BOUNCE_SUBJECT in str(m.get("Subject", "")) and marker in m.as_string()]
 
     def wait_bounces(self, wanted, timeout):
         """wanted: [(address, marker)]; poll until each has a bounce; return {(a, m): [msgs]}."""

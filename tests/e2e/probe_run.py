@@ -68,13 +68,9 @@ import hashlib
 import json
 import os
 import re
-import shutil
-import signal
 import ssl
 import subprocess
 import sys
-import tempfile
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -82,6 +78,7 @@ sys.dont_write_bytecode = True  # leave no __pycache__ in the source tree
 
 from dns_env import (RCODES, T_MX, T_TLSA, LeakWatch, Unbound, dns_ask, ensure_unbound,  # noqa: E402
                      is_test_name, sign_zone)
+import harness  # noqa: E402
 from mx import TestMX, TLSOptions  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -586,42 +583,27 @@ def parse_args(argv):
     return ap.parse_args(argv)
 
 
-def _on_sigterm(signum, frame):
-    raise KeyboardInterrupt("SIGTERM")
-
-
 def main(argv=None):
     args = parse_args(argv)
-    if os.geteuid() != 0:
-        print("probe_run.py must run as root (port 25, apt-get for unbound and ldnsutils)", file=sys.stderr)
+    if not harness.require_root("probe_run.py must run as root (port 25, apt-get for unbound and ldnsutils)"):
         return 2
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    results = []
+    results = harness.Results()
 
     def report(name, problems, runs=None):
-        results.append((name, problems))
-        if problems:
-            more = " (+%d more)" % (len(problems) - 5) if len(problems) > 5 else ""
-            print("FAIL %s: %s%s" % (name, "; ".join(problems[:5]), more), flush=True)
-            if args.verbose and runs is not None:
-                for r in runs if isinstance(runs, list) else [runs]:
-                    print("    " + str(r).replace("\n", "\n    "))
-        else:
-            print("PASS %s" % name, flush=True)
+        results.report(name, problems)
+        if problems and args.verbose and runs is not None:
+            for r in runs if isinstance(runs, list) else [runs]:
+                print("    " + str(r).replace("\n", "\n    "))
 
     def say(text):
         print("    " + text, flush=True)
 
-    tmp = unbound = watch = None
-    mxs = {}
-    interrupted = False
-    t0 = time.monotonic()
-    try:
+    with harness.Run(results, keep=args.keep) as suite:
         try:
             if not os.access(args.tlsguardctl, os.X_OK):
                 raise RuntimeError("%s is missing or not executable (run make)" % args.tlsguardctl)
             ensure_unbound(say, extra=("ldnsutils",))
-            tmp = tempfile.mkdtemp(prefix="tlsguard-e2e-probe-")
+            tmp = suite.tempdir("tlsguard-e2e-probe-")
             certs = os.path.join(tmp, "certs")
             os.makedirs(certs)
             tls = {}
@@ -634,11 +616,16 @@ def main(argv=None):
             dane_tlsa = tlsa_of(tls["tls13.probe.test"].certfile)
             signed = sign_zone(os.path.join(tmp, "zone"), "probe.test", signed_records(dane_tlsa), DNS)
             watch = LeakWatch().start()
+            suite.push(watch.stop)
             unbound = Unbound(tmp, DNS, static_zones={"plain.test.": plain_zone(dane_tlsa[0])}, signed=signed,
-                              ready=("secure.probe.test", T_MX, 2), verbosity=2 if args.verbose else 1).start()
+                              ready=("secure.probe.test", T_MX, 2), verbosity=2 if args.verbose else 1)
+            suite.push(unbound.stop)
+            unbound.start()
             report("dns_server", check_dns_server())
+            mxs = {}
             for name, (addr, _) in HOSTS.items():
                 mxs[name] = TestMX(addr, 25, name=name, tls=tls[name]).start()
+                suite.push(mxs[name].stop)
         except (RuntimeError, OSError, subprocess.SubprocessError) as e:
             report("setup", [str(e)])
         else:
@@ -656,32 +643,7 @@ def main(argv=None):
             report("dns_isolation", check_isolation(ctx, watch))
             if args.verbose:
                 print(unbound.log_tail(40))
-    except KeyboardInterrupt:
-        interrupted = True
-        report("interrupted", ["Ctrl-C or SIGTERM; cleaned up"])
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # cleanup is bounded; let it finish
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        cleanup_problems = []
-        for mx in mxs.values():
-            mx.stop()
-        if watch is not None:
-            watch.stop()
-        if unbound is not None:
-            why = unbound.stop()
-            if why:
-                cleanup_problems.append(why)
-        if cleanup_problems:
-            report("cleanup", cleanup_problems)
-        if tmp is not None:
-            if args.keep:
-                print("kept %s" % tmp, file=sys.stderr)
-            else:
-                shutil.rmtree(tmp, ignore_errors=True)
-    failed = sum(1 for _, p in results if p)
-    print("(%.1fs)" % (time.monotonic() - t0), file=sys.stderr)
-    print("%d passed, %d failed" % (len(results) - failed, failed), flush=True)
-    return 1 if failed or interrupted else 0
+    return suite.finish()
 
 
 if __name__ == "__main__":

@@ -36,21 +36,19 @@ Ctrl-C or SIGTERM: tlsguardd (SIGTERM by pid, must exit 0: reported as the
 cgroup, and the temp dir unless --keep.
 """
 
-import argparse
 import concurrent.futures
 import os
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.dont_write_bytecode = True  # leave no __pycache__ in the source tree
 
+import harness  # noqa: E402
 from mx import TestMX  # noqa: E402
 from postfix_env import (BOUNCE_SUBJECT, Cgroup, PostfixError, PostfixInstance,  # noqa: E402
                          PostfixMissing, bounce_report, check_postfix_installed)
@@ -416,41 +414,19 @@ def run_cases(args, pf, mxs, report):
 
 
 def parse_args(argv):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--tlsguardd", default=os.path.join(REPO, "build", "tlsguardd"))
-    ap.add_argument("--tlsguardctl", default=os.path.join(REPO, "build", "tlsguardctl"))
+    ap = harness.arg_parser(__doc__, keep_help="logs, queue, mailboxes", verbose_help="show log lines of failed cases")
     ap.add_argument("--no-tlsguard", action="store_true",
                     help="do not start tlsguardd; expect every mail delivered (validates the harness)")
-    ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs, queue, mailboxes)")
-    ap.add_argument("-v", "--verbose", action="store_true", help="show log lines of failed cases")
     return ap.parse_args(argv)
-
-
-def _on_sigterm(signum, frame):
-    raise KeyboardInterrupt("SIGTERM")
 
 
 def main(argv=None):
     args = parse_args(argv)
-    if os.geteuid() != 0:
-        print("run.py must run as root (cgroups, port 25, Postfix)", file=sys.stderr)
+    if not harness.require_root("run.py must run as root (cgroups, port 25, Postfix)"):
         return 2
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    results = []  # (name, problems)
-
-    def report(name, problems):
-        results.append((name, problems))
-        if problems:
-            more = " (+%d more)" % (len(problems) - 5) if len(problems) > 5 else ""
-            print("FAIL %s: %s%s" % (name, "; ".join(problems[:5]), more), flush=True)
-        else:
-            print("PASS %s" % name, flush=True)
-
-    tmp = cgroup = pf = daemon = None
-    mxs = {}
-    interrupted = False
-    t0 = time.monotonic()
-    try:
+    results = harness.Results()
+    report = results.report
+    with harness.Run(results, keep=args.keep) as suite:
         try:
             check_postfix_installed()
             if not args.no_tlsguard:
@@ -458,14 +434,17 @@ def main(argv=None):
                     if not os.access(path, os.X_OK):
                         raise RuntimeError("%s is missing or not executable (run make, or use --no-tlsguard)"
                                            % path)
-            tmp = tempfile.mkdtemp(prefix="tlsguard-e2e-")
-            os.chmod(tmp, 0o755)
+            tmp = suite.tempdir("tlsguard-e2e-", 0o755)
             cgroup = Cgroup.create()
+            suite.push(cgroup.remove)
+            mxs = {}
             for key, (host, pipelining) in MXS.items():
                 mxs[key] = TestMX(host, 25, pipelining=pipelining, name=key,
                                   jsonl_path=os.path.join(tmp, "mx.jsonl")).start()
+                suite.push(mxs[key].stop)
             pf = PostfixInstance(os.path.join(tmp, "postfix"), cgroup, TRANSPORTS, MAILBOX_DOMAINS,
                                  mailboxes=MAILBOXES)
+            suite.push(pf.stop)
             os.makedirs(pf.root)
             pf.start()
             senders_path = os.path.join(tmp, "senders")
@@ -474,6 +453,7 @@ def main(argv=None):
             if not args.no_tlsguard:
                 daemon = Daemon(args.tlsguardd, args.tlsguardctl, cgroup.path, senders_path,
                                 os.path.join(tmp, "tlsguardd.sock"), os.path.join(tmp, "tlsguardd.log"))
+                suite.push_daemon(daemon)
                 daemon.start()
         except (PostfixMissing, PostfixError, RuntimeError, OSError) as e:
             report("setup", [str(e)])
@@ -482,40 +462,7 @@ def main(argv=None):
                 run_cases(args, pf, mxs, report)
             except (PostfixError, OSError, subprocess.SubprocessError) as e:
                 report("harness", ["%s: %s" % (type(e).__name__, e)])
-    except KeyboardInterrupt:
-        interrupted = True
-        report("interrupted", ["Ctrl-C or SIGTERM; cleaned up"])
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # cleanup is bounded; let it finish
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        cleanup_problems = []
-        if daemon is not None:
-            why = daemon.stop()
-            if not interrupted and not daemon.died_early:  # an early death is reported by setup
-                report("tlsguardd_shutdown", [why] if why else [])
-        if pf is not None:
-            try:
-                pf.stop()
-            except (PostfixError, OSError, subprocess.SubprocessError) as e:
-                cleanup_problems.append(str(e))
-        for mx in mxs.values():
-            mx.stop()
-        if cgroup is not None:
-            try:
-                cgroup.remove()
-            except (RuntimeError, OSError) as e:
-                cleanup_problems.append(str(e))
-        if cleanup_problems:
-            report("cleanup", cleanup_problems)
-        if tmp is not None:
-            if args.keep:
-                print("kept %s" % tmp, file=sys.stderr)
-            else:
-                shutil.rmtree(tmp, ignore_errors=True)
-    failed = sum(1 for _, p in results if p)
-    print("(%.1fs)" % (time.monotonic() - t0), file=sys.stderr)
-    print("%d passed, %d failed" % (len(results) - failed, failed), flush=True)
-    return 1 if failed or interrupted else 0
+    return suite.finish()
 
 
 if __name__ == "__main__":

@@ -49,17 +49,15 @@ tlsguardd by pid, Postfix, MXs, cgroup, temp dir unless --keep).
 import os
 import re
 import secrets
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.dont_write_bytecode = True
 
+import harness  # noqa: E402
 from mx import TestMX, TLSOptions  # noqa: E402
 from postfix_env import Cgroup, PostfixError, PostfixInstance, PostfixMissing, check_postfix_installed  # noqa: E402
 from run import Daemon, Senders, check_nothing_at_mx  # noqa: E402
@@ -243,39 +241,29 @@ def run_flows_case(cgroup, daemon, mxs, report, verbose):
     report("smtps_flows_live", p)
 
 
-def _on_sigterm(signum, frame):
-    raise KeyboardInterrupt("SIGTERM")
-
-
 def main(argv=None):
     args = _tls_parse_args(argv)  # same options as tls_run.py: --tlsguardd --tlsguardctl --keep -v
-    if os.geteuid() != 0:
-        print("smtps_run.py must run as root (cgroups, port 465, Postfix)", file=sys.stderr)
+    if not harness.require_root("smtps_run.py must run as root (cgroups, port 465, Postfix)"):
         return 2
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    results = []
-
-    def report(name, problems):
-        results.append((name, problems))
-        more = " (+%d more)" % (len(problems) - 5) if len(problems) > 5 else ""
-        print("FAIL %s: %s%s" % (name, "; ".join(problems[:5]), more) if problems else "PASS %s" % name, flush=True)
-
-    tmp = cgroup = pf = daemon = None
-    mxs, interrupted = {}, False
-    try:
+    results = harness.Results()
+    report = results.report
+    with harness.Run(results, keep=args.keep) as suite:
         try:
             check_postfix_installed()
             for path in (args.tlsguardd, args.tlsguardctl):
                 if not os.access(path, os.X_OK):
                     raise RuntimeError("%s is missing or not executable (run make)" % path)
-            tmp = tempfile.mkdtemp(prefix="tlsguard-e2e-smtps-")
-            os.chmod(tmp, 0o755)
+            tmp = suite.tempdir("tlsguard-e2e-smtps-", 0o755)
             cgroup = Cgroup.create("tlsguard-e2e-smtps")
+            suite.push(cgroup.remove)
+            mxs = {}
             for key, (host, opts) in MXS.items():
                 mxs[key] = TestMX(host, PORT, name=key, jsonl_path=os.path.join(tmp, "mx.jsonl"), tls=opts).start()
+                suite.push(mxs[key].stop)
             pf = SmtpsPostfix(os.path.join(tmp, "postfix"), cgroup,
                               {d: "smtps:[%s]:%d" % (MXS[k][0], PORT) for d, k in ROUTES.items()},
                               ["mta.test", "guarded.test"], mailboxes=MAILBOXES)
+            suite.push(pf.stop)
             os.makedirs(pf.root)
             pf.start()
             senders_path = os.path.join(tmp, "senders")
@@ -284,6 +272,7 @@ def main(argv=None):
             daemon = Daemon(args.tlsguardd, args.tlsguardctl, cgroup.path, senders_path,
                             os.path.join(tmp, "tlsguardd.sock"), os.path.join(tmp, "tlsguardd.log"))
             daemon.argv += ["--tls-port", str(PORT)]
+            suite.push_daemon(daemon)
             daemon.start()
         except (PostfixMissing, PostfixError, RuntimeError, OSError) as e:
             report("setup", [str(e)])
@@ -297,32 +286,7 @@ def main(argv=None):
                 report("harness", ["%s: %s" % (type(e).__name__, e)])
             if args.verbose:
                 print(daemon.log_tail(40))
-    except KeyboardInterrupt:
-        interrupted = True
-        report("interrupted", ["Ctrl-C or SIGTERM; cleaned up"])
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        problems = []
-        if daemon is not None:
-            why = daemon.stop()
-            if not interrupted and not daemon.died_early:
-                report("tlsguardd_shutdown", [why] if why else [])
-        for stop in ([pf.stop] if pf else []) + [mx.stop for mx in mxs.values()] + ([cgroup.remove] if cgroup else []):
-            try:
-                stop()
-            except (PostfixError, RuntimeError, OSError, subprocess.SubprocessError) as e:
-                problems.append(str(e))
-        if problems:
-            report("cleanup", problems)
-        if tmp is not None:
-            if args.keep:
-                print("kept %s" % tmp, file=sys.stderr)
-            else:
-                shutil.rmtree(tmp, ignore_errors=True)
-    failed = sum(1 for _, p in results if p)
-    print("%d passed, %d failed" % (len(results) - failed, failed), flush=True)
-    return 1 if failed or interrupted else 0
+    return suite.finish()
 
 
 if __name__ == "__main__":

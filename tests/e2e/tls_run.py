@@ -56,16 +56,12 @@ the ``tlsguardd_shutdown`` case), Postfix, the MXs and the proxy, the cgroup,
 and the temp dir unless --keep.
 """
 
-import argparse
 import os
 import re
 import secrets
 import select
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 
@@ -73,13 +69,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.dont_write_bytecode = True  # leave no __pycache__ in the source tree
 
+import harness  # noqa: E402
 from mx import TestMX, TLSOptions  # noqa: E402
 from postfix_env import (_LOG_RE, _STATUS_RE, Cgroup, PostfixError, PostfixInstance,  # noqa: E402
                          PostfixMissing, bounce_report, check_postfix_installed)
 from run import TLS_DSN, TLS_TEXT, Daemon, Senders, check_nothing_at_mx  # noqa: E402
 from tlsproxy import StripProxy  # noqa: E402
 
-REPO = os.path.dirname(os.path.dirname(HERE))
 WEAK_TEXT = "TLS 1.2 or higher is required, but host negotiated %s"
 IN_REPLY_TO_MAIL = "(in reply to MAIL FROM command)"
 
@@ -592,55 +588,38 @@ def run_cases(args, pf, mxs, proxy, report):
 
 
 def parse_args(argv):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--tlsguardd", default=os.path.join(REPO, "build", "tlsguardd"))
-    ap.add_argument("--tlsguardctl", default=os.path.join(REPO, "build", "tlsguardctl"))
-    ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs, queue, mailboxes, MX records)")
-    ap.add_argument("-v", "--verbose", action="store_true", help="show log lines of failed cases")
+    ap = harness.arg_parser(__doc__, keep_help="logs, queue, mailboxes, MX records",
+                            verbose_help="show log lines of failed cases")
     return ap.parse_args(argv)
-
-
-def _on_sigterm(signum, frame):
-    raise KeyboardInterrupt("SIGTERM")
 
 
 def main(argv=None):
     args = parse_args(argv)
-    if os.geteuid() != 0:
-        print("tls_run.py must run as root (cgroups, port 25, Postfix)", file=sys.stderr)
+    if not harness.require_root("tls_run.py must run as root (cgroups, port 25, Postfix)"):
         return 2
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    results = []
-
-    def report(name, problems):
-        results.append((name, problems))
-        if problems:
-            more = " (+%d more)" % (len(problems) - 5) if len(problems) > 5 else ""
-            print("FAIL %s: %s%s" % (name, "; ".join(problems[:5]), more), flush=True)
-        else:
-            print("PASS %s" % name, flush=True)
-
-    tmp = cgroup = pf = daemon = proxy = None
-    mxs = {}
-    interrupted = False
-    t0 = time.monotonic()
-    try:
+    results = harness.Results()
+    report = results.report
+    with harness.Run(results, keep=args.keep) as suite:
         try:
             check_postfix_installed()
             for path in (args.tlsguardd, args.tlsguardctl):
                 if not os.access(path, os.X_OK):
                     raise RuntimeError("%s is missing or not executable (run make)" % path)
-            tmp = tempfile.mkdtemp(prefix="tlsguard-e2e-tls-")
-            os.chmod(tmp, 0o755)
+            tmp = suite.tempdir("tlsguard-e2e-tls-", 0o755)
             cgroup = Cgroup.create("tlsguard-e2e-tls")
+            suite.push(cgroup.remove)
             jsonl = os.path.join(tmp, "mx.jsonl")
+            mxs = {}
             for key, (host, opts) in MXS.items():
                 mxs[key] = TestMX(host, 25, name=key, jsonl_path=jsonl, tls=opts).start()
+                suite.push(mxs[key].stop)
             proxy = StripProxy(STRIP, 25, (MXS["strip-up"][0], 25), name="strip",
                                jsonl_path=os.path.join(tmp, "proxy.jsonl")).start()
+            suite.push(proxy.stop)
             pf = PostfixInstance(os.path.join(tmp, "postfix"), cgroup,
                                  {d: "smtp:[%s]:25" % a for d, (a, _) in ROUTES.items()}, MAILBOX_DOMAINS,
                                  mailboxes=MAILBOXES, extra_main=POSTFIX_MAIN)
+            suite.push(pf.stop)
             os.makedirs(pf.root)
             pf.start()
             senders_path = os.path.join(tmp, "senders")
@@ -648,6 +627,7 @@ def main(argv=None):
                 f.write(SENDERS_FILE)
             daemon = Daemon(args.tlsguardd, args.tlsguardctl, cgroup.path, senders_path,
                             os.path.join(tmp, "tlsguardd.sock"), os.path.join(tmp, "tlsguardd.log"))
+            suite.push_daemon(daemon)
             daemon.start()
         except (PostfixMissing, PostfixError, RuntimeError, OSError) as e:
             report("setup", [str(e)])
@@ -657,44 +637,9 @@ def main(argv=None):
                 run_flows_case(cgroup, daemon, mxs, report, args.verbose)
             except Exception as e:  # noqa: BLE001 -- a harness error is one failure, and cleanup still runs
                 report("harness", ["%s: %s" % (type(e).__name__, e)])
-            if args.verbose and daemon is not None:
+            if args.verbose:
                 print(daemon.log_tail(40))
-    except KeyboardInterrupt:
-        interrupted = True
-        report("interrupted", ["Ctrl-C or SIGTERM; cleaned up"])
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # cleanup is bounded; let it finish
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        cleanup_problems = []
-        if daemon is not None:
-            why = daemon.stop()
-            if not interrupted and not daemon.died_early:
-                report("tlsguardd_shutdown", [why] if why else [])
-        if pf is not None:
-            try:
-                pf.stop()
-            except (PostfixError, OSError, subprocess.SubprocessError) as e:
-                cleanup_problems.append(str(e))
-        if proxy is not None:
-            proxy.stop()
-        for mx in mxs.values():
-            mx.stop()
-        if cgroup is not None:
-            try:
-                cgroup.remove()
-            except (RuntimeError, OSError) as e:
-                cleanup_problems.append(str(e))
-        if cleanup_problems:
-            report("cleanup", cleanup_problems)
-        if tmp is not None:
-            if args.keep:
-                print("kept %s" % tmp, file=sys.stderr)
-            else:
-                shutil.rmtree(tmp, ignore_errors=True)
-    failed = sum(1 for _, p in results if p)
-    print("(%.1fs)" % (time.monotonic() - t0), file=sys.stderr)
-    print("%d passed, %d failed" % (len(results) - failed, failed), flush=True)
-    return 1 if failed or interrupted else 0
+    return suite.finish()
 
 
 if __name__ == "__main__":
