@@ -71,6 +71,7 @@
 #include "tlsguard.skel.h"
 #include "tg_audit.h"
 #include "tg_ctl.h"
+#include "tg_features.h"
 #include "tg_inject.h"
 #include "tg_kill.h"
 #include "tg_log.h"
@@ -647,6 +648,7 @@ static void tg_setup(struct tg_agent *ag)
 			  ag->opt.slots, 2 * ag->opt.slots + 64,
 			  (unsigned long long)rl.rlim_cur);
 
+	tg_features_check();
 	ag->skel = tlsguard__open();
 	if (!ag->skel)
 		msg_fatal("cannot open the BPF object: %s", strerror(errno));
