@@ -47,6 +47,7 @@ DEBIAN_PKGS := clang libbpf-dev bpftool libelf-dev zlib1g-dev libssl-dev \
 all: $(BUILD)/tlsguardd $(BUILD)/tlsguardctl
 
 include tests/fuzz/fuzz.mk
+include vm.mk
 
 $(BUILD)/bpf/%.bpf.o: bpf/%.bpf.c bpf/tg_common.bpf.h $(HEADERS) vmlinux.h
 	@mkdir -p $(@D)
