@@ -293,8 +293,7 @@ static int tg_on_event(void *ctx, void *data, size_t len)
 	int err;
 
 	if (len >= sizeof(*le) && le->type == TG_EV_LINE) {
-		tg_audit_line(&ag->audit, le->cookie, le->flags, le->text,
-			      le->len > TG_LINE_TEXT ? TG_LINE_TEXT : le->len);
+		tg_audit_line_event(&ag->audit, le);
 		return 0;
 	}
 	if (len < sizeof(*e))
