@@ -64,6 +64,7 @@ all: $(BUILD)/tlsguardd $(BUILD)/tlsguardctl
 
 include tests/fuzz/fuzz.mk
 include tests/e2e/mta.mk
+include vm.mk
 
 $(BUILD)/bpf/%.bpf.o: bpf/%.bpf.c $(wildcard bpf/*.bpf.h) $(HEADERS) vmlinux.h
 	@mkdir -p $(@D)

@@ -458,6 +458,28 @@ void tg_audit_line(struct tg_audit *au, __u64 cookie, __u32 flags,
 		tg_audit_command(au, f, flags, text, len);
 }
 
+/*
+ * A line from the kernel. Its flow may be closed and gone from tg_flows by
+ * now (the agent lags behind a short connection on a busy machine): the
+ * addresses come from the event then.
+ */
+void tg_audit_line_event(struct tg_audit *au, const struct tg_line_event *le)
+{
+	struct tg_audit_flow *f;
+
+	if (au->fd < 0)
+		return;
+	f = tg_audit_flow(au, le->cookie, 1);
+	if (f && strcmp(f->local, "?") == 0 && le->family) {
+		tg_addr_port(f->local, sizeof(f->local), le->family,
+			     le->laddr, le->lport);
+		tg_addr_port(f->remote, sizeof(f->remote), le->family,
+			     le->raddr, le->rport);
+	}
+	tg_audit_line(au, le->cookie, le->flags, le->text,
+		      le->len > TG_LINE_TEXT ? TG_LINE_TEXT : le->len);
+}
+
 void tg_audit_tls(struct tg_audit *au, const struct tg_event *e)
 {
 	struct tg_audit_flow *f;

@@ -10,6 +10,8 @@
  *	int	tg_audit_reopen(struct tg_audit *au);
  *	void	tg_audit_line(struct tg_audit *au, __u64 cookie, __u32 flags,
  *			      const char *text, size_t len);
+ *	void	tg_audit_line_event(struct tg_audit *au,
+ *				    const struct tg_line_event *le);
  *	void	tg_audit_tls(struct tg_audit *au, const struct tg_event *e);
  *	void	tg_audit_killed(struct tg_audit *au, const struct tg_event *e);
  *	void	tg_audit_closed(struct tg_audit *au, __u64 cookie);
@@ -20,7 +22,9 @@
  *	or inside TLS (TG_EV_LINE events from the kernel), and the commands
  *	tlsguard answered itself on held flows (from tg_inject, with
  *	TG_LINE_HELD on the MAIL reply). Replies are matched to commands in
- *	order, as SMTP pipelining requires.
+ *	order, as SMTP pipelining requires. tg_audit_line_event() takes a
+ *	TG_EV_LINE event as read from the ring buffer: the flow's addresses
+ *	come from the event when the flow is already gone from tg_flows.
  *
  *	A record is written when a message attempt ends: the reply after the
  *	message data, a MAIL or DATA refused, RSET, QUIT, a new MAIL, the
@@ -96,6 +100,7 @@ int tg_audit_open(struct tg_audit *au, const char *path, int flows_fd,
 int tg_audit_reopen(struct tg_audit *au);
 void tg_audit_line(struct tg_audit *au, __u64 cookie, __u32 flags,
 		   const char *text, size_t len);
+void tg_audit_line_event(struct tg_audit *au, const struct tg_line_event *le);
 void tg_audit_tls(struct tg_audit *au, const struct tg_event *e);
 void tg_audit_killed(struct tg_audit *au, const struct tg_event *e);
 void tg_audit_closed(struct tg_audit *au, __u64 cookie);

@@ -85,6 +85,7 @@
 #include "tg_audit.h"
 #include "tg_config.h"
 #include "tg_ctl.h"
+#include "tg_features.h"
 #include "tg_inject.h"
 #include "tg_kill.h"
 #include "tg_log.h"
@@ -354,8 +355,7 @@ static int tg_on_event(void *ctx, void *data, size_t len)
 	int err;
 
 	if (len >= sizeof(*le) && le->type == TG_EV_LINE) {
-		tg_audit_line(&ag->audit, le->cookie, le->flags, le->text,
-			      le->len > TG_LINE_TEXT ? TG_LINE_TEXT : le->len);
+		tg_audit_line_event(&ag->audit, le);
 		return 0;
 	}
 	if (len < sizeof(*e))
@@ -932,6 +932,7 @@ static void tg_setup(struct tg_agent *ag)
 			  ag->opt.slots, 2 * ag->opt.slots + 64,
 			  (unsigned long long)rl.rlim_cur);
 
+	tg_features_check();
 	ag->skel = tlsguard__open();
 	if (!ag->skel)
 		msg_fatal("cannot open the BPF object: %s", strerror(errno));

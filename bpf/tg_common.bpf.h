@@ -184,7 +184,12 @@ static __always_inline void tg_emit_line(const struct tg_flow *f, __u32 flags,
 	e->type = TG_EV_LINE;
 	e->flags = flags;
 	e->cookie = f->cookie;
+	e->family = f->family;
+	e->lport = f->lport;
+	e->rport = f->rport;
 	e->pad = 0;
+	__builtin_memcpy(e->laddr, f->laddr, 16);
+	__builtin_memcpy(e->raddr, f->raddr, 16);
 	if (n > TG_LINE_TEXT)
 		n = TG_LINE_TEXT;
 	e->len = 0;

@@ -214,13 +214,20 @@ enum tg_event_type {
 /*
  * Ring buffer record of one SMTP command or final reply line of a flow,
  * for the audit trail: message bodies are never sent, only their end.
+ * It carries the flow's addresses: a short connection may be closed, and
+ * gone from tg_flows, before the agent reads its first line.
  */
 struct tg_line_event {
 	__u32 type;		/* TG_EV_LINE */
 	__u32 flags;		/* TG_LINE_* */
 	__u64 cookie;
 	__u32 len;		/* bytes of text (the line, without CR LF) */
-	__u32 pad;
+	__u16 family;		/* as in struct tg_flow */
+	__u16 lport;
+	__u16 rport;
+	__u16 pad;
+	__u8 laddr[16];
+	__u8 raddr[16];
 	char text[TG_LINE_TEXT + 1];
 };
 

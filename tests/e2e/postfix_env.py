@@ -377,8 +377,10 @@ class PostfixInstance(MailLog):
         # from there and every Postfix daemon inherits the cgroup.
         script = 'echo $$ > "$1" && exec "$2" -c "$3" start'
         self._running = True  # from here on, stop() must clean up (even a half-started master)
+        # `postfix start` runs Postfix's integrity checks (dozens of processes): a minute or
+        # more in an emulated VM (make vmtest) on a loaded machine.
         r = subprocess.run(["/bin/sh", "-c", script, "sh", self.cgroup.procs_file, POSTFIX, self.conf],
-                           capture_output=True, text=True, timeout=60)
+                           capture_output=True, text=True, timeout=300)
         if r.returncode != 0:
             raise PostfixError("postfix start failed (exit %d): %s%s%s" % (
                 r.returncode, r.stdout, r.stderr, self.log_tail()))
