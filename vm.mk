@@ -32,7 +32,12 @@ VM_SUITES ?= \
 	smtps_run='$(PYTHON) tests/e2e/smtps_run.py $(VM_TOOLS)' \
 	audit_run='$(PYTHON) tests/e2e/audit_run.py $(VM_TOOLS)' \
 	framing_run='$(PYTHON) tests/e2e/framing_run.py $(VM_TOOLS)' \
-	pin_run='$(PYTHON) tests/e2e/pin_run.py $(VM_TOOLS)'
+	pin_run='$(PYTHON) tests/e2e/pin_run.py $(VM_TOOLS)' \
+	admin_run='$(PYTHON) tests/e2e/admin_run.py $(VM_TOOLS)' \
+	fault_run='$(PYTHON) tests/e2e/fault_run.py $(VM_TOOLS)' \
+	concurrency_run='$(PYTHON) tests/e2e/concurrency_run.py $(VM_TOOLS)' \
+	probe_run='$(PYTHON) tests/e2e/probe_run.py $(VM_TOOLS)' \
+	mta_run='$(PYTHON) tests/e2e/mta_run.py $(VM_TOOLS) --deps $(MTA_DEPS)/root'
 VM_SMOKE  := run='$(PYTHON) tests/e2e/run.py $(VM_TOOLS)'
 
 .PHONY: vm-deps vmtest vmtest-smoke
@@ -45,7 +50,7 @@ vm-deps:
 	fi
 	$(VMTEST) --fetch
 
-vmtest: vm-deps all $(UNIT_TESTS)
+vmtest: vm-deps mta-deps all $(UNIT_TESTS)
 	$(VMTEST) --timeout 7200 -- $(PYTHON) tests/vm/suites.py $(VM_SUITES)
 
 vmtest-smoke: vm-deps all
