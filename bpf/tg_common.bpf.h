@@ -118,6 +118,12 @@ TG_MAP(struct {
 	__type(value, struct tg_ssl_read);
 }, tg_ssl_reads);
 
+/* The parsers, one byte at a time (tg_parse.bpf.c says why global). */
+extern int tg_cmd_step(struct tg_cmd *p, __u32 c);
+extern int tg_reply_step(struct tg_reply *r, __u32 c);
+extern int tg_tls_step(struct tg_tls *t, __u32 c);
+extern int tg_tlsc_step(struct tg_tls_client *r, __u32 c);
+
 /* Set by the agent before load: SMTP lines are reported (--audit). */
 #ifdef TG_DEFINE_MAPS
 const volatile __u32 tg_audit_on = 0;
@@ -205,24 +211,79 @@ static __always_inline void tg_emit_line(const struct tg_flow *f, __u32 flags,
 }
 
 /*
- * The scanners read their bytes a block at a time into a buffer of
- * 2 * TG_BLOCK bytes: at byte i of len, on a block boundary, the next
- * block (or what is left) is copied from base, kernel or user memory.
- * Returns 0, or non-zero when the bytes cannot be read.
+ * The scanners' window on the bytes they read: a block of up to TG_BLOCK
+ * bytes copied from base (kernel or user memory) into the scanner's own
+ * stack, starting at a multiple of 8 so that whole words can be read
+ * from it aligned. tg_blk_get() makes byte i (i < len) readable at
+ * tg_blk_at(b, i); it returns non-zero when the bytes cannot be read.
  */
-static __always_inline long tg_refill(unsigned char *buf, __u64 base, __u32 i,
-				      __u32 len, int user)
+struct tg_blk {
+	__u64 base;		/* address of byte 0 */
+	__u32 len;		/* bytes in all */
+	__u32 off;		/* byte that buf[0] holds, a multiple of 8 */
+	__u32 n;		/* bytes of buf that are valid */
+	__u32 pad;
+	__u8 buf[2 * TG_BLOCK];	/* TG_BLOCK used; the rest eases the bound */
+};
+
+static __always_inline long tg_blk_get(struct tg_blk *b, __u32 i, int user)
 {
 	__u64 n;
+	long err;
 
-	if (i & (TG_BLOCK - 1))
+	if (i - b->off < b->n)
 		return 0;
-	n = len - i;
+	b->off = i & ~7U;
+	n = b->len - b->off;
 	if (n > TG_BLOCK)
 		n = TG_BLOCK;
-	n &= 2 * TG_BLOCK - 1;	/* a bound the verifier can see */
-	return user ? bpf_probe_read_user(buf, n, (void *)(base + i)) :
-		      bpf_probe_read_kernel(buf, n, (void *)(base + i));
+	/* clang drops the mask below as redundant; the verifier needs it */
+	barrier_var(n);
+	n &= 2 * TG_BLOCK - 1;
+	b->n = 0;
+	err = user ? bpf_probe_read_user(b->buf, n, (void *)(b->base + b->off)) :
+		     bpf_probe_read_kernel(b->buf, n,
+					   (void *)(b->base + b->off));
+	if (!err)
+		b->n = (__u32)n;
+	return err;
+}
+
+static __always_inline unsigned char tg_blk_at(const struct tg_blk *b, __u32 i)
+{
+	return b->buf[(i - b->off) & (TG_BLOCK - 1)];
+}
+
+/* Defined in tg_parse.bpf.c. */
+extern __u32 tg_body_skip(const struct tg_blk *b, __u32 i);
+
+/*
+ * Bytes at i that the command parser p may pass over without reading
+ * them one by one, because feeding them would change nothing but a
+ * counter: all of a BDAT chunk but its last byte (the parser counts it
+ * down here), and whole 8-byte words of a DATA body line that hold no
+ * byte that tg_body_quiet() calls significant (tg_body_skip()). A
+ * message body is most of what an MTA writes; this keeps its cost to a
+ * few instructions a word. A body's words must be in the window already
+ * (tg_blk_get at i); a chunk's need not be.
+ */
+static __always_inline __u32 tg_cmd_skip(struct tg_cmd *p,
+					 const struct tg_blk *b, __u32 i)
+{
+	__u64 left;
+
+	if (p->mode == TG_MODE_CHUNK) {
+		left = b->len - i;
+		if (p->chunk_left <= 1)
+			return 0;
+		if (left > p->chunk_left - 1)
+			left = p->chunk_left - 1;
+		p->chunk_left -= left;
+		return (__u32)left;
+	}
+	if (p->mode != TG_MODE_BODY || p->body != TG_BODY_MID || (i & 7))
+		return 0;
+	return tg_body_skip(b, i);
 }
 
 /*

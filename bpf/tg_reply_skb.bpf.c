@@ -27,35 +27,37 @@
 
 #define TG_SKB_MAX	(256 * 1024)	/* larger than any GRO segment */
 
+/* tg_scan_replies()'s findings, packed (see tg_scan_cmds()). */
+#define TG_RSCAN_BODY	0x1	/* DATA accepted: start the body */
+#define TG_RSCAN_TLS	0x2	/* the handshake ended: see f->state */
+
 /* As in tg_smtp_msg, the parsers run on the map value itself. */
 struct tg_rscan {
-	__u64 base;
 	struct tg_flow *f;
-	__u32 len;
-	__u32 body;		/* DATA accepted: start the body */
-	__u32 tls;		/* the handshake ended: see f->state */
+	__u32 found;		/* TG_RSCAN_* */
 	__u32 line_off;		/* where the reply line in progress began */
 	__u32 line_seen;	/* a line started in these bytes */
-	__u8 buf[2 * TG_BLOCK];	/* TG_BLOCK used; the rest eases the bound */
+	__u32 pad;
+	struct tg_blk blk;
 };
 
 /* One byte of the server's first TLS flight. */
 static __always_inline long tg_tls_byte(struct tg_rscan *s, struct tg_flow *f,
 					unsigned char c)
 {
-	switch (tg_tls_feed(&f->tls, c)) {
+	switch (tg_tls_step(&f->tls, c)) {
 	case TG_TLS_VERSION:
 		f->tls_version = f->tls.version;
 		f->tls_cipher = f->tls.cipher;
 		f->state = f->tls.version >= TG_TLS_1_2 ? TG_FS_TLS : TG_FS_WEAK;
-		s->tls = 1;
+		s->found |= TG_RSCAN_TLS;
 		return 1;
 	case TG_TLS_ALERT:
 		f->tls_alert = f->tls.alert;
 		/* fall through */
 	case TG_TLS_BAD:
 		f->state = TG_FS_TLS_FAILED;
-		s->tls = 1;
+		s->found |= TG_RSCAN_TLS;
 		return 1;
 	}
 	return 0;
@@ -69,30 +71,33 @@ static __always_inline void tg_emit_reply(struct tg_rscan *s,
 	__u64 n = i > start ? i - start : 0;
 	unsigned char last = 0;
 
+	if (!tg_audit_on)
+		return;
 	if (n)
-		bpf_probe_read_kernel(&last, 1, (void *)(s->base + i - 1));
+		bpf_probe_read_kernel(&last, 1, (void *)(s->blk.base + i - 1));
 	if (n && last == '\r')
 		n--;
 	tg_emit_line(f, TG_LINE_REPLY | (s->line_seen ? 0 : TG_LINE_CUT),
-		     s->base + start, n, 0);
+		     s->blk.base + start, n, 0);
 }
 
+/* Byte i of the segment (bpf_loop's index: see tg_scan_byte()). */
 static long tg_rscan_byte(__u32 i, void *ctx)
 {
 	struct tg_rscan *s = ctx;
 	struct tg_flow *f = s->f;
 	unsigned char c;
 
-	if (i >= s->len || !f || tg_refill(s->buf, s->base, i, s->len, 0))
+	if (!f || i >= s->blk.len || tg_blk_get(&s->blk, i, 0))
 		return 1;
-	c = s->buf[i & (TG_BLOCK - 1)];
+	c = tg_blk_at(&s->blk, i);
 	if (f->state == TG_FS_HANDSHAKE)
 		return tg_tls_byte(s, f, c);
 	if (f->reply.line_len == 0) {
 		s->line_off = i;
 		s->line_seen = 1;
 	}
-	if (tg_reply_feed(&f->reply, c) != TG_REPLY_FINAL)
+	if (tg_reply_step(&f->reply, c) != TG_REPLY_FINAL)
 		return 0;
 	tg_emit_reply(s, f, i);
 	f->replies++;
@@ -102,7 +107,8 @@ static long tg_rscan_byte(__u32 i, void *ctx)
 		f->ehlo_cmd = 0;
 	}
 	if (f->data_cmd && f->replies == f->data_cmd + 1) {
-		s->body = f->reply.code == 354;
+		if (f->reply.code == 354)
+			s->found |= TG_RSCAN_BODY;
 		f->data_cmd = 0;
 	}
 	if (f->starttls_cmd && f->replies == f->starttls_cmd + 1) {
@@ -114,10 +120,32 @@ static long tg_rscan_byte(__u32 i, void *ctx)
 	return 0;
 }
 
-static __always_inline int tg_reply_verdict(struct __sk_buff *skb)
+/*
+ * Run the reply parser (or, in the handshake, the ServerHello parser) of
+ * flow f over the first len bytes of the segment (pulled linear by the
+ * caller). Returns TG_RSCAN_* bits. A global function, verified once on
+ * its own, like tg_scan_cmds() in tg_smtp_msg.
+ */
+__noinline __u32 tg_scan_replies(struct __sk_buff *skb, struct tg_flow *f,
+				 __u32 len)
 {
 	struct tg_rscan s = {};
+
+	if (!f)
+		return 0;
+	if (len > TG_SKB_MAX)
+		len = TG_SKB_MAX;
+	s.f = f;
+	s.blk.base = (__u64)(long)skb->data;
+	s.blk.len = len;
+	bpf_loop(len, tg_rscan_byte, &s, 0);
+	return s.found;
+}
+
+static __always_inline int tg_reply_verdict(struct __sk_buff *skb)
+{
 	struct tg_flow *f;
+	__u32 found;
 	__u64 cookie;
 	__u32 len;
 
@@ -144,14 +172,11 @@ static __always_inline int tg_reply_verdict(struct __sk_buff *skb)
 		tg_fail_flow(f, TG_WHY_BAD_MAIL);
 		return SK_DROP;
 	}
-	s.base = (__u64)(long)skb->data;
-	s.f = f;
-	s.len = len;
-	bpf_loop(len, tg_rscan_byte, &s, 0);
+	found = tg_scan_replies(skb, f, len);
 
-	if (s.body)
+	if (found & TG_RSCAN_BODY)
 		tg_cmd_start_body(&f->cmd);
-	if (s.tls) {
+	if (found & TG_RSCAN_TLS) {
 		if (f->state == TG_FS_TLS)
 			TG_STAT_INC(tls);
 		else if (f->state == TG_FS_WEAK)

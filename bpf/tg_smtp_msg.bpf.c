@@ -32,28 +32,26 @@
  */
 #include "tg_common.bpf.h"
 
-enum { SCAN_PASS, SCAN_DIVERT };
-
 /*
- * The parser runs on the flow's own state in the map value, not on a
- * copy on the stack: the verifier does not track map memory, so the
- * bpf_loop callback converges however many values the parser's counters
- * take. What is on the stack is the state at the start of the line in
- * progress, to restore when that line's bytes are held.
+ * tg_scan_cmds() returns its findings packed into one scalar, so that
+ * nothing the caller acts on passes through memory the verifier would
+ * have to track across the call (kernels before 6.x did not always see
+ * that a global function wrote its callers' stack).
  */
+#define TG_SCAN_DIVERT		0x1ULL	/* hold the line at TG_SCAN_OFF */
+#define TG_SCAN_LINE		0x2ULL	/* a line started in these bytes */
+#define TG_SCAN_WHY(r)		((__u32)((r) >> 8) & 0xff)
+#define TG_SCAN_OFF(r)		((__u32)((r) >> 32))	/* where it started */
+
 struct tg_scan {
-	__u64 base;		/* address of the linear bytes */
 	struct tg_flow *f;
-	__u32 len;		/* bytes to scan */
-	__u32 line_off;		/* where the line in progress started */
-	__u32 verdict;
+	__u32 divert;
 	__u32 why;
-	__u32 at_cmds;		/* counters at line_off */
-	__u32 at_data_cmd;
-	__u32 at_starttls_cmd;
+	__u32 line_off;		/* where the line in progress started */
 	__u32 line_seen;	/* a line started in these bytes */
-	struct tg_cmd at_line;	/* parser state at line_off */
-	__u8 buf[2 * TG_BLOCK];	/* TG_BLOCK used; the rest eases the bound */
+	__u32 skip_to;		/* bytes before it are passed over */
+	__u32 pad;
+	struct tg_blk blk;
 };
 
 /* A command line that ended at byte i (its LF) passes: report it. */
@@ -63,59 +61,87 @@ static __always_inline void tg_emit_cmd(struct tg_scan *s, struct tg_flow *f,
 	__u32 start = s->line_seen ? s->line_off : 0;
 	__u64 n = i > start ? i - start : 0;
 
+	if (!tg_audit_on)
+		return;
 	if (n && f->cmd.cr)
 		n--;
-	tg_emit_line(f, s->line_seen ? 0 : TG_LINE_CUT, s->base + start, n, 0);
+	tg_emit_line(f, s->line_seen ? 0 : TG_LINE_CUT, s->blk.base + start,
+		     n, 0);
 }
 
+/* A line starts at byte i: remember where, and the flow's state there. */
+static __always_inline void tg_mark(struct tg_scan *s, struct tg_flow *f,
+				    __u32 i)
+{
+	s->line_off = i;
+	s->line_seen = 1;
+	f->mark.cmd = f->cmd;
+	f->mark.cmds = f->cmds;
+	f->mark.data_cmd = f->data_cmd;
+	f->mark.starttls_cmd = f->starttls_cmd;
+}
+
+/*
+ * Byte i of the write. The position is bpf_loop's index, which the
+ * verifier does not know, so it checks this callback for one state of
+ * the scanner, not one per byte; bytes that tg_cmd_skip() passes over
+ * still cost a call each, but only that.
+ */
 static long tg_scan_byte(__u32 i, void *ctx)
 {
 	struct tg_scan *s = ctx;
 	struct tg_flow *f = s->f;
+	__u32 n;
 	int ev;
 
-	if (i >= s->len || !f)
+	if (!f || i >= s->blk.len)
 		return 1;
-	if (tg_refill(s->buf, s->base, i, s->len, 0)) {
+	if (i < s->skip_to)
+		return 0;
+	if (f->cmd.mode == TG_MODE_CHUNK) {
+		n = tg_cmd_skip(&f->cmd, &s->blk, i);
+		if (n) {
+			s->skip_to = i + n;
+			return 0;
+		}
+	}
+	if (tg_blk_get(&s->blk, i, 0)) {
 		/* Cannot read it: hold it, as a MAIL we cannot vouch for. */
-		s->verdict = SCAN_DIVERT;
+		s->divert = 1;
 		s->why = TG_WHY_BAD_MAIL;
 		return 1;
 	}
+	if (f->cmd.mode == TG_MODE_BODY) {
+		n = tg_cmd_skip(&f->cmd, &s->blk, i);
+		if (n) {
+			s->skip_to = i + n;
+			return 0;
+		}
+	}
 	if (f->cmd.mode == TG_MODE_CMD && f->cmd.line_len == 0) {
+		tg_mark(s, f, i);
 		if (f->data_cmd) {
 			/*
 			 * Bytes after DATA before its reply: the client cannot
 			 * know yet whether they are message or commands (RFC
 			 * 2920: DATA ends a pipelined group). Not vouched for.
 			 */
-			s->line_off = i;
-			s->line_seen = 1;
-			s->at_line = f->cmd;
-			s->at_cmds = f->cmds;
-			s->at_data_cmd = f->data_cmd;
-			s->at_starttls_cmd = f->starttls_cmd;
-			s->verdict = SCAN_DIVERT;
+			s->divert = 1;
 			s->why = TG_WHY_BAD_MAIL;
 			return 1;
 		}
-		s->line_off = i;
-		s->line_seen = 1;
-		s->at_line = f->cmd;
-		s->at_cmds = f->cmds;
-		s->at_data_cmd = f->data_cmd;
-		s->at_starttls_cmd = f->starttls_cmd;
 	}
-	ev = tg_cmd_feed(&f->cmd, s->buf[i & (TG_BLOCK - 1)]);
+	ev = tg_cmd_step(&f->cmd, tg_blk_at(&s->blk, i));
 	switch (ev) {
 	case TG_CMD_NONE:
 	case TG_CMD_CHUNK_END:
 		return 0;
 	case TG_CMD_MAIL:
 		/* whole here: a MAIL line is corked until it is */
-		tg_keep_sender(f, &f->cmd, s->base, s->line_off, s->len, 0);
+		tg_keep_sender(f, &f->cmd, s->blk.base, s->line_off,
+			       s->blk.len, 0);
 		if (tg_guaranteed(&f->cmd)) {
-			s->verdict = SCAN_DIVERT;
+			s->divert = 1;
 			s->why = TG_WHY_NO_TLS;
 			return 1;
 		}
@@ -129,7 +155,7 @@ static long tg_scan_byte(__u32 i, void *ctx)
 		f->cmds++;
 		return 0;
 	case TG_CMD_MAIL_BAD:
-		s->verdict = SCAN_DIVERT;
+		s->divert = 1;
 		s->why = TG_WHY_BAD_MAIL;
 		return 1;
 	case TG_CMD_LINE:
@@ -148,13 +174,44 @@ static long tg_scan_byte(__u32 i, void *ctx)
 	return 0;
 }
 
-/* Forget what was scanned from line_off on: those bytes are held. */
-static __always_inline void tg_rewind(struct tg_flow *f, struct tg_scan *s)
+/*
+ * Run the command parser of flow f over the first len bytes of the
+ * write (made linear by the caller). Returns TG_SCAN_* bits; f->mark
+ * holds the state at the start of the line in progress.
+ *
+ * A global function: the verifier checks it once, on its own, with f as
+ * plain memory and the scalars unknown, so what it costs does not depend
+ * on the paths by which tg_smtp_msg reaches it (each of those would
+ * otherwise verify the loop and its callback again).
+ */
+__noinline __u64 tg_scan_cmds(struct sk_msg_md *msg, struct tg_flow *f,
+			      __u32 len)
 {
-	f->cmd = s->at_line;
-	f->cmds = s->at_cmds;
-	f->data_cmd = s->at_data_cmd;
-	f->starttls_cmd = s->at_starttls_cmd;
+	struct tg_scan s = {};
+
+	if (!f)
+		return TG_SCAN_DIVERT | TG_WHY_BAD_MAIL << 8;
+	if (len > TG_SCAN_MAX)
+		len = TG_SCAN_MAX;
+	s.f = f;
+	s.blk.base = (__u64)(long)msg->data;
+	s.blk.len = len;
+	f->cmd.no_chunking = !f->chunking_offered;
+	tg_mark(&s, f, 0);
+	s.line_seen = 0;
+	bpf_loop(len, tg_scan_byte, &s, 0);
+	return (s.divert ? TG_SCAN_DIVERT : 0) |
+	       (s.line_seen ? TG_SCAN_LINE : 0) | (__u64)(s.why & 0xff) << 8 |
+	       (__u64)s.line_off << 32;
+}
+
+/* Forget what was scanned from the mark on: those bytes are held. */
+static __always_inline void tg_rewind(struct tg_flow *f)
+{
+	f->cmd = f->mark.cmd;
+	f->cmds = f->mark.cmds;
+	f->data_cmd = f->mark.data_cmd;
+	f->starttls_cmd = f->mark.starttls_cmd;
 }
 
 /*
@@ -219,8 +276,8 @@ static __always_inline int tg_to_slot(struct sk_msg_md *msg, struct tg_flow *f)
 
 static __always_inline int tg_plain(struct sk_msg_md *msg, struct tg_flow *f)
 {
-	struct tg_scan s = {};
-	__u32 len = msg->size;
+	__u32 len = msg->size, line_off, why;
+	__u64 r;
 
 	if (len > TG_SCAN_MAX)
 		len = TG_SCAN_MAX;
@@ -232,37 +289,32 @@ static __always_inline int tg_plain(struct sk_msg_md *msg, struct tg_flow *f)
 		tg_fail_flow(f, TG_WHY_BAD_MAIL);
 		return SK_DROP;
 	}
-	s.base = (__u64)(long)msg->data;
-	s.f = f;
-	s.len = len;
-	f->cmd.no_chunking = !f->chunking_offered;
-	s.at_line = f->cmd;
-	s.at_cmds = f->cmds;
-	s.at_data_cmd = f->data_cmd;
-	s.at_starttls_cmd = f->starttls_cmd;
-	bpf_loop(len, tg_scan_byte, &s, 0);
+	r = tg_scan_cmds(msg, f, len);
+	/* the line in progress started at line_off: 0 if in an earlier write */
+	line_off = (r & TG_SCAN_LINE) ? TG_SCAN_OFF(r) : 0;
+	why = TG_SCAN_WHY(r);
 
-	if (s.verdict == SCAN_PASS && tg_cmd_holding(&f->cmd)) {
-		if (f->cmd.line_len <= TG_LINE_MAX && s.line_off == 0) {
+	if (!(r & TG_SCAN_DIVERT) && tg_cmd_holding(&f->cmd)) {
+		if (f->cmd.line_len <= TG_LINE_MAX && line_off == 0) {
 			/* Wait for the rest of the line; parse it again then. */
-			tg_rewind(f, &s);
+			tg_rewind(f);
 			TG_STAT_INC(corked);
 			bpf_msg_cork_bytes(msg, len + 1);
 			return SK_PASS;
 		}
-		if (s.line_off == 0) {
-			s.verdict = SCAN_DIVERT;
-			s.why = TG_WHY_BAD_MAIL;
+		if (line_off == 0) {
+			r |= TG_SCAN_DIVERT;
+			why = TG_WHY_BAD_MAIL;
 		}
 	}
-	if (s.verdict == SCAN_DIVERT || tg_cmd_holding(&f->cmd)) {
-		tg_rewind(f, &s);
-		if (s.line_off > 0) {
+	if ((r & TG_SCAN_DIVERT) || tg_cmd_holding(&f->cmd)) {
+		tg_rewind(f);
+		if (line_off > 0) {
 			/* Pass what precedes the line; run again on the rest. */
-			bpf_msg_apply_bytes(msg, s.line_off);
+			bpf_msg_apply_bytes(msg, line_off);
 			return SK_PASS;
 		}
-		return tg_divert(msg, f, s.why);
+		return tg_divert(msg, f, why);
 	}
 	if (len < msg->size)
 		bpf_msg_apply_bytes(msg, len);
@@ -291,6 +343,7 @@ struct tg_framing {
 	__u32 size;
 	__u32 off;		/* the next byte to frame */
 	int alert;		/* a record header of type alert was seen */
+	int appdata;		/* ... of type application data */
 	int ret;		/* 0 while framing; else tg_frame()'s result */
 };
 
@@ -344,7 +397,9 @@ static long tg_frame_rec(__u32 i, void *ctx)
 			break;
 		if (f->tlsc.rec_hdr == 0 && hdr[j] == TG_TLS_CT_ALERT)
 			c->alert = 1;
-		if (tg_tls_client_feed(&f->tlsc, hdr[j]) == TG_TLS_BAD) {
+		if (f->tlsc.rec_hdr == 0 && hdr[j] == TG_TLS_CT_APPDATA)
+			c->appdata = 1;
+		if (tg_tlsc_step(&f->tlsc, hdr[j]) == TG_TLS_BAD) {
 			c->off = off + j;
 			c->ret = 1;
 			return 1;
@@ -358,44 +413,71 @@ unreadable:
 }
 
 /*
- * Frame the write as TLS records. Returns 0 when all of it is TLS, 1 with
- * *bad_off at the first byte that is not, 2 with *bad_off where the run
- * stopped (more records than TG_TLS_RECORDS), -1 when it cannot be read.
+ * Frame the write as TLS records. The result, packed (see tg_scan_cmds()
+ * for why): TG_FRAME_CODE() is 0 when all of it is TLS, 1 with
+ * TG_FRAME_OFF() at the first byte that is not, 2 with TG_FRAME_OFF()
+ * where the run stopped (more records than TG_TLS_RECORDS), 3 when it
+ * cannot be read; TG_FRAME_ALERT (TG_FRAME_APPDATA) is set when a record
+ * header of type alert (application data) was seen. A global function, verified once, like tg_scan_cmds().
  */
-static __always_inline int tg_frame(struct sk_msg_md *msg, struct tg_flow *f,
-				    __u32 size, __u32 *bad_off, int *alert)
+#define TG_FRAME_CODE(r)	((__u32)(r) & 0xff)
+#define TG_FRAME_ALERT		0x100ULL
+#define TG_FRAME_APPDATA	0x200ULL
+#define TG_FRAME_OFF(r)		((__u32)((r) >> 32))
+
+__noinline __u64 tg_frame(struct sk_msg_md *msg, struct tg_flow *f,
+			  __u32 size)
 {
 	struct tg_framing c = { .msg = msg, .f = f, .size = size };
+	__u64 alert;
 
+	if (!f)
+		return 3;
 	bpf_loop(TG_TLS_RECORDS, tg_frame_rec, &c, 0);
-	*alert = c.alert;
+	alert = (c.alert ? TG_FRAME_ALERT : 0) |
+		(c.appdata ? TG_FRAME_APPDATA : 0);
 	if (c.ret == 1)
-		*bad_off = c.off;
+		return 1 | alert | (__u64)c.off << 32;
 	if (c.ret)
-		return c.ret;
+		return 3 | alert;
 	if (c.off >= size)
-		return 0;
+		return alert;
 	/* More records than one run reads: the rest is run again. */
-	*bad_off = c.off;
-	return 2;
+	return 2 | alert | (__u64)c.off << 32;
 }
 
 static __always_inline int tg_handshake(struct sk_msg_md *msg,
 					struct tg_flow *f)
 {
-	__u32 size = msg->size, off = 0;
-	int r, alert = 0;
+	__u32 size = msg->size, off, r;
+	__u64 fr;
 
 	if (size == 0)
 		return SK_PASS;
-	r = tg_frame(msg, f, size, &off, &alert);
+	fr = tg_frame(msg, f, size);
+	r = TG_FRAME_CODE(fr);
+	off = TG_FRAME_OFF(fr);
 	/*
 	 * A client's alert in the clear: the handshake failed (or the session
 	 * ends); whatever the ServerHello said, this is not TLS to rely on.
 	 */
-	if (alert && f->state != TG_FS_TLS_FAILED)
+	if ((fr & TG_FRAME_ALERT) && f->state != TG_FS_TLS_FAILED)
 		f->state = TG_FS_TLS_FAILED;
-	if (r < 0) {
+	/*
+	 * Application data where tlsguard does not know the version: before
+	 * the ServerHello was read, or after one it could not read (the
+	 * client's library may have accepted what the parser refused, e.g.
+	 * records the library skips, at TLS 1.0). Only the uprobes can judge
+	 * such a session, by the sender; a session they do not see is not
+	 * judged at all: fail closed.
+	 */
+	if ((fr & TG_FRAME_APPDATA) &&
+	    (f->state == TG_FS_HANDSHAKE ||
+	     (f->state == TG_FS_TLS_FAILED && !f->ssl_seen))) {
+		tg_fail_flow(f, TG_WHY_UNSEEN_TLS);
+		return SK_DROP;
+	}
+	if (r == 3) {
 		/* Unreadable, so unjudged: fail closed. */
 		tg_fail_flow(f, TG_WHY_BAD_MAIL);
 		return SK_DROP;

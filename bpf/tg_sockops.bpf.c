@@ -49,9 +49,89 @@ static __always_inline int tg_port_kind(__u16 port)
 	return 0;
 }
 
+/*
+ * A new flow enters the table as a copy of this, and is filled in place:
+ * a whole struct tg_flow does not fit on the BPF stack beside the rest.
+ */
+static const struct tg_flow tg_flow_zero;
+
+static __always_inline void tg_flow_fill(struct tg_flow *f,
+					 struct bpf_sock_ops *skops,
+					 __u64 cookie, int kind)
+{
+	f->cookie = cookie;
+	f->start_ns = bpf_ktime_get_ns();
+	f->state = TG_FS_PLAIN;
+	f->slot = TG_NO_SLOT;
+	f->cmds = 1;		/* the greeting */
+	f->family = skops->family;
+	f->lport = skops->local_port;
+	f->rport = bpf_ntohl(skops->remote_port) & 0xffff;
+	if (skops->family == AF_INET6) {
+		/* ctx fields must be read one by one, at fixed offsets */
+		__u32 l[4] = { skops->local_ip6[0], skops->local_ip6[1],
+			       skops->local_ip6[2], skops->local_ip6[3] };
+		__u32 r[4] = { skops->remote_ip6[0], skops->remote_ip6[1],
+			       skops->remote_ip6[2], skops->remote_ip6[3] };
+
+		__builtin_memcpy(f->laddr, l, 16);
+		__builtin_memcpy(f->raddr, r, 16);
+	} else {
+		__u32 l = skops->local_ip4, r = skops->remote_ip4;
+
+		__builtin_memcpy(f->laddr, &l, 4);
+		__builtin_memcpy(f->raddr, &r, 4);
+	}
+	tg_cmd_init(&f->cmd);
+	tg_reply_init(&f->reply);
+	if (kind == 2) {
+		f->implicit_tls = 1;
+		tg_start_tls(f);
+	}
+}
+
+/*
+ * A socket neither table could take: the agent destroys it. The event
+ * carries what the agent needs to name the socket to sock_diag.
+ */
+static __always_inline void tg_emit_unwatched(struct bpf_sock_ops *skops,
+					      __u64 cookie)
+{
+	struct tg_event *e;
+
+	e = bpf_ringbuf_reserve(&tg_events, sizeof(*e), 0);
+	if (!e) {
+		TG_STAT_INC(events_lost);
+		return;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	e->type = TG_EV_KILL;
+	e->slot = TG_NO_SLOT;
+	e->cookie = cookie;
+	e->why = TG_WHY_UNWATCHED;
+	e->family = skops->family;
+	e->lport = skops->local_port;
+	e->rport = bpf_ntohl(skops->remote_port) & 0xffff;
+	if (skops->family == AF_INET6) {
+		__u32 l[4] = { skops->local_ip6[0], skops->local_ip6[1],
+			       skops->local_ip6[2], skops->local_ip6[3] };
+		__u32 r[4] = { skops->remote_ip6[0], skops->remote_ip6[1],
+			       skops->remote_ip6[2], skops->remote_ip6[3] };
+
+		__builtin_memcpy(e->laddr, l, 16);
+		__builtin_memcpy(e->raddr, r, 16);
+	} else {
+		__u32 l = skops->local_ip4, r = skops->remote_ip4;
+
+		__builtin_memcpy(e->laddr, &l, 4);
+		__builtin_memcpy(e->raddr, &r, 4);
+	}
+	bpf_ringbuf_submit(e, 0);
+}
+
 static __always_inline void tg_track(struct bpf_sock_ops *skops)
 {
-	struct tg_flow flow = {};
+	struct tg_flow *f = NULL;
 	struct bpf_sock *sk;
 	struct tg_sk *sks;
 	int one = 1, kind;
@@ -71,42 +151,16 @@ static __always_inline void tg_track(struct bpf_sock_ops *skops)
 	sks->cookie = cookie;
 	sks->slot = TG_NO_SLOT;
 
-	flow.cookie = cookie;
-	flow.start_ns = bpf_ktime_get_ns();
-	flow.state = TG_FS_PLAIN;
-	flow.slot = TG_NO_SLOT;
-	flow.cmds = 1;		/* the greeting */
-	flow.family = skops->family;
-	flow.lport = skops->local_port;
-	flow.rport = bpf_ntohl(skops->remote_port) & 0xffff;
-	if (skops->family == AF_INET6) {
-		/* ctx fields must be read one by one, at fixed offsets */
-		__u32 l[4] = { skops->local_ip6[0], skops->local_ip6[1],
-			       skops->local_ip6[2], skops->local_ip6[3] };
-		__u32 r[4] = { skops->remote_ip6[0], skops->remote_ip6[1],
-			       skops->remote_ip6[2], skops->remote_ip6[3] };
-
-		__builtin_memcpy(flow.laddr, l, 16);
-		__builtin_memcpy(flow.raddr, r, 16);
-	} else {
-		__u32 l = skops->local_ip4, r = skops->remote_ip4;
-
-		__builtin_memcpy(flow.laddr, &l, 4);
-		__builtin_memcpy(flow.raddr, &r, 4);
-	}
-	tg_cmd_init(&flow.cmd);
-	tg_reply_init(&flow.reply);
-	if (kind == 2) {
-		flow.implicit_tls = 1;
-		tg_start_tls(&flow);
-	}
-
-	if (bpf_map_update_elem(&tg_flows, &cookie, &flow, BPF_NOEXIST)) {
-		sks->role = TG_ROLE_UNTRACKED;
-		TG_STAT_INC(flows_untracked);
-	} else {
+	if (bpf_map_update_elem(&tg_flows, &cookie, &tg_flow_zero,
+				BPF_NOEXIST) == 0)
+		f = bpf_map_lookup_elem(&tg_flows, &cookie);
+	if (f) {
+		tg_flow_fill(f, skops, cookie, kind);
 		sks->role = TG_ROLE_MTA;
 		TG_STAT_INC(flows);
+	} else {
+		sks->role = TG_ROLE_UNTRACKED;
+		TG_STAT_INC(flows_untracked);
 	}
 	if (bpf_sock_hash_update(skops, &tg_socks, &cookie, BPF_NOEXIST)) {
 		/*
@@ -116,8 +170,7 @@ static __always_inline void tg_track(struct bpf_sock_ops *skops)
 		 */
 		TG_STAT_INC(sockhash_full);
 		bpf_map_delete_elem(&tg_flows, &cookie);
-		flow.why = TG_WHY_UNWATCHED;
-		tg_emit(TG_EV_KILL, &flow, TG_NO_SLOT);
+		tg_emit_unwatched(skops, cookie);
 		return;
 	}
 	bpf_sock_ops_cb_flags_set(skops, BPF_SOCK_OPS_STATE_CB_FLAG);

@@ -23,7 +23,8 @@
  *	Ordering: a uprobe at a library's write function runs in the writing
  *	thread before the library writes the record to the socket, so a
  *	verdict it leaves in the flow is seen by tg_smtp_msg on that very
- *	write. On a flow that negotiated TLS below 1.2 (TG_FS_WEAK), a MAIL
+ *	write. On a flow that negotiated TLS below 1.2 (TG_FS_WEAK), or whose
+ *	handshake tlsguard could not read (TG_FS_TLS_FAILED), a MAIL
  *	command of a guaranteed sender (or one that cannot be vouched for,
  *	or a MAIL line split across writes) fails the flow here: tg_smtp_msg
  *	drops the record that carries it, so no byte of it leaves, and the
@@ -148,127 +149,42 @@ static __always_inline void tg_tls_handshake(__u64 session)
 }
 
 
-struct tg_uscan {
-	__u64 buf;		/* user address */
-	struct tg_flow *f;
-	__u32 len;
-	__u32 fail;		/* the flow must fail: TG_WHY_* */
-	__u32 reply;		/* scanning replies, not commands */
-	__u32 body;
-	__u32 line_off;		/* where the line in progress began */
-	__u32 line_seen;	/* a line started in these bytes */
-	__u8 blk[2 * TG_BLOCK];
-};
+/* Defined once, in tg_tls_lib.bpf.c. */
+extern __u32 tg_uscan_cmds(struct tg_flow *f, __u64 buf, __u32 len);
+extern __u32 tg_uscan_replies(struct tg_flow *f, __u64 buf, __u32 len);
 
-/* A line that ended at byte i (LF) of the user buffer: report it. */
-static __always_inline void tg_emit_uline(struct tg_uscan *s,
-					  struct tg_flow *f, __u32 i,
-					  __u32 flags, __u32 unused)
+/*
+ * A flow whose TLS the uprobes must judge: one that negotiated TLS below
+ * 1.2, and one whose handshake tlsguard could not read (tls-failed: the
+ * library may have completed a handshake that the ServerHello parser
+ * refused, at any version). Both are held for guaranteed senders.
+ */
+static __always_inline int tg_tls_judged(const struct tg_flow *f)
 {
-	__u32 start = s->line_seen ? s->line_off : 0;
-	__u64 n = i > start ? i - start : 0;
-	unsigned char last = 0;
-
-	if (n)
-		bpf_probe_read_user(&last, 1, (void *)(s->buf + i - 1));
-	if (n && last == '\r')
-		n--;
-	tg_emit_line(f, flags | TG_LINE_TLS | (s->line_seen ? 0 : TG_LINE_CUT),
-		     s->buf + start, n, 1);
-}
-
-static long tg_uscan_byte(__u32 i, void *ctx)
-{
-	struct tg_uscan *s = ctx;
-	struct tg_flow *f = s->f;
-	struct tg_inner *in;
-	unsigned char c;
-	int ev;
-
-	if (i >= s->len || !f)
-		return 1;
-	in = &f->inner;
-	if (tg_refill(s->blk, s->buf, i, s->len, 1)) {
-		s->fail = TG_WHY_BAD_MAIL;
-		return 1;
-	}
-	c = s->blk[i & (TG_BLOCK - 1)];
-	if (s->reply) {
-		if (in->reply.line_len == 0) {
-			s->line_off = i;
-			s->line_seen = 1;
-		}
-		if (tg_reply_feed(&in->reply, c) != TG_REPLY_FINAL)
-			return 0;
-		tg_emit_uline(s, f, i, TG_LINE_REPLY, in->reply.line_len);
-		in->replies++;
-		if (in->data_cmd && in->replies == in->data_cmd + 1) {
-			s->body = in->reply.code == 354;
-			in->data_cmd = 0;
-		}
-		return 0;
-	}
-	if (in->cmd.mode == TG_MODE_CMD && in->cmd.line_len == 0) {
-		s->line_off = i;
-		s->line_seen = 1;
-	}
-	ev = tg_cmd_feed(&in->cmd, c);
-	switch (ev) {
-	case TG_CMD_NONE:
-	case TG_CMD_CHUNK_END:
-		return 0;
-	case TG_CMD_MAIL:
-		tg_keep_sender(f, &in->cmd, s->buf, s->line_off, s->len, 1);
-		if (f->state == TG_FS_WEAK && tg_guaranteed(&in->cmd)) {
-			tg_emit_uline(s, f, i, TG_LINE_HELD, 0);
-			s->fail = TG_WHY_WEAK_TLS;
-			return 1;
-		}
-		break;
-	case TG_CMD_MAIL_BAD:
-		if (f->state == TG_FS_WEAK) {
-			tg_emit_uline(s, f, i, TG_LINE_HELD, 0);
-			s->fail = TG_WHY_BAD_MAIL;
-			return 1;
-		}
-		break;
-	case TG_CMD_BODY_END:
-		tg_emit_line(f, TG_LINE_END | TG_LINE_TLS, 0, 0, 0);
-		in->cmds++;
-		return 0;
-	case TG_CMD_LINE:
-		if (in->cmd.verb == TG_VERB_DATA)
-			in->data_cmd = in->cmds;
-		break;
-	}
-	tg_emit_uline(s, f, i, 0, 0);
-	in->cmds++;
-	return 0;
+	return f->state == TG_FS_WEAK || f->state == TG_FS_TLS_FAILED;
 }
 
 static __always_inline void tg_tls_out(void *ssl, const void *buf, __u64 num)
 {
-	struct tg_uscan s = {};
 	struct tg_flow *f = tg_tls_flow((__u64)(long)ssl);
+	__u32 fail;
 
 	/*
 	 * Sessions at TLS 1.2 or higher are read for the audit trail; below,
 	 * a guaranteed sender's MAIL also fails the flow.
 	 */
 	if (!f || !buf || num == 0 ||
-	    !(f->state == TG_FS_WEAK || (f->state == TG_FS_TLS && tg_audit_on)))
+	    !(tg_tls_judged(f) || (f->state == TG_FS_TLS && tg_audit_on)))
 		return;
-	s.buf = (__u64)(long)buf;
-	s.f = f;
-	s.len = num > TG_SCAN_MAX ? TG_SCAN_MAX : num;
-	bpf_loop(s.len, tg_uscan_byte, &s, 0);
-	if (!s.fail && f->state == TG_FS_WEAK &&
+	fail = tg_uscan_cmds(f, (__u64)(long)buf,
+			     num > TG_SCAN_MAX ? TG_SCAN_MAX : num);
+	if (!fail && tg_tls_judged(f) &&
 	    (num > TG_SCAN_MAX || tg_cmd_holding(&f->inner.cmd)))
 		/* a MAIL line the kernel would have to wait for: not here */
-		s.fail = TG_WHY_BAD_MAIL;
-	if (s.fail) {
+		fail = TG_WHY_BAD_MAIL;
+	if (fail) {
 		TG_STAT_INC(weak_held);
-		tg_fail_flow(f, s.fail);
+		tg_fail_flow(f, fail);
 	}
 }
 
@@ -284,7 +200,7 @@ static __always_inline void tg_tls_read_enter(void *ssl, void *buf,
 	};
 	struct tg_flow *f = tg_tls_flow(r.ssl);
 
-	if (f && (f->state == TG_FS_WEAK || (f->state == TG_FS_TLS && tg_audit_on)))
+	if (f && (tg_tls_judged(f) || (f->state == TG_FS_TLS && tg_audit_on)))
 		bpf_map_update_elem(&tg_ssl_reads, &id, &r, BPF_ANY);
 }
 
@@ -297,8 +213,7 @@ static __always_inline void tg_tls_read_enter(void *ssl, void *buf,
  */
 static __always_inline void tg_tls_read_return(long ret)
 {
-	__u64 id = bpf_get_current_pid_tgid(), n = 0;
-	struct tg_uscan s = {};
+	__u64 id = bpf_get_current_pid_tgid(), n = 0, buf;
 	struct tg_ssl_read *r;
 	struct tg_flow *f;
 
@@ -315,15 +230,11 @@ static __always_inline void tg_tls_read_return(long ret)
 	}
 	if (n > r->num)
 		n = 0;		/* not a count this call could have returned */
-	s.buf = r->buf;
+	buf = r->buf;
 	bpf_map_delete_elem(&tg_ssl_reads, &id);
-	if (!f || (f->state != TG_FS_WEAK && f->state != TG_FS_TLS) || n == 0)
+	if (!f || (!tg_tls_judged(f) && f->state != TG_FS_TLS) || n == 0)
 		return;
-	s.f = f;
-	s.reply = 1;
-	s.len = n > TG_SCAN_MAX ? TG_SCAN_MAX : n;
-	bpf_loop(s.len, tg_uscan_byte, &s, 0);
-	if (s.body)
+	if (tg_uscan_replies(f, buf, n > TG_SCAN_MAX ? TG_SCAN_MAX : n))
 		tg_cmd_start_body(&f->inner.cmd);
 }
 

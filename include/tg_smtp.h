@@ -636,6 +636,34 @@ static TG_INLINE int tg_cmd_feed(struct tg_cmd *p, unsigned char c)
 	}
 }
 
+/*
+ * Bytes that a DATA body in TG_BODY_MID passes over: feeding one of them
+ * there changes nothing (no line starts). tg_body_quiet8() asks the same
+ * of eight bytes at once (any byte order), so that a scanner can skip
+ * the middle of body lines a word at a time; it must agree with
+ * tg_cmd_feed() byte for byte (tests/unit/test_smtp.c checks it).
+ */
+static TG_INLINE int tg_body_quiet(unsigned char c)
+{
+	return c != '\n' && c != '\r';
+}
+
+#define TG_ONES8	0x0101010101010101ULL
+#define TG_HIGH8	0x8080808080808080ULL
+
+/* Some byte of w is c. */
+static TG_INLINE int tg_has_byte(__u64 w, unsigned char c)
+{
+	__u64 x = w ^ (TG_ONES8 * c);
+
+	return ((x - TG_ONES8) & ~x & TG_HIGH8) != 0;
+}
+
+static TG_INLINE int tg_body_quiet8(__u64 w)
+{
+	return !tg_has_byte(w, '\n') && !tg_has_byte(w, '\r');
+}
+
 static TG_INLINE void tg_reply_init(struct tg_reply *r)
 {
 	__builtin_memset(r, 0, sizeof(*r));

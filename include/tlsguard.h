@@ -96,6 +96,21 @@ struct tg_inner {
 	__u32 pad;
 };
 
+/*
+ * tg_smtp_msg's checkpoint of a flow: the command parser's state and the
+ * counters at the start of the line in progress. When that line's bytes
+ * are held back (corked until it is complete, or left for the next run),
+ * the flow is rewound to it, and the bytes are parsed again when they
+ * come round.
+ */
+struct tg_cmd_mark {
+	struct tg_cmd cmd;
+	__u32 cmds;
+	__u32 data_cmd;
+	__u32 starttls_cmd;
+	__u32 pad;
+};
+
 /* Value of tg_flows, keyed by the MTA socket's cookie. */
 struct tg_flow {
 	struct tg_cmd cmd;	/* what the MTA writes */
@@ -129,6 +144,7 @@ struct tg_flow {
 	__u16 pad;
 	__u8 laddr[16];		/* IPv4 in the first four bytes */
 	__u8 raddr[16];
+	struct tg_cmd_mark mark;	/* see struct tg_cmd_mark */
 };
 
 /* Value of tg_slots, indexed by slot. */

@@ -1,0 +1,77 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * NAME
+ *	tg_parse - the parsers of include/, one byte at a time, as global
+ *	BPF functions
+ * DESCRIPTION
+ *	tg_cmd_step(), tg_reply_step(), tg_tls_step() and tg_tlsc_step()
+ *	feed one byte to tg_cmd_feed(), tg_reply_feed(), tg_tls_feed() and
+ *	tg_tls_client_feed() and return what those return. The scanners of every program call them once per byte
+ *	they read (bytes passed over by tg_cmd_skip() excepted).
+ *
+ *	Why global functions: the verifier checks a global function once per
+ *	program, on its own, with its pointer argument as plain memory of the
+ *	structure's size and the byte unknown; a caller sees only "returns a
+ *	scalar". A parser inlined into a bpf_loop callback is instead checked
+ *	again for every state in which the verifier meets the callback, and
+ *	the parsers' many branches made that cost swing between a hundred
+ *	thousand and over a million verifier steps on two builds of one
+ *	kernel. The price is one BPF-to-BPF call per byte parsed.
+ *
+ *	The state pointer is never NULL in practice; for NULL they return
+ *	the event that fails closed.
+ */
+#include "tg_common.bpf.h"
+
+__noinline int tg_cmd_step(struct tg_cmd *p, __u32 c)
+{
+	if (!p)
+		return TG_CMD_MAIL_BAD;
+	return tg_cmd_feed(p, (unsigned char)c);
+}
+
+__noinline int tg_reply_step(struct tg_reply *r, __u32 c)
+{
+	if (!r)
+		return TG_REPLY_BAD;
+	return tg_reply_feed(r, (unsigned char)c);
+}
+
+__noinline int tg_tls_step(struct tg_tls *t, __u32 c)
+{
+	if (!t)
+		return TG_TLS_BAD;
+	return tg_tls_feed(t, (unsigned char)c);
+}
+
+__noinline int tg_tlsc_step(struct tg_tls_client *r, __u32 c)
+{
+	if (!r)
+		return TG_TLS_BAD;
+	return tg_tls_client_feed(r, (unsigned char)c);
+}
+
+/*
+ * Whole 8-byte words from i (a multiple of 8) on, within b's window, in
+ * which a DATA body in TG_BODY_MID sees no significant byte (see
+ * tg_body_quiet8()): the caller passes over that many bytes. A global
+ * function for the same reason as the parsers: its loop is checked once.
+ */
+__noinline __u32 tg_body_skip(const struct tg_blk *b, __u32 i)
+{
+	__u32 skip = 0, j, k;
+	__u64 w;
+
+	if (!b)
+		return 0;
+	for (k = 0; k < TG_BLOCK / 8; k++) {
+		j = i + skip;
+		if ((j & 7) || j - b->off + 8 > b->n)
+			break;
+		w = *(const __u64 *)&b->buf[(j - b->off) & (TG_BLOCK - 8)];
+		if (!tg_body_quiet8(w))
+			break;
+		skip += 8;
+	}
+	return skip;
+}
