@@ -73,8 +73,11 @@ HOSTILE = {  # key -> address; the hosts themselves are made in hostile_hosts()
     "pregreet": "127.0.0.125", "sh-badext": "127.0.0.126", "sh-legacy13": "127.0.0.127",
     "sh-replay12": "127.0.0.128", "sh-replay13": "127.0.0.129", "big-tls10": "127.0.0.130",
     "tls10": "127.0.0.131", "big-refuse": "127.0.0.132", "big-desync": "127.0.0.133",
-    "unwrap13": "127.0.0.134", "chunking": "127.0.0.135",
+    "unwrap13": "127.0.0.134", "chunking": "127.0.0.135", "hreq10": "127.0.0.136",
 }
+# A TLS handshake message of type HelloRequest (0), empty: an on-path host
+# puts it in front of an honest TLS 1.0 server's first flight.
+HELLO_REQUEST = bytes.fromhex("160301000400000000")
 
 REPLY_TIMEOUT = 3.0
 CLIENT_TIMEOUT = 40.0
@@ -815,6 +818,35 @@ def c_hostile_weak_tls_big_ehlo(cx):
     h_weak(cx, "big-tls10")
 
 
+def c_hostile_hello_request(cx):
+    """A HelloRequest record before an honest TLS 1.0 ServerHello: the client's library skips it
+    and completes TLS 1.0; tlsguard must still judge the session (weak or unreadable handshake)."""
+    h_weak(cx, "hreq10")
+
+
+def c_hostile_hello_request_other(cx):
+    """As hostile_hello_request, with another sender: the uprobes judge by sender, so bob's
+    message goes out over the TLS the client negotiated."""
+    s = cx.session("hreq10", tag="hreq10-other")
+    s.ehlo()
+    if not s.expect("STARTTLS", s.cmd("STARTTLS"), 220):
+        return
+    ctx = client_ctx()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1
+    ctx.set_ciphers("ALL:@SECLEVEL=0")
+    try:
+        s.sock.settimeout(5)
+        s.sock = ctx.wrap_socket(s.sock)
+    except (ssl.SSLError, OSError) as e:
+        cx.problem("TLS 1.0 handshake failed: %s" % e)
+        return
+    cx.outcomes.append("negotiated %s" % s.sock.version())
+    s.expect("EHLO inside TLS", s.cmd("EHLO weak.client.test"), 250)
+    deliver(cx, s, what="bob's message inside TLS 1.0 after a HelloRequest")
+
+
 def c_hostile_reply_desync(cx):
     """A valid multi-line EHLO reply of > 4 KiB in one segment, then a 354 to the end of data."""
     s = cx.session("big-desync", tag="desync")
@@ -1078,6 +1110,8 @@ def hostile_hosts():
                                tls=TLSOptions(version="1.0")),
         "tls10": HostileMX(HOSTILE["tls10"], ehlo=["250-hostile.test", "250-PIPELINING", "250 STARTTLS"],
                            starttls="tls", tls=TLSOptions(version="1.0")),
+        "hreq10": HostileMX(HOSTILE["hreq10"], ehlo=["250-hostile.test", "250-PIPELINING", "250 STARTTLS"],
+                            starttls="tls", tls=TLSOptions(version="1.0"), tls_prefix=HELLO_REQUEST),
         "big-refuse": HostileMX(HOSTILE["big-refuse"], ehlo=huge_ehlo(200, "STARTTLS", "last"), starttls="refuse"),
         "big-desync": HostileMX(HOSTILE["big-desync"], ehlo=ehlo_exact(), replies={"DOT": ["354 3.0.0 not yet"]}),
         "unwrap13": HostileMX(HOSTILE["unwrap13"], ehlo=["250-hostile.test", "250 STARTTLS"], starttls="tls",
@@ -1169,6 +1203,10 @@ def cases():
         C("hostile_weak_tls_control", ["tls10"], want_flow(["weak-tls"], "offered")),
         C("hostile_weak_tls_big_ehlo", ["big-tls10"], want_flow(["weak-tls"], "offered"),
           note="as the control, but the EHLO reply (9.6 KB) comes in one segment"),
+        C("hostile_hello_request", ["hreq10"], want_flow(["weak-tls", "tls-failed"], "offered"),
+          note="an on-path HelloRequest record in front of an honest TLS 1.0 first flight"),
+        C("hostile_hello_request_other", ["hreq10"],
+          note="the same path, another sender: delivered over TLS 1.0, as the MTA chose"),
         C("hostile_reply_desync", ["big-desync"], want_flow(["plain"]),
           note="EHLO reply in one segment whose final line starts at byte 4096; the host answers "
                "bob's end of data with 354"),

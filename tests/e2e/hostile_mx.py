@@ -25,6 +25,10 @@ bytes of an envelope reached it.
   is not a TLS record), ``"tls"`` (220 and a real handshake with the
   ``mx.TLSOptions`` given as ``tls``; with ``unwrap=True`` a client
   close_notify returns the session to plaintext instead of ending it).
+* ``tls_prefix`` (bytes): with ``starttls="tls"``, sent once the client's
+  ClientHello has arrived and before the real handshake answers it, as an
+  on-path inserter would put records in front of an honest server's first
+  flight (e.g. a HelloRequest, which the client's library skips).
 * ``chunking`` (bool): implement ``BDAT n [LAST]`` (RFC 3030): the chunk is
   read by count and recorded as one ``chunk`` event (never as lines).
   Without it BDAT gets ``502`` and whatever follows is read as lines, as a
@@ -56,7 +60,7 @@ class HostileMX:
 
     def __init__(self, host, port=25, name=None, pre_greeting=b"", greeting=b"220 hostile.test ESMTP\r\n",
                  ehlo=None, ehlo_split=None, ehlo_cuts=(), ehlo_gap=0.001, starttls="absent", flight=b"",
-                 flight_after=b"", tls=None, unwrap=False, chunking=False, replies=None):
+                 flight_after=b"", tls=None, unwrap=False, chunking=False, replies=None, tls_prefix=b""):
         if starttls not in ("absent", "refuse", "raw", "tls"):
             raise ValueError("starttls: absent, refuse, raw or tls, not %r" % (starttls,))
         self.host, self.port = host, port
@@ -66,6 +70,7 @@ class HostileMX:
         self.ehlo_split, self.ehlo_cuts, self.ehlo_gap = ehlo_split, tuple(ehlo_cuts), ehlo_gap
         self.starttls, self.flight, self.flight_after = starttls, flight, flight_after
         self.tls, self.unwrap, self.chunking = tls, unwrap, chunking
+        self.tls_prefix = tls_prefix
         self.replies = {k: list(v) for k, v in (replies or {}).items()}
         self._ctx = None
         self._conns, self._socks, self._threads = [], {}, []
@@ -355,6 +360,13 @@ class _Session:
         if self.buf:
             self.conn._add("discard", self.buf.decode("utf-8", "surrogateescape"))
             self.buf = b""
+        if self.mx.tls_prefix:
+            # The ClientHello stays queued for the handshake below.
+            self.sock.settimeout(IDLE)
+            if not self.sock.recv(1, socket.MSG_PEEK):
+                return "eof"
+            self.sock.sendall(self.mx.tls_prefix)
+            self.conn._add("raw-sent", self.mx.tls_prefix.hex())
         ss = self.mx._ctx.wrap_socket(self.sock, server_side=True, do_handshake_on_connect=False)
         self.sock = ss
         with self.mx._lock:
