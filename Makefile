@@ -95,7 +95,9 @@ $(BUILD)/tlsguardctl: $(CTL_SRCS) $(wildcard tools/*.h) $(HEADERS) agent/tg_ctl.
 	$(CC) $(CFLAGS) $(WARNINGS) $(INCLUDES) -Iagent -Itools $(PKG_CFLAGS) $(LDFLAGS) \
 		-o $@ $(CTL_SRCS) $(CTL_LIBS)
 
-$(BUILD)/tests/%: tests/unit/%.c $(HEADERS) $(wildcard tests/unit/*.h) agent/tg_policy.c
+# The unit tests #include the agent code they test (policy, verifier logs).
+$(BUILD)/tests/%: tests/unit/%.c $(HEADERS) $(wildcard tests/unit/*.h) \
+		agent/tg_policy.c agent/tg_verifier_log.c agent/tg_verifier_log.h
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(WARNINGS) $(INCLUDES) -Iagent $(LDFLAGS) -o $@ $< -lbpf
 
