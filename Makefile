@@ -2,7 +2,11 @@
 #
 #   make            BPF objects, skeleton, build/tlsguardd, build/tlsguardctl
 #   make deps       install every Debian package the build and tests need
-#   make check      unit tests, fuzz regressions, the end-to-end suite (root)
+#   make check      the verifier check, unit tests, fuzz regressions, the
+#                   end-to-end suite (root)
+#   make verifier-check  load the BPF programs on the running kernel (root),
+#                   attach nothing; fail when one is refused or processes
+#                   more than tlsguardd --check-verifier's budget
 #   make fuzz       libFuzzer on the parsers, FUZZ_SECONDS each (default 30)
 #   make demo       real Postfix, simulated MX hosts, tlsguardd (as root)
 #   make soak       SOAK_MESSAGES (default 100000) through a real Postfix (as root)
@@ -50,7 +54,8 @@ DEBIAN_PKGS := clang libbpf-dev bpftool libelf-dev zlib1g-dev libssl-dev \
 # so that its package cannot start the system's resolver service; ldnsutils
 # signs probe_run.py's test zone.)
 
-.PHONY: all deps check unit e2e demo soak clean vmlinux format install uninstall
+.PHONY: all deps check unit e2e demo soak clean vmlinux format install uninstall \
+	verifier-check
 
 PREFIX     ?= /usr/local
 SBINDIR    ?= $(PREFIX)/sbin
@@ -95,7 +100,9 @@ $(BUILD)/tlsguardctl: $(CTL_SRCS) $(wildcard tools/*.h) $(HEADERS) agent/tg_ctl.
 	$(CC) $(CFLAGS) $(WARNINGS) $(INCLUDES) -Iagent -Itools $(PKG_CFLAGS) $(LDFLAGS) \
 		-o $@ $(CTL_SRCS) $(CTL_LIBS)
 
-$(BUILD)/tests/%: tests/unit/%.c $(HEADERS) $(wildcard tests/unit/*.h) agent/tg_policy.c
+# The unit tests #include the agent code they test (policy, verifier logs).
+$(BUILD)/tests/%: tests/unit/%.c $(HEADERS) $(wildcard tests/unit/*.h) \
+		agent/tg_policy.c agent/tg_verifier_log.c agent/tg_verifier_log.h
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(WARNINGS) $(INCLUDES) -Iagent $(LDFLAGS) -o $@ $< -lbpf
 
@@ -127,7 +134,13 @@ e2e: all
 	$(PYTHON) tests/e2e/probe_run.py --tlsguardd $(BUILD)/tlsguardd --tlsguardctl $(BUILD)/tlsguardctl
 	$(PYTHON) tests/e2e/mta_run.py --tlsguardd $(BUILD)/tlsguardd --tlsguardctl $(BUILD)/tlsguardctl --deps $(MTA_DEPS)/root
 
-check: unit fuzz-regress e2e
+# First, so that a kernel that refuses a program fails make check at once,
+# with the table that says which and why.
+verifier-check: $(BUILD)/tlsguardd
+	$(BUILD)/tlsguardd --check-verifier
+
+check: verifier-check
+	$(MAKE) unit fuzz-regress e2e
 
 demo: all
 	$(PYTHON) tests/e2e/demo.py --tlsguardd $(BUILD)/tlsguardd --tlsguardctl $(BUILD)/tlsguardctl

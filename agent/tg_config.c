@@ -798,6 +798,13 @@ int tg_config_finish(struct tg_opts *o, char *err, size_t errlen)
 {
 	struct tg_replies *r = &o->replies;
 
+	/* Derived first: a caller that needs no cgroup still gets them. */
+	if (o->nports == 0 && o->ntls_ports == 0)
+		o->ports[o->nports++] = 25;
+	snprintf(r->reject, sizeof(r->reject), "%s %s", o->reject_code,
+		 o->reject_dsn);
+	snprintf(r->defer, sizeof(r->defer), "%s %s", o->defer_code,
+		 o->defer_dsn);
 	if (!o->cgroup[0])
 		return tg_bad(err, errlen, "--cgroup DIR is required (or "
 			      "\"cgroup\" in the configuration file; see "
@@ -806,12 +813,6 @@ int tg_config_finish(struct tg_opts *o, char *err, size_t errlen)
 		return tg_bad(err, errlen, "--senders FILE is required (or "
 			      "\"senders_file\" in the configuration file; see "
 			      "--help)");
-	if (o->nports == 0 && o->ntls_ports == 0)
-		o->ports[o->nports++] = 25;
-	snprintf(r->reject, sizeof(r->reject), "%s %s", o->reject_code,
-		 o->reject_dsn);
-	snprintf(r->defer, sizeof(r->defer), "%s %s", o->defer_code,
-		 o->defer_dsn);
 	return 0;
 }
 

@@ -32,9 +32,11 @@
  *	command-line flag does; -1 with the reason in err when the value is
  *	bad, -2 when the name is unknown (the caller names the place).
  *
- *	tg_config_finish() checks what no single setting can (the required
- *	ones are set) and fills in derived values (the default port 25 when
- *	no port is set at all).
+ *	tg_config_finish() fills in derived values (the default port 25
+ *	when no port is set at all), then checks what no single setting
+ *	can (the required ones are set): a caller that needs no cgroup nor
+ *	senders (tlsguardd --check-verifier) has the derived values even
+ *	when it returns -1.
  *
  *	tg_config_print() writes every setting as "name = value", in the
  *	order of tlsguard.conf(5), or only those that differ from the

@@ -7,6 +7,8 @@
  *	tlsguardd --cgroup DIR --senders FILE [--port N]... [--tls-port N]...
  *		[--slots N] [--socket PATH] [--mx-check system|IP[:PORT]]
  *		[--audit FILE] [--pin] [--metrics ADDR:PORT] [--max-flows N] [-v]
+ *
+ *	tlsguardd --check-verifier[=BUDGET] [--port N]... [--tls-port N]... [-v]
  * DESCRIPTION
  *	tlsguardd attaches tlsguard's BPF programs to the cgroup v2
  *	directory DIR and guards the outbound TCP connections, IPv4 and
@@ -56,10 +58,22 @@
  *	get 451: the MTA defers them). --ringbuf-size BYTES sizes the event
  *	ring buffer (a power of two, at least a page; default 1 MiB). The
  *	last two exist for tests, which shrink them to exercise those cases.
+ *
+ *	Every load measures what each BPF program costs this kernel's
+ *	verifier (see tg_verifier.h); -v prints one line per program.
+ *
+ *	--check-verifier[=BUDGET] guards nothing: it loads tlsguard's BPF
+ *	programs on the running kernel, with the audit trail off and on,
+ *	attaches none of them, prints a table of what each cost the
+ *	verifier and exits 0 when every program was accepted within BUDGET
+ *	instructions processed (default 150000), 1 otherwise. It needs no
+ *	--cgroup nor --senders; the ports given are those loaded.
  * DIAGNOSTICS
  *	Problems with the arguments, the cgroup, the senders file or the
  *	kernel end the program with one line "tlsguardd: fatal: ..." and
- *	exit status 1. Held mail is logged one line per message.
+ *	exit status 1; a program the verifier refused is named, with the
+ *	verifier's reason (-v shows its log first). Held mail is logged one
+ *	line per message.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -94,6 +108,7 @@
 #include "tg_service.h"
 #include "tg_sys.h"
 #include "tg_uprobe.h"
+#include "tg_verifier.h"
 
 #define TG_EP_RINGBUF	(2ULL << 32)
 #define TG_EP_SIGNAL	(3ULL << 32)
@@ -104,6 +119,13 @@
 #define TG_RESCAN_SECONDS 5	/* how often new TLS libraries are looked for */
 #define TG_PIN_DIR	"/sys/fs/bpf/tlsguard"
 #define TG_PIN_LINK	TG_PIN_DIR "/tg_sockops_link"
+/*
+ * --check-verifier's default budget: instructions processed per program.
+ * Far below the kernel's limit (1,000,000), because one program's cost
+ * differs by several times between kernel builds: a program must pass
+ * here on every kernel it is tested on to load on those it is not.
+ */
+#define TG_VERIFIER_BUDGET 150000ULL
 
 struct tg_agent {
 	struct tg_opts opt;
@@ -140,7 +162,15 @@ static const char usage[] =
 	"                 [--metrics ADDR:PORT] [--pin] [--syslog] [-v] "
 	"[--print-config[=changed]]\n"
 	"                 [--max-flows N] [--max-senders N] "
-	"[--ringbuf-size BYTES]\n";
+	"[--ringbuf-size BYTES]\n"
+	"       tlsguardd --check-verifier[=BUDGET] [-c FILE] [--port N]... "
+	"[--tls-port N]... [-v]\n"
+	"\n"
+	"--check-verifier loads the BPF programs without attaching them, "
+	"prints what\n"
+	"each cost this kernel's verifier, and exits 1 when one was refused "
+	"or processed\n"
+	"more than BUDGET instructions (default 150000).\n";
 
 /* A command-line value, checked by the setting it stands for. */
 static void tg_flag(struct tg_opts *o, const char *flag, const char *name,
@@ -163,13 +193,31 @@ static void tg_flag_append(char *list, size_t len, const char *flag,
 	snprintf(list + used, len - used, "%s%s", used ? " " : "", value);
 }
 
+/* --check-verifier=BUDGET: instructions, at least 1. */
+static unsigned long long tg_budget(const char *value)
+{
+	unsigned long long v;
+	char *end;
+
+	if (!value)
+		return TG_VERIFIER_BUDGET;
+	errno = 0;
+	v = strtoull(value, &end, 10);
+	if (*value < '0' || *value > '9' || *end || errno || v == 0)
+		msg_fatal("--check-verifier=%s: expected a number of "
+			  "instructions, 1 or more", value);
+	return v;
+}
+
 /*
  * The configuration file first (-c), then the flags, so that a flag
  * overrides the file as an administrator expects. Returns 1 when the
  * settings are to be printed rather than used (--print-config), 2 for
- * only those that differ from the defaults.
+ * only those that differ from the defaults. *budget is not 0 for
+ * --check-verifier, which needs neither a cgroup nor senders.
  */
-static int tg_parse_args(int argc, char **argv, struct tg_opts *o)
+static int tg_parse_args(int argc, char **argv, struct tg_opts *o,
+			 unsigned long long *budget)
 {
 	static const struct option longopts[] = {
 		{ "config", required_argument, NULL, 'c' },
@@ -188,6 +236,7 @@ static int tg_parse_args(int argc, char **argv, struct tg_opts *o)
 		{ "max-flows", required_argument, NULL, 'F' },
 		{ "max-senders", required_argument, NULL, 'E' },
 		{ "ringbuf-size", required_argument, NULL, 'R' },
+		{ "check-verifier", optional_argument, NULL, 'C' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
@@ -265,6 +314,9 @@ static int tg_parse_args(int argc, char **argv, struct tg_opts *o)
 		case 'R':
 			tg_flag(o, "--ringbuf-size", "ringbuf_size", optarg);
 			break;
+		case 'C':
+			*budget = tg_budget(optarg);
+			break;
 		case 'h':
 			fputs(usage, stdout);
 			exit(0);
@@ -284,9 +336,9 @@ static int tg_parse_args(int argc, char **argv, struct tg_opts *o)
 		tg_flag(o, "--tls-port", "smtps_ports", tls_ports);
 		tg_flag(o, "--port", "smtp_ports", ports);
 	}
-	if (!print && tg_config_finish(o, err, sizeof(err)) < 0)
+	if (!print && !*budget && tg_config_finish(o, err, sizeof(err)) < 0)
 		msg_fatal("%s", err);
-	if (print) {
+	if (print || *budget) {
 		/* Derived values as the daemon would use them. */
 		tg_config_finish(o, err, sizeof(err));
 	}
@@ -894,16 +946,87 @@ static void tg_unpin(struct tg_agent *ag)
 		msg_warn("rmdir %s: %s", TG_PIN_DIR, strerror(errno));
 }
 
+/*
+ * The object as the settings make it, opened and not yet loaded: what
+ * the verifier sees depends on the ports and on audit_on, which this
+ * takes apart from the settings so that --check-verifier can load both.
+ */
+static void tg_open_object(struct tg_agent *ag, int audit_on)
+{
+	unsigned i;
+
+	ag->skel = tlsguard__open();
+	if (!ag->skel)
+		msg_fatal("cannot open the BPF object: %s", strerror(errno));
+	/* Implicit TLS ports first: tg_sockops counts them by tg_ntls. */
+	for (i = 0; i < ag->opt.ntls_ports; i++)
+		ag->skel->rodata->tg_ports[i] = ag->opt.tls_ports[i];
+	for (i = 0; i < ag->opt.nports; i++)
+		ag->skel->rodata->tg_ports[ag->opt.ntls_ports + i] =
+			ag->opt.ports[i];
+	ag->skel->rodata->tg_nports = ag->opt.nports + ag->opt.ntls_ports;
+	ag->skel->rodata->tg_ntls = ag->opt.ntls_ports;
+	/* Lines for the audit trail cost a ring buffer record each. */
+	ag->skel->rodata->tg_audit_on = audit_on;
+	if (ag->opt.max_flows &&
+	    (bpf_map__set_max_entries(ag->skel->maps.tg_flows,
+				      ag->opt.max_flows) ||
+	     bpf_map__set_max_entries(ag->skel->maps.tg_socks,
+				      ag->opt.max_flows + TG_SLOTS_MAX)))
+		msg_fatal("--max-flows: %s", strerror(errno));
+	if (ag->opt.max_senders &&
+	    bpf_map__set_max_entries(ag->skel->maps.tg_senders,
+				     ag->opt.max_senders))
+		msg_fatal("--max-senders: %s", strerror(errno));
+	if (ag->opt.ringbuf &&
+	    bpf_map__set_max_entries(ag->skel->maps.tg_events,
+				     ag->opt.ringbuf))
+		msg_fatal("--ringbuf-size: %s", strerror(errno));
+}
+
+static struct bpf_object *tg_check_open(void *ctx, int audit_on)
+{
+	struct tg_agent *ag = ctx;
+
+	tg_open_object(ag, audit_on);
+	return ag->skel->obj;
+}
+
+static void tg_check_close(void *ctx)
+{
+	struct tg_agent *ag = ctx;
+
+	tlsguard__destroy(ag->skel);
+	ag->skel = NULL;
+}
+
+/*
+ * --check-verifier: only what loading needs (no senders, cgroup, bpffs
+ * nor pins), and nothing attached. Returns the exit status.
+ */
+static int tg_check_verifier(struct tg_agent *ag, unsigned long long budget)
+{
+	struct tg_vcheck_ops ops = {
+		.open = tg_check_open,
+		.close = tg_check_close,
+		.ctx = ag,
+		.verbose = ag->opt.verbose,
+	};
+
+	tg_features_check();
+	return tg_verifier_check(&ops, budget, stdout);
+}
+
 static void tg_setup(struct tg_agent *ag)
 {
 	struct itimerspec its = { { TG_RESCAN_SECONDS, 0 },
 				  { TG_RESCAN_SECONDS, 0 } };
 	struct tg_inject_maps maps;
+	struct tg_verifier vf;
 	struct rlimit rl;
 	__u32 zero = 0;
 	char err[512];
 	sigset_t mask;
-	unsigned i;
 	int err_no;
 
 	if (tg_policy_load(ag->opt.senders, &ag->policies[0], err,
@@ -933,44 +1056,23 @@ static void tg_setup(struct tg_agent *ag)
 			  (unsigned long long)rl.rlim_cur);
 
 	tg_features_check();
-	ag->skel = tlsguard__open();
-	if (!ag->skel)
-		msg_fatal("cannot open the BPF object: %s", strerror(errno));
-	/* Implicit TLS ports first: tg_sockops counts them by tg_ntls. */
-	for (i = 0; i < ag->opt.ntls_ports; i++)
-		ag->skel->rodata->tg_ports[i] = ag->opt.tls_ports[i];
-	for (i = 0; i < ag->opt.nports; i++)
-		ag->skel->rodata->tg_ports[ag->opt.ntls_ports + i] =
-			ag->opt.ports[i];
-	ag->skel->rodata->tg_nports = ag->opt.nports + ag->opt.ntls_ports;
-	ag->skel->rodata->tg_ntls = ag->opt.ntls_ports;
-	/* Lines for the audit trail cost a ring buffer record each. */
-	ag->skel->rodata->tg_audit_on = ag->opt.audit[0] != 0;
-	if (ag->opt.max_flows &&
-	    (bpf_map__set_max_entries(ag->skel->maps.tg_flows,
-				      ag->opt.max_flows) ||
-	     bpf_map__set_max_entries(ag->skel->maps.tg_socks,
-				      ag->opt.max_flows + TG_SLOTS_MAX)))
-		msg_fatal("--max-flows: %s", strerror(errno));
-	if (ag->opt.max_senders &&
-	    bpf_map__set_max_entries(ag->skel->maps.tg_senders,
-				     ag->opt.max_senders))
-		msg_fatal("--max-senders: %s", strerror(errno));
-	if (ag->opt.ringbuf &&
-	    bpf_map__set_max_entries(ag->skel->maps.tg_events,
-				     ag->opt.ringbuf))
-		msg_fatal("--ringbuf-size: %s", strerror(errno));
+	tg_open_object(ag, ag->opt.audit[0] != 0);
 	if (ag->opt.pin)
 		tg_pin_prepare(ag);
+	err_no = tg_verifier_arm(&vf, ag->skel->obj, ag->opt.verbose);
+	if (err_no < 0)
+		msg_fatal("cannot set up the verifier's logs: %s",
+			  strerror(-err_no));
 	err_no = tlsguard__load(ag->skel);
+	tg_verifier_done(&vf, ag->skel->obj, err_no);
 	if (err_no && ag->adopted)
 		msg_fatal("cannot adopt the state pinned under %s: %s (left "
 			  "by another version? tlsguardctl detach removes it)",
 			  TG_PIN_DIR, strerror(-err_no));
 	if (err_no)
-		msg_fatal("the kernel refused tlsguard's BPF programs: %s "
-			  "(run with -v for the verifier's log)",
-			  strerror(-err_no));
+		tg_verifier_fatal(&vf);
+	tg_verifier_report(&vf);
+	tg_verifier_free(&vf);
 	if (ag->adopted) {
 		__u32 stale;
 
@@ -1225,6 +1327,7 @@ int main(int argc, char **argv)
 				      .timer_fd = -1 };
 
 	char err[TG_SETTING_MAX + 128];
+	unsigned long long budget = 0;
 	sigset_t mask;
 	int print;
 
@@ -1240,7 +1343,7 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 
 	tg_log_init("tlsguardd", 0);
-	print = tg_parse_args(argc, argv, &ag.opt);
+	print = tg_parse_args(argc, argv, &ag.opt, &budget);
 	if (print) {
 		static char out[TG_CTL_REPLY_MAX];
 
@@ -1255,6 +1358,8 @@ int main(int argc, char **argv)
 		msg_fatal("syslog_socket %s: %s", ag.opt.syslog_socket,
 			  strerror(errno));
 	libbpf_set_print(tg_libbpf_print);
+	if (budget)
+		return tg_check_verifier(&ag, budget);
 	ag.ij.listen_fd = -1;
 	tg_metrics_init(&ag.metrics);
 

@@ -6,6 +6,11 @@ one diagnostic line that names what is wrong and where it came from.  The
 cases that load BPF programs attach them to a cgroup this test creates and
 removes; nothing else on the machine is touched.
 
+``tlsguardd --check-verifier`` attaches nothing: its table must parse, its
+closing line count its rows, and its exit status agree with them.  When the
+table says the running kernel's verifier refuses a program, tlsguardd must
+end with one line naming that program and the verifier's reason.
+
 Usage: cli_test.py --tlsguardd PATH --tlsguardctl PATH
 Ends with the line "N passed, M failed"; exits non-zero on any failure.
 """
@@ -26,6 +31,91 @@ from postfix_env import cgroup2_mount  # noqa: E402
 def run(cmd, timeout=20):
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     return p.returncode, p.stdout, p.stderr
+
+
+# A program refused for complexity costs the verifier up to its limit of
+# instructions: seconds, and more under sanitizers or in a VM.
+LOAD_TIMEOUT = 600
+VERIFIER_BUDGET = 150000        # --check-verifier's default
+VERIFIER_HEADER = ["program", "audit", "insns", "total_states", "peak_states", "result"]
+THOUSANDS = r"\d{1,3}(?:,\d{3})*"
+REFUSED_LINE = re.compile(
+    r"^tlsguardd: fatal: (\w+): (?:too complex for this kernel's verifier: "
+    + THOUSANDS + r" instructions processed \(limit " + THOUSANDS + r"\)"
+    r"|refused by this kernel's verifier: \S.*)$")
+
+
+def parse_verifier_table(out):
+    """--check-verifier's stdout: its rows (dicts, in order) and the counts of
+    its closing line.  Raises ValueError naming the first line that does not
+    follow the format."""
+    lines = out.splitlines()
+    if len(lines) < 3:
+        raise ValueError(f"{len(lines)} lines")
+    if lines[0] != "kernel " + os.uname().release:
+        raise ValueError(f"first line {lines[0]!r}")
+    if lines[1].split() != VERIFIER_HEADER:
+        raise ValueError(f"header {lines[1]!r}")
+    m = re.fullmatch(r"(\d+) passed, (\d+) failed", lines[-1])
+    if not m:
+        raise ValueError(f"closing line {lines[-1]!r}")
+    rows = []
+    for line in lines[2:-1]:
+        f = line.split(None, 5)
+        if len(f) != 6 or f[1] not in ("off", "on") or \
+                not all(v == "-" or v.isdigit() for v in f[2:5]) or \
+                not (f[5] in ("ok", "over budget") or re.fullmatch(r"refused: \S.*", f[5])):
+            raise ValueError(f"row {line!r}")
+        rows.append({"program": f[0], "audit": f[1],
+                     "insns": None if f[2] == "-" else int(f[2]), "result": f[5]})
+    return rows, int(m.group(1)), int(m.group(2))
+
+
+def check_verifier(r, d, cg, senders, sock):
+    """--check-verifier, and the one line that explains a refused program."""
+    rc, out, err = run([d, "--check-verifier"], timeout=LOAD_TIMEOUT)
+    try:
+        rows, passed, failed = parse_verifier_table(out)
+    except ValueError as e:
+        r.check("check-verifier prints its table", False, f"{e}; rc={rc} stdout={out!r} stderr={err!r}")
+        return
+    r.check("check-verifier prints its table", True)
+    ok = [x for x in rows if x["result"] == "ok"]
+    r.check("check-verifier counts its rows", passed == len(ok) and failed == len(rows) - len(ok),
+            f"{passed} passed, {failed} failed for {len(ok)} ok rows of {len(rows)}")
+    r.check("check-verifier exit status agrees with its rows", rc == (1 if failed else 0),
+            f"rc={rc} with {failed} failed")
+    r.check("check-verifier writes nothing on stderr", err == "", f"stderr={err!r}")
+    wrong = [x for x in rows if x["result"] == "ok" and not (x["insns"] is not None and x["insns"] <= VERIFIER_BUDGET)
+             or x["result"] == "over budget" and not (x["insns"] is not None and x["insns"] > VERIFIER_BUDGET)]
+    r.check("check-verifier results follow the budget", not wrong, f"rows {wrong}")
+    variants = {}
+    for x in rows:
+        variants.setdefault(x["program"], []).append(x["audit"])
+    r.check("check-verifier loads each program audit off and on",
+            rows and all(v == ["off", "on"] for v in variants.values()), f"{variants}")
+
+    refused = [x for x in rows if x["audit"] == "off" and x["result"].startswith("refused: ")]
+    if not refused:
+        print("SKIP refused program explained: this kernel's verifier refuses none")
+        return
+    # tlsguardd without --audit loads the "off" variant; libbpf stops at the
+    # first program refused, in object order, which is the table's.
+    first = refused[0]
+    complexity = first["result"].startswith("refused: too complex")
+    for verbose in ([], ["-v"]):
+        rc, out, err = run([d, "--cgroup", cg, "--senders", senders, "--socket", sock] + verbose,
+                           timeout=LOAD_TIMEOUT)
+        lines = [l for l in err.splitlines() if l.strip()]
+        m = REFUSED_LINE.match(lines[-1]) if lines else None
+        good = (rc != 0 and m and m.group(1) == first["program"]
+                and ("too complex" in lines[-1]) == complexity)
+        if verbose:
+            good = good and f"tlsguardd: {first['program']}: the verifier's log" in err
+        else:
+            good = good and len(lines) == 1
+        r.check(f"refused program explained in one line{' (-v: after its log)' if verbose else ''}",
+                good, f"table says {first}; rc={rc} stderr={err[-2000:]!r}")
 
 
 class Runner:
@@ -86,6 +176,9 @@ def main():
                    re.escape(bad) + r":4: malformed sender \"not-an-address\"")
         fails_with("tlsguardctl without daemon", [ctl, "--socket", sock, "status"],
                    r"^tlsguardctl: fatal: tlsguardd is not running")
+        fails_with("check-verifier bad budget", [d, "--check-verifier=many"],
+                   r"^tlsguardd: fatal: --check-verifier=many: expected a number of instructions")
+        check_verifier(r, d, cg, good, sock)
 
         daemon = subprocess.Popen([d, "--cgroup", cg, "--senders", good, "--socket", sock],
                                   stderr=subprocess.PIPE, text=True)
