@@ -183,7 +183,9 @@ static __always_inline int tg_reply_verdict(struct __sk_buff *skb)
 			TG_STAT_INC(tls_weak);
 		else
 			TG_STAT_INC(tls_failed);
-		tg_emit(TG_EV_TLS, f, TG_NO_SLOT);
+		/* The agent acts on weak and failed handshakes, or audits. */
+		if (f->state != TG_FS_TLS || tg_audit_on)
+			tg_emit(TG_EV_TLS, f, TG_NO_SLOT);
 	}
 	return SK_PASS;
 }

@@ -22,8 +22,9 @@
  *	path, Nagle's algorithm holds back the MTA's small pipelined writes
  *	and costs about 3x at ten sessions (measured, see PLATFORM.md).
  *
- *	When a tracked socket closes, its flow entry goes and the agent is
- *	told (a diverted flow's injection slot is free again).
+ *	When a tracked socket closes, its flow entry goes; the agent is told
+ *	when it has something to do (a diverted flow's injection slot is
+ *	free again; an audit record ends).
  */
 #include "tg_common.bpf.h"
 
@@ -191,9 +192,13 @@ static __always_inline void tg_untrack(struct bpf_sock_ops *skops)
 	flow = bpf_map_lookup_elem(&tg_flows, &sks->cookie);
 	if (!flow)
 		return;
-	/* The agent frees a diverted flow's slot, and ends its audit. */
-	tg_emit(TG_EV_CLOSE, flow,
-		flow->state == TG_FS_DIVERTED ? flow->slot : TG_NO_SLOT);
+	/*
+	 * The agent frees a diverted flow's slot, and ends the flow's audit
+	 * record; for any other flow it has nothing to do, and is not woken.
+	 */
+	if (flow->state == TG_FS_DIVERTED || tg_audit_on)
+		tg_emit(TG_EV_CLOSE, flow,
+			flow->state == TG_FS_DIVERTED ? flow->slot : TG_NO_SLOT);
 	bpf_map_delete_elem(&tg_flows, &sks->cookie);
 }
 
