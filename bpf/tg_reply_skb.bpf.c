@@ -9,9 +9,10 @@
  *	On a plaintext flow the replies go through tg_reply_feed() and are
  *	counted, so that the reply to the flow's pending EHLO, DATA or
  *	STARTTLS command is recognized: the EHLO reply says whether STARTTLS
- *	is offered, 354 starts the DATA body in the command parser (only then
- *	may body lines look like commands without being ones), 220 to
- *	STARTTLS starts the handshake.
+ *	is offered, a 3xx reply to DATA starts the DATA body in the command
+ *	parser (only then may body lines look like commands without being
+ *	ones: 354, or any other 3xx, after which Postfix's and Exim's clients
+ *	send the message all the same), 220 to STARTTLS starts the handshake.
  *
  *	In the handshake, the server's first flight goes through
  *	tg_tls_feed(): a well-formed ServerHello gives the negotiated version
@@ -107,7 +108,7 @@ static long tg_rscan_byte(__u32 i, void *ctx)
 		f->ehlo_cmd = 0;
 	}
 	if (f->data_cmd && f->replies == f->data_cmd + 1) {
-		if (f->reply.code == 354)
+		if (f->reply.code >= 300 && f->reply.code < 400)
 			s->found |= TG_RSCAN_BODY;
 		f->data_cmd = 0;
 	}

@@ -141,7 +141,8 @@ static long tg_uscan_reply_byte(__u32 i, void *ctx)
 	tg_emit_uline(s, f, i, TG_LINE_REPLY);
 	in->replies++;
 	if (in->data_cmd && in->replies == in->data_cmd + 1) {
-		s->body = in->reply.code == 354;
+		/* any 3xx, as on the wire (see tg_reply_skb) */
+		s->body = in->reply.code >= 300 && in->reply.code < 400;
 		in->data_cmd = 0;
 	}
 	return 0;

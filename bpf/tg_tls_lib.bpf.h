@@ -18,7 +18,7 @@
  *	flow's inner conversation (struct tg_inner), before the library
  *	encrypts it. tg_tls_read_enter() and tg_tls_read_return() hand what
  *	was read to the inner reply parser on return, so that a DATA body is
- *	known as such (354), exactly as on the wire.
+ *	known as such (a 3xx reply to DATA), exactly as on the wire.
  *
  *	Ordering: a uprobe at a library's write function runs in the writing
  *	thread before the library writes the record to the socket, so a

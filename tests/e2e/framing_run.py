@@ -74,6 +74,7 @@ HOSTILE = {  # key -> address; the hosts themselves are made in hostile_hosts()
     "sh-replay12": "127.0.0.128", "sh-replay13": "127.0.0.129", "big-tls10": "127.0.0.130",
     "tls10": "127.0.0.131", "big-refuse": "127.0.0.132", "big-desync": "127.0.0.133",
     "unwrap13": "127.0.0.134", "chunking": "127.0.0.135", "hreq10": "127.0.0.136",
+    "data330": "127.0.0.137",
 }
 # A TLS handshake message of type HelloRequest (0), empty: an on-path host
 # puts it in front of an honest TLS 1.0 server's first flight.
@@ -847,6 +848,28 @@ def c_hostile_hello_request_other(cx):
     deliver(cx, s, what="bob's message inside TLS 1.0 after a HelloRequest")
 
 
+def c_hostile_data_3xx(cx):
+    """The host answers DATA with 330, not 354; the client sends the message all the same (as
+    Postfix and Exim do), with body lines that look like commands, among them a BDAT with a huge
+    size (the host offers CHUNKING). Then, on the same connection, a guaranteed MAIL."""
+    s = cx.session("data330", tag="data330")
+    s.ehlo()
+    marker = cx.n_marker()
+    rcpt = "n-%s-%d@dest.example" % (cx.case, cx.seq())
+    if not (s.expect("MAIL", s.cmd("MAIL FROM:<%s>" % OTHER), 250)
+            and s.expect("RCPT", s.cmd("RCPT TO:<%s>" % rcpt), 250)
+            and s.expect("DATA answered 330", s.cmd("DATA"), 330)):
+        return
+    s.write(("Subject: %s\r\n\r\nBDAT 999999999999999999\r\nMAIL FROM:<%s>\r\nend of message\r\n.\r\n"
+             % (marker, G_ADDR)).encode())
+    if not s.expect("end of data", s.reply(), 250):
+        return
+    cx.delivered.append({"host": s.host, "local": s.local, "marker": marker, "sender": OTHER})
+    cx.outcomes.append("bob's message after a 330 to DATA: delivered")
+    s.expect("RSET", s.cmd("RSET"), 250)
+    held(cx, s, b"MAIL FROM:<alice@example.org>\r\n", "guaranteed MAIL after a message sent on a 330")
+
+
 def c_hostile_reply_desync(cx):
     """A valid multi-line EHLO reply of > 4 KiB in one segment, then a 354 to the end of data."""
     s = cx.session("big-desync", tag="desync")
@@ -956,7 +979,7 @@ def mx_view(conn):
         elif e.kind == "tls-end":
             tls = None
         elif e.kind == "reply":
-            if e.data.startswith("354") and last_verb == "DATA":
+            if e.data[:1] == "3" and last_verb == "DATA":  # any 3xx: the client sends the message
                 in_data = True
             if out and out[-1][0] == "cmd" and out[-1][3] is None:
                 out[-1][3] = e.data
@@ -1114,6 +1137,9 @@ def hostile_hosts():
                             starttls="tls", tls=TLSOptions(version="1.0"), tls_prefix=HELLO_REQUEST),
         "big-refuse": HostileMX(HOSTILE["big-refuse"], ehlo=huge_ehlo(200, "STARTTLS", "last"), starttls="refuse"),
         "big-desync": HostileMX(HOSTILE["big-desync"], ehlo=ehlo_exact(), replies={"DOT": ["354 3.0.0 not yet"]}),
+        "data330": HostileMX(HOSTILE["data330"], ehlo=["250-hostile.test", "250-PIPELINING", "250-CHUNKING",
+                                                       "250 8BITMIME"], chunking=True,
+                             replies={"DATA": ["330 3.0.0 go on"]}),
         "unwrap13": HostileMX(HOSTILE["unwrap13"], ehlo=["250-hostile.test", "250 STARTTLS"], starttls="tls",
                               tls=TLSOptions(version="1.3"), unwrap=True),
         "chunking": HostileMX(HOSTILE["chunking"], ehlo=["250-hostile.test", "250-PIPELINING", "250-CHUNKING",
@@ -1207,6 +1233,8 @@ def cases():
           note="an on-path HelloRequest record in front of an honest TLS 1.0 first flight"),
         C("hostile_hello_request_other", ["hreq10"],
           note="the same path, another sender: delivered over TLS 1.0, as the MTA chose"),
+        C("hostile_data_3xx", ["data330"], note="DATA answered 330; the body holds a BDAT line with a "
+                                                 "huge size and a guaranteed MAIL line"),
         C("hostile_reply_desync", ["big-desync"], want_flow(["plain"]),
           note="EHLO reply in one segment whose final line starts at byte 4096; the host answers "
                "bob's end of data with 354"),

@@ -292,7 +292,7 @@ class _Session:
                 q = self.mx.replies.get("DATA")
                 r = q.pop(0) if q else "354 End data with <CR><LF>.<CR><LF>"
                 self.send(r)
-                if r.startswith("354"):
+                if r.startswith("3"):  # the client sends the message after any 3xx
                     while True:
                         d = self.readline()
                         if d is None:

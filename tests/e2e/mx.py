@@ -275,6 +275,12 @@ def self_signed_pem():
         return _cert_pem
 
 
+def starts_data(reply, last_command):
+    """Whether a reply line starts message data: 354, or any 3xx to DATA (clients such as
+    Postfix and Exim send the message after any 3xx reply to DATA)."""
+    return reply.startswith("354") or (reply[:1] == "3" and last_command == "DATA")
+
+
 @dataclass
 class Event:
     kind: str  # open | line | partial | reply | close
@@ -350,16 +356,18 @@ class Connection:
 
     def commands(self, tls=None):
         """Received lines that were SMTP commands (not message content); ``tls`` as in ``lines``."""
-        out, in_data = [], False
+        out, in_data, last = [], False, ""
         for e, in_tls in self._received():
-            if e.kind == "reply" and e.data.startswith("354"):
+            if e.kind == "reply" and starts_data(e.data, last):
                 in_data = True
             elif e.kind in ("line", "partial"):
                 if in_data:
                     if e.data == ".":
                         in_data = False
-                elif tls is None or in_tls == tls:
-                    out.append(e.data)
+                else:
+                    last = e.data.strip().upper()
+                    if tls is None or in_tls == tls:
+                        out.append(e.data)
         return out
 
     def starttls_offered(self):
@@ -373,10 +381,10 @@ class Connection:
 
     def transactions(self):
         """Mail transactions parsed from the events (see ``Transaction``)."""
-        out, cur, in_data, body = [], None, False, None
+        out, cur, in_data, body, last = [], None, False, None, ""
         for e, in_tls in self._received():
             if e.kind == "reply":
-                if e.data.startswith("354"):
+                if starts_data(e.data, last):
                     in_data, body = True, []
                 elif in_data is None and cur is not None:  # reply to end of DATA
                     if e.data.startswith("250"):
@@ -393,6 +401,7 @@ class Connection:
                     body.append(e.data[1:] if e.data.startswith(".") else e.data)
                 continue
             upper = e.data.upper()
+            last = upper.strip()
             if upper.startswith("MAIL FROM:"):
                 cur = Transaction(mail_from=e.data[10:].strip(),
                                   tls_version=self.tls_version if in_tls else None)
