@@ -13,6 +13,7 @@
  *
  *	void	tg_reply_init(struct tg_reply *r);
  *	int	tg_reply_feed(struct tg_reply *r, unsigned char c);
+ *	int	tg_reply_class(const struct tg_reply *r);
  *
  *	__u64	tg_addr_key(const char *addr, __u32 len, __u64 *domain_key);
  *	__u64	tg_addr_key_srs(const char *addr, __u32 len, __u64 *domain_key,
@@ -62,13 +63,43 @@
  *	rest is parsed as commands), seeing it too late would let commands
  *	pass as body text.
  *
- *	tg_reply_feed() parses what an SMTP server writes. It returns
- *	TG_REPLY_FINAL at the end of the last line of a reply (r->code holds
- *	the code), TG_REPLY_CONT at the end of a continuation line ("250-"),
- *	TG_REPLY_BAD at the end of a line that does not start with three
- *	digits, and TG_REPLY_NONE otherwise. r->starttls (r->chunking) is set
- *	when a line of the reply in progress advertises STARTTLS (CHUNKING);
- *	both are cleared when the next reply starts.
+ *	tg_reply_feed() parses what an SMTP server writes, line by line, and
+ *	ends a reply exactly where Postfix's smtp client (smtp_get(),
+ *	smtp_chat_resp()) ends it: a line ends at LF; Postfix reads at most
+ *	TG_REPLY_LINE bytes of it and drops every CR before the LF of a line
+ *	that fits; the line ends at a NUL. Three digits then '-' continue
+ *	the reply; three digits then a space or the end of the line end it;
+ *	any other line is garbage, which Postfix reads as part of the reply
+ *	(it warns, and goes on reading). The code of a reply is that of its
+ *	last line. At each LF it returns one event (TG_REPLY_NONE before):
+ * .IP TG_REPLY_FINAL
+ *	the last line of a reply; r->code holds its code and
+ *	tg_reply_class(r) its class (2 for 2xx...).
+ * .IP TG_REPLY_CONT
+ *	a continuation line ("250-").
+ * .IP TG_REPLY_BAD
+ *	a line whose first three bytes are not digits, or one that only
+ *	Postfix reads without aborting: the reply goes on (Postfix), or the
+ *	client gives up on the session (Exim, OpenSMTPD).
+ * .IP TG_REPLY_AMBIGUOUS
+ *	a line that the SMTP clients tlsguard guards read differently, so
+ *	that the count of replies (or the class of this one) depends on the
+ *	client: three digits then a byte other than '-', ' ' or NUL (or
+ *	then only CRs, on a line longer than TG_REPLY_LINE), which Postfix
+ *	takes as garbage but Exim 4.96 (when only white space follows:
+ *	it strips trailing isspace()) or OpenSMTPD 6.8 (code 2xx..5xx, line
+ *	shorter than 2048 bytes less one CR: anything but '-' ends a reply)
+ *	take as the last line of the reply; or the last line of a reply
+ *	whose first line was a continuation line of another class (Exim and
+ *	OpenSMTPD take the class from the first line, Postfix from the
+ *	last). The caller must not go on counting: fail the flow closed.
+ *	The parser itself goes on as Postfix reads: r->new_reply is then set
+ *	when Postfix ended the reply at this line, and r->code is the line's.
+ * .PP
+ *	r->starttls (r->chunking) is set when a line of the reply in progress
+ *	has STARTTLS (CHUNKING) as its first word after the separator (the
+ *	CRs before the LF dropped); both are cleared when the next reply
+ *	starts.
  *
  *	p->no_chunking, set by the caller when the host's EHLO reply did not
  *	offer CHUNKING, makes BDAT an ordinary command line: such a host
@@ -206,19 +237,34 @@ struct tg_cmd {
 #define TG_REPLY_FINAL	1
 #define TG_REPLY_CONT	2
 #define TG_REPLY_BAD	3
+#define TG_REPLY_AMBIGUOUS 4
+
+/*
+ * Postfix's smtp client reads this much of a reply line (line_length_limit,
+ * 2048 by default) and skips the rest; OpenSMTPD's refuses a line of
+ * LINE_MAX (2048 on Linux) bytes or more, less one CR before the LF.
+ */
+#define TG_REPLY_LINE	2048
+
+/* Reply line flags (tg_reply.lflags), about the bytes from offset 3 on. */
+#define TG_RL_NOTCR	0x01	/* a byte other than CR */
+#define TG_RL_NOTWS	0x02	/* a byte that C's isspace() refuses */
 
 struct tg_reply {
 	__u64 word;		/* first word after the code, packed */
 	__u32 line_len;
 	__u16 code;		/* code of the line in progress */
-	__u8 sep;		/* '-' or ' ' after the code, 0 if none */
-	__u8 bad;		/* line does not start with three digits */
+	__u8 sep;		/* the byte at offset 3 (line_len > 3) */
+	__u8 bad;		/* a non-digit among the first three bytes */
 	__u8 starttls;		/* reply in progress advertises STARTTLS */
 	__u8 word_len;
 	__u8 new_reply;		/* next line starts a new reply */
 	__u8 cr;		/* the last byte was CR */
 	__u8 chunking;		/* reply in progress advertises CHUNKING */
-	__u8 pad[7];
+	__u8 lflags;		/* TG_RL_* of the line in progress */
+	__u8 first;		/* '0' + class of the reply's first line, when
+				 * that line was a continuation; else 0 */
+	__u8 pad[5];
 };
 
 static TG_INLINE int tg_is_space(unsigned char c)
@@ -642,32 +688,75 @@ static TG_INLINE void tg_reply_init(struct tg_reply *r)
 	r->new_reply = 1;
 }
 
-/* One byte at offset n of a reply line, other than the final CR LF. */
-static TG_INLINE void tg_reply_byte(struct tg_reply *r, __u32 n,
-				    unsigned char c)
+/* The class of the last reply: 2 for 2xx, 3 for 3xx... */
+static TG_INLINE int tg_reply_class(const struct tg_reply *r)
 {
-	if (n < 3) {
-		if (c >= '0' && c <= '9')
-			r->code = r->code * 10 + (c - '0');
-		else
-			r->bad = 1;
-	} else if (n == 3) {
-		if (c == '-' || c == ' ')
-			r->sep = c;
-		else
-			r->bad = 1;
-	} else if (r->word_len < 9) {
-		/* "250-STARTTLS", "250 STARTTLS": the first word only */
-		if (c == ' ' || c == '\t') {
-			if (r->word_len)
-				r->word_len |= 0x10;
-		} else if (r->word_len < 8) {
-			r->word |= (__u64)tg_upper(c) << (8 * (r->word_len & 7));
-			r->word_len++;
-		} else {
-			r->word_len = 9;
-		}
+	return r->code / 100;
+}
+
+/* isspace() in the C locale, less LF (which ends the line). */
+static TG_INLINE int tg_reply_ws(unsigned char c)
+{
+	return c == ' ' || c == '\t' || c == '\v' || c == '\f' || c == '\r';
+}
+
+/* One byte of the first word after the code ("250-STARTTLS"). */
+static TG_INLINE void tg_reply_word(struct tg_reply *r, unsigned char c)
+{
+	if (r->word_len >= 9)
+		return;
+	if (c == ' ' || c == '\t') {
+		/* 0x10: the word ended at white space */
+		if (r->word_len)
+			r->word_len |= 0x10;
+	} else if (r->word_len < 8) {
+		r->word |= (__u64)tg_upper(c) << (8 * (r->word_len & 7));
+		r->word_len++;
+	} else {
+		r->word_len = 9;
 	}
+}
+
+/*
+ * The line of n bytes (LF excluded) has ended. Postfix, Exim and
+ * OpenSMTPD read it as the manual page above says; returns the event.
+ */
+static TG_INLINE int tg_reply_eol(struct tg_reply *r, __u32 n)
+{
+	__u8 f = r->lflags;
+	int ev, klass = '0' + r->code / 100;
+
+	if (n < 3 || r->bad) {
+		/* Postfix: part of the reply; Exim, OpenSMTPD: abort */
+		ev = TG_REPLY_BAD;
+	} else if (n > 3 && r->sep == '-') {
+		ev = TG_REPLY_CONT;
+		if (r->new_reply)
+			r->first = (__u8)klass;
+	} else if (n == 3 || r->sep == ' ' || r->sep == 0 ||
+		   (!(f & TG_RL_NOTCR) && n <= TG_REPLY_LINE)) {
+		/*
+		 * The end of the reply for all three. Exim and OpenSMTPD
+		 * take its class from its first line, Postfix from this one.
+		 */
+		ev = r->first && r->first != klass ? TG_REPLY_AMBIGUOUS :
+						       TG_REPLY_FINAL;
+		r->new_reply = 1;
+		return ev;
+	} else if (!(f & TG_RL_NOTWS) ||
+		   (klass >= '2' && klass <= '5' &&
+		    n - r->cr < TG_REPLY_LINE)) {
+		/*
+		 * Postfix: garbage, the reply goes on. Exim strips trailing
+		 * white space and sees "250"; OpenSMTPD ends a reply at
+		 * three digits 2..5 and anything other than '-'.
+		 */
+		ev = TG_REPLY_AMBIGUOUS;
+	} else {
+		ev = TG_REPLY_BAD;
+	}
+	r->new_reply = 0;
+	return ev;
 }
 
 static TG_INLINE int tg_reply_feed(struct tg_reply *r, unsigned char c)
@@ -675,43 +764,52 @@ static TG_INLINE int tg_reply_feed(struct tg_reply *r, unsigned char c)
 	__u32 n = r->line_len;
 	int ev;
 
-	if (c == '\n') {
-		/* 0x10: the word ended at white space */
-		if ((r->word_len & ~0x10) == 8 && r->word == TG_VERB_STARTTLS)
-			r->starttls = 1;
-		if ((r->word_len & ~0x10) == 8 && r->word == TG_WORD_CHUNKING)
-			r->chunking = 1;
-		/* the CR before the LF is not part of the line */
-		if (n - r->cr < 3 || r->bad)
-			ev = TG_REPLY_BAD;
-		else
-			ev = r->sep == '-' ? TG_REPLY_CONT : TG_REPLY_FINAL;
-		r->new_reply = ev != TG_REPLY_CONT;
-		r->line_len = 0;
-		r->cr = 0;
-		return ev;
-	}
 	if (n == 0) {
 		if (r->new_reply)
-			r->starttls = r->chunking = 0;
+			r->starttls = r->chunking = r->first = 0;
 		r->code = 0;
 		r->sep = 0;
 		r->bad = 0;
 		r->word = 0;
 		r->word_len = 0;
+		r->lflags = 0;
+	}
+	if (c == '\n') {
+		if ((r->word_len & ~0x10) == 8 && r->word == TG_VERB_STARTTLS)
+			r->starttls = 1;
+		if ((r->word_len & ~0x10) == 8 && r->word == TG_WORD_CHUNKING)
+			r->chunking = 1;
+		ev = tg_reply_eol(r, n);
+		r->line_len = 0;
+		r->cr = 0;
+		return ev;
 	}
 	if (n < 0xffffffffU)
 		r->line_len = n + 1;
+	if (n < 3) {
+		if (c >= '0' && c <= '9')
+			r->code = r->code * 10 + (c - '0');
+		else
+			r->bad = 1;
+	} else {
+		if (n == 3)
+			r->sep = c;
+		if (c != '\r')
+			r->lflags |= TG_RL_NOTCR;
+		if (!tg_reply_ws(c))
+			r->lflags |= TG_RL_NOTWS;
+	}
 	/*
-	 * A CR is the end of the line only when LF follows; any other CR is
-	 * a byte of the line, as the MTA reads it (Postfix: "250\rX" is not a
-	 * reply line, "START\rTLS" is not STARTTLS).
+	 * The keyword: CRs before the LF are not part of the line (Postfix
+	 * drops them, Exim drops trailing white space); any other CR is a
+	 * byte of it ("START\rTLS" is not STARTTLS).
 	 */
-	if (r->cr)
-		tg_reply_byte(r, n - 1, '\r');
+	if (n >= 4 && c != '\r') {
+		if (r->cr && n >= 5)
+			tg_reply_word(r, '\r');
+		tg_reply_word(r, c);
+	}
 	r->cr = c == '\r';
-	if (!r->cr)
-		tg_reply_byte(r, n, c);
 	return TG_REPLY_NONE;
 }
 

@@ -687,6 +687,7 @@ struct rev {
 	int type;
 	int code;
 	int starttls;
+	int ends;		/* AMBIGUOUS: Postfix ended the reply there */
 };
 
 struct rlist {
@@ -705,15 +706,16 @@ static const char *rev_show(const struct rlist *l)
 	o[0] = 0;
 	for (i = 0; i < l->n; i++) {
 		const struct rev *e = &l->v[i];
-		const char *t = e->type == TG_REPLY_FINAL ? "F" :
-				e->type == TG_REPLY_CONT  ? "C" :
-				e->type == TG_REPLY_BAD	  ? "BAD" : "?";
+		const char *t = e->type == TG_REPLY_FINAL     ? "F" :
+				e->type == TG_REPLY_CONT      ? "C" :
+				e->type == TG_REPLY_AMBIGUOUS ? "A" :
+				e->type == TG_REPLY_BAD	      ? "BAD" : "?";
 
 		if (e->type == TG_REPLY_BAD)
 			n += sprintf(o + n, "%sBAD", i ? " " : "");
 		else
-			n += sprintf(o + n, "%s%s%d", i ? " " : "", t,
-				     e->code);
+			n += sprintf(o + n, "%s%s%s%d", i ? " " : "", t,
+				     e->ends ? "!" : "", e->code);
 		if (e->starttls)
 			n += sprintf(o + n, "/tls");
 	}
@@ -733,6 +735,7 @@ static void rfeed(struct tg_reply *r, const unsigned char *s, size_t len,
 		out->v[out->n].type = ev;
 		out->v[out->n].code = ev == TG_REPLY_BAD ? 0 : r->code;
 		out->v[out->n].starttls = r->starttls;
+		out->v[out->n].ends = ev == TG_REPLY_AMBIGUOUS && r->new_reply;
 		out->n++;
 	}
 }
@@ -756,7 +759,11 @@ struct reply_case {
 	const char *name;
 	const char *in;
 	size_t len;
-	const char *want;	/* Fnnn final, Cnnn continuation, BAD; "/tls" */
+	/*
+	 * Fnnn final, Cnnn continuation, BAD, Annn ambiguous (A!nnn: and
+	 * Postfix ended the reply there); "/tls": starttls is set.
+	 */
+	const char *want;
 };
 
 #define R(name, in, want) { __LINE__, name, in, sizeof(in) - 1, want }
@@ -791,7 +798,8 @@ static const struct reply_case reply_cases[] = {
 	  "250 STARTTLS\r\n220 2.0.0 Ready to start TLS\r\n", "F250/tls F220"),
 	R("non-digit line", "hello\r\n", "BAD"),
 	R("letter in the code", "2x0 ok\r\n", "BAD"),
-	R("bad separator", "250xok\r\n", "BAD"),
+	/* Postfix: garbage, the reply goes on; OpenSMTPD: the last line */
+	R("bad separator", "250xok\r\n", "A250"),
 	R("empty line", "\r\n", "BAD"),
 	R("two digits, LF", "25\n", "BAD"),
 	R("two digits, CRLF", "25\r\n", "BAD"),
@@ -801,6 +809,44 @@ static const struct reply_case reply_cases[] = {
 	  "550-5.7.1 no\r\n550 5.7.1 no\r\n000 x\r\n999 y\r\n",
 	  "F354 F421 C550 F550 F0 F999"),
 	R("bad line then a reply", "xyz\r\n220 ok\r\n", "BAD F220"),
+	/*
+	 * Postfix's reading (smtp_get, smtp_chat_resp): every CR before the
+	 * LF is dropped, the line ends at a NUL, three digits then the end
+	 * of the line or a space end the reply, '-' continues it, anything
+	 * else is garbage that Postfix reads as part of the reply.
+	 */
+	R("CRs before the LF", "250\r\r\n", "F250"),
+	R("CRs before the LF of a continuation",
+	  "250-STARTTLS\r\r\r\n250 OK\r\n", "C250/tls F250/tls"),
+	R("NUL after the code", "250\0garbage\r\n", "F250"),
+	R("NUL hides a dash", "250\0-more\r\n220 next\r\n", "F250 F220"),
+	R("NUL inside the code", "25\0 ok\r\n", "BAD"),
+	R("garbage line inside a reply",
+	  "250-mx\r\nxyz\r\n250 OK\r\n", "C250 BAD F250"),
+	R("garbage line keeps the reply's flags",
+	  "250-STARTTLS\r\nxyz\r\n250 OK\r\n", "C250/tls BAD/tls F250/tls"),
+	R("garbage lines are no reply of their own",
+	  "xyz\r\n\r\n99\r\n220 ok\r\n", "BAD BAD BAD F220"),
+	/* Exim 4.96 strips trailing white space: "250" ends its reply */
+	R("tab after the code", "250\t\r\n", "A250"),
+	R("VT and space after a 1xx code", "150\v \r\n", "A150"),
+	R("tab after a 6xx code", "650\t\r\n", "A650"),
+	/* OpenSMTPD: three digits 2..5 and anything but '-' end it */
+	R("four digits", "2500 ok\r\n", "A250"),
+	R("CR after the code, then text", "250\rX\r\n", "A250"),
+	R("CR after the code, then a dash", "250\r-\r\n", "A250"),
+	/* nobody but Postfix goes on after these: not ambiguous */
+	R("6xx code, bad separator", "650xok\r\n", "BAD"),
+	R("0xx code, bad separator", "000-\r\n000\tx\r\n", "C0 BAD"),
+	/*
+	 * Exim and OpenSMTPD take a reply's class from its first line,
+	 * Postfix from its last.
+	 */
+	R("354 then 250", "354-go ahead\r\n250 OK\r\n", "C354 A!250"),
+	R("250 then 550", "250-a\r\n250-b\r\n550 no\r\n", "C250 C250 A!550"),
+	R("same class, other codes", "250-a\r\n251 b\r\n", "C250 F251"),
+	R("mixed classes after garbage", "xyz\r\n354-a\r\n250 b\r\n",
+	  "BAD C354 F250"),
 };
 
 static void rlist_parse(const char *spec, struct rlist *l)
@@ -818,8 +864,14 @@ static void rlist_parse(const char *spec, struct rlist *l)
 			e->type = TG_REPLY_BAD;
 			s += 3;
 		} else {
-			e->type = *s == 'C' ? TG_REPLY_CONT : TG_REPLY_FINAL;
-			e->code = (int)strtol(s + 1, &end, 10);
+			e->type = *s == 'C' ? TG_REPLY_CONT :
+				  *s == 'A' ? TG_REPLY_AMBIGUOUS :
+					      TG_REPLY_FINAL;
+			if (*++s == '!') {
+				e->ends = 1;
+				s++;
+			}
+			e->code = (int)strtol(s, &end, 10);
 			s = end;
 		}
 		if (!strncmp(s, "/tls", 4)) {
@@ -840,7 +892,8 @@ static int rlist_same(const struct rlist *a, const struct rlist *b)
 	for (i = 0; i < a->n; i++)
 		if (a->v[i].type != b->v[i].type ||
 		    a->v[i].code != b->v[i].code ||
-		    a->v[i].starttls != b->v[i].starttls)
+		    a->v[i].starttls != b->v[i].starttls ||
+		    a->v[i].ends != b->v[i].ends)
 			return 0;
 	return 1;
 }
@@ -868,6 +921,51 @@ static void test_reply_table(void)
 				      k, rev_show(&split), rev_show(&got)))
 				break;
 		}
+	}
+}
+
+/*
+ * Lines at the length limits: Postfix reads 2048 bytes of a line
+ * (line_length_limit) and drops trailing CRs only from a line that fits;
+ * OpenSMTPD refuses a line of LINE_MAX (2048) bytes or more, less one CR.
+ */
+static void test_reply_lengths(void)
+{
+	static const struct {
+		int line;
+		const char *head;	/* then pad bytes up to len */
+		char pad;
+		size_t len;		/* bytes before the LF */
+		const char *tail;	/* the last bytes, within len */
+		const char *want;
+	} rows[] = {
+		{ __LINE__, "250", '\r', 2048, "", "F250" },
+		{ __LINE__, "250", '\r', 2049, "", "A250" },
+		{ __LINE__, "250x", 'y', 2047, "", "A250" },
+		{ __LINE__, "250x", 'y', 2048, "", "BAD" },
+		{ __LINE__, "250x", 'y', 2048, "\r", "A250" },
+		{ __LINE__, "250x", 'y', 2049, "\r", "BAD" },
+		{ __LINE__, "250 ", 'y', 3000, "", "F250" },
+		{ __LINE__, "250-", 'y', 3000, "", "C250" },
+	};
+	static unsigned char buf[4096];
+	struct rlist want, got;
+	size_t i, h, t;
+
+	for (i = 0; i < TG_NELEM(rows); i++) {
+		tg_case("reply: \"%s\" padded to %zu bytes", rows[i].head,
+			rows[i].len);
+		h = strlen(rows[i].head);
+		t = strlen(rows[i].tail);
+		memset(buf, rows[i].pad, rows[i].len);
+		memcpy(buf, rows[i].head, h);
+		memcpy(buf + rows[i].len - t, rows[i].tail, t);
+		buf[rows[i].len] = '\n';
+		rlist_parse(rows[i].want, &want);
+		rfeed_split(buf, rows[i].len + 1, rows[i].len / 2, &got);
+		CHECK_AT(rows[i].line, rlist_same(&got, &want),
+			 "events [%s], expected [%s]", rev_show(&got),
+			 rows[i].want);
 	}
 }
 
@@ -985,6 +1083,7 @@ int main(void)
 	test_cmd_lengths();
 	test_holding();
 	test_reply_table();
+	test_reply_lengths();
 	test_reply_flag();
 	test_addr_key();
 	return tg_test_done();
