@@ -14,6 +14,7 @@
  *	void	tg_reply_init(struct tg_reply *r);
  *	int	tg_reply_feed(struct tg_reply *r, unsigned char c);
  *	int	tg_reply_class(const struct tg_reply *r);
+ *	int	tg_reply_data(const struct tg_reply *r);
  *
  *	__u64	tg_addr_key(const char *addr, __u32 len, __u64 *domain_key);
  *	__u64	tg_addr_key_srs(const char *addr, __u32 len, __u64 *domain_key,
@@ -44,7 +45,8 @@
  *	must treat it as a possibly guaranteed sender (fail closed).
  * .IP TG_CMD_BODY_END
  *	the end of a DATA body. The body starts only when the caller says so
- *	with tg_cmd_start_body(), after the server accepted DATA (354).
+ *	with tg_cmd_start_body(), after the server accepted DATA (any 3xx:
+ *	see tg_reply_data()).
  * .IP TG_CMD_CHUNK_END
  *	the end of a BDAT chunk; BDAT sizes are framed by the parser itself.
  * .PP
@@ -96,6 +98,14 @@
  *	The parser itself goes on as Postfix reads: r->new_reply is then set
  *	when Postfix ended the reply at this line, and r->code is the line's.
  * .PP
+ *	tg_reply_data() says what follows a reply to DATA (the last reply
+ *	read): TG_DATA_BODY after any 3xx (Postfix, Exim and OpenSMTPD send
+ *	the body after any 3xx, not only 354), TG_DATA_UNSURE after a 2xx
+ *	(OpenSMTPD sends the body, Postfix and Exim do not: fail closed),
+ *	TG_DATA_NONE otherwise. Likewise every one of them starts TLS after
+ *	any 2xx reply to STARTTLS, and reads the EHLO keywords of any 2xx
+ *	reply to EHLO: callers test tg_reply_class(), not a code.
+ *
  *	r->starttls (r->chunking) is set when a line of the reply in progress
  *	has STARTTLS (CHUNKING) as its first word after the separator (the
  *	CRs before the LF dropped); both are cleared when the next reply
@@ -245,6 +255,11 @@ struct tg_cmd {
  * LINE_MAX (2048 on Linux) bytes or more, less one CR before the LF.
  */
 #define TG_REPLY_LINE	2048
+
+/* tg_reply_data(): what the client does after the reply to DATA. */
+#define TG_DATA_NONE	0	/* no body: commands follow */
+#define TG_DATA_BODY	1	/* the body follows */
+#define TG_DATA_UNSURE	2	/* depends on the client */
 
 /* Reply line flags (tg_reply.lflags), about the bytes from offset 3 on. */
 #define TG_RL_NOTCR	0x01	/* a byte other than CR */
@@ -692,6 +707,18 @@ static TG_INLINE void tg_reply_init(struct tg_reply *r)
 static TG_INLINE int tg_reply_class(const struct tg_reply *r)
 {
 	return r->code / 100;
+}
+
+/*
+ * The last reply answered DATA: does the client send the body? Postfix
+ * (code / 100 == 3) and Exim (first digit '3') send it after any 3xx,
+ * not only 354; OpenSMTPD after a 2xx too.
+ */
+static TG_INLINE int tg_reply_data(const struct tg_reply *r)
+{
+	int k = tg_reply_class(r);
+
+	return k == 3 ? TG_DATA_BODY : k == 2 ? TG_DATA_UNSURE : TG_DATA_NONE;
 }
 
 /* isspace() in the C locale, less LF (which ends the line). */

@@ -969,6 +969,52 @@ static void test_reply_lengths(void)
 	}
 }
 
+/*
+ * The reply to DATA: whether the client sends the body. Postfix
+ * (smtp_proto.c: code / 100 == 3) and Exim (smtp_read_response(..., '3'))
+ * send it after any 3xx, OpenSMTPD (mta_session.c, MTA_DATA) after a 2xx
+ * or a 3xx.
+ */
+static void test_reply_data(void)
+{
+	static const struct {
+		int line;
+		const char *in;
+		int cls, want;
+	} rows[] = {
+		{ __LINE__, "354 End data with <CR><LF>.<CR><LF>\r\n", 3,
+		  TG_DATA_BODY },
+		{ __LINE__, "354\r\n", 3, TG_DATA_BODY },
+		{ __LINE__, "300 go on\r\n", 3, TG_DATA_BODY },
+		{ __LINE__, "399-a\r\n399 b\r\n", 3, TG_DATA_BODY },
+		{ __LINE__, "250 ok\r\n", 2, TG_DATA_UNSURE },
+		{ __LINE__, "221 bye\r\n", 2, TG_DATA_UNSURE },
+		{ __LINE__, "451 4.3.0 later\r\n", 4, TG_DATA_NONE },
+		{ __LINE__, "554 5.5.1 no valid recipients\r\n", 5,
+		  TG_DATA_NONE },
+		{ __LINE__, "199 x\r\n", 1, TG_DATA_NONE },
+		{ __LINE__, "099 x\r\n", 0, TG_DATA_NONE },
+	};
+	struct tg_reply r;
+	size_t i, k;
+	int ev, last;
+
+	for (i = 0; i < TG_NELEM(rows); i++) {
+		tg_case("reply to DATA: \"%s\"",
+			tg_esc(rows[i].in, strlen(rows[i].in)));
+		tg_reply_init(&r);
+		last = TG_REPLY_NONE;
+		for (k = 0; rows[i].in[k]; k++) {
+			ev = tg_reply_feed(&r, (unsigned char)rows[i].in[k]);
+			if (ev != TG_REPLY_NONE)
+				last = ev;
+		}
+		CHECK_EQ_AT(rows[i].line, last, TG_REPLY_FINAL);
+		CHECK_EQ_AT(rows[i].line, tg_reply_class(&r), rows[i].cls);
+		CHECK_EQ_AT(rows[i].line, tg_reply_data(&r), rows[i].want);
+	}
+}
+
 static void test_reply_flag(void)
 {
 	static const char first[] = "250-mx.example\r\n250 STARTTLS\r\n";
@@ -1084,6 +1130,7 @@ int main(void)
 	test_holding();
 	test_reply_table();
 	test_reply_lengths();
+	test_reply_data();
 	test_reply_flag();
 	test_addr_key();
 	return tg_test_done();
