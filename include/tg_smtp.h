@@ -47,6 +47,9 @@
  *	the end of a DATA body. The body starts only when the caller says so
  *	with tg_cmd_start_body(), after the server accepted DATA (any 3xx:
  *	see tg_reply_data()).
+ * .IP TG_CMD_BODY_AMBIGUOUS
+ *	a line that ends the DATA body for some servers only (see below):
+ *	the caller cannot know whether commands follow and must fail closed.
  * .IP TG_CMD_CHUNK_END
  *	the end of a BDAT chunk; BDAT sizes are framed by the parser itself.
  * .PP
@@ -59,11 +62,23 @@
  *	tg_cmd_holding() says whether the line in progress may still turn out
  *	to be a MAIL command: its bytes must not leave before the line ends.
  *
- *	The end of a DATA body is recognized on a line that holds a single
- *	dot, where a line may start after LF or after a bare CR. Servers differ
- *	in the line endings they accept; seeing an end too early is safe (the
- *	rest is parsed as commands), seeing it too late would let commands
- *	pass as body text.
+ *	The end of a DATA body is where the servers end it, and a line
+ *	starts after LF only: Postfix smtpd, Exim and OpenSMTPD read a line
+ *	up to LF, none starts one after a bare CR ("x\r.\r\n" is text).
+ *	They differ on the dot line: Postfix smtpd (smtpd_forbid_bare_newline
+ *	= no, the default before 3.9) ends the body at a line "." after LF,
+ *	every CR before the LF dropped; with = normalize (3.9's default) or
+ *	= reject only at CR LF "." CR LF; Exim 4.96 at [CR] LF "." [CR] LF
+ *	(4.97.1 with strict CRLF: CR LF only); OpenSMTPD 6.8 at a line that
+ *	reads "." as a C string once one CR before the LF is dropped. So
+ *	TG_CMD_BODY_END comes only at CR LF "." CR LF (or "." CR LF as the
+ *	first line of the body). A line that ends the body for some of them
+ *	only gives TG_CMD_BODY_AMBIGUOUS: "." after a bare LF, "." then LF
+ *	alone, "." then two CRs or more, "." then a NUL. Neither reading of
+ *	such a line is safe: seeing the end too late lets commands pass as
+ *	body text; seeing it too early reads text as commands, where a
+ *	"BDAT" line could frame a chunk over the real commands. The caller
+ *	must fail the flow closed; the parser reads commands after it.
  *
  *	tg_reply_feed() parses what an SMTP server writes, line by line, and
  *	ends a reply exactly where Postfix's smtp client (smtp_get(),
@@ -165,6 +180,7 @@ enum tg_cmd_event {
 	TG_CMD_MAIL_BAD,
 	TG_CMD_BODY_END,
 	TG_CMD_CHUNK_END,
+	TG_CMD_BODY_AMBIGUOUS,
 };
 
 enum tg_cmd_mode {
@@ -212,13 +228,21 @@ enum tg_cmd_phase {
 #define TG_SRS_1	0x40	/* "SRS1=" */
 #define TG_SRS_NO	0x80
 
-/* DATA body end matcher (TG_MODE_BODY). */
+/*
+ * DATA body end matcher (TG_MODE_BODY): where the line in progress is.
+ * A line starts after LF only; TG_BODY_BARE marks one that started after
+ * a bare LF (not CR LF).
+ */
 enum tg_body_state {
-	TG_BODY_MID,		/* inside a line */
+	TG_BODY_MID,		/* inside a line, the last byte not CR */
 	TG_BODY_SOL,		/* at the start of a line */
-	TG_BODY_DOT,		/* a dot at the start of a line */
-	TG_BODY_DOTCR,		/* dot, CR */
+	TG_BODY_DOT,		/* the line so far is "." */
+	TG_BODY_DOTCR,		/* "." CR */
+	TG_BODY_MIDCR,		/* inside a line, after a CR */
+	TG_BODY_DOTCRS,		/* "." CR CR, and maybe more CRs */
+	TG_BODY_DOTNUL,		/* "." NUL, then anything but LF */
 };
+#define TG_BODY_BARE	0x80
 
 struct tg_cmd {
 	__u64 verb;		/* packed verb of the line in progress */
@@ -587,6 +611,49 @@ static TG_INLINE int tg_cmd_holding(const struct tg_cmd *p)
 	return v == m;
 }
 
+/*
+ * One byte of a DATA body. The body ends where every server ends it:
+ * CR LF "." CR LF, or "." CR LF as the first line. A line that some
+ * servers take as the end and others as text gives
+ * TG_CMD_BODY_AMBIGUOUS; the parser then reads commands, as the servers
+ * that ended the body do.
+ */
+static TG_INLINE int tg_body_byte(struct tg_cmd *p, unsigned char c)
+{
+	__u8 st = p->body & ~TG_BODY_BARE, bare = p->body & TG_BODY_BARE;
+	int ev;
+
+	if (c == '\n') {
+		if (st == TG_BODY_DOT || st == TG_BODY_DOTCRS ||
+		    st == TG_BODY_DOTNUL || (st == TG_BODY_DOTCR && bare))
+			ev = TG_CMD_BODY_AMBIGUOUS;
+		else if (st == TG_BODY_DOTCR)
+			ev = TG_CMD_BODY_END;
+		else
+			ev = TG_CMD_NONE;
+		if (ev != TG_CMD_NONE) {
+			p->mode = TG_MODE_CMD;
+			tg_cmd_new_line(p);
+			return ev;
+		}
+		p->body = TG_BODY_SOL |
+			  (st == TG_BODY_MIDCR ? 0 : TG_BODY_BARE);
+		return TG_CMD_NONE;
+	}
+	if (st == TG_BODY_SOL && c == '.')
+		st = TG_BODY_DOT;
+	else if (st == TG_BODY_DOT && c == '\r')
+		st = TG_BODY_DOTCR;
+	else if ((st == TG_BODY_DOTCR || st == TG_BODY_DOTCRS) && c == '\r')
+		st = TG_BODY_DOTCRS;
+	else if ((st == TG_BODY_DOT && c == 0) || st == TG_BODY_DOTNUL)
+		st = TG_BODY_DOTNUL;	/* "." to OpenSMTPD's strcmp() */
+	else
+		st = c == '\r' ? TG_BODY_MIDCR : TG_BODY_MID;
+	p->body = st | bare;
+	return TG_CMD_NONE;
+}
+
 static TG_INLINE int tg_cmd_feed(struct tg_cmd *p, unsigned char c)
 {
 	if (p->mode == TG_MODE_CHUNK) {
@@ -599,36 +666,8 @@ static TG_INLINE int tg_cmd_feed(struct tg_cmd *p, unsigned char c)
 		tg_cmd_new_line(p);
 		return TG_CMD_CHUNK_END;
 	}
-	if (p->mode == TG_MODE_BODY) {
-		switch (p->body) {
-		case TG_BODY_SOL:
-			if (c == '.') {
-				p->body = TG_BODY_DOT;
-				return TG_CMD_NONE;
-			}
-			break;
-		case TG_BODY_DOT:
-			if (c == '\r') {
-				p->body = TG_BODY_DOTCR;
-				return TG_CMD_NONE;
-			}
-			/* fall through */
-		case TG_BODY_DOTCR:
-			if (c == '\n') {
-				p->mode = TG_MODE_CMD;
-				tg_cmd_new_line(p);
-				return TG_CMD_BODY_END;
-			}
-			if (p->body == TG_BODY_DOTCR && c == '.') {
-				/* ".\r." : a line starts after the bare CR */
-				p->body = TG_BODY_DOT;
-				return TG_CMD_NONE;
-			}
-			break;
-		}
-		p->body = (c == '\n' || c == '\r') ? TG_BODY_SOL : TG_BODY_MID;
-		return TG_CMD_NONE;
-	}
+	if (p->mode == TG_MODE_BODY)
+		return tg_body_byte(p, c);
 
 	if (p->line_len == 0)
 		tg_cmd_new_line(p);

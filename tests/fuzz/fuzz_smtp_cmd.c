@@ -37,6 +37,9 @@
  * .PP
  *	The body of a DATA starts after a DATA line, as when the server
  *	answered 354, and after the lines that a mask from the input picks.
+ *	It ends (framing reference) where Postfix smtpd, Exim and OpenSMTPD
+ *	all end it (TG_CMD_BODY_END), or where some of them do
+ *	(TG_CMD_BODY_AMBIGUOUS); a line starts after LF only.
  *
  *	Input: a first byte 0x00..0x07 is a flags byte, followed by two
  *	bytes of body mask (bit i: tg_cmd_start_body() after the i-th line
@@ -107,6 +110,7 @@ static const char *ev_name(int type)
 		[TG_CMD_MAIL] = "MAIL",		  [TG_CMD_MAIL_NULL] = "MAIL_NULL",
 		[TG_CMD_MAIL_BAD] = "MAIL_BAD",	  [TG_CMD_BODY_END] = "BODY_END",
 		[TG_CMD_CHUNK_END] = "CHUNK_END",
+		[TG_CMD_BODY_AMBIGUOUS] = "BODY_AMBIGUOUS",
 	};
 
 	if (type == EV_MAILISH)
@@ -227,27 +231,53 @@ static __u64 ref_bdat(const unsigned char *l, size_t n)
 }
 
 /*
- * Where a DATA body that starts at s[from] ends: the LF of the first line
- * that holds a single dot ("." LF or "." CR LF), a line starting at the
- * start of the body, after LF, or after a bare CR. Returns len if none.
+ * Where a DATA body that starts at s[from] ends, line by line (a line
+ * ends at LF), as each server reads it: Postfix smtpd with
+ * smtpd_forbid_bare_newline = no (every CR before the LF dropped, then
+ * "."; the 2048-byte line limit is left out: a dot line with that many
+ * CRs counts as an end, which only makes the parser stricter), Postfix
+ * with = normalize (one CR dropped, "." with CR LF after a line that
+ * ended in CR LF, or at the start), Exim 4.96 ("." or "." CR), Exim
+ * 4.97.1 with strict CRLF (as normalize), OpenSMTPD 6.8 (one CR dropped,
+ * then "." as a C string). Returns the offset of the LF of the first
+ * line that any of them ends the body at, and in *type TG_CMD_BODY_END
+ * when all do, TG_CMD_BODY_AMBIGUOUS when not; len if none.
  */
-static size_t ref_body_end(const unsigned char *s, size_t from, size_t len)
+static size_t ref_body_end(const unsigned char *s, size_t from, size_t len,
+			   int *type)
 {
-	size_t j;
+	size_t i = from;
+	int prev_bare = 0;
 
-	for (j = from; j < len; j++) {
-		size_t dot;
+	while (i < len) {
+		const unsigned char *lf = memchr(s + i, '\n', len - i);
+		const unsigned char *l = s + i;
+		size_t j, m, k, os;
+		int legacy, normalize, exim, strict, smtpd;
 
-		if (s[j] != '\n')
-			continue;
-		if (j >= from + 1 && s[j - 1] == '.')
-			dot = j - 1;
-		else if (j >= from + 2 && s[j - 1] == '\r' && s[j - 2] == '.')
-			dot = j - 2;
-		else
-			continue;
-		if (dot == from || s[dot - 1] == '\n' || s[dot - 1] == '\r')
+		if (!lf)
+			break;
+		j = (size_t)(lf - s);
+		m = j - i;
+		for (k = m; k > 0 && l[k - 1] == '\r'; k--)
+			;
+		legacy = k == 1 && l[0] == '.';
+		normalize = !prev_bare && m == 2 && l[0] == '.' && l[1] == '\r';
+		exim = (m == 1 && l[0] == '.') || normalize ||
+		       (m == 2 && l[0] == '.' && l[1] == '\r');
+		strict = normalize;
+		os = m - (m && l[m - 1] == '\r');
+		smtpd = os >= 1 && l[0] == '.' && (os == 1 || l[1] == 0);
+		if (legacy && normalize && exim && strict && smtpd) {
+			*type = TG_CMD_BODY_END;
 			return j;
+		}
+		if (legacy || normalize || exim || strict || smtpd) {
+			*type = TG_CMD_BODY_AMBIGUOUS;
+			return j;
+		}
+		prev_bare = !(m && l[m - 1] == '\r');
+		i = j + 1;
 	}
 	return len;
 }
@@ -363,11 +393,12 @@ static void ref_events(const unsigned char *s, size_t len,
 			ev_push(out, TG_CMD_CHUNK_END, 0, 0, 0, i - 1);
 			mode = TG_MODE_CMD;
 		} else {
-			size_t j = ref_body_end(s, i, len);
+			int type;
+			size_t j = ref_body_end(s, i, len, &type);
 
 			if (j == len)
 				break;
-			ev_push(out, TG_CMD_BODY_END, 0, 0, 0, j);
+			ev_push(out, type, 0, 0, 0, j);
 			i = j + 1;
 			mode = TG_MODE_CMD;
 		}
@@ -723,9 +754,10 @@ static void run(const unsigned char *s, size_t len, const size_t *cuts,
 			}
 		} else if (chk) {
 			FUZZ_CHECK(ev == TG_CMD_NONE ||
-					   ev == (mode == TG_MODE_BODY ?
-						  TG_CMD_BODY_END :
-						  TG_CMD_CHUNK_END),
+					   (mode == TG_MODE_BODY ?
+						    ev == TG_CMD_BODY_END ||
+							    ev == TG_CMD_BODY_AMBIGUOUS :
+						    ev == TG_CMD_CHUNK_END),
 				   "%s at %zu in %s mode", ev_name(ev), i,
 				   mode == TG_MODE_BODY ? "body" : "chunk");
 		}

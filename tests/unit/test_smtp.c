@@ -26,6 +26,8 @@
  *	equal tg_addr_key(ADDR) and an FNV-1a computed here independently.
  * .IP "null, bad, end, chunk"
  *	TG_CMD_MAIL_NULL, TG_CMD_MAIL_BAD, TG_CMD_BODY_END, TG_CMD_CHUNK_END.
+ * .IP "amb"
+ *	TG_CMD_BODY_AMBIGUOUS.
  * DIAGNOSTICS
  *	One line per failed check on stderr; "N passed, M failed" on stdout.
  *	The exit status is non-zero when a case failed.
@@ -80,6 +82,7 @@ static const char *ev_name(int type)
 		[TG_CMD_MAIL] = "mail",	    [TG_CMD_MAIL_NULL] = "null",
 		[TG_CMD_MAIL_BAD] = "bad",  [TG_CMD_BODY_END] = "end",
 		[TG_CMD_CHUNK_END] = "chunk",
+		[TG_CMD_BODY_AMBIGUOUS] = "amb",
 	};
 
 	if (type < 0 || type >= (int)TG_NELEM(names))
@@ -203,6 +206,8 @@ static int ev_parse(const char *spec, struct evlist *l, char *why,
 			e->verb = TG_VERB_MAIL;
 		} else if (n == 3 && !strncmp(s, "end", 3)) {
 			e->type = TG_CMD_BODY_END;
+		} else if (n == 3 && !strncmp(s, "amb", 3)) {
+			e->type = TG_CMD_BODY_AMBIGUOUS;
 		} else if (n == 5 && !strncmp(s, "chunk", 5)) {
 			e->type = TG_CMD_CHUNK_END;
 		} else if (n == 1 && *s == '-') {
@@ -480,15 +485,40 @@ static const struct cmd_case cmd_cases[] = {
 	  "QUIT\r\n.\r\nMAIL FROM:<a@b>\r\n",
 	  "DATA | end | mail a@b"),
 	C("empty body", "DATA\r\n.\r\nQUIT\r\n", "DATA | end | QUIT"),
+	/*
+	 * Where servers end DATA: Postfix smtpd (smtpd_forbid_bare_newline
+	 * = no, the default before 3.9) at a line "." after LF, any CRs
+	 * before the LF dropped; with = normalize (3.9's default) only at
+	 * CRLF "." CRLF; Exim 4.96 at [CR] LF "." [CR] LF (4.97.1, strict:
+	 * CRLF only); OpenSMTPD 6.8 at a line that is "." as a C string
+	 * after one CR is dropped. None starts a line after a bare CR.
+	 */
 	C("body with bare LF", "DATA\nhello\nMAIL FROM:<x@y>\n.\nQUIT\n",
-	  "DATA | end | QUIT"),
+	  "DATA | amb | QUIT"),
 	C("dot and bare LF after CRLF", "DATA\r\nhello\r\n.\nQUIT\r\n",
-	  "DATA | end | QUIT"),
+	  "DATA | amb | QUIT"),
+	C("dot CRLF after a bare LF", "DATA\r\nhello\n.\r\nQUIT\r\n",
+	  "DATA | amb | QUIT"),
+	C("dot and two CRs", "DATA\r\nhello\r\n.\r\r\nQUIT\r\n",
+	  "DATA | amb | QUIT"),
+	C("dot, NUL", "DATA\r\nhello\r\n.\0x\r\nQUIT\r\n",
+	  "DATA | amb | QUIT"),
+	C("dot, CR, NUL is text", "DATA\r\nx\r\n.\r\0\r\nQUIT\r\n.\r\n",
+	  "DATA | end"),
+	C("lone dot at the start of the body", "DATA\r\n.\nQUIT\r\n",
+	  "DATA | amb | QUIT"),
 	C("lone dot after a bare CR", "DATA\r\nhello\r.\r\nQUIT\r\n",
-	  "DATA | end | QUIT"),
+	  "DATA"),
 	C("lone dot after the bare CR that ends a dot line",
 	  "DATA\r\nhello\r\n.\r.\r\nMAIL FROM:<alice@example.org>\r\n",
-	  "DATA | end | mail alice@example.org"),
+	  "DATA"),
+	C("dot after bare CRs at the start of a line",
+	  "DATA\r\nx\r\n\r\r.\r\nQUIT\r\n", "DATA"),
+	/* Seen too early, body text became commands: a BDAT blinded it. */
+	C("BDAT after a bare CR dot line is body text",
+	  "MAIL FROM:<x@y>\r\nDATA\r\nx\r.\r\nBDAT 999999999999\r\n"
+	  "\r\n.\r\nMAIL FROM:<alice@example.org>\r\n",
+	  "mail x@y | DATA | end | mail alice@example.org"),
 	C("dot-stuffed lines do not end the body",
 	  "DATA\r\n..MAIL FROM:<x@y>\r\n..\r\n.x\r\n. \r\nx.\r\n.\r\nQUIT\r\n",
 	  "DATA | end | QUIT"),
