@@ -52,6 +52,10 @@
  *	the caller cannot know whether commands follow and must fail closed.
  * .IP TG_CMD_CHUNK_END
  *	the end of a BDAT chunk; BDAT sizes are framed by the parser itself.
+ * .IP TG_CMD_CHUNK_BAD
+ *	a BDAT command whose chunk the parser does not frame (see below):
+ *	the caller cannot know where the commands resume, and must fail the
+ *	flow closed. The parser reads what follows as commands.
  * .PP
  *	A line ends at LF; a CR before it is ignored. The verb may be preceded
  *	by white space and is matched without regard to case, as servers do.
@@ -126,9 +130,22 @@
  *	CRs before the LF dropped); both are cleared when the next reply
  *	starts.
  *
- *	p->no_chunking, set by the caller when the host's EHLO reply did not
- *	offer CHUNKING, makes BDAT an ordinary command line: such a host
- *	refuses it and reads what follows as commands, so must the parser.
+ *	A BDAT chunk is framed only for the line clients write, "BDAT" SP
+ *	size [SP "LAST"] (spaces only, the verb first on the line, LAST in
+ *	any case, at most TG_CHUNK_DIGITS digits), of at most TG_CHUNK_MAX
+ *	bytes, inside a mail transaction (after MAIL, until RSET, HELO,
+ *	EHLO, QUIT, the end of a DATA body or of the LAST chunk), to a host
+ *	that offered CHUNKING. Any other line whose verb is (or, with
+ *	control bytes before its end, may be) BDAT gives TG_CMD_CHUNK_BAD:
+ *	servers frame such lines differently (Exim reads the size with
+ *	sscanf("%u %n"), so "BDAT 12x" and "BDAT 12 FOO" are chunks of 12
+ *	and "BDAT +12" one too, and a size above 2^32 wraps; Postfix takes
+ *	digits only, as an off_t, and words split by isspace()), and a size
+ *	read out of step would blind the parser for the rest of the
+ *	connection. No client writes BDAT outside a transaction or to a
+ *	host that did not offer CHUNKING (p->no_chunking, set by the caller
+ *	from the EHLO reply); Exim's server refuses such a BDAT and reads
+ *	what follows as commands, Postfix's hangs up or reads the chunk.
  *
  *	tg_addr_key() computes the policy key of an address written as in a
  *	senders file: the same normalization as the MAIL parser (ASCII case
@@ -181,6 +198,7 @@ enum tg_cmd_event {
 	TG_CMD_BODY_END,
 	TG_CMD_CHUNK_END,
 	TG_CMD_BODY_AMBIGUOUS,
+	TG_CMD_CHUNK_BAD,
 };
 
 enum tg_cmd_mode {
@@ -200,10 +218,27 @@ enum tg_cmd_phase {
 	TG_PH_ADDR,		/* MAIL: in the address */
 	TG_PH_PARAMS,		/* MAIL: after the address (ESMTP parameters) */
 	TG_PH_BAD,		/* MAIL: unparseable, skip to end of line */
-	TG_PH_SIZE,		/* BDAT: white space, then the chunk size */
+	/* BDAT phases last: tg_cmd_feed() tests phase >= TG_PH_SIZE */
+	TG_PH_SIZE,		/* BDAT: spaces, then the chunk size */
 	TG_PH_SIZE_DIGITS,	/* BDAT: in the chunk size */
-	TG_PH_SIZE_DONE,	/* BDAT: after the size ("LAST") */
+	TG_PH_SIZE_DONE,	/* BDAT: after the size: spaces, "LAST" */
 };
+
+/*
+ * BDAT. A chunk is framed only for the form clients write ("BDAT" SP
+ * size [SP "LAST"]): servers read other forms differently. The chunk
+ * size is bounded: a chunk is as long as a message (Exim's client sends
+ * a message as one chunk) and messages are smaller (message_size_limit:
+ * Postfix 10240000 by default, Exim 50M); above 2^32 Exim's server (a
+ * 32-bit %u) and Postfix's (an off_t) would not even agree on it.
+ */
+#define TG_CHUNK_MAX	(1ULL << 30)	/* bytes */
+#define TG_CHUNK_DIGITS	10
+
+/* BDAT line flags (tg_cmd.bflags). */
+#define TG_BF_BAD	0x01	/* not a form the parser frames */
+#define TG_BF_LAST	0x02	/* "LAST": the transaction ends with it */
+#define TG_BF_LEAD	0x04	/* white space before the verb */
 
 /* Address flags while in TG_PH_ADDR. */
 #define TG_AF_BRACKET	0x01	/* address started with '<' */
@@ -261,10 +296,13 @@ struct tg_cmd {
 	__u8 cr;		/* the last byte was CR */
 	__u8 odd;		/* a control byte or a bare CR before the
 				 * end of the verb: cannot vouch for the line */
-	__u8 no_chunking;	/* the host did not offer CHUNKING: BDAT is
-				 * refused, and what follows it is commands */
+	__u8 no_chunking;	/* the host did not offer CHUNKING: a BDAT
+				 * is not framed (TG_CMD_CHUNK_BAD) */
 	__u8 srs;		/* TG_SRS_*: how the local part begins */
-	__u8 pad[2];
+	__u8 bflags;		/* TG_BF_*: the BDAT line in progress */
+	__u8 tx;		/* a mail transaction is open: MAIL seen, no
+				 * end of data, RSET, HELO/EHLO, QUIT since */
+	__u8 pad[4];
 };
 
 #define TG_REPLY_NONE	0
@@ -345,6 +383,7 @@ static TG_INLINE void tg_cmd_new_line(struct tg_cmd *p)
 	p->chunk_left = 0;
 	p->cr = 0;
 	p->odd = 0;
+	p->bflags = 0;
 	p->srs = 0;
 }
 
@@ -539,15 +578,67 @@ static TG_INLINE void tg_mail_arg(struct tg_cmd *p, unsigned char c)
 	p->phase = TG_PH_BAD;
 }
 
-/* The verb has ended at a byte that is not CR or LF. */
-static TG_INLINE void tg_verb_done(struct tg_cmd *p)
+/* The verb has ended at white space c. */
+static TG_INLINE void tg_verb_done(struct tg_cmd *p, unsigned char c)
 {
-	if (p->verb == TG_VERB_MAIL)
+	if (p->verb == TG_VERB_MAIL) {
 		p->phase = TG_PH_FROM;
-	else if (p->verb == TG_VERB_BDAT)
+	} else if (p->verb == TG_VERB_BDAT) {
+		/* Exim: the verb must begin the line and end at a space */
 		p->phase = TG_PH_SIZE;
-	else
+		if (c != ' ' || (p->bflags & TG_BF_LEAD))
+			p->bflags |= TG_BF_BAD;
+	} else {
 		p->phase = TG_PH_ARGS;
+	}
+}
+
+/* One byte of a BDAT line after the verb, other than CR or LF. */
+static TG_INLINE void tg_bdat_arg(struct tg_cmd *p, unsigned char c)
+{
+	switch (p->phase) {
+	case TG_PH_SIZE:
+		if (c == ' ')
+			return;
+		p->phase = TG_PH_SIZE_DIGITS;
+		p->sub = 0;
+		/* fall through */
+	case TG_PH_SIZE_DIGITS:
+		if (c >= '0' && c <= '9' && p->sub < TG_CHUNK_DIGITS) {
+			p->chunk_left = p->chunk_left * 10 + (c - '0');
+			p->sub++;
+			return;
+		}
+		if (c == ' ' && p->sub) {
+			p->phase = TG_PH_SIZE_DONE;
+			p->sub = 0;
+			return;
+		}
+		break;
+	case TG_PH_SIZE_DONE:
+		if (c == ' ' && (p->sub == 0 || p->sub == 4))
+			return;
+		if (p->sub < 4 &&
+		    tg_upper(c) == ((TG_V4('L', 'A', 'S', 'T') >> (8 * (p->sub & 3))) & 0xff)) {
+			p->sub++;
+			if (p->sub == 4)
+				p->bflags |= TG_BF_LAST;
+			return;
+		}
+		break;
+	}
+	p->bflags |= TG_BF_BAD;
+	p->phase = TG_PH_ARGS;
+}
+
+/* The BDAT line ending now announces a chunk the parser can frame. */
+static TG_INLINE int tg_bdat_ok(const struct tg_cmd *p)
+{
+	if ((p->bflags & TG_BF_BAD) || p->no_chunking || !p->tx ||
+	    p->chunk_left > TG_CHUNK_MAX)
+		return 0;
+	return p->phase == TG_PH_SIZE_DIGITS ||
+	       (p->phase == TG_PH_SIZE_DONE && (p->sub == 0 || p->sub == 4));
 }
 
 /* End of a command line. */
@@ -556,7 +647,7 @@ static TG_INLINE int tg_cmd_eol(struct tg_cmd *p)
 	int ev = TG_CMD_LINE;
 
 	if (p->odd) {
-		ev = TG_CMD_MAIL_BAD;
+		ev = p->odd == 2 ? TG_CMD_CHUNK_BAD : TG_CMD_MAIL_BAD;
 	} else if (p->verb == TG_VERB_MAIL) {
 		if (p->line_len - p->cr > TG_LINE_MAX)
 			ev = TG_CMD_MAIL_BAD;
@@ -573,11 +664,22 @@ static TG_INLINE int tg_cmd_eol(struct tg_cmd *p)
 		if (ev == TG_CMD_MAIL && (p->aflags & TG_AF_DOMAIN) &&
 		    p->domain_key == tg_fnv(TG_FNV_OFFSET, '@'))
 			ev = TG_CMD_MAIL_BAD;
-	} else if (p->verb == TG_VERB_BDAT && !p->no_chunking &&
-		   (p->phase == TG_PH_SIZE_DIGITS ||
-		    p->phase == TG_PH_SIZE_DONE) && p->chunk_left) {
-		p->mode = TG_MODE_CHUNK;
+	} else if (p->verb == TG_VERB_BDAT) {
+		if (!tg_bdat_ok(p))
+			ev = TG_CMD_CHUNK_BAD;
+		else if (p->chunk_left)
+			p->mode = TG_MODE_CHUNK;
+		else if (p->bflags & TG_BF_LAST)
+			p->tx = 0;	/* "BDAT 0 LAST" */
+	} else if (p->verb == TG_VERB_RSET || p->verb == TG_VERB_EHLO ||
+		   p->verb == TG_VERB_HELO || p->verb == TG_VERB_QUIT) {
+		p->tx = 0;
 	}
+	if (ev == TG_CMD_MAIL || ev == TG_CMD_MAIL_NULL ||
+	    ev == TG_CMD_MAIL_BAD)
+		p->tx = 1;
+	if (ev == TG_CMD_CHUNK_BAD)
+		p->chunk_left = 0;
 	if (ev != TG_CMD_MAIL && ev != TG_CMD_MAIL_NULL) {
 		p->addr_key = p->domain_key = 0;
 		p->srs = 0;
@@ -588,6 +690,17 @@ static TG_INLINE int tg_cmd_eol(struct tg_cmd *p)
 	p->phase = TG_PH_START;
 	p->line_len = 0;
 	return ev;
+}
+
+/* The verb so far is a prefix of BDAT (and the line may be one). */
+static TG_INLINE int tg_cmd_bdat_prefix(const struct tg_cmd *p)
+{
+	__u64 m = TG_VERB_BDAT;
+
+	if (p->phase != TG_PH_VERB || p->verb_len > 4)
+		return 0;
+	m &= (1ULL << (8 * (p->verb_len & 7))) - 1;
+	return p->verb == m;
 }
 
 /*
@@ -633,6 +746,7 @@ static TG_INLINE int tg_body_byte(struct tg_cmd *p, unsigned char c)
 			ev = TG_CMD_NONE;
 		if (ev != TG_CMD_NONE) {
 			p->mode = TG_MODE_CMD;
+			p->tx = 0;
 			tg_cmd_new_line(p);
 			return ev;
 		}
@@ -663,6 +777,8 @@ static TG_INLINE int tg_cmd_feed(struct tg_cmd *p, unsigned char c)
 		}
 		p->chunk_left = 0;
 		p->mode = TG_MODE_CMD;
+		if (p->bflags & TG_BF_LAST)
+			p->tx = 0;
 		tg_cmd_new_line(p);
 		return TG_CMD_CHUNK_END;
 	}
@@ -681,12 +797,16 @@ static TG_INLINE int tg_cmd_feed(struct tg_cmd *p, unsigned char c)
 	 * white space (Postfix smtpd: isspace(), so "MAIL\vFROM:<a@b>" and
 	 * "\fMAIL FROM:<a@b>" are MAIL FROM), as the end of the line (NUL) or
 	 * not at all ("MA\rIL"). The parser cannot tell which: it holds the
-	 * line and does not vouch for it (TG_CMD_MAIL_BAD).
+	 * line and does not vouch for it (TG_CMD_MAIL_BAD). The same goes
+	 * for a line that may be BDAT ("BDAT\v12" frames a chunk for Postfix,
+	 * not for Exim): TG_CMD_CHUNK_BAD.
 	 */
 	if ((p->phase == TG_PH_START || p->phase == TG_PH_VERB) &&
-	    (p->cr || (c < ' ' && c != '\t' && c != '\r')) &&
-	    tg_cmd_holding(p))
-		p->odd = 1;
+	    (p->cr || (c < ' ' && c != '\t' && c != '\r')) && !p->odd)
+		p->odd = tg_cmd_holding(p) ? 1 : tg_cmd_bdat_prefix(p) ? 2 : 0;
+	/* A CR inside a BDAT line: Postfix reads white space, Exim not. */
+	if (p->cr && p->phase >= TG_PH_SIZE)
+		p->bflags |= TG_BF_BAD;
 	p->cr = c == '\r';
 	if (c == '\r')
 		return TG_CMD_NONE;
@@ -696,10 +816,12 @@ static TG_INLINE int tg_cmd_feed(struct tg_cmd *p, unsigned char c)
 		if (tg_is_space(c))
 			return TG_CMD_NONE;
 		p->phase = TG_PH_VERB;
+		if (p->line_len > 1)
+			p->bflags |= TG_BF_LEAD;
 		/* fall through */
 	case TG_PH_VERB:
 		if (tg_is_space(c)) {
-			tg_verb_done(p);
+			tg_verb_done(p, c);
 			return TG_CMD_NONE;
 		}
 		if (p->verb_len < 8)
@@ -710,24 +832,10 @@ static TG_INLINE int tg_cmd_feed(struct tg_cmd *p, unsigned char c)
 			p->verb_len++;
 		return TG_CMD_NONE;
 	case TG_PH_SIZE:
-		if (tg_is_space(c))
-			return TG_CMD_NONE;
-		p->phase = TG_PH_SIZE_DIGITS;
-		/* fall through */
 	case TG_PH_SIZE_DIGITS:
-		if (c >= '0' && c <= '9' && p->sub < 18) {
-			p->chunk_left = p->chunk_left * 10 + (c - '0');
-			p->sub++;
-		} else if (tg_is_space(c) && p->sub) {
-			/* "BDAT 12 LAST" */
-			p->phase = TG_PH_SIZE_DONE;
-		} else {
-			/* "BDAT 12x" is refused by servers */
-			p->chunk_left = 0;
-			p->phase = TG_PH_ARGS;
-		}
-		return TG_CMD_NONE;
 	case TG_PH_SIZE_DONE:
+		tg_bdat_arg(p, c);
+		return TG_CMD_NONE;
 	case TG_PH_ARGS:
 		return TG_CMD_NONE;
 	default:

@@ -26,8 +26,8 @@
  *	equal tg_addr_key(ADDR) and an FNV-1a computed here independently.
  * .IP "null, bad, end, chunk"
  *	TG_CMD_MAIL_NULL, TG_CMD_MAIL_BAD, TG_CMD_BODY_END, TG_CMD_CHUNK_END.
- * .IP "amb"
- *	TG_CMD_BODY_AMBIGUOUS.
+ * .IP "amb, chunkbad"
+ *	TG_CMD_BODY_AMBIGUOUS, TG_CMD_CHUNK_BAD (whatever its verb).
  * DIAGNOSTICS
  *	One line per failed check on stderr; "N passed, M failed" on stdout.
  *	The exit status is non-zero when a case failed.
@@ -83,6 +83,7 @@ static const char *ev_name(int type)
 		[TG_CMD_MAIL_BAD] = "bad",  [TG_CMD_BODY_END] = "end",
 		[TG_CMD_CHUNK_END] = "chunk",
 		[TG_CMD_BODY_AMBIGUOUS] = "amb",
+		[TG_CMD_CHUNK_BAD] = "chunkbad",
 	};
 
 	if (type < 0 || type >= (int)TG_NELEM(names))
@@ -210,6 +211,9 @@ static int ev_parse(const char *spec, struct evlist *l, char *why,
 			e->type = TG_CMD_BODY_AMBIGUOUS;
 		} else if (n == 5 && !strncmp(s, "chunk", 5)) {
 			e->type = TG_CMD_CHUNK_END;
+		} else if (n == 8 && !strncmp(s, "chunkbad", 8)) {
+			e->type = TG_CMD_CHUNK_BAD;
+			e->verb = TG_VERB_BDAT;
 		} else if (n == 1 && *s == '-') {
 			e->type = TG_CMD_LINE;
 		} else if (n == 1 && *s == '*') {
@@ -228,7 +232,11 @@ static int ev_parse(const char *spec, struct evlist *l, char *why,
 /* Does an event match what the table expects (keys only for MAIL)? */
 static int ev_match(const struct ev *got, const struct ev *want)
 {
-	if (got->type != want->type || got->verb != want->verb)
+	if (got->type != want->type)
+		return 0;
+	if (want->type == TG_CMD_CHUNK_BAD)
+		return 1;	/* the verb as read may be "BDAT\v12" */
+	if (got->verb != want->verb)
 		return 0;
 	if (want->type == TG_CMD_MAIL)
 		return got->addr_key == want->addr_key &&
@@ -526,29 +534,94 @@ static const struct cmd_case cmd_cases[] = {
 	  "DATA\r\na\r\n.\r\nMAIL FROM:<a@b>\r\nDATA\r\nb\r\n.\r\n",
 	  "DATA | end | mail a@b | DATA | end"),
 
-	/* BDAT. */
+	/*
+	 * BDAT. A chunk is framed only for the form Exim's client writes
+	 * ("BDAT" SP size [SP "LAST"]) inside a mail transaction; any other
+	 * BDAT line is TG_CMD_CHUNK_BAD, as servers frame it differently
+	 * (Exim: sscanf("%u %n"), a 32-bit size, "12x" is 12 bytes; Postfix:
+	 * digits only, an off_t, white space of isspace()).
+	 */
 	C("BDAT without LAST",
-	  "BDAT 17\r\nMAIL FROM:<x@y>\r\nBDAT 0 LAST\r\nQUIT\r\n",
-	  "BDAT | chunk | BDAT | QUIT"),
+	  "MAIL FROM:<x@y>\r\nBDAT 17\r\nMAIL FROM:<x@y>\r\nBDAT 0 LAST\r\n"
+	  "QUIT\r\n",
+	  "mail x@y | BDAT | chunk | BDAT | QUIT"),
 	C("BDAT LAST, chunk holding a MAIL line",
-	  "BDAT 17 LAST\r\nMAIL FROM:<x@y>\r\nQUIT\r\n",
-	  "BDAT | chunk | QUIT"),
+	  "MAIL FROM:<x@y>\r\nBDAT 17 LAST\r\nMAIL FROM:<x@y>\r\nQUIT\r\n",
+	  "mail x@y | BDAT | chunk | QUIT"),
 	C("BDAT LAST, chunk ending inside a line",
-	  "BDAT 10 LAST\r\n0123456789MAIL FROM:<alice@example.org>\r\n",
-	  "BDAT | chunk | mail alice@example.org"),
-	C("bdat, lower case", "bdat 5 last\r\nhelloRSET\r\n",
-	  "BDAT | chunk | RSET"),
-	C("two chunks", "BDAT 3\r\nabcBDAT 2 LAST\r\nxyNOOP\r\n",
-	  "BDAT | chunk | BDAT | chunk | NOOP"),
-	C("chunk of one byte", "BDAT  1\r\n\nNOOP\r\n",
-	  "BDAT | chunk | NOOP"),
-	C("BDAT x does not swallow the next line",
-	  "BDAT x\r\nMAIL FROM:<a@b>\r\n", "BDAT | mail a@b"),
-	C("BDAT alone", "BDAT\r\nMAIL FROM:<a@b>\r\n", "BDAT | mail a@b"),
-	C("BDAT 12x is refused, not framed", "BDAT 12x\r\nMAIL FROM:<a@b>\r\n",
-	  "BDAT | mail a@b"),
-	C("BDAT 0 LAST frames nothing", "BDAT 0 LAST\r\nQUIT\r\n",
-	  "BDAT | QUIT"),
+	  "MAIL FROM:<x@y>\r\nBDAT 10 LAST\r\n0123456789"
+	  "MAIL FROM:<alice@example.org>\r\n",
+	  "mail x@y | BDAT | chunk | mail alice@example.org"),
+	C("bdat, lower case", "MAIL FROM:<x@y>\r\nbdat 5 last\r\nhelloRSET\r\n",
+	  "mail x@y | BDAT | chunk | RSET"),
+	C("two chunks",
+	  "MAIL FROM:<x@y>\r\nRCPT TO:<z@w>\r\nBDAT 3\r\nabcBDAT 2 LAST\r\n"
+	  "xyNOOP\r\n",
+	  "mail x@y | RCPT | BDAT | chunk | BDAT | chunk | NOOP"),
+	C("chunk of one byte, two spaces",
+	  "MAIL FROM:<x@y>\r\nBDAT  1\r\n\nNOOP\r\n",
+	  "mail x@y | BDAT | chunk | NOOP"),
+	C("size with leading zeros, spaces around LAST",
+	  "MAIL FROM:<x@y>\r\nBDAT 0000000003  LAST \r\nabcNOOP\r\n",
+	  "mail x@y | BDAT | chunk | NOOP"),
+	C("BDAT 0 LAST frames nothing", "MAIL FROM:<x@y>\r\nBDAT 0 LAST\r\n"
+	  "QUIT\r\n", "mail x@y | BDAT | QUIT"),
+	C("the largest chunk", "MAIL FROM:<x@y>\r\nBDAT 1073741824\r\n",
+	  "mail x@y | BDAT"),
+	/* Not framed: the caller cannot vouch for what follows. */
+	C("BDAT x", "MAIL FROM:<x@y>\r\nBDAT x\r\nMAIL FROM:<a@b>\r\n",
+	  "mail x@y | chunkbad | mail a@b"),
+	C("BDAT alone", "MAIL FROM:<x@y>\r\nBDAT\r\nMAIL FROM:<a@b>\r\n",
+	  "mail x@y | chunkbad | mail a@b"),
+	C("BDAT 12x (Exim: a chunk of 12)",
+	  "MAIL FROM:<x@y>\r\nBDAT 12x\r\nMAIL FROM:<a@b>\r\n",
+	  "mail x@y | chunkbad | mail a@b"),
+	C("BDAT 12LAST", "MAIL FROM:<x@y>\r\nBDAT 12LAST\r\n",
+	  "mail x@y | chunkbad"),
+	C("BDAT +12", "MAIL FROM:<x@y>\r\nBDAT +12\r\n", "mail x@y | chunkbad"),
+	C("BDAT -1", "MAIL FROM:<x@y>\r\nBDAT -1\r\n", "mail x@y | chunkbad"),
+	C("BDAT 12 LAST x", "MAIL FROM:<x@y>\r\nBDAT 12 LAST x\r\n",
+	  "mail x@y | chunkbad"),
+	C("BDAT 12 FOO", "MAIL FROM:<x@y>\r\nBDAT 12 FOO\r\n",
+	  "mail x@y | chunkbad"),
+	C("BDAT 12 LA", "MAIL FROM:<x@y>\r\nBDAT 12 LA\r\n",
+	  "mail x@y | chunkbad"),
+	C("tab after BDAT", "MAIL FROM:<x@y>\r\nBDAT\t12\r\n",
+	  "mail x@y | chunkbad"),
+	C("tab before LAST", "MAIL FROM:<x@y>\r\nBDAT 12\tLAST\r\n",
+	  "mail x@y | chunkbad"),
+	C("space before BDAT", "MAIL FROM:<x@y>\r\n BDAT 12\r\n",
+	  "mail x@y | chunkbad"),
+	C("CR inside the size", "MAIL FROM:<x@y>\r\nBDAT 1\r2\r\n",
+	  "mail x@y | chunkbad"),
+	C("VT after BDAT (Postfix: white space)",
+	  "MAIL FROM:<x@y>\r\nBDAT\v12\r\n", "mail x@y | chunkbad"),
+	C("bare CR after BDAT", "MAIL FROM:<x@y>\r\nBDAT\r 12\r\n",
+	  "mail x@y | chunkbad"),
+	C("eleven digits", "MAIL FROM:<x@y>\r\nBDAT 00000000012\r\n",
+	  "mail x@y | chunkbad"),
+	C("above the largest chunk", "MAIL FROM:<x@y>\r\nBDAT 1073741825\r\n",
+	  "mail x@y | chunkbad"),
+	C("huge size", "MAIL FROM:<x@y>\r\nBDAT 999999999999999999\r\n"
+	  "MAIL FROM:<alice@example.org>\r\n",
+	  "mail x@y | chunkbad | mail alice@example.org"),
+	/* Outside a mail transaction no client writes BDAT. */
+	C("BDAT without MAIL", "BDAT 3\r\nabc\r\n", "chunkbad | ABC"),
+	C("BDAT after the LAST chunk",
+	  "MAIL FROM:<x@y>\r\nBDAT 3 LAST\r\nabcBDAT 3\r\n",
+	  "mail x@y | BDAT | chunk | chunkbad"),
+	C("BDAT after BDAT 0 LAST",
+	  "MAIL FROM:<x@y>\r\nBDAT 0 LAST\r\nBDAT 3\r\n",
+	  "mail x@y | BDAT | chunkbad"),
+	C("BDAT after RSET", "MAIL FROM:<x@y>\r\nRSET\r\nBDAT 3\r\n",
+	  "mail x@y | RSET | chunkbad"),
+	C("BDAT after the end of a DATA body",
+	  "MAIL FROM:<x@y>\r\nDATA\r\nx\r\n.\r\nBDAT 3\r\n",
+	  "mail x@y | DATA | end | chunkbad"),
+	C("BDAT after EHLO", "MAIL FROM:<x@y>\r\nEHLO c\r\nBDAT 3\r\n",
+	  "mail x@y | EHLO | chunkbad"),
+	C("BDAT after a null sender", "MAIL FROM:<>\r\nBDAT 2 LAST\r\nabQUIT\r\n",
+	  "null | BDAT | chunk | QUIT"),
 };
 
 static void test_cmd_table(void)
@@ -643,12 +716,36 @@ static void test_cmd_lengths(void)
 	check_stream(__LINE__, buf, n, "NOOP | mail c@d");
 
 	tg_case("cmd: BDAT chunk of 2000 bytes looking like commands");
-	n = (size_t)sprintf(buf, "BDAT 2000 LAST\r\n");
+	n = (size_t)sprintf(buf, "MAIL FROM:<a@b>\r\nBDAT 2000 LAST\r\n");
 	for (pad = 0; pad < 2000; pad += 20)
 		memcpy(buf + n + pad, "MAIL FROM:<x@y>\r\n\r\n.", 20);
 	n += 2000;
 	n += (size_t)sprintf(buf + n, "MAIL FROM:<c@d>\r\n");
-	check_stream(__LINE__, buf, n, "BDAT | chunk | mail c@d");
+	check_stream(__LINE__, buf, n, "mail a@b | BDAT | chunk | mail c@d");
+}
+
+/*
+ * A host that did not offer CHUNKING: Exim refuses BDAT and reads what
+ * follows as commands, Postfix hangs up; a client that sends BDAT anyway
+ * is not one tlsguard can vouch for.
+ */
+static void test_no_chunking(void)
+{
+	static const char in[] = "MAIL FROM:<x@y>\r\nBDAT 3 LAST\r\nabc\r\n";
+	struct evlist ev;
+	struct tg_cmd p;
+
+	tg_case("cmd: BDAT to a host that did not offer CHUNKING");
+	memset(&ev, 0, sizeof(ev));
+	tg_cmd_init(&p);
+	p.no_chunking = 1;
+	feed(&p, (const unsigned char *)in, sizeof(in) - 1, &ev);
+	CHECK(ev.n == 3 && ev.v[0].type == TG_CMD_MAIL &&
+		      ev.v[1].type == TG_CMD_CHUNK_BAD &&
+		      ev.v[2].type == TG_CMD_LINE,
+	      "events [%s], expected [mail x@y | chunkbad | ABC]",
+	      ev_show(&ev));
+	CHECK_EQ(p.mode, TG_MODE_CMD);
 }
 
 /* ------------------------------------------------------------------ */
@@ -689,7 +786,8 @@ static const struct hold_case hold_cases[] = {
 	H("DATA\r\n", 0),
 	H("DATA\r\nMAIL FROM:<al", 0),
 	H("DATA\r\n.\r\nMAIL FROM:<al", 1),
-	H("BDAT 100\r\nMAIL FROM:<al", 0),
+	H("MAIL FROM:<x@y>\r\nBDAT 100\r\nMAIL FROM:<al", 0),
+	H("BDAT 100\r\nMAIL FROM:<al", 1),
 };
 
 static void test_holding(void)
@@ -1157,6 +1255,7 @@ int main(void)
 {
 	test_cmd_table();
 	test_cmd_lengths();
+	test_no_chunking();
 	test_holding();
 	test_reply_table();
 	test_reply_lengths();
