@@ -150,14 +150,25 @@
  *	tg_addr_key() computes the policy key of an address written as in a
  *	senders file: the same normalization as the MAIL parser (ASCII case
  *	folded, a "+extension" dropped from the local part, a source route
- *	dropped, the quoting of a quoted local part dropped) and the same 64-bit FNV-1a hash. *domain_key receives the key
+ *	dropped, the quoting of a quoted local part dropped, a trailing dot
+ *	of the domain dropped unless it follows a dot or the '@') and the
+ *	same 64-bit FNV-1a hash. *domain_key receives the key
  *	of "@domain" (0 when there is no domain). It returns 0 when the address
  *	is malformed. tg_addr_key_srs() also gives tg_cmd_srs()'s answer.
  * DIAGNOSTICS
  *	None; malformed input is reported through the events above.
  * BUGS
  *	Case folding is ASCII only: an SMTPUTF8 address matches its senders
- *	file entry byte for byte outside of ASCII letters.
+ *	file entry byte for byte outside of ASCII letters, and an IDN domain
+ *	in UTF-8 does not match its A-label (xn--) form.
+ *
+ *	Other forms that servers read as the same mailbox keep keys of
+ *	their own: an address literal written otherwise ("[192.0.2.1]" and
+ *	"[IPv6:...]" forms, leading zeros), a local part without a domain
+ *	and with a trailing dot ("alice." is "alice" to Postfix), a local
+ *	part that routes with '%' or '!' ("alice%example.org@relay"). Comments,
+ *	escapes and specials outside quotes are not vouched for
+ *	(TG_CMD_MAIL_BAD).
  */
 #ifndef TG_SMTP_H
 #define TG_SMTP_H
@@ -251,6 +262,15 @@ enum tg_cmd_phase {
 #define TG_AF_LOCAL	0x80	/* a byte of the local part was hashed */
 
 /*
+ * Domain flags (tg_cmd.dflags). A trailing dot is not part of the domain
+ * (Postfix's trivial-rewrite strips it, but not after a dot or the '@'):
+ * a dot that may be the last byte waits to be hashed until another
+ * domain byte follows.
+ */
+#define TG_DF_DOT	0x01	/* a dot not hashed yet */
+#define TG_DF_SEP	0x02	/* the last domain byte was '@' or '.' */
+
+/*
  * SRS (Sender Rewriting Scheme): a forwarder rewrites the sender of mail
  * it forwards to "SRS0=HHH=TT=domain=user@forwarder" ("SRS1=" when it
  * forwards a rewritten one again). tg_cmd.srs counts the bytes of the
@@ -302,7 +322,8 @@ struct tg_cmd {
 	__u8 bflags;		/* TG_BF_*: the BDAT line in progress */
 	__u8 tx;		/* a mail transaction is open: MAIL seen, no
 				 * end of data, RSET, HELO/EHLO, QUIT since */
-	__u8 pad[4];
+	__u8 dflags;		/* TG_DF_* */
+	__u8 pad[3];
 };
 
 #define TG_REPLY_NONE	0
@@ -384,6 +405,7 @@ static TG_INLINE void tg_cmd_new_line(struct tg_cmd *p)
 	p->cr = 0;
 	p->odd = 0;
 	p->bflags = 0;
+	p->dflags = 0;
 	p->srs = 0;
 }
 
@@ -508,6 +530,20 @@ hash:
 		return 0;
 	if (!(p->aflags & TG_AF_DOMAIN))
 		p->aflags |= TG_AF_LOCAL;
+	else if (c == '@')
+		p->dflags = TG_DF_SEP;
+	else {
+		if (p->dflags & TG_DF_DOT) {
+			p->addr_key = tg_fnv(p->addr_key, '.');
+			p->domain_key = tg_fnv(p->domain_key, '.');
+			p->dflags = TG_DF_SEP;
+		}
+		if (c == '.' && !(p->dflags & TG_DF_SEP)) {
+			p->dflags = TG_DF_DOT;
+			return 0;
+		}
+		p->dflags = c == '.' ? TG_DF_SEP : 0;
+	}
 	c = tg_lower(c);
 	if (!(p->aflags & TG_AF_DOMAIN))
 		tg_srs_byte(p, c);

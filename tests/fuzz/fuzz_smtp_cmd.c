@@ -57,7 +57,8 @@
  *	white space, a bracketed or bare address, a source route, ESMTP
  *	parameters, lengths up to beyond TG_ADDR_MAX and TG_LINE_MAX) whose
  *	event and keys a reference computes independently: FNV-1a of the
- *	address, lower case, "+extension" dropped.
+ *	address, lower case, "+extension" dropped, a trailing dot of the
+ *	domain dropped (not after a dot).
  * .IP "2 (no 354)"
  *	a DATA line does not start a body (the server refused DATA).
  * .IP "4 (no CHUNKING)"
@@ -146,9 +147,11 @@ static unsigned char lower(unsigned char c)
 }
 
 /*
- * The policy form of a plain address: ASCII lower case, and a
- * "+extension" (from a '+' that is not the first byte of the local part
- * up to the '@') dropped. The domain key is that of "@domain".
+ * The policy form of a plain address: ASCII lower case, a "+extension"
+ * (from a '+' that is not the first byte of the local part up to the
+ * '@') dropped, and a trailing dot of the domain dropped unless a dot
+ * comes before it (Postfix trivial-rewrite). The domain key is that of
+ * "@domain".
  */
 static __u64 ref_key(const char *local, size_t llen, const char *dom,
 		     size_t dlen, int has_dom, __u64 *dkey)
@@ -162,6 +165,9 @@ static __u64 ref_key(const char *local, size_t llen, const char *dom,
 		buf[n++] = (char)lower((unsigned char)local[i]);
 	}
 	*dkey = 0;
+	/* a trailing dot is dropped, but not after a dot or the '@' */
+	if (has_dom && dlen >= 2 && dom[dlen - 1] == '.' && dom[dlen - 2] != '.')
+		dlen--;
 	if (has_dom) {
 		size_t at = n;
 

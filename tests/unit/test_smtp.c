@@ -443,6 +443,10 @@ static const struct cmd_case cmd_cases[] = {
 	  "MAIL FROM:<J\xc3\xb6ran@EX\xc3\xa4mple.org>\r\n",
 	  "mail j\xc3\xb6ran@ex\xc3\xa4mple.org"),
 	C("address without a domain", "MAIL FROM:<alice>\r\n", "mail alice"),
+	C("trailing dot in the domain",
+	  "MAIL FROM:<Alice@Example.ORG.>\r\n", "mail alice@example.org"),
+	C("trailing dot in a bare address",
+	  "MAIL FROM:alice@example.org. SIZE=10\r\n", "mail alice@example.org"),
 	C("keys do not leak into the next MAIL",
 	  "MAIL FROM:<alice@example.org>\r\nRSET\r\n"
 	  "MAIL FROM:<bob@example.net>\r\nMAIL FROM:<x\r\n",
@@ -1186,6 +1190,17 @@ static const struct key_case key_cases[] = {
 	K("@example.org", "@example.org"),
 	K("@Example.ORG", "@example.org"),
 	K("alice", "alice"),
+	/*
+	 * A trailing dot ends the domain (Postfix trivial-rewrite strips it,
+	 * but not after a dot or the '@').
+	 */
+	K("alice@example.org.", "alice@example.org"),
+	K("Alice+x@Example.ORG.", "alice@example.org"),
+	K("@example.org.", "@example.org"),
+	K("alice@example.org.x", "alice@example.org.x"),
+	K("alice@example.org..", "alice@example.org.."),
+	K("alice@.", "alice@."),
+	K("alice.", "alice."),
 	/* malformed */
 	K("", NULL),
 	K("a@b@c", NULL),
@@ -1237,6 +1252,9 @@ static void test_addr_key(void)
 	tg_addr_key("alice@example.org", 17, &dk_alice);
 	key = tg_addr_key("@EXAMPLE.org", 12, &dk);
 	CHECK(key != 0, "key of @EXAMPLE.org is 0");
+	CHECK_EQ(dk, dk_alice);
+	key = tg_addr_key("bob@example.org.", 16, &dk);
+	CHECK(key != 0, "key of bob@example.org. is 0");
 	CHECK_EQ(dk, dk_alice);
 
 	tg_case("tg_addr_key: TG_ADDR_MAX bytes, and one more");
