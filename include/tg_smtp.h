@@ -594,10 +594,12 @@ static TG_INLINE void tg_mail_arg(struct tg_cmd *p, unsigned char c)
 			return;
 		}
 		p->addr_start--;
-		r = tg_addr_byte(p, c);
-		if (r == 0)
-			return;
-		break;
+		/*
+		 * The first byte of a bare address (not white space, so it
+		 * cannot end the address): one copy of tg_addr_byte() for
+		 * the verifier to walk, not two.
+		 */
+		/* fall through */
 	case TG_PH_ADDR:
 		r = tg_addr_byte(p, c);
 		if (r == 0)
@@ -1015,8 +1017,9 @@ static TG_INLINE int tg_reply_feed(struct tg_reply *r, unsigned char c)
 	 * byte of it ("START\rTLS" is not STARTTLS).
 	 */
 	if (n >= 4 && c != '\r') {
-		if (r->cr && n >= 5)
-			tg_reply_word(r, '\r');
+		/* a CR inside the word: no keyword has one */
+		if (r->cr && n >= 5 && r->word_len < 9)
+			r->word_len = 9;
 		tg_reply_word(r, c);
 	}
 	r->cr = c == '\r';
