@@ -13,6 +13,8 @@
  *
  *	void	tg_reply_init(struct tg_reply *r);
  *	int	tg_reply_feed(struct tg_reply *r, unsigned char c);
+ *	int	tg_reply_class(const struct tg_reply *r);
+ *	int	tg_reply_data(const struct tg_reply *r);
  *
  *	__u64	tg_addr_key(const char *addr, __u32 len, __u64 *domain_key);
  *	__u64	tg_addr_key_srs(const char *addr, __u32 len, __u64 *domain_key,
@@ -43,9 +45,17 @@
  *	must treat it as a possibly guaranteed sender (fail closed).
  * .IP TG_CMD_BODY_END
  *	the end of a DATA body. The body starts only when the caller says so
- *	with tg_cmd_start_body(), after the server accepted DATA (354).
+ *	with tg_cmd_start_body(), after the server accepted DATA (any 3xx:
+ *	see tg_reply_data()).
+ * .IP TG_CMD_BODY_AMBIGUOUS
+ *	a line that ends the DATA body for some servers only (see below):
+ *	the caller cannot know whether commands follow and must fail closed.
  * .IP TG_CMD_CHUNK_END
  *	the end of a BDAT chunk; BDAT sizes are framed by the parser itself.
+ * .IP TG_CMD_CHUNK_BAD
+ *	a BDAT command whose chunk the parser does not frame (see below):
+ *	the caller cannot know where the commands resume, and must fail the
+ *	flow closed. The parser reads what follows as commands.
  * .PP
  *	A line ends at LF; a CR before it is ignored. The verb may be preceded
  *	by white space and is matched without regard to case, as servers do.
@@ -56,35 +66,109 @@
  *	tg_cmd_holding() says whether the line in progress may still turn out
  *	to be a MAIL command: its bytes must not leave before the line ends.
  *
- *	The end of a DATA body is recognized on a line that holds a single
- *	dot, where a line may start after LF or after a bare CR. Servers differ
- *	in the line endings they accept; seeing an end too early is safe (the
- *	rest is parsed as commands), seeing it too late would let commands
- *	pass as body text.
+ *	The end of a DATA body is where the servers end it, and a line
+ *	starts after LF only: Postfix smtpd, Exim and OpenSMTPD read a line
+ *	up to LF, none starts one after a bare CR ("x\r.\r\n" is text).
+ *	They differ on the dot line: Postfix smtpd (smtpd_forbid_bare_newline
+ *	= no, the default before 3.9) ends the body at a line "." after LF,
+ *	every CR before the LF dropped; with = normalize (3.9's default) or
+ *	= reject only at CR LF "." CR LF; Exim 4.96 at [CR] LF "." [CR] LF
+ *	(4.97.1 with strict CRLF: CR LF only); OpenSMTPD 6.8 at a line that
+ *	reads "." as a C string once one CR before the LF is dropped. So
+ *	TG_CMD_BODY_END comes only at CR LF "." CR LF (or "." CR LF as the
+ *	first line of the body). A line that ends the body for some of them
+ *	only gives TG_CMD_BODY_AMBIGUOUS: "." after a bare LF, "." then LF
+ *	alone, "." then two CRs or more, "." then a NUL. Neither reading of
+ *	such a line is safe: seeing the end too late lets commands pass as
+ *	body text; seeing it too early reads text as commands, where a
+ *	"BDAT" line could frame a chunk over the real commands. The caller
+ *	must fail the flow closed; the parser reads commands after it.
  *
- *	tg_reply_feed() parses what an SMTP server writes. It returns
- *	TG_REPLY_FINAL at the end of the last line of a reply (r->code holds
- *	the code), TG_REPLY_CONT at the end of a continuation line ("250-"),
- *	TG_REPLY_BAD at the end of a line that does not start with three
- *	digits, and TG_REPLY_NONE otherwise. r->starttls (r->chunking) is set
- *	when a line of the reply in progress advertises STARTTLS (CHUNKING);
- *	both are cleared when the next reply starts.
+ *	tg_reply_feed() parses what an SMTP server writes, line by line, and
+ *	ends a reply exactly where Postfix's smtp client (smtp_get(),
+ *	smtp_chat_resp()) ends it: a line ends at LF; Postfix reads at most
+ *	TG_REPLY_LINE bytes of it and drops every CR before the LF of a line
+ *	that fits; the line ends at a NUL. Three digits then '-' continue
+ *	the reply; three digits then a space or the end of the line end it;
+ *	any other line is garbage, which Postfix reads as part of the reply
+ *	(it warns, and goes on reading). The code of a reply is that of its
+ *	last line. At each LF it returns one event (TG_REPLY_NONE before):
+ * .IP TG_REPLY_FINAL
+ *	the last line of a reply; r->code holds its code and
+ *	tg_reply_class(r) its class (2 for 2xx...).
+ * .IP TG_REPLY_CONT
+ *	a continuation line ("250-").
+ * .IP TG_REPLY_BAD
+ *	a line whose first three bytes are not digits, or one that only
+ *	Postfix reads without aborting: the reply goes on (Postfix), or the
+ *	client gives up on the session (Exim, OpenSMTPD).
+ * .IP TG_REPLY_AMBIGUOUS
+ *	a line that the SMTP clients tlsguard guards read differently, so
+ *	that the count of replies (or the class of this one) depends on the
+ *	client: three digits then a byte other than '-', ' ' or NUL (or
+ *	then only CRs, on a line longer than TG_REPLY_LINE), which Postfix
+ *	takes as garbage but Exim 4.96 (when only white space follows:
+ *	it strips trailing isspace()) or OpenSMTPD 6.8 (code 2xx..5xx, line
+ *	shorter than 2048 bytes less one CR: anything but '-' ends a reply)
+ *	take as the last line of the reply; or the last line of a reply
+ *	whose first line was a continuation line of another class (Exim and
+ *	OpenSMTPD take the class from the first line, Postfix from the
+ *	last). The caller must not go on counting: fail the flow closed.
+ *	The parser itself goes on as Postfix reads: r->new_reply is then set
+ *	when Postfix ended the reply at this line, and r->code is the line's.
+ * .PP
+ *	tg_reply_data() says what follows a reply to DATA (the last reply
+ *	read): TG_DATA_BODY after any 3xx (Postfix, Exim and OpenSMTPD send
+ *	the body after any 3xx, not only 354), TG_DATA_UNSURE after a 2xx
+ *	(OpenSMTPD sends the body, Postfix and Exim do not: fail closed),
+ *	TG_DATA_NONE otherwise. Likewise every one of them starts TLS after
+ *	any 2xx reply to STARTTLS, and reads the EHLO keywords of any 2xx
+ *	reply to EHLO: callers test tg_reply_class(), not a code.
  *
- *	p->no_chunking, set by the caller when the host's EHLO reply did not
- *	offer CHUNKING, makes BDAT an ordinary command line: such a host
- *	refuses it and reads what follows as commands, so must the parser.
+ *	r->starttls (r->chunking) is set when a line of the reply in progress
+ *	has STARTTLS (CHUNKING) as its first word after the separator (the
+ *	CRs before the LF dropped); both are cleared when the next reply
+ *	starts.
+ *
+ *	A BDAT chunk is framed only for the line clients write, "BDAT" SP
+ *	size [SP "LAST"] (spaces only, the verb first on the line, LAST in
+ *	any case, at most TG_CHUNK_DIGITS digits), of at most TG_CHUNK_MAX
+ *	bytes, inside a mail transaction (after MAIL, until RSET, HELO,
+ *	EHLO, QUIT, the end of a DATA body or of the LAST chunk), to a host
+ *	that offered CHUNKING. Any other line whose verb is (or, with
+ *	control bytes before its end, may be) BDAT gives TG_CMD_CHUNK_BAD:
+ *	servers frame such lines differently (Exim reads the size with
+ *	sscanf("%u %n"), so "BDAT 12x" and "BDAT 12 FOO" are chunks of 12
+ *	and "BDAT +12" one too, and a size above 2^32 wraps; Postfix takes
+ *	digits only, as an off_t, and words split by isspace()), and a size
+ *	read out of step would blind the parser for the rest of the
+ *	connection. No client writes BDAT outside a transaction or to a
+ *	host that did not offer CHUNKING (p->no_chunking, set by the caller
+ *	from the EHLO reply); Exim's server refuses such a BDAT and reads
+ *	what follows as commands, Postfix's hangs up or reads the chunk.
  *
  *	tg_addr_key() computes the policy key of an address written as in a
  *	senders file: the same normalization as the MAIL parser (ASCII case
  *	folded, a "+extension" dropped from the local part, a source route
- *	dropped, the quoting of a quoted local part dropped) and the same 64-bit FNV-1a hash. *domain_key receives the key
+ *	dropped, the quoting of a quoted local part dropped, a trailing dot
+ *	of the domain dropped unless it follows a dot or the '@') and the
+ *	same 64-bit FNV-1a hash. *domain_key receives the key
  *	of "@domain" (0 when there is no domain). It returns 0 when the address
  *	is malformed. tg_addr_key_srs() also gives tg_cmd_srs()'s answer.
  * DIAGNOSTICS
  *	None; malformed input is reported through the events above.
  * BUGS
  *	Case folding is ASCII only: an SMTPUTF8 address matches its senders
- *	file entry byte for byte outside of ASCII letters.
+ *	file entry byte for byte outside of ASCII letters, and an IDN domain
+ *	in UTF-8 does not match its A-label (xn--) form.
+ *
+ *	Other forms that servers read as the same mailbox keep keys of
+ *	their own: an address literal written otherwise ("[192.0.2.1]" and
+ *	"[IPv6:...]" forms, leading zeros), a local part without a domain
+ *	and with a trailing dot ("alice." is "alice" to Postfix), a local
+ *	part that routes with '%' or '!' ("alice%example.org@relay"). Comments,
+ *	escapes and specials outside quotes are not vouched for
+ *	(TG_CMD_MAIL_BAD).
  */
 #ifndef TG_SMTP_H
 #define TG_SMTP_H
@@ -124,6 +208,8 @@ enum tg_cmd_event {
 	TG_CMD_MAIL_BAD,
 	TG_CMD_BODY_END,
 	TG_CMD_CHUNK_END,
+	TG_CMD_BODY_AMBIGUOUS,
+	TG_CMD_CHUNK_BAD,
 };
 
 enum tg_cmd_mode {
@@ -143,10 +229,27 @@ enum tg_cmd_phase {
 	TG_PH_ADDR,		/* MAIL: in the address */
 	TG_PH_PARAMS,		/* MAIL: after the address (ESMTP parameters) */
 	TG_PH_BAD,		/* MAIL: unparseable, skip to end of line */
-	TG_PH_SIZE,		/* BDAT: white space, then the chunk size */
+	/* BDAT phases last: tg_cmd_feed() tests phase >= TG_PH_SIZE */
+	TG_PH_SIZE,		/* BDAT: spaces, then the chunk size */
 	TG_PH_SIZE_DIGITS,	/* BDAT: in the chunk size */
-	TG_PH_SIZE_DONE,	/* BDAT: after the size ("LAST") */
+	TG_PH_SIZE_DONE,	/* BDAT: after the size: spaces, "LAST" */
 };
+
+/*
+ * BDAT. A chunk is framed only for the form clients write ("BDAT" SP
+ * size [SP "LAST"]): servers read other forms differently. The chunk
+ * size is bounded: a chunk is as long as a message (Exim's client sends
+ * a message as one chunk) and messages are smaller (message_size_limit:
+ * Postfix 10240000 by default, Exim 50M); above 2^32 Exim's server (a
+ * 32-bit %u) and Postfix's (an off_t) would not even agree on it.
+ */
+#define TG_CHUNK_MAX	(1ULL << 30)	/* bytes */
+#define TG_CHUNK_DIGITS	10
+
+/* BDAT line flags (tg_cmd.bflags). */
+#define TG_BF_BAD	0x01	/* not a form the parser frames */
+#define TG_BF_LAST	0x02	/* "LAST": the transaction ends with it */
+#define TG_BF_LEAD	0x04	/* white space before the verb */
 
 /* Address flags while in TG_PH_ADDR. */
 #define TG_AF_BRACKET	0x01	/* address started with '<' */
@@ -157,6 +260,15 @@ enum tg_cmd_phase {
 #define TG_AF_DOMAIN	0x20	/* after the '@' */
 #define TG_AF_ROUTED	0x40	/* a source route was dropped */
 #define TG_AF_LOCAL	0x80	/* a byte of the local part was hashed */
+
+/*
+ * Domain flags (tg_cmd.dflags). A trailing dot is not part of the domain
+ * (Postfix's trivial-rewrite strips it, but not after a dot or the '@'):
+ * a dot that may be the last byte waits to be hashed until another
+ * domain byte follows.
+ */
+#define TG_DF_DOT	0x01	/* a dot not hashed yet */
+#define TG_DF_SEP	0x02	/* the last domain byte was '@' or '.' */
 
 /*
  * SRS (Sender Rewriting Scheme): a forwarder rewrites the sender of mail
@@ -171,13 +283,21 @@ enum tg_cmd_phase {
 #define TG_SRS_1	0x40	/* "SRS1=" */
 #define TG_SRS_NO	0x80
 
-/* DATA body end matcher (TG_MODE_BODY). */
+/*
+ * DATA body end matcher (TG_MODE_BODY): where the line in progress is.
+ * A line starts after LF only; TG_BODY_BARE marks one that started after
+ * a bare LF (not CR LF).
+ */
 enum tg_body_state {
-	TG_BODY_MID,		/* inside a line */
+	TG_BODY_MID,		/* inside a line, the last byte not CR */
 	TG_BODY_SOL,		/* at the start of a line */
-	TG_BODY_DOT,		/* a dot at the start of a line */
-	TG_BODY_DOTCR,		/* dot, CR */
+	TG_BODY_DOT,		/* the line so far is "." */
+	TG_BODY_DOTCR,		/* "." CR */
+	TG_BODY_MIDCR,		/* inside a line, after a CR */
+	TG_BODY_DOTCRS,		/* "." CR CR, and maybe more CRs */
+	TG_BODY_DOTNUL,		/* "." NUL, then anything but LF */
 };
+#define TG_BODY_BARE	0x80
 
 struct tg_cmd {
 	__u64 verb;		/* packed verb of the line in progress */
@@ -196,29 +316,53 @@ struct tg_cmd {
 	__u8 cr;		/* the last byte was CR */
 	__u8 odd;		/* a control byte or a bare CR before the
 				 * end of the verb: cannot vouch for the line */
-	__u8 no_chunking;	/* the host did not offer CHUNKING: BDAT is
-				 * refused, and what follows it is commands */
+	__u8 no_chunking;	/* the host did not offer CHUNKING: a BDAT
+				 * is not framed (TG_CMD_CHUNK_BAD) */
 	__u8 srs;		/* TG_SRS_*: how the local part begins */
-	__u8 pad[2];
+	__u8 bflags;		/* TG_BF_*: the BDAT line in progress */
+	__u8 tx;		/* a mail transaction is open: MAIL seen, no
+				 * end of data, RSET, HELO/EHLO, QUIT since */
+	__u8 dflags;		/* TG_DF_* */
+	__u8 pad[3];
 };
 
 #define TG_REPLY_NONE	0
 #define TG_REPLY_FINAL	1
 #define TG_REPLY_CONT	2
 #define TG_REPLY_BAD	3
+#define TG_REPLY_AMBIGUOUS 4
+
+/*
+ * Postfix's smtp client reads this much of a reply line (line_length_limit,
+ * 2048 by default) and skips the rest; OpenSMTPD's refuses a line of
+ * LINE_MAX (2048 on Linux) bytes or more, less one CR before the LF.
+ */
+#define TG_REPLY_LINE	2048
+
+/* tg_reply_data(): what the client does after the reply to DATA. */
+#define TG_DATA_NONE	0	/* no body: commands follow */
+#define TG_DATA_BODY	1	/* the body follows */
+#define TG_DATA_UNSURE	2	/* depends on the client */
+
+/* Reply line flags (tg_reply.lflags), about the bytes from offset 3 on. */
+#define TG_RL_NOTCR	0x01	/* a byte other than CR */
+#define TG_RL_NOTWS	0x02	/* a byte that C's isspace() refuses */
 
 struct tg_reply {
 	__u64 word;		/* first word after the code, packed */
 	__u32 line_len;
 	__u16 code;		/* code of the line in progress */
-	__u8 sep;		/* '-' or ' ' after the code, 0 if none */
-	__u8 bad;		/* line does not start with three digits */
+	__u8 sep;		/* the byte at offset 3 (line_len > 3) */
+	__u8 bad;		/* a non-digit among the first three bytes */
 	__u8 starttls;		/* reply in progress advertises STARTTLS */
 	__u8 word_len;
 	__u8 new_reply;		/* next line starts a new reply */
 	__u8 cr;		/* the last byte was CR */
 	__u8 chunking;		/* reply in progress advertises CHUNKING */
-	__u8 pad[7];
+	__u8 lflags;		/* TG_RL_* of the line in progress */
+	__u8 first;		/* '0' + class of the reply's first line, when
+				 * that line was a continuation; else 0 */
+	__u8 pad[5];
 };
 
 static TG_INLINE int tg_is_space(unsigned char c)
@@ -260,6 +404,8 @@ static TG_INLINE void tg_cmd_new_line(struct tg_cmd *p)
 	p->chunk_left = 0;
 	p->cr = 0;
 	p->odd = 0;
+	p->bflags = 0;
+	p->dflags = 0;
 	p->srs = 0;
 }
 
@@ -384,6 +530,20 @@ hash:
 		return 0;
 	if (!(p->aflags & TG_AF_DOMAIN))
 		p->aflags |= TG_AF_LOCAL;
+	else if (c == '@')
+		p->dflags = TG_DF_SEP;
+	else {
+		if (p->dflags & TG_DF_DOT) {
+			p->addr_key = tg_fnv(p->addr_key, '.');
+			p->domain_key = tg_fnv(p->domain_key, '.');
+			p->dflags = TG_DF_SEP;
+		}
+		if (c == '.' && !(p->dflags & TG_DF_SEP)) {
+			p->dflags = TG_DF_DOT;
+			return 0;
+		}
+		p->dflags = c == '.' ? TG_DF_SEP : 0;
+	}
 	c = tg_lower(c);
 	if (!(p->aflags & TG_AF_DOMAIN))
 		tg_srs_byte(p, c);
@@ -434,10 +594,12 @@ static TG_INLINE void tg_mail_arg(struct tg_cmd *p, unsigned char c)
 			return;
 		}
 		p->addr_start--;
-		r = tg_addr_byte(p, c);
-		if (r == 0)
-			return;
-		break;
+		/*
+		 * The first byte of a bare address (not white space, so it
+		 * cannot end the address): one copy of tg_addr_byte() for
+		 * the verifier to walk, not two.
+		 */
+		/* fall through */
 	case TG_PH_ADDR:
 		r = tg_addr_byte(p, c);
 		if (r == 0)
@@ -454,15 +616,67 @@ static TG_INLINE void tg_mail_arg(struct tg_cmd *p, unsigned char c)
 	p->phase = TG_PH_BAD;
 }
 
-/* The verb has ended at a byte that is not CR or LF. */
-static TG_INLINE void tg_verb_done(struct tg_cmd *p)
+/* The verb has ended at white space c. */
+static TG_INLINE void tg_verb_done(struct tg_cmd *p, unsigned char c)
 {
-	if (p->verb == TG_VERB_MAIL)
+	if (p->verb == TG_VERB_MAIL) {
 		p->phase = TG_PH_FROM;
-	else if (p->verb == TG_VERB_BDAT)
+	} else if (p->verb == TG_VERB_BDAT) {
+		/* Exim: the verb must begin the line and end at a space */
 		p->phase = TG_PH_SIZE;
-	else
+		if (c != ' ' || (p->bflags & TG_BF_LEAD))
+			p->bflags |= TG_BF_BAD;
+	} else {
 		p->phase = TG_PH_ARGS;
+	}
+}
+
+/* One byte of a BDAT line after the verb, other than CR or LF. */
+static TG_INLINE void tg_bdat_arg(struct tg_cmd *p, unsigned char c)
+{
+	switch (p->phase) {
+	case TG_PH_SIZE:
+		if (c == ' ')
+			return;
+		p->phase = TG_PH_SIZE_DIGITS;
+		p->sub = 0;
+		/* fall through */
+	case TG_PH_SIZE_DIGITS:
+		if (c >= '0' && c <= '9' && p->sub < TG_CHUNK_DIGITS) {
+			p->chunk_left = p->chunk_left * 10 + (c - '0');
+			p->sub++;
+			return;
+		}
+		if (c == ' ' && p->sub) {
+			p->phase = TG_PH_SIZE_DONE;
+			p->sub = 0;
+			return;
+		}
+		break;
+	case TG_PH_SIZE_DONE:
+		if (c == ' ' && (p->sub == 0 || p->sub == 4))
+			return;
+		if (p->sub < 4 &&
+		    tg_upper(c) == ((TG_V4('L', 'A', 'S', 'T') >> (8 * (p->sub & 3))) & 0xff)) {
+			p->sub++;
+			if (p->sub == 4)
+				p->bflags |= TG_BF_LAST;
+			return;
+		}
+		break;
+	}
+	p->bflags |= TG_BF_BAD;
+	p->phase = TG_PH_ARGS;
+}
+
+/* The BDAT line ending now announces a chunk the parser can frame. */
+static TG_INLINE int tg_bdat_ok(const struct tg_cmd *p)
+{
+	if ((p->bflags & TG_BF_BAD) || p->no_chunking || !p->tx ||
+	    p->chunk_left > TG_CHUNK_MAX)
+		return 0;
+	return p->phase == TG_PH_SIZE_DIGITS ||
+	       (p->phase == TG_PH_SIZE_DONE && (p->sub == 0 || p->sub == 4));
 }
 
 /* End of a command line. */
@@ -471,7 +685,7 @@ static TG_INLINE int tg_cmd_eol(struct tg_cmd *p)
 	int ev = TG_CMD_LINE;
 
 	if (p->odd) {
-		ev = TG_CMD_MAIL_BAD;
+		ev = p->odd == 2 ? TG_CMD_CHUNK_BAD : TG_CMD_MAIL_BAD;
 	} else if (p->verb == TG_VERB_MAIL) {
 		if (p->line_len - p->cr > TG_LINE_MAX)
 			ev = TG_CMD_MAIL_BAD;
@@ -488,11 +702,22 @@ static TG_INLINE int tg_cmd_eol(struct tg_cmd *p)
 		if (ev == TG_CMD_MAIL && (p->aflags & TG_AF_DOMAIN) &&
 		    p->domain_key == tg_fnv(TG_FNV_OFFSET, '@'))
 			ev = TG_CMD_MAIL_BAD;
-	} else if (p->verb == TG_VERB_BDAT && !p->no_chunking &&
-		   (p->phase == TG_PH_SIZE_DIGITS ||
-		    p->phase == TG_PH_SIZE_DONE) && p->chunk_left) {
-		p->mode = TG_MODE_CHUNK;
+	} else if (p->verb == TG_VERB_BDAT) {
+		if (!tg_bdat_ok(p))
+			ev = TG_CMD_CHUNK_BAD;
+		else if (p->chunk_left)
+			p->mode = TG_MODE_CHUNK;
+		else if (p->bflags & TG_BF_LAST)
+			p->tx = 0;	/* "BDAT 0 LAST" */
+	} else if (p->verb == TG_VERB_RSET || p->verb == TG_VERB_EHLO ||
+		   p->verb == TG_VERB_HELO || p->verb == TG_VERB_QUIT) {
+		p->tx = 0;
 	}
+	if (ev == TG_CMD_MAIL || ev == TG_CMD_MAIL_NULL ||
+	    ev == TG_CMD_MAIL_BAD)
+		p->tx = 1;
+	if (ev == TG_CMD_CHUNK_BAD)
+		p->chunk_left = 0;
 	if (ev != TG_CMD_MAIL && ev != TG_CMD_MAIL_NULL) {
 		p->addr_key = p->domain_key = 0;
 		p->srs = 0;
@@ -503,6 +728,17 @@ static TG_INLINE int tg_cmd_eol(struct tg_cmd *p)
 	p->phase = TG_PH_START;
 	p->line_len = 0;
 	return ev;
+}
+
+/* The verb so far is a prefix of BDAT (and the line may be one). */
+static TG_INLINE int tg_cmd_bdat_prefix(const struct tg_cmd *p)
+{
+	__u64 m = TG_VERB_BDAT;
+
+	if (p->phase != TG_PH_VERB || p->verb_len > 4)
+		return 0;
+	m &= (1ULL << (8 * (p->verb_len & 7))) - 1;
+	return p->verb == m;
 }
 
 /*
@@ -526,6 +762,50 @@ static TG_INLINE int tg_cmd_holding(const struct tg_cmd *p)
 	return v == m;
 }
 
+/*
+ * One byte of a DATA body. The body ends where every server ends it:
+ * CR LF "." CR LF, or "." CR LF as the first line. A line that some
+ * servers take as the end and others as text gives
+ * TG_CMD_BODY_AMBIGUOUS; the parser then reads commands, as the servers
+ * that ended the body do.
+ */
+static TG_INLINE int tg_body_byte(struct tg_cmd *p, unsigned char c)
+{
+	__u8 st = p->body & ~TG_BODY_BARE, bare = p->body & TG_BODY_BARE;
+	int ev;
+
+	if (c == '\n') {
+		if (st == TG_BODY_DOT || st == TG_BODY_DOTCRS ||
+		    st == TG_BODY_DOTNUL || (st == TG_BODY_DOTCR && bare))
+			ev = TG_CMD_BODY_AMBIGUOUS;
+		else if (st == TG_BODY_DOTCR)
+			ev = TG_CMD_BODY_END;
+		else
+			ev = TG_CMD_NONE;
+		if (ev != TG_CMD_NONE) {
+			p->mode = TG_MODE_CMD;
+			p->tx = 0;
+			tg_cmd_new_line(p);
+			return ev;
+		}
+		p->body = TG_BODY_SOL |
+			  (st == TG_BODY_MIDCR ? 0 : TG_BODY_BARE);
+		return TG_CMD_NONE;
+	}
+	if (st == TG_BODY_SOL && c == '.')
+		st = TG_BODY_DOT;
+	else if (st == TG_BODY_DOT && c == '\r')
+		st = TG_BODY_DOTCR;
+	else if ((st == TG_BODY_DOTCR || st == TG_BODY_DOTCRS) && c == '\r')
+		st = TG_BODY_DOTCRS;
+	else if ((st == TG_BODY_DOT && c == 0) || st == TG_BODY_DOTNUL)
+		st = TG_BODY_DOTNUL;	/* "." to OpenSMTPD's strcmp() */
+	else
+		st = c == '\r' ? TG_BODY_MIDCR : TG_BODY_MID;
+	p->body = st | bare;
+	return TG_CMD_NONE;
+}
+
 static TG_INLINE int tg_cmd_feed(struct tg_cmd *p, unsigned char c)
 {
 	if (p->mode == TG_MODE_CHUNK) {
@@ -535,39 +815,13 @@ static TG_INLINE int tg_cmd_feed(struct tg_cmd *p, unsigned char c)
 		}
 		p->chunk_left = 0;
 		p->mode = TG_MODE_CMD;
+		if (p->bflags & TG_BF_LAST)
+			p->tx = 0;
 		tg_cmd_new_line(p);
 		return TG_CMD_CHUNK_END;
 	}
-	if (p->mode == TG_MODE_BODY) {
-		switch (p->body) {
-		case TG_BODY_SOL:
-			if (c == '.') {
-				p->body = TG_BODY_DOT;
-				return TG_CMD_NONE;
-			}
-			break;
-		case TG_BODY_DOT:
-			if (c == '\r') {
-				p->body = TG_BODY_DOTCR;
-				return TG_CMD_NONE;
-			}
-			/* fall through */
-		case TG_BODY_DOTCR:
-			if (c == '\n') {
-				p->mode = TG_MODE_CMD;
-				tg_cmd_new_line(p);
-				return TG_CMD_BODY_END;
-			}
-			if (p->body == TG_BODY_DOTCR && c == '.') {
-				/* ".\r." : a line starts after the bare CR */
-				p->body = TG_BODY_DOT;
-				return TG_CMD_NONE;
-			}
-			break;
-		}
-		p->body = (c == '\n' || c == '\r') ? TG_BODY_SOL : TG_BODY_MID;
-		return TG_CMD_NONE;
-	}
+	if (p->mode == TG_MODE_BODY)
+		return tg_body_byte(p, c);
 
 	if (p->line_len == 0)
 		tg_cmd_new_line(p);
@@ -581,12 +835,16 @@ static TG_INLINE int tg_cmd_feed(struct tg_cmd *p, unsigned char c)
 	 * white space (Postfix smtpd: isspace(), so "MAIL\vFROM:<a@b>" and
 	 * "\fMAIL FROM:<a@b>" are MAIL FROM), as the end of the line (NUL) or
 	 * not at all ("MA\rIL"). The parser cannot tell which: it holds the
-	 * line and does not vouch for it (TG_CMD_MAIL_BAD).
+	 * line and does not vouch for it (TG_CMD_MAIL_BAD). The same goes
+	 * for a line that may be BDAT ("BDAT\v12" frames a chunk for Postfix,
+	 * not for Exim): TG_CMD_CHUNK_BAD.
 	 */
 	if ((p->phase == TG_PH_START || p->phase == TG_PH_VERB) &&
-	    (p->cr || (c < ' ' && c != '\t' && c != '\r')) &&
-	    tg_cmd_holding(p))
-		p->odd = 1;
+	    (p->cr || (c < ' ' && c != '\t' && c != '\r')) && !p->odd)
+		p->odd = tg_cmd_holding(p) ? 1 : tg_cmd_bdat_prefix(p) ? 2 : 0;
+	/* A CR inside a BDAT line: Postfix reads white space, Exim not. */
+	if (p->cr && p->phase >= TG_PH_SIZE)
+		p->bflags |= TG_BF_BAD;
 	p->cr = c == '\r';
 	if (c == '\r')
 		return TG_CMD_NONE;
@@ -596,10 +854,12 @@ static TG_INLINE int tg_cmd_feed(struct tg_cmd *p, unsigned char c)
 		if (tg_is_space(c))
 			return TG_CMD_NONE;
 		p->phase = TG_PH_VERB;
+		if (p->line_len > 1)
+			p->bflags |= TG_BF_LEAD;
 		/* fall through */
 	case TG_PH_VERB:
 		if (tg_is_space(c)) {
-			tg_verb_done(p);
+			tg_verb_done(p, c);
 			return TG_CMD_NONE;
 		}
 		if (p->verb_len < 8)
@@ -610,24 +870,10 @@ static TG_INLINE int tg_cmd_feed(struct tg_cmd *p, unsigned char c)
 			p->verb_len++;
 		return TG_CMD_NONE;
 	case TG_PH_SIZE:
-		if (tg_is_space(c))
-			return TG_CMD_NONE;
-		p->phase = TG_PH_SIZE_DIGITS;
-		/* fall through */
 	case TG_PH_SIZE_DIGITS:
-		if (c >= '0' && c <= '9' && p->sub < 18) {
-			p->chunk_left = p->chunk_left * 10 + (c - '0');
-			p->sub++;
-		} else if (tg_is_space(c) && p->sub) {
-			/* "BDAT 12 LAST" */
-			p->phase = TG_PH_SIZE_DONE;
-		} else {
-			/* "BDAT 12x" is refused by servers */
-			p->chunk_left = 0;
-			p->phase = TG_PH_ARGS;
-		}
-		return TG_CMD_NONE;
 	case TG_PH_SIZE_DONE:
+		tg_bdat_arg(p, c);
+		return TG_CMD_NONE;
 	case TG_PH_ARGS:
 		return TG_CMD_NONE;
 	default:
@@ -670,32 +916,87 @@ static TG_INLINE void tg_reply_init(struct tg_reply *r)
 	r->new_reply = 1;
 }
 
-/* One byte at offset n of a reply line, other than the final CR LF. */
-static TG_INLINE void tg_reply_byte(struct tg_reply *r, __u32 n,
-				    unsigned char c)
+/* The class of the last reply: 2 for 2xx, 3 for 3xx... */
+static TG_INLINE int tg_reply_class(const struct tg_reply *r)
 {
-	if (n < 3) {
-		if (c >= '0' && c <= '9')
-			r->code = r->code * 10 + (c - '0');
-		else
-			r->bad = 1;
-	} else if (n == 3) {
-		if (c == '-' || c == ' ')
-			r->sep = c;
-		else
-			r->bad = 1;
-	} else if (r->word_len < 9) {
-		/* "250-STARTTLS", "250 STARTTLS": the first word only */
-		if (c == ' ' || c == '\t') {
-			if (r->word_len)
-				r->word_len |= 0x10;
-		} else if (r->word_len < 8) {
-			r->word |= (__u64)tg_upper(c) << (8 * (r->word_len & 7));
-			r->word_len++;
-		} else {
-			r->word_len = 9;
-		}
+	return r->code / 100;
+}
+
+/*
+ * The last reply answered DATA: does the client send the body? Postfix
+ * (code / 100 == 3) and Exim (first digit '3') send it after any 3xx,
+ * not only 354; OpenSMTPD after a 2xx too.
+ */
+static TG_INLINE int tg_reply_data(const struct tg_reply *r)
+{
+	int k = tg_reply_class(r);
+
+	return k == 3 ? TG_DATA_BODY : k == 2 ? TG_DATA_UNSURE : TG_DATA_NONE;
+}
+
+/* isspace() in the C locale, less LF (which ends the line). */
+static TG_INLINE int tg_reply_ws(unsigned char c)
+{
+	return c == ' ' || c == '\t' || c == '\v' || c == '\f' || c == '\r';
+}
+
+/* One byte of the first word after the code ("250-STARTTLS"). */
+static TG_INLINE void tg_reply_word(struct tg_reply *r, unsigned char c)
+{
+	if (r->word_len >= 9)
+		return;
+	if (c == ' ' || c == '\t') {
+		/* 0x10: the word ended at white space */
+		if (r->word_len)
+			r->word_len |= 0x10;
+	} else if (r->word_len < 8) {
+		r->word |= (__u64)tg_upper(c) << (8 * (r->word_len & 7));
+		r->word_len++;
+	} else {
+		r->word_len = 9;
 	}
+}
+
+/*
+ * The line of n bytes (LF excluded) has ended. Postfix, Exim and
+ * OpenSMTPD read it as the manual page above says; returns the event.
+ */
+static TG_INLINE int tg_reply_eol(struct tg_reply *r, __u32 n)
+{
+	__u8 f = r->lflags;
+	int ev, klass = '0' + r->code / 100;
+
+	if (n < 3 || r->bad) {
+		/* Postfix: part of the reply; Exim, OpenSMTPD: abort */
+		ev = TG_REPLY_BAD;
+	} else if (n > 3 && r->sep == '-') {
+		ev = TG_REPLY_CONT;
+		if (r->new_reply)
+			r->first = (__u8)klass;
+	} else if (n == 3 || r->sep == ' ' || r->sep == 0 ||
+		   (!(f & TG_RL_NOTCR) && n <= TG_REPLY_LINE)) {
+		/*
+		 * The end of the reply for all three. Exim and OpenSMTPD
+		 * take its class from its first line, Postfix from this one.
+		 */
+		ev = r->first && r->first != klass ? TG_REPLY_AMBIGUOUS :
+						       TG_REPLY_FINAL;
+		r->new_reply = 1;
+		return ev;
+	} else if (!(f & TG_RL_NOTWS) ||
+		   (klass >= '2' && klass <= '5' &&
+		    n - r->cr < TG_REPLY_LINE)) {
+		/*
+		 * Postfix: garbage, the reply goes on. Exim strips trailing
+		 * white space and sees "250"; OpenSMTPD ends a reply at
+		 * three digits 2..5 and anything other than '-'.
+		 */
+		ev = TG_REPLY_AMBIGUOUS;
+	} else {
+		ev = TG_REPLY_BAD;
+	}
+	r->new_reply = 0;
+	return ev;
 }
 
 static TG_INLINE int tg_reply_feed(struct tg_reply *r, unsigned char c)
@@ -703,43 +1004,53 @@ static TG_INLINE int tg_reply_feed(struct tg_reply *r, unsigned char c)
 	__u32 n = r->line_len;
 	int ev;
 
-	if (c == '\n') {
-		/* 0x10: the word ended at white space */
-		if ((r->word_len & ~0x10) == 8 && r->word == TG_VERB_STARTTLS)
-			r->starttls = 1;
-		if ((r->word_len & ~0x10) == 8 && r->word == TG_WORD_CHUNKING)
-			r->chunking = 1;
-		/* the CR before the LF is not part of the line */
-		if (n - r->cr < 3 || r->bad)
-			ev = TG_REPLY_BAD;
-		else
-			ev = r->sep == '-' ? TG_REPLY_CONT : TG_REPLY_FINAL;
-		r->new_reply = ev != TG_REPLY_CONT;
-		r->line_len = 0;
-		r->cr = 0;
-		return ev;
-	}
 	if (n == 0) {
 		if (r->new_reply)
-			r->starttls = r->chunking = 0;
+			r->starttls = r->chunking = r->first = 0;
 		r->code = 0;
 		r->sep = 0;
 		r->bad = 0;
 		r->word = 0;
 		r->word_len = 0;
+		r->lflags = 0;
+	}
+	if (c == '\n') {
+		if ((r->word_len & ~0x10) == 8 && r->word == TG_VERB_STARTTLS)
+			r->starttls = 1;
+		if ((r->word_len & ~0x10) == 8 && r->word == TG_WORD_CHUNKING)
+			r->chunking = 1;
+		ev = tg_reply_eol(r, n);
+		r->line_len = 0;
+		r->cr = 0;
+		return ev;
 	}
 	if (n < 0xffffffffU)
 		r->line_len = n + 1;
+	if (n < 3) {
+		if (c >= '0' && c <= '9')
+			r->code = r->code * 10 + (c - '0');
+		else
+			r->bad = 1;
+	} else {
+		if (n == 3)
+			r->sep = c;
+		if (c != '\r')
+			r->lflags |= TG_RL_NOTCR;
+		if (!tg_reply_ws(c))
+			r->lflags |= TG_RL_NOTWS;
+	}
 	/*
-	 * A CR is the end of the line only when LF follows; any other CR is
-	 * a byte of the line, as the MTA reads it (Postfix: "250\rX" is not a
-	 * reply line, "START\rTLS" is not STARTTLS).
+	 * The keyword: CRs before the LF are not part of the line (Postfix
+	 * drops them, Exim drops trailing white space); any other CR is a
+	 * byte of it ("START\rTLS" is not STARTTLS).
 	 */
-	if (r->cr)
-		tg_reply_byte(r, n - 1, '\r');
+	if (n >= 4 && c != '\r') {
+		/* a CR inside the word: no keyword has one */
+		if (r->cr && n >= 5 && r->word_len < 9)
+			r->word_len = 9;
+		tg_reply_word(r, c);
+	}
 	r->cr = c == '\r';
-	if (!r->cr)
-		tg_reply_byte(r, n, c);
 	return TG_REPLY_NONE;
 }
 

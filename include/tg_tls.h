@@ -17,16 +17,35 @@
  *	negotiated version (the supported_versions extension when present, as
  *	TLS 1.3 sends it, else legacy_version), t->cipher the cipher suite.
  * .IP TG_TLS_ALERT
- *	an alert record came before the ServerHello: t->alert holds its
- *	description. The handshake failed.
+ *	a fatal alert, or a close_notify, came before the ServerHello:
+ *	t->alert holds its description. The handshake failed.
  * .IP TG_TLS_BAD
- *	the bytes are not a TLS server's first flight: a bad record header,
- *	a record other than handshake or alert, a handshake message other than
- *	ServerHello first, or a ServerHello whose lengths do not add up
- *	(session id longer than 32, extensions that overrun or underrun their
- *	block, a supported_versions extension that is not two bytes), or that
- *	a client must refuse (supported_versions below TLS 1.3, or a
+ *	the bytes are not a TLS server's first flight: a bad record header
+ *	(a type other than handshake, alert or ChangeCipherSpec, a major
+ *	version other than 3, a length above TG_TLS_REC_MAX, an empty
+ *	alert), a ChangeCipherSpec that is not empty, an alert of one byte,
+ *	a handshake message other than ServerHello or an empty HelloRequest,
+ *	or a ServerHello whose lengths do not add up (session id longer than
+ *	32, extensions that overrun or underrun their block, a
+ *	supported_versions extension that is not two bytes), or that a
+ *	client must refuse (supported_versions below TLS 1.3, or a
  *	legacy_version above TLS 1.2 without it).
+ * .PP
+ *	The first flight is read as the client libraries read it, so that
+ *	BAD and ALERT come only where the client gives up on the handshake
+ *	(measured with OpenSSL 3.0.22's client, which Postfix and OpenSMTPD
+ *	use, and GnuTLS 3.7.9's, which Exim uses): what a client skips
+ *	before the ServerHello is skipped here, where one client skips more
+ *	than another the parser skips it too. Skipped: empty HelloRequest
+ *	messages (00 00 00 00) anywhere in the handshake stream (OpenSSL),
+ *	empty handshake and ChangeCipherSpec records (OpenSSL), alerts of
+ *	any level but fatal other than close_notify, and the bytes of an
+ *	alert record after its first two (GnuTLS when the application reads
+ *	on; OpenSSL skips warnings). Records of any minor version are read
+ *	(the client does not check it before the ServerHello). Skipping
+ *	more than a client is safe: that client aborts the handshake.
+ *	Saying BAD where a client reads on is not: the session goes on,
+ *	unjudged.
  * .PP
  *	After one of these events the parser stays done and returns
  *	TG_TLS_NONE. Handshake messages are read across record boundaries,
@@ -55,7 +74,11 @@
 #define TG_TLS_CT_HANDSHAKE	22
 #define TG_TLS_CT_APPDATA	23
 
+#define TG_TLS_HS_HELLO_REQUEST	0
 #define TG_TLS_HS_SERVER_HELLO	2
+
+#define TG_TLS_AL_FATAL		2
+#define TG_TLS_AD_CLOSE_NOTIFY	0
 #define TG_TLS_EXT_SUPPORTED_VERSIONS 43
 
 #define TG_TLS_SSL3	0x0300
@@ -102,7 +125,9 @@ struct tg_tls {
 	__u8 alert;		/* alert description, once known */
 	__u8 done;		/* an event was returned */
 	__u8 sv_seen;		/* a supported_versions extension was read */
-	__u8 pad[2];
+	__u8 hs_type;		/* type of the handshake message being read */
+	__u8 alert_level;	/* level of the alert being read */
+	__u8 pad[6];
 };
 
 /*
@@ -276,17 +301,32 @@ static TG_INLINE int tg_sh_byte(struct tg_tls *t, unsigned char c)
 static TG_INLINE int tg_hs_byte(struct tg_tls *t, unsigned char c)
 {
 	if (t->hs_hdr < 4) {
-		if (t->hs_hdr == 0 && c != TG_TLS_HS_SERVER_HELLO)
-			return tg_tls_end(t, TG_TLS_BAD);
-		if (t->hs_hdr > 0)
-			t->hs_len = t->hs_len << 8 | c;
-		t->hs_hdr++;
-		if (t->hs_hdr == 4) {
-			/* 38 bytes is the shortest ServerHello there is. */
-			if (t->hs_len < 38 || t->hs_len > 65535)
+		if (t->hs_hdr == 0) {
+			if (c != TG_TLS_HS_SERVER_HELLO &&
+			    c != TG_TLS_HS_HELLO_REQUEST)
 				return tg_tls_end(t, TG_TLS_BAD);
-			t->hs_left = t->hs_len;
+			t->hs_type = c;
+		} else {
+			t->hs_len = t->hs_len << 8 | c;
 		}
+		t->hs_hdr++;
+		if (t->hs_hdr < 4)
+			return TG_TLS_NONE;
+		if (t->hs_type == TG_TLS_HS_HELLO_REQUEST) {
+			/*
+			 * OpenSSL's client skips an empty HelloRequest during
+			 * the handshake (tls_get_message_header()).
+			 */
+			if (t->hs_len != 0)
+				return tg_tls_end(t, TG_TLS_BAD);
+			t->hs_hdr = 0;
+			t->hs_len = 0;
+			return TG_TLS_NONE;
+		}
+		/* 38 bytes is the shortest ServerHello there is. */
+		if (t->hs_len < 38 || t->hs_len > 65535)
+			return tg_tls_end(t, TG_TLS_BAD);
+		t->hs_left = t->hs_len;
 		return TG_TLS_NONE;
 	}
 	if (tg_sh_byte(t, c) != TG_TLS_NONE)
@@ -308,7 +348,8 @@ static TG_INLINE int tg_tls_feed(struct tg_tls *t, unsigned char c)
 	if (t->rec_hdr < 5) {
 		switch (t->rec_hdr) {
 		case 0:
-			if (c != TG_TLS_CT_HANDSHAKE && c != TG_TLS_CT_ALERT)
+			if (c != TG_TLS_CT_HANDSHAKE && c != TG_TLS_CT_ALERT &&
+			    c != TG_TLS_CT_CCS)
 				return tg_tls_end(t, TG_TLS_BAD);
 			t->rec_type = c;
 			break;
@@ -323,12 +364,21 @@ static TG_INLINE int tg_tls_feed(struct tg_tls *t, unsigned char c)
 			break;
 		}
 		t->rec_hdr++;
-		if (t->rec_hdr == 5) {
-			if (t->rec_len == 0 || t->rec_len > TG_TLS_REC_MAX)
-				return tg_tls_end(t, TG_TLS_BAD);
-			t->rec_left = t->rec_len;
-			t->rec_pos = 0;
-		}
+		if (t->rec_hdr < 5)
+			return TG_TLS_NONE;
+		/*
+		 * An empty handshake or ChangeCipherSpec record is skipped
+		 * (OpenSSL: up to 32 in a row); any other ChangeCipherSpec
+		 * before the ServerHello is an unexpected message.
+		 */
+		if (t->rec_len > TG_TLS_REC_MAX ||
+		    (t->rec_len == 0 && t->rec_type == TG_TLS_CT_ALERT) ||
+		    (t->rec_len != 0 && t->rec_type == TG_TLS_CT_CCS))
+			return tg_tls_end(t, TG_TLS_BAD);
+		t->rec_left = t->rec_len;
+		t->rec_pos = 0;
+		if (t->rec_len == 0)
+			t->rec_hdr = 0;
 		return TG_TLS_NONE;
 	}
 	pos = t->rec_pos++;
@@ -338,13 +388,23 @@ static TG_INLINE int tg_tls_feed(struct tg_tls *t, unsigned char c)
 	}
 	if (t->rec_type == TG_TLS_CT_HANDSHAKE)
 		return tg_hs_byte(t, c);
-	/* An alert: level, then description. */
-	if (pos == 1) {
+	/*
+	 * An alert: level, then description; more bytes are ignored (GnuTLS)
+	 * or refused (OpenSSL). A client aborts at a fatal alert or a
+	 * close_notify; it goes on after any other (OpenSSL: a warning,
+	 * up to four in a row; GnuTLS: any level but fatal, unless the
+	 * application gives up as Exim does).
+	 */
+	if (pos == 0) {
+		t->alert_level = c;
+		if (t->rec_hdr == 0)
+			return tg_tls_end(t, TG_TLS_BAD);	/* one byte */
+	} else if (pos == 1) {
 		t->alert = c;
-		return tg_tls_end(t, TG_TLS_ALERT);
+		if (t->alert_level == TG_TLS_AL_FATAL ||
+		    c == TG_TLS_AD_CLOSE_NOTIFY)
+			return tg_tls_end(t, TG_TLS_ALERT);
 	}
-	if (t->rec_hdr == 0)
-		return tg_tls_end(t, TG_TLS_BAD);	/* one-byte alert */
 	return TG_TLS_NONE;
 }
 

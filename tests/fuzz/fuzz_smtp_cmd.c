@@ -16,7 +16,12 @@
  *	DATA bodies and BDAT chunks: each event comes at the byte the
  *	reference says, a line event has the verb the reference reads, and
  *	a line is a MAIL event (MAIL, MAIL_NULL or MAIL_BAD) exactly when
- *	its verb is MAIL.
+ *	its verb is MAIL. A BDAT line frames a chunk when it is "BDAT"
+ *	spaces 1..10 digits [spaces "LAST"] [spaces] [CR], at most
+ *	TG_CHUNK_MAX, after MAIL and before the transaction ends (RSET,
+ *	HELO, EHLO, QUIT, the end of a body or of a LAST chunk); any other
+ *	line with the verb BDAT, or with a control byte or bare CR inside a
+ *	verb that is a prefix of BDAT, is TG_CMD_CHUNK_BAD.
  * .IP "holding"
  *	tg_cmd_holding() is true after every proper prefix of a line that
  *	ends up as a MAIL event: none of its bytes may leave early.
@@ -37,6 +42,9 @@
  * .PP
  *	The body of a DATA starts after a DATA line, as when the server
  *	answered 354, and after the lines that a mask from the input picks.
+ *	It ends (framing reference) where Postfix smtpd, Exim and OpenSMTPD
+ *	all end it (TG_CMD_BODY_END), or where some of them do
+ *	(TG_CMD_BODY_AMBIGUOUS); a line starts after LF only.
  *
  *	Input: a first byte 0x00..0x07 is a flags byte, followed by two
  *	bytes of body mask (bit i: tg_cmd_start_body() after the i-th line
@@ -49,9 +57,12 @@
  *	white space, a bracketed or bare address, a source route, ESMTP
  *	parameters, lengths up to beyond TG_ADDR_MAX and TG_LINE_MAX) whose
  *	event and keys a reference computes independently: FNV-1a of the
- *	address, lower case, "+extension" dropped.
+ *	address, lower case, "+extension" dropped, a trailing dot of the
+ *	domain dropped (not after a dot).
  * .IP "2 (no 354)"
  *	a DATA line does not start a body (the server refused DATA).
+ * .IP "4 (no CHUNKING)"
+ *	without grammar: the host did not offer CHUNKING (no_chunking).
  * .IP "4 (equivalent forms)"
  *	with grammar: one decoration that Postfix smtpd accepts and reads as
  *	the same plain address (checked with a real smtpd 3.7.11): \ev, \ef or
@@ -76,7 +87,8 @@
 
 #define FL_GRAMMAR	0x01
 #define FL_NO354	0x02
-#define FL_EQUIV	0x04
+#define FL_EQUIV	0x04	/* with FL_GRAMMAR */
+#define FL_NO_CHUNKING	0x04	/* without it */
 
 #define EV_MAILISH	100	/* reference: MAIL, MAIL_NULL or MAIL_BAD */
 #define EV_LINE_OR_BAD	101	/* reference: LINE with its verb, or MAIL_BAD */
@@ -107,6 +119,8 @@ static const char *ev_name(int type)
 		[TG_CMD_MAIL] = "MAIL",		  [TG_CMD_MAIL_NULL] = "MAIL_NULL",
 		[TG_CMD_MAIL_BAD] = "MAIL_BAD",	  [TG_CMD_BODY_END] = "BODY_END",
 		[TG_CMD_CHUNK_END] = "CHUNK_END",
+		[TG_CMD_BODY_AMBIGUOUS] = "BODY_AMBIGUOUS",
+		[TG_CMD_CHUNK_BAD] = "CHUNK_BAD",
 	};
 
 	if (type == EV_MAILISH)
@@ -133,9 +147,11 @@ static unsigned char lower(unsigned char c)
 }
 
 /*
- * The policy form of a plain address: ASCII lower case, and a
- * "+extension" (from a '+' that is not the first byte of the local part
- * up to the '@') dropped. The domain key is that of "@domain".
+ * The policy form of a plain address: ASCII lower case, a "+extension"
+ * (from a '+' that is not the first byte of the local part up to the
+ * '@') dropped, and a trailing dot of the domain dropped unless a dot
+ * comes before it (Postfix trivial-rewrite). The domain key is that of
+ * "@domain".
  */
 static __u64 ref_key(const char *local, size_t llen, const char *dom,
 		     size_t dlen, int has_dom, __u64 *dkey)
@@ -149,6 +165,9 @@ static __u64 ref_key(const char *local, size_t llen, const char *dom,
 		buf[n++] = (char)lower((unsigned char)local[i]);
 	}
 	*dkey = 0;
+	/* a trailing dot is dropped, but not after a dot or the '@' */
+	if (has_dom && dlen >= 2 && dom[dlen - 1] == '.' && dom[dlen - 2] != '.')
+		dlen--;
 	if (has_dom) {
 		size_t at = n;
 
@@ -205,49 +224,93 @@ static __u64 ref_verb(const unsigned char *l, size_t n, size_t *rest)
 	return v;
 }
 
-/* BDAT chunk size a line announces, 0 for none (CRs stripped). */
-static __u64 ref_bdat(const unsigned char *l, size_t n)
+/*
+ * A raw BDAT line (without its LF) in the one form the parser frames:
+ * "BDAT" (any case, first on the line), spaces, 1 to 10 digits, and
+ * optionally spaces and "LAST" (any case), then spaces and one CR at
+ * most. Returns 1 and the size, and whether LAST was given.
+ */
+static int ref_bdat(const unsigned char *l, size_t n, __u64 *size, int *last)
 {
-	size_t i, d = 0;
-	__u64 size = 0;
+	size_t i = 4, d = 0;
 
-	if (ref_verb(l, n, &i) != TG_VERB_BDAT)
+	*size = 0;
+	*last = 0;
+	if (n && l[n - 1] == '\r')
+		n--;
+	if (n < 6 || lower(l[0]) != 'b' || lower(l[1]) != 'd' ||
+	    lower(l[2]) != 'a' || lower(l[3]) != 't' || l[4] != ' ')
 		return 0;
-	while (i < n && ref_space(l[i]))
+	while (i < n && l[i] == ' ')
 		i++;
-	while (i < n && l[i] >= '0' && l[i] <= '9') {
-		size = size * 10 + (__u64)(l[i] - '0');
+	while (i < n && l[i] >= '0' && l[i] <= '9' && d < 11) {
+		*size = *size * 10 + (__u64)(l[i] - '0');
 		d++;
 		i++;
 	}
-	/* At most 18 digits, then the end of the line or white space. */
-	if (d == 0 || d > 18 || (i < n && !ref_space(l[i])))
+	if (d == 0 || d > 10)
 		return 0;
-	return size;
+	while (i < n && l[i] == ' ')
+		i++;
+	if (i + 4 <= n && l[i - 1] == ' ' && lower(l[i]) == 'l' &&
+	    lower(l[i + 1]) == 'a' && lower(l[i + 2]) == 's' &&
+	    lower(l[i + 3]) == 't') {
+		*last = 1;
+		i += 4;
+		while (i < n && l[i] == ' ')
+			i++;
+	}
+	return i == n;
 }
 
 /*
- * Where a DATA body that starts at s[from] ends: the LF of the first line
- * that holds a single dot ("." LF or "." CR LF), a line starting at the
- * start of the body, after LF, or after a bare CR. Returns len if none.
+ * Where a DATA body that starts at s[from] ends, line by line (a line
+ * ends at LF), as each server reads it: Postfix smtpd with
+ * smtpd_forbid_bare_newline = no (every CR before the LF dropped, then
+ * "."; the 2048-byte line limit is left out: a dot line with that many
+ * CRs counts as an end, which only makes the parser stricter), Postfix
+ * with = normalize (one CR dropped, "." with CR LF after a line that
+ * ended in CR LF, or at the start), Exim 4.96 ("." or "." CR), Exim
+ * 4.97.1 with strict CRLF (as normalize), OpenSMTPD 6.8 (one CR dropped,
+ * then "." as a C string). Returns the offset of the LF of the first
+ * line that any of them ends the body at, and in *type TG_CMD_BODY_END
+ * when all do, TG_CMD_BODY_AMBIGUOUS when not; len if none.
  */
-static size_t ref_body_end(const unsigned char *s, size_t from, size_t len)
+static size_t ref_body_end(const unsigned char *s, size_t from, size_t len,
+			   int *type)
 {
-	size_t j;
+	size_t i = from;
+	int prev_bare = 0;
 
-	for (j = from; j < len; j++) {
-		size_t dot;
+	while (i < len) {
+		const unsigned char *lf = memchr(s + i, '\n', len - i);
+		const unsigned char *l = s + i;
+		size_t j, m, k, os;
+		int legacy, normalize, exim, strict, smtpd;
 
-		if (s[j] != '\n')
-			continue;
-		if (j >= from + 1 && s[j - 1] == '.')
-			dot = j - 1;
-		else if (j >= from + 2 && s[j - 1] == '\r' && s[j - 2] == '.')
-			dot = j - 2;
-		else
-			continue;
-		if (dot == from || s[dot - 1] == '\n' || s[dot - 1] == '\r')
+		if (!lf)
+			break;
+		j = (size_t)(lf - s);
+		m = j - i;
+		for (k = m; k > 0 && l[k - 1] == '\r'; k--)
+			;
+		legacy = k == 1 && l[0] == '.';
+		normalize = !prev_bare && m == 2 && l[0] == '.' && l[1] == '\r';
+		exim = (m == 1 && l[0] == '.') || normalize ||
+		       (m == 2 && l[0] == '.' && l[1] == '\r');
+		strict = normalize;
+		os = m - (m && l[m - 1] == '\r');
+		smtpd = os >= 1 && l[0] == '.' && (os == 1 || l[1] == 0);
+		if (legacy && normalize && exim && strict && smtpd) {
+			*type = TG_CMD_BODY_END;
 			return j;
+		}
+		if (legacy || normalize || exim || strict || smtpd) {
+			*type = TG_CMD_BODY_AMBIGUOUS;
+			return j;
+		}
+		prev_bare = !(m && l[m - 1] == '\r');
+		i = j + 1;
 	}
 	return len;
 }
@@ -290,6 +353,42 @@ static int ref_odd(const unsigned char *l, size_t n)
 	return 0;
 }
 
+/*
+ * As ref_odd(), for a verb that is a prefix of BDAT (and not empty): a
+ * server that reads the control byte as white space ("BDAT\v12") frames
+ * a chunk, one that does not reads commands. The parser must give
+ * TG_CMD_CHUNK_BAD.
+ */
+static int ref_odd_bdat(const unsigned char *l, size_t n)
+{
+	static const char bdat[] = "BDAT";
+	size_t i, vlen = 0;
+	int phase = 0;
+	int prefix = 1;
+
+	for (i = 0; i < n && phase < 2; i++) {
+		unsigned char c = l[i];
+		int ctl = (c < ' ' && c != '\t' && c != '\r') ||
+			  (c == '\r' && i + 1 < n);
+
+		if (ctl && prefix && vlen > 0)
+			return 1;
+		if (c == '\r')
+			continue;
+		if (phase == 0 && !ref_space(c))
+			phase = 1;
+		else if (phase == 1 && ref_space(c))
+			phase = 2;
+		if (phase == 1) {
+			if (c >= 'a' && c <= 'z')
+				c = c - 'a' + 'A';
+			prefix = prefix && vlen < 4 && c == (unsigned char)bdat[vlen];
+			vlen++;
+		}
+	}
+	return 0;
+}
+
 static int body_after(const struct ctl *c, size_t line_ev, __u64 verb)
 {
 	if (line_ev < 16 && (c->body_mask >> line_ev & 1))
@@ -320,7 +419,7 @@ static void ref_events(const unsigned char *s, size_t len,
 {
 	static unsigned char line[MAX_IN];
 	size_t i = 0, line_ev = 0;
-	int mode = TG_MODE_CMD;
+	int mode = TG_MODE_CMD, tx = 0, last = 0;
 	__u64 chunk = 0;
 
 	out->n = 0;
@@ -329,30 +428,49 @@ static void ref_events(const unsigned char *s, size_t len,
 			const unsigned char *lf = memchr(s + i, '\n', len - i);
 			size_t j, n, rest;
 			__u64 verb, size;
+			int odd, canon;
 
 			if (!lf)
 				break;
 			j = (size_t)(lf - s);
 			n = ref_strip_cr(s + i, j - i, line);
 			verb = ref_verb(line, n, &rest);
+			odd = ref_odd(s + i, j - i);
 			if (verb == TG_VERB_MAIL) {
 				ev_push(out, EV_MAILISH, verb, 0, 0, j);
-			} else if (ref_odd(s + i, j - i) &&
-				   (out->n >= got->n ||
-				    got->v[out->n].type == TG_CMD_MAIL_BAD)) {
+				tx = 1;
+			} else if (odd && (out->n >= got->n ||
+					   got->v[out->n].type == TG_CMD_MAIL_BAD)) {
 				ev_push(out, EV_LINE_OR_BAD, verb, 0, 0, j);
+				tx = 1;
+			} else if (!odd && ref_odd_bdat(s + i, j - i)) {
+				ev_push(out, TG_CMD_CHUNK_BAD, verb, 0, 0, j);
+			} else if (!odd && verb == TG_VERB_BDAT) {
+				canon = ref_bdat(s + i, j - i, &size, &last);
+				if (!canon || !tx || size > TG_CHUNK_MAX ||
+				    (c->flags & FL_NO_CHUNKING)) {
+					ev_push(out, TG_CMD_CHUNK_BAD, verb, 0, 0, j);
+				} else {
+					ev_push(out, TG_CMD_LINE, verb, 0, 0, j);
+					if (body_after(c, line_ev, verb)) {
+						mode = TG_MODE_BODY;
+					} else if (size) {
+						mode = TG_MODE_CHUNK;
+						chunk = size;
+					} else if (last) {
+						tx = 0;
+					}
+					line_ev++;
+				}
 			} else {
 				/* a line, or an odd one the parser kept as one */
-				ev_push(out, ref_odd(s + i, j - i) ?
-						     EV_LINE_OR_BAD : TG_CMD_LINE,
+				ev_push(out, odd ? EV_LINE_OR_BAD : TG_CMD_LINE,
 					verb, 0, 0, j);
-				size = ref_bdat(line, n);
-				if (body_after(c, line_ev, verb)) {
+				if (verb == TG_VERB_RSET || verb == TG_VERB_EHLO ||
+				    verb == TG_VERB_HELO || verb == TG_VERB_QUIT)
+					tx = 0;
+				if (body_after(c, line_ev, verb))
 					mode = TG_MODE_BODY;
-				} else if (size) {
-					mode = TG_MODE_CHUNK;
-					chunk = size;
-				}
 				line_ev++;
 			}
 			i = j + 1;
@@ -362,14 +480,18 @@ static void ref_events(const unsigned char *s, size_t len,
 			i += chunk;
 			ev_push(out, TG_CMD_CHUNK_END, 0, 0, 0, i - 1);
 			mode = TG_MODE_CMD;
+			if (last)
+				tx = 0;
 		} else {
-			size_t j = ref_body_end(s, i, len);
+			int type;
+			size_t j = ref_body_end(s, i, len, &type);
 
 			if (j == len)
 				break;
-			ev_push(out, TG_CMD_BODY_END, 0, 0, 0, j);
+			ev_push(out, type, 0, 0, 0, j);
 			i = j + 1;
 			mode = TG_MODE_CMD;
+			tx = 0;
 		}
 	}
 }
@@ -694,6 +816,8 @@ static void run(const unsigned char *s, size_t len, const size_t *cuts,
 	if (!p)
 		abort();
 	tg_cmd_init(p);
+	p->no_chunking = (c->flags & (FL_GRAMMAR | FL_NO_CHUNKING)) ==
+			 FL_NO_CHUNKING;
 	out->n = 0;
 	for (i = 0; i < len; i++) {
 		int mode = p->mode, ev;
@@ -715,6 +839,7 @@ static void run(const unsigned char *s, size_t len, const size_t *cuts,
 			} else {
 				FUZZ_CHECK(s[i] == '\n' &&
 						   (ev == TG_CMD_LINE ||
+						    ev == TG_CMD_CHUNK_BAD ||
 						    is_mailish(ev)),
 					   "%s at %zu (byte %#x) in command "
 					   "mode", ev_name(ev), i, s[i]);
@@ -723,9 +848,10 @@ static void run(const unsigned char *s, size_t len, const size_t *cuts,
 			}
 		} else if (chk) {
 			FUZZ_CHECK(ev == TG_CMD_NONE ||
-					   ev == (mode == TG_MODE_BODY ?
-						  TG_CMD_BODY_END :
-						  TG_CMD_CHUNK_END),
+					   (mode == TG_MODE_BODY ?
+						    ev == TG_CMD_BODY_END ||
+							    ev == TG_CMD_BODY_AMBIGUOUS :
+						    ev == TG_CMD_CHUNK_END),
 				   "%s at %zu in %s mode", ev_name(ev), i,
 				   mode == TG_MODE_BODY ? "body" : "chunk");
 		}

@@ -14,9 +14,14 @@
  * .IP "split invariance"
  *	the same event at the same byte, however the bytes are cut.
  * .IP "reference ServerHello parser"
- *	written plainly here over the whole buffer: records checked and
- *	handshake bodies reassembled, then the ServerHello parsed field by
- *	field once all of it is there, following the contract in tg_tls.h
+ *	written plainly here over the whole buffer: records checked (types
+ *	handshake, alert and ChangeCipherSpec, major version 3; empty
+ *	handshake and ChangeCipherSpec records skipped, a ChangeCipherSpec
+ *	with a body or an empty alert refused; an alert ends the flight when
+ *	fatal or close_notify and is skipped otherwise) and handshake bodies
+ *	reassembled, empty HelloRequests skipped, then the ServerHello
+ *	parsed field by field once all of it is there, following the
+ *	contract in tg_tls.h
  *	(session id at most 32, an extensions block that is absent or adds
  *	up exactly, supported_versions present at most once and two bytes
  *	long, selecting TLS 1.3 or above; without it, legacy_version at most
@@ -39,7 +44,8 @@
  *	input is a list of 3-byte edits to it: versions, cipher, session id,
  *	supported_versions added, removed or duplicated, extension, block,
  *	handshake and record lengths off by some bytes, the message cut into
- *	several records, alert, CCS or other records slipped in, trailing
+ *	several records, alert (any level), CCS, HelloRequest, empty or
+ *	other records slipped in, trailing
  *	bytes, flipped bytes. This reaches deep into the ServerHello, which
  *	random bytes rarely do.
  * DIAGNOSTICS
@@ -150,23 +156,35 @@ static struct res ref_server_hello(const unsigned char *b, size_t L)
 	return r;
 }
 
-/* The handshake bytes so far: NONE while the ServerHello is incomplete. */
+/*
+ * The handshake bytes so far: NONE while the ServerHello is incomplete.
+ * Empty HelloRequests before it are skipped (OpenSSL's client does).
+ */
 static struct res ref_handshake(const unsigned char *h, size_t n)
 {
-	size_t L;
+	size_t L, off = 0;
 
-	if (n < 1)
-		return mk(TG_TLS_NONE);
-	if (h[0] != TG_TLS_HS_SERVER_HELLO)
-		return mk(TG_TLS_BAD);
-	if (n < 4)
-		return mk(TG_TLS_NONE);
-	L = (size_t)h[1] << 16 | (size_t)h[2] << 8 | h[3];
+	for (;;) {
+		if (n - off < 1)
+			return mk(TG_TLS_NONE);
+		if (h[off] != TG_TLS_HS_SERVER_HELLO &&
+		    h[off] != TG_TLS_HS_HELLO_REQUEST)
+			return mk(TG_TLS_BAD);
+		if (n - off < 4)
+			return mk(TG_TLS_NONE);
+		L = (size_t)h[off + 1] << 16 | (size_t)h[off + 2] << 8 |
+		    h[off + 3];
+		if (h[off] == TG_TLS_HS_SERVER_HELLO)
+			break;
+		if (L != 0)
+			return mk(TG_TLS_BAD);
+		off += 4;
+	}
 	if (L < 38 || L > 65535)
 		return mk(TG_TLS_BAD);
-	if (n < 4 + L)
+	if (n - off < 4 + L)
 		return mk(TG_TLS_NONE);
-	return ref_server_hello(h + 4, L);
+	return ref_server_hello(h + off + 4, L);
 }
 
 static struct res ref_tls(const unsigned char *s, size_t n)
@@ -179,7 +197,8 @@ static struct res ref_tls(const unsigned char *s, size_t n)
 		const unsigned char *body;
 		struct res r;
 
-		if (s[off] != TG_TLS_CT_HANDSHAKE && s[off] != TG_TLS_CT_ALERT)
+		if (s[off] != TG_TLS_CT_HANDSHAKE && s[off] != TG_TLS_CT_ALERT &&
+		    s[off] != TG_TLS_CT_CCS)
 			return mk(TG_TLS_BAD);
 		if (avail < 2)
 			return mk(TG_TLS_NONE);
@@ -188,7 +207,12 @@ static struct res ref_tls(const unsigned char *s, size_t n)
 		if (avail < 5)
 			return mk(TG_TLS_NONE);
 		len = u16at(s + off + 3);
-		if (len == 0 || len > TG_TLS_REC_MAX)
+		if (len > TG_TLS_REC_MAX)
+			return mk(TG_TLS_BAD);
+		/* empty handshake and CCS records are skipped */
+		if (len == 0 && s[off] == TG_TLS_CT_ALERT)
+			return mk(TG_TLS_BAD);
+		if (len != 0 && s[off] == TG_TLS_CT_CCS)
 			return mk(TG_TLS_BAD);
 		body = s + off + 5;
 		blen = len < avail - 5 ? len : avail - 5;
@@ -197,9 +221,14 @@ static struct res ref_tls(const unsigned char *s, size_t n)
 				return mk(blen == 1 ? TG_TLS_BAD : TG_TLS_NONE);
 			if (blen < 2)
 				return mk(TG_TLS_NONE);
-			r = mk(TG_TLS_ALERT);
-			r.alert = body[1];
-			return r;
+			/* fatal or close_notify: the end; others are skipped */
+			if (body[0] == 2 || body[1] == 0) {
+				r = mk(TG_TLS_ALERT);
+				r.alert = body[1];
+				return r;
+			}
+			off += 5 + len;
+			continue;
 		}
 		memcpy(hs + hn, body, blen);
 		hn += blen;
@@ -368,8 +397,8 @@ struct ext {
 struct extra_rec {
 	size_t before_frag;		/* goes before this fragment */
 	unsigned char type;
-	unsigned char body[2];
-	size_t len;			/* 1 or 2 */
+	unsigned char body[4];
+	size_t len;			/* 0 to 4 */
 };
 
 struct sh {
@@ -655,14 +684,24 @@ static void edit(struct sh *h, unsigned op, unsigned a, unsigned b)
 			static const unsigned char types[] = {
 				TG_TLS_CT_ALERT, TG_TLS_CT_CCS,
 				TG_TLS_CT_APPDATA, TG_TLS_CT_ALERT, 24,
+				TG_TLS_CT_HANDSHAKE,
 			};
 			struct extra_rec *x = &h->extra[h->nextra++];
 
 			x->before_frag = a >> 4;
 			x->type = types[a % FZ_NELEM(types)];
-			x->body[0] = 2;
-			x->body[1] = (unsigned char)b;
-			x->len = (a & 8) ? 1 : 2;
+			if (x->type == TG_TLS_CT_HANDSHAKE) {
+				/* a HelloRequest, or its first half */
+				memset(x->body, 0, sizeof(x->body));
+				x->body[3] = (unsigned char)(b & 0x80 ? b : 0);
+				x->len = (a & 8) ? 2 : 4;
+				break;
+			}
+			/* alerts: fatal, warning, or another level */
+			x->body[0] = (b & 0x80) ? ((b & 0x40) ? 3 : 1) :
+				     x->type == TG_TLS_CT_CCS ? 1 : 2;
+			x->body[1] = (unsigned char)(b & 0x3f);
+			x->len = (a & 8) ? ((a & 0x40) ? 0 : 1) : 2;
 		}
 		break;
 	case 12:

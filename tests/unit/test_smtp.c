@@ -26,6 +26,8 @@
  *	equal tg_addr_key(ADDR) and an FNV-1a computed here independently.
  * .IP "null, bad, end, chunk"
  *	TG_CMD_MAIL_NULL, TG_CMD_MAIL_BAD, TG_CMD_BODY_END, TG_CMD_CHUNK_END.
+ * .IP "amb, chunkbad"
+ *	TG_CMD_BODY_AMBIGUOUS, TG_CMD_CHUNK_BAD (whatever its verb).
  * DIAGNOSTICS
  *	One line per failed check on stderr; "N passed, M failed" on stdout.
  *	The exit status is non-zero when a case failed.
@@ -80,6 +82,8 @@ static const char *ev_name(int type)
 		[TG_CMD_MAIL] = "mail",	    [TG_CMD_MAIL_NULL] = "null",
 		[TG_CMD_MAIL_BAD] = "bad",  [TG_CMD_BODY_END] = "end",
 		[TG_CMD_CHUNK_END] = "chunk",
+		[TG_CMD_BODY_AMBIGUOUS] = "amb",
+		[TG_CMD_CHUNK_BAD] = "chunkbad",
 	};
 
 	if (type < 0 || type >= (int)TG_NELEM(names))
@@ -203,8 +207,13 @@ static int ev_parse(const char *spec, struct evlist *l, char *why,
 			e->verb = TG_VERB_MAIL;
 		} else if (n == 3 && !strncmp(s, "end", 3)) {
 			e->type = TG_CMD_BODY_END;
+		} else if (n == 3 && !strncmp(s, "amb", 3)) {
+			e->type = TG_CMD_BODY_AMBIGUOUS;
 		} else if (n == 5 && !strncmp(s, "chunk", 5)) {
 			e->type = TG_CMD_CHUNK_END;
+		} else if (n == 8 && !strncmp(s, "chunkbad", 8)) {
+			e->type = TG_CMD_CHUNK_BAD;
+			e->verb = TG_VERB_BDAT;
 		} else if (n == 1 && *s == '-') {
 			e->type = TG_CMD_LINE;
 		} else if (n == 1 && *s == '*') {
@@ -223,7 +232,11 @@ static int ev_parse(const char *spec, struct evlist *l, char *why,
 /* Does an event match what the table expects (keys only for MAIL)? */
 static int ev_match(const struct ev *got, const struct ev *want)
 {
-	if (got->type != want->type || got->verb != want->verb)
+	if (got->type != want->type)
+		return 0;
+	if (want->type == TG_CMD_CHUNK_BAD)
+		return 1;	/* the verb as read may be "BDAT\v12" */
+	if (got->verb != want->verb)
 		return 0;
 	if (want->type == TG_CMD_MAIL)
 		return got->addr_key == want->addr_key &&
@@ -430,6 +443,10 @@ static const struct cmd_case cmd_cases[] = {
 	  "MAIL FROM:<J\xc3\xb6ran@EX\xc3\xa4mple.org>\r\n",
 	  "mail j\xc3\xb6ran@ex\xc3\xa4mple.org"),
 	C("address without a domain", "MAIL FROM:<alice>\r\n", "mail alice"),
+	C("trailing dot in the domain",
+	  "MAIL FROM:<Alice@Example.ORG.>\r\n", "mail alice@example.org"),
+	C("trailing dot in a bare address",
+	  "MAIL FROM:alice@example.org. SIZE=10\r\n", "mail alice@example.org"),
 	C("keys do not leak into the next MAIL",
 	  "MAIL FROM:<alice@example.org>\r\nRSET\r\n"
 	  "MAIL FROM:<bob@example.net>\r\nMAIL FROM:<x\r\n",
@@ -480,15 +497,40 @@ static const struct cmd_case cmd_cases[] = {
 	  "QUIT\r\n.\r\nMAIL FROM:<a@b>\r\n",
 	  "DATA | end | mail a@b"),
 	C("empty body", "DATA\r\n.\r\nQUIT\r\n", "DATA | end | QUIT"),
+	/*
+	 * Where servers end DATA: Postfix smtpd (smtpd_forbid_bare_newline
+	 * = no, the default before 3.9) at a line "." after LF, any CRs
+	 * before the LF dropped; with = normalize (3.9's default) only at
+	 * CRLF "." CRLF; Exim 4.96 at [CR] LF "." [CR] LF (4.97.1, strict:
+	 * CRLF only); OpenSMTPD 6.8 at a line that is "." as a C string
+	 * after one CR is dropped. None starts a line after a bare CR.
+	 */
 	C("body with bare LF", "DATA\nhello\nMAIL FROM:<x@y>\n.\nQUIT\n",
-	  "DATA | end | QUIT"),
+	  "DATA | amb | QUIT"),
 	C("dot and bare LF after CRLF", "DATA\r\nhello\r\n.\nQUIT\r\n",
-	  "DATA | end | QUIT"),
+	  "DATA | amb | QUIT"),
+	C("dot CRLF after a bare LF", "DATA\r\nhello\n.\r\nQUIT\r\n",
+	  "DATA | amb | QUIT"),
+	C("dot and two CRs", "DATA\r\nhello\r\n.\r\r\nQUIT\r\n",
+	  "DATA | amb | QUIT"),
+	C("dot, NUL", "DATA\r\nhello\r\n.\0x\r\nQUIT\r\n",
+	  "DATA | amb | QUIT"),
+	C("dot, CR, NUL is text", "DATA\r\nx\r\n.\r\0\r\nQUIT\r\n.\r\n",
+	  "DATA | end"),
+	C("lone dot at the start of the body", "DATA\r\n.\nQUIT\r\n",
+	  "DATA | amb | QUIT"),
 	C("lone dot after a bare CR", "DATA\r\nhello\r.\r\nQUIT\r\n",
-	  "DATA | end | QUIT"),
+	  "DATA"),
 	C("lone dot after the bare CR that ends a dot line",
 	  "DATA\r\nhello\r\n.\r.\r\nMAIL FROM:<alice@example.org>\r\n",
-	  "DATA | end | mail alice@example.org"),
+	  "DATA"),
+	C("dot after bare CRs at the start of a line",
+	  "DATA\r\nx\r\n\r\r.\r\nQUIT\r\n", "DATA"),
+	/* Seen too early, body text became commands: a BDAT blinded it. */
+	C("BDAT after a bare CR dot line is body text",
+	  "MAIL FROM:<x@y>\r\nDATA\r\nx\r.\r\nBDAT 999999999999\r\n"
+	  "\r\n.\r\nMAIL FROM:<alice@example.org>\r\n",
+	  "mail x@y | DATA | end | mail alice@example.org"),
 	C("dot-stuffed lines do not end the body",
 	  "DATA\r\n..MAIL FROM:<x@y>\r\n..\r\n.x\r\n. \r\nx.\r\n.\r\nQUIT\r\n",
 	  "DATA | end | QUIT"),
@@ -496,29 +538,94 @@ static const struct cmd_case cmd_cases[] = {
 	  "DATA\r\na\r\n.\r\nMAIL FROM:<a@b>\r\nDATA\r\nb\r\n.\r\n",
 	  "DATA | end | mail a@b | DATA | end"),
 
-	/* BDAT. */
+	/*
+	 * BDAT. A chunk is framed only for the form Exim's client writes
+	 * ("BDAT" SP size [SP "LAST"]) inside a mail transaction; any other
+	 * BDAT line is TG_CMD_CHUNK_BAD, as servers frame it differently
+	 * (Exim: sscanf("%u %n"), a 32-bit size, "12x" is 12 bytes; Postfix:
+	 * digits only, an off_t, white space of isspace()).
+	 */
 	C("BDAT without LAST",
-	  "BDAT 17\r\nMAIL FROM:<x@y>\r\nBDAT 0 LAST\r\nQUIT\r\n",
-	  "BDAT | chunk | BDAT | QUIT"),
+	  "MAIL FROM:<x@y>\r\nBDAT 17\r\nMAIL FROM:<x@y>\r\nBDAT 0 LAST\r\n"
+	  "QUIT\r\n",
+	  "mail x@y | BDAT | chunk | BDAT | QUIT"),
 	C("BDAT LAST, chunk holding a MAIL line",
-	  "BDAT 17 LAST\r\nMAIL FROM:<x@y>\r\nQUIT\r\n",
-	  "BDAT | chunk | QUIT"),
+	  "MAIL FROM:<x@y>\r\nBDAT 17 LAST\r\nMAIL FROM:<x@y>\r\nQUIT\r\n",
+	  "mail x@y | BDAT | chunk | QUIT"),
 	C("BDAT LAST, chunk ending inside a line",
-	  "BDAT 10 LAST\r\n0123456789MAIL FROM:<alice@example.org>\r\n",
-	  "BDAT | chunk | mail alice@example.org"),
-	C("bdat, lower case", "bdat 5 last\r\nhelloRSET\r\n",
-	  "BDAT | chunk | RSET"),
-	C("two chunks", "BDAT 3\r\nabcBDAT 2 LAST\r\nxyNOOP\r\n",
-	  "BDAT | chunk | BDAT | chunk | NOOP"),
-	C("chunk of one byte", "BDAT  1\r\n\nNOOP\r\n",
-	  "BDAT | chunk | NOOP"),
-	C("BDAT x does not swallow the next line",
-	  "BDAT x\r\nMAIL FROM:<a@b>\r\n", "BDAT | mail a@b"),
-	C("BDAT alone", "BDAT\r\nMAIL FROM:<a@b>\r\n", "BDAT | mail a@b"),
-	C("BDAT 12x is refused, not framed", "BDAT 12x\r\nMAIL FROM:<a@b>\r\n",
-	  "BDAT | mail a@b"),
-	C("BDAT 0 LAST frames nothing", "BDAT 0 LAST\r\nQUIT\r\n",
-	  "BDAT | QUIT"),
+	  "MAIL FROM:<x@y>\r\nBDAT 10 LAST\r\n0123456789"
+	  "MAIL FROM:<alice@example.org>\r\n",
+	  "mail x@y | BDAT | chunk | mail alice@example.org"),
+	C("bdat, lower case", "MAIL FROM:<x@y>\r\nbdat 5 last\r\nhelloRSET\r\n",
+	  "mail x@y | BDAT | chunk | RSET"),
+	C("two chunks",
+	  "MAIL FROM:<x@y>\r\nRCPT TO:<z@w>\r\nBDAT 3\r\nabcBDAT 2 LAST\r\n"
+	  "xyNOOP\r\n",
+	  "mail x@y | RCPT | BDAT | chunk | BDAT | chunk | NOOP"),
+	C("chunk of one byte, two spaces",
+	  "MAIL FROM:<x@y>\r\nBDAT  1\r\n\nNOOP\r\n",
+	  "mail x@y | BDAT | chunk | NOOP"),
+	C("size with leading zeros, spaces around LAST",
+	  "MAIL FROM:<x@y>\r\nBDAT 0000000003  LAST \r\nabcNOOP\r\n",
+	  "mail x@y | BDAT | chunk | NOOP"),
+	C("BDAT 0 LAST frames nothing", "MAIL FROM:<x@y>\r\nBDAT 0 LAST\r\n"
+	  "QUIT\r\n", "mail x@y | BDAT | QUIT"),
+	C("the largest chunk", "MAIL FROM:<x@y>\r\nBDAT 1073741824\r\n",
+	  "mail x@y | BDAT"),
+	/* Not framed: the caller cannot vouch for what follows. */
+	C("BDAT x", "MAIL FROM:<x@y>\r\nBDAT x\r\nMAIL FROM:<a@b>\r\n",
+	  "mail x@y | chunkbad | mail a@b"),
+	C("BDAT alone", "MAIL FROM:<x@y>\r\nBDAT\r\nMAIL FROM:<a@b>\r\n",
+	  "mail x@y | chunkbad | mail a@b"),
+	C("BDAT 12x (Exim: a chunk of 12)",
+	  "MAIL FROM:<x@y>\r\nBDAT 12x\r\nMAIL FROM:<a@b>\r\n",
+	  "mail x@y | chunkbad | mail a@b"),
+	C("BDAT 12LAST", "MAIL FROM:<x@y>\r\nBDAT 12LAST\r\n",
+	  "mail x@y | chunkbad"),
+	C("BDAT +12", "MAIL FROM:<x@y>\r\nBDAT +12\r\n", "mail x@y | chunkbad"),
+	C("BDAT -1", "MAIL FROM:<x@y>\r\nBDAT -1\r\n", "mail x@y | chunkbad"),
+	C("BDAT 12 LAST x", "MAIL FROM:<x@y>\r\nBDAT 12 LAST x\r\n",
+	  "mail x@y | chunkbad"),
+	C("BDAT 12 FOO", "MAIL FROM:<x@y>\r\nBDAT 12 FOO\r\n",
+	  "mail x@y | chunkbad"),
+	C("BDAT 12 LA", "MAIL FROM:<x@y>\r\nBDAT 12 LA\r\n",
+	  "mail x@y | chunkbad"),
+	C("tab after BDAT", "MAIL FROM:<x@y>\r\nBDAT\t12\r\n",
+	  "mail x@y | chunkbad"),
+	C("tab before LAST", "MAIL FROM:<x@y>\r\nBDAT 12\tLAST\r\n",
+	  "mail x@y | chunkbad"),
+	C("space before BDAT", "MAIL FROM:<x@y>\r\n BDAT 12\r\n",
+	  "mail x@y | chunkbad"),
+	C("CR inside the size", "MAIL FROM:<x@y>\r\nBDAT 1\r2\r\n",
+	  "mail x@y | chunkbad"),
+	C("VT after BDAT (Postfix: white space)",
+	  "MAIL FROM:<x@y>\r\nBDAT\v12\r\n", "mail x@y | chunkbad"),
+	C("bare CR after BDAT", "MAIL FROM:<x@y>\r\nBDAT\r 12\r\n",
+	  "mail x@y | chunkbad"),
+	C("eleven digits", "MAIL FROM:<x@y>\r\nBDAT 00000000012\r\n",
+	  "mail x@y | chunkbad"),
+	C("above the largest chunk", "MAIL FROM:<x@y>\r\nBDAT 1073741825\r\n",
+	  "mail x@y | chunkbad"),
+	C("huge size", "MAIL FROM:<x@y>\r\nBDAT 999999999999999999\r\n"
+	  "MAIL FROM:<alice@example.org>\r\n",
+	  "mail x@y | chunkbad | mail alice@example.org"),
+	/* Outside a mail transaction no client writes BDAT. */
+	C("BDAT without MAIL", "BDAT 3\r\nabc\r\n", "chunkbad | ABC"),
+	C("BDAT after the LAST chunk",
+	  "MAIL FROM:<x@y>\r\nBDAT 3 LAST\r\nabcBDAT 3\r\n",
+	  "mail x@y | BDAT | chunk | chunkbad"),
+	C("BDAT after BDAT 0 LAST",
+	  "MAIL FROM:<x@y>\r\nBDAT 0 LAST\r\nBDAT 3\r\n",
+	  "mail x@y | BDAT | chunkbad"),
+	C("BDAT after RSET", "MAIL FROM:<x@y>\r\nRSET\r\nBDAT 3\r\n",
+	  "mail x@y | RSET | chunkbad"),
+	C("BDAT after the end of a DATA body",
+	  "MAIL FROM:<x@y>\r\nDATA\r\nx\r\n.\r\nBDAT 3\r\n",
+	  "mail x@y | DATA | end | chunkbad"),
+	C("BDAT after EHLO", "MAIL FROM:<x@y>\r\nEHLO c\r\nBDAT 3\r\n",
+	  "mail x@y | EHLO | chunkbad"),
+	C("BDAT after a null sender", "MAIL FROM:<>\r\nBDAT 2 LAST\r\nabQUIT\r\n",
+	  "null | BDAT | chunk | QUIT"),
 };
 
 static void test_cmd_table(void)
@@ -613,12 +720,36 @@ static void test_cmd_lengths(void)
 	check_stream(__LINE__, buf, n, "NOOP | mail c@d");
 
 	tg_case("cmd: BDAT chunk of 2000 bytes looking like commands");
-	n = (size_t)sprintf(buf, "BDAT 2000 LAST\r\n");
+	n = (size_t)sprintf(buf, "MAIL FROM:<a@b>\r\nBDAT 2000 LAST\r\n");
 	for (pad = 0; pad < 2000; pad += 20)
 		memcpy(buf + n + pad, "MAIL FROM:<x@y>\r\n\r\n.", 20);
 	n += 2000;
 	n += (size_t)sprintf(buf + n, "MAIL FROM:<c@d>\r\n");
-	check_stream(__LINE__, buf, n, "BDAT | chunk | mail c@d");
+	check_stream(__LINE__, buf, n, "mail a@b | BDAT | chunk | mail c@d");
+}
+
+/*
+ * A host that did not offer CHUNKING: Exim refuses BDAT and reads what
+ * follows as commands, Postfix hangs up; a client that sends BDAT anyway
+ * is not one tlsguard can vouch for.
+ */
+static void test_no_chunking(void)
+{
+	static const char in[] = "MAIL FROM:<x@y>\r\nBDAT 3 LAST\r\nabc\r\n";
+	struct evlist ev;
+	struct tg_cmd p;
+
+	tg_case("cmd: BDAT to a host that did not offer CHUNKING");
+	memset(&ev, 0, sizeof(ev));
+	tg_cmd_init(&p);
+	p.no_chunking = 1;
+	feed(&p, (const unsigned char *)in, sizeof(in) - 1, &ev);
+	CHECK(ev.n == 3 && ev.v[0].type == TG_CMD_MAIL &&
+		      ev.v[1].type == TG_CMD_CHUNK_BAD &&
+		      ev.v[2].type == TG_CMD_LINE,
+	      "events [%s], expected [mail x@y | chunkbad | ABC]",
+	      ev_show(&ev));
+	CHECK_EQ(p.mode, TG_MODE_CMD);
 }
 
 /* ------------------------------------------------------------------ */
@@ -659,7 +790,8 @@ static const struct hold_case hold_cases[] = {
 	H("DATA\r\n", 0),
 	H("DATA\r\nMAIL FROM:<al", 0),
 	H("DATA\r\n.\r\nMAIL FROM:<al", 1),
-	H("BDAT 100\r\nMAIL FROM:<al", 0),
+	H("MAIL FROM:<x@y>\r\nBDAT 100\r\nMAIL FROM:<al", 0),
+	H("BDAT 100\r\nMAIL FROM:<al", 1),
 };
 
 static void test_holding(void)
@@ -687,6 +819,7 @@ struct rev {
 	int type;
 	int code;
 	int starttls;
+	int ends;		/* AMBIGUOUS: Postfix ended the reply there */
 };
 
 struct rlist {
@@ -705,15 +838,16 @@ static const char *rev_show(const struct rlist *l)
 	o[0] = 0;
 	for (i = 0; i < l->n; i++) {
 		const struct rev *e = &l->v[i];
-		const char *t = e->type == TG_REPLY_FINAL ? "F" :
-				e->type == TG_REPLY_CONT  ? "C" :
-				e->type == TG_REPLY_BAD	  ? "BAD" : "?";
+		const char *t = e->type == TG_REPLY_FINAL     ? "F" :
+				e->type == TG_REPLY_CONT      ? "C" :
+				e->type == TG_REPLY_AMBIGUOUS ? "A" :
+				e->type == TG_REPLY_BAD	      ? "BAD" : "?";
 
 		if (e->type == TG_REPLY_BAD)
 			n += sprintf(o + n, "%sBAD", i ? " " : "");
 		else
-			n += sprintf(o + n, "%s%s%d", i ? " " : "", t,
-				     e->code);
+			n += sprintf(o + n, "%s%s%s%d", i ? " " : "", t,
+				     e->ends ? "!" : "", e->code);
 		if (e->starttls)
 			n += sprintf(o + n, "/tls");
 	}
@@ -733,6 +867,7 @@ static void rfeed(struct tg_reply *r, const unsigned char *s, size_t len,
 		out->v[out->n].type = ev;
 		out->v[out->n].code = ev == TG_REPLY_BAD ? 0 : r->code;
 		out->v[out->n].starttls = r->starttls;
+		out->v[out->n].ends = ev == TG_REPLY_AMBIGUOUS && r->new_reply;
 		out->n++;
 	}
 }
@@ -756,7 +891,11 @@ struct reply_case {
 	const char *name;
 	const char *in;
 	size_t len;
-	const char *want;	/* Fnnn final, Cnnn continuation, BAD; "/tls" */
+	/*
+	 * Fnnn final, Cnnn continuation, BAD, Annn ambiguous (A!nnn: and
+	 * Postfix ended the reply there); "/tls": starttls is set.
+	 */
+	const char *want;
 };
 
 #define R(name, in, want) { __LINE__, name, in, sizeof(in) - 1, want }
@@ -791,7 +930,8 @@ static const struct reply_case reply_cases[] = {
 	  "250 STARTTLS\r\n220 2.0.0 Ready to start TLS\r\n", "F250/tls F220"),
 	R("non-digit line", "hello\r\n", "BAD"),
 	R("letter in the code", "2x0 ok\r\n", "BAD"),
-	R("bad separator", "250xok\r\n", "BAD"),
+	/* Postfix: garbage, the reply goes on; OpenSMTPD: the last line */
+	R("bad separator", "250xok\r\n", "A250"),
 	R("empty line", "\r\n", "BAD"),
 	R("two digits, LF", "25\n", "BAD"),
 	R("two digits, CRLF", "25\r\n", "BAD"),
@@ -801,6 +941,44 @@ static const struct reply_case reply_cases[] = {
 	  "550-5.7.1 no\r\n550 5.7.1 no\r\n000 x\r\n999 y\r\n",
 	  "F354 F421 C550 F550 F0 F999"),
 	R("bad line then a reply", "xyz\r\n220 ok\r\n", "BAD F220"),
+	/*
+	 * Postfix's reading (smtp_get, smtp_chat_resp): every CR before the
+	 * LF is dropped, the line ends at a NUL, three digits then the end
+	 * of the line or a space end the reply, '-' continues it, anything
+	 * else is garbage that Postfix reads as part of the reply.
+	 */
+	R("CRs before the LF", "250\r\r\n", "F250"),
+	R("CRs before the LF of a continuation",
+	  "250-STARTTLS\r\r\r\n250 OK\r\n", "C250/tls F250/tls"),
+	R("NUL after the code", "250\0garbage\r\n", "F250"),
+	R("NUL hides a dash", "250\0-more\r\n220 next\r\n", "F250 F220"),
+	R("NUL inside the code", "25\0 ok\r\n", "BAD"),
+	R("garbage line inside a reply",
+	  "250-mx\r\nxyz\r\n250 OK\r\n", "C250 BAD F250"),
+	R("garbage line keeps the reply's flags",
+	  "250-STARTTLS\r\nxyz\r\n250 OK\r\n", "C250/tls BAD/tls F250/tls"),
+	R("garbage lines are no reply of their own",
+	  "xyz\r\n\r\n99\r\n220 ok\r\n", "BAD BAD BAD F220"),
+	/* Exim 4.96 strips trailing white space: "250" ends its reply */
+	R("tab after the code", "250\t\r\n", "A250"),
+	R("VT and space after a 1xx code", "150\v \r\n", "A150"),
+	R("tab after a 6xx code", "650\t\r\n", "A650"),
+	/* OpenSMTPD: three digits 2..5 and anything but '-' end it */
+	R("four digits", "2500 ok\r\n", "A250"),
+	R("CR after the code, then text", "250\rX\r\n", "A250"),
+	R("CR after the code, then a dash", "250\r-\r\n", "A250"),
+	/* nobody but Postfix goes on after these: not ambiguous */
+	R("6xx code, bad separator", "650xok\r\n", "BAD"),
+	R("0xx code, bad separator", "000-\r\n000\tx\r\n", "C0 BAD"),
+	/*
+	 * Exim and OpenSMTPD take a reply's class from its first line,
+	 * Postfix from its last.
+	 */
+	R("354 then 250", "354-go ahead\r\n250 OK\r\n", "C354 A!250"),
+	R("250 then 550", "250-a\r\n250-b\r\n550 no\r\n", "C250 C250 A!550"),
+	R("same class, other codes", "250-a\r\n251 b\r\n", "C250 F251"),
+	R("mixed classes after garbage", "xyz\r\n354-a\r\n250 b\r\n",
+	  "BAD C354 F250"),
 };
 
 static void rlist_parse(const char *spec, struct rlist *l)
@@ -818,8 +996,14 @@ static void rlist_parse(const char *spec, struct rlist *l)
 			e->type = TG_REPLY_BAD;
 			s += 3;
 		} else {
-			e->type = *s == 'C' ? TG_REPLY_CONT : TG_REPLY_FINAL;
-			e->code = (int)strtol(s + 1, &end, 10);
+			e->type = *s == 'C' ? TG_REPLY_CONT :
+				  *s == 'A' ? TG_REPLY_AMBIGUOUS :
+					      TG_REPLY_FINAL;
+			if (*++s == '!') {
+				e->ends = 1;
+				s++;
+			}
+			e->code = (int)strtol(s, &end, 10);
 			s = end;
 		}
 		if (!strncmp(s, "/tls", 4)) {
@@ -840,7 +1024,8 @@ static int rlist_same(const struct rlist *a, const struct rlist *b)
 	for (i = 0; i < a->n; i++)
 		if (a->v[i].type != b->v[i].type ||
 		    a->v[i].code != b->v[i].code ||
-		    a->v[i].starttls != b->v[i].starttls)
+		    a->v[i].starttls != b->v[i].starttls ||
+		    a->v[i].ends != b->v[i].ends)
 			return 0;
 	return 1;
 }
@@ -868,6 +1053,97 @@ static void test_reply_table(void)
 				      k, rev_show(&split), rev_show(&got)))
 				break;
 		}
+	}
+}
+
+/*
+ * Lines at the length limits: Postfix reads 2048 bytes of a line
+ * (line_length_limit) and drops trailing CRs only from a line that fits;
+ * OpenSMTPD refuses a line of LINE_MAX (2048) bytes or more, less one CR.
+ */
+static void test_reply_lengths(void)
+{
+	static const struct {
+		int line;
+		const char *head;	/* then pad bytes up to len */
+		char pad;
+		size_t len;		/* bytes before the LF */
+		const char *tail;	/* the last bytes, within len */
+		const char *want;
+	} rows[] = {
+		{ __LINE__, "250", '\r', 2048, "", "F250" },
+		{ __LINE__, "250", '\r', 2049, "", "A250" },
+		{ __LINE__, "250x", 'y', 2047, "", "A250" },
+		{ __LINE__, "250x", 'y', 2048, "", "BAD" },
+		{ __LINE__, "250x", 'y', 2048, "\r", "A250" },
+		{ __LINE__, "250x", 'y', 2049, "\r", "BAD" },
+		{ __LINE__, "250 ", 'y', 3000, "", "F250" },
+		{ __LINE__, "250-", 'y', 3000, "", "C250" },
+	};
+	static unsigned char buf[4096];
+	struct rlist want, got;
+	size_t i, h, t;
+
+	for (i = 0; i < TG_NELEM(rows); i++) {
+		tg_case("reply: \"%s\" padded to %zu bytes", rows[i].head,
+			rows[i].len);
+		h = strlen(rows[i].head);
+		t = strlen(rows[i].tail);
+		memset(buf, rows[i].pad, rows[i].len);
+		memcpy(buf, rows[i].head, h);
+		memcpy(buf + rows[i].len - t, rows[i].tail, t);
+		buf[rows[i].len] = '\n';
+		rlist_parse(rows[i].want, &want);
+		rfeed_split(buf, rows[i].len + 1, rows[i].len / 2, &got);
+		CHECK_AT(rows[i].line, rlist_same(&got, &want),
+			 "events [%s], expected [%s]", rev_show(&got),
+			 rows[i].want);
+	}
+}
+
+/*
+ * The reply to DATA: whether the client sends the body. Postfix
+ * (smtp_proto.c: code / 100 == 3) and Exim (smtp_read_response(..., '3'))
+ * send it after any 3xx, OpenSMTPD (mta_session.c, MTA_DATA) after a 2xx
+ * or a 3xx.
+ */
+static void test_reply_data(void)
+{
+	static const struct {
+		int line;
+		const char *in;
+		int cls, want;
+	} rows[] = {
+		{ __LINE__, "354 End data with <CR><LF>.<CR><LF>\r\n", 3,
+		  TG_DATA_BODY },
+		{ __LINE__, "354\r\n", 3, TG_DATA_BODY },
+		{ __LINE__, "300 go on\r\n", 3, TG_DATA_BODY },
+		{ __LINE__, "399-a\r\n399 b\r\n", 3, TG_DATA_BODY },
+		{ __LINE__, "250 ok\r\n", 2, TG_DATA_UNSURE },
+		{ __LINE__, "221 bye\r\n", 2, TG_DATA_UNSURE },
+		{ __LINE__, "451 4.3.0 later\r\n", 4, TG_DATA_NONE },
+		{ __LINE__, "554 5.5.1 no valid recipients\r\n", 5,
+		  TG_DATA_NONE },
+		{ __LINE__, "199 x\r\n", 1, TG_DATA_NONE },
+		{ __LINE__, "099 x\r\n", 0, TG_DATA_NONE },
+	};
+	struct tg_reply r;
+	size_t i, k;
+	int ev, last;
+
+	for (i = 0; i < TG_NELEM(rows); i++) {
+		tg_case("reply to DATA: \"%s\"",
+			tg_esc(rows[i].in, strlen(rows[i].in)));
+		tg_reply_init(&r);
+		last = TG_REPLY_NONE;
+		for (k = 0; rows[i].in[k]; k++) {
+			ev = tg_reply_feed(&r, (unsigned char)rows[i].in[k]);
+			if (ev != TG_REPLY_NONE)
+				last = ev;
+		}
+		CHECK_EQ_AT(rows[i].line, last, TG_REPLY_FINAL);
+		CHECK_EQ_AT(rows[i].line, tg_reply_class(&r), rows[i].cls);
+		CHECK_EQ_AT(rows[i].line, tg_reply_data(&r), rows[i].want);
 	}
 }
 
@@ -914,6 +1190,17 @@ static const struct key_case key_cases[] = {
 	K("@example.org", "@example.org"),
 	K("@Example.ORG", "@example.org"),
 	K("alice", "alice"),
+	/*
+	 * A trailing dot ends the domain (Postfix trivial-rewrite strips it,
+	 * but not after a dot or the '@').
+	 */
+	K("alice@example.org.", "alice@example.org"),
+	K("Alice+x@Example.ORG.", "alice@example.org"),
+	K("@example.org.", "@example.org"),
+	K("alice@example.org.x", "alice@example.org.x"),
+	K("alice@example.org..", "alice@example.org.."),
+	K("alice@.", "alice@."),
+	K("alice.", "alice."),
 	/* malformed */
 	K("", NULL),
 	K("a@b@c", NULL),
@@ -966,6 +1253,9 @@ static void test_addr_key(void)
 	key = tg_addr_key("@EXAMPLE.org", 12, &dk);
 	CHECK(key != 0, "key of @EXAMPLE.org is 0");
 	CHECK_EQ(dk, dk_alice);
+	key = tg_addr_key("bob@example.org.", 16, &dk);
+	CHECK(key != 0, "key of bob@example.org. is 0");
+	CHECK_EQ(dk, dk_alice);
 
 	tg_case("tg_addr_key: TG_ADDR_MAX bytes, and one more");
 	memset(buf, 'a', TG_ADDR_MAX + 1);
@@ -983,8 +1273,11 @@ int main(void)
 {
 	test_cmd_table();
 	test_cmd_lengths();
+	test_no_chunking();
 	test_holding();
 	test_reply_table();
+	test_reply_lengths();
+	test_reply_data();
 	test_reply_flag();
 	test_addr_key();
 	return tg_test_done();

@@ -270,6 +270,158 @@ static void test_hostile(void)
 	(void)HS_LEN;
 }
 
+/*
+ * What may come before the ServerHello. The clients were run against a
+ * real server with the bytes slipped into its first flight (OpenSSL
+ * 3.0.22's client, TLS 1.2 and 1.3 enabled or 1.2 at most, as Postfix
+ * and OpenSMTPD use it; GnuTLS 3.7.9's, as Exim uses it): the parser
+ * must read on wherever one of them reads on, and say BAD or ALERT only
+ * where all of them abort. Otherwise a server could put a TLS 1.0
+ * session past the parser.
+ */
+enum { AT_FRONT, AT_IN_RECORD, AT_SPLIT };
+
+static void test_first_flight(void)
+{
+	static const struct {
+		int line;
+		const char *name;
+		const char *hex;	/* bytes slipped in */
+		int where;		/* AT_* */
+		int want;		/* TG_TLS_VERSION: the capture's */
+		int alert;
+	} rows[] = {
+		/* OpenSSL skips HelloRequest (tls_get_message_header()) */
+		{ __LINE__, "HelloRequest record", "16 03 01 00 04 00 00 00 00",
+		  AT_FRONT, TG_TLS_VERSION, 0 },
+		{ __LINE__, "HelloRequest in the ServerHello's record",
+		  "00 00 00 00", AT_IN_RECORD, TG_TLS_VERSION, 0 },
+		{ __LINE__, "two HelloRequests in one record",
+		  "16 03 01 00 08 00 00 00 00 00 00 00 00", AT_FRONT,
+		  TG_TLS_VERSION, 0 },
+		{ __LINE__, "HelloRequest split over two records",
+		  "16 03 01 00 02 00 00 16 03 01 00 02 00 00", AT_FRONT,
+		  TG_TLS_VERSION, 0 },
+		{ __LINE__, "HelloRequest in a record of version 03 ff",
+		  "16 03 ff 00 04 00 00 00 00", AT_FRONT, TG_TLS_VERSION, 0 },
+		{ __LINE__, "HelloRequest with a body",
+		  "16 03 01 00 05 00 00 00 01 00", AT_FRONT, TG_TLS_BAD, 0 },
+		{ __LINE__, "record of major version 2",
+		  "16 02 00 00 04 00 00 00 00", AT_FRONT, TG_TLS_BAD, 0 },
+		/* empty records (OpenSSL: up to 32 in a row) */
+		{ __LINE__, "empty handshake record", "16 03 01 00 00", AT_FRONT,
+		  TG_TLS_VERSION, 0 },
+		{ __LINE__, "empty ChangeCipherSpec record", "14 03 01 00 00",
+		  AT_FRONT, TG_TLS_VERSION, 0 },
+		{ __LINE__, "empty handshake record inside the ServerHello",
+		  "16 03 01 00 00", AT_SPLIT, TG_TLS_VERSION, 0 },
+		{ __LINE__, "empty alert record", "15 03 01 00 00", AT_FRONT,
+		  TG_TLS_BAD, 0 },
+		{ __LINE__, "empty application data record", "17 03 01 00 00",
+		  AT_FRONT, TG_TLS_BAD, 0 },
+		{ __LINE__, "ChangeCipherSpec", "14 03 01 00 01 01", AT_FRONT,
+		  TG_TLS_BAD, 0 },
+		{ __LINE__, "application data", "17 03 03 00 01 00", AT_FRONT,
+		  TG_TLS_BAD, 0 },
+		{ __LINE__, "record type 24", "18 03 03 00 01 00", AT_FRONT,
+		  TG_TLS_BAD, 0 },
+		/* warning alerts: OpenSSL skips them, up to four in a row */
+		{ __LINE__, "warning handshake_failure", "15 03 01 00 02 01 28",
+		  AT_FRONT, TG_TLS_VERSION, 0 },
+		{ __LINE__, "warning unrecognized_name", "15 03 01 00 02 01 70",
+		  AT_FRONT, TG_TLS_VERSION, 0 },
+		{ __LINE__, "warning user_canceled", "15 03 01 00 02 01 5a",
+		  AT_FRONT, TG_TLS_VERSION, 0 },
+		{ __LINE__, "warning alert inside the ServerHello",
+		  "15 03 01 00 02 01 28", AT_SPLIT, TG_TLS_VERSION, 0 },
+		/* GnuTLS (read on, not Exim) takes an unknown level as warning */
+		{ __LINE__, "alert of level 3", "15 03 01 00 02 03 28", AT_FRONT,
+		  TG_TLS_VERSION, 0 },
+		{ __LINE__, "alert of three bytes", "15 03 01 00 03 01 28 00",
+		  AT_FRONT, TG_TLS_VERSION, 0 },
+		/* what every client aborts on */
+		{ __LINE__, "warning close_notify", "15 03 01 00 02 01 00",
+		  AT_FRONT, TG_TLS_ALERT, 0 },
+		{ __LINE__, "fatal user_canceled", "15 03 01 00 02 02 5a",
+		  AT_FRONT, TG_TLS_ALERT, 90 },
+		{ __LINE__, "fatal alert of three bytes", "15 03 01 00 03 02 28 00",
+		  AT_FRONT, TG_TLS_ALERT, 40 },
+		{ __LINE__, "alert of one byte", "15 03 01 00 01 01", AT_FRONT,
+		  TG_TLS_BAD, 0 },
+		{ __LINE__, "alert split over two records",
+		  "15 03 01 00 01 01 15 03 01 00 01 28", AT_FRONT, TG_TLS_BAD, 0 },
+		{ __LINE__, "SSLv2 record", "80 03 00 00 00", AT_FRONT, TG_TLS_BAD,
+		  0 },
+	};
+	struct capture *c10 = &captures[0];
+	static unsigned char in[8192];
+	unsigned char x[256];
+	struct tg_tls t;
+	size_t i, n, k, rl, cut;
+	unsigned v;
+	const char *h;
+	int ev, bad;
+
+	if (!c10->len)
+		return;
+	for (i = 0; i < TG_NELEM(rows); i++) {
+		tg_case("first flight: %s, then a TLS 1.0 ServerHello",
+			rows[i].name);
+		for (k = 0, h = rows[i].hex; sscanf(h, "%2x", &v) == 1;
+		     h += h[2] ? 3 : 2)
+			x[k++] = (unsigned char)v;
+		rl = (size_t)(c10->buf[3] << 8 | c10->buf[4]);
+		n = 0;
+		switch (rows[i].where) {
+		case AT_FRONT:
+			memcpy(in, x, k);
+			memcpy(in + k, c10->buf, c10->len);
+			n = k + c10->len;
+			break;
+		case AT_IN_RECORD:
+			memcpy(in, c10->buf, 5);
+			put16(in + 3, (unsigned)(rl + k));
+			memcpy(in + 5, x, k);
+			memcpy(in + 5 + k, c10->buf + 5, c10->len - 5);
+			n = k + c10->len;
+			break;
+		case AT_SPLIT:
+			cut = 20;
+			memcpy(in, c10->buf, 5 + cut);
+			put16(in + 3, (unsigned)cut);
+			n = 5 + cut;
+			memcpy(in + n, x, k);
+			n += k;
+			memcpy(in + n, c10->buf, 3);
+			put16(in + n + 3, (unsigned)(rl - cut));
+			n += 5;
+			memcpy(in + n, c10->buf + 5 + cut, c10->len - 5 - cut);
+			n += c10->len - 5 - cut;
+			break;
+		}
+		ev = feed(in, n, 0, &t);
+		if (rows[i].want == TG_TLS_VERSION) {
+			CHECK_AT(rows[i].line,
+				 ev == TG_TLS_VERSION && t.version == TG_TLS_1_0,
+				 "event %d version 0x%04x, expected VERSION "
+				 "0x0301", ev, t.version);
+		} else {
+			CHECK_AT(rows[i].line, ev == rows[i].want,
+				 "event %d, expected %d", ev, rows[i].want);
+			if (ev == TG_TLS_ALERT)
+				CHECK_EQ_AT(rows[i].line, t.alert,
+					    rows[i].alert);
+		}
+		for (cut = 1, bad = 0; cut < n && !bad; cut++) {
+			struct tg_tls u;
+
+			bad = feed(in, n, cut, &u) != ev || u.version != t.version;
+			CHECK_AT(rows[i].line, !bad, "split at %zu: another event",
+				 cut);
+		}
+	}
+}
+
 static void test_client(void)
 {
 	static const struct {
@@ -310,6 +462,7 @@ int main(void)
 {
 	test_captures();
 	test_hostile();
+	test_first_flight();
 	test_client();
 	return tg_test_done();
 }
