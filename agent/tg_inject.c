@@ -389,6 +389,7 @@ static const char *tg_reply_for(struct tg_inject *ij, struct tg_islot *s,
 			 (int)(s->line_len > 200 ? 200 : s->line_len), s->line);
 		return TG_TXT_BAD;
 	case TG_CMD_LINE:
+	case TG_CMD_CHUNK_BAD:	/* a BDAT line: answered as one below */
 		break;
 	default:
 		return NULL;

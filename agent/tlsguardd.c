@@ -375,7 +375,11 @@ static const char *tg_why_name(__u32 why)
 	case TG_WHY_WEAK_TLS:
 		return "guaranteed sender over TLS below 1.2";
 	case TG_WHY_UNSEEN_TLS:
-		return "TLS below 1.2 that no uprobe can read";
+		return "TLS below 1.2, or a handshake tlsguard could not "
+		       "read, that no uprobe can judge";
+	case TG_WHY_DESYNC:
+		return "a line the host or the MTA may read otherwise: "
+		       "tlsguard lost count of the conversation";
 	case TG_WHY_UNWATCHED:
 		return "no room in the sockhash";
 	}

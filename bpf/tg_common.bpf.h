@@ -281,7 +281,8 @@ static __always_inline __u32 tg_cmd_skip(struct tg_cmd *p,
 		p->chunk_left -= left;
 		return (__u32)left;
 	}
-	if (p->mode != TG_MODE_BODY || p->body != TG_BODY_MID || (i & 7))
+	if (p->mode != TG_MODE_BODY ||
+	    (p->body & ~TG_BODY_BARE) != TG_BODY_MID || (i & 7))
 		return 0;
 	return tg_body_skip(b, i);
 }

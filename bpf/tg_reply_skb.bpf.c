@@ -12,7 +12,11 @@
  *	is offered, a 3xx reply to DATA starts the DATA body in the command
  *	parser (only then may body lines look like commands without being
  *	ones: 354, or any other 3xx, after which Postfix's and Exim's clients
- *	send the message all the same), 220 to STARTTLS starts the handshake.
+ *	send the message all the same), a 2xx to STARTTLS starts the
+ *	handshake: the clients act on a reply's class, and so does this.
+ *	A reply the clients read differently (TG_REPLY_AMBIGUOUS), or a 2xx
+ *	to DATA (OpenSMTPD sends the body then, Postfix and Exim do not),
+ *	leaves tlsguard unable to count what follows: the flow fails closed.
  *
  *	In the handshake, the server's first flight goes through
  *	tg_tls_feed(): a well-formed ServerHello gives the negotiated version
@@ -31,6 +35,7 @@
 /* tg_scan_replies()'s findings, packed (see tg_scan_cmds()). */
 #define TG_RSCAN_BODY	0x1	/* DATA accepted: start the body */
 #define TG_RSCAN_TLS	0x2	/* the handshake ended: see f->state */
+#define TG_RSCAN_LOST	0x4	/* lost count of the conversation: fail */
 
 /* As in tg_smtp_msg, the parsers run on the map value itself. */
 struct tg_rscan {
@@ -88,6 +93,7 @@ static long tg_rscan_byte(__u32 i, void *ctx)
 	struct tg_rscan *s = ctx;
 	struct tg_flow *f = s->f;
 	unsigned char c;
+	int ev;
 
 	if (!f || i >= s->blk.len || tg_blk_get(&s->blk, i, 0))
 		return 1;
@@ -98,23 +104,39 @@ static long tg_rscan_byte(__u32 i, void *ctx)
 		s->line_off = i;
 		s->line_seen = 1;
 	}
-	if (tg_reply_step(&f->reply, c) != TG_REPLY_FINAL)
+	ev = tg_reply_step(&f->reply, c);
+	if (ev == TG_REPLY_AMBIGUOUS) {
+		/* The MTA's client may end the reply elsewhere: lost count. */
+		s->found |= TG_RSCAN_LOST;
+		return 1;
+	}
+	if (ev != TG_REPLY_FINAL)
 		return 0;
 	tg_emit_reply(s, f, i);
 	f->replies++;
+	/* The clients act on the class of a reply, not on one code. */
 	if (f->ehlo_cmd && f->replies == f->ehlo_cmd + 1) {
-		f->starttls_offered = f->reply.code == 250 && f->reply.starttls;
-		f->chunking_offered = f->reply.code == 250 && f->reply.chunking;
+		f->starttls_offered =
+			tg_reply_class(&f->reply) == 2 && f->reply.starttls;
+		f->chunking_offered =
+			tg_reply_class(&f->reply) == 2 && f->reply.chunking;
 		f->ehlo_cmd = 0;
 	}
 	if (f->data_cmd && f->replies == f->data_cmd + 1) {
-		if (f->reply.code >= 300 && f->reply.code < 400)
-			s->found |= TG_RSCAN_BODY;
 		f->data_cmd = 0;
+		switch (tg_reply_data(&f->reply)) {
+		case TG_DATA_BODY:
+			s->found |= TG_RSCAN_BODY;
+			break;
+		case TG_DATA_UNSURE:
+			/* Some clients send the body now, others do not. */
+			s->found |= TG_RSCAN_LOST;
+			return 1;
+		}
 	}
 	if (f->starttls_cmd && f->replies == f->starttls_cmd + 1) {
 		f->starttls_cmd = 0;
-		if (f->reply.code == 220)
+		if (tg_reply_class(&f->reply) == 2)
 			/* What follows is the server's TLS flight. */
 			tg_start_tls(f);
 	}
@@ -174,6 +196,10 @@ static __always_inline int tg_reply_verdict(struct __sk_buff *skb)
 		return SK_DROP;
 	}
 	found = tg_scan_replies(skb, f, len);
+	if (found & TG_RSCAN_LOST) {
+		tg_fail_flow(f, TG_WHY_DESYNC);
+		return SK_DROP;
+	}
 
 	if (found & TG_RSCAN_BODY)
 		tg_cmd_start_body(&f->cmd);

@@ -40,17 +40,21 @@
  */
 #define TG_SCAN_DIVERT		0x1ULL	/* hold the line at TG_SCAN_OFF */
 #define TG_SCAN_LINE		0x2ULL	/* a line started in these bytes */
+#define TG_SCAN_LOST		0x4ULL	/* lost count of the conversation */
 #define TG_SCAN_WHY(r)		((__u32)((r) >> 8) & 0xff)
 #define TG_SCAN_OFF(r)		((__u32)((r) >> 32))	/* where it started */
 
+/*
+ * The findings are kept as the TG_SCAN_* bits they are returned as, and
+ * put together without a branch: a branch on each would make the
+ * verifier follow the scan once per combination of their values.
+ */
 struct tg_scan {
 	struct tg_flow *f;
-	__u32 divert;
+	__u32 found;		/* TG_SCAN_DIVERT, _LINE, _LOST */
 	__u32 why;
 	__u32 line_off;		/* where the line in progress started */
-	__u32 line_seen;	/* a line started in these bytes */
 	__u32 skip_to;		/* bytes before it are passed over */
-	__u32 pad;
 	struct tg_blk blk;
 };
 
@@ -58,14 +62,15 @@ struct tg_scan {
 static __always_inline void tg_emit_cmd(struct tg_scan *s, struct tg_flow *f,
 					__u32 i)
 {
-	__u32 start = s->line_seen ? s->line_off : 0;
+	__u32 start = (s->found & TG_SCAN_LINE) ? s->line_off : 0;
 	__u64 n = i > start ? i - start : 0;
 
 	if (!tg_audit_on)
 		return;
 	if (n && f->cmd.cr)
 		n--;
-	tg_emit_line(f, s->line_seen ? 0 : TG_LINE_CUT, s->blk.base + start,
+	tg_emit_line(f, (s->found & TG_SCAN_LINE) ? 0 : TG_LINE_CUT,
+		     s->blk.base + start,
 		     n, 0);
 }
 
@@ -74,7 +79,7 @@ static __always_inline void tg_mark(struct tg_scan *s, struct tg_flow *f,
 				    __u32 i)
 {
 	s->line_off = i;
-	s->line_seen = 1;
+	s->found |= TG_SCAN_LINE;
 	f->mark.cmd = f->cmd;
 	f->mark.cmds = f->cmds;
 	f->mark.data_cmd = f->data_cmd;
@@ -107,7 +112,7 @@ static long tg_scan_byte(__u32 i, void *ctx)
 	}
 	if (tg_blk_get(&s->blk, i, 0)) {
 		/* Cannot read it: hold it, as a MAIL we cannot vouch for. */
-		s->divert = 1;
+		s->found |= TG_SCAN_DIVERT;
 		s->why = TG_WHY_BAD_MAIL;
 		return 1;
 	}
@@ -126,7 +131,7 @@ static long tg_scan_byte(__u32 i, void *ctx)
 			 * know yet whether they are message or commands (RFC
 			 * 2920: DATA ends a pipelined group). Not vouched for.
 			 */
-			s->divert = 1;
+			s->found |= TG_SCAN_DIVERT;
 			s->why = TG_WHY_BAD_MAIL;
 			return 1;
 		}
@@ -141,7 +146,7 @@ static long tg_scan_byte(__u32 i, void *ctx)
 		tg_keep_sender(f, &f->cmd, s->blk.base, s->line_off,
 			       s->blk.len, 0);
 		if (tg_guaranteed(&f->cmd)) {
-			s->divert = 1;
+			s->found |= TG_SCAN_DIVERT;
 			s->why = TG_WHY_NO_TLS;
 			return 1;
 		}
@@ -155,8 +160,17 @@ static long tg_scan_byte(__u32 i, void *ctx)
 		f->cmds++;
 		return 0;
 	case TG_CMD_MAIL_BAD:
-		s->divert = 1;
+		s->found |= TG_SCAN_DIVERT;
 		s->why = TG_WHY_BAD_MAIL;
+		return 1;
+	case TG_CMD_BODY_AMBIGUOUS:
+	case TG_CMD_CHUNK_BAD:
+		/*
+		 * A body end or a BDAT line that servers frame differently:
+		 * what follows may be commands to the host and message to
+		 * tlsguard, or the other way round.
+		 */
+		s->found |= TG_SCAN_LOST;
 		return 1;
 	case TG_CMD_LINE:
 		if (f->cmd.verb == TG_VERB_DATA)
@@ -198,10 +212,9 @@ __noinline __u64 tg_scan_cmds(struct sk_msg_md *msg, struct tg_flow *f,
 	s.blk.len = len;
 	f->cmd.no_chunking = !f->chunking_offered;
 	tg_mark(&s, f, 0);
-	s.line_seen = 0;
+	s.found = 0;	/* the mark is taken, but no line started here */
 	bpf_loop(len, tg_scan_byte, &s, 0);
-	return (s.divert ? TG_SCAN_DIVERT : 0) |
-	       (s.line_seen ? TG_SCAN_LINE : 0) | (__u64)(s.why & 0xff) << 8 |
+	return s.found | (__u64)(s.why & 0xff) << 8 |
 	       (__u64)s.line_off << 32;
 }
 
@@ -290,6 +303,10 @@ static __always_inline int tg_plain(struct sk_msg_md *msg, struct tg_flow *f)
 		return SK_DROP;
 	}
 	r = tg_scan_cmds(msg, f, len);
+	if (r & TG_SCAN_LOST) {
+		tg_fail_flow(f, TG_WHY_DESYNC);
+		return SK_DROP;
+	}
 	/* the line in progress started at line_off: 0 if in an earlier write */
 	line_off = (r & TG_SCAN_LINE) ? TG_SCAN_OFF(r) : 0;
 	why = TG_SCAN_WHY(r);

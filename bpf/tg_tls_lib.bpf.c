@@ -112,6 +112,14 @@ static long tg_uscan_cmd_byte(__u32 i, void *ctx)
 		tg_emit_line(f, TG_LINE_END | TG_LINE_TLS, 0, 0, 0);
 		in->cmds++;
 		return 0;
+	case TG_CMD_BODY_AMBIGUOUS:
+	case TG_CMD_CHUNK_BAD:
+		/* framed differently by servers: judged flows fail closed */
+		if (tg_tls_judged(f)) {
+			s->fail = TG_WHY_DESYNC;
+			return 1;
+		}
+		return 0;
 	case TG_CMD_LINE:
 		if (in->cmd.verb == TG_VERB_DATA)
 			in->data_cmd = in->cmds;
@@ -128,6 +136,7 @@ static long tg_uscan_reply_byte(__u32 i, void *ctx)
 	struct tg_uscan *s = ctx;
 	struct tg_flow *f = s->f;
 	struct tg_inner *in;
+	int ev;
 
 	if (!f || i >= s->blk.len || tg_blk_get(&s->blk, i, 1))
 		return 1;
@@ -136,14 +145,26 @@ static long tg_uscan_reply_byte(__u32 i, void *ctx)
 		s->line_off = i;
 		s->line_seen = 1;
 	}
-	if (tg_reply_step(&in->reply, tg_blk_at(&s->blk, i)) != TG_REPLY_FINAL)
+	ev = tg_reply_step(&in->reply, tg_blk_at(&s->blk, i));
+	if (ev == TG_REPLY_AMBIGUOUS) {
+		/* as on the wire (see tg_reply_skb): judged flows fail */
+		s->fail = tg_tls_judged(f) ? TG_WHY_DESYNC : 0;
+		return 1;
+	}
+	if (ev != TG_REPLY_FINAL)
 		return 0;
 	tg_emit_uline(s, f, i, TG_LINE_REPLY);
 	in->replies++;
 	if (in->data_cmd && in->replies == in->data_cmd + 1) {
-		/* any 3xx, as on the wire (see tg_reply_skb) */
-		s->body = in->reply.code >= 300 && in->reply.code < 400;
 		in->data_cmd = 0;
+		switch (tg_reply_data(&in->reply)) {
+		case TG_DATA_BODY:
+			s->body = 1;
+			break;
+		case TG_DATA_UNSURE:
+			s->fail = tg_tls_judged(f) ? TG_WHY_DESYNC : 0;
+			return 1;
+		}
 	}
 	return 0;
 }
@@ -152,7 +173,9 @@ static long tg_uscan_reply_byte(__u32 i, void *ctx)
  * The parsers of f's inner conversation over the first len bytes at buf,
  * in the MTA's memory: commands (tg_uscan_cmds, which returns the
  * TG_WHY_* for which the flow must fail, or 0) or replies
- * (tg_uscan_replies, which returns 1 when the host accepted DATA).
+ * (tg_uscan_replies, which returns bit 0 set when the host accepted
+ * DATA, and in bits 8 to 15 the TG_WHY_* for which a judged flow must
+ * fail: a reply the MTA's client may read otherwise than the parser).
  */
 __noinline __u32 tg_uscan_cmds(struct tg_flow *f, __u64 buf, __u32 len)
 {
@@ -181,5 +204,5 @@ __noinline __u32 tg_uscan_replies(struct tg_flow *f, __u64 buf, __u32 len)
 	s.blk.base = buf;
 	s.blk.len = len;
 	bpf_loop(len, tg_uscan_reply_byte, &s, 0);
-	return s.body;
+	return s.body | s.fail << 8;
 }

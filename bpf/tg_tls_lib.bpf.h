@@ -215,6 +215,7 @@ static __always_inline void tg_tls_read_return(long ret)
 {
 	__u64 id = bpf_get_current_pid_tgid(), n = 0, buf;
 	struct tg_ssl_read *r;
+	__u32 res;
 	struct tg_flow *f;
 
 	r = bpf_map_lookup_elem(&tg_ssl_reads, &id);
@@ -234,7 +235,12 @@ static __always_inline void tg_tls_read_return(long ret)
 	bpf_map_delete_elem(&tg_ssl_reads, &id);
 	if (!f || (!tg_tls_judged(f) && f->state != TG_FS_TLS) || n == 0)
 		return;
-	if (tg_uscan_replies(f, buf, n > TG_SCAN_MAX ? TG_SCAN_MAX : n))
+	res = tg_uscan_replies(f, buf, n > TG_SCAN_MAX ? TG_SCAN_MAX : n);
+	if (res >> 8) {
+		tg_fail_flow(f, res >> 8);
+		return;
+	}
+	if (res & 1)
 		tg_cmd_start_body(&f->inner.cmd);
 }
 

@@ -883,11 +883,12 @@ static TG_INLINE int tg_cmd_feed(struct tg_cmd *p, unsigned char c)
 }
 
 /*
- * Bytes that a DATA body in TG_BODY_MID passes over: feeding one of them
- * there changes nothing (no line starts). tg_body_quiet8() asks the same
- * of eight bytes at once (any byte order), so that a scanner can skip
- * the middle of body lines a word at a time; it must agree with
- * tg_cmd_feed() byte for byte (tests/unit/test_smtp.c checks it).
+ * Bytes that a DATA body in TG_BODY_MID (with or without TG_BODY_BARE)
+ * passes over: feeding one of them there changes nothing (no line starts,
+ * no CR is pending). tg_body_quiet8() asks the same of eight bytes at
+ * once (any byte order), so that a scanner can skip the middle of body
+ * lines a word at a time; it must agree with tg_cmd_feed() byte for byte
+ * (tests/unit/test_skip.c checks it).
  */
 static TG_INLINE int tg_body_quiet(unsigned char c)
 {

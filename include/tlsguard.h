@@ -79,8 +79,12 @@ enum tg_why {
 	TG_WHY_NO_TLS,		/* a guaranteed sender on a plaintext flow */
 	TG_WHY_BAD_MAIL,	/* a MAIL command the kernel cannot vouch for */
 	TG_WHY_WEAK_TLS,	/* a guaranteed sender inside TLS below 1.2 */
-	TG_WHY_UNSEEN_TLS,	/* TLS below 1.2 that no uprobe can read */
+	TG_WHY_UNSEEN_TLS,	/* TLS below 1.2, or a handshake tlsguard
+				 * could not read, that no uprobe sees */
 	TG_WHY_UNWATCHED,	/* the sockhash had no room: destroy it */
+	TG_WHY_DESYNC,		/* a line the MTA's client and the host may
+				 * read otherwise than tlsguard: the count
+				 * of commands and replies is lost */
 };
 
 /*

@@ -509,11 +509,15 @@ def c_bdat_no_chunking_host(cx):
     s2 = fresh(cx, tag="bdat-502-then-g")
     if s2.expect("MAIL", s2.cmd("MAIL FROM:<%s>" % OTHER), 250) and s2.expect(
             "RCPT", s2.cmd("RCPT TO:<n-%s-%d@dest.example>" % (cx.case, cx.seq())), 250):
+        # Servers differ on where such a chunk ends (the host refuses BDAT
+        # and reads the chunk as commands; another might frame it): tlsguard
+        # cannot count what follows, and fails the flow closed.
         s2.write(b"BDAT 12 LAST\r\nhello world\n")
-        s2.expect("BDAT", s2.reply(), 502)
-        s2.expect("chunk line", s2.reply(), 502)
-        s2.expect("RSET", s2.cmd("RSET"), 250)
-        held(cx, s2, b"MAIL FROM:<alice@example.org>\r\n", "guaranteed MAIL after a refused BDAT")
+        r = s2.reply()
+        if r is None and s2.cut:
+            cx.outcomes.append("BDAT to a host that did not offer CHUNKING: cut (%s)" % s2.cut)
+        else:
+            cx.problem("BDAT to a host that did not offer CHUNKING: not cut: %s" % s2.describe(r))
 
 
 def c_long_lines(cx):
@@ -630,10 +634,15 @@ def c_data_body_tracking(cx):
     if s.expect("MAIL", s.cmd("MAIL FROM:<%s>" % OTHER), 250) and s.expect(
             "RCPT", s.cmd("RCPT TO:<n-%s-%d@dest.example>" % (cx.case, cx.seq())), 250) and s.expect(
             "DATA", s.cmd("DATA"), 354):
+        # "." after a bare LF ends the body for some servers, not for others:
+        # tlsguard cannot tell commands from message after it, and fails the
+        # flow closed (the MTA defers; Postfix's client never writes this).
         s.write(("Subject: %s\n\nbare LF lines\n.\n" % marker).encode())
-        if s.expect("end of data (bare LF dot)", s.reply(), 250):
-            cx.delivered.append({"host": s.host, "local": s.local, "marker": marker, "sender": OTHER})
-        held(cx, s, b"MAIL FROM:<alice@example.org>\r\n", "guaranteed MAIL after a bare-LF end of data")
+        r = s.reply()
+        if r is None and s.cut:
+            cx.outcomes.append("end of data by a bare-LF dot line (servers differ): cut (%s)" % s.cut)
+        else:
+            cx.problem("end of data by a bare-LF dot line: not cut: %s" % s.describe(r))
 
 
 def c_writev_sendfile(cx):
@@ -1206,7 +1215,8 @@ def cases():
         C("source_route", plain), C("smtputf8", plain), C("rset_then_guaranteed", plain),
         C("second_message", plain), C("held_then_other", plain), C("bdat_chunking_host", ["chunking"]),
         C("bdat_no_chunking_host", plain, note="the test MX does not offer CHUNKING: it answers 502 and reads "
-                                               "the chunk as commands, and so does tlsguard"),
+                                               "the chunk as commands, another server might frame it: the flow "
+                                               "fails closed"),
         C("long_lines", plain), C("garbage_first", plain),
         C("leading_whitespace", plain), C("pipelined_behind_rset", plain), C("data_body_tracking", plain),
         C("writev_sendfile", plain),

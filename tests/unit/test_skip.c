@@ -68,7 +68,8 @@ static void run_fast(struct run *r, const unsigned char *b, size_t len)
 			i += n;
 			continue;
 		}
-		if (r->p.mode == TG_MODE_BODY && r->p.body == TG_BODY_MID &&
+		if (r->p.mode == TG_MODE_BODY &&
+		    (r->p.body & ~TG_BODY_BARE) == TG_BODY_MID &&
 		    !(i & 7) && i + 8 <= len) {
 			memcpy(&w, b + i, 8);
 			if (tg_body_quiet8(w)) {
@@ -119,6 +120,15 @@ static void test_quiet(void)
 			      (ev == TG_CMD_NONE && p.mode == TG_MODE_BODY &&
 			       p.body == TG_BODY_MID),
 		      "byte 0x%02x", c);
+		/* the same after a bare LF (the line's flag kept) */
+		tg_cmd_init(&p);
+		tg_cmd_start_body(&p);
+		p.body = TG_BODY_MID | TG_BODY_BARE;
+		ev = tg_cmd_feed(&p, (unsigned char)c);
+		CHECK(tg_body_quiet((unsigned char)c) ==
+			      (ev == TG_CMD_NONE && p.mode == TG_MODE_BODY &&
+			       p.body == (TG_BODY_MID | TG_BODY_BARE)),
+		      "byte 0x%02x after a bare LF", c);
 	}
 	tg_case("tg_body_quiet8 agrees with tg_body_quiet at every position");
 	for (c = 0; c < 256; c++) {
