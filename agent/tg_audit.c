@@ -16,8 +16,9 @@
 #include <openssl/ssl.h>
 
 #include "tg_audit.h"
-#include "tg_inject.h"
+#include "tg_hostport.h"
 #include "tg_log.h"
+#include "tg_names.h"
 
 enum { K_OTHER, K_MAIL, K_RCPT, K_DATA, K_END, K_RESET };
 
@@ -78,15 +79,6 @@ int tg_audit_reopen(struct tg_audit *au)
 	return 0;
 }
 
-static void tg_addr_port(char *buf, size_t len, __u16 family,
-			 const __u8 *addr, __u16 port)
-{
-	char a[INET6_ADDRSTRLEN] = "?";
-
-	inet_ntop(family == AF_INET6 ? AF_INET6 : AF_INET, addr, a, sizeof(a));
-	snprintf(buf, len, family == AF_INET6 ? "[%s]:%u" : "%s:%u", a, port);
-}
-
 static struct tg_audit_flow *tg_audit_flow(struct tg_audit *au, __u64 cookie,
 					   int create)
 {
@@ -111,9 +103,9 @@ static struct tg_audit_flow *tg_audit_flow(struct tg_audit *au, __u64 cookie,
 	snprintf(f->local, sizeof(f->local), "?");
 	snprintf(f->remote, sizeof(f->remote), "?");
 	if (bpf_map_lookup_elem(au->flows_fd, &cookie, &kf) == 0) {
-		tg_addr_port(f->local, sizeof(f->local), kf.family, kf.laddr,
+		tg_addr_port_str(f->local, sizeof(f->local), kf.family, kf.laddr,
 			     kf.lport);
-		tg_addr_port(f->remote, sizeof(f->remote), kf.family,
+		tg_addr_port_str(f->remote, sizeof(f->remote), kf.family,
 			     kf.raddr, kf.rport);
 		f->tls_version = kf.tls_version;
 		f->tls_cipher = kf.tls_cipher;
@@ -471,9 +463,9 @@ void tg_audit_line_event(struct tg_audit *au, const struct tg_line_event *le)
 		return;
 	f = tg_audit_flow(au, le->cookie, 1);
 	if (f && strcmp(f->local, "?") == 0 && le->family) {
-		tg_addr_port(f->local, sizeof(f->local), le->family,
+		tg_addr_port_str(f->local, sizeof(f->local), le->family,
 			     le->laddr, le->lport);
-		tg_addr_port(f->remote, sizeof(f->remote), le->family,
+		tg_addr_port_str(f->remote, sizeof(f->remote), le->family,
 			     le->raddr, le->rport);
 	}
 	tg_audit_line(au, le->cookie, le->flags, le->text,
@@ -507,9 +499,9 @@ void tg_audit_killed(struct tg_audit *au, const struct tg_event *e)
 	 * is read here (a busy agent): the event has its addresses.
 	 */
 	if (strcmp(f->local, "?") == 0) {
-		tg_addr_port(f->local, sizeof(f->local), e->family, e->laddr,
+		tg_addr_port_str(f->local, sizeof(f->local), e->family, e->laddr,
 			     e->lport);
-		tg_addr_port(f->remote, sizeof(f->remote), e->family,
+		tg_addr_port_str(f->remote, sizeof(f->remote), e->family,
 			     e->raddr, e->rport);
 		if (!f->tls_version)
 			f->tls_version = e->tls_version;

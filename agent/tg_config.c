@@ -14,6 +14,7 @@
 
 #include "tg_config.h"
 #include "tg_ctl.h"
+#include "tg_hostport.h"
 #include "tg_policy.h"
 
 struct tg_setting {
@@ -161,46 +162,15 @@ static int tg_bool(const char *v, int *out, char *err, size_t len)
 static int tg_addr_port(const char *v, int need_port, int *loopback,
 			char *err, size_t len)
 {
-	char host[INET6_ADDRSTRLEN + 2];
-	const char *port = NULL, *close;
-	unsigned char buf[16];
-	unsigned long p;
-	size_t n;
-	int v6 = 0;
+	struct tg_hostport hp;
 
-	if (*v == '[') {
-		close = strchr(v, ']');
-		if (!close || (close[1] && close[1] != ':'))
-			goto bad;
-		n = (size_t)(close - v - 1);
-		port = close[1] ? close + 2 : NULL;
-		v++;
-		v6 = 1;
-	} else {
-		port = strrchr(v, ':');
-		if (port && strchr(v, ':') != port)
-			goto bad;	/* bare IPv6 needs brackets */
-		n = port ? (size_t)(port - v) : strlen(v);
-		if (port)
-			port++;
-	}
-	if (n >= sizeof(host))
-		goto bad;
-	memcpy(host, v, n);
-	host[n] = 0;
-	if (inet_pton(v6 ? AF_INET6 : AF_INET, host, buf) != 1)
-		goto bad;
-	if ((need_port && !port) ||
-	    (port && tg_uint(port, 1, 65535, &p, err, len) < 0))
-		goto bad;
+	if (tg_hostport_parse(v, &hp, need_port ? TG_HP_NEED_PORT : 0) < 0)
+		return tg_bad(err, len, "bad value \"%.80s\": expected %s", v,
+			      need_port ? "IP:PORT or [IPv6]:PORT" :
+					  "IP, IP:PORT or [IPv6]:PORT");
 	if (loopback)
-		*loopback = v6 ? memcmp(buf, &in6addr_loopback, 16) == 0 :
-				 buf[0] == 127;
+		*loopback = tg_hostport_loopback(&hp);
 	return 0;
-bad:
-	return tg_bad(err, len, "bad value \"%.80s\": expected %s", v,
-		      need_port ? "IP:PORT or [IPv6]:PORT" :
-				  "IP, IP:PORT or [IPv6]:PORT");
 }
 
 /* Absolute, or relative to the cgroup2 mount (see tg_cgroup_open()). */

@@ -19,6 +19,7 @@
 #include "tlsguard.h"
 #include "tg_inject.h"
 #include "tg_log.h"
+#include "tg_names.h"
 
 #define TG_REPLY_LINE_MAX 512	/* a reply line with tlsguard.conf's text */
 #define TG_TXT_MAIL_OK	"250 2.1.0 Ok\r\n"
@@ -31,25 +32,6 @@
 #define TG_TXT_OK	"250 2.0.0 Ok\r\n"
 #define TG_TXT_BYE	"221 2.0.0 Bye\r\n"
 #define TG_TXT_UNK	"502 5.5.2 Error: command not recognized\r\n"
-
-const char *tg_tls_version_name(__u16 v)
-{
-	switch (v) {
-	case 0:
-		return "-";
-	case TG_TLS_SSL3:
-		return "SSLv3";
-	case TG_TLS_1_0:
-		return "TLSv1.0";
-	case TG_TLS_1_1:
-		return "TLSv1.1";
-	case TG_TLS_1_2:
-		return "TLSv1.2";
-	case TG_TLS_1_3:
-		return "TLSv1.3";
-	}
-	return "an unknown version";
-}
 
 static long long tg_now(void)
 {
@@ -95,15 +77,6 @@ static __u16 tg_weak_version(struct tg_inject *ij, const struct tg_flow *f)
 			return w->version;
 	}
 	return 0;
-}
-
-void tg_flow_name(const struct tg_flow *f, char *buf, size_t len)
-{
-	char addr[INET6_ADDRSTRLEN] = "?";
-
-	inet_ntop(f->family == AF_INET6 ? AF_INET6 : AF_INET, f->raddr, addr,
-		  sizeof(addr));
-	snprintf(buf, len, "%s[%s]:%u", addr, addr, f->rport);
 }
 
 static int tg_slot_open(struct tg_inject *ij, unsigned idx)

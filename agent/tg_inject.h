@@ -133,12 +133,6 @@ void tg_inject_fini(struct tg_inject *ij);
 unsigned tg_inject_reap(struct tg_inject *ij);
 void tg_inject_note_weak(struct tg_inject *ij, __u16 family,
 			 const __u8 *addr, __u16 version);
-const char *tg_tls_version_name(__u16 version);
-
-struct tg_flow;
-
-/* "host[addr]:port" of a flow, for the log and tlsguardctl. */
-void tg_flow_name(const struct tg_flow *f, char *buf, size_t len);
 
 /* epoll data of a slot's far end: slot index plus this tag. */
 #define TG_EP_SLOT	(1ULL << 32)

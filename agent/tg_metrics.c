@@ -17,10 +17,12 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
+#include "tg_hostport.h"
 #include "tg_inject.h"
 #include "tg_kill.h"
 #include "tg_log.h"
 #include "tg_metrics.h"
+#include "tg_names.h"
 #include "tg_policy.h"
 
 #define TG_METRICS_PAGE	16384
@@ -69,57 +71,22 @@ void tg_metrics_init(struct tg_metrics *m)
 static int tg_metrics_addr(const char *addr, struct sockaddr_storage *ss,
 			   socklen_t *len, char *err, size_t errlen)
 {
-	struct sockaddr_in *sin = (struct sockaddr_in *)ss;
-	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
-	char host[64];
-	const char *colon, *h = addr;
-	size_t hl;
-	char *end;
-	long port;
+	struct tg_hostport hp;
 
-	memset(ss, 0, sizeof(*ss));
-	colon = strrchr(addr, ':');
-	if (!colon || colon == addr)
-		goto bad;
-	errno = 0;
-	port = strtol(colon + 1, &end, 10);
-	if (errno || *end || end == colon + 1 || port < 1 || port > 65535)
-		goto bad;
-	hl = (size_t)(colon - addr);
-	if (*h == '[') {
-		if (hl < 3 || addr[hl - 1] != ']')
-			goto bad;
-		h++;
-		hl -= 2;
+	if (tg_hostport_parse(addr, &hp, TG_HP_NEED_PORT) < 0) {
+		snprintf(err, errlen, "--metrics %s: expected ADDR:PORT, ADDR "
+			 "an IPv4 loopback address (127.0.0.0/8) or [::1]",
+			 addr);
+		return -1;
 	}
-	if (hl >= sizeof(host))
-		goto bad;
-	memcpy(host, h, hl);
-	host[hl] = 0;
-	if (inet_pton(AF_INET, host, &sin->sin_addr) == 1) {
-		if ((ntohl(sin->sin_addr.s_addr) >> 24) != 127)
-			goto remote;
-		sin->sin_family = AF_INET;
-		sin->sin_port = htons((unsigned short)port);
-		*len = sizeof(*sin);
-		return 0;
+	if (!tg_hostport_loopback(&hp)) {
+		snprintf(err, errlen, "--metrics %s: not a loopback address; "
+			 "the metrics are served on 127.0.0.0/8 or [::1] only",
+			 addr);
+		return -1;
 	}
-	if (addr[0] == '[' && inet_pton(AF_INET6, host, &sin6->sin6_addr) == 1) {
-		if (!IN6_IS_ADDR_LOOPBACK(&sin6->sin6_addr))
-			goto remote;
-		sin6->sin6_family = AF_INET6;
-		sin6->sin6_port = htons((unsigned short)port);
-		*len = sizeof(*sin6);
-		return 0;
-	}
-bad:
-	snprintf(err, errlen, "--metrics %s: expected ADDR:PORT, ADDR an IPv4 "
-		 "loopback address (127.0.0.0/8) or [::1]", addr);
-	return -1;
-remote:
-	snprintf(err, errlen, "--metrics %s: not a loopback address; the "
-		 "metrics are served on 127.0.0.0/8 or [::1] only", addr);
-	return -1;
+	*len = tg_sockaddr(hp.family, hp.addr, hp.port, ss);
+	return 0;
 }
 
 int tg_metrics_check(const char *addr, char *err, size_t errlen)
@@ -248,13 +215,6 @@ static unsigned long long tg_status_kb(const char *field)
 	return kb;
 }
 
-static const char *const tg_state_label[] = {
-	[TG_FS_PLAIN] = "plain",	 [TG_FS_TLS] = "tls",
-	[TG_FS_DIVERTED] = "held",	 [TG_FS_FAILED] = "failed",
-	[TG_FS_HANDSHAKE] = "handshake", [TG_FS_WEAK] = "weak-tls",
-	[TG_FS_TLS_FAILED] = "tls-failed",
-};
-
 static const char *const tg_fail_label[TG_FAIL_MAX] = {
 	[TG_FAIL_NO_SLOT] = "no_slot",
 	[TG_FAIL_PENDING] = "replies_pending",
@@ -299,9 +259,9 @@ static void tg_metrics_page(struct tg_metrics *m, struct tg_page *p)
 		"Flows in the flow table (tg_flows) now.");
 	tg_put(p, "tlsguard_flows_tracked %llu\n", tracked);
 	tg_head(p, "tlsguard_flows", "gauge", "Flows now, by state.");
-	for (i = 1; i < sizeof(tg_state_label) / sizeof(*tg_state_label); i++)
+	for (i = TG_FS_PLAIN; i <= TG_FS_TLS_FAILED; i++)
 		tg_put(p, "tlsguard_flows{state=\"%s\"} %llu\n",
-		       tg_state_label[i], by_state[i]);
+		       tg_state_name(i), by_state[i]);
 	tg_head(p, "tlsguard_flows_total", "counter",
 		"Flows tracked since the maps were made.");
 	tg_put(p, "tlsguard_flows_total %llu\n", (unsigned long long)st.flows);

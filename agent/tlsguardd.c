@@ -104,6 +104,7 @@
 #include "tg_kill.h"
 #include "tg_log.h"
 #include "tg_metrics.h"
+#include "tg_names.h"
 #include "tg_policy.h"
 #include "tg_service.h"
 #include "tg_sys.h"
@@ -351,35 +352,6 @@ static int tg_libbpf_print(enum libbpf_print_level level, const char *fmt,
 	if (level == LIBBPF_DEBUG && tg_log_verbose() < 2)
 		return 0;
 	return vfprintf(stderr, fmt, ap);
-}
-
-/* The sender as kept by the kernel, made printable. */
-static void tg_printable(const char *in, size_t inlen, char *out, size_t len)
-{
-	size_t i, n = 0;
-
-	for (i = 0; i < inlen && in[i] && n + 1 < len; i++)
-		out[n++] = (in[i] > ' ' && in[i] < 0x7f) ? in[i] : '?';
-	if (n == 0 && len > 1)
-		out[n++] = '-';
-	out[n] = 0;
-}
-
-static const char *tg_why_name(__u32 why)
-{
-	switch (why) {
-	case TG_WHY_NO_TLS:
-		return "guaranteed sender without TLS";
-	case TG_WHY_BAD_MAIL:
-		return "MAIL command not vouched for";
-	case TG_WHY_WEAK_TLS:
-		return "guaranteed sender over TLS below 1.2";
-	case TG_WHY_UNSEEN_TLS:
-		return "TLS below 1.2 that no uprobe can read";
-	case TG_WHY_UNWATCHED:
-		return "no room in the sockhash";
-	}
-	return "no injection slot free, or replies pending";
 }
 
 /* The flow an event names, enough of it to name and to destroy it. */
@@ -745,27 +717,6 @@ static int tg_status(struct tg_agent *ag, char *out, size_t len)
 			(unsigned long long)ag->ij.held,
 			(unsigned long long)st.flows,
 			(unsigned long long)(st.no_slot + st.flows_untracked));
-}
-
-static const char *tg_state_name(__u32 state)
-{
-	switch (state) {
-	case TG_FS_PLAIN:
-		return "plain";
-	case TG_FS_HANDSHAKE:
-		return "handshake";
-	case TG_FS_TLS:
-		return "tls";
-	case TG_FS_WEAK:
-		return "weak-tls";
-	case TG_FS_TLS_FAILED:
-		return "tls-failed";
-	case TG_FS_DIVERTED:
-		return "held";
-	case TG_FS_FAILED:
-		return "failed";
-	}
-	return "?";
 }
 
 static int tg_flows(struct tg_agent *ag, char *out, size_t len)

@@ -26,6 +26,7 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include "tg_hostport.h"
 #include "tg_mxconn.h"
 #include "tg_probe.h"
 
@@ -144,30 +145,6 @@ static void tg_first_line(char *dst, size_t len, const char *reply)
 	tg_clean(dst, len, reply, strcspn(reply, "\r\n"));
 }
 
-static int tg_domain_ok(const char *s)
-{
-	size_t n = strlen(s), label = 0, i;
-
-	if (n == 0 || n > 253 + (s[n - 1] == '.'))
-		return 0;
-	for (i = 0; i < n; i++) {
-		char c = s[i];
-
-		if (c == '.') {
-			if (label == 0)
-				return 0;
-			label = 0;
-			continue;
-		}
-		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-		      (c >= '0' && c <= '9') || c == '-' || c == '_'))
-			return 0;
-		if (++label > 63)
-			return 0;
-	}
-	return 1;
-}
-
 static int tg_literal(const char *s, struct tg_addr *a)
 {
 	memset(a, 0, sizeof(*a));
@@ -184,16 +161,12 @@ static int tg_literal(const char *s, struct tg_addr *a)
 
 static unsigned tg_port(const char *s, const char *target)
 {
-	unsigned long v;
-	char *end;
+	unsigned port;
 
-	errno = 0;
-	v = strtoul(s, &end, 10);
-	if (!*s || *end || errno || v == 0 || v > 65535 || *s == '-' ||
-	    *s == '+')
+	if (tg_port_parse(s, &port) < 0)
 		tg_probe_fatal("%s: bad port \"%s\" (expected 1 to 65535)",
 			       target, s);
-	return (unsigned)v;
+	return port;
 }
 
 /*
@@ -202,46 +175,30 @@ static unsigned tg_port(const char *s, const char *target)
  */
 static void tg_target(struct tg_probe *p, const char *t)
 {
-	char host[NS_MAXDNAME];
-	const char *colon, *end;
-	size_t n;
+	struct tg_hostport_text ht;
 
-	p->port = 25;
-	if (t[0] == '[') {
-		end = strchr(t, ']');
-		if (!end || end == t + 1)
-			tg_probe_fatal("%s: missing \"]\" or empty brackets", t);
-		if (end[1] == ':')
-			p->port = tg_port(end + 2, t);
-		else if (end[1])
-			tg_probe_fatal("%s: expected \":PORT\" or nothing after "
-				       "\"]\"", t);
-		n = (size_t)(end - t - 1);
-	} else if (tg_literal(t, &p->literal)) {
-		n = strlen(t);	/* IPv4 or a bare IPv6 literal */
-	} else if ((colon = strchr(t, ':'))) {
-		if (strchr(colon + 1, ':'))
-			tg_probe_fatal("%s: put an IPv6 address with a port in "
-				       "brackets: [IPv6]:PORT", t);
-		p->port = tg_port(colon + 1, t);
-		n = (size_t)(colon - t);
-	} else {
-		n = strlen(t);
-	}
-	if (n >= sizeof(host))
+	switch (tg_hostport_split(t, &ht, TG_HP_BARE_V6)) {
+	case TG_HP_EBRACKET:
+		tg_probe_fatal("%s: missing \"]\" or empty brackets", t);
+	case TG_HP_EAFTER:
+		tg_probe_fatal("%s: expected \":PORT\" or nothing after "
+			       "\"]\"", t);
+	case TG_HP_ECOLONS:
+		tg_probe_fatal("%s: put an IPv6 address with a port in "
+			       "brackets: [IPv6]:PORT", t);
+	case TG_HP_ELONG:
 		tg_probe_fatal("%.64s...: name too long", t);
-	memcpy(host, t + (t[0] == '['), n);
-	host[n] = 0;
-	if (tg_literal(host, &p->literal)) {
-		p->mode = TG_M_LITERAL;
-	} else if (!tg_domain_ok(host)) {
-		tg_probe_fatal("\"%s\": not a domain, host name or IP address",
-			       host);
-	} else {
-		p->mode = t[0] == '[' || strchr(t, ':') ? TG_M_HOST :
-							  TG_M_DOMAIN;
 	}
-	snprintf(p->name, sizeof(p->name), "%s", host);
+	p->port = ht.port ? tg_port(ht.port, t) : 25;
+	if (tg_literal(ht.host, &p->literal)) {
+		p->mode = TG_M_LITERAL;
+	} else if (!tg_domain_valid(ht.host, TG_DOMAIN_DNS)) {
+		tg_probe_fatal("\"%s\": not a domain, host name or IP address",
+			       ht.host);
+	} else {
+		p->mode = ht.bracketed || ht.port ? TG_M_HOST : TG_M_DOMAIN;
+	}
+	snprintf(p->name, sizeof(p->name), "%s", ht.host);
 }
 
 static const char *tg_rcode_name(int rcode)

@@ -13,32 +13,10 @@
 #include <strings.h>
 #include <bpf/bpf.h>
 
+#include "tg_hostport.h"
 #include "tg_smtp.h"
 #include "tlsguard.h"
 #include "tg_policy.h"
-
-/* Domain: letters, digits, '-', '.', or UTF-8 (SMTPUTF8); no empty label. */
-static int tg_domain_ok(const char *d)
-{
-	const unsigned char *s = (const unsigned char *)d;
-	size_t label = 0;
-
-	if (*s == 0)
-		return 0;
-	for (; *s; s++) {
-		if (*s == '.') {
-			if (label == 0)
-				return 0;
-			label = 0;
-			continue;
-		}
-		if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
-		      (*s >= '0' && *s <= '9') || *s == '-' || *s >= 0x80))
-			return 0;
-		label++;
-	}
-	return label > 0;
-}
 
 int tg_policy_entry_key(const char *entry, __u64 *key)
 {
@@ -47,7 +25,7 @@ int tg_policy_entry_key(const char *entry, __u64 *key)
 	__u64 addr_key, domain_key;
 	size_t len = strlen(entry);
 
-	if (!at || !tg_domain_ok(at + 1) || len > TG_ADDR_MAX)
+	if (!at || !tg_domain_valid(at + 1, TG_DOMAIN_UTF8) || len > TG_ADDR_MAX)
 		return -1;
 	for (s = (const unsigned char *)entry; s < (const unsigned char *)at; s++)
 		if (*s <= ' ' || *s == 0x7f || *s == '<' || *s == '>')

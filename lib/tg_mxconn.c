@@ -17,6 +17,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "tg_hostport.h"
 #include "tg_mxconn.h"
 
 #ifndef RES_TRUSTAD
@@ -25,34 +26,22 @@
 #define TG_T_TLSA	52		/* RFC 6698 */
 #define TG_DNS_ANSWER	8192
 
-/* "IPv4" or "IPv4:PORT" into sin; -1 if it is neither. */
+/* "IPv4" or "IPv4:PORT" (port 53 unless given) into sin; -1 if neither. */
 static int tg_dns_server(const char *s, struct sockaddr_in *sin)
 {
-	char host[INET_ADDRSTRLEN];
-	const char *colon = strchr(s, ':');
-	size_t n = colon ? (size_t)(colon - s) : strlen(s);
-	unsigned long port = 53;
-	char *end;
+	struct sockaddr_storage ss;
+	struct tg_hostport hp;
 
-	if (n == 0 || n >= sizeof(host))
+	if (tg_hostport_parse(s, &hp, 0) < 0 || hp.family != AF_INET)
 		return -1;
-	memcpy(host, s, n);
-	host[n] = 0;
-	if (colon) {
-		errno = 0;
-		port = strtoul(colon + 1, &end, 10);
-		if (!colon[1] || *end || errno || port == 0 || port > 65535)
-			return -1;
-	}
-	memset(sin, 0, sizeof(*sin));
-	sin->sin_family = AF_INET;
-	sin->sin_port = htons((__u16)port);
-	return inet_pton(AF_INET, host, &sin->sin_addr) == 1 ? 0 : -1;
+	tg_sockaddr(AF_INET, hp.addr, hp.port ? hp.port : 53, &ss);
+	memcpy(sin, &ss, sizeof(*sin));
+	return 0;
 }
 
 int tg_dns_open(struct __res_state *res, const char *resolver, int timeout)
 {
-	struct sockaddr_in sin;
+	struct sockaddr_in sin = { 0 };
 
 	if (resolver && *resolver && tg_dns_server(resolver, &sin) < 0) {
 		errno = EINVAL;
@@ -266,22 +255,7 @@ int tg_starttls_open(struct tg_starttls *st, SSL_CTX *ctx,
 	st->fd = -1;
 	st->code = -1;
 	st->stage = TG_ST_CONNECT;
-	memset(&ss, 0, sizeof(ss));
-	if (a->family == AF_INET) {
-		struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
-
-		sin->sin_family = AF_INET;
-		sin->sin_port = htons((__u16)port);
-		memcpy(&sin->sin_addr, a->addr, 4);
-		slen = sizeof(*sin);
-	} else {
-		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
-
-		sin6->sin6_family = AF_INET6;
-		sin6->sin6_port = htons((__u16)port);
-		memcpy(&sin6->sin6_addr, a->addr, 16);
-		slen = sizeof(*sin6);
-	}
+	slen = tg_sockaddr(a->family, a->addr, port, &ss);
 	st->fd = socket(a->family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (st->fd < 0) {
 		st->err = errno;
