@@ -116,6 +116,7 @@ $(BUILD)/tlsguardctl: $(CTL_OBJS) $(LIB)
 
 # The unit tests link the library, and the agent objects they test.
 $(BUILD)/tests/test_verifier: $(BUILD)/agent/tg_verifier_log.o
+$(BUILD)/tests/test_audit: $(BUILD)/agent/tg_audit.o $(BUILD)/agent/tg_log.o
 
 $(BUILD)/tests/%: tests/unit/%.c $(LIB) $(HEADERS) $(wildcard tests/unit/*.h lib/*.h)
 	@mkdir -p $(@D)

@@ -359,8 +359,20 @@ static void tg_audit_command(struct tg_audit *au, struct tg_audit_flow *f,
 	}
 }
 
+/*
+ * The verdict of a reply tlsguardd gave for the host (TG_LINE_HELD): by
+ * its kind, never by its text, which the administrator may change.
+ */
+static const char *tg_held_verdict(int kind, int code)
+{
+	if (kind == TG_RK_HELD_WEAK_TLS)
+		return "held-weak-tls";
+	return code >= 500 ? "held-no-tls" : "deferred";
+}
+
+/* A reply; rk is the tg_resp kind of one of the agent's own, else -1. */
 static void tg_audit_reply(struct tg_audit *au, struct tg_audit_flow *f,
-			   __u32 flags, const char *text, size_t len)
+			   __u32 flags, const char *text, size_t len, int rk)
 {
 	char reply[TG_AUDIT_REPLY];
 	unsigned i, rcpt;
@@ -389,12 +401,8 @@ static void tg_audit_reply(struct tg_audit *au, struct tg_audit_flow *f,
 		if (flags & TG_LINE_HELD) {
 			/* 250: accepted for now, the verdict comes per RCPT */
 			f->held = code >= 400;
-			if (code >= 500)
-				tg_audit_verdict(f, strstr(reply, "negotiated") ?
-							    "held-weak-tls" :
-							    "held-no-tls");
-			else if (code >= 400)
-				tg_audit_verdict(f, "deferred");
+			if (code >= 400)
+				tg_audit_verdict(f, tg_held_verdict(rk, code));
 		} else if (code >= 500) {
 			tg_audit_verdict(f, "rejected-by-host");
 		} else if (code >= 400) {
@@ -409,10 +417,7 @@ static void tg_audit_reply(struct tg_audit *au, struct tg_audit_flow *f,
 		if (f->ended || !(flags & TG_LINE_HELD) || code < 400)
 			break;
 		f->held = 1;
-		tg_audit_verdict(f, code >= 500 ? (strstr(reply, "negotiated") ?
-							   "held-weak-tls" :
-							   "held-no-tls") :
-						  "deferred");
+		tg_audit_verdict(f, tg_held_verdict(rk, code));
 		break;
 	case K_DATA:
 		if (code >= 400 && !f->ended)
@@ -445,9 +450,27 @@ void tg_audit_line(struct tg_audit *au, __u64 cookie, __u32 flags,
 	if (!f)
 		return;
 	if (flags & TG_LINE_REPLY)
-		tg_audit_reply(au, f, flags, text, len);
+		tg_audit_reply(au, f, flags, text, len, -1);
 	else
 		tg_audit_command(au, f, flags, text, len);
+}
+
+void tg_audit_held(struct tg_audit *au, __u64 cookie, const struct tg_resp *r)
+{
+	struct tg_audit_flow *f;
+	char line[TG_RESP_LINE];
+	size_t len;
+
+	if (au->fd < 0)
+		return;
+	f = tg_audit_flow(au, cookie, 1);
+	if (!f)
+		return;
+	len = tg_resp_line(r, line, sizeof(line));
+	while (len && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+		len--;
+	tg_audit_reply(au, f, TG_LINE_REPLY | TG_LINE_HELD, line, len,
+		       r->kind);
 }
 
 /*

@@ -607,11 +607,8 @@ static const struct tg_setting tg_settings[] = {
 	{ "reject_dsn", "5.7.10", tg_set_reject_dsn, tg_get_reject_dsn },
 	{ "defer_code", "450", tg_set_defer_code, tg_get_defer_code },
 	{ "defer_dsn", "4.7.10", tg_set_defer_dsn, tg_get_defer_dsn },
-	{ "notls_text", "TLS is required, but was not offered by host",
-	  tg_set_notls_text, tg_get_notls_text },
-	{ "weak_tls_text",
-	  "TLS 1.2 or higher is required, but host negotiated $tls_version",
-	  tg_set_weak_text, tg_get_weak_text },
+	{ "notls_text", TG_NOTLS_TEXT, tg_set_notls_text, tg_get_notls_text },
+	{ "weak_tls_text", TG_WEAK_TEXT, tg_set_weak_text, tg_get_weak_text },
 };
 
 #define TG_NSETTINGS (sizeof(tg_settings) / sizeof(tg_settings[0]))
@@ -771,10 +768,10 @@ int tg_config_finish(struct tg_opts *o, char *err, size_t errlen)
 	/* Derived first: a caller that needs no cgroup still gets them. */
 	if (o->nports == 0 && o->ntls_ports == 0)
 		o->ports[o->nports++] = 25;
-	snprintf(r->reject, sizeof(r->reject), "%s %s", o->reject_code,
-		 o->reject_dsn);
-	snprintf(r->defer, sizeof(r->defer), "%s %s", o->defer_code,
-		 o->defer_dsn);
+	r->reject_code = (unsigned)atoi(o->reject_code);
+	snprintf(r->reject_dsn, sizeof(r->reject_dsn), "%s", o->reject_dsn);
+	r->defer_code = (unsigned)atoi(o->defer_code);
+	snprintf(r->defer_dsn, sizeof(r->defer_dsn), "%s", o->defer_dsn);
 	if (!o->cgroup[0])
 		return tg_bad(err, errlen, "--cgroup DIR is required (or "
 			      "\"cgroup\" in the configuration file; see "

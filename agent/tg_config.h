@@ -49,18 +49,12 @@
 #include <linux/types.h>
 
 #include "tlsguard.h"
+#include "tg_resp.h"
 
 #define TG_CONFIG_DEFAULT	"/etc/tlsguard/tlsguard.conf"
 #define TG_EXEMPT_MAX		1024
 #define TG_SETTING_MAX		1024	/* bytes of one value */
 
-/* The replies tlsguardd gives for the host to a held MAIL. */
-struct tg_replies {
-	char reject[16];	/* "550 5.7.10": code and enhanced status */
-	char defer[16];		/* "450 4.7.10", with --mx-check */
-	char notls_text[256];
-	char weak_text[256];	/* "$tls_version" becomes the version */
-};
 
 struct tg_opts {
 	char config[TG_SETTING_MAX];	/* the file read, "" for none */

@@ -272,14 +272,19 @@ static void tg_metrics_page(struct tg_metrics *m, struct tg_page *p)
 	       (unsigned long long)st.passed_mail);
 	tg_put(p, "tlsguard_verdicts_total{kind=\"held\"} %llu\n",
 	       (unsigned long long)st.diverted);
+	/*
+	 * By the kind of the agent's reply, whatever code tlsguard.conf
+	 * gives it: the labels name the default codes.
+	 */
 	tg_put(p, "tlsguard_verdicts_total{kind=\"bounced_550\"} %llu\n",
-	       (unsigned long long)src->ij->replied[TG_REPLIED_550]);
+	       (unsigned long long)(src->ij->replied[TG_RK_HELD_NO_TLS] +
+				    src->ij->replied[TG_RK_HELD_WEAK_TLS]));
 	tg_put(p, "tlsguard_verdicts_total{kind=\"deferred_450\"} %llu\n",
-	       (unsigned long long)src->ij->replied[TG_REPLIED_450]);
+	       (unsigned long long)src->ij->replied[TG_RK_DEFER_MX]);
 	tg_put(p, "tlsguard_verdicts_total{kind=\"refused_501\"} %llu\n",
-	       (unsigned long long)src->ij->replied[TG_REPLIED_501]);
+	       (unsigned long long)src->ij->replied[TG_RK_REFUSED]);
 	tg_put(p, "tlsguard_verdicts_total{kind=\"deferred_451\"} %llu\n",
-	       (unsigned long long)src->ij->replied[TG_REPLIED_451]);
+	       (unsigned long long)src->ij->replied[TG_RK_AGAIN]);
 	tg_put(p, "tlsguard_verdicts_total{kind=\"failed_closed\"} %llu\n",
 	       (unsigned long long)(failed + st.flows_untracked));
 

@@ -29,6 +29,7 @@
 #include "tg_hostport.h"
 #include "tg_mxconn.h"
 #include "tg_probe.h"
+#include "tg_resp.h"
 
 #define TG_PROBE_NAMES	16	/* MX hosts looked at */
 #define TG_PROBE_HOSTS	32	/* addresses probed */
@@ -36,9 +37,6 @@
 #define TG_TEXT		(2 * NS_MAXDNAME + 512)	/* a verdict naming hosts */
 #define TG_NOTES	3	/* lines explaining the overall verdict */
 
-/* tlsguardd's reply texts (agent/tg_inject.c) */
-#define TG_TXT_NO_TLS	"TLS is required, but was not offered by host"
-#define TG_TXT_WEAK	"TLS 1.2 or higher is required, but host negotiated %s"
 
 enum tg_verdict {
 	TG_V_DELIVERED,		/* TLS 1.2 or higher */
@@ -379,10 +377,15 @@ static void tg_handshake_error(char *dst, size_t len, int err)
 static void tg_probe_one(struct tg_probe *p, SSL_CTX *ctx,
 			 struct tg_probe_host *h)
 {
+	struct tg_replies replies;
 	struct tg_starttls st;
 	char why[200], line[256];
+	struct tg_resp held;
 	X509 *cert;
 	long vr;
+
+	/* what tlsguardd answers with tlsguard.conf's defaults */
+	tg_replies_defaults(&replies);
 
 	tg_addr_str(&h->addr, h->addr_s, sizeof(h->addr_s));
 	tg_starttls_open(&st, ctx, &h->addr, p->port,
@@ -458,18 +461,20 @@ static void tg_probe_one(struct tg_probe *p, SSL_CTX *ctx,
 			 "would be delivered");
 	} else if (st.stage == TG_ST_DONE) {
 		h->verdict = TG_V_BOUNCE;
-		snprintf(why, sizeof(why), TG_TXT_WEAK, h->version);
+		tg_resp_held(&held, &replies, 0, h->version);
 		snprintf(h->verdict_s, sizeof(h->verdict_s),
-			 "would bounce: %s", why);
+			 "would bounce: %s", held.text);
 	} else if (st.stage == TG_ST_NOT_OFFERED) {
 		h->verdict = TG_V_BOUNCE;
+		tg_resp_held(&held, &replies, 0, NULL);
 		snprintf(h->verdict_s, sizeof(h->verdict_s),
-			 "would bounce: " TG_TXT_NO_TLS);
+			 "would bounce: %s", held.text);
 	} else if (st.stage == TG_ST_STARTTLS) {
 		/* the MTA goes on in plaintext, and tlsguardd holds MAIL */
 		h->verdict = TG_V_BOUNCE;
+		tg_resp_held(&held, &replies, 0, NULL);
 		snprintf(h->verdict_s, sizeof(h->verdict_s),
-			 "would bounce: " TG_TXT_NO_TLS " (%s)", h->failure);
+			 "would bounce: %s (%s)", held.text, h->failure);
 	} else if (st.stage == TG_ST_HANDSHAKE) {
 		/* Postfix at "may" defers, then retries in plaintext */
 		h->verdict = TG_V_BOUNCE;
@@ -535,7 +540,10 @@ static void tg_overall(struct tg_probe *p)
 {
 	char buf[32];
 	struct tg_probe_host *first = NULL;
+	struct tg_replies replies;
 	int i, secure = 0, bounce = 0, reached_before = 0;
+
+	tg_replies_defaults(&replies);
 
 	for (i = 0; i < p->nhost; i++) {
 		struct tg_probe_host *h = &p->host[i];
@@ -570,9 +578,10 @@ static void tg_overall(struct tg_probe *p)
 			 first->addr_s);
 		if (bounce)
 			tg_note(p, "at %s that would bounce it, tlsguardd "
-				"answers 450 4.7.10 instead (another MX host "
+				"answers %u %s instead (another MX host "
 				"takes TLS 1.2 or higher), and the MTA tries the "
-				"next host", tg_hosts(buf, sizeof(buf), bounce));
+				"next host", tg_hosts(buf, sizeof(buf), bounce),
+				replies.defer_code, replies.defer_dsn);
 		if (p->nhost - secure - bounce)
 			tg_note(p, "the MTA passes over %s it cannot reach",
 				tg_hosts(buf, sizeof(buf),
