@@ -18,6 +18,7 @@
 #include "tg_audit.h"
 #include "tg_hostport.h"
 #include "tg_log.h"
+#include "tg_mailaddr.h"
 #include "tg_names.h"
 
 enum { K_OTHER, K_MAIL, K_RCPT, K_DATA, K_END, K_RESET };
@@ -139,32 +140,6 @@ static void tg_copy(char *dst, size_t len, const char *src, size_t n)
 		n = len - 1;
 	memcpy(dst, src, n);
 	dst[n] = 0;
-}
-
-/* The address of a MAIL or RCPT line, as written: between '<' and '>'. */
-static void tg_line_addr(const char *text, size_t len, char *out,
-			 size_t outlen)
-{
-	const char *colon = memchr(text, ':', len), *p, *end = text + len;
-	size_t n;
-
-	out[0] = 0;
-	if (!colon)
-		return;
-	for (p = colon + 1; p < end && (*p == ' ' || *p == '\t'); p++)
-		;
-	if (p < end && *p == '<') {
-		const char *gt = memchr(p, '>', (size_t)(end - p));
-
-		if (!gt)
-			return;
-		n = (size_t)(gt - p - 1);
-		tg_copy(out, outlen, p + 1, n);
-		return;
-	}
-	for (n = 0; p + n < end && p[n] != ' '; n++)
-		;
-	tg_copy(out, outlen, p, n);
 }
 
 static void tg_json_str(FILE *fp, const char *s)
@@ -317,44 +292,49 @@ static void tg_audit_push(struct tg_audit_flow *f, int kind, unsigned rcpt)
 static void tg_audit_command(struct tg_audit *au, struct tg_audit_flow *f,
 			     __u32 flags, const char *text, size_t len)
 {
-	char verb[9] = "";
-	size_t i, n = 0;
+	char addr[TG_AUDIT_ADDR];
+	__u64 verb;
 
 	if (flags & TG_LINE_END) {
 		tg_audit_push(f, K_END, 0);
 		return;
 	}
-	for (i = 0; i < len && (text[i] == ' ' || text[i] == '\t'); i++)
-		;
-	for (; i < len && n < 8 && text[i] != ' ' && text[i] != ':'; i++)
-		verb[n++] = (char)tg_upper((unsigned char)text[i]);
-	verb[n] = 0;
-	if (strcmp(verb, "MAIL") == 0) {
+	tg_line_addr(text, len, &verb, addr, sizeof(addr));
+	switch (verb) {
+	case TG_VERB_MAIL:
 		tg_audit_end(au, f, NULL);
 		f->txn = 1;
-		tg_line_addr(text, len, f->sender, sizeof(f->sender));
+		snprintf(f->sender, sizeof(f->sender), "%s", addr);
 		if (flags & TG_LINE_HELD)
 			f->weak = 1;	/* cut in TLS, see tg_audit_killed() */
 		tg_audit_push(f, K_MAIL, 0);
-	} else if (strcmp(verb, "RCPT") == 0) {
+		break;
+	case TG_VERB_RCPT:
 		if (f->txn && f->nrcpt < TG_AUDIT_RCPTS) {
 			struct tg_audit_rcpt *r = &f->rcpt[f->nrcpt];
 
-			tg_line_addr(text, len, r->addr, sizeof(r->addr));
+			snprintf(r->addr, sizeof(r->addr), "%s", addr);
 			r->reply[0] = 0;
 			tg_audit_push(f, K_RCPT, f->nrcpt++);
 		} else {
 			tg_audit_push(f, K_OTHER, 0);
 		}
-	} else if (strcmp(verb, "DATA") == 0 || strcmp(verb, "BDAT") == 0) {
-		tg_audit_push(f, strcmp(verb, "DATA") == 0 ? K_DATA : K_END, 0);
-	} else if (strcmp(verb, "RSET") == 0 || strcmp(verb, "QUIT") == 0) {
+		break;
+	case TG_VERB_DATA:
+		tg_audit_push(f, K_DATA, 0);
+		break;
+	case TG_VERB_BDAT:
+		tg_audit_push(f, K_END, 0);
+		break;
+	case TG_VERB_RSET:
+	case TG_VERB_QUIT:
 		/*
 		 * The attempt ends at this command's reply, not here: the MTA
 		 * pipelines QUIT behind the message, whose reply comes first.
 		 */
 		tg_audit_push(f, K_RESET, 0);
-	} else {
+		break;
+	default:
 		tg_audit_push(f, K_OTHER, 0);
 	}
 }

@@ -48,7 +48,7 @@ static int tg_copy(char *dst, size_t dstlen, const char *v, char *err,
 }
 
 /* A path: absolute, or empty where "none" is allowed. */
-static int tg_path(char *dst, const char *v, int may_be_empty, char *err,
+static int tg_abs_path(char *dst, const char *v, int may_be_empty, char *err,
 		   size_t len)
 {
 	if (!*v && may_be_empty) {
@@ -186,7 +186,7 @@ static void tg_get_cgroup(const struct tg_opts *o, char *out, size_t len)
 
 static int tg_set_senders(struct tg_opts *o, const char *v, char *e, size_t l)
 {
-	return tg_path(o->senders, v, 1, e, l);
+	return tg_abs_path(o->senders, v, 1, e, l);
 }
 
 static void tg_get_senders(const struct tg_opts *o, char *out, size_t len)
@@ -283,7 +283,7 @@ static void tg_get_ringbuf(const struct tg_opts *o, char *out, size_t len)
 
 static int tg_set_socket(struct tg_opts *o, const char *v, char *e, size_t l)
 {
-	return tg_path(o->socket, v, 0, e, l);
+	return tg_abs_path(o->socket, v, 0, e, l);
 }
 
 static void tg_get_socket(const struct tg_opts *o, char *out, size_t len)
@@ -318,7 +318,7 @@ static void tg_get_mx_check(const struct tg_opts *o, char *out, size_t len)
 
 static int tg_set_audit(struct tg_opts *o, const char *v, char *e, size_t l)
 {
-	return tg_path(o->audit, v, 1, e, l);
+	return tg_abs_path(o->audit, v, 1, e, l);
 }
 
 static void tg_get_audit(const struct tg_opts *o, char *out, size_t len)
@@ -448,7 +448,7 @@ static void tg_get_syslog_name(const struct tg_opts *o, char *out, size_t len)
 static int tg_set_syslog_socket(struct tg_opts *o, const char *v, char *e,
 				size_t l)
 {
-	return tg_path(o->syslog_socket, v, 0, e, l);
+	return tg_abs_path(o->syslog_socket, v, 0, e, l);
 }
 
 static void tg_get_syslog_socket(const struct tg_opts *o, char *out,

@@ -19,6 +19,7 @@
 #include "tlsguard.h"
 #include "tg_inject.h"
 #include "tg_log.h"
+#include "tg_mailaddr.h"
 #include "tg_names.h"
 
 #define TG_WAIT		((const struct tg_resp *)1)	/* waits for tg_mx */
@@ -200,24 +201,6 @@ int tg_inject_init(struct tg_inject *ij, unsigned nslots,
 	return 0;
 }
 
-/* Copy the reverse-path of a MAIL line, for the log only. */
-static void tg_mail_sender(struct tg_islot *s)
-{
-	const char *lt = memchr(s->line, '<', s->line_len);
-	const char *gt;
-	size_t n = 0;
-
-	if (lt) {
-		gt = memchr(lt, '>', s->line_len - (size_t)(lt - s->line));
-		if (gt)
-			n = (size_t)(gt - lt - 1);
-		if (n > TG_ADDR_MAX)
-			n = TG_ADDR_MAX;
-		memcpy(s->sender, lt + 1, n);
-	}
-	s->sender[n] = 0;
-}
-
 /* Hand a flow back to the kernel's plaintext path (see tg_inject.h). */
 static int tg_undivert(struct tg_inject *ij, __u64 cookie)
 {
@@ -239,26 +222,17 @@ static int tg_undivert(struct tg_inject *ij, __u64 cookie)
 	return 0;
 }
 
-/* Domain of the address in a MAIL/RCPT line, lower case; 0 if none. */
-static int tg_line_domain(const char *line, size_t len, char *out,
+/* The recipient domain of a RCPT line, lower case; 0 if none. */
+static int tg_rcpt_domain(const char *line, size_t len, char *out,
 			  size_t outlen)
 {
-	const char *colon = memchr(line, ':', len), *end = line + len;
-	const char *at = NULL, *p;
-	size_t n = 0;
+	char addr[TG_ADDR_MAX + 1];
+	__u64 verb;
 
-	if (!colon)
-		return 0;
-	for (p = colon + 1; p < end && *p != '>' && *p != '\r' && *p != '\n' &&
-			    !(*p == ' ' && at); p++)
-		if (*p == '@')
-			at = p;
-	if (!at)
-		return 0;
-	for (at++; at < p && n + 1 < outlen; at++)
-		out[n++] = (char)tg_lower((unsigned char)*at);
-	out[n] = 0;
-	return n > 0;
+	out[0] = 0;
+	return tg_line_addr(line, len, &verb, addr, sizeof(addr)) ==
+		       TG_CMD_MAIL && verb == TG_VERB_RCPT &&
+	       tg_addr_domain(addr, out, outlen);
 }
 
 /* The first RCPT line pipelined in what is still unanswered. */
@@ -272,8 +246,8 @@ static int tg_next_rcpt_domain(const struct tg_islot *s, char *out,
 
 		if (!nl)
 			return 0;
-		if (nl - p > 8 && strncasecmp(p, "RCPT", 4) == 0)
-			return tg_line_domain(p, (size_t)(nl - p), out, outlen);
+		if (tg_rcpt_domain(p, (size_t)(nl - p), out, outlen))
+			return 1;
 		p = nl + 1;
 	}
 	return 0;
@@ -323,8 +297,11 @@ static const struct tg_resp *tg_reply_for(struct tg_inject *ij,
 	const struct tg_resp *r;
 
 	switch (ev) {
-	case TG_CMD_MAIL:
-		tg_mail_sender(s);
+	case TG_CMD_MAIL: {
+		__u64 verb;
+
+		tg_line_addr(s->line, s->line_len, &verb, s->sender,
+			     sizeof(s->sender));
 		s->rcpts = 0;
 		s->at_rcpt = 0;
 		s->domain[0] = 0;
@@ -353,6 +330,7 @@ static const struct tg_resp *tg_reply_for(struct tg_inject *ij,
 		if (r != TG_WAIT)
 			tg_log_held(name, s, r);
 		return r;
+	}
 	case TG_CMD_MAIL_NULL:
 		return &tg_r_again;
 	case TG_CMD_MAIL_BAD:
@@ -369,9 +347,8 @@ static const struct tg_resp *tg_reply_for(struct tg_inject *ij,
 		s->rcpts++;
 		if (!s->at_rcpt)
 			return &tg_r_seq;
-		if (!tg_line_domain(s->line, s->line_len, s->domain,
-				    sizeof(s->domain)))
-			s->domain[0] = 0;
+		tg_rcpt_domain(s->line, s->line_len, s->domain,
+			       sizeof(s->domain));
 		r = tg_decide(ij, s, f, name);
 		if (r != TG_WAIT)
 			tg_log_held(name, s, r);

@@ -613,34 +613,16 @@ static int tg_sender_check(struct tg_agent *ag, const char *addr, char *out,
 			   size_t len)
 {
 	int fd = bpf_map__fd(ag->skel->maps.tg_senders);
-	__u64 akey, dkey, k;
-	__u8 a = 0, d = 0, x = 0;
-	const char *by = "address";
+	const char *by;
+	__u64 akey, dkey;
 	int srs = 0, verdict;
 
 	akey = tg_addr_key_srs(addr, (__u32)strlen(addr), &dkey, &srs);
 	if (!akey || addr[0] == '@')
 		return snprintf(out, len, "error: \"%.80s\" is not an "
 				"address\n", addr);
-	/* The kernel's answer, as tg_guaranteed() computes it. */
-	bpf_map_lookup_elem(fd, &akey, &a);
-	if (dkey)
-		bpf_map_lookup_elem(fd, &dkey, &d);
-	k = srs == 1 ? TG_KEY_SRS0 : TG_KEY_SRS1;
-	if (srs)
-		bpf_map_lookup_elem(fd, &k, &x);
-	if (a == TG_POL_EXEMPT || d == TG_POL_EXEMPT) {
-		verdict = TG_POL_EXEMPT;
-		by = a == TG_POL_EXEMPT ? "address" : "domain";
-	} else if (!a && !d) {
-		verdict = 0;
-	} else if (x == TG_POL_EXEMPT) {
-		verdict = TG_POL_EXEMPT;
-		by = "SRS";
-	} else {
-		verdict = TG_POL_GUARANTEED;
-		by = a ? "address" : "domain";
-	}
+	verdict = tg_rule_verdict(tg_policy_map_rule(fd, akey, dkey, srs),
+				  &by);
 	if (verdict != tg_policy_lookup(ag->policy, akey, dkey, srs, NULL))
 		msg_warn("sender check %s: the kernel map and the agent's "
 			 "policy disagree", addr);

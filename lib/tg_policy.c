@@ -14,6 +14,7 @@
 #include <bpf/bpf.h>
 
 #include "tg_hostport.h"
+#include "tg_rule.h"
 #include "tg_smtp.h"
 #include "tlsguard.h"
 #include "tg_policy.h"
@@ -195,32 +196,76 @@ int tg_policy_set_exempt(struct tg_policy *pol, const __u64 *keys, size_t n)
 	return 0;
 }
 
-int tg_policy_lookup(const struct tg_policy *pol, __u64 addr_key,
-		     __u64 domain_key, int srs, const char **by)
+/* What the kernel map says of one key of pol, or 0 when pol lacks it. */
+static __u8 tg_policy_value(const struct tg_policy *pol, __u64 key)
+{
+	if (tg_policy_is_exempt(pol, key))
+		return TG_POL_EXEMPT;
+	return tg_policy_has(pol, key) ? TG_POL_GUARANTEED : 0;
+}
+
+/* The sorted lists as tg_rule() looks up the kernel map. */
+static const __u8 *tg_policy_look(void *ctx, __u64 key)
+{
+	static const __u8 guaranteed = TG_POL_GUARANTEED,
+			  exempt = TG_POL_EXEMPT;
+
+	switch (tg_policy_value(ctx, key)) {
+	case TG_POL_GUARANTEED:
+		return &guaranteed;
+	case TG_POL_EXEMPT:
+		return &exempt;
+	}
+	return NULL;
+}
+
+/* The kernel map itself; a value stays valid for a few lookups. */
+struct tg_map_look {
+	int fd;
+	unsigned n;
+	__u8 val[4];
+};
+
+static const __u8 *tg_map_look(void *ctx, __u64 key)
+{
+	struct tg_map_look *m = ctx;
+	__u8 *v = &m->val[m->n++ % 4];
+
+	return bpf_map_lookup_elem(m->fd, &key, v) == 0 ? v : NULL;
+}
+
+int tg_policy_map_rule(int map_fd, __u64 addr_key, __u64 domain_key, int srs)
+{
+	struct tg_map_look m = { .fd = map_fd };
+
+	return tg_rule(tg_map_look, &m, addr_key, domain_key, srs);
+}
+
+int tg_rule_verdict(int rule, const char **by)
 {
 	const char *dummy;
-	int g;
 
 	if (!by)
 		by = &dummy;
-	if (tg_policy_is_exempt(pol, addr_key)) {
-		*by = "address";
+	*by = rule == TG_RULE_ADDR || rule == TG_RULE_EXEMPT_ADDR ? "address" :
+	      rule == TG_RULE_EXEMPT_SRS ? "SRS" : "domain";
+	switch (rule) {
+	case TG_RULE_ADDR:
+	case TG_RULE_DOMAIN:
+		return TG_POL_GUARANTEED;
+	case TG_RULE_EXEMPT_ADDR:
+	case TG_RULE_EXEMPT_DOMAIN:
+	case TG_RULE_EXEMPT_SRS:
 		return TG_POL_EXEMPT;
 	}
-	if (domain_key && tg_policy_is_exempt(pol, domain_key)) {
-		*by = "domain";
-		return TG_POL_EXEMPT;
-	}
-	g = tg_policy_has(pol, addr_key);
-	*by = g ? "address" : "domain";
-	if (!g && !(domain_key && tg_policy_has(pol, domain_key)))
-		return 0;
-	if (srs && tg_policy_is_exempt(pol, srs == 1 ? TG_KEY_SRS0 :
-						       TG_KEY_SRS1)) {
-		*by = "SRS";
-		return TG_POL_EXEMPT;
-	}
-	return TG_POL_GUARANTEED;
+	return 0;
+}
+
+int tg_policy_lookup(const struct tg_policy *pol, __u64 addr_key,
+		     __u64 domain_key, int srs, const char **by)
+{
+	return tg_rule_verdict(tg_rule(tg_policy_look, (void *)pol, addr_key,
+				       domain_key, srs), by);
 }
 
 int tg_policy_match(const struct tg_policy *pol, __u64 addr_key,
@@ -230,13 +275,6 @@ int tg_policy_match(const struct tg_policy *pol, __u64 addr_key,
 	       TG_POL_GUARANTEED;
 }
 
-/* What the kernel map says of one key of pol, or 0 when pol lacks it. */
-static __u8 tg_policy_value(const struct tg_policy *pol, __u64 key)
-{
-	if (tg_policy_is_exempt(pol, key))
-		return TG_POL_EXEMPT;
-	return tg_policy_has(pol, key) ? TG_POL_GUARANTEED : 0;
-}
 
 /*
  * New and changed keys first, then the deletions: a sender in both

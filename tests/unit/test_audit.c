@@ -16,7 +16,9 @@
  *	reject.
  *
  *	The replies of lib/tg_resp.c are checked as the wire sees them:
- *	"CODE DSN TEXT\r\n", $tls_version replaced.
+ *	"CODE DSN TEXT\r\n", $tls_version replaced. Last, the address
+ *	reader both the audit trail and the replies use (lib/tg_mailaddr.c,
+ *	the kernel's parser through tg_path()) on MAIL and RCPT lines.
  * DIAGNOSTICS
  *	One line per failed check on stderr; "N passed, M failed" on stdout.
  */
@@ -27,6 +29,7 @@
 
 #include "tlsguard.h"
 #include "tg_audit.h"
+#include "tg_mailaddr.h"
 #include "tg_policy.h"
 #include "tg_resp.h"
 #include "tg_smtp.h"
@@ -150,6 +153,57 @@ static void test_lines(void)
 	CHECK_EQ(strlen(line), 11);
 }
 
+static const struct addr_case {
+	const char *line;
+	int ev;
+	__u64 verb;
+	const char *addr, *domain;
+} addr_cases[] = {
+	{ "MAIL FROM:<Joe+x@Example.ORG> SIZE=10\r\n", TG_CMD_MAIL,
+	  TG_VERB_MAIL, "Joe+x@Example.ORG", "example.org" },
+	{ "RCPT TO:<u@b.test>", TG_CMD_MAIL, TG_VERB_RCPT, "u@b.test",
+	  "b.test" },
+	{ "rcpt to: <@r1,@r2:u@B.Test>\r\n", TG_CMD_MAIL, TG_VERB_RCPT,
+	  "u@B.Test", "b.test" },
+	{ "RCPT TO:u@c.test NOTIFY=NEVER", TG_CMD_MAIL, TG_VERB_RCPT,
+	  "u@c.test", "c.test" },
+	{ "MAIL FROM:<\"a b\"@q.test>", TG_CMD_MAIL, TG_VERB_MAIL,
+	  "\"a b\"@q.test", "q.test" },
+	{ "RCPT TO:<Postmaster>", TG_CMD_MAIL, TG_VERB_RCPT, "Postmaster", "" },
+	{ "MAIL FROM:<>", TG_CMD_MAIL_NULL, TG_VERB_MAIL, "", "" },
+	{ "RCPT TO:<a(b)@c.test>", TG_CMD_MAIL_BAD, TG_VERB_RCPT, "", "" },
+	{ "RCPT TO:<u@c.test", TG_CMD_MAIL_BAD, TG_VERB_RCPT, "", "" },
+	{ "RCPT FROM:<u@c.test>", TG_CMD_MAIL_BAD, TG_VERB_RCPT, "", "" },
+	{ "DATA\r\n", TG_CMD_LINE, TG_VERB_DATA, "", "" },
+	{ " quit", TG_CMD_LINE, TG_VERB_QUIT, "", "" },
+};
+
+static void test_addr(void)
+{
+	char addr[TG_ADDR_MAX + 1], dom[TG_ADDR_MAX + 1];
+	__u64 verb;
+	size_t i;
+	int ev;
+
+	for (i = 0; i < TG_NELEM(addr_cases); i++) {
+		const struct addr_case *c = &addr_cases[i];
+
+		tg_case("tg_line_addr \"%s\"", tg_esc(c->line, strlen(c->line)));
+		ev = tg_line_addr(c->line, strlen(c->line), &verb, addr,
+				  sizeof(addr));
+		CHECK_EQ(ev, c->ev);
+		CHECK_EQ(verb, c->verb);
+		CHECK(strcmp(addr, c->addr) == 0, "address \"%s\", want \"%s\"",
+		      addr, c->addr);
+		tg_addr_domain(addr, dom, sizeof(dom));
+		CHECK(strcmp(dom, c->domain) == 0, "domain \"%s\", want \"%s\"",
+		      dom, c->domain);
+	}
+	tg_case("tg_line_addr cuts to the buffer");
+	tg_line_addr("RCPT TO:<abcdef@g.test>", 23, &verb, addr, 4);
+	CHECK(strcmp(addr, "abc") == 0, "got \"%s\"", addr);
+}
+
 int main(void)
 {
 	struct tg_policy pol = { 0 }, *pp = &pol;
@@ -176,6 +230,7 @@ int main(void)
 	}
 	test_verdicts(&au);
 	test_lines();
+	test_addr();
 	tg_audit_close(&au);
 	tg_policy_free(&pol);
 	unlink(path);
