@@ -60,6 +60,7 @@
 #define TG_INJECT_H
 
 #include <linux/types.h>
+#include "tg_epoll.h"
 #include "tg_smtp.h"
 #include "tg_config.h"
 #include "tg_policy.h"
@@ -132,8 +133,5 @@ void tg_inject_fini(struct tg_inject *ij);
 unsigned tg_inject_reap(struct tg_inject *ij);
 void tg_inject_note_weak(struct tg_inject *ij, __u16 family,
 			 const __u8 *addr, __u16 version);
-
-/* epoll data of a slot's far end: slot index plus this tag. */
-#define TG_EP_SLOT	(1ULL << 32)
 
 #endif /* TG_INJECT_H */

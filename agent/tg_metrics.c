@@ -19,7 +19,6 @@
 
 #include "tg_hostport.h"
 #include "tg_inject.h"
-#include "tg_kill.h"
 #include "tg_log.h"
 #include "tg_metrics.h"
 #include "tg_names.h"
@@ -449,7 +448,7 @@ static int tg_watch_due(struct tg_metrics *m, int cause, __u64 delta)
 	return 1;
 }
 
-void tg_metrics_watch(struct tg_metrics *m)
+__u64 tg_metrics_watch(struct tg_metrics *m)
 {
 	struct timespec now;
 	struct tg_stats st;
@@ -485,16 +484,8 @@ void tg_metrics_watch(struct tg_metrics *m)
 			 (unsigned long long)m->unreported[2]);
 		m->unreported[2] = 0;
 	}
-	if (lost) {
-		unsigned long n = tg_kill_failed(m->src.kill, m->src.flows_fd);
-		unsigned r = tg_inject_reap(m->src.ij);
-
-		if (n || r)
-			msg_info("after lost events: destroyed %lu failed "
-				 "connection(s), renewed %u injection slot(s)",
-				 n, r);
-	}
 	m->seen = st;
+	return lost;
 }
 
 void tg_metrics_close(struct tg_metrics *m)
