@@ -82,9 +82,7 @@ struct tg_opts {
 	char exempt_text[TG_SETTING_MAX];	/* as given, for printing */
 	__u64 exempt[TG_EXEMPT_MAX];
 	size_t nexempt;
-	char reject_code[4], reject_dsn[12];
-	char defer_code[4], defer_dsn[12];
-	struct tg_replies replies;
+	struct tg_replies replies;	/* reject_code ... weak_tls_text */
 };
 
 void tg_config_defaults(struct tg_opts *o);
