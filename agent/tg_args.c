@@ -69,6 +69,47 @@ static void tg_flag_append(char *list, size_t len, const char *flag,
 	snprintf(list + used, len - used, "%s%s", used ? " " : "", value);
 }
 
+/* The flags that stand for a setting of tlsguard.conf (see tg_config.h). */
+static const struct tg_flag_row {
+	int val;		/* getopt_long's */
+	const char *flag;
+	const char *setting;
+	const char *value;	/* for a flag without one */
+} tg_flag_rows[] = {
+	{ 'g', "--cgroup", "cgroup", NULL },
+	{ 's', "--senders", "senders_file", NULL },
+	{ 'n', "--slots", "slots", NULL },
+	{ 'S', "--socket", "control_socket", NULL },
+	{ 'a', "--audit", "audit_file", NULL },
+	{ 'P', "--pin", "pin", "yes" },
+	{ 'L', "--syslog", "syslog", "yes" },
+	{ 'm', "--mx-check", "mx_check", NULL },
+	{ 'M', "--metrics", "metrics_address", NULL },
+	{ 'F', "--max-flows", "max_flows", NULL },
+	{ 'E', "--max-senders", "max_senders", NULL },
+	{ 'R', "--ringbuf-size", "ringbuf_size", NULL },
+};
+
+/* Flag c of tg_flag_rows[] with its value; -1 when c is none of them. */
+static int tg_flag_setting(struct tg_opts *o, int c, const char *value)
+{
+	const struct tg_flag_row *r;
+	char err[256];
+	size_t i;
+
+	for (i = 0; i < sizeof(tg_flag_rows) / sizeof(*tg_flag_rows); i++) {
+		r = &tg_flag_rows[i];
+		if (r->val != c)
+			continue;
+		/* --metrics says why an address will not do in its words */
+		if (c == 'M' && tg_metrics_check(value, err, sizeof(err)) < 0)
+			msg_fatal("%s", err);
+		tg_flag(o, r->flag, r->setting, r->value ? r->value : value);
+		return 0;
+	}
+	return -1;
+}
+
 /* --check-verifier=BUDGET: instructions, at least 1. */
 static unsigned long long tg_budget(const char *value)
 {
@@ -126,36 +167,12 @@ int tg_parse_args(int argc, char **argv, struct tg_opts *o,
 		switch (c) {
 		case 'c':
 			break;
-		case 'g':
-			tg_flag(o, "--cgroup", "cgroup", optarg);
-			break;
-		case 's':
-			tg_flag(o, "--senders", "senders_file", optarg);
-			break;
 		case 'p':
 			tg_flag_append(ports, sizeof(ports), "--port", optarg);
 			break;
 		case 't':
 			tg_flag_append(tls_ports, sizeof(tls_ports),
 				       "--tls-port", optarg);
-			break;
-		case 'n':
-			tg_flag(o, "--slots", "slots", optarg);
-			break;
-		case 'S':
-			tg_flag(o, "--socket", "control_socket", optarg);
-			break;
-		case 'a':
-			tg_flag(o, "--audit", "audit_file", optarg);
-			break;
-		case 'P':
-			o->pin = 1;
-			break;
-		case 'L':
-			o->syslog = 1;
-			break;
-		case 'm':
-			tg_flag(o, "--mx-check", "mx_check", optarg);
 			break;
 		case 'D':
 			print = optarg && strcmp(optarg, "changed") == 0 ? 2 : 1;
@@ -167,23 +184,6 @@ int tg_parse_args(int argc, char **argv, struct tg_opts *o,
 		case 'v':
 			o->verbose++;
 			break;
-		case 'M': {
-			char err[256];
-
-			if (tg_metrics_check(optarg, err, sizeof(err)) < 0)
-				msg_fatal("%s", err);
-			tg_flag(o, "--metrics", "metrics_address", optarg);
-			break;
-		}
-		case 'F':
-			tg_flag(o, "--max-flows", "max_flows", optarg);
-			break;
-		case 'E':
-			tg_flag(o, "--max-senders", "max_senders", optarg);
-			break;
-		case 'R':
-			tg_flag(o, "--ringbuf-size", "ringbuf_size", optarg);
-			break;
 		case 'C':
 			*budget = tg_budget(optarg);
 			break;
@@ -191,10 +191,11 @@ int tg_parse_args(int argc, char **argv, struct tg_opts *o,
 			fputs(usage, stdout);
 			exit(0);
 		default:
-			msg_fatal("%s: %s", argv[optind - 1] ?
-				  argv[optind - 1] : "?",
-				  optopt ? "option needs a value" :
-				  "unknown option (see --help)");
+			if (tg_flag_setting(o, c, optarg) < 0)
+				msg_fatal("%s: %s", argv[optind - 1] ?
+					  argv[optind - 1] : "?",
+					  optopt ? "option needs a value" :
+					  "unknown option (see --help)");
 		}
 	}
 	if (optind < argc)

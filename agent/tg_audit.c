@@ -80,6 +80,15 @@ int tg_audit_reopen(struct tg_audit *au)
 	return 0;
 }
 
+/* The record's "flow": local and remote address and port. */
+static void tg_audit_addrs(struct tg_audit_flow *f, __u16 family,
+			   const __u8 *laddr, __u16 lport, const __u8 *raddr,
+			   __u16 rport)
+{
+	tg_addr_port_str(f->local, sizeof(f->local), family, laddr, lport);
+	tg_addr_port_str(f->remote, sizeof(f->remote), family, raddr, rport);
+}
+
 static struct tg_audit_flow *tg_audit_flow(struct tg_audit *au, __u64 cookie,
 					   int create)
 {
@@ -87,6 +96,8 @@ static struct tg_audit_flow *tg_audit_flow(struct tg_audit *au, __u64 cookie,
 	struct tg_audit_flow *f;
 	struct tg_flow kf;
 
+	if (au->fd < 0)
+		return NULL;	/* no audit trail */
 	for (i = 0; i < TG_AUDIT_FLOWS; i++) {
 		f = &au->flows[(h + i) % TG_AUDIT_FLOWS];
 		if (f->cookie == cookie)
@@ -104,10 +115,8 @@ static struct tg_audit_flow *tg_audit_flow(struct tg_audit *au, __u64 cookie,
 	snprintf(f->local, sizeof(f->local), "?");
 	snprintf(f->remote, sizeof(f->remote), "?");
 	if (bpf_map_lookup_elem(au->flows_fd, &cookie, &kf) == 0) {
-		tg_addr_port_str(f->local, sizeof(f->local), kf.family, kf.laddr,
-			     kf.lport);
-		tg_addr_port_str(f->remote, sizeof(f->remote), kf.family,
-			     kf.raddr, kf.rport);
+		tg_audit_addrs(f, kf.family, kf.laddr, kf.lport, kf.raddr,
+			       kf.rport);
 		f->tls_version = kf.tls_version;
 		f->tls_cipher = kf.tls_cipher;
 	}
@@ -169,6 +178,13 @@ static int tg_audit_guaranteed(struct tg_audit *au, const char *sender)
 	return akey && tg_policy_match(*au->policy, akey, dkey, srs);
 }
 
+/* A key (with what comes before it) and its string value. */
+static void tg_json_field(FILE *fp, const char *key, const char *value)
+{
+	fputs(key, fp);
+	tg_json_str(fp, value);
+}
+
 static void tg_audit_write(struct tg_audit *au, struct tg_audit_flow *f)
 {
 	char *buf = NULL, ts[40];
@@ -188,12 +204,9 @@ static void tg_audit_write(struct tg_audit *au, struct tg_audit_flow *f)
 	fprintf(fp, "{\"time\":\"%s.%03ldZ\",\"flow\":{\"local\":", ts,
 		(long)(tv.tv_usec / 1000));
 	tg_json_str(fp, f->local);
-	fputs(",\"remote\":", fp);
-	tg_json_str(fp, f->remote);
-	fputs("},\"host\":", fp);
-	tg_json_str(fp, f->host);
-	fputs(",\"sender\":", fp);
-	tg_json_str(fp, f->sender);
+	tg_json_field(fp, ",\"remote\":", f->remote);
+	tg_json_field(fp, "},\"host\":", f->host);
+	tg_json_field(fp, ",\"sender\":", f->sender);
 	fprintf(fp, ",\"guaranteed\":%s,\"recipients\":[",
 		tg_audit_guaranteed(au, f->sender) ? "true" : "false");
 	for (i = 0; i < f->nrcpt; i++) {
@@ -221,12 +234,9 @@ static void tg_audit_write(struct tg_audit *au, struct tg_audit_flow *f)
 	} else {
 		fputs("null", fp);
 	}
-	fputs(",\"mail_reply\":", fp);
-	tg_json_str(fp, f->mail_reply);
-	fputs(",\"data_reply\":", fp);
-	tg_json_str(fp, f->data_reply);
-	fputs(",\"verdict\":", fp);
-	tg_json_str(fp, f->verdict);
+	tg_json_field(fp, ",\"mail_reply\":", f->mail_reply);
+	tg_json_field(fp, ",\"data_reply\":", f->data_reply);
+	tg_json_field(fp, ",\"verdict\":", f->verdict);
 	fputs("}\n", fp);
 	fclose(fp);
 	if (write(au->fd, buf, len) != (ssize_t)len || fdatasync(au->fd) < 0)
@@ -424,8 +434,6 @@ void tg_audit_line(struct tg_audit *au, __u64 cookie, __u32 flags,
 {
 	struct tg_audit_flow *f;
 
-	if (au->fd < 0)
-		return;
 	f = tg_audit_flow(au, cookie, 1);
 	if (!f)
 		return;
@@ -441,8 +449,6 @@ void tg_audit_held(struct tg_audit *au, __u64 cookie, const struct tg_resp *r)
 	char line[TG_RESP_LINE];
 	size_t len;
 
-	if (au->fd < 0)
-		return;
 	f = tg_audit_flow(au, cookie, 1);
 	if (!f)
 		return;
@@ -462,14 +468,10 @@ void tg_audit_line_event(struct tg_audit *au, const struct tg_line_event *le)
 {
 	struct tg_audit_flow *f;
 
-	if (au->fd < 0)
-		return;
 	f = tg_audit_flow(au, le->cookie, 1);
 	if (f && strcmp(f->local, "?") == 0 && le->family) {
-		tg_addr_port_str(f->local, sizeof(f->local), le->family,
-			     le->laddr, le->lport);
-		tg_addr_port_str(f->remote, sizeof(f->remote), le->family,
-			     le->raddr, le->rport);
+		tg_audit_addrs(f, le->family, le->laddr, le->lport, le->raddr,
+			       le->rport);
 	}
 	tg_audit_line(au, le->cookie, le->flags, le->text,
 		      le->len > TG_LINE_TEXT ? TG_LINE_TEXT : le->len);
@@ -479,8 +481,6 @@ void tg_audit_tls(struct tg_audit *au, const struct tg_event *e)
 {
 	struct tg_audit_flow *f;
 
-	if (au->fd < 0)
-		return;
 	f = tg_audit_flow(au, e->cookie, 1);
 	if (!f)
 		return;
@@ -492,8 +492,6 @@ void tg_audit_killed(struct tg_audit *au, const struct tg_event *e)
 {
 	struct tg_audit_flow *f;
 
-	if (au->fd < 0)
-		return;
 	f = tg_audit_flow(au, e->cookie, 0);
 	if (!f)
 		return;
@@ -502,10 +500,8 @@ void tg_audit_killed(struct tg_audit *au, const struct tg_event *e)
 	 * is read here (a busy agent): the event has its addresses.
 	 */
 	if (strcmp(f->local, "?") == 0) {
-		tg_addr_port_str(f->local, sizeof(f->local), e->family, e->laddr,
-			     e->lport);
-		tg_addr_port_str(f->remote, sizeof(f->remote), e->family,
-			     e->raddr, e->rport);
+		tg_audit_addrs(f, e->family, e->laddr, e->lport, e->raddr,
+			       e->rport);
 		if (!f->tls_version)
 			f->tls_version = e->tls_version;
 		if (!f->tls_cipher)
@@ -520,8 +516,6 @@ void tg_audit_closed(struct tg_audit *au, __u64 cookie)
 {
 	struct tg_audit_flow *f;
 
-	if (au->fd < 0)
-		return;
 	f = tg_audit_flow(au, cookie, 0);
 	if (!f)
 		return;

@@ -426,20 +426,6 @@ int tg_config_set(struct tg_opts *o, const char *name, const char *value,
 	return -2;
 }
 
-/* Strip white space at both ends, in place. */
-static char *tg_strip(char *s)
-{
-	char *end;
-
-	while (*s == ' ' || *s == '\t')
-		s++;
-	end = s + strlen(s);
-	while (end > s && (end[-1] == ' ' || end[-1] == '\t' ||
-			   end[-1] == '\n' || end[-1] == '\r'))
-		*--end = 0;
-	return s;
-}
-
 /* One logical line, started at lineno. */
 static int tg_config_line(struct tg_opts *o, const char *path,
 			  unsigned lineno, char *line, char *err,

@@ -36,11 +36,8 @@
 static void tg_event_flow(const struct tg_event *e, struct tg_flow *f,
 			  char *name, size_t len)
 {
-	memset(f, 0, sizeof(*f));
-	f->cookie = e->cookie;
-	f->family = e->family;
-	f->lport = e->lport;
-	f->rport = e->rport;
+	*f = (struct tg_flow){ .cookie = e->cookie, .family = e->family,
+			       .lport = e->lport, .rport = e->rport };
 	memcpy(f->laddr, e->laddr, 16);
 	memcpy(f->raddr, e->raddr, 16);
 	tg_flow_name(f, name, len);

@@ -72,22 +72,10 @@ void tg_pin_prepare(struct tg_agent *ag)
  */
 static void tg_adopt_flows(struct tg_agent *ag)
 {
-	int fd = bpf_map__fd(ag->skel->maps.tg_flows);
-	__u64 key, next, *prev = NULL;
-	unsigned long n = 0;
-	struct tg_flow f;
+	unsigned long n = tg_kill_state(&ag->kill,
+					bpf_map__fd(ag->skel->maps.tg_flows),
+					TG_FS_DIVERTED);
 
-	while (bpf_map_get_next_key(fd, prev, &next) == 0) {
-		key = next;
-		prev = &key;
-		if (bpf_map_lookup_elem(fd, &key, &f) ||
-		    f.state != TG_FS_DIVERTED)
-			continue;
-		f.state = TG_FS_FAILED;
-		bpf_map_update_elem(fd, &key, &f, BPF_EXIST);
-		if (tg_kill_flow(&ag->kill, &f) == 0)
-			n++;
-	}
 	if (n)
 		msg_info("destroyed %lu held connection(s) of the previous "
 			 "agent; the MTA retries them", n);

@@ -24,7 +24,8 @@
 
 void tg_recover_lost(struct tg_agent *ag)
 {
-	unsigned long n = tg_kill_failed(&ag->kill, ag->metrics.src.flows_fd);
+	unsigned long n = tg_kill_state(&ag->kill, ag->metrics.src.flows_fd,
+					  TG_FS_FAILED);
 	unsigned r = tg_inject_reap(&ag->ij);
 
 	if (n || r)

@@ -251,6 +251,17 @@ static void tg_setup_load(struct tg_agent *ag)
 	tg_verifier_free(&vf);
 }
 
+/* A program of the sockhash tg_socks, attached; returns 1. */
+static int tg_attach_socks(struct tg_agent *ag, struct bpf_program *prog,
+			   enum bpf_attach_type type)
+{
+	if (bpf_prog_attach(bpf_program__fd(prog),
+			    bpf_map__fd(ag->skel->maps.tg_socks), type, 0))
+		msg_fatal("cannot attach %s to tg_socks: %s",
+			  bpf_program__name(prog), strerror(errno));
+	return 1;
+}
+
 /* The data path: the cgroup for the uprobes, sock_diag, the map programs. */
 static void tg_setup_datapath(struct tg_agent *ag)
 {
@@ -267,18 +278,10 @@ static void tg_setup_datapath(struct tg_agent *ag)
 		tg_pin_adopt(ag);
 
 	/* Map programs first: they apply to sockets added after them. */
-	if (bpf_prog_attach(bpf_program__fd(ag->skel->progs.tg_smtp_msg),
-			    bpf_map__fd(ag->skel->maps.tg_socks),
-			    BPF_SK_MSG_VERDICT, 0))
-		msg_fatal("cannot attach tg_smtp_msg to tg_socks: %s",
-			  strerror(errno));
-	ag->msg_attached = 1;
-	if (bpf_prog_attach(bpf_program__fd(ag->skel->progs.tg_reply_skb),
-			    bpf_map__fd(ag->skel->maps.tg_socks),
-			    BPF_SK_SKB_STREAM_VERDICT, 0))
-		msg_fatal("cannot attach tg_reply_skb to tg_socks: %s",
-			  strerror(errno));
-	ag->skb_attached = 1;
+	ag->msg_attached = tg_attach_socks(ag, ag->skel->progs.tg_smtp_msg,
+					   BPF_SK_MSG_VERDICT);
+	ag->skb_attached = tg_attach_socks(ag, ag->skel->progs.tg_reply_skb,
+					   BPF_SK_SKB_STREAM_VERDICT);
 
 	err_no = tg_sync_senders(ag, NULL, ag->policy);
 	if (err_no < 0)

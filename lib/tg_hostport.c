@@ -138,3 +138,16 @@ int tg_domain_valid(const char *s, unsigned flags)
 	/* a trailing dot: the root, for a DNS name only */
 	return dns || label > 0;
 }
+
+char *tg_strip(char *s)
+{
+	char *end;
+
+	while (*s == ' ' || *s == '\t')
+		s++;
+	end = s + strlen(s);
+	while (end > s && (end[-1] == ' ' || end[-1] == '\t' ||
+			   end[-1] == '\n' || end[-1] == '\r'))
+		*--end = 0;
+	return s;
+}

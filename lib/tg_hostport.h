@@ -16,6 +16,7 @@
  *	void	tg_addr_port_str(char *buf, size_t len, int family,
  *				 const __u8 *addr, unsigned port);
  *	int	tg_domain_valid(const char *s, unsigned flags);
+ *	char	*tg_strip(char *s);
  * DESCRIPTION
  *	The one grammar of a host and port in tlsguard's settings, its
  *	command lines and tlsguardctl probe: "HOST", "HOST:PORT",
@@ -46,6 +47,9 @@
  *	(SMTPUTF8 addresses in a senders file). TG_DOMAIN_DNS also takes
  *	'_' and one trailing dot, and DNS's limits: 63 bytes a label, 253
  *	in all (the names tlsguardctl probe looks up).
+ *
+ *	tg_strip() drops blanks, CR and LF at both ends of a value of a
+ *	file line, in place, and returns where it now starts.
  */
 #ifndef TG_HOSTPORT_H
 #define TG_HOSTPORT_H
@@ -91,5 +95,6 @@ socklen_t tg_sockaddr(int family, const __u8 *addr, unsigned port,
 void tg_addr_port_str(char *buf, size_t len, int family, const __u8 *addr,
 		      unsigned port);
 int tg_domain_valid(const char *s, unsigned flags);
+char *tg_strip(char *s);
 
 #endif /* TG_HOSTPORT_H */

@@ -31,22 +31,15 @@ const char *tg_tls_version_name(__u16 v)
 
 const char *tg_state_name(__u32 state)
 {
-	switch (state) {
-	case TG_FS_PLAIN:
-		return "plain";
-	case TG_FS_HANDSHAKE:
-		return "handshake";
-	case TG_FS_TLS:
-		return "tls";
-	case TG_FS_WEAK:
-		return "weak-tls";
-	case TG_FS_TLS_FAILED:
-		return "tls-failed";
-	case TG_FS_DIVERTED:
-		return "held";
-	case TG_FS_FAILED:
-		return "failed";
-	}
+	static const char *const names[] = {
+		[TG_FS_PLAIN] = "plain",	   [TG_FS_TLS] = "tls",
+		[TG_FS_DIVERTED] = "held",	   [TG_FS_FAILED] = "failed",
+		[TG_FS_HANDSHAKE] = "handshake", [TG_FS_WEAK] = "weak-tls",
+		[TG_FS_TLS_FAILED] = "tls-failed",
+	};
+
+	if (state < sizeof(names) / sizeof(*names) && names[state])
+		return names[state];
 	return "?";
 }
 

@@ -77,17 +77,10 @@ static void tg_policy_sort(struct tg_policy *pol)
 static char *tg_trim(char *line)
 {
 	char *hash = strchr(line, '#');
-	char *end;
 
 	if (hash)
 		*hash = 0;
-	while (*line == ' ' || *line == '\t')
-		line++;
-	end = line + strlen(line);
-	while (end > line && (end[-1] == ' ' || end[-1] == '\t' ||
-			      end[-1] == '\n' || end[-1] == '\r'))
-		*--end = 0;
-	return line;
+	return tg_strip(line);
 }
 
 int tg_policy_load(const char *path, struct tg_policy *pol, char *err,
@@ -276,6 +269,21 @@ int tg_policy_match(const struct tg_policy *pol, __u64 addr_key,
 }
 
 
+/* Delete from the map the keys of old that pol lacks (old may be NULL). */
+static void tg_policy_drop(int map_fd, const struct tg_policy *old,
+			   const struct tg_policy *pol)
+{
+	size_t i;
+
+	for (i = 0; old && i < old->n + old->nexempt; i++) {
+		const __u64 *k = i < old->n ? &old->keys[i] :
+					      &old->exempt[i - old->n];
+
+		if (!tg_policy_value(pol, *k))
+			bpf_map_delete_elem(map_fd, k);
+	}
+}
+
 /*
  * New and changed keys first, then the deletions: a sender in both
  * policies is never absent from the map, and an entry that turns exempt
@@ -299,12 +307,7 @@ int tg_policy_sync(int map_fd, const struct tg_policy *old,
 		    bpf_map_update_elem(map_fd, &pol->keys[i], &v, BPF_ANY))
 			return -errno;
 	}
-	for (i = 0; old && i < old->n; i++)
-		if (!tg_policy_value(pol, old->keys[i]))
-			bpf_map_delete_elem(map_fd, &old->keys[i]);
-	for (i = 0; old && i < old->nexempt; i++)
-		if (!tg_policy_value(pol, old->exempt[i]))
-			bpf_map_delete_elem(map_fd, &old->exempt[i]);
+	tg_policy_drop(map_fd, old, pol);
 	return 0;
 }
 
@@ -329,12 +332,7 @@ int tg_policy_sync_within(int map_fd, const struct tg_policy *old,
 	    bpf_map_update_elem(map_fd, &wild, &one, BPF_ANY))
 		return -errno;
 	/* Removed entries first, so that the new ones find room. */
-	for (i = 0; old && i < old->n; i++)
-		if (!tg_policy_value(pol, old->keys[i]))
-			bpf_map_delete_elem(map_fd, &old->keys[i]);
-	for (i = 0; old && i < old->nexempt; i++)
-		if (!tg_policy_value(pol, old->exempt[i]))
-			bpf_map_delete_elem(map_fd, &old->exempt[i]);
+	tg_policy_drop(map_fd, old, pol);
 	for (i = 0; i < total; i++) {
 		__u64 key = i < pol->nexempt ? pol->exempt[i] :
 					       pol->keys[i - pol->nexempt];
