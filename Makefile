@@ -107,9 +107,9 @@ $(BUILD)/tlsguardd: $(AGENT_OBJS) $(LIB)
 
 CTL_LIBS  = $(shell pkg-config --libs openssl 2>/dev/null) -lresolv
 
-$(BUILD)/tools/%.o: tools/%.c $(wildcard tools/*.h lib/*.h) $(HEADERS) agent/tg_ctl.h
+$(BUILD)/tools/%.o: tools/%.c $(wildcard tools/*.h lib/*.h) $(HEADERS)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) $(WARNINGS) $(INCLUDES) -Iagent -Ilib -Itools $(PKG_CFLAGS) -c $< -o $@
+	$(CC) $(CFLAGS) $(WARNINGS) $(INCLUDES) -Ilib -Itools $(PKG_CFLAGS) -c $< -o $@
 
 $(BUILD)/tlsguardctl: $(CTL_OBJS) $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(CTL_LIBS)
