@@ -83,6 +83,12 @@
  *	dropped, the quoting of a quoted local part dropped) and the same 64-bit FNV-1a hash. *domain_key receives the key
  *	of "@domain" (0 when there is no domain). It returns 0 when the address
  *	is malformed. tg_addr_key_srs() also gives tg_cmd_srs()'s answer.
+ *
+ *	tg_path() runs the same parser over one whole MAIL or RCPT line for
+ *	user space (tlsguardd's replies and audit trail), RCPT's
+ *	forward-path read by the rules of MAIL's reverse-path
+ *	(p->rcpt_paths, which the kernel never sets), and says where the
+ *	address stands in the line.
  * DIAGNOSTICS
  *	None; malformed input is reported through the events above.
  * BUGS
