@@ -313,26 +313,17 @@ static __always_inline void tg_keep_sender(struct tg_flow *f,
 		bpf_probe_read_kernel(f->sender, n, (void *)(base + off));
 }
 
-/*
- * tg_senders' value for key, for tg_rule(). The key goes through one
- * stack slot (ctx) for every lookup, as before tg_rule() existed: a slot
- * per lookup would be more stack for the verifier to tell states apart.
- */
-static __always_inline const __u8 *tg_senders_look(void *ctx, __u64 key)
+/* tg_senders' value for key, for tg_rule(). */
+static __always_inline const __u8 *tg_senders_look(void *ctx, const __u64 *key)
 {
-	__u64 *k = ctx;
-
-	*k = key;
-	return bpf_map_lookup_elem(&tg_senders, k);
+	return bpf_map_lookup_elem(&tg_senders, key);
 }
 
 /* Is the sender the parser just read a guaranteed one? (tg_rule.h) */
 static __always_inline int tg_guaranteed(const struct tg_cmd *p)
 {
-	__u64 k;
-
-	return tg_rule_holds(tg_rule(tg_senders_look, &k, p->addr_key,
-				     p->domain_key, tg_cmd_srs(p)));
+	return tg_rule_holds(tg_rule(tg_senders_look, NULL, &p->addr_key,
+				     &p->domain_key, tg_cmd_srs(p)));
 }
 
 /*

@@ -198,12 +198,12 @@ static __u8 tg_policy_value(const struct tg_policy *pol, __u64 key)
 }
 
 /* The sorted lists as tg_rule() looks up the kernel map. */
-static const __u8 *tg_policy_look(void *ctx, __u64 key)
+static const __u8 *tg_policy_look(void *ctx, const __u64 *key)
 {
 	static const __u8 guaranteed = TG_POL_GUARANTEED,
 			  exempt = TG_POL_EXEMPT;
 
-	switch (tg_policy_value(ctx, key)) {
+	switch (tg_policy_value(ctx, *key)) {
 	case TG_POL_GUARANTEED:
 		return &guaranteed;
 	case TG_POL_EXEMPT:
@@ -219,19 +219,19 @@ struct tg_map_look {
 	__u8 val[4];
 };
 
-static const __u8 *tg_map_look(void *ctx, __u64 key)
+static const __u8 *tg_map_look(void *ctx, const __u64 *key)
 {
 	struct tg_map_look *m = ctx;
 	__u8 *v = &m->val[m->n++ % 4];
 
-	return bpf_map_lookup_elem(m->fd, &key, v) == 0 ? v : NULL;
+	return bpf_map_lookup_elem(m->fd, key, v) == 0 ? v : NULL;
 }
 
 int tg_policy_map_rule(int map_fd, __u64 addr_key, __u64 domain_key, int srs)
 {
 	struct tg_map_look m = { .fd = map_fd };
 
-	return tg_rule(tg_map_look, &m, addr_key, domain_key, srs);
+	return tg_rule(tg_map_look, &m, &addr_key, &domain_key, srs);
 }
 
 int tg_rule_verdict(int rule, const char **by)
@@ -257,8 +257,8 @@ int tg_rule_verdict(int rule, const char **by)
 int tg_policy_lookup(const struct tg_policy *pol, __u64 addr_key,
 		     __u64 domain_key, int srs, const char **by)
 {
-	return tg_rule_verdict(tg_rule(tg_policy_look, (void *)pol, addr_key,
-				       domain_key, srs), by);
+	return tg_rule_verdict(tg_rule(tg_policy_look, (void *)pol, &addr_key,
+				       &domain_key, srs), by);
 }
 
 int tg_policy_match(const struct tg_policy *pol, __u64 addr_key,
