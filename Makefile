@@ -41,8 +41,15 @@ BPF_SRCS  := $(wildcard bpf/*.bpf.c)
 BPF_OBJS  := $(patsubst bpf/%.bpf.c,$(BUILD)/bpf/%.bpf.o,$(BPF_SRCS))
 HEADERS   := $(wildcard include/*.h)
 
+# lib/: the user-space code the daemon, tlsguardctl and the unit tests
+# share, linked as one archive (bcc libbpf-tools' COMMON_OBJ).
+LIB_SRCS   := $(wildcard lib/*.c)
+LIB_OBJS   := $(patsubst lib/%.c,$(BUILD)/lib/%.o,$(LIB_SRCS))
+LIB        := $(BUILD)/libtlsguard.a
+
 AGENT_SRCS := $(wildcard agent/*.c)
 AGENT_OBJS := $(patsubst agent/%.c,$(BUILD)/agent/%.o,$(AGENT_SRCS))
+CTL_OBJS   := $(patsubst tools/%.c,$(BUILD)/tools/%.o,$(wildcard tools/*.c))
 
 UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
 
@@ -84,27 +91,37 @@ $(BUILD)/tlsguard.bpf.o: $(BPF_OBJS)
 $(BUILD)/tlsguard.skel.h: $(BUILD)/tlsguard.bpf.o
 	$(BPFTOOL) gen skeleton $< name tlsguard > $@
 
-$(BUILD)/agent/%.o: agent/%.c $(HEADERS) $(wildcard agent/*.h) $(BUILD)/tlsguard.skel.h
+$(BUILD)/lib/%.o: lib/%.c $(HEADERS) $(wildcard lib/*.h)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) $(WARNINGS) $(INCLUDES) -Iagent $(PKG_CFLAGS) -c $< -o $@
+	$(CC) $(CFLAGS) $(WARNINGS) $(INCLUDES) -Ilib $(PKG_CFLAGS) -c $< -o $@
 
-$(BUILD)/tlsguardd: $(AGENT_OBJS)
+$(LIB): $(LIB_OBJS)
+	$(AR) rcs $@ $^
+
+$(BUILD)/agent/%.o: agent/%.c $(HEADERS) $(wildcard agent/*.h lib/*.h) $(BUILD)/tlsguard.skel.h
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(WARNINGS) $(INCLUDES) -Iagent -Ilib $(PKG_CFLAGS) -c $< -o $@
+
+$(BUILD)/tlsguardd: $(AGENT_OBJS) $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
-# tlsguardctl probe shares tg_mxconn (DNS, STARTTLS) with the agent's MX check.
-CTL_SRCS := tools/tlsguardctl.c tools/tg_probe.c agent/tg_mxconn.c
 CTL_LIBS  = $(shell pkg-config --libs openssl 2>/dev/null) -lresolv
 
-$(BUILD)/tlsguardctl: $(CTL_SRCS) $(wildcard tools/*.h) $(HEADERS) agent/tg_ctl.h agent/tg_mxconn.h
+$(BUILD)/tools/%.o: tools/%.c $(wildcard tools/*.h lib/*.h) $(HEADERS)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) $(WARNINGS) $(INCLUDES) -Iagent -Itools $(PKG_CFLAGS) $(LDFLAGS) \
-		-o $@ $(CTL_SRCS) $(CTL_LIBS)
+	$(CC) $(CFLAGS) $(WARNINGS) $(INCLUDES) -Ilib -Itools $(PKG_CFLAGS) -c $< -o $@
 
-# The unit tests #include the agent code they test (policy, verifier logs).
-$(BUILD)/tests/%: tests/unit/%.c $(HEADERS) $(wildcard tests/unit/*.h) \
-		agent/tg_policy.c agent/tg_verifier_log.c agent/tg_verifier_log.h
+$(BUILD)/tlsguardctl: $(CTL_OBJS) $(LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(CTL_LIBS)
+
+# The unit tests link the library, and the agent objects they test.
+$(BUILD)/tests/test_verifier: $(BUILD)/agent/tg_verifier_log.o
+$(BUILD)/tests/test_audit: $(BUILD)/agent/tg_audit.o $(BUILD)/agent/tg_log.o
+
+$(BUILD)/tests/%: tests/unit/%.c $(LIB) $(HEADERS) $(wildcard tests/unit/*.h lib/*.h)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) $(WARNINGS) $(INCLUDES) -Iagent $(LDFLAGS) -o $@ $< -lbpf
+	$(CC) $(CFLAGS) $(WARNINGS) $(INCLUDES) -Iagent -Ilib $(LDFLAGS) -o $@ $< \
+		$(filter %.o,$^) $(LIB) $(PKG_LIBS)
 
 deps:
 	@if ! dpkg -s $(DEBIAN_PKGS) >/dev/null 2>&1; then \
@@ -182,7 +199,7 @@ vmlinux:
 	$(BPFTOOL) btf dump file /sys/kernel/btf/vmlinux format c > vmlinux.h
 
 format:
-	clang-format -i $(wildcard include/*.h agent/*.[ch] bpf/*.[ch] tools/*.c tests/unit/*.c)
+	clang-format -i $(wildcard include/*.h lib/*.[ch] agent/*.[ch] bpf/*.[ch] tools/*.[ch] tests/unit/*.[ch])
 
 clean:
 	rm -rf $(BUILD)

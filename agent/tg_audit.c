@@ -16,8 +16,10 @@
 #include <openssl/ssl.h>
 
 #include "tg_audit.h"
-#include "tg_inject.h"
+#include "tg_hostport.h"
 #include "tg_log.h"
+#include "tg_mailaddr.h"
+#include "tg_names.h"
 
 enum { K_OTHER, K_MAIL, K_RCPT, K_DATA, K_END, K_RESET };
 
@@ -78,13 +80,13 @@ int tg_audit_reopen(struct tg_audit *au)
 	return 0;
 }
 
-static void tg_addr_port(char *buf, size_t len, __u16 family,
-			 const __u8 *addr, __u16 port)
+/* The record's "flow": local and remote address and port. */
+static void tg_audit_addrs(struct tg_audit_flow *f, __u16 family,
+			   const __u8 *laddr, __u16 lport, const __u8 *raddr,
+			   __u16 rport)
 {
-	char a[INET6_ADDRSTRLEN] = "?";
-
-	inet_ntop(family == AF_INET6 ? AF_INET6 : AF_INET, addr, a, sizeof(a));
-	snprintf(buf, len, family == AF_INET6 ? "[%s]:%u" : "%s:%u", a, port);
+	tg_addr_port_str(f->local, sizeof(f->local), family, laddr, lport);
+	tg_addr_port_str(f->remote, sizeof(f->remote), family, raddr, rport);
 }
 
 static struct tg_audit_flow *tg_audit_flow(struct tg_audit *au, __u64 cookie,
@@ -94,6 +96,8 @@ static struct tg_audit_flow *tg_audit_flow(struct tg_audit *au, __u64 cookie,
 	struct tg_audit_flow *f;
 	struct tg_flow kf;
 
+	if (au->fd < 0)
+		return NULL;	/* no audit trail */
 	for (i = 0; i < TG_AUDIT_FLOWS; i++) {
 		f = &au->flows[(h + i) % TG_AUDIT_FLOWS];
 		if (f->cookie == cookie)
@@ -111,10 +115,8 @@ static struct tg_audit_flow *tg_audit_flow(struct tg_audit *au, __u64 cookie,
 	snprintf(f->local, sizeof(f->local), "?");
 	snprintf(f->remote, sizeof(f->remote), "?");
 	if (bpf_map_lookup_elem(au->flows_fd, &cookie, &kf) == 0) {
-		tg_addr_port(f->local, sizeof(f->local), kf.family, kf.laddr,
-			     kf.lport);
-		tg_addr_port(f->remote, sizeof(f->remote), kf.family,
-			     kf.raddr, kf.rport);
+		tg_audit_addrs(f, kf.family, kf.laddr, kf.lport, kf.raddr,
+			       kf.rport);
 		f->tls_version = kf.tls_version;
 		f->tls_cipher = kf.tls_cipher;
 	}
@@ -149,32 +151,6 @@ static void tg_copy(char *dst, size_t len, const char *src, size_t n)
 	dst[n] = 0;
 }
 
-/* The address of a MAIL or RCPT line, as written: between '<' and '>'. */
-static void tg_line_addr(const char *text, size_t len, char *out,
-			 size_t outlen)
-{
-	const char *colon = memchr(text, ':', len), *p, *end = text + len;
-	size_t n;
-
-	out[0] = 0;
-	if (!colon)
-		return;
-	for (p = colon + 1; p < end && (*p == ' ' || *p == '\t'); p++)
-		;
-	if (p < end && *p == '<') {
-		const char *gt = memchr(p, '>', (size_t)(end - p));
-
-		if (!gt)
-			return;
-		n = (size_t)(gt - p - 1);
-		tg_copy(out, outlen, p + 1, n);
-		return;
-	}
-	for (n = 0; p + n < end && p[n] != ' '; n++)
-		;
-	tg_copy(out, outlen, p, n);
-}
-
 static void tg_json_str(FILE *fp, const char *s)
 {
 	const unsigned char *p = (const unsigned char *)s;
@@ -202,6 +178,13 @@ static int tg_audit_guaranteed(struct tg_audit *au, const char *sender)
 	return akey && tg_policy_match(*au->policy, akey, dkey, srs);
 }
 
+/* A key (with what comes before it) and its string value. */
+static void tg_json_field(FILE *fp, const char *key, const char *value)
+{
+	fputs(key, fp);
+	tg_json_str(fp, value);
+}
+
 static void tg_audit_write(struct tg_audit *au, struct tg_audit_flow *f)
 {
 	char *buf = NULL, ts[40];
@@ -221,12 +204,9 @@ static void tg_audit_write(struct tg_audit *au, struct tg_audit_flow *f)
 	fprintf(fp, "{\"time\":\"%s.%03ldZ\",\"flow\":{\"local\":", ts,
 		(long)(tv.tv_usec / 1000));
 	tg_json_str(fp, f->local);
-	fputs(",\"remote\":", fp);
-	tg_json_str(fp, f->remote);
-	fputs("},\"host\":", fp);
-	tg_json_str(fp, f->host);
-	fputs(",\"sender\":", fp);
-	tg_json_str(fp, f->sender);
+	tg_json_field(fp, ",\"remote\":", f->remote);
+	tg_json_field(fp, "},\"host\":", f->host);
+	tg_json_field(fp, ",\"sender\":", f->sender);
 	fprintf(fp, ",\"guaranteed\":%s,\"recipients\":[",
 		tg_audit_guaranteed(au, f->sender) ? "true" : "false");
 	for (i = 0; i < f->nrcpt; i++) {
@@ -254,12 +234,9 @@ static void tg_audit_write(struct tg_audit *au, struct tg_audit_flow *f)
 	} else {
 		fputs("null", fp);
 	}
-	fputs(",\"mail_reply\":", fp);
-	tg_json_str(fp, f->mail_reply);
-	fputs(",\"data_reply\":", fp);
-	tg_json_str(fp, f->data_reply);
-	fputs(",\"verdict\":", fp);
-	tg_json_str(fp, f->verdict);
+	tg_json_field(fp, ",\"mail_reply\":", f->mail_reply);
+	tg_json_field(fp, ",\"data_reply\":", f->data_reply);
+	tg_json_field(fp, ",\"verdict\":", f->verdict);
 	fputs("}\n", fp);
 	fclose(fp);
 	if (write(au->fd, buf, len) != (ssize_t)len || fdatasync(au->fd) < 0)
@@ -325,50 +302,67 @@ static void tg_audit_push(struct tg_audit_flow *f, int kind, unsigned rcpt)
 static void tg_audit_command(struct tg_audit *au, struct tg_audit_flow *f,
 			     __u32 flags, const char *text, size_t len)
 {
-	char verb[9] = "";
-	size_t i, n = 0;
+	char addr[TG_AUDIT_ADDR];
+	__u64 verb;
 
 	if (flags & TG_LINE_END) {
 		tg_audit_push(f, K_END, 0);
 		return;
 	}
-	for (i = 0; i < len && (text[i] == ' ' || text[i] == '\t'); i++)
-		;
-	for (; i < len && n < 8 && text[i] != ' ' && text[i] != ':'; i++)
-		verb[n++] = (char)tg_upper((unsigned char)text[i]);
-	verb[n] = 0;
-	if (strcmp(verb, "MAIL") == 0) {
+	tg_line_addr(text, len, &verb, addr, sizeof(addr));
+	switch (verb) {
+	case TG_VERB_MAIL:
 		tg_audit_end(au, f, NULL);
 		f->txn = 1;
-		tg_line_addr(text, len, f->sender, sizeof(f->sender));
+		snprintf(f->sender, sizeof(f->sender), "%s", addr);
 		if (flags & TG_LINE_HELD)
 			f->weak = 1;	/* cut in TLS, see tg_audit_killed() */
 		tg_audit_push(f, K_MAIL, 0);
-	} else if (strcmp(verb, "RCPT") == 0) {
+		break;
+	case TG_VERB_RCPT:
 		if (f->txn && f->nrcpt < TG_AUDIT_RCPTS) {
 			struct tg_audit_rcpt *r = &f->rcpt[f->nrcpt];
 
-			tg_line_addr(text, len, r->addr, sizeof(r->addr));
+			snprintf(r->addr, sizeof(r->addr), "%s", addr);
 			r->reply[0] = 0;
 			tg_audit_push(f, K_RCPT, f->nrcpt++);
 		} else {
 			tg_audit_push(f, K_OTHER, 0);
 		}
-	} else if (strcmp(verb, "DATA") == 0 || strcmp(verb, "BDAT") == 0) {
-		tg_audit_push(f, strcmp(verb, "DATA") == 0 ? K_DATA : K_END, 0);
-	} else if (strcmp(verb, "RSET") == 0 || strcmp(verb, "QUIT") == 0) {
+		break;
+	case TG_VERB_DATA:
+		tg_audit_push(f, K_DATA, 0);
+		break;
+	case TG_VERB_BDAT:
+		tg_audit_push(f, K_END, 0);
+		break;
+	case TG_VERB_RSET:
+	case TG_VERB_QUIT:
 		/*
 		 * The attempt ends at this command's reply, not here: the MTA
 		 * pipelines QUIT behind the message, whose reply comes first.
 		 */
 		tg_audit_push(f, K_RESET, 0);
-	} else {
+		break;
+	default:
 		tg_audit_push(f, K_OTHER, 0);
 	}
 }
 
+/*
+ * The verdict of a reply tlsguardd gave for the host (TG_LINE_HELD): by
+ * its kind, never by its text, which the administrator may change.
+ */
+static const char *tg_held_verdict(int kind, int code)
+{
+	if (kind == TG_RK_HELD_WEAK_TLS)
+		return "held-weak-tls";
+	return code >= 500 ? "held-no-tls" : "deferred";
+}
+
+/* A reply; rk is the tg_resp kind of one of the agent's own, else -1. */
 static void tg_audit_reply(struct tg_audit *au, struct tg_audit_flow *f,
-			   __u32 flags, const char *text, size_t len)
+			   __u32 flags, const char *text, size_t len, int rk)
 {
 	char reply[TG_AUDIT_REPLY];
 	unsigned i, rcpt;
@@ -397,12 +391,8 @@ static void tg_audit_reply(struct tg_audit *au, struct tg_audit_flow *f,
 		if (flags & TG_LINE_HELD) {
 			/* 250: accepted for now, the verdict comes per RCPT */
 			f->held = code >= 400;
-			if (code >= 500)
-				tg_audit_verdict(f, strstr(reply, "negotiated") ?
-							    "held-weak-tls" :
-							    "held-no-tls");
-			else if (code >= 400)
-				tg_audit_verdict(f, "deferred");
+			if (code >= 400)
+				tg_audit_verdict(f, tg_held_verdict(rk, code));
 		} else if (code >= 500) {
 			tg_audit_verdict(f, "rejected-by-host");
 		} else if (code >= 400) {
@@ -417,10 +407,7 @@ static void tg_audit_reply(struct tg_audit *au, struct tg_audit_flow *f,
 		if (f->ended || !(flags & TG_LINE_HELD) || code < 400)
 			break;
 		f->held = 1;
-		tg_audit_verdict(f, code >= 500 ? (strstr(reply, "negotiated") ?
-							   "held-weak-tls" :
-							   "held-no-tls") :
-						  "deferred");
+		tg_audit_verdict(f, tg_held_verdict(rk, code));
 		break;
 	case K_DATA:
 		if (code >= 400 && !f->ended)
@@ -447,15 +434,29 @@ void tg_audit_line(struct tg_audit *au, __u64 cookie, __u32 flags,
 {
 	struct tg_audit_flow *f;
 
-	if (au->fd < 0)
-		return;
 	f = tg_audit_flow(au, cookie, 1);
 	if (!f)
 		return;
 	if (flags & TG_LINE_REPLY)
-		tg_audit_reply(au, f, flags, text, len);
+		tg_audit_reply(au, f, flags, text, len, -1);
 	else
 		tg_audit_command(au, f, flags, text, len);
+}
+
+void tg_audit_held(struct tg_audit *au, __u64 cookie, const struct tg_resp *r)
+{
+	struct tg_audit_flow *f;
+	char line[TG_RESP_LINE];
+	size_t len;
+
+	f = tg_audit_flow(au, cookie, 1);
+	if (!f)
+		return;
+	len = tg_resp_line(r, line, sizeof(line));
+	while (len && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+		len--;
+	tg_audit_reply(au, f, TG_LINE_REPLY | TG_LINE_HELD, line, len,
+		       r->kind);
 }
 
 /*
@@ -467,14 +468,10 @@ void tg_audit_line_event(struct tg_audit *au, const struct tg_line_event *le)
 {
 	struct tg_audit_flow *f;
 
-	if (au->fd < 0)
-		return;
 	f = tg_audit_flow(au, le->cookie, 1);
 	if (f && strcmp(f->local, "?") == 0 && le->family) {
-		tg_addr_port(f->local, sizeof(f->local), le->family,
-			     le->laddr, le->lport);
-		tg_addr_port(f->remote, sizeof(f->remote), le->family,
-			     le->raddr, le->rport);
+		tg_audit_addrs(f, le->family, le->laddr, le->lport, le->raddr,
+			       le->rport);
 	}
 	tg_audit_line(au, le->cookie, le->flags, le->text,
 		      le->len > TG_LINE_TEXT ? TG_LINE_TEXT : le->len);
@@ -484,8 +481,6 @@ void tg_audit_tls(struct tg_audit *au, const struct tg_event *e)
 {
 	struct tg_audit_flow *f;
 
-	if (au->fd < 0)
-		return;
 	f = tg_audit_flow(au, e->cookie, 1);
 	if (!f)
 		return;
@@ -497,8 +492,6 @@ void tg_audit_killed(struct tg_audit *au, const struct tg_event *e)
 {
 	struct tg_audit_flow *f;
 
-	if (au->fd < 0)
-		return;
 	f = tg_audit_flow(au, e->cookie, 0);
 	if (!f)
 		return;
@@ -507,10 +500,8 @@ void tg_audit_killed(struct tg_audit *au, const struct tg_event *e)
 	 * is read here (a busy agent): the event has its addresses.
 	 */
 	if (strcmp(f->local, "?") == 0) {
-		tg_addr_port(f->local, sizeof(f->local), e->family, e->laddr,
-			     e->lport);
-		tg_addr_port(f->remote, sizeof(f->remote), e->family,
-			     e->raddr, e->rport);
+		tg_audit_addrs(f, e->family, e->laddr, e->lport, e->raddr,
+			       e->rport);
 		if (!f->tls_version)
 			f->tls_version = e->tls_version;
 		if (!f->tls_cipher)
@@ -525,8 +516,6 @@ void tg_audit_closed(struct tg_audit *au, __u64 cookie)
 {
 	struct tg_audit_flow *f;
 
-	if (au->fd < 0)
-		return;
 	f = tg_audit_flow(au, cookie, 0);
 	if (!f)
 		return;

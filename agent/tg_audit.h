@@ -10,6 +10,8 @@
  *	int	tg_audit_reopen(struct tg_audit *au);
  *	void	tg_audit_line(struct tg_audit *au, __u64 cookie, __u32 flags,
  *			      const char *text, size_t len);
+ *	void	tg_audit_held(struct tg_audit *au, __u64 cookie,
+ *			      const struct tg_resp *r);
  *	void	tg_audit_line_event(struct tg_audit *au,
  *				    const struct tg_line_event *le);
  *	void	tg_audit_tls(struct tg_audit *au, const struct tg_event *e);
@@ -20,8 +22,9 @@
  *	The audit trail is assembled from the SMTP lines of each flow: the
  *	commands the MTA wrote and the final replies it read, on the wire
  *	or inside TLS (TG_EV_LINE events from the kernel), and the commands
- *	tlsguard answered itself on held flows (from tg_inject, with
- *	TG_LINE_HELD on the MAIL reply). Replies are matched to commands in
+ *	tlsguard answered itself on held flows (from tg_inject: the
+ *	commands by tg_audit_line(), and its replies by tg_audit_held(),
+ *	as typed replies whose kind, not text, gives the verdict). Replies are matched to commands in
  *	order, as SMTP pipelining requires. tg_audit_line_event() takes a
  *	TG_EV_LINE event as read from the ring buffer: the flow's addresses
  *	come from the event when the flow is already gone from tg_flows.
@@ -51,6 +54,7 @@
 
 #include "tlsguard.h"
 #include "tg_policy.h"
+#include "tg_resp.h"
 
 #define TG_AUDIT_FLOWS	4096	/* flows followed at once */
 #define TG_AUDIT_RCPTS	64	/* recipients kept per message */
@@ -100,6 +104,7 @@ int tg_audit_open(struct tg_audit *au, const char *path, int flows_fd,
 int tg_audit_reopen(struct tg_audit *au);
 void tg_audit_line(struct tg_audit *au, __u64 cookie, __u32 flags,
 		   const char *text, size_t len);
+void tg_audit_held(struct tg_audit *au, __u64 cookie, const struct tg_resp *r);
 void tg_audit_line_event(struct tg_audit *au, const struct tg_line_event *le);
 void tg_audit_tls(struct tg_audit *au, const struct tg_event *e);
 void tg_audit_killed(struct tg_audit *au, const struct tg_event *e);

@@ -2,10 +2,16 @@
 /*
  * NAME
  *	tg_config - tlsguardd's settings (see tg_config.h)
+ * DESCRIPTION
+ *	Every setting is one row of tg_settings[]: its name, its type, its
+ *	default as it would be written, where it lives in struct tg_opts,
+ *	and its bounds, as Postfix's mail_conf.h tables describe main.cf
+ *	(smtp_params.c). tg_setting_set() and tg_setting_get() read and
+ *	write a value by its type: the rows hold no code.
  */
-#include <arpa/inet.h>
 #include <errno.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,14 +20,92 @@
 
 #include "tg_config.h"
 #include "tg_ctl.h"
+#include "tg_hostport.h"
 #include "tg_policy.h"
+
+enum tg_type {
+	TG_T_STR,	/* any text */
+	TG_T_PATH,	/* an absolute path; TG_F_EMPTY: or "" for none */
+	TG_T_UINT,	/* min to max; TG_F_POW2: a power of two */
+	TG_T_BOOL,	/* yes or no */
+	TG_T_PORTS,	/* a list of ports; TG_F_TLS: the implicit TLS list */
+	TG_T_EXEMPT,	/* user@domain, @domain, SRS0=, SRS1= */
+	TG_T_MX,	/* no, system, IP or IP:PORT */
+	TG_T_LOOPBACK,	/* "" or a loopback IP:PORT */
+	TG_T_FACILITY,	/* a syslog facility by name */
+	TG_T_NAME,	/* printable, no blank, '[' or ':' */
+	TG_T_CODE,	/* a reply code from min to max */
+	TG_T_DSN,	/* an enhanced status code of class min */
+	TG_T_TEXT,	/* a reply text; TG_F_VERSION: "$tls_version" */
+};
+
+#define TG_F_EMPTY	0x01
+#define TG_F_POW2	0x02
+#define TG_F_TLS	0x04
+#define TG_F_VERSION	0x08
 
 struct tg_setting {
 	const char *name;
+	enum tg_type type;
 	const char *def;	/* the default, as it would be written */
-	int (*set)(struct tg_opts *o, const char *v, char *err, size_t len);
-	void (*get)(const struct tg_opts *o, char *out, size_t len);
+	size_t off;		/* of the value in struct tg_opts */
+	size_t size;		/* of the value */
+	unsigned long min, max;
+	unsigned flags;		/* TG_F_* */
 };
+
+#define TG_ROW(name, type, def, field, min, max, flags)                   \
+	{ name, type, def, offsetof(struct tg_opts, field),               \
+	  sizeof(((struct tg_opts *)0)->field), min, max, flags }
+
+/* tlsguard.conf(5)'s order, which --print-config keeps. */
+static const struct tg_setting tg_settings[] = {
+	TG_ROW("cgroup", TG_T_STR, "", cgroup, 0, 0, 0),
+	TG_ROW("senders_file", TG_T_PATH, "", senders, 0, 0, TG_F_EMPTY),
+	TG_ROW("exempt", TG_T_EXEMPT, "", exempt_text, 0, TG_EXEMPT_MAX, 0),
+	TG_ROW("smtp_ports", TG_T_PORTS, "", ports, 1, 65535, 0),
+	TG_ROW("smtps_ports", TG_T_PORTS, "", tls_ports, 1, 65535, TG_F_TLS),
+	TG_ROW("slots", TG_T_UINT, "256", slots, 1, TG_SLOTS_MAX, 0),
+	TG_ROW("max_flows", TG_T_UINT, "65536", max_flows, 1, TG_FLOWS_MAX, 0),
+	TG_ROW("max_senders", TG_T_UINT, "1048576", max_senders, 2,
+	       TG_SENDERS_MAX, 0),
+	TG_ROW("ringbuf_size", TG_T_UINT, "1048576", ringbuf, 4096, 1UL << 30,
+	       TG_F_POW2),
+	TG_ROW("mx_check", TG_T_MX, "no", resolver, 0, 0, 0),
+	TG_ROW("pin", TG_T_BOOL, "no", pin, 0, 0, 0),
+	TG_ROW("audit_file", TG_T_PATH, "", audit, 0, 0, TG_F_EMPTY),
+	TG_ROW("control_socket", TG_T_PATH, TG_CTL_DEFAULT, socket, 0, 0, 0),
+	TG_ROW("metrics_address", TG_T_LOOPBACK, "", metrics, 0, 0, 0),
+	TG_ROW("syslog", TG_T_BOOL, "no", syslog, 0, 0, 0),
+	TG_ROW("syslog_facility", TG_T_FACILITY, "mail", syslog_facility, 0, 0,
+	       0),
+	TG_ROW("syslog_name", TG_T_NAME, "tlsguardd", syslog_name, 0, 0, 0),
+	TG_ROW("syslog_socket", TG_T_PATH, "/dev/log", syslog_socket, 0, 0, 0),
+	TG_ROW("reject_code", TG_T_CODE, "550", replies.reject_code, 500, 559,
+	       0),
+	TG_ROW("reject_dsn", TG_T_DSN, "5.7.10", replies.reject_dsn, 5, 5, 0),
+	TG_ROW("defer_code", TG_T_CODE, "450", replies.defer_code, 400, 459, 0),
+	TG_ROW("defer_dsn", TG_T_DSN, "4.7.10", replies.defer_dsn, 4, 4, 0),
+	TG_ROW("notls_text", TG_T_TEXT, TG_NOTLS_TEXT, replies.notls_text, 1,
+	       200, 0),
+	TG_ROW("weak_tls_text", TG_T_TEXT, TG_WEAK_TEXT, replies.weak_text, 1,
+	       200, TG_F_VERSION),
+};
+
+#define TG_NSETTINGS (sizeof(tg_settings) / sizeof(tg_settings[0]))
+
+static const struct {
+	const char *name;
+	int code;
+} tg_facilities[] = {
+	{ "mail", LOG_MAIL },	  { "daemon", LOG_DAEMON },
+	{ "local0", LOG_LOCAL0 }, { "local1", LOG_LOCAL1 },
+	{ "local2", LOG_LOCAL2 }, { "local3", LOG_LOCAL3 },
+	{ "local4", LOG_LOCAL4 }, { "local5", LOG_LOCAL5 },
+	{ "local6", LOG_LOCAL6 }, { "local7", LOG_LOCAL7 },
+};
+
+#define TG_NFACILITIES (sizeof(tg_facilities) / sizeof(tg_facilities[0]))
 
 static int tg_bad(char *err, size_t len, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
@@ -46,20 +130,6 @@ static int tg_copy(char *dst, size_t dstlen, const char *v, char *err,
 	return 0;
 }
 
-/* A path: absolute, or empty where "none" is allowed. */
-static int tg_path(char *dst, const char *v, int may_be_empty, char *err,
-		   size_t len)
-{
-	if (!*v && may_be_empty) {
-		*dst = 0;
-		return 0;
-	}
-	if (*v != '/')
-		return tg_bad(err, len, "bad value \"%.80s\": expected an "
-			      "absolute path", v);
-	return tg_copy(dst, TG_SETTING_MAX, v, err, len);
-}
-
 static int tg_uint(const char *v, unsigned long min, unsigned long max,
 		   unsigned long *out, char *err, size_t len)
 {
@@ -74,86 +144,53 @@ static int tg_uint(const char *v, unsigned long min, unsigned long max,
 	return 0;
 }
 
-/* Split a list value at commas and white space; calls fn per element. */
-static int tg_list(const char *v, int (*fn)(void *ctx, const char *elem,
-					    char *err, size_t len),
-		   void *ctx, char *err, size_t len)
+/*
+ * A list value: elements split at commas and white space, each checked
+ * and stored by the row's type. The list replaces the one before.
+ */
+static int tg_list(struct tg_opts *o, const struct tg_setting *st,
+		   const char *v, char *err, size_t len)
 {
+	int tls = (st->flags & TG_F_TLS) != 0;
+	__u16 *ports = tls ? o->tls_ports : o->ports;
+	unsigned *n = tls ? &o->ntls_ports : &o->nports;
+	unsigned other = tls ? o->nports : o->ntls_ports;
 	char elem[TG_SETTING_MAX];
-	size_t n;
-
-	while (*v) {
-		n = strcspn(v, ", \t");
-		if (n >= sizeof(elem))
-			return tg_bad(err, len, "list element too long");
-		if (n) {
-			memcpy(elem, v, n);
-			elem[n] = 0;
-			if (fn(ctx, elem, err, len) < 0)
-				return -1;
-		}
-		v += n;
-		v += strspn(v, ", \t");
-	}
-	return 0;
-}
-
-struct tg_port_list {
-	__u16 *ports;
-	unsigned *n;
-	unsigned other;		/* ports in the other list */
-};
-
-static int tg_port_elem(void *ctx, const char *e, char *err, size_t len)
-{
-	struct tg_port_list *pl = ctx;
 	unsigned long port;
+	size_t k;
 
-	if (tg_uint(e, 1, 65535, &port, err, len) < 0)
-		return -1;
-	if (*pl->n + pl->other >= TG_PORTS_MAX)
-		return tg_bad(err, len, "at most %d ports in all",
-			      TG_PORTS_MAX);
-	pl->ports[(*pl->n)++] = (__u16)port;
-	return 0;
-}
-
-static int tg_set_ports(struct tg_opts *o, const char *v, int tls, char *err,
-			size_t len)
-{
-	struct tg_port_list pl = {
-		.ports = tls ? o->tls_ports : o->ports,
-		.n = tls ? &o->ntls_ports : &o->nports,
-		.other = tls ? o->nports : o->ntls_ports,
-	};
-
-	*pl.n = 0;
-	return tg_list(v, tg_port_elem, &pl, err, len);
-}
-
-static void tg_get_ports(const __u16 *ports, unsigned n, char *out,
-			 size_t len)
-{
-	size_t used = 0;
-	unsigned i;
-
-	*out = 0;
-	for (i = 0; i < n && used < len; i++)
-		used += (size_t)snprintf(out + used, len - used, "%s%u",
-					 i ? ", " : "", ports[i]);
-}
-
-static int tg_bool(const char *v, int *out, char *err, size_t len)
-{
-	if (!strcasecmp(v, "yes") || !strcasecmp(v, "true") ||
-	    !strcmp(v, "1"))
-		*out = 1;
-	else if (!strcasecmp(v, "no") || !strcasecmp(v, "false") ||
-		 !strcmp(v, "0"))
-		*out = 0;
+	if (st->type == TG_T_PORTS)
+		*n = 0;
 	else
-		return tg_bad(err, len, "bad value \"%.80s\": expected yes "
-			      "or no", v);
+		o->nexempt = 0;
+	for (; *v; v += strspn(v, ", \t")) {
+		k = strcspn(v, ", \t");
+		if (k >= sizeof(elem))
+			return tg_bad(err, len, "list element too long");
+		if (!k)
+			continue;
+		memcpy(elem, v, k);
+		elem[k] = 0;
+		v += k;
+		if (st->type == TG_T_EXEMPT) {
+			if (o->nexempt == st->max)
+				return tg_bad(err, len, "more than %lu entries",
+					      st->max);
+			if (tg_policy_exempt_key(elem,
+						 &o->exempt[o->nexempt]) < 0)
+				return tg_bad(err, len, "bad entry \"%.80s\": "
+					      "expected user@domain, @domain, "
+					      "SRS0= or SRS1=", elem);
+			o->nexempt++;
+			continue;
+		}
+		if (tg_uint(elem, st->min, st->max, &port, err, len) < 0)
+			return -1;
+		if (*n + other >= TG_PORTS_MAX)
+			return tg_bad(err, len, "at most %d ports in all",
+				      TG_PORTS_MAX);
+		ports[(*n)++] = (__u16)port;
+	}
 	return 0;
 }
 
@@ -161,490 +198,207 @@ static int tg_bool(const char *v, int *out, char *err, size_t len)
 static int tg_addr_port(const char *v, int need_port, int *loopback,
 			char *err, size_t len)
 {
-	char host[INET6_ADDRSTRLEN + 2];
-	const char *port = NULL, *close;
-	unsigned char buf[16];
-	unsigned long p;
-	size_t n;
-	int v6 = 0;
+	struct tg_hostport hp;
 
-	if (*v == '[') {
-		close = strchr(v, ']');
-		if (!close || (close[1] && close[1] != ':'))
-			goto bad;
-		n = (size_t)(close - v - 1);
-		port = close[1] ? close + 2 : NULL;
-		v++;
-		v6 = 1;
-	} else {
-		port = strrchr(v, ':');
-		if (port && strchr(v, ':') != port)
-			goto bad;	/* bare IPv6 needs brackets */
-		n = port ? (size_t)(port - v) : strlen(v);
-		if (port)
-			port++;
-	}
-	if (n >= sizeof(host))
-		goto bad;
-	memcpy(host, v, n);
-	host[n] = 0;
-	if (inet_pton(v6 ? AF_INET6 : AF_INET, host, buf) != 1)
-		goto bad;
-	if ((need_port && !port) ||
-	    (port && tg_uint(port, 1, 65535, &p, err, len) < 0))
-		goto bad;
+	if (tg_hostport_parse(v, &hp, need_port ? TG_HP_NEED_PORT : 0) < 0)
+		return tg_bad(err, len, "bad value \"%.80s\": expected %s", v,
+			      need_port ? "IP:PORT or [IPv6]:PORT" :
+					  "IP, IP:PORT or [IPv6]:PORT");
 	if (loopback)
-		*loopback = v6 ? memcmp(buf, &in6addr_loopback, 16) == 0 :
-				 buf[0] == 127;
-	return 0;
-bad:
-	return tg_bad(err, len, "bad value \"%.80s\": expected %s", v,
-		      need_port ? "IP:PORT or [IPv6]:PORT" :
-				  "IP, IP:PORT or [IPv6]:PORT");
-}
-
-/* Absolute, or relative to the cgroup2 mount (see tg_cgroup_open()). */
-static int tg_set_cgroup(struct tg_opts *o, const char *v, char *e, size_t l)
-{
-	return tg_copy(o->cgroup, sizeof(o->cgroup), v, e, l);
-}
-
-static void tg_get_cgroup(const struct tg_opts *o, char *out, size_t len)
-{
-	snprintf(out, len, "%s", o->cgroup);
-}
-
-static int tg_set_senders(struct tg_opts *o, const char *v, char *e, size_t l)
-{
-	return tg_path(o->senders, v, 1, e, l);
-}
-
-static void tg_get_senders(const struct tg_opts *o, char *out, size_t len)
-{
-	snprintf(out, len, "%s", o->senders);
-}
-
-static int tg_set_smtp_ports(struct tg_opts *o, const char *v, char *e,
-			     size_t l)
-{
-	return tg_set_ports(o, v, 0, e, l);
-}
-
-static void tg_get_smtp_ports(const struct tg_opts *o, char *out, size_t len)
-{
-	tg_get_ports(o->ports, o->nports, out, len);
-}
-
-static int tg_set_smtps_ports(struct tg_opts *o, const char *v, char *e,
-			      size_t l)
-{
-	return tg_set_ports(o, v, 1, e, l);
-}
-
-static void tg_get_smtps_ports(const struct tg_opts *o, char *out, size_t len)
-{
-	tg_get_ports(o->tls_ports, o->ntls_ports, out, len);
-}
-
-static int tg_set_slots(struct tg_opts *o, const char *v, char *e, size_t l)
-{
-	unsigned long n;
-
-	if (tg_uint(v, 1, TG_SLOTS_MAX, &n, e, l) < 0)
-		return -1;
-	o->slots = (unsigned)n;
-	return 0;
-}
-
-static void tg_get_slots(const struct tg_opts *o, char *out, size_t len)
-{
-	snprintf(out, len, "%u", o->slots);
-}
-
-static int tg_set_max_flows(struct tg_opts *o, const char *v, char *e,
-			    size_t l)
-{
-	unsigned long n;
-
-	if (tg_uint(v, 1, TG_FLOWS_MAX, &n, e, l) < 0)
-		return -1;
-	o->max_flows = (unsigned)n;
-	return 0;
-}
-
-static void tg_get_max_flows(const struct tg_opts *o, char *out, size_t len)
-{
-	snprintf(out, len, "%u", o->max_flows);
-}
-
-static int tg_set_max_senders(struct tg_opts *o, const char *v, char *e,
-			      size_t l)
-{
-	unsigned long n;
-
-	if (tg_uint(v, 2, TG_SENDERS_MAX, &n, e, l) < 0)
-		return -1;
-	o->max_senders = (unsigned)n;
-	return 0;
-}
-
-static void tg_get_max_senders(const struct tg_opts *o, char *out, size_t len)
-{
-	snprintf(out, len, "%u", o->max_senders);
-}
-
-static int tg_set_ringbuf(struct tg_opts *o, const char *v, char *e, size_t l)
-{
-	unsigned long n;
-
-	if (tg_uint(v, 4096, 1UL << 30, &n, e, l) < 0)
-		return -1;
-	if (n & (n - 1))
-		return tg_bad(e, l, "bad value \"%.80s\": expected a power of "
-			      "two", v);
-	o->ringbuf = (unsigned)n;
-	return 0;
-}
-
-static void tg_get_ringbuf(const struct tg_opts *o, char *out, size_t len)
-{
-	snprintf(out, len, "%u", o->ringbuf);
-}
-
-static int tg_set_socket(struct tg_opts *o, const char *v, char *e, size_t l)
-{
-	return tg_path(o->socket, v, 0, e, l);
-}
-
-static void tg_get_socket(const struct tg_opts *o, char *out, size_t len)
-{
-	snprintf(out, len, "%s", o->socket);
-}
-
-static int tg_set_mx_check(struct tg_opts *o, const char *v, char *e,
-			   size_t l)
-{
-	o->resolver[0] = 0;
-	if (!strcmp(v, "no") || !*v) {
-		o->mx_check = 0;
-		return 0;
-	}
-	o->mx_check = 1;
-	if (!strcmp(v, "system"))
-		return 0;
-	if (tg_addr_port(v, 0, NULL, e, l) < 0) {
-		snprintf(e, l, "bad value \"%.80s\": expected no, system, IP "
-			 "or IP:PORT", v);
-		return -1;
-	}
-	return tg_copy(o->resolver, sizeof(o->resolver), v, e, l);
-}
-
-static void tg_get_mx_check(const struct tg_opts *o, char *out, size_t len)
-{
-	snprintf(out, len, "%s", !o->mx_check ? "no" :
-				 o->resolver[0] ? o->resolver : "system");
-}
-
-static int tg_set_audit(struct tg_opts *o, const char *v, char *e, size_t l)
-{
-	return tg_path(o->audit, v, 1, e, l);
-}
-
-static void tg_get_audit(const struct tg_opts *o, char *out, size_t len)
-{
-	snprintf(out, len, "%s", o->audit);
-}
-
-static int tg_set_pin(struct tg_opts *o, const char *v, char *e, size_t l)
-{
-	return tg_bool(v, &o->pin, e, l);
-}
-
-static void tg_get_pin(const struct tg_opts *o, char *out, size_t len)
-{
-	snprintf(out, len, "%s", o->pin ? "yes" : "no");
-}
-
-static int tg_exempt_elem(void *ctx, const char *e, char *err, size_t len)
-{
-	struct tg_opts *o = ctx;
-
-	if (o->nexempt == TG_EXEMPT_MAX)
-		return tg_bad(err, len, "more than %d entries",
-			      TG_EXEMPT_MAX);
-	if (tg_policy_exempt_key(e, &o->exempt[o->nexempt]) < 0)
-		return tg_bad(err, len, "bad entry \"%.80s\": expected "
-			      "user@domain, @domain, SRS0= or SRS1=", e);
-	o->nexempt++;
-	return 0;
-}
-
-static int tg_set_exempt(struct tg_opts *o, const char *v, char *e, size_t l)
-{
-	o->nexempt = 0;
-	if (tg_list(v, tg_exempt_elem, o, e, l) < 0)
-		return -1;
-	return tg_copy(o->exempt_text, sizeof(o->exempt_text), v, e, l);
-}
-
-static void tg_get_exempt(const struct tg_opts *o, char *out, size_t len)
-{
-	snprintf(out, len, "%s", o->exempt_text);
-}
-
-static int tg_set_metrics(struct tg_opts *o, const char *v, char *e,
-			  size_t l)
-{
-	int loopback = 0;
-
-	if (*v && tg_addr_port(v, 1, &loopback, e, l) < 0)
-		return -1;
-	if (*v && !loopback)
-		return tg_bad(e, l, "\"%.80s\" is not a loopback address: "
-			      "the metrics are for this host only", v);
-	return tg_copy(o->metrics, sizeof(o->metrics), v, e, l);
-}
-
-static void tg_get_metrics(const struct tg_opts *o, char *out, size_t len)
-{
-	snprintf(out, len, "%s", o->metrics);
-}
-
-static int tg_set_syslog(struct tg_opts *o, const char *v, char *e, size_t l)
-{
-	return tg_bool(v, &o->syslog, e, l);
-}
-
-static void tg_get_syslog(const struct tg_opts *o, char *out, size_t len)
-{
-	snprintf(out, len, "%s", o->syslog ? "yes" : "no");
-}
-
-static const struct {
-	const char *name;
-	int code;
-} tg_facilities[] = {
-	{ "mail", LOG_MAIL },	  { "daemon", LOG_DAEMON },
-	{ "local0", LOG_LOCAL0 }, { "local1", LOG_LOCAL1 },
-	{ "local2", LOG_LOCAL2 }, { "local3", LOG_LOCAL3 },
-	{ "local4", LOG_LOCAL4 }, { "local5", LOG_LOCAL5 },
-	{ "local6", LOG_LOCAL6 }, { "local7", LOG_LOCAL7 },
-};
-
-static int tg_set_facility(struct tg_opts *o, const char *v, char *e,
-			   size_t l)
-{
-	size_t i;
-
-	for (i = 0; i < sizeof(tg_facilities) / sizeof(tg_facilities[0]); i++)
-		if (!strcasecmp(v, tg_facilities[i].name)) {
-			o->syslog_facility = tg_facilities[i].code;
-			return 0;
-		}
-	return tg_bad(e, l, "bad value \"%.80s\": expected mail, daemon or "
-		      "local0 to local7", v);
-}
-
-static void tg_get_facility(const struct tg_opts *o, char *out, size_t len)
-{
-	size_t i;
-
-	for (i = 0; i < sizeof(tg_facilities) / sizeof(tg_facilities[0]); i++)
-		if (o->syslog_facility == tg_facilities[i].code)
-			snprintf(out, len, "%s", tg_facilities[i].name);
-}
-
-static int tg_set_syslog_name(struct tg_opts *o, const char *v, char *e,
-			      size_t l)
-{
-	const char *s;
-
-	for (s = v; *s; s++)
-		if (*s <= ' ' || *s > '~' || *s == '[' || *s == ':')
-			break;
-	if (!*v || *s)
-		return tg_bad(e, l, "bad value \"%.80s\": expected a name of "
-			      "printable characters without blanks, '[' or "
-			      "':'", v);
-	return tg_copy(o->syslog_name, sizeof(o->syslog_name), v, e, l);
-}
-
-static void tg_get_syslog_name(const struct tg_opts *o, char *out, size_t len)
-{
-	snprintf(out, len, "%s", o->syslog_name);
-}
-
-static int tg_set_syslog_socket(struct tg_opts *o, const char *v, char *e,
-				size_t l)
-{
-	return tg_path(o->syslog_socket, v, 0, e, l);
-}
-
-static void tg_get_syslog_socket(const struct tg_opts *o, char *out,
-				 size_t len)
-{
-	snprintf(out, len, "%s", o->syslog_socket);
-}
-
-/* A reply code of the class wanted ('5' or '4'). */
-static int tg_code(char *dst, const char *v, char class, char *e, size_t l)
-{
-	if (strlen(v) != 3 || v[0] != class || v[1] < '0' || v[1] > '5' ||
-	    v[2] < '0' || v[2] > '9')
-		return tg_bad(e, l, "bad value \"%.80s\": expected a reply "
-			      "code %cXX", v, class);
-	memcpy(dst, v, 4);
+		*loopback = tg_hostport_loopback(&hp);
 	return 0;
 }
 
 /* An RFC 3463 enhanced status code of the class wanted: C.NNN.NNN */
-static int tg_dsn(char *dst, const char *v, char class, char *e, size_t l)
+static int tg_dsn_ok(const char *v, char class)
 {
 	const char *s = v + 2;
 	int part, digits;
 
 	if (v[0] != class || v[1] != '.')
-		goto bad;
+		return 0;
 	for (part = 0; part < 2; part++) {
 		for (digits = 0; *s >= '0' && *s <= '9'; s++)
 			digits++;
 		if (digits < 1 || digits > 3 || *s != (part ? 0 : '.'))
-			goto bad;
+			return 0;
 		s += !part;
 	}
-	snprintf(dst, 12, "%s", v);
-	return 0;
-bad:
-	return tg_bad(e, l, "bad value \"%.80s\": expected an enhanced "
-		      "status code %c.X.Y", v, class);
-}
-
-static int tg_set_reject_code(struct tg_opts *o, const char *v, char *e,
-			      size_t l)
-{
-	return tg_code(o->reject_code, v, '5', e, l);
-}
-
-static void tg_get_reject_code(const struct tg_opts *o, char *out, size_t len)
-{
-	snprintf(out, len, "%s", o->reject_code);
-}
-
-static int tg_set_reject_dsn(struct tg_opts *o, const char *v, char *e,
-			     size_t l)
-{
-	return tg_dsn(o->reject_dsn, v, '5', e, l);
-}
-
-static void tg_get_reject_dsn(const struct tg_opts *o, char *out, size_t len)
-{
-	snprintf(out, len, "%s", o->reject_dsn);
-}
-
-static int tg_set_defer_code(struct tg_opts *o, const char *v, char *e,
-			     size_t l)
-{
-	return tg_code(o->defer_code, v, '4', e, l);
-}
-
-static void tg_get_defer_code(const struct tg_opts *o, char *out, size_t len)
-{
-	snprintf(out, len, "%s", o->defer_code);
-}
-
-static int tg_set_defer_dsn(struct tg_opts *o, const char *v, char *e,
-			    size_t l)
-{
-	return tg_dsn(o->defer_dsn, v, '4', e, l);
-}
-
-static void tg_get_defer_dsn(const struct tg_opts *o, char *out, size_t len)
-{
-	snprintf(out, len, "%s", o->defer_dsn);
+	return 1;
 }
 
 /*
  * Reply text: it goes to the MTA as the host's words and from there into
  * the bounce, so printable ASCII only, and short enough for one line.
- * In weak_tls_text, "$tls_version" is the one variable.
+ * With TG_F_VERSION, "$tls_version" is the one variable.
  */
-static int tg_text(char *dst, size_t dstlen, const char *v, int weak,
-		   char *e, size_t l)
+static int tg_text_ok(const struct tg_setting *st, const char *v, char *e,
+		      size_t l)
 {
+	int weak = (st->flags & TG_F_VERSION) != 0;
 	const char *s;
 
-	if (!*v || strlen(v) > 200)
-		return tg_bad(e, l, "expected a text of 1 to 200 characters");
+	if (strlen(v) < st->min || strlen(v) > st->max)
+		return tg_bad(e, l, "expected a text of %lu to %lu characters",
+			      st->min, st->max);
 	for (s = v; *s; s++) {
 		if (*s < ' ' || *s > '~')
 			return tg_bad(e, l, "byte %#x at offset %zu: expected "
 				      "printable ASCII", (unsigned char)*s,
 				      (size_t)(s - v));
-		if (*s == '$' && !(weak && !strncmp(s, "$tls_version", 12)))
+		if (*s == '$' && !(weak && !strncmp(s, TG_WEAK_VAR,
+						    strlen(TG_WEAK_VAR))))
 			return tg_bad(e, l, "unknown variable at \"%.20s\"%s",
 				      s, weak ? " (only $tls_version)" :
 						" (none is known here)");
 	}
-	return tg_copy(dst, dstlen, v, e, l);
+	return 0;
 }
 
-static int tg_set_notls_text(struct tg_opts *o, const char *v, char *e,
-			     size_t l)
+/* One value of one setting, checked by its type, into o. */
+static int tg_setting_set(struct tg_opts *o, const struct tg_setting *st,
+			  const char *v, char *e, size_t l)
 {
-	return tg_text(o->replies.notls_text, sizeof(o->replies.notls_text), v,
-		       0, e, l);
+	char *str = (char *)o + st->off;
+	unsigned *num = (unsigned *)str;
+	int *flag = (int *)str;
+	unsigned long n;
+	const char *s;
+	size_t i;
+
+	switch (st->type) {
+	case TG_T_STR:
+		break;
+	case TG_T_PATH:
+		if (!*v && (st->flags & TG_F_EMPTY))
+			break;
+		if (*v != '/')
+			return tg_bad(e, l, "bad value \"%.80s\": expected an "
+				      "absolute path", v);
+		break;
+	case TG_T_UINT:
+	case TG_T_CODE:
+		if (st->type == TG_T_CODE &&
+		    (strlen(v) != 3 || v[0] < '0' || v[0] > '9' ||
+		     v[1] < '0' || v[1] > '9' || v[2] < '0' || v[2] > '9' ||
+		     strtoul(v, NULL, 10) < st->min ||
+		     strtoul(v, NULL, 10) > st->max))
+			return tg_bad(e, l, "bad value \"%.80s\": expected a "
+				      "reply code %luXX", v, st->min / 100);
+		if (tg_uint(v, st->min, st->max, &n, e, l) < 0)
+			return -1;
+		if ((st->flags & TG_F_POW2) && (n & (n - 1)))
+			return tg_bad(e, l, "bad value \"%.80s\": expected a "
+				      "power of two", v);
+		*num = (unsigned)n;
+		return 0;
+	case TG_T_BOOL:
+		if (!strcasecmp(v, "yes") || !strcasecmp(v, "true") ||
+		    !strcmp(v, "1"))
+			*flag = 1;
+		else if (!strcasecmp(v, "no") || !strcasecmp(v, "false") ||
+			 !strcmp(v, "0"))
+			*flag = 0;
+		else
+			return tg_bad(e, l, "bad value \"%.80s\": expected "
+				      "yes or no", v);
+		return 0;
+	case TG_T_PORTS:
+		return tg_list(o, st, v, e, l);
+	case TG_T_EXEMPT:
+		if (tg_list(o, st, v, e, l) < 0)
+			return -1;
+		break;
+	case TG_T_MX:
+		o->mx_check = strcmp(v, "no") != 0 && *v;
+		if (!o->mx_check || !strcmp(v, "system"))
+			v = "";
+		else if (tg_addr_port(v, 0, NULL, e, l) < 0)
+			return tg_bad(e, l, "bad value \"%.80s\": expected no, "
+				      "system, IP or IP:PORT", v);
+		break;
+	case TG_T_LOOPBACK: {
+		int loopback = 0;
+
+		if (*v && tg_addr_port(v, 1, &loopback, e, l) < 0)
+			return -1;
+		if (*v && !loopback)
+			return tg_bad(e, l, "\"%.80s\" is not a loopback "
+				      "address: the metrics are for this host "
+				      "only", v);
+		break;
+	}
+	case TG_T_FACILITY:
+		for (i = 0; i < TG_NFACILITIES; i++)
+			if (!strcasecmp(v, tg_facilities[i].name)) {
+				*flag = tg_facilities[i].code;
+				return 0;
+			}
+		return tg_bad(e, l, "bad value \"%.80s\": expected mail, "
+			      "daemon or local0 to local7", v);
+	case TG_T_NAME:
+		for (s = v; *s; s++)
+			if (*s <= ' ' || *s > '~' || *s == '[' || *s == ':')
+				break;
+		if (!*v || *s)
+			return tg_bad(e, l, "bad value \"%.80s\": expected a "
+				      "name of printable characters without "
+				      "blanks, '[' or ':'", v);
+		break;
+	case TG_T_DSN:
+		if (!tg_dsn_ok(v, (char)('0' + st->min)))
+			return tg_bad(e, l, "bad value \"%.80s\": expected an "
+				      "enhanced status code %lu.X.Y", v,
+				      st->min);
+		break;
+	case TG_T_TEXT:
+		if (tg_text_ok(st, v, e, l) < 0)
+			return -1;
+		break;
+	}
+	/* The text types: the value as given. */
+	return tg_copy(str, st->size, v, e, l);
 }
 
-static void tg_get_notls_text(const struct tg_opts *o, char *out, size_t len)
+/* One setting's value as tlsguard.conf would have it. */
+static void tg_setting_get(const struct tg_opts *o,
+			   const struct tg_setting *st, char *out, size_t len)
 {
-	snprintf(out, len, "%s", o->replies.notls_text);
+	const char *str = (const char *)o + st->off;
+	const unsigned *num = (const unsigned *)str;
+	const int *flag = (const int *)str;
+	const __u16 *ports = (const __u16 *)str;
+	unsigned i, n;
+	size_t used = 0;
+
+	*out = 0;
+	switch (st->type) {
+	case TG_T_UINT:
+	case TG_T_CODE:
+		snprintf(out, len, "%u", *num);
+		return;
+	case TG_T_BOOL:
+		snprintf(out, len, "%s", *flag ? "yes" : "no");
+		return;
+	case TG_T_PORTS:
+		n = (st->flags & TG_F_TLS) ? o->ntls_ports : o->nports;
+		for (i = 0; i < n && used < len; i++)
+			used += (size_t)snprintf(out + used, len - used, "%s%u",
+						 i ? ", " : "", ports[i]);
+		return;
+	case TG_T_MX:
+		snprintf(out, len, "%s", !o->mx_check ? "no" :
+					 *str ? str : "system");
+		return;
+	case TG_T_FACILITY:
+		for (i = 0; i < TG_NFACILITIES; i++)
+			if (*flag == tg_facilities[i].code)
+				snprintf(out, len, "%s", tg_facilities[i].name);
+		return;
+	default:
+		snprintf(out, len, "%s", str);
+	}
 }
-
-static int tg_set_weak_text(struct tg_opts *o, const char *v, char *e,
-			    size_t l)
-{
-	return tg_text(o->replies.weak_text, sizeof(o->replies.weak_text), v, 1,
-		       e, l);
-}
-
-static void tg_get_weak_text(const struct tg_opts *o, char *out, size_t len)
-{
-	snprintf(out, len, "%s", o->replies.weak_text);
-}
-
-static const struct tg_setting tg_settings[] = {
-	{ "cgroup", "", tg_set_cgroup, tg_get_cgroup },
-	{ "senders_file", "", tg_set_senders, tg_get_senders },
-	{ "exempt", "", tg_set_exempt, tg_get_exempt },
-	{ "smtp_ports", "", tg_set_smtp_ports, tg_get_smtp_ports },
-	{ "smtps_ports", "", tg_set_smtps_ports, tg_get_smtps_ports },
-	{ "slots", "256", tg_set_slots, tg_get_slots },
-	{ "max_flows", "65536", tg_set_max_flows, tg_get_max_flows },
-	{ "max_senders", "1048576", tg_set_max_senders, tg_get_max_senders },
-	{ "ringbuf_size", "1048576", tg_set_ringbuf, tg_get_ringbuf },
-	{ "mx_check", "no", tg_set_mx_check, tg_get_mx_check },
-	{ "pin", "no", tg_set_pin, tg_get_pin },
-	{ "audit_file", "", tg_set_audit, tg_get_audit },
-	{ "control_socket", TG_CTL_DEFAULT, tg_set_socket, tg_get_socket },
-	{ "metrics_address", "", tg_set_metrics, tg_get_metrics },
-	{ "syslog", "no", tg_set_syslog, tg_get_syslog },
-	{ "syslog_facility", "mail", tg_set_facility, tg_get_facility },
-	{ "syslog_name", "tlsguardd", tg_set_syslog_name, tg_get_syslog_name },
-	{ "syslog_socket", "/dev/log", tg_set_syslog_socket,
-	  tg_get_syslog_socket },
-	{ "reject_code", "550", tg_set_reject_code, tg_get_reject_code },
-	{ "reject_dsn", "5.7.10", tg_set_reject_dsn, tg_get_reject_dsn },
-	{ "defer_code", "450", tg_set_defer_code, tg_get_defer_code },
-	{ "defer_dsn", "4.7.10", tg_set_defer_dsn, tg_get_defer_dsn },
-	{ "notls_text", "TLS is required, but was not offered by host",
-	  tg_set_notls_text, tg_get_notls_text },
-	{ "weak_tls_text",
-	  "TLS 1.2 or higher is required, but host negotiated $tls_version",
-	  tg_set_weak_text, tg_get_weak_text },
-};
-
-#define TG_NSETTINGS (sizeof(tg_settings) / sizeof(tg_settings[0]))
 
 void tg_config_defaults(struct tg_opts *o)
 {
@@ -653,8 +407,8 @@ void tg_config_defaults(struct tg_opts *o)
 
 	memset(o, 0, sizeof(*o));
 	for (i = 0; i < TG_NSETTINGS; i++)
-		if (tg_settings[i].set(o, tg_settings[i].def, err,
-				       sizeof(err)) < 0)
+		if (tg_setting_set(o, &tg_settings[i], tg_settings[i].def, err,
+				   sizeof(err)) < 0)
 			abort();	/* a default that does not parse */
 }
 
@@ -665,24 +419,11 @@ int tg_config_set(struct tg_opts *o, const char *name, const char *value,
 
 	for (i = 0; i < TG_NSETTINGS; i++)
 		if (strcmp(name, tg_settings[i].name) == 0)
-			return tg_settings[i].set(o, value, err, errlen);
+			return tg_setting_set(o, &tg_settings[i], value, err,
+					      errlen);
 	snprintf(err, errlen, "unknown setting \"%.64s\" (see "
 		 "tlsguard.conf(5))", name);
 	return -2;
-}
-
-/* Strip white space at both ends, in place. */
-static char *tg_strip(char *s)
-{
-	char *end;
-
-	while (*s == ' ' || *s == '\t')
-		s++;
-	end = s + strlen(s);
-	while (end > s && (end[-1] == ' ' || end[-1] == '\t' ||
-			   end[-1] == '\n' || end[-1] == '\r'))
-		*--end = 0;
-	return s;
 }
 
 /* One logical line, started at lineno. */
@@ -796,15 +537,9 @@ too_long:
 
 int tg_config_finish(struct tg_opts *o, char *err, size_t errlen)
 {
-	struct tg_replies *r = &o->replies;
-
 	/* Derived first: a caller that needs no cgroup still gets them. */
 	if (o->nports == 0 && o->ntls_ports == 0)
 		o->ports[o->nports++] = 25;
-	snprintf(r->reject, sizeof(r->reject), "%s %s", o->reject_code,
-		 o->reject_dsn);
-	snprintf(r->defer, sizeof(r->defer), "%s %s", o->defer_code,
-		 o->defer_dsn);
 	if (!o->cgroup[0])
 		return tg_bad(err, errlen, "--cgroup DIR is required (or "
 			      "\"cgroup\" in the configuration file; see "
@@ -827,9 +562,10 @@ size_t tg_config_print(const struct tg_opts *o, int changed_only, char *out,
 	tg_config_defaults(&defaults);
 	defaults.ports[defaults.nports++] = 25;	/* as tg_config_finish() */
 	for (i = 0; i < TG_NSETTINGS && used < len; i++) {
-		tg_settings[i].get(o, val, sizeof(val));
+		tg_setting_get(o, &tg_settings[i], val, sizeof(val));
 		if (changed_only) {
-			tg_settings[i].get(&defaults, def, sizeof(def));
+			tg_setting_get(&defaults, &tg_settings[i], def,
+				       sizeof(def));
 			if (!strcmp(val, def))
 				continue;
 		}

@@ -49,18 +49,12 @@
 #include <linux/types.h>
 
 #include "tlsguard.h"
+#include "tg_resp.h"
 
 #define TG_CONFIG_DEFAULT	"/etc/tlsguard/tlsguard.conf"
 #define TG_EXEMPT_MAX		1024
 #define TG_SETTING_MAX		1024	/* bytes of one value */
 
-/* The replies tlsguardd gives for the host to a held MAIL. */
-struct tg_replies {
-	char reject[16];	/* "550 5.7.10": code and enhanced status */
-	char defer[16];		/* "450 4.7.10", with --mx-check */
-	char notls_text[256];
-	char weak_text[256];	/* "$tls_version" becomes the version */
-};
 
 struct tg_opts {
 	char config[TG_SETTING_MAX];	/* the file read, "" for none */
@@ -88,9 +82,7 @@ struct tg_opts {
 	char exempt_text[TG_SETTING_MAX];	/* as given, for printing */
 	__u64 exempt[TG_EXEMPT_MAX];
 	size_t nexempt;
-	char reject_code[4], reject_dsn[12];
-	char defer_code[4], defer_dsn[12];
-	struct tg_replies replies;
+	struct tg_replies replies;	/* reject_code ... weak_tls_text */
 };
 
 void tg_config_defaults(struct tg_opts *o);

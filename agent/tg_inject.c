@@ -19,37 +19,28 @@
 #include "tlsguard.h"
 #include "tg_inject.h"
 #include "tg_log.h"
+#include "tg_mailaddr.h"
+#include "tg_names.h"
 
-#define TG_REPLY_LINE_MAX 512	/* a reply line with tlsguard.conf's text */
-#define TG_TXT_MAIL_OK	"250 2.1.0 Ok\r\n"
-#define TG_TXT_NO_RCPT	"554 5.5.1 Error: no valid recipients\r\n"
-#define TG_WAIT		((const char *)1)	/* reply waits for tg_mx */
+#define TG_WAIT		((const struct tg_resp *)1)	/* waits for tg_mx */
 #define TG_WEAK_TTL	3600	/* seconds a weak host is remembered */
-#define TG_TXT_BAD	"501 5.5.4 Syntax error in MAIL command\r\n"
-#define TG_TXT_AGAIN	"451 4.3.0 Try again later\r\n"
-#define TG_TXT_SEQ	"503 5.5.1 Error: need MAIL command\r\n"
-#define TG_TXT_OK	"250 2.0.0 Ok\r\n"
-#define TG_TXT_BYE	"221 2.0.0 Bye\r\n"
-#define TG_TXT_UNK	"502 5.5.2 Error: command not recognized\r\n"
 
-const char *tg_tls_version_name(__u16 v)
-{
-	switch (v) {
-	case 0:
-		return "-";
-	case TG_TLS_SSL3:
-		return "SSLv3";
-	case TG_TLS_1_0:
-		return "TLSv1.0";
-	case TG_TLS_1_1:
-		return "TLSv1.1";
-	case TG_TLS_1_2:
-		return "TLSv1.2";
-	case TG_TLS_1_3:
-		return "TLSv1.3";
-	}
-	return "an unknown version";
-}
+/* The replies that decide nothing, or nothing about TLS. */
+static const struct tg_resp tg_r_mail_ok = { TG_RK_PROTOCOL, 250, "2.1.0",
+					     "Ok" };
+static const struct tg_resp tg_r_no_rcpt = { TG_RK_PROTOCOL, 554, "5.5.1",
+					     "Error: no valid recipients" };
+static const struct tg_resp tg_r_bad = { TG_RK_REFUSED, 501, "5.5.4",
+					 "Syntax error in MAIL command" };
+static const struct tg_resp tg_r_again = { TG_RK_AGAIN, 451, "4.3.0",
+					   "Try again later" };
+static const struct tg_resp tg_r_seq = { TG_RK_PROTOCOL, 503, "5.5.1",
+					 "Error: need MAIL command" };
+static const struct tg_resp tg_r_ok = { TG_RK_PROTOCOL, 250, "2.0.0", "Ok" };
+static const struct tg_resp tg_r_bye = { TG_RK_PROTOCOL, 221, "2.0.0",
+					 "Bye" };
+static const struct tg_resp tg_r_unknown = { TG_RK_PROTOCOL, 502, "5.5.2",
+					     "Error: command not recognized" };
 
 static long long tg_now(void)
 {
@@ -95,15 +86,6 @@ static __u16 tg_weak_version(struct tg_inject *ij, const struct tg_flow *f)
 			return w->version;
 	}
 	return 0;
-}
-
-void tg_flow_name(const struct tg_flow *f, char *buf, size_t len)
-{
-	char addr[INET6_ADDRSTRLEN] = "?";
-
-	inet_ntop(f->family == AF_INET6 ? AF_INET6 : AF_INET, f->raddr, addr,
-		  sizeof(addr));
-	snprintf(buf, len, "%s[%s]:%u", addr, addr, f->rport);
 }
 
 static int tg_slot_open(struct tg_inject *ij, unsigned idx)
@@ -219,24 +201,6 @@ int tg_inject_init(struct tg_inject *ij, unsigned nslots,
 	return 0;
 }
 
-/* Copy the reverse-path of a MAIL line, for the log only. */
-static void tg_mail_sender(struct tg_islot *s)
-{
-	const char *lt = memchr(s->line, '<', s->line_len);
-	const char *gt;
-	size_t n = 0;
-
-	if (lt) {
-		gt = memchr(lt, '>', s->line_len - (size_t)(lt - s->line));
-		if (gt)
-			n = (size_t)(gt - lt - 1);
-		if (n > TG_ADDR_MAX)
-			n = TG_ADDR_MAX;
-		memcpy(s->sender, lt + 1, n);
-	}
-	s->sender[n] = 0;
-}
-
 /* Hand a flow back to the kernel's plaintext path (see tg_inject.h). */
 static int tg_undivert(struct tg_inject *ij, __u64 cookie)
 {
@@ -258,50 +222,17 @@ static int tg_undivert(struct tg_inject *ij, __u64 cookie)
 	return 0;
 }
 
-/*
- * "CODE DSN TEXT\r\n" for a held message, naming a weak host's version
- * where the text has "$tls_version" (see tlsguard.conf(5)).
- */
-static const char *tg_held_reply(struct tg_inject *ij, const struct tg_flow *f,
-				 int temporary)
-{
-	static char buf[TG_REPLY_LINE_MAX];
-	const struct tg_replies *r = ij->replies;
-	__u16 version = tg_weak_version(ij, f);
-	const char *text = version ? r->weak_text : r->notls_text;
-	const char *var = strstr(text, "$tls_version");
-
-	if (var)
-		snprintf(buf, sizeof(buf), "%s %.*s%s%s\r\n",
-			 temporary ? r->defer : r->reject, (int)(var - text),
-			 text, tg_tls_version_name(version),
-			 var + strlen("$tls_version"));
-	else
-		snprintf(buf, sizeof(buf), "%s %s\r\n",
-			 temporary ? r->defer : r->reject, text);
-	return buf;
-}
-
-/* Domain of the address in a MAIL/RCPT line, lower case; 0 if none. */
-static int tg_line_domain(const char *line, size_t len, char *out,
+/* The recipient domain of a RCPT line, lower case; 0 if none. */
+static int tg_rcpt_domain(const char *line, size_t len, char *out,
 			  size_t outlen)
 {
-	const char *colon = memchr(line, ':', len), *end = line + len;
-	const char *at = NULL, *p;
-	size_t n = 0;
+	char addr[TG_ADDR_MAX + 1];
+	__u64 verb;
 
-	if (!colon)
-		return 0;
-	for (p = colon + 1; p < end && *p != '>' && *p != '\r' && *p != '\n' &&
-			    !(*p == ' ' && at); p++)
-		if (*p == '@')
-			at = p;
-	if (!at)
-		return 0;
-	for (at++; at < p && n + 1 < outlen; at++)
-		out[n++] = (char)tg_lower((unsigned char)*at);
-	out[n] = 0;
-	return n > 0;
+	out[0] = 0;
+	return tg_line_addr(line, len, &verb, addr, sizeof(addr)) ==
+		       TG_CMD_MAIL && verb == TG_VERB_RCPT &&
+	       tg_addr_domain(addr, out, outlen);
 }
 
 /* The first RCPT line pipelined in what is still unanswered. */
@@ -315,8 +246,8 @@ static int tg_next_rcpt_domain(const struct tg_islot *s, char *out,
 
 		if (!nl)
 			return 0;
-		if (nl - p > 8 && strncasecmp(p, "RCPT", 4) == 0)
-			return tg_line_domain(p, (size_t)(nl - p), out, outlen);
+		if (tg_rcpt_domain(p, (size_t)(nl - p), out, outlen))
+			return 1;
 		p = nl + 1;
 	}
 	return 0;
@@ -328,10 +259,13 @@ static int tg_next_rcpt_domain(const struct tg_islot *s, char *out,
  * of the domain offers TLS 1.2 or higher, else 550; TG_WAIT while tg_mx
  * works on it.
  */
-static const char *tg_decide(struct tg_inject *ij, struct tg_islot *s,
-			     const struct tg_flow *f, const char *name)
+static const struct tg_resp *tg_decide(struct tg_inject *ij,
+				       struct tg_islot *s,
+				       const struct tg_flow *f,
+				       const char *name)
 {
 	int st = TG_MX_NONE;
+	__u16 version;
 
 	if (ij->mx && f && s->domain[0])
 		st = tg_mx_lookup(ij->mx, s->domain, f->family, f->raddr,
@@ -341,18 +275,33 @@ static const char *tg_decide(struct tg_inject *ij, struct tg_islot *s,
 	if (st == TG_MX_SECURE)
 		msg_info("%s: from=<%s>: deferred: another MX host of %s "
 			 "offers TLS", name, s->sender, s->domain);
-	return tg_held_reply(ij, f, st == TG_MX_SECURE);
+	version = tg_weak_version(ij, f);
+	tg_resp_held(&s->resp, ij->replies, st == TG_MX_SECURE,
+		     version ? tg_tls_version_name(version) : NULL);
+	return &s->resp;
 }
 
-static const char *tg_reply_for(struct tg_inject *ij, struct tg_islot *s,
-				int ev, const struct tg_flow *f,
-				const char *name)
+/* "held: CODE DSN TEXT", one line per held message. */
+static void tg_log_held(const char *name, const struct tg_islot *s,
+			const struct tg_resp *r)
 {
-	const char *r;
+	msg_info("%s: from=<%s>: held: %u %s %s", name, s->sender, r->code,
+		 r->dsn, r->text);
+}
+
+static const struct tg_resp *tg_reply_for(struct tg_inject *ij,
+					   struct tg_islot *s, int ev,
+					   const struct tg_flow *f,
+					   const char *name)
+{
+	const struct tg_resp *r;
 
 	switch (ev) {
-	case TG_CMD_MAIL:
-		tg_mail_sender(s);
+	case TG_CMD_MAIL: {
+		__u64 verb;
+
+		tg_line_addr(s->line, s->line_len, &verb, s->sender,
+			     sizeof(s->sender));
 		s->rcpts = 0;
 		s->at_rcpt = 0;
 		s->domain[0] = 0;
@@ -368,26 +317,26 @@ static const char *tg_reply_for(struct tg_inject *ij, struct tg_islot *s,
 				 s->sender, ij->policy_incomplete ?
 				 "the senders do not all fit in the kernel" :
 				 "pipelined after a held transaction");
-			return TG_TXT_AGAIN;
+			return &tg_r_again;
 		}
 		ij->held++;
 		if (ij->mx && !tg_next_rcpt_domain(s, s->domain,
 						   sizeof(s->domain))) {
 			/* No pipelining: the domain comes with RCPT. */
 			s->at_rcpt = 1;
-			return TG_TXT_MAIL_OK;
+			return &tg_r_mail_ok;
 		}
 		r = tg_decide(ij, s, f, name);
 		if (r != TG_WAIT)
-			msg_info("%s: from=<%s>: held: %.*s", name, s->sender,
-				 (int)strlen(r) - 2, r);
+			tg_log_held(name, s, r);
 		return r;
+	}
 	case TG_CMD_MAIL_NULL:
-		return TG_TXT_AGAIN;
+		return &tg_r_again;
 	case TG_CMD_MAIL_BAD:
 		msg_info("%s: held: MAIL command not understood: %.*s", name,
 			 (int)(s->line_len > 200 ? 200 : s->line_len), s->line);
-		return TG_TXT_BAD;
+		return &tg_r_bad;
 	case TG_CMD_LINE:
 	case TG_CMD_CHUNK_BAD:	/* a BDAT line: answered as one below */
 		break;
@@ -398,28 +347,26 @@ static const char *tg_reply_for(struct tg_inject *ij, struct tg_islot *s,
 	case TG_VERB_RCPT:
 		s->rcpts++;
 		if (!s->at_rcpt)
-			return TG_TXT_SEQ;
-		if (!tg_line_domain(s->line, s->line_len, s->domain,
-				    sizeof(s->domain)))
-			s->domain[0] = 0;
+			return &tg_r_seq;
+		tg_rcpt_domain(s->line, s->line_len, s->domain,
+			       sizeof(s->domain));
 		r = tg_decide(ij, s, f, name);
 		if (r != TG_WAIT)
-			msg_info("%s: from=<%s>: held: %.*s", name, s->sender,
-				 (int)strlen(r) - 2, r);
+			tg_log_held(name, s, r);
 		return r;
 	case TG_VERB_DATA:
 	case TG_VERB_BDAT:
-		return s->at_rcpt ? TG_TXT_NO_RCPT : TG_TXT_SEQ;
+		return s->at_rcpt ? &tg_r_no_rcpt : &tg_r_seq;
 	case TG_VERB_RSET:
 		s->at_rcpt = 0;
 		/* fall through */
 	case TG_VERB_NOOP:
-		return TG_TXT_OK;
+		return &tg_r_ok;
 	case TG_VERB_QUIT:
 		s->quit = 1;
-		return TG_TXT_BYE;
+		return &tg_r_bye;
 	}
-	return TG_TXT_UNK;
+	return &tg_r_unknown;
 }
 
 static int tg_write_all(int fd, const char *buf, size_t len)
@@ -447,49 +394,43 @@ static void tg_slot_events(struct tg_inject *ij, struct tg_islot *s,
 	epoll_ctl(ij->epfd, EPOLL_CTL_MOD, s->b, &ev);
 }
 
-/* The verdict replies, by code, for the metrics. */
-static void tg_count_reply(struct tg_inject *ij, const char *r)
+/* A reply of the agent's own: counted by kind, and in the audit trail. */
+static void tg_slot_replied(struct tg_inject *ij, struct tg_islot *s,
+			    const struct tg_resp *r)
 {
-	if (strncmp(r, "550 ", 4) == 0)
-		ij->replied[TG_REPLIED_550]++;
-	else if (strncmp(r, "450 ", 4) == 0)
-		ij->replied[TG_REPLIED_450]++;
-	else if (strncmp(r, "501 ", 4) == 0)
-		ij->replied[TG_REPLIED_501]++;
-	else if (strncmp(r, "451 ", 4) == 0)
-		ij->replied[TG_REPLIED_451]++;
+	ij->replied[r->kind]++;
+	if (ij->audit && s->flow)
+		tg_audit_held(ij->audit, s->flow, r);
 }
 
-/* A line of a held flow, for the audit trail: without CR LF. */
+/* A command line of a held flow, for the audit trail: without CR LF. */
 static void tg_slot_audit(struct tg_inject *ij, struct tg_islot *s,
-			  __u32 flags, const char *text, size_t len)
+			  const char *text, size_t len)
 {
 	if (!ij->audit || !s->flow)
 		return;
 	while (len && (text[len - 1] == '\n' || text[len - 1] == '\r'))
 		len--;
-	tg_audit_line(ij->audit, s->flow, flags, text, len);
+	tg_audit_line(ij->audit, s->flow, 0, text, len);
 }
 
 /* Answer what was read, in order, up to a reply that must wait. */
 static void tg_slot_process(struct tg_inject *ij, unsigned idx,
-			    const char *first, int eof)
+			    const struct tg_resp *first, int eof)
 {
 	struct tg_islot *s = &ij->slots[idx];
 	struct tg_flow f, *fp = NULL;
 	char out[8192], name[96] = "unknown";
-	size_t outlen = 0;
+	size_t outlen = 0, n;
 	int reset = 0, ev;
-	const char *r;
+	const struct tg_resp *r;
 
 	if (s->flow && bpf_map_lookup_elem(ij->maps.flows, &s->flow, &f) == 0) {
 		fp = &f;
 		tg_flow_name(fp, name, sizeof(name));
 	}
-	if (first) {
-		memcpy(out, first, strlen(first));
-		outlen = strlen(first);
-	}
+	if (first)
+		outlen = tg_resp_line(first, out, sizeof(out));
 	while (s->in_off < s->in_len && !s->quit && !s->wait) {
 		unsigned char c = (unsigned char)s->in[s->in_off++];
 
@@ -501,7 +442,7 @@ static void tg_slot_process(struct tg_inject *ij, unsigned idx,
 		if (ev == TG_CMD_NONE)
 			continue;
 		reset = ev == TG_CMD_LINE && s->cmd.verb == TG_VERB_RSET;
-		tg_slot_audit(ij, s, 0, s->line, s->line_len);
+		tg_slot_audit(ij, s, s->line, s->line_len);
 		r = tg_reply_for(ij, s, ev, fp, name);
 		if (r == TG_WAIT) {
 			s->wait = 1;
@@ -510,15 +451,14 @@ static void tg_slot_process(struct tg_inject *ij, unsigned idx,
 		}
 		if (!r)
 			continue;
-		tg_slot_audit(ij, s, TG_LINE_REPLY | TG_LINE_HELD, r, strlen(r));
-		tg_count_reply(ij, r);
-		if (outlen + strlen(r) > sizeof(out)) {
+		tg_slot_replied(ij, s, r);
+		if (outlen + TG_RESP_LINE > sizeof(out)) {
 			if (tg_write_all(s->a, out, outlen) < 0)
 				break;
 			outlen = 0;
 		}
-		memcpy(out + outlen, r, strlen(r));
-		outlen += strlen(r);
+		n = tg_resp_line(r, out + outlen, sizeof(out) - outlen);
+		outlen += n;
 	}
 	if (s->in_off == s->in_len)
 		s->in_off = s->in_len = 0;
@@ -576,7 +516,7 @@ void tg_inject_mx_ready(struct tg_inject *ij)
 	struct tg_flow f, *fp;
 	char name[96];
 	unsigned i;
-	const char *r;
+	const struct tg_resp *r;
 
 	for (i = 0; i < ij->n; i++) {
 		struct tg_islot *s = &ij->slots[i];
@@ -596,10 +536,8 @@ void tg_inject_mx_ready(struct tg_inject *ij)
 		r = tg_decide(ij, s, fp, name);
 		if (r == TG_WAIT || !r)
 			continue;
-		msg_info("%s: from=<%s>: held: %.*s", name, s->sender,
-			 (int)strlen(r) - 2, r);
-		tg_slot_audit(ij, s, TG_LINE_REPLY | TG_LINE_HELD, r, strlen(r));
-		tg_count_reply(ij, r);
+		tg_log_held(name, s, r);
+		tg_slot_replied(ij, s, r);
 		s->wait = 0;
 		tg_slot_events(ij, s, i, EPOLLIN);
 		tg_slot_process(ij, i, r, 0);

@@ -60,11 +60,13 @@
 #define TG_INJECT_H
 
 #include <linux/types.h>
+#include "tg_epoll.h"
 #include "tg_smtp.h"
 #include "tg_config.h"
 #include "tg_policy.h"
 #include "tg_mx.h"
 #include "tg_audit.h"
+#include "tg_resp.h"
 
 #define TG_INJECT_LINE	1024	/* bytes of a command kept for the log */
 #define TG_INJECT_IN	16384	/* bytes read from a slot, not yet answered */
@@ -93,6 +95,7 @@ struct tg_islot {
 	int wait;		/* a reply waits for tg_mx: the event */
 	int at_rcpt;		/* MAIL accepted for now: judge at RCPT */
 	char domain[TG_MX_DOMAIN];	/* recipient domain asked about */
+	struct tg_resp resp;	/* the reply to the held MAIL (or RCPT) */
 };
 
 /* Hosts seen negotiating TLS below 1.2, to name the cause in replies. */
@@ -116,13 +119,10 @@ struct tg_inject {
 	int epfd;
 	unsigned n;
 	struct tg_islot *slots;
-	__u64 held;		/* MAIL commands answered 550 */
-	__u64 replied[4];	/* verdict replies written, TG_REPLIED_* */
+	__u64 held;		/* MAIL commands held and judged */
+	__u64 replied[TG_RK_MAX];	/* replies written, by kind */
 	int policy_incomplete;	/* the kernel holds every sender: judge */
 };
-
-/* Index of struct tg_inject's replied[]: the verdict replies by code. */
-enum { TG_REPLIED_550, TG_REPLIED_450, TG_REPLIED_501, TG_REPLIED_451 };
 
 int tg_inject_init(struct tg_inject *ij, unsigned nslots,
 		   const struct tg_inject_maps *maps, int epfd);
@@ -133,14 +133,5 @@ void tg_inject_fini(struct tg_inject *ij);
 unsigned tg_inject_reap(struct tg_inject *ij);
 void tg_inject_note_weak(struct tg_inject *ij, __u16 family,
 			 const __u8 *addr, __u16 version);
-const char *tg_tls_version_name(__u16 version);
-
-struct tg_flow;
-
-/* "host[addr]:port" of a flow, for the log and tlsguardctl. */
-void tg_flow_name(const struct tg_flow *f, char *buf, size_t len);
-
-/* epoll data of a slot's far end: slot index plus this tag. */
-#define TG_EP_SLOT	(1ULL << 32)
 
 #endif /* TG_INJECT_H */

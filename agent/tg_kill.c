@@ -74,7 +74,7 @@ void tg_kill_close(struct tg_kill *k)
 	k->nl = NULL;
 }
 
-unsigned long tg_kill_failed(struct tg_kill *k, int flows_fd)
+unsigned long tg_kill_state(struct tg_kill *k, int flows_fd, __u32 state)
 {
 	__u64 key, next, *prev = NULL;
 	unsigned long n = 0;
@@ -83,9 +83,14 @@ unsigned long tg_kill_failed(struct tg_kill *k, int flows_fd)
 	while (bpf_map_get_next_key(flows_fd, prev, &next) == 0) {
 		key = next;
 		prev = &key;
-		if (bpf_map_lookup_elem(flows_fd, &key, &f) == 0 &&
-		    f.state == TG_FS_FAILED && tg_kill_flow(k, &f) == 0)
-			n++;
+		if (bpf_map_lookup_elem(flows_fd, &key, &f) || f.state != state)
+			continue;
+		if (state != TG_FS_FAILED) {
+			/* the kernel drops its writes from now on */
+			f.state = TG_FS_FAILED;
+			bpf_map_update_elem(flows_fd, &key, &f, BPF_EXIST);
+		}
+		n += tg_kill_flow(k, &f) == 0;
 	}
 	return n;
 }

@@ -7,6 +7,8 @@
  *
  *	int	tg_kill_open(struct tg_kill *k);
  *	int	tg_kill_flow(struct tg_kill *k, const struct tg_flow *f);
+ *	unsigned long tg_kill_state(struct tg_kill *k, int flows_fd,
+ *				    __u32 state);
  *	void	tg_kill_close(struct tg_kill *k);
  * DESCRIPTION
  *	tg_kill_flow() asks the kernel, over sock_diag netlink (libnl-idiag),
@@ -16,12 +18,16 @@
  *	the peer gets a reset. It returns 0, or a negative errno (-ENOENT
  *	when the socket is gone already).
  *
- *	tg_kill_failed() destroys every flow of the flow table flows_fd
- *	that the kernel failed closed, for when the events that asked for
- *	it were lost; it returns how many it destroyed.
+ *	tg_kill_state() destroys every flow of the flow table flows_fd in
+ *	state (TG_FS_*), failing it closed first when it is not already:
+ *	TG_FS_FAILED after lost events that asked for it, TG_FS_DIVERTED
+ *	for the held flows of a previous agent. It returns how many it
+ *	destroyed.
  */
 #ifndef TG_KILL_H
 #define TG_KILL_H
+
+#include <linux/types.h>
 
 struct nl_sock;
 struct tg_flow;
@@ -32,7 +38,7 @@ struct tg_kill {
 
 int tg_kill_open(struct tg_kill *k);
 int tg_kill_flow(struct tg_kill *k, const struct tg_flow *f);
-unsigned long tg_kill_failed(struct tg_kill *k, int flows_fd);
+unsigned long tg_kill_state(struct tg_kill *k, int flows_fd, __u32 state);
 void tg_kill_close(struct tg_kill *k);
 
 #endif /* TG_KILL_H */

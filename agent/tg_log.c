@@ -100,32 +100,15 @@ static void tg_vlog(int priority, const char *level, const char *fmt,
 		fprintf(stderr, "%s: %s%s\n", tg_progname, level, line);
 }
 
-void msg_info(const char *fmt, ...)
+void tg_msg(int priority, const char *fmt, ...)
 {
 	va_list ap;
 
-	va_start(ap, fmt);
-	tg_vlog(LOG_INFO, "", fmt, ap);
-	va_end(ap);
-}
-
-void msg_warn(const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	tg_vlog(LOG_WARNING, "warning: ", fmt, ap);
-	va_end(ap);
-}
-
-void msg_debug(const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!tg_verbose)
+	if (priority == LOG_DEBUG && !tg_verbose)
 		return;
 	va_start(ap, fmt);
-	tg_vlog(LOG_DEBUG, "debug: ", fmt, ap);
+	tg_vlog(priority, priority == LOG_WARNING ? "warning: " :
+			  priority == LOG_DEBUG ? "debug: " : "", fmt, ap);
 	va_end(ap);
 }
 

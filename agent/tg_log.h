@@ -34,14 +34,20 @@
 #ifndef TG_LOG_H
 #define TG_LOG_H
 
+#include <syslog.h>
+
 void tg_log_init(const char *progname, int verbose);
 int tg_log_syslog(const char *name, int facility, const char *socket_path);
 unsigned long tg_log_dropped(void);
 int tg_log_verbose(void);
-void msg_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-void msg_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-void msg_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void tg_msg(int priority, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
 void msg_fatal(const char *fmt, ...)
 	__attribute__((format(printf, 1, 2), noreturn));
+
+/* The priority is the function's (syslog's LOG_*), whence the prefix. */
+#define msg_info(...)	tg_msg(LOG_INFO, __VA_ARGS__)
+#define msg_warn(...)	tg_msg(LOG_WARNING, __VA_ARGS__)
+#define msg_debug(...)	tg_msg(LOG_DEBUG, __VA_ARGS__)
 
 #endif /* TG_LOG_H */

@@ -17,10 +17,11 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
+#include "tg_hostport.h"
 #include "tg_inject.h"
-#include "tg_kill.h"
 #include "tg_log.h"
 #include "tg_metrics.h"
+#include "tg_names.h"
 #include "tg_policy.h"
 
 #define TG_METRICS_PAGE	16384
@@ -69,57 +70,22 @@ void tg_metrics_init(struct tg_metrics *m)
 static int tg_metrics_addr(const char *addr, struct sockaddr_storage *ss,
 			   socklen_t *len, char *err, size_t errlen)
 {
-	struct sockaddr_in *sin = (struct sockaddr_in *)ss;
-	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
-	char host[64];
-	const char *colon, *h = addr;
-	size_t hl;
-	char *end;
-	long port;
+	struct tg_hostport hp;
 
-	memset(ss, 0, sizeof(*ss));
-	colon = strrchr(addr, ':');
-	if (!colon || colon == addr)
-		goto bad;
-	errno = 0;
-	port = strtol(colon + 1, &end, 10);
-	if (errno || *end || end == colon + 1 || port < 1 || port > 65535)
-		goto bad;
-	hl = (size_t)(colon - addr);
-	if (*h == '[') {
-		if (hl < 3 || addr[hl - 1] != ']')
-			goto bad;
-		h++;
-		hl -= 2;
+	if (tg_hostport_parse(addr, &hp, TG_HP_NEED_PORT) < 0) {
+		snprintf(err, errlen, "--metrics %s: expected ADDR:PORT, ADDR "
+			 "an IPv4 loopback address (127.0.0.0/8) or [::1]",
+			 addr);
+		return -1;
 	}
-	if (hl >= sizeof(host))
-		goto bad;
-	memcpy(host, h, hl);
-	host[hl] = 0;
-	if (inet_pton(AF_INET, host, &sin->sin_addr) == 1) {
-		if ((ntohl(sin->sin_addr.s_addr) >> 24) != 127)
-			goto remote;
-		sin->sin_family = AF_INET;
-		sin->sin_port = htons((unsigned short)port);
-		*len = sizeof(*sin);
-		return 0;
+	if (!tg_hostport_loopback(&hp)) {
+		snprintf(err, errlen, "--metrics %s: not a loopback address; "
+			 "the metrics are served on 127.0.0.0/8 or [::1] only",
+			 addr);
+		return -1;
 	}
-	if (addr[0] == '[' && inet_pton(AF_INET6, host, &sin6->sin6_addr) == 1) {
-		if (!IN6_IS_ADDR_LOOPBACK(&sin6->sin6_addr))
-			goto remote;
-		sin6->sin6_family = AF_INET6;
-		sin6->sin6_port = htons((unsigned short)port);
-		*len = sizeof(*sin6);
-		return 0;
-	}
-bad:
-	snprintf(err, errlen, "--metrics %s: expected ADDR:PORT, ADDR an IPv4 "
-		 "loopback address (127.0.0.0/8) or [::1]", addr);
-	return -1;
-remote:
-	snprintf(err, errlen, "--metrics %s: not a loopback address; the "
-		 "metrics are served on 127.0.0.0/8 or [::1] only", addr);
-	return -1;
+	*len = tg_sockaddr(hp.family, hp.addr, hp.port, ss);
+	return 0;
 }
 
 int tg_metrics_check(const char *addr, char *err, size_t errlen)
@@ -248,13 +214,6 @@ static unsigned long long tg_status_kb(const char *field)
 	return kb;
 }
 
-static const char *const tg_state_label[] = {
-	[TG_FS_PLAIN] = "plain",	 [TG_FS_TLS] = "tls",
-	[TG_FS_DIVERTED] = "held",	 [TG_FS_FAILED] = "failed",
-	[TG_FS_HANDSHAKE] = "handshake", [TG_FS_WEAK] = "weak-tls",
-	[TG_FS_TLS_FAILED] = "tls-failed",
-};
-
 static const char *const tg_fail_label[TG_FAIL_MAX] = {
 	[TG_FAIL_NO_SLOT] = "no_slot",
 	[TG_FAIL_PENDING] = "replies_pending",
@@ -299,9 +258,9 @@ static void tg_metrics_page(struct tg_metrics *m, struct tg_page *p)
 		"Flows in the flow table (tg_flows) now.");
 	tg_put(p, "tlsguard_flows_tracked %llu\n", tracked);
 	tg_head(p, "tlsguard_flows", "gauge", "Flows now, by state.");
-	for (i = 1; i < sizeof(tg_state_label) / sizeof(*tg_state_label); i++)
+	for (i = TG_FS_PLAIN; i <= TG_FS_TLS_FAILED; i++)
 		tg_put(p, "tlsguard_flows{state=\"%s\"} %llu\n",
-		       tg_state_label[i], by_state[i]);
+		       tg_state_name(i), by_state[i]);
 	tg_head(p, "tlsguard_flows_total", "counter",
 		"Flows tracked since the maps were made.");
 	tg_put(p, "tlsguard_flows_total %llu\n", (unsigned long long)st.flows);
@@ -312,14 +271,19 @@ static void tg_metrics_page(struct tg_metrics *m, struct tg_page *p)
 	       (unsigned long long)st.passed_mail);
 	tg_put(p, "tlsguard_verdicts_total{kind=\"held\"} %llu\n",
 	       (unsigned long long)st.diverted);
+	/*
+	 * By the kind of the agent's reply, whatever code tlsguard.conf
+	 * gives it: the labels name the default codes.
+	 */
 	tg_put(p, "tlsguard_verdicts_total{kind=\"bounced_550\"} %llu\n",
-	       (unsigned long long)src->ij->replied[TG_REPLIED_550]);
+	       (unsigned long long)(src->ij->replied[TG_RK_HELD_NO_TLS] +
+				    src->ij->replied[TG_RK_HELD_WEAK_TLS]));
 	tg_put(p, "tlsguard_verdicts_total{kind=\"deferred_450\"} %llu\n",
-	       (unsigned long long)src->ij->replied[TG_REPLIED_450]);
+	       (unsigned long long)src->ij->replied[TG_RK_DEFER_MX]);
 	tg_put(p, "tlsguard_verdicts_total{kind=\"refused_501\"} %llu\n",
-	       (unsigned long long)src->ij->replied[TG_REPLIED_501]);
+	       (unsigned long long)src->ij->replied[TG_RK_REFUSED]);
 	tg_put(p, "tlsguard_verdicts_total{kind=\"deferred_451\"} %llu\n",
-	       (unsigned long long)src->ij->replied[TG_REPLIED_451]);
+	       (unsigned long long)src->ij->replied[TG_RK_AGAIN]);
 	tg_put(p, "tlsguard_verdicts_total{kind=\"failed_closed\"} %llu\n",
 	       (unsigned long long)(failed + st.flows_untracked));
 
@@ -484,7 +448,7 @@ static int tg_watch_due(struct tg_metrics *m, int cause, __u64 delta)
 	return 1;
 }
 
-void tg_metrics_watch(struct tg_metrics *m)
+__u64 tg_metrics_watch(struct tg_metrics *m)
 {
 	struct timespec now;
 	struct tg_stats st;
@@ -520,16 +484,8 @@ void tg_metrics_watch(struct tg_metrics *m)
 			 (unsigned long long)m->unreported[2]);
 		m->unreported[2] = 0;
 	}
-	if (lost) {
-		unsigned long n = tg_kill_failed(m->src.kill, m->src.flows_fd);
-		unsigned r = tg_inject_reap(m->src.ij);
-
-		if (n || r)
-			msg_info("after lost events: destroyed %lu failed "
-				 "connection(s), renewed %u injection slot(s)",
-				 n, r);
-	}
 	m->seen = st;
+	return lost;
 }
 
 void tg_metrics_close(struct tg_metrics *m)

@@ -11,7 +11,7 @@
  *				int epfd, char *err, size_t errlen);
  *	void	tg_metrics_event(struct tg_metrics *m, __u32 idx);
  *	void	tg_metrics_tick(struct tg_metrics *m);
- *	void	tg_metrics_watch(struct tg_metrics *m);
+ *	__u64	tg_metrics_watch(struct tg_metrics *m);
  *	void	tg_metrics_close(struct tg_metrics *m);
  * DESCRIPTION
  *	tg_metrics_open() listens on addr, "127.0.0.1:9154" or
@@ -47,9 +47,9 @@
  *	buffer records were lost, and when it finds that the agent itself
  *	did not run for TG_METRICS_STALL seconds or more (stopped, or starved
  *	of CPU: held flows were not answered meanwhile, and the MTA defers
- *	them at its reply timeout). After lost records it also repairs what
- *	they would have done: failed flows are destroyed (a lost KILL) and
- *	injection slots whose flow is gone are renewed (a lost CLOSE).
+ *	them at its reply timeout). It returns how many ring buffer records
+ *	were lost since the last watch: the caller repairs what they would
+ *	have done (tg_recover.c); the metrics only observe.
  * DIAGNOSTICS
  *	Client errors are not logged; the watch's lines are warnings.
  */
@@ -59,16 +59,15 @@
 #include <stddef.h>
 #include <time.h>
 #include <linux/types.h>
+#include "tg_epoll.h"
 #include "tlsguard.h"
 
-#define TG_EP_METRICS		(7ULL << 32)
 #define TG_METRICS_LISTENER	0xffffffffU
 #define TG_METRICS_CLIENTS	8
 #define TG_METRICS_REQ		2048
 #define TG_METRICS_TIMEOUT	5	/* seconds */
 
 struct tg_inject;
-struct tg_kill;
 struct tg_policy;
 
 struct tg_metrics_client {
@@ -87,7 +86,6 @@ struct tg_metrics_src {
 	unsigned senders_in_map;	/* entries written to tg_senders */
 	int senders_incomplete;	/* TG_SENDERS_INCOMPLETE is set */
 	struct tg_inject *ij;
-	struct tg_kill *kill;
 	const struct tg_policy *const *policy;
 };
 
@@ -112,7 +110,7 @@ int tg_metrics_open(struct tg_metrics *m, const char *addr, int epfd,
 		    char *err, size_t errlen);
 void tg_metrics_event(struct tg_metrics *m, __u32 idx);
 void tg_metrics_tick(struct tg_metrics *m);
-void tg_metrics_watch(struct tg_metrics *m);
+__u64 tg_metrics_watch(struct tg_metrics *m);
 void tg_metrics_close(struct tg_metrics *m);
 
 /* The counters of every CPU, added up. */

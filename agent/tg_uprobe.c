@@ -61,32 +61,44 @@ struct tg_probe {
 static void tg_lib_probes(struct tlsguard *skel, enum tg_lib_kind kind,
 			  struct tg_probe probes[TG_UPROBE_PER_LIB])
 {
-	const struct tg_probe ssl[TG_UPROBE_PER_LIB] = {
-		{ skel->progs.tg_ssl_set_fd, "SSL_set_fd", 0, 0 },
-		{ skel->progs.tg_ssl_write, "SSL_write", 0, 0 },
-		{ skel->progs.tg_ssl_connect, "SSL_connect", 0, 1 },
-		{ skel->progs.tg_ssl_read, "SSL_read", 0, 0 },
-		{ skel->progs.tg_ssl_read_ret, "SSL_read", 1, 0 },
-		{ skel->progs.tg_ssl_write_ex, "SSL_write_ex", 0, 1 },
-		{ skel->progs.tg_ssl_read_ex, "SSL_read_ex", 0, 1 },
-		{ skel->progs.tg_ssl_read_ret, "SSL_read_ex", 1, 1 },
-	};
 	/*
-	 * gnutls_record_send2, not gnutls_record_send, which jumps to it
-	 * (see tg_gnutls_uprobe.bpf.c). set_ptr2 and set_int2 are the
+	 * GnuTLS: gnutls_record_send2, not gnutls_record_send, which jumps
+	 * to it (see tg_gnutls_uprobe.bpf.c). set_ptr2 and set_int2 are the
 	 * other ways to give a session its socket: optional.
 	 */
-	const struct tg_probe gnutls[TG_UPROBE_PER_LIB] = {
-		{ skel->progs.tg_gnutls_set_ptr, "gnutls_transport_set_ptr", 0, 0 },
-		{ skel->progs.tg_gnutls_send, "gnutls_record_send2", 0, 0 },
-		{ skel->progs.tg_gnutls_set_ptr2, "gnutls_transport_set_ptr2", 0, 1 },
-		{ skel->progs.tg_gnutls_set_int2, "gnutls_transport_set_int2", 0, 1 },
-		{ skel->progs.tg_gnutls_handshake, "gnutls_handshake", 0, 1 },
-		{ skel->progs.tg_gnutls_recv, "gnutls_record_recv", 0, 0 },
-		{ skel->progs.tg_gnutls_recv_ret, "gnutls_record_recv", 1, 0 },
+	const struct {
+		enum tg_lib_kind kind;
+		struct tg_probe probe;
+	} all[] = {
+		{ TG_LIB_SSL, { skel->progs.tg_ssl_set_fd, "SSL_set_fd", 0, 0 } },
+		{ TG_LIB_SSL, { skel->progs.tg_ssl_write, "SSL_write", 0, 0 } },
+		{ TG_LIB_SSL, { skel->progs.tg_ssl_connect, "SSL_connect", 0, 1 } },
+		{ TG_LIB_SSL, { skel->progs.tg_ssl_read, "SSL_read", 0, 0 } },
+		{ TG_LIB_SSL, { skel->progs.tg_ssl_read_ret, "SSL_read", 1, 0 } },
+		{ TG_LIB_SSL, { skel->progs.tg_ssl_write_ex, "SSL_write_ex", 0, 1 } },
+		{ TG_LIB_SSL, { skel->progs.tg_ssl_read_ex, "SSL_read_ex", 0, 1 } },
+		{ TG_LIB_SSL, { skel->progs.tg_ssl_read_ret, "SSL_read_ex", 1, 1 } },
+		{ TG_LIB_GNUTLS, { skel->progs.tg_gnutls_set_ptr,
+				   "gnutls_transport_set_ptr", 0, 0 } },
+		{ TG_LIB_GNUTLS, { skel->progs.tg_gnutls_send,
+				   "gnutls_record_send2", 0, 0 } },
+		{ TG_LIB_GNUTLS, { skel->progs.tg_gnutls_set_ptr2,
+				   "gnutls_transport_set_ptr2", 0, 1 } },
+		{ TG_LIB_GNUTLS, { skel->progs.tg_gnutls_set_int2,
+				   "gnutls_transport_set_int2", 0, 1 } },
+		{ TG_LIB_GNUTLS, { skel->progs.tg_gnutls_handshake,
+				   "gnutls_handshake", 0, 1 } },
+		{ TG_LIB_GNUTLS, { skel->progs.tg_gnutls_recv,
+				   "gnutls_record_recv", 0, 0 } },
+		{ TG_LIB_GNUTLS, { skel->progs.tg_gnutls_recv_ret,
+				   "gnutls_record_recv", 1, 0 } },
 	};
+	size_t i, n = 0;
 
-	memcpy(probes, kind == TG_LIB_GNUTLS ? gnutls : ssl, sizeof(ssl));
+	memset(probes, 0, TG_UPROBE_PER_LIB * sizeof(*probes));
+	for (i = 0; i < sizeof(all) / sizeof(*all); i++)
+		if (all[i].kind == kind && n < TG_UPROBE_PER_LIB)
+			probes[n++] = all[i].probe;
 }
 
 static void tg_uprobe_lib(struct tg_uprobes *u, struct tlsguard *skel,

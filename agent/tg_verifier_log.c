@@ -15,7 +15,6 @@
 
 #include "tg_verifier_log.h"
 
-#define TG_VLINE_MAX	512	/* longer than any statistics line */
 
 /* The line at p: its length without the newline; *next, the one after. */
 static size_t tg_vline(const char *p, const char **next)

@@ -66,6 +66,8 @@
 
 #include <stddef.h>
 
+#define TG_VLINE_MAX	512	/* longer than any statistics line */
+
 struct tg_vstats {
 	long long processed;		/* instructions processed */
 	long long limit;		/* the verifier's instruction limit */

@@ -16,6 +16,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 #include "tlsguard.h"
+#include "tg_rule.h"
 
 #ifdef TG_DEFINE_MAPS
 #define TG_MAP(decl, name) decl name SEC(".maps")
@@ -313,34 +314,17 @@ static __always_inline void tg_keep_sender(struct tg_flow *f,
 		bpf_probe_read_kernel(f->sender, n, (void *)(base + off));
 }
 
-/* Is the sender the parser just read a guaranteed one? */
+/* tg_senders' value for key, for tg_rule(). */
+static __always_inline const __u8 *tg_senders_look(void *ctx, const __u64 *key)
+{
+	return bpf_map_lookup_elem(&tg_senders, key);
+}
+
+/* Is the sender the parser just read a guaranteed one? (tg_rule.h) */
 static __always_inline int tg_guaranteed(const struct tg_cmd *p)
 {
-	__u64 k = p->addr_key;
-	__u8 *a, *d = NULL, *srs;
-	int n = tg_cmd_srs(p);
-
-	a = bpf_map_lookup_elem(&tg_senders, &k);
-	if (a && *a == TG_POL_EXEMPT)
-		return 0;
-	k = p->domain_key;
-	if (k) {
-		d = bpf_map_lookup_elem(&tg_senders, &k);
-		if (d && *d == TG_POL_EXEMPT)
-			return 0;
-	}
-	if (a || d) {
-		if (n) {
-			k = n == 1 ? TG_KEY_SRS0 : TG_KEY_SRS1;
-			srs = bpf_map_lookup_elem(&tg_senders, &k);
-			if (srs && *srs == TG_POL_EXEMPT)
-				return 0;
-		}
-		return 1;
-	}
-	/* The senders did not all fit: the agent decides each MAIL. */
-	k = TG_SENDERS_INCOMPLETE;
-	return bpf_map_lookup_elem(&tg_senders, &k) != NULL;
+	return tg_rule_holds(tg_rule(tg_senders_look, NULL, &p->addr_key,
+				     &p->domain_key, tg_cmd_srs(p)));
 }
 
 /*

@@ -20,6 +20,9 @@
  *	__u64	tg_addr_key_srs(const char *addr, __u32 len, __u64 *domain_key,
  *				int *srs);
  *	int	tg_cmd_srs(const struct tg_cmd *p);
+ *
+ *	int	tg_path(const char *line, __u32 len, struct tg_cmd *p,
+ *			__u32 *start, __u32 *n);
  * DESCRIPTION
  *	Both parsers consume one byte at a time and keep all of their state
  *	in a small fixed-size structure, so that the verdict never depends
@@ -155,6 +158,12 @@
  *	same 64-bit FNV-1a hash. *domain_key receives the key
  *	of "@domain" (0 when there is no domain). It returns 0 when the address
  *	is malformed. tg_addr_key_srs() also gives tg_cmd_srs()'s answer.
+ *
+ *	tg_path() runs the same parser over one whole MAIL or RCPT line for
+ *	user space (tlsguardd's replies and audit trail), RCPT's
+ *	forward-path read by the rules of MAIL's reverse-path
+ *	(p->rcpt_paths, which the kernel never sets), and says where the
+ *	address stands in the line.
  * DIAGNOSTICS
  *	None; malformed input is reported through the events above.
  * BUGS
@@ -323,7 +332,10 @@ struct tg_cmd {
 	__u8 tx;		/* a mail transaction is open: MAIL seen, no
 				 * end of data, RSET, HELO/EHLO, QUIT since */
 	__u8 dflags;		/* TG_DF_* */
-	__u8 pad[3];
+	__u8 rcpt_paths;	/* RCPT's forward-path is read as MAIL's
+				 * reverse-path: tg_path() only, never the
+				 * kernel */
+	__u8 pad[2];
 };
 
 #define TG_REPLY_NONE	0
@@ -564,17 +576,23 @@ static TG_INLINE void tg_mail_arg(struct tg_cmd *p, unsigned char c)
 	int r;
 
 	switch (p->phase) {
-	case TG_PH_FROM:
+	case TG_PH_FROM: {
+		/* "FROM" after MAIL, "TO" after RCPT (tg_path() only) */
+		__u8 kwlen = p->verb == TG_VERB_MAIL ? 4 : 2;
+		__u64 kw = p->verb == TG_VERB_MAIL ? TG_V4('F', 'R', 'O', 'M') :
+						     TG_V2('T', 'O');
+
 		if (p->sub == 0 && tg_is_space(c))
 			return;
-		if (p->sub < 4 &&
-		    tg_upper(c) == ((TG_V4('F', 'R', 'O', 'M') >> (8 * (p->sub & 3))) & 0xff)) {
+		if (p->sub < kwlen &&
+		    tg_upper(c) == ((kw >> (8 * (p->sub & 3))) & 0xff)) {
 			p->sub++;
-			if (p->sub == 4)
+			if (p->sub == kwlen)
 				p->phase = TG_PH_COLON;
 			return;
 		}
 		break;
+	}
 	case TG_PH_COLON:
 		if (tg_is_space(c))
 			return;
@@ -619,7 +637,8 @@ static TG_INLINE void tg_mail_arg(struct tg_cmd *p, unsigned char c)
 /* The verb has ended at white space c. */
 static TG_INLINE void tg_verb_done(struct tg_cmd *p, unsigned char c)
 {
-	if (p->verb == TG_VERB_MAIL) {
+	if (p->verb == TG_VERB_MAIL ||
+	    (p->verb == TG_VERB_RCPT && p->rcpt_paths)) {
 		p->phase = TG_PH_FROM;
 	} else if (p->verb == TG_VERB_BDAT) {
 		/* Exim: the verb must begin the line and end at a space */
@@ -679,6 +698,31 @@ static TG_INLINE int tg_bdat_ok(const struct tg_cmd *p)
 	       (p->phase == TG_PH_SIZE_DONE && (p->sub == 0 || p->sub == 4));
 }
 
+/*
+ * How the path of a MAIL (or, in tg_path(), RCPT) line ends with the
+ * line: TG_CMD_MAIL, TG_CMD_MAIL_NULL or TG_CMD_MAIL_BAD.
+ */
+static TG_INLINE int tg_path_end(const struct tg_cmd *p)
+{
+	int ev;
+
+	if (p->odd || p->line_len - p->cr > TG_LINE_MAX)
+		return TG_CMD_MAIL_BAD;
+	if (p->phase == TG_PH_PARAMS ||
+	    (p->phase == TG_PH_ADDR &&
+	     !(p->aflags & (TG_AF_BRACKET | TG_AF_QUOTE | TG_AF_ROUTE))))
+		ev = p->addr_len ? TG_CMD_MAIL :
+		     (p->aflags & TG_AF_ROUTED) ? TG_CMD_MAIL_BAD :
+		     TG_CMD_MAIL_NULL;
+	else
+		ev = TG_CMD_MAIL_BAD;
+	/* "user@" and "<@route:>" name nobody we could match: */
+	if (ev == TG_CMD_MAIL && (p->aflags & TG_AF_DOMAIN) &&
+	    p->domain_key == tg_fnv(TG_FNV_OFFSET, '@'))
+		ev = TG_CMD_MAIL_BAD;
+	return ev;
+}
+
 /* End of a command line. */
 static TG_INLINE int tg_cmd_eol(struct tg_cmd *p)
 {
@@ -687,21 +731,7 @@ static TG_INLINE int tg_cmd_eol(struct tg_cmd *p)
 	if (p->odd) {
 		ev = p->odd == 2 ? TG_CMD_CHUNK_BAD : TG_CMD_MAIL_BAD;
 	} else if (p->verb == TG_VERB_MAIL) {
-		if (p->line_len - p->cr > TG_LINE_MAX)
-			ev = TG_CMD_MAIL_BAD;
-		else if (p->phase == TG_PH_PARAMS ||
-			 (p->phase == TG_PH_ADDR &&
-			  !(p->aflags & (TG_AF_BRACKET | TG_AF_QUOTE |
-					 TG_AF_ROUTE))))
-			ev = p->addr_len ? TG_CMD_MAIL :
-			     (p->aflags & TG_AF_ROUTED) ? TG_CMD_MAIL_BAD :
-			     TG_CMD_MAIL_NULL;
-		else
-			ev = TG_CMD_MAIL_BAD;
-		/* "user@" and "<@route:>" name nobody we could match: */
-		if (ev == TG_CMD_MAIL && (p->aflags & TG_AF_DOMAIN) &&
-		    p->domain_key == tg_fnv(TG_FNV_OFFSET, '@'))
-			ev = TG_CMD_MAIL_BAD;
+		ev = tg_path_end(p);
 	} else if (p->verb == TG_VERB_BDAT) {
 		if (!tg_bdat_ok(p))
 			ev = TG_CMD_CHUNK_BAD;
@@ -1094,6 +1124,39 @@ static TG_INLINE __u64 tg_addr_key(const char *addr, __u32 len,
 				   __u64 *domain_key)
 {
 	return tg_addr_key_srs(addr, len, domain_key, 0);
+}
+
+/*
+ * The path of one command line, for user space (tlsguardd's replies and
+ * audit trail): the bytes of line up to len or its LF are run through
+ * tg_cmd_feed() with RCPT's forward-path read as MAIL's reverse-path.
+ * p->verb is the line's verb. For a MAIL or RCPT line, returns
+ * tg_path_end()'s event, and for TG_CMD_MAIL the address as written
+ * (without brackets and source route) is the *n bytes at line + *start,
+ * with p->addr_key and p->domain_key; for any other line, TG_CMD_LINE.
+ */
+static TG_INLINE int tg_path(const char *line, __u32 len, struct tg_cmd *p,
+			     __u32 *start, __u32 *n)
+{
+	__u32 i, route_end = 0;
+	int ev;
+
+	tg_cmd_init(p);
+	p->rcpt_paths = 1;
+	*start = *n = 0;
+	for (i = 0; i < len && i <= TG_LINE_MAX + 1 && line[i] != '\n'; i++) {
+		tg_cmd_feed(p, (unsigned char)line[i]);
+		if ((p->aflags & TG_AF_ROUTED) && !route_end)
+			route_end = i + 1;
+	}
+	if (i == 0 || (p->verb != TG_VERB_MAIL && p->verb != TG_VERB_RCPT))
+		return TG_CMD_LINE;
+	ev = tg_path_end(p);
+	if (ev == TG_CMD_MAIL) {
+		*start = route_end ? route_end : p->addr_start;
+		*n = p->addr_len;
+	}
+	return ev;
 }
 
 

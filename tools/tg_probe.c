@@ -26,8 +26,10 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include "tg_hostport.h"
 #include "tg_mxconn.h"
 #include "tg_probe.h"
+#include "tg_resp.h"
 
 #define TG_PROBE_NAMES	16	/* MX hosts looked at */
 #define TG_PROBE_HOSTS	32	/* addresses probed */
@@ -35,9 +37,6 @@
 #define TG_TEXT		(2 * NS_MAXDNAME + 512)	/* a verdict naming hosts */
 #define TG_NOTES	3	/* lines explaining the overall verdict */
 
-/* tlsguardd's reply texts (agent/tg_inject.c) */
-#define TG_TXT_NO_TLS	"TLS is required, but was not offered by host"
-#define TG_TXT_WEAK	"TLS 1.2 or higher is required, but host negotiated %s"
 
 enum tg_verdict {
 	TG_V_DELIVERED,		/* TLS 1.2 or higher */
@@ -144,30 +143,6 @@ static void tg_first_line(char *dst, size_t len, const char *reply)
 	tg_clean(dst, len, reply, strcspn(reply, "\r\n"));
 }
 
-static int tg_domain_ok(const char *s)
-{
-	size_t n = strlen(s), label = 0, i;
-
-	if (n == 0 || n > 253 + (s[n - 1] == '.'))
-		return 0;
-	for (i = 0; i < n; i++) {
-		char c = s[i];
-
-		if (c == '.') {
-			if (label == 0)
-				return 0;
-			label = 0;
-			continue;
-		}
-		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-		      (c >= '0' && c <= '9') || c == '-' || c == '_'))
-			return 0;
-		if (++label > 63)
-			return 0;
-	}
-	return 1;
-}
-
 static int tg_literal(const char *s, struct tg_addr *a)
 {
 	memset(a, 0, sizeof(*a));
@@ -184,16 +159,12 @@ static int tg_literal(const char *s, struct tg_addr *a)
 
 static unsigned tg_port(const char *s, const char *target)
 {
-	unsigned long v;
-	char *end;
+	unsigned port;
 
-	errno = 0;
-	v = strtoul(s, &end, 10);
-	if (!*s || *end || errno || v == 0 || v > 65535 || *s == '-' ||
-	    *s == '+')
+	if (tg_port_parse(s, &port) < 0)
 		tg_probe_fatal("%s: bad port \"%s\" (expected 1 to 65535)",
 			       target, s);
-	return (unsigned)v;
+	return port;
 }
 
 /*
@@ -202,46 +173,30 @@ static unsigned tg_port(const char *s, const char *target)
  */
 static void tg_target(struct tg_probe *p, const char *t)
 {
-	char host[NS_MAXDNAME];
-	const char *colon, *end;
-	size_t n;
+	struct tg_hostport_text ht;
 
-	p->port = 25;
-	if (t[0] == '[') {
-		end = strchr(t, ']');
-		if (!end || end == t + 1)
-			tg_probe_fatal("%s: missing \"]\" or empty brackets", t);
-		if (end[1] == ':')
-			p->port = tg_port(end + 2, t);
-		else if (end[1])
-			tg_probe_fatal("%s: expected \":PORT\" or nothing after "
-				       "\"]\"", t);
-		n = (size_t)(end - t - 1);
-	} else if (tg_literal(t, &p->literal)) {
-		n = strlen(t);	/* IPv4 or a bare IPv6 literal */
-	} else if ((colon = strchr(t, ':'))) {
-		if (strchr(colon + 1, ':'))
-			tg_probe_fatal("%s: put an IPv6 address with a port in "
-				       "brackets: [IPv6]:PORT", t);
-		p->port = tg_port(colon + 1, t);
-		n = (size_t)(colon - t);
-	} else {
-		n = strlen(t);
-	}
-	if (n >= sizeof(host))
+	switch (tg_hostport_split(t, &ht, TG_HP_BARE_V6)) {
+	case TG_HP_EBRACKET:
+		tg_probe_fatal("%s: missing \"]\" or empty brackets", t);
+	case TG_HP_EAFTER:
+		tg_probe_fatal("%s: expected \":PORT\" or nothing after "
+			       "\"]\"", t);
+	case TG_HP_ECOLONS:
+		tg_probe_fatal("%s: put an IPv6 address with a port in "
+			       "brackets: [IPv6]:PORT", t);
+	case TG_HP_ELONG:
 		tg_probe_fatal("%.64s...: name too long", t);
-	memcpy(host, t + (t[0] == '['), n);
-	host[n] = 0;
-	if (tg_literal(host, &p->literal)) {
-		p->mode = TG_M_LITERAL;
-	} else if (!tg_domain_ok(host)) {
-		tg_probe_fatal("\"%s\": not a domain, host name or IP address",
-			       host);
-	} else {
-		p->mode = t[0] == '[' || strchr(t, ':') ? TG_M_HOST :
-							  TG_M_DOMAIN;
 	}
-	snprintf(p->name, sizeof(p->name), "%s", host);
+	p->port = ht.port ? tg_port(ht.port, t) : 25;
+	if (tg_literal(ht.host, &p->literal)) {
+		p->mode = TG_M_LITERAL;
+	} else if (!tg_domain_valid(ht.host, TG_DOMAIN_DNS)) {
+		tg_probe_fatal("\"%s\": not a domain, host name or IP address",
+			       ht.host);
+	} else {
+		p->mode = ht.bracketed || ht.port ? TG_M_HOST : TG_M_DOMAIN;
+	}
+	snprintf(p->name, sizeof(p->name), "%s", ht.host);
 }
 
 static const char *tg_rcode_name(int rcode)
@@ -422,10 +377,15 @@ static void tg_handshake_error(char *dst, size_t len, int err)
 static void tg_probe_one(struct tg_probe *p, SSL_CTX *ctx,
 			 struct tg_probe_host *h)
 {
+	struct tg_replies replies;
 	struct tg_starttls st;
 	char why[200], line[256];
+	struct tg_resp held;
 	X509 *cert;
 	long vr;
+
+	/* what tlsguardd answers with tlsguard.conf's defaults */
+	tg_replies_defaults(&replies);
 
 	tg_addr_str(&h->addr, h->addr_s, sizeof(h->addr_s));
 	tg_starttls_open(&st, ctx, &h->addr, p->port,
@@ -501,18 +461,20 @@ static void tg_probe_one(struct tg_probe *p, SSL_CTX *ctx,
 			 "would be delivered");
 	} else if (st.stage == TG_ST_DONE) {
 		h->verdict = TG_V_BOUNCE;
-		snprintf(why, sizeof(why), TG_TXT_WEAK, h->version);
+		tg_resp_held(&held, &replies, 0, h->version);
 		snprintf(h->verdict_s, sizeof(h->verdict_s),
-			 "would bounce: %s", why);
+			 "would bounce: %s", held.text);
 	} else if (st.stage == TG_ST_NOT_OFFERED) {
 		h->verdict = TG_V_BOUNCE;
+		tg_resp_held(&held, &replies, 0, NULL);
 		snprintf(h->verdict_s, sizeof(h->verdict_s),
-			 "would bounce: " TG_TXT_NO_TLS);
+			 "would bounce: %s", held.text);
 	} else if (st.stage == TG_ST_STARTTLS) {
 		/* the MTA goes on in plaintext, and tlsguardd holds MAIL */
 		h->verdict = TG_V_BOUNCE;
+		tg_resp_held(&held, &replies, 0, NULL);
 		snprintf(h->verdict_s, sizeof(h->verdict_s),
-			 "would bounce: " TG_TXT_NO_TLS " (%s)", h->failure);
+			 "would bounce: %s (%s)", held.text, h->failure);
 	} else if (st.stage == TG_ST_HANDSHAKE) {
 		/* Postfix at "may" defers, then retries in plaintext */
 		h->verdict = TG_V_BOUNCE;
@@ -578,7 +540,10 @@ static void tg_overall(struct tg_probe *p)
 {
 	char buf[32];
 	struct tg_probe_host *first = NULL;
+	struct tg_replies replies;
 	int i, secure = 0, bounce = 0, reached_before = 0;
+
+	tg_replies_defaults(&replies);
 
 	for (i = 0; i < p->nhost; i++) {
 		struct tg_probe_host *h = &p->host[i];
@@ -613,9 +578,10 @@ static void tg_overall(struct tg_probe *p)
 			 first->addr_s);
 		if (bounce)
 			tg_note(p, "at %s that would bounce it, tlsguardd "
-				"answers 450 4.7.10 instead (another MX host "
+				"answers %u %s instead (another MX host "
 				"takes TLS 1.2 or higher), and the MTA tries the "
-				"next host", tg_hosts(buf, sizeof(buf), bounce));
+				"next host", tg_hosts(buf, sizeof(buf), bounce),
+				replies.defer_code, replies.defer_dsn);
 		if (p->nhost - secure - bounce)
 			tg_note(p, "the MTA passes over %s it cannot reach",
 				tg_hosts(buf, sizeof(buf),

@@ -36,12 +36,20 @@ configuration file is the only source of settings):
   * syslog: the daemon's syslog lines (to a datagram socket of the test's,
     ``syslog_socket``) carry facility mail and the held decision in
     Postfix's form, naming host[addr]:port, the sender and the reply.
+  * reply_settings: restarted with ``reject_code = 554``, a notls_text
+    that has the word "negotiated" in it, the metrics and an audit file, a
+    guaranteed sender's mail bounces with "554 5.7.10 <that text>", the
+    metric ``tlsguard_verdicts_total{kind="bounced_550"}`` counts it (the
+    agent counts its replies by kind, not by code) and its audit record
+    says held-no-tls (the verdict comes from the reply's kind, not from its
+    text).
 
 Output: ``PASS name`` / ``FAIL name: why``, then ``N passed, M failed``;
 exit status 0 only if none failed. Everything is removed at the end (harness.Run).
 """
 
 import concurrent.futures
+import json
 import os
 import pwd
 import re
@@ -52,6 +60,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -414,6 +423,60 @@ def syslog_lines(env, r, syslog):
     r.report("syslog", problems)
 
 
+def restart_daemon(env, notify, extra):
+    """SIGTERM the running daemon (it must exit 0), start it again with extra settings."""
+    env.proc.send_signal(signal.SIGTERM)
+    rc = env.proc.wait(30)
+    with notify.lock:
+        notify.messages.clear()
+    with open(env.conf, "a") as f:
+        f.write(extra)
+    env.proc = subprocess.Popen([env.args.tlsguardd, "-c", env.conf], stdin=subprocess.DEVNULL,
+                                stdout=env.log, stderr=env.log,
+                                env=dict(os.environ, NOTIFY_SOCKET=notify.path), start_new_session=True)
+    if not notify.wait_for(r"READY=1", TIMEOUT):
+        raise RuntimeError("no READY=1 from the restarted tlsguardd (exit %r)" % env.proc.poll())
+    return rc
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def reply_settings(env, r, notify):
+    problems = []
+    text = "TLS is required; none was negotiated with this host"
+    port = free_port()
+    audit = os.path.join(env.tmp, "audit.jsonl")
+    rc = restart_daemon(env, notify, "reject_code = 554\nnotls_text = %s\nmetrics_address = 127.0.0.1:%d\n"
+                        "audit_file = %s\n" % (text, port, audit))
+    if rc != 0:
+        problems.append("first daemon exited %r" % rc)
+    st, got, _ = env.deliver("joe@corp.test", "u5@plain.test")
+    if st != "bounced" or "554 5.7.10 %s" % text not in got:
+        problems.append("joe@corp.test: %s (%s), want bounced with 554 5.7.10 %s" % (st, got, text))
+    page = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=10).read().decode()
+    m = re.search(r'^tlsguard_verdicts_total\{kind="bounced_550"\} (\d+)$', page, re.M)
+    if not m or int(m.group(1)) != 1:
+        problems.append("bounced_550 is %s after one 554 bounce, want 1" % (m.group(1) if m else "absent"))
+    verdicts = []
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with open(audit) as f:
+                verdicts = [json.loads(line).get("verdict") for line in f if "joe@corp.test" in line]
+        except OSError:
+            verdicts = []
+        if verdicts:
+            break
+        time.sleep(0.2)
+    if verdicts != ["held-no-tls"]:
+        problems.append("audit verdicts for joe@corp.test: %r, want ['held-no-tls']" % verdicts)
+    r.report("reply_settings", problems)
+
+
 def parse_args(argv):
     ap = harness.arg_parser(__doc__, verbose=False)
     return ap.parse_args(argv)
@@ -463,6 +526,7 @@ def main(argv=None):
                 case(env, r)
             sighup(env, r, syslog)
             syslog_lines(env, r, syslog)
+            reply_settings(env, r, notify)
         except (PostfixMissing, PostfixError, RuntimeError, OSError, subprocess.SubprocessError) as e:
             r.report("setup", ["%s: %s" % (type(e).__name__, e)])
     return suite.finish()

@@ -19,14 +19,16 @@
  *	verifier writes is found here first; they are skipped where bpf()
  *	is not permitted.
  */
-#include "../../agent/tg_verifier_log.c"
-
 #include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 #include <linux/bpf.h>
 #include <bpf/bpf.h>
 
 #include "tg_test.h"
+#include "tg_verifier_log.h"
 
 #ifndef TG_TEST_DATA
 #define TG_TEST_DATA "tests/unit/data"

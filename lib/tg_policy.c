@@ -13,32 +13,11 @@
 #include <strings.h>
 #include <bpf/bpf.h>
 
+#include "tg_hostport.h"
+#include "tg_rule.h"
 #include "tg_smtp.h"
 #include "tlsguard.h"
 #include "tg_policy.h"
-
-/* Domain: letters, digits, '-', '.', or UTF-8 (SMTPUTF8); no empty label. */
-static int tg_domain_ok(const char *d)
-{
-	const unsigned char *s = (const unsigned char *)d;
-	size_t label = 0;
-
-	if (*s == 0)
-		return 0;
-	for (; *s; s++) {
-		if (*s == '.') {
-			if (label == 0)
-				return 0;
-			label = 0;
-			continue;
-		}
-		if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
-		      (*s >= '0' && *s <= '9') || *s == '-' || *s >= 0x80))
-			return 0;
-		label++;
-	}
-	return label > 0;
-}
 
 int tg_policy_entry_key(const char *entry, __u64 *key)
 {
@@ -47,7 +26,7 @@ int tg_policy_entry_key(const char *entry, __u64 *key)
 	__u64 addr_key, domain_key;
 	size_t len = strlen(entry);
 
-	if (!at || !tg_domain_ok(at + 1) || len > TG_ADDR_MAX)
+	if (!at || !tg_domain_valid(at + 1, TG_DOMAIN_UTF8) || len > TG_ADDR_MAX)
 		return -1;
 	for (s = (const unsigned char *)entry; s < (const unsigned char *)at; s++)
 		if (*s <= ' ' || *s == 0x7f || *s == '<' || *s == '>')
@@ -98,17 +77,10 @@ static void tg_policy_sort(struct tg_policy *pol)
 static char *tg_trim(char *line)
 {
 	char *hash = strchr(line, '#');
-	char *end;
 
 	if (hash)
 		*hash = 0;
-	while (*line == ' ' || *line == '\t')
-		line++;
-	end = line + strlen(line);
-	while (end > line && (end[-1] == ' ' || end[-1] == '\t' ||
-			      end[-1] == '\n' || end[-1] == '\r'))
-		*--end = 0;
-	return line;
+	return tg_strip(line);
 }
 
 int tg_policy_load(const char *path, struct tg_policy *pol, char *err,
@@ -217,32 +189,76 @@ int tg_policy_set_exempt(struct tg_policy *pol, const __u64 *keys, size_t n)
 	return 0;
 }
 
-int tg_policy_lookup(const struct tg_policy *pol, __u64 addr_key,
-		     __u64 domain_key, int srs, const char **by)
+/* What the kernel map says of one key of pol, or 0 when pol lacks it. */
+static __u8 tg_policy_value(const struct tg_policy *pol, __u64 key)
+{
+	if (tg_policy_is_exempt(pol, key))
+		return TG_POL_EXEMPT;
+	return tg_policy_has(pol, key) ? TG_POL_GUARANTEED : 0;
+}
+
+/* The sorted lists as tg_rule() looks up the kernel map. */
+static const __u8 *tg_policy_look(void *ctx, const __u64 *key)
+{
+	static const __u8 guaranteed = TG_POL_GUARANTEED,
+			  exempt = TG_POL_EXEMPT;
+
+	switch (tg_policy_value(ctx, *key)) {
+	case TG_POL_GUARANTEED:
+		return &guaranteed;
+	case TG_POL_EXEMPT:
+		return &exempt;
+	}
+	return NULL;
+}
+
+/* The kernel map itself; a value stays valid for a few lookups. */
+struct tg_map_look {
+	int fd;
+	unsigned n;
+	__u8 val[4];
+};
+
+static const __u8 *tg_map_look(void *ctx, const __u64 *key)
+{
+	struct tg_map_look *m = ctx;
+	__u8 *v = &m->val[m->n++ % 4];
+
+	return bpf_map_lookup_elem(m->fd, key, v) == 0 ? v : NULL;
+}
+
+int tg_policy_map_rule(int map_fd, __u64 addr_key, __u64 domain_key, int srs)
+{
+	struct tg_map_look m = { .fd = map_fd };
+
+	return tg_rule(tg_map_look, &m, &addr_key, &domain_key, srs);
+}
+
+int tg_rule_verdict(int rule, const char **by)
 {
 	const char *dummy;
-	int g;
 
 	if (!by)
 		by = &dummy;
-	if (tg_policy_is_exempt(pol, addr_key)) {
-		*by = "address";
+	*by = rule == TG_RULE_ADDR || rule == TG_RULE_EXEMPT_ADDR ? "address" :
+	      rule == TG_RULE_EXEMPT_SRS ? "SRS" : "domain";
+	switch (rule) {
+	case TG_RULE_ADDR:
+	case TG_RULE_DOMAIN:
+		return TG_POL_GUARANTEED;
+	case TG_RULE_EXEMPT_ADDR:
+	case TG_RULE_EXEMPT_DOMAIN:
+	case TG_RULE_EXEMPT_SRS:
 		return TG_POL_EXEMPT;
 	}
-	if (domain_key && tg_policy_is_exempt(pol, domain_key)) {
-		*by = "domain";
-		return TG_POL_EXEMPT;
-	}
-	g = tg_policy_has(pol, addr_key);
-	*by = g ? "address" : "domain";
-	if (!g && !(domain_key && tg_policy_has(pol, domain_key)))
-		return 0;
-	if (srs && tg_policy_is_exempt(pol, srs == 1 ? TG_KEY_SRS0 :
-						       TG_KEY_SRS1)) {
-		*by = "SRS";
-		return TG_POL_EXEMPT;
-	}
-	return TG_POL_GUARANTEED;
+	return 0;
+}
+
+int tg_policy_lookup(const struct tg_policy *pol, __u64 addr_key,
+		     __u64 domain_key, int srs, const char **by)
+{
+	return tg_rule_verdict(tg_rule(tg_policy_look, (void *)pol, &addr_key,
+				       &domain_key, srs), by);
 }
 
 int tg_policy_match(const struct tg_policy *pol, __u64 addr_key,
@@ -252,12 +268,20 @@ int tg_policy_match(const struct tg_policy *pol, __u64 addr_key,
 	       TG_POL_GUARANTEED;
 }
 
-/* What the kernel map says of one key of pol, or 0 when pol lacks it. */
-static __u8 tg_policy_value(const struct tg_policy *pol, __u64 key)
+
+/* Delete from the map the keys of old that pol lacks (old may be NULL). */
+static void tg_policy_drop(int map_fd, const struct tg_policy *old,
+			   const struct tg_policy *pol)
 {
-	if (tg_policy_is_exempt(pol, key))
-		return TG_POL_EXEMPT;
-	return tg_policy_has(pol, key) ? TG_POL_GUARANTEED : 0;
+	size_t i;
+
+	for (i = 0; old && i < old->n + old->nexempt; i++) {
+		const __u64 *k = i < old->n ? &old->keys[i] :
+					      &old->exempt[i - old->n];
+
+		if (!tg_policy_value(pol, *k))
+			bpf_map_delete_elem(map_fd, k);
+	}
 }
 
 /*
@@ -283,12 +307,7 @@ int tg_policy_sync(int map_fd, const struct tg_policy *old,
 		    bpf_map_update_elem(map_fd, &pol->keys[i], &v, BPF_ANY))
 			return -errno;
 	}
-	for (i = 0; old && i < old->n; i++)
-		if (!tg_policy_value(pol, old->keys[i]))
-			bpf_map_delete_elem(map_fd, &old->keys[i]);
-	for (i = 0; old && i < old->nexempt; i++)
-		if (!tg_policy_value(pol, old->exempt[i]))
-			bpf_map_delete_elem(map_fd, &old->exempt[i]);
+	tg_policy_drop(map_fd, old, pol);
 	return 0;
 }
 
@@ -313,12 +332,7 @@ int tg_policy_sync_within(int map_fd, const struct tg_policy *old,
 	    bpf_map_update_elem(map_fd, &wild, &one, BPF_ANY))
 		return -errno;
 	/* Removed entries first, so that the new ones find room. */
-	for (i = 0; old && i < old->n; i++)
-		if (!tg_policy_value(pol, old->keys[i]))
-			bpf_map_delete_elem(map_fd, &old->keys[i]);
-	for (i = 0; old && i < old->nexempt; i++)
-		if (!tg_policy_value(pol, old->exempt[i]))
-			bpf_map_delete_elem(map_fd, &old->exempt[i]);
+	tg_policy_drop(map_fd, old, pol);
 	for (i = 0; i < total; i++) {
 		__u64 key = i < pol->nexempt ? pol->exempt[i] :
 					       pol->keys[i - pol->nexempt];

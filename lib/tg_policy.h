@@ -18,6 +18,9 @@
  *	int	tg_policy_lookup(const struct tg_policy *pol,
  *				 __u64 addr_key, __u64 domain_key, int srs,
  *				 const char **by);
+ *	int	tg_policy_map_rule(int map_fd, __u64 addr_key,
+ *				   __u64 domain_key, int srs);
+ *	int	tg_rule_verdict(int rule, const char **by);
  *	void	tg_policy_free(struct tg_policy *pol);
  *
  *	int	tg_policy_insert(struct tg_policy *pol, __u64 key);
@@ -51,10 +54,15 @@
  *	out of memory. tg_policy_sync() writes them as TG_POL_EXEMPT.
  *
  *	tg_policy_lookup() returns TG_POL_EXEMPT, TG_POL_GUARANTEED or 0 for
- *	a sender given by its keys (srs: tg_cmd_srs()), as tg_guaranteed()
- *	decides in the kernel: an exempt entry wins. *by, if by is not NULL,
- *	names the kind of entry that decided ("address", "domain", "SRS").
+ *	a sender given by its keys (srs: tg_cmd_srs()), by the rule the
+ *	kernel applies (tg_rule(), include/tg_rule.h) to pol's lists: an
+ *	exempt entry wins. *by, if by is not NULL, names the kind of entry
+ *	that decided ("address", "domain", "SRS").
  *	tg_policy_match() says whether the sender is guaranteed.
+ *	tg_policy_map_rule() applies the rule to the kernel map map_fd
+ *	itself, and returns tg_rule()'s answer; tg_rule_verdict() turns
+ *	such an answer into tg_policy_lookup()'s (a sender the kernel holds
+ *	only because the map is incomplete is not guaranteed by it).
  *
  *	tg_policy_insert() and tg_policy_remove() change one guaranteed key
  *	in place: 0 when done, 1 when there was nothing to do, -1 when out
@@ -103,6 +111,8 @@ int tg_policy_match(const struct tg_policy *pol, __u64 addr_key,
 		    __u64 domain_key, int srs);
 int tg_policy_lookup(const struct tg_policy *pol, __u64 addr_key,
 		     __u64 domain_key, int srs, const char **by);
+int tg_policy_map_rule(int map_fd, __u64 addr_key, __u64 domain_key, int srs);
+int tg_rule_verdict(int rule, const char **by);
 void tg_policy_free(struct tg_policy *pol);
 int tg_policy_insert(struct tg_policy *pol, __u64 key);
 int tg_policy_remove(struct tg_policy *pol, __u64 key);

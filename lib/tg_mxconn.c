@@ -17,7 +17,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "tg_hostport.h"
 #include "tg_mxconn.h"
+#include "tg_smtp.h"
 
 #ifndef RES_TRUSTAD
 #define RES_TRUSTAD	0x02000000	/* glibc 2.31 */
@@ -25,34 +27,22 @@
 #define TG_T_TLSA	52		/* RFC 6698 */
 #define TG_DNS_ANSWER	8192
 
-/* "IPv4" or "IPv4:PORT" into sin; -1 if it is neither. */
+/* "IPv4" or "IPv4:PORT" (port 53 unless given) into sin; -1 if neither. */
 static int tg_dns_server(const char *s, struct sockaddr_in *sin)
 {
-	char host[INET_ADDRSTRLEN];
-	const char *colon = strchr(s, ':');
-	size_t n = colon ? (size_t)(colon - s) : strlen(s);
-	unsigned long port = 53;
-	char *end;
+	struct sockaddr_storage ss;
+	struct tg_hostport hp;
 
-	if (n == 0 || n >= sizeof(host))
+	if (tg_hostport_parse(s, &hp, 0) < 0 || hp.family != AF_INET)
 		return -1;
-	memcpy(host, s, n);
-	host[n] = 0;
-	if (colon) {
-		errno = 0;
-		port = strtoul(colon + 1, &end, 10);
-		if (!colon[1] || *end || errno || port == 0 || port > 65535)
-			return -1;
-	}
-	memset(sin, 0, sizeof(*sin));
-	sin->sin_family = AF_INET;
-	sin->sin_port = htons((__u16)port);
-	return inet_pton(AF_INET, host, &sin->sin_addr) == 1 ? 0 : -1;
+	tg_sockaddr(AF_INET, hp.addr, hp.port ? hp.port : 53, &ss);
+	memcpy(sin, &ss, sizeof(*sin));
+	return 0;
 }
 
 int tg_dns_open(struct __res_state *res, const char *resolver, int timeout)
 {
-	struct sockaddr_in sin;
+	struct sockaddr_in sin = { 0 };
 
 	if (resolver && *resolver && tg_dns_server(resolver, &sin) < 0) {
 		errno = EINVAL;
@@ -184,14 +174,20 @@ int tg_dns_tlsa(struct __res_state *res, const char *host, unsigned port,
 	return a->count;
 }
 
-/* Read one SMTP reply into st->reply within timeout; its code, or -1. */
-static int tg_smtp_reply(struct tg_starttls *st, int timeout)
+/*
+ * Read one SMTP reply into st->reply within timeout, framed by the
+ * kernel's reply parser (tg_reply_feed()); its code, or -1. *starttls,
+ * when starttls is not NULL, says whether a line advertised STARTTLS.
+ */
+static int tg_smtp_reply(struct tg_starttls *st, int timeout, int *starttls)
 {
-	size_t got = 0, len = sizeof(st->reply);
-	char *buf = st->reply, *line;
+	size_t got = 0, len = sizeof(st->reply), i;
+	char *buf = st->reply;
+	struct tg_reply rp;
 
 	buf[0] = 0;
 	st->code = -1;
+	tg_reply_init(&rp);
 	for (;;) {
 		struct pollfd p = { .fd = st->fd, .events = POLLIN };
 		ssize_t n;
@@ -211,20 +207,17 @@ static int tg_smtp_reply(struct tg_starttls *st, int timeout)
 			st->err = n == 0 ? ECONNRESET : errno;
 			return -1;
 		}
-		got += (size_t)n;
-		buf[got] = 0;
-		/* the last line: "DDD " at a line start, ending in LF */
-		for (line = buf; *line;) {
-			char *nl = strchr(line, '\n');
-
-			if (!nl)
-				break;
-			if (nl - line >= 4 && line[3] == ' ') {
-				st->code = atoi(line);
-				return st->code;
-			}
-			line = nl + 1;
+		for (i = got, got += (size_t)n; i < got; i++) {
+			if (tg_reply_feed(&rp, (unsigned char)buf[i]) !=
+			    TG_REPLY_FINAL)
+				continue;
+			buf[i + 1] = 0;
+			if (starttls)
+				*starttls = rp.starttls;
+			st->code = rp.code;
+			return st->code;
 		}
+		buf[got] = 0;
 	}
 }
 
@@ -236,22 +229,6 @@ static int tg_smtp_send(struct tg_starttls *st, const char *s)
 		return 0;
 	st->err = n < 0 ? errno : EPIPE;
 	return -1;
-}
-
-/* Does an EHLO reply list STARTTLS (as a keyword, any case)? */
-static int tg_smtp_offers(const char *reply)
-{
-	const char *line = reply;
-
-	while (*line) {
-		size_t len = strcspn(line, "\n");
-
-		if (len >= 12 && strncasecmp(line + 4, "STARTTLS", 8) == 0 &&
-		    strchr(" \r\n", line[12]))
-			return 1;
-		line += len + (line[len] == '\n');
-	}
-	return 0;
 }
 
 int tg_starttls_open(struct tg_starttls *st, SSL_CTX *ctx,
@@ -266,22 +243,7 @@ int tg_starttls_open(struct tg_starttls *st, SSL_CTX *ctx,
 	st->fd = -1;
 	st->code = -1;
 	st->stage = TG_ST_CONNECT;
-	memset(&ss, 0, sizeof(ss));
-	if (a->family == AF_INET) {
-		struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
-
-		sin->sin_family = AF_INET;
-		sin->sin_port = htons((__u16)port);
-		memcpy(&sin->sin_addr, a->addr, 4);
-		slen = sizeof(*sin);
-	} else {
-		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
-
-		sin6->sin6_family = AF_INET6;
-		sin6->sin6_port = htons((__u16)port);
-		memcpy(&sin6->sin6_addr, a->addr, 16);
-		slen = sizeof(*sin6);
-	}
+	slen = tg_sockaddr(a->family, a->addr, port, &ss);
 	st->fd = socket(a->family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (st->fd < 0) {
 		st->err = errno;
@@ -295,21 +257,20 @@ int tg_starttls_open(struct tg_starttls *st, SSL_CTX *ctx,
 		return -1;
 	}
 	st->stage = TG_ST_GREETING;
-	if (tg_smtp_reply(st, timeout) != 220)
+	if (tg_smtp_reply(st, timeout, NULL) != 220)
 		return -1;
 	snprintf(st->greeting, sizeof(st->greeting), "%.*s",
 		 (int)strcspn(st->reply, "\r\n"), st->reply);
 	st->stage = TG_ST_EHLO;
 	if (tg_smtp_send(st, "EHLO tlsguard.invalid\r\n") < 0 ||
-	    tg_smtp_reply(st, timeout) != 250)
+	    tg_smtp_reply(st, timeout, &st->offered) != 250)
 		return -1;
-	st->offered = tg_smtp_offers(st->reply);
 	st->stage = TG_ST_NOT_OFFERED;
 	if (!st->offered)
 		return -1;
 	st->stage = TG_ST_STARTTLS;
 	if (tg_smtp_send(st, "STARTTLS\r\n") < 0 ||
-	    tg_smtp_reply(st, timeout) != 220)
+	    tg_smtp_reply(st, timeout, NULL) != 220)
 		return -1;
 	st->stage = TG_ST_HANDSHAKE;
 	st->ssl = SSL_new(ctx);

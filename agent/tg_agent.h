@@ -1,0 +1,116 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * NAME
+ *	tg_agent - tlsguardd's state, and the rooms that share it
+ * SYNOPSIS
+ *	#include "tg_agent.h"
+ *
+ *	tg_args.c	int	tg_parse_args(int argc, char **argv,
+ *					      struct tg_opts *o,
+ *					      unsigned long long *budget);
+ *	tg_events.c	int	tg_on_event(void *ctx, void *data, size_t len);
+ *	tg_senders.c	void	tg_senders_stat(struct tg_agent *ag);
+ *			int	tg_senders_changed(const struct tg_agent *ag);
+ *			int	tg_sync_senders(struct tg_agent *ag,
+ *						const struct tg_policy *old,
+ *						const struct tg_policy *pol);
+ *			int	tg_reload(struct tg_agent *ag, char *err,
+ *					  size_t errlen);
+ *			int	tg_sender_change(struct tg_agent *ag, int add,
+ *						 const char *entry, char *out,
+ *						 size_t len);
+ *			int	tg_sender_check(struct tg_agent *ag,
+ *						const char *addr, char *out,
+ *						size_t len);
+ *	tg_control.c	void	tg_ctl_serve(struct tg_agent *ag);
+ *	tg_pin.c	void	tg_pin_prepare(struct tg_agent *ag);
+ *			void	tg_pin_adopt(struct tg_agent *ag);
+ *			int	tg_pin_link(struct tg_agent *ag);
+ *			void	tg_unpin(struct tg_agent *ag);
+ *	tg_recover.c	void	tg_recover_lost(struct tg_agent *ag);
+ * DESCRIPTION
+ *	tlsguardd.c starts the daemon and runs its event loop; each room
+ *	serves one kind of event or request, on the one struct tg_agent,
+ *	from that loop, one at a time: no locks. Each file's header states
+ *	its contract.
+ */
+#ifndef TG_AGENT_H
+#define TG_AGENT_H
+
+#include <stddef.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "tlsguard.h"
+#include "tg_audit.h"
+#include "tg_config.h"
+#include "tg_inject.h"
+#include "tg_kill.h"
+#include "tg_metrics.h"
+#include "tg_mx.h"
+#include "tg_policy.h"
+#include "tg_uprobe.h"
+
+#define TG_PIN_DIR	"/sys/fs/bpf/tlsguard"
+#define TG_PIN_LINK	TG_PIN_DIR "/tg_sockops_link"
+
+/*
+ * --check-verifier's default budget: instructions processed per program.
+ * Far below the kernel's limit (1,000,000), because one program's cost
+ * differs by several times between kernel builds: a program must pass
+ * here on every kernel it is tested on to load on those it is not.
+ */
+#define TG_VERIFIER_BUDGET 150000ULL
+
+struct tg_agent {
+	struct tg_opts opt;
+	struct tlsguard *skel;
+	struct bpf_link *sockops;
+	struct ring_buffer *rb;
+	struct tg_inject ij;
+	struct tg_uprobes uprobes;
+	struct tg_kill kill;
+	struct tg_mx mx;
+	struct tg_audit audit;
+	struct tg_metrics metrics;
+	char cgroup_path[4096];
+	int timer_fd;
+	struct tg_policy policies[2];
+	const struct tg_policy *policy;	/* one of policies[] */
+	int cgroup_fd;
+	int epfd;
+	int sigfd;
+	int ctl_fd;
+	int msg_attached;
+	int skb_attached;
+	int adopted;		/* --pin found a previous agent's state */
+	struct stat senders_st;	/* the senders file as last read */
+	int detach;		/* tlsguardctl detach: remove the pins too */
+	time_t no_slot_warned;
+};
+
+int tg_parse_args(int argc, char **argv, struct tg_opts *o,
+		  unsigned long long *budget);
+
+int tg_on_event(void *ctx, void *data, size_t len);
+
+void tg_senders_stat(struct tg_agent *ag);
+int tg_senders_changed(const struct tg_agent *ag);
+int tg_sync_senders(struct tg_agent *ag, const struct tg_policy *old,
+		    const struct tg_policy *pol);
+int tg_reload(struct tg_agent *ag, char *err, size_t errlen);
+int tg_sender_change(struct tg_agent *ag, int add, const char *entry,
+		     char *out, size_t len);
+int tg_sender_check(struct tg_agent *ag, const char *addr, char *out,
+		    size_t len);
+
+void tg_ctl_serve(struct tg_agent *ag);
+
+void tg_pin_prepare(struct tg_agent *ag);
+void tg_pin_adopt(struct tg_agent *ag);
+int tg_pin_link(struct tg_agent *ag);
+void tg_unpin(struct tg_agent *ag);
+
+void tg_recover_lost(struct tg_agent *ag);
+
+#endif /* TG_AGENT_H */

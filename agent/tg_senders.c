@@ -1,0 +1,242 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * NAME
+ *	tg_senders - the senders in force: file, agent and kernel map
+ * SYNOPSIS
+ *	#include "tg_agent.h"
+ *
+ *	void	tg_senders_stat(struct tg_agent *ag);
+ *	int	tg_senders_changed(const struct tg_agent *ag);
+ *	int	tg_sync_senders(struct tg_agent *ag,
+ *				const struct tg_policy *old,
+ *				const struct tg_policy *pol);
+ *	int	tg_reload(struct tg_agent *ag, char *err, size_t errlen);
+ *	int	tg_sender_change(struct tg_agent *ag, int add,
+ *				 const char *entry, char *out, size_t len);
+ *	int	tg_sender_check(struct tg_agent *ag, const char *addr,
+ *				char *out, size_t len);
+ * DESCRIPTION
+ *	The senders file is the source; ag->policy is what the agent holds
+ *	of it (one of two struct tg_policy, swapped on reload) and
+ *	tg_senders what the kernel holds (lib/tg_policy.c does the work).
+ *
+ *	tg_senders_stat() notes the file as last read or written;
+ *	tg_senders_changed() says whether it changed since.
+ *
+ *	tg_sync_senders() writes pol into the kernel map (old: what is
+ *	there now, or NULL), failing closed when it does not fit (the
+ *	kernel holds every MAIL without TLS and the agent judges each); 0,
+ *	or a negative errno.
+ *
+ *	tg_reload() (SIGHUP, tlsguardctl reload) reads the file again and
+ *	puts it in force, or keeps the senders in force: 0, or -1 with the
+ *	reason in err.
+ *
+ *	tg_sender_change() (tlsguardctl sender add|remove) and
+ *	tg_sender_check() (tlsguardctl sender check) write their answer for
+ *	the control channel in out ("ok\n..." or "error: ...\n") and
+ *	return its length.
+ * DIAGNOSTICS
+ *	Each change is logged; a failure is a warning and changes nothing.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+
+#include "tlsguard.skel.h"
+#include "tg_agent.h"
+#include "tg_log.h"
+#include "tg_smtp.h"
+
+/* The senders file as last read or written, to tell an edit since. */
+void tg_senders_stat(struct tg_agent *ag)
+{
+	if (stat(ag->opt.senders, &ag->senders_st) < 0)
+		memset(&ag->senders_st, 0, sizeof(ag->senders_st));
+}
+
+int tg_senders_changed(const struct tg_agent *ag)
+{
+	struct stat st;
+
+	if (stat(ag->opt.senders, &st) < 0)
+		return 1;
+	return st.st_ino != ag->senders_st.st_ino ||
+	       st.st_size != ag->senders_st.st_size ||
+	       st.st_mtim.tv_sec != ag->senders_st.st_mtim.tv_sec ||
+	       st.st_mtim.tv_nsec != ag->senders_st.st_mtim.tv_nsec;
+}
+
+/* The senders into the kernel; fails closed when they do not fit. */
+int tg_sync_senders(struct tg_agent *ag, const struct tg_policy *old,
+			   const struct tg_policy *pol)
+{
+	unsigned max = bpf_map__max_entries(ag->skel->maps.tg_senders);
+	int incomplete, n;
+
+	n = tg_policy_sync_within(bpf_map__fd(ag->skel->maps.tg_senders),
+				  old, pol, max, &incomplete);
+	if (n < 0)
+		return n;
+	if (incomplete && !ag->ij.policy_incomplete)
+		msg_warn("%zu senders do not fit in tg_senders (%u entries): "
+			 "every MAIL without TLS is held, and senders who "
+			 "are not guaranteed are deferred (raise "
+			 "--max-senders)", pol->n, max);
+	else if (!incomplete && ag->ij.policy_incomplete)
+		msg_info("all %zu senders are in the kernel again", pol->n);
+	ag->ij.policy_incomplete = incomplete;
+	ag->metrics.src.senders_incomplete = incomplete;
+	ag->metrics.src.senders_in_map = (unsigned)n;
+	return 0;
+}
+
+/* SIGHUP, tlsguardctl reload: 0, or -1 with the reason in err. */
+int tg_reload(struct tg_agent *ag, char *err, size_t errlen)
+{
+	struct tg_policy *next = ag->policy == &ag->policies[0] ?
+					 &ag->policies[1] : &ag->policies[0];
+	char why[512];
+	int rc;
+
+	if (tg_policy_load(ag->opt.senders, next, why, sizeof(why)) < 0) {
+		snprintf(err, errlen, "%s; keeping the senders in force", why);
+		msg_warn("%s", err);
+		return -1;
+	}
+	if (tg_policy_set_exempt(next, ag->opt.exempt, ag->opt.nexempt) < 0) {
+		snprintf(err, errlen, "out of memory; keeping the senders in "
+			 "force");
+		msg_warn("%s", err);
+		tg_policy_free(next);
+		return -1;
+	}
+	rc = tg_sync_senders(ag, ag->policy, next);
+	if (rc < 0) {
+		snprintf(err, errlen, "cannot update the kernel policy: %s",
+			 strerror(-rc));
+		msg_warn("%s", err);
+		tg_policy_free(next);
+		return -1;
+	}
+	tg_policy_free((struct tg_policy *)ag->policy);
+	ag->policy = next;
+	tg_senders_stat(ag);
+	msg_info("reloaded %s: %zu senders", ag->opt.senders, next->n);
+	return 0;
+}
+
+/*
+ * tlsguardctl sender add|remove ADDRESS. The kernel map and the file
+ * change together or not at all. add: the map first (it may be full),
+ * then the file; remove: the file first, then the map, so that a failure
+ * leaves the sender guaranteed rather than not. Requests are served one
+ * at a time from the event loop, so concurrent changes cannot lose one
+ * another; the file is read afresh each time, so an edit by hand is
+ * kept too.
+ */
+int tg_sender_change(struct tg_agent *ag, int add, const char *entry,
+			    char *out, size_t len)
+{
+	struct tg_policy *pol = (struct tg_policy *)ag->policy;
+	int fd = bpf_map__fd(ag->skel->maps.tg_senders);
+	char err[600];
+	int rc, had, changed;
+	__u64 key;
+	__u8 v;
+
+	if (tg_policy_entry_key(entry, &key) < 0 || strpbrk(entry, " \t#"))
+		return snprintf(out, len, "error: malformed sender \"%.80s\": "
+				"expected user@domain or @domain\n", entry);
+	if (tg_senders_changed(ag))
+		msg_warn("%s changed since it was read; the change by "
+			 "tlsguardctl keeps that edit, which applies at the "
+			 "next reload", ag->opt.senders);
+	if (add) {
+		had = tg_policy_insert(pol, key);
+		if (had < 0)
+			return snprintf(out, len, "error: out of memory\n");
+		v = (__u8)tg_policy_key_value(pol, key);
+		if (!had && bpf_map_update_elem(fd, &key, &v, BPF_ANY)) {
+			rc = errno;
+			tg_policy_remove(pol, key);
+			msg_warn("sender %s not added: the kernel's policy "
+				 "map: %s", entry, strerror(rc));
+			return snprintf(out, len, "error: the kernel's policy "
+					"map refused %s: %s%s\n", entry,
+					strerror(rc), rc == E2BIG ?
+					" (the map is full)" : "");
+		}
+		rc = tg_senders_edit(ag->opt.senders, entry, key, 1, err,
+				     sizeof(err));
+		if (rc < 0) {
+			if (!had) {
+				tg_policy_remove(pol, key);
+				if (!tg_policy_key_value(pol, key))
+					bpf_map_delete_elem(fd, &key);
+			}
+			msg_warn("sender %s not added: %s", entry, err);
+			return snprintf(out, len, "error: %s; %s not added\n",
+					err, entry);
+		}
+		changed = !had || rc == 0;
+	} else {
+		rc = tg_senders_edit(ag->opt.senders, entry, key, 0, err,
+				     sizeof(err));
+		if (rc < 0) {
+			msg_warn("sender %s not removed: %s", entry, err);
+			return snprintf(out, len, "error: %s; %s not removed\n",
+					err, entry);
+		}
+		had = tg_policy_remove(pol, key) == 0;
+		if (had) {
+			v = (__u8)tg_policy_key_value(pol, key);
+			if (v)
+				bpf_map_update_elem(fd, &key, &v, BPF_ANY);
+			else
+				bpf_map_delete_elem(fd, &key);
+		}
+		if (rc == 1 && !had)
+			return snprintf(out, len, "error: %s is not in %s\n",
+					entry, ag->opt.senders);
+		changed = 1;
+	}
+	tg_senders_stat(ag);
+	if (!changed)
+		return snprintf(out, len, "ok\n%s: already guaranteed\n",
+				entry);
+	msg_info("sender %s: %s by tlsguardctl (%zu senders)", entry,
+		 add ? "guaranteed" : "no longer guaranteed", pol->n);
+	return snprintf(out, len, "ok\n%s: %s\n", entry,
+			add ? "added" : "removed");
+}
+
+/* tlsguardctl sender check ADDRESS: what the kernel map decides. */
+int tg_sender_check(struct tg_agent *ag, const char *addr, char *out,
+			   size_t len)
+{
+	int fd = bpf_map__fd(ag->skel->maps.tg_senders);
+	const char *by;
+	__u64 akey, dkey;
+	int srs = 0, verdict;
+
+	akey = tg_addr_key_srs(addr, (__u32)strlen(addr), &dkey, &srs);
+	if (!akey || addr[0] == '@')
+		return snprintf(out, len, "error: \"%.80s\" is not an "
+				"address\n", addr);
+	verdict = tg_rule_verdict(tg_policy_map_rule(fd, akey, dkey, srs),
+				  &by);
+	if (verdict != tg_policy_lookup(ag->policy, akey, dkey, srs, NULL))
+		msg_warn("sender check %s: the kernel map and the agent's "
+			 "policy disagree", addr);
+	if (verdict == TG_POL_GUARANTEED)
+		return snprintf(out, len, "ok\n%s: guaranteed (by its %s "
+				"entry)\n", addr, by);
+	if (verdict == TG_POL_EXEMPT)
+		return snprintf(out, len, "ok\n%s: exempt (by the exempt "
+				"list's %s entry): not held\n", addr, by);
+	return snprintf(out, len, "ok\n%s: not guaranteed\n", addr);
+}

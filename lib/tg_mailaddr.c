@@ -1,0 +1,40 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * NAME
+ *	tg_mailaddr - addresses of MAIL and RCPT lines (see tg_mailaddr.h)
+ */
+#include <string.h>
+
+#include "tg_smtp.h"
+#include "tg_mailaddr.h"
+
+int tg_line_addr(const char *line, size_t len, __u64 *verb, char *addr,
+		 size_t addrlen)
+{
+	struct tg_cmd p;
+	__u32 start, n;
+	int ev;
+
+	ev = tg_path(line, len > TG_LINE_MAX + 2 ? TG_LINE_MAX + 2 : (__u32)len,
+		     &p, &start, &n);
+	*verb = p.verb;
+	if (ev != TG_CMD_MAIL || start > len || n > len - start)
+		n = 0;
+	if (n >= addrlen)
+		n = addrlen - 1;
+	memcpy(addr, line + start, n);
+	addr[n] = 0;
+	return ev;
+}
+
+int tg_addr_domain(const char *addr, char *out, size_t outlen)
+{
+	const char *at = strrchr(addr, '@');
+	size_t n = 0;
+
+	if (at)
+		for (at++; *at && n + 1 < outlen; at++)
+			out[n++] = (char)tg_lower((unsigned char)*at);
+	out[n] = 0;
+	return n > 0;
+}
