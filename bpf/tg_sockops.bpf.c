@@ -50,6 +50,27 @@ static __always_inline int tg_port_kind(__u16 port)
 	return 0;
 }
 
+/* Both ends' addresses (IPv4 in the first four bytes). */
+static __always_inline void tg_skops_addrs(struct bpf_sock_ops *skops,
+					   __u8 *laddr, __u8 *raddr)
+{
+	if (skops->family == AF_INET6) {
+		/* ctx fields must be read one by one, at fixed offsets */
+		__u32 l[4] = { skops->local_ip6[0], skops->local_ip6[1],
+			       skops->local_ip6[2], skops->local_ip6[3] };
+		__u32 r[4] = { skops->remote_ip6[0], skops->remote_ip6[1],
+			       skops->remote_ip6[2], skops->remote_ip6[3] };
+
+		__builtin_memcpy(laddr, l, 16);
+		__builtin_memcpy(raddr, r, 16);
+	} else {
+		__u32 l = skops->local_ip4, r = skops->remote_ip4;
+
+		__builtin_memcpy(laddr, &l, 4);
+		__builtin_memcpy(raddr, &r, 4);
+	}
+}
+
 /*
  * A new flow enters the table as a copy of this, and is filled in place:
  * a whole struct tg_flow does not fit on the BPF stack beside the rest.
@@ -68,21 +89,7 @@ static __always_inline void tg_flow_fill(struct tg_flow *f,
 	f->family = skops->family;
 	f->lport = skops->local_port;
 	f->rport = bpf_ntohl(skops->remote_port) & 0xffff;
-	if (skops->family == AF_INET6) {
-		/* ctx fields must be read one by one, at fixed offsets */
-		__u32 l[4] = { skops->local_ip6[0], skops->local_ip6[1],
-			       skops->local_ip6[2], skops->local_ip6[3] };
-		__u32 r[4] = { skops->remote_ip6[0], skops->remote_ip6[1],
-			       skops->remote_ip6[2], skops->remote_ip6[3] };
-
-		__builtin_memcpy(f->laddr, l, 16);
-		__builtin_memcpy(f->raddr, r, 16);
-	} else {
-		__u32 l = skops->local_ip4, r = skops->remote_ip4;
-
-		__builtin_memcpy(f->laddr, &l, 4);
-		__builtin_memcpy(f->raddr, &r, 4);
-	}
+	tg_skops_addrs(skops, f->laddr, f->raddr);
 	tg_cmd_init(&f->cmd);
 	tg_reply_init(&f->reply);
 	if (kind == 2) {
@@ -113,20 +120,7 @@ static __always_inline void tg_emit_unwatched(struct bpf_sock_ops *skops,
 	e->family = skops->family;
 	e->lport = skops->local_port;
 	e->rport = bpf_ntohl(skops->remote_port) & 0xffff;
-	if (skops->family == AF_INET6) {
-		__u32 l[4] = { skops->local_ip6[0], skops->local_ip6[1],
-			       skops->local_ip6[2], skops->local_ip6[3] };
-		__u32 r[4] = { skops->remote_ip6[0], skops->remote_ip6[1],
-			       skops->remote_ip6[2], skops->remote_ip6[3] };
-
-		__builtin_memcpy(e->laddr, l, 16);
-		__builtin_memcpy(e->raddr, r, 16);
-	} else {
-		__u32 l = skops->local_ip4, r = skops->remote_ip4;
-
-		__builtin_memcpy(e->laddr, &l, 4);
-		__builtin_memcpy(e->raddr, &r, 4);
-	}
+	tg_skops_addrs(skops, e->laddr, e->raddr);
 	bpf_ringbuf_submit(e, 0);
 }
 
