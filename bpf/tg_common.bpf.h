@@ -314,10 +314,17 @@ static __always_inline void tg_keep_sender(struct tg_flow *f,
 		bpf_probe_read_kernel(f->sender, n, (void *)(base + off));
 }
 
-/* tg_senders' value for key, for tg_rule(). */
+/*
+ * tg_senders' value for key, for tg_rule(). The key is copied to the
+ * stack: it may lie in a flow passed to a global function (plain memory
+ * to the verifier), which 6.1's verifier does not take as a map key
+ * ("R2 type=mem expected=fp, pkt, pkt_meta, map_key, map_value").
+ */
 static __always_inline const __u8 *tg_senders_look(void *ctx, const __u64 *key)
 {
-	return bpf_map_lookup_elem(&tg_senders, key);
+	__u64 k = *key;
+
+	return bpf_map_lookup_elem(&tg_senders, &k);
 }
 
 /* Is the sender the parser just read a guaranteed one? (tg_rule.h) */
