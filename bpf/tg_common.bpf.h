@@ -257,6 +257,7 @@ static __always_inline unsigned char tg_blk_at(const struct tg_blk *b, __u32 i)
 
 /* Defined in tg_parse.bpf.c. */
 extern __u32 tg_body_skip(const struct tg_blk *b, __u32 i);
+extern __u32 tg_body_bytes(struct tg_cmd *p, const struct tg_blk *b, __u32 i);
 
 /*
  * Bytes at i that the command parser p may pass over without reading

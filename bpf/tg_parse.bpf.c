@@ -75,3 +75,28 @@ __noinline __u32 tg_body_skip(const struct tg_blk *b, __u32 i)
 	}
 	return skip;
 }
+
+/*
+ * The bytes of the word at i (within b's window and its len) fed to the
+ * command parser p in a DATA body, up to the first event. Returns the
+ * number of bytes fed, and the event (TG_CMD_*) shifted left by 8. Global
+ * for the same reason as the parsers: its loop is checked once.
+ */
+__noinline __u32 tg_body_bytes(struct tg_cmd *p, const struct tg_blk *b,
+			       __u32 i)
+{
+	__u32 j, k;
+	int ev;
+
+	if (!p || !b || p->mode != TG_MODE_BODY)
+		return TG_CMD_BODY_AMBIGUOUS << 8;
+	for (k = 0; k < 8; k++) {
+		j = i + k;
+		if (j >= b->len || j - b->off >= b->n)
+			return k;
+		ev = tg_body_byte(p, tg_blk_at(b, j));
+		if (ev != TG_CMD_NONE)
+			return (k + 1) | (__u32)ev << 8;
+	}
+	return 8;
+}

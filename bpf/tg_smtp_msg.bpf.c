@@ -218,6 +218,84 @@ __noinline __u64 tg_scan_cmds(struct sk_msg_md *msg, struct tg_flow *f,
 	       (__u64)s.line_off << 32;
 }
 
+/*
+ * A write that begins inside a DATA body, read a word at a time: whole
+ * words in which the body's line goes on (tg_body_quiet8) cost a test,
+ * the others are fed to the parser byte by byte, until the body ends.
+ * A message body is most of what an MTA writes; the command scan above
+ * would spend a callback on each of its bytes.
+ */
+#define TG_BODY_LOST	0x1ULL	/* an end of body servers read differently */
+#define TG_BODY_END(r)	((__u32)((r) >> 32))	/* bytes of the body here */
+
+struct tg_bscan {
+	struct tg_flow *f;
+	__u32 end;		/* bytes read, up to the body's end */
+	__u32 lost;
+	struct tg_blk blk;
+};
+
+static long tg_body_word(__u32 w, void *ctx)
+{
+	struct tg_bscan *s = ctx;
+	struct tg_flow *f = s->f;
+	__u32 i = w * 8, r;
+	__u64 word;
+	int ev;
+
+	if (!f || w > TG_SCAN_MAX / 8 || i >= s->blk.len)
+		return 1;
+	if (tg_blk_get(&s->blk, i, 0)) {
+		s->lost = 1;
+		return 1;
+	}
+	if ((f->cmd.body & ~TG_BODY_BARE) == TG_BODY_MID &&
+	    i + 8 <= s->blk.off + s->blk.n) {
+		word = *(const __u64 *)&s->blk.buf[(i - s->blk.off) &
+						   (TG_BLOCK - 8)];
+		if (tg_body_quiet8(word)) {
+			s->end = i + 8;
+			return 0;
+		}
+	}
+	r = tg_body_bytes(&f->cmd, &s->blk, i);
+	s->end = i + (r & 0xff);
+	ev = r >> 8;
+	if (ev == TG_CMD_BODY_END) {
+		tg_emit_line(f, TG_LINE_END, 0, 0, 0);
+		f->cmds++;
+		return 1;
+	}
+	if (ev != TG_CMD_NONE) {
+		/* TG_CMD_BODY_AMBIGUOUS: servers differ on it */
+		s->lost = 1;
+		return 1;
+	}
+	return s->end >= s->blk.len;
+}
+
+/*
+ * The body part of a write that begins in a DATA body: returns
+ * TG_BODY_LOST, or in TG_BODY_END() how many bytes belong to the body
+ * (all len when it does not end here). A global function, like
+ * tg_scan_cmds().
+ */
+__noinline __u64 tg_scan_body(struct sk_msg_md *msg, struct tg_flow *f,
+			      __u32 len)
+{
+	struct tg_bscan s = {};
+
+	if (!f)
+		return TG_BODY_LOST;
+	if (len > TG_SCAN_MAX)
+		len = TG_SCAN_MAX;
+	s.f = f;
+	s.blk.base = (__u64)(long)msg->data;
+	s.blk.len = len;
+	bpf_loop(len / 8 + 1, tg_body_word, &s, 0);
+	return (s.lost ? TG_BODY_LOST : 0) | (__u64)s.end << 32;
+}
+
 /* Forget what was scanned from the mark on: those bytes are held. */
 static __always_inline void tg_rewind(struct tg_flow *f)
 {
@@ -301,6 +379,20 @@ static __always_inline int tg_plain(struct sk_msg_md *msg, struct tg_flow *f)
 		/* Unreadable, so unjudged: fail closed. */
 		tg_fail_flow(f, TG_WHY_BAD_MAIL);
 		return SK_DROP;
+	}
+	if (f->cmd.mode == TG_MODE_BODY) {
+		r = tg_scan_body(msg, f, len);
+		if (r & TG_BODY_LOST) {
+			tg_fail_flow(f, TG_WHY_DESYNC);
+			return SK_DROP;
+		}
+		/* What follows the body runs again, as commands. */
+		if (TG_BODY_END(r) > 0 && TG_BODY_END(r) < msg->size) {
+			bpf_msg_apply_bytes(msg, TG_BODY_END(r));
+			return SK_PASS;
+		}
+		if (TG_BODY_END(r) > 0)
+			return SK_PASS;
 	}
 	r = tg_scan_cmds(msg, f, len);
 	if (r & TG_SCAN_LOST) {
