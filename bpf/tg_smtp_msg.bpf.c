@@ -27,8 +27,17 @@
  *	redirected into the receive queue of the flow the slot serves.
  *
  *	The parser state is saved in the flow only up to bytes that were
- *	passed; held bytes are parsed again from the saved state when the
- *	program runs on them next.
+ *	passed (f->mark); held bytes are parsed again from the saved state
+ *	when the program runs on them next.
+ *
+ *	A write that begins inside a DATA body is read a word at a time up to
+ *	the body's end (tg_scan_body); what follows the end runs again as
+ *	commands. A body line or a BDAT line that servers frame differently
+ *	fails the flow: tlsguard could not tell commands from message after it.
+ *
+ *	Every loop runs in a global function whose findings come back packed
+ *	in its return value: see bpf/tg_parse.bpf.c for why the verifier's
+ *	cost then stays small and the same on every kernel.
  */
 #include "tg_common.bpf.h"
 
