@@ -797,11 +797,13 @@ def c_hostile_serverhello_replay13(cx):
     h_serverhello(cx, "sh-replay13")
 
 
-def h_weak(cx, key):
-    s = cx.session(key, tag=key)
+def weak_session(cx, key, tag):
+    """A session to host key, STARTTLS and a TLS 1.0 handshake through Python's ssl (SSL_set_fd:
+    the uprobes see it); None, with the problem noted, when that fails."""
+    s = cx.session(key, tag=tag)
     s.ehlo()
     if not s.expect("STARTTLS", s.cmd("STARTTLS"), 220):
-        return
+        return None
     ctx = client_ctx()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -809,9 +811,16 @@ def h_weak(cx, key):
     ctx.set_ciphers("ALL:@SECLEVEL=0")
     try:
         s.sock.settimeout(5)
-        s.sock = ctx.wrap_socket(s.sock)  # SSL_set_fd: the uprobes see this session
+        s.sock = ctx.wrap_socket(s.sock)
     except (ssl.SSLError, OSError) as e:
         cx.problem("TLS 1.0 handshake failed: %s" % e)
+        return None
+    return s
+
+
+def h_weak(cx, key):
+    s = weak_session(cx, key, key)
+    if s is None:
         return
     s.note("TLS handshake: %s %s" % (s.sock.version(), s.sock.cipher()[0]))
     cx.outcomes.append("negotiated %s" % s.sock.version())
@@ -837,20 +846,8 @@ def c_hostile_hello_request(cx):
 def c_hostile_hello_request_other(cx):
     """As hostile_hello_request, with another sender: the uprobes judge by sender, so bob's
     message goes out over the TLS the client negotiated."""
-    s = cx.session("hreq10", tag="hreq10-other")
-    s.ehlo()
-    if not s.expect("STARTTLS", s.cmd("STARTTLS"), 220):
-        return
-    ctx = client_ctx()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1
-    ctx.set_ciphers("ALL:@SECLEVEL=0")
-    try:
-        s.sock.settimeout(5)
-        s.sock = ctx.wrap_socket(s.sock)
-    except (ssl.SSLError, OSError) as e:
-        cx.problem("TLS 1.0 handshake failed: %s" % e)
+    s = weak_session(cx, "hreq10", "hreq10-other")
+    if s is None:
         return
     cx.outcomes.append("negotiated %s" % s.sock.version())
     s.expect("EHLO inside TLS", s.cmd("EHLO weak.client.test"), 250)
