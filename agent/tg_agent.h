@@ -49,6 +49,7 @@
 #include "tg_metrics.h"
 #include "tg_mx.h"
 #include "tg_policy.h"
+#include "tg_stabmap.h"
 #include "tg_uprobe.h"
 
 #define TG_PIN_DIR	"/sys/fs/bpf/tlsguard"
@@ -76,6 +77,7 @@ struct tg_agent {
 	char cgroup_path[4096];
 	int timer_fd;
 	struct tg_policy policies[2];
+	struct tg_stab stab;		/* tg_senders, as the agent writes it */
 	const struct tg_policy *policy;	/* one of policies[] */
 	int cgroup_fd;
 	int epfd;

@@ -40,6 +40,7 @@
  *	Each change is logged; a failure is a warning and changes nothing.
  */
 #include <errno.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -70,15 +71,20 @@ int tg_senders_changed(const struct tg_agent *ag)
 	       st.st_mtim.tv_nsec != ag->senders_st.st_mtim.tv_nsec;
 }
 
+/* How many keys tg_senders may hold, its marker included (max_senders). */
+static unsigned tg_senders_room(const struct tg_agent *ag)
+{
+	return ag->opt.max_senders ? ag->opt.max_senders : TG_SENDERS_MAX;
+}
+
 /* The senders into the kernel; fails closed when they do not fit. */
 int tg_sync_senders(struct tg_agent *ag, const struct tg_policy *old,
 			   const struct tg_policy *pol)
 {
-	unsigned max = bpf_map__max_entries(ag->skel->maps.tg_senders);
+	unsigned max = tg_senders_room(ag);
 	int incomplete, n;
 
-	n = tg_policy_sync_within(bpf_map__fd(ag->skel->maps.tg_senders),
-				  old, pol, max, &incomplete);
+	n = tg_policy_sync_within(&ag->stab, old, pol, max, &incomplete);
 	if (n < 0)
 		return n;
 	if (incomplete && !ag->ij.policy_incomplete)
@@ -124,6 +130,7 @@ int tg_reload(struct tg_agent *ag, char *err, size_t errlen)
 	}
 	tg_policy_free((struct tg_policy *)ag->policy);
 	ag->policy = next;
+	malloc_trim(0);		/* the old list's pages back to the system */
 	tg_senders_stat(ag);
 	msg_info("reloaded %s: %zu senders", ag->opt.senders, next->n);
 	return 0;
@@ -142,16 +149,17 @@ int tg_sender_change(struct tg_agent *ag, int add, const char *entry,
 			    char *out, size_t len)
 {
 	struct tg_policy *pol = (struct tg_policy *)ag->policy;
-	int fd = bpf_map__fd(ag->skel->maps.tg_senders);
+	struct tg_stab *t = &ag->stab;
 	char err[600];
-	int rc, had, changed;
+	int rc, had, changed, edited;
 	__u64 key;
 	__u8 v;
 
 	if (tg_policy_entry_key(entry, &key) < 0 || strpbrk(entry, " \t#"))
 		return snprintf(out, len, "error: malformed sender \"%.80s\": "
 				"expected user@domain or @domain\n", entry);
-	if (tg_senders_changed(ag))
+	edited = tg_senders_changed(ag);
+	if (edited)
 		msg_warn("%s changed since it was read; the change by "
 			 "tlsguardctl keeps that edit, which applies at the "
 			 "next reload", ag->opt.senders);
@@ -160,23 +168,35 @@ int tg_sender_change(struct tg_agent *ag, int add, const char *entry,
 		if (had < 0)
 			return snprintf(out, len, "error: out of memory\n");
 		v = (__u8)tg_policy_key_value(pol, key);
-		if (!had && bpf_map_update_elem(fd, &key, &v, BPF_ANY)) {
-			rc = errno;
+		rc = had ? 0 : pol->n + pol->nexempt + 1 > tg_senders_room(ag) ?
+			       -E2BIG : tg_stab_put(t, key, v);
+		if (rc < 0) {
+			rc = -rc;
 			tg_policy_remove(pol, key);
 			msg_warn("sender %s not added: the kernel's policy "
 				 "map: %s", entry, strerror(rc));
 			return snprintf(out, len, "error: the kernel's policy "
 					"map refused %s: %s%s\n", entry,
-					strerror(rc), rc == E2BIG ?
-					" (the map is full)" : "");
+					strerror(rc), rc == E2BIG ||
+					rc == ENOSPC ? " (the map is full)" :
+						       "");
 		}
-		rc = tg_senders_edit(ag->opt.senders, entry, key, 1, err,
-				     sizeof(err));
+		/*
+		 * The file as last read holds the sender exactly when the
+		 * policy did: a new one is appended, unless the file was
+		 * edited since, which only a full read can tell.
+		 */
+		if (edited)
+			rc = tg_senders_edit(ag->opt.senders, entry, key, 1,
+					     err, sizeof(err));
+		else
+			rc = had ? 1 : tg_senders_add(ag->opt.senders, entry,
+						      err, sizeof(err));
 		if (rc < 0) {
 			if (!had) {
 				tg_policy_remove(pol, key);
 				if (!tg_policy_key_value(pol, key))
-					bpf_map_delete_elem(fd, &key);
+					tg_stab_del(t, key);
 			}
 			msg_warn("sender %s not added: %s", entry, err);
 			return snprintf(out, len, "error: %s; %s not added\n",
@@ -195,9 +215,9 @@ int tg_sender_change(struct tg_agent *ag, int add, const char *entry,
 		if (had) {
 			v = (__u8)tg_policy_key_value(pol, key);
 			if (v)
-				bpf_map_update_elem(fd, &key, &v, BPF_ANY);
+				tg_stab_put(t, key, v);
 			else
-				bpf_map_delete_elem(fd, &key);
+				tg_stab_del(t, key);
 		}
 		if (rc == 1 && !had)
 			return snprintf(out, len, "error: %s is not in %s\n",
@@ -218,7 +238,6 @@ int tg_sender_change(struct tg_agent *ag, int add, const char *entry,
 int tg_sender_check(struct tg_agent *ag, const char *addr, char *out,
 			   size_t len)
 {
-	int fd = bpf_map__fd(ag->skel->maps.tg_senders);
 	const char *by;
 	__u64 akey, dkey;
 	int srs = 0, verdict;
@@ -227,7 +246,7 @@ int tg_sender_check(struct tg_agent *ag, const char *addr, char *out,
 	if (!akey || addr[0] == '@')
 		return snprintf(out, len, "error: \"%.80s\" is not an "
 				"address\n", addr);
-	verdict = tg_rule_verdict(tg_policy_map_rule(fd, akey, dkey, srs),
+	verdict = tg_rule_verdict(tg_policy_map_rule(&ag->stab, akey, dkey, srs),
 				  &by);
 	if (verdict != tg_policy_lookup(ag->policy, akey, dkey, srs, NULL))
 		msg_warn("sender check %s: the kernel map and the agent's "

@@ -82,6 +82,7 @@
  *	line per message.
  */
 #include <errno.h>
+#include <malloc.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -129,6 +130,7 @@ static int tg_libbpf_print(enum libbpf_print_level level, const char *fmt,
 static void tg_open_object(struct tg_agent *ag, int audit_on)
 {
 	unsigned i;
+	__u32 bits;
 
 	ag->skel = tlsguard__open();
 	if (!ag->skel)
@@ -149,9 +151,12 @@ static void tg_open_object(struct tg_agent *ag, int audit_on)
 	     bpf_map__set_max_entries(ag->skel->maps.tg_socks,
 				      ag->opt.max_flows + TG_SLOTS_MAX)))
 		msg_fatal("--max-flows: %s", strerror(errno));
-	if (ag->opt.max_senders &&
-	    bpf_map__set_max_entries(ag->skel->maps.tg_senders,
-				     ag->opt.max_senders))
+	/* The senders table's buckets, for max_senders keys (tg_stab.h). */
+	bits = tg_stab_bits(ag->opt.max_senders ? ag->opt.max_senders :
+						  TG_SENDERS_MAX);
+	ag->skel->rodata->tg_senders_bits = bits;
+	if (bpf_map__set_max_entries(ag->skel->maps.tg_senders,
+				     tg_stab_buckets(bits)))
 		msg_fatal("--max-senders: %s", strerror(errno));
 	if (ag->opt.ringbuf &&
 	    bpf_map__set_max_entries(ag->skel->maps.tg_events,
@@ -283,10 +288,14 @@ static void tg_setup_datapath(struct tg_agent *ag)
 	ag->skb_attached = tg_attach_socks(ag, ag->skel->progs.tg_reply_skb,
 					   BPF_SK_SKB_STREAM_VERDICT);
 
+	tg_stab_init(&ag->stab, bpf_map__fd(ag->skel->maps.tg_senders),
+		     ag->skel->rodata->tg_senders_bits);
 	err_no = tg_sync_senders(ag, NULL, ag->policy);
 	if (err_no < 0)
 		msg_fatal("cannot load the senders into the kernel: %s",
 			  strerror(-err_no));
+	/* What loading the object and the senders freed goes back. */
+	malloc_trim(0);
 }
 
 /* The rooms on the event loop: slots, audit, MX check, events, metrics. */
@@ -343,8 +352,8 @@ static void tg_setup_rooms(struct tg_agent *ag)
 	ag->metrics.src.stats_fd = bpf_map__fd(ag->skel->maps.tg_stats);
 	ag->metrics.src.flows_fd = bpf_map__fd(ag->skel->maps.tg_flows);
 	ag->metrics.src.flows_max = bpf_map__max_entries(ag->skel->maps.tg_flows);
-	ag->metrics.src.senders_max =
-		bpf_map__max_entries(ag->skel->maps.tg_senders);
+	ag->metrics.src.senders_max = ag->opt.max_senders ?
+		ag->opt.max_senders : TG_SENDERS_MAX;
 	ag->metrics.src.ij = &ag->ij;
 	ag->metrics.src.policy = &ag->policy;
 	tg_stats_read(ag->metrics.src.stats_fd, &ag->metrics.seen);

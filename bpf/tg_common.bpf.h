@@ -17,6 +17,7 @@
 #include <bpf/bpf_endian.h>
 #include "tlsguard.h"
 #include "tg_rule.h"
+#include "tg_stab.h"
 
 #ifdef TG_DEFINE_MAPS
 #define TG_MAP(decl, name) decl name SEC(".maps")
@@ -48,13 +49,16 @@ TG_MAP(struct {
 	__type(value, struct tg_flow);
 }, tg_flows);
 
-/* Guaranteed and exempt senders (see TG_POL_* in tlsguard.h). */
+/*
+ * Guaranteed and exempt senders (see TG_POL_* in tlsguard.h), as the
+ * buckets of include/tg_stab.h; the agent sizes it before load and sets
+ * tg_senders_bits to match.
+ */
 TG_MAP(struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, TG_SENDERS_MAX);
-	__type(key, __u64);
-	__type(value, __u8);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, (1U << TG_STAB_DEFAULT_BITS) + TG_STAB_REACH - 1);
+	__type(key, __u32);
+	__type(value, struct tg_sbucket);
 }, tg_senders);
 
 /* Injection slots, and the queue of free ones (filled by the agent). */
@@ -125,11 +129,19 @@ extern int tg_reply_step(struct tg_reply *r, __u32 c);
 extern int tg_tls_step(struct tg_tls *t, __u32 c);
 extern int tg_tlsc_step(struct tg_tls_client *r, __u32 c);
 
-/* Set by the agent before load: SMTP lines are reported (--audit). */
+/* The policy of a key in tg_senders, 0 for none (tg_policy.bpf.c). */
+extern int tg_senders_get(__u64 key);
+
+/*
+ * Set by the agent before load: SMTP lines are reported (--audit); the
+ * homes of tg_senders are 2^tg_senders_bits buckets (tg_stab.h).
+ */
 #ifdef TG_DEFINE_MAPS
 const volatile __u32 tg_audit_on = 0;
+const volatile __u32 tg_senders_bits = TG_STAB_DEFAULT_BITS;
 #else
 extern const volatile __u32 tg_audit_on;
+extern const volatile __u32 tg_senders_bits;
 #endif
 
 #define TG_STAT_INC(field)						\
@@ -316,16 +328,17 @@ static __always_inline void tg_keep_sender(struct tg_flow *f,
 }
 
 /*
- * tg_senders' value for key, for tg_rule(). The key is copied to the
- * stack: it may lie in a flow passed to a global function (plain memory
- * to the verifier), which 6.1's verifier does not take as a map key
- * ("R2 type=mem expected=fp, pkt, pkt_meta, map_key, map_value").
+ * tg_senders' value for key, for tg_rule(), which wants a pointer to it:
+ * one of tg_pol_values, read-only data. The search itself is the global
+ * function tg_senders_get(), checked once by the verifier.
  */
+static const __u8 tg_pol_values[4] = { 0, 1, 2, 3 };
+
 static __always_inline const __u8 *tg_senders_look(void *ctx, const __u64 *key)
 {
-	__u64 k = *key;
+	int v = tg_senders_get(*key);
 
-	return bpf_map_lookup_elem(&tg_senders, &k);
+	return v ? &tg_pol_values[v & 3] : NULL;
 }
 
 /* Is the sender the parser just read a guaranteed one? (tg_rule.h) */

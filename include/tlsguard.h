@@ -29,6 +29,8 @@
 #define TG_PORTS_MAX	8
 #define TG_FLOWS_MAX	65536
 #define TG_SENDERS_MAX	(1U << 20)
+/* tg_stab_bits(TG_SENDERS_MAX): the homes of tg_senders by default */
+#define TG_STAB_DEFAULT_BITS	18
 
 /*
  * tg_senders: key tg_addr_key() of "user@domain" or of "@domain", value
@@ -170,13 +172,14 @@ enum tg_fail {
 };
 
 /*
- * A key of tg_senders that no address has (tg_addr_key() of a real one is
- * never 0): present when the senders did not all fit in the map. Every
+ * A key of tg_senders that no address has (like TG_KEY_SRS0, a 64-bit
+ * FNV-1a value no address hashes to in practice; 0 marks a free slot of
+ * the table): present when the senders did not all fit in the map. Every
  * MAIL on a flow without TLS is then held, and the agent, which has the
  * whole list, answers each sender as the list says (a sender who is not
  * guaranteed gets a temporary error): fail closed, never open.
  */
-#define TG_SENDERS_INCOMPLETE	0ULL
+#define TG_SENDERS_INCOMPLETE	0x7467494e434d50ULL	/* "tgINCMP" */
 
 /* Counters, a per-CPU array of one element. */
 struct tg_stats {

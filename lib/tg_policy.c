@@ -18,6 +18,7 @@
 #include "tg_smtp.h"
 #include "tlsguard.h"
 #include "tg_policy.h"
+#include "tg_stabmap.h"
 
 int tg_policy_entry_key(const char *entry, __u64 *key)
 {
@@ -60,17 +61,71 @@ static int tg_policy_add(struct tg_policy *pol, __u64 key)
 	return 0;
 }
 
+/*
+ * Keys in ascending order, in place. qsort() would do, but glibc's sorts
+ * through a copy of the whole array: 8 MB more at the agent's peak for a
+ * million senders. A quicksort (median of three, the smaller part first
+ * by recursion, so the stack stays O(log n)) with insertion sort for
+ * short runs.
+ */
+static void tg_key_sort(__u64 *k, size_t n)
+{
+	size_t i, j, lo, hi;
+	__u64 p, t;
+
+	while (n > 16) {
+		p = k[n / 2];
+		if ((k[0] < p) != (p < k[n - 1]))
+			p = (k[0] < k[n - 1]) == (k[0] < p) ? k[n - 1] : k[0];
+		lo = 0;
+		hi = n - 1;
+		for (;;) {
+			while (k[lo] < p)
+				lo++;
+			while (k[hi] > p)
+				hi--;
+			if (lo >= hi)
+				break;
+			t = k[lo];
+			k[lo++] = k[hi];
+			k[hi--] = t;
+		}
+		/* k[0..hi] <= p <= k[hi+1..n-1] */
+		if (hi + 1 < n - hi - 1) {
+			tg_key_sort(k, hi + 1);
+			k += hi + 1;
+			n -= hi + 1;
+		} else {
+			tg_key_sort(k + hi + 1, n - hi - 1);
+			n = hi + 1;
+		}
+	}
+	for (i = 1; i < n; i++) {
+		t = k[i];
+		for (j = i; j > 0 && k[j - 1] > t; j--)
+			k[j] = k[j - 1];
+		k[j] = t;
+	}
+}
+
 static void tg_policy_sort(struct tg_policy *pol)
 {
 	size_t i, j;
+	__u64 *k;
 
 	if (pol->n == 0)
 		return;
-	qsort(pol->keys, pol->n, sizeof(*pol->keys), tg_key_cmp);
+	tg_key_sort(pol->keys, pol->n);
 	for (i = 1, j = 1; i < pol->n; i++)
 		if (pol->keys[i] != pol->keys[j - 1])
 			pol->keys[j++] = pol->keys[i];
 	pol->n = j;
+	/* What doubling left spare goes back. */
+	k = realloc(pol->keys, pol->n * sizeof(*k));
+	if (k) {
+		pol->keys = k;
+		pol->cap = pol->n;
+	}
 }
 
 /* Strip a comment and surrounding white space; returns the entry. */
@@ -214,7 +269,7 @@ static const __u8 *tg_policy_look(void *ctx, const __u64 *key)
 
 /* The kernel map itself; a value stays valid for a few lookups. */
 struct tg_map_look {
-	int fd;
+	const struct tg_stab *t;
 	unsigned n;
 	__u8 val[4];
 };
@@ -223,13 +278,19 @@ static const __u8 *tg_map_look(void *ctx, const __u64 *key)
 {
 	struct tg_map_look *m = ctx;
 	__u8 *v = &m->val[m->n++ % 4];
+	int pol = tg_stab_get(m->t, *key);
 
-	return bpf_map_lookup_elem(m->fd, key, v) == 0 ? v : NULL;
+	/* A table it cannot read holds the sender (as "incomplete" does). */
+	if (pol < 0)
+		pol = *key == TG_SENDERS_INCOMPLETE ? 1 : 0;
+	*v = (__u8)pol;
+	return pol ? v : NULL;
 }
 
-int tg_policy_map_rule(int map_fd, __u64 addr_key, __u64 domain_key, int srs)
+int tg_policy_map_rule(const struct tg_stab *t, __u64 addr_key,
+		       __u64 domain_key, int srs)
 {
-	struct tg_map_look m = { .fd = map_fd };
+	struct tg_map_look m = { .t = t };
 
 	return tg_rule(tg_map_look, &m, &addr_key, &domain_key, srs);
 }
@@ -270,90 +331,127 @@ int tg_policy_match(const struct tg_policy *pol, __u64 addr_key,
 
 
 /* Delete from the map the keys of old that pol lacks (old may be NULL). */
-static void tg_policy_drop(int map_fd, const struct tg_policy *old,
-			   const struct tg_policy *pol)
+static int tg_policy_drop(struct tg_stab *t, const struct tg_policy *old,
+			  const struct tg_policy *pol)
 {
 	size_t i;
+	int rc;
 
 	for (i = 0; old && i < old->n + old->nexempt; i++) {
-		const __u64 *k = i < old->n ? &old->keys[i] :
-					      &old->exempt[i - old->n];
+		__u64 k = i < old->n ? old->keys[i] : old->exempt[i - old->n];
 
-		if (!tg_policy_value(pol, *k))
-			bpf_map_delete_elem(map_fd, k);
+		if (!tg_policy_value(pol, k)) {
+			rc = tg_stab_del(t, k);
+			if (rc < 0)
+				return rc;
+		}
 	}
-}
-
-/*
- * New and changed keys first, then the deletions: a sender in both
- * policies is never absent from the map, and an entry that turns exempt
- * is overwritten in place.
- */
-int tg_policy_sync(int map_fd, const struct tg_policy *old,
-		   const struct tg_policy *pol)
-{
-	__u8 v;
-	size_t i;
-
-	for (i = 0; i < pol->nexempt; i++) {
-		v = TG_POL_EXEMPT;
-		if (tg_policy_value(old, pol->exempt[i]) != v &&
-		    bpf_map_update_elem(map_fd, &pol->exempt[i], &v, BPF_ANY))
-			return -errno;
-	}
-	for (i = 0; i < pol->n; i++) {
-		v = tg_policy_value(pol, pol->keys[i]);
-		if ((!old || tg_policy_value(old, pol->keys[i]) != v) &&
-		    bpf_map_update_elem(map_fd, &pol->keys[i], &v, BPF_ANY))
-			return -errno;
-	}
-	tg_policy_drop(map_fd, old, pol);
 	return 0;
 }
 
-int tg_policy_sync_within(int map_fd, const struct tg_policy *old,
+struct tg_want {
+	const struct tg_policy *pol;
+	int keep_marker;
+};
+
+static int tg_want_key(void *ctx, __u64 key)
+{
+	struct tg_want *w = ctx;
+
+	if (key == TG_SENDERS_INCOMPLETE)
+		return w->keep_marker;
+	return tg_policy_value(w->pol, key);
+}
+
+/*
+ * The map as pol says, from a map that holds what old says (old NULL:
+ * unknown, e.g. a table a previous agent left pinned: every key in it is
+ * checked, and those pol lacks go, before anything is added). New and
+ * changed keys first, then the deletions: a sender in both policies is
+ * never absent from the map, and an entry that turns exempt is
+ * overwritten in place.
+ */
+int tg_policy_sync(struct tg_stab *t, const struct tg_policy *old,
+		   const struct tg_policy *pol)
+{
+	struct tg_want w = { .pol = pol };
+	size_t i;
+	int rc;
+
+	if (!old) {
+		rc = tg_stab_prune(t, tg_want_key, &w);
+		if (rc < 0)
+			return rc;
+	}
+	for (i = 0; i < pol->nexempt + pol->n; i++) {
+		__u64 k = i < pol->nexempt ? pol->exempt[i] :
+					     pol->keys[i - pol->nexempt];
+		int v = tg_policy_value(pol, k);
+
+		if (old && tg_policy_value(old, k) == v)
+			continue;
+		rc = tg_stab_put(t, k, (__u8)v);
+		if (rc < 0)
+			return rc;
+	}
+	return tg_policy_drop(t, old, pol);
+}
+
+int tg_policy_sync_within(struct tg_stab *t, const struct tg_policy *old,
 			  const struct tg_policy *pol, unsigned max,
 			  int *incomplete)
 {
-	__u64 wild = TG_SENDERS_INCOMPLETE;
-	__u8 one = 1, v;
+	struct tg_want w = { .pol = pol, .keep_marker = 1 };
 	size_t i, total = pol->n + pol->nexempt;
-	int n = 0;
+	int n = 0, rc;
 
 	/*
 	 * Room for the marker is always kept: at most max - 1 entries are
 	 * written. The marker goes in before anything can be missing, and
 	 * leaves only once every entry is in. Exempt entries go first: a
 	 * sender the kernel holds because its exemption did not fit is
-	 * still answered by the agent from the whole policy.
+	 * still answered by the agent from the whole policy. A key whose
+	 * buckets are all full counts as not fitting too.
 	 */
 	*incomplete = total + 1 > max;
-	if (*incomplete &&
-	    bpf_map_update_elem(map_fd, &wild, &one, BPF_ANY))
-		return -errno;
+	if (*incomplete) {
+		rc = tg_stab_put(t, TG_SENDERS_INCOMPLETE, 1);
+		if (rc < 0)
+			return rc;
+	}
 	/* Removed entries first, so that the new ones find room. */
-	tg_policy_drop(map_fd, old, pol);
-	for (i = 0; i < total; i++) {
+	rc = old ? tg_policy_drop(t, old, pol) :
+		   tg_stab_prune(t, tg_want_key, &w);
+	if (rc < 0)
+		return rc;
+	for (i = 0; i < total && i + 1 < max; i++) {
 		__u64 key = i < pol->nexempt ? pol->exempt[i] :
 					       pol->keys[i - pol->nexempt];
+		int v = tg_policy_value(pol, key);
 
-		v = tg_policy_value(pol, key);
-		if (bpf_map_update_elem(map_fd, &key, &v, BPF_ANY)) {
-			if (errno != E2BIG && errno != ENOSPC &&
-			    errno != ENOMEM)
-				return -errno;
+		if (old && tg_policy_value(old, key) == v) {
+			n += i >= pol->nexempt;
+			continue;
+		}
+		rc = tg_stab_put(t, key, (__u8)v);
+		if (rc == -ENOSPC) {
 			if (!*incomplete) {
 				*incomplete = 1;
-				if (bpf_map_update_elem(map_fd, &wild, &one,
-							BPF_ANY))
-					return -errno;
+				rc = tg_stab_put(t, TG_SENDERS_INCOMPLETE, 1);
+				if (rc < 0)
+					return rc;
 			}
-			break;
+			continue;
 		}
+		if (rc < 0)
+			return rc;
 		n += i >= pol->nexempt;
 	}
-	if (!*incomplete)
-		bpf_map_delete_elem(map_fd, &wild);
+	if (!*incomplete) {
+		rc = tg_stab_del(t, TG_SENDERS_INCOMPLETE);
+		if (rc < 0)
+			return rc;
+	}
 	return n;
 }
 
@@ -402,6 +500,59 @@ int tg_policy_remove(struct tg_policy *pol, __u64 key)
 int tg_policy_key_value(const struct tg_policy *pol, __u64 key)
 {
 	return tg_policy_value(pol, key);
+}
+
+/*
+ * entry as a new last line of the senders file: one write() of the whole
+ * line with O_APPEND (after a newline when the file lacks its last one),
+ * then fsync(). A million-line file is not read or rewritten for one
+ * sender more; a crash leaves the file without the line or with it.
+ */
+static int tg_senders_append(const char *path, const char *entry, char *err,
+			     size_t errlen)
+{
+	char line[TG_ADDR_MAX + 3];
+	struct stat st;
+	int fd, n, rc = -1;
+	char last = '\n';
+
+	fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC);
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		goto out;
+	}
+	if (st.st_size > 0) {
+		int rfd = open(path, O_RDONLY | O_CLOEXEC);
+
+		if (rfd < 0 || pread(rfd, &last, 1, st.st_size - 1) != 1) {
+			snprintf(err, errlen, "%s: %s", path, strerror(errno));
+			if (rfd >= 0)
+				close(rfd);
+			goto out;
+		}
+		close(rfd);
+	}
+	n = snprintf(line, sizeof(line), "%s%s\n", last == '\n' ? "" : "\n",
+		     entry);
+	if (n < 0 || (size_t)n >= sizeof(line)) {
+		snprintf(err, errlen, "%s: entry too long", path);
+		goto out;
+	}
+	if (write(fd, line, (size_t)n) != n || fsync(fd) < 0) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		goto out;
+	}
+	rc = 0;
+out:
+	if (fd >= 0)
+		close(fd);
+	return rc;
+}
+
+int tg_senders_add(const char *path, const char *entry, char *err,
+		   size_t errlen)
+{
+	return tg_senders_append(path, entry, err, errlen);
 }
 
 /*

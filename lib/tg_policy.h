@@ -8,7 +8,7 @@
  *	int	tg_policy_load(const char *path, struct tg_policy *pol,
  *			       char *err, size_t errlen);
  *	int	tg_policy_entry_key(const char *entry, __u64 *key);
- *	int	tg_policy_sync(int map_fd, const struct tg_policy *old,
+ *	int	tg_policy_sync(struct tg_stab *t, const struct tg_policy *old,
  *			       const struct tg_policy *pol);
  *	int	tg_policy_exempt_key(const char *entry, __u64 *key);
  *	int	tg_policy_set_exempt(struct tg_policy *pol,
@@ -18,7 +18,7 @@
  *	int	tg_policy_lookup(const struct tg_policy *pol,
  *				 __u64 addr_key, __u64 domain_key, int srs,
  *				 const char **by);
- *	int	tg_policy_map_rule(int map_fd, __u64 addr_key,
+ *	int	tg_policy_map_rule(const struct tg_stab *t, __u64 addr_key,
  *				   __u64 domain_key, int srs);
  *	int	tg_rule_verdict(int rule, const char **by);
  *	void	tg_policy_free(struct tg_policy *pol);
@@ -28,6 +28,8 @@
  *	int	tg_policy_key_value(const struct tg_policy *pol, __u64 key);
  *	int	tg_senders_edit(const char *path, const char *entry,
  *				__u64 key, int add, char *err, size_t errlen);
+ *	int	tg_senders_add(const char *path, const char *entry,
+ *			       char *err, size_t errlen);
  * DESCRIPTION
  *	A senders file holds one entry a line: "user@domain" (one address)
  *	or "@domain" (every address of that domain). '#' starts a comment;
@@ -42,9 +44,12 @@
  *	tg_policy_entry_key() computes the key of one entry; it returns -1
  *	when the entry is malformed.
  *
- *	tg_policy_sync() makes the kernel map hold exactly the keys of pol:
- *	it adds the new keys first, then deletes those only in old (which
- *	may be NULL), so that a sender present in both is never absent.
+ *	tg_policy_sync() makes the kernel's senders table t (tg_stabmap.h)
+ *	hold exactly the keys of pol: it adds the new keys first, then
+ *	deletes those only in old, so that a sender present in both is never
+ *	absent. old NULL means the table's content is unknown (a table
+ *	another agent left pinned): every key in it that pol lacks is
+ *	removed first.
  *
  *	The exempt list (tlsguard.conf's "exempt") holds "user@domain",
  *	"@domain", "SRS0=" and "SRS1=" (every sender a forwarder rewrote
@@ -59,7 +64,7 @@
  *	exempt entry wins. *by, if by is not NULL, names the kind of entry
  *	that decided ("address", "domain", "SRS").
  *	tg_policy_match() says whether the sender is guaranteed.
- *	tg_policy_map_rule() applies the rule to the kernel map map_fd
+ *	tg_policy_map_rule() applies the rule to the kernel's table t
  *	itself, and returns tg_rule()'s answer; tg_rule_verdict() turns
  *	such an answer into tg_policy_lookup()'s (a sender the kernel holds
  *	only because the map is incomplete is not guaranteed by it).
@@ -74,7 +79,9 @@
  *	fsync, rename, fsync of the directory; comments and other lines stay
  *	as they were. It returns 0 when the file changed, 1 when entry was
  *	already there (add) or no line had key (!add), -1 with a message
- *	naming the file in err.
+ *	naming the file in err. tg_senders_add() appends entry as a line of
+ *	its own (one write, fsync) without reading the file: for a sender
+ *	the caller knows is not in it; 0, or -1 with a message in err.
  *	tg_policy_sync_within() does the same for a map of max entries, and
  *	fails closed when pol does not fit: it sets TG_SENDERS_INCOMPLETE
  *	(see tlsguard.h: the kernel then holds every MAIL without TLS and
@@ -89,6 +96,8 @@
 #include <stddef.h>
 #include <linux/types.h>
 
+struct tg_stab;
+
 struct tg_policy {
 	__u64 *keys;		/* guaranteed: sorted, unique */
 	size_t n;
@@ -100,23 +109,26 @@ struct tg_policy {
 int tg_policy_load(const char *path, struct tg_policy *pol, char *err,
 		   size_t errlen);
 int tg_policy_entry_key(const char *entry, __u64 *key);
-int tg_policy_sync(int map_fd, const struct tg_policy *old,
+int tg_policy_sync(struct tg_stab *t, const struct tg_policy *old,
 		   const struct tg_policy *pol);
 int tg_policy_exempt_key(const char *entry, __u64 *key);
 int tg_policy_set_exempt(struct tg_policy *pol, const __u64 *keys, size_t n);
-int tg_policy_sync_within(int map_fd, const struct tg_policy *old,
+int tg_policy_sync_within(struct tg_stab *t, const struct tg_policy *old,
 			  const struct tg_policy *pol, unsigned max,
 			  int *incomplete);
 int tg_policy_match(const struct tg_policy *pol, __u64 addr_key,
 		    __u64 domain_key, int srs);
 int tg_policy_lookup(const struct tg_policy *pol, __u64 addr_key,
 		     __u64 domain_key, int srs, const char **by);
-int tg_policy_map_rule(int map_fd, __u64 addr_key, __u64 domain_key, int srs);
+int tg_policy_map_rule(const struct tg_stab *t, __u64 addr_key,
+		       __u64 domain_key, int srs);
 int tg_rule_verdict(int rule, const char **by);
 void tg_policy_free(struct tg_policy *pol);
 int tg_policy_insert(struct tg_policy *pol, __u64 key);
 int tg_policy_remove(struct tg_policy *pol, __u64 key);
 int tg_policy_key_value(const struct tg_policy *pol, __u64 key);
+int tg_senders_add(const char *path, const char *entry, char *err,
+		   size_t errlen);
 int tg_senders_edit(const char *path, const char *entry, __u64 key, int add,
 		    char *err, size_t errlen);
 

@@ -13,8 +13,9 @@
  *	lib/tg_policy.c comes from the library the daemon links
  *	(build/libtlsguard.a).
  *
- *	tg_policy_sync() is run against a real BPF hash map; when the
- *	kernel refuses to create one (not root), that case is skipped.
+ *	tg_policy_sync() and the senders table (lib/tg_stabmap.c) run
+ *	against a real BPF array map; when the kernel refuses to create one
+ *	(not root), those cases are skipped.
  * DIAGNOSTICS
  *	One line per failed check on stderr; "N passed, M failed" on stdout.
  *	The exit status is non-zero when a case failed.
@@ -30,6 +31,8 @@
 #include "tlsguard.h"
 #include "tg_hostport.h"
 #include "tg_policy.h"
+#include "tg_rule.h"
+#include "tg_stabmap.h"
 #include "tg_smtp.h"
 
 #include "tg_test.h"
@@ -208,7 +211,7 @@ static void test_empty(void)
 /* More entries than the first allocation holds. */
 static void test_many(void)
 {
-	static char body[64 * 1000];
+	static char body[64 * 3000];
 	struct tg_policy pol;
 	char err[512] = "", addr[64];
 	size_t n = 0;
@@ -228,6 +231,18 @@ static void test_many(void)
 	CHECK(missing == 0, "%d of 1000 senders do not match", missing);
 	CHECK(wire_match(&pol, "user1000@example.org") == 0,
 	      "a sender not in the file matches");
+	tg_policy_free(&pol);
+
+	/* The in-place sort with runs of equal keys, in three orders. */
+	tg_case("load: 1000 entries, each three times");
+	for (n = 0, i = 0; i < 3000; i++)
+		n += (size_t)sprintf(body + n, "u%d@e.org\n",
+				     i < 1000 ? i : i < 2000 ? 1999 - i :
+				     (i * 7) % 1000);
+	rc = tg_policy_load(senders_file(body, n), &pol, err, sizeof(err));
+	CHECK(rc == 0, "tg_policy_load() is %d: %s", rc, err);
+	CHECK_EQ(pol.n, 1000);
+	CHECK(sorted_unique(&pol), "keys are not sorted and unique");
 	tg_policy_free(&pol);
 }
 
@@ -412,35 +427,64 @@ static void test_no_file(void)
 
 /* ------------------------------------------------------------------ */
 
-/* Does the map hold exactly the keys of pol, each with value 1? */
-static int map_holds(int fd, const struct tg_policy *pol, char *why,
-		     size_t whylen)
+/* A senders table of 2^bits homes in a new BPF array, or -errno. */
+static int table_new(struct tg_stab *t, __u32 bits)
 {
-	__u64 key, next;
-	__u8 val = 0;
-	size_t n = 0, i;
-	void *prev = NULL;
+	int fd = bpf_map_create(BPF_MAP_TYPE_ARRAY, "tg_test", sizeof(__u32),
+				sizeof(struct tg_sbucket),
+				tg_stab_buckets(bits), NULL);
 
-	while (bpf_map_get_next_key(fd, prev, &next) == 0) {
-		key = next;
-		prev = &key;
-		n++;
-		if (bpf_map_lookup_elem(fd, &key, &val) || val != 1 ||
-		    tg_policy_key_value(pol, key) != TG_POL_GUARANTEED) {
-			snprintf(why, whylen, "map holds %#llx (value %u), "
-				 "not in the policy", (unsigned long long)key,
-				 val);
-			return 0;
-		}
+	if (fd < 0)
+		return -errno;
+	tg_stab_init(t, fd, bits);
+	return 0;
+}
+
+/* Every key the table holds, through the callback of tg_stab_prune(). */
+struct census {
+	const struct tg_policy *pol;
+	size_t n, wrong;
+	__u64 bad;
+};
+
+static int census_key(void *ctx, __u64 key)
+{
+	struct census *c = ctx;
+	int v = tg_policy_key_value(c->pol, key);
+
+	c->n++;
+	if (!v && !c->wrong++)
+		c->bad = key;
+	return v ? v : TG_POL_GUARANTEED;	/* change nothing it holds */
+}
+
+/* Does the table hold exactly the keys of pol, each with its value? */
+static int map_holds(struct tg_stab *t, const struct tg_policy *pol,
+		     char *why, size_t whylen)
+{
+	struct census c = { .pol = pol };
+	size_t i;
+	int v;
+
+	if (tg_stab_prune(t, census_key, &c) < 0) {
+		snprintf(why, whylen, "cannot read the table");
+		return 0;
 	}
-	for (i = 0; i < pol->n; i++)
-		if (bpf_map_lookup_elem(fd, &pol->keys[i], &val)) {
-			snprintf(why, whylen, "map lacks %#llx",
+	if (c.wrong) {
+		snprintf(why, whylen, "map holds %#llx, not in the policy",
+			 (unsigned long long)c.bad);
+		return 0;
+	}
+	for (i = 0; i < pol->n; i++) {
+		v = tg_stab_get(t, pol->keys[i]);
+		if (v != tg_policy_key_value(pol, pol->keys[i])) {
+			snprintf(why, whylen, "map has %d for %#llx", v,
 				 (unsigned long long)pol->keys[i]);
 			return 0;
 		}
-	if (n != pol->n) {
-		snprintf(why, whylen, "map holds %zu keys, policy %zu", n,
+	}
+	if (c.n != pol->n + pol->nexempt) {
+		snprintf(why, whylen, "map holds %zu keys, policy %zu", c.n,
 			 pol->n);
 		return 0;
 	}
@@ -453,13 +497,13 @@ static void test_sync(void)
 	static const char two[] = "b@x.org\n@c.org\nd@x.org\n@e.org\n";
 	struct tg_policy p1 = { 0 }, p2 = { 0 }, none = { 0 };
 	char err[512] = "", why[256] = "";
-	int fd, rc;
+	struct tg_stab t;
+	int rc;
 
-	fd = bpf_map_create(BPF_MAP_TYPE_HASH, "tg_test", sizeof(__u64),
-			    sizeof(__u8), 64, NULL);
-	if (fd < 0) {
+	rc = table_new(&t, TG_STAB_MINBITS);
+	if (rc < 0) {
 		tg_skip("tg_policy_sync: cannot create a BPF map: %s",
-			strerror(errno));
+			strerror(-rc));
 		return;
 	}
 	tg_case("sync: into an empty map, then to another policy");
@@ -469,19 +513,141 @@ static void test_sync(void)
 				  err, sizeof(err)) == 0,
 		   "tg_policy_load(): %s", err))
 		goto out;
-	rc = tg_policy_sync(fd, NULL, &p1);
+	rc = tg_policy_sync(&t, NULL, &p1);
 	CHECK(rc == 0, "tg_policy_sync(NULL, one) is %d", rc);
-	CHECK(map_holds(fd, &p1, why, sizeof(why)), "after one: %s", why);
-	rc = tg_policy_sync(fd, &p1, &p2);
+	CHECK(map_holds(&t, &p1, why, sizeof(why)), "after one: %s", why);
+	rc = tg_policy_sync(&t, &p1, &p2);
 	CHECK(rc == 0, "tg_policy_sync(one, two) is %d", rc);
-	CHECK(map_holds(fd, &p2, why, sizeof(why)), "after two: %s", why);
-	rc = tg_policy_sync(fd, &p2, &none);
-	CHECK(rc == 0, "tg_policy_sync(two, none) is %d", rc);
-	CHECK(map_holds(fd, &none, why, sizeof(why)), "after none: %s", why);
+	CHECK(map_holds(&t, &p2, why, sizeof(why)), "after two: %s", why);
+	/* A table left by another agent: what the new policy lacks goes. */
+	tg_case("sync: a table of unknown content, as a pinned one is");
+	rc = tg_policy_sync(&t, NULL, &p1);
+	CHECK(rc == 0, "tg_policy_sync(NULL, one) over two is %d", rc);
+	CHECK(map_holds(&t, &p1, why, sizeof(why)), "after one again: %s",
+	      why);
+	rc = tg_policy_sync(&t, &p1, &none);
+	CHECK(rc == 0, "tg_policy_sync(one, none) is %d", rc);
+	CHECK(map_holds(&t, &none, why, sizeof(why)), "after none: %s", why);
 out:
 	tg_policy_free(&p1);
 	tg_policy_free(&p2);
-	close(fd);
+	close(t.fd);
+}
+
+/* A key whose home is bucket home of a table of 2^bits homes. */
+static __u64 key_at(__u32 home, __u32 bits, __u64 salt)
+{
+	return ((__u64)home << (64 - bits)) |
+	       ((salt * 0x9e3779b97f4a7c15ULL) >> bits) | 1;
+}
+
+/*
+ * The table under load: keys crowded into one home spill into the next
+ * buckets and are found there; a key beyond reach is refused (-ENOSPC),
+ * never lost; removing keys leaves the others findable; random puts and
+ * removes agree with a plain list at every step.
+ */
+static void test_table(void)
+{
+	enum { BITS = 6, N = 400 };
+	static __u64 keys[N];
+	static int in[N];
+	struct tg_stab t;
+	int rc, i, j, bad = 0, v;
+	unsigned seed = 12345;
+
+	rc = table_new(&t, BITS);
+	if (rc < 0) {
+		tg_skip("senders table: cannot create a BPF map: %s",
+			strerror(-rc));
+		return;
+	}
+	tg_case("table: keys of one home spill over, within reach");
+	for (i = 0; i < TG_STAB_WAYS * TG_STAB_REACH; i++) {
+		rc = tg_stab_put(&t, key_at(5, BITS, (__u64)i + 1),
+				 TG_POL_GUARANTEED);
+		if (rc) {
+			CHECK(0, "put #%d of home 5 is %d", i, rc);
+			break;
+		}
+	}
+	rc = tg_stab_put(&t, key_at(5, BITS, 1000), TG_POL_GUARANTEED);
+	CHECK(rc == -ENOSPC, "a key beyond reach: put is %d, not -ENOSPC", rc);
+	CHECK(tg_stab_get(&t, key_at(5, BITS, 1000)) == 0,
+	      "a refused key is found");
+	for (i = 0; i < TG_STAB_WAYS * TG_STAB_REACH; i++)
+		if (tg_stab_get(&t, key_at(5, BITS, (__u64)i + 1)) !=
+		    TG_POL_GUARANTEED)
+			bad++;
+	CHECK(bad == 0, "%d spilled keys not found", bad);
+	/* Emptying the home bucket leaves the spilled keys found. */
+	for (i = 0; i < TG_STAB_WAYS; i++)
+		CHECK(tg_stab_del(&t, key_at(5, BITS, (__u64)i + 1)) == 0,
+		      "del #%d fails", i);
+	for (bad = 0, i = TG_STAB_WAYS; i < TG_STAB_WAYS * TG_STAB_REACH; i++)
+		if (tg_stab_get(&t, key_at(5, BITS, (__u64)i + 1)) !=
+		    TG_POL_GUARANTEED)
+			bad++;
+	CHECK(bad == 0, "%d keys lost after the home bucket emptied", bad);
+	CHECK(tg_stab_put(&t, key_at(5, BITS, 1000), TG_POL_EXEMPT) == 0 &&
+	      tg_stab_get(&t, key_at(5, BITS, 1000)) == TG_POL_EXEMPT,
+	      "a freed slot is not used again");
+	CHECK(tg_stab_put(&t, key_at(5, BITS, 1000), TG_POL_GUARANTEED) == 0 &&
+	      tg_stab_get(&t, key_at(5, BITS, 1000)) == TG_POL_GUARANTEED,
+	      "a policy is not changed in place");
+	CHECK(tg_stab_put(&t, 0, TG_POL_GUARANTEED) == -EINVAL &&
+	      tg_stab_get(&t, 0) == 0, "key 0 is taken");
+	close(t.fd);
+
+	tg_case("table: random puts and removes agree with a list");
+	if (table_new(&t, BITS) < 0)
+		return;
+	for (i = 0; i < N; i++)
+		keys[i] = key_at((unsigned)rand_r(&seed) % (1U << BITS), BITS,
+				 (__u64)rand_r(&seed) << 20 | (unsigned)i);
+	for (bad = 0, j = 0; j < 4000 && !bad; j++) {
+		i = rand_r(&seed) % N;
+		if (in[i]) {
+			bad |= tg_stab_del(&t, keys[i]) != 0;
+			in[i] = 0;
+		} else {
+			rc = tg_stab_put(&t, keys[i], TG_POL_GUARANTEED);
+			bad |= rc != 0 && rc != -ENOSPC;
+			in[i] = rc == 0;
+		}
+		for (i = 0; i < N && !bad; i++) {
+			v = tg_stab_get(&t, keys[i]);
+			if (v != (in[i] ? TG_POL_GUARANTEED : 0))
+				bad = 1;
+		}
+	}
+	CHECK(!bad, "after %d steps the table and the list differ", j);
+	close(t.fd);
+}
+
+/* tg_senders_add(): a line of its own, also after a last line without LF. */
+static void test_append(void)
+{
+	static const char body[] = "a@x.org\n# note\nb@x.org";
+	struct tg_policy pol = { 0 };
+	char err[512] = "";
+	const char *path = senders_file(body, sizeof(body) - 1);
+
+	tg_case("add: appended after a last line without a newline");
+	CHECK(tg_senders_add(path, "c@x.org", err, sizeof(err)) == 0 &&
+	      tg_senders_add(path, "@y.org", err, sizeof(err)) == 0,
+	      "tg_senders_add(): %s", err);
+	CHECK(tg_policy_load(path, &pol, err, sizeof(err)) == 0,
+	      "tg_policy_load() after add: %s", err);
+	CHECK_EQ(pol.n, 4);
+	CHECK(wire_match(&pol, "b@x.org") == 1 &&
+	      wire_match(&pol, "c@x.org") == 1 &&
+	      wire_match(&pol, "z@y.org") == 1, "an added sender is missing");
+	tg_policy_free(&pol);
+	CHECK(tg_senders_add("/nonexistent/senders", "c@x.org", err,
+			     sizeof(err)) == -1 &&
+	      strstr(err, "/nonexistent/senders"),
+	      "a missing file: \"%s\" does not name it", err);
 }
 
 /*
@@ -518,8 +684,8 @@ static void test_exempt(void)
 	__u64 keys[4], ak, dk;
 	char err[512] = "";
 	const char *by;
+	struct tg_stab t;
 	size_t i;
-	int fd;
 
 	tg_case("exempt: addresses, domains and SRS win over the senders");
 	for (i = 0; i < 4; i++)
@@ -544,29 +710,25 @@ static void test_exempt(void)
 		      "%s: tg_policy_lookup() is not %d (srs %d)",
 		      cases[i].addr, cases[i].want, wire_srs);
 	}
-	fd = bpf_map_create(BPF_MAP_TYPE_HASH, "tg_test", sizeof(__u64),
-			    sizeof(__u8), 64, NULL);
-	if (fd >= 0) {
-		__u8 v = 0;
-
-		CHECK(tg_policy_sync(fd, NULL, &pol) == 0, "sync fails");
-		CHECK(bpf_map_lookup_elem(fd, &keys[2], &v) == 0 &&
-		      v == TG_POL_EXEMPT, "SRS0= is %u in the map", v);
+	if (table_new(&t, TG_STAB_MINBITS) == 0) {
+		CHECK(tg_policy_sync(&t, NULL, &pol) == 0, "sync fails");
+		CHECK(tg_stab_get(&t, keys[2]) == TG_POL_EXEMPT,
+		      "SRS0= is not exempt in the map");
 		/*
 		 * "carol@lists.example.org" is listed; her domain is exempt,
 		 * which the kernel finds by the domain's key.
 		 */
-		v = 0;
 		ak = tg_addr_key("carol@lists.example.org", 23, &dk);
-		CHECK(bpf_map_lookup_elem(fd, &ak, &v) == 0 &&
-		      v == TG_POL_GUARANTEED, "carol is %u in the map", v);
-		v = 0;
-		CHECK(bpf_map_lookup_elem(fd, &dk, &v) == 0 &&
-		      v == TG_POL_EXEMPT, "@lists.example.org is %u", v);
+		CHECK(tg_stab_get(&t, ak) == TG_POL_GUARANTEED,
+		      "carol is not guaranteed in the map");
+		CHECK(tg_stab_get(&t, dk) == TG_POL_EXEMPT,
+		      "@lists.example.org is not exempt in the map");
 		ak = tg_addr_key("bob@other.org", 13, &dk);
-		CHECK(bpf_map_lookup_elem(fd, &ak, &v) == 0 &&
-		      v == TG_POL_GUARANTEED, "bob is %u in the map", v);
-		close(fd);
+		CHECK(tg_stab_get(&t, ak) == TG_POL_GUARANTEED,
+		      "bob is not guaranteed in the map");
+		CHECK(tg_policy_map_rule(&t, ak, dk, 0) == TG_RULE_ADDR,
+		      "the rule on the map does not find bob");
+		close(t.fd);
 	}
 	tg_policy_free(&pol);
 }
@@ -605,6 +767,8 @@ int main(void)
 	test_bad_lines();
 	test_no_file();
 	test_sync();
+	test_table();
+	test_append();
 	test_exempt();
 	status = tg_test_done();
 	cleanup();
