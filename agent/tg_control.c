@@ -34,6 +34,7 @@
 #include "tg_agent.h"
 #include "tg_ctl.h"
 #include "tg_log.h"
+#include "tg_mapwalk.h"
 #include "tg_names.h"
 
 static int tg_ctl_sender(struct tg_agent *ag, const char *args, char *out,
@@ -65,25 +66,30 @@ static void tg_stats_sum(struct tg_agent *ag, struct tg_stats *sum)
 	tg_stats_read(bpf_map__fd(ag->skel->maps.tg_stats), sum);
 }
 
+struct tg_census {
+	unsigned long tracked, diverted, tls, failed;
+};
+
+static int tg_census_flow(void *ctx, const void *key, const void *value)
+{
+	struct tg_census *c = ctx;
+	const struct tg_flow *f = value;
+
+	c->tracked++;
+	c->diverted += f->state == TG_FS_DIVERTED;
+	c->tls += f->state == TG_FS_TLS;
+	c->failed += f->state == TG_FS_FAILED;
+	return 0;
+}
+
 static int tg_ctl_status(struct tg_agent *ag, const char *args, char *out,
 			 size_t len)
 {
-	int fd = bpf_map__fd(ag->skel->maps.tg_flows);
-	unsigned long tracked = 0, diverted = 0, tls = 0, failed = 0;
-	__u64 key, next, *prev = NULL;
-	struct tg_flow f;
+	struct tg_census c = { 0 };
 	struct tg_stats st;
 
-	while (bpf_map_get_next_key(fd, prev, &next) == 0) {
-		key = next;
-		prev = &key;
-		if (bpf_map_lookup_elem(fd, &key, &f))
-			continue;
-		tracked++;
-		diverted += f.state == TG_FS_DIVERTED;
-		tls += f.state == TG_FS_TLS;
-		failed += f.state == TG_FS_FAILED;
-	}
+	tg_map_each(bpf_map__fd(ag->skel->maps.tg_flows), sizeof(__u64),
+		    sizeof(struct tg_flow), tg_census_flow, &c);
 	tg_stats_sum(ag, &st);
 	return snprintf(out, len,
 			"ok\n"
@@ -96,8 +102,8 @@ static int tg_ctl_status(struct tg_agent *ag, const char *args, char *out,
 			"messages held:   %llu\n"
 			"flows since start: %llu\n"
 			"flows failed since start: %llu\n",
-			ag->opt.cgroup, ag->policy->n, tracked, diverted, tls,
-			failed,
+			ag->opt.cgroup, ag->policy->n, c.tracked, c.diverted,
+			c.tls, c.failed,
 			(unsigned long long)ag->ij.held,
 			(unsigned long long)st.flows,
 			(unsigned long long)(st.no_slot + st.flows_untracked));

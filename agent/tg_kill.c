@@ -16,6 +16,7 @@
 
 #include "tlsguard.h"
 #include "tg_kill.h"
+#include "tg_mapwalk.h"
 
 int tg_kill_open(struct tg_kill *k)
 {
@@ -74,23 +75,36 @@ void tg_kill_close(struct tg_kill *k)
 	k->nl = NULL;
 }
 
-unsigned long tg_kill_state(struct tg_kill *k, int flows_fd, __u32 state)
+struct tg_kill_walk {
+	struct tg_kill *k;
+	int flows_fd;
+	__u32 state;
+	unsigned long n;
+};
+
+static int tg_kill_one(void *ctx, const void *key, const void *value)
 {
-	__u64 key, next, *prev = NULL;
-	unsigned long n = 0;
+	struct tg_kill_walk *w = ctx;
 	struct tg_flow f;
 
-	while (bpf_map_get_next_key(flows_fd, prev, &next) == 0) {
-		key = next;
-		prev = &key;
-		if (bpf_map_lookup_elem(flows_fd, &key, &f) || f.state != state)
-			continue;
-		if (state != TG_FS_FAILED) {
-			/* the kernel drops its writes from now on */
-			f.state = TG_FS_FAILED;
-			bpf_map_update_elem(flows_fd, &key, &f, BPF_EXIST);
-		}
-		n += tg_kill_flow(k, &f) == 0;
+	memcpy(&f, value, sizeof(f));
+	if (f.state != w->state)
+		return 0;
+	if (w->state != TG_FS_FAILED) {
+		/* the kernel drops its writes from now on */
+		f.state = TG_FS_FAILED;
+		bpf_map_update_elem(w->flows_fd, key, &f, BPF_EXIST);
 	}
-	return n;
+	w->n += tg_kill_flow(w->k, &f) == 0;
+	return 0;
+}
+
+unsigned long tg_kill_state(struct tg_kill *k, int flows_fd, __u32 state)
+{
+	struct tg_kill_walk w = { .k = k, .flows_fd = flows_fd,
+				  .state = state };
+
+	tg_map_each(flows_fd, sizeof(__u64), sizeof(struct tg_flow),
+		    tg_kill_one, &w);
+	return w.n;
 }

@@ -21,6 +21,7 @@
 #include "tg_inject.h"
 #include "tg_log.h"
 #include "tg_metrics.h"
+#include "tg_mapwalk.h"
 #include "tg_names.h"
 #include "tg_policy.h"
 
@@ -223,25 +224,35 @@ static const char *const tg_fail_label[TG_FAIL_MAX] = {
 	[TG_FAIL_UNSEEN_TLS] = "unseen_tls",
 };
 
+/* Flows in all, and by state, for the page. */
+struct tg_flow_count {
+	unsigned long long tracked, by_state[8];
+};
+
+static int tg_count_state(void *ctx, const void *key, const void *value)
+{
+	struct tg_flow_count *c = ctx;
+	const struct tg_flow *f = value;
+
+	c->tracked++;
+	if (f->state < 8)
+		c->by_state[f->state]++;
+	return 0;
+}
+
 static void tg_metrics_page(struct tg_metrics *m, struct tg_page *p)
 {
 	const struct tg_metrics_src *src = &m->src;
 	unsigned long long by_state[8] = { 0 }, tracked = 0, failed = 0;
 	unsigned slots_open = 0, slots_used = 0, i;
-	__u64 key, next, *prev = NULL;
+	struct tg_flow_count fc = { 0 };
 	struct tg_stats st;
-	struct tg_flow f;
 	struct tg_slot slot;
 
-	while (bpf_map_get_next_key(src->flows_fd, prev, &next) == 0) {
-		key = next;
-		prev = &key;
-		if (bpf_map_lookup_elem(src->flows_fd, &key, &f))
-			continue;
-		tracked++;
-		if (f.state < 8)
-			by_state[f.state]++;
-	}
+	tg_map_each(src->flows_fd, sizeof(__u64), sizeof(struct tg_flow),
+		    tg_count_state, &fc);
+	tracked = fc.tracked;
+	memcpy(by_state, fc.by_state, sizeof(by_state));
 	for (i = 0; i < src->ij->n; i++) {
 		if (src->ij->slots[i].b < 0)
 			continue;
