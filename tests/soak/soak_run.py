@@ -6,7 +6,7 @@ Usage (as root; ``make soak [SOAK_MESSAGES=N]`` builds first):
         [--tlsguardd build/tlsguardd] [--tlsguardctl build/tlsguardctl]
         [--timeout SECONDS] [--keep]
 
-Setup: a private Postfix (tests/e2e/postfix_env.py) whose queue lives on
+Setup: a private Postfix (tests/e2e/fixtures/postfix_env.py) whose queue lives on
 /dev/shm, in a cgroup this run creates, with an smtpd on 127.0.0.190:2525
 to inject through (from outside the cgroup) and throughput settings (see
 SOAK_MAIN); tlsguardd on that cgroup; one fastmx process (outside the
@@ -53,14 +53,14 @@ import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-E2E = os.path.join(os.path.dirname(HERE), "e2e")
+E2E = os.path.join(os.path.dirname(HERE), "e2e", "fixtures")
 REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, E2E)
 sys.dont_write_bytecode = True
 
 from postfix_env import (BOUNCE_SUBJECT, Cgroup, PostfixError, PostfixInstance,  # noqa: E402
                          PostfixMissing, check_postfix_installed)
-from run import Daemon  # noqa: E402
+from daemon import Daemon  # noqa: E402
 
 SMTPD = ("127.0.0.190", 2525)
 METRICS = "127.0.0.194:9154"

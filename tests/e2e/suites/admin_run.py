@@ -2,7 +2,7 @@
 """End-to-end test of running tlsguard as an administrator does (issue 5).
 
 Usage (as root; builds nothing):
-    /usr/bin/python3 tests/e2e/admin_run.py [--tlsguardd build/tlsguardd]
+    /usr/bin/python3 tests/e2e/suites/admin_run.py [--tlsguardd build/tlsguardd]
         [--tlsguardctl build/tlsguardctl] [--keep]
 
 What it checks, with a real Postfix in a test cgroup sending to a recording
@@ -63,7 +63,7 @@ import time
 import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "fixtures"))
 sys.dont_write_bytecode = True
 
 import harness  # noqa: E402

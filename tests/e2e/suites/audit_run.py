@@ -2,7 +2,7 @@
 """End-to-end audit-trail run for tlsguard: ``tlsguardd --audit FILE`` against real Postfix and OpenSSL MXs.
 
 Usage (as root; builds nothing):
-    /usr/bin/python3 tests/e2e/audit_run.py [--tlsguardd build/tlsguardd]
+    /usr/bin/python3 tests/e2e/suites/audit_run.py [--tlsguardd build/tlsguardd]
         [--tlsguardctl build/tlsguardctl] [--keep] [-v]
 
 Setup: a temp dir, a cgroup v2 directory (and a child cgroup in it for the
@@ -24,7 +24,7 @@ same, plus a ``tlsproxy`` line in master.cf and ``smtp_tls_connection_reuse
 ``smtp_tls_security_level = may`` with ``minimal_backoff_time =
 queue_run_delay = 2s`` (Postfix's plaintext retry after the cut weak-TLS
 session comes seconds later), and ``tlsguardd --cgroup DIR --senders FILE
---port 25 --socket SOCK --audit FILE -v`` (run.py's ``Daemon``).
+--port 25 --socket SOCK --audit FILE -v`` (daemon.py's ``Daemon``).
 Guaranteed senders: ``@guarded.test``.  Each case has its own MX, sender
 and recipients, so the records of a case are those whose ``flow.remote`` is
 its MX, and each record is tied to one MX connection by ``flow.local`` (the
@@ -70,14 +70,14 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "fixtures"))
 sys.dont_write_bytecode = True  # leave no __pycache__ in the source tree
 
 import harness  # noqa: E402
 from mx import TestMX, TLSOptions  # noqa: E402
 from postfix_env import (Cgroup, PostfixError, PostfixInstance, PostfixMissing,  # noqa: E402
                          cgroup2_mount, check_postfix_installed)
-from run import Daemon, Senders, normalize  # noqa: E402
+from daemon import Daemon, Senders, normalize  # noqa: E402
 
 PYTHON = "/usr/bin/python3"
 TLS_TEXT = "TLS is required, but was not offered by host"

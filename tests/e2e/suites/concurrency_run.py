@@ -2,7 +2,7 @@
 """Concurrency (issue 7): 1,000 flows held at once, each gets exactly its own replies.
 
 Usage (as root; builds nothing):
-    /usr/bin/python3 tests/e2e/concurrency_run.py [--tlsguardd build/tlsguardd]
+    /usr/bin/python3 tests/e2e/suites/concurrency_run.py [--tlsguardd build/tlsguardd]
         [--tlsguardctl build/tlsguardctl] [--flows N] [--keep] [-v]
 
 Setup: a temp dir, a cgroup v2 directory, fastmx.py (outside the cgroup) as
@@ -55,7 +55,7 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "fixtures"))
 sys.dont_write_bytecode = True
 
 METRICS = "127.0.0.170:9154"
@@ -227,7 +227,7 @@ def main(argv=None):
     import select
     import harness
     from postfix_env import Cgroup
-    from run import Daemon
+    from daemon import Daemon
 
     args = parse_args(argv)
     if not harness.require_root("concurrency_run.py must run as root"):
@@ -255,7 +255,7 @@ def main(argv=None):
 
             def raise_nofile():
                 resource.setrlimit(resource.RLIMIT_NOFILE, (resource.getrlimit(resource.RLIMIT_NOFILE)[1],) * 2)
-            sink = subprocess.Popen([sys.executable, os.path.join(HERE, "fastmx.py"), "--out", sink_out, "--cert",
+            sink = subprocess.Popen([sys.executable, os.path.join(os.path.dirname(HERE), "fixtures", "fastmx.py"), "--out", sink_out, "--cert",
                                      cert, "--key", key, "%s:25:plain" % MX_ADDR], stdout=subprocess.PIPE,
                                     stderr=open(os.path.join(tmp, "sink.err"), "w"), start_new_session=True,
                                     preexec_fn=raise_nofile)

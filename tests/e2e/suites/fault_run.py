@@ -3,7 +3,7 @@
 
 Usage (as root; builds nothing; uses /sys/fs/bpf/tlsguard in agent_killed,
 so run it under the e2e lock as make e2e does):
-    /usr/bin/python3 tests/e2e/fault_run.py [--tlsguardd build/tlsguardd]
+    /usr/bin/python3 tests/e2e/suites/fault_run.py [--tlsguardd build/tlsguardd]
         [--tlsguardctl build/tlsguardctl] [--only NAME[,NAME]] [--keep] [-v]
 
 Setup: a temp dir, a cgroup v2 directory, a recording test MX without
@@ -85,7 +85,7 @@ import time
 import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "fixtures"))
 sys.dont_write_bytecode = True
 
 METRICS = "127.0.0.160:9154"
@@ -210,7 +210,7 @@ class Agent:
     """tlsguardd with --metrics and the case's options; log in its own file."""
 
     def __init__(self, env, name, extra, senders=None):
-        from run import Daemon
+        from daemon import Daemon
         self.env = env
         self.log_path = os.path.join(env.tmp, "tlsguardd-%s.log" % name)
         self.d = Daemon(env.args.tlsguardd, env.args.tlsguardctl, env.cgroup.path, senders or env.senders,

@@ -2,11 +2,11 @@
 """Framing, syntax and hostile replies, end to end (issue 7): a raw SMTP client.
 
 Usage (as root; builds nothing):
-    /usr/bin/python3 tests/e2e/framing_run.py [--tlsguardd build/tlsguardd]
+    /usr/bin/python3 tests/e2e/suites/framing_run.py [--tlsguardd build/tlsguardd]
         [--tlsguardctl build/tlsguardctl] [--only NAME[,NAME]] [--keep] [-v]
 
 Setup: a temp dir, a cgroup v2 directory, ``tlsguardd --cgroup DIR --senders
-FILE --port 25 --socket SOCK -v --audit FILE`` (run.py's ``Daemon``), a
+FILE --port 25 --socket SOCK -v --audit FILE`` (daemon.py's ``Daemon``), a
 recording test MX without STARTTLS (mx.py) on 127.0.0.120:25 and hostile MX
 hosts (hostile_mx.py) on 127.0.0.121 and up.  Guaranteed senders:
 ``alice@example.org`` (an address entry) and ``@guarded.example`` (a domain
@@ -54,8 +54,8 @@ import traceback
 import warnings
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(os.path.dirname(HERE))
-sys.path.insert(0, HERE)
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "fixtures"))
 sys.dont_write_bytecode = True  # leave no __pycache__ in the source tree
 
 CRLF = b"\r\n"
@@ -1363,7 +1363,7 @@ def main(argv=None):
     import harness
     from mx import TestMX
     from postfix_env import Cgroup
-    from run import Daemon
+    from daemon import Daemon
 
     args = parse_args(argv)
     if not harness.require_root("framing_run.py must run as root (cgroups, BPF, port 25)"):

@@ -2,7 +2,7 @@
 """End-to-end run of tlsguard with each MTA Debian ships: Postfix, Exim, OpenSMTPD.
 
 Usage (as root; builds nothing):
-    /usr/bin/python3 tests/e2e/mta_run.py [--mta exim|opensmtpd|postfix|all]
+    /usr/bin/python3 tests/e2e/suites/mta_run.py [--mta exim|opensmtpd|postfix|all]
         [--tlsguardd build/tlsguardd] [--tlsguardctl build/tlsguardctl]
         [--deps build/deps/root] [--keep] [-v]
 
@@ -65,7 +65,7 @@ import time
 from dataclasses import dataclass, field
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "fixtures"))
 sys.dont_write_bytecode = True  # leave no __pycache__ in the source tree
 
 from mta_env import (DEFAULT_DEPS, EximInstance, MTAError, MTAMissing, SmtpdInstance,  # noqa: E402
@@ -75,7 +75,7 @@ from dns_env import LeakWatch, is_test_name  # noqa: E402
 from mx import TestMX, TLSOptions  # noqa: E402
 from postfix_env import (Cgroup, PostfixError, PostfixInstance, PostfixMissing, bounce_report,  # noqa: E402
                          check_postfix_installed)
-from run import TLS_TEXT, Daemon, normalize  # noqa: E402
+from daemon import TLS_TEXT, Daemon, normalize  # noqa: E402
 from tlsproxy import StripProxy  # noqa: E402
 
 MTAS = ["postfix", "exim", "opensmtpd"]

@@ -2,7 +2,7 @@
 """End-to-end MX run for tlsguard: a domain with several MX hosts, resolved by a real DNS server.
 
 Usage (as root; builds nothing):
-    /usr/bin/python3 tests/e2e/mx_run.py [--tlsguardd build/tlsguardd]
+    /usr/bin/python3 tests/e2e/suites/mx_run.py [--tlsguardd build/tlsguardd]
         [--tlsguardctl build/tlsguardctl] [--keep] [-v]
 
 What it tests: ``tlsguardd --mx-check IP`` answers a held guaranteed MAIL
@@ -12,7 +12,7 @@ mail over TLS 1.2 or higher (Postfix then tries that host), and with ``550
 domain at all (see agent/tg_mx.h).
 
 Setup (nothing leaves loopback, and no DNS query leaves the machine):
-  * unbound from Debian (tests/e2e/dns_env.py, shared with probe_run.py),
+  * unbound from Debian (tests/e2e/fixtures/dns_env.py, shared with probe_run.py),
     installed if missing (``apt-get install -y
     unbound``; while it installs, /usr/sbin/policy-rc.d answers 101 so that
     the package does not start the system's unbound service: an existing
@@ -47,7 +47,7 @@ Setup (nothing leaves loopback, and no DNS query leaves the machine):
     ``smtp_mx_address_limit``/``smtp_mx_session_limit`` at their defaults,
     and a transport_maps entry only for notmx.test;
   * ``tlsguardd --cgroup DIR --senders FILE --port 25 --socket SOCK
-    --mx-check 127.0.0.80 -v`` (run.py's ``Daemon``), likewise in a private
+    --mx-check 127.0.0.80 -v`` (daemon.py's ``Daemon``), likewise in a private
     mount namespace, whose /etc/resolv.conf names a canary on
     127.0.0.79:53 that answers REFUSED and records every query: tlsguardd
     must ask only the server given to --mx-check, never the system's;
@@ -111,16 +111,16 @@ import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "fixtures"))
 sys.dont_write_bytecode = True  # leave no __pycache__ in the source tree
 
 from dns_env import (RCODES, T_A, T_MX, LeakWatch, Unbound, dns_ask, dns_question,  # noqa: E402
                      ensure_unbound, is_test_name)
 import harness  # noqa: E402
 from mx import TestMX, TLSOptions  # noqa: E402
-from postfix_env import (_LOG_RE, POSTFIX, Cgroup, PostfixError, PostfixInstance,  # noqa: E402
+from postfix_env import (LOG_RE, POSTFIX, Cgroup, PostfixError, PostfixInstance,  # noqa: E402
                          PostfixMissing, bounce_report, check_postfix_installed)
-from run import TLS_DSN, TLS_TEXT, Daemon, normalize  # noqa: E402
+from daemon import TLS_DSN, TLS_TEXT, Daemon, normalize  # noqa: E402
 
 UNSHARE = "/usr/bin/unshare"
 
@@ -249,7 +249,7 @@ class Canary:
 
 def write_resolv(path, server):
     with open(path, "w") as f:
-        f.write("# tlsguard tests/e2e/mx_run.py\nnameserver %s\n" % server)
+        f.write("# tlsguard tests/e2e/suites/mx_run.py\nnameserver %s\n" % server)
     os.chmod(path, 0o644)
 
 
@@ -296,7 +296,7 @@ class NsPostfix(PostfixInstance):
 
 
 def ns_daemon(daemon, resolv_conf):
-    """Run run.py's Daemon's tlsguardd in a private mount namespace with resolv_conf bind-mounted.
+    """Run daemon.py's Daemon's tlsguardd in a private mount namespace with resolv_conf bind-mounted.
     unshare and sh exec into tlsguardd: the pid that Daemon signals is tlsguardd's."""
     daemon.argv = [UNSHARE, "-m", "--propagation", "private", "/bin/sh", "-c",
                    'mount --bind "$0" /etc/resolv.conf && exec "$@"', resolv_conf] + daemon.argv
@@ -326,7 +326,7 @@ class Ctx:
         o = self.outcomes.get(mail.marker)
         if o is None or o.queue_id is None:
             return []
-        return [line for line in self.pf.log_lines() if (m := _LOG_RE.search(line)) and m.group(3) == o.queue_id]
+        return [line for line in self.pf.log_lines() if (m := LOG_RE.search(line)) and m.group(3) == o.queue_id]
 
 
 CASE_DOMAINS = {

@@ -2,7 +2,7 @@
 """Fail-closed pinning run for tlsguard: kill -9 the agent, Postfix keeps being guarded.
 
 Usage (as root; builds nothing):
-    /usr/bin/python3 tests/e2e/pin_run.py [--tlsguardd build/tlsguardd]
+    /usr/bin/python3 tests/e2e/suites/pin_run.py [--tlsguardd build/tlsguardd]
         [--tlsguardctl build/tlsguardctl] [--keep] [-v]
 
 Setup: a temp dir, a cgroup v2 directory, one recording test MX without
@@ -12,7 +12,7 @@ master runs in the cgroup, with ``queue_run_delay = 1s``,
 is tried again within seconds) and the smtp client's reply timeouts at 15s (a
 flow held at the very moment of the kill waits for replies that nobody
 sends; Postfix's defaults would make that 5 minutes), and ``tlsguardd
---cgroup DIR --senders FILE --port 25 --socket SOCK --pin`` (run.py's
+--cgroup DIR --senders FILE --port 25 --socket SOCK --pin`` (daemon.py's
 ``Daemon`` plus ``--pin``; each start logs to its own file).  Guaranteed
 senders: ``@guarded.test``; every mail has its own sender address, so "no
 MAIL FROM of that sender at the MX" is exact, and no MAIL FROM of the whole
@@ -85,14 +85,14 @@ import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "fixtures"))
 sys.dont_write_bytecode = True  # leave no __pycache__ in the source tree
 
 import harness  # noqa: E402
 from mx import TestMX  # noqa: E402
-from postfix_env import (_LOG_RE, _STATUS_RE, Cgroup, PostfixError,  # noqa: E402
+from postfix_env import (LOG_RE, STATUS_RE, Cgroup, PostfixError,  # noqa: E402
                          PostfixInstance, PostfixMissing, Status, bounce_report, check_postfix_installed)
-from run import TLS_DSN, TLS_TEXT, Daemon, normalize  # noqa: E402
+from daemon import TLS_DSN, TLS_TEXT, Daemon, normalize  # noqa: E402
 
 PIN_DIR = "/sys/fs/bpf/tlsguard"
 ADOPT_TEXT = "adopted the state pinned under %s" % PIN_DIR
@@ -128,7 +128,7 @@ TIMEOUT_EXIT = 15.0
 # ------------------------------------------------------------------ helpers
 
 class PinDaemon(Daemon):
-    """run.py's Daemon with --pin; SIGKILL by pid."""
+    """daemon.py's Daemon with --pin; SIGKILL by pid."""
 
     def __init__(self, args, cgroup, senders_path, sock, log_path):
         super().__init__(args.tlsguardd, args.tlsguardctl, cgroup, senders_path, sock, log_path)
@@ -237,7 +237,7 @@ class Ctx:
         by_msgid = {m.message_id: m for m in mails}
         qids, out = {}, {m.marker: [None, []] for m in mails}
         for line in self.pf.log_lines():
-            g = _LOG_RE.search(line)
+            g = LOG_RE.search(line)
             if not g:
                 continue
             prog, qid, rest = g.group(1), g.group(3), g.group(4)
@@ -248,7 +248,7 @@ class Ctx:
                     qids[qid] = m.marker
                 continue
             marker = qids.get(qid)
-            s = _STATUS_RE.search(rest) if marker else None
+            s = STATUS_RE.search(rest) if marker else None
             if s:
                 out[marker][1].append(Status(status=s.group(5), dsn=s.group(4), text=s.group(6),
                                              relay=s.group(2), conn_use=int(s.group(3) or 1), line=line))

@@ -2,7 +2,7 @@
 """End-to-end run of ``tlsguardctl probe``: test MX hosts, real handshakes, a DNS server from Debian.
 
 Usage (as root, for port 25 and the packages; builds nothing):
-    /usr/bin/python3 tests/e2e/probe_run.py [--tlsguardctl build/tlsguardctl] [--keep] [-v]
+    /usr/bin/python3 tests/e2e/suites/probe_run.py [--tlsguardctl build/tlsguardctl] [--keep] [-v]
 
 What it tests: ``tlsguardctl probe`` (tools/tg_probe.h) finds a domain's MX
 hosts through the DNS server given to --resolver, takes each through EHLO,
@@ -73,7 +73,7 @@ import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "fixtures"))
 sys.dont_write_bytecode = True  # leave no __pycache__ in the source tree
 
 from dns_env import (RCODES, T_MX, T_TLSA, LeakWatch, Unbound, dns_ask, ensure_unbound,  # noqa: E402
@@ -81,7 +81,7 @@ from dns_env import (RCODES, T_MX, T_TLSA, LeakWatch, Unbound, dns_ask, ensure_u
 import harness  # noqa: E402
 from mx import TestMX, TLSOptions  # noqa: E402
 
-REPO = os.path.dirname(os.path.dirname(HERE))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
 OPENSSL = "/usr/bin/openssl"
 DNS = "127.0.0.150"
 # host name -> (address, TLS options or None for no STARTTLS; certificates added at setup)

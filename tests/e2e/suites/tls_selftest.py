@@ -2,7 +2,7 @@
 """Self-check of the TLS side of the e2e harness: mx.py's STARTTLS and tlsproxy.py.
 
 Usage (root for the Postfix part; nothing is built or attached):
-    /usr/bin/python3 tests/e2e/tls_selftest.py [--no-postfix] [--no-finger]
+    /usr/bin/python3 tests/e2e/suites/tls_selftest.py [--no-postfix] [--no-finger]
         [--capture-dir tests/unit/data] [--rewrite-captures] [-v]
 
 It starts, on 127.0.0.20 and up (port 25), one test MX per variant:
@@ -55,13 +55,13 @@ import uuid
 import warnings
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "fixtures"))
 sys.dont_write_bytecode = True  # leave no __pycache__ in the source tree
 
 from mx import LEGACY_CIPHERS, TestMX, TLSOptions, tls_version  # noqa: E402
 from tlsproxy import StripProxy, strip_starttls  # noqa: E402
 
-REPO = os.path.dirname(os.path.dirname(HERE))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
 POSTTLS_FINGER = "/usr/sbin/posttls-finger"
 TIMEOUT = 15.0
 
@@ -602,10 +602,10 @@ def check_captures(res, name, args, mxs):
                 continue
             if args.rewrite_captures or not os.path.exists(path):
                 comment = ("%s ServerHello: the server's bytes after the ClientHello, up to and including the record "
-                           "holding the ServerHello (%d bytes, %d record(s)); server tests/e2e/mx.py TLSOptions("
+                           "holding the ServerHello (%d bytes, %d record(s)); server tests/e2e/fixtures/mx.py TLSOptions("
                            "version=%r) after STARTTLS, Python %s ssl / %s; client: raw socket, ssl.MemoryBIO, "
                            "range TLSv1..TLSv1.3 with ALL:@SECLEVEL=0 (as Postfix offers); negotiated %s %s (suite 0x%04x), "
-                           "%scaptured by tests/e2e/tls_selftest.py on %s" % (
+                           "%scaptured by tests/e2e/suites/tls_selftest.py on %s" % (
                                want, len(capture), info["records"], VERSIONS[key][1], sys.version.split()[0],
                                ssl.OPENSSL_VERSION, version, cipher[0], info["cipher_suite"],
                                "" if want == "TLSv1.3" else "RFC 8446 downgrade sentinel in the random: %s "
