@@ -316,15 +316,8 @@ def make_cert(tmp):
 
 
 def scrape():
-    import urllib.request
-    with urllib.request.urlopen("http://%s/metrics" % METRICS, timeout=20) as r:
-        text = r.read().decode()
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
+    from daemon import scrape_metrics
+    return scrape_metrics(METRICS)
 
 
 def ctl_status(daemon):

@@ -68,7 +68,7 @@ sys.dont_write_bytecode = True
 
 import harness  # noqa: E402
 from mx import TestMX  # noqa: E402
-from postfix_env import (Cgroup, PostfixError, PostfixInstance, PostfixMissing,  # noqa: E402
+from postfix_env import (PostfixError, PostfixInstance, PostfixMissing,  # noqa: E402
                          check_postfix_installed)
 
 MX_ADDR = "127.0.0.220"
@@ -484,10 +484,8 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
-    if not harness.require_root("admin_run.py must run as root (cgroups, port 25, Postfix)"):
-        return 2
     r = harness.Results(shown=6, more=False)
-    with harness.Run(r, keep=args.keep) as suite:
+    with harness.Run(r, keep=args.keep, root="admin_run.py must run as root (cgroups, port 25, Postfix)") as suite:
         env = None
 
         def stop_daemon():
@@ -503,14 +501,9 @@ def main(argv=None):
             tmp = suite.tempdir("tlsguard-admin-", 0o755)
             config_errors(args, tmp, r)
             check_postfix_installed()
-            cgroup = Cgroup.create("tlsguard-e2e-admin")
-            suite.push(cgroup.remove)
-            mx = TestMX(MX_ADDR, 25, name="plain").start()
-            suite.push(mx.stop)
-            pf = PostfixInstance(os.path.join(tmp, "postfix"), cgroup, TRANSPORTS, MAILBOX_DOMAINS)
-            suite.push(pf.stop)
-            os.makedirs(pf.root)
-            pf.start()
+            cgroup = suite.cgroup("tlsguard-e2e-admin")
+            mx = suite.started(TestMX(MX_ADDR, 25, name="plain"))
+            pf = suite.postfix(PostfixInstance(os.path.join(tmp, "postfix"), cgroup, TRANSPORTS, MAILBOX_DOMAINS))
             env = Env(args, tmp, cgroup, pf, mx)
 
             def on_notify(text):

@@ -76,8 +76,8 @@ sys.dont_write_bytecode = True  # leave no __pycache__ in the source tree
 import harness  # noqa: E402
 from mx import TestMX, TLSOptions  # noqa: E402
 from postfix_env import (Cgroup, PostfixError, PostfixInstance, PostfixMissing,  # noqa: E402
-                         cgroup2_mount, check_postfix_installed)
-from daemon import Daemon, Senders, normalize  # noqa: E402
+                         cgroup2_mount)
+from daemon import GUARDED_SENDERS, MAILBOX_DOMAINS, Senders, normalize  # noqa: E402
 
 PYTHON = "/usr/bin/python3"
 TLS_TEXT = "TLS is required, but was not offered by host"
@@ -101,11 +101,7 @@ MXS = {
     "hup": ("127.0.0.97", None),
 }
 DOMAINS = {key: "%s.audit.test" % key for key in MXS}
-MAILBOX_DOMAINS = ["mta.test", "guarded.test"]
-SENDERS_FILE = """\
-# tlsguard audit e2e: every sender in guarded.test is guaranteed; mta.test is not
-@guarded.test
-"""
+SENDERS_FILE = GUARDED_SENDERS
 SENDER = {
     "tls13": "aud-tls13@mta.test",
     "tls12": "aud-tls12@mta.test",
@@ -883,16 +879,9 @@ def run_all(run, report):
 
 # ------------------------------------------------------------------ main
 
-def parse_args(argv):
-    ap = harness.arg_parser(__doc__, keep_help="audit file, logs, MX records",
-                            verbose_help="show the records, the MXs' view, logs")
-    return ap.parse_args(argv)
-
-
 def main(argv=None):
-    args = parse_args(argv)
-    if not harness.require_root("audit_run.py must run as root (cgroups, port 25, Postfix)"):
-        return 2
+    args = harness.arg_parser(__doc__, keep_help="audit file, logs, MX records",
+                              verbose_help="show the records, the MXs' view, logs").parse_args(argv)
     results = harness.Results()
 
     def report(name, problems):
@@ -901,23 +890,18 @@ def main(argv=None):
             for x in problems[5:]:
                 print("    " + x)
 
-    with harness.Run(results, keep=args.keep) as suite:
+    with harness.Run(results, keep=args.keep,
+                     root="audit_run.py must run as root (cgroups, port 25, Postfix)") as suite:
         try:
-            check_postfix_installed()
-            for path in (args.tlsguardd, args.tlsguardctl):
-                if not os.access(path, os.X_OK):
-                    raise RuntimeError("%s is missing or not executable (run make)" % path)
+            harness.require_tools(args.tlsguardd, args.tlsguardctl, postfix=True)
             tmp = suite.tempdir("tlsguard-e2e-audit-", 0o755)
-            cgroup = Cgroup.create("tlsguard-e2e-audit")
-            suite.push(cgroup.remove)
+            cgroup = suite.cgroup("tlsguard-e2e-audit")
             child = Cgroup(os.path.join(cgroup.path, "postfix-reuse"))
             suite.push(child.remove)
             os.mkdir(child.path)
             jsonl = os.path.join(tmp, "mx.jsonl")
-            mxs = {}
-            for key, (host, opts) in MXS.items():
-                mxs[key] = TestMX(host, 25, name=key, jsonl_path=jsonl, tls=opts).start()
-                suite.push(mxs[key].stop)
+            mxs = {key: suite.started(TestMX(host, 25, name=key, jsonl_path=jsonl, tls=opts))
+                   for key, (host, opts) in MXS.items()}
             mailboxes = ["%s" % s for s in SENDER.values()] + ["postmaster@mta.test"]
             pfa = PostfixInstance(os.path.join(tmp, "postfix-a"), cgroup,
                                   {DOMAINS[k]: "smtp:[%s]:25" % MXS[k][0] for k in ("tls13", "tls12", "plain",
@@ -931,15 +915,8 @@ def main(argv=None):
             for pf in (pfa, pfb):
                 os.makedirs(pf.root)
                 pf.start()
-            senders_path = os.path.join(tmp, "senders")
-            with open(senders_path, "w") as f:
-                f.write(SENDERS_FILE)
             audit_path = os.path.join(tmp, "audit.jsonl")
-            daemon = Daemon(args.tlsguardd, args.tlsguardctl, cgroup.path, senders_path,
-                            os.path.join(tmp, "tlsguardd.sock"), os.path.join(tmp, "tlsguardd.log"))
-            daemon.argv += ["--audit", audit_path, "-v"]
-            suite.push_daemon(daemon)
-            daemon.start()
+            daemon = suite.daemon(args, cgroup, SENDERS_FILE, "--audit", audit_path, "-v")
             run = Run(args, tmp, cgroup, pfa, pfb, mxs, daemon, audit_path)
 
             def kill_clients():
@@ -949,10 +926,8 @@ def main(argv=None):
         except (PostfixMissing, PostfixError, RuntimeError, OSError) as e:
             report("setup", [str(e)])
         else:
-            try:
+            with suite.guard():
                 run_all(run, report)
-            except Exception as e:  # noqa: BLE001 -- a harness error is one failure, and cleanup still runs
-                report("harness", ["%s: %s" % (type(e).__name__, e)])
             if args.verbose and results.failed:
                 print(daemon.log_tail(60))
                 for pf in (pfa, pfb):

@@ -82,11 +82,12 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "fixtures"))
 sys.dont_write_bytecode = True
+
+from daemon import rss, scrape_metrics  # noqa: E402
 
 METRICS = "127.0.0.160:9154"
 MX_ADDR = "127.0.0.161"
@@ -179,31 +180,11 @@ class Client:
 # ====================================================================== runner
 
 def scrape():
-    with urllib.request.urlopen("http://%s/metrics" % METRICS, timeout=10) as r:
-        if r.status != 200 or "version=0.0.4" not in r.headers.get("Content-Type", ""):
-            raise RuntimeError("metrics: HTTP %s %s" % (r.status, r.headers.get("Content-Type")))
-        text = r.read().decode()
-    out = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        name, _, value = line.rpartition(" ")
-        out[name] = float(value)
-    return out
+    return scrape_metrics(METRICS, timeout=10, check=True)
 
 
 def delta(after, before, name):
     return after.get(name, 0) - before.get(name, 0)
-
-
-def rss(pid):
-    out = {}
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            k, _, v = line.partition(":")
-            if k in ("VmRSS", "VmHWM"):
-                out[k] = int(v.split()[0])
-    return out
 
 
 class Agent:
@@ -247,11 +228,7 @@ class Agent:
         return self.d.stop()
 
     def log(self):
-        try:
-            with open(self.log_path, errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
+        return self.d.log_text()
 
     def count(self, pattern):
         return len(re.findall(pattern, self.log()))
@@ -631,42 +608,23 @@ def parse_args(argv):
 
 
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["--client"]:
-        return client_main(argv[1:])
     import harness
     from mx import TestMX
-    from postfix_env import Cgroup, PostfixError, PostfixInstance, PostfixMissing
+    from postfix_env import PostfixError, PostfixInstance, PostfixMissing
 
     args = parse_args(argv)
-    if not harness.require_root("fault_run.py must run as root"):
-        return 2
-    cases = CASES
-    if args.only:
-        names = set(args.only.split(","))
-        if names - {c[0] for c in CASES}:
-            print("unknown case(s): %s" % ", ".join(sorted(names - {c[0] for c in CASES})), file=sys.stderr)
-            return 2
-        cases = [c for c in CASES if c[0] in names]
+    cases = harness.only(CASES, args.only, lambda c: c[0])
     r = harness.Results(shown=6, more=False)
-    with harness.Run(r, keep=args.keep) as suite:
+    with harness.Run(r, keep=args.keep, root="fault_run.py must run as root") as suite:
         try:
-            for path in (args.tlsguardd, args.tlsguardctl):
-                if not os.access(path, os.X_OK):
-                    raise RuntimeError("%s is missing or not executable (run make)" % path)
+            harness.require_tools(args.tlsguardd, args.tlsguardctl)
             tmp = suite.tempdir("tlsguard-fault-", 0o755)
-            cgroup = Cgroup.create(prefix="tlsguard-fault")
-            suite.push(cgroup.remove)
-            mx = TestMX(MX_ADDR, 25, name="fault").start()
-            suite.push(mx.stop)
-            pf = PostfixInstance(os.path.join(tmp, "postfix"), cgroup, {"mx.fault": "smtp:[%s]:25" % MX_ADDR},
-                                 ["mta.test"], mailboxes=GUARANTEED + [OTHER], extra_main=POSTFIX_MAIN)
-            suite.push(pf.stop)
-            os.makedirs(pf.root)
-            pf.start()
-            senders = os.path.join(tmp, "senders")
-            with open(senders, "w") as f:
-                f.write("".join(a + "\n" for a in GUARANTEED))
+            cgroup = suite.cgroup("tlsguard-fault")
+            mx = suite.started(TestMX(MX_ADDR, 25, name="fault"))
+            pf = suite.postfix(PostfixInstance(os.path.join(tmp, "postfix"), cgroup,
+                                               {"mx.fault": "smtp:[%s]:25" % MX_ADDR}, ["mta.test"],
+                                               mailboxes=GUARANTEED + [OTHER], extra_main=POSTFIX_MAIN))
+            senders = suite.write("senders", "".join(a + "\n" for a in GUARANTEED))
             env = Env(args, tmp, cgroup, pf, mx, senders)
         except (PostfixMissing, PostfixError, RuntimeError, OSError) as e:
             r.report("setup", [str(e)])
@@ -691,4 +649,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(client_main(sys.argv[2:]) if sys.argv[1:2] == ["--client"] else main())

@@ -48,9 +48,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "fixtures"))
 sys.dont_write_bytecode = True  # leave no __pycache__ in the source tree
 
 import harness  # noqa: E402
-from daemon import TLS_DSN, TLS_TEXT, Daemon, Senders, check_nothing_at_mx, ehlo_only  # noqa: E402
+from daemon import MAILBOX_DOMAINS, TLS_DSN, TLS_TEXT, Senders, check_nothing_at_mx, ehlo_only  # noqa: E402
 from mx import TestMX  # noqa: E402
-from postfix_env import (BOUNCE_SUBJECT, Cgroup, PostfixError, PostfixInstance,  # noqa: E402
+from postfix_env import (BOUNCE_SUBJECT, PostfixError, PostfixInstance,  # noqa: E402
                          PostfixMissing, bounce_report, check_postfix_installed)
 
 # Test MXs: key -> (address, pipelining) and the domain Postfix routes there.
@@ -64,7 +64,6 @@ TRANSPORTS = {
     "mx3.test": "smtp:[127.0.0.3]:25",
     "mx6.test": "smtp:[ipv6:::1]:25",
 }
-MAILBOX_DOMAINS = ["mta.test", "guarded.test"]
 
 SENDERS_FILE = """\
 # tlsguard e2e: guaranteed senders (one a line: address or @domain)
@@ -298,11 +297,9 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
-    if not harness.require_root("hold_run.py must run as root (cgroups, port 25, Postfix)"):
-        return 2
     results = harness.Results()
     report = results.report
-    with harness.Run(results, keep=args.keep) as suite:
+    with harness.Run(results, keep=args.keep, root="hold_run.py must run as root (cgroups, port 25, Postfix)") as suite:
         try:
             check_postfix_installed()
             if not args.no_tlsguard:
@@ -311,33 +308,19 @@ def main(argv=None):
                         raise RuntimeError("%s is missing or not executable (run make, or use --no-tlsguard)"
                                            % path)
             tmp = suite.tempdir("tlsguard-e2e-", 0o755)
-            cgroup = Cgroup.create()
-            suite.push(cgroup.remove)
-            mxs = {}
-            for key, (host, pipelining) in MXS.items():
-                mxs[key] = TestMX(host, 25, pipelining=pipelining, name=key,
-                                  jsonl_path=os.path.join(tmp, "mx.jsonl")).start()
-                suite.push(mxs[key].stop)
-            pf = PostfixInstance(os.path.join(tmp, "postfix"), cgroup, TRANSPORTS, MAILBOX_DOMAINS,
-                                 mailboxes=MAILBOXES)
-            suite.push(pf.stop)
-            os.makedirs(pf.root)
-            pf.start()
-            senders_path = os.path.join(tmp, "senders")
-            with open(senders_path, "w") as f:
-                f.write(SENDERS_FILE)
+            cgroup = suite.cgroup("tlsguard-e2e")
+            mxs = {key: suite.started(TestMX(host, 25, pipelining=pipelining, name=key,
+                                             jsonl_path=os.path.join(tmp, "mx.jsonl")))
+                   for key, (host, pipelining) in MXS.items()}
+            pf = suite.postfix(PostfixInstance(os.path.join(tmp, "postfix"), cgroup, TRANSPORTS, MAILBOX_DOMAINS,
+                                               mailboxes=MAILBOXES))
             if not args.no_tlsguard:
-                daemon = Daemon(args.tlsguardd, args.tlsguardctl, cgroup.path, senders_path,
-                                os.path.join(tmp, "tlsguardd.sock"), os.path.join(tmp, "tlsguardd.log"))
-                suite.push_daemon(daemon)
-                daemon.start()
+                suite.daemon(args, cgroup, SENDERS_FILE)
         except (PostfixMissing, PostfixError, RuntimeError, OSError) as e:
             report("setup", [str(e)])
         else:
-            try:
+            with suite.guard(PostfixError, OSError, subprocess.SubprocessError):
                 run_cases(args, pf, mxs, report)
-            except (PostfixError, OSError, subprocess.SubprocessError) as e:
-                report("harness", ["%s: %s" % (type(e).__name__, e)])
     return suite.finish()
 
 

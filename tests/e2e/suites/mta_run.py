@@ -75,8 +75,9 @@ from dns_env import LeakWatch, is_test_name  # noqa: E402
 from mx import TestMX, TLSOptions  # noqa: E402
 from postfix_env import (Cgroup, PostfixError, PostfixInstance, PostfixMissing, bounce_report,  # noqa: E402
                          check_postfix_installed)
-from daemon import TLS_TEXT, Daemon, normalize  # noqa: E402
+from daemon import GUARDED_SENDERS, MAILBOX_DOMAINS, TLS_TEXT, Daemon, normalize  # noqa: E402
 from tlsproxy import StripProxy  # noqa: E402
+from wants import over  # noqa: E402
 
 MTAS = ["postfix", "exim", "opensmtpd"]
 WEAK_TEXT = "TLS 1.2 or higher is required, but host negotiated TLSv1.0"
@@ -99,11 +100,7 @@ ROUTES = {
     "strip.test": (STRIP, "strip-up"),
     "tls10b.test": (MXS["tls10b"][0], "tls10b"),
 }
-MAILBOX_DOMAINS = ["mta.test", "guarded.test"]
-SENDERS_FILE = """\
-# tlsguard MTA e2e: every sender in guarded.test is guaranteed; mta.test is not
-@guarded.test
-"""
+SENDERS_FILE = GUARDED_SENDERS
 POSTFIX_MAIN = {
     "smtp_tls_security_level": "may",
     "queue_run_delay": "2s",
@@ -312,9 +309,7 @@ def check_want(run, w):
             if normalize(t.sender or "") != normalize(mail.sender):
                 p.append("%s: MX saw MAIL FROM:<%s>" % (who, t.sender))
             if t.tls_version != e.tls:
-                p.append("%s: MAIL FROM reached %s %s, expected %s" % (
-                    who, key, "over " + t.tls_version if t.tls_version else "in plaintext",
-                    "over " + e.tls if e.tls else "in plaintext"))
+                p.append("%s: MAIL FROM reached %s %s, expected %s" % (who, key, over(t.tls_version), over(e.tls)))
         if bounces:
             p.append("%s: %d unexpected bounce(s)" % (who, len(bounces)))
     else:

@@ -114,13 +114,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "fixtures"))
 sys.dont_write_bytecode = True  # leave no __pycache__ in the source tree
 
-from dns_env import (RCODES, T_A, T_MX, LeakWatch, Unbound, dns_ask, dns_question,  # noqa: E402
+from dns_env import (T_A, T_MX, LeakWatch, Unbound, answer_problems, dns_question,  # noqa: E402
                      ensure_unbound, is_test_name)
 import harness  # noqa: E402
 from mx import TestMX, TLSOptions  # noqa: E402
-from postfix_env import (LOG_RE, POSTFIX, Cgroup, PostfixError, PostfixInstance,  # noqa: E402
-                         PostfixMissing, bounce_report, check_postfix_installed)
-from daemon import TLS_DSN, TLS_TEXT, Daemon, normalize  # noqa: E402
+from postfix_env import (LOG_RE, POSTFIX, PostfixError, PostfixInstance,  # noqa: E402
+                         PostfixMissing, bounce_report)
+from daemon import GUARDED_SENDERS, MAILBOX_DOMAINS, TLS_DSN, TLS_TEXT, normalize  # noqa: E402
 
 UNSHARE = "/usr/bin/unshare"
 
@@ -157,8 +157,7 @@ POSTFIX_MAIN = {
     "smtp_tls_security_level": "may",
     "smtp_tls_loglevel": "1",
 }
-MAILBOX_DOMAINS = ["mta.test", "guarded.test"]
-SENDERS_FILE = "# tlsguard mx_run.py: guaranteed senders\n@guarded.test\n"
+SENDERS_FILE = GUARDED_SENDERS
 SENDERS = {
     "mixed_secure_second_mx": "secure2nd@guarded.test",
     "all_mx_insecure": "allinsecure@guarded.test",
@@ -174,21 +173,10 @@ TIMEOUT_BOUNCE = 20.0  # the DSNs the log announces
 
 def check_dns_server():
     """Our unbound answers the zone, NXDOMAIN inside test., REFUSED outside (forwards nothing)."""
-    p = []
-    for name, qtype, want_rcode, want_n in (("mixed.test", T_MX, 0, 2), ("insecure.test", T_MX, 0, 2),
-                                            ("notmx.test", T_MX, 0, 1), ("mx2.mixed.test", T_A, 0, 1),
-                                            ("nosuch.test", T_A, 3, 0), ("example.com", T_A, 5, 0),
-                                            ("debian.org", T_MX, 5, 0)):
-        try:
-            rcode, n = dns_ask(DNS_ADDR, name, qtype)
-        except OSError as e:
-            p.append("%s: %s" % (name, e))
-            continue
-        if rcode != want_rcode or n != want_n:
-            p.append("%s %s: %s with %d answers, expected %s with %d" % (
-                name, "MX" if qtype == T_MX else "A", RCODES.get(rcode, rcode), n,
-                RCODES[want_rcode], want_n))
-    return p
+    return answer_problems(DNS_ADDR, (("mixed.test", T_MX, 0, 2), ("insecure.test", T_MX, 0, 2),
+                                      ("notmx.test", T_MX, 0, 1), ("mx2.mixed.test", T_A, 0, 1),
+                                      ("nosuch.test", T_A, 3, 0), ("example.com", T_A, 5, 0),
+                                      ("debian.org", T_MX, 5, 0)), lambda qtype: "MX" if qtype == T_MX else "A")
 
 
 # ------------------------------------------------------------------ canary resolver
@@ -270,24 +258,19 @@ def nameservers(text):
 class NsPostfix(PostfixInstance):
     """A PostfixInstance whose master runs in a private mount namespace with our resolv.conf."""
 
+    START_WHAT = "postfix start (in a mount namespace)"
+
     def __init__(self, *args, resolv_conf, **kw):
         super().__init__(*args, **kw)
         self.resolv_conf = resolv_conf
 
-    def start(self):
-        self.write_config()
+    def start_command(self):
         script = 'mount --bind "$1" /etc/resolv.conf && echo $$ > "$2" && exec "$3" -c "$4" start'
-        self._running = True
-        r = subprocess.run([UNSHARE, "-m", "--propagation", "private", "/bin/sh", "-c", script, "sh",
-                            self.resolv_conf, self.cgroup.procs_file, POSTFIX, self.conf],
-                           capture_output=True, text=True, timeout=60)
-        if r.returncode != 0:
-            raise PostfixError("postfix start (in a mount namespace) failed (exit %d): %s%s%s" % (
-                r.returncode, r.stdout, r.stderr, self.log_tail()))
-        self.master_pid = self._read_master_pid()
-        if self.master_pid is None or self.master_pid not in self.cgroup.pids():
-            raise PostfixError("Postfix master (pid %s) is not in cgroup %s (members: %s)" % (
-                self.master_pid, self.cgroup.path, self.cgroup.pids()))
+        return [UNSHARE, "-m", "--propagation", "private", "/bin/sh", "-c", script, "sh",
+                self.resolv_conf, self.cgroup.procs_file, POSTFIX, self.conf]
+
+    def start(self):
+        super().start()
         seen = nameservers(ns_resolv_conf(self.master_pid))
         if seen != [DNS_ADDR]:
             raise PostfixError("Postfix master sees nameservers %s in /etc/resolv.conf, expected [%s]" % (
@@ -549,15 +532,7 @@ def check_isolation(ctx, daemon, canary, watch, host_resolv_before):
     for domain in ("mixed.test", "insecure.test", "notmx.test"):
         if not ctx.unbound.queried(domain, "MX"):
             p.append("unbound logged no MX query for %s" % domain)
-    if watch.error:
-        p.append("DNS leak watch: %s" % watch.error)
-    elif watch.lo_seen == 0:
-        p.append("the DNS leak watch saw not even the test's own queries to %s on lo" % DNS_ADDR)
-    leaks = [s for s in watch.seen if is_test_name(s[3])]
-    if leaks:
-        p.append("DNS queries of the test left the machine: %s" % ", ".join(
-            "%s via %s to %s (%s)" % (q, ifn, dst, proto) for ifn, dst, proto, q in leaks[:5]))
-    return p
+    return p + watch.problems(DNS_ADDR)
 
 
 def run_cases(args, ctx, daemon, canary, watch, host_resolv_before, report):
@@ -583,29 +558,20 @@ def run_cases(args, ctx, daemon, canary, watch, host_resolv_before, report):
               "e.g. %s" % (len(others), ", ".join(str(s[3]) for s in others[:3])), flush=True)
 
 
-def parse_args(argv):
-    ap = harness.arg_parser(__doc__, keep_help="logs, queue, mailboxes, unbound",
-                            verbose_help="show log lines of failed cases, tlsguardd's and unbound's logs")
-    return ap.parse_args(argv)
-
-
 def main(argv=None):
-    args = parse_args(argv)
-    if not harness.require_root("mx_run.py must run as root (cgroups, port 25, Postfix, unbound, "
-                                "mount namespaces)"):
-        return 2
+    args = harness.arg_parser(__doc__, keep_help="logs, queue, mailboxes, unbound",
+                              verbose_help="show log lines of failed cases, tlsguardd's and "
+                                           "unbound's logs").parse_args(argv)
     results = harness.Results()
     report = results.report
 
     def say(text):
         print("    " + text, flush=True)
 
-    with harness.Run(results, keep=args.keep) as suite:
+    with harness.Run(results, keep=args.keep, root="mx_run.py must run as root (cgroups, port 25, Postfix, "
+                     "unbound, mount namespaces)") as suite:
         try:
-            check_postfix_installed()
-            for path in (args.tlsguardd, args.tlsguardctl):
-                if not os.access(path, os.X_OK):
-                    raise RuntimeError("%s is missing or not executable (run make)" % path)
+            harness.require_tools(args.tlsguardd, args.tlsguardctl, postfix=True)
             ensure_unbound(say)
             with open("/etc/resolv.conf") as f:
                 host_resolv_before = f.read()
@@ -625,34 +591,20 @@ def main(argv=None):
             write_resolv(pf_resolv, DNS_ADDR)
             daemon_resolv = os.path.join(tmp, "resolv.conf.tlsguardd")
             write_resolv(daemon_resolv, CANARY_ADDR)
-            cgroup = Cgroup.create("tlsguard-e2e-mx")
-            suite.push(cgroup.remove)
+            cgroup = suite.cgroup("tlsguard-e2e-mx")
             jsonl = os.path.join(tmp, "mx.jsonl")
-            mxs = {}
-            for key, (host, opts) in MXS.items():
-                mxs[key] = TestMX(host, 25, name=key, jsonl_path=jsonl, tls=opts).start()
-                suite.push(mxs[key].stop)
-            pf = NsPostfix(os.path.join(tmp, "postfix"), cgroup, TRANSPORTS, MAILBOX_DOMAINS,
-                           mailboxes=MAILBOXES, extra_main=POSTFIX_MAIN, resolv_conf=pf_resolv)
-            suite.push(pf.stop)
-            os.makedirs(pf.root)
-            pf.start()
-            senders_path = os.path.join(tmp, "senders")
-            with open(senders_path, "w") as f:
-                f.write(SENDERS_FILE)
-            daemon = Daemon(args.tlsguardd, args.tlsguardctl, cgroup.path, senders_path,
-                            os.path.join(tmp, "tlsguardd.sock"), os.path.join(tmp, "tlsguardd.log"))
-            daemon.argv += ["--mx-check", DNS_ADDR, "-v"]
-            suite.push_daemon(daemon)
+            mxs = {key: suite.started(TestMX(host, 25, name=key, jsonl_path=jsonl, tls=opts))
+                   for key, (host, opts) in MXS.items()}
+            pf = suite.postfix(NsPostfix(os.path.join(tmp, "postfix"), cgroup, TRANSPORTS, MAILBOX_DOMAINS,
+                                         mailboxes=MAILBOXES, extra_main=POSTFIX_MAIN, resolv_conf=pf_resolv))
+            daemon = suite.daemon(args, cgroup, SENDERS_FILE, "--mx-check", DNS_ADDR, "-v", start=False)
             ns_daemon(daemon, daemon_resolv).start()
         except (PostfixMissing, PostfixError, RuntimeError, OSError, subprocess.SubprocessError) as e:
             report("setup", [str(e)])
         else:
-            try:
+            with suite.guard():
                 ctx = Ctx(pf, mxs, unbound, daemon, secrets.token_hex(3))
                 run_cases(args, ctx, daemon, canary, watch, host_resolv_before, report)
-            except Exception as e:  # noqa: BLE001 -- a harness error is one failure, and cleanup still runs
-                report("harness", ["%s: %s" % (type(e).__name__, e)])
             if args.verbose:
                 print(daemon.log_tail(60))
                 print(unbound.log_tail(40))

@@ -90,8 +90,7 @@ sys.dont_write_bytecode = True  # leave no __pycache__ in the source tree
 
 import harness  # noqa: E402
 from mx import TestMX  # noqa: E402
-from postfix_env import (LOG_RE, STATUS_RE, Cgroup, PostfixError,  # noqa: E402
-                         PostfixInstance, PostfixMissing, Status, bounce_report, check_postfix_installed)
+from postfix_env import PostfixError, PostfixInstance, PostfixMissing, bounce_report  # noqa: E402
 from daemon import TLS_DSN, TLS_TEXT, Daemon, normalize  # noqa: E402
 
 PIN_DIR = "/sys/fs/bpf/tlsguard"
@@ -144,13 +143,6 @@ class PinDaemon(Daemon):
             self.proc.wait(TIMEOUT_EXIT)
             return self.proc.returncode
         return None
-
-    def log_text(self):
-        try:
-            with open(self.log_path, errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
 
 
 def run_cmd(argv, timeout=20):
@@ -234,24 +226,12 @@ class Ctx:
 
     def history(self, mails):
         """{marker: (queue_id, [Status...])} from the whole log."""
-        by_msgid = {m.message_id: m for m in mails}
-        qids, out = {}, {m.marker: [None, []] for m in mails}
-        for line in self.pf.log_lines():
-            g = LOG_RE.search(line)
-            if not g:
-                continue
-            prog, qid, rest = g.group(1), g.group(3), g.group(4)
-            if prog == "cleanup" and rest.startswith("message-id="):
-                m = by_msgid.get(rest[len("message-id="):].strip())
-                if m is not None and out[m.marker][0] is None:
-                    out[m.marker][0] = qid
-                    qids[qid] = m.marker
-                continue
-            marker = qids.get(qid)
-            s = STATUS_RE.search(rest) if marker else None
-            if s:
-                out[marker][1].append(Status(status=s.group(5), dsn=s.group(4), text=s.group(6),
-                                             relay=s.group(2), conn_use=int(s.group(3) or 1), line=line))
+        out = {m.marker: [None, []] for m in mails}
+        for m, qid, _, status in self.pf.mail_log(mails):
+            if status is None:
+                out[m.marker][0] = qid
+            else:
+                out[m.marker][1].append(status)
         return {k: (v[0], v[1]) for k, v in out.items()}
 
     def wait(self, mails, done, timeout, step=0.1):
@@ -652,16 +632,9 @@ def queue_empty(pf):
 
 # ------------------------------------------------------------------ main
 
-def parse_args(argv):
-    ap = harness.arg_parser(__doc__, keep_help="logs, queue, mailboxes",
-                            verbose_help="show diagnostics of failed cases")
-    return ap.parse_args(argv)
-
-
 def main(argv=None):
-    args = parse_args(argv)
-    if not harness.require_root("pin_run.py must run as root (cgroups, bpffs, port 25, Postfix)"):
-        return 2
+    args = harness.arg_parser(__doc__, keep_help="logs, queue, mailboxes",
+                              verbose_help="show diagnostics of failed cases").parse_args(argv)
     results = harness.Results(shown=6)
 
     def report(name, problems, info=(), diag=None):
@@ -670,31 +643,22 @@ def main(argv=None):
             for line in diag():
                 print("    " + line, flush=True)
 
-    with harness.Run(results, keep=args.keep) as suite:
+    with harness.Run(results, keep=args.keep,
+                     root="pin_run.py must run as root (cgroups, bpffs, port 25, Postfix)") as suite:
         try:
-            check_postfix_installed()
-            for path in (args.tlsguardd, args.tlsguardctl):
-                if not os.access(path, os.X_OK):
-                    raise RuntimeError("%s is missing or not executable (run make)" % path)
+            harness.require_tools(args.tlsguardd, args.tlsguardctl, postfix=True)
             if shutil.which(BPFTOOL) is None:
                 raise RuntimeError("bpftool is missing (apt-get install bpftool)")
             if os.path.lexists(PIN_DIR):
                 raise RuntimeError("%s already exists (a tlsguardd --pin runs, or one left it): "
                                    "build/tlsguardctl detach removes it" % PIN_DIR)
             tmp = suite.tempdir("tlsguard-pin-", 0o755)
-            cgroup = Cgroup.create("tlsguard-pin")
-            suite.push(cgroup.remove)
-            mx = TestMX(MX_HOST, 25, name="plain", jsonl_path=os.path.join(tmp, "mx.jsonl")).start()
-            suite.push(mx.stop)
-            pf = PostfixInstance(os.path.join(tmp, "postfix"), cgroup, TRANSPORTS,
-                                 [OTHER_DOMAIN, GUARANTEED_DOMAIN], mailboxes=["postmaster@mta.test"],
-                                 extra_main=POSTFIX_EXTRA)
-            suite.push(pf.stop)
-            os.makedirs(pf.root)
-            pf.start()
-            senders_path = os.path.join(tmp, "senders")
-            with open(senders_path, "w") as f:
-                f.write(SENDERS_FILE)
+            cgroup = suite.cgroup("tlsguard-pin")
+            mx = suite.started(TestMX(MX_HOST, 25, name="plain", jsonl_path=os.path.join(tmp, "mx.jsonl")))
+            pf = suite.postfix(PostfixInstance(os.path.join(tmp, "postfix"), cgroup, TRANSPORTS,
+                                               [OTHER_DOMAIN, GUARANTEED_DOMAIN], mailboxes=["postmaster@mta.test"],
+                                               extra_main=POSTFIX_EXTRA))
+            senders_path = suite.write("senders", SENDERS_FILE)
             ctx = None
 
             def unpin():

@@ -76,8 +76,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "fixtures"))
 sys.dont_write_bytecode = True  # leave no __pycache__ in the source tree
 
-from dns_env import (RCODES, T_MX, T_TLSA, LeakWatch, Unbound, dns_ask, ensure_unbound,  # noqa: E402
-                     is_test_name, sign_zone)
+from dns_env import (T_MX, T_TLSA, LeakWatch, Unbound, answer_problems, ensure_unbound,  # noqa: E402
+                     sign_zone)
 import harness  # noqa: E402
 from mx import TestMX, TLSOptions  # noqa: E402
 
@@ -542,19 +542,9 @@ class Ctx:
 
 def check_dns_server():
     """The signed zone answers, plain.test answers, outside is REFUSED, nosuch is NXDOMAIN."""
-    p = []
-    for name, qtype, want_rcode, want_n in (("secure.probe.test", T_MX, 0, 2), ("plain.test", T_MX, 0, 1),
-                                            ("_25._tcp.mx1.dane.probe.test", T_TLSA, 0, 2),
-                                            ("nosuch.probe.test", T_MX, 3, 0), ("example.com", T_MX, 5, 0)):
-        try:
-            rcode, n = dns_ask(DNS, name, qtype)
-        except OSError as e:
-            p.append("%s: %s" % (name, e))
-            continue
-        if rcode != want_rcode or n != want_n:
-            p.append("%s type %d: %s with %d answers, expected %s with %d" % (
-                name, qtype, RCODES.get(rcode, rcode), n, RCODES[want_rcode], want_n))
-    return p
+    return answer_problems(DNS, (("secure.probe.test", T_MX, 0, 2), ("plain.test", T_MX, 0, 1),
+                                 ("_25._tcp.mx1.dane.probe.test", T_TLSA, 0, 2),
+                                 ("nosuch.probe.test", T_MX, 3, 0), ("example.com", T_MX, 5, 0)))
 
 
 def check_isolation(ctx, watch):
@@ -563,15 +553,7 @@ def check_isolation(ctx, watch):
                         ("tls13.probe.test", "A"), ("nosuch.probe.test", "MX")):
         if not ctx.unbound.queried(name, qtype):
             p.append("unbound logged no %s query for %s (did the probe ask --resolver?)" % (qtype, name))
-    if watch.error:
-        p.append("DNS leak watch: %s" % watch.error)
-    elif watch.lo_seen == 0:
-        p.append("the DNS leak watch saw not even the test's own queries to %s on lo" % DNS)
-    leaks = [s for s in watch.seen if is_test_name(s[3])]
-    if leaks:
-        p.append("DNS queries of the test left the machine: %s" % ", ".join(
-            "%s via %s to %s (%s)" % (q, ifn, dst, proto) for ifn, dst, proto, q in leaks[:5]))
-    return p
+    return p + watch.problems(DNS)
 
 
 def parse_args(argv):

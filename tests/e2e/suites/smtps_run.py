@@ -58,8 +58,8 @@ sys.dont_write_bytecode = True
 
 import harness  # noqa: E402
 from mx import TestMX, TLSOptions  # noqa: E402
-from postfix_env import Cgroup, PostfixError, PostfixInstance, PostfixMissing, check_postfix_installed  # noqa: E402
-from daemon import Daemon, Senders, check_nothing_at_mx  # noqa: E402
+from postfix_env import PostfixError, PostfixInstance, PostfixMissing  # noqa: E402
+from daemon import GUARDED_SENDERS, MAILBOX_DOMAINS, Senders, check_nothing_at_mx  # noqa: E402
 from flows import FlowsClient, flows_for, flows_table  # noqa: E402
 from wants import Ctx, Want, carriers_of, check_want, describe_conns, mail_verbs, short  # noqa: E402
 
@@ -78,7 +78,7 @@ smtps      unix  -       -       n       -       -       smtp
   -o smtp_tls_security_level=encrypt
   -o smtp_tls_mandatory_protocols=>=TLSv1
 """
-SENDERS_FILE = "@guarded.test\n"
+SENDERS_FILE = GUARDED_SENDERS
 MAILBOXES = ["smtps-tls13@guarded.test", "smtps-tls10@guarded.test", "smtps-tls10@mta.test", "postmaster@mta.test"]
 MIN_DEFERRALS = 3
 TIMEOUT_MAIL = 60.0
@@ -210,47 +210,28 @@ def run_flows_case(cgroup, daemon, mxs, report, verbose):
 def main(argv=None):
     args = harness.arg_parser(__doc__, keep_help="logs, queue, mailboxes, MX records",
                               verbose_help="show log lines of failed cases").parse_args(argv)
-    if not harness.require_root("smtps_run.py must run as root (cgroups, port 465, Postfix)"):
-        return 2
     results = harness.Results()
     report = results.report
-    with harness.Run(results, keep=args.keep) as suite:
+    with harness.Run(results, keep=args.keep,
+                     root="smtps_run.py must run as root (cgroups, port 465, Postfix)") as suite:
         try:
-            check_postfix_installed()
-            for path in (args.tlsguardd, args.tlsguardctl):
-                if not os.access(path, os.X_OK):
-                    raise RuntimeError("%s is missing or not executable (run make)" % path)
+            harness.require_tools(args.tlsguardd, args.tlsguardctl, postfix=True)
             tmp = suite.tempdir("tlsguard-e2e-smtps-", 0o755)
-            cgroup = Cgroup.create("tlsguard-e2e-smtps")
-            suite.push(cgroup.remove)
-            mxs = {}
-            for key, (host, opts) in MXS.items():
-                mxs[key] = TestMX(host, PORT, name=key, jsonl_path=os.path.join(tmp, "mx.jsonl"), tls=opts).start()
-                suite.push(mxs[key].stop)
-            pf = SmtpsPostfix(os.path.join(tmp, "postfix"), cgroup,
-                              {d: "smtps:[%s]:%d" % (MXS[k][0], PORT) for d, k in ROUTES.items()},
-                              ["mta.test", "guarded.test"], mailboxes=MAILBOXES)
-            suite.push(pf.stop)
-            os.makedirs(pf.root)
-            pf.start()
-            senders_path = os.path.join(tmp, "senders")
-            with open(senders_path, "w") as f:
-                f.write(SENDERS_FILE)
-            daemon = Daemon(args.tlsguardd, args.tlsguardctl, cgroup.path, senders_path,
-                            os.path.join(tmp, "tlsguardd.sock"), os.path.join(tmp, "tlsguardd.log"))
-            daemon.argv += ["--tls-port", str(PORT)]
-            suite.push_daemon(daemon)
-            daemon.start()
+            cgroup = suite.cgroup("tlsguard-e2e-smtps")
+            mxs = {key: suite.started(TestMX(host, PORT, name=key, jsonl_path=os.path.join(tmp, "mx.jsonl"), tls=opts))
+                   for key, (host, opts) in MXS.items()}
+            pf = suite.postfix(SmtpsPostfix(os.path.join(tmp, "postfix"), cgroup,
+                                            {d: "smtps:[%s]:%d" % (MXS[k][0], PORT) for d, k in ROUTES.items()},
+                                            MAILBOX_DOMAINS, mailboxes=MAILBOXES))
+            daemon = suite.daemon(args, cgroup, SENDERS_FILE, "--tls-port", str(PORT))
         except (PostfixMissing, PostfixError, RuntimeError, OSError) as e:
             report("setup", [str(e)])
         else:
-            try:
+            with suite.guard():
                 ctx = Ctx(pf, mxs, None, Senders(SENDERS_FILE), secrets.token_hex(3))
                 ctx.daemon = daemon
                 run_mail_cases(ctx, report, args.verbose)
                 run_flows_case(cgroup, daemon, mxs, report, args.verbose)
-            except Exception as e:  # noqa: BLE001 -- a harness error is one failure; cleanup still runs
-                report("harness", ["%s: %s" % (type(e).__name__, e)])
             if args.verbose:
                 print(daemon.log_tail(40))
     return suite.finish()

@@ -67,10 +67,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "fixtures"))
 sys.dont_write_bytecode = True  # leave no __pycache__ in the source tree
 
 import harness  # noqa: E402
-from daemon import TLS_TEXT, Daemon, Senders  # noqa: E402
+from daemon import GUARDED_SENDERS, MAILBOX_DOMAINS, TLS_TEXT, Senders  # noqa: E402
 from flows import FlowsClient, flows_for, flows_table  # noqa: E402
 from mx import TestMX, TLSOptions  # noqa: E402
-from postfix_env import Cgroup, PostfixError, PostfixInstance, PostfixMissing, check_postfix_installed  # noqa: E402
+from postfix_env import PostfixError, PostfixInstance, PostfixMissing  # noqa: E402
 from tlsproxy import StripProxy  # noqa: E402
 from wants import Ctx, Want, carriers_of, check_want, describe_conns, mail_verbs, short  # noqa: E402
 
@@ -101,11 +101,7 @@ ROUTES = {
     "tls10.test": (MXS["tls10"][0], "tls10"),
     "tls11.test": (MXS["tls11"][0], "tls11"),
 }
-MAILBOX_DOMAINS = ["mta.test", "guarded.test"]
-SENDERS_FILE = """\
-# tlsguard TLS e2e: every sender in guarded.test is guaranteed; mta.test is not
-@guarded.test
-"""
+SENDERS_FILE = GUARDED_SENDERS
 POSTFIX_MAIN = {  # spelled out although postfix_env.py has the same values: the run depends on them
     "smtp_tls_security_level": "may",
     "smtp_tls_loglevel": "1",
@@ -383,56 +379,31 @@ def run_cases(args, pf, mxs, proxy, report):
     return ctx
 
 
-def parse_args(argv):
-    ap = harness.arg_parser(__doc__, keep_help="logs, queue, mailboxes, MX records",
-                            verbose_help="show log lines of failed cases")
-    return ap.parse_args(argv)
-
-
 def main(argv=None):
-    args = parse_args(argv)
-    if not harness.require_root("tls_run.py must run as root (cgroups, port 25, Postfix)"):
-        return 2
+    args = harness.arg_parser(__doc__, keep_help="logs, queue, mailboxes, MX records",
+                              verbose_help="show log lines of failed cases").parse_args(argv)
     results = harness.Results()
     report = results.report
-    with harness.Run(results, keep=args.keep) as suite:
+    with harness.Run(results, keep=args.keep, root="tls_run.py must run as root (cgroups, port 25, Postfix)") as suite:
         try:
-            check_postfix_installed()
-            for path in (args.tlsguardd, args.tlsguardctl):
-                if not os.access(path, os.X_OK):
-                    raise RuntimeError("%s is missing or not executable (run make)" % path)
+            harness.require_tools(args.tlsguardd, args.tlsguardctl, postfix=True)
             tmp = suite.tempdir("tlsguard-e2e-tls-", 0o755)
-            cgroup = Cgroup.create("tlsguard-e2e-tls")
-            suite.push(cgroup.remove)
+            cgroup = suite.cgroup("tlsguard-e2e-tls")
             jsonl = os.path.join(tmp, "mx.jsonl")
-            mxs = {}
-            for key, (host, opts) in MXS.items():
-                mxs[key] = TestMX(host, 25, name=key, jsonl_path=jsonl, tls=opts).start()
-                suite.push(mxs[key].stop)
-            proxy = StripProxy(STRIP, 25, (MXS["strip-up"][0], 25), name="strip",
-                               jsonl_path=os.path.join(tmp, "proxy.jsonl")).start()
-            suite.push(proxy.stop)
-            pf = PostfixInstance(os.path.join(tmp, "postfix"), cgroup,
-                                 {d: "smtp:[%s]:25" % a for d, (a, _) in ROUTES.items()}, MAILBOX_DOMAINS,
-                                 mailboxes=MAILBOXES, extra_main=POSTFIX_MAIN)
-            suite.push(pf.stop)
-            os.makedirs(pf.root)
-            pf.start()
-            senders_path = os.path.join(tmp, "senders")
-            with open(senders_path, "w") as f:
-                f.write(SENDERS_FILE)
-            daemon = Daemon(args.tlsguardd, args.tlsguardctl, cgroup.path, senders_path,
-                            os.path.join(tmp, "tlsguardd.sock"), os.path.join(tmp, "tlsguardd.log"))
-            suite.push_daemon(daemon)
-            daemon.start()
+            mxs = {key: suite.started(TestMX(host, 25, name=key, jsonl_path=jsonl, tls=opts))
+                   for key, (host, opts) in MXS.items()}
+            proxy = suite.started(StripProxy(STRIP, 25, (MXS["strip-up"][0], 25), name="strip",
+                                             jsonl_path=os.path.join(tmp, "proxy.jsonl")))
+            pf = suite.postfix(PostfixInstance(os.path.join(tmp, "postfix"), cgroup,
+                                               {d: "smtp:[%s]:25" % a for d, (a, _) in ROUTES.items()},
+                                               MAILBOX_DOMAINS, mailboxes=MAILBOXES, extra_main=POSTFIX_MAIN))
+            daemon = suite.daemon(args, cgroup, SENDERS_FILE)
         except (PostfixMissing, PostfixError, RuntimeError, OSError) as e:
             report("setup", [str(e)])
         else:
-            try:
+            with suite.guard():
                 run_cases(args, pf, mxs, proxy, report)
                 run_flows_case(cgroup, daemon, mxs, report, args.verbose)
-            except Exception as e:  # noqa: BLE001 -- a harness error is one failure, and cleanup still runs
-                report("harness", ["%s: %s" % (type(e).__name__, e)])
             if args.verbose:
                 print(daemon.log_tail(40))
     return suite.finish()
