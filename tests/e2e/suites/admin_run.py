@@ -67,12 +67,12 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "fixtures"))
 sys.dont_write_bytecode = True
 
 import harness  # noqa: E402
+from daemon import TLS_TEXT  # noqa: E402
 from mx import TestMX  # noqa: E402
 from postfix_env import (PostfixError, PostfixInstance, PostfixMissing,  # noqa: E402
                          check_postfix_installed)
 
 MX_ADDR = "127.0.0.220"
-TLS_TEXT = "TLS is required, but was not offered by host"
 TRANSPORTS = {"plain.test": "smtp:[%s]:25" % MX_ADDR}
 MAILBOX_DOMAINS = ["example.org", "corp.test"]
 SENDERS = "# guaranteed senders (tlsguard admin test)\n@corp.test\n"

@@ -77,11 +77,9 @@ import harness  # noqa: E402
 from mx import TestMX, TLSOptions  # noqa: E402
 from postfix_env import (Cgroup, PostfixError, PostfixInstance, PostfixMissing,  # noqa: E402
                          cgroup2_mount)
-from daemon import GUARDED_SENDERS, MAILBOX_DOMAINS, Senders, normalize  # noqa: E402
+from daemon import GUARDED_SENDERS, MAILBOX_DOMAINS, TLS_TEXT, WEAK_TEXT, Senders, normalize  # noqa: E402
 
 PYTHON = "/usr/bin/python3"
-TLS_TEXT = "TLS is required, but was not offered by host"
-WEAK_TEXT = "TLS 1.2 or higher is required, but host negotiated %s"
 HELD_MAIL_REPLY = "550 5.7.10 " + TLS_TEXT
 HELD_RCPT_PREFIX = "503 5.5.1"  # tlsguard's answer to RCPT/DATA behind a refused MAIL
 RECORD_KEYS = {"time", "flow", "host", "sender", "guaranteed", "recipients", "tls", "mail_reply", "data_reply",
@@ -433,12 +431,15 @@ def conn_of(mx, local):
     return [c for c in mx.connections() if c.peer == local]
 
 
+def picked_up(outcome):
+    """Postfix's log named the mail's queue id."""
+    return outcome is not None and outcome.queue_id is not None
+
+
 def delivered_check(run, key, outcome):
     """One record for the one delivery at MX ``key``, every field from the MX's view."""
-    p = []
-    pf, mail = run.mails[key]
-    mx = run.mxs[key]
-    if outcome is None or outcome.queue_id is None:
+    (_, mail), mx, p = run.mails[key], run.mxs[key], []
+    if not picked_up(outcome):
         return ["%s: never picked up by Postfix" % mail.marker]
     for r in mail.recipients:
         s = outcome.status_of(r)
@@ -472,10 +473,8 @@ def delivered_check(run, key, outcome):
 
 def held_no_tls_check(run, key, outcome):
     """Guaranteed sender -> plaintext MX: one held-no-tls record; the MX saw EHLO and no envelope."""
-    p = []
-    pf, mail = run.mails[key]
-    mx = run.mxs[key]
-    if outcome is None or outcome.queue_id is None:
+    (_, mail), mx, p = run.mails[key], run.mxs[key], []
+    if not picked_up(outcome):
         return ["%s: never picked up by Postfix" % mail.marker]
     texts = []
     for r in mail.recipients:
@@ -537,12 +536,10 @@ def held_weak_check(run, key, outcome):
     """Guaranteed sender -> TLS 1.0 MX: a held-weak-tls record for each cut TLS session, and a
     held-weak-tls record with tls null (mail_reply naming the version) for Postfix's plaintext
     retry: the cause of that hold is the host's weak TLS, not a missing STARTTLS."""
-    p = []
-    pf, mail = run.mails[key]
-    mx = run.mxs[key]
+    (_, mail), mx, p = run.mails[key], run.mxs[key], []
     version = "TLSv1.0"
     weak_reply = "550 5.7.10 " + WEAK_TEXT % version
-    if outcome is None or outcome.queue_id is None:
+    if not picked_up(outcome):
         return ["%s: never picked up by Postfix" % mail.marker]
     s = outcome.status_of(mail.recipients[0])
     if s is None or s.status != "bounced" or weak_reply[11:] not in s.text:
@@ -723,6 +720,14 @@ def ctl_print_check(run):
     return p + printed_problems(recs, r.stdout)
 
 
+def filtered_problems(run, want, option, value):
+    """tlsguardctl audit OPTION VALUE must print exactly the records ``want``."""
+    r = ctl(run, option, value)
+    if r.returncode != 0:
+        return ["%s %s: exit %d: %s" % (option, value, r.returncode, r.stderr.strip())]
+    return ["%s %s: %s" % (option, value, x) for x in printed_problems(want, r.stdout)]
+
+
 def ctl_sender_check(run):
     p = []
     recs = run.records()
@@ -731,11 +736,7 @@ def ctl_sender_check(run):
         want = [x for x in recs if key and normalize(x.get("sender") or "x@y") == normalize(SENDER[key])]
         if key and not want:
             p.append("--sender %s: no record of <%s> in the file to filter" % (asked, SENDER[key]))
-        r = ctl(run, "--sender", asked)
-        if r.returncode != 0:
-            p.append("--sender %s: exit %d: %s" % (asked, r.returncode, r.stderr.strip()))
-            continue
-        p += ["--sender %s: %s" % (asked, x) for x in printed_problems(want, r.stdout)]
+        p += filtered_problems(run, want, "--sender", asked)
     return p
 
 
@@ -751,11 +752,7 @@ def ctl_since_check(run):
         want = [x for x in recs if x["time"] >= since]
         if since == cut and not (0 < len(want) < len(recs)):
             p.append("harness: --since %s does not split the file (%d of %d)" % (since, len(want), len(recs)))
-        r = ctl(run, "--since", since)
-        if r.returncode != 0:
-            p.append("--since %s: exit %d: %s" % (since, r.returncode, r.stderr.strip()))
-            continue
-        p += ["--since %s: %s" % (since, x) for x in printed_problems(want, r.stdout)]
+        p += filtered_problems(run, want, "--since", since)
     return p
 
 
@@ -894,8 +891,7 @@ def main(argv=None):
                      root="audit_run.py must run as root (cgroups, port 25, Postfix)") as suite:
         try:
             harness.require_tools(args.tlsguardd, args.tlsguardctl, postfix=True)
-            tmp = suite.tempdir("tlsguard-e2e-audit-", 0o755)
-            cgroup = suite.cgroup("tlsguard-e2e-audit")
+            tmp, cgroup = suite.workspace("tlsguard-e2e-audit", 0o755)
             child = Cgroup(os.path.join(cgroup.path, "postfix-reuse"))
             suite.push(child.remove)
             os.mkdir(child.path)

@@ -87,13 +87,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "fixtures"))
 sys.dont_write_bytecode = True
 
-from daemon import rss, scrape_metrics  # noqa: E402
+from daemon import TLS_TEXT, rss, scrape_metrics  # noqa: E402
 
 METRICS = "127.0.0.160:9154"
 MX_ADDR = "127.0.0.161"
 GUARANTEED = ["g%d@mta.test" % i for i in range(1, 6)]
 OTHER = "n@mta.test"
-TLS_TEXT = "TLS is required, but was not offered by host"
 PIN_DIR = "/sys/fs/bpf/tlsguard"
 RSS_GROWTH_KB = 16 * 1024
 RSS_MAX_KB = 64 * 1024
@@ -227,6 +226,12 @@ class Agent:
             self.signal(signal.SIGCONT)
         return self.d.stop()
 
+    def stop_into(self, problems):
+        """stop(), and why it did not exit 0 among ``problems``."""
+        why = self.stop()
+        if why:
+            problems.append(why)
+
     def log(self):
         return self.d.log_text()
 
@@ -338,9 +343,7 @@ def case_flow_table_full(env, problems, info):
         nothing_at_mx(env, problems, [g])
         ag.rss_check(problems, info)
     finally:
-        why = ag.stop()
-        if why:
-            problems.append(why)
+        ag.stop_into(problems)
 
 
 def case_policy_map_full(env, problems, info):
@@ -384,9 +387,7 @@ def case_policy_map_full(env, problems, info):
     finally:
         with open(env.senders, "w") as f:
             f.write("".join(a + "\n" for a in GUARANTEED))
-        why = ag.stop()
-        if why:
-            problems.append(why)
+        ag.stop_into(problems)
 
 
 def case_ringbuf_full(env, problems, info):
@@ -431,9 +432,7 @@ def case_ringbuf_full(env, problems, info):
         nothing_at_mx(env, problems, [g1, g2])
         ag.rss_check(problems, info)
     finally:
-        why = ag.stop()
-        if why:
-            problems.append(why)
+        ag.stop_into(problems)
 
 
 def case_injection_stuck(env, problems, info):
@@ -473,9 +472,7 @@ def case_injection_stuck(env, problems, info):
                 stalls, delta(m1, m0, "tlsguard_agent_stalls_total")))
         ag.rss_check(problems, info)
     finally:
-        why = ag.stop()
-        if why:
-            problems.append(why)
+        ag.stop_into(problems)
 
 
 def case_agent_killed(env, problems, info):
@@ -583,9 +580,7 @@ def case_metrics_page(env, problems, info):
             problems.append("%d of 3 stuck metrics clients still connected after %d s" % (3 - cut, TIMEOUT_CLIENT))
         ag.rss_check(problems, info)
     finally:
-        why = ag.stop()
-        if why:
-            problems.append(why)
+        ag.stop_into(problems)
 
 
 TIMEOUT_CLIENT = 12  # the agent cuts a metrics client after 5 to 10 s
@@ -618,8 +613,7 @@ def main(argv=None):
     with harness.Run(r, keep=args.keep, root="fault_run.py must run as root") as suite:
         try:
             harness.require_tools(args.tlsguardd, args.tlsguardctl)
-            tmp = suite.tempdir("tlsguard-fault-", 0o755)
-            cgroup = suite.cgroup("tlsguard-fault")
+            tmp, cgroup = suite.workspace("tlsguard-fault", 0o755)
             mx = suite.started(TestMX(MX_ADDR, 25, name="fault"))
             pf = suite.postfix(PostfixInstance(os.path.join(tmp, "postfix"), cgroup,
                                                {"mx.fault": "smtp:[%s]:25" % MX_ADDR}, ["mta.test"],

@@ -1372,8 +1372,7 @@ def main(argv=None):
     with harness.Run(results, keep=args.keep, root="framing_run.py must run as root (cgroups, BPF, port 25)") as suite:
         try:
             harness.require_tools(args.tlsguardd, args.tlsguardctl)
-            tmp = suite.tempdir("tlsguard-framing-")
-            cgroup = suite.cgroup("tlsguard-framing")
+            tmp, cgroup = suite.workspace("tlsguard-framing")
             hosts = {"plain": suite.started(TestMX(PLAIN_MX, 25, name="plain"))}
             for key, h in hostile_hosts().items():
                 hosts[key] = suite.started(h)

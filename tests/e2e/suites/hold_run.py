@@ -307,8 +307,7 @@ def main(argv=None):
                     if not os.access(path, os.X_OK):
                         raise RuntimeError("%s is missing or not executable (run make, or use --no-tlsguard)"
                                            % path)
-            tmp = suite.tempdir("tlsguard-e2e-", 0o755)
-            cgroup = suite.cgroup("tlsguard-e2e")
+            tmp, cgroup = suite.workspace("tlsguard-e2e", 0o755)
             mxs = {key: suite.started(TestMX(host, 25, pipelining=pipelining, name=key,
                                              jsonl_path=os.path.join(tmp, "mx.jsonl")))
                    for key, (host, pipelining) in MXS.items()}

@@ -75,12 +75,12 @@ from dns_env import LeakWatch, is_test_name  # noqa: E402
 from mx import TestMX, TLSOptions  # noqa: E402
 from postfix_env import (Cgroup, PostfixError, PostfixInstance, PostfixMissing, bounce_report,  # noqa: E402
                          check_postfix_installed)
-from daemon import GUARDED_SENDERS, MAILBOX_DOMAINS, TLS_TEXT, Daemon, normalize  # noqa: E402
+from daemon import GUARDED_SENDERS, MAILBOX_DOMAINS, TLS_TEXT, WEAK_TEXT, Daemon, normalize  # noqa: E402
 from tlsproxy import StripProxy  # noqa: E402
 from wants import over  # noqa: E402
 
 MTAS = ["postfix", "exim", "opensmtpd"]
-WEAK_TEXT = "TLS 1.2 or higher is required, but host negotiated TLSv1.0"
+WEAK_TLS10 = WEAK_TEXT % "TLSv1.0"
 
 MXS = {
     "plain": ("127.0.0.200", None),
@@ -128,13 +128,13 @@ B_NOTLS = Expect("bounced", text=TLS_TEXT, audit="held-no-tls")
 # What becomes of a guaranteed sender's mail to a TLS 1.0-only host, and of
 # another sender's, per MTA (measured; see the README).
 WEAK = {
-    "postfix": (Expect("bounced", text=WEAK_TEXT, audit="held-weak-tls", audit_tls="TLSv1.0"),
+    "postfix": (Expect("bounced", text=WEAK_TLS10, audit="held-weak-tls", audit_tls="TLSv1.0"),
                 Expect("sent", tls="TLSv1")),
     "exim": (Expect("held", audit="held-weak-tls", audit_tls="TLSv1.0"), Expect("sent", tls="TLSv1")),
     # smtpd's OpenSSL refuses TLS 1.0 (security level 1): the handshake
     # fails, smtpd reconnects at once in plaintext (smtp+notls), where the
     # agent holds the guaranteed sender with the host's version.
-    "opensmtpd": (Expect("bounced", text=WEAK_TEXT, audit="held-weak-tls"), Expect("sent")),
+    "opensmtpd": (Expect("bounced", text=WEAK_TLS10, audit="held-weak-tls"), Expect("sent")),
 }
 
 
@@ -479,21 +479,15 @@ def run_mta(args, name, tmp, mxs, proxy, report):
             report("%s/cleanup" % name, problems)
 
 
-def parse_args(argv):
+def main(argv=None):
     ap = harness.arg_parser(__doc__, keep_help="logs, spools, mailboxes", verbose_help="show the MTA's log on failures")
     ap.add_argument("--mta", default="all", choices=MTAS + ["all"])
     ap.add_argument("--deps", default=DEFAULT_DEPS, help="where make mta-deps unpacked Exim and OpenSMTPD")
-    return ap.parse_args(argv)
-
-
-def main(argv=None):
-    args = parse_args(argv)
-    if not harness.require_root("mta_run.py must run as root (cgroups, port 25, the MTAs)"):
-        return 2
+    args = ap.parse_args(argv)
+    chosen = MTAS if args.mta == "all" else [args.mta]
     results = harness.Results()
     report = results.report
-    chosen = MTAS if args.mta == "all" else [args.mta]
-    with harness.Run(results, keep=args.keep) as suite:
+    with harness.Run(results, keep=args.keep, root="mta_run.py must run as root (cgroups, port 25, the MTAs)") as suite:
         runnable = []
         for name in chosen:
             why = availability(name, args.deps)

@@ -396,6 +396,23 @@ def early_deferrals(ctx, mail):
     return []
 
 
+def carried_once(got, mail, want_key, want_tls):
+    """The carriers ``got`` of the mail: one, at MX ``want_key``, its MAIL FROM under
+    TLS version ``want_tls`` (None: plaintext), with the mail's envelope."""
+    p = []
+    if len(got) != 1:
+        p.append("the body reached the MXs %d times, expected once (at %s)" % (len(got), want_key))
+    for key, c, t in got:
+        if key != want_key:
+            p.append("delivered to %s, expected %s" % (key, want_key))
+        if t.tls_version != want_tls:
+            p.append("MAIL FROM reached %s under %s, expected %s" % (key, t.tls_version or "plaintext",
+                                                                     want_tls or "plaintext"))
+        if t.sender != mail.sender or {r.lower() for r in t.recipients} != {r.lower() for r in mail.recipients}:
+            p.append("%s saw MAIL FROM:<%s> RCPT %s" % (key, t.sender, t.recipients))
+    return p
+
+
 def case_mixed_secure(ctx, mail):
     p = check_status(ctx, mail, "sent", relay="mx2.mixed.test[127.0.0.71]:25")
     said = [line for line in ctx.log_for(mail)
@@ -406,15 +423,7 @@ def case_mixed_secure(ctx, mail):
     if bounced_or_deferred:
         p.append("Postfix logged %s" % bounced_or_deferred[0].split(": ", 2)[-1][:160])
     got = carriers(ctx, mail)
-    if len(got) != 1:
-        p.append("the body reached the MXs %d times, expected once (at mixed2)" % len(got))
-    for key, c, t in got:
-        if key != "mixed2":
-            p.append("delivered to %s, expected mixed2" % key)
-        if t.tls_version != "TLSv1.3":
-            p.append("MAIL FROM reached %s under %s, expected TLSv1.3" % (key, t.tls_version or "plaintext"))
-        if t.sender != mail.sender or {r.lower() for r in t.recipients} != {r.lower() for r in mail.recipients}:
-            p.append("%s saw MAIL FROM:<%s> RCPT %s" % (key, t.sender, t.recipients))
+    p += carried_once(got, mail, "mixed2", "TLSv1.3")
     p += traces_at(ctx, mail, ["mixed1"])
     # tlsguardd's own STARTTLS probe of mx2: a TLS connection that carried no transaction,
     # opened before the delivering one.
@@ -428,11 +437,17 @@ def case_mixed_secure(ctx, mail):
     return p
 
 
-def case_all_insecure(ctx, mail):
-    p = check_status(ctx, mail, "bounced", relay="mx1.insecure.test[127.0.0.72]:25", dsn=TLS_DSN, text=TLS_TEXT)
+def held_bounce(ctx, mail, relay, keys):
+    """Bounced at RELAY with the text of a held MAIL, after early deferrals; no
+    transaction at the MXs ``keys``, no trace of the mail at any MX."""
+    p = check_status(ctx, mail, "bounced", relay=relay, dsn=TLS_DSN, text=TLS_TEXT)
     p += early_deferrals(ctx, mail)
-    p += no_transactions(ctx, ["insec1", "insec2"])
-    p += traces_at(ctx, mail, list(ctx.mxs))
+    p += no_transactions(ctx, keys)
+    return p + traces_at(ctx, mail, list(ctx.mxs))
+
+
+def case_all_insecure(ctx, mail):
+    p = held_bounce(ctx, mail, "mx1.insecure.test[127.0.0.72]:25", ["insec1", "insec2"])
     # Postfix bounced at mx1 and never went to mx2: a connection there is tlsguardd's probe.
     if not any("EHLO" in c.verbs() for c in ctx.mxs["insec2"].connections()):
         p.append("mx2.insecure.test[127.0.0.73] was never probed (no connection with EHLO)")
@@ -442,16 +457,7 @@ def case_all_insecure(ctx, mail):
 
 def case_other_sender(ctx, mail):
     p = check_status(ctx, mail, "sent", relay="mx1.mixed.test[127.0.0.70]:25")
-    got = carriers(ctx, mail)
-    if len(got) != 1:
-        p.append("the body reached the MXs %d times, expected once (at mixed1)" % len(got))
-    for key, c, t in got:
-        if key != "mixed1":
-            p.append("delivered to %s, expected mixed1" % key)
-        if t.tls_version is not None:
-            p.append("MAIL FROM reached %s under %s, expected plaintext" % (key, t.tls_version))
-        if t.sender != mail.sender or {r.lower() for r in t.recipients} != {r.lower() for r in mail.recipients}:
-            p.append("%s saw MAIL FROM:<%s> RCPT %s" % (key, t.sender, t.recipients))
+    p += carried_once(carriers(ctx, mail), mail, "mixed1", None)
     touched = [line for line in ctx.daemon_lines() if "from=<%s>" % mail.sender in line]
     if touched:
         p.append("tlsguardd acted on it: %s" % touched[0])
@@ -460,10 +466,7 @@ def case_other_sender(ctx, mail):
 
 
 def case_not_an_mx(ctx, mail):
-    p = check_status(ctx, mail, "bounced", relay="127.0.0.74[127.0.0.74]:25", dsn=TLS_DSN, text=TLS_TEXT)
-    p += early_deferrals(ctx, mail)
-    p += no_transactions(ctx, ["notmx-relay", "notmx-mx"])
-    p += traces_at(ctx, mail, list(ctx.mxs))
+    p = held_bounce(ctx, mail, "127.0.0.74[127.0.0.74]:25", ["notmx-relay", "notmx-mx"])
     # Postfix does not look notmx.test up (transport_maps has [127.0.0.74]): the MX query is tlsguardd's.
     if not ctx.unbound.queried("notmx.test", "MX"):
         p.append("unbound logged no MX query for notmx.test (did tlsguardd look at the domain?)")

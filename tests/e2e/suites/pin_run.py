@@ -571,6 +571,21 @@ def case_kill_mid_burst(ctx, info):
     return p, mails
 
 
+def detached_check(ctx, p, when, tag):
+    """After detach: no pins, nothing attached to the cgroup (``when`` ends that
+    problem's text), and a guaranteed mail (``tag``) delivered.  Returns what
+    bpftool printed and the mail."""
+    if pins() is not None:
+        p.append("%s still exists after detach: %s" % (PIN_DIR, pins()))
+    names, raw = bpftool_cgroup(ctx.cgroup.path)
+    if names:
+        p.append("bpftool cgroup show still lists %s%s: %s" % (names, when, raw))
+    mail = ctx.send(True, tag)
+    h = ctx.wait([mail], lambda h: final(last(h, mail.marker)), TIMEOUT_STATUS)
+    p += check_delivered(ctx, h, mail)
+    return raw, mail
+
+
 def case_detach_running(ctx, info):
     p = []
     agent = ctx.agent
@@ -585,14 +600,7 @@ def case_detach_running(ctx, info):
             p.append("tlsguardd exited with %s after detach%s" % (arc, agent.log_tail()))
     except subprocess.TimeoutExpired:
         p.append("tlsguardd still runs %ds after detach" % TIMEOUT_EXIT)
-    if pins() is not None:
-        p.append("%s still exists after detach: %s" % (PIN_DIR, pins()))
-    names, raw = bpftool_cgroup(ctx.cgroup.path)
-    if names:
-        p.append("bpftool cgroup show still lists %s: %s" % (names, raw))
-    mail = ctx.send(True, "detached")
-    h = ctx.wait([mail], lambda h: final(last(h, mail.marker)), TIMEOUT_STATUS)
-    p += check_delivered(ctx, h, mail)
+    raw, mail = detached_check(ctx, p, "", "detached")
     if not p:
         info.append("agent exited %s; no pins; bpftool cgroup show: %r; guaranteed mail delivered" % (
             agent.proc.returncode, raw.replace("exit 0:", "").strip()))
@@ -611,14 +619,7 @@ def case_detach_after_kill(ctx, info):
     rc, out, err = ctx.ctl("detach")
     if rc != 0:
         p.append("tlsguardctl detach with no agent: exit %s: %s%s" % (rc, out, err))
-    if pins() is not None:
-        p.append("%s still exists after detach: %s" % (PIN_DIR, pins()))
-    names, raw = bpftool_cgroup(ctx.cgroup.path)
-    if names:
-        p.append("bpftool cgroup show still lists %s after detach: %s" % (names, raw))
-    mail = ctx.send(True, "detached2")
-    h = ctx.wait([mail], lambda h: final(last(h, mail.marker)), TIMEOUT_STATUS)
-    p += check_delivered(ctx, h, mail)
+    raw, mail = detached_check(ctx, p, " after detach", "detached2")
     if not p:
         info.append("SIGKILL exit %s; detach exit 0 with no agent; no pins; nothing attached; "
                     "guaranteed mail delivered" % rc9)
@@ -652,8 +653,7 @@ def main(argv=None):
             if os.path.lexists(PIN_DIR):
                 raise RuntimeError("%s already exists (a tlsguardd --pin runs, or one left it): "
                                    "build/tlsguardctl detach removes it" % PIN_DIR)
-            tmp = suite.tempdir("tlsguard-pin-", 0o755)
-            cgroup = suite.cgroup("tlsguard-pin")
+            tmp, cgroup = suite.workspace("tlsguard-pin", 0o755)
             mx = suite.started(TestMX(MX_HOST, 25, name="plain", jsonl_path=os.path.join(tmp, "mx.jsonl")))
             pf = suite.postfix(PostfixInstance(os.path.join(tmp, "postfix"), cgroup, TRANSPORTS,
                                                [OTHER_DOMAIN, GUARANTEED_DOMAIN], mailboxes=["postmaster@mta.test"],

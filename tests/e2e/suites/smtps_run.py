@@ -168,7 +168,8 @@ def run_mail_cases(ctx, report, verbose):
                 print("    " + line)
 
 
-def run_flows_case(cgroup, daemon, mxs, report, verbose):
+def run_flows_case(ctx, cgroup, report, verbose):
+    daemon, mxs = ctx.daemon, ctx.mxs
     want = {"flows13": ("1.3", "tls", "TLSv1.3", "TLSv1.3"), "flows10": ("1.0", "weak-tls", "TLSv1.0", "TLSv1")}
     clients, p = {}, []
 
@@ -216,8 +217,7 @@ def main(argv=None):
                      root="smtps_run.py must run as root (cgroups, port 465, Postfix)") as suite:
         try:
             harness.require_tools(args.tlsguardd, args.tlsguardctl, postfix=True)
-            tmp = suite.tempdir("tlsguard-e2e-smtps-", 0o755)
-            cgroup = suite.cgroup("tlsguard-e2e-smtps")
+            tmp, cgroup = suite.workspace("tlsguard-e2e-smtps", 0o755)
             mxs = {key: suite.started(TestMX(host, PORT, name=key, jsonl_path=os.path.join(tmp, "mx.jsonl"), tls=opts))
                    for key, (host, opts) in MXS.items()}
             pf = suite.postfix(SmtpsPostfix(os.path.join(tmp, "postfix"), cgroup,
@@ -231,7 +231,7 @@ def main(argv=None):
                 ctx = Ctx(pf, mxs, None, Senders(SENDERS_FILE), secrets.token_hex(3))
                 ctx.daemon = daemon
                 run_mail_cases(ctx, report, args.verbose)
-                run_flows_case(cgroup, daemon, mxs, report, args.verbose)
+                run_flows_case(ctx, cgroup, report, args.verbose)
             if args.verbose:
                 print(daemon.log_tail(40))
     return suite.finish()

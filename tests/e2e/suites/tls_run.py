@@ -67,14 +67,13 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "fixtures"))
 sys.dont_write_bytecode = True  # leave no __pycache__ in the source tree
 
 import harness  # noqa: E402
-from daemon import GUARDED_SENDERS, MAILBOX_DOMAINS, TLS_TEXT, Senders  # noqa: E402
+from daemon import GUARDED_SENDERS, MAILBOX_DOMAINS, TLS_TEXT, WEAK_TEXT, Senders  # noqa: E402
 from flows import FlowsClient, flows_for, flows_table  # noqa: E402
 from mx import TestMX, TLSOptions  # noqa: E402
 from postfix_env import PostfixError, PostfixInstance, PostfixMissing  # noqa: E402
 from tlsproxy import StripProxy  # noqa: E402
 from wants import Ctx, Want, carriers_of, check_want, describe_conns, mail_verbs, short  # noqa: E402
 
-WEAK_TEXT = "TLS 1.2 or higher is required, but host negotiated %s"
 
 # key -> (address, TLSOptions): the recording MXs.
 MXS = {
@@ -387,8 +386,7 @@ def main(argv=None):
     with harness.Run(results, keep=args.keep, root="tls_run.py must run as root (cgroups, port 25, Postfix)") as suite:
         try:
             harness.require_tools(args.tlsguardd, args.tlsguardctl, postfix=True)
-            tmp = suite.tempdir("tlsguard-e2e-tls-", 0o755)
-            cgroup = suite.cgroup("tlsguard-e2e-tls")
+            tmp, cgroup = suite.workspace("tlsguard-e2e-tls", 0o755)
             jsonl = os.path.join(tmp, "mx.jsonl")
             mxs = {key: suite.started(TestMX(host, 25, name=key, jsonl_path=jsonl, tls=opts))
                    for key, (host, opts) in MXS.items()}

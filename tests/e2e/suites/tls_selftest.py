@@ -140,6 +140,19 @@ def client_context(min_version="1.0", max_version="1.3", seclevel0=None):
     return ctx
 
 
+def starttls_anyway(s):
+    """STARTTLS on the smtplib.SMTP ``s`` whether offered or not, a TLS 1.2-1.3
+    handshake, EHLO again: (the reply code to STARTTLS, the TLS version)."""
+    code, _ = s.docmd("STARTTLS")
+    s.sock = client_context("1.2", "1.3").wrap_socket(s.sock)
+    s.file = None
+    s.helo_resp = s.ehlo_resp = None
+    s.esmtp_features, s.does_esmtp = {}, False
+    version = s.sock.version()
+    s.ehlo()
+    return code, version
+
+
 def new_conns(mx, before, n=1, timeout=TIMEOUT):
     """Wait until mx has ``n`` connections after index ``before`` and all are closed."""
     deadline = time.monotonic() + timeout
@@ -298,13 +311,7 @@ def check_unadvertised(res, name, args, mxs):
     with smtplib.SMTP(UNADVERTISED, 25, timeout=TIMEOUT) as s:
         s.ehlo()
         offered = s.has_extn("starttls")
-        code, _ = s.docmd("STARTTLS")
-        s.sock = client_context("1.2", "1.3").wrap_socket(s.sock)
-        s.file = None
-        s.helo_resp = s.ehlo_resp = None
-        s.esmtp_features, s.does_esmtp = {}, False
-        version = s.sock.version()
-        s.ehlo()
+        code, version = starttls_anyway(s)
         s.sendmail("hidden@client.test", ["rcpt@mx.test"], "Subject: hidden STARTTLS\r\n\r\nx\r\n")
     c = (new_conns(mx, before) or [None])[0]
     ts = c.transactions() if c else []
@@ -324,9 +331,7 @@ def check_injection(res, name, args, mxs):
     sock = socket.create_connection((mx.host, 25), timeout=TIMEOUT)
     try:
         rd = _LineReader(sock)
-        rd.reply()
-        sock.sendall(b"EHLO inject.test\r\n")
-        rd.reply()
+        rd.ehlo("inject.test")
         sock.sendall(b"STARTTLS\r\nMAIL FROM:<injected@evil.test>\r\n")
         r = rd.reply()
         tls = client_context("1.2", "1.2").wrap_socket(sock)
@@ -409,13 +414,7 @@ def check_proxy(res, name, args, mxs, proxies, key):
     before = len(up.connections())
     with smtplib.SMTP(proxy.host, 25, timeout=TIMEOUT) as s:
         s.ehlo()
-        code, _ = s.docmd("STARTTLS")
-        s.sock = client_context("1.2", "1.3").wrap_socket(s.sock)
-        s.file = None
-        s.helo_resp = s.ehlo_resp = None
-        s.esmtp_features, s.does_esmtp = {}, False
-        version = s.sock.version()
-        s.ehlo()
+        code, version = starttls_anyway(s)
         s.sendmail("forced@client.test", ["rcpt@mx.test"], "Subject: forced\r\n\r\nx\r\n")
     c = (new_conns(up, before) or [None])[0]
     res.check(name + "_forced_starttls_end_to_end", code == 220 and c is not None and c.tls_version == version
@@ -447,6 +446,12 @@ class _LineReader:
         while out[-1][3:4] == "-":
             out.append(self.line())
         return out
+
+    def ehlo(self, name):
+        """The greeting, then EHLO ``name`` and its reply."""
+        self.reply()
+        self.sock.sendall(b"EHLO %s\r\n" % name.encode())
+        return self.reply()
 
 
 def records(data):
@@ -507,9 +512,7 @@ def capture_serverhello(host):
     sock = socket.create_connection((host, 25), timeout=TIMEOUT)
     try:
         rd = _LineReader(sock)
-        rd.reply()
-        sock.sendall(b"EHLO capture.test\r\n")
-        rd.reply()
+        rd.ehlo("capture.test")
         sock.sendall(b"STARTTLS\r\n")
         r = rd.reply()
         if not r[0].startswith("220") or rd.buf:
