@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""tlsguard benchmarks: what tlsguard costs an MTA, and how it scales (issue 6).
+"""tlsguard benchmarks: what tlsguard costs an MTA, and how it scales.
 
 Usage (as root, from the repository; ``make bench`` builds everything first):
     /usr/bin/python3 bench/run.py [--tlsguardd build/tlsguardd]

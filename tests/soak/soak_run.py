@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""The soak run (issue 7): N messages (default 100,000) through a real Postfix.
+"""The soak run: N messages (default 100,000) through a real Postfix.
 
 Usage (as root; ``make soak [SOAK_MESSAGES=N]`` builds first):
     /usr/bin/python3 tests/soak/soak_run.py [--messages N] [--sessions S]

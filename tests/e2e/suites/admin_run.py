@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""End-to-end test of running tlsguard as an administrator does (issue 5).
+"""End-to-end test of running tlsguard as an administrator does.
 
 Usage (as root; builds nothing):
     /usr/bin/python3 tests/e2e/suites/admin_run.py [--tlsguardd build/tlsguardd]

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Concurrency (issue 7): 1,000 flows held at once, each gets exactly its own replies.
+"""Concurrency: 1,000 flows held at once, each gets exactly its own replies.
 
 Usage (as root; builds nothing):
     /usr/bin/python3 tests/e2e/suites/concurrency_run.py [--tlsguardd build/tlsguardd]

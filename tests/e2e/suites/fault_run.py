@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Exhaustion and faults (issue 7): every one fails closed, is counted and logged once.
+"""Exhaustion and faults: every one fails closed, is counted and logged once.
 
 Usage (as root; builds nothing; uses /sys/fs/bpf/tlsguard in agent_killed,
 so run it under the e2e lock as make e2e does):

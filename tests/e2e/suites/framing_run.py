@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Framing, syntax and hostile replies, end to end (issue 7): a raw SMTP client.
+"""Framing, syntax and hostile replies, end to end: a raw SMTP client.
 
 Usage (as root; builds nothing):
     /usr/bin/python3 tests/e2e/suites/framing_run.py [--tlsguardd build/tlsguardd]
