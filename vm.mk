@@ -17,6 +17,9 @@
 #   VM_KERNEL=K         one kernel instead: a name above or a bzImage (modules:
 #                       see tools/vmtest)
 #   VM_ARGS=...         more tools/vmtest options (--memory, --cpus, --accel)
+#   VM_SUITES=...       what make vmtest runs after the verifier check:
+#                       tests/e2e/runner.py's arguments (default: the unit
+#                       tests, then --tag vm; e.g. "--tag vm tls_run")
 #
 # Nothing is built in the VM: the host builds, the VM runs what was built.
 # Each suite in the VM binds its usual loopback addresses and pins, but in the
