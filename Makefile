@@ -57,9 +57,9 @@ DEBIAN_PKGS := clang libbpf-dev bpftool libelf-dev zlib1g-dev libssl-dev \
 	libnl-3-dev libnl-genl-3-dev libnl-idiag-3-dev pkg-config make gcc \
 	postfix python3 iproute2 procps openssl man-db groff-base systemd \
 	ldnsutils
-# (unbound, for mx_run.py and probe_run.py, is installed by tests/e2e/dns_env.py
-# so that its package cannot start the system's resolver service; ldnsutils
-# signs probe_run.py's test zone.)
+# (unbound, for mx_run.py and probe_run.py, is installed by
+# tests/e2e/fixtures/dns_env.py so that its package cannot start the system's
+# resolver service; ldnsutils signs probe_run.py's test zone.)
 
 .PHONY: all deps check unit e2e demo soak clean vmlinux format install uninstall \
 	verifier-check
@@ -75,7 +75,7 @@ SUBST      = sed -e 's|@SBINDIR@|$(SBINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|
 all: $(BUILD)/tlsguardd $(BUILD)/tlsguardctl
 
 include tests/fuzz/fuzz.mk
-include tests/e2e/mta.mk
+include tests/e2e/fixtures/mta.mk
 include vm.mk
 
 $(BUILD)/bpf/%.bpf.o: bpf/%.bpf.c $(wildcard bpf/*.bpf.h) $(HEADERS) vmlinux.h
@@ -134,22 +134,12 @@ deps:
 unit: $(UNIT_TESTS)
 	@rc=0; for t in $(UNIT_TESTS); do echo "== $$t"; $$t || rc=1; done; exit $$rc
 
+# The end-to-end suites: the list in tests/e2e/SUITES, run by tests/e2e/runner.py
+# (make vmtest reads the same list). E2E_SUITES=NAME... runs only those.
+E2E_SUITES ?=
 e2e: all
-	$(PYTHON) tests/e2e/cli_test.py --tlsguardd $(BUILD)/tlsguardd --tlsguardctl $(BUILD)/tlsguardctl
-	$(PYTHON) tests/e2e/run.py --tlsguardd $(BUILD)/tlsguardd --tlsguardctl $(BUILD)/tlsguardctl
-	$(PYTHON) tests/e2e/tls_selftest.py
-	$(PYTHON) tests/e2e/tls_run.py --tlsguardd $(BUILD)/tlsguardd --tlsguardctl $(BUILD)/tlsguardctl
-	$(PYTHON) tests/e2e/mx_run.py --tlsguardd $(BUILD)/tlsguardd --tlsguardctl $(BUILD)/tlsguardctl
-	$(PYTHON) tests/e2e/smtps_run.py --tlsguardd $(BUILD)/tlsguardd --tlsguardctl $(BUILD)/tlsguardctl
-	$(PYTHON) tests/e2e/audit_run.py --tlsguardd $(BUILD)/tlsguardd --tlsguardctl $(BUILD)/tlsguardctl
-	$(PYTHON) tests/e2e/framing_run.py --tlsguardd $(BUILD)/tlsguardd --tlsguardctl $(BUILD)/tlsguardctl
-	$(PYTHON) tests/e2e/pin_run.py --tlsguardd $(BUILD)/tlsguardd --tlsguardctl $(BUILD)/tlsguardctl
-	$(PYTHON) tests/e2e/admin_run.py --tlsguardd $(BUILD)/tlsguardd --tlsguardctl $(BUILD)/tlsguardctl
-	$(PYTHON) tests/e2e/install_test.py --build $(BUILD)
-	$(PYTHON) tests/e2e/fault_run.py --tlsguardd $(BUILD)/tlsguardd --tlsguardctl $(BUILD)/tlsguardctl
-	$(PYTHON) tests/e2e/concurrency_run.py --tlsguardd $(BUILD)/tlsguardd --tlsguardctl $(BUILD)/tlsguardctl
-	$(PYTHON) tests/e2e/probe_run.py --tlsguardd $(BUILD)/tlsguardd --tlsguardctl $(BUILD)/tlsguardctl
-	$(PYTHON) tests/e2e/mta_run.py --tlsguardd $(BUILD)/tlsguardd --tlsguardctl $(BUILD)/tlsguardctl --deps $(MTA_DEPS)/root
+	$(PYTHON) tests/e2e/runner.py --tlsguardd $(BUILD)/tlsguardd --tlsguardctl $(BUILD)/tlsguardctl \
+		--build $(BUILD) --mta-deps $(MTA_DEPS) $(E2E_SUITES)
 
 # First, so that a kernel that refuses a program fails make check at once,
 # with the table that says which and why.
@@ -160,7 +150,7 @@ check: verifier-check
 	$(MAKE) unit fuzz-regress e2e
 
 demo: all
-	$(PYTHON) tests/e2e/demo.py --tlsguardd $(BUILD)/tlsguardd --tlsguardctl $(BUILD)/tlsguardctl
+	$(PYTHON) tools/demo.py --tlsguardd $(BUILD)/tlsguardd --tlsguardctl $(BUILD)/tlsguardctl
 
 # The configuration and the senders file are the administrator's: an
 # existing one is never replaced.
@@ -204,7 +194,7 @@ format:
 clean:
 	rm -rf $(BUILD)
 
-# ---- bench (issue 6) -------------------------------------------------------
+# ---- bench ----------------------------------------------------------------
 # make bench    (as root) what tlsguard costs an MTA and how it scales: builds
 #               tlsguard and bench/'s C programs, installs what it needs, runs
 #               bench/run.py, writes bench/RESULTS.md and bench/throughput.png.

@@ -1,4 +1,4 @@
-# ---- vmtest (issue 8) -------------------------------------------------------
+# ---- vmtest -----------------------------------------------------------------
 # Runs the tests under other kernels: tools/vmtest boots each in QEMU with
 # this machine's root file system shared read-only (9p) under a tmpfs
 # overlay, and runs one command inside as root. See README.md, "Kernels".
@@ -6,9 +6,9 @@
 #   make vm-deps        QEMU, busybox-static, kmod; the kernels of the matrix
 #                       unpacked (not installed) in build/vm
 #   make vmtest         on each kernel in turn: the verifier check, the unit
-#                       tests and VM_SUITES
-#   make vmtest-smoke   on each kernel in turn: the verifier check, and
-#                       tests/e2e/run.py (tlsguardd loads and holds)
+#                       tests and the suites of tests/e2e/SUITES tagged vm
+#   make vmtest-smoke   on each kernel in turn: the verifier check, and the
+#                       suites tagged smoke (hold_run: tlsguardd loads and holds)
 #   make verifier-table the verifier check on this machine's kernel, then
 #                       the table of every build/verifier-*.txt into README.md
 #
@@ -17,6 +17,9 @@
 #   VM_KERNEL=K         one kernel instead: a name above or a bzImage (modules:
 #                       see tools/vmtest)
 #   VM_ARGS=...         more tools/vmtest options (--memory, --cpus, --accel)
+#   VM_SUITES=...       what make vmtest runs after the verifier check:
+#                       tests/e2e/runner.py's arguments (default: the unit
+#                       tests, then --tag vm; e.g. "--tag vm tls_run")
 #
 # Nothing is built in the VM: the host builds, the VM runs what was built.
 # Each suite in the VM binds its usual loopback addresses and pins, but in the
@@ -40,26 +43,14 @@ VM_TOOLS   := --tlsguardd $(BUILD)/tlsguardd --tlsguardctl $(BUILD)/tlsguardctl
 # budget (tlsguardd(8)).
 VERIFIER_CHECK ?= $(BUILD)/tlsguardd --check-verifier
 
-# name=command pairs for tests/vm/suites.py (one VM boot runs them all)
+# tests/e2e/runner.py runs the name=command pairs first, then the suites of
+# tests/e2e/SUITES with the tag given (one VM boot runs them all).
 VM_VERIFIER := verifier='f=$(VM_OUT)/verifier-$$(uname -r).txt; \
 	$(VERIFIER_CHECK) > $$f; rc=$$?; cat $$f; exit $$rc'
 VM_UNIT   := unit='rc=0; for t in $(UNIT_TESTS); do $$t || rc=1; done; exit $$rc'
-VM_SUITES ?= \
-	$(VM_UNIT) \
-	cli_test='$(PYTHON) tests/e2e/cli_test.py $(VM_TOOLS)' \
-	run='$(PYTHON) tests/e2e/run.py $(VM_TOOLS)' \
-	tls_run='$(PYTHON) tests/e2e/tls_run.py $(VM_TOOLS)' \
-	mx_run='$(PYTHON) tests/e2e/mx_run.py $(VM_TOOLS)' \
-	smtps_run='$(PYTHON) tests/e2e/smtps_run.py $(VM_TOOLS)' \
-	audit_run='$(PYTHON) tests/e2e/audit_run.py $(VM_TOOLS)' \
-	framing_run='$(PYTHON) tests/e2e/framing_run.py $(VM_TOOLS)' \
-	pin_run='$(PYTHON) tests/e2e/pin_run.py $(VM_TOOLS)' \
-	admin_run='$(PYTHON) tests/e2e/admin_run.py $(VM_TOOLS)' \
-	fault_run='$(PYTHON) tests/e2e/fault_run.py $(VM_TOOLS)' \
-	concurrency_run='$(PYTHON) tests/e2e/concurrency_run.py $(VM_TOOLS)' \
-	probe_run='$(PYTHON) tests/e2e/probe_run.py $(VM_TOOLS)' \
-	mta_run='$(PYTHON) tests/e2e/mta_run.py $(VM_TOOLS) --deps $(MTA_DEPS)/root'
-VM_SMOKE  := run='$(PYTHON) tests/e2e/run.py $(VM_TOOLS)'
+VM_RUNNER := tests/e2e/runner.py $(VM_TOOLS) --build $(BUILD) --mta-deps $(MTA_DEPS)
+VM_SUITES ?= $(VM_UNIT) --tag vm
+VM_SMOKE  := --tag smoke
 
 # $(call vm_matrix,TIMEOUT,SUITES): one VM per kernel of VM_RUN, one after
 # the other, each running SUITES; every kernel runs even when one fails.
@@ -69,7 +60,7 @@ define vm_matrix
 	for k in $(VM_RUN); do \
 		echo "== kernel $$k"; t0=$$(date +%s); \
 		$(VMTEST) --kernel $$k --share $(VM_OUT) --timeout $(1) -- \
-			$(PYTHON) tests/vm/suites.py $(2); s=$$?; \
+			$(PYTHON) $(VM_RUNNER) $(2); s=$$?; \
 		for f in $(VM_OUT)/verifier-*.txt; do \
 			[ ! -e "$$f" ] || mv -f "$$f" $(BUILD)/; done; \
 		if [ $$s -eq 0 ]; then r=pass; else r="FAIL (exit $$s)"; rc=1; fi; \

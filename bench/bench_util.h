@@ -57,6 +57,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -71,16 +72,23 @@ static inline void bu_init(const char *progname)
 	bu_prog = slash ? slash + 1 : progname;
 }
 
+/* "PROG: KIND: message" on stderr. */
+static inline void __attribute__((format(printf, 2, 0)))
+bu_vsay(const char *kind, const char *fmt, va_list ap)
+{
+	fprintf(stderr, "%s: %s: ", bu_prog, kind);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+}
+
 static inline void __attribute__((format(printf, 1, 2), noreturn))
 bu_fatal(const char *fmt, ...)
 {
 	va_list ap;
 
-	fprintf(stderr, "%s: fatal: ", bu_prog);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	bu_vsay("fatal", fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
 	exit(1);
 }
 
@@ -89,11 +97,9 @@ bu_warn(const char *fmt, ...)
 {
 	va_list ap;
 
-	fprintf(stderr, "%s: warning: ", bu_prog);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	bu_vsay("warning", fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
 }
 
 static inline __u64 bu_now_ns(void)
@@ -135,6 +141,26 @@ static inline void bu_parse_addr(const char *arg, struct sockaddr_in *sin)
 		bu_fatal("bad address \"%s\": expected a.b.c.d:port", arg);
 	if ((ntohl(sin->sin_addr.s_addr) >> 24) != 127)
 		bu_fatal("%s: not a loopback address (127.0.0.0/8)", arg);
+}
+
+/*
+ * A TCP socket (close-on-exec, and FLAGS such as SOCK_NONBLOCK) bound to
+ * SIN, listening; a failure is fatal and names ADDR, the address as given.
+ */
+static inline int bu_listen(const struct sockaddr_in *sin, int flags,
+			    const char *addr)
+{
+	int one = 1;
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | flags, 0);
+
+	if (fd < 0)
+		bu_fatal("socket: %s", strerror(errno));
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(fd, (const struct sockaddr *)sin, sizeof(*sin)) < 0)
+		bu_fatal("bind %s: %s", addr, strerror(errno));
+	if (listen(fd, 4096) < 0)
+		bu_fatal("listen %s: %s", addr, strerror(errno));
+	return fd;
 }
 
 static inline void bu_raise_nofile(unsigned long want)

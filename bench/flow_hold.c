@@ -46,7 +46,7 @@ static void fh_sink(int naddr, char **addrs)
 {
 	struct epoll_event ev, evs[256];
 	struct sockaddr_in sin;
-	int i, n, fd, epfd, one = 1;
+	int i, n, fd, epfd;
 
 	bu_raise_nofile(1 << 17);
 	epfd = epoll_create1(EPOLL_CLOEXEC);
@@ -54,15 +54,7 @@ static void fh_sink(int naddr, char **addrs)
 		bu_fatal("epoll_create1: %s", strerror(errno));
 	for (i = 0; i < naddr; i++) {
 		bu_parse_addr(addrs[i], &sin);
-		fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK,
-			    0);
-		if (fd < 0)
-			bu_fatal("socket: %s", strerror(errno));
-		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-		if (bind(fd, (struct sockaddr *)&sin, sizeof(sin)) < 0)
-			bu_fatal("bind %s: %s", addrs[i], strerror(errno));
-		if (listen(fd, 4096) < 0)
-			bu_fatal("listen %s: %s", addrs[i], strerror(errno));
+		fd = bu_listen(&sin, SOCK_NONBLOCK, addrs[i]);
 		ev.events = EPOLLIN;
 		ev.data.u64 = FH_LISTEN | (__u32)fd;
 		if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) < 0)

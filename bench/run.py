@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""tlsguard benchmarks: what tlsguard costs an MTA, and how it scales (issue 6).
+"""tlsguard benchmarks: what tlsguard costs an MTA, and how it scales.
 
 Usage (as root, from the repository; ``make bench`` builds everything first):
     /usr/bin/python3 bench/run.py [--tlsguardd build/tlsguardd]
@@ -62,7 +62,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-sys.path.insert(0, os.path.join(REPO, "tests", "e2e"))
+sys.path.insert(0, os.path.join(REPO, "tests", "e2e", "fixtures"))
 sys.dont_write_bytecode = True  # leave no __pycache__ in the source tree
 
 from postfix_env import Cgroup, PostfixInstance, check_postfix_installed  # noqa: E402
@@ -1209,7 +1209,7 @@ def write_report(res, out_dir, elapsed_s):
         w("")
     else:
         n = mta.get("messages", MTA_MESSAGES)
-        w("A private Postfix (tests/e2e/postfix_env.py, defaults but for its test settings) in its own cgroup. "
+        w("A private Postfix (tests/e2e/fixtures/postfix_env.py, defaults but for its test settings) in its own cgroup. "
           "%d messages (payload %d bytes, one recipient, a sender nobody guarantees) are injected through the "
           "instance's own smtpd on 127.0.0.1 (not timed; a header check puts them on hold), then released "
           "(`postsuper -H ALL; postqueue -f`); the time is from the release until the queue is empty, all "

@@ -194,7 +194,7 @@ int main(int argc, char **argv)
 	unsigned long nthreads = 128, i;
 	struct sockaddr_in sin;
 	pthread_t tid;
-	int c, one = 1;
+	int c;
 
 	bu_init(argv[0]);
 	while ((c = getopt(argc, argv, "c:k:w:")) != -1) {
@@ -228,14 +228,7 @@ int main(int argc, char **argv)
 		bu_fatal("cannot set up TLS with %s and %s: %s", cert, key,
 			 ERR_reason_error_string(ERR_get_error()));
 
-	sink_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (sink_fd < 0)
-		bu_fatal("socket: %s", strerror(errno));
-	setsockopt(sink_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (bind(sink_fd, (struct sockaddr *)&sin, sizeof(sin)) < 0)
-		bu_fatal("bind %s: %s", argv[optind], strerror(errno));
-	if (listen(sink_fd, 4096) < 0)
-		bu_fatal("listen: %s", strerror(errno));
+	sink_fd = bu_listen(&sin, 0, argv[optind]);
 
 	for (i = 1; i < nthreads; i++)
 		if ((errno = pthread_create(&tid, NULL, sink_worker, NULL)))

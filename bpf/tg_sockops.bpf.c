@@ -20,7 +20,8 @@
  *
  *	Tracked sockets get TCP_NODELAY: with an sk_msg program in the send
  *	path, Nagle's algorithm holds back the MTA's small pipelined writes
- *	and costs about 3x at ten sessions (measured, see PLATFORM.md).
+ *	and costs about 3x at ten sessions (measured: README.md, "How a
+ *	held connection works").
  *
  *	When a tracked socket closes, its flow entry goes; the agent is told
  *	when it has something to do (a diverted flow's injection slot is

@@ -318,24 +318,22 @@ static size_t ref_body_end(const unsigned char *s, size_t from, size_t len,
 /*
  * Does a raw command line (without its LF) hold a control byte other than
  * tab, or a CR that is not the last byte, before the end of its verb and
- * while it may still be MAIL (only white space so far, or a verb that is a
- * prefix of MAIL)? Servers read such bytes as white space (Postfix
- * smtpd), as the end of the line (NUL) or not at all, so a parser may
- * keep the line as the verb it reads or refuse it as TG_CMD_MAIL_BAD.
+ * while it may still be WORD (only white space so far, or a verb that is a
+ * prefix of WORD; with nonempty, a verb of at least one byte)?
  */
-static int ref_odd(const unsigned char *l, size_t n)
+static int ref_odd_word(const unsigned char *l, size_t n, const char *word,
+			int nonempty)
 {
-	static const char mail[] = "MAIL";
 	size_t i, vlen = 0;
 	int phase = 0;		/* 0: white space, 1: verb, 2: after it */
-	int prefix = 1;		/* the verb so far is a prefix of MAIL */
+	int prefix = 1;		/* the verb so far is a prefix of WORD */
 
 	for (i = 0; i < n && phase < 2; i++) {
 		unsigned char c = l[i];
 		int ctl = (c < ' ' && c != '\t' && c != '\r') ||
 			  (c == '\r' && i + 1 < n);
 
-		if (ctl && prefix)
+		if (ctl && prefix && (!nonempty || vlen > 0))
 			return 1;
 		if (c == '\r')
 			continue;
@@ -346,11 +344,21 @@ static int ref_odd(const unsigned char *l, size_t n)
 		if (phase == 1) {
 			if (c >= 'a' && c <= 'z')
 				c = c - 'a' + 'A';
-			prefix = prefix && vlen < 4 && c == (unsigned char)mail[vlen];
+			prefix = prefix && vlen < 4 && c == (unsigned char)word[vlen];
 			vlen++;
 		}
 	}
 	return 0;
+}
+
+/*
+ * For MAIL: servers read such bytes as white space (Postfix smtpd), as the
+ * end of the line (NUL) or not at all, so a parser may keep the line as the
+ * verb it reads or refuse it as TG_CMD_MAIL_BAD.
+ */
+static int ref_odd(const unsigned char *l, size_t n)
+{
+	return ref_odd_word(l, n, "MAIL", 0);
 }
 
 /*
@@ -361,32 +369,7 @@ static int ref_odd(const unsigned char *l, size_t n)
  */
 static int ref_odd_bdat(const unsigned char *l, size_t n)
 {
-	static const char bdat[] = "BDAT";
-	size_t i, vlen = 0;
-	int phase = 0;
-	int prefix = 1;
-
-	for (i = 0; i < n && phase < 2; i++) {
-		unsigned char c = l[i];
-		int ctl = (c < ' ' && c != '\t' && c != '\r') ||
-			  (c == '\r' && i + 1 < n);
-
-		if (ctl && prefix && vlen > 0)
-			return 1;
-		if (c == '\r')
-			continue;
-		if (phase == 0 && !ref_space(c))
-			phase = 1;
-		else if (phase == 1 && ref_space(c))
-			phase = 2;
-		if (phase == 1) {
-			if (c >= 'a' && c <= 'z')
-				c = c - 'a' + 'A';
-			prefix = prefix && vlen < 4 && c == (unsigned char)bdat[vlen];
-			vlen++;
-		}
-	}
-	return 0;
+	return ref_odd_word(l, n, "BDAT", 1);
 }
 
 static int body_after(const struct ctl *c, size_t line_ev, __u64 verb)

@@ -39,7 +39,7 @@
  * .PP
  *	Input: a first byte 0x14..0x17 (a record type) starts raw mode: the
  *	whole input is the byte stream. Any other first byte picks a real
- *	ServerHello captured by tests/e2e/tls_selftest.py
+ *	ServerHello captured by tests/e2e/suites/tls_selftest.py
  *	(tests/unit/data/serverhello_tls1*.hex, built in) and the rest of the
  *	input is a list of 3-byte edits to it: versions, cipher, session id,
  *	supported_versions added, removed or duplicated, extension, block,

@@ -1,12 +1,12 @@
 #!/usr/bin/python3
-"""The soak run (issue 7): N messages (default 100,000) through a real Postfix.
+"""The soak run: N messages (default 100,000) through a real Postfix.
 
 Usage (as root; ``make soak [SOAK_MESSAGES=N]`` builds first):
     /usr/bin/python3 tests/soak/soak_run.py [--messages N] [--sessions S]
         [--tlsguardd build/tlsguardd] [--tlsguardctl build/tlsguardctl]
         [--timeout SECONDS] [--keep]
 
-Setup: a private Postfix (tests/e2e/postfix_env.py) whose queue lives on
+Setup: a private Postfix (tests/e2e/fixtures/postfix_env.py) whose queue lives on
 /dev/shm, in a cgroup this run creates, with an smtpd on 127.0.0.190:2525
 to inject through (from outside the cgroup) and throughput settings (see
 SOAK_MAIN); tlsguardd on that cgroup; one fastmx process (outside the
@@ -53,14 +53,14 @@ import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-E2E = os.path.join(os.path.dirname(HERE), "e2e")
+E2E = os.path.join(os.path.dirname(HERE), "e2e", "fixtures")
 REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, E2E)
 sys.dont_write_bytecode = True
 
 from postfix_env import (BOUNCE_SUBJECT, Cgroup, PostfixError, PostfixInstance,  # noqa: E402
                          PostfixMissing, check_postfix_installed)
-from run import Daemon  # noqa: E402
+from daemon import Daemon  # noqa: E402
 
 SMTPD = ("127.0.0.190", 2525)
 METRICS = "127.0.0.194:9154"
@@ -316,15 +316,8 @@ def make_cert(tmp):
 
 
 def scrape():
-    import urllib.request
-    with urllib.request.urlopen("http://%s/metrics" % METRICS, timeout=20) as r:
-        text = r.read().decode()
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
+    from daemon import scrape_metrics
+    return scrape_metrics(METRICS)
 
 
 def ctl_status(daemon):

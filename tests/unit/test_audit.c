@@ -81,10 +81,25 @@ static void held_flow(struct tg_audit *au, __u64 cookie,
 	tg_audit_closed(au, cookie);
 }
 
+/*
+ * held_flow() with the reply tg_resp_held() makes of RS for DEFER and
+ * VERSION, which must be of KIND: the record it leaves.
+ */
+static char *held_record(struct tg_audit *au, __u64 cookie,
+			 const struct tg_replies *rs, int defer,
+			 const char *version, int kind)
+{
+	struct tg_resp r;
+
+	tg_resp_held(&r, rs, defer, version);
+	CHECK_EQ(r.kind, kind);
+	held_flow(au, cookie, &r);
+	return last_record();
+}
+
 static void test_verdicts(struct tg_audit *au)
 {
 	struct tg_replies rs;
-	struct tg_resp r;
 	char *rec;
 
 	tg_replies_defaults(&rs);
@@ -95,10 +110,7 @@ static void test_verdicts(struct tg_audit *au)
 		 "no TLS was negotiated with this host");
 
 	tg_case("weak_tls_text without \"negotiated\": held-weak-tls");
-	tg_resp_held(&r, &rs, 0, "TLSv1.0");
-	CHECK_EQ(r.kind, TG_RK_HELD_WEAK_TLS);
-	held_flow(au, 1, &r);
-	rec = last_record();
+	rec = held_record(au, 1, &rs, 0, "TLSv1.0", TG_RK_HELD_WEAK_TLS);
 	CHECK_STR(rec, "\"verdict\":\"held-weak-tls\"");
 	CHECK_STR(rec, "\"mail_reply\":\"554 5.7.10 TLS too old (TLSv1.0); "
 		       "1.2 or higher wanted\"");
@@ -106,10 +118,7 @@ static void test_verdicts(struct tg_audit *au)
 	CHECK_STR(rec, "\"guaranteed\":true");
 
 	tg_case("notls_text with \"negotiated\": held-no-tls");
-	tg_resp_held(&r, &rs, 0, NULL);
-	CHECK_EQ(r.kind, TG_RK_HELD_NO_TLS);
-	held_flow(au, 2, &r);
-	rec = last_record();
+	rec = held_record(au, 2, &rs, 0, NULL, TG_RK_HELD_NO_TLS);
 	CHECK_STR(rec, "\"verdict\":\"held-no-tls\"");
 	CHECK_STR(rec, "\"mail_reply\":\"554 5.7.10 no TLS was negotiated "
 		       "with this host\"");
@@ -117,10 +126,8 @@ static void test_verdicts(struct tg_audit *au)
 		       "\"reply\":\"503 5.5.1 Error: need MAIL command\"}]");
 
 	tg_case("defer (another MX host offers TLS): deferred");
-	tg_resp_held(&r, &rs, 1, "TLSv1.1");
-	CHECK_EQ(r.kind, TG_RK_DEFER_MX);
-	held_flow(au, 3, &r);
-	CHECK_STR(last_record(), "\"verdict\":\"deferred\"");
+	CHECK_STR(held_record(au, 3, &rs, 1, "TLSv1.1", TG_RK_DEFER_MX),
+		  "\"verdict\":\"deferred\"");
 }
 
 static void test_lines(void)

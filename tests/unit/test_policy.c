@@ -338,6 +338,20 @@ static const struct bad_case bad_cases[] = {
 	B("alice@example.org\0", "NUL byte"),
 };
 
+/* The senders file BODY is refused with a message that names its line LINE. */
+static void refused_at(const char *body, size_t n, int line)
+{
+	struct tg_policy pol;
+	char err[512], where[256];
+	const char *path = senders_file(body, n);
+	int rc = tg_policy_load(path, &pol, err, sizeof(err));
+
+	CHECK(rc == -1, "tg_policy_load() is %d", rc);
+	snprintf(where, sizeof(where), "%s:%d: ", path, line);
+	CHECK_STR(err, where);
+	tg_policy_free(&pol);
+}
+
 static void test_bad_lines(void)
 {
 	static char body[1024], entry[TG_ADDR_MAX + 16];
@@ -384,21 +398,11 @@ static void test_bad_lines(void)
 	memset(entry, 'a', TG_ADDR_MAX + 1);
 	memcpy(entry + TG_ADDR_MAX - 3, "@b.c", 5);
 	n = (size_t)sprintf(body, "%s\n", entry);
-	path = senders_file(body, n);
-	rc = tg_policy_load(path, &pol, err, sizeof(err));
-	CHECK(rc == -1, "tg_policy_load() is %d", rc);
-	snprintf(where, sizeof(where), "%s:1: ", path);
-	CHECK_STR(err, where);
-	tg_policy_free(&pol);
+	refused_at(body, n, 1);
 
 	tg_case("bad line: the last one, without a newline");
 	n = (size_t)sprintf(body, "a@b.c\n\n#\n\r\n  \n\nalice");
-	path = senders_file(body, n);
-	rc = tg_policy_load(path, &pol, err, sizeof(err));
-	CHECK(rc == -1, "tg_policy_load() is %d", rc);
-	snprintf(where, sizeof(where), "%s:7: ", path);
-	CHECK_STR(err, where);
-	tg_policy_free(&pol);
+	refused_at(body, n, 7);
 }
 
 static void test_no_file(void)

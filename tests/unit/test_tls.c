@@ -6,7 +6,7 @@
  * DESCRIPTION
  *	The ServerHello cases are real: the first flight of OpenSSL servers
  *	pinned to TLS 1.0, 1.1, 1.2 and 1.3, captured by
- *	tests/e2e/tls_selftest.py into tests/unit/data/. Each is parsed
+ *	tests/e2e/suites/tls_selftest.py into tests/unit/data/. Each is parsed
  *	whole, byte by byte and split at every offset (the state is copied
  *	between pieces, as the kernel keeps it in a map); each is then
  *	mutated into the malformed flights a hostile host could send, which

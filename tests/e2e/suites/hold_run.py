@@ -2,7 +2,7 @@
 """End-to-end test run for tlsguard: Postfix in a cgroup -> test MXs on loopback.
 
 Usage (as root; builds nothing):
-    /usr/bin/python3 tests/e2e/run.py [--tlsguardd build/tlsguardd]
+    /usr/bin/python3 tests/e2e/suites/hold_run.py [--tlsguardd build/tlsguardd]
         [--tlsguardctl build/tlsguardctl] [--no-tlsguard] [--keep] [-v]
 
 Setup: a temp dir, a cgroup v2 directory, recording test MXs on
@@ -39,23 +39,19 @@ cgroup, and the temp dir unless --keep.
 import concurrent.futures
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "fixtures"))
 sys.dont_write_bytecode = True  # leave no __pycache__ in the source tree
 
 import harness  # noqa: E402
+from daemon import MAILBOX_DOMAINS, TLS_DSN, TLS_TEXT, Senders, check_nothing_at_mx, ehlo_only  # noqa: E402
 from mx import TestMX  # noqa: E402
-from postfix_env import (BOUNCE_SUBJECT, Cgroup, PostfixError, PostfixInstance,  # noqa: E402
+from postfix_env import (BOUNCE_SUBJECT, PostfixError, PostfixInstance,  # noqa: E402
                          PostfixMissing, bounce_report, check_postfix_installed)
-
-REPO = os.path.dirname(os.path.dirname(HERE))
-TLS_TEXT = "TLS is required, but was not offered by host"
-TLS_DSN = "5.7.10"
 
 # Test MXs: key -> (address, pipelining) and the domain Postfix routes there.
 MXS = {
@@ -68,7 +64,6 @@ TRANSPORTS = {
     "mx3.test": "smtp:[127.0.0.3]:25",
     "mx6.test": "smtp:[ipv6:::1]:25",
 }
-MAILBOX_DOMAINS = ["mta.test", "guarded.test"]
 
 SENDERS_FILE = """\
 # tlsguard e2e: guaranteed senders (one a line: address or @domain)
@@ -80,37 +75,6 @@ alice@mta.test
 
 TIMEOUT_STATUS = 60.0  # all Postfix log statuses
 TIMEOUT_BOUNCE = 30.0  # all expected DSNs, after the statuses
-TIMEOUT_READY = 30.0  # tlsguardctl status
-TIMEOUT_DAEMON_EXIT = 15.0
-
-
-class Senders:
-    """The reference model of the senders-file contract.
-
-    Entries: ``user@domain`` or ``@domain``; ``#`` comments; matching is
-    case-insensitive and ignores a ``+tag``; the null sender never matches.
-    """
-
-    def __init__(self, text):
-        self.addresses, self.domains = set(), set()
-        for line in text.splitlines():
-            line = line.split("#", 1)[0].strip()
-            if not line:
-                continue
-            if line.startswith("@"):
-                self.domains.add(line[1:].lower())
-            else:
-                self.addresses.add(normalize(line))
-
-    def guaranteed(self, sender):
-        if not sender or "@" not in sender:
-            return False
-        return normalize(sender) in self.addresses or sender.rpartition("@")[2].lower() in self.domains
-
-
-def normalize(address):
-    local, _, domain = address.rpartition("@")
-    return "%s@%s" % (local.split("+", 1)[0].lower(), domain.lower())
 
 
 class Ctx:
@@ -221,36 +185,6 @@ def check_mail(ctx, mail, mx_key):
     return p
 
 
-def check_nothing_at_mx(ctx, mail, who, carriers):
-    """A diverted transaction must leave no trace at any MX: no MAIL FROM of its sender
-    (a guaranteed sender never reaches an MX), no RCPT of its recipients, no marker."""
-    p = []
-    if carriers:
-        p.append("%s: the body reached %s" % (who, ", ".join(sorted({k for k, _, _ in carriers}))))
-    rcpts = {"<%s>" % r.lower() for r in mail.recipients}
-    sender = normalize(mail.sender)
-    mail_from, leaked = [], []
-    for key, c in ctx.all_connections():
-        where = "%s#%d" % (key, c.id)
-        if any(t.sender and normalize(t.sender) == sender for t in c.transactions()):
-            mail_from.append(where)
-        for line in c.lines():
-            low = line.lower()
-            if mail.marker in line or (low.startswith("rcpt to:") and any(r in low for r in rcpts)):
-                leaked.append("%s %r" % (where, line[:60]))
-    if mail_from:
-        p.append("%s: MAIL FROM of that sender reached %s" % (who, ", ".join(mail_from)))
-    if leaked:
-        p.append("%s: the MX received %s" % (who, "; ".join(leaked[:3])))
-    return p
-
-
-def ehlo_only(conn):
-    """EHLO and then nothing but RSET/QUIT/NOOP: what a diverted session looks like at the MX."""
-    verbs = conn.verbs()
-    return "EHLO" in verbs and set(verbs) <= {"EHLO", "RSET", "QUIT", "NOOP"}
-
-
 def check_diverted_connection(ctx, mail, mx_key, outcome, who):
     fresh = any(s.conn_use == 1 for s in outcome.statuses.values())
     if not fresh:
@@ -328,65 +262,6 @@ MAILBOXES = (["alice@mta.test", "bob@mta.test", "carol@guarded.test", "dave@mta.
              + ["n%d@mta.test" % i for i in range(1, 11)])
 
 
-# ------------------------------------------------------------------ tlsguardd
-
-class Daemon:
-    """tlsguardd in the foreground, in its own session (Ctrl-C reaches only the runner)."""
-
-    def __init__(self, tlsguardd, tlsguardctl, cgroup, senders_path, socket_path, log_path):
-        self.argv = [tlsguardd, "--cgroup", cgroup, "--senders", senders_path, "--port", "25",
-                     "--socket", socket_path]
-        self.ctl = [tlsguardctl, "--socket", socket_path]
-        self.log_path = log_path
-        self.proc = None
-        self.died_early = False  # exited before it was ready
-
-    def start(self):
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                         start_new_session=True)
-        deadline = time.monotonic() + TIMEOUT_READY
-        last = None
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                self.died_early = True
-                raise RuntimeError("tlsguardd exited with %d before it was ready%s" % (
-                    self.proc.returncode, self.log_tail()))
-            try:
-                r = subprocess.run(self.ctl + ["status"], capture_output=True, text=True, timeout=5)
-                if r.returncode == 0:
-                    return
-                last = "exit %d: %s" % (r.returncode, (r.stderr or r.stdout).strip()[-200:])
-            except subprocess.TimeoutExpired:
-                last = "timed out"
-            time.sleep(0.2)
-        raise RuntimeError("tlsguardctl status did not succeed within %ds (last: %s)%s" % (
-            TIMEOUT_READY, last, self.log_tail()))
-
-    def stop(self):
-        """SIGTERM; return None if it exited 0, else a reason."""
-        if self.proc is None:
-            return None
-        if self.proc.poll() is not None:
-            return "tlsguardd had already exited with %d%s" % (self.proc.returncode, self.log_tail())
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            rc = self.proc.wait(TIMEOUT_DAEMON_EXIT)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            return "tlsguardd did not exit within %ds of SIGTERM (killed)%s" % (TIMEOUT_DAEMON_EXIT, self.log_tail())
-        return None if rc == 0 else "tlsguardd exited with %d after SIGTERM%s" % (rc, self.log_tail())
-
-    def log_tail(self, n=15):
-        try:
-            with open(self.log_path, errors="replace") as f:
-                lines = f.read().splitlines()[-n:]
-        except OSError:
-            return ""
-        return ("\n  --- tlsguardd output ---\n" + "\n".join("  " + x for x in lines)) if lines else ""
-
-
 # ------------------------------------------------------------------ main
 
 def run_cases(args, pf, mxs, report):
@@ -422,11 +297,9 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
-    if not harness.require_root("run.py must run as root (cgroups, port 25, Postfix)"):
-        return 2
     results = harness.Results()
     report = results.report
-    with harness.Run(results, keep=args.keep) as suite:
+    with harness.Run(results, keep=args.keep, root="hold_run.py must run as root (cgroups, port 25, Postfix)") as suite:
         try:
             check_postfix_installed()
             if not args.no_tlsguard:
@@ -434,34 +307,19 @@ def main(argv=None):
                     if not os.access(path, os.X_OK):
                         raise RuntimeError("%s is missing or not executable (run make, or use --no-tlsguard)"
                                            % path)
-            tmp = suite.tempdir("tlsguard-e2e-", 0o755)
-            cgroup = Cgroup.create()
-            suite.push(cgroup.remove)
-            mxs = {}
-            for key, (host, pipelining) in MXS.items():
-                mxs[key] = TestMX(host, 25, pipelining=pipelining, name=key,
-                                  jsonl_path=os.path.join(tmp, "mx.jsonl")).start()
-                suite.push(mxs[key].stop)
-            pf = PostfixInstance(os.path.join(tmp, "postfix"), cgroup, TRANSPORTS, MAILBOX_DOMAINS,
-                                 mailboxes=MAILBOXES)
-            suite.push(pf.stop)
-            os.makedirs(pf.root)
-            pf.start()
-            senders_path = os.path.join(tmp, "senders")
-            with open(senders_path, "w") as f:
-                f.write(SENDERS_FILE)
+            tmp, cgroup = suite.workspace("tlsguard-e2e", 0o755)
+            mxs = {key: suite.started(TestMX(host, 25, pipelining=pipelining, name=key,
+                                             jsonl_path=os.path.join(tmp, "mx.jsonl")))
+                   for key, (host, pipelining) in MXS.items()}
+            pf = suite.postfix(PostfixInstance(os.path.join(tmp, "postfix"), cgroup, TRANSPORTS, MAILBOX_DOMAINS,
+                                               mailboxes=MAILBOXES))
             if not args.no_tlsguard:
-                daemon = Daemon(args.tlsguardd, args.tlsguardctl, cgroup.path, senders_path,
-                                os.path.join(tmp, "tlsguardd.sock"), os.path.join(tmp, "tlsguardd.log"))
-                suite.push_daemon(daemon)
-                daemon.start()
+                suite.daemon(args, cgroup, SENDERS_FILE)
         except (PostfixMissing, PostfixError, RuntimeError, OSError) as e:
             report("setup", [str(e)])
         else:
-            try:
+            with suite.guard(PostfixError, OSError, subprocess.SubprocessError):
                 run_cases(args, pf, mxs, report)
-            except (PostfixError, OSError, subprocess.SubprocessError) as e:
-                report("harness", ["%s: %s" % (type(e).__name__, e)])
     return suite.finish()
 
 

@@ -2,7 +2,7 @@
 """Self-check of the TLS side of the e2e harness: mx.py's STARTTLS and tlsproxy.py.
 
 Usage (root for the Postfix part; nothing is built or attached):
-    /usr/bin/python3 tests/e2e/tls_selftest.py [--no-postfix] [--no-finger]
+    /usr/bin/python3 tests/e2e/suites/tls_selftest.py [--no-postfix] [--no-finger]
         [--capture-dir tests/unit/data] [--rewrite-captures] [-v]
 
 It starts, on 127.0.0.20 and up (port 25), one test MX per variant:
@@ -55,13 +55,13 @@ import uuid
 import warnings
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "fixtures"))
 sys.dont_write_bytecode = True  # leave no __pycache__ in the source tree
 
 from mx import LEGACY_CIPHERS, TestMX, TLSOptions, tls_version  # noqa: E402
 from tlsproxy import StripProxy, strip_starttls  # noqa: E402
 
-REPO = os.path.dirname(os.path.dirname(HERE))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
 POSTTLS_FINGER = "/usr/sbin/posttls-finger"
 TIMEOUT = 15.0
 
@@ -138,6 +138,19 @@ def client_context(min_version="1.0", max_version="1.3", seclevel0=None):
     if seclevel0 if seclevel0 is not None else lo < ssl.TLSVersion.TLSv1_2:
         ctx.set_ciphers(LEGACY_CIPHERS)
     return ctx
+
+
+def starttls_anyway(s):
+    """STARTTLS on the smtplib.SMTP ``s`` whether offered or not, a TLS 1.2-1.3
+    handshake, EHLO again: (the reply code to STARTTLS, the TLS version)."""
+    code, _ = s.docmd("STARTTLS")
+    s.sock = client_context("1.2", "1.3").wrap_socket(s.sock)
+    s.file = None
+    s.helo_resp = s.ehlo_resp = None
+    s.esmtp_features, s.does_esmtp = {}, False
+    version = s.sock.version()
+    s.ehlo()
+    return code, version
 
 
 def new_conns(mx, before, n=1, timeout=TIMEOUT):
@@ -298,13 +311,7 @@ def check_unadvertised(res, name, args, mxs):
     with smtplib.SMTP(UNADVERTISED, 25, timeout=TIMEOUT) as s:
         s.ehlo()
         offered = s.has_extn("starttls")
-        code, _ = s.docmd("STARTTLS")
-        s.sock = client_context("1.2", "1.3").wrap_socket(s.sock)
-        s.file = None
-        s.helo_resp = s.ehlo_resp = None
-        s.esmtp_features, s.does_esmtp = {}, False
-        version = s.sock.version()
-        s.ehlo()
+        code, version = starttls_anyway(s)
         s.sendmail("hidden@client.test", ["rcpt@mx.test"], "Subject: hidden STARTTLS\r\n\r\nx\r\n")
     c = (new_conns(mx, before) or [None])[0]
     ts = c.transactions() if c else []
@@ -324,9 +331,7 @@ def check_injection(res, name, args, mxs):
     sock = socket.create_connection((mx.host, 25), timeout=TIMEOUT)
     try:
         rd = _LineReader(sock)
-        rd.reply()
-        sock.sendall(b"EHLO inject.test\r\n")
-        rd.reply()
+        rd.ehlo("inject.test")
         sock.sendall(b"STARTTLS\r\nMAIL FROM:<injected@evil.test>\r\n")
         r = rd.reply()
         tls = client_context("1.2", "1.2").wrap_socket(sock)
@@ -409,13 +414,7 @@ def check_proxy(res, name, args, mxs, proxies, key):
     before = len(up.connections())
     with smtplib.SMTP(proxy.host, 25, timeout=TIMEOUT) as s:
         s.ehlo()
-        code, _ = s.docmd("STARTTLS")
-        s.sock = client_context("1.2", "1.3").wrap_socket(s.sock)
-        s.file = None
-        s.helo_resp = s.ehlo_resp = None
-        s.esmtp_features, s.does_esmtp = {}, False
-        version = s.sock.version()
-        s.ehlo()
+        code, version = starttls_anyway(s)
         s.sendmail("forced@client.test", ["rcpt@mx.test"], "Subject: forced\r\n\r\nx\r\n")
     c = (new_conns(up, before) or [None])[0]
     res.check(name + "_forced_starttls_end_to_end", code == 220 and c is not None and c.tls_version == version
@@ -447,6 +446,12 @@ class _LineReader:
         while out[-1][3:4] == "-":
             out.append(self.line())
         return out
+
+    def ehlo(self, name):
+        """The greeting, then EHLO ``name`` and its reply."""
+        self.reply()
+        self.sock.sendall(b"EHLO %s\r\n" % name.encode())
+        return self.reply()
 
 
 def records(data):
@@ -507,9 +512,7 @@ def capture_serverhello(host):
     sock = socket.create_connection((host, 25), timeout=TIMEOUT)
     try:
         rd = _LineReader(sock)
-        rd.reply()
-        sock.sendall(b"EHLO capture.test\r\n")
-        rd.reply()
+        rd.ehlo("capture.test")
         sock.sendall(b"STARTTLS\r\n")
         r = rd.reply()
         if not r[0].startswith("220") or rd.buf:
@@ -602,10 +605,10 @@ def check_captures(res, name, args, mxs):
                 continue
             if args.rewrite_captures or not os.path.exists(path):
                 comment = ("%s ServerHello: the server's bytes after the ClientHello, up to and including the record "
-                           "holding the ServerHello (%d bytes, %d record(s)); server tests/e2e/mx.py TLSOptions("
+                           "holding the ServerHello (%d bytes, %d record(s)); server tests/e2e/fixtures/mx.py TLSOptions("
                            "version=%r) after STARTTLS, Python %s ssl / %s; client: raw socket, ssl.MemoryBIO, "
                            "range TLSv1..TLSv1.3 with ALL:@SECLEVEL=0 (as Postfix offers); negotiated %s %s (suite 0x%04x), "
-                           "%scaptured by tests/e2e/tls_selftest.py on %s" % (
+                           "%scaptured by tests/e2e/suites/tls_selftest.py on %s" % (
                                want, len(capture), info["records"], VERSIONS[key][1], sys.version.split()[0],
                                ssl.OPENSSL_VERSION, version, cipher[0], info["cipher_suite"],
                                "" if want == "TLSv1.3" else "RFC 8446 downgrade sentinel in the random: %s "

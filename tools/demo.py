@@ -13,7 +13,7 @@ is not.  With tlsguardd guarding the cgroup, one mail from each:
 The mails are sent one after the other so that each has its own connection
 to the MX.  Exit status 0 only if both outcomes are as described.
 
-Usage: demo.py [--tlsguardd build/tlsguardd] [--tlsguardctl build/tlsguardctl] [--keep]
+Usage: tools/demo.py [--tlsguardd build/tlsguardd] [--tlsguardctl build/tlsguardctl] [--keep]
 Everything it creates (tlsguardd, Postfix, the MX, the cgroup, the temp dir
 unless --keep) is removed on exit, also on Ctrl-C.
 """
@@ -28,13 +28,13 @@ import tempfile
 
 sys.dont_write_bytecode = True  # leave no __pycache__ in the source tree
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests", "e2e", "fixtures"))
 
 from mx import TestMX  # noqa: E402
 from postfix_env import (BOUNCE_SUBJECT, Cgroup, PostfixError, PostfixInstance,  # noqa: E402
                          bounce_report, check_postfix_installed)
-from harness import sigterm_interrupts  # noqa: E402
-from run import REPO, TLS_DSN, TLS_TEXT, Daemon, ehlo_only  # noqa: E402
+from harness import REPO, sigterm_interrupts  # noqa: E402
+from daemon import TLS_DSN, TLS_TEXT, Daemon, ehlo_only  # noqa: E402
 
 ALICE, BOB = "alice@mta.test", "bob@mta.test"
 ALICE_RCPT, BOB_RCPT = "carol@example.net", "dave@example.net"

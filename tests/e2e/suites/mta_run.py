@@ -2,7 +2,7 @@
 """End-to-end run of tlsguard with each MTA Debian ships: Postfix, Exim, OpenSMTPD.
 
 Usage (as root; builds nothing):
-    /usr/bin/python3 tests/e2e/mta_run.py [--mta exim|opensmtpd|postfix|all]
+    /usr/bin/python3 tests/e2e/suites/mta_run.py [--mta exim|opensmtpd|postfix|all]
         [--tlsguardd build/tlsguardd] [--tlsguardctl build/tlsguardctl]
         [--deps build/deps/root] [--keep] [-v]
 
@@ -65,7 +65,7 @@ import time
 from dataclasses import dataclass, field
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "fixtures"))
 sys.dont_write_bytecode = True  # leave no __pycache__ in the source tree
 
 from mta_env import (DEFAULT_DEPS, EximInstance, MTAError, MTAMissing, SmtpdInstance,  # noqa: E402
@@ -75,11 +75,12 @@ from dns_env import LeakWatch, is_test_name  # noqa: E402
 from mx import TestMX, TLSOptions  # noqa: E402
 from postfix_env import (Cgroup, PostfixError, PostfixInstance, PostfixMissing, bounce_report,  # noqa: E402
                          check_postfix_installed)
-from run import TLS_TEXT, Daemon, normalize  # noqa: E402
+from daemon import GUARDED_SENDERS, MAILBOX_DOMAINS, TLS_TEXT, WEAK_TEXT, Daemon, normalize  # noqa: E402
 from tlsproxy import StripProxy  # noqa: E402
+from wants import over  # noqa: E402
 
 MTAS = ["postfix", "exim", "opensmtpd"]
-WEAK_TEXT = "TLS 1.2 or higher is required, but host negotiated TLSv1.0"
+WEAK_TLS10 = WEAK_TEXT % "TLSv1.0"
 
 MXS = {
     "plain": ("127.0.0.200", None),
@@ -99,11 +100,7 @@ ROUTES = {
     "strip.test": (STRIP, "strip-up"),
     "tls10b.test": (MXS["tls10b"][0], "tls10b"),
 }
-MAILBOX_DOMAINS = ["mta.test", "guarded.test"]
-SENDERS_FILE = """\
-# tlsguard MTA e2e: every sender in guarded.test is guaranteed; mta.test is not
-@guarded.test
-"""
+SENDERS_FILE = GUARDED_SENDERS
 POSTFIX_MAIN = {
     "smtp_tls_security_level": "may",
     "queue_run_delay": "2s",
@@ -131,13 +128,13 @@ B_NOTLS = Expect("bounced", text=TLS_TEXT, audit="held-no-tls")
 # What becomes of a guaranteed sender's mail to a TLS 1.0-only host, and of
 # another sender's, per MTA (measured; see the README).
 WEAK = {
-    "postfix": (Expect("bounced", text=WEAK_TEXT, audit="held-weak-tls", audit_tls="TLSv1.0"),
+    "postfix": (Expect("bounced", text=WEAK_TLS10, audit="held-weak-tls", audit_tls="TLSv1.0"),
                 Expect("sent", tls="TLSv1")),
     "exim": (Expect("held", audit="held-weak-tls", audit_tls="TLSv1.0"), Expect("sent", tls="TLSv1")),
     # smtpd's OpenSSL refuses TLS 1.0 (security level 1): the handshake
     # fails, smtpd reconnects at once in plaintext (smtp+notls), where the
     # agent holds the guaranteed sender with the host's version.
-    "opensmtpd": (Expect("bounced", text=WEAK_TEXT, audit="held-weak-tls"), Expect("sent")),
+    "opensmtpd": (Expect("bounced", text=WEAK_TLS10, audit="held-weak-tls"), Expect("sent")),
 }
 
 
@@ -312,9 +309,7 @@ def check_want(run, w):
             if normalize(t.sender or "") != normalize(mail.sender):
                 p.append("%s: MX saw MAIL FROM:<%s>" % (who, t.sender))
             if t.tls_version != e.tls:
-                p.append("%s: MAIL FROM reached %s %s, expected %s" % (
-                    who, key, "over " + t.tls_version if t.tls_version else "in plaintext",
-                    "over " + e.tls if e.tls else "in plaintext"))
+                p.append("%s: MAIL FROM reached %s %s, expected %s" % (who, key, over(t.tls_version), over(e.tls)))
         if bounces:
             p.append("%s: %d unexpected bounce(s)" % (who, len(bounces)))
     else:
@@ -484,21 +479,15 @@ def run_mta(args, name, tmp, mxs, proxy, report):
             report("%s/cleanup" % name, problems)
 
 
-def parse_args(argv):
+def main(argv=None):
     ap = harness.arg_parser(__doc__, keep_help="logs, spools, mailboxes", verbose_help="show the MTA's log on failures")
     ap.add_argument("--mta", default="all", choices=MTAS + ["all"])
     ap.add_argument("--deps", default=DEFAULT_DEPS, help="where make mta-deps unpacked Exim and OpenSMTPD")
-    return ap.parse_args(argv)
-
-
-def main(argv=None):
-    args = parse_args(argv)
-    if not harness.require_root("mta_run.py must run as root (cgroups, port 25, the MTAs)"):
-        return 2
+    args = ap.parse_args(argv)
+    chosen = MTAS if args.mta == "all" else [args.mta]
     results = harness.Results()
     report = results.report
-    chosen = MTAS if args.mta == "all" else [args.mta]
-    with harness.Run(results, keep=args.keep) as suite:
+    with harness.Run(results, keep=args.keep, root="mta_run.py must run as root (cgroups, port 25, the MTAs)") as suite:
         runnable = []
         for name in chosen:
             why = availability(name, args.deps)

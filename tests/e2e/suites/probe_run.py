@@ -2,7 +2,7 @@
 """End-to-end run of ``tlsguardctl probe``: test MX hosts, real handshakes, a DNS server from Debian.
 
 Usage (as root, for port 25 and the packages; builds nothing):
-    /usr/bin/python3 tests/e2e/probe_run.py [--tlsguardctl build/tlsguardctl] [--keep] [-v]
+    /usr/bin/python3 tests/e2e/suites/probe_run.py [--tlsguardctl build/tlsguardctl] [--keep] [-v]
 
 What it tests: ``tlsguardctl probe`` (tools/tg_probe.h) finds a domain's MX
 hosts through the DNS server given to --resolver, takes each through EHLO,
@@ -63,7 +63,6 @@ by pid), the temp dir unless --keep.  -v prints the probe's output of failed
 cases and unbound's log.
 """
 
-import argparse
 import hashlib
 import json
 import os
@@ -73,15 +72,14 @@ import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "fixtures"))
 sys.dont_write_bytecode = True  # leave no __pycache__ in the source tree
 
-from dns_env import (RCODES, T_MX, T_TLSA, LeakWatch, Unbound, dns_ask, ensure_unbound,  # noqa: E402
-                     is_test_name, sign_zone)
+from dns_env import (T_MX, T_TLSA, LeakWatch, Unbound, answer_problems, ensure_unbound,  # noqa: E402
+                     sign_zone)
 import harness  # noqa: E402
 from mx import TestMX, TLSOptions  # noqa: E402
 
-REPO = os.path.dirname(os.path.dirname(HERE))
 OPENSSL = "/usr/bin/openssl"
 DNS = "127.0.0.150"
 # host name -> (address, TLS options or None for no STARTTLS; certificates added at setup)
@@ -212,6 +210,12 @@ def want(p, what, got, expected):
         p.append("%s: %r, expected %r" % (what, got, expected))
 
 
+def want_field(p, h, what, key, expected):
+    """want() on field ``key`` of a host block ``h``; nothing if there is no block (said already)."""
+    if h is not None:
+        want(p, what, h.get(key), expected)
+
+
 def check_tls_host(p, run, header, version, cn):
     h = run.host(header)
     if h is None:
@@ -258,9 +262,7 @@ def mx_saw(p, mx, since, version):
 
 def case_secure(ctx):
     since = {k: len(m.connections()) for k, m in ctx.mxs.items()}
-    run = ctx.probe("secure.probe.test")
-    p = []
-    want(p, "exit status", run.rc, 0)
+    run, p = ctx.probe_exits(0, "secure.probe.test")
     want(p, "MX hosts", run.top.get("MX hosts"), "10 tls13.probe.test, 20 tls12.probe.test (DNSSEC-authenticated)")
     want(p, "DNS server", run.top.get("DNS server"), DNS)
     want(p, "hosts", [h["header"] for h in run.hosts],
@@ -281,15 +283,11 @@ def case_secure(ctx):
 
 def case_weak(ctx):
     since = len(ctx.mxs["tls10.probe.test"].connections())
-    run = ctx.probe("weak.probe.test")
-    p = []
-    want(p, "exit status", run.rc, 1)
+    run, p = ctx.probe_exits(1, "weak.probe.test")
     h = check_tls_host(p, run, "tls10.probe.test[127.0.0.153]:25", "TLSv1.0", "tls10.probe.test")
-    if h:
-        want(p, "tls10 verdict", h.get("verdict"), WEAK10)
+    want_field(p, h, "tls10 verdict", "verdict", WEAK10)
     h = check_tls_host(p, run, "tls13.probe.test[127.0.0.151]:25", "TLSv1.3", "tls13.probe.test")
-    if h:
-        want(p, "tls13 verdict", h.get("verdict"), "would be delivered")
+    want_field(p, h, "tls13 verdict", "verdict", "would be delivered")
     want(p, "overall", run.top.get("overall"), "would be delivered, by tls13.probe.test[127.0.0.151]")
     want(p, "notes", run.top.get("notes"), [
         "at the host that would bounce it, tlsguardd answers 450 4.7.10 instead (another MX host takes "
@@ -300,9 +298,7 @@ def case_weak(ctx):
 
 def case_no_starttls(ctx):
     since = len(ctx.mxs["plain.probe.test"].connections())
-    run = ctx.probe("nostarttls.probe.test")
-    p = []
-    want(p, "exit status", run.rc, 1)
+    run, p = ctx.probe_exits(1, "nostarttls.probe.test")
     h = run.host("plain.probe.test[127.0.0.154]:25")
     if h is None:
         p.append("no block for plain.probe.test[127.0.0.154]:25")
@@ -320,38 +316,29 @@ def case_no_starttls(ctx):
 
 
 def case_dane(ctx):
-    run = ctx.probe("dane.probe.test")
-    p = []
-    want(p, "exit status", run.rc, 0)
+    run, p = ctx.probe_exits(0, "dane.probe.test")
     h = check_tls_host(p, run, "mx1.dane.probe.test[127.0.0.151]:25", "TLSv1.3", "tls13.probe.test")
-    if h:
-        want(p, "mx1 TLSA", h.get("TLSA (DANE)"),
-             "2 records at _25._tcp.mx1.dane.probe.test, DNSSEC-authenticated")
+    want_field(p, h, "mx1 TLSA", "TLSA (DANE)",
+               "2 records at _25._tcp.mx1.dane.probe.test, DNSSEC-authenticated")
     h = check_tls_host(p, run, "mx2.dane.probe.test[127.0.0.152]:25", "TLSv1.2", "tls12.probe.test")
-    if h:
-        want(p, "mx2 TLSA", h.get("TLSA (DANE)"),
-             "none at _25._tcp.mx2.dane.probe.test (DNSSEC-authenticated denial)")
+    want_field(p, h, "mx2 TLSA", "TLSA (DANE)",
+               "none at _25._tcp.mx2.dane.probe.test (DNSSEC-authenticated denial)")
     if not ctx.unbound.queried("_25._tcp.mx1.dane.probe.test", "TLSA"):
         p.append("unbound logged no TLSA query for _25._tcp.mx1.dane.probe.test")
     return p, run
 
 
 def case_dane_unsigned(ctx):
-    run = ctx.probe("plain.test")
-    p = []
-    want(p, "exit status", run.rc, 0)
+    run, p = ctx.probe_exits(0, "plain.test")
     want(p, "MX hosts (no AD bit)", run.top.get("MX hosts"), "10 mx.plain.test")
     h = check_tls_host(p, run, "mx.plain.test[127.0.0.151]:25", "TLSv1.3", "tls13.probe.test")
-    if h:
-        want(p, "TLSA", h.get("TLSA (DANE)"), "1 record at _25._tcp.mx.plain.test, not DNSSEC-authenticated "
-             "(a DANE client ignores them)")
+    want_field(p, h, "TLSA", "TLSA (DANE)", "1 record at _25._tcp.mx.plain.test, not DNSSEC-authenticated "
+               "(a DANE client ignores them)")
     return p, run
 
 
 def case_closed_port(ctx):
-    run = ctx.probe("down.probe.test")
-    p = []
-    want(p, "exit status", run.rc, 1)
+    run, p = ctx.probe_exits(1, "down.probe.test")
     h = run.host("closed.probe.test[%s]:25" % CLOSED)
     if h is None:
         p.append("no block for closed.probe.test[%s]:25" % CLOSED)
@@ -368,9 +355,7 @@ def case_closed_port(ctx):
 
 def case_session_limit(ctx):
     """Two answering insecure hosts before the secure one: Postfix's 2-session limit is named."""
-    run = ctx.probe("late.probe.test")
-    p = []
-    want(p, "exit status", run.rc, 1)
+    run, p = ctx.probe_exits(1, "late.probe.test")
     want(p, "verdicts", [h.get("verdict") for h in run.hosts], [WEAK10, NO_TLS, "would be delivered"])
     want(p, "overall", run.top.get("overall"), "would be delivered, by tls13.probe.test[127.0.0.151]")
     notes = run.top.get("notes") or []
@@ -381,9 +366,7 @@ def case_session_limit(ctx):
 
 
 def case_null_mx(ctx):
-    run = ctx.probe("nullmx.probe.test")
-    p = []
-    want(p, "exit status", run.rc, 1)
+    run, p = ctx.probe_exits(1, "nullmx.probe.test")
     want(p, "hosts", run.hosts, [])
     want(p, "MX hosts", run.top.get("MX hosts"), "null MX (RFC 7505) (DNSSEC-authenticated)")
     want(p, "overall", run.top.get("overall"),
@@ -392,18 +375,14 @@ def case_null_mx(ctx):
 
 
 def case_all_insecure(ctx):
-    run = ctx.probe("insecure.probe.test")
-    p = []
-    want(p, "exit status", run.rc, 1)
+    run, p = ctx.probe_exits(1, "insecure.probe.test")
     want(p, "verdicts", [h.get("verdict") for h in run.hosts], [NO_TLS, WEAK10])
     want(p, "overall", run.top.get("overall"), "would bounce: no host takes mail over TLS 1.2 or higher")
     return p, run
 
 
 def case_no_mx(ctx):
-    run = ctx.probe("nomx.probe.test")
-    p = []
-    want(p, "exit status", run.rc, 0)
+    run, p = ctx.probe_exits(0, "nomx.probe.test")
     if not run.top.get("MX hosts", "").startswith("none: the domain's own address"):
         p.append("MX hosts: %r, expected the fallback to the domain's address" % run.top.get("MX hosts"))
     check_tls_host(p, run, "nomx.probe.test[127.0.0.152]:25", "TLSv1.2", "tls12.probe.test")
@@ -411,9 +390,7 @@ def case_no_mx(ctx):
 
 
 def case_nxdomain(ctx):
-    run = ctx.probe("nosuch.probe.test")
-    p = []
-    want(p, "exit status", run.rc, 2)
+    run, p = ctx.probe_exits(2, "nosuch.probe.test")
     want(p, "stdout", run.out, "")
     want(p, "stderr", run.err.strip(),
          "tlsguardctl: fatal: probe: nosuch.probe.test: no such domain (NXDOMAIN from %s)" % DNS)
@@ -421,9 +398,7 @@ def case_nxdomain(ctx):
 
 
 def case_literal(ctx):
-    run = ctx.probe("[127.0.0.153]")
-    p = []
-    want(p, "exit status", run.rc, 1)
+    run, p = ctx.probe_exits(1, "[127.0.0.153]")
     want(p, "hosts", [h["header"] for h in run.hosts], ["[127.0.0.153]:25"])
     h = check_tls_host(p, run, "[127.0.0.153]:25", "TLSv1.0", "tls10.probe.test")
     if h:
@@ -436,9 +411,7 @@ def case_literal(ctx):
 
 
 def case_host_port(ctx):
-    run = ctx.probe("tls12.probe.test:25")
-    p = []
-    want(p, "exit status", run.rc, 0)
+    run, p = ctx.probe_exits(0, "tls12.probe.test:25")
     if "MX hosts" in run.top:
         p.append("HOST:PORT looked up MX hosts: %r" % run.top["MX hosts"])
     h = check_tls_host(p, run, "tls12.probe.test[127.0.0.152]:25", "TLSv1.2", "tls12.probe.test")
@@ -449,9 +422,7 @@ def case_host_port(ctx):
 
 
 def case_json(ctx):
-    run = ctx.probe("weak.probe.test", "--json")
-    p = []
-    want(p, "exit status", run.rc, 1)
+    run, p = ctx.probe_exits(1, "weak.probe.test", "--json")
     try:
         doc = json.loads(run.out)
     except ValueError as e:
@@ -539,22 +510,18 @@ class Ctx:
         self.runs.append(run)
         return run
 
+    def probe_exits(self, rc, target, *extra):
+        """probe(), and the problems so far: its exit status if it is not ``rc``."""
+        run, p = self.probe(target, *extra), []
+        want(p, "exit status", run.rc, rc)
+        return run, p
+
 
 def check_dns_server():
     """The signed zone answers, plain.test answers, outside is REFUSED, nosuch is NXDOMAIN."""
-    p = []
-    for name, qtype, want_rcode, want_n in (("secure.probe.test", T_MX, 0, 2), ("plain.test", T_MX, 0, 1),
-                                            ("_25._tcp.mx1.dane.probe.test", T_TLSA, 0, 2),
-                                            ("nosuch.probe.test", T_MX, 3, 0), ("example.com", T_MX, 5, 0)):
-        try:
-            rcode, n = dns_ask(DNS, name, qtype)
-        except OSError as e:
-            p.append("%s: %s" % (name, e))
-            continue
-        if rcode != want_rcode or n != want_n:
-            p.append("%s type %d: %s with %d answers, expected %s with %d" % (
-                name, qtype, RCODES.get(rcode, rcode), n, RCODES[want_rcode], want_n))
-    return p
+    return answer_problems(DNS, (("secure.probe.test", T_MX, 0, 2), ("plain.test", T_MX, 0, 1),
+                                 ("_25._tcp.mx1.dane.probe.test", T_TLSA, 0, 2),
+                                 ("nosuch.probe.test", T_MX, 3, 0), ("example.com", T_MX, 5, 0)))
 
 
 def check_isolation(ctx, watch):
@@ -563,30 +530,13 @@ def check_isolation(ctx, watch):
                         ("tls13.probe.test", "A"), ("nosuch.probe.test", "MX")):
         if not ctx.unbound.queried(name, qtype):
             p.append("unbound logged no %s query for %s (did the probe ask --resolver?)" % (qtype, name))
-    if watch.error:
-        p.append("DNS leak watch: %s" % watch.error)
-    elif watch.lo_seen == 0:
-        p.append("the DNS leak watch saw not even the test's own queries to %s on lo" % DNS)
-    leaks = [s for s in watch.seen if is_test_name(s[3])]
-    if leaks:
-        p.append("DNS queries of the test left the machine: %s" % ", ".join(
-            "%s via %s to %s (%s)" % (q, ifn, dst, proto) for ifn, dst, proto, q in leaks[:5]))
-    return p
-
-
-def parse_args(argv):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--tlsguardctl", default=os.path.join(REPO, "build", "tlsguardctl"))
-    ap.add_argument("--tlsguardd", help="ignored (the Makefile passes it to every suite)")
-    ap.add_argument("--keep", action="store_true", help="keep the temp dir (zone, keys, unbound's log)")
-    ap.add_argument("-v", "--verbose", action="store_true", help="show the probe's output of failed cases")
-    return ap.parse_args(argv)
+    return p + watch.problems(DNS)
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    if not harness.require_root("probe_run.py must run as root (port 25, apt-get for unbound and ldnsutils)"):
-        return 2
+    # --tlsguardd is taken, and not used, as every suite takes it.
+    args = harness.arg_parser(__doc__, keep_help="zone, keys, unbound's log",
+                              verbose_help="show the probe's output of failed cases").parse_args(argv)
     results = harness.Results()
 
     def report(name, problems, runs=None):
@@ -598,7 +548,8 @@ def main(argv=None):
     def say(text):
         print("    " + text, flush=True)
 
-    with harness.Run(results, keep=args.keep) as suite:
+    with harness.Run(results, keep=args.keep,
+                     root="probe_run.py must run as root (port 25, apt-get for unbound and ldnsutils)") as suite:
         try:
             if not os.access(args.tlsguardctl, os.X_OK):
                 raise RuntimeError("%s is missing or not executable (run make)" % args.tlsguardctl)

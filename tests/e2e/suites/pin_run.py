@@ -2,7 +2,7 @@
 """Fail-closed pinning run for tlsguard: kill -9 the agent, Postfix keeps being guarded.
 
 Usage (as root; builds nothing):
-    /usr/bin/python3 tests/e2e/pin_run.py [--tlsguardd build/tlsguardd]
+    /usr/bin/python3 tests/e2e/suites/pin_run.py [--tlsguardd build/tlsguardd]
         [--tlsguardctl build/tlsguardctl] [--keep] [-v]
 
 Setup: a temp dir, a cgroup v2 directory, one recording test MX without
@@ -12,7 +12,7 @@ master runs in the cgroup, with ``queue_run_delay = 1s``,
 is tried again within seconds) and the smtp client's reply timeouts at 15s (a
 flow held at the very moment of the kill waits for replies that nobody
 sends; Postfix's defaults would make that 5 minutes), and ``tlsguardd
---cgroup DIR --senders FILE --port 25 --socket SOCK --pin`` (run.py's
+--cgroup DIR --senders FILE --port 25 --socket SOCK --pin`` (daemon.py's
 ``Daemon`` plus ``--pin``; each start logs to its own file).  Guaranteed
 senders: ``@guarded.test``; every mail has its own sender address, so "no
 MAIL FROM of that sender at the MX" is exact, and no MAIL FROM of the whole
@@ -85,14 +85,13 @@ import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "fixtures"))
 sys.dont_write_bytecode = True  # leave no __pycache__ in the source tree
 
 import harness  # noqa: E402
 from mx import TestMX  # noqa: E402
-from postfix_env import (_LOG_RE, _STATUS_RE, Cgroup, PostfixError,  # noqa: E402
-                         PostfixInstance, PostfixMissing, Status, bounce_report, check_postfix_installed)
-from run import TLS_DSN, TLS_TEXT, Daemon, normalize  # noqa: E402
+from postfix_env import PostfixError, PostfixInstance, PostfixMissing, bounce_report  # noqa: E402
+from daemon import TLS_DSN, TLS_TEXT, Daemon, normalize  # noqa: E402
 
 PIN_DIR = "/sys/fs/bpf/tlsguard"
 ADOPT_TEXT = "adopted the state pinned under %s" % PIN_DIR
@@ -128,7 +127,7 @@ TIMEOUT_EXIT = 15.0
 # ------------------------------------------------------------------ helpers
 
 class PinDaemon(Daemon):
-    """run.py's Daemon with --pin; SIGKILL by pid."""
+    """daemon.py's Daemon with --pin; SIGKILL by pid."""
 
     def __init__(self, args, cgroup, senders_path, sock, log_path):
         super().__init__(args.tlsguardd, args.tlsguardctl, cgroup, senders_path, sock, log_path)
@@ -144,13 +143,6 @@ class PinDaemon(Daemon):
             self.proc.wait(TIMEOUT_EXIT)
             return self.proc.returncode
         return None
-
-    def log_text(self):
-        try:
-            with open(self.log_path, errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
 
 
 def run_cmd(argv, timeout=20):
@@ -234,24 +226,12 @@ class Ctx:
 
     def history(self, mails):
         """{marker: (queue_id, [Status...])} from the whole log."""
-        by_msgid = {m.message_id: m for m in mails}
-        qids, out = {}, {m.marker: [None, []] for m in mails}
-        for line in self.pf.log_lines():
-            g = _LOG_RE.search(line)
-            if not g:
-                continue
-            prog, qid, rest = g.group(1), g.group(3), g.group(4)
-            if prog == "cleanup" and rest.startswith("message-id="):
-                m = by_msgid.get(rest[len("message-id="):].strip())
-                if m is not None and out[m.marker][0] is None:
-                    out[m.marker][0] = qid
-                    qids[qid] = m.marker
-                continue
-            marker = qids.get(qid)
-            s = _STATUS_RE.search(rest) if marker else None
-            if s:
-                out[marker][1].append(Status(status=s.group(5), dsn=s.group(4), text=s.group(6),
-                                             relay=s.group(2), conn_use=int(s.group(3) or 1), line=line))
+        out = {m.marker: [None, []] for m in mails}
+        for m, qid, _, status in self.pf.mail_log(mails):
+            if status is None:
+                out[m.marker][0] = qid
+            else:
+                out[m.marker][1].append(status)
         return {k: (v[0], v[1]) for k, v in out.items()}
 
     def wait(self, mails, done, timeout, step=0.1):
@@ -591,6 +571,21 @@ def case_kill_mid_burst(ctx, info):
     return p, mails
 
 
+def detached_check(ctx, p, when, tag):
+    """After detach: no pins, nothing attached to the cgroup (``when`` ends that
+    problem's text), and a guaranteed mail (``tag``) delivered.  Returns what
+    bpftool printed and the mail."""
+    if pins() is not None:
+        p.append("%s still exists after detach: %s" % (PIN_DIR, pins()))
+    names, raw = bpftool_cgroup(ctx.cgroup.path)
+    if names:
+        p.append("bpftool cgroup show still lists %s%s: %s" % (names, when, raw))
+    mail = ctx.send(True, tag)
+    h = ctx.wait([mail], lambda h: final(last(h, mail.marker)), TIMEOUT_STATUS)
+    p += check_delivered(ctx, h, mail)
+    return raw, mail
+
+
 def case_detach_running(ctx, info):
     p = []
     agent = ctx.agent
@@ -605,14 +600,7 @@ def case_detach_running(ctx, info):
             p.append("tlsguardd exited with %s after detach%s" % (arc, agent.log_tail()))
     except subprocess.TimeoutExpired:
         p.append("tlsguardd still runs %ds after detach" % TIMEOUT_EXIT)
-    if pins() is not None:
-        p.append("%s still exists after detach: %s" % (PIN_DIR, pins()))
-    names, raw = bpftool_cgroup(ctx.cgroup.path)
-    if names:
-        p.append("bpftool cgroup show still lists %s: %s" % (names, raw))
-    mail = ctx.send(True, "detached")
-    h = ctx.wait([mail], lambda h: final(last(h, mail.marker)), TIMEOUT_STATUS)
-    p += check_delivered(ctx, h, mail)
+    raw, mail = detached_check(ctx, p, "", "detached")
     if not p:
         info.append("agent exited %s; no pins; bpftool cgroup show: %r; guaranteed mail delivered" % (
             agent.proc.returncode, raw.replace("exit 0:", "").strip()))
@@ -631,14 +619,7 @@ def case_detach_after_kill(ctx, info):
     rc, out, err = ctx.ctl("detach")
     if rc != 0:
         p.append("tlsguardctl detach with no agent: exit %s: %s%s" % (rc, out, err))
-    if pins() is not None:
-        p.append("%s still exists after detach: %s" % (PIN_DIR, pins()))
-    names, raw = bpftool_cgroup(ctx.cgroup.path)
-    if names:
-        p.append("bpftool cgroup show still lists %s after detach: %s" % (names, raw))
-    mail = ctx.send(True, "detached2")
-    h = ctx.wait([mail], lambda h: final(last(h, mail.marker)), TIMEOUT_STATUS)
-    p += check_delivered(ctx, h, mail)
+    raw, mail = detached_check(ctx, p, " after detach", "detached2")
     if not p:
         info.append("SIGKILL exit %s; detach exit 0 with no agent; no pins; nothing attached; "
                     "guaranteed mail delivered" % rc9)
@@ -652,16 +633,9 @@ def queue_empty(pf):
 
 # ------------------------------------------------------------------ main
 
-def parse_args(argv):
-    ap = harness.arg_parser(__doc__, keep_help="logs, queue, mailboxes",
-                            verbose_help="show diagnostics of failed cases")
-    return ap.parse_args(argv)
-
-
 def main(argv=None):
-    args = parse_args(argv)
-    if not harness.require_root("pin_run.py must run as root (cgroups, bpffs, port 25, Postfix)"):
-        return 2
+    args = harness.arg_parser(__doc__, keep_help="logs, queue, mailboxes",
+                              verbose_help="show diagnostics of failed cases").parse_args(argv)
     results = harness.Results(shown=6)
 
     def report(name, problems, info=(), diag=None):
@@ -670,31 +644,21 @@ def main(argv=None):
             for line in diag():
                 print("    " + line, flush=True)
 
-    with harness.Run(results, keep=args.keep) as suite:
+    with harness.Run(results, keep=args.keep,
+                     root="pin_run.py must run as root (cgroups, bpffs, port 25, Postfix)") as suite:
         try:
-            check_postfix_installed()
-            for path in (args.tlsguardd, args.tlsguardctl):
-                if not os.access(path, os.X_OK):
-                    raise RuntimeError("%s is missing or not executable (run make)" % path)
+            harness.require_tools(args.tlsguardd, args.tlsguardctl, postfix=True)
             if shutil.which(BPFTOOL) is None:
                 raise RuntimeError("bpftool is missing (apt-get install bpftool)")
             if os.path.lexists(PIN_DIR):
                 raise RuntimeError("%s already exists (a tlsguardd --pin runs, or one left it): "
                                    "build/tlsguardctl detach removes it" % PIN_DIR)
-            tmp = suite.tempdir("tlsguard-pin-", 0o755)
-            cgroup = Cgroup.create("tlsguard-pin")
-            suite.push(cgroup.remove)
-            mx = TestMX(MX_HOST, 25, name="plain", jsonl_path=os.path.join(tmp, "mx.jsonl")).start()
-            suite.push(mx.stop)
-            pf = PostfixInstance(os.path.join(tmp, "postfix"), cgroup, TRANSPORTS,
-                                 [OTHER_DOMAIN, GUARANTEED_DOMAIN], mailboxes=["postmaster@mta.test"],
-                                 extra_main=POSTFIX_EXTRA)
-            suite.push(pf.stop)
-            os.makedirs(pf.root)
-            pf.start()
-            senders_path = os.path.join(tmp, "senders")
-            with open(senders_path, "w") as f:
-                f.write(SENDERS_FILE)
+            tmp, cgroup = suite.workspace("tlsguard-pin", 0o755)
+            mx = suite.started(TestMX(MX_HOST, 25, name="plain", jsonl_path=os.path.join(tmp, "mx.jsonl")))
+            pf = suite.postfix(PostfixInstance(os.path.join(tmp, "postfix"), cgroup, TRANSPORTS,
+                                               [OTHER_DOMAIN, GUARANTEED_DOMAIN], mailboxes=["postmaster@mta.test"],
+                                               extra_main=POSTFIX_EXTRA))
+            senders_path = suite.write("senders", SENDERS_FILE)
             ctx = None
 
             def unpin():

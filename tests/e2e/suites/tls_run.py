@@ -2,7 +2,7 @@
 """End-to-end TLS run for tlsguard: Postfix in a cgroup -> STARTTLS test MXs on loopback.
 
 Usage (as root; builds nothing):
-    /usr/bin/python3 tests/e2e/tls_run.py [--tlsguardd build/tlsguardd]
+    /usr/bin/python3 tests/e2e/suites/tls_run.py [--tlsguardd build/tlsguardd]
         [--tlsguardctl build/tlsguardctl] [--keep] [-v]
 
 Setup: a temp dir, a cgroup v2 directory, recording test MXs (mx.py, real
@@ -23,7 +23,7 @@ ciphers (Postfix 3.7 then negotiates 1.0 and 1.1, see tls_selftest.py),
 ``smtp_tls_loglevel = 1`` and ``minimal_backoff_time = queue_run_delay = 2s``
 (``maximal_backoff_time = 10s``), so that Postfix's plaintext retry after a
 failed TLS handshake or session comes seconds after the first attempt, and
-``tlsguardd --cgroup DIR --senders FILE --port 25 --socket SOCK`` (run.py's
+``tlsguardd --cgroup DIR --senders FILE --port 25 --socket SOCK`` (daemon.py's
 ``Daemon``).  Guaranteed senders: ``@guarded.test``; every case has its own
 sender addresses, so "no MAIL FROM of that sender at any MX" is exact.
 
@@ -59,25 +59,21 @@ and the temp dir unless --keep.
 import os
 import re
 import secrets
-import select
-import subprocess
 import sys
 import time
-from dataclasses import dataclass
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "fixtures"))
 sys.dont_write_bytecode = True  # leave no __pycache__ in the source tree
 
 import harness  # noqa: E402
+from daemon import GUARDED_SENDERS, MAILBOX_DOMAINS, TLS_TEXT, WEAK_TEXT, Senders  # noqa: E402
+from flows import FlowsClient, flows_for, flows_table  # noqa: E402
 from mx import TestMX, TLSOptions  # noqa: E402
-from postfix_env import (_LOG_RE, _STATUS_RE, Cgroup, PostfixError, PostfixInstance,  # noqa: E402
-                         PostfixMissing, bounce_report, check_postfix_installed)
-from run import TLS_DSN, TLS_TEXT, Daemon, Senders, check_nothing_at_mx  # noqa: E402
+from postfix_env import PostfixError, PostfixInstance, PostfixMissing  # noqa: E402
 from tlsproxy import StripProxy  # noqa: E402
+from wants import Ctx, Want, carriers_of, check_want, describe_conns, mail_verbs, short  # noqa: E402
 
-WEAK_TEXT = "TLS 1.2 or higher is required, but host negotiated %s"
-IN_REPLY_TO_MAIL = "(in reply to MAIL FROM command)"
 
 # key -> (address, TLSOptions): the recording MXs.
 MXS = {
@@ -104,11 +100,7 @@ ROUTES = {
     "tls10.test": (MXS["tls10"][0], "tls10"),
     "tls11.test": (MXS["tls11"][0], "tls11"),
 }
-MAILBOX_DOMAINS = ["mta.test", "guarded.test"]
-SENDERS_FILE = """\
-# tlsguard TLS e2e: every sender in guarded.test is guaranteed; mta.test is not
-@guarded.test
-"""
+SENDERS_FILE = GUARDED_SENDERS
 POSTFIX_MAIN = {  # spelled out although postfix_env.py has the same values: the run depends on them
     "smtp_tls_security_level": "may",
     "smtp_tls_loglevel": "1",
@@ -121,51 +113,6 @@ TIMEOUT_STATUS = 75.0  # all final statuses
 TIMEOUT_BOUNCE = 20.0  # the announced DSNs, after the statuses
 TIMEOUT_CLIENT = 20.0  # a flows client reaching "READY"
 TIMEOUT_FLOW_GONE = 5.0
-
-
-@dataclass
-class Want:
-    """What must become of one injected mail (one recipient)."""
-    mail: object  # postfix_env.Mail
-    mx: str  # key of the MX that records the session
-    outcome: str  # "sent" | "bounced"
-    tls: str = None  # sent: Transaction.tls_version at the MX (None: plaintext)
-    text: str = None  # bounced: the cause in the log and the DSN
-
-    @property
-    def rcpt(self):
-        return self.mail.recipients[0]
-
-
-class Ctx:
-    def __init__(self, pf, mxs, proxy, senders, run_id):
-        self.pf, self.mxs, self.proxy, self.senders, self.run_id = pf, mxs, proxy, senders, run_id
-        self.outcomes = {}
-        self.bounces = {}
-        self.final_seen = {}  # marker -> wall time the final status was first seen in the log
-        self.dsn_seen = {}  # marker -> wall time the DSN was first seen in the mailbox
-
-    def all_connections(self):
-        return [(key, c) for key, mx in self.mxs.items() for c in mx.connections()]
-
-    def rcpt(self, tag, domain):
-        return "%s.%s@%s" % (tag, self.run_id, domain)
-
-    def history(self, mail):
-        """Every status line of the mail, in order: [(status, dsn, text, delay, line)]."""
-        o = self.outcomes.get(mail.marker)
-        if o is None or o.queue_id is None:
-            return []
-        out = []
-        for line in self.pf.log_lines():
-            m = _LOG_RE.search(line)
-            if not m or m.group(3) != o.queue_id:
-                continue
-            s = _STATUS_RE.search(m.group(4))
-            if s:
-                d = re.search(r"\bdelay=([\d.]+)", line)
-                out.append((s.group(5), s.group(4), s.group(6), float(d.group(1)) if d else None, line))
-        return out
 
 
 class Case:
@@ -187,83 +134,11 @@ class Case:
 
 # ------------------------------------------------------------------ checks
 
-def carriers_of(ctx, mail):
-    """(key, connection, transaction) of every completed transaction carrying the mail's marker."""
-    return [(key, c, t) for key, c in ctx.all_connections() for t in c.transactions()
-            if t.data is not None and any(mail.marker in line for line in t.data)]
-
-
-def check_want(ctx, w):
-    p = []
-    mail = w.mail
-    who = "%s from <%s>" % (mail.marker, mail.sender)
-    o = ctx.outcomes.get(mail.marker)
-    if o is None or o.queue_id is None:
-        return ["%s: never picked up (no cleanup message-id log line)" % who]
-    s = o.status_of(w.rcpt)
-    carriers = carriers_of(ctx, mail)
-    if s is None:
-        p.append("%s: no status in the log (expected %s)" % (who, w.outcome))
-    elif s.status != w.outcome:
-        p.append("%s: status=%s dsn=%s (%s), expected %s" % (who, s.status, s.dsn, s.text, w.outcome))
-    elif w.outcome == "bounced" and (s.dsn != TLS_DSN or w.text not in s.text or IN_REPLY_TO_MAIL not in s.text):
-        p.append("%s: bounced with dsn=%s (%s), expected %s %r %s" % (who, s.dsn, s.text, TLS_DSN, w.text,
-                                                                   IN_REPLY_TO_MAIL))
-    dsns = ctx.bounces.get((mail.sender, mail.marker)) or ctx.pf.bounces_for(mail.sender, mail.marker)
-    if w.outcome == "sent":
-        if len(carriers) != 1:
-            p.append("%s: the body reached the MXs %d times, expected once" % (who, len(carriers)))
-        for key, c, t in carriers:
-            if key != w.mx:
-                p.append("%s: delivered to %s, expected %s" % (who, key, w.mx))
-            if t.sender != mail.sender:
-                p.append("%s: MX saw MAIL FROM:<%s>" % (who, t.sender))
-            if w.rcpt.lower() not in [r.lower() for r in t.recipients]:
-                p.append("%s: MX transaction lacks RCPT <%s>" % (who, w.rcpt))
-            if t.tls_version != w.tls:
-                p.append("%s: MAIL FROM reached %s %s, expected %s" % (
-                    who, key, "over " + t.tls_version if t.tls_version else "in plaintext",
-                    "over " + w.tls if w.tls else "in plaintext"))
-        if dsns:
-            p.append("%s: %d unexpected DSN(s) in the mailbox of <%s>" % (who, len(dsns), mail.sender))
-        return p
-    # bounced
-    p += check_nothing_at_mx(ctx, mail, who, carriers)
-    if len(dsns) != 1:
-        p.append("%s: %d DSNs in the mailbox of <%s>, expected 1" % (who, len(dsns), mail.sender))
-    for msg in dsns:
-        report = " ".join(bounce_report(msg).split())
-        if "<%s>" % w.rcpt.lower() not in report.lower():
-            p.append("%s: DSN does not name <%s>" % (who, w.rcpt))
-        if w.text not in report:
-            p.append("%s: DSN lacks %r" % (who, w.text))
-    return p
-
-
 def tls_established(ctx, addr):
     """Versions in Postfix's "... TLS connection established to ADDR[ADDR]:25: VERSION with cipher" lines."""
     rx = re.compile(r"TLS connection established to %s\[%s\]:25: (\S+) with cipher" % (
         re.escape(addr), re.escape(addr)))
     return [m.group(1) for m in map(rx.search, ctx.pf.log_lines()) if m]
-
-
-def describe_conns(mx):
-    """One short line per MX connection: id, TLS, commands (plaintext | inside TLS), errors."""
-    out = []
-    for c in mx.connections():
-        plain = [v.split(" ", 1)[0].split(":", 1)[0].upper() for v in c.commands(tls=False) if v]
-        inner = [v.split(" ", 1)[0].split(":", 1)[0].upper() for v in c.commands(tls=True) if v]
-        s = "#%d %s" % (c.id, " ".join(plain) or "-")
-        if c.tls_version:
-            s += " | %s: %s" % (c.tls_version, " ".join(inner) or "-")
-        if c.tls_error:
-            s += " | tls-error: %s" % c.tls_error[:60]
-        out.append(s)
-    return out
-
-
-def mail_verbs(c, tls=None):
-    return {v.split(" ", 1)[0].split(":", 1)[0].upper() for v in c.commands(tls=tls) if v}
 
 
 # ------------------------------------------------------------------ cases
@@ -368,11 +243,6 @@ def timing_info(ctx, case):
     return out
 
 
-def short(text, n=90):
-    text = re.sub(r"^host \S+ said: ", "", text)
-    return text if len(text) <= n else text[:n - 3] + "..."
-
-
 S_TLS13 = ("sent", "TLSv1.3", None)
 S_TLS12 = ("sent", "TLSv1.2", None)
 S_PLAIN = ("sent", None, None)
@@ -400,85 +270,6 @@ MAILBOXES = ["%s@%s" % (c.name.replace("_", "-"), d) for c in CASES for d in MAI
 
 
 # ------------------------------------------------------------------ flows_live
-
-# A client that pauses after EHLO inside TLS: argv host version ("1.0" | "1.3").
-FLOWS_CLIENT = r"""
-import signal, smtplib, ssl, sys, warnings
-signal.alarm(60)
-host, version = sys.argv[1], sys.argv[2]
-v = {"1.0": ssl.TLSVersion.TLSv1, "1.3": ssl.TLSVersion.TLSv1_3}[version]
-ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-ctx.check_hostname = False
-ctx.verify_mode = ssl.CERT_NONE
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", DeprecationWarning)
-    ctx.minimum_version = ctx.maximum_version = v
-if v < ssl.TLSVersion.TLSv1_2:
-    ctx.set_ciphers("ALL:@SECLEVEL=0")
-s = smtplib.SMTP(host, 25, local_hostname="flows.test", timeout=30)
-s.starttls(context=ctx)
-code = s.ehlo("flows.test")[0]
-print("READY", s.sock.version(), code, flush=True)
-sys.stdin.readline()
-print("QUIT", s.quit()[0], flush=True)
-"""
-
-
-class FlowsClient:
-    """/usr/bin/python3 started inside the test cgroup (its shell joins the cgroup, then execs)."""
-
-    def __init__(self, cgroup, host, version):
-        self.host, self.version = host, version
-        script = 'echo $$ > "$1" && exec /usr/bin/python3 -c "$2" "$3" "$4"'
-        self.proc = subprocess.Popen(["/bin/sh", "-c", script, "sh", cgroup.procs_file, FLOWS_CLIENT, host,
-                                      version], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, start_new_session=True)
-        self.out = []
-        self.result = None
-
-    def readline(self, timeout):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            r, _, _ = select.select([self.proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
-            if r:
-                line = self.proc.stdout.readline()
-                if not line:
-                    return None
-                self.out.append(line.strip())
-                return line.strip()
-        return None
-
-    def finish(self, timeout=10.0):
-        """Let it QUIT; return (exit status, stdout lines, stderr).  Idempotent."""
-        if self.result is not None:
-            return self.result
-        try:
-            out, err = self.proc.communicate("\n" if self.proc.poll() is None else None, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            out, err = self.proc.communicate()
-        self.out += [x.strip() for x in out.splitlines()]
-        self.result = (self.proc.returncode, self.out, err.strip())
-        return self.result
-
-    def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()  # by pid: the Popen object's own child
-            self.proc.wait()
-
-
-def flows_table(daemon):
-    r = subprocess.run(daemon.ctl + ["flows"], capture_output=True, text=True, timeout=10)
-    if r.returncode != 0:
-        raise RuntimeError("tlsguardctl flows: exit %d: %s" % (r.returncode, (r.stderr or r.stdout).strip()))
-    return r.stdout.splitlines()
-
-
-def flows_for(lines, addr):
-    """The rows of ``tlsguardctl flows`` for ADDR[ADDR]:25, split into fields."""
-    name = "%s[%s]:25" % (addr, addr)
-    return [x.split() for x in lines if x.split()[:1] == [name]]
-
 
 def run_flows_case(cgroup, daemon, mxs, report, verbose):
     want = {"flows13": ("1.3", "tls", "TLSv1.3", "TLSv1.3"), "flows10": ("1.0", "weak-tls", "TLSv1.0", "TLSv1")}
@@ -587,56 +378,30 @@ def run_cases(args, pf, mxs, proxy, report):
     return ctx
 
 
-def parse_args(argv):
-    ap = harness.arg_parser(__doc__, keep_help="logs, queue, mailboxes, MX records",
-                            verbose_help="show log lines of failed cases")
-    return ap.parse_args(argv)
-
-
 def main(argv=None):
-    args = parse_args(argv)
-    if not harness.require_root("tls_run.py must run as root (cgroups, port 25, Postfix)"):
-        return 2
+    args = harness.arg_parser(__doc__, keep_help="logs, queue, mailboxes, MX records",
+                              verbose_help="show log lines of failed cases").parse_args(argv)
     results = harness.Results()
     report = results.report
-    with harness.Run(results, keep=args.keep) as suite:
+    with harness.Run(results, keep=args.keep, root="tls_run.py must run as root (cgroups, port 25, Postfix)") as suite:
         try:
-            check_postfix_installed()
-            for path in (args.tlsguardd, args.tlsguardctl):
-                if not os.access(path, os.X_OK):
-                    raise RuntimeError("%s is missing or not executable (run make)" % path)
-            tmp = suite.tempdir("tlsguard-e2e-tls-", 0o755)
-            cgroup = Cgroup.create("tlsguard-e2e-tls")
-            suite.push(cgroup.remove)
+            harness.require_tools(args.tlsguardd, args.tlsguardctl, postfix=True)
+            tmp, cgroup = suite.workspace("tlsguard-e2e-tls", 0o755)
             jsonl = os.path.join(tmp, "mx.jsonl")
-            mxs = {}
-            for key, (host, opts) in MXS.items():
-                mxs[key] = TestMX(host, 25, name=key, jsonl_path=jsonl, tls=opts).start()
-                suite.push(mxs[key].stop)
-            proxy = StripProxy(STRIP, 25, (MXS["strip-up"][0], 25), name="strip",
-                               jsonl_path=os.path.join(tmp, "proxy.jsonl")).start()
-            suite.push(proxy.stop)
-            pf = PostfixInstance(os.path.join(tmp, "postfix"), cgroup,
-                                 {d: "smtp:[%s]:25" % a for d, (a, _) in ROUTES.items()}, MAILBOX_DOMAINS,
-                                 mailboxes=MAILBOXES, extra_main=POSTFIX_MAIN)
-            suite.push(pf.stop)
-            os.makedirs(pf.root)
-            pf.start()
-            senders_path = os.path.join(tmp, "senders")
-            with open(senders_path, "w") as f:
-                f.write(SENDERS_FILE)
-            daemon = Daemon(args.tlsguardd, args.tlsguardctl, cgroup.path, senders_path,
-                            os.path.join(tmp, "tlsguardd.sock"), os.path.join(tmp, "tlsguardd.log"))
-            suite.push_daemon(daemon)
-            daemon.start()
+            mxs = {key: suite.started(TestMX(host, 25, name=key, jsonl_path=jsonl, tls=opts))
+                   for key, (host, opts) in MXS.items()}
+            proxy = suite.started(StripProxy(STRIP, 25, (MXS["strip-up"][0], 25), name="strip",
+                                             jsonl_path=os.path.join(tmp, "proxy.jsonl")))
+            pf = suite.postfix(PostfixInstance(os.path.join(tmp, "postfix"), cgroup,
+                                               {d: "smtp:[%s]:25" % a for d, (a, _) in ROUTES.items()},
+                                               MAILBOX_DOMAINS, mailboxes=MAILBOXES, extra_main=POSTFIX_MAIN))
+            daemon = suite.daemon(args, cgroup, SENDERS_FILE)
         except (PostfixMissing, PostfixError, RuntimeError, OSError) as e:
             report("setup", [str(e)])
         else:
-            try:
+            with suite.guard():
                 run_cases(args, pf, mxs, proxy, report)
                 run_flows_case(cgroup, daemon, mxs, report, args.verbose)
-            except Exception as e:  # noqa: BLE001 -- a harness error is one failure, and cleanup still runs
-                report("harness", ["%s: %s" % (type(e).__name__, e)])
             if args.verbose:
                 print(daemon.log_tail(40))
     return suite.finish()

@@ -2,7 +2,7 @@
 """End-to-end implicit-TLS (SMTPS, port 465) run for tlsguard: Postfix in a cgroup -> implicit-TLS test MXs.
 
 Usage (as root; builds nothing):
-    /usr/bin/python3 tests/e2e/smtps_run.py [--tlsguardd build/tlsguardd]
+    /usr/bin/python3 tests/e2e/suites/smtps_run.py [--tlsguardd build/tlsguardd]
         [--tlsguardctl build/tlsguardctl] [--keep] [-v]
 
 Setup: a temp dir, a cgroup v2 directory, recording test MXs (mx.py with
@@ -19,7 +19,7 @@ smtp_tls_security_level=encrypt -o smtp_tls_mandatory_protocols=>=TLSv1``
 3.7's default, spelled out because the TLS 1.0 cases depend on it: Postfix
 itself would accept TLS 1.0 here, so whatever holds a mail is tlsguard), and
 transport_maps ``DOMAIN smtps:[127.0.0.11x]:465``;
-``tlsguardd --port 25 --tls-port 465`` (run.py's ``Daemon``).  Guaranteed
+``tlsguardd --port 25 --tls-port 465`` (daemon.py's ``Daemon``).  Guaranteed
 senders: ``@guarded.test``.
 
 Cases (mails injected together, then one wait):
@@ -49,21 +49,19 @@ tlsguardd by pid, Postfix, MXs, cgroup, temp dir unless --keep).
 import os
 import re
 import secrets
-import subprocess
 import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "fixtures"))
 sys.dont_write_bytecode = True
 
 import harness  # noqa: E402
 from mx import TestMX, TLSOptions  # noqa: E402
-from postfix_env import Cgroup, PostfixError, PostfixInstance, PostfixMissing, check_postfix_installed  # noqa: E402
-from run import Daemon, Senders, check_nothing_at_mx  # noqa: E402
-from tls_run import (Ctx, FlowsClient, Want, carriers_of, check_want, describe_conns, flows_table,  # noqa: E402
-                     mail_verbs, short)
-from tls_run import parse_args as _tls_parse_args  # noqa: E402
+from postfix_env import PostfixError, PostfixInstance, PostfixMissing  # noqa: E402
+from daemon import GUARDED_SENDERS, MAILBOX_DOMAINS, Senders, check_nothing_at_mx  # noqa: E402
+from flows import FlowsClient, flows_for, flows_table  # noqa: E402
+from wants import Ctx, Want, carriers_of, check_want, describe_conns, mail_verbs, short  # noqa: E402
 
 PORT = 465
 MXS = {
@@ -80,31 +78,11 @@ smtps      unix  -       -       n       -       -       smtp
   -o smtp_tls_security_level=encrypt
   -o smtp_tls_mandatory_protocols=>=TLSv1
 """
-SENDERS_FILE = "@guarded.test\n"
+SENDERS_FILE = GUARDED_SENDERS
 MAILBOXES = ["smtps-tls13@guarded.test", "smtps-tls10@guarded.test", "smtps-tls10@mta.test", "postmaster@mta.test"]
 MIN_DEFERRALS = 3
 TIMEOUT_MAIL = 60.0
 TIMEOUT_CLIENT = 20.0
-
-FLOWS_CLIENT = r"""
-import signal, smtplib, ssl, sys, warnings
-signal.alarm(60)
-host, version = sys.argv[1], sys.argv[2]
-v = {"1.0": ssl.TLSVersion.TLSv1, "1.3": ssl.TLSVersion.TLSv1_3}[version]
-ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-ctx.check_hostname = False
-ctx.verify_mode = ssl.CERT_NONE
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", DeprecationWarning)
-    ctx.minimum_version = ctx.maximum_version = v
-if v < ssl.TLSVersion.TLSv1_2:
-    ctx.set_ciphers("ALL:@SECLEVEL=0")
-s = smtplib.SMTP_SSL(host, %d, local_hostname="flows.test", timeout=30, context=ctx)
-code = s.ehlo("flows.test")[0]
-print("READY", s.sock.version(), code, flush=True)
-sys.stdin.readline()
-print("QUIT", s.quit()[0], flush=True)
-""" % PORT
 
 
 class SmtpsPostfix(PostfixInstance):
@@ -112,17 +90,6 @@ class SmtpsPostfix(PostfixInstance):
         super().write_config()
         with open(os.path.join(self.conf, "master.cf"), "a") as f:
             f.write(SMTPS_SERVICE)
-
-
-class SmtpsClient(FlowsClient):
-    """tls_run.FlowsClient with an SMTP_SSL script (the shell joins the cgroup, then execs python)."""
-
-    def __init__(self, cgroup, host, version):
-        self.host, self.version, self.out, self.result = host, version, [], None
-        script = 'echo $$ > "$1" && exec /usr/bin/python3 -c "$2" "$3" "$4"'
-        self.proc = subprocess.Popen(["/bin/sh", "-c", script, "sh", cgroup.procs_file, FLOWS_CLIENT, host,
-                                      version], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
 def established(ctx, key):
@@ -201,16 +168,16 @@ def run_mail_cases(ctx, report, verbose):
                 print("    " + line)
 
 
-def run_flows_case(cgroup, daemon, mxs, report, verbose):
+def run_flows_case(ctx, cgroup, report, verbose):
+    daemon, mxs = ctx.daemon, ctx.mxs
     want = {"flows13": ("1.3", "tls", "TLSv1.3", "TLSv1.3"), "flows10": ("1.0", "weak-tls", "TLSv1.0", "TLSv1")}
     clients, p = {}, []
 
     def rows(table, key):
-        name = "%s[%s]:%d" % (MXS[key][0], MXS[key][0], PORT)
-        return [x.split() for x in table if x.split()[:1] == [name]]
+        return flows_for(table, MXS[key][0], PORT)
     try:
         for key, (v, _, _, _) in want.items():
-            clients[key] = SmtpsClient(cgroup, MXS[key][0], v)
+            clients[key] = FlowsClient(cgroup, MXS[key][0], v, PORT, smtps=True)
         for key, c in clients.items():
             line = c.readline(TIMEOUT_CLIENT)
             if not line or not line.startswith("READY"):
@@ -242,48 +209,29 @@ def run_flows_case(cgroup, daemon, mxs, report, verbose):
 
 
 def main(argv=None):
-    args = _tls_parse_args(argv)  # same options as tls_run.py: --tlsguardd --tlsguardctl --keep -v
-    if not harness.require_root("smtps_run.py must run as root (cgroups, port 465, Postfix)"):
-        return 2
+    args = harness.arg_parser(__doc__, keep_help="logs, queue, mailboxes, MX records",
+                              verbose_help="show log lines of failed cases").parse_args(argv)
     results = harness.Results()
     report = results.report
-    with harness.Run(results, keep=args.keep) as suite:
+    with harness.Run(results, keep=args.keep,
+                     root="smtps_run.py must run as root (cgroups, port 465, Postfix)") as suite:
         try:
-            check_postfix_installed()
-            for path in (args.tlsguardd, args.tlsguardctl):
-                if not os.access(path, os.X_OK):
-                    raise RuntimeError("%s is missing or not executable (run make)" % path)
-            tmp = suite.tempdir("tlsguard-e2e-smtps-", 0o755)
-            cgroup = Cgroup.create("tlsguard-e2e-smtps")
-            suite.push(cgroup.remove)
-            mxs = {}
-            for key, (host, opts) in MXS.items():
-                mxs[key] = TestMX(host, PORT, name=key, jsonl_path=os.path.join(tmp, "mx.jsonl"), tls=opts).start()
-                suite.push(mxs[key].stop)
-            pf = SmtpsPostfix(os.path.join(tmp, "postfix"), cgroup,
-                              {d: "smtps:[%s]:%d" % (MXS[k][0], PORT) for d, k in ROUTES.items()},
-                              ["mta.test", "guarded.test"], mailboxes=MAILBOXES)
-            suite.push(pf.stop)
-            os.makedirs(pf.root)
-            pf.start()
-            senders_path = os.path.join(tmp, "senders")
-            with open(senders_path, "w") as f:
-                f.write(SENDERS_FILE)
-            daemon = Daemon(args.tlsguardd, args.tlsguardctl, cgroup.path, senders_path,
-                            os.path.join(tmp, "tlsguardd.sock"), os.path.join(tmp, "tlsguardd.log"))
-            daemon.argv += ["--tls-port", str(PORT)]
-            suite.push_daemon(daemon)
-            daemon.start()
+            harness.require_tools(args.tlsguardd, args.tlsguardctl, postfix=True)
+            tmp, cgroup = suite.workspace("tlsguard-e2e-smtps", 0o755)
+            mxs = {key: suite.started(TestMX(host, PORT, name=key, jsonl_path=os.path.join(tmp, "mx.jsonl"), tls=opts))
+                   for key, (host, opts) in MXS.items()}
+            pf = suite.postfix(SmtpsPostfix(os.path.join(tmp, "postfix"), cgroup,
+                                            {d: "smtps:[%s]:%d" % (MXS[k][0], PORT) for d, k in ROUTES.items()},
+                                            MAILBOX_DOMAINS, mailboxes=MAILBOXES))
+            daemon = suite.daemon(args, cgroup, SENDERS_FILE, "--tls-port", str(PORT))
         except (PostfixMissing, PostfixError, RuntimeError, OSError) as e:
             report("setup", [str(e)])
         else:
-            try:
+            with suite.guard():
                 ctx = Ctx(pf, mxs, None, Senders(SENDERS_FILE), secrets.token_hex(3))
                 ctx.daemon = daemon
                 run_mail_cases(ctx, report, args.verbose)
-                run_flows_case(cgroup, daemon, mxs, report, args.verbose)
-            except Exception as e:  # noqa: BLE001 -- a harness error is one failure; cleanup still runs
-                report("harness", ["%s: %s" % (type(e).__name__, e)])
+                run_flows_case(ctx, cgroup, report, args.verbose)
             if args.verbose:
                 print(daemon.log_tail(40))
     return suite.finish()

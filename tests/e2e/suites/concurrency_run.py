@@ -1,8 +1,8 @@
 #!/usr/bin/python3
-"""Concurrency (issue 7): 1,000 flows held at once, each gets exactly its own replies.
+"""Concurrency: 1,000 flows held at once, each gets exactly its own replies.
 
 Usage (as root; builds nothing):
-    /usr/bin/python3 tests/e2e/concurrency_run.py [--tlsguardd build/tlsguardd]
+    /usr/bin/python3 tests/e2e/suites/concurrency_run.py [--tlsguardd build/tlsguardd]
         [--tlsguardctl build/tlsguardctl] [--flows N] [--keep] [-v]
 
 Setup: a temp dir, a cgroup v2 directory, fastmx.py (outside the cgroup) as
@@ -55,8 +55,11 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
+FIXTURES = os.path.join(os.path.dirname(HERE), "fixtures")
+sys.path.insert(0, FIXTURES)
 sys.dont_write_bytecode = True
+
+from daemon import rss, scrape_metrics  # noqa: E402
 
 METRICS = "127.0.0.170:9154"
 MX_ADDR = "127.0.0.172"
@@ -178,25 +181,7 @@ def client_main(argv):
 # ====================================================================== runner
 
 def scrape():
-    import urllib.request
-    with urllib.request.urlopen("http://%s/metrics" % METRICS, timeout=20) as r:
-        text = r.read().decode()
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
-
-
-def rss(pid):
-    out = {}
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            k, _, v = line.partition(":")
-            if k in ("VmRSS", "VmHWM"):
-                out[k] = int(v.split()[0])
-    return out
+    return scrape_metrics(METRICS)
 
 
 def parse_args(argv):
@@ -221,21 +206,14 @@ def read_sink(path):
 
 
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["--client"]:
-        return client_main(argv[1:])
     import select
     import harness
-    from postfix_env import Cgroup
-    from run import Daemon
 
     args = parse_args(argv)
-    if not harness.require_root("concurrency_run.py must run as root"):
-        return 2
     n = args.flows
     results = harness.Results(shown=6)
     report = results.report
-    with harness.Run(results, keep=args.keep) as suite:
+    with harness.Run(results, keep=args.keep, root="concurrency_run.py must run as root") as suite:
         client = None
 
         def stop_client():
@@ -243,9 +221,7 @@ def main(argv=None):
                 client.kill()  # our own child, by pid
                 client.wait(10)
         try:
-            for path in (args.tlsguardd, args.tlsguardctl):
-                if not os.access(path, os.X_OK):
-                    raise RuntimeError("%s is missing or not executable (run make)" % path)
+            harness.require_tools(args.tlsguardd, args.tlsguardctl)
             tmp = suite.tempdir("tlsguard-conc-")
             cert, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
             subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
@@ -255,8 +231,8 @@ def main(argv=None):
 
             def raise_nofile():
                 resource.setrlimit(resource.RLIMIT_NOFILE, (resource.getrlimit(resource.RLIMIT_NOFILE)[1],) * 2)
-            sink = subprocess.Popen([sys.executable, os.path.join(HERE, "fastmx.py"), "--out", sink_out, "--cert",
-                                     cert, "--key", key, "%s:25:plain" % MX_ADDR], stdout=subprocess.PIPE,
+            sink = subprocess.Popen([sys.executable, os.path.join(FIXTURES, "fastmx.py"), "--out", sink_out,
+                                     "--cert", cert, "--key", key, "%s:25:plain" % MX_ADDR], stdout=subprocess.PIPE,
                                     stderr=open(os.path.join(tmp, "sink.err"), "w"), start_new_session=True,
                                     preexec_fn=raise_nofile)
 
@@ -267,17 +243,9 @@ def main(argv=None):
             suite.push(stop_sink)
             if sink.stdout.readline().strip() != b"ready":
                 raise RuntimeError("fastmx did not start: %s" % open(os.path.join(tmp, "sink.err")).read()[-400:])
-            cgroup = Cgroup.create(prefix="tlsguard-conc")
-            suite.push(cgroup.remove)
-            senders = os.path.join(tmp, "senders")
-            with open(senders, "w") as f:
-                f.write("@conc.test\n")
-            daemon = Daemon(args.tlsguardd, args.tlsguardctl, cgroup.path, senders,
-                            os.path.join(tmp, "tlsguardd.sock"), os.path.join(tmp, "tlsguardd.log"))
-            daemon.argv += ["--slots", str(max(1024, n)), "--metrics", METRICS]
-            suite.push_daemon(daemon)
+            cgroup = suite.cgroup("tlsguard-conc")
             suite.push(stop_client)
-            daemon.start()
+            daemon = suite.daemon(args, cgroup, "@conc.test\n", "--slots", str(max(1024, n)), "--metrics", METRICS)
         except (RuntimeError, OSError, subprocess.SubprocessError) as e:
             report("setup", [str(e)])
         else:
@@ -375,4 +343,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(client_main(sys.argv[2:]) if sys.argv[1:2] == ["--client"] else main())

@@ -1,12 +1,12 @@
 #!/usr/bin/python3
-"""Framing, syntax and hostile replies, end to end (issue 7): a raw SMTP client.
+"""Framing, syntax and hostile replies, end to end: a raw SMTP client.
 
 Usage (as root; builds nothing):
-    /usr/bin/python3 tests/e2e/framing_run.py [--tlsguardd build/tlsguardd]
+    /usr/bin/python3 tests/e2e/suites/framing_run.py [--tlsguardd build/tlsguardd]
         [--tlsguardctl build/tlsguardctl] [--only NAME[,NAME]] [--keep] [-v]
 
 Setup: a temp dir, a cgroup v2 directory, ``tlsguardd --cgroup DIR --senders
-FILE --port 25 --socket SOCK -v --audit FILE`` (run.py's ``Daemon``), a
+FILE --port 25 --socket SOCK -v --audit FILE`` (daemon.py's ``Daemon``), a
 recording test MX without STARTTLS (mx.py) on 127.0.0.120:25 and hostile MX
 hosts (hostile_mx.py) on 127.0.0.121 and up.  Guaranteed senders:
 ``alice@example.org`` (an address entry) and ``@guarded.example`` (a domain
@@ -54,8 +54,8 @@ import traceback
 import warnings
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(os.path.dirname(HERE))
-sys.path.insert(0, HERE)
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "fixtures"))
 sys.dont_write_bytecode = True  # leave no __pycache__ in the source tree
 
 CRLF = b"\r\n"
@@ -1357,25 +1357,11 @@ def parse_args(argv):
 
 
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["--client"]:
-        return client_main(argv[1:])
     import harness
     from mx import TestMX
-    from postfix_env import Cgroup
-    from run import Daemon
 
     args = parse_args(argv)
-    if not harness.require_root("framing_run.py must run as root (cgroups, BPF, port 25)"):
-        return 2
-    all_cases = cases()
-    if args.only:
-        names = set(args.only.split(","))
-        unknown = names - {c.name for c in all_cases}
-        if unknown:
-            print("unknown case(s): %s" % ", ".join(sorted(unknown)), file=sys.stderr)
-            return 2
-        all_cases = [c for c in all_cases if c.name in names]
+    all_cases = harness.only(cases(), args.only, lambda c: c.name)
     results = harness.Results(shown=6)
 
     def report(name, problems, details=()):
@@ -1383,29 +1369,15 @@ def main(argv=None):
         for d in details:
             print(d, flush=True)
 
-    with harness.Run(results, keep=args.keep) as suite:
+    with harness.Run(results, keep=args.keep, root="framing_run.py must run as root (cgroups, BPF, port 25)") as suite:
         try:
-            for path in (args.tlsguardd, args.tlsguardctl):
-                if not os.access(path, os.X_OK):
-                    raise RuntimeError("%s is missing or not executable (run make)" % path)
-            tmp = suite.tempdir("tlsguard-framing-")
-            cgroup = Cgroup.create(prefix="tlsguard-framing")
-            suite.push(cgroup.remove)
-            hosts = {}
-            hosts["plain"] = TestMX(PLAIN_MX, 25, name="plain").start()
-            suite.push(hosts["plain"].stop)
+            harness.require_tools(args.tlsguardd, args.tlsguardctl)
+            tmp, cgroup = suite.workspace("tlsguard-framing")
+            hosts = {"plain": suite.started(TestMX(PLAIN_MX, 25, name="plain"))}
             for key, h in hostile_hosts().items():
-                hosts[key] = h.start()
-                suite.push(h.stop)
-            senders = os.path.join(tmp, "senders")
-            with open(senders, "w") as f:
-                f.write(SENDERS_FILE)
-            log_path = os.path.join(tmp, "tlsguardd.log")
-            daemon = Daemon(args.tlsguardd, args.tlsguardctl, cgroup.path, senders,
-                            os.path.join(tmp, "tlsguardd.sock"), log_path)
-            daemon.argv += ["-v", "--audit", os.path.join(tmp, "audit.jsonl")]
-            suite.push_daemon(daemon)
-            daemon.start()
+                hosts[key] = suite.started(h)
+            daemon = suite.daemon(args, cgroup, SENDERS_FILE, "-v", "--audit", os.path.join(tmp, "audit.jsonl"))
+            log_path = daemon.log_path
         except (RuntimeError, OSError, ValueError) as e:
             report("setup", [str(e)])
         else:
@@ -1419,4 +1391,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(client_main(sys.argv[2:]) if sys.argv[1:2] == ["--client"] else main())

@@ -1,8 +1,8 @@
 #!/usr/bin/python3
-"""End-to-end test of running tlsguard as an administrator does (issue 5).
+"""End-to-end test of running tlsguard as an administrator does.
 
 Usage (as root; builds nothing):
-    /usr/bin/python3 tests/e2e/admin_run.py [--tlsguardd build/tlsguardd]
+    /usr/bin/python3 tests/e2e/suites/admin_run.py [--tlsguardd build/tlsguardd]
         [--tlsguardctl build/tlsguardctl] [--keep]
 
 What it checks, with a real Postfix in a test cgroup sending to a recording
@@ -63,16 +63,16 @@ import time
 import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "fixtures"))
 sys.dont_write_bytecode = True
 
 import harness  # noqa: E402
+from daemon import TLS_TEXT  # noqa: E402
 from mx import TestMX  # noqa: E402
-from postfix_env import (Cgroup, PostfixError, PostfixInstance, PostfixMissing,  # noqa: E402
+from postfix_env import (PostfixError, PostfixInstance, PostfixMissing,  # noqa: E402
                          check_postfix_installed)
 
 MX_ADDR = "127.0.0.220"
-TLS_TEXT = "TLS is required, but was not offered by host"
 TRANSPORTS = {"plain.test": "smtp:[%s]:25" % MX_ADDR}
 MAILBOX_DOMAINS = ["example.org", "corp.test"]
 SENDERS = "# guaranteed senders (tlsguard admin test)\n@corp.test\n"
@@ -484,10 +484,8 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
-    if not harness.require_root("admin_run.py must run as root (cgroups, port 25, Postfix)"):
-        return 2
     r = harness.Results(shown=6, more=False)
-    with harness.Run(r, keep=args.keep) as suite:
+    with harness.Run(r, keep=args.keep, root="admin_run.py must run as root (cgroups, port 25, Postfix)") as suite:
         env = None
 
         def stop_daemon():
@@ -503,14 +501,9 @@ def main(argv=None):
             tmp = suite.tempdir("tlsguard-admin-", 0o755)
             config_errors(args, tmp, r)
             check_postfix_installed()
-            cgroup = Cgroup.create("tlsguard-e2e-admin")
-            suite.push(cgroup.remove)
-            mx = TestMX(MX_ADDR, 25, name="plain").start()
-            suite.push(mx.stop)
-            pf = PostfixInstance(os.path.join(tmp, "postfix"), cgroup, TRANSPORTS, MAILBOX_DOMAINS)
-            suite.push(pf.stop)
-            os.makedirs(pf.root)
-            pf.start()
+            cgroup = suite.cgroup("tlsguard-e2e-admin")
+            mx = suite.started(TestMX(MX_ADDR, 25, name="plain"))
+            pf = suite.postfix(PostfixInstance(os.path.join(tmp, "postfix"), cgroup, TRANSPORTS, MAILBOX_DOMAINS))
             env = Env(args, tmp, cgroup, pf, mx)
 
             def on_notify(text):

@@ -2,7 +2,7 @@
 """End-to-end MX run for tlsguard: a domain with several MX hosts, resolved by a real DNS server.
 
 Usage (as root; builds nothing):
-    /usr/bin/python3 tests/e2e/mx_run.py [--tlsguardd build/tlsguardd]
+    /usr/bin/python3 tests/e2e/suites/mx_run.py [--tlsguardd build/tlsguardd]
         [--tlsguardctl build/tlsguardctl] [--keep] [-v]
 
 What it tests: ``tlsguardd --mx-check IP`` answers a held guaranteed MAIL
@@ -12,7 +12,7 @@ mail over TLS 1.2 or higher (Postfix then tries that host), and with ``550
 domain at all (see agent/tg_mx.h).
 
 Setup (nothing leaves loopback, and no DNS query leaves the machine):
-  * unbound from Debian (tests/e2e/dns_env.py, shared with probe_run.py),
+  * unbound from Debian (tests/e2e/fixtures/dns_env.py, shared with probe_run.py),
     installed if missing (``apt-get install -y
     unbound``; while it installs, /usr/sbin/policy-rc.d answers 101 so that
     the package does not start the system's unbound service: an existing
@@ -47,7 +47,7 @@ Setup (nothing leaves loopback, and no DNS query leaves the machine):
     ``smtp_mx_address_limit``/``smtp_mx_session_limit`` at their defaults,
     and a transport_maps entry only for notmx.test;
   * ``tlsguardd --cgroup DIR --senders FILE --port 25 --socket SOCK
-    --mx-check 127.0.0.80 -v`` (run.py's ``Daemon``), likewise in a private
+    --mx-check 127.0.0.80 -v`` (daemon.py's ``Daemon``), likewise in a private
     mount namespace, whose /etc/resolv.conf names a canary on
     127.0.0.79:53 that answers REFUSED and records every query: tlsguardd
     must ask only the server given to --mx-check, never the system's;
@@ -111,16 +111,16 @@ import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "fixtures"))
 sys.dont_write_bytecode = True  # leave no __pycache__ in the source tree
 
-from dns_env import (RCODES, T_A, T_MX, LeakWatch, Unbound, dns_ask, dns_question,  # noqa: E402
+from dns_env import (T_A, T_MX, LeakWatch, Unbound, answer_problems, dns_question,  # noqa: E402
                      ensure_unbound, is_test_name)
 import harness  # noqa: E402
 from mx import TestMX, TLSOptions  # noqa: E402
-from postfix_env import (_LOG_RE, POSTFIX, Cgroup, PostfixError, PostfixInstance,  # noqa: E402
-                         PostfixMissing, bounce_report, check_postfix_installed)
-from run import TLS_DSN, TLS_TEXT, Daemon, normalize  # noqa: E402
+from postfix_env import (LOG_RE, POSTFIX, PostfixError, PostfixInstance,  # noqa: E402
+                         PostfixMissing, bounce_report)
+from daemon import GUARDED_SENDERS, MAILBOX_DOMAINS, TLS_DSN, TLS_TEXT, normalize  # noqa: E402
 
 UNSHARE = "/usr/bin/unshare"
 
@@ -157,8 +157,7 @@ POSTFIX_MAIN = {
     "smtp_tls_security_level": "may",
     "smtp_tls_loglevel": "1",
 }
-MAILBOX_DOMAINS = ["mta.test", "guarded.test"]
-SENDERS_FILE = "# tlsguard mx_run.py: guaranteed senders\n@guarded.test\n"
+SENDERS_FILE = GUARDED_SENDERS
 SENDERS = {
     "mixed_secure_second_mx": "secure2nd@guarded.test",
     "all_mx_insecure": "allinsecure@guarded.test",
@@ -174,21 +173,10 @@ TIMEOUT_BOUNCE = 20.0  # the DSNs the log announces
 
 def check_dns_server():
     """Our unbound answers the zone, NXDOMAIN inside test., REFUSED outside (forwards nothing)."""
-    p = []
-    for name, qtype, want_rcode, want_n in (("mixed.test", T_MX, 0, 2), ("insecure.test", T_MX, 0, 2),
-                                            ("notmx.test", T_MX, 0, 1), ("mx2.mixed.test", T_A, 0, 1),
-                                            ("nosuch.test", T_A, 3, 0), ("example.com", T_A, 5, 0),
-                                            ("debian.org", T_MX, 5, 0)):
-        try:
-            rcode, n = dns_ask(DNS_ADDR, name, qtype)
-        except OSError as e:
-            p.append("%s: %s" % (name, e))
-            continue
-        if rcode != want_rcode or n != want_n:
-            p.append("%s %s: %s with %d answers, expected %s with %d" % (
-                name, "MX" if qtype == T_MX else "A", RCODES.get(rcode, rcode), n,
-                RCODES[want_rcode], want_n))
-    return p
+    return answer_problems(DNS_ADDR, (("mixed.test", T_MX, 0, 2), ("insecure.test", T_MX, 0, 2),
+                                      ("notmx.test", T_MX, 0, 1), ("mx2.mixed.test", T_A, 0, 1),
+                                      ("nosuch.test", T_A, 3, 0), ("example.com", T_A, 5, 0),
+                                      ("debian.org", T_MX, 5, 0)), lambda qtype: "MX" if qtype == T_MX else "A")
 
 
 # ------------------------------------------------------------------ canary resolver
@@ -249,7 +237,7 @@ class Canary:
 
 def write_resolv(path, server):
     with open(path, "w") as f:
-        f.write("# tlsguard tests/e2e/mx_run.py\nnameserver %s\n" % server)
+        f.write("# tlsguard tests/e2e/suites/mx_run.py\nnameserver %s\n" % server)
     os.chmod(path, 0o644)
 
 
@@ -270,24 +258,19 @@ def nameservers(text):
 class NsPostfix(PostfixInstance):
     """A PostfixInstance whose master runs in a private mount namespace with our resolv.conf."""
 
+    START_WHAT = "postfix start (in a mount namespace)"
+
     def __init__(self, *args, resolv_conf, **kw):
         super().__init__(*args, **kw)
         self.resolv_conf = resolv_conf
 
-    def start(self):
-        self.write_config()
+    def start_command(self):
         script = 'mount --bind "$1" /etc/resolv.conf && echo $$ > "$2" && exec "$3" -c "$4" start'
-        self._running = True
-        r = subprocess.run([UNSHARE, "-m", "--propagation", "private", "/bin/sh", "-c", script, "sh",
-                            self.resolv_conf, self.cgroup.procs_file, POSTFIX, self.conf],
-                           capture_output=True, text=True, timeout=60)
-        if r.returncode != 0:
-            raise PostfixError("postfix start (in a mount namespace) failed (exit %d): %s%s%s" % (
-                r.returncode, r.stdout, r.stderr, self.log_tail()))
-        self.master_pid = self._read_master_pid()
-        if self.master_pid is None or self.master_pid not in self.cgroup.pids():
-            raise PostfixError("Postfix master (pid %s) is not in cgroup %s (members: %s)" % (
-                self.master_pid, self.cgroup.path, self.cgroup.pids()))
+        return [UNSHARE, "-m", "--propagation", "private", "/bin/sh", "-c", script, "sh",
+                self.resolv_conf, self.cgroup.procs_file, POSTFIX, self.conf]
+
+    def start(self):
+        super().start()
         seen = nameservers(ns_resolv_conf(self.master_pid))
         if seen != [DNS_ADDR]:
             raise PostfixError("Postfix master sees nameservers %s in /etc/resolv.conf, expected [%s]" % (
@@ -296,7 +279,7 @@ class NsPostfix(PostfixInstance):
 
 
 def ns_daemon(daemon, resolv_conf):
-    """Run run.py's Daemon's tlsguardd in a private mount namespace with resolv_conf bind-mounted.
+    """Run daemon.py's Daemon's tlsguardd in a private mount namespace with resolv_conf bind-mounted.
     unshare and sh exec into tlsguardd: the pid that Daemon signals is tlsguardd's."""
     daemon.argv = [UNSHARE, "-m", "--propagation", "private", "/bin/sh", "-c",
                    'mount --bind "$0" /etc/resolv.conf && exec "$@"', resolv_conf] + daemon.argv
@@ -326,7 +309,7 @@ class Ctx:
         o = self.outcomes.get(mail.marker)
         if o is None or o.queue_id is None:
             return []
-        return [line for line in self.pf.log_lines() if (m := _LOG_RE.search(line)) and m.group(3) == o.queue_id]
+        return [line for line in self.pf.log_lines() if (m := LOG_RE.search(line)) and m.group(3) == o.queue_id]
 
 
 CASE_DOMAINS = {
@@ -413,6 +396,23 @@ def early_deferrals(ctx, mail):
     return []
 
 
+def carried_once(got, mail, want_key, want_tls):
+    """The carriers ``got`` of the mail: one, at MX ``want_key``, its MAIL FROM under
+    TLS version ``want_tls`` (None: plaintext), with the mail's envelope."""
+    p = []
+    if len(got) != 1:
+        p.append("the body reached the MXs %d times, expected once (at %s)" % (len(got), want_key))
+    for key, c, t in got:
+        if key != want_key:
+            p.append("delivered to %s, expected %s" % (key, want_key))
+        if t.tls_version != want_tls:
+            p.append("MAIL FROM reached %s under %s, expected %s" % (key, t.tls_version or "plaintext",
+                                                                     want_tls or "plaintext"))
+        if t.sender != mail.sender or {r.lower() for r in t.recipients} != {r.lower() for r in mail.recipients}:
+            p.append("%s saw MAIL FROM:<%s> RCPT %s" % (key, t.sender, t.recipients))
+    return p
+
+
 def case_mixed_secure(ctx, mail):
     p = check_status(ctx, mail, "sent", relay="mx2.mixed.test[127.0.0.71]:25")
     said = [line for line in ctx.log_for(mail)
@@ -423,15 +423,7 @@ def case_mixed_secure(ctx, mail):
     if bounced_or_deferred:
         p.append("Postfix logged %s" % bounced_or_deferred[0].split(": ", 2)[-1][:160])
     got = carriers(ctx, mail)
-    if len(got) != 1:
-        p.append("the body reached the MXs %d times, expected once (at mixed2)" % len(got))
-    for key, c, t in got:
-        if key != "mixed2":
-            p.append("delivered to %s, expected mixed2" % key)
-        if t.tls_version != "TLSv1.3":
-            p.append("MAIL FROM reached %s under %s, expected TLSv1.3" % (key, t.tls_version or "plaintext"))
-        if t.sender != mail.sender or {r.lower() for r in t.recipients} != {r.lower() for r in mail.recipients}:
-            p.append("%s saw MAIL FROM:<%s> RCPT %s" % (key, t.sender, t.recipients))
+    p += carried_once(got, mail, "mixed2", "TLSv1.3")
     p += traces_at(ctx, mail, ["mixed1"])
     # tlsguardd's own STARTTLS probe of mx2: a TLS connection that carried no transaction,
     # opened before the delivering one.
@@ -445,11 +437,17 @@ def case_mixed_secure(ctx, mail):
     return p
 
 
-def case_all_insecure(ctx, mail):
-    p = check_status(ctx, mail, "bounced", relay="mx1.insecure.test[127.0.0.72]:25", dsn=TLS_DSN, text=TLS_TEXT)
+def held_bounce(ctx, mail, relay, keys):
+    """Bounced at RELAY with the text of a held MAIL, after early deferrals; no
+    transaction at the MXs ``keys``, no trace of the mail at any MX."""
+    p = check_status(ctx, mail, "bounced", relay=relay, dsn=TLS_DSN, text=TLS_TEXT)
     p += early_deferrals(ctx, mail)
-    p += no_transactions(ctx, ["insec1", "insec2"])
-    p += traces_at(ctx, mail, list(ctx.mxs))
+    p += no_transactions(ctx, keys)
+    return p + traces_at(ctx, mail, list(ctx.mxs))
+
+
+def case_all_insecure(ctx, mail):
+    p = held_bounce(ctx, mail, "mx1.insecure.test[127.0.0.72]:25", ["insec1", "insec2"])
     # Postfix bounced at mx1 and never went to mx2: a connection there is tlsguardd's probe.
     if not any("EHLO" in c.verbs() for c in ctx.mxs["insec2"].connections()):
         p.append("mx2.insecure.test[127.0.0.73] was never probed (no connection with EHLO)")
@@ -459,16 +457,7 @@ def case_all_insecure(ctx, mail):
 
 def case_other_sender(ctx, mail):
     p = check_status(ctx, mail, "sent", relay="mx1.mixed.test[127.0.0.70]:25")
-    got = carriers(ctx, mail)
-    if len(got) != 1:
-        p.append("the body reached the MXs %d times, expected once (at mixed1)" % len(got))
-    for key, c, t in got:
-        if key != "mixed1":
-            p.append("delivered to %s, expected mixed1" % key)
-        if t.tls_version is not None:
-            p.append("MAIL FROM reached %s under %s, expected plaintext" % (key, t.tls_version))
-        if t.sender != mail.sender or {r.lower() for r in t.recipients} != {r.lower() for r in mail.recipients}:
-            p.append("%s saw MAIL FROM:<%s> RCPT %s" % (key, t.sender, t.recipients))
+    p += carried_once(carriers(ctx, mail), mail, "mixed1", None)
     touched = [line for line in ctx.daemon_lines() if "from=<%s>" % mail.sender in line]
     if touched:
         p.append("tlsguardd acted on it: %s" % touched[0])
@@ -477,10 +466,7 @@ def case_other_sender(ctx, mail):
 
 
 def case_not_an_mx(ctx, mail):
-    p = check_status(ctx, mail, "bounced", relay="127.0.0.74[127.0.0.74]:25", dsn=TLS_DSN, text=TLS_TEXT)
-    p += early_deferrals(ctx, mail)
-    p += no_transactions(ctx, ["notmx-relay", "notmx-mx"])
-    p += traces_at(ctx, mail, list(ctx.mxs))
+    p = held_bounce(ctx, mail, "127.0.0.74[127.0.0.74]:25", ["notmx-relay", "notmx-mx"])
     # Postfix does not look notmx.test up (transport_maps has [127.0.0.74]): the MX query is tlsguardd's.
     if not ctx.unbound.queried("notmx.test", "MX"):
         p.append("unbound logged no MX query for notmx.test (did tlsguardd look at the domain?)")
@@ -549,15 +535,7 @@ def check_isolation(ctx, daemon, canary, watch, host_resolv_before):
     for domain in ("mixed.test", "insecure.test", "notmx.test"):
         if not ctx.unbound.queried(domain, "MX"):
             p.append("unbound logged no MX query for %s" % domain)
-    if watch.error:
-        p.append("DNS leak watch: %s" % watch.error)
-    elif watch.lo_seen == 0:
-        p.append("the DNS leak watch saw not even the test's own queries to %s on lo" % DNS_ADDR)
-    leaks = [s for s in watch.seen if is_test_name(s[3])]
-    if leaks:
-        p.append("DNS queries of the test left the machine: %s" % ", ".join(
-            "%s via %s to %s (%s)" % (q, ifn, dst, proto) for ifn, dst, proto, q in leaks[:5]))
-    return p
+    return p + watch.problems(DNS_ADDR)
 
 
 def run_cases(args, ctx, daemon, canary, watch, host_resolv_before, report):
@@ -583,29 +561,20 @@ def run_cases(args, ctx, daemon, canary, watch, host_resolv_before, report):
               "e.g. %s" % (len(others), ", ".join(str(s[3]) for s in others[:3])), flush=True)
 
 
-def parse_args(argv):
-    ap = harness.arg_parser(__doc__, keep_help="logs, queue, mailboxes, unbound",
-                            verbose_help="show log lines of failed cases, tlsguardd's and unbound's logs")
-    return ap.parse_args(argv)
-
-
 def main(argv=None):
-    args = parse_args(argv)
-    if not harness.require_root("mx_run.py must run as root (cgroups, port 25, Postfix, unbound, "
-                                "mount namespaces)"):
-        return 2
+    args = harness.arg_parser(__doc__, keep_help="logs, queue, mailboxes, unbound",
+                              verbose_help="show log lines of failed cases, tlsguardd's and "
+                                           "unbound's logs").parse_args(argv)
     results = harness.Results()
     report = results.report
 
     def say(text):
         print("    " + text, flush=True)
 
-    with harness.Run(results, keep=args.keep) as suite:
+    with harness.Run(results, keep=args.keep, root="mx_run.py must run as root (cgroups, port 25, Postfix, "
+                     "unbound, mount namespaces)") as suite:
         try:
-            check_postfix_installed()
-            for path in (args.tlsguardd, args.tlsguardctl):
-                if not os.access(path, os.X_OK):
-                    raise RuntimeError("%s is missing or not executable (run make)" % path)
+            harness.require_tools(args.tlsguardd, args.tlsguardctl, postfix=True)
             ensure_unbound(say)
             with open("/etc/resolv.conf") as f:
                 host_resolv_before = f.read()
@@ -625,34 +594,20 @@ def main(argv=None):
             write_resolv(pf_resolv, DNS_ADDR)
             daemon_resolv = os.path.join(tmp, "resolv.conf.tlsguardd")
             write_resolv(daemon_resolv, CANARY_ADDR)
-            cgroup = Cgroup.create("tlsguard-e2e-mx")
-            suite.push(cgroup.remove)
+            cgroup = suite.cgroup("tlsguard-e2e-mx")
             jsonl = os.path.join(tmp, "mx.jsonl")
-            mxs = {}
-            for key, (host, opts) in MXS.items():
-                mxs[key] = TestMX(host, 25, name=key, jsonl_path=jsonl, tls=opts).start()
-                suite.push(mxs[key].stop)
-            pf = NsPostfix(os.path.join(tmp, "postfix"), cgroup, TRANSPORTS, MAILBOX_DOMAINS,
-                           mailboxes=MAILBOXES, extra_main=POSTFIX_MAIN, resolv_conf=pf_resolv)
-            suite.push(pf.stop)
-            os.makedirs(pf.root)
-            pf.start()
-            senders_path = os.path.join(tmp, "senders")
-            with open(senders_path, "w") as f:
-                f.write(SENDERS_FILE)
-            daemon = Daemon(args.tlsguardd, args.tlsguardctl, cgroup.path, senders_path,
-                            os.path.join(tmp, "tlsguardd.sock"), os.path.join(tmp, "tlsguardd.log"))
-            daemon.argv += ["--mx-check", DNS_ADDR, "-v"]
-            suite.push_daemon(daemon)
+            mxs = {key: suite.started(TestMX(host, 25, name=key, jsonl_path=jsonl, tls=opts))
+                   for key, (host, opts) in MXS.items()}
+            pf = suite.postfix(NsPostfix(os.path.join(tmp, "postfix"), cgroup, TRANSPORTS, MAILBOX_DOMAINS,
+                                         mailboxes=MAILBOXES, extra_main=POSTFIX_MAIN, resolv_conf=pf_resolv))
+            daemon = suite.daemon(args, cgroup, SENDERS_FILE, "--mx-check", DNS_ADDR, "-v", start=False)
             ns_daemon(daemon, daemon_resolv).start()
         except (PostfixMissing, PostfixError, RuntimeError, OSError, subprocess.SubprocessError) as e:
             report("setup", [str(e)])
         else:
-            try:
+            with suite.guard():
                 ctx = Ctx(pf, mxs, unbound, daemon, secrets.token_hex(3))
                 run_cases(args, ctx, daemon, canary, watch, host_resolv_before, report)
-            except Exception as e:  # noqa: BLE001 -- a harness error is one failure, and cleanup still runs
-                report("harness", ["%s: %s" % (type(e).__name__, e)])
             if args.verbose:
                 print(daemon.log_tail(60))
                 print(unbound.log_tail(40))

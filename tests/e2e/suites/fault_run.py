@@ -1,9 +1,9 @@
 #!/usr/bin/python3
-"""Exhaustion and faults (issue 7): every one fails closed, is counted and logged once.
+"""Exhaustion and faults: every one fails closed, is counted and logged once.
 
 Usage (as root; builds nothing; uses /sys/fs/bpf/tlsguard in agent_killed,
 so run it under the e2e lock as make e2e does):
-    /usr/bin/python3 tests/e2e/fault_run.py [--tlsguardd build/tlsguardd]
+    /usr/bin/python3 tests/e2e/suites/fault_run.py [--tlsguardd build/tlsguardd]
         [--tlsguardctl build/tlsguardctl] [--only NAME[,NAME]] [--keep] [-v]
 
 Setup: a temp dir, a cgroup v2 directory, a recording test MX without
@@ -82,17 +82,17 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "fixtures"))
 sys.dont_write_bytecode = True
+
+from daemon import TLS_TEXT, rss, scrape_metrics  # noqa: E402
 
 METRICS = "127.0.0.160:9154"
 MX_ADDR = "127.0.0.161"
 GUARANTEED = ["g%d@mta.test" % i for i in range(1, 6)]
 OTHER = "n@mta.test"
-TLS_TEXT = "TLS is required, but was not offered by host"
 PIN_DIR = "/sys/fs/bpf/tlsguard"
 RSS_GROWTH_KB = 16 * 1024
 RSS_MAX_KB = 64 * 1024
@@ -179,38 +179,18 @@ class Client:
 # ====================================================================== runner
 
 def scrape():
-    with urllib.request.urlopen("http://%s/metrics" % METRICS, timeout=10) as r:
-        if r.status != 200 or "version=0.0.4" not in r.headers.get("Content-Type", ""):
-            raise RuntimeError("metrics: HTTP %s %s" % (r.status, r.headers.get("Content-Type")))
-        text = r.read().decode()
-    out = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        name, _, value = line.rpartition(" ")
-        out[name] = float(value)
-    return out
+    return scrape_metrics(METRICS, timeout=10, check=True)
 
 
 def delta(after, before, name):
     return after.get(name, 0) - before.get(name, 0)
 
 
-def rss(pid):
-    out = {}
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            k, _, v = line.partition(":")
-            if k in ("VmRSS", "VmHWM"):
-                out[k] = int(v.split()[0])
-    return out
-
-
 class Agent:
     """tlsguardd with --metrics and the case's options; log in its own file."""
 
     def __init__(self, env, name, extra, senders=None):
-        from run import Daemon
+        from daemon import Daemon
         self.env = env
         self.log_path = os.path.join(env.tmp, "tlsguardd-%s.log" % name)
         self.d = Daemon(env.args.tlsguardd, env.args.tlsguardctl, env.cgroup.path, senders or env.senders,
@@ -246,12 +226,14 @@ class Agent:
             self.signal(signal.SIGCONT)
         return self.d.stop()
 
+    def stop_into(self, problems):
+        """stop(), and why it did not exit 0 among ``problems``."""
+        why = self.stop()
+        if why:
+            problems.append(why)
+
     def log(self):
-        try:
-            with open(self.log_path, errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
+        return self.d.log_text()
 
     def count(self, pattern):
         return len(re.findall(pattern, self.log()))
@@ -361,9 +343,7 @@ def case_flow_table_full(env, problems, info):
         nothing_at_mx(env, problems, [g])
         ag.rss_check(problems, info)
     finally:
-        why = ag.stop()
-        if why:
-            problems.append(why)
+        ag.stop_into(problems)
 
 
 def case_policy_map_full(env, problems, info):
@@ -407,9 +387,7 @@ def case_policy_map_full(env, problems, info):
     finally:
         with open(env.senders, "w") as f:
             f.write("".join(a + "\n" for a in GUARANTEED))
-        why = ag.stop()
-        if why:
-            problems.append(why)
+        ag.stop_into(problems)
 
 
 def case_ringbuf_full(env, problems, info):
@@ -454,9 +432,7 @@ def case_ringbuf_full(env, problems, info):
         nothing_at_mx(env, problems, [g1, g2])
         ag.rss_check(problems, info)
     finally:
-        why = ag.stop()
-        if why:
-            problems.append(why)
+        ag.stop_into(problems)
 
 
 def case_injection_stuck(env, problems, info):
@@ -496,9 +472,7 @@ def case_injection_stuck(env, problems, info):
                 stalls, delta(m1, m0, "tlsguard_agent_stalls_total")))
         ag.rss_check(problems, info)
     finally:
-        why = ag.stop()
-        if why:
-            problems.append(why)
+        ag.stop_into(problems)
 
 
 def case_agent_killed(env, problems, info):
@@ -606,9 +580,7 @@ def case_metrics_page(env, problems, info):
             problems.append("%d of 3 stuck metrics clients still connected after %d s" % (3 - cut, TIMEOUT_CLIENT))
         ag.rss_check(problems, info)
     finally:
-        why = ag.stop()
-        if why:
-            problems.append(why)
+        ag.stop_into(problems)
 
 
 TIMEOUT_CLIENT = 12  # the agent cuts a metrics client after 5 to 10 s
@@ -631,42 +603,22 @@ def parse_args(argv):
 
 
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["--client"]:
-        return client_main(argv[1:])
     import harness
     from mx import TestMX
-    from postfix_env import Cgroup, PostfixError, PostfixInstance, PostfixMissing
+    from postfix_env import PostfixError, PostfixInstance, PostfixMissing
 
     args = parse_args(argv)
-    if not harness.require_root("fault_run.py must run as root"):
-        return 2
-    cases = CASES
-    if args.only:
-        names = set(args.only.split(","))
-        if names - {c[0] for c in CASES}:
-            print("unknown case(s): %s" % ", ".join(sorted(names - {c[0] for c in CASES})), file=sys.stderr)
-            return 2
-        cases = [c for c in CASES if c[0] in names]
+    cases = harness.only(CASES, args.only, lambda c: c[0])
     r = harness.Results(shown=6, more=False)
-    with harness.Run(r, keep=args.keep) as suite:
+    with harness.Run(r, keep=args.keep, root="fault_run.py must run as root") as suite:
         try:
-            for path in (args.tlsguardd, args.tlsguardctl):
-                if not os.access(path, os.X_OK):
-                    raise RuntimeError("%s is missing or not executable (run make)" % path)
-            tmp = suite.tempdir("tlsguard-fault-", 0o755)
-            cgroup = Cgroup.create(prefix="tlsguard-fault")
-            suite.push(cgroup.remove)
-            mx = TestMX(MX_ADDR, 25, name="fault").start()
-            suite.push(mx.stop)
-            pf = PostfixInstance(os.path.join(tmp, "postfix"), cgroup, {"mx.fault": "smtp:[%s]:25" % MX_ADDR},
-                                 ["mta.test"], mailboxes=GUARANTEED + [OTHER], extra_main=POSTFIX_MAIN)
-            suite.push(pf.stop)
-            os.makedirs(pf.root)
-            pf.start()
-            senders = os.path.join(tmp, "senders")
-            with open(senders, "w") as f:
-                f.write("".join(a + "\n" for a in GUARANTEED))
+            harness.require_tools(args.tlsguardd, args.tlsguardctl)
+            tmp, cgroup = suite.workspace("tlsguard-fault", 0o755)
+            mx = suite.started(TestMX(MX_ADDR, 25, name="fault"))
+            pf = suite.postfix(PostfixInstance(os.path.join(tmp, "postfix"), cgroup,
+                                               {"mx.fault": "smtp:[%s]:25" % MX_ADDR}, ["mta.test"],
+                                               mailboxes=GUARANTEED + [OTHER], extra_main=POSTFIX_MAIN))
+            senders = suite.write("senders", "".join(a + "\n" for a in GUARANTEED))
             env = Env(args, tmp, cgroup, pf, mx, senders)
         except (PostfixMissing, PostfixError, RuntimeError, OSError) as e:
             r.report("setup", [str(e)])
@@ -691,4 +643,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(client_main(sys.argv[2:]) if sys.argv[1:2] == ["--client"] else main())

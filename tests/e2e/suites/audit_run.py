@@ -2,7 +2,7 @@
 """End-to-end audit-trail run for tlsguard: ``tlsguardd --audit FILE`` against real Postfix and OpenSSL MXs.
 
 Usage (as root; builds nothing):
-    /usr/bin/python3 tests/e2e/audit_run.py [--tlsguardd build/tlsguardd]
+    /usr/bin/python3 tests/e2e/suites/audit_run.py [--tlsguardd build/tlsguardd]
         [--tlsguardctl build/tlsguardctl] [--keep] [-v]
 
 Setup: a temp dir, a cgroup v2 directory (and a child cgroup in it for the
@@ -24,7 +24,7 @@ same, plus a ``tlsproxy`` line in master.cf and ``smtp_tls_connection_reuse
 ``smtp_tls_security_level = may`` with ``minimal_backoff_time =
 queue_run_delay = 2s`` (Postfix's plaintext retry after the cut weak-TLS
 session comes seconds later), and ``tlsguardd --cgroup DIR --senders FILE
---port 25 --socket SOCK --audit FILE -v`` (run.py's ``Daemon``).
+--port 25 --socket SOCK --audit FILE -v`` (daemon.py's ``Daemon``).
 Guaranteed senders: ``@guarded.test``.  Each case has its own MX, sender
 and recipients, so the records of a case are those whose ``flow.remote`` is
 its MX, and each record is tied to one MX connection by ``flow.local`` (the
@@ -70,18 +70,16 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "fixtures"))
 sys.dont_write_bytecode = True  # leave no __pycache__ in the source tree
 
 import harness  # noqa: E402
 from mx import TestMX, TLSOptions  # noqa: E402
 from postfix_env import (Cgroup, PostfixError, PostfixInstance, PostfixMissing,  # noqa: E402
-                         cgroup2_mount, check_postfix_installed)
-from run import Daemon, Senders, normalize  # noqa: E402
+                         cgroup2_mount)
+from daemon import GUARDED_SENDERS, MAILBOX_DOMAINS, TLS_TEXT, WEAK_TEXT, Senders, normalize  # noqa: E402
 
 PYTHON = "/usr/bin/python3"
-TLS_TEXT = "TLS is required, but was not offered by host"
-WEAK_TEXT = "TLS 1.2 or higher is required, but host negotiated %s"
 HELD_MAIL_REPLY = "550 5.7.10 " + TLS_TEXT
 HELD_RCPT_PREFIX = "503 5.5.1"  # tlsguard's answer to RCPT/DATA behind a refused MAIL
 RECORD_KEYS = {"time", "flow", "host", "sender", "guaranteed", "recipients", "tls", "mail_reply", "data_reply",
@@ -101,11 +99,7 @@ MXS = {
     "hup": ("127.0.0.97", None),
 }
 DOMAINS = {key: "%s.audit.test" % key for key in MXS}
-MAILBOX_DOMAINS = ["mta.test", "guarded.test"]
-SENDERS_FILE = """\
-# tlsguard audit e2e: every sender in guarded.test is guaranteed; mta.test is not
-@guarded.test
-"""
+SENDERS_FILE = GUARDED_SENDERS
 SENDER = {
     "tls13": "aud-tls13@mta.test",
     "tls12": "aud-tls12@mta.test",
@@ -437,12 +431,15 @@ def conn_of(mx, local):
     return [c for c in mx.connections() if c.peer == local]
 
 
+def picked_up(outcome):
+    """Postfix's log named the mail's queue id."""
+    return outcome is not None and outcome.queue_id is not None
+
+
 def delivered_check(run, key, outcome):
     """One record for the one delivery at MX ``key``, every field from the MX's view."""
-    p = []
-    pf, mail = run.mails[key]
-    mx = run.mxs[key]
-    if outcome is None or outcome.queue_id is None:
+    (_, mail), mx, p = run.mails[key], run.mxs[key], []
+    if not picked_up(outcome):
         return ["%s: never picked up by Postfix" % mail.marker]
     for r in mail.recipients:
         s = outcome.status_of(r)
@@ -476,10 +473,8 @@ def delivered_check(run, key, outcome):
 
 def held_no_tls_check(run, key, outcome):
     """Guaranteed sender -> plaintext MX: one held-no-tls record; the MX saw EHLO and no envelope."""
-    p = []
-    pf, mail = run.mails[key]
-    mx = run.mxs[key]
-    if outcome is None or outcome.queue_id is None:
+    (_, mail), mx, p = run.mails[key], run.mxs[key], []
+    if not picked_up(outcome):
         return ["%s: never picked up by Postfix" % mail.marker]
     texts = []
     for r in mail.recipients:
@@ -541,12 +536,10 @@ def held_weak_check(run, key, outcome):
     """Guaranteed sender -> TLS 1.0 MX: a held-weak-tls record for each cut TLS session, and a
     held-weak-tls record with tls null (mail_reply naming the version) for Postfix's plaintext
     retry: the cause of that hold is the host's weak TLS, not a missing STARTTLS."""
-    p = []
-    pf, mail = run.mails[key]
-    mx = run.mxs[key]
+    (_, mail), mx, p = run.mails[key], run.mxs[key], []
     version = "TLSv1.0"
     weak_reply = "550 5.7.10 " + WEAK_TEXT % version
-    if outcome is None or outcome.queue_id is None:
+    if not picked_up(outcome):
         return ["%s: never picked up by Postfix" % mail.marker]
     s = outcome.status_of(mail.recipients[0])
     if s is None or s.status != "bounced" or weak_reply[11:] not in s.text:
@@ -727,6 +720,14 @@ def ctl_print_check(run):
     return p + printed_problems(recs, r.stdout)
 
 
+def filtered_problems(run, want, option, value):
+    """tlsguardctl audit OPTION VALUE must print exactly the records ``want``."""
+    r = ctl(run, option, value)
+    if r.returncode != 0:
+        return ["%s %s: exit %d: %s" % (option, value, r.returncode, r.stderr.strip())]
+    return ["%s %s: %s" % (option, value, x) for x in printed_problems(want, r.stdout)]
+
+
 def ctl_sender_check(run):
     p = []
     recs = run.records()
@@ -735,11 +736,7 @@ def ctl_sender_check(run):
         want = [x for x in recs if key and normalize(x.get("sender") or "x@y") == normalize(SENDER[key])]
         if key and not want:
             p.append("--sender %s: no record of <%s> in the file to filter" % (asked, SENDER[key]))
-        r = ctl(run, "--sender", asked)
-        if r.returncode != 0:
-            p.append("--sender %s: exit %d: %s" % (asked, r.returncode, r.stderr.strip()))
-            continue
-        p += ["--sender %s: %s" % (asked, x) for x in printed_problems(want, r.stdout)]
+        p += filtered_problems(run, want, "--sender", asked)
     return p
 
 
@@ -755,11 +752,7 @@ def ctl_since_check(run):
         want = [x for x in recs if x["time"] >= since]
         if since == cut and not (0 < len(want) < len(recs)):
             p.append("harness: --since %s does not split the file (%d of %d)" % (since, len(want), len(recs)))
-        r = ctl(run, "--since", since)
-        if r.returncode != 0:
-            p.append("--since %s: exit %d: %s" % (since, r.returncode, r.stderr.strip()))
-            continue
-        p += ["--since %s: %s" % (since, x) for x in printed_problems(want, r.stdout)]
+        p += filtered_problems(run, want, "--since", since)
     return p
 
 
@@ -883,16 +876,9 @@ def run_all(run, report):
 
 # ------------------------------------------------------------------ main
 
-def parse_args(argv):
-    ap = harness.arg_parser(__doc__, keep_help="audit file, logs, MX records",
-                            verbose_help="show the records, the MXs' view, logs")
-    return ap.parse_args(argv)
-
-
 def main(argv=None):
-    args = parse_args(argv)
-    if not harness.require_root("audit_run.py must run as root (cgroups, port 25, Postfix)"):
-        return 2
+    args = harness.arg_parser(__doc__, keep_help="audit file, logs, MX records",
+                              verbose_help="show the records, the MXs' view, logs").parse_args(argv)
     results = harness.Results()
 
     def report(name, problems):
@@ -901,23 +887,17 @@ def main(argv=None):
             for x in problems[5:]:
                 print("    " + x)
 
-    with harness.Run(results, keep=args.keep) as suite:
+    with harness.Run(results, keep=args.keep,
+                     root="audit_run.py must run as root (cgroups, port 25, Postfix)") as suite:
         try:
-            check_postfix_installed()
-            for path in (args.tlsguardd, args.tlsguardctl):
-                if not os.access(path, os.X_OK):
-                    raise RuntimeError("%s is missing or not executable (run make)" % path)
-            tmp = suite.tempdir("tlsguard-e2e-audit-", 0o755)
-            cgroup = Cgroup.create("tlsguard-e2e-audit")
-            suite.push(cgroup.remove)
+            harness.require_tools(args.tlsguardd, args.tlsguardctl, postfix=True)
+            tmp, cgroup = suite.workspace("tlsguard-e2e-audit", 0o755)
             child = Cgroup(os.path.join(cgroup.path, "postfix-reuse"))
             suite.push(child.remove)
             os.mkdir(child.path)
             jsonl = os.path.join(tmp, "mx.jsonl")
-            mxs = {}
-            for key, (host, opts) in MXS.items():
-                mxs[key] = TestMX(host, 25, name=key, jsonl_path=jsonl, tls=opts).start()
-                suite.push(mxs[key].stop)
+            mxs = {key: suite.started(TestMX(host, 25, name=key, jsonl_path=jsonl, tls=opts))
+                   for key, (host, opts) in MXS.items()}
             mailboxes = ["%s" % s for s in SENDER.values()] + ["postmaster@mta.test"]
             pfa = PostfixInstance(os.path.join(tmp, "postfix-a"), cgroup,
                                   {DOMAINS[k]: "smtp:[%s]:25" % MXS[k][0] for k in ("tls13", "tls12", "plain",
@@ -931,15 +911,8 @@ def main(argv=None):
             for pf in (pfa, pfb):
                 os.makedirs(pf.root)
                 pf.start()
-            senders_path = os.path.join(tmp, "senders")
-            with open(senders_path, "w") as f:
-                f.write(SENDERS_FILE)
             audit_path = os.path.join(tmp, "audit.jsonl")
-            daemon = Daemon(args.tlsguardd, args.tlsguardctl, cgroup.path, senders_path,
-                            os.path.join(tmp, "tlsguardd.sock"), os.path.join(tmp, "tlsguardd.log"))
-            daemon.argv += ["--audit", audit_path, "-v"]
-            suite.push_daemon(daemon)
-            daemon.start()
+            daemon = suite.daemon(args, cgroup, SENDERS_FILE, "--audit", audit_path, "-v")
             run = Run(args, tmp, cgroup, pfa, pfb, mxs, daemon, audit_path)
 
             def kill_clients():
@@ -949,10 +922,8 @@ def main(argv=None):
         except (PostfixMissing, PostfixError, RuntimeError, OSError) as e:
             report("setup", [str(e)])
         else:
-            try:
+            with suite.guard():
                 run_all(run, report)
-            except Exception as e:  # noqa: BLE001 -- a harness error is one failure, and cleanup still runs
-                report("harness", ["%s: %s" % (type(e).__name__, e)])
             if args.verbose and results.failed:
                 print(daemon.log_tail(60))
                 for pf in (pfa, pfb):

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """``make install`` into a temporary tree, as an administrator would use it.
 
-Usage: /usr/bin/python3 tests/e2e/install_test.py [--build DIR]
+Usage: /usr/bin/python3 tests/e2e/suites/install_test.py [--build DIR]
 
 Checks: every file lands with its mode; the systemd units name the
 installed programs and configuration and pass ``systemd-analyze verify``;
@@ -21,8 +21,8 @@ import sys
 import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(os.path.dirname(HERE))
-sys.path.insert(0, HERE)
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "fixtures"))
 sys.dont_write_bytecode = True
 
 import harness  # noqa: E402
