@@ -444,6 +444,8 @@ static void tg_on_timer(struct tg_agent *ag)
 
 	if (read(ag->timer_fd, &ticks, sizeof(ticks)) != sizeof(ticks))
 		return;
+	/* The loop is alive (WatchdogSec= in the unit: six ticks or more). */
+	tg_notify("WATCHDOG=1");
 	tg_metrics_tick(&ag->metrics);
 	if (tg_metrics_watch(&ag->metrics))
 		tg_recover_lost(ag);
