@@ -47,7 +47,7 @@ void tg_mta_read(struct tg_agent *ag, int starting)
 {
 	int refuse = !strcmp(ag->opt.unguarded_routes, "refuse");
 	struct tg_routes *rt = &ag->routes;
-	char err[600], old[64];
+	char err[600], old[64], exempt[TG_SETTING_MAX];
 	unsigned i;
 
 	snprintf(old, sizeof(old), "%s", tg_mta_delims(ag));
@@ -96,9 +96,9 @@ void tg_mta_read(struct tg_agent *ag, int starting)
 				  "can be delimiters",
 				  tg_mta_delims(ag));
 		/* The exempt keys, with these delimiters. */
-		if (ag->opt.exempt_text[0] &&
-		    tg_config_set(&ag->opt, "exempt", ag->opt.exempt_text, err,
-				  sizeof(err)) < 0)
+		snprintf(exempt, sizeof(exempt), "%s", ag->opt.exempt_text);
+		if (exempt[0] && tg_config_set(&ag->opt, "exempt", exempt, err,
+					       sizeof(err)) < 0)
 			msg_fatal("exempt: %s", err);
 		msg_debug("address delimiters: \"%s\"", tg_mta_delims(ag));
 	} else if (strcmp(old, tg_mta_delims(ag))) {

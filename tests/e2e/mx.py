@@ -13,7 +13,8 @@ Contract
   sends STARTTLS anyway gets ``502 5.5.1``.  With ``tls=TLSOptions(...)`` it
   speaks STARTTLS (RFC 3207) with a real OpenSSL handshake; see "TLS" below.
 * Replies: ``220`` greeting; EHLO gets a multi-line ``250`` with PIPELINING
-  (only when ``pipelining`` is on), SIZE and 8BITMIME; HELO, MAIL, RCPT,
+  (only when ``pipelining`` is on), SIZE and 8BITMIME (and SMTPUTF8 when
+  ``smtputf8`` is on); HELO, MAIL, RCPT,
   RSET, NOOP get ``250``; DATA gets ``354`` and, after the terminating ``.``,
   ``250 2.0.0 Ok: queued as <ID>``; QUIT gets ``221`` and the server closes.
   RCPT of an address whose local part starts with ``reject-`` gets
@@ -473,7 +474,7 @@ class TestMX(ServerLifecycle):
 
     __test__ = False  # not a pytest test class
 
-    def __init__(self, host, port=25, pipelining=True, name=None, jsonl_path=None, tls=None):
+    def __init__(self, host, port=25, pipelining=True, name=None, jsonl_path=None, tls=None, smtputf8=False):
         if tls is not None and not isinstance(tls, TLSOptions):
             raise TypeError("tls must be None or a TLSOptions, not %r" % (tls,))
         self.tls = tls
@@ -481,6 +482,7 @@ class TestMX(ServerLifecycle):
         self.host = host
         self.port = port
         self.pipelining = pipelining
+        self.smtputf8 = smtputf8
         self.name = name or ("[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port))
         self.jsonl_path = jsonl_path
         self._jsonl = None
@@ -652,6 +654,8 @@ class _Session:
                 if offer and not tls.starttls_last:
                     ext.append(tls.starttls_keyword)
                 ext.append("8BITMIME")
+                if self.mx.smtputf8:
+                    ext.append("SMTPUTF8")
                 if offer and tls.starttls_last:
                     ext.append(tls.starttls_keyword)
                 self.send(*["250-" + e for e in ext[:-1]] + ["250 " + ext[-1]])
