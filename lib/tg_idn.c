@@ -83,11 +83,13 @@ int tg_idn_keys(const char *addr, __u64 *keys, __u64 *domain_keys)
 
 	if (!at)
 		return -1;
+	/*
+	 * A domain libidn2 refuses (not IDNA2008) keeps the one key of its
+	 * bytes: the MTA cannot map it either.
+	 */
 	r = tg_idn_forms(at + 1, alabel, sizeof(alabel), ulabel,
 			 sizeof(ulabel));
-	if (r < 0)
-		return -1;
-	if (r == 0) {
+	if (r <= 0) {
 		keys[0] = tg_addr_key_srs(addr, (__u32)strlen(addr),
 					  &domain_keys[0], &srs);
 		return keys[0] ? 1 : -1;

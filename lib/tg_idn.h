@@ -29,8 +29,9 @@
  *	tg_idn_keys() computes the policy keys (tg_addr_key_srs()) of addr
  *	("user@domain" or "@domain"): keys[0] and domain_keys[0] those of
  *	its A-label form (or of addr itself when it has no other form),
- *	keys[1] and domain_keys[1] those of its U-label form. It returns
- *	how many it wrote (1 or 2), or -1 when addr is malformed.
+ *	keys[1] and domain_keys[1] those of its U-label form. A domain
+ *	libidn2 refuses has only the key of its bytes. It returns how many
+ *	it wrote (1 or 2), or -1 when addr is malformed.
  * SEE ALSO
  *	libidn2 (idn2_to_ascii_8z, idn2_to_unicode_8z8z)
  */

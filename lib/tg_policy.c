@@ -52,6 +52,14 @@ int tg_policy_entry_key(const char *entry, __u64 *key)
 	return 0;
 }
 
+static int tg_nonascii(const char *s)
+{
+	for (; s && *s; s++)
+		if ((unsigned char)*s >= 0x80)
+			return 1;
+	return 0;
+}
+
 static int tg_key_cmp(const void *a, const void *b)
 {
 	__u64 x = *(const __u64 *)a, y = *(const __u64 *)b;
@@ -138,7 +146,8 @@ int tg_policy_load(const char *path, struct tg_policy *pol, char *err,
 				 "user@domain or @domain", path, lineno, entry);
 			goto fail;
 		}
-		p.idn |= n > 1;
+		/* a domain that is not ASCII: its other spellings too */
+		p.idn |= n > 1 || tg_nonascii(strrchr(entry, '@'));
 		if (tg_policy_add(&p, keys[0]) < 0 ||
 		    (n > 1 && tg_policy_add(&p, keys[1]) < 0)) {
 			snprintf(err, errlen, "%s:%u: out of memory", path,
