@@ -363,6 +363,15 @@ static void test_idn(void)
 			      (cases[i].agent ? TG_POL_GUARANTEED : 0),
 		      "the agent's lookup is not %d", cases[i].agent);
 	}
+	tg_case("IDN: a domain IDNA2008 refuses keeps the key of its bytes");
+	tg_policy_free(&pol);
+	rc = tg_policy_load(senders_file("@\xe2\x98\x83.example\n", 13), &pol,
+			    err, sizeof(err));
+	CHECK(rc == 0, "tg_policy_load() is %d: %s", rc, err);
+	CHECK(pol.n == 1 && pol.idn, "pol.n is %zu, pol.idn %d", pol.n,
+	      pol.idn);
+	wire_keys("x@\xe2\x98\x83.example", &ak, &dk);
+	CHECK(tg_policy_match(&pol, ak, dk, wire_srs), "no direct match");
 	tg_case("IDN: no IDN entry, no hold for a domain that is not ASCII");
 	tg_policy_free(&pol);
 	rc = tg_policy_load(senders_file("alice@example.org\n", 18), &pol, err,
