@@ -333,9 +333,12 @@ MAILBOXES = (["alice@mta.test", "bob@mta.test", "carol@guarded.test", "dave@mta.
 class Daemon:
     """tlsguardd in the foreground, in its own session (Ctrl-C reaches only the runner)."""
 
-    def __init__(self, tlsguardd, tlsguardctl, cgroup, senders_path, socket_path, log_path):
+    def __init__(self, tlsguardd, tlsguardctl, cgroup, senders_path, socket_path, log_path,
+                 postfix_config=None):
         self.argv = [tlsguardd, "--cgroup", cgroup, "--senders", senders_path, "--port", "25",
                      "--socket", socket_path]
+        if postfix_config:  # the test instance's settings: its routes and recipient_delimiter
+            self.argv += ["--postfix-config", postfix_config]
         self.ctl = [tlsguardctl, "--socket", socket_path]
         self.log_path = log_path
         self.proc = None
@@ -452,7 +455,8 @@ def main(argv=None):
                 f.write(SENDERS_FILE)
             if not args.no_tlsguard:
                 daemon = Daemon(args.tlsguardd, args.tlsguardctl, cgroup.path, senders_path,
-                                os.path.join(tmp, "tlsguardd.sock"), os.path.join(tmp, "tlsguardd.log"))
+                                os.path.join(tmp, "tlsguardd.sock"), os.path.join(tmp, "tlsguardd.log"),
+                                postfix_config=pf.conf)
                 suite.push_daemon(daemon)
                 daemon.start()
         except (PostfixMissing, PostfixError, RuntimeError, OSError) as e:
