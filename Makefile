@@ -28,7 +28,7 @@ ARCH      := $(shell uname -m | sed 's/x86_64/x86/; s/aarch64/arm64/')
 CFLAGS    ?= -O2 -g
 WARNINGS  := -Wall -Wextra -Werror -Wno-unused-parameter
 INCLUDES  := -D_GNU_SOURCE -Iinclude -I$(BUILD)
-PKGS      := libbpf libelf zlib openssl libnl-3.0 libnl-idiag-3.0
+PKGS      := libbpf libelf zlib openssl libnl-3.0 libnl-idiag-3.0 libidn2
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lresolv -lpthread
 
@@ -54,7 +54,7 @@ CTL_OBJS   := $(patsubst tools/%.c,$(BUILD)/tools/%.o,$(wildcard tools/*.c))
 UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
 
 DEBIAN_PKGS := clang libbpf-dev bpftool libelf-dev zlib1g-dev libssl-dev \
-	libnl-3-dev libnl-genl-3-dev libnl-idiag-3-dev pkg-config make gcc \
+	libnl-3-dev libnl-genl-3-dev libnl-idiag-3-dev libidn2-dev pkg-config make gcc \
 	postfix python3 iproute2 procps openssl man-db groff-base systemd \
 	ldnsutils
 # (unbound, for mx_run.py and probe_run.py, is installed by
@@ -105,7 +105,7 @@ $(BUILD)/agent/%.o: agent/%.c $(HEADERS) $(wildcard agent/*.h lib/*.h) $(BUILD)/
 $(BUILD)/tlsguardd: $(AGENT_OBJS) $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
-CTL_LIBS  = $(shell pkg-config --libs openssl 2>/dev/null) -lresolv
+CTL_LIBS  = $(shell pkg-config --libs openssl libidn2 2>/dev/null) -lresolv
 
 $(BUILD)/tools/%.o: tools/%.c $(wildcard tools/*.h lib/*.h) $(HEADERS)
 	@mkdir -p $(@D)
