@@ -30,7 +30,7 @@ ARCH      := $(shell uname -m | sed 's/x86_64/x86/; s/aarch64/arm64/')
 CFLAGS    ?= -O2 -g
 WARNINGS  := -Wall -Wextra -Werror -Wno-unused-parameter
 INCLUDES  := -D_GNU_SOURCE -Iinclude -I$(BUILD)
-PKGS      := libbpf libelf zlib openssl libnl-3.0 libnl-idiag-3.0
+PKGS      := libbpf libelf zlib openssl libnl-3.0 libnl-idiag-3.0 libidn2
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lresolv -lpthread
 
@@ -59,7 +59,7 @@ UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/t
 # shared libraries only: the .deb depends on those), testing it, packaging it.
 # A mail host needs only the .deb, or BUILD_PKGS to build it there.
 BUILD_PKGS  := clang libbpf-dev bpftool libelf-dev zlib1g-dev libssl-dev \
-	libnl-3-dev libnl-genl-3-dev libnl-idiag-3-dev pkg-config make gcc
+	libnl-3-dev libnl-genl-3-dev libnl-idiag-3-dev libidn2-dev pkg-config make gcc
 TEST_PKGS   := postfix python3 iproute2 procps openssl man-db groff-base \
 	systemd ldnsutils strace util-linux
 DEB_PKGS    := debhelper lintian dpkg-dev fakeroot
@@ -112,7 +112,7 @@ $(BUILD)/agent/%.o: agent/%.c $(HEADERS) $(wildcard agent/*.h lib/*.h) $(BUILD)/
 $(BUILD)/tlsguardd: $(AGENT_OBJS) $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
-CTL_LIBS  = $(shell pkg-config --libs openssl 2>/dev/null) -lresolv
+CTL_LIBS  = $(shell pkg-config --libs openssl libidn2 2>/dev/null) -lresolv
 
 $(BUILD)/tools/%.o: tools/%.c $(wildcard tools/*.h lib/*.h) $(HEADERS)
 	@mkdir -p $(@D)

@@ -28,6 +28,7 @@
  *			int	tg_pin_link(struct tg_agent *ag);
  *			void	tg_unpin(struct tg_agent *ag);
  *	tg_recover.c	void	tg_recover_lost(struct tg_agent *ag);
+ *	tg_mta.c	void	tg_mta_read(struct tg_agent *ag, int starting);
  * DESCRIPTION
  *	tlsguardd.c starts the daemon and runs its event loop; each room
  *	serves one kind of event or request, on the one struct tg_agent,
@@ -49,6 +50,7 @@
 #include "tg_metrics.h"
 #include "tg_mx.h"
 #include "tg_policy.h"
+#include "tg_routes.h"
 #include "tg_stabmap.h"
 #include "tg_uprobe.h"
 
@@ -89,6 +91,7 @@ struct tg_agent {
 	struct stat senders_st;	/* the senders file as last read */
 	int detach;		/* tlsguardctl detach: remove the pins too */
 	time_t no_slot_warned;
+	struct tg_routes routes; /* the MTA's, as last read */
 };
 
 int tg_parse_args(int argc, char **argv, struct tg_opts *o,
@@ -114,5 +117,7 @@ int tg_pin_link(struct tg_agent *ag);
 void tg_unpin(struct tg_agent *ag);
 
 void tg_recover_lost(struct tg_agent *ag);
+
+void tg_mta_read(struct tg_agent *ag, int starting);
 
 #endif /* TG_AGENT_H */

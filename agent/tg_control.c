@@ -87,26 +87,41 @@ static int tg_ctl_status(struct tg_agent *ag, const char *args, char *out,
 {
 	struct tg_census c = { 0 };
 	struct tg_stats st;
+	int n;
 
 	tg_map_each(bpf_map__fd(ag->skel->maps.tg_flows), sizeof(__u64),
 		    sizeof(struct tg_flow), tg_census_flow, &c);
 	tg_stats_sum(ag, &st);
-	return snprintf(out, len,
-			"ok\n"
-			"cgroup:          %s\n"
-			"senders:         %zu\n"
-			"flows tracked:   %lu\n"
-			"flows diverted:  %lu\n"
-			"flows in TLS:    %lu\n"
-			"flows failed:    %lu\n"
-			"messages held:   %llu\n"
-			"flows since start: %llu\n"
-			"flows failed since start: %llu\n",
-			ag->opt.cgroup, ag->policy->n, c.tracked, c.diverted,
-			c.tls, c.failed,
-			(unsigned long long)ag->ij.held,
-			(unsigned long long)st.flows,
-			(unsigned long long)(st.no_slot + st.flows_untracked));
+	n = snprintf(out, len,
+		     "ok\n"
+		     "cgroup:          %s\n"
+		     "senders:         %zu\n"
+		     "flows tracked:   %lu\n"
+		     "flows diverted:  %lu\n"
+		     "flows in TLS:    %lu\n"
+		     "flows failed:    %lu\n"
+		     "messages held:   %llu\n"
+		     "flows since start: %llu\n"
+		     "flows failed since start: %llu\n",
+		     ag->opt.cgroup, ag->policy->n, c.tracked, c.diverted,
+		     c.tls, c.failed,
+		     (unsigned long long)ag->ij.held,
+		     (unsigned long long)st.flows,
+		     (unsigned long long)(st.no_slot + st.flows_untracked));
+	if (n < 0 || (size_t)n >= len)
+		return n;
+	if (!ag->routes.read)
+		return n + snprintf(out + n, len - (size_t)n,
+				    "MTA routes:      not read (%s)\n",
+				    ag->routes.why);
+	n += snprintf(out + n, len - (size_t)n,
+		      "MTA routes:      %u, %u not guarded (postfix %s)\n",
+		      ag->routes.n + ag->routes.dropped,
+		      ag->routes.unguarded + ag->routes.dropped,
+		      ag->routes.dir);
+	if ((size_t)n >= len)
+		return n;
+	return n + (int)tg_routes_print(&ag->routes, out + n, len - (size_t)n);
 }
 
 static int tg_ctl_flows(struct tg_agent *ag, const char *args, char *out,

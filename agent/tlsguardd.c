@@ -107,6 +107,7 @@
 #include "tg_epoll.h"
 #include "tg_features.h"
 #include "tg_log.h"
+#include "tg_mailaddr.h"
 #include "tg_service.h"
 #include "tg_sys.h"
 #include "tg_uprobe.h"
@@ -145,6 +146,9 @@ static void tg_open_object(struct tg_agent *ag, int audit_on)
 	ag->skel->rodata->tg_ntls = ag->opt.ntls_ports;
 	/* Lines for the audit trail cost a ring buffer record each. */
 	ag->skel->rodata->tg_audit_on = audit_on;
+	/* The address delimiters, as the agent's parsers have them. */
+	ag->skel->rodata->tg_delims[0] = tg_delims[0];
+	ag->skel->rodata->tg_delims[1] = tg_delims[1];
 	if (ag->opt.max_flows &&
 	    (bpf_map__set_max_entries(ag->skel->maps.tg_flows,
 				      ag->opt.max_flows) ||
@@ -203,6 +207,8 @@ static void tg_setup_host(struct tg_agent *ag)
 	struct rlimit rl;
 	char err[512];
 
+	/* The delimiters first: the senders' keys depend on them. */
+	tg_mta_read(ag, 1);
 	if (tg_policy_load(ag->opt.senders, &ag->policies[0], err,
 			   sizeof(err)) < 0)
 		msg_fatal("%s", err);

@@ -144,6 +144,14 @@ extern const volatile __u32 tg_audit_on;
 extern const volatile __u32 tg_senders_bits;
 #endif
 
+/*
+ * Set by the agent before load: the sub-address delimiters (tg_smtp.h
+ * declares it, and says how the parser reads it); "+" unless told.
+ */
+#ifdef TG_DEFINE_MAPS
+const volatile __u64 tg_delims[2] = { TG_DELIMS_PLUS, 0 };
+#endif
+
 #define TG_STAT_INC(field)						\
 	do {								\
 		__u32 zero__ = 0;					\
@@ -345,7 +353,8 @@ static __always_inline const __u8 *tg_senders_look(void *ctx, const __u64 *key)
 static __always_inline int tg_guaranteed(const struct tg_cmd *p)
 {
 	return tg_rule_holds(tg_rule(tg_senders_look, NULL, &p->addr_key,
-				     &p->domain_key, tg_cmd_srs(p)));
+				     &p->domain_key,
+				     tg_cmd_srs(p) | tg_cmd_idn(p)));
 }
 
 /*

@@ -413,6 +413,18 @@ static __always_inline int tg_plain(struct sk_msg_md *msg, struct tg_flow *f)
 	why = TG_SCAN_WHY(r);
 
 	if (!(r & TG_SCAN_DIVERT) && tg_cmd_holding(&f->cmd)) {
+		/*
+		 * A MAIL line whose address has ended names its sender: one
+		 * that is not guaranteed passes, however long its parameters
+		 * (the parser goes on from here: the end of the line judges
+		 * the same sender again).
+		 */
+		if (line_off == 0 && tg_cmd_sender_known(&f->cmd) &&
+		    !tg_guaranteed(&f->cmd)) {
+			if (len < msg->size)
+				bpf_msg_apply_bytes(msg, len);
+			return SK_PASS;
+		}
 		if (f->cmd.line_len <= TG_LINE_MAX && line_off == 0) {
 			/* Wait for the rest of the line; parse it again then. */
 			tg_rewind(f);

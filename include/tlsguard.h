@@ -44,8 +44,14 @@
 #define TG_POL_EXEMPT		2
 #define TG_KEY_SRS0	0x7467535253303dULL	/* "tgSRS0=" */
 #define TG_KEY_SRS1	0x7467535253313dULL	/* "tgSRS1=" */
-#define TG_SLOTS_MAX	4096
-#define TG_NO_SLOT	0xffffffffU
+/*
+ * Present when the senders name an internationalized domain: a MAIL whose
+ * domain is not ASCII and matches no key is held for the agent, which
+ * reads it with IDNA (include/tg_rule.h).
+ */
+#define TG_KEY_IDN   0x746749444e3dULL /* "tgIDN=" */
+#define TG_SLOTS_MAX 4096
+#define TG_NO_SLOT   0xffffffffU
 
 /* Socket roles, in struct tg_sk. */
 enum tg_role {

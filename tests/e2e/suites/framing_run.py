@@ -17,7 +17,7 @@ writes its own pid into CGROUP/cgroup.procs, then execs this file with
 ``--client CASE``).  The client speaks SMTP over raw sockets, writes the
 bytes exactly as the case says (one byte per write, CRLF split, ...) and
 judges what it reads: a guaranteed transaction must get tlsguard's replies
-in order (``550 5.7.10`` to MAIL -- ``501 5.5.4`` where the MAIL line is one
+in order (``550 5.7.10`` to MAIL -- ``451 4.5.4`` where the MAIL line is one
 tlsguard cannot vouch for --, ``503`` to RCPT and DATA, ``250`` to RSET,
 ``221`` to QUIT), or the connection must be cut (write error ECONNABORTED,
 EACCES, EPIPE, reset, EOF) before any reply to its MAIL: never a reply of
@@ -83,7 +83,8 @@ HELLO_REQUEST = bytes.fromhex("160301000400000000")
 REPLY_TIMEOUT = 3.0
 CLIENT_TIMEOUT = 40.0
 HELD_MAIL = ("550 5.7.10",)
-HELD_BAD = ("550 5.7.10", "501 5.5.4")  # a MAIL line tlsguard cannot vouch for gets 501
+HELD_BAD = ("550 5.7.10", "451 4.5.4")  # a MAIL line tlsguard cannot vouch for waits: 451
+HELD_UNREAD = ("451 4.5.4",)
 
 
 def errname(e):
@@ -521,14 +522,34 @@ def c_bdat_no_chunking_host(cx):
 
 
 def c_long_lines(cx):
+    """A MAIL line is judged by its address: a long line (parameters) or a long address is
+    the sender it names, held when guaranteed, delivered when not. An address that ends past
+    2048 bytes (what Postfix smtpd reads of a line) cannot be judged: held with 451 4.5.4 (the
+    mail waits), never passed, never refused for good."""
     s = fresh(cx, tag="long-mail")
     line = b"MAIL FROM:<alice@example.org> X-PAD=" + b"x" * 1100 + CRLF
-    held(cx, s, line, "guaranteed MAIL line of %d bytes" % len(line), codes=HELD_BAD)
+    held(cx, s, line, "guaranteed MAIL line of %d bytes" % len(line))
     s = fresh(cx, tag="long-mail-pieces")
-    held(cx, s, line, "same, in writes of 100 bytes", pieces=[100], codes=HELD_BAD)
+    held(cx, s, line, "same, in writes of 100 bytes", pieces=[100])
+    s = fresh(cx, tag="long-mail-4k")
+    line4 = b"MAIL FROM:<carol@guarded.example> X-PAD=" + b"x" * 4500 + CRLF
+    held(cx, s, line4, "guaranteed MAIL line of %d bytes, in writes of 700" % len(line4), pieces=[700])
     s = fresh(cx, tag="long-mail-2k-ext")
     line2 = b"MAIL FROM:<" + b"a" * 300 + b"@guarded.example>\r\n"
-    held(cx, s, line2, "guaranteed address of 317 bytes (> 256)", codes=HELD_BAD)
+    held(cx, s, line2, "guaranteed address of 317 bytes (> 256)")
+    s = fresh(cx, tag="long-mail-unread")
+    line3 = b"MAIL FROM:<" + b"a" * 2100 + b"@example.org>\r\n"
+    held(cx, s, line3, "address ending past byte 2048 (%d bytes)" % (len(line3) - 2), codes=HELD_UNREAD)
+    s = fresh(cx, tag="long-bob")
+    deliver(cx, s, mail="MAIL FROM:<bob@example.org> X-PAD=" + "x" * 1100,
+            what="bob with a MAIL line of 1138 bytes")
+    s = fresh(cx, tag="long-bob-addr")
+    deliver(cx, s, sender="b" * 300 + "@example.org", what="an address of 312 bytes, not guaranteed")
+    s = fresh(cx, tag="long-bob-pieces")
+    bob4 = b"MAIL FROM:<bob@example.org> X-PAD=" + b"y" * 4500
+    if s.write(bob4 + CRLF, pieces=[700]):
+        if s.expect("bob with a MAIL line of %d bytes, in writes of 700" % (len(bob4) + 2), s.reply(), 250):
+            finish_delivery(cx, s, OTHER, "bob with a MAIL line of %d bytes" % (len(bob4) + 2))
     s = fresh(cx, tag="long-noop")
     noop = b"NOOP " + b"y" * 1500
     r = s.cmd(noop)
@@ -539,9 +560,6 @@ def c_long_lines(cx):
     if s.expect("unknown verb line of %d bytes (must pass)" % (len(long_unknown) + 2), s.cmd(long_unknown), 502):
         cx.chunks.append({"host": s.host, "local": s.local, "line": long_unknown.decode()})
     deliver(cx, s, what="bob with a 1500-byte header line", body=["X-Long: " + "h" * 1500])
-    s = fresh(cx, tag="long-mail-bob")
-    r = s.cmd(b"MAIL FROM:<bob@example.org> X-PAD=" + b"x" * 1100)
-    cx.note_info("non-guaranteed MAIL line of 1138 bytes: %s" % s.describe(r))
 
 
 GARBAGE_SEED = 7
@@ -556,7 +574,7 @@ def garbage(n):
 def garbage_then_held(cx, tag, blob, what):
     """Garbage lines, then a guaranteed MAIL. A garbage line with control bytes where a verb
     could be is one tlsguard cannot vouch for: it may be answered by the host (500/502), held
-    by tlsguard (501 5.5.4, then tlsguard answers the session), or the connection cut before
+    by tlsguard (451 4.5.4, then tlsguard answers the session), or the connection cut before
     any byte of it leaves. Whichever: the guaranteed MAIL after it never reaches the MX."""
     s = cx.session(tag=tag)
     s.write(blob)
@@ -566,10 +584,10 @@ def garbage_then_held(cx, tag, blob, what):
         if r is None:
             cx.note_info("%s: cut at garbage line %d (%s)" % (what, i + 1, s.describe(r)))
             return
-        if r[0] == 501:
+        if r[0] == 451:
             by_host = False
-        elif not (by_host and r[0] in (500, 502)) and not (not by_host and r[0] in (501, 502, 503)):
-            s.expect("reply to garbage line %d" % (i + 1), r, 502, 500, 501)
+        elif not (by_host and r[0] in (500, 502)) and not (not by_host and r[0] in (451, 502, 503)):
+            s.expect("reply to garbage line %d" % (i + 1), r, 502, 500, 451)
     if by_host:
         s.ehlo()
     cx.note_info("%s: garbage answered by %s" % (what, "the host" if by_host else "tlsguard (held)"))
@@ -622,6 +640,11 @@ def c_data_body_tracking(cx):
     s = fresh(cx, tag="body")
     deliver(cx, s, what="bob whose body has MAIL FROM lines",
             body=["MAIL FROM:<alice@example.org>", "mail from:<carol@guarded.example>", "..MAIL FROM:<a@x>"])
+    # A dot after a bare CR is text to every server: the message is delivered whole, and
+    # the MAIL line after it is body text (not a command of a guaranteed sender).
+    s = fresh(cx, tag="body-bare-cr-dot")
+    deliver(cx, s, what="bob whose body has \\r.\\r\\n then MAIL FROM of a guaranteed sender",
+            body=[b"text\r.", "MAIL FROM:<alice@example.org>", "RCPT TO:<g-x@dest.example>"])
     held(cx, s, b"MAIL FROM:<alice@example.org>\r\n", "guaranteed MAIL after that message")
     s = fresh(cx, tag="body-end-pipelined")
     rcpt = "n-%s-%d@dest.example" % (cx.case, cx.seq())
