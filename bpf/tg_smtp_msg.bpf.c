@@ -335,8 +335,12 @@ static __always_inline int tg_divert(struct sk_msg_md *msg, struct tg_flow *f,
 	struct tg_slot *slot;
 	__u32 idx;
 
-	if (f->cmds != f->replies) {
-		/* The host still owes replies: ours would come out of order. */
+	if (f->cmds != f->replies || f->reply.line_len ||
+	    !f->reply.new_reply) {
+		/*
+		 * The host still owes replies, or has sent part of one: ours
+		 * would come out of order, or be read as the end of its.
+		 */
 		TG_STAT_INC(no_slot);
 		tg_fail_flow_as(f, why, TG_FAIL_PENDING);
 		return SK_DROP;

@@ -74,7 +74,7 @@ HOSTILE = {  # key -> address; the hosts themselves are made in hostile_hosts()
     "sh-replay12": "127.0.0.128", "sh-replay13": "127.0.0.129", "big-tls10": "127.0.0.130",
     "tls10": "127.0.0.131", "big-refuse": "127.0.0.132", "big-desync": "127.0.0.133",
     "unwrap13": "127.0.0.134", "chunking": "127.0.0.135", "hreq10": "127.0.0.136",
-    "data330": "127.0.0.137",
+    "data330": "127.0.0.137", "presend-part": "127.0.0.138", "presend-all": "127.0.0.139",
 }
 # A TLS handshake message of type HelloRequest (0), empty: an on-path host
 # puts it in front of an honest TLS 1.0 server's first flight.
@@ -892,6 +892,29 @@ def c_hostile_reply_desync(cx):
         held(cx, s, b"MAIL FROM:<alice@example.org>\r\n", "guaranteed MAIL on the same connection")
 
 
+def presend(cx, key):
+    """Bob's message, then (the host sends replies unasked, ahead of the next transaction) a
+    guaranteed MAIL pipelined with RCPT and DATA on the same connection, as Postfix writes them
+    on a reused connection; then bob's message again on a new connection."""
+    s = cx.session(key, tag=key)
+    s.ehlo()
+    if not deliver(cx, s, what="bob's message before the host's unasked replies"):
+        return
+    time.sleep(0.5)  # the unasked bytes come 0.1 s after the reply to the end of data
+    held(cx, s, b"MAIL FROM:<alice@example.org>\r\n", "guaranteed MAIL behind replies sent unasked",
+         pipelined=True)
+    s.close()
+    deliver(cx, fresh(cx, key, tag=key + "-again"), what="bob's message on a new connection")
+
+
+def c_hostile_presend_partial(cx):
+    presend(cx, "presend-part")
+
+
+def c_hostile_presend_replies(cx):
+    presend(cx, "presend-all")
+
+
 def c_hostile_tls_then_plaintext(cx):
     """Real TLS 1.3, then the client ends TLS (close_notify) and goes on in plaintext."""
     s = cx.session("unwrap13", tag="unwrap")
@@ -1148,6 +1171,13 @@ def hostile_hosts():
                              replies={"DATA": ["330 3.0.0 go on"]}),
         "unwrap13": HostileMX(HOSTILE["unwrap13"], ehlo=["250-hostile.test", "250 STARTTLS"], starttls="tls",
                               tls=TLSOptions(version="1.3"), unwrap=True),
+        # The start of a reply, sent unasked: the MTA would read it with the agent's 550 as
+        # "250 2.1.0 Ok550 5.7.10 ...", a 250 to the held MAIL.
+        "presend-part": HostileMX(HOSTILE["presend-part"], presend=b"250 2.1.0 Ok"),
+        # The replies of a whole transaction, sent unasked: a reused connection's next MAIL,
+        # RCPT, DATA and body would be answered by them.
+        "presend-all": HostileMX(HOSTILE["presend-all"],
+                                 presend=b"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go on\r\n250 2.0.0 Ok: queued\r\n"),
         "chunking": HostileMX(HOSTILE["chunking"], ehlo=["250-hostile.test", "250-PIPELINING", "250-CHUNKING",
                                                          "250 8BITMIME"], chunking=True),
     }
@@ -1246,6 +1276,10 @@ def cases():
           note="EHLO reply in one segment whose final line starts at byte 4096; the host answers "
                "bob's end of data with 354"),
         C("hostile_tls_then_plaintext", ["unwrap13"], want_flow(["plain", "tls-failed", "tls"])),
+        C("hostile_presend_partial", ["presend-part"],
+          note="the host sends the start of a reply unasked after a message: the flow fails at once"),
+        C("hostile_presend_replies", ["presend-all"],
+          note="the host sends the replies of a whole transaction unasked after a message"),
     ]
 
 

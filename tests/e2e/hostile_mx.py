@@ -33,6 +33,9 @@ bytes of an envelope reached it.
   read by count and recorded as one ``chunk`` event (never as lines).
   Without it BDAT gets ``502`` and whatever follows is read as lines, as a
   host that does not know BDAT does.
+* ``presend`` (bytes): sent unasked 0.1 s after the reply to the end of
+  each DATA body, as a host that answers the next transaction before it
+  comes (replies queued ahead on a reused connection, or part of one).
 * ``replies`` (dict): scripted replies that replace the normal ones, each a
   list used in order (then the normal reply): keys ``RCPT``, ``DATA``,
   ``DOT`` (the reply to the end of a DATA body), ``RSET``, ``MAIL``.
@@ -60,7 +63,8 @@ class HostileMX:
 
     def __init__(self, host, port=25, name=None, pre_greeting=b"", greeting=b"220 hostile.test ESMTP\r\n",
                  ehlo=None, ehlo_split=None, ehlo_cuts=(), ehlo_gap=0.001, starttls="absent", flight=b"",
-                 flight_after=b"", tls=None, unwrap=False, chunking=False, replies=None, tls_prefix=b""):
+                 flight_after=b"", tls=None, unwrap=False, chunking=False, replies=None, tls_prefix=b"",
+                 presend=b""):
         if starttls not in ("absent", "refuse", "raw", "tls"):
             raise ValueError("starttls: absent, refuse, raw or tls, not %r" % (starttls,))
         self.host, self.port = host, port
@@ -71,6 +75,7 @@ class HostileMX:
         self.starttls, self.flight, self.flight_after = starttls, flight, flight_after
         self.tls, self.unwrap, self.chunking = tls, unwrap, chunking
         self.tls_prefix = tls_prefix
+        self.presend = presend
         self.replies = {k: list(v) for k, v in (replies or {}).items()}
         self._ctx = None
         self._conns, self._socks, self._threads = [], {}, []
@@ -301,6 +306,10 @@ class _Session:
                             break
                     self.reply("DOT", "250 2.0.0 Ok: queued as HOSTILE%d" % self.conn.id)
                     mail = False
+                    if self.mx.presend:
+                        time.sleep(0.1)
+                        self.conn._add("reply", "(unasked) %r" % self.mx.presend)
+                        self.sock.sendall(self.mx.presend)
             elif verb == "BDAT" and self.mx.chunking:
                 parts = arg.split()
                 if not parts or not parts[0].isdigit():
