@@ -132,6 +132,32 @@ const volatile __u32 tg_audit_on = 0;
 extern const volatile __u32 tg_audit_on;
 #endif
 
+/*
+ * Set by the agent before load: the guarded ports; the first tg_ntls of
+ * them speak TLS from the start (SMTPS, RFC 8314).
+ */
+#ifdef TG_DEFINE_MAPS
+const volatile __u16 tg_ports[TG_PORTS_MAX] = { 25 };
+const volatile __u32 tg_nports = 1;
+const volatile __u32 tg_ntls = 0;
+#else
+extern const volatile __u16 tg_ports[TG_PORTS_MAX];
+extern const volatile __u32 tg_nports;
+extern const volatile __u32 tg_ntls;
+#endif
+
+/* 0: not guarded, 1: SMTP, 2: implicit TLS (port in host order) */
+static __always_inline int tg_port_kind(__u16 port)
+{
+	for (int i = 0; i < TG_PORTS_MAX; i++) {
+		if (i >= tg_nports)
+			break;
+		if (tg_ports[i] == port)
+			return i < tg_ntls ? 2 : 1;
+	}
+	return 0;
+}
+
 #define TG_STAT_INC(field)						\
 	do {								\
 		__u32 zero__ = 0;					\

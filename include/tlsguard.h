@@ -196,6 +196,7 @@ struct tg_stats {
 	__u64 msg_dropped;	/* writes dropped by tg_smtp_msg */
 	__u64 skb_dropped;	/* segments dropped by tg_reply_skb */
 	__u64 failed[TG_FAIL_MAX];	/* flows failed closed, by enum tg_fail */
+	__u64 fastopen_refused;	/* connects with TCP Fast Open refused */
 };
 
 /* Key of tg_ssl: a TLS session object of one process. */

@@ -75,7 +75,13 @@ HOSTILE = {  # key -> address; the hosts themselves are made in hostile_hosts()
     "tls10": "127.0.0.131", "big-refuse": "127.0.0.132", "big-desync": "127.0.0.133",
     "unwrap13": "127.0.0.134", "chunking": "127.0.0.135", "hreq10": "127.0.0.136",
     "data330": "127.0.0.137", "presend-part": "127.0.0.138", "presend-all": "127.0.0.139",
+    "tfo": "127.0.0.140",
 }
+# TCP Fast Open on loopback for the "tfo" MX and the clients: client (1), server (2), client
+# data without a cookie (4), server data without a cookie (0x200), every listener (0x400).
+TFO_SYSCTL = "/proc/sys/net/ipv4/tcp_fastopen"
+TFO_ON = 0x607
+TCP_FASTOPEN_CONNECT = getattr(socket, "TCP_FASTOPEN_CONNECT", 30)
 # A TLS handshake message of type HelloRequest (0), empty: an on-path host
 # puts it in front of an honest TLS 1.0 server's first flight.
 HELLO_REQUEST = bytes.fromhex("160301000400000000")
@@ -915,6 +921,65 @@ def c_hostile_presend_replies(cx):
     presend(cx, "presend-all")
 
 
+def c_preagent_connection(cx):
+    """A connection made (greeting, EHLO) before tlsguardd guards the cgroup; then, once it
+    does, a guaranteed MAIL on it, as Postfix would on a cached connection."""
+    s = cx.session("plain", tag="preagent")
+    s.ehlo()
+    cx.pause(s, "start-agent")  # the runner starts tlsguardd here
+    held(cx, s, b"MAIL FROM:<alice@example.org>\r\n", "guaranteed MAIL on a connection older than the agent",
+         pipelined=True)
+    s.close()
+    deliver(cx, fresh(cx, "plain", tag="after-agent"), what="bob's message on a new connection")
+
+
+def tfo(cx, how):
+    """Fast Open to the "tfo" MX, the SMTP lines in the SYN: refused at connect, or never read."""
+    host = HOSTILE["tfo"]
+    data = b"EHLO tfo.client.test\r\nMAIL FROM:<alice@example.org>\r\nRCPT TO:<%s>\r\n" % cx.g_rcpt().encode()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.settimeout(5)
+    cx.sessions.append({"host": host, "local": None, "tag": "tfo-" + how})
+    try:
+        if how == "sendto":
+            sock.sendto(data, socket.MSG_FASTOPEN, (host, 25))
+        else:
+            sock.setsockopt(socket.IPPROTO_TCP, TCP_FASTOPEN_CONNECT, 1)
+            sock.connect((host, 25))
+            sock.send(data)
+    except OSError as e:
+        cx.trace.append("tfo-%s: refused with %s" % (how, errname(e)))
+        cx.outcomes.append("Fast Open (%s): refused with %s" % (how, errname(e)))
+        sock.close()
+        return
+    local = sock.getsockname()[1]
+    cx.sessions[-1]["local"] = local
+    got = b""
+    try:
+        while got.count(b"\n") < 4:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            got += chunk
+    except OSError as e:
+        got += ("(%s)" % errname(e)).encode()
+    cx.trace.append("tfo-%s:%d S: %s" % (how, local, short(got, 200)))
+    cx.outcomes.append("Fast Open (%s): connected, the host answered %s" % (how, short(got, 80)))
+    sock.close()
+
+
+def c_tfo_sendto(cx):
+    tfo(cx, "sendto")
+    s = fresh(cx, "tfo", tag="tfo-plain")
+    held(cx, s, b"MAIL FROM:<alice@example.org>\r\n", "guaranteed MAIL on an ordinary connection")
+    deliver(cx, fresh(cx, "tfo", tag="tfo-bob"), what="bob's message without Fast Open")
+
+
+def c_tfo_connect(cx):
+    tfo(cx, "connect")
+    deliver(cx, fresh(cx, "tfo", tag="tfo-bob"), what="bob's message without Fast Open")
+
+
 def c_hostile_tls_then_plaintext(cx):
     """Real TLS 1.3, then the client ends TLS (close_notify) and goes on in plaintext."""
     s = cx.session("unwrap13", tag="unwrap")
@@ -1034,7 +1099,7 @@ def weak(tls):
 def mx_check(case, res, hosts):
     """Problems on the MX side, and a printable record of what each connection received."""
     problems, record = [], []
-    ports = {(x["host"], x["local"]) for x in res["sessions"]}
+    ports = {(x["host"], x["local"]) for x in res["sessions"] if x["local"] is not None}
     conns = []
     for host, mx in hosts.items():
         for c in mx.connections():
@@ -1189,8 +1254,16 @@ def hostile_hosts():
 
 
 class Case:
-    def __init__(self, name, hosts, pause_check=None, log_check=None, note=None):
+    def __init__(self, name, hosts, pause_check=None, log_check=None, note=None, before_agent=False):
         self.name, self.hosts, self.pause_check, self.log_check, self.note = name, hosts, pause_check, log_check, note
+        self.before_agent = before_agent  # runs first; its pause starts tlsguardd
+
+
+def start_agent(daemon, tag, addr, local):
+    """A pause check: tlsguardd starts now (it was not running)."""
+    if daemon.proc is None:
+        daemon.start()
+    return [], ["tlsguardd started at %s" % tag]
 
 
 def flows_row(daemon, addr):
@@ -1276,6 +1349,10 @@ def cases():
           note="EHLO reply in one segment whose final line starts at byte 4096; the host answers "
                "bob's end of data with 354"),
         C("hostile_tls_then_plaintext", ["unwrap13"], want_flow(["plain", "tls-failed", "tls"])),
+        C("preagent_connection", plain, start_agent, before_agent=True,
+          note="a connection the MTA made before tlsguardd attached: destroyed when it does"),
+        C("tfo_sendto", ["tfo"], note="sendto(MSG_FASTOPEN) with EHLO and a guaranteed MAIL in the SYN"),
+        C("tfo_connect", ["tfo"], note="TCP_FASTOPEN_CONNECT, then the same lines in the first write"),
         C("hostile_presend_partial", ["presend-part"],
           note="the host sends the start of a reply unasked after a message: the flow fails at once"),
         C("hostile_presend_replies", ["presend-all"],
@@ -1428,6 +1505,14 @@ def main(argv=None):
             hosts = {}
             hosts["plain"] = TestMX(PLAIN_MX, 25, name="plain").start()
             suite.push(hosts["plain"].stop)
+            if any(c.hosts == ["tfo"] for c in all_cases):
+                with open(TFO_SYSCTL) as f:
+                    tfo_was = f.read().strip()
+                suite.push(lambda: open(TFO_SYSCTL, "w").write(tfo_was + "\n"))
+                with open(TFO_SYSCTL, "w") as f:
+                    f.write("%d\n" % TFO_ON)
+                hosts["tfo"] = TestMX(HOSTILE["tfo"], 25, name="tfo").start()
+                suite.push(hosts["tfo"].stop)
             for key, h in hostile_hosts().items():
                 hosts[key] = h.start()
                 suite.push(h.stop)
@@ -1439,11 +1524,14 @@ def main(argv=None):
                             os.path.join(tmp, "tlsguardd.sock"), log_path)
             daemon.argv += ["-v", "--audit", os.path.join(tmp, "audit.jsonl")]
             suite.push_daemon(daemon)
-            daemon.start()
+            for case in [c for c in all_cases if c.before_agent]:
+                run_case(case, cgroup, daemon, hosts, log_path, args.verbose, report)
+            if daemon.proc is None:
+                daemon.start()
         except (RuntimeError, OSError, ValueError) as e:
             report("setup", [str(e)])
         else:
-            for case in all_cases:
+            for case in [c for c in all_cases if not c.before_agent]:
                 if daemon.proc.poll() is not None:
                     report(case.name, ["tlsguardd is gone (exit %s)%s" % (daemon.proc.returncode,
                                                                            daemon.log_tail())])
