@@ -111,6 +111,14 @@ TG_MAP(struct {
 	__type(value, __s32);
 }, tg_ssl_fd);
 
+/* What each thread may write on a judged TLS flow (tg_tls_out()). */
+TG_MAP(struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct tg_write_lic);
+}, tg_ssl_writes);
+
 /* SSL_read calls between entry and return. */
 TG_MAP(struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);

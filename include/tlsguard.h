@@ -206,6 +206,24 @@ struct tg_ssl_key {
 	__u32 pad;
 };
 
+/*
+ * Value of tg_ssl_writes, keyed by pid_tgid: the writes of TLS records a
+ * thread may still make on a flow that the uprobes judge, because a
+ * probed write function was given their plaintext (one record holds at
+ * most TG_TLS_PLAIN_MAX bytes of it; a library writes each record, or a
+ * few together, with one system call). Granted at the call's entry,
+ * used up by tg_smtp_msg, void after TG_LICENCE_NS.
+ */
+#define TG_TLS_PLAIN_MAX 16384
+#define TG_LICENCE_MAX	65536
+#define TG_LICENCE_NS	(2ULL * 1000000000ULL)
+struct tg_write_lic {
+	__u64 cookie;		/* the flow */
+	__u64 until_ns;		/* bpf_ktime_get_ns() it is void after */
+	__u32 left;		/* writes that carry application data */
+	__u32 pad;
+};
+
 /* Value of tg_ssl_read: an SSL_read in progress, keyed by pid_tgid. */
 struct tg_ssl_read {
 	__u64 ssl;

@@ -824,6 +824,90 @@ def weak_session(cx, key, tag):
     return s
 
 
+class BioSsl:
+    """OpenSSL through ctypes: a TLS 1.0 session on a socket (SSL_set_fd, SSL_connect: the uprobes
+    tie it), written either with SSL_write or through an SSL BIO (BIO_f_ssl), whose BIO_write
+    goes to the record layer without calling any function tlsguard probes."""
+
+    def __init__(self, fd):
+        import ctypes
+        c = ctypes
+        L = self.lib = c.CDLL("libssl.so.3", use_errno=True)
+        for name, res, args in (
+                ("TLS_client_method", c.c_void_p, []), ("SSL_CTX_new", c.c_void_p, [c.c_void_p]),
+                ("SSL_CTX_ctrl", c.c_long, [c.c_void_p, c.c_int, c.c_long, c.c_void_p]),
+                ("SSL_CTX_set_cipher_list", c.c_int, [c.c_void_p, c.c_char_p]),
+                ("SSL_new", c.c_void_p, [c.c_void_p]), ("SSL_set_fd", c.c_int, [c.c_void_p, c.c_int]),
+                ("SSL_connect", c.c_int, [c.c_void_p]),
+                ("SSL_write", c.c_int, [c.c_void_p, c.c_char_p, c.c_int]),
+                ("SSL_read", c.c_int, [c.c_void_p, c.c_void_p, c.c_int]),
+                ("BIO_f_ssl", c.c_void_p, []), ("BIO_new", c.c_void_p, [c.c_void_p]),
+                ("BIO_ctrl", c.c_long, [c.c_void_p, c.c_int, c.c_long, c.c_void_p]),
+                ("BIO_write", c.c_int, [c.c_void_p, c.c_char_p, c.c_int])):
+            getattr(L, name).restype = res
+            getattr(L, name).argtypes = args
+        self.ctx = L.SSL_CTX_new(L.TLS_client_method())
+        L.SSL_CTX_ctrl(self.ctx, 123, 0x301, None)  # SSL_CTRL_SET_MIN_PROTO_VERSION, TLS1_VERSION
+        L.SSL_CTX_ctrl(self.ctx, 124, 0x301, None)  # ..._MAX_...
+        L.SSL_CTX_set_cipher_list(self.ctx, b"ALL:@SECLEVEL=0")
+        self.ssl = L.SSL_new(self.ctx)
+        L.SSL_set_fd(self.ssl, fd)
+        self.ok = L.SSL_connect(self.ssl) == 1
+        self.bio = L.BIO_new(L.BIO_f_ssl())
+        L.BIO_ctrl(self.bio, 109, 0, self.ssl)  # BIO_set_ssl(bio, ssl, BIO_NOCLOSE)
+        self.buf = b""
+
+    def write(self, data, via_bio=False):
+        if via_bio:
+            return self.lib.BIO_write(self.bio, data, len(data)) == len(data)
+        return self.lib.SSL_write(self.ssl, data, len(data)) == len(data)
+
+    def reply(self):
+        """(code, last line) of one reply, or None."""
+        import ctypes
+        b = ctypes.create_string_buffer(4096)
+        while True:
+            while b"\n" in self.buf:
+                line, self.buf = self.buf.split(b"\n", 1)
+                line = line.rstrip(b"\r").decode("utf-8", "replace")
+                if len(line) >= 4 and line[:3].isdigit() and line[3] != "-":
+                    return int(line[:3]), line
+            n = self.lib.SSL_read(self.ssl, b, len(b))
+            if n <= 0:
+                return None
+            self.buf += b.raw[:n]
+
+
+def c_unprobed_tls_write(cx):
+    """A TLS 1.0 session the uprobes tie (SSL_set_fd), EHLO through SSL_write, then a guaranteed
+    MAIL written through an SSL BIO, which no probed function sees; then bob's message over TLS
+    1.0 on a new session, through SSL_write."""
+    s = cx.session("tls10", tag="bio")
+    s.ehlo()
+    if not s.expect("STARTTLS", s.cmd("STARTTLS"), 220):
+        return
+    s.sock.setblocking(True)  # OpenSSL reads and writes the descriptor itself
+    t = BioSsl(s.sock.fileno())
+    if not t.ok:
+        cx.problem("TLS 1.0 handshake through ctypes failed")
+        return
+    s.note("TLS 1.0 through ctypes: EHLO by SSL_write")
+    if not (t.write(b"EHLO bio.client.test\r\n") and (t.reply() or (0,))[0] == 250):
+        cx.problem("EHLO inside TLS 1.0 (SSL_write) not answered 250")
+        return
+    ok = t.write(b"MAIL FROM:<alice@example.org>\r\nRCPT TO:<%s>\r\n" % cx.g_rcpt().encode(), via_bio=True)
+    r = t.reply() if ok else None
+    if r is None:
+        cx.outcomes.append("guaranteed MAIL through an SSL BIO: cut (%s)" % ("read failed" if ok else "write failed"))
+    else:
+        cx.problem("guaranteed MAIL through an SSL BIO: answered %r by the host" % r[1][:80])
+    s.close()
+    w = weak_session(cx, "tls10", "bio-bob")
+    if w is not None:
+        w.expect("EHLO inside TLS", w.cmd("EHLO bob.client.test"), 250)
+        deliver(cx, w, what="bob's message over TLS 1.0 (SSL_write)")
+
+
 def h_weak(cx, key):
     s = weak_session(cx, key, key)
     if s is None:
@@ -1349,6 +1433,7 @@ def cases():
           note="EHLO reply in one segment whose final line starts at byte 4096; the host answers "
                "bob's end of data with 354"),
         C("hostile_tls_then_plaintext", ["unwrap13"], want_flow(["plain", "tls-failed", "tls"])),
+        C("unprobed_tls_write", ["tls10"], note="a write the uprobes do not see, on a weak session they tied"),
         C("preagent_connection", plain, start_agent, before_agent=True,
           note="a connection the MTA made before tlsguardd attached: destroyed when it does"),
         C("tfo_sendto", ["tfo"], note="sendto(MSG_FASTOPEN) with EHLO and a guaranteed MAIL in the SYN"),
