@@ -199,7 +199,14 @@ static long tg_kill_unseen_family(struct tg_kill *k, int flows_fd,
 				break;
 			}
 			if (h->nlmsg_type == NLMSG_ERROR) {
-				killed = -EPROTO;
+				struct nlmsgerr *e = NLMSG_DATA(h);
+
+				/* no IPv6 in this kernel: no IPv6 sockets */
+				if (family == AF_INET6 &&
+				    (e->error == -ENOENT ||
+				     e->error == -EAFNOSUPPORT))
+					goto out;
+				killed = e->error < 0 ? e->error : -EPROTO;
 				goto out;
 			}
 			dport = ntohs(m->id.idiag_dport);
