@@ -20,7 +20,8 @@
  *	So does a reply that begins when no command awaits one (a host that
  *	sends replies ahead, partial lines included): the MTA would read it
  *	as the answer to its next command, and were that a held MAIL, take
- *	the host's words for the agent's. Such bytes never reach the MTA.
+ *	the host's words for the agent's. The segment that carries such
+ *	bytes is dropped whole: none of it reaches the MTA.
  *
  *	In the handshake, the server's first flight goes through
  *	tg_tls_feed(): a well-formed ServerHello gives the negotiated version

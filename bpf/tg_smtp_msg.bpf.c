@@ -339,7 +339,8 @@ static __always_inline int tg_divert(struct sk_msg_md *msg, struct tg_flow *f,
 	    !f->reply.new_reply) {
 		/*
 		 * The host still owes replies, or has sent part of one: ours
-		 * would come out of order, or be read as the end of its.
+		 * would come out of order, or be read as the end of the
+		 * host's.
 		 */
 		TG_STAT_INC(no_slot);
 		tg_fail_flow_as(f, why, TG_FAIL_PENDING);
