@@ -110,9 +110,9 @@ def short(b, n=90):
 class Session:
     """One raw SMTP connection; every write and reply goes into the case's trace."""
 
-    def __init__(self, cx, host, tag):
+    def __init__(self, cx, host, tag, sock=None):
         self.cx, self.host, self.tag = cx, host, tag
-        self.sock = socket.create_connection((host, 25), timeout=5)
+        self.sock = sock or socket.create_connection((host, 25), timeout=5)
         self.local = self.sock.getsockname()[1]
         self.buf = b""
         self.cut = None  # how the connection was cut, if it was
@@ -1052,8 +1052,34 @@ def tfo(cx, how):
     sock.close()
 
 
+def tfo_empty(cx):
+    """Fast Open with no data (as Exim opens every connection: sendto(MSG_FASTOPEN |
+    MSG_DONTWAIT) of nothing): it connects, and the connection is guarded like any other."""
+    host = HOSTILE["tfo"]
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.sendto(b"", socket.MSG_FASTOPEN | socket.MSG_DONTWAIT, (host, 25))
+    except BlockingIOError:
+        pass  # EINPROGRESS: no cookie yet, the handshake goes on
+    except OSError as e:
+        cx.problem("Fast Open without data refused: %s" % errname(e))
+        sock.close()
+        return
+    if not select.select([], [sock], [], 5)[1] or sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+        cx.problem("Fast Open without data: no connection")
+        sock.close()
+        return
+    sock.settimeout(5)
+    s = Session(cx, host, "tfo-empty", sock=sock)
+    s.greet()
+    s.ehlo()
+    held(cx, s, b"MAIL FROM:<alice@example.org>\r\n", "guaranteed MAIL after Fast Open without data",
+         pipelined=True)
+
+
 def c_tfo_sendto(cx):
     tfo(cx, "sendto")
+    tfo_empty(cx)
     s = fresh(cx, "tfo", tag="tfo-plain")
     held(cx, s, b"MAIL FROM:<alice@example.org>\r\n", "guaranteed MAIL on an ordinary connection")
     deliver(cx, fresh(cx, "tfo", tag="tfo-bob"), what="bob's message without Fast Open")
@@ -1436,7 +1462,8 @@ def cases():
         C("unprobed_tls_write", ["tls10"], note="a write the uprobes do not see, on a weak session they tied"),
         C("preagent_connection", plain, start_agent, before_agent=True,
           note="a connection the MTA made before tlsguardd attached: destroyed when it does"),
-        C("tfo_sendto", ["tfo"], note="sendto(MSG_FASTOPEN) with EHLO and a guaranteed MAIL in the SYN"),
+        C("tfo_sendto", ["tfo"], note="sendto(MSG_FASTOPEN) with EHLO and a guaranteed MAIL in the SYN; then "
+                                      "with no data, as Exim connects"),
         C("tfo_connect", ["tfo"], note="TCP_FASTOPEN_CONNECT, then the same lines in the first write"),
         C("hostile_presend_partial", ["presend-part"],
           note="the host sends the start of a reply unasked after a message: the flow fails at once"),
