@@ -336,11 +336,11 @@ static __always_inline int tg_divert(struct sk_msg_md *msg, struct tg_flow *f,
 	__u32 idx;
 
 	if (f->cmds != f->replies || f->reply.line_len ||
-	    !f->reply.new_reply) {
+	    !f->reply.new_reply || f->plain_again) {
 		/*
-		 * The host still owes replies, or has sent part of one: ours
-		 * would come out of order, or be read as the end of the
-		 * host's.
+		 * The host still owes replies, or has sent part of one, or
+		 * bytes the MTA may not have read (plain_again): ours would
+		 * come out of order, or be read as the end of the host's.
 		 */
 		TG_STAT_INC(no_slot);
 		tg_fail_flow_as(f, why, TG_FAIL_PENDING);
@@ -632,7 +632,14 @@ static __always_inline int tg_handshake(struct sk_msg_md *msg,
 		return SK_PASS;
 	}
 	if (r == 1) {
-		/* Plaintext from here on: a fresh line, judged as such. */
+		/*
+		 * Plaintext from here on: a fresh line, judged as such. What
+		 * the host sent since STARTTLS was not counted as replies, and
+		 * the client's TLS library may have left some of it unread:
+		 * the agent's replies could not be known to come first, so
+		 * this flow is never diverted (tg_divert() fails it).
+		 */
+		f->plain_again = 1;
 		f->state = TG_FS_PLAIN;
 		tg_cmd_init(&f->cmd);
 		tg_reply_init(&f->reply);

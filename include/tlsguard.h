@@ -135,7 +135,8 @@ struct tg_flow {
 	__u16 tls_version;	/* from the ServerHello, 0 if none */
 	__u16 tls_cipher;
 	__u8 tls_alert;		/* alert that ended the handshake */
-	__u8 pad3[3];
+	__u8 plain_again;	/* plaintext again after a handshake began */
+	__u8 pad3[2];
 	struct tg_tls tls;	/* the server's first TLS flight */
 	struct tg_tls_client tlsc;	/* record framing of the client */
 	struct tg_inner inner;	/* SMTP inside TLS (uprobes) */

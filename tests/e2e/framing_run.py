@@ -75,7 +75,7 @@ HOSTILE = {  # key -> address; the hosts themselves are made in hostile_hosts()
     "tls10": "127.0.0.131", "big-refuse": "127.0.0.132", "big-desync": "127.0.0.133",
     "unwrap13": "127.0.0.134", "chunking": "127.0.0.135", "hreq10": "127.0.0.136",
     "data330": "127.0.0.137", "presend-part": "127.0.0.138", "presend-all": "127.0.0.139",
-    "tfo": "127.0.0.140",
+    "tfo": "127.0.0.140", "tls-leftover": "127.0.0.142",
 }
 # TCP Fast Open on loopback for the "tfo" MX and the clients: client (1), server (2), client
 # data without a cookie (4), server data without a cookie (0x200), every listener (0x400).
@@ -787,6 +787,26 @@ def h_serverhello(cx, key):
     held(cx, s, b"MAIL FROM:<alice@example.org>\r\n", "guaranteed MAIL in plaintext after the failed handshake")
 
 
+def c_hostile_tls_leftover(cx):
+    """STARTTLS accepted, then a fatal alert (the client's handshake fails) and, a moment later,
+    the replies of a whole transaction in plaintext, which the client's TLS library never reads;
+    the client goes on in plaintext on the same connection: EHLO, then a guaranteed MAIL."""
+    s = cx.session("tls-leftover", tag="leftover")
+    s.ehlo()
+    if not s.expect("STARTTLS", s.cmd("STARTTLS"), 220):
+        return
+    ok, text = bio_handshake(s, client_ctx())
+    if ok:
+        cx.problem("the client's handshake did not fail: %s" % text)
+        return
+    cx.outcomes.append("client handshake failed: %s" % text)
+    time.sleep(0.3)  # the host's bytes after the alert are queued, unread
+    s.expect("EHLO in plaintext after the failed handshake", s.cmd("EHLO after-tls.client.test"), 250)
+    time.sleep(0.3)  # the host's own reply to that EHLO arrives (and is counted) meanwhile
+    held(cx, s, b"MAIL FROM:<alice@example.org>\r\n", "guaranteed MAIL behind bytes the TLS library left unread",
+         pipelined=True)
+
+
 def c_hostile_serverhello_bad_ext(cx):
     h_serverhello(cx, "sh-badext")
 
@@ -1356,6 +1376,10 @@ def hostile_hosts():
         "chunking": HostileMX(HOSTILE["chunking"], ehlo=["250-hostile.test", "250-PIPELINING", "250-CHUNKING",
                                                          "250 8BITMIME"], chunking=True),
     }
+    h["tls-leftover"] = HostileMX(HOSTILE["tls-leftover"], ehlo=["250-hostile.test", "250 STARTTLS"],
+                                  starttls="raw", flight=TLS_ALERT_HANDSHAKE_FAILURE,
+                                  flight_after=b"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go on\r\n"
+                                               b"250 2.0.0 Ok: queued\r\n")
     for key in ("sh-badext", "sh-legacy13", "sh-replay12", "sh-replay13"):
         h[key] = HostileMX(HOSTILE[key], ehlo=["250-hostile.test", "250 STARTTLS"], starttls="raw",
                            flight=flights[key],
@@ -1465,6 +1489,8 @@ def cases():
         C("tfo_sendto", ["tfo"], note="sendto(MSG_FASTOPEN) with EHLO and a guaranteed MAIL in the SYN; then "
                                       "with no data, as Exim connects"),
         C("tfo_connect", ["tfo"], note="TCP_FASTOPEN_CONNECT, then the same lines in the first write"),
+        C("hostile_tls_leftover", ["tls-leftover"],
+          note="replies queued behind a failed handshake, then plaintext on the same connection"),
         C("hostile_presend_partial", ["presend-part"],
           note="the host sends the start of a reply unasked after a message: the flow fails at once"),
         C("hostile_presend_replies", ["presend-all"],
