@@ -25,7 +25,8 @@
  *	tg_control.c	void	tg_ctl_serve(struct tg_agent *ag);
  *	tg_pin.c	void	tg_pin_prepare(struct tg_agent *ag);
  *			void	tg_pin_adopt(struct tg_agent *ag);
- *			int	tg_pin_link(struct tg_agent *ag);
+ *			struct bpf_link *tg_pin_link(struct bpf_program *prog,
+ *						     const char *pin);
  *			void	tg_unpin(struct tg_agent *ag);
  *	tg_recover.c	void	tg_recover_lost(struct tg_agent *ag);
  *	tg_mta.c	void	tg_mta_read(struct tg_agent *ag, int starting);
@@ -54,8 +55,13 @@
 #include "tg_stabmap.h"
 #include "tg_uprobe.h"
 
+struct bpf_link;
+struct bpf_program;
+
 #define TG_PIN_DIR	"/sys/fs/bpf/tlsguard"
 #define TG_PIN_LINK	TG_PIN_DIR "/tg_sockops_link"
+#define TG_PIN_CONNECT4	TG_PIN_DIR "/tg_connect4_link"
+#define TG_PIN_CONNECT6	TG_PIN_DIR "/tg_connect6_link"
 
 /*
  * --check-verifier's default budget: instructions processed per program.
@@ -69,6 +75,8 @@ struct tg_agent {
 	struct tg_opts opt;
 	struct tlsguard *skel;
 	struct bpf_link *sockops;
+	struct bpf_link *connect4; /* tg_connect4, tg_connect6 */
+	struct bpf_link *connect6;
 	struct ring_buffer *rb;
 	struct tg_inject ij;
 	struct tg_uprobes uprobes;
@@ -113,7 +121,7 @@ void tg_ctl_serve(struct tg_agent *ag);
 
 void tg_pin_prepare(struct tg_agent *ag);
 void tg_pin_adopt(struct tg_agent *ag);
-int tg_pin_link(struct tg_agent *ag);
+struct bpf_link *tg_pin_link(struct bpf_program *prog, const char *pin);
 void tg_unpin(struct tg_agent *ag);
 
 void tg_recover_lost(struct tg_agent *ag);

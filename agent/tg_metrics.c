@@ -325,6 +325,11 @@ static void tg_metrics_page(struct tg_metrics *m, struct tg_page *p)
 		"agent).");
 	tg_put(p, "tlsguard_sockhash_full_total %llu\n",
 	       (unsigned long long)st.sockhash_full);
+	tg_head(p, "tlsguard_fastopen_refused_total", "counter",
+		"Connections to guarded ports refused at connect time: they "
+		"asked for TCP Fast Open.");
+	tg_put(p, "tlsguard_fastopen_refused_total %llu\n",
+	       (unsigned long long)st.fastopen_refused);
 
 	tg_head(p, "tlsguard_policy_entries", "gauge",
 		"Guaranteed senders in the senders file in force.");
