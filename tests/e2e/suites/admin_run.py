@@ -17,7 +17,7 @@ configuration file is the only source of settings):
     attached to the cgroup (bpftool cgroup show, read on receipt).
   * privileges: the running daemon's effective, permitted and bounding
     capability sets are exactly CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN,
-    CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH, with no_new_privs; user nobody
+    CAP_SYS_PTRACE, with no_new_privs; user nobody
     cannot use the control socket.
   * live_add_remove: a sender's mail is delivered; after ``tlsguardctl
     sender add`` the next one bounces with "TLS is required, but was not
@@ -91,9 +91,8 @@ SENDERS = ("# guaranteed senders (tlsguard admin test)\n@corp.test\ncarol@exampl
            "@xn--bcher-kva.test\n@caf\u00e9.test\n")
 RELAY_ADDR = "127.0.0.221"  # a relayhost on port 587, which tlsguard does not guard
 # Capabilities the running daemon keeps (tg_service.h).
-CAP_DAC_READ_SEARCH, CAP_NET_ADMIN, CAP_SYS_PTRACE, CAP_PERFMON, CAP_BPF = 2, 12, 19, 38, 39
-CAPS_KEPT = sum(1 << c for c in (CAP_DAC_READ_SEARCH, CAP_NET_ADMIN, CAP_SYS_PTRACE,
-                                 CAP_PERFMON, CAP_BPF))
+CAP_NET_ADMIN, CAP_SYS_PTRACE, CAP_PERFMON, CAP_BPF = 12, 19, 38, 39
+CAPS_KEPT = sum(1 << c for c in (CAP_NET_ADMIN, CAP_SYS_PTRACE, CAP_PERFMON, CAP_BPF))
 TIMEOUT = 60.0
 
 
