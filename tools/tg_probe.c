@@ -10,12 +10,21 @@
  *	refuses below TLS 1.2, the probe accepts what the server offers so
  *	that it can say what that was.
  *
+ *	DANE is OpenSSL's (SSL_dane_enable, SSL_dane_tlsa_add): the probe
+ *	only decides whether the records apply (DNSSEC-validated answers,
+ *	RFC 7672's usages) and hands them to the session before the
+ *	handshake; with verification off in the context, the handshake
+ *	completes either way and SSL_get0_dane_authority() says whether a
+ *	record matched. The route is Postfix's tools' (tg_route.c), the
+ *	MTA-STS policy tg_sts.c's.
+ *
  *	Everything a server sends (greeting, replies, certificate names) is
  *	printed with control bytes replaced, so that a hostile host cannot
  *	write to the administrator's terminal.
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1415,6 +1424,8 @@ int tg_probe_main(int argc, char **argv)
 	char *end;
 	int i;
 
+	/* a host that closes early must not end the probe without a word */
+	signal(SIGPIPE, SIG_IGN);
 	p.timeout = TG_PROBE_TIMEOUT;
 	for (i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--resolver") == 0) {

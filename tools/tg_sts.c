@@ -241,8 +241,9 @@ static long tg_sts_get(struct __res_state *res, const char *host,
 	buf[off] = 0;
 	got = (long)off;
 out:
-	if (ssl)
+	if (ssl && got >= 0)
 		SSL_shutdown(ssl);
+	ERR_clear_error();
 	SSL_free(ssl);
 	SSL_CTX_free(ctx);
 	close(fd);
@@ -261,8 +262,7 @@ static void tg_sts_name(char *dst, size_t len, const char *src)
 		dst[i - 1] = 0;
 }
 
-/* The HTTP answer in buf: status, then the policy's fields into s. */
-static int tg_sts_parse(struct tg_sts *s, char *buf)
+int tg_sts_policy(struct tg_sts *s, char *buf)
 {
 	char *body, *line, *next, status[80];
 	int version = 0;
@@ -355,7 +355,7 @@ void tg_sts_lookup(struct tg_sts *s, struct __res_state *res,
 		       why, sizeof(why));
 	if (n < 0)
 		snprintf(s->problem, sizeof(s->problem), "%s", why);
-	else if (tg_sts_parse(s, buf) == 0)
+	else if (tg_sts_policy(s, buf) == 0)
 		s->state = TG_STS_POLICY;
 	free(buf);
 }

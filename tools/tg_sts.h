@@ -8,6 +8,7 @@
  *	void	tg_sts_lookup(struct tg_sts *s, struct __res_state *res,
  *			      const char *domain, const char *ca_file,
  *			      int timeout);
+ *	int	tg_sts_policy(struct tg_sts *s, char *answer);
  *	const char *tg_sts_match(const struct tg_sts *s, const char *host);
  * DESCRIPTION
  *	tg_sts_lookup() asks res for the TXT records at _mta-sts.DOMAIN;
@@ -19,6 +20,12 @@
  *	3.3). It parses version, mode, mx and max_age into s. Every step
  *	is bounded by timeout seconds. What went wrong is left in s as a
  *	sentence (s->problem); nothing is printed.
+ *
+ *	tg_sts_policy() reads an HTTP answer (status line, header, body;
+ *	NUL-terminated, changed in place) as tg_sts_lookup() does: 200 or
+ *	nothing, then the policy's "key: value" lines (CRLF or LF); it
+ *	returns 0 for a valid policy, else -1 with s->problem saying why
+ *	(s->url names the policy there).
  *
  *	tg_sts_match() returns the policy's mx pattern that host matches
  *	(RFC 8461 4.1: an exact name, or "*." and one more label on the
@@ -56,6 +63,7 @@ struct tg_sts {
 
 void tg_sts_lookup(struct tg_sts *s, struct __res_state *res,
 		   const char *domain, const char *ca_file, int timeout);
+int tg_sts_policy(struct tg_sts *s, char *answer);
 const char *tg_sts_match(const struct tg_sts *s, const char *host);
 
 #endif /* TG_STS_H */

@@ -37,14 +37,34 @@ Setup (nothing leaves loopback; 127.0.0.150-159 only):
         nullmx.probe.test   MX 0 . (RFC 7505)
         nomx.probe.test     no MX, A 127.0.0.152
         nosuch.probe.test   NXDOMAIN
+        daneta.probe.test   MX 10 ta.probe.test 127.0.0.156 (a chain from
+                            the test CA), TLSA 2 0 1 of the CA
+        badtlsa.probe.test  MX 10 mx.badtlsa 127.0.0.151, TLSA 3 1 1 of
+                            another key (tls12's)
+        danenotls.probe.test MX 10 mx.danenotls 127.0.0.154 (no STARTTLS),
+                            the same TLSA
+        sts.probe.test      MX 10 mx.sts 127.0.0.156, MX 20 tls13;
+                            _mta-sts TXT "v=STSv1; id=...", mta-sts.sts
+                            127.0.0.157 (HTTPS: mode enforce,
+                            mx *.sts.probe.test)
         plain.test          MX 10 mx.plain.test 127.0.0.151, one TLSA,
                             not DNSSEC-authenticated
 
   * the test MXs (mx.py's TestMX, Python's ssl module over OpenSSL) on port 25
     of .151-.154, each with its own self-signed ECDSA certificate whose CN is
     the host's name (tls13.probe.test, ...); nothing listens on .155;
+  * ta.probe.test on 127.0.0.156 sends a chain from a test CA (names
+    ta.probe.test, mx.sts.probe.test); an HTTPS server (Python's http.server)
+    on 127.0.0.157:443 serves the MTA-STS policy with a certificate from the
+    same CA, given to the probe with --ca-file;
+  * unbound answers on ::1 too (``--resolver ::1``);
+  * a Postfix configuration directory written by the test (main.cf with
+    relayhost = [tls12.probe.test] and transport_maps = hash:, texthash:,
+    inline:), read by the probe through postconf and postmap;
   * a passive watch for DNS queries that leave the machine (dns_env.LeakWatch).
-Every probe gets ``--resolver 127.0.0.150``.
+Every probe gets ``--resolver 127.0.0.150`` and, but for the routing cases,
+``--no-postfix-config`` (the host's own /etc/postfix must not route the test's
+domains).
 
 Cases: one per destination above, asserting the printed fields (version,
 cipher not empty, certificate subject CN, TLSA count and authentication,
@@ -53,6 +73,11 @@ STARTTLS, the version they negotiated; never a MAIL command); a literal
 address ``[127.0.0.153]`` and ``tls12.probe.test:25`` (no MX lookup); --json;
 usage and lookup errors (one line on stderr naming what was wrong, exit 2:
 bad --resolver, bad port, bad name, bad --timeout, no DNS answer);
+DANE: verified DANE-EE and DANE-TA records, a record that matches nothing
+(FAILED, the host deferred, exit 1), records at a host without STARTTLS,
+records not validated, the JSON fields; MTA-STS with and without the test CA;
+the IPv6 resolver; the Postfix routes (relayhost, hash:, a parent key in
+texthash:, inline:, an error: transport);
 ``dns_isolation`` (unbound answered the probe's queries, none of the test's
 names left the machine).
 
