@@ -1040,6 +1040,18 @@ static void tg_dane_summary(struct tg_probe *p)
 			 "records: a man in the middle who presents a "
 			 "certificate of its own goes unnoticed (tlsguard "
 			 "checks the TLS version, not who answers)");
+	if (p->route_read && p->mode != TG_M_LITERAL) {
+		size_t off = strlen(p->dane_summary);
+
+		snprintf(p->dane_summary + off, sizeof(p->dane_summary) - off,
+			 p->route.dane ? "; the Postfix of %s uses DANE "
+			 "(smtp_tls_security_level = %s, smtp_dns_support_level "
+			 "= %s)" : "; the Postfix of %s does not use DANE "
+			 "(smtp_tls_security_level = %s, smtp_dns_support_level "
+			 "= %s): it does not look at TLSA records",
+			 p->postfix_dir, p->route.tls_level,
+			 p->route.dns_level[0] ? p->route.dns_level : "(empty)");
+	}
 }
 
 /* ---- text output ---- */
@@ -1267,7 +1279,11 @@ static void tg_json_top(const struct tg_probe *p)
 		tg_jkv("transport", p->route.transport, 1);
 		printf("\"routed\":%s,", p->route.routed ? "true" : "false");
 		tg_jkv("nexthop", p->route.routed ? p->route.host : NULL, 1);
-		printf("\"mx_lookup\":%s},", p->mode == TG_M_DOMAIN ? "true" :
+		printf("\"mx_lookup\":%s,", p->mode == TG_M_DOMAIN ? "true" :
+		       "false");
+		tg_jkv("smtp_tls_security_level", p->route.tls_level, 1);
+		tg_jkv("smtp_dns_support_level", p->route.dns_level, 1);
+		printf("\"postfix_uses_dane\":%s},", p->route.dane ? "true" :
 		       "false");
 	} else {
 		printf("\"route\":null,");

@@ -183,7 +183,9 @@ int tg_route_lookup(struct tg_route *r, const char *dir, const char *domain)
 	snprintf(r->transport, sizeof(r->transport), "smtp");
 	{
 		char *argv[] = { TG_POSTCONF, "-c", (char *)dir, "-x", "-h",
-				 "relayhost", "transport_maps", NULL };
+				 "relayhost", "transport_maps",
+				 "smtp_tls_security_level",
+				 "smtp_dns_support_level", NULL };
 
 		rc = tg_run(argv, conf, sizeof(conf), err, sizeof(err));
 		if (rc != 0) {
@@ -192,11 +194,26 @@ int tg_route_lookup(struct tg_route *r, const char *dir, const char *domain)
 			return -1;
 		}
 	}
-	relayhost = conf;
-	maps = strchr(conf, '\n');
-	maps = maps ? maps + 1 : conf + strlen(conf);
-	tg_line(relayhost);
-	tg_line(maps);
+	{
+		char *line[4], *p = conf;
+
+		/* one value a line, in the order asked */
+		for (i = 0; i < 4; i++) {
+			line[i] = p;
+			p += strcspn(p, "\n");
+			if (*p)
+				*p++ = 0;
+		}
+		relayhost = line[0];
+		maps = line[1];
+		snprintf(r->tls_level, sizeof(r->tls_level), "%.*s",
+			 (int)sizeof(r->tls_level) - 1, line[2]);
+		snprintf(r->dns_level, sizeof(r->dns_level), "%.*s",
+			 (int)sizeof(r->dns_level) - 1, line[3]);
+		r->dane = (strcmp(r->tls_level, "dane") == 0 ||
+			   strcmp(r->tls_level, "dane-only") == 0) &&
+			  strcmp(r->dns_level, "dnssec") == 0;
+	}
 	ntab = tg_tables(maps, tab, TG_TABLES);
 
 	/* DOMAIN, .PARENT ..., *: each key of every table, in order */

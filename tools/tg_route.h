@@ -23,7 +23,10 @@
  *	r->transport names the transport ("smtp" unless a table says
  *	otherwise), and r->host, r->port (0: 25) and r->bracketed the
  *	nexthop; r->routed is 0 when the mail goes to the domain's own MX
- *	hosts. It returns 0, or -1 with r->how saying what failed (a
+ *	hosts. r->tls_level and r->dns_level are smtp_tls_security_level
+ *	and smtp_dns_support_level, and r->dane says whether they make
+ *	Postfix's smtp client use DANE ("dane" or "dane-only" with
+ *	"dnssec"). It returns 0, or -1 with r->how saying what failed (a
  *	postconf or postmap error, a nexthop it cannot read).
  *
  *	Other settings that can move mail (sender-dependent relay hosts,
@@ -43,6 +46,9 @@ struct tg_route {
 	unsigned port;
 	int bracketed;
 	int routed;
+	char tls_level[32];
+	char dns_level[32];
+	int dane;
 };
 
 int tg_route_lookup(struct tg_route *r, const char *config_dir,

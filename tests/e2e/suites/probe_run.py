@@ -302,6 +302,8 @@ def write_postfix_config(directory):
         f.write("# written by tlsguard tests/e2e/suites/probe_run.py\n"
                 "compatibility_level = 3.6\n"
                 "relayhost = [tls12.probe.test]\n"
+                "smtp_tls_security_level = dane\n"
+                "smtp_dns_support_level = dnssec\n"
                 "transport_maps = hash:%s, texthash:%s,\n"
                 "    inline:{ inline.probe.test=smtp:[tls13.probe.test] }\n" % (transport, transport2))
     if os.path.exists("/etc/postfix/master.cf"):
@@ -643,6 +645,8 @@ def case_route_transport(ctx):
     want(p, "hosts", [h["header"] for h in run.hosts], ["tls13.probe.test[127.0.0.151]:25"])
     want(p, "MTA-STS", run.top.get("MTA-STS"), "not applicable (the route is not the domain's MX hosts)")
     want(p, "overall", run.top.get("overall"), "would be delivered")
+    want(p, "DANE", run.top.get("DANE"), NO_DANE + "; the Postfix of %s uses DANE (smtp_tls_security_level = dane, "
+         "smtp_dns_support_level = dnssec)" % ctx.postfix)
     return p, run
 
 
@@ -657,9 +661,10 @@ def case_route_relayhost(ctx):
         route = json.loads(js.out).get("route") or {}
     except ValueError as e:
         return p + ["not JSON: %s" % e], [run, js]
-    want(p, "json route", {k: route.get(k) for k in ("transport", "routed", "nexthop", "mx_lookup", "postfix_config")},
+    want(p, "json route", {k: route.get(k) for k in ("transport", "routed", "nexthop", "mx_lookup", "postfix_config",
+                                                      "postfix_uses_dane")},
          {"transport": "smtp", "routed": True, "nexthop": "tls12.probe.test", "mx_lookup": False,
-          "postfix_config": ctx.postfix})
+          "postfix_config": ctx.postfix, "postfix_uses_dane": True})
     return p, [run, js]
 
 
