@@ -60,6 +60,7 @@ enum tg_dane {
 	TG_DANE_UNUSABLE,	/* validated, but none usable for SMTP */
 	TG_DANE_VERIFIED,	/* a record matched the presented chain */
 	TG_DANE_FAILED,		/* records apply and nothing matched */
+	TG_DANE_UNCHECKED,	/* records apply, the host was not reached */
 };
 
 enum tg_verdict {
@@ -509,7 +510,12 @@ static void tg_dane_plan(const struct tg_probe *p, struct tg_probe_host *h)
 			 "record (SMTP uses DANE-TA(2) and DANE-EE(3) only): a "
 			 "DANE client requires TLS here but authenticates "
 			 "nothing");
+		return;
 	}
+	/* until the session says more */
+	h->dane = TG_DANE_UNCHECKED;
+	snprintf(h->dane_text, sizeof(h->dane_text), "not checked: the host "
+		 "was not reached (its TLSA records apply)");
 }
 
 /*
@@ -567,15 +573,17 @@ static void tg_dane_verdict(struct tg_probe_host *h,
 				 "change it");
 		return;
 	}
-	if (!h->reached || (h->dane != TG_DANE_FAILED && !h->dane_usable))
+	if (!h->reached)
 		return;
-	if (st->stage != TG_ST_DONE) {
+	if (h->dane == TG_DANE_UNCHECKED) {	/* reached, but no TLS */
 		h->dane = TG_DANE_FAILED;
 		snprintf(h->dane_text, sizeof(h->dane_text), "FAILED: no TLS "
 			 "(%s), and the TLSA records require it",
 			 h->failure[0] ? h->failure :
 			 "STARTTLS not offered");
 	}
+	if (h->dane != TG_DANE_FAILED)
+		return;
 	h->verdict = TG_V_DEFER;
 	snprintf(h->verdict_s, sizeof(h->verdict_s), "would be deferred: "
 		 "DANE %s: an MTA that uses DANE does not deliver to this "
@@ -697,7 +705,7 @@ static void tg_probe_one(struct tg_probe *p, SSL_CTX *ctx,
 				 X509_verify_cert_error_string(vr));
 			X509_free(cert);
 		}
-		if (h->dane_usable)
+		if (h->dane == TG_DANE_UNCHECKED)
 			tg_dane_result(h, st.ssl);
 		break;
 	}
@@ -1217,6 +1225,7 @@ static const char *tg_dane_key(enum tg_dane d)
 		[TG_DANE_UNUSABLE] = "unusable",
 		[TG_DANE_VERIFIED] = "verified",
 		[TG_DANE_FAILED] = "failed",
+		[TG_DANE_UNCHECKED] = "unchecked",
 	};
 
 	return key[d];

@@ -43,6 +43,8 @@ Setup (nothing leaves loopback; 127.0.0.150-159 only):
                             another key (tls12's)
         danenotls.probe.test MX 10 mx.danenotls 127.0.0.154 (no STARTTLS),
                             the same TLSA
+        daneclosed.probe.test MX 10 mx.daneclosed 127.0.0.155 (closed), the
+                            same TLSA
         sts.probe.test      MX 10 mx.sts 127.0.0.156, MX 20 tls13;
                             _mta-sts TXT "v=STSv1; id=...", mta-sts.sts
                             127.0.0.157 (HTTPS: mode enforce,
@@ -173,6 +175,9 @@ def signed_records(dane_tlsa, ta_tlsa, wrong_tlsa):
         "danenotls IN MX 10 mx.danenotls.probe.test.",
         "mx.danenotls IN A 127.0.0.154",
         "_25._tcp.mx.danenotls IN TLSA %s" % wrong_tlsa,
+        "daneclosed IN MX 10 mx.daneclosed.probe.test.",
+        "mx.daneclosed IN A %s" % CLOSED,
+        "_25._tcp.mx.daneclosed IN TLSA %s" % wrong_tlsa,
         # MTA-STS: the policy names *.sts.probe.test, the second MX is not in it
         "sts IN MX 10 mx.sts.probe.test.",
         "sts IN MX 20 tls13.probe.test.",
@@ -567,6 +572,17 @@ def case_dane_no_starttls(ctx):
     return p, run
 
 
+def case_dane_unreached(ctx):
+    """Validated TLSA records at a host that cannot be reached: not checked, deferred as any such host."""
+    run, p = ctx.probe_exits(1, "daneclosed.probe.test")
+    h = run.host("mx.daneclosed.probe.test[%s]:25" % CLOSED)
+    if h is None:
+        return p + ["no block for mx.daneclosed.probe.test[%s]:25" % CLOSED], run
+    want(p, "DANE", h.get("DANE"), "not checked: the host was not reached (its TLSA records apply)")
+    want(p, "verdict", h.get("verdict"), "would be deferred: cannot connect: Connection refused")
+    return p, run
+
+
 def case_dane_json(ctx):
     run, p = ctx.probe_exits(0, "daneta.probe.test", "--json")
     try:
@@ -847,6 +863,7 @@ CASES = [
     ("probe_dane_mismatch", case_dane_mismatch),
     ("probe_dane_ta", case_dane_ta),
     ("probe_dane_no_starttls", case_dane_no_starttls),
+    ("probe_dane_unreached", case_dane_unreached),
     ("probe_dane_json", case_dane_json),
     ("probe_mta_sts", case_mta_sts),
     ("probe_mta_sts_untrusted", case_mta_sts_untrusted),
