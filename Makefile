@@ -124,10 +124,11 @@ $(BUILD)/tlsguardctl: $(CTL_OBJS) $(LIB)
 # The unit tests link the library, and the agent objects they test.
 $(BUILD)/tests/test_verifier: $(BUILD)/agent/tg_verifier_log.o
 $(BUILD)/tests/test_audit: $(BUILD)/agent/tg_audit.o $(BUILD)/agent/tg_log.o
+$(BUILD)/tests/test_sts: $(BUILD)/tools/tg_sts.o
 
 $(BUILD)/tests/%: tests/unit/%.c $(LIB) $(HEADERS) $(wildcard tests/unit/*.h lib/*.h)
 	@mkdir -p $(@D)
-	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARNINGS) $(INCLUDES) -Iagent -Ilib $(LDFLAGS) -o $@ $< \
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARNINGS) $(INCLUDES) -Iagent -Ilib -Itools $(LDFLAGS) -o $@ $< \
 		$(filter %.o,$^) $(LIB) $(PKG_LIBS)
 
 # $(call apt_install,PACKAGES): install those not installed yet.

@@ -27,24 +27,71 @@
 #define TG_T_TLSA	52		/* RFC 6698 */
 #define TG_DNS_ANSWER	8192
 
-/* "IPv4" or "IPv4:PORT" (port 53 unless given) into sin; -1 if neither. */
-static int tg_dns_server(const char *s, struct sockaddr_in *sin)
+/*
+ * "IPv4", "IPv4:PORT", "IPv6", "[IPv6]" or "[IPv6]:PORT" (port 53 unless
+ * given) into ss; -1 if none of those.
+ */
+static int tg_dns_server(const char *s, struct sockaddr_storage *ss)
 {
-	struct sockaddr_storage ss;
+	struct tg_hostport_text ht;
 	struct tg_hostport hp;
+	unsigned port = 53;
 
-	if (tg_hostport_parse(s, &hp, 0) < 0 || hp.family != AF_INET)
+	if (tg_hostport_split(s, &ht, TG_HP_BARE_V6) != 0)
 		return -1;
-	tg_sockaddr(AF_INET, hp.addr, hp.port ? hp.port : 53, &ss);
-	memcpy(sin, &ss, sizeof(*sin));
+	if (ht.port && tg_port_parse(ht.port, &port) < 0)
+		return -1;
+	memset(&hp, 0, sizeof(hp));
+	if (inet_pton(AF_INET, ht.host, hp.addr) == 1)
+		hp.family = AF_INET;
+	else if (inet_pton(AF_INET6, ht.host, hp.addr) == 1)
+		hp.family = AF_INET6;
+	else
+		return -1;
+	tg_sockaddr(hp.family, hp.addr, port, ss);
+	return 0;
+}
+
+/*
+ * Make server the state's only one. An IPv4 server lives in nsaddr_list;
+ * glibc keeps an IPv6 one in _u._ext.nsaddrs (malloc'd, freed by
+ * res_nclose()) with a zero family in nsaddr_list, as res_ninit() leaves
+ * an IPv6 "nameserver" line of resolv.conf, and copies the IPv4 ones
+ * there itself when _u._ext.nscount is 0. The servers res_ninit() read
+ * are dropped first.
+ */
+static int tg_dns_set_server(struct __res_state *res,
+			     const struct sockaddr_storage *ss)
+{
+	struct sockaddr_in6 *sin6 = NULL;
+	int i;
+
+	if (ss->ss_family == AF_INET6) {
+		sin6 = malloc(sizeof(*sin6));
+		if (!sin6)
+			return -1;
+		memcpy(sin6, ss, sizeof(*sin6));
+	}
+	for (i = 0; i < MAXNS; i++) {
+		free(res->_u._ext.nsaddrs[i]);
+		res->_u._ext.nsaddrs[i] = NULL;
+		res->_u._ext.nssocks[i] = -1;
+	}
+	res->_u._ext.nscount = 0;
+	memset(&res->nsaddr_list[0], 0, sizeof(res->nsaddr_list[0]));
+	if (sin6)
+		res->_u._ext.nsaddrs[0] = sin6;
+	else
+		memcpy(&res->nsaddr_list[0], ss, sizeof(struct sockaddr_in));
+	res->nscount = 1;
 	return 0;
 }
 
 int tg_dns_open(struct __res_state *res, const char *resolver, int timeout)
 {
-	struct sockaddr_in sin = { 0 };
+	struct sockaddr_storage ss;
 
-	if (resolver && *resolver && tg_dns_server(resolver, &sin) < 0) {
+	if (resolver && *resolver && tg_dns_server(resolver, &ss) < 0) {
 		errno = EINVAL;
 		return -1;
 	}
@@ -54,9 +101,9 @@ int tg_dns_open(struct __res_state *res, const char *resolver, int timeout)
 	res->retrans = timeout;
 	res->retry = 1;
 	res->options |= RES_TRUSTAD;
-	if (resolver && *resolver) {
-		res->nsaddr_list[0] = sin;
-		res->nscount = 1;
+	if (resolver && *resolver && tg_dns_set_server(res, &ss) < 0) {
+		res_nclose(res);
+		return -1;
 	}
 	return 0;
 }
@@ -132,11 +179,14 @@ int tg_dns_addrs(struct __res_state *res, const char *name,
 	unsigned t;
 	ns_msg msg;
 	ns_rr rr;
+	struct tg_dns_answer aaaa;
 	int len, i;
 
 	for (t = 0; t < 2; t++) {
 		len = tg_dns_query(res, name, types[t], ans, sizeof(ans),
-				   t == 0 ? a : NULL);
+				   t == 0 ? a : &aaaa);
+		if (t == 1 && a)
+			a->ad = a->ad && aaaa.ad;
 		if (len < 0 || ns_initparse(ans, len, &msg) < 0)
 			continue;
 		for (i = 0; i < ns_msg_count(msg, ns_s_an) && n < max; i++) {
@@ -162,16 +212,44 @@ int tg_dns_addrs(struct __res_state *res, const char *name,
 int tg_dns_tlsa(struct __res_state *res, const char *host, unsigned port,
 		struct tg_dns_answer *a)
 {
+	return tg_dns_tlsa_rrs(res, host, port, NULL, 0, a);
+}
+
+int tg_dns_tlsa_rrs(struct __res_state *res, const char *host, unsigned port,
+		    struct tg_tlsa *out, int max, struct tg_dns_answer *a)
+{
 	unsigned char ans[TG_DNS_ANSWER];
 	char name[NS_MAXDNAME + 16];
 	struct tg_dns_answer dummy;
+	int len, i, n = 0;
+	ns_msg msg;
+	ns_rr rr;
 
 	if (!a)
 		a = &dummy;
 	snprintf(name, sizeof(name), "_%u._tcp.%s", port, host);
-	if (tg_dns_query(res, name, TG_T_TLSA, ans, sizeof(ans), a) < 0)
+	len = tg_dns_query(res, name, TG_T_TLSA, ans, sizeof(ans), a);
+	if (len < 0)
 		return 0;
-	return a->count;
+	if (!out || ns_initparse(ans, len, &msg) < 0)
+		return a->count;
+	for (i = 0; i < ns_msg_count(msg, ns_s_an) && n < max; i++) {
+		unsigned dlen;
+
+		if (ns_parserr(&msg, ns_s_an, i, &rr) < 0 ||
+		    ns_rr_type(rr) != TG_T_TLSA || ns_rr_rdlen(rr) < 3)
+			continue;
+		/* usage, selector, matching type, then the data (RFC 6698 2.1) */
+		dlen = ns_rr_rdlen(rr) - 3;
+		out[n].usage = ns_rr_rdata(rr)[0];
+		out[n].selector = ns_rr_rdata(rr)[1];
+		out[n].mtype = ns_rr_rdata(rr)[2];
+		out[n].truncated = dlen > sizeof(out[n].data);
+		out[n].len = out[n].truncated ? sizeof(out[n].data) : dlen;
+		memcpy(out[n].data, ns_rr_rdata(rr) + 3, out[n].len);
+		n++;
+	}
+	return n;
 }
 
 /*
@@ -235,6 +313,15 @@ int tg_starttls_open(struct tg_starttls *st, SSL_CTX *ctx,
 		     const struct tg_addr *a, unsigned port, const char *sni,
 		     int timeout)
 {
+	return tg_starttls_open_prep(st, ctx, a, port, sni, timeout, NULL,
+				     NULL);
+}
+
+int tg_starttls_open_prep(struct tg_starttls *st, SSL_CTX *ctx,
+			  const struct tg_addr *a, unsigned port,
+			  const char *sni, int timeout,
+			  int (*prep)(SSL *ssl, void *arg), void *arg)
+{
 	struct timeval tv = { .tv_sec = timeout };
 	struct sockaddr_storage ss;
 	socklen_t slen;
@@ -279,6 +366,8 @@ int tg_starttls_open(struct tg_starttls *st, SSL_CTX *ctx,
 	/* the name the MTA looked up: SNI, and what a verifier checks */
 	if (sni && *sni && (!SSL_set_tlsext_host_name(st->ssl, sni) ||
 			    !SSL_set1_host(st->ssl, sni)))
+		return -1;
+	if (prep && prep(st->ssl, arg) < 0)
 		return -1;
 	if (SSL_connect(st->ssl) != 1) {
 		st->err = errno;

@@ -10,17 +10,27 @@
  *	refuses below TLS 1.2, the probe accepts what the server offers so
  *	that it can say what that was.
  *
+ *	DANE is OpenSSL's (SSL_dane_enable, SSL_dane_tlsa_add): the probe
+ *	only decides whether the records apply (DNSSEC-validated answers,
+ *	RFC 7672's usages) and hands them to the session before the
+ *	handshake; with verification off in the context, the handshake
+ *	completes either way and SSL_get0_dane_authority() says whether a
+ *	record matched. The route is Postfix's tools' (tg_route.c), the
+ *	MTA-STS policy tg_sts.c's.
+ *
  *	Everything a server sends (greeting, replies, certificate names) is
  *	printed with control bytes replaced, so that a hostile host cannot
  *	write to the administrator's terminal.
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
@@ -30,13 +40,28 @@
 #include "tg_mxconn.h"
 #include "tg_probe.h"
 #include "tg_resp.h"
+#include "tg_route.h"
+#include "tg_sts.h"
 
 #define TG_PROBE_NAMES	16	/* MX hosts looked at */
 #define TG_PROBE_HOSTS	32	/* addresses probed */
 #define TG_PROBE_TIMEOUT 10	/* seconds, default --timeout */
-#define TG_TEXT		(2 * NS_MAXDNAME + 512)	/* a verdict naming hosts */
+#define TG_TEXT		(2 * NS_MAXDNAME + 1024)	/* a verdict naming hosts */
 #define TG_NOTES	3	/* lines explaining the overall verdict */
+#define TG_PROBE_TLSA	8	/* TLSA records kept per host */
+#define TG_POSTFIX_DIR	"/etc/postfix"
 
+
+/* What DANE (RFC 7672) makes of one host. */
+enum tg_dane {
+	TG_DANE_NA,		/* an address: no name, no TLSA */
+	TG_DANE_NONE,		/* no TLSA records */
+	TG_DANE_INSECURE,	/* TLSA records, but not DNSSEC-validated */
+	TG_DANE_UNUSABLE,	/* validated, but none usable for SMTP */
+	TG_DANE_VERIFIED,	/* a record matched the presented chain */
+	TG_DANE_FAILED,		/* records apply and nothing matched */
+	TG_DANE_UNCHECKED,	/* records apply, the host was not reached */
+};
 
 enum tg_verdict {
 	TG_V_DELIVERED,		/* TLS 1.2 or higher */
@@ -72,6 +97,19 @@ struct tg_probe_host {
 	int tlsa_asked;
 	struct tg_dns_answer tlsa;
 	char tlsa_name[NS_MAXDNAME + 16];
+	int addr_ad;		/* its A and AAAA answers had the AD bit */
+	struct tg_tlsa tlsa_rr[TG_PROBE_TLSA];
+	int ntlsa;
+
+	enum tg_dane dane;
+	int dane_usable;	/* records handed to OpenSSL */
+	int dane_depth;		/* chain depth of the match */
+	__u8 dane_u, dane_s, dane_m;	/* the record that matched */
+	char dane_text[700];
+
+	const char *sts_pattern;	/* the MTA-STS mx pattern it matches */
+	int sts_ok;
+	char sts_text[400];
 
 	enum tg_verdict verdict;
 	char verdict_s[TG_TEXT];
@@ -82,6 +120,15 @@ struct tg_probe {
 	const char *resolver;
 	int timeout;
 	int json;
+	const char *ca_file;	/* CAs for verification (tests) */
+	const char *postfix_dir;	/* NULL: /etc/postfix if present */
+	int no_postfix;
+	int route_read;		/* a Postfix configuration was read */
+	struct tg_route route;
+	int sts_asked;
+	struct tg_sts sts;
+	char sts_summary[TG_TEXT];
+	char dane_summary[TG_TEXT];
 	unsigned port;
 	int mode;		/* TG_M_* */
 	char name[NS_MAXDNAME];	/* domain or host to look up */
@@ -118,7 +165,10 @@ static void tg_probe_fatal(const char *fmt, ...)
 static void tg_probe_usage(void)
 {
 	fputs("usage: tlsguardctl probe DOMAIN|HOST:PORT|IP|[IP]:PORT "
-	      "[--resolver IP[:PORT]] [--timeout SECONDS] [--json]\n", stderr);
+	      "[--resolver IP[:PORT]|[IPv6]:PORT] [--timeout SECONDS] "
+	      "[--json]\n"
+	      "         [--postfix-config DIR | --no-postfix-config] "
+	      "[--ca-file FILE]\n", stderr);
 	exit(2);
 }
 
@@ -280,6 +330,7 @@ static void tg_add_name(struct tg_probe *p, struct __res_state *res,
 			return;
 		h->has_addr = 1;
 		h->addr = addrs[i];
+		h->addr_ad = a.ad;
 	}
 }
 
@@ -374,12 +425,213 @@ static void tg_handshake_error(char *dst, size_t len, int err)
 	ERR_clear_error();
 }
 
+/* ---- DANE (RFC 7672, RFC 6698 as Postfix applies them) ---- */
+
+static const char *tg_dane_usage(unsigned u)
+{
+	return u == 0 ? "PKIX-TA" : u == 1 ? "PKIX-EE" : u == 2 ? "DANE-TA" :
+	       u == 3 ? "DANE-EE" : "unknown usage";
+}
+
+static const char *tg_dane_selector(unsigned s)
+{
+	return s == 0 ? "certificate" : s == 1 ? "SPKI" : "unknown selector";
+}
+
+static const char *tg_dane_mtype(unsigned m)
+{
+	return m == 0 ? "full" : m == 1 ? "SHA2-256" : m == 2 ? "SHA2-512" :
+	       "unknown matching type";
+}
+
+/*
+ * Usable in SMTP (RFC 7672 3.1.3): DANE-TA(2) and DANE-EE(3) only, the
+ * selectors and matching types OpenSSL knows, data not cut.
+ */
+static int tg_tlsa_usable(const struct tg_tlsa *t)
+{
+	return (t->usage == 2 || t->usage == 3) && t->selector <= 1 &&
+	       t->mtype <= 2 && !t->truncated;
+}
+
+/*
+ * Before the session: does DANE apply to h? It does when the TLSA
+ * records, the MX answer that named the host (none for a host probed
+ * without an MX lookup) and the host's addresses were all
+ * DNSSEC-validated (the resolver's AD bit), and a record is usable.
+ */
+static void tg_dane_plan(const struct tg_probe *p, struct tg_probe_host *h)
+{
+	const char *why = NULL;
+	int secure, i;
+
+	h->dane_usable = 0;
+	if (!h->tlsa_asked) {
+		h->dane = TG_DANE_NA;
+		snprintf(h->dane_text, sizeof(h->dane_text), "not applicable "
+			 "(an address has no TLSA records)");
+		return;
+	}
+	secure = h->addr_ad && (p->mode != TG_M_DOMAIN || p->mx_ad);
+	if (p->mode == TG_M_DOMAIN && !p->mx_ad)
+		why = "the MX answer was not DNSSEC-validated";
+	else if (!h->addr_ad)
+		why = "the host's address answer was not DNSSEC-validated";
+	if (h->tlsa.rcode != ns_r_noerror && h->tlsa.rcode != ns_r_nxdomain) {
+		h->dane = secure ? TG_DANE_FAILED : TG_DANE_INSECURE;
+		snprintf(h->dane_text, sizeof(h->dane_text), secure ?
+			 "FAILED: TLSA lookup of %s failed (%s): a DANE client "
+			 "does not deliver without an answer" :
+			 "TLSA lookup of %s failed (%s); not DNSSEC-validated "
+			 "(insecure): DANE does not apply", h->tlsa_name,
+			 tg_rcode_name(h->tlsa.rcode));
+		return;
+	}
+	if (!h->tlsa.count) {
+		h->dane = TG_DANE_NONE;
+		snprintf(h->dane_text, sizeof(h->dane_text), "no TLSA (%s): "
+			 "DANE does not apply", h->tlsa.ad && secure ?
+			 "DNSSEC-authenticated denial" :
+			 "not DNSSEC-validated");
+		return;
+	}
+	if (!h->tlsa.ad || !secure) {
+		h->dane = TG_DANE_INSECURE;
+		snprintf(h->dane_text, sizeof(h->dane_text), "TLSA not "
+			 "validated (insecure: %s): DANE does not apply",
+			 !h->tlsa.ad ? "the TLSA answer has no AD bit" : why);
+		return;
+	}
+	for (i = 0; i < h->ntlsa; i++)
+		h->dane_usable += tg_tlsa_usable(&h->tlsa_rr[i]);
+	if (!h->dane_usable) {
+		h->dane = TG_DANE_UNUSABLE;
+		snprintf(h->dane_text, sizeof(h->dane_text), "no usable TLSA "
+			 "record (SMTP uses DANE-TA(2) and DANE-EE(3) only): a "
+			 "DANE client requires TLS here but authenticates "
+			 "nothing");
+		return;
+	}
+	/* until the session says more */
+	h->dane = TG_DANE_UNCHECKED;
+	snprintf(h->dane_text, sizeof(h->dane_text), "not checked: the host "
+		 "was not reached (its TLSA records apply)");
+}
+
+/*
+ * The TLSA records into the session before the handshake: OpenSSL
+ * matches them against the chain the host presents. DANE-EE needs no
+ * name (RFC 7672 3.1.1); DANE-TA checks the MX host name and the
+ * next-hop domain (3.2.2).
+ */
+struct tg_dane_arg {
+	const struct tg_probe *p;
+	struct tg_probe_host *h;
+};
+
+static int tg_dane_prep(SSL *ssl, void *arg)
+{
+	const struct tg_dane_arg *da = arg;
+	const struct tg_probe *p = da->p;
+	struct tg_probe_host *h = da->h;
+	int i, added = 0;
+
+	if (SSL_dane_enable(ssl, h->name) <= 0)
+		return -1;
+	SSL_dane_set_flags(ssl, DANE_FLAG_NO_DANE_EE_NAMECHECKS);
+	if (p->mode == TG_M_DOMAIN && strcasecmp(p->name, h->name) != 0 &&
+	    !SSL_add1_host(ssl, p->name))
+		return -1;
+	for (i = 0; i < h->ntlsa; i++) {
+		const struct tg_tlsa *t = &h->tlsa_rr[i];
+
+		if (tg_tlsa_usable(t) &&
+		    SSL_dane_tlsa_add(ssl, t->usage, t->selector, t->mtype,
+				      t->data, t->len) > 0)
+			added++;
+	}
+	ERR_clear_error();	/* a malformed record is only unusable */
+	h->dane_usable = added;
+	return 0;
+}
+
+/*
+ * Fold DANE into the host's verdict. Where DANE applies, an MTA that
+ * uses it (Postfix: smtp_dns_support_level = dnssec, smtp_tls_security_level
+ * = dane) delivers only over TLS to a host that a record authenticates;
+ * otherwise it defers and goes on to the next MX host, and never gets as
+ * far as the MAIL that tlsguardd judges.
+ */
+static void tg_dane_verdict(struct tg_probe_host *h,
+			    const struct tg_starttls *st)
+{
+	if (h->dane == TG_DANE_VERIFIED) {
+		if (h->verdict == TG_V_DELIVERED)
+			snprintf(h->verdict_s, sizeof(h->verdict_s),
+				 "would be delivered, DANE-authenticated: a "
+				 "man in the middle can neither read nor "
+				 "change it");
+		return;
+	}
+	if (!h->reached)
+		return;
+	if (h->dane == TG_DANE_UNCHECKED) {	/* reached, but no TLS */
+		h->dane = TG_DANE_FAILED;
+		snprintf(h->dane_text, sizeof(h->dane_text), "FAILED: no TLS "
+			 "(%s), and the TLSA records require it",
+			 h->failure[0] ? h->failure :
+			 "STARTTLS not offered");
+	}
+	if (h->dane != TG_DANE_FAILED)
+		return;
+	h->verdict = TG_V_DEFER;
+	snprintf(h->verdict_s, sizeof(h->verdict_s), "would be deferred: "
+		 "DANE %s: an MTA that uses DANE does not deliver to this "
+		 "host (a man in the middle, or TLSA records the host's "
+		 "certificate no longer matches)", h->dane_text);
+}
+
+/* After the handshake: what OpenSSL's DANE check found. */
+static void tg_dane_result(struct tg_probe_host *h, SSL *ssl)
+{
+	uint8_t u, s, m;
+	long vr;
+
+	if (!h->dane_usable) {
+		h->dane = TG_DANE_UNUSABLE;
+		snprintf(h->dane_text, sizeof(h->dane_text), "no usable TLSA "
+			 "record (malformed data): a DANE client requires TLS "
+			 "here but authenticates nothing");
+		return;
+	}
+	h->dane_depth = SSL_get0_dane_authority(ssl, NULL, NULL);
+	vr = SSL_get_verify_result(ssl);
+	if (h->dane_depth >= 0 && vr == X509_V_OK &&
+	    SSL_get0_dane_tlsa(ssl, &u, &s, &m, NULL, NULL) >= 0) {
+		h->dane = TG_DANE_VERIFIED;
+		h->dane_u = u;
+		h->dane_s = s;
+		h->dane_m = m;
+		snprintf(h->dane_text, sizeof(h->dane_text), "verified "
+			 "(%u/%u/%u: %s, %s, %s, chain depth %d)", u, s, m,
+			 tg_dane_usage(u), tg_dane_selector(s),
+			 tg_dane_mtype(m), h->dane_depth);
+		return;
+	}
+	h->dane = TG_DANE_FAILED;
+	snprintf(h->dane_text, sizeof(h->dane_text), "FAILED: %s",
+		 vr == X509_V_ERR_DANE_NO_MATCH ? "no TLSA record matches the "
+		 "certificate chain the host presented" :
+		 X509_verify_cert_error_string(vr));
+}
+
 static void tg_probe_one(struct tg_probe *p, SSL_CTX *ctx,
 			 struct tg_probe_host *h)
 {
 	struct tg_replies replies;
 	struct tg_starttls st;
 	char why[200], line[256];
+	struct tg_dane_arg da = { .p = p, .h = h };
 	struct tg_resp held;
 	X509 *cert;
 	long vr;
@@ -388,8 +640,10 @@ static void tg_probe_one(struct tg_probe *p, SSL_CTX *ctx,
 	tg_replies_defaults(&replies);
 
 	tg_addr_str(&h->addr, h->addr_s, sizeof(h->addr_s));
-	tg_starttls_open(&st, ctx, &h->addr, p->port,
-			 h->name[0] ? h->name : NULL, p->timeout);
+	tg_dane_plan(p, h);
+	tg_starttls_open_prep(&st, ctx, &h->addr, p->port,
+			      h->name[0] ? h->name : NULL, p->timeout,
+			      h->dane_usable ? tg_dane_prep : NULL, &da);
 	h->reached = st.stage > TG_ST_GREETING;
 	h->ehlo = st.stage > TG_ST_EHLO;
 	h->offered = st.offered;
@@ -451,6 +705,8 @@ static void tg_probe_one(struct tg_probe *p, SSL_CTX *ctx,
 				 X509_verify_cert_error_string(vr));
 			X509_free(cert);
 		}
+		if (h->dane == TG_DANE_UNCHECKED)
+			tg_dane_result(h, st.ssl);
 		break;
 	}
 	tg_starttls_close(&st);
@@ -486,6 +742,7 @@ static void tg_probe_one(struct tg_probe *p, SSL_CTX *ctx,
 		snprintf(h->verdict_s, sizeof(h->verdict_s),
 			 "would be deferred: %s", h->failure);
 	}
+	tg_dane_verdict(h, &st);
 }
 
 /* TLSA at _PORT._tcp.NAME, asked once per host name. */
@@ -505,10 +762,16 @@ static void tg_tlsa(struct tg_probe *p, struct __res_state *res)
 			    strcasecmp(p->host[j].name, h->name) == 0)
 				break;
 		h->tlsa_asked = 1;
-		if (j < i)
+		if (j < i) {
 			h->tlsa = p->host[j].tlsa;
-		else
-			tg_dns_tlsa(res, h->name, p->port, &h->tlsa);
+			h->ntlsa = p->host[j].ntlsa;
+			memcpy(h->tlsa_rr, p->host[j].tlsa_rr,
+			       sizeof(h->tlsa_rr));
+		} else {
+			h->ntlsa = tg_dns_tlsa_rrs(res, h->name, p->port,
+						   h->tlsa_rr, TG_PROBE_TLSA,
+						   &h->tlsa);
+		}
 	}
 }
 
@@ -541,13 +804,17 @@ static void tg_overall(struct tg_probe *p)
 	char buf[32];
 	struct tg_probe_host *first = NULL;
 	struct tg_replies replies;
-	int i, secure = 0, bounce = 0, reached_before = 0;
+	int i, secure = 0, bounce = 0, reached_before = 0, dane_failed = 0;
+	int dane_ok = 0;
 
 	tg_replies_defaults(&replies);
 
 	for (i = 0; i < p->nhost; i++) {
 		struct tg_probe_host *h = &p->host[i];
 
+		dane_failed += h->verdict == TG_V_DEFER &&
+			       h->dane == TG_DANE_FAILED;
+		dane_ok += h->dane == TG_DANE_VERIFIED;
 		if (h->verdict == TG_V_DELIVERED) {
 			secure++;
 			if (!first)
@@ -565,10 +832,15 @@ static void tg_overall(struct tg_probe *p)
 			 "takes no mail", p->name);
 	} else if (secure == p->nhost) {
 		p->exit = 0;
-		snprintf(p->overall, sizeof(p->overall), "%s",
-			 p->nhost == 1 ? "would be delivered" :
-			 "would be delivered: every host takes mail over TLS "
-			 "1.2 or higher");
+		if (p->nhost == 1)
+			memcpy(p->overall, p->host[0].verdict_s,
+			       sizeof(p->overall));
+		else
+			snprintf(p->overall, sizeof(p->overall), "would be "
+				 "delivered: every host takes mail over TLS "
+				 "1.2 or higher%s", dane_ok == p->nhost ?
+				 ", DANE-authenticated: a man in the middle "
+				 "can neither read nor change it" : "");
 	} else if (p->nhost == 1) {
 		snprintf(p->overall, sizeof(p->overall), "%s",
 			 p->host[0].verdict_s);
@@ -582,10 +854,14 @@ static void tg_overall(struct tg_probe *p)
 				"takes TLS 1.2 or higher), and the MTA tries the "
 				"next host", tg_hosts(buf, sizeof(buf), bounce),
 				replies.defer_code, replies.defer_dsn);
-		if (p->nhost - secure - bounce)
+		if (dane_failed)
+			tg_note(p, "an MTA that uses DANE passes over %s "
+				"where DANE fails", tg_hosts(buf, sizeof(buf),
+							     dane_failed));
+		if (p->nhost - secure - bounce - dane_failed)
 			tg_note(p, "the MTA passes over %s it cannot reach",
-				tg_hosts(buf, sizeof(buf),
-					 p->nhost - secure - bounce));
+				tg_hosts(buf, sizeof(buf), p->nhost - secure -
+					 bounce - dane_failed));
 		if (reached_before >= 2)
 			tg_note(p, "%d hosts that answer come before %s[%s]: "
 				"Postfix makes at most 2 SMTP sessions per "
@@ -596,10 +872,193 @@ static void tg_overall(struct tg_probe *p)
 	} else if (bounce) {
 		snprintf(p->overall, sizeof(p->overall), "would bounce: no "
 			 "host takes mail over TLS 1.2 or higher");
+	} else if (dane_failed) {
+		snprintf(p->overall, sizeof(p->overall),
+			 "would be deferred: DANE fails at every host that "
+			 "answers (an MTA that uses DANE retries until the mail "
+			 "expires)");
 	} else {
 		snprintf(p->overall, sizeof(p->overall),
 			 "would be deferred: no host could be reached (the MTA "
 			 "retries until the mail expires)");
+	}
+}
+
+/* ---- the MTA's route: Postfix's relayhost and transport_maps ---- */
+
+/*
+ * For a domain, the route Postfix would take when its configuration can
+ * be read (--postfix-config DIR, else /etc/postfix when it has a
+ * main.cf): the probe then checks the host the mail goes to.
+ */
+static void tg_follow_route(struct tg_probe *p)
+{
+	static const char *smtp[] = { "smtp", "relay", NULL };
+	const char *dir = p->postfix_dir;
+	struct tg_route *r = &p->route;
+	int i;
+
+	if (p->mode != TG_M_DOMAIN || p->no_postfix)
+		return;
+	if (!dir) {
+		if (access(TG_POSTFIX_DIR "/main.cf", R_OK) != 0)
+			return;
+		dir = TG_POSTFIX_DIR;
+	}
+	p->postfix_dir = dir;
+	if (tg_route_lookup(r, dir, p->name) < 0)
+		tg_probe_fatal("Postfix configuration %s: %s", dir, r->how);
+	p->route_read = 1;
+	for (i = 0; smtp[i]; i++)
+		if (strcmp(r->transport, smtp[i]) == 0)
+			break;
+	if (!smtp[i])
+		tg_probe_fatal("%s: Postfix (%s) sends it with transport "
+			       "\"%s\", not over SMTP to port 25: nothing to "
+			       "probe (%s)", p->name, dir, r->transport,
+			       r->how);
+	if (!r->routed)
+		return;
+	p->port = r->port ? r->port : 25;
+	if (tg_literal(r->host, &p->literal))
+		p->mode = TG_M_LITERAL;
+	else if (!tg_domain_valid(r->host, TG_DOMAIN_DNS))
+		tg_probe_fatal("Postfix configuration %s: nexthop \"%s\" is "
+			       "not a host name or address", dir, r->host);
+	else
+		p->mode = r->bracketed ? TG_M_HOST : TG_M_DOMAIN;
+	snprintf(p->name, sizeof(p->name), "%s", r->host);
+}
+
+/* ---- MTA-STS (RFC 8461) per host ---- */
+
+static void tg_sts_hosts(struct tg_probe *p)
+{
+	const char *then;
+	int i, bad = 0, n = 0;
+	char mx[512];
+	size_t off = 0;
+
+	if (!p->sts_asked) {
+		snprintf(p->sts_summary, sizeof(p->sts_summary), "not "
+			 "applicable (%s)", p->route.routed ? "the route is "
+			 "not the domain's MX hosts" : p->mode == TG_M_LITERAL ?
+			 "an address" : "a host probed without an MX lookup");
+		return;
+	}
+	if (p->sts.state == TG_STS_NONE) {
+		snprintf(p->sts_summary, sizeof(p->sts_summary), "%s",
+			 p->sts.problem[0] ? p->sts.problem :
+			 "none (no STSv1 TXT record at _mta-sts)");
+		return;
+	}
+	if (p->sts.state != TG_STS_POLICY) {
+		snprintf(p->sts_summary, sizeof(p->sts_summary), "no policy%s"
+			 "%s%s: %s", p->sts.id[0] ? " (TXT record id " : "",
+			 p->sts.id, p->sts.id[0] ? ")" : "", p->sts.problem);
+		return;
+	}
+	then = strcmp(p->sts.mode, "enforce") == 0 ? "enforce: a sender "
+	       "that applies MTA-STS does not deliver to this host" :
+	       strcmp(p->sts.mode, "testing") == 0 ? "testing: a sender "
+	       "reports it and delivers anyway" : "none";
+	for (i = 0; i < p->sts.nmx && off < sizeof(mx); i++)
+		off += (size_t)snprintf(mx + off, sizeof(mx) - off, "%s%s",
+					i ? ", " : "", p->sts.mx[i]);
+	for (i = 0; i < p->nhost; i++) {
+		struct tg_probe_host *h = &p->host[i];
+
+		if (!h->has_addr)
+			continue;
+		n++;
+		h->sts_pattern = tg_sts_match(&p->sts, h->name);
+		if (strcmp(p->sts.mode, "none") == 0)
+			snprintf(h->sts_text, sizeof(h->sts_text), "policy "
+				 "mode none: nothing checked");
+		else if (!h->sts_pattern)
+			snprintf(h->sts_text, sizeof(h->sts_text), "FAILED: "
+				 "%s matches no mx pattern of the policy (%s)",
+				 h->name, then);
+		else if (h->vnum < TLS1_2_VERSION)
+			snprintf(h->sts_text, sizeof(h->sts_text), "FAILED: "
+				 "no TLS 1.2 or higher (%s)", then);
+		else if (strcmp(h->verify, "ok") != 0)
+			snprintf(h->sts_text, sizeof(h->sts_text), "FAILED: "
+				 "the certificate is not valid for %s: %s (%s)",
+				 h->name, h->verify, then);
+		else
+			h->sts_ok = 1;
+		if (h->sts_ok)
+			snprintf(h->sts_text, sizeof(h->sts_text), "ok: "
+				 "matches mx pattern %s, valid certificate",
+				 h->sts_pattern);
+		bad += !h->sts_ok && strcmp(p->sts.mode, "none") != 0;
+	}
+	snprintf(p->sts_summary, sizeof(p->sts_summary), "mode %s (id %s, "
+		 "max_age %ld, mx %s): %s", p->sts.mode, p->sts.id,
+		 p->sts.max_age, off ? mx : "none",
+		 strcmp(p->sts.mode, "none") == 0 ? "nothing is checked" :
+		 !bad ? "every MX host matches and has a valid certificate" :
+		 bad == n ? "no MX host passes" : "some MX hosts fail");
+}
+
+/* ---- the destination's DANE status, in one line ---- */
+
+static void tg_dane_summary(struct tg_probe *p)
+{
+	int i, n = 0, verified = 0, failed = 0, insecure = 0;
+
+	for (i = 0; i < p->nhost; i++) {
+		const struct tg_probe_host *h = &p->host[i];
+
+		if (!h->has_addr)
+			continue;
+		n++;
+		verified += h->dane == TG_DANE_VERIFIED;
+		failed += h->dane == TG_DANE_FAILED;
+		insecure += h->dane == TG_DANE_INSECURE;
+	}
+	if (p->mode == TG_M_LITERAL)
+		snprintf(p->dane_summary, sizeof(p->dane_summary), "not "
+			 "applicable: an address has no TLSA records; a man in "
+			 "the middle who presents a certificate of its own goes "
+			 "unnoticed");
+	else if (failed)
+		snprintf(p->dane_summary, sizeof(p->dane_summary), "FAILED at "
+			 "%d of %d host%s: an MTA that uses DANE does not "
+			 "deliver there", failed, n, n == 1 ? "" : "s");
+	else if (n && verified == n)
+		snprintf(p->dane_summary, sizeof(p->dane_summary), "every "
+			 "host is DANE-authenticated: a man in the middle can "
+			 "neither read nor change the mail, for an MTA that "
+			 "uses DANE (Postfix: smtp_dns_support_level = dnssec, "
+			 "smtp_tls_security_level = dane)");
+	else if (verified)
+		snprintf(p->dane_summary, sizeof(p->dane_summary), "%d of %d "
+			 "hosts DANE-authenticated: at the others a man in the "
+			 "middle who presents a certificate of its own goes "
+			 "unnoticed", verified, n);
+	else if (insecure)
+		snprintf(p->dane_summary, sizeof(p->dane_summary), "not in "
+			 "force: the TLSA records are not DNSSEC-validated; a "
+			 "man in the middle who presents a certificate of its "
+			 "own goes unnoticed");
+	else
+		snprintf(p->dane_summary, sizeof(p->dane_summary), "no TLSA "
+			 "records: a man in the middle who presents a "
+			 "certificate of its own goes unnoticed (tlsguard "
+			 "checks the TLS version, not who answers)");
+	if (p->route_read && p->mode != TG_M_LITERAL) {
+		size_t off = strlen(p->dane_summary);
+
+		snprintf(p->dane_summary + off, sizeof(p->dane_summary) - off,
+			 p->route.dane ? "; the Postfix of %s uses DANE "
+			 "(smtp_tls_security_level = %s, smtp_dns_support_level "
+			 "= %s)" : "; the Postfix of %s does not use DANE "
+			 "(smtp_tls_security_level = %s, smtp_dns_support_level "
+			 "= %s): it does not look at TLSA records",
+			 p->postfix_dir, p->route.tls_level,
+			 p->route.dns_level[0] ? p->route.dns_level : "(empty)");
 	}
 }
 
@@ -650,10 +1109,17 @@ static void tg_print_text(const struct tg_probe *p)
 	size_t off = 0;
 	int i;
 
-	printf("%-20s%s (%s), port %u\n", "destination:", p->target,
-	       p->mode == TG_M_DOMAIN ? "its MX hosts" :
-	       p->mode == TG_M_HOST ? "that host, no MX lookup" :
-	       "that address", p->port);
+	printf("%-20s%s (%s%s%s), port %u\n", "destination:", p->target,
+	       p->route.routed ? "routed to " : "",
+	       p->route.routed ? p->name : "",
+	       p->mode == TG_M_DOMAIN ? (p->route.routed ? ": its MX hosts" :
+					 "its MX hosts") :
+	       p->mode == TG_M_HOST ? (p->route.routed ? ": that host, no "
+				       "MX lookup" : "that host, no MX lookup") :
+	       p->route.routed ? ": that address" : "that address", p->port);
+	if (p->route_read)
+		printf("%-20s%s (Postfix configuration %s)\n", "route:",
+		       p->route.how, p->postfix_dir);
 	if (p->mode != TG_M_LITERAL)
 		printf("%-20s%s\n", "DNS server:", tg_server(p));
 	if (p->mode == TG_M_DOMAIN) {
@@ -666,6 +1132,7 @@ static void tg_print_text(const struct tg_probe *p)
 		       "(RFC 5321 5.1)" : p->nhost ? buf : "null MX (RFC 7505)",
 		       p->mx_ad ? " (DNSSEC-authenticated)" : "");
 	}
+	printf("%-20s%s\n", "MTA-STS:", p->sts_summary);
 	for (i = 0; i < p->nhost; i++) {
 		const struct tg_probe_host *h = &p->host[i];
 
@@ -700,6 +1167,7 @@ static void tg_print_text(const struct tg_probe *p)
 			tg_kv("not after", "%s (%s)", h->not_after,
 			      h->expired ? "expired" : "not expired");
 			tg_kv("verification", "%s%s", h->verify,
+			      h->dane == TG_DANE_VERIFIED ? " (by DANE)" :
 			      strcmp(h->verify, "ok") == 0 ? "" :
 			      " (tlsguard does not require it)");
 		} else if (h->version[0]) {
@@ -707,9 +1175,14 @@ static void tg_print_text(const struct tg_probe *p)
 		}
 		tg_tlsa_text(h, buf, sizeof(buf));
 		tg_kv("TLSA (DANE)", "%s", buf);
+		if (h->dane_text[0])
+			tg_kv("DANE", "%s", h->dane_text);
+		if (h->sts_text[0])
+			tg_kv("MTA-STS", "%s", h->sts_text);
 		tg_kv("verdict", "%s", h->verdict_s);
 	}
 	printf("\n%-20s%s\n", "overall:", p->overall);
+	printf("%-20s%s\n", "DANE:", p->dane_summary);
 	for (i = 0; i < p->nnote; i++)
 		printf("%-20s%s\n", "note:", p->note[i]);
 }
@@ -741,6 +1214,107 @@ static void tg_jkv(const char *key, const char *val, int comma)
 		fputs("null", stdout);
 	if (comma)
 		putchar(',');
+}
+
+static const char *tg_dane_key(enum tg_dane d)
+{
+	static const char *const key[] = {
+		[TG_DANE_NA] = "not-applicable",
+		[TG_DANE_NONE] = "no-tlsa",
+		[TG_DANE_INSECURE] = "insecure",
+		[TG_DANE_UNUSABLE] = "unusable",
+		[TG_DANE_VERIFIED] = "verified",
+		[TG_DANE_FAILED] = "failed",
+		[TG_DANE_UNCHECKED] = "unchecked",
+	};
+
+	return key[d];
+}
+
+static void tg_json_tlsa(const struct tg_probe_host *h)
+{
+	int i;
+	unsigned j;
+
+	printf("\"records\":[");
+	for (i = 0; i < h->ntlsa; i++) {
+		const struct tg_tlsa *t = &h->tlsa_rr[i];
+
+		printf("%s{\"usage\":%u,\"selector\":%u,\"mtype\":%u,"
+		       "\"data\":\"", i ? "," : "", t->usage, t->selector,
+		       t->mtype);
+		for (j = 0; j < t->len; j++)
+			printf("%02x", t->data[j]);
+		printf("\"}");
+	}
+	printf("]");
+}
+
+static void tg_json_dane(const struct tg_probe_host *h)
+{
+	printf("\"dane\":{");
+	tg_jkv("status", tg_dane_key(h->dane), 1);
+	if (h->dane == TG_DANE_VERIFIED)
+		printf("\"usage\":%u,\"selector\":%u,\"mtype\":%u,"
+		       "\"depth\":%d,", h->dane_u, h->dane_s, h->dane_m,
+		       h->dane_depth);
+	tg_jkv("text", h->dane_text[0] ? h->dane_text : NULL, 0);
+	printf("},");
+	if (h->sts_text[0]) {
+		printf("\"mta_sts\":{\"ok\":%s,", h->sts_ok ? "true" :
+		       "false");
+		tg_jkv("pattern", h->sts_pattern, 1);
+		tg_jkv("text", h->sts_text, 0);
+		printf("},");
+	} else {
+		printf("\"mta_sts\":null,");
+	}
+}
+
+static void tg_json_top(const struct tg_probe *p)
+{
+	static const char *const sts[] = {
+		[TG_STS_NONE] = "none",
+		[TG_STS_DNS_ERROR] = "dns-error",
+		[TG_STS_FETCH_ERROR] = "no-policy",
+		[TG_STS_POLICY] = "policy",
+	};
+	int i;
+
+	if (p->route_read) {
+		printf("\"route\":{");
+		tg_jkv("postfix_config", p->postfix_dir, 1);
+		tg_jkv("how", p->route.how, 1);
+		tg_jkv("transport", p->route.transport, 1);
+		printf("\"routed\":%s,", p->route.routed ? "true" : "false");
+		tg_jkv("nexthop", p->route.routed ? p->route.host : NULL, 1);
+		printf("\"mx_lookup\":%s,", p->mode == TG_M_DOMAIN ? "true" :
+		       "false");
+		tg_jkv("smtp_tls_security_level", p->route.tls_level, 1);
+		tg_jkv("smtp_dns_support_level", p->route.dns_level, 1);
+		printf("\"postfix_uses_dane\":%s},", p->route.dane ? "true" :
+		       "false");
+	} else {
+		printf("\"route\":null,");
+	}
+	printf("\"mta_sts\":{");
+	tg_jkv("status", p->sts_asked ? sts[p->sts.state] : "not-applicable",
+	       1);
+	if (p->sts_asked && p->sts.state == TG_STS_POLICY) {
+		tg_jkv("id", p->sts.id, 1);
+		tg_jkv("mode", p->sts.mode, 1);
+		printf("\"max_age\":%ld,\"mx\":[", p->sts.max_age);
+		for (i = 0; i < p->sts.nmx; i++) {
+			if (i)
+				putchar(',');
+			tg_js(p->sts.mx[i]);
+		}
+		printf("],");
+	}
+	tg_jkv("text", p->sts_summary, 0);
+	printf("},\"dane\":");
+	tg_js(p->dane_summary);
+	putchar(',');
 }
 
 static const char *tg_verdict_key(enum tg_verdict v)
@@ -810,11 +1384,14 @@ static void tg_print_json(const struct tg_probe *p)
 			printf("\"tlsa\":{");
 			tg_jkv("name", h->tlsa_name, 1);
 			tg_jkv("rcode", tg_rcode_name(h->tlsa.rcode), 1);
-			printf("\"count\":%d,\"authenticated\":%s},",
+			printf("\"count\":%d,\"authenticated\":%s,",
 			       h->tlsa.count, h->tlsa.ad ? "true" : "false");
+			tg_json_tlsa(h);
+			printf("},");
 		} else {
 			printf("\"tlsa\":null,");
 		}
+		tg_json_dane(h);
 		tg_jkv("verdict", tg_verdict_key(h->verdict), 1);
 		tg_jkv("verdict_text", h->verdict_s, 0);
 		putchar('}');
@@ -824,6 +1401,7 @@ static void tg_print_json(const struct tg_probe *p)
 		 "delivered" : strncmp(p->overall, "would bounce", 12) == 0 ?
 		 "bounce" : "defer");
 	printf("],");
+	tg_json_top(p);
 	tg_jkv("verdict", buf, 1);
 	tg_jkv("verdict_text", p->overall, 1);
 	printf("\"notes\":[");
@@ -837,7 +1415,7 @@ static void tg_print_json(const struct tg_probe *p)
 	       "false", p->exit);
 }
 
-static SSL_CTX *tg_probe_ctx(void)
+static SSL_CTX *tg_probe_ctx(const char *ca_file)
 {
 	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
 
@@ -851,7 +1429,15 @@ static SSL_CTX *tg_probe_ctx(void)
 	SSL_CTX_set_min_proto_version(ctx, TLS1_VERSION);
 	SSL_CTX_set_cipher_list(ctx, "ALL:@SECLEVEL=0");
 	SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
-	SSL_CTX_set_default_verify_paths(ctx);
+	if (ca_file ? SSL_CTX_load_verify_locations(ctx, ca_file, NULL) != 1 :
+		      SSL_CTX_set_default_verify_paths(ctx) != 1)
+		tg_probe_fatal("--ca-file %s: cannot load CA certificates",
+			       ca_file ? ca_file : "(default)");
+	/* the records themselves come per session (tg_dane_prep) */
+	if (SSL_CTX_dane_enable(ctx) <= 0) {
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
 	return ctx;
 }
 
@@ -863,6 +1449,8 @@ int tg_probe_main(int argc, char **argv)
 	char *end;
 	int i;
 
+	/* a host that closes early must not end the probe without a word */
+	signal(SIGPIPE, SIG_IGN);
 	p.timeout = TG_PROBE_TIMEOUT;
 	for (i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--resolver") == 0) {
@@ -883,6 +1471,19 @@ int tg_probe_main(int argc, char **argv)
 					       argv[i]);
 		} else if (strcmp(argv[i], "--json") == 0) {
 			p.json = 1;
+		} else if (strcmp(argv[i], "--postfix-config") == 0) {
+			if (++i == argc || !*argv[i])
+				tg_probe_fatal("--postfix-config: missing "
+					       "value (the directory of "
+					       "main.cf)");
+			p.postfix_dir = argv[i];
+		} else if (strcmp(argv[i], "--no-postfix-config") == 0) {
+			p.no_postfix = 1;
+		} else if (strcmp(argv[i], "--ca-file") == 0) {
+			if (++i == argc || !*argv[i])
+				tg_probe_fatal("--ca-file: missing value (a "
+					       "PEM file of CA certificates)");
+			p.ca_file = argv[i];
 		} else if (strcmp(argv[i], "-h") == 0 ||
 			   strcmp(argv[i], "--help") == 0) {
 			tg_probe_usage();
@@ -899,18 +1500,28 @@ int tg_probe_main(int argc, char **argv)
 	if (!p.target)
 		tg_probe_usage();
 	tg_target(&p, p.target);
+	if (p.postfix_dir && p.no_postfix)
+		tg_probe_fatal("--postfix-config and --no-postfix-config "
+			       "exclude each other");
+	tg_follow_route(&p);
 	if (tg_dns_open(&res, p.resolver, p.timeout) < 0) {
 		if (errno == EINVAL)
-			tg_probe_fatal("--resolver %s: expected an IPv4 address"
-				       ", optionally with :PORT", p.resolver);
+			tg_probe_fatal("--resolver %s: expected an IPv4 or IPv6 "
+				       "address, optionally with a port: IPv4:PORT "
+				       "or [IPv6]:PORT", p.resolver);
 		tg_probe_fatal("cannot set up the resolver: %s",
 			       strerror(errno));
 	}
 	tg_resolve(&p, &res);
 	tg_tlsa(&p, &res);
+	/* MTA-STS is the recipient domain's, for mail to its MX hosts */
+	if (p.mode == TG_M_DOMAIN && !p.route.routed) {
+		p.sts_asked = 1;
+		tg_sts_lookup(&p.sts, &res, p.name, p.ca_file, p.timeout);
+	}
 	res_nclose(&res);
 
-	ctx = tg_probe_ctx();
+	ctx = tg_probe_ctx(p.ca_file);
 	if (!ctx)
 		tg_probe_fatal("OpenSSL: cannot make a TLS context");
 	for (i = 0; i < p.nhost; i++) {
@@ -926,7 +1537,9 @@ int tg_probe_main(int argc, char **argv)
 		}
 	}
 	SSL_CTX_free(ctx);
+	tg_sts_hosts(&p);
 	tg_overall(&p);
+	tg_dane_summary(&p);
 	if (p.json)
 		tg_print_json(&p);
 	else

@@ -8,7 +8,8 @@
  *	int	tg_probe_main(int argc, char **argv);
  * DESCRIPTION
  *	tlsguardctl probe DOMAIN|HOST:PORT|IP|[IP][:PORT] [--resolver
- *	IP[:PORT]] [--timeout SECONDS] [--json]
+ *	IP|IP:PORT|[IPv6]:PORT] [--timeout SECONDS] [--json]
+ *	[--postfix-config DIR | --no-postfix-config] [--ca-file FILE]
  *
  *	What a mail provider asks a user to do before setting up a
  *	permanent forward, done by tlsguardctl: look up the MX hosts of
@@ -36,16 +37,39 @@
  *	host takes TLS 1.2 or higher, so the MTA goes on to that host and
  *	the mail is delivered; when no host does, it bounces.
  *
- *	--resolver names the DNS server to ask (IPv4, port 53 unless
+ *	DANE (RFC 7672): where a host's TLSA records, the MX answer that
+ *	named it (none for a host probed without an MX lookup) and its
+ *	address answers are all DNSSEC-validated, the DANE-TA(2) and
+ *	DANE-EE(3) records are matched by OpenSSL against the chain the host
+ *	presents (DANE-EE without name checks; DANE-TA against the host name
+ *	and the next-hop domain). "verified" keeps the verdict and says that
+ *	a man in the middle can neither read nor change the mail; "FAILED"
+ *	(no match, no TLS, no TLSA answer) makes it "would be deferred", as
+ *	an MTA that uses DANE defers and goes on to the next host. Records
+ *	that are not validated change nothing.
+ *
+ *	MTA-STS (RFC 8461, tg_sts.h): for a domain whose mail goes to its MX
+ *	hosts, the policy's mode and mx patterns, and per host whether it
+ *	matches one with a valid certificate. Reported, not judged.
+ *
+ *	The route (tg_route.h): for a DOMAIN, when a Postfix configuration
+ *	can be read (--postfix-config DIR, else /etc/postfix if it has a
+ *	main.cf; --no-postfix-config: none), the nexthop of transport_maps
+ *	or relayhost replaces the domain, as Postfix would route its mail.
+ *
+ *	--resolver names the DNS server to ask (IPv4 or IPv6, port 53 unless
  *	given) instead of those of /etc/resolv.conf; --timeout bounds each
  *	DNS query and each step of each session (default 10 seconds);
- *	--json prints one JSON object instead of the text.
+ *	--json prints one JSON object instead of the text; --ca-file
+ *	replaces the system's CAs in certificate checks.
  * DIAGNOSTICS
  *	Exit status 0 when every host takes mail over TLS 1.2 or higher, 1
  *	when some host would bounce or defer a guaranteed sender's mail
  *	(the overall verdict says whether another host delivers it), 2 on a
- *	usage error or when the lookup fails (no such domain, no answer):
- *	one line "tlsguardctl: fatal: probe: ..." naming what was wrong.
+ *	usage error, when the lookup fails (no such domain, no answer), or
+ *	when the Postfix configuration cannot be read or sends the domain
+ *	over a transport that is not SMTP: one line "tlsguardctl: fatal:
+ *	probe: ..." naming what was wrong.
  *	Needs no privilege and no running tlsguardd.
  */
 #ifndef TG_PROBE_H

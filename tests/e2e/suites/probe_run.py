@@ -37,14 +37,36 @@ Setup (nothing leaves loopback; 127.0.0.150-159 only):
         nullmx.probe.test   MX 0 . (RFC 7505)
         nomx.probe.test     no MX, A 127.0.0.152
         nosuch.probe.test   NXDOMAIN
+        daneta.probe.test   MX 10 ta.probe.test 127.0.0.156 (a chain from
+                            the test CA), TLSA 2 0 1 of the CA
+        badtlsa.probe.test  MX 10 mx.badtlsa 127.0.0.151, TLSA 3 1 1 of
+                            another key (tls12's)
+        danenotls.probe.test MX 10 mx.danenotls 127.0.0.154 (no STARTTLS),
+                            the same TLSA
+        daneclosed.probe.test MX 10 mx.daneclosed 127.0.0.155 (closed), the
+                            same TLSA
+        sts.probe.test      MX 10 mx.sts 127.0.0.156, MX 20 tls13;
+                            _mta-sts TXT "v=STSv1; id=...", mta-sts.sts
+                            127.0.0.157 (HTTPS: mode enforce,
+                            mx *.sts.probe.test)
         plain.test          MX 10 mx.plain.test 127.0.0.151, one TLSA,
                             not DNSSEC-authenticated
 
   * the test MXs (mx.py's TestMX, Python's ssl module over OpenSSL) on port 25
     of .151-.154, each with its own self-signed ECDSA certificate whose CN is
     the host's name (tls13.probe.test, ...); nothing listens on .155;
+  * ta.probe.test on 127.0.0.156 sends a chain from a test CA (names
+    ta.probe.test, mx.sts.probe.test); an HTTPS server (Python's http.server)
+    on 127.0.0.157:443 serves the MTA-STS policy with a certificate from the
+    same CA, given to the probe with --ca-file;
+  * unbound answers on ::1 too (``--resolver ::1``);
+  * a Postfix configuration directory written by the test (main.cf with
+    relayhost = [tls12.probe.test] and transport_maps = hash:, texthash:,
+    inline:), read by the probe through postconf and postmap;
   * a passive watch for DNS queries that leave the machine (dns_env.LeakWatch).
-Every probe gets ``--resolver 127.0.0.150``.
+Every probe gets ``--resolver 127.0.0.150`` and, but for the routing cases,
+``--no-postfix-config`` (the host's own /etc/postfix must not route the test's
+domains).
 
 Cases: one per destination above, asserting the printed fields (version,
 cipher not empty, certificate subject CN, TLSA count and authentication,
@@ -53,6 +75,11 @@ STARTTLS, the version they negotiated; never a MAIL command); a literal
 address ``[127.0.0.153]`` and ``tls12.probe.test:25`` (no MX lookup); --json;
 usage and lookup errors (one line on stderr naming what was wrong, exit 2:
 bad --resolver, bad port, bad name, bad --timeout, no DNS answer);
+DANE: verified DANE-EE and DANE-TA records, a record that matches nothing
+(FAILED, the host deferred, exit 1), records at a host without STARTTLS,
+records not validated, the JSON fields; MTA-STS with and without the test CA;
+the IPv6 resolver; the Postfix routes (relayhost, hash:, a parent key in
+texthash:, inline:, an error: transport);
 ``dns_isolation`` (unbound answered the probe's queries, none of the test's
 names left the machine).
 
@@ -64,12 +91,16 @@ cases and unbound's log.
 """
 
 import hashlib
+import http.server
 import json
 import os
 import re
+import shutil
+import socketserver
 import ssl
 import subprocess
 import sys
+import threading
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "fixtures"))
@@ -90,14 +121,26 @@ HOSTS = {
     "plain.probe.test": ("127.0.0.154", None),
 }
 CLOSED = "127.0.0.155"  # nothing listens here
+TA_ADDR = "127.0.0.156"  # ta.probe.test: a certificate from the test CA, chain sent
+HTTPS_ADDR = "127.0.0.157"  # mta-sts.sts.probe.test:443, a certificate from the test CA
+TA_NAMES = ("ta.probe.test", "mx.sts.probe.test")
+STS_ID = "20261205T000000"
+STS_POLICY = "version: STSv1\r\nmode: enforce\r\nmx: *.sts.probe.test\r\nmax_age: 86400\r\n"
 TIMEOUT_PROBE = 120.0  # seconds for one tlsguardctl run (it bounds each step by --timeout)
 PROBE_STEP = "10"  # --timeout
 
 WEAK10 = "would bounce: TLS 1.2 or higher is required, but host negotiated TLSv1.0"
 NO_TLS = "would bounce: TLS is required, but was not offered by host"
+NO_DANE = ("no TLSA records: a man in the middle who presents a certificate of its own goes unnoticed "
+           "(tlsguard checks the TLS version, not who answers)")
+NO_TLSA_DENIED = "no TLSA (DNSSEC-authenticated denial): DANE does not apply"
+DANE_DELIVERED = "would be delivered, DANE-authenticated: a man in the middle can neither read nor change it"
+DANE_DEFER = ("would be deferred: DANE FAILED: %s: an MTA that uses DANE does not deliver to this host "
+              "(a man in the middle, or TLSA records the host's certificate no longer matches)")
+NO_MATCH = "no TLSA record matches the certificate chain the host presented"
 
 
-def signed_records(dane_tlsa):
+def signed_records(dane_tlsa, ta_tlsa, wrong_tlsa):
     return [
         "tls13 IN A 127.0.0.151",
         "tls12 IN A 127.0.0.152",
@@ -122,6 +165,25 @@ def signed_records(dane_tlsa):
         "insecure IN MX 10 plain.probe.test.",
         "insecure IN MX 20 tls10.probe.test.",
         "nullmx IN MX 0 .",
+        # DANE: a DANE-TA(2) host, a record that matches nothing, one without STARTTLS
+        "ta IN A %s" % TA_ADDR,
+        "daneta IN MX 10 ta.probe.test.",
+        "_25._tcp.ta IN TLSA %s" % ta_tlsa,
+        "badtlsa IN MX 10 mx.badtlsa.probe.test.",
+        "mx.badtlsa IN A 127.0.0.151",
+        "_25._tcp.mx.badtlsa IN TLSA %s" % wrong_tlsa,
+        "danenotls IN MX 10 mx.danenotls.probe.test.",
+        "mx.danenotls IN A 127.0.0.154",
+        "_25._tcp.mx.danenotls IN TLSA %s" % wrong_tlsa,
+        "daneclosed IN MX 10 mx.daneclosed.probe.test.",
+        "mx.daneclosed IN A %s" % CLOSED,
+        "_25._tcp.mx.daneclosed IN TLSA %s" % wrong_tlsa,
+        # MTA-STS: the policy names *.sts.probe.test, the second MX is not in it
+        "sts IN MX 10 mx.sts.probe.test.",
+        "sts IN MX 20 tls13.probe.test.",
+        "mx.sts IN A %s" % TA_ADDR,
+        '_mta-sts.sts IN TXT "v=STSv1; id=%s;"' % STS_ID,
+        "mta-sts.sts IN A %s" % HTTPS_ADDR,
     ] + ["_25._tcp.mx1.dane IN TLSA %s" % t for t in dane_tlsa]
 
 
@@ -144,6 +206,118 @@ def make_cert(directory, cn):
     if r.returncode != 0:
         raise RuntimeError("openssl req for CN=%s: %s" % (cn, r.stderr.strip()))
     return cert, key
+
+
+def make_ca(directory):
+    """A test CA (CN=tlsguard test CA); (certfile, keyfile)."""
+    cert, key = os.path.join(directory, "ca.crt"), os.path.join(directory, "ca.key")
+    r = subprocess.run([OPENSSL, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                        "-nodes", "-subj", "/CN=tlsguard test CA", "-addext", "basicConstraints=critical,CA:TRUE",
+                        "-addext", "keyUsage=critical,keyCertSign,cRLSign", "-days", "2",
+                        "-keyout", key, "-out", cert], capture_output=True, text=True, timeout=60)
+    if r.returncode != 0:
+        raise RuntimeError("openssl req for the test CA: %s" % r.stderr.strip())
+    return cert, key
+
+
+def make_issued(directory, ca, names):
+    """A certificate for names[0] (SANs: all names) issued by ca; (chainfile, keyfile): the
+    chain file holds the certificate and then the CA's, as the server sends them."""
+    cn = names[0]
+    key, csr = os.path.join(directory, cn + ".key"), os.path.join(directory, cn + ".csr")
+    crt, chain = os.path.join(directory, cn + ".crt"), os.path.join(directory, cn + ".chain")
+    ext = os.path.join(directory, cn + ".ext")
+    with open(ext, "w") as f:
+        f.write("subjectAltName=%s\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"
+                % ",".join("DNS:" + n for n in names))
+    for cmd in ([OPENSSL, "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                 "-subj", "/CN=" + cn, "-keyout", key, "-out", csr],
+                [OPENSSL, "x509", "-req", "-in", csr, "-CA", ca[0], "-CAkey", ca[1], "-CAcreateserial",
+                 "-days", "2", "-extfile", ext, "-out", crt]):
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        if r.returncode != 0:
+            raise RuntimeError("%s for CN=%s: %s" % (" ".join(cmd[:2]), cn, r.stderr.strip()))
+    with open(chain, "w") as out:
+        for f in (crt, ca[0]):
+            with open(f) as src:
+                out.write(src.read())
+    return chain, key
+
+
+def cert_sha256(certfile):
+    with open(certfile) as f:
+        return hashlib.sha256(ssl.PEM_cert_to_DER_cert(f.read())).hexdigest()
+
+
+class PolicyServer:
+    """HTTPS on HTTPS_ADDR:443 (loopback) serving STS_POLICY at /.well-known/mta-sts.txt;
+    ``requests`` records (path, Host header) of each GET."""
+
+    def __init__(self, chain, key):
+        self.requests = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 -- http.server's name
+                outer.requests.append((self.path, self.headers.get("Host")))
+                body = STS_POLICY.encode() if self.path == "/.well-known/mta-sts.txt" else b"not found\n"
+                self.send_response(200 if self.path == "/.well-known/mta-sts.txt" else 404)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        class Server(http.server.ThreadingHTTPServer):
+            def server_bind(self):
+                # HTTPServer's own asks DNS for the address's name (getfqdn): no lookups here
+                socketserver.TCPServer.server_bind(self)
+                self.server_name, self.server_port = HTTPS_ADDR, 443
+
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(chain, key)
+        self.httpd = Server((HTTPS_ADDR, 443), Handler)
+        self.httpd.daemon_threads = True
+        self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, name="mta-sts", daemon=True)
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(5)
+
+
+def write_postfix_config(directory):
+    """A Postfix configuration directory for the routing cases: relayhost, and transport_maps
+    with a hash, a texthash and an inline table (postmap builds the hash)."""
+    os.makedirs(directory)
+    transport = os.path.join(directory, "transport")
+    transport2 = os.path.join(directory, "transport2")
+    with open(transport, "w") as f:
+        f.write("weak.probe.test smtp:[tls13.probe.test]:25\nerror.probe.test error:5.1.2 no such domain\n")
+    with open(transport2, "w") as f:
+        f.write(".sub.probe.test relay:secure.probe.test\n")
+    with open(os.path.join(directory, "main.cf"), "w") as f:
+        f.write("# written by tlsguard tests/e2e/suites/probe_run.py\n"
+                "compatibility_level = 3.6\n"
+                "relayhost = [tls12.probe.test]\n"
+                "smtp_tls_security_level = dane\n"
+                "smtp_dns_support_level = dnssec\n"
+                "transport_maps = hash:%s, texthash:%s,\n"
+                "    inline:{ inline.probe.test=smtp:[tls13.probe.test] }\n" % (transport, transport2))
+    if os.path.exists("/etc/postfix/master.cf"):
+        shutil.copy("/etc/postfix/master.cf", directory)
+    r = subprocess.run(["/usr/sbin/postmap", "-c", directory, "hash:" + transport], capture_output=True,
+                       text=True, timeout=60)
+    if r.returncode != 0:
+        raise RuntimeError("postmap hash:%s: %s" % (transport, r.stderr.strip()))
+    return directory
 
 
 def tlsa_of(certfile):
@@ -175,7 +349,7 @@ class Run:
                                           ("stderr: " + self.err) if self.err else "")
 
 
-TOP_KEYS = ("destination", "DNS server", "MX hosts", "overall", "note")
+TOP_KEYS = ("destination", "route", "DNS server", "MX hosts", "MTA-STS", "overall", "DANE", "note")
 
 
 def parse(out):
@@ -199,8 +373,10 @@ def parse(out):
     return top, hosts
 
 
-def probe(ctl, target, *extra, resolver=True):
-    argv = [ctl, "probe", target] + (["--resolver", DNS, "--timeout", PROBE_STEP] if resolver else []) + list(extra)
+def probe(ctl, target, *extra, resolver=True, postfix=False):
+    """Without ``postfix``, --no-postfix-config: the host's own /etc/postfix does not route the test's domains."""
+    argv = [ctl, "probe", target] + (["--resolver", DNS, "--timeout", PROBE_STEP] if resolver else []) + \
+        ([] if postfix or "--postfix-config" in extra else ["--no-postfix-config"]) + list(extra)
     p = subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT_PROBE)
     return Run(argv, p)
 
@@ -216,7 +392,7 @@ def want_field(p, h, what, key, expected):
         want(p, what, h.get(key), expected)
 
 
-def check_tls_host(p, run, header, version, cn):
+def check_tls_host(p, run, header, version, cn, dane=False):
     h = run.host(header)
     if h is None:
         p.append("no block for %s in the output" % header)
@@ -233,7 +409,9 @@ def check_tls_host(p, run, header, version, cn):
     if "(not expired)" not in h.get("not after", ""):
         p.append("%s not after: %r, expected '(not expired)' (a 2-day certificate made now)" % (
             header, h.get("not after")))
-    if not h.get("verification") or h.get("verification", "").startswith("ok"):
+    if dane:
+        want(p, header + " verification", h.get("verification"), "ok (by DANE)")
+    elif not h.get("verification") or h.get("verification", "").startswith("ok"):
         p.append("%s verification: %r, expected a reason (the certificate is self-signed)" % (
             header, h.get("verification")))
     return h
@@ -276,6 +454,9 @@ def case_secure(ctx):
             if "DNSSEC-authenticated denial" not in h.get("TLSA (DANE)", ""):
                 p.append("%s TLSA: %r, expected none with an authenticated denial" % (header, h.get("TLSA (DANE)")))
     want(p, "overall", run.top.get("overall"), "would be delivered: every host takes mail over TLS 1.2 or higher")
+    want(p, "MTA-STS", run.top.get("MTA-STS"), "none (no STSv1 TXT record at _mta-sts)")
+    want(p, "DANE", run.top.get("DANE"), NO_DANE)
+    want(p, "host DANE", [h.get("DANE") for h in run.hosts], [NO_TLSA_DENIED] * 2)
     mx_saw(p, ctx.mxs["tls13.probe.test"], since["tls13.probe.test"], "TLSv1.3")
     mx_saw(p, ctx.mxs["tls12.probe.test"], since["tls12.probe.test"], "TLSv1.2")
     return p, run
@@ -316,13 +497,22 @@ def case_no_starttls(ctx):
 
 
 def case_dane(ctx):
+    """Two matching DANE-EE records at mx1 (its certificate's name is another: DANE-EE needs none), none at mx2."""
     run, p = ctx.probe_exits(0, "dane.probe.test")
-    h = check_tls_host(p, run, "mx1.dane.probe.test[127.0.0.151]:25", "TLSv1.3", "tls13.probe.test")
+    h = check_tls_host(p, run, "mx1.dane.probe.test[127.0.0.151]:25", "TLSv1.3", "tls13.probe.test", dane=True)
     want_field(p, h, "mx1 TLSA", "TLSA (DANE)",
                "2 records at _25._tcp.mx1.dane.probe.test, DNSSEC-authenticated")
+    if h is not None and not re.match(r"^verified \(3/[01]/1: DANE-EE, (SPKI|certificate), SHA2-256, chain depth 0\)$",
+                                      h.get("DANE", "")):
+        p.append("mx1 DANE: %r, expected verified (3/1/1 or 3/0/1) at depth 0" % h.get("DANE"))
+    want_field(p, h, "mx1 verdict", "verdict", DANE_DELIVERED)
+    want(p, "DANE", run.top.get("DANE"), "1 of 2 hosts DANE-authenticated: at the others a man in the middle who "
+         "presents a certificate of its own goes unnoticed")
     h = check_tls_host(p, run, "mx2.dane.probe.test[127.0.0.152]:25", "TLSv1.2", "tls12.probe.test")
     want_field(p, h, "mx2 TLSA", "TLSA (DANE)",
                "none at _25._tcp.mx2.dane.probe.test (DNSSEC-authenticated denial)")
+    want_field(p, h, "mx2 DANE", "DANE", NO_TLSA_DENIED)
+    want_field(p, h, "mx2 verdict", "verdict", "would be delivered")
     if not ctx.unbound.queried("_25._tcp.mx1.dane.probe.test", "TLSA"):
         p.append("unbound logged no TLSA query for _25._tcp.mx1.dane.probe.test")
     return p, run
@@ -334,6 +524,187 @@ def case_dane_unsigned(ctx):
     h = check_tls_host(p, run, "mx.plain.test[127.0.0.151]:25", "TLSv1.3", "tls13.probe.test")
     want_field(p, h, "TLSA", "TLSA (DANE)", "1 record at _25._tcp.mx.plain.test, not DNSSEC-authenticated "
                "(a DANE client ignores them)")
+    want_field(p, h, "DANE", "DANE", "TLSA not validated (insecure: the TLSA answer has no AD bit): DANE does not apply")
+    want_field(p, h, "verdict", "verdict", "would be delivered")
+    want(p, "DANE", run.top.get("DANE"), "not in force: the TLSA records are not DNSSEC-validated; a man in the "
+         "middle who presents a certificate of its own goes unnoticed")
+    return p, run
+
+
+def case_dane_mismatch(ctx):
+    """A DNSSEC-validated DANE-EE record that does not match the host's certificate: FAILED, deferred."""
+    run, p = ctx.probe_exits(1, "badtlsa.probe.test")
+    h = check_tls_host(p, run, "mx.badtlsa.probe.test[127.0.0.151]:25", "TLSv1.3", "tls13.probe.test")
+    want_field(p, h, "DANE", "DANE", "FAILED: " + NO_MATCH)
+    want_field(p, h, "verdict", "verdict", DANE_DEFER % NO_MATCH)
+    want(p, "overall", run.top.get("overall"), DANE_DEFER % NO_MATCH)
+    want(p, "DANE", run.top.get("DANE"), "FAILED at 1 of 1 host: an MTA that uses DANE does not deliver there")
+    return p, run
+
+
+def case_dane_ta(ctx):
+    """DANE-TA(2): the record names the CA that issued the host's certificate (sent in its chain)."""
+    run, p = ctx.probe_exits(0, "daneta.probe.test")
+    h = run.host("ta.probe.test[%s]:25" % TA_ADDR)
+    if h is None:
+        return p + ["no block for ta.probe.test[%s]:25" % TA_ADDR], run
+    want(p, "subject", h.get("subject"), "CN=ta.probe.test")
+    want(p, "issuer", h.get("issuer"), "CN=tlsguard test CA")
+    want(p, "DANE", h.get("DANE"), "verified (2/0/1: DANE-TA, certificate, SHA2-256, chain depth 1)")
+    want(p, "verification", h.get("verification"), "ok (by DANE)")
+    want(p, "verdict", h.get("verdict"), DANE_DELIVERED)
+    want(p, "overall", run.top.get("overall"), DANE_DELIVERED)
+    want(p, "DANE", run.top.get("DANE"), "every host is DANE-authenticated: a man in the middle can neither read "
+         "nor change the mail, for an MTA that uses DANE (Postfix: smtp_dns_support_level = dnssec, "
+         "smtp_tls_security_level = dane)")
+    return p, run
+
+
+def case_dane_no_starttls(ctx):
+    """Validated TLSA records, and the host offers no STARTTLS: a DANE MTA defers (never sends MAIL)."""
+    run, p = ctx.probe_exits(1, "danenotls.probe.test")
+    h = run.host("mx.danenotls.probe.test[127.0.0.154]:25")
+    if h is None:
+        return p + ["no block for mx.danenotls.probe.test[127.0.0.154]:25"], run
+    why = "no TLS (STARTTLS not offered), and the TLSA records require it"
+    want(p, "DANE", h.get("DANE"), "FAILED: " + why)
+    want(p, "verdict", h.get("verdict"), DANE_DEFER % why)
+    return p, run
+
+
+def case_dane_unreached(ctx):
+    """Validated TLSA records at a host that cannot be reached: not checked, deferred as any such host."""
+    run, p = ctx.probe_exits(1, "daneclosed.probe.test")
+    h = run.host("mx.daneclosed.probe.test[%s]:25" % CLOSED)
+    if h is None:
+        return p + ["no block for mx.daneclosed.probe.test[%s]:25" % CLOSED], run
+    want(p, "DANE", h.get("DANE"), "not checked: the host was not reached (its TLSA records apply)")
+    want(p, "verdict", h.get("verdict"), "would be deferred: cannot connect: Connection refused")
+    return p, run
+
+
+def case_dane_json(ctx):
+    run, p = ctx.probe_exits(0, "daneta.probe.test", "--json")
+    try:
+        doc = json.loads(run.out)
+    except ValueError as e:
+        return ["not JSON: %s" % e], run
+    hosts = doc.get("hosts") or [{}]
+    dane = hosts[0].get("dane") or {}
+    want(p, "hosts[0].dane", {k: dane.get(k) for k in ("status", "usage", "selector", "mtype", "depth")},
+         {"status": "verified", "usage": 2, "selector": 0, "mtype": 1, "depth": 1})
+    want(p, "hosts[0].tlsa.records", (hosts[0].get("tlsa") or {}).get("records"),
+         [{"usage": 2, "selector": 0, "mtype": 1, "data": ctx.ca_sha256}])
+    want(p, "hosts[0].verdict", hosts[0].get("verdict"), "delivered")
+    if not str(doc.get("dane", "")).startswith("every host is DANE-authenticated"):
+        p.append("dane: %r" % doc.get("dane"))
+    want(p, "mta_sts.status", (doc.get("mta_sts") or {}).get("status"), "none")
+    want(p, "route", doc.get("route"), None)
+    return p, run
+
+
+STS_ENFORCE = "enforce: a sender that applies MTA-STS does not deliver to this host"
+
+
+def case_mta_sts(ctx):
+    """The policy over HTTPS (the test CA via --ca-file): mx.sts matches *.sts.probe.test, tls13 does not."""
+    before = len(ctx.https.requests)
+    run, p = ctx.probe_exits(0, "sts.probe.test", "--ca-file", ctx.ca_file)
+    want(p, "MTA-STS", run.top.get("MTA-STS"), "mode enforce (id %s, max_age 86400, mx *.sts.probe.test): "
+         "some MX hosts fail" % STS_ID)
+    h = run.host("mx.sts.probe.test[%s]:25" % TA_ADDR)
+    want_field(p, h, "mx.sts MTA-STS", "MTA-STS", "ok: matches mx pattern *.sts.probe.test, valid certificate")
+    want_field(p, h, "mx.sts verification", "verification", "ok")
+    h = run.host("tls13.probe.test[127.0.0.151]:25")
+    want_field(p, h, "tls13 MTA-STS", "MTA-STS",
+               "FAILED: tls13.probe.test matches no mx pattern of the policy (%s)" % STS_ENFORCE)
+    want(p, "policy requests", ctx.https.requests[before:],
+         [("/.well-known/mta-sts.txt", "mta-sts.sts.probe.test")])
+    return p, run
+
+
+def case_mta_sts_untrusted(ctx):
+    """Without the test CA the policy server's certificate does not verify: no policy, said so."""
+    run, p = ctx.probe_exits(0, "sts.probe.test")
+    want(p, "MTA-STS", run.top.get("MTA-STS"), "no policy (TXT record id %s): https://mta-sts.sts.probe.test/: "
+         "certificate verification failed: self-signed certificate in certificate chain" % STS_ID)
+    if any("MTA-STS" in h for h in run.hosts):
+        p.append("per-host MTA-STS lines without a policy: %r" % [h.get("MTA-STS") for h in run.hosts])
+    return p, run
+
+
+def case_resolver_ipv6(ctx):
+    """--resolver ::1 and [::1]:53: unbound on ::1 answers."""
+    p, runs = [], []
+    for resolver in ("::1", "[::1]:53"):
+        run = probe(ctx.ctl, "secure.probe.test", "--resolver", resolver, "--timeout", PROBE_STEP, resolver=False)
+        runs.append(run)
+        ctx.runs.append(run)
+        want(p, resolver + " exit status", run.rc, 0)
+        want(p, resolver + " DNS server", run.top.get("DNS server"), resolver)
+        want(p, resolver + " hosts", [h["header"] for h in run.hosts],
+             ["tls13.probe.test[127.0.0.151]:25", "tls12.probe.test[127.0.0.152]:25"])
+        want(p, resolver + " MX hosts", run.top.get("MX hosts"),
+             "10 tls13.probe.test, 20 tls12.probe.test (DNSSEC-authenticated)")
+    if not ctx.unbound.queried("secure.probe.test", "MX", client="::1"):
+        p.append("unbound logged no MX query from ::1")
+    return p, runs
+
+
+def case_route_transport(ctx):
+    """transport_maps (hash:) sends weak.probe.test to [tls13.probe.test]: only that host is probed."""
+    run, p = ctx.probe_exits(0, "weak.probe.test", "--postfix-config", ctx.postfix)
+    want(p, "route", run.top.get("route"), "transport_maps hash:%s/transport: weak.probe.test -> "
+         "smtp:[tls13.probe.test]:25 (Postfix configuration %s)" % (ctx.postfix, ctx.postfix))
+    want(p, "destination", run.top.get("destination"),
+         "weak.probe.test (routed to tls13.probe.test: that host, no MX lookup), port 25")
+    want(p, "hosts", [h["header"] for h in run.hosts], ["tls13.probe.test[127.0.0.151]:25"])
+    want(p, "MTA-STS", run.top.get("MTA-STS"), "not applicable (the route is not the domain's MX hosts)")
+    want(p, "overall", run.top.get("overall"), "would be delivered")
+    want(p, "DANE", run.top.get("DANE"), NO_DANE + "; the Postfix of %s uses DANE (smtp_tls_security_level = dane, "
+         "smtp_dns_support_level = dnssec)" % ctx.postfix)
+    return p, run
+
+
+def case_route_relayhost(ctx):
+    """No transport_maps entry: relayhost = [tls12.probe.test] (text and --json)."""
+    run, p = ctx.probe_exits(0, "insecure.probe.test", "--postfix-config", ctx.postfix)
+    want(p, "route", run.top.get("route"), "relayhost = [tls12.probe.test] (Postfix configuration %s)" % ctx.postfix)
+    want(p, "hosts", [h["header"] for h in run.hosts], ["tls12.probe.test[127.0.0.152]:25"])
+    js, p2 = ctx.probe_exits(0, "insecure.probe.test", "--postfix-config", ctx.postfix, "--json")
+    p += p2
+    try:
+        route = json.loads(js.out).get("route") or {}
+    except ValueError as e:
+        return p + ["not JSON: %s" % e], [run, js]
+    want(p, "json route", {k: route.get(k) for k in ("transport", "routed", "nexthop", "mx_lookup", "postfix_config",
+                                                      "postfix_uses_dane")},
+         {"transport": "smtp", "routed": True, "nexthop": "tls12.probe.test", "mx_lookup": False,
+          "postfix_config": ctx.postfix, "postfix_uses_dane": True})
+    return p, [run, js]
+
+
+def case_route_parent_inline(ctx):
+    """texthash: ".sub.probe.test" matches a subdomain (relay:, MX lookup of the nexthop); inline: too."""
+    run, p = ctx.probe_exits(0, "x.sub.probe.test", "--postfix-config", ctx.postfix)
+    want(p, "route", run.top.get("route"), "transport_maps texthash:%s/transport2: .sub.probe.test -> "
+         "relay:secure.probe.test (Postfix configuration %s)" % (ctx.postfix, ctx.postfix))
+    want(p, "hosts", [h["header"] for h in run.hosts],
+         ["tls13.probe.test[127.0.0.151]:25", "tls12.probe.test[127.0.0.152]:25"])
+    run2, p2 = ctx.probe_exits(0, "inline.probe.test", "--postfix-config", ctx.postfix)
+    p += p2
+    if not run2.top.get("route", "").startswith("transport_maps inline:{ inline.probe.test=smtp:[tls13.probe.test] }: "
+                                                "inline.probe.test -> smtp:[tls13.probe.test]"):
+        p.append("inline route: %r" % run2.top.get("route"))
+    want(p, "inline hosts", [h["header"] for h in run2.hosts], ["tls13.probe.test[127.0.0.151]:25"])
+    return p, [run, run2]
+
+
+def case_route_not_smtp(ctx):
+    run, p = ctx.probe_exits(2, "error.probe.test", "--postfix-config", ctx.postfix)
+    want(p, "stdout", run.out, "")
+    if 'sends it with transport "error", not over SMTP' not in run.err or len(run.err.strip().splitlines()) != 1:
+        p.append("stderr: %r, expected one line naming the error transport" % run.err)
     return p, run
 
 
@@ -404,6 +775,7 @@ def case_literal(ctx):
     if h:
         want(p, "verdict", h.get("verdict"), WEAK10)
         want(p, "TLSA", h.get("TLSA (DANE)"), "not looked up (no host name)")
+        want(p, "DANE", h.get("DANE"), "not applicable (an address has no TLSA records)")
     want(p, "overall", run.top.get("overall"), WEAK10)
     if "MX hosts" in run.top or "DNS server" in run.top:
         p.append("a literal address printed DNS lines: %r" % run.top)
@@ -446,7 +818,9 @@ def case_json(ctx):
         want(p, "hosts[0].verdict", weak.get("verdict"), "bounce")
         want(p, "hosts[0].verdict_text", weak.get("verdict_text"), WEAK10)
         want(p, "hosts[0].tlsa", weak.get("tlsa"), {"name": "_25._tcp.tls10.probe.test", "rcode": "NXDOMAIN",
-                                                    "count": 0, "authenticated": True})
+                                                    "count": 0, "authenticated": True, "records": []})
+        want(p, "hosts[0].dane", weak.get("dane"), {"status": "no-tlsa", "text": NO_TLSA_DENIED})
+        want(p, "hosts[0].mta_sts", weak.get("mta_sts"), None)
         want(p, "hosts[1].tls.version", (good.get("tls") or {}).get("version"), "TLSv1.3")
         want(p, "hosts[1].verdict", good.get("verdict"), "delivered")
     if not any("450 4.7.10" in n for n in doc.get("notes") or []):
@@ -486,6 +860,18 @@ CASES = [
     ("probe_no_starttls", case_no_starttls),
     ("probe_dane_tlsa", case_dane),
     ("probe_dane_unsigned", case_dane_unsigned),
+    ("probe_dane_mismatch", case_dane_mismatch),
+    ("probe_dane_ta", case_dane_ta),
+    ("probe_dane_no_starttls", case_dane_no_starttls),
+    ("probe_dane_unreached", case_dane_unreached),
+    ("probe_dane_json", case_dane_json),
+    ("probe_mta_sts", case_mta_sts),
+    ("probe_mta_sts_untrusted", case_mta_sts_untrusted),
+    ("probe_resolver_ipv6", case_resolver_ipv6),
+    ("probe_route_transport", case_route_transport),
+    ("probe_route_relayhost", case_route_relayhost),
+    ("probe_route_parent_inline", case_route_parent_inline),
+    ("probe_route_not_smtp", case_route_not_smtp),
     ("probe_closed_port", case_closed_port),
     ("probe_session_limit_note", case_session_limit),
     ("probe_all_insecure", case_all_insecure),
@@ -500,8 +886,9 @@ CASES = [
 
 
 class Ctx:
-    def __init__(self, ctl, mxs, unbound):
+    def __init__(self, ctl, mxs, unbound, https=None, ca_file=None, ca_sha256=None, postfix=None):
         self.ctl, self.mxs, self.unbound = ctl, mxs, unbound
+        self.https, self.ca_file, self.ca_sha256, self.postfix = https, ca_file, ca_sha256, postfix
 
         self.runs = []
 
@@ -565,22 +952,34 @@ def main(argv=None):
                     cert, key = make_cert(certs, name)
                     tls[name] = TLSOptions(**opts, certfile=cert, keyfile=key)
             dane_tlsa = tlsa_of(tls["tls13.probe.test"].certfile)
-            signed = sign_zone(os.path.join(tmp, "zone"), "probe.test", signed_records(dane_tlsa), DNS)
+            ca = make_ca(certs)
+            ta_chain, ta_key = make_issued(certs, ca, TA_NAMES)
+            tls["ta.probe.test"] = TLSOptions(version="1.3", certfile=ta_chain, keyfile=ta_key)
+            https_chain, https_key = make_issued(certs, ca, ("mta-sts.sts.probe.test",))
+            ca_sha256 = cert_sha256(ca[0])
+            wrong_tlsa = tlsa_of(tls["tls12.probe.test"].certfile)[0]
+            signed = sign_zone(os.path.join(tmp, "zone"), "probe.test",
+                               signed_records(dane_tlsa, "2 0 1 " + ca_sha256, wrong_tlsa), DNS)
+            postfix = write_postfix_config(os.path.join(tmp, "postfix"))
             watch = LeakWatch().start()
             suite.push(watch.stop)
             unbound = Unbound(tmp, DNS, static_zones={"plain.test.": plain_zone(dane_tlsa[0])}, signed=signed,
-                              ready=("secure.probe.test", T_MX, 2), verbosity=2 if args.verbose else 1)
+                              ready=("secure.probe.test", T_MX, 2), verbosity=2 if args.verbose else 1,
+                              also=("::1",))
             suite.push(unbound.stop)
             unbound.start()
             report("dns_server", check_dns_server())
             mxs = {}
-            for name, (addr, _) in HOSTS.items():
+            for name, (addr, _) in list(HOSTS.items()) + [("ta.probe.test", (TA_ADDR, None))]:
                 mxs[name] = TestMX(addr, 25, name=name, tls=tls[name]).start()
                 suite.push(mxs[name].stop)
+            https = PolicyServer(https_chain, https_key).start()
+            suite.push(https.stop)
         except (RuntimeError, OSError, subprocess.SubprocessError) as e:
             report("setup", [str(e)])
         else:
-            ctx = Ctx(args.tlsguardctl, mxs, unbound)
+            ctx = Ctx(args.tlsguardctl, mxs, unbound, https=https, ca_file=ca[0], ca_sha256=ca_sha256,
+                      postfix=postfix)
             for name, case in CASES:
                 ctx.runs = []
                 try:
