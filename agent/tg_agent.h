@@ -8,6 +8,9 @@
  *	tg_args.c	int	tg_parse_args(int argc, char **argv,
  *					      struct tg_opts *o,
  *					      unsigned long long *budget);
+ *	tg_load.c	void	tg_load(struct tg_agent *ag);
+ *			int	tg_load_check(struct tg_agent *ag,
+ *					      unsigned long long budget);
  *	tg_events.c	int	tg_on_event(void *ctx, void *data, size_t len);
  *	tg_senders.c	void	tg_senders_stat(struct tg_agent *ag);
  *			int	tg_senders_changed(const struct tg_agent *ag);
@@ -107,6 +110,8 @@ int tg_parse_args(int argc, char **argv, struct tg_opts *o,
 
 int tg_on_event(void *ctx, void *data, size_t len);
 
+void tg_load(struct tg_agent *ag);
+int tg_load_check(struct tg_agent *ag, unsigned long long budget);
 void tg_senders_stat(struct tg_agent *ag);
 int tg_senders_changed(const struct tg_agent *ag);
 int tg_sync_senders(struct tg_agent *ag, const struct tg_policy *old,

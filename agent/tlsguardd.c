@@ -123,87 +123,6 @@ static int tg_libbpf_print(enum libbpf_print_level level, const char *fmt,
 	return vfprintf(stderr, fmt, ap);
 }
 
-/*
- * The object as the settings make it, opened and not yet loaded: what
- * the verifier sees depends on the ports and on audit_on, which this
- * takes apart from the settings so that --check-verifier can load both.
- */
-static void tg_open_object(struct tg_agent *ag, int audit_on)
-{
-	unsigned i;
-	__u32 bits;
-
-	ag->skel = tlsguard__open();
-	if (!ag->skel)
-		msg_fatal("cannot open the BPF object: %s", strerror(errno));
-	/* Implicit TLS ports first: tg_sockops counts them by tg_ntls. */
-	for (i = 0; i < ag->opt.ntls_ports; i++)
-		ag->skel->rodata->tg_ports[i] = ag->opt.tls_ports[i];
-	for (i = 0; i < ag->opt.nports; i++)
-		ag->skel->rodata->tg_ports[ag->opt.ntls_ports + i] =
-			ag->opt.ports[i];
-	ag->skel->rodata->tg_nports = ag->opt.nports + ag->opt.ntls_ports;
-	ag->skel->rodata->tg_ntls = ag->opt.ntls_ports;
-	/* Lines for the audit trail cost a ring buffer record each. */
-	ag->skel->rodata->tg_audit_on = audit_on;
-	/* The address delimiters, as the agent's parsers have them. */
-	ag->skel->rodata->tg_delims[0] = tg_delims[0];
-	ag->skel->rodata->tg_delims[1] = tg_delims[1];
-	/* tg_connect refuses connections beyond the flow table's size. */
-	ag->skel->rodata->tg_flows_room =
-		ag->opt.max_flows ? ag->opt.max_flows : TG_FLOWS_MAX;
-	if (ag->opt.max_flows &&
-	    (bpf_map__set_max_entries(ag->skel->maps.tg_flows,
-				      ag->opt.max_flows) ||
-	     bpf_map__set_max_entries(ag->skel->maps.tg_socks,
-				      ag->opt.max_flows + TG_SLOTS_MAX)))
-		msg_fatal("--max-flows: %s", strerror(errno));
-	/* The senders table's buckets, for max_senders keys (tg_stab.h). */
-	bits = tg_stab_bits(ag->opt.max_senders ? ag->opt.max_senders :
-						  TG_SENDERS_MAX);
-	ag->skel->rodata->tg_senders_bits = bits;
-	if (bpf_map__set_max_entries(ag->skel->maps.tg_senders,
-				     tg_stab_buckets(bits)))
-		msg_fatal("--max-senders: %s", strerror(errno));
-	if (ag->opt.ringbuf &&
-	    bpf_map__set_max_entries(ag->skel->maps.tg_events,
-				     ag->opt.ringbuf))
-		msg_fatal("--ringbuf-size: %s", strerror(errno));
-}
-
-static struct bpf_object *tg_check_open(void *ctx, int audit_on)
-{
-	struct tg_agent *ag = ctx;
-
-	tg_open_object(ag, audit_on);
-	return ag->skel->obj;
-}
-
-static void tg_check_close(void *ctx)
-{
-	struct tg_agent *ag = ctx;
-
-	tlsguard__destroy(ag->skel);
-	ag->skel = NULL;
-}
-
-/*
- * --check-verifier: only what loading needs (no senders, cgroup, bpffs
- * nor pins), and nothing attached. Returns the exit status.
- */
-static int tg_check_verifier(struct tg_agent *ag, unsigned long long budget)
-{
-	struct tg_vcheck_ops ops = {
-		.open = tg_check_open,
-		.close = tg_check_close,
-		.ctx = ag,
-		.verbose = ag->opt.verbose,
-	};
-
-	tg_features_check();
-	return tg_verifier_check(&ops, budget, stdout);
-}
-
 /* The senders, the cgroup, bpffs and the descriptors the slots need. */
 static void tg_setup_host(struct tg_agent *ag)
 {
@@ -237,32 +156,6 @@ static void tg_setup_host(struct tg_agent *ag)
 		msg_fatal("--slots %u needs %u open files; the limit is %llu",
 			  ag->opt.slots, 2 * ag->opt.slots + 64,
 			  (unsigned long long)rl.rlim_cur);
-}
-
-/* Open, load (verifier measured), adopt a pinned state: no program runs. */
-static void tg_setup_load(struct tg_agent *ag)
-{
-	struct tg_verifier vf;
-	int err_no;
-
-	tg_features_check();
-	tg_open_object(ag, ag->opt.audit[0] != 0);
-	if (ag->opt.pin)
-		tg_pin_prepare(ag);
-	err_no = tg_verifier_arm(&vf, ag->skel->obj, ag->opt.verbose);
-	if (err_no < 0)
-		msg_fatal("cannot set up the verifier's logs: %s",
-			  strerror(-err_no));
-	err_no = tlsguard__load(ag->skel);
-	tg_verifier_done(&vf, ag->skel->obj, err_no);
-	if (err_no && ag->adopted)
-		msg_fatal("cannot adopt the state pinned under %s: %s (left "
-			  "by another version? tlsguardctl detach removes it)",
-			  TG_PIN_DIR, strerror(-err_no));
-	if (err_no)
-		tg_verifier_fatal(&vf);
-	tg_verifier_report(&vf);
-	tg_verifier_free(&vf);
 }
 
 /* A program of the sockhash tg_socks, attached; returns 1. */
@@ -470,7 +363,7 @@ static void tg_setup_guard(struct tg_agent *ag)
 static void tg_setup(struct tg_agent *ag)
 {
 	tg_setup_host(ag);
-	tg_setup_load(ag);
+	tg_load(ag);
 	tg_setup_datapath(ag);
 	tg_setup_rooms(ag);
 	tg_setup_guard(ag);
@@ -631,7 +524,7 @@ int main(int argc, char **argv)
 			  strerror(errno));
 	libbpf_set_print(tg_libbpf_print);
 	if (budget)
-		return tg_check_verifier(&ag, budget);
+		return tg_load_check(&ag, budget);
 	ag.ij.listen_fd = -1;
 	tg_metrics_init(&ag.metrics);
 
