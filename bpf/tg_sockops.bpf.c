@@ -108,22 +108,30 @@ static __always_inline void tg_emit_unwatched(struct bpf_sock_ops *skops,
 	bpf_ringbuf_submit(e, 0);
 }
 
+/*
+ * The storage of a socket connecting to a guarded port, made if it has
+ * none yet, and the port's kind (tg_port_kind()); NULL for any other.
+ */
+static __always_inline struct tg_sk *tg_guarded_sk(struct bpf_sock_ops *skops,
+						   int *kind)
+{
+	struct bpf_sock *sk = skops->sk;
+
+	*kind = tg_port_kind(bpf_ntohl(skops->remote_port) & 0xffff);
+	if (!*kind || !sk)
+		return NULL;
+	return bpf_sk_storage_get(&tg_sk_store, sk, 0,
+				  BPF_SK_STORAGE_GET_F_CREATE);
+}
+
 static __always_inline void tg_track(struct bpf_sock_ops *skops)
 {
 	struct tg_flow *f = NULL;
-	struct bpf_sock *sk;
 	struct tg_sk *sks;
 	int one = 1, kind;
 	__u64 cookie;
 
-	kind = tg_port_kind(bpf_ntohl(skops->remote_port) & 0xffff);
-	if (!kind)
-		return;
-	sk = skops->sk;
-	if (!sk)
-		return;
-	sks = bpf_sk_storage_get(&tg_sk_store, sk, 0,
-				 BPF_SK_STORAGE_GET_F_CREATE);
+	sks = tg_guarded_sk(skops, &kind);
 	if (!sks)
 		return;
 	cookie = bpf_get_socket_cookie(skops);
@@ -165,17 +173,11 @@ static __always_inline void tg_track(struct bpf_sock_ops *skops)
 static __always_inline void tg_count_connect(struct bpf_sock_ops *skops)
 {
 	struct tg_conns *conns;
-	struct bpf_sock *sk;
 	struct tg_sk *sks;
 	__u32 zero = 0;
+	int kind;
 
-	if (!tg_port_kind(bpf_ntohl(skops->remote_port) & 0xffff))
-		return;
-	sk = skops->sk;
-	if (!sk)
-		return;
-	sks = bpf_sk_storage_get(&tg_sk_store, sk, 0,
-				 BPF_SK_STORAGE_GET_F_CREATE);
+	sks = tg_guarded_sk(skops, &kind);
 	conns = bpf_map_lookup_elem(&tg_conns, &zero);
 	if (!sks || !conns || sks->counted)
 		return;

@@ -4,6 +4,7 @@
  *	tg_policy - the guaranteed senders (see tg_policy.h)
  */
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -442,43 +443,18 @@ static int tg_want_key(void *ctx, __u64 key)
 /*
  * The map as pol says, from a map that holds what old says (old NULL:
  * unknown, e.g. a table a previous agent left pinned: every key in it is
- * checked, and those pol lacks go, before anything is added). New and
- * changed keys first, then the deletions: a sender in both policies is
- * never absent from the map, and an entry that turns exempt is
- * overwritten in place.
+ * checked). Keys only old has go first, then the new and changed ones
+ * are written: a sender in both policies is never absent from the map,
+ * and an entry that turns exempt is overwritten in place.
  */
 int tg_policy_sync(struct tg_stab *t, const struct tg_policy *old,
 		   const struct tg_policy *pol)
 {
-	struct tg_want w = { .pol = pol };
-	size_t i;
-	int rc;
+	int incomplete, rc;
 
-	if (!old) {
-		rc = tg_stab_prune(t, tg_want_key, &w);
-		if (rc < 0)
-			return rc;
-	}
-	if (pol->idn) {
-		rc = tg_policy_idn_mark(t, old, pol);
-		if (rc < 0)
-			return rc;
-	}
-	for (i = 0; i < pol->nexempt + pol->n; i++) {
-		__u64 k = i < pol->nexempt ? pol->exempt[i] :
-					     pol->keys[i - pol->nexempt];
-		int v = tg_policy_value(pol, k);
-
-		if (old && tg_policy_value(old, k) == v)
-			continue;
-		rc = tg_stab_put(t, k, (__u8)v);
-		if (rc < 0)
-			return rc;
-	}
-	rc = tg_policy_drop(t, old, pol);
-	if (rc < 0 || pol->idn)
-		return rc;
-	return tg_policy_idn_mark(t, old, pol);
+	/* A table with room for all: tg_policy_sync_within() never fills it. */
+	rc = tg_policy_sync_within(t, old, pol, UINT_MAX, &incomplete);
+	return rc < 0 ? rc : 0;
 }
 
 int tg_policy_sync_within(struct tg_stab *t, const struct tg_policy *old,

@@ -57,11 +57,11 @@
  *	tg_senders_edit() finds an entry however it was written.
  *
  *	tg_policy_sync() makes the kernel's senders table t (tg_stabmap.h)
- *	hold exactly the keys of pol: it adds the new keys first, then
- *	deletes those only in old, so that a sender present in both is never
+ *	hold exactly the keys of pol: it deletes those only in old, then
+ *	writes the new and changed ones; a sender present in both is never
  *	absent. old NULL means the table's content is unknown (a table
  *	another agent left pinned): every key in it that pol lacks is
- *	removed first.
+ *	removed. It is tg_policy_sync_within() with room for all.
  *
  *	The exempt list (tlsguard.conf's "exempt") holds "user@domain",
  *	"@domain", "SRS0=" and "SRS1=" (every sender a forwarder rewrote

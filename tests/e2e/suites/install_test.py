@@ -286,16 +286,11 @@ def main(argv=None):
                 problems.append("shipped tlsguard.conf: %r missing from %r" % (line, r.stdout))
         check("shipped configuration parses", problems)
 
-        with open(conf, "a") as f:
-            f.write("slots = 77\n")
-        with open(os.path.join(etc, "tlsguard", "senders"), "w") as f:
-            f.write("alice@example.org\n")
+        senders = os.path.join(etc, "tlsguard", "senders")
+        harness.edit_admin_files(conf, senders)
         r = subprocess.run(make + ["install"], capture_output=True, text=True)
         problems = [] if r.returncode == 0 else [r.stderr[-300:]]
-        if "slots = 77\n" not in open(conf).read():
-            problems.append("a second install replaced the edited tlsguard.conf")
-        if open(os.path.join(etc, "tlsguard", "senders")).read() != "alice@example.org\n":
-            problems.append("a second install replaced the senders file")
+        problems += harness.admin_edits_lost(conf, senders, "a second install")
         check("second install keeps the administrator's files", problems)
 
         r = subprocess.run(make + ["uninstall"], capture_output=True, text=True)

@@ -31,6 +31,7 @@ sys.dont_write_bytecode = True
 import harness  # noqa: E402
 
 VM_MARK = "/run/vmtest"   # written by tools/vmtest's second stage
+CONF, SENDERS = "/etc/tlsguard/tlsguard.conf", "/etc/tlsguard/senders"
 
 
 def run(argv, **kw):
@@ -105,20 +106,14 @@ def main(argv=None):
         check("the installed tlsguardd parses the shipped configuration",
               [] if r.returncode == 0 and "pin = yes" in r.stdout else ["exit %d: %s" % (r.returncode, r.stderr)])
 
-        with open("/etc/tlsguard/tlsguard.conf", "a") as f:
-            f.write("slots = 77\n")
-        with open("/etc/tlsguard/senders", "w") as f:
-            f.write("alice@example.org\n")
+        harness.edit_admin_files(CONF, SENDERS)
         newer, version = rebuilt_newer(args.deb, tmp)
         r = run(["dpkg", "-i", newer], env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
         problems = [] if r.returncode == 0 else ["exit %d: %s" % (r.returncode, (r.stdout + r.stderr)[-600:])]
         got = run(["dpkg-query", "-W", "-f=${Version}", "tlsguard"]).stdout
         if got != version:
             problems.append("installed version %r, want %r" % (got, version))
-        if "slots = 77\n" not in open("/etc/tlsguard/tlsguard.conf").read():
-            problems.append("the upgrade replaced the edited tlsguard.conf")
-        if open("/etc/tlsguard/senders").read() != "alice@example.org\n":
-            problems.append("the upgrade replaced the senders file")
+        problems += harness.admin_edits_lost(CONF, SENDERS, "the upgrade")
         check("upgrade keeps the administrator's files", problems)
 
         r = run(["dpkg", "-P", "tlsguard"])
