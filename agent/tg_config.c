@@ -22,6 +22,7 @@
 #include "tg_ctl.h"
 #include "tg_hostport.h"
 #include "tg_policy.h"
+#include "tg_resp.h"
 
 enum tg_type {
 	TG_T_STR,	/* any text */
@@ -224,24 +225,6 @@ static int tg_addr_port(const char *v, int need_port, int *loopback,
 	return 0;
 }
 
-/* An RFC 3463 enhanced status code of the class wanted: C.NNN.NNN */
-static int tg_dsn_ok(const char *v, char class)
-{
-	const char *s = v + 2;
-	int part, digits;
-
-	if (v[0] != class || v[1] != '.')
-		return 0;
-	for (part = 0; part < 2; part++) {
-		for (digits = 0; *s >= '0' && *s <= '9'; s++)
-			digits++;
-		if (digits < 1 || digits > 3 || *s != (part ? 0 : '.'))
-			return 0;
-		s += !part;
-	}
-	return 1;
-}
-
 /*
  * Reply text: it goes to the MTA as the host's words and from there into
  * the bounce, so printable ASCII only, and short enough for one line.
@@ -363,7 +346,7 @@ static int tg_setting_set(struct tg_opts *o, const struct tg_setting *st,
 				      "blanks, '[' or ':'", v);
 		break;
 	case TG_T_DSN:
-		if (!tg_dsn_ok(v, (char)('0' + st->min)))
+		if (!tg_dsn_valid(v, (char)('0' + st->min)))
 			return tg_bad(e, l, "bad value \"%.80s\": expected an "
 				      "enhanced status code %lu.X.Y", v,
 				      st->min);

@@ -47,3 +47,20 @@ size_t tg_resp_line(const struct tg_resp *r, char *buf, size_t len)
 		return 0;
 	return (size_t)n < len ? (size_t)n : len - 1;
 }
+
+int tg_dsn_valid(const char *dsn, char class)
+{
+	const char *s = dsn + 2;
+	int part, digits;
+
+	if (dsn[0] != class || dsn[1] != '.')
+		return 0;
+	for (part = 0; part < 2; part++) {
+		for (digits = 0; *s >= '0' && *s <= '9'; s++)
+			digits++;
+		if (digits < 1 || digits > 3 || *s != (part ? 0 : '.'))
+			return 0;
+		s += !part;
+	}
+	return 1;
+}

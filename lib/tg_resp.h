@@ -10,6 +10,7 @@
  *	void	tg_resp_held(struct tg_resp *r, const struct tg_replies *rs,
  *			     int temporary, const char *weak_version);
  *	size_t	tg_resp_line(const struct tg_resp *r, char *buf, size_t len);
+ *	int	tg_dsn_valid(const char *dsn, char class);
  * DESCRIPTION
  *	A reply is its kind (what it decides), its code, its RFC 3463
  *	enhanced status and its text, as Postfix's SMTP_RESP carries a
@@ -39,6 +40,9 @@
  *
  *	tg_resp_line() writes "CODE DSN TEXT\r\n" (without DSN when there
  *	is none) and returns its length without the NUL.
+ *
+ *	tg_dsn_valid() says whether dsn is an RFC 3463 enhanced status code
+ *	of the class wanted ('4', '5'): C.NNN.NNN, one to three digits each.
  */
 #ifndef TG_RESP_H
 #define TG_RESP_H
@@ -84,5 +88,6 @@ void tg_replies_defaults(struct tg_replies *rs);
 void tg_resp_held(struct tg_resp *r, const struct tg_replies *rs,
 		  int temporary, const char *weak_version);
 size_t tg_resp_line(const struct tg_resp *r, char *buf, size_t len);
+int tg_dsn_valid(const char *dsn, char class);
 
 #endif /* TG_RESP_H */
