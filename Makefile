@@ -39,7 +39,12 @@ endif
 
 BPF_SRCS  := $(wildcard bpf/*.bpf.c)
 BPF_OBJS  := $(patsubst bpf/%.bpf.c,$(BUILD)/bpf/%.bpf.o,$(BPF_SRCS))
-HEADERS   := $(wildcard include/*.h)
+HEADERS   := $(wildcard include/*.h) VERSION
+
+# The project's one version number: tlsguardd --version, tlsguardctl
+# --version and status, and tlsguard_build_info on the metrics page.
+TG_VERSION := $(shell cat VERSION)
+INCLUDES   += -DTG_VERSION='"$(TG_VERSION)"'
 
 # lib/: the user-space code the daemon, tlsguardctl and the unit tests
 # share, linked as one archive (bcc libbpf-tools' COMMON_OBJ).
@@ -56,7 +61,7 @@ UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/t
 DEBIAN_PKGS := clang libbpf-dev bpftool libelf-dev zlib1g-dev libssl-dev \
 	libnl-3-dev libnl-genl-3-dev libnl-idiag-3-dev pkg-config make gcc \
 	postfix python3 iproute2 procps openssl man-db groff-base systemd \
-	ldnsutils
+	ldnsutils python3-prometheus-client
 # (unbound, for mx_run.py and probe_run.py, is installed by
 # tests/e2e/fixtures/dns_env.py so that its package cannot start the system's
 # resolver service; ldnsutils signs probe_run.py's test zone.)

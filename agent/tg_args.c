@@ -16,7 +16,8 @@
  *	settings are to be printed rather than used (--print-config), 2 for
  *	only those that differ from the defaults, else 0. *budget is set,
  *	not 0, for --check-verifier, which needs neither a cgroup nor
- *	senders. --help prints the usage and exits 0.
+ *	senders. --help prints the usage and exits 0; --version prints
+ *	"tlsguardd VERSION" and exits 0.
  * DIAGNOSTICS
  *	A bad flag, value or file ends the program through msg_fatal(),
  *	naming the flag, or the file and line.
@@ -41,6 +42,7 @@ static const char usage[] =
 	"[--ringbuf-size BYTES]\n"
 	"       tlsguardd --check-verifier[=BUDGET] [-c FILE] [--port N]... "
 	"[--tls-port N]... [-v]\n"
+	"       tlsguardd --help | --version\n"
 	"\n"
 	"--check-verifier loads the BPF programs without attaching them, "
 	"prints what\n"
@@ -150,6 +152,7 @@ int tg_parse_args(int argc, char **argv, struct tg_opts *o,
 		{ "check-verifier", optional_argument, NULL, 'C' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
 		{ 0 },
 	};
 	static char ports[256], tls_ports[256];
@@ -189,6 +192,9 @@ int tg_parse_args(int argc, char **argv, struct tg_opts *o,
 			break;
 		case 'h':
 			fputs(usage, stdout);
+			exit(0);
+		case 'V':
+			printf("tlsguardd %s\n", TG_VERSION);
 			exit(0);
 		default:
 			if (tg_flag_setting(o, c, optarg) < 0)

@@ -3,23 +3,32 @@
  * NAME
  *	tlsguardctl - ask a running tlsguardd what it is doing
  * SYNOPSIS
- *	tlsguardctl [--socket PATH] status
- *	tlsguardctl [--socket PATH] flows
+ *	tlsguardctl [--socket PATH] status [--json]
+ *	tlsguardctl [--socket PATH] flows [--json]
  *	tlsguardctl [--socket PATH] detach
  *	tlsguardctl [--socket PATH] audit [--file FILE] [--sender ADDR]
  *		[--since TIME]
- *	tlsguardctl [--socket PATH] sender add|remove|check ADDRESS
+ *	tlsguardctl [--socket PATH] sender add|remove ADDRESS
+ *	tlsguardctl [--socket PATH] sender check ADDRESS [--json]
  *	tlsguardctl [--socket PATH] sender list
  *	tlsguardctl [--socket PATH] reload
  *	tlsguardctl [--socket PATH] config [-n]
  *	tlsguardctl probe DOMAIN|HOST:PORT|IP|[IP]:PORT
  *		[--resolver IP[:PORT]] [--timeout SECONDS] [--json]
+ *	tlsguardctl --help | --version
  * DESCRIPTION
  *	status prints a short summary (cgroup, senders, flows tracked,
  *	flows diverted, messages held) of the tlsguardd listening on the
  *	control socket (default /run/tlsguard/tlsguardd.sock).
  *
- *	flows prints one line per tracked connection: the remote host as
+ *	--json makes status one JSON object, flows one JSON object a line
+ *	(no header), and sender check one object (address, verdict:
+ *	guaranteed, exempt or not-guaranteed, by: the entry that decided).
+ *	--help prints the usage on stdout and exits 0; --version prints
+ *	"tlsguardctl VERSION".
+ *
+ *	flows prints one line per tracked connection, every one however
+ *	many: the remote host as
  *	host[addr]:port, its state (plain, handshake, tls, weak-tls,
  *	tls-failed, held, failed), the TLS version negotiated, whether the
  *	host's EHLO reply offered STARTTLS, its age in seconds and the last
@@ -57,6 +66,7 @@
  *	1 when some host would bounce or defer, 2 on a usage or lookup
  *	error (see tools/tg_probe.h).
  * DIAGNOSTICS
+ *	A usage error prints the usage on stderr, exit status 2.
  *	Exit status 0 when tlsguardd answered; 1 with one line
  *	"tlsguardctl: fatal: ..." when it is not running, or refused. A line
  *	of the audit file that is not a record is a warning naming the file
@@ -72,6 +82,7 @@
 #include <unistd.h>
 
 #include "tg_ctl.h"
+#include "tg_json.h"
 #include "tg_probe.h"
 #include "tg_smtp.h"
 
@@ -83,30 +94,41 @@ static void fatal(const char *fmt, const char *a, const char *b)
 	exit(1);
 }
 
+static const char tg_usage[] =
+	"usage: tlsguardctl [--socket PATH] status|flows [--json]\n"
+	"       tlsguardctl [--socket PATH] detach|reload\n"
+	"       tlsguardctl [--socket PATH] audit [--file FILE] "
+	"[--sender ADDR] [--since TIME]\n"
+	"       tlsguardctl [--socket PATH] sender add|remove ADDRESS\n"
+	"       tlsguardctl [--socket PATH] sender check ADDRESS [--json]\n"
+	"       tlsguardctl [--socket PATH] sender list\n"
+	"       tlsguardctl [--socket PATH] config [-n]\n"
+	"       tlsguardctl probe DOMAIN|HOST:PORT|IP|[IP]:PORT "
+	"[--resolver IP[:PORT]] [--timeout SECONDS] [--json]\n"
+	"       tlsguardctl --help | --version\n";
+
+/* A usage error: the usage on stderr, exit status 2. */
 static void usage(void)
 {
-	fputs("usage: tlsguardctl [--socket PATH] status|flows|detach|reload\n"
-	      "       tlsguardctl [--socket PATH] audit [--file FILE] "
-	      "[--sender ADDR] [--since TIME]\n"
-	      "       tlsguardctl [--socket PATH] sender add|remove|check "
-	      "ADDRESS\n"
-	      "       tlsguardctl [--socket PATH] sender list\n"
-	      "       tlsguardctl [--socket PATH] config [-n]\n"
-	      "       tlsguardctl probe DOMAIN|HOST:PORT|IP|[IP]:PORT "
-	      "[--resolver IP[:PORT]] [--timeout SECONDS] [--json]\n", stderr);
+	fputs(tg_usage, stderr);
 	exit(2);
 }
 
-/* Ask the daemon; its answer (after "ok\n") in reply. */
+/*
+ * Ask the daemon; its answer (after "ok\n"), read to the end: an answer
+ * has no size limit (flows at a full table).
+ */
 static char *tg_ask(const char *path, const char *cmd)
 {
 	struct sockaddr_un sun = { .sun_family = AF_UNIX };
 	struct timeval tv = { .tv_sec = 5 };
-	static char reply[TG_CTL_REPLY_MAX + 1];
-	size_t got = 0;
+	size_t got = 0, cap = 65536;
+	char *reply = malloc(cap + 1);
 	ssize_t n;
 	int fd;
 
+	if (!reply)
+		fatal("out of memory%s%s", "", "");
 	if (strlen(path) >= sizeof(sun.sun_path))
 		fatal("--socket %s: path too long%s", path, "");
 	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
@@ -119,9 +141,20 @@ static char *tg_ask(const char *path, const char *cmd)
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	if (dprintf(fd, "%s\n", cmd) < 0)
 		fatal("%s: %s", path, strerror(errno));
-	while (got < TG_CTL_REPLY_MAX &&
-	       (n = read(fd, reply + got, TG_CTL_REPLY_MAX - got)) > 0)
+	while ((n = read(fd, reply + got, cap - got)) > 0) {
 		got += (size_t)n;
+		if (got == cap) {
+			char *more = realloc(reply, 2 * cap + 1);
+
+			if (!more)
+				fatal("out of memory%s%s", "", "");
+			reply = more;
+			cap *= 2;
+		}
+	}
+	if (n < 0)
+		fatal("%s: %s (the answer is incomplete)", path,
+		      strerror(errno));
 	close(fd);
 	reply[got] = 0;
 	if (strncmp(reply, "ok\n", 3) != 0) {
@@ -223,9 +256,11 @@ static int tg_audit(const char *sock, const char *file, const char *sender,
 		const char *p = line;
 
 		lineno++;
+		/* the host's name: "remote":{"name":...}, or "host" (schema 1) */
 		if (tg_json_get(line, &p, "time", time_s, sizeof(time_s)) ||
 		    tg_json_get(line, &p, "remote", remote, sizeof(remote)) ||
-		    tg_json_get(line, &p, "host", host, sizeof(host)) ||
+		    (tg_json_get(line, &p, "name", host, sizeof(host)) &&
+		     tg_json_get(line, &p, "host", host, sizeof(host))) ||
 		    tg_json_get(line, &p, "sender", from, sizeof(from))) {
 			fprintf(stderr, "tlsguardctl: warning: %s:%lu: not an "
 				"audit record\n", file, lineno);
@@ -349,13 +384,38 @@ static int tg_sender_list(const char *sock)
 	return 0;
 }
 
+/* "ADDR: guaranteed (by its address entry)" as one JSON object. */
+static void tg_check_json(const char *addr, const char *r)
+{
+	const char *verdict = strstr(r, ": guaranteed") ? "guaranteed" :
+			      strstr(r, ": exempt") ? "exempt" :
+						     "not-guaranteed";
+	const char *by = strstr(r, " entry)"), *b;
+
+	printf("{\"address\":");
+	tg_json_str(stdout, addr);
+	printf(",\"verdict\":\"%s\",\"by\":", verdict);
+	if (by) {
+		/* "(by its address entry)", "(by the exempt list's SRS entry)" */
+		for (b = by; b > r && b[-1] != ' '; b--)
+			;
+		tg_json_strn(stdout, b, (size_t)(by - b));
+	} else {
+		fputs("null", stdout);
+	}
+	puts("}");
+}
+
 static int tg_sender(const char *sock, int argc, char **argv)
 {
 	char req[TG_CTL_REQ_MAX];
 	const char *r;
+	int json = argc == 3 && strcmp(argv[2], "--json") == 0;
 
 	if (argc == 1 && strcmp(argv[0], "list") == 0)
 		return tg_sender_list(sock);
+	if (json && strcmp(argv[0], "check") == 0)
+		argc--;
 	if (argc != 2 || (strcmp(argv[0], "add") && strcmp(argv[0], "remove") &&
 			  strcmp(argv[0], "check")))
 		usage();
@@ -364,7 +424,10 @@ static int tg_sender(const char *sock, int argc, char **argv)
 		      "the %s bytes a sender may have)", argv[1], "256");
 	snprintf(req, sizeof(req), "sender %s %s", argv[0], argv[1]);
 	r = tg_ask(sock, req);
-	fputs(r, stdout);
+	if (json)
+		tg_check_json(argv[1], r);
+	else
+		fputs(r, stdout);
 	if (strcmp(argv[0], "check") == 0 && !strstr(r, ": guaranteed"))
 		return 3;
 	return 0;
@@ -374,7 +437,8 @@ int main(int argc, char **argv)
 {
 	const char *path = TG_CTL_DEFAULT, *cmd = NULL;
 	const char *file = NULL, *sender = NULL, *since = NULL;
-	int i;
+	char req[64];
+	int i, json = 0;
 
 	for (i = 1; i < argc; i++) {
 		if (cmd && strcmp(cmd, "sender") == 0)
@@ -392,24 +456,33 @@ int main(int argc, char **argv)
 			sender = argv[++i];
 		else if (strcmp(argv[i], "--since") == 0 && i + 1 < argc)
 			since = argv[++i];
-		else if (strcmp(argv[i], "-h") == 0 ||
-			 strcmp(argv[i], "--help") == 0)
-			usage();
-		else if (!cmd && strcmp(argv[i], "probe") == 0)
+		else if (strcmp(argv[i], "--json") == 0)
+			json = 1;
+		else if (!cmd && (strcmp(argv[i], "-h") == 0 ||
+				  strcmp(argv[i], "--help") == 0)) {
+			fputs(tg_usage, stdout);
+			return 0;
+		} else if (!cmd && strcmp(argv[i], "--version") == 0) {
+			printf("tlsguardctl %s\n", TG_VERSION);
+			return 0;
+		} else if (!cmd && strcmp(argv[i], "probe") == 0)
 			return tg_probe_main(argc - i, argv + i);
 		else if (!cmd && argv[i][0] != '-')
 			cmd = argv[i];
 		else
 			usage();
 	}
-	if (cmd && strcmp(cmd, "audit") == 0)
+	if (cmd && strcmp(cmd, "audit") == 0 && !json)
 		return tg_audit(path, file, sender, since);
-	if (cmd && strcmp(cmd, "detach") == 0 && !file && !sender && !since)
+	if (cmd && strcmp(cmd, "detach") == 0 && !file && !sender && !since &&
+	    !json)
 		return tg_detach(path);
 	if (!cmd || (strcmp(cmd, "status") != 0 && strcmp(cmd, "flows") != 0 &&
 		     strcmp(cmd, "reload") != 0 && strcmp(cmd, "config") != 0) ||
-	    file || sender || since)
+	    file || sender || since ||
+	    (json && strcmp(cmd, "status") && strcmp(cmd, "flows")))
 		usage();
-	fputs(tg_ask(path, cmd), stdout);
+	snprintf(req, sizeof(req), "%s%s", cmd, json ? " json" : "");
+	fputs(tg_ask(path, req), stdout);
 	return 0;
 }
