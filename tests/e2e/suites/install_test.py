@@ -38,8 +38,9 @@ def main(argv=None):
     tmp = tempfile.mkdtemp(prefix="tlsguard-install-")
     try:
         prefix, etc, units = os.path.join(tmp, "usr"), os.path.join(tmp, "etc"), os.path.join(tmp, "units")
+        logdir = os.path.join(tmp, "log", "tlsguard")
         make = ["make", "-s", "-C", REPO, "BUILD=%s" % args.build, "PREFIX=%s" % prefix,
-                "SYSCONFDIR=%s" % etc, "UNITDIR=%s" % units]
+                "SYSCONFDIR=%s" % etc, "UNITDIR=%s" % units, "LOGDIR=%s" % logdir]
         r = subprocess.run(make + ["install"], capture_output=True, text=True)
         check("make install", [] if r.returncode == 0 else ["exit %d: %s" % (r.returncode, r.stderr[-500:])])
         want = {
@@ -49,6 +50,7 @@ def main(argv=None):
             "units/tlsguardd.service": 0o644, "units/tlsguarded.slice": 0o644,
             "units/postfix@.service.d/tlsguard.conf": 0o644,
             "etc/tlsguard/tlsguard.conf": 0o644, "etc/tlsguard/senders": 0o640,
+            "etc/logrotate.d/tlsguard": 0o644,
         }
         problems = []
         for rel, mode in want.items():
@@ -57,7 +59,21 @@ def main(argv=None):
                 problems.append("%s missing" % rel)
             elif stat.S_IMODE(os.stat(p).st_mode) != mode:
                 problems.append("%s has mode %o, want %o" % (rel, stat.S_IMODE(os.stat(p).st_mode), mode))
+        if not os.path.isdir(logdir) or stat.S_IMODE(os.stat(logdir).st_mode) != 0o750:
+            problems.append("log directory %s missing or not mode 0750" % logdir)
         check("files and modes", problems)
+
+        problems = []
+        snippet = os.path.join(etc, "logrotate.d", "tlsguard")
+        audit = os.path.join(logdir, "audit.json")
+        with open(audit, "w") as f:
+            f.write('{"schema_version":2}\n')
+        r = subprocess.run(["logrotate", "--debug", "--force", "--state", os.path.join(tmp, "logrotate.state"),
+                            snippet], capture_output=True, text=True)
+        if r.returncode != 0 or ("rotating pattern: %s/*.json" % logdir) not in r.stderr + r.stdout \
+                or "considering log %s" % audit not in r.stderr + r.stdout or "error" in (r.stderr + r.stdout):
+            problems.append("logrotate --debug: exit %d, %s" % (r.returncode, (r.stderr + r.stdout)[-600:]))
+        check("logrotate snippet", problems)
 
         problems = []
         unit = open(os.path.join(units, "tlsguardd.service")).read()
