@@ -165,9 +165,37 @@ static char *tg_ask(const char *path, const char *cmd)
 }
 
 /*
+ * The UTF-8 form of code point cp (below U+10000) at out[*n], if it fits;
+ * a control character as '?', so that a host's text cannot drive the
+ * terminal.
+ */
+static void tg_put_utf8(char *out, size_t len, size_t *n, unsigned cp)
+{
+	unsigned char b[3];
+	size_t k = 0, i;
+
+	if (cp < 0x20 || cp == 0x7f) {
+		b[k++] = '?';
+	} else if (cp < 0x80) {
+		b[k++] = (unsigned char)cp;
+	} else if (cp < 0x800) {
+		b[k++] = (unsigned char)(0xc0 | cp >> 6);
+		b[k++] = (unsigned char)(0x80 | (cp & 0x3f));
+	} else {
+		b[k++] = (unsigned char)(0xe0 | cp >> 12);
+		b[k++] = (unsigned char)(0x80 | ((cp >> 6) & 0x3f));
+		b[k++] = (unsigned char)(0x80 | (cp & 0x3f));
+	}
+	for (i = 0; i < k && *n + 1 < len; i++)
+		out[(*n)++] = (char)b[i];
+}
+
+/*
  * The string value of "key" in an audit record, decoded, from *pos on;
  * *pos moves past it. The records are tlsguardd's own, flat JSON: keys
- * are unique within their object, strings use only \" \\ and \u00XX.
+ * are unique within their object, strings use only \" \\ and \uXXXX
+ * (decoded to UTF-8, as a JSON reader does: "\u00e9" is printed as
+ * U+00E9).
  */
 static int tg_json_get(const char *rec, const char **pos, const char *key,
 		       char *out, size_t len)
@@ -181,22 +209,21 @@ static int tg_json_get(const char *rec, const char **pos, const char *key,
 	if (!p)
 		return -1;
 	for (p += strlen(pat); *p && *p != '"'; p++) {
-		char c = *p;
-
-		if (c == '\\') {
+		if (*p == '\\') {
 			p++;
-			if (*p == 'u' && strlen(p) >= 5) {
-				c = (char)strtol((char[]){ p[3], p[4], 0 },
-						 NULL, 16);
+			if (*p == 'u' && strspn(p + 1, "0123456789abcdefABCDEF") >= 4) {
+				char hex[5] = { p[1], p[2], p[3], p[4], 0 };
+
+				tg_put_utf8(out, len, &n,
+					    (unsigned)strtoul(hex, NULL, 16));
 				p += 4;
-			} else if (*p) {
-				c = *p;
-			} else {
-				return -1;
+				continue;
 			}
+			if (!*p)
+				return -1;
 		}
 		if (n + 1 < len)
-			out[n++] = c;
+			out[n++] = *p;
 	}
 	if (*p != '"')
 		return -1;
