@@ -567,6 +567,10 @@ def case_metrics_page(env, problems, info):
         import urllib.request
         text = urllib.request.urlopen("http://%s/metrics" % METRICS, timeout=10).read().decode()
         problems.extend("Prometheus' parser: %s" % x for x in page_problems(text))
+        if env.args.promtool:
+            r = subprocess.run([env.args.promtool, "check", "metrics"], input=text, capture_output=True, text=True)
+            if r.returncode != 0 or r.stdout.strip() or r.stderr.strip():
+                problems.append("promtool check metrics: exit %d: %s" % (r.returncode, (r.stdout + r.stderr)[-600:]))
         version = open(os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(HERE))), "VERSION")).read()
         if 'tlsguard_build_info{version="%s"}' % version.strip() not in m:
             problems.append("no tlsguard_build_info for version %s" % version.strip())
@@ -636,6 +640,7 @@ def parse_args(argv):
     import harness
     ap = harness.arg_parser(__doc__)
     ap.add_argument("--only", help="comma-separated case names")
+    ap.add_argument("--promtool", help="Prometheus' promtool: check the page with it too (make mta-deps)")
     return ap.parse_args(argv)
 
 
@@ -645,8 +650,13 @@ def main(argv=None):
     from postfix_env import PostfixError, PostfixInstance, PostfixMissing
 
     args = parse_args(argv)
+    promtool_missing = args.promtool and not os.access(args.promtool, os.X_OK)
+    if promtool_missing:
+        args.promtool = None
     cases = harness.only(CASES, args.only, lambda c: c[0])
     r = harness.Results(shown=6, more=False)
+    if promtool_missing:
+        r.skip("promtool_check_metrics", "no promtool (make mta-deps unpacks it)")
     with harness.Run(r, keep=args.keep, root="fault_run.py must run as root") as suite:
         try:
             harness.require_tools(args.tlsguardd, args.tlsguardctl)

@@ -31,6 +31,7 @@ import harness  # noqa: E402
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--build", default="build")
+    ap.add_argument("--promtool", help="Prometheus' promtool, for the shipped alert rules (make mta-deps)")
     args = ap.parse_args(argv)
     results = harness.Results(shown=6, more=False)
     check = results.report
@@ -74,6 +75,14 @@ def main(argv=None):
                 or "considering log %s" % audit not in r.stderr + r.stdout or "error" in (r.stderr + r.stdout):
             problems.append("logrotate --debug: exit %d, %s" % (r.returncode, (r.stderr + r.stdout)[-600:]))
         check("logrotate snippet", problems)
+
+        rules = os.path.join(REPO, "dist", "prometheus", "tlsguard.rules.yml")
+        if args.promtool and os.access(args.promtool, os.X_OK):
+            r = subprocess.run([args.promtool, "check", "rules", rules], capture_output=True, text=True)
+            check("alert rules", [] if r.returncode == 0 and "SUCCESS" in r.stdout else
+                  ["promtool check rules %s: exit %d: %s" % (rules, r.returncode, (r.stdout + r.stderr)[-400:])])
+        else:
+            results.skip("alert rules", "no promtool at %s (make mta-deps unpacks it)" % args.promtool)
 
         problems = []
         unit = open(os.path.join(units, "tlsguardd.service")).read()
