@@ -567,6 +567,13 @@ def case_metrics_page(env, problems, info):
         import urllib.request
         text = urllib.request.urlopen("http://%s/metrics" % METRICS, timeout=10).read().decode()
         problems.extend("Prometheus' parser: %s" % x for x in page_problems(text))
+        on_page = {line.split("{")[0].split()[0] for line in text.splitlines() if line and line[0] != "#"}
+        repo = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
+        for shipped in ("dist/prometheus/tlsguard.rules.yml", "dist/grafana/tlsguard.json"):
+            with open(os.path.join(repo, shipped)) as f:
+                unknown = sorted(set(re.findall(r"\btlsguard_[a-z_]+", f.read())) - on_page)
+            if unknown:
+                problems.append("%s names metrics the page lacks: %s" % (shipped, unknown))
         if env.args.promtool:
             r = subprocess.run([env.args.promtool, "check", "metrics"], input=text, capture_output=True, text=True)
             if r.returncode != 0 or r.stdout.strip() or r.stderr.strip():

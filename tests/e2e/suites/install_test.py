@@ -13,6 +13,7 @@ Prints ``PASS``/``FAIL`` lines and ``N passed, M failed``.
 """
 
 import argparse
+import json
 import os
 import shutil
 import stat
@@ -75,6 +76,17 @@ def main(argv=None):
                 or "considering log %s" % audit not in r.stderr + r.stdout or "error" in (r.stderr + r.stdout):
             problems.append("logrotate --debug: exit %d, %s" % (r.returncode, (r.stderr + r.stdout)[-600:]))
         check("logrotate snippet", problems)
+
+        problems = []
+        try:
+            with open(os.path.join(REPO, "dist", "grafana", "tlsguard.json")) as f:
+                dash = json.load(f)
+            exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+            if not exprs or any("tlsguard_" not in e for e in exprs):
+                problems.append("dashboard queries: %r" % exprs)
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            problems.append("dist/grafana/tlsguard.json: %s: %s" % (type(e).__name__, e))
+        check("grafana dashboard", problems)
 
         rules = os.path.join(REPO, "dist", "prometheus", "tlsguard.rules.yml")
         if args.promtool and os.access(args.promtool, os.X_OK):
