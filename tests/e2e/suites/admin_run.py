@@ -36,6 +36,10 @@ configuration file is the only source of settings):
   * syslog: the daemon's syslog lines (to a datagram socket of the test's,
     ``syslog_socket``) carry facility mail and the held decision in
     Postfix's form, naming host[addr]:port, the sender and the reply.
+  * log_join: a held message to two recipients: for each, tlsguardd's
+    recipient line (to=, relay=, mta=smtp[PID], from=, dsn=, status=held)
+    joins Postfix's status=bounced line by recipient, relay and the smtp
+    process's pid.
   * reply_settings: restarted with ``reject_code = 554``, a notls_text
     that has the word "negotiated" in it, the metrics and an audit file, a
     guaranteed sender's mail bounces with "554 5.7.10 <that text>", the

@@ -23,8 +23,9 @@ connections (default 1,000) to the MX at once:
      differs from flow to flow, so a reply meant for another flow would
      show up as a wrong code, a wrong count or an extra line;
   3. when every flow has its replies (all N held at once) the client
-     stops and the runner checks the metrics: flows{state="held"} and
-     slots{use="held"} are N;
+     stops and the runner checks the metrics: flows_in_state{state="held"}
+     and slots{use="held"} are N, and ``tlsguardctl flows`` and ``flows
+     --json`` list all N held flows;
   4. even flows send ``RSET`` alone (the agent hands the flow back: 250),
      then deliver one message of ``o<k>@free.test`` (not guaranteed) to
      the MX, with a marker, and QUIT; odd flows send ``RSET`` and ``QUIT``
