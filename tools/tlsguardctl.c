@@ -122,11 +122,12 @@ static char *tg_ask(const char *path, const char *cmd)
 {
 	struct sockaddr_un sun = { .sun_family = AF_UNIX };
 	struct timeval tv = { .tv_sec = 5 };
+	static char *reply;	/* kept to the end: the answer is printed */
 	size_t got = 0, cap = 65536;
-	char *reply = malloc(cap + 1);
 	ssize_t n;
 	int fd;
 
+	reply = malloc(cap + 1);
 	if (!reply)
 		fatal("out of memory%s%s", "", "");
 	if (strlen(path) >= sizeof(sun.sun_path))
