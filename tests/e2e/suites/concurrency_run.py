@@ -294,8 +294,8 @@ def main(argv=None):
                 if line.startswith("BARRIER "):
                     ready = int(line.split()[1])
                     m1 = scrape()
-                    held_flows = m1.get('tlsguard_flows_in_state{state="held"}')
-                    held_slots = m1.get('tlsguard_slots{use="held"}')
+                    held_flows = m1.get('tlsguard_flows_in_state{state="held"}', -1)
+                    held_slots = m1.get('tlsguard_slots{use="held"}', -1)
                     info.append("at the barrier: %d of %d flows answered; metrics: flows held %d, slots held %d, "
                                 "flows tracked %d" % (ready, n, held_flows, held_slots,
                                                       m1["tlsguard_flows_tracked"]))
