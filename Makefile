@@ -2,6 +2,8 @@
 #
 #   make            BPF objects, skeleton, build/tlsguardd, build/tlsguardctl
 #   make deps       install every Debian package the build and tests need
+#   make deps-build install only what building needs (a mail host)
+#   make deb        build/deb/tlsguard_VERSION_amd64.deb, lintian-checked
 #   make check      the verifier check, unit tests, fuzz regressions, the
 #                   end-to-end suite (root)
 #   make verifier-check  load the BPF programs on the running kernel (root),
@@ -30,7 +32,7 @@ ARCH      := $(shell uname -m | sed 's/x86_64/x86/; s/aarch64/arm64/')
 CFLAGS    ?= -O2 -g
 WARNINGS  := -Wall -Wextra -Werror -Wno-unused-parameter
 INCLUDES  := -D_GNU_SOURCE -Iinclude -I$(BUILD)
-PKGS      := libbpf libelf zlib openssl libnl-3.0 libnl-idiag-3.0
+PKGS      := libbpf libelf zlib openssl libnl-3.0 libnl-idiag-3.0 libidn2
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lresolv -lpthread
 
@@ -60,17 +62,22 @@ CTL_OBJS   := $(patsubst tools/%.c,$(BUILD)/tools/%.o,$(wildcard tools/*.c))
 
 UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
 
-DEBIAN_PKGS := clang libbpf-dev bpftool libelf-dev zlib1g-dev libssl-dev \
-	libnl-3-dev libnl-genl-3-dev libnl-idiag-3-dev pkg-config make gcc \
-	postfix python3 iproute2 procps openssl man-db groff-base systemd \
-	ldnsutils python3-prometheus-client logrotate
+# Debian packages, by what they are for: building tlsguard, running it (the
+# shared libraries only: the .deb depends on those), testing it, packaging it.
+# A mail host needs only the .deb, or BUILD_PKGS to build it there.
+BUILD_PKGS  := clang libbpf-dev bpftool libelf-dev zlib1g-dev libssl-dev \
+	libnl-3-dev libnl-genl-3-dev libnl-idiag-3-dev libidn2-dev pkg-config make gcc
+TEST_PKGS   := postfix python3 iproute2 procps openssl man-db groff-base \
+	systemd ldnsutils strace util-linux python3-prometheus-client logrotate
+DEB_PKGS    := debhelper lintian dpkg-dev fakeroot
+DEBIAN_PKGS := $(BUILD_PKGS) $(TEST_PKGS) $(DEB_PKGS)
 # (python3-prometheus-client: the tests read the metrics page with
 # Prometheus' own text parser; logrotate checks the shipped snippet.
 # unbound, for mx_run.py and probe_run.py, is installed by
 # tests/e2e/fixtures/dns_env.py so that its package cannot start the system's
 # resolver service; ldnsutils signs probe_run.py's test zone.)
 
-.PHONY: all deps check unit e2e demo soak clean vmlinux format install uninstall \
+.PHONY: all deps deps-build deb check unit e2e demo soak clean vmlinux format install uninstall \
 	verifier-check
 
 PREFIX     ?= /usr/local
@@ -104,23 +111,23 @@ $(BUILD)/tlsguard.skel.h: $(BUILD)/tlsguard.bpf.o
 
 $(BUILD)/lib/%.o: lib/%.c $(HEADERS) $(wildcard lib/*.h)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) $(WARNINGS) $(INCLUDES) -Ilib $(PKG_CFLAGS) -c $< -o $@
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARNINGS) $(INCLUDES) -Ilib $(PKG_CFLAGS) -c $< -o $@
 
 $(LIB): $(LIB_OBJS)
 	$(AR) rcs $@ $^
 
 $(BUILD)/agent/%.o: agent/%.c $(HEADERS) $(wildcard agent/*.h lib/*.h) $(BUILD)/tlsguard.skel.h
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) $(WARNINGS) $(INCLUDES) -Iagent -Ilib $(PKG_CFLAGS) -c $< -o $@
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARNINGS) $(INCLUDES) -Iagent -Ilib $(PKG_CFLAGS) -c $< -o $@
 
 $(BUILD)/tlsguardd: $(AGENT_OBJS) $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
-CTL_LIBS  = $(shell pkg-config --libs openssl 2>/dev/null) -lresolv
+CTL_LIBS  = $(shell pkg-config --libs openssl libidn2 2>/dev/null) -lresolv
 
 $(BUILD)/tools/%.o: tools/%.c $(wildcard tools/*.h lib/*.h) $(HEADERS)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) $(WARNINGS) $(INCLUDES) -Ilib -Itools $(PKG_CFLAGS) -c $< -o $@
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARNINGS) $(INCLUDES) -Ilib -Itools $(PKG_CFLAGS) -c $< -o $@
 
 $(BUILD)/tlsguardctl: $(CTL_OBJS) $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(CTL_LIBS)
@@ -131,16 +138,25 @@ $(BUILD)/tests/test_audit: $(BUILD)/agent/tg_audit.o $(BUILD)/agent/tg_log.o
 
 $(BUILD)/tests/%: tests/unit/%.c $(LIB) $(HEADERS) $(wildcard tests/unit/*.h lib/*.h)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) $(WARNINGS) $(INCLUDES) -Iagent -Ilib $(LDFLAGS) -o $@ $< \
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARNINGS) $(INCLUDES) -Iagent -Ilib $(LDFLAGS) -o $@ $< \
 		$(filter %.o,$^) $(LIB) $(PKG_LIBS)
 
-deps:
-	@if ! dpkg -s $(DEBIAN_PKGS) >/dev/null 2>&1; then \
-		echo "postfix postfix/main_mailer_type select Local only" | debconf-set-selections; \
-		echo "postfix postfix/mailname string mta.test" | debconf-set-selections; \
+# $(call apt_install,PACKAGES): install those not installed yet.
+apt_install = @if ! dpkg -s $(1) >/dev/null 2>&1; then \
 		apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEBIAN_PKGS); \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(1); \
 	fi
+
+# make deps-build: what building (and make install) needs, nothing more.
+deps-build:
+	$(call apt_install,$(BUILD_PKGS))
+
+# make deps: everything the tests and make deb need too (a test machine:
+# Postfix, and the Exim and OpenSMTPD trees of make mta-deps).
+deps: deps-build
+	@echo "postfix postfix/main_mailer_type select Local only" | debconf-set-selections
+	@echo "postfix postfix/mailname string mta.test" | debconf-set-selections
+	$(call apt_install,$(TEST_PKGS) $(DEB_PKGS))
 
 unit: $(UNIT_TESTS)
 	@rc=0; for t in $(UNIT_TESTS); do echo "== $$t"; $$t || rc=1; done; exit $$rc
@@ -183,7 +199,7 @@ install: all
 	chmod 0644 $(DESTDIR)$(SYSCONFDIR)/logrotate.d/tlsguard
 	test -e $(DESTDIR)$(SYSCONFDIR)/tlsguard/tlsguard.conf || \
 		$(SUBST) dist/tlsguard.conf > $(DESTDIR)$(SYSCONFDIR)/tlsguard/tlsguard.conf
-	test -e $(DESTDIR)$(SYSCONFDIR)/tlsguard/senders || \
+	test "$(SENDERS_FILE)" = no || test -e $(DESTDIR)$(SYSCONFDIR)/tlsguard/senders || \
 		install -m 0640 /dev/null $(DESTDIR)$(SYSCONFDIR)/tlsguard/senders
 
 uninstall:
@@ -194,6 +210,21 @@ uninstall:
 		$(DESTDIR)$(UNITDIR)/postfix@.service.d/tlsguard.conf \
 		$(DESTDIR)$(SYSCONFDIR)/logrotate.d/tlsguard
 	-rmdir $(DESTDIR)$(UNITDIR)/postfix@.service.d 2>/dev/null
+# make deb: build/deb/tlsguard_VERSION_amd64.deb with Debian's tools, from a
+# copy of this tree (nothing is written beside it), then lintian on it;
+# fails on a lintian error, or when debian/changelog and VERSION differ.
+VERSION := $(shell cat VERSION)
+DEB_DIR := $(BUILD)/deb
+deb:
+	@v=$$(dpkg-parsechangelog -S Version); test "$$v" = "$(VERSION)" || \
+		{ echo "debian/changelog is at $$v, VERSION at $(VERSION)" >&2; exit 1; }
+	rm -rf $(DEB_DIR) && mkdir -p $(DEB_DIR)/tlsguard-$(VERSION)
+	tar -cf - --exclude=./.git --exclude='./build*' --exclude=./bench/build \
+		--exclude=./tests/vm/cache . | tar -C $(DEB_DIR)/tlsguard-$(VERSION) -xf -
+	cd $(DEB_DIR)/tlsguard-$(VERSION) && dpkg-buildpackage -b -us -uc
+	lintian --fail-on error --fail-on warning \
+		$(DEB_DIR)/tlsguard_$(VERSION)_amd64.deb
+
 # Not in make check: it takes about half an hour for 100,000 messages.
 SOAK_MESSAGES ?= 100000
 soak: all

@@ -69,7 +69,14 @@ define vm_matrix
 	printf '\n%-32s %-14s %8s\n%b' kernel result seconds "$$sum"; exit $$rc
 endef
 
-.PHONY: vm-deps vmtest vmtest-smoke verifier-table
+.PHONY: vm-deps vmtest vmtest-smoke vmtest-deb verifier-table
+
+# make vmtest-deb: make deb, then install, upgrade and purge the package in
+# a VM of the first kernel of VM_RUN (its root is an overlay: nothing stays).
+vmtest-deb: vm-deps deb
+	$(VMTEST) --kernel $(firstword $(VM_RUN)) --timeout 900 -- \
+		$(PYTHON) tests/e2e/suites/package_test.py \
+		--deb $(DEB_DIR)/tlsguard_$(VERSION)_amd64.deb
 
 vm-deps:
 	@if ! dpkg -s $(VM_PKGS) >/dev/null 2>&1; then \

@@ -25,9 +25,11 @@
  *	tg_control.c	void	tg_ctl_serve(struct tg_agent *ag);
  *	tg_pin.c	void	tg_pin_prepare(struct tg_agent *ag);
  *			void	tg_pin_adopt(struct tg_agent *ag);
- *			int	tg_pin_link(struct tg_agent *ag);
+ *			struct bpf_link *tg_pin_link(struct bpf_program *prog,
+ *						     const char *pin);
  *			void	tg_unpin(struct tg_agent *ag);
  *	tg_recover.c	void	tg_recover_lost(struct tg_agent *ag);
+ *	tg_mta.c	void	tg_mta_read(struct tg_agent *ag, int starting);
  * DESCRIPTION
  *	tlsguardd.c starts the daemon and runs its event loop; each room
  *	serves one kind of event or request, on the one struct tg_agent,
@@ -49,11 +51,17 @@
 #include "tg_metrics.h"
 #include "tg_mx.h"
 #include "tg_policy.h"
+#include "tg_routes.h"
 #include "tg_stabmap.h"
 #include "tg_uprobe.h"
 
+struct bpf_link;
+struct bpf_program;
+
 #define TG_PIN_DIR	"/sys/fs/bpf/tlsguard"
 #define TG_PIN_LINK	TG_PIN_DIR "/tg_sockops_link"
+#define TG_PIN_CONNECT4	TG_PIN_DIR "/tg_connect4_link"
+#define TG_PIN_CONNECT6	TG_PIN_DIR "/tg_connect6_link"
 
 /*
  * --check-verifier's default budget: instructions processed per program.
@@ -67,6 +75,8 @@ struct tg_agent {
 	struct tg_opts opt;
 	struct tlsguard *skel;
 	struct bpf_link *sockops;
+	struct bpf_link *connect4; /* tg_connect4, tg_connect6 */
+	struct bpf_link *connect6;
 	struct ring_buffer *rb;
 	struct tg_inject ij;
 	struct tg_uprobes uprobes;
@@ -89,6 +99,7 @@ struct tg_agent {
 	struct stat senders_st;	/* the senders file as last read */
 	int detach;		/* tlsguardctl detach: remove the pins too */
 	time_t no_slot_warned;
+	struct tg_routes routes; /* the MTA's, as last read */
 };
 
 int tg_parse_args(int argc, char **argv, struct tg_opts *o,
@@ -110,9 +121,11 @@ void tg_ctl_serve(struct tg_agent *ag);
 
 void tg_pin_prepare(struct tg_agent *ag);
 void tg_pin_adopt(struct tg_agent *ag);
-int tg_pin_link(struct tg_agent *ag);
+struct bpf_link *tg_pin_link(struct bpf_program *prog, const char *pin);
 void tg_unpin(struct tg_agent *ag);
 
 void tg_recover_lost(struct tg_agent *ag);
+
+void tg_mta_read(struct tg_agent *ag, int starting);
 
 #endif /* TG_AGENT_H */

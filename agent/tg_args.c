@@ -40,6 +40,7 @@ static const char usage[] =
 	"[--syslog] [-v]\n"
 	"                 [--print-config[=changed]] [--max-flows N] [--max-senders N] "
 	"[--ringbuf-size BYTES]\n"
+	"                 [--postfix-config DIR|none]\n"
 	"       tlsguardd --check-verifier[=BUDGET] [-c FILE] [--port N]... "
 	"[--tls-port N]... [-v]\n"
 	"       tlsguardd --help | --version\n"
@@ -91,6 +92,7 @@ static const struct tg_flag_row {
 	{ 'F', "--max-flows", "max_flows", NULL },
 	{ 'E', "--max-senders", "max_senders", NULL },
 	{ 'R', "--ringbuf-size", "ringbuf_size", NULL },
+	{ 'X', "--postfix-config", "postfix_config", NULL },
 };
 
 /* Flag c of tg_flag_rows[] with its value; -1 when c is none of them. */
@@ -151,6 +153,7 @@ int tg_parse_args(int argc, char **argv, struct tg_opts *o,
 		{ "max-flows", required_argument, NULL, 'F' },
 		{ "max-senders", required_argument, NULL, 'E' },
 		{ "ringbuf-size", required_argument, NULL, 'R' },
+		{ "postfix-config", required_argument, NULL, 'X' },
 		{ "check-verifier", optional_argument, NULL, 'C' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },

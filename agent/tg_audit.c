@@ -185,13 +185,10 @@ static void tg_copy(char *dst, size_t len, const char *src, size_t n)
 
 static int tg_audit_guaranteed(struct tg_audit *au, const char *sender)
 {
-	__u64 dkey, akey;
-	int srs;
-
 	if (!sender[0])
 		return 0;
-	akey = tg_addr_key_srs(sender, (__u32)strlen(sender), &dkey, &srs);
-	return akey && tg_policy_match(*au->policy, akey, dkey, srs);
+	return tg_policy_lookup_addr(*au->policy, sender, NULL) ==
+	       TG_POL_GUARANTEED;
 }
 
 /* A key (with what comes before it) and its string value. */

@@ -37,6 +37,8 @@ enum tg_type {
 	TG_T_CODE,	/* a reply code from min to max */
 	TG_T_DSN,	/* an enhanced status code of class min */
 	TG_T_TEXT,	/* a reply text; TG_F_VERSION: "$tls_version" */
+	TG_T_ROUTES,   /* warn or refuse */
+	TG_T_DELIMS,   /* postfix, none, or delimiter bytes */
 };
 
 #define TG_F_EMPTY	0x01
@@ -63,6 +65,12 @@ static const struct tg_setting tg_settings[] = {
 	TG_ROW("cgroup", TG_T_STR, "", cgroup, 0, 0, 0),
 	TG_ROW("senders_file", TG_T_PATH, "", senders, 0, 0, TG_F_EMPTY),
 	TG_ROW("exempt", TG_T_EXEMPT, "", exempt_text, 0, TG_EXEMPT_MAX, 0),
+	TG_ROW("address_delimiters", TG_T_DELIMS, "postfix", delimiters, 0, 0,
+	       0),
+	TG_ROW("postfix_config", TG_T_PATH, "/etc/postfix", postfix_config, 0,
+	       0, TG_F_EMPTY),
+	TG_ROW("unguarded_routes", TG_T_ROUTES, "warn", unguarded_routes, 0, 0,
+	       0),
 	TG_ROW("smtp_ports", TG_T_PORTS, "", ports, 1, 65535, 0),
 	TG_ROW("smtps_ports", TG_T_PORTS, "", tls_ports, 1, 65535, TG_F_TLS),
 	TG_ROW("slots", TG_T_UINT, "256", slots, 1, TG_SLOTS_MAX, 0),
@@ -174,15 +182,22 @@ static int tg_list(struct tg_opts *o, const struct tg_setting *st,
 		elem[k] = 0;
 		v += k;
 		if (st->type == TG_T_EXEMPT) {
-			if (o->nexempt == st->max)
+			__u64 keys[2];
+			int nk = tg_policy_exempt_keys(elem, keys);
+
+			if (nk < 0)
+				return tg_bad(err, len,
+					      "bad entry \"%.80s\": "
+					      "expected user@domain, @domain, "
+					      "SRS0= or SRS1=",
+					      elem);
+			/* an internationalized domain: both its forms */
+			if (o->nexempt + (size_t)nk > st->max)
 				return tg_bad(err, len, "more than %lu entries",
 					      st->max);
-			if (tg_policy_exempt_key(elem,
-						 &o->exempt[o->nexempt]) < 0)
-				return tg_bad(err, len, "bad entry \"%.80s\": "
-					      "expected user@domain, @domain, "
-					      "SRS0= or SRS1=", elem);
-			o->nexempt++;
+			memcpy(&o->exempt[o->nexempt], keys,
+			       (size_t)nk * sizeof(keys[0]));
+			o->nexempt += (size_t)nk;
 			continue;
 		}
 		if (tg_uint(elem, st->min, st->max, &port, err, len) < 0)
@@ -271,6 +286,8 @@ static int tg_setting_set(struct tg_opts *o, const struct tg_setting *st,
 	case TG_T_STR:
 		break;
 	case TG_T_PATH:
+		if ((st->flags & TG_F_EMPTY) && !strcmp(v, "none"))
+			v = "";
 		if (!*v && (st->flags & TG_F_EMPTY))
 			break;
 		if (*v != '/')
@@ -348,6 +365,27 @@ static int tg_setting_set(struct tg_opts *o, const struct tg_setting *st,
 	case TG_T_TEXT:
 		if (tg_text_ok(st, v, e, l) < 0)
 			return -1;
+		break;
+	case TG_T_ROUTES:
+		if (strcmp(v, "warn") && strcmp(v, "refuse"))
+			return tg_bad(e, l,
+				      "bad value \"%.80s\": expected "
+				      "warn or refuse",
+				      v);
+		break;
+	case TG_T_DELIMS:
+		if (strcmp(v, "postfix") && strcmp(v, "none")) {
+			for (s = v; *s; s++)
+				if (*s <= ' ' || *s >= 0x7f ||
+				    strchr("@\"<>\\", *s))
+					break;
+			if (!*v || *s)
+				return tg_bad(e, l,
+					      "bad value \"%.80s\": "
+					      "expected postfix, none, or the "
+					      "delimiter characters (e.g. +-)",
+					      v);
+		}
 		break;
 	}
 	/* The text types: the value as given. */

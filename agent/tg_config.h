@@ -84,7 +84,10 @@ struct tg_opts {
 	char exempt_text[TG_SETTING_MAX];	/* as given, for printing */
 	__u64 exempt[TG_EXEMPT_MAX];
 	size_t nexempt;
-	struct tg_replies replies;	/* reject_code ... weak_tls_text */
+	struct tg_replies replies;	     /* reject_code ... weak_tls_text */
+	char postfix_config[TG_SETTING_MAX]; /* "" for none */
+	char unguarded_routes[16];	     /* "warn" or "refuse" */
+	char delimiters[64]; /* "postfix", "none" or the bytes */
 };
 
 void tg_config_defaults(struct tg_opts *o);

@@ -95,6 +95,7 @@ static int tg_census_flow(void *ctx, const void *key, const void *value)
 
 static int tg_ctl_status(struct tg_agent *ag, const char *args, FILE *out)
 {
+	static char routes[TG_CTL_REPLY_MAX];
 	struct tg_census c = { 0 };
 	struct tg_stats st;
 
@@ -110,30 +111,43 @@ static int tg_ctl_status(struct tg_agent *ag, const char *args, FILE *out)
 			       "\"flows_diverted\":%lu,\"flows_tls\":%lu,"
 			       "\"flows_failed\":%lu,\"messages_held\":%llu,"
 			       "\"flows_since_start\":%llu,"
-			       "\"flows_failed_since_start\":%llu}\n",
+			       "\"flows_failed_since_start\":%llu,"
+			       "\"mta_routes\":{\"read\":%s,\"routes\":%u,"
+			       "\"not_guarded\":%u}}\n",
 			       ag->policy->n, c.tracked, c.diverted, c.tls,
 			       c.failed, (unsigned long long)ag->ij.held,
 			       (unsigned long long)st.flows,
 			       (unsigned long long)(st.no_slot +
-						    st.flows_untracked));
+						    st.flows_untracked),
+			       ag->routes.read ? "true" : "false",
+			       ag->routes.n + ag->routes.dropped,
+			       ag->routes.unguarded + ag->routes.dropped);
 	}
-	return fprintf(out,
-		       "ok\n"
-		       "cgroup:          %s\n"
-		       "senders:         %zu\n"
-		       "flows tracked:   %lu\n"
-		       "flows diverted:  %lu\n"
-		       "flows in TLS:    %lu\n"
-		       "flows failed:    %lu\n"
-		       "messages held:   %llu\n"
-		       "flows since start: %llu\n"
-		       "flows failed since start: %llu\n"
-		       "version:         %s\n",
-		       ag->opt.cgroup, ag->policy->n, c.tracked, c.diverted,
-		       c.tls, c.failed, (unsigned long long)ag->ij.held,
-		       (unsigned long long)st.flows,
-		       (unsigned long long)(st.no_slot + st.flows_untracked),
-		       TG_VERSION);
+	fprintf(out,
+		"ok\n"
+		"cgroup:          %s\n"
+		"senders:         %zu\n"
+		"flows tracked:   %lu\n"
+		"flows diverted:  %lu\n"
+		"flows in TLS:    %lu\n"
+		"flows failed:    %lu\n"
+		"messages held:   %llu\n"
+		"flows since start: %llu\n"
+		"flows failed since start: %llu\n"
+		"version:         %s\n",
+		ag->opt.cgroup, ag->policy->n, c.tracked, c.diverted, c.tls,
+		c.failed, (unsigned long long)ag->ij.held,
+		(unsigned long long)st.flows,
+		(unsigned long long)(st.no_slot + st.flows_untracked),
+		TG_VERSION);
+	if (!ag->routes.read)
+		return fprintf(out, "MTA routes:      not read (%s)\n",
+			       ag->routes.why);
+	fprintf(out, "MTA routes:      %u, %u not guarded (postfix %s)\n",
+		ag->routes.n + ag->routes.dropped,
+		ag->routes.unguarded + ag->routes.dropped, ag->routes.dir);
+	tg_routes_print(&ag->routes, routes, sizeof(routes));
+	return fputs(routes, out);
 }
 
 struct tg_flows_out {

@@ -29,8 +29,10 @@ static const struct tg_resp tg_r_mail_ok = { TG_RK_PROTOCOL, 250, "2.1.0",
 					     "Ok" };
 static const struct tg_resp tg_r_no_rcpt = { TG_RK_PROTOCOL, 554, "5.5.1",
 					     "Error: no valid recipients" };
-static const struct tg_resp tg_r_bad = { TG_RK_REFUSED, 501, "5.5.4",
-					 "Syntax error in MAIL command" };
+static const struct tg_resp tg_r_unread = {
+	TG_RK_AGAIN, 451, "4.5.4",
+	"MAIL command not understood; try again later"
+};
 static const struct tg_resp tg_r_again = { TG_RK_AGAIN, 451, "4.3.0",
 					   "Try again later" };
 static const struct tg_resp tg_r_seq = { TG_RK_PROTOCOL, 503, "5.5.1",
@@ -263,6 +265,7 @@ static const struct tg_resp *tg_reply_for(struct tg_inject *ij,
 
 	switch (ev) {
 	case TG_CMD_MAIL: {
+		int idn = tg_cmd_idn(&s->cmd), first = s->mails++ == 0, g;
 		__u64 verb;
 
 		tg_line_addr(s->line, s->line_len, &verb, s->sender,
@@ -272,17 +275,35 @@ static const struct tg_resp *tg_reply_for(struct tg_inject *ij,
 		s->held = NULL;
 		s->domain[0] = 0;
 		/*
-		 * The first MAIL is the one the kernel held; a later one was
-		 * pipelined behind a reset and is judged here.
+		 * The first MAIL is the one the kernel held as guaranteed; a
+		 * later one was pipelined behind a reset, and one whose
+		 * domain is not ASCII the kernel could not judge
+		 * (include/tg_rule.h): those are judged here, the domain
+		 * mapped by IDNA.
 		 */
-		if (!((s->mails++ == 0 && f && f->why == TG_WHY_NO_TLS &&
-		       !ij->policy_incomplete) ||
-		      tg_policy_match(*ij->policy, s->cmd.addr_key,
-				      s->cmd.domain_key, tg_cmd_srs(&s->cmd)))) {
+		if (first && f && f->why == TG_WHY_NO_TLS && !idn &&
+		    !ij->policy_incomplete)
+			g = 1;
+		else if (idn)
+			g = tg_policy_lookup_addr(*ij->policy, s->sender,
+						  NULL) == TG_POL_GUARANTEED;
+		else
+			g = tg_policy_match(*ij->policy, s->cmd.addr_key,
+					    s->cmd.domain_key,
+					    tg_cmd_srs(&s->cmd));
+		if (!g) {
+			/*
+			 * Not guaranteed, but the flow is diverted: the host
+			 * cannot have this MAIL any more. A temporary reply:
+			 * the MTA tries again, on a new connection.
+			 */
 			msg_info("%s: from=<%s>: deferred: %s", name,
 				 s->sender, ij->policy_incomplete ?
 				 "the senders do not all fit in the kernel" :
-				 "pipelined after a held transaction");
+				 !first ? "pipelined after a held transaction" :
+				 idn ? "an internationalized domain the kernel "
+				       "could not match" :
+				 "held before its sender was known");
 			return &tg_r_again;
 		}
 		ij->held++;
@@ -300,9 +321,16 @@ static const struct tg_resp *tg_reply_for(struct tg_inject *ij,
 	case TG_CMD_MAIL_NULL:
 		return &tg_r_again;
 	case TG_CMD_MAIL_BAD:
-		msg_info("%s: held: MAIL command not understood: %.*s", name,
-			 (int)(s->line_len > 200 ? 200 : s->line_len), s->line);
-		return &tg_r_bad;
+		/*
+		 * A sender tlsguard cannot read may be a guaranteed one, and
+		 * may not: it waits (a temporary reply), it is neither passed
+		 * nor bounced.
+		 */
+		msg_info("%s: held: MAIL command not understood: deferred: "
+			 "%.*s",
+			 name, (int)(s->line_len > 200 ? 200 : s->line_len),
+			 s->line);
+		return &tg_r_unread;
 	case TG_CMD_LINE:
 	case TG_CMD_CHUNK_BAD:	/* a BDAT line: answered as one below */
 		break;

@@ -71,7 +71,8 @@
 #include "tg_resp.h"
 #include "tg_heldlog.h"
 
-#define TG_INJECT_LINE	1024	/* bytes of a command kept for the log */
+/* bytes of a command kept: a MAIL address ends within TG_LINE_MAX */
+#define TG_INJECT_LINE (TG_LINE_MAX + 2)
 #define TG_INJECT_IN	16384	/* bytes read from a slot, not yet answered */
 
 struct tg_inject_maps {

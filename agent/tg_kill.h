@@ -9,6 +9,9 @@
  *	int	tg_kill_flow(struct tg_kill *k, const struct tg_flow *f);
  *	unsigned long tg_kill_state(struct tg_kill *k, int flows_fd,
  *				    __u32 state);
+ *	long	tg_kill_unseen(struct tg_kill *k, int flows_fd,
+ *			       const char *cgroup, const __u16 *ports,
+ *			       unsigned nports);
  *	void	tg_kill_close(struct tg_kill *k);
  * DESCRIPTION
  *	tg_kill_flow() asks the kernel, over sock_diag netlink (libnl-idiag),
@@ -23,6 +26,15 @@
  *	TG_FS_FAILED after lost events that asked for it, TG_FS_DIVERTED
  *	for the held flows of a previous agent. It returns how many it
  *	destroyed.
+ *
+ *	tg_kill_unseen() destroys every TCP connection of the processes of
+ *	cgroup (a directory of the cgroup v2 tree) and of the cgroups below
+ *	it, IPv4 and IPv6, established or half-closed by the peer (so that
+ *	it can still be written to), to one of ports, whose socket is not a
+ *	flow of flows_fd: connections tg_sockops never tracked. It lists
+ *	them over sock_diag (the cgroup of each socket comes with it) and
+ *	returns how many it destroyed, or a negative errno when it cannot
+ *	list them.
  */
 #ifndef TG_KILL_H
 #define TG_KILL_H
@@ -39,6 +51,8 @@ struct tg_kill {
 int tg_kill_open(struct tg_kill *k);
 int tg_kill_flow(struct tg_kill *k, const struct tg_flow *f);
 unsigned long tg_kill_state(struct tg_kill *k, int flows_fd, __u32 state);
+long tg_kill_unseen(struct tg_kill *k, int flows_fd, const char *cgroup,
+		    const __u16 *ports, unsigned nports);
 void tg_kill_close(struct tg_kill *k);
 
 #endif /* TG_KILL_H */

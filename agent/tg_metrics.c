@@ -356,6 +356,11 @@ static void tg_metrics_page(struct tg_metrics *m, struct tg_page *p)
 		"agent).");
 	tg_put(p, "tlsguard_sockhash_full_total %llu\n",
 	       (unsigned long long)st.sockhash_full);
+	tg_head(p, "tlsguard_fastopen_refused_total", "counter",
+		"Connections to guarded ports refused at connect time: they "
+		"asked for TCP Fast Open.");
+	tg_put(p, "tlsguard_fastopen_refused_total %llu\n",
+	       (unsigned long long)st.fastopen_refused);
 
 	tg_head(p, "tlsguard_policy_entries", "gauge",
 		"Guaranteed senders in the senders file in force.");
@@ -364,6 +369,13 @@ static void tg_metrics_page(struct tg_metrics *m, struct tg_page *p)
 		"1 when the senders did not fit in tg_senders: every MAIL "
 		"without TLS is held.");
 	tg_put(p, "tlsguard_policy_incomplete %d\n", src->senders_incomplete);
+	tg_head(p, "tlsguard_unguarded_routes", "gauge",
+		"Routes of the MTA to ports tlsguard does not guard (as last "
+		"read; see tlsguard_mta_settings_read).");
+	tg_put(p, "tlsguard_unguarded_routes %u\n", src->unguarded_routes);
+	tg_head(p, "tlsguard_mta_settings_read", "gauge",
+		"1 when the MTA's settings (postfix_config) were read.");
+	tg_put(p, "tlsguard_mta_settings_read %d\n", src->routes_read);
 	tg_head(p, "tlsguard_map_entries", "gauge", "Entries in a map now.");
 	tg_put(p, "tlsguard_map_entries{map=\"tg_flows\"} %llu\n", tracked);
 	tg_put(p, "tlsguard_map_entries{map=\"tg_senders\"} %u\n",

@@ -92,8 +92,10 @@ struct tg_metrics_src {
 	int flows_fd;
 	unsigned flows_max;
 	unsigned senders_max;
-	unsigned senders_in_map;	/* entries written to tg_senders */
-	int senders_incomplete;	/* TG_SENDERS_INCOMPLETE is set */
+	unsigned senders_in_map;   /* entries written to tg_senders */
+	int senders_incomplete;	   /* TG_SENDERS_INCOMPLETE is set */
+	unsigned unguarded_routes; /* the MTA's, to ports not guarded */
+	int routes_read;	   /* the MTA's settings were read */
 	struct tg_inject *ij;
 	const struct tg_policy *const *policy;
 	const struct tg_audit *audit;	/* its counters; NULL: none */

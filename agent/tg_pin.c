@@ -7,7 +7,7 @@
  *
  *	void	tg_pin_prepare(struct tg_agent *ag);
  *	void	tg_pin_adopt(struct tg_agent *ag);
- *	int	tg_pin_link(struct tg_agent *ag);
+ *	struct bpf_link *tg_pin_link(struct bpf_program *prog, const char *pin);
  *	void	tg_unpin(struct tg_agent *ag);
  * DESCRIPTION
  *	tg_pin_prepare(), before the object is loaded, gives every map a
@@ -18,9 +18,10 @@
  *	agent's free slots are forgotten (its slots died with it) and the
  *	flows it held are destroyed, so that the MTA retries them at once.
  *
- *	tg_pin_link() makes the pinned cgroup link run this agent's
- *	tg_sockops; it returns 0 when it did, -1 when there is no link to
- *	update (the caller attaches afresh, then pins the new link).
+ *	tg_pin_link() makes the cgroup link pinned at pin (tg_sockops',
+ *	tg_connect4's, tg_connect6's) run this agent's prog; it returns the
+ *	link when it did, NULL when there is no link to update (the caller
+ *	attaches afresh, then pins the new link).
  *
  *	tg_unpin() (tlsguardctl detach) removes every pin: nothing of
  *	tlsguard stays in the kernel once the agent exits.
@@ -42,10 +43,11 @@
 /*
  * --pin: every map of tlsguard's lives under TG_PIN_DIR, so that the
  * kernel goes on enforcing when the agent is gone (the sk_msg and sk_skb
- * programs belong to the pinned sockhash, the sock_ops program to the
- * pinned cgroup link). A held flow then finds no live injection slot and
- * is failed closed: the MTA defers. A new agent adopts the pinned maps
- * (libbpf reuses a map whose pin exists) and the flows in them.
+ * programs belong to the pinned sockhash, the sock_ops and connect
+ * programs to the pinned cgroup links). A held flow then finds no live
+ * injection slot and is failed closed: the MTA defers. A new agent
+ * adopts the pinned maps (libbpf reuses a map whose pin exists) and the
+ * flows in them.
  */
 void tg_pin_prepare(struct tg_agent *ag)
 {
@@ -85,6 +87,8 @@ static void tg_adopt_flows(struct tg_agent *ag)
 void tg_unpin(struct tg_agent *ag)
 {
 	unlink(TG_PIN_LINK);
+	unlink(TG_PIN_CONNECT4);
+	unlink(TG_PIN_CONNECT6);
 	bpf_object__unpin_maps(ag->skel->obj, NULL);
 	if (rmdir(TG_PIN_DIR) < 0 && errno != ENOENT)
 		msg_warn("rmdir %s: %s", TG_PIN_DIR, strerror(errno));
@@ -103,14 +107,12 @@ void tg_pin_adopt(struct tg_agent *ag)
 	tg_adopt_flows(ag);
 }
 
-int tg_pin_link(struct tg_agent *ag)
+struct bpf_link *tg_pin_link(struct bpf_program *prog, const char *pin)
 {
-	ag->sockops = bpf_link__open(TG_PIN_LINK);
-	if (ag->sockops &&
-	    bpf_link__update_program(ag->sockops,
-				     ag->skel->progs.tg_sockops) == 0)
-		return 0;
-	bpf_link__destroy(ag->sockops);
-	ag->sockops = NULL;
-	return -1;
+	struct bpf_link *link = bpf_link__open(pin);
+
+	if (link && bpf_link__update_program(link, prog) == 0)
+		return link;
+	bpf_link__destroy(link);
+	return NULL;
 }

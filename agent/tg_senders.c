@@ -50,6 +50,7 @@
 #include "tlsguard.skel.h"
 #include "tg_agent.h"
 #include "tg_log.h"
+#include "tg_rule.h"
 #include "tg_smtp.h"
 
 /* The senders file as last read or written, to tell an edit since. */
@@ -108,6 +109,7 @@ int tg_reload(struct tg_agent *ag, char *err, size_t errlen)
 	char why[512];
 	int rc;
 
+	tg_mta_read(ag, 0);
 	if (tg_policy_load(ag->opt.senders, next, why, sizeof(why)) < 0) {
 		snprintf(err, errlen, "%s; keeping the senders in force", why);
 		msg_warn("%s", err);
@@ -145,41 +147,73 @@ int tg_reload(struct tg_agent *ag, char *err, size_t errlen)
  * another; the file is read afresh each time, so an edit by hand is
  * kept too.
  */
-int tg_sender_change(struct tg_agent *ag, int add, const char *entry,
-			    char *out, size_t len)
+int tg_sender_change(struct tg_agent *ag, int add, const char *entry, char *out,
+		     size_t len)
 {
 	struct tg_policy *pol = (struct tg_policy *)ag->policy;
 	struct tg_stab *t = &ag->stab;
 	char err[600];
-	int rc, had, changed, edited;
-	__u64 key;
+	int rc, had = 1, changed, edited, n, i, e, added[2] = { 0, 0 };
+	__u64 keys[2], key;
 	__u8 v;
 
-	if (tg_policy_entry_key(entry, &key) < 0 || strpbrk(entry, " \t#"))
-		return snprintf(out, len, "error: malformed sender \"%.80s\": "
-				"expected user@domain or @domain\n", entry);
+	/* keys[0] finds the entry's lines in either form (tg_policy.h) */
+	n = tg_policy_entry_keys(entry, keys);
+	if (n < 0 || strpbrk(entry, " \t#"))
+		return snprintf(out, len,
+				"error: malformed sender \"%.80s\": "
+				"expected user@domain or @domain\n",
+				entry);
+	key = keys[0];
 	edited = tg_senders_changed(ag);
 	if (edited)
 		msg_warn("%s changed since it was read; the change by "
 			 "tlsguardctl keeps that edit, which applies at the "
-			 "next reload", ag->opt.senders);
+			 "next reload",
+			 ag->opt.senders);
 	if (add) {
-		had = tg_policy_insert(pol, key);
-		if (had < 0)
-			return snprintf(out, len, "error: out of memory\n");
-		v = (__u8)tg_policy_key_value(pol, key);
-		rc = had ? 0 : pol->n + pol->nexempt + 1 > tg_senders_room(ag) ?
-			       -E2BIG : tg_stab_put(t, key, v);
-		if (rc < 0) {
-			rc = -rc;
-			tg_policy_remove(pol, key);
-			msg_warn("sender %s not added: the kernel's policy "
-				 "map: %s", entry, strerror(rc));
-			return snprintf(out, len, "error: the kernel's policy "
-					"map refused %s: %s%s\n", entry,
-					strerror(rc), rc == E2BIG ||
-					rc == ENOSPC ? " (the map is full)" :
-						       "");
+		if (n > 1 && !pol->idn) {
+			rc = tg_stab_put(t, TG_KEY_IDN, 1);
+			if (rc < 0)
+				return snprintf(out, len,
+						"error: the kernel's "
+						"policy map refused %s: %s\n",
+						entry, strerror(-rc));
+			pol->idn = 1;
+		}
+		for (i = 0; i < n; i++) {
+			rc = tg_policy_insert(pol, keys[i]);
+			if (rc < 0)
+				return snprintf(out, len,
+						"error: out of memory\n");
+			had &= rc;
+			if (rc)
+				continue;
+			added[i] = 1;
+			v = (__u8)tg_policy_key_value(pol, keys[i]);
+			rc = pol->n + pol->nexempt + 1 > tg_senders_room(ag) ?
+				     -E2BIG :
+				     tg_stab_put(t, keys[i], v);
+			if (rc < 0) {
+				e = -rc;
+				for (; i >= 0; i--) {
+					if (!added[i])
+						continue;
+					tg_policy_remove(pol, keys[i]);
+					if (!tg_policy_key_value(pol, keys[i]))
+						tg_stab_del(t, keys[i]);
+				}
+				msg_warn("sender %s not added: the kernel's "
+					 "policy map: %s",
+					 entry, strerror(e));
+				return snprintf(out, len,
+						"error: the kernel's "
+						"policy map refused %s: %s%s\n",
+						entry, strerror(e),
+						e == E2BIG || e == ENOSPC ?
+							" (the map is full)" :
+							"");
+			}
 		}
 		/*
 		 * The file as last read holds the sender exactly when the
@@ -193,10 +227,12 @@ int tg_sender_change(struct tg_agent *ag, int add, const char *entry,
 			rc = had ? 1 : tg_senders_add(ag->opt.senders, entry,
 						      err, sizeof(err));
 		if (rc < 0) {
-			if (!had) {
-				tg_policy_remove(pol, key);
-				if (!tg_policy_key_value(pol, key))
-					tg_stab_del(t, key);
+			for (i = 0; i < n; i++) {
+				if (!added[i])
+					continue;
+				tg_policy_remove(pol, keys[i]);
+				if (!tg_policy_key_value(pol, keys[i]))
+					tg_stab_del(t, keys[i]);
 			}
 			msg_warn("sender %s not added: %s", entry, err);
 			return snprintf(out, len, "error: %s; %s not added\n",
@@ -211,13 +247,16 @@ int tg_sender_change(struct tg_agent *ag, int add, const char *entry,
 			return snprintf(out, len, "error: %s; %s not removed\n",
 					err, entry);
 		}
-		had = tg_policy_remove(pol, key) == 0;
-		if (had) {
-			v = (__u8)tg_policy_key_value(pol, key);
+		had = 0;
+		for (i = 0; i < n; i++) {
+			if (tg_policy_remove(pol, keys[i]) != 0)
+				continue;
+			had = 1;
+			v = (__u8)tg_policy_key_value(pol, keys[i]);
 			if (v)
-				tg_stab_put(t, key, v);
+				tg_stab_put(t, keys[i], v);
 			else
-				tg_stab_del(t, key);
+				tg_stab_del(t, keys[i]);
 		}
 		if (rc == 1 && !had)
 			return snprintf(out, len, "error: %s is not in %s\n",
@@ -236,26 +275,44 @@ int tg_sender_change(struct tg_agent *ag, int add, const char *entry,
 
 /* tlsguardctl sender check ADDRESS: what the kernel map decides. */
 int tg_sender_check(struct tg_agent *ag, const char *addr, char *out,
-			   size_t len)
+		    size_t len)
 {
 	const char *by;
 	__u64 akey, dkey;
-	int srs = 0, verdict;
+	int srs = 0, verdict, rule;
 
 	akey = tg_addr_key_srs(addr, (__u32)strlen(addr), &dkey, &srs);
 	if (!akey || addr[0] == '@')
-		return snprintf(out, len, "error: \"%.80s\" is not an "
-				"address\n", addr);
-	verdict = tg_rule_verdict(tg_policy_map_rule(&ag->stab, akey, dkey, srs),
-				  &by);
-	if (verdict != tg_policy_lookup(ag->policy, akey, dkey, srs, NULL))
+		return snprintf(out, len,
+				"error: \"%.80s\" is not an "
+				"address\n",
+				addr);
+	rule = tg_policy_map_rule(&ag->stab, akey, dkey, srs);
+	verdict = tg_rule_verdict(rule, &by);
+	if (rule == TG_RULE_AGENT && (srs & TG_SENDER_IDN)) {
+		/* the kernel holds it for the agent, which maps the domain */
+		verdict = tg_policy_lookup_addr(ag->policy, addr, &by);
+		if (verdict != TG_POL_GUARANTEED)
+			return snprintf(out, len,
+					"ok\n%s: not guaranteed "
+					"(held without TLS: an "
+					"internationalized domain the kernel "
+					"cannot map; deferred)\n",
+					addr);
+	} else if (verdict !=
+		   tg_policy_lookup(ag->policy, akey, dkey, srs, NULL))
 		msg_warn("sender check %s: the kernel map and the agent's "
-			 "policy disagree", addr);
+			 "policy disagree",
+			 addr);
 	if (verdict == TG_POL_GUARANTEED)
-		return snprintf(out, len, "ok\n%s: guaranteed (by its %s "
-				"entry)\n", addr, by);
+		return snprintf(out, len,
+				"ok\n%s: guaranteed (by its %s "
+				"entry)\n",
+				addr, by);
 	if (verdict == TG_POL_EXEMPT)
-		return snprintf(out, len, "ok\n%s: exempt (by the exempt "
-				"list's %s entry): not held\n", addr, by);
+		return snprintf(out, len,
+				"ok\n%s: exempt (by the exempt "
+				"list's %s entry): not held\n",
+				addr, by);
 	return snprintf(out, len, "ok\n%s: not guaranteed\n", addr);
 }

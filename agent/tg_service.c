@@ -47,7 +47,7 @@ int tg_drop_caps(char *err, size_t errlen)
 	};
 	struct __user_cap_data_struct data[2];
 	unsigned long long kept = TG_CAPS_KEPT;
-	int cap;
+	int cap, setpcap;
 
 	memset(data, 0, sizeof(data));
 	if (syscall(SYS_capget, &hdr, data) < 0) {
@@ -56,9 +56,20 @@ int tg_drop_caps(char *err, size_t errlen)
 	}
 	kept &= (unsigned long long)data[0].permitted |
 		((unsigned long long)data[1].permitted << 32);
-	/* The bounding set first: dropping from it needs CAP_SETPCAP. */
+	/*
+	 * The bounding set first: dropping from it needs CAP_SETPCAP. Under
+	 * a unit that bounds the service already (CapabilityBoundingSet=)
+	 * and withholds CAP_SETPCAP, what the unit left stays there; it is
+	 * out of the permitted set below, and no_new_privs keeps an execve()
+	 * from taking it back.
+	 */
+	setpcap = (data[0].effective >> CAP_SETPCAP) & 1;
 	for (cap = 0; cap <= 63; cap++) {
 		if (kept & (1ULL << cap))
+			continue;
+		if (prctl(PR_CAPBSET_READ, cap, 0, 0, 0) != 1)
+			continue;	/* not there, or unknown to the kernel */
+		if (!setpcap)
 			continue;
 		if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL) {
 			snprintf(err, errlen, "PR_CAPBSET_DROP %d: %s", cap,

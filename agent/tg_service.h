@@ -18,7 +18,9 @@
  *	the capabilities the running daemon uses (TG_CAPS_KEPT: bpf() on its
  *	maps, uprobes on TLS libraries that appear later, SOCK_DESTROY,
  *	reading /proc/PID/maps of the MTA's processes) in the permitted and
- *	effective sets, empties the inheritable and bounding sets, and sets
+ *	effective sets, empties the inheritable set, drops the rest from the
+ *	bounding set when it holds CAP_SETPCAP (a systemd unit that bounds
+ *	the service already need not grant it), and sets
  *	no_new_privs, so that nothing the daemon could be tricked into
  *	running would hold more. It returns -1 with the reason in err.
  */
@@ -37,7 +39,7 @@
 
 #define TG_CAPS_KEPT                                                        \
 	((1ULL << CAP_BPF) | (1ULL << CAP_PERFMON) | (1ULL << CAP_NET_ADMIN) | \
-	 (1ULL << CAP_SYS_PTRACE) | (1ULL << CAP_DAC_READ_SEARCH))
+	 (1ULL << CAP_SYS_PTRACE))
 
 void tg_notify(const char *state);
 int tg_drop_caps(char *err, size_t errlen);

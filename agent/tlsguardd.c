@@ -106,6 +106,7 @@
 #include "tg_epoll.h"
 #include "tg_features.h"
 #include "tg_log.h"
+#include "tg_mailaddr.h"
 #include "tg_service.h"
 #include "tg_sys.h"
 #include "tg_uprobe.h"
@@ -144,6 +145,9 @@ static void tg_open_object(struct tg_agent *ag, int audit_on)
 	ag->skel->rodata->tg_ntls = ag->opt.ntls_ports;
 	/* Lines for the audit trail cost a ring buffer record each. */
 	ag->skel->rodata->tg_audit_on = audit_on;
+	/* The address delimiters, as the agent's parsers have them. */
+	ag->skel->rodata->tg_delims[0] = tg_delims[0];
+	ag->skel->rodata->tg_delims[1] = tg_delims[1];
 	if (ag->opt.max_flows &&
 	    (bpf_map__set_max_entries(ag->skel->maps.tg_flows,
 				      ag->opt.max_flows) ||
@@ -202,6 +206,8 @@ static void tg_setup_host(struct tg_agent *ag)
 	struct rlimit rl;
 	char err[512];
 
+	/* The delimiters first: the senders' keys depend on them. */
+	tg_mta_read(ag, 1);
 	if (tg_policy_load(ag->opt.senders, &ag->policies[0], err,
 			   sizeof(err)) < 0)
 		msg_fatal("%s", err);
@@ -370,6 +376,54 @@ static void tg_setup_rooms(struct tg_agent *ag)
 		msg_fatal("epoll: %s", strerror(errno));
 }
 
+/* A cgroup program, attached (or, pinned, the pinned link updated). */
+static struct bpf_link *tg_attach_cgroup(struct tg_agent *ag,
+					 struct bpf_program *prog,
+					 const char *pin)
+{
+	struct bpf_link *link;
+
+	if (ag->opt.pin && (link = tg_pin_link(prog, pin)) != NULL)
+		return link;
+	link = bpf_program__attach_cgroup(prog, ag->cgroup_fd);
+	if (!link)
+		msg_fatal("cannot attach %s to cgroup %s: %s",
+			  bpf_program__name(prog), ag->opt.cgroup,
+			  strerror(errno));
+	if (ag->opt.pin && bpf_link__pin(link, pin))
+		msg_fatal("cannot pin %s: %s", pin, strerror(errno));
+	return link;
+}
+
+/*
+ * Connections of the cgroup's processes that tg_sockops never saw (made
+ * before tlsguard guarded the cgroup, or that the flow table could not
+ * take) would carry any sender's mail unread: the MTA reuses cached
+ * connections for minutes. Once tg_sockops is attached every new one is
+ * tracked before its first byte, so one sweep at start leaves none.
+ */
+static void tg_sweep_unseen(struct tg_agent *ag)
+{
+	__u16 ports[TG_PORTS_MAX];
+	unsigned i, n = 0;
+	long killed;
+
+	for (i = 0; i < ag->opt.ntls_ports && n < TG_PORTS_MAX; i++)
+		ports[n++] = ag->opt.tls_ports[i];
+	for (i = 0; i < ag->opt.nports && n < TG_PORTS_MAX; i++)
+		ports[n++] = ag->opt.ports[i];
+	killed = tg_kill_unseen(&ag->kill, bpf_map__fd(ag->skel->maps.tg_flows),
+				ag->cgroup_path, ports, n);
+	if (killed < 0)
+		msg_fatal("cannot list the connections of cgroup %s "
+			  "(sock_diag): %s", ag->opt.cgroup,
+			  strerror((int)-killed));
+	if (killed)
+		msg_info("destroyed %ld connection(s) to guarded ports that "
+			 "tlsguard never tracked (made before it guarded the "
+			 "cgroup); the MTA retries their mail", killed);
+}
+
 /* Signals, the TLS libraries and their timer, then the cgroup: guarding. */
 static void tg_setup_guard(struct tg_agent *ag)
 {
@@ -392,16 +446,18 @@ static void tg_setup_guard(struct tg_agent *ag)
 	    tg_epoll_add(ag->epfd, ag->timer_fd, TG_EP_TIMER))
 		msg_fatal("timerfd: %s", strerror(errno));
 
-	/* Last: from here on the MTA's new connections are guarded. */
-	if (ag->opt.pin && tg_pin_link(ag) == 0)
-		return;
-	ag->sockops = bpf_program__attach_cgroup(ag->skel->progs.tg_sockops,
-						 ag->cgroup_fd);
-	if (!ag->sockops)
-		msg_fatal("cannot attach tg_sockops to cgroup %s: %s",
-			  ag->opt.cgroup, strerror(errno));
-	if (ag->opt.pin && bpf_link__pin(ag->sockops, TG_PIN_LINK))
-		msg_fatal("cannot pin %s: %s", TG_PIN_LINK, strerror(errno));
+	/*
+	 * Last: from here on the MTA's new connections are guarded; first
+	 * the connect programs, so that none is made with data before the
+	 * handshake (TCP Fast Open) once tg_sockops tracks them.
+	 */
+	ag->connect4 = tg_attach_cgroup(ag, ag->skel->progs.tg_connect4,
+					TG_PIN_CONNECT4);
+	ag->connect6 = tg_attach_cgroup(ag, ag->skel->progs.tg_connect6,
+					TG_PIN_CONNECT6);
+	ag->sockops = tg_attach_cgroup(ag, ag->skel->progs.tg_sockops,
+				       TG_PIN_LINK);
+	tg_sweep_unseen(ag);
 }
 
 /*
@@ -445,6 +501,8 @@ static void tg_on_timer(struct tg_agent *ag)
 
 	if (read(ag->timer_fd, &ticks, sizeof(ticks)) != sizeof(ticks))
 		return;
+	/* The loop is alive (WatchdogSec= in the unit: six ticks or more). */
+	tg_notify("WATCHDOG=1");
 	tg_metrics_tick(&ag->metrics);
 	if (tg_metrics_watch(&ag->metrics))
 		tg_recover_lost(ag);
@@ -499,6 +557,8 @@ static void tg_teardown(struct tg_agent *ag)
 	if (ag->opt.pin && ag->detach)
 		tg_unpin(ag);
 	bpf_link__destroy(ag->sockops);
+	bpf_link__destroy(ag->connect4);
+	bpf_link__destroy(ag->connect6);
 	tg_uprobe_detach(&ag->uprobes);
 	tg_kill_close(&ag->kill);
 	if (ag->timer_fd >= 0)

@@ -115,6 +115,14 @@ TG_MAP(struct {
 	__type(value, __s32);
 }, tg_ssl_fd);
 
+/* What each thread may write on a judged TLS flow (tg_tls_out()). */
+TG_MAP(struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct tg_write_lic);
+}, tg_ssl_writes);
+
 /* SSL_read calls between entry and return. */
 TG_MAP(struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -143,6 +151,40 @@ const volatile __u32 tg_senders_bits = TG_STAB_DEFAULT_BITS;
 extern const volatile __u32 tg_audit_on;
 extern const volatile __u32 tg_senders_bits;
 #endif
+
+/*
+ * Set by the agent before load: the sub-address delimiters (tg_smtp.h
+ * declares it, and says how the parser reads it); "+" unless told.
+ */
+#ifdef TG_DEFINE_MAPS
+const volatile __u64 tg_delims[2] = { TG_DELIMS_PLUS, 0 };
+#endif
+
+/*
+ * Set by the agent before load: the guarded ports; the first tg_ntls of
+ * them speak TLS from the start (SMTPS, RFC 8314).
+ */
+#ifdef TG_DEFINE_MAPS
+const volatile __u16 tg_ports[TG_PORTS_MAX] = { 25 };
+const volatile __u32 tg_nports = 1;
+const volatile __u32 tg_ntls = 0;
+#else
+extern const volatile __u16 tg_ports[TG_PORTS_MAX];
+extern const volatile __u32 tg_nports;
+extern const volatile __u32 tg_ntls;
+#endif
+
+/* 0: not guarded, 1: SMTP, 2: implicit TLS (port in host order) */
+static __always_inline int tg_port_kind(__u16 port)
+{
+	for (int i = 0; i < TG_PORTS_MAX; i++) {
+		if (i >= tg_nports)
+			break;
+		if (tg_ports[i] == port)
+			return i < tg_ntls ? 2 : 1;
+	}
+	return 0;
+}
 
 #define TG_STAT_INC(field)						\
 	do {								\
@@ -345,7 +387,8 @@ static __always_inline const __u8 *tg_senders_look(void *ctx, const __u64 *key)
 static __always_inline int tg_guaranteed(const struct tg_cmd *p)
 {
 	return tg_rule_holds(tg_rule(tg_senders_look, NULL, &p->addr_key,
-				     &p->domain_key, tg_cmd_srs(p)));
+				     &p->domain_key,
+				     tg_cmd_srs(p) | tg_cmd_idn(p)));
 }
 
 /*

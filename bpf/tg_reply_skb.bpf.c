@@ -17,6 +17,11 @@
  *	A reply the clients read differently (TG_REPLY_AMBIGUOUS), or a 2xx
  *	to DATA (OpenSMTPD sends the body then, Postfix and Exim do not),
  *	leaves tlsguard unable to count what follows: the flow fails closed.
+ *	So does a reply that begins when no command awaits one (a host that
+ *	sends replies ahead, partial lines included): the MTA would read it
+ *	as the answer to its next command, and were that a held MAIL, take
+ *	the host's words for the agent's. The segment that carries such
+ *	bytes is dropped whole: none of it reaches the MTA.
  *
  *	In the handshake, the server's first flight goes through
  *	tg_tls_feed(): a well-formed ServerHello gives the negotiated version
@@ -103,6 +108,16 @@ static long tg_rscan_byte(__u32 i, void *ctx)
 	if (f->reply.line_len == 0) {
 		s->line_off = i;
 		s->line_seen = 1;
+		if (f->reply.new_reply && f->replies >= f->cmds) {
+			/*
+			 * A reply that no command asked for: a server cannot
+			 * answer before it is asked. Passed, it would wait in
+			 * the MTA's receive queue and be read as the answer to
+			 * the next command, a held MAIL's included.
+			 */
+			s->found |= TG_RSCAN_LOST;
+			return 1;
+		}
 	}
 	ev = tg_reply_step(&f->reply, c);
 	if (ev == TG_REPLY_AMBIGUOUS) {
@@ -200,6 +215,9 @@ static __always_inline int tg_reply_verdict(struct __sk_buff *skb)
 		tg_fail_flow(f, TG_WHY_DESYNC);
 		return SK_DROP;
 	}
+	/* Diverted while this segment was read: the agent speaks now. */
+	if (f->state == TG_FS_DIVERTED)
+		return SK_DROP;
 
 	if (found & TG_RSCAN_BODY)
 		tg_cmd_start_body(&f->cmd);

@@ -335,8 +335,13 @@ static __always_inline int tg_divert(struct sk_msg_md *msg, struct tg_flow *f,
 	struct tg_slot *slot;
 	__u32 idx;
 
-	if (f->cmds != f->replies) {
-		/* The host still owes replies: ours would come out of order. */
+	if (f->cmds != f->replies || f->reply.line_len ||
+	    !f->reply.new_reply || f->plain_again) {
+		/*
+		 * The host still owes replies, or has sent part of one, or
+		 * bytes the MTA may not have read (plain_again): ours would
+		 * come out of order, or be read as the end of the host's.
+		 */
 		TG_STAT_INC(no_slot);
 		tg_fail_flow_as(f, why, TG_FAIL_PENDING);
 		return SK_DROP;
@@ -413,6 +418,18 @@ static __always_inline int tg_plain(struct sk_msg_md *msg, struct tg_flow *f)
 	why = TG_SCAN_WHY(r);
 
 	if (!(r & TG_SCAN_DIVERT) && tg_cmd_holding(&f->cmd)) {
+		/*
+		 * A MAIL line whose address has ended names its sender: one
+		 * that is not guaranteed passes, however long its parameters
+		 * (the parser goes on from here: the end of the line judges
+		 * the same sender again).
+		 */
+		if (line_off == 0 && tg_cmd_sender_known(&f->cmd) &&
+		    !tg_guaranteed(&f->cmd)) {
+			if (len < msg->size)
+				bpf_msg_apply_bytes(msg, len);
+			return SK_PASS;
+		}
 		if (f->cmd.line_len <= TG_LINE_MAX && line_off == 0) {
 			/* Wait for the rest of the line; parse it again then. */
 			tg_rewind(f);
@@ -564,6 +581,24 @@ __noinline __u64 tg_frame(struct sk_msg_md *msg, struct tg_flow *f,
 	return 2 | alert | (__u64)c.off << 32;
 }
 
+/*
+ * This write of application data on a judged flow was licensed by a
+ * uprobe at the writing thread's call of the TLS library (see
+ * tg_tls_grant()); the licence is used up by it.
+ */
+static __always_inline int tg_write_licensed(struct tg_flow *f)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct tg_write_lic *l = bpf_map_lookup_elem(&tg_ssl_writes, &id);
+
+	if (!l || l->cookie != f->cookie || l->left == 0 ||
+	    l->until_ns < bpf_ktime_get_ns())
+		return 0;
+	if (--l->left == 0)
+		bpf_map_delete_elem(&tg_ssl_writes, &id);
+	return 1;
+}
+
 static __always_inline int tg_handshake(struct sk_msg_md *msg,
 					struct tg_flow *f)
 {
@@ -585,13 +620,16 @@ static __always_inline int tg_handshake(struct sk_msg_md *msg,
 	 * Application data where tlsguard does not know the version: before
 	 * the ServerHello was read, or after one it could not read (the
 	 * client's library may have accepted what the parser refused, e.g.
-	 * records the library skips, at TLS 1.0). Only the uprobes can judge
-	 * such a session, by the sender; a session they do not see is not
-	 * judged at all: fail closed.
+	 * records the library skips, at TLS 1.0), or below TLS 1.2. Only the
+	 * uprobes can judge such a session, by the sender, and only what
+	 * they saw written: a write they did not license (a session they
+	 * could not tie, a function they do not probe, a time they were not
+	 * attached) is not judged at all: fail closed.
 	 */
 	if ((fr & TG_FRAME_APPDATA) &&
 	    (f->state == TG_FS_HANDSHAKE ||
-	     (f->state == TG_FS_TLS_FAILED && !f->ssl_seen))) {
+	     ((f->state == TG_FS_TLS_FAILED || f->state == TG_FS_WEAK) &&
+	      !tg_write_licensed(f)))) {
 		tg_fail_flow(f, TG_WHY_UNSEEN_TLS);
 		return SK_DROP;
 	}
@@ -606,7 +644,14 @@ static __always_inline int tg_handshake(struct sk_msg_md *msg,
 		return SK_PASS;
 	}
 	if (r == 1) {
-		/* Plaintext from here on: a fresh line, judged as such. */
+		/*
+		 * Plaintext from here on: a fresh line, judged as such. What
+		 * the host sent since STARTTLS was not counted as replies, and
+		 * the client's TLS library may have left some of it unread:
+		 * the agent's replies could not be known to come first, so
+		 * this flow is never diverted (tg_divert() fails it).
+		 */
+		f->plain_again = 1;
 		f->state = TG_FS_PLAIN;
 		tg_cmd_init(&f->cmd);
 		tg_reply_init(&f->reply);

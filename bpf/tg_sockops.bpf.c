@@ -34,23 +34,6 @@
 #define AF_INET		2
 #define AF_INET6	10
 
-/* Guarded ports; the first tg_ntls of them speak TLS from the start. */
-const volatile __u16 tg_ports[TG_PORTS_MAX] = { 25 };
-const volatile __u32 tg_nports = 1;
-const volatile __u32 tg_ntls = 0;
-
-/* 0: not guarded, 1: SMTP, 2: implicit TLS (SMTPS, RFC 8314) */
-static __always_inline int tg_port_kind(__u16 port)
-{
-	for (int i = 0; i < TG_PORTS_MAX; i++) {
-		if (i >= tg_nports)
-			break;
-		if (tg_ports[i] == port)
-			return i < tg_ntls ? 2 : 1;
-	}
-	return 0;
-}
-
 /* Both ends' addresses (IPv4 in the first four bytes). */
 static __always_inline void tg_skops_addrs(struct bpf_sock_ops *skops,
 					   __u8 *laddr, __u8 *raddr)

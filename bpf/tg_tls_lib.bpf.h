@@ -164,10 +164,41 @@ static __always_inline int tg_tls_judged(const struct tg_flow *f)
 	return f->state == TG_FS_WEAK || f->state == TG_FS_TLS_FAILED;
 }
 
+/*
+ * The thread writes num bytes of plaintext on flow f (NULL: a session the
+ * uprobes cannot tie to a flow). On a judged flow it may then write the
+ * records that carry them (tg_write_lic); any other write of application
+ * data on such a flow is one no uprobe saw, and tg_smtp_msg fails it.
+ * Grants add up while they last (a library that corks several calls'
+ * data writes it later, in fewer records); a call on a session that is
+ * not tied voids the thread's grant.
+ */
+static __always_inline void tg_tls_grant(struct tg_flow *f, __u64 num)
+{
+	__u64 id = bpf_get_current_pid_tgid(), now = bpf_ktime_get_ns();
+	struct tg_write_lic *l, nl = {};
+	__u64 n = (num + TG_TLS_PLAIN_MAX - 1) / TG_TLS_PLAIN_MAX;
+
+	if (!f || !tg_tls_judged(f)) {
+		bpf_map_delete_elem(&tg_ssl_writes, &id);
+		return;
+	}
+	l = bpf_map_lookup_elem(&tg_ssl_writes, &id);
+	if (l && l->cookie == f->cookie && l->until_ns > now)
+		n += l->left;
+	nl.cookie = f->cookie;
+	nl.until_ns = now + TG_LICENCE_NS;
+	nl.left = n > TG_LICENCE_MAX ? TG_LICENCE_MAX : (__u32)n;
+	bpf_map_update_elem(&tg_ssl_writes, &id, &nl, BPF_ANY);
+}
+
 static __always_inline void tg_tls_out(void *ssl, const void *buf, __u64 num)
 {
 	struct tg_flow *f = tg_tls_flow((__u64)(long)ssl);
 	__u32 fail;
+
+	if (bpf_current_task_under_cgroup(&tg_cgroup, 0) == 1 && buf && num)
+		tg_tls_grant(f, num);
 
 	/*
 	 * Sessions at TLS 1.2 or higher are read for the audit trail; below,

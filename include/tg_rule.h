@@ -17,15 +17,21 @@
  *	(TG_POL_GUARANTEED, TG_POL_EXEMPT), or NULL when it holds none, as
  *	bpf_map_lookup_elem() does in the kernel.
  *	The sender is given by its keys (tg_addr_key(); *domain_key 0 when
- *	it has no domain) and srs, as tg_cmd_srs() says (1 for "SRS0=", 2
- *	for "SRS1=", 0 for none).
+ *	it has no domain) and srs: in its TG_SENDER_SRS bits what
+ *	tg_cmd_srs() says (1 for "SRS0=", 2 for "SRS1=", 0 for none), and
+ *	TG_SENDER_IDN when its domain has a byte that is not ASCII.
  *
  *	An exempt entry of the address or the domain wins; then a sender
  *	guaranteed by its address or its domain is guaranteed, unless it is
  *	an SRS sender of an exempt kind ("exempt = SRS0="). A sender found
  *	nowhere is not guaranteed, unless the senders did not all fit in
- *	the map (TG_SENDERS_INCOMPLETE is in it): then the kernel holds its
- *	MAIL and the agent decides from the whole list.
+ *	the map (TG_SENDERS_INCOMPLETE is in it), or its domain is not
+ *	ASCII and the senders name internationalized domains (TG_KEY_IDN is
+ *	in the map): then the kernel holds its MAIL and the agent decides
+ *	from the whole list. The map holds each such entry in its A-label
+ *	and its U-label form (lower case, NFC), so a sender written in
+ *	either matches here; only another spelling of the U-label (upper
+ *	case, NFD) needs the agent, which has IDNA (libidn2).
  *
  *	The keys are looked up in that order and only as far as the rule
  *	needs them: the kernel runs this for every MAIL it reads, and each
@@ -71,7 +77,7 @@ static TG_INLINE int tg_rule(tg_rule_look_fn look, void *ctx,
 			     int srs)
 {
 	static const __u64 srs0 = TG_KEY_SRS0, srs1 = TG_KEY_SRS1,
-			   incomplete = TG_SENDERS_INCOMPLETE;
+			   incomplete = TG_SENDERS_INCOMPLETE, idn = TG_KEY_IDN;
 	const __u8 *a, *d = NULL, *x;
 
 	a = look(ctx, addr_key);
@@ -83,8 +89,9 @@ static TG_INLINE int tg_rule(tg_rule_look_fn look, void *ctx,
 			return TG_RULE_EXEMPT_DOMAIN;
 	}
 	if (a || d) {
-		if (srs) {
-			x = look(ctx, srs == 1 ? &srs0 : &srs1);
+		if (srs & TG_SENDER_SRS) {
+			x = look(ctx,
+				 (srs & TG_SENDER_SRS) == 1 ? &srs0 : &srs1);
 			if (x && *x == TG_POL_EXEMPT)
 				return TG_RULE_EXEMPT_SRS;
 		}
@@ -93,6 +100,8 @@ static TG_INLINE int tg_rule(tg_rule_look_fn look, void *ctx,
 		return TG_RULE_DOMAIN;
 	}
 	if (look(ctx, &incomplete))
+		return TG_RULE_AGENT;
+	if ((srs & TG_SENDER_IDN) && look(ctx, &idn))
 		return TG_RULE_AGENT;
 	return TG_RULE_NONE;
 }

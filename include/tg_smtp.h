@@ -9,6 +9,7 @@
  *	void	tg_cmd_init(struct tg_cmd *p);
  *	int	tg_cmd_feed(struct tg_cmd *p, unsigned char c);
  *	int	tg_cmd_holding(const struct tg_cmd *p);
+ *	int	tg_cmd_sender_known(const struct tg_cmd *p);
  *	void	tg_cmd_start_body(struct tg_cmd *p);
  *
  *	void	tg_reply_init(struct tg_reply *r);
@@ -68,6 +69,9 @@
  *
  *	tg_cmd_holding() says whether the line in progress may still turn out
  *	to be a MAIL command: its bytes must not leave before the line ends.
+ *	tg_cmd_sender_known() says whether such a line names its sender
+ *	already (its address has ended): a sender that is not guaranteed
+ *	may then pass before the line ends, however long its parameters.
  *
  *	The end of a DATA body is where the servers end it, and a line
  *	starts after LF only: Postfix smtpd, Exim and OpenSMTPD read a line
@@ -184,8 +188,15 @@
 
 #include "tg_types.h"
 
-#define TG_LINE_MAX	1024	/* longest MAIL line we vouch for */
-#define TG_ADDR_MAX	256	/* longest reverse-path (RFC 5321: 256) */
+/*
+ * A MAIL line is judged by its address, however long the line: ESMTP
+ * parameters after the address do not change the sender. The address
+ * must end within the first TG_LINE_MAX bytes of the line: Postfix smtpd
+ * reads that much of a line (line_length_limit) and drops the rest, so
+ * an address that ends later is not the one it reads.
+ */
+#define TG_LINE_MAX 2048	/* the address ends within this many bytes */
+#define TG_ADDR_MAX TG_LINE_MAX /* longest address we vouch for */
 
 #define TG_FNV_OFFSET	0xcbf29ce484222325ULL
 #define TG_FNV_PRIME	0x100000001b3ULL
@@ -293,6 +304,43 @@ enum tg_cmd_phase {
 #define TG_SRS_NO	0x80
 
 /*
+ * BATV (Bounce Address Tag Validation): a signing MTA rewrites a sender
+ * as "prvs=TAG=user@domain" (draft-levine-smtp-batv; Exim, Postfix's
+ * postscreen users, Proofpoint) or "btv1==TAG==user@domain" (Barracuda),
+ * with a new TAG every day. The mailbox is user@domain: the prefix up to
+ * the '=' (the "==") after the TAG is not hashed. tg_cmd.batv counts the
+ * bytes of the local part that match "prvs=" or "btv1==" (case folded),
+ * then TG_BATV_TAG while in the TAG, TG_BATV_EQ after its first '='
+ * (btv1), and TG_BATV_NO once the prefix is done with or cannot be one.
+ */
+#define TG_BATV_BTV 0x08 /* the prefix is "btv1==" */
+#define TG_BATV_TAG 0x10 /* in the TAG */
+#define TG_BATV_EQ  0x20 /* btv1: the TAG's first '=' */
+#define TG_BATV_NO  0x80
+
+/*
+ * The sender's flags for tg_rule() (include/tg_rule.h), beside the SRS
+ * kind of tg_cmd_srs() in the low bits.
+ */
+#define TG_SENDER_SRS 0x03 /* tg_cmd_srs() */
+#define TG_SENDER_IDN 0x04 /* the domain has a byte that is not ASCII */
+
+/*
+ * The sub-address delimiters (Postfix's recipient_delimiter; "+" by
+ * default): a set of ASCII bytes, bit c of tg_delims[c >> 6]. The BPF
+ * programs read it from .rodata, which the agent sets before load
+ * (bpf/tg_common.bpf.h); native code defines it once (lib/tg_mailaddr.c,
+ * the fuzz targets). Every reader of addresses in one process or one
+ * object sees the same set: the senders file and the wire agree.
+ */
+#ifdef __bpf__
+extern const volatile __u64 tg_delims[2];
+#else
+extern __u64 tg_delims[2];
+#endif
+#define TG_DELIMS_PLUS (1ULL << '+') /* tg_delims[0] of "+" */
+
+/*
  * DATA body end matcher (TG_MODE_BODY): where the line in progress is.
  * A line starts after LF only; TG_BODY_BARE marks one that started after
  * a bare LF (not CR LF).
@@ -335,7 +383,8 @@ struct tg_cmd {
 	__u8 rcpt_paths;	/* RCPT's forward-path is read as MAIL's
 				 * reverse-path: tg_path() only, never the
 				 * kernel */
-	__u8 pad[2];
+	__u8 idn;	  /* a byte of the domain is not ASCII */
+	__u8 batv;	  /* TG_BATV_*: how the local part begins */
 };
 
 #define TG_REPLY_NONE	0
@@ -397,6 +446,11 @@ static TG_INLINE __u64 tg_fnv(__u64 h, unsigned char c)
 	return (h ^ c) * TG_FNV_PRIME;
 }
 
+static TG_INLINE int tg_is_delim(unsigned char c)
+{
+	return c < 128 && ((tg_delims[(c >> 6) & 1] >> (c & 63)) & 1);
+}
+
 static TG_INLINE void tg_cmd_init(struct tg_cmd *p)
 {
 	__builtin_memset(p, 0, sizeof(*p));
@@ -419,6 +473,8 @@ static TG_INLINE void tg_cmd_new_line(struct tg_cmd *p)
 	p->bflags = 0;
 	p->dflags = 0;
 	p->srs = 0;
+	p->idn = 0;
+	p->batv = 0;
 }
 
 /* One hashed, case-folded byte of the local part (see TG_SRS_*). */
@@ -443,6 +499,55 @@ static TG_INLINE void tg_srs_byte(struct tg_cmd *p, unsigned char c)
 static TG_INLINE int tg_cmd_srs(const struct tg_cmd *p)
 {
 	return (p->srs & TG_SRS_0) ? 1 : (p->srs & TG_SRS_1) ? 2 : 0;
+}
+
+/* TG_SENDER_IDN when a byte of the sender's domain is not ASCII. */
+static TG_INLINE int tg_cmd_idn(const struct tg_cmd *p)
+{
+	return p->idn ? TG_SENDER_IDN : 0;
+}
+
+/*
+ * One hashed, case-folded byte of the local part (see TG_BATV_*).
+ * Returns 1 when the byte ends a BATV prefix: the local part starts
+ * again after it.
+ */
+static TG_INLINE int tg_batv_byte(struct tg_cmd *p, unsigned char c)
+{
+	__u8 s = p->batv, n = s & 0x07;
+
+	if (s & TG_BATV_NO)
+		return 0;
+	if (s & TG_BATV_EQ) {
+		p->batv = TG_BATV_NO;
+		return c == '=';
+	}
+	if (s & TG_BATV_TAG) {
+		if (c != '=')
+			return 0;
+		if (s & TG_BATV_BTV) {
+			p->batv = s | TG_BATV_EQ;
+			return 0;
+		}
+		p->batv = TG_BATV_NO;
+		return 1;
+	}
+	/* "prvs=" or "btv1==", n bytes of it matched so far */
+	if (n == 0 && (c == 'p' || c == 'b'))
+		p->batv = c == 'b' ? 1 | TG_BATV_BTV : 1;
+	else if (!(s & TG_BATV_BTV) &&
+		 ((n == 1 && c == 'r') || (n == 2 && c == 'v') ||
+		  (n == 3 && c == 's')))
+		p->batv = s + 1;
+	else if ((s & TG_BATV_BTV) &&
+		 ((n == 1 && c == 't') || (n == 2 && c == 'v') ||
+		  (n == 3 && c == '1') || (n == 4 && c == '=')))
+		p->batv = s + 1;
+	else if (c == '=' && (n == 4 || n == 5))
+		p->batv = TG_BATV_TAG | (s & TG_BATV_BTV);
+	else
+		p->batv = TG_BATV_NO;
+	return 0;
 }
 
 static TG_INLINE void tg_cmd_start_body(struct tg_cmd *p)
@@ -526,7 +631,8 @@ static TG_INLINE int tg_addr_byte(struct tg_cmd *p, unsigned char c)
 	}
 local:
 	f = p->aflags;
-	if (c == '+' && !(f & TG_AF_DOMAIN) && (f & TG_AF_LOCAL)) {
+	if (tg_is_delim(c) && !(f & TG_AF_DOMAIN) && (f & TG_AF_LOCAL) &&
+	    !(p->batv & (TG_BATV_TAG | TG_BATV_EQ))) {
 		/* recipient_delimiter: "user+ext@domain" is "user@domain" */
 		if (p->addr_len >= TG_ADDR_MAX)
 			return -1;
@@ -557,8 +663,18 @@ hash:
 		p->dflags = c == '.' ? TG_DF_SEP : 0;
 	}
 	c = tg_lower(c);
-	if (!(p->aflags & TG_AF_DOMAIN))
+	if (!(p->aflags & TG_AF_DOMAIN)) {
 		tg_srs_byte(p, c);
+		if (tg_batv_byte(p, c)) {
+			/* "prvs=TAG=": the mailbox starts after it */
+			p->addr_key = TG_FNV_OFFSET;
+			p->aflags &= ~TG_AF_LOCAL;
+			p->srs = 0;
+			return 0;
+		}
+	} else if (c >= 0x80) {
+		p->idn = 1;
+	}
 	p->addr_key = tg_fnv(p->addr_key, c);
 	if ((p->aflags & TG_AF_DOMAIN) && c != '@')
 		p->domain_key = tg_fnv(p->domain_key, c);
@@ -623,7 +739,9 @@ static TG_INLINE void tg_mail_arg(struct tg_cmd *p, unsigned char c)
 		if (r == 0)
 			return;
 		if (r > 0) {
-			p->phase = TG_PH_PARAMS;
+			/* see TG_LINE_MAX */
+			p->phase = p->line_len > TG_LINE_MAX ? TG_PH_BAD :
+							       TG_PH_PARAMS;
 			return;
 		}
 		break;
@@ -706,10 +824,11 @@ static TG_INLINE int tg_path_end(const struct tg_cmd *p)
 {
 	int ev;
 
-	if (p->odd || p->line_len - p->cr > TG_LINE_MAX)
+	if (p->odd)
 		return TG_CMD_MAIL_BAD;
+	/* the length of the line counts only where the address ends in it */
 	if (p->phase == TG_PH_PARAMS ||
-	    (p->phase == TG_PH_ADDR &&
+	    (p->phase == TG_PH_ADDR && p->line_len - p->cr <= TG_LINE_MAX &&
 	     !(p->aflags & (TG_AF_BRACKET | TG_AF_QUOTE | TG_AF_ROUTE))))
 		ev = p->addr_len ? TG_CMD_MAIL :
 		     (p->aflags & TG_AF_ROUTED) ? TG_CMD_MAIL_BAD :
@@ -721,6 +840,23 @@ static TG_INLINE int tg_path_end(const struct tg_cmd *p)
 	    p->domain_key == tg_fnv(TG_FNV_OFFSET, '@'))
 		ev = TG_CMD_MAIL_BAD;
 	return ev;
+}
+
+/*
+ * The MAIL line in progress names its sender already: the address has
+ * ended, and whatever follows is ESMTP parameters, which do not change
+ * it. Returns the event its end will give (TG_CMD_MAIL or
+ * TG_CMD_MAIL_NULL, with the keys in p), or 0 while that is not known.
+ */
+static TG_INLINE int tg_cmd_sender_known(const struct tg_cmd *p)
+{
+	int ev;
+
+	if (p->mode != TG_MODE_CMD || p->verb != TG_VERB_MAIL ||
+	    p->phase != TG_PH_PARAMS || p->line_len == 0)
+		return 0;
+	ev = tg_path_end(p);
+	return ev == TG_CMD_MAIL_BAD ? 0 : ev;
 }
 
 /* End of a command line. */
@@ -751,6 +887,7 @@ static TG_INLINE int tg_cmd_eol(struct tg_cmd *p)
 	if (ev != TG_CMD_MAIL && ev != TG_CMD_MAIL_NULL) {
 		p->addr_key = p->domain_key = 0;
 		p->srs = 0;
+		p->idn = 0;
 	}
 	if (ev == TG_CMD_MAIL && !(p->aflags & TG_AF_DOMAIN))
 		p->srs = 0;	/* "SRS0=x" without a domain is not SRS */
@@ -1116,7 +1253,8 @@ static TG_INLINE __u64 tg_addr_key_srs(const char *addr, __u32 len,
 	if (p.aflags & TG_AF_DOMAIN)
 		*domain_key = p.domain_key;
 	if (srs)
-		*srs = (p.aflags & TG_AF_DOMAIN) ? tg_cmd_srs(&p) : 0;
+		*srs = ((p.aflags & TG_AF_DOMAIN) ? tg_cmd_srs(&p) : 0) |
+		       tg_cmd_idn(&p);
 	return p.addr_key;
 }
 

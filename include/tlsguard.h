@@ -44,8 +44,14 @@
 #define TG_POL_EXEMPT		2
 #define TG_KEY_SRS0	0x7467535253303dULL	/* "tgSRS0=" */
 #define TG_KEY_SRS1	0x7467535253313dULL	/* "tgSRS1=" */
-#define TG_SLOTS_MAX	4096
-#define TG_NO_SLOT	0xffffffffU
+/*
+ * Present when the senders name an internationalized domain: a MAIL whose
+ * domain is not ASCII and matches no key is held for the agent, which
+ * reads it with IDNA (include/tg_rule.h).
+ */
+#define TG_KEY_IDN   0x746749444e3dULL /* "tgIDN=" */
+#define TG_SLOTS_MAX 4096
+#define TG_NO_SLOT   0xffffffffU
 
 /* Socket roles, in struct tg_sk. */
 enum tg_role {
@@ -137,7 +143,8 @@ struct tg_flow {
 	__u16 tls_version;	/* from the ServerHello, 0 if none */
 	__u16 tls_cipher;
 	__u8 tls_alert;		/* alert that ended the handshake */
-	__u8 pad3[3];
+	__u8 plain_again;	/* plaintext again after a handshake began */
+	__u8 pad3[2];
 	struct tg_tls tls;	/* the server's first TLS flight */
 	struct tg_tls_client tlsc;	/* record framing of the client */
 	struct tg_inner inner;	/* SMTP inside TLS (uprobes) */
@@ -199,12 +206,31 @@ struct tg_stats {
 	__u64 msg_dropped;	/* writes dropped by tg_smtp_msg */
 	__u64 skb_dropped;	/* segments dropped by tg_reply_skb */
 	__u64 failed[TG_FAIL_MAX];	/* flows failed closed, by enum tg_fail */
+	__u64 fastopen_refused;	/* connects with TCP Fast Open refused */
 };
 
 /* Key of tg_ssl: a TLS session object of one process. */
 struct tg_ssl_key {
 	__u64 ssl;		/* the SSL pointer */
 	__u32 tgid;
+	__u32 pad;
+};
+
+/*
+ * Value of tg_ssl_writes, keyed by pid_tgid: the writes of TLS records a
+ * thread may still make on a flow that the uprobes judge, because a
+ * probed write function was given their plaintext (one record holds at
+ * most TG_TLS_PLAIN_MAX bytes of it; a library writes each record, or a
+ * few together, with one system call). Granted at the call's entry,
+ * used up by tg_smtp_msg, void after TG_LICENCE_NS.
+ */
+#define TG_TLS_PLAIN_MAX 16384
+#define TG_LICENCE_MAX	65536
+#define TG_LICENCE_NS	(2ULL * 1000000000ULL)
+struct tg_write_lic {
+	__u64 cookie;		/* the flow */
+	__u64 until_ns;		/* bpf_ktime_get_ns() it is void after */
+	__u32 left;		/* writes that carry application data */
 	__u32 pad;
 };
 

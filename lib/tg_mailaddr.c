@@ -8,6 +8,25 @@
 #include "tg_smtp.h"
 #include "tg_mailaddr.h"
 
+/* The sub-address delimiters (include/tg_smtp.h); tg_delims_set(). */
+__u64 tg_delims[2] = { TG_DELIMS_PLUS, 0 };
+
+int tg_delims_set(const char *set)
+{
+	__u64 d[2] = { 0, 0 };
+	const unsigned char *c;
+
+	for (c = (const unsigned char *)set; *c; c++) {
+		if (*c <= ' ' || *c >= 0x7f || *c == '@' || *c == '"' ||
+		    *c == '<' || *c == '>' || *c == '\\')
+			return -1;
+		d[*c >> 6] |= 1ULL << (*c & 63);
+	}
+	tg_delims[0] = d[0];
+	tg_delims[1] = d[1];
+	return 0;
+}
+
 int tg_line_addr(const char *line, size_t len, __u64 *verb, char *addr,
 		 size_t addrlen)
 {

@@ -8,6 +8,7 @@
  *	int	tg_line_addr(const char *line, size_t len, __u64 *verb,
  *			     char *addr, size_t addrlen);
  *	int	tg_addr_domain(const char *addr, char *out, size_t outlen);
+ *	int	tg_delims_set(const char *set);
  * DESCRIPTION
  *	What tlsguardd's replies and audit trail read of a command line,
  *	read by the kernel's own parser (tg_path() of include/tg_smtp.h),
@@ -24,6 +25,12 @@
  *
  *	tg_addr_domain() writes the domain of an address (after its last
  *	'@') in ASCII lower case; it returns 0 when there is none.
+ *
+ *	tg_delims_set() makes the bytes of set (Postfix's
+ *	recipient_delimiter, e.g. "+-") the sub-address delimiters of this
+ *	process's parsers (tg_delims, include/tg_smtp.h); "" means none. It
+ *	returns -1, changing nothing, for a byte that cannot be one (not
+ *	printable ASCII, or one of @ " < > \\).
  */
 #ifndef TG_MAILADDR_H
 #define TG_MAILADDR_H
@@ -34,5 +41,6 @@
 int tg_line_addr(const char *line, size_t len, __u64 *verb, char *addr,
 		 size_t addrlen);
 int tg_addr_domain(const char *addr, char *out, size_t outlen);
+int tg_delims_set(const char *set);
 
 #endif /* TG_MAILADDR_H */

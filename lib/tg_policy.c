@@ -14,28 +14,50 @@
 #include <bpf/bpf.h>
 
 #include "tg_hostport.h"
+#include "tg_idn.h"
 #include "tg_rule.h"
 #include "tg_smtp.h"
 #include "tlsguard.h"
 #include "tg_policy.h"
 #include "tg_stabmap.h"
 
-int tg_policy_entry_key(const char *entry, __u64 *key)
+int tg_policy_entry_keys(const char *entry, __u64 *keys)
 {
 	const char *at = strrchr(entry, '@');
 	const unsigned char *s;
-	__u64 addr_key, domain_key;
+	__u64 addr_keys[2], domain_keys[2];
 	size_t len = strlen(entry);
+	int i, n;
 
 	if (!at || !tg_domain_valid(at + 1, TG_DOMAIN_UTF8) || len > TG_ADDR_MAX)
 		return -1;
 	for (s = (const unsigned char *)entry; s < (const unsigned char *)at; s++)
 		if (*s <= ' ' || *s == 0x7f || *s == '<' || *s == '>')
 			return -1;
-	addr_key = tg_addr_key(entry, (__u32)len, &domain_key);
-	if (addr_key == 0 || domain_key == 0)
+	n = tg_idn_keys(entry, addr_keys, domain_keys);
+	for (i = 0; i < n; i++) {
+		if (addr_keys[i] == 0 || domain_keys[i] == 0)
+			return -1;
+		keys[i] = (at == entry) ? domain_keys[i] : addr_keys[i];
+	}
+	return n;
+}
+
+int tg_policy_entry_key(const char *entry, __u64 *key)
+{
+	__u64 keys[2];
+
+	if (tg_policy_entry_keys(entry, keys) < 0)
 		return -1;
-	*key = (at == entry) ? domain_key : addr_key;
+	*key = keys[0];
+	return 0;
+}
+
+static int tg_nonascii(const char *s)
+{
+	for (; s && *s; s++)
+		if ((unsigned char)*s >= 0x80)
+			return 1;
 	return 0;
 }
 
@@ -146,8 +168,9 @@ int tg_policy_load(const char *path, struct tg_policy *pol, char *err,
 	size_t cap = 0;
 	ssize_t got;
 	unsigned lineno = 0;
-	__u64 key;
+	__u64 keys[2];
 	FILE *fp;
+	int n;
 
 	memset(pol, 0, sizeof(*pol));
 	fp = fopen(path, "r");
@@ -171,13 +194,17 @@ int tg_policy_load(const char *path, struct tg_policy *pol, char *err,
 				 path, lineno, entry);
 			goto fail;
 		}
-		if (tg_policy_entry_key(entry, &key) < 0) {
+		n = tg_policy_entry_keys(entry, keys);
+		if (n < 0) {
 			snprintf(err, errlen,
 				 "%s:%u: malformed sender \"%.80s\": expected "
 				 "user@domain or @domain", path, lineno, entry);
 			goto fail;
 		}
-		if (tg_policy_add(&p, key) < 0) {
+		/* a domain that is not ASCII: its other spellings too */
+		p.idn |= n > 1 || tg_nonascii(strrchr(entry, '@'));
+		if (tg_policy_add(&p, keys[0]) < 0 ||
+		    (n > 1 && tg_policy_add(&p, keys[1]) < 0)) {
 			snprintf(err, errlen, "%s:%u: out of memory", path,
 				 lineno);
 			goto fail;
@@ -214,17 +241,27 @@ static int tg_policy_is_exempt(const struct tg_policy *pol, __u64 key)
 	return pol && tg_keys_has(pol->exempt, pol->nexempt, key);
 }
 
-int tg_policy_exempt_key(const char *entry, __u64 *key)
+int tg_policy_exempt_keys(const char *entry, __u64 *keys)
 {
 	if (strcasecmp(entry, "SRS0=") == 0) {
-		*key = TG_KEY_SRS0;
-		return 0;
+		keys[0] = TG_KEY_SRS0;
+		return 1;
 	}
 	if (strcasecmp(entry, "SRS1=") == 0) {
-		*key = TG_KEY_SRS1;
-		return 0;
+		keys[0] = TG_KEY_SRS1;
+		return 1;
 	}
-	return tg_policy_entry_key(entry, key);
+	return tg_policy_entry_keys(entry, keys);
+}
+
+int tg_policy_exempt_key(const char *entry, __u64 *key)
+{
+	__u64 keys[2];
+
+	if (tg_policy_exempt_keys(entry, keys) < 0)
+		return -1;
+	*key = keys[0];
+	return 0;
 }
 
 int tg_policy_set_exempt(struct tg_policy *pol, const __u64 *keys, size_t n)
@@ -330,6 +367,43 @@ int tg_policy_match(const struct tg_policy *pol, __u64 addr_key,
 }
 
 
+int tg_policy_lookup_addr(const struct tg_policy *pol, const char *addr,
+			  const char **by)
+{
+	__u64 akey, dkey, keys[2], dkeys[2];
+	int srs = 0;
+
+	akey = tg_addr_key_srs(addr, (__u32)strlen(addr), &dkey, &srs);
+	if (!akey)
+		return -1;
+	if (!(srs & TG_SENDER_IDN))
+		return tg_policy_lookup(pol, akey, dkey, srs, by);
+	/* Its A-label form: every entry of pol has that form too. */
+	if (tg_idn_keys(addr, keys, dkeys) < 0)
+		return -1;
+	return tg_policy_lookup(pol, keys[0], dkeys[0], srs & TG_SENDER_SRS,
+				by);
+}
+
+/*
+ * TG_KEY_IDN in the map while pol names an internationalized domain
+ * (include/tg_rule.h): before its entries go in, after they leave. old
+ * NULL (a table of unknown content) is taken as holding it.
+ */
+static int tg_policy_idn_mark(struct tg_stab *t, const struct tg_policy *old,
+			      const struct tg_policy *pol)
+{
+	int rc;
+
+	if (pol->idn && (!old || !old->idn))
+		return tg_stab_put(t, TG_KEY_IDN, 1);
+	if (!pol->idn && (!old || old->idn)) {
+		rc = tg_stab_del(t, TG_KEY_IDN);
+		return rc < 0 ? rc : 0;
+	}
+	return 0;
+}
+
 /* Delete from the map the keys of old that pol lacks (old may be NULL). */
 static int tg_policy_drop(struct tg_stab *t, const struct tg_policy *old,
 			  const struct tg_policy *pol)
@@ -360,6 +434,8 @@ static int tg_want_key(void *ctx, __u64 key)
 
 	if (key == TG_SENDERS_INCOMPLETE)
 		return w->keep_marker;
+	if (key == TG_KEY_IDN)
+		return w->pol->idn ? 1 : 0;
 	return tg_policy_value(w->pol, key);
 }
 
@@ -383,6 +459,11 @@ int tg_policy_sync(struct tg_stab *t, const struct tg_policy *old,
 		if (rc < 0)
 			return rc;
 	}
+	if (pol->idn) {
+		rc = tg_policy_idn_mark(t, old, pol);
+		if (rc < 0)
+			return rc;
+	}
 	for (i = 0; i < pol->nexempt + pol->n; i++) {
 		__u64 k = i < pol->nexempt ? pol->exempt[i] :
 					     pol->keys[i - pol->nexempt];
@@ -394,7 +475,10 @@ int tg_policy_sync(struct tg_stab *t, const struct tg_policy *old,
 		if (rc < 0)
 			return rc;
 	}
-	return tg_policy_drop(t, old, pol);
+	rc = tg_policy_drop(t, old, pol);
+	if (rc < 0 || pol->idn)
+		return rc;
+	return tg_policy_idn_mark(t, old, pol);
 }
 
 int tg_policy_sync_within(struct tg_stab *t, const struct tg_policy *old,
@@ -413,9 +497,14 @@ int tg_policy_sync_within(struct tg_stab *t, const struct tg_policy *old,
 	 * still answered by the agent from the whole policy. A key whose
 	 * buckets are all full counts as not fitting too.
 	 */
-	*incomplete = total + 1 > max;
+	*incomplete = total + 1 + (pol->idn != 0) > max;
 	if (*incomplete) {
 		rc = tg_stab_put(t, TG_SENDERS_INCOMPLETE, 1);
+		if (rc < 0)
+			return rc;
+	}
+	if (pol->idn) {
+		rc = tg_policy_idn_mark(t, old, pol);
 		if (rc < 0)
 			return rc;
 	}
@@ -424,7 +513,7 @@ int tg_policy_sync_within(struct tg_stab *t, const struct tg_policy *old,
 		   tg_stab_prune(t, tg_want_key, &w);
 	if (rc < 0)
 		return rc;
-	for (i = 0; i < total && i + 1 < max; i++) {
+	for (i = 0; i < total && i + 1 + (pol->idn != 0) < max; i++) {
 		__u64 key = i < pol->nexempt ? pol->exempt[i] :
 					       pol->keys[i - pol->nexempt];
 		int v = tg_policy_value(pol, key);
@@ -449,6 +538,11 @@ int tg_policy_sync_within(struct tg_stab *t, const struct tg_policy *old,
 	}
 	if (!*incomplete) {
 		rc = tg_stab_del(t, TG_SENDERS_INCOMPLETE);
+		if (rc < 0)
+			return rc;
+	}
+	if (!pol->idn) {
+		rc = tg_policy_idn_mark(t, old, pol);
 		if (rc < 0)
 			return rc;
 	}

@@ -8,6 +8,10 @@
  *	int	tg_policy_load(const char *path, struct tg_policy *pol,
  *			       char *err, size_t errlen);
  *	int	tg_policy_entry_key(const char *entry, __u64 *key);
+ *	int	tg_policy_entry_keys(const char *entry, __u64 *keys);
+ *	int	tg_policy_exempt_keys(const char *entry, __u64 *keys);
+ *	int	tg_policy_lookup_addr(const struct tg_policy *pol,
+ *				      const char *addr, const char **by);
  *	int	tg_policy_sync(struct tg_stab *t, const struct tg_policy *old,
  *			       const struct tg_policy *pol);
  *	int	tg_policy_exempt_key(const char *entry, __u64 *key);
@@ -41,8 +45,16 @@
  *	returns -1 with a message "FILE:LINE: ..." (or "FILE: ...") in err,
  *	and pol is left empty.
  *
- *	tg_policy_entry_key() computes the key of one entry; it returns -1
- *	when the entry is malformed.
+ *	An entry whose domain is internationalized (not ASCII, or with an
+ *	"xn--" label) stands for both its forms: it has two keys, that of
+ *	its A-label form and that of its U-label form (tg_idn.h), and
+ *	pol->idn is set; the kernel map then holds TG_KEY_IDN too.
+ *
+ *	tg_policy_entry_keys() computes the keys of one entry into keys[]
+ *	(room for two) and returns how many (1 or 2), or -1 when the entry
+ *	is malformed. tg_policy_entry_key() gives the first: the one key
+ *	that both forms of an entry share (the A-label form's), by which
+ *	tg_senders_edit() finds an entry however it was written.
  *
  *	tg_policy_sync() makes the kernel's senders table t (tg_stabmap.h)
  *	hold exactly the keys of pol: it adds the new keys first, then
@@ -54,7 +66,9 @@
  *	The exempt list (tlsguard.conf's "exempt") holds "user@domain",
  *	"@domain", "SRS0=" and "SRS1=" (every sender a forwarder rewrote
  *	with SRS); tg_policy_exempt_key() computes the key of one such entry
- *	(TG_KEY_SRS0/1 for the last two) or returns -1.
+ *	(TG_KEY_SRS0/1 for the last two) or returns -1;
+ *	tg_policy_exempt_keys() gives all its keys, as
+ *	tg_policy_entry_keys() does.
  *	tg_policy_set_exempt() gives pol a copy of the exempt keys; -1 when
  *	out of memory. tg_policy_sync() writes them as TG_POL_EXEMPT.
  *
@@ -64,6 +78,9 @@
  *	exempt entry wins. *by, if by is not NULL, names the kind of entry
  *	that decided ("address", "domain", "SRS").
  *	tg_policy_match() says whether the sender is guaranteed.
+ *	tg_policy_lookup_addr() does what tg_policy_lookup() does for an
+ *	address given as text, its domain mapped by IDNA when it is not
+ *	ASCII; -1 when the address is malformed.
  *	tg_policy_map_rule() applies the rule to the kernel's table t
  *	itself, and returns tg_rule()'s answer; tg_rule_verdict() turns
  *	such an answer into tg_policy_lookup()'s (a sender the kernel holds
@@ -104,11 +121,17 @@ struct tg_policy {
 	size_t cap;
 	__u64 *exempt;		/* exempt: sorted, unique */
 	size_t nexempt;
+	int idn; /* an entry names an internationalized
+		  * domain: TG_KEY_IDN goes in the map */
 };
 
 int tg_policy_load(const char *path, struct tg_policy *pol, char *err,
 		   size_t errlen);
 int tg_policy_entry_key(const char *entry, __u64 *key);
+int tg_policy_entry_keys(const char *entry, __u64 *keys);
+int tg_policy_exempt_keys(const char *entry, __u64 *keys);
+int tg_policy_lookup_addr(const struct tg_policy *pol, const char *addr,
+			  const char **by);
 int tg_policy_sync(struct tg_stab *t, const struct tg_policy *old,
 		   const struct tg_policy *pol);
 int tg_policy_exempt_key(const char *entry, __u64 *key);

@@ -24,8 +24,9 @@
  *	550 by default: the MTA bounces it); TG_RK_DEFER_MX, the same mail
  *	deferred because another MX host of the domain takes TLS 1.2 or
  *	higher (defer_code, 450); TG_RK_AGAIN, a MAIL that cannot be judged
- *	now (451); TG_RK_REFUSED, a MAIL the kernel could not vouch for
- *	(501).
+ *	now (451, also a MAIL tlsguard cannot read: it waits, 4.5.4);
+ *	TG_RK_REFUSED, no longer given (such a MAIL was refused with 501),
+ *	kept so that the metric of that name stays.
  *
  *	tg_replies_defaults() fills rs with tlsguard.conf's defaults,
  *	which tlsguardctl probe quotes too.

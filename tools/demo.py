@@ -150,7 +150,8 @@ def demo(args, tmp, state):
     say("simulated MX:    mx.example.net on %s:25, no STARTTLS" % MX_HOST)
 
     daemon = state["daemon"] = Daemon(args.tlsguardd, args.tlsguardctl, cgroup.path, senders,
-                                      os.path.join(tmp, "tlsguardd.sock"), os.path.join(tmp, "tlsguardd.log"))
+                                      os.path.join(tmp, "tlsguardd.sock"), os.path.join(tmp, "tlsguardd.log"),
+                                      postfix_config=pf.conf)
     say("\n== Starting %s" % " ".join(daemon.argv))
     daemon.start()
     show_status(daemon)

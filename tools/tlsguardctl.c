@@ -412,6 +412,11 @@ static int tg_sender_list(const char *sock)
 	return 0;
 }
 
+/* An address fits a control request (TG_CTL_REQ_MAX) with its verb. */
+#define TG_SENDER_ARG_MAX      (TG_CTL_REQ_MAX - 32)
+#define TG_SENDER_ARG_MAX_TEXT "992"
+_Static_assert(TG_SENDER_ARG_MAX == 992, "TG_SENDER_ARG_MAX_TEXT");
+
 /* "ADDR: guaranteed (by its address entry)" as one JSON object. */
 static void tg_check_json(const char *addr, const char *r)
 {
@@ -447,9 +452,11 @@ static int tg_sender(const char *sock, int argc, char **argv)
 	if (argc != 2 || (strcmp(argv[0], "add") && strcmp(argv[0], "remove") &&
 			  strcmp(argv[0], "check")))
 		usage();
-	if (strlen(argv[1]) > TG_ADDR_MAX || strpbrk(argv[1], " \t\r\n"))
+	if (strlen(argv[1]) > TG_SENDER_ARG_MAX ||
+	    strpbrk(argv[1], " \t\r\n"))
 		fatal("%.80s: not an address (white space, or longer than "
-		      "the %s bytes a sender may have)", argv[1], "256");
+		      "the %s bytes a request may name)", argv[1],
+		      TG_SENDER_ARG_MAX_TEXT);
 	snprintf(req, sizeof(req), "sender %s %s", argv[0], argv[1]);
 	r = tg_ask(sock, req);
 	if (json)

@@ -45,6 +45,9 @@
 
 #include <linux/types.h>
 
+/* The parsers' sub-address delimiters (include/tg_smtp.h): "+". */
+__u64 tg_delims[2] = { 1ULL << '+', 0 };
+
 #define FZ_NELEM(a) (sizeof(a) / sizeof((a)[0]))
 
 static inline __attribute__((format(printf, 3, 4), noreturn)) void

@@ -71,7 +71,7 @@ static int wire_keys(const char *addr, __u64 *addr_key, __u64 *domain_key)
 		ev = tg_cmd_feed(&p, (unsigned char)line[i]);
 	*addr_key = p.addr_key;
 	*domain_key = p.domain_key;
-	wire_srs = tg_cmd_srs(&p);
+	wire_srs = tg_cmd_srs(&p) | tg_cmd_idn(&p);
 	return ev == TG_CMD_MAIL;
 }
 
@@ -112,7 +112,8 @@ static const char sample[] =
 	"j\xc3\xb6ran@ex\xc3\xa4mple.org\n"		/* 13: SMTPUTF8 */
 	"last@example.org";				/* 14: no newline */
 
-#define SAMPLE_KEYS 6
+/* line 13's domain is internationalized: two keys (A-label, U-label) */
+#define SAMPLE_KEYS 7
 
 struct match_case {
 	int line;
@@ -273,11 +274,134 @@ static const struct entry_case entry_cases[] = {
 	/* "@domain": the domain key of every sender there */
 	E("@example.org", "anyone@example.org"),
 	E("@Example.ORG", "Someone+x@EXAMPLE.org"),
+	/* an internationalized domain: either form on the wire */
+	E("alice@b\xc3\xbc"
+	  "cher.example",
+	  "alice@xn--bcher-kva.example"),
+	E("alice@b\xc3\xbc"
+	  "cher.example",
+	  "alice@b\xc3\xbc"
+	  "cher.example"),
+	E("alice@xn--bcher-kva.example", "alice@b\xc3\xbc"
+					 "cher.example"),
+	E("@XN--BCHER-KVA.example", "x@b\xc3\xbc"
+				    "cher.example"),
+	E("@B\xc3\x9c"
+	  "CHER.example",
+	  "x@b\xc3\xbc"
+	  "cher.example"),
+	E("@bu\xcc\x88"
+	  "cher.example",
+	  "x@xn--bcher-kva.example"),
+	/* BATV: the tag is not part of the mailbox */
+	E("alice@example.org", "prvs=0123abcdef=alice@example.org"),
 };
+
+/*
+ * IDN: an entry in one form matches a sender in the other; a spelling the
+ * kernel cannot map (upper case, NFD) is held for the agent when the
+ * senders name an internationalized domain, and the agent maps it.
+ */
+static const __u8 *marked_look(void *ctx, const __u64 *key)
+{
+	static const __u8 one = 1, two = 2;
+	const struct tg_policy *pol = ctx;
+	int v;
+
+	if (*key == TG_KEY_IDN)
+		return pol->idn ? &one : NULL;
+	v = tg_policy_key_value(pol, *key);
+	return v == TG_POL_GUARANTEED ? &one : v == TG_POL_EXEMPT ? &two : NULL;
+}
+
+static void test_idn(void)
+{
+	static const char body[] = "alice@b\xc3\xbc"
+				   "cher.example\n"
+				   "@xn--caf-dma.example\n";
+	static const struct {
+		const char *wire;
+		int direct; /* the kernel's keys match */
+		int agent;  /* tg_policy_lookup_addr() guarantees it */
+	} cases[] = {
+		{ "alice@b\xc3\xbc"
+		  "cher.example",
+		  1, 1 },
+		{ "alice@xn--bcher-kva.example", 1, 1 },
+		{ "Alice+x@XN--BCHER-KVA.EXAMPLE", 1, 1 },
+		{ "alice@B\xc3\x9c"
+		  "CHER.example",
+		  0, 1 }, /* upper case */
+		{ "alice@bu\xcc\x88"
+		  "cher.example",
+		  0, 1 }, /* NFD */
+		{ "bob@b\xc3\xbc"
+		  "cher.example",
+		  0, 0 },
+		{ "x@caf\xc3\xa9.example", 1, 1 },
+		{ "x@CAF\xc3\x89.example", 0, 1 },
+		{ "x@caf\xc3\xa9.example.", 1, 1 },
+		{ "x@xn--caf-dma.example", 1, 1 },
+		{ "x@caf\xc3\xa8.example", 0, 0 }, /* another domain */
+	};
+	struct tg_policy pol;
+	char err[512] = "";
+	__u64 ak, dk;
+	size_t i;
+	int rc, srs, rule;
+
+	tg_case("IDN: load an entry in each form");
+	rc = tg_policy_load(senders_file(body, sizeof(body) - 1), &pol, err,
+			    sizeof(err));
+	CHECK(rc == 0, "tg_policy_load() is %d: %s", rc, err);
+	CHECK_EQ(pol.n, 4);
+	CHECK(pol.idn, "pol.idn is not set");
+	for (i = 0; i < TG_NELEM(cases); i++) {
+		tg_case("IDN: MAIL FROM:<%s>",
+			tg_esc(cases[i].wire, strlen(cases[i].wire)));
+		if (!CHECK(wire_keys(cases[i].wire, &ak, &dk),
+			   "does not parse"))
+			continue;
+		srs = wire_srs;
+		CHECK(tg_policy_match(&pol, ak, dk, srs) == cases[i].direct,
+		      "direct match is not %d", cases[i].direct);
+		rule = tg_rule(marked_look, &pol, &ak, &dk, srs);
+		CHECK(tg_rule_holds(rule),
+		      "the kernel's rule does not hold it (%d)", rule);
+		CHECK(rule == (cases[i].direct ? (cases[i].wire[0] == 'x' ?
+							  TG_RULE_DOMAIN :
+							  TG_RULE_ADDR) :
+						 TG_RULE_AGENT),
+		      "the kernel's rule is %d", rule);
+		CHECK(tg_policy_lookup_addr(&pol, cases[i].wire, NULL) ==
+			      (cases[i].agent ? TG_POL_GUARANTEED : 0),
+		      "the agent's lookup is not %d", cases[i].agent);
+	}
+	tg_case("IDN: a domain IDNA2008 refuses keeps the key of its bytes");
+	tg_policy_free(&pol);
+	rc = tg_policy_load(senders_file("@\xe2\x98\x83.example\n", 13), &pol,
+			    err, sizeof(err));
+	CHECK(rc == 0, "tg_policy_load() is %d: %s", rc, err);
+	CHECK(pol.n == 1 && pol.idn, "pol.n is %zu, pol.idn %d", pol.n,
+	      pol.idn);
+	wire_keys("x@\xe2\x98\x83.example", &ak, &dk);
+	CHECK(tg_policy_match(&pol, ak, dk, wire_srs), "no direct match");
+	tg_case("IDN: no IDN entry, no hold for a domain that is not ASCII");
+	tg_policy_free(&pol);
+	rc = tg_policy_load(senders_file("alice@example.org\n", 18), &pol, err,
+			    sizeof(err));
+	CHECK(rc == 0 && !pol.idn, "pol.idn is set");
+	wire_keys("alice@b\xc3\x9c"
+		  "cher.example",
+		  &ak, &dk);
+	rule = tg_rule(marked_look, &pol, &ak, &dk, TG_SENDER_IDN);
+	CHECK(rule == TG_RULE_NONE, "the kernel's rule is %d", rule);
+	tg_policy_free(&pol);
+}
 
 static void test_entry_key(void)
 {
-	__u64 key, ak, dk;
+	__u64 key, ak, dk, keys[2];
 	size_t i;
 	int rc;
 
@@ -288,18 +412,23 @@ static void test_entry_key(void)
 		tg_case("entry: %s = MAIL FROM:<%s>",
 			tg_esc(c->entry, strlen(c->entry)),
 			tg_esc(c->wire, strlen(c->wire)));
-		key = 0;
-		rc = tg_policy_entry_key(c->entry, &key);
-		if (!CHECK_AT(c->line, rc == 0,
-			      "tg_policy_entry_key() is %d", rc))
+		keys[0] = keys[1] = 0;
+		rc = tg_policy_entry_keys(c->entry, keys);
+		if (!CHECK_AT(c->line, rc == 1 || rc == 2,
+			      "tg_policy_entry_keys() is %d", rc))
 			continue;
+		tg_policy_entry_key(c->entry, &key);
+		CHECK_AT(c->line, key == keys[0],
+			 "tg_policy_entry_key() is not the first key");
 		if (!CHECK_AT(c->line, wire_keys(c->wire, &ak, &dk),
 			      "table: MAIL FROM:<%s> does not parse", c->wire))
 			continue;
 		want = c->entry[0] == '@' ? dk : ak;
-		CHECK_AT(c->line, key == want,
-			 "key is %#llx, the wire's is %#llx",
-			 (unsigned long long)key, (unsigned long long)want);
+		CHECK_AT(c->line,
+			 keys[0] == want || (rc == 2 && keys[1] == want),
+			 "keys are %#llx/%#llx, the wire's is %#llx",
+			 (unsigned long long)keys[0],
+			 (unsigned long long)keys[1], (unsigned long long)want);
 	}
 }
 
@@ -354,7 +483,7 @@ static void refused_at(const char *body, size_t n, int line)
 
 static void test_bad_lines(void)
 {
-	static char body[1024], entry[TG_ADDR_MAX + 16];
+	static char body[TG_ADDR_MAX + 64], entry[TG_ADDR_MAX + 16];
 	struct tg_policy pol;
 	char err[512], where[256];
 	const char *path;
@@ -768,6 +897,7 @@ int main(void)
 	test_empty();
 	test_many();
 	test_entry_key();
+	test_idn();
 	test_bad_lines();
 	test_no_file();
 	test_sync();

@@ -35,6 +35,7 @@
 #include <stdlib.h>
 
 #include "tg_smtp.h"
+#include "tg_mailaddr.h"
 #include "tg_test.h"
 
 #define MAX_EVENTS 32
@@ -421,6 +422,31 @@ static const struct cmd_case cmd_cases[] = {
 	  "MAIL FROM:<alice+a+b@example.org>\r\n", "mail alice@example.org"),
 	C("leading + is kept", "MAIL FROM:<+alice@example.org>\r\n",
 	  "mail +alice@example.org"),
+	/* BATV: the signing prefix is not part of the mailbox. */
+	C("BATV prvs= prefix",
+	  "MAIL FROM:<prvs=0123abcdef=alice@example.org>\r\n",
+	  "mail alice@example.org"),
+	C("BATV PRVS= prefix, case folded, with a +extension",
+	  "MAIL FROM:<PRVS=0123ABCDEF=Alice+x@Example.org>\r\n",
+	  "mail alice@example.org"),
+	C("BATV btv1== prefix",
+	  "MAIL FROM:<btv1==0a1b2c3d4e5==alice@example.org>\r\n",
+	  "mail alice@example.org"),
+	C("BATV prefix in a quoted local part",
+	  "MAIL FROM:<\"prvs=0123abcdef=alice\"@example.org>\r\n",
+	  "mail alice@example.org"),
+	C("prvs= without a second '=' is a mailbox",
+	  "MAIL FROM:<prvs=alice@example.org>\r\n",
+	  "mail prvs=alice@example.org"),
+	C("btv1== with one '=' after the tag is a mailbox",
+	  "MAIL FROM:<btv1==x=alice@example.org>\r\n",
+	  "mail btv1==x=alice@example.org"),
+	C("prvs= not at the start is a mailbox",
+	  "MAIL FROM:<xprvs=1=alice@example.org>\r\n",
+	  "mail xprvs=1=alice@example.org"),
+	C("a '+' inside the BATV tag is not a delimiter",
+	  "MAIL FROM:<prvs=12+34=alice@example.org>\r\n",
+	  "mail alice@example.org"),
 	C("+ in the domain is kept", "MAIL FROM:<a@b+c>\r\n", "mail a@b+c"),
 	/* A quoted local part is the same mailbox as its unquoted form. */
 	C("quoted local part", "MAIL FROM:<\"alice\"@example.org>\r\n",
@@ -654,36 +680,55 @@ static size_t mail_of_len(char *buf, size_t alen, const char *tail,
 
 static void test_cmd_lengths(void)
 {
-	static char buf[BIG], addr[2 * TG_ADDR_MAX], want[2 * TG_ADDR_MAX + 8];
-	size_t n, pad;
+	static char buf[BIG], addr[TG_ADDR_MAX + 16], want[TG_ADDR_MAX + 24];
+	size_t n, pad, alen;
 
-	tg_case("cmd: address of TG_ADDR_MAX bytes");
-	n = mail_of_len(buf, TG_ADDR_MAX, "\r\n", addr);
+	/*
+	 * A MAIL line is judged by its address wherever the line ends; the
+	 * address must end within TG_LINE_MAX bytes ("MAIL FROM:<" is 11
+	 * bytes, and the '>' counts).
+	 */
+	alen = TG_LINE_MAX - 12;
+	tg_case("cmd: address whose '>' is byte TG_LINE_MAX");
+	n = mail_of_len(buf, alen, "\r\n", addr);
 	snprintf(want, sizeof(want), "mail %s", addr);
 	check_stream(__LINE__, buf, n, want);
 
-	tg_case("cmd: address of TG_ADDR_MAX + 1 bytes");
-	n = mail_of_len(buf, TG_ADDR_MAX + 1, "\r\n", addr);
+	tg_case("cmd: address whose '>' is byte TG_LINE_MAX + 1");
+	n = mail_of_len(buf, alen + 1, "\r\n", addr);
 	check_stream(__LINE__, buf, n, "bad");
 
-	tg_case("cmd: bare address of TG_ADDR_MAX + 1 bytes");
+	/* "MAIL FROM:" is 10 bytes */
+	tg_case("cmd: bare address ending at byte TG_LINE_MAX + 1");
+	mail_of_len(buf, TG_LINE_MAX - 9, "", addr);
 	n = (size_t)sprintf(buf, "MAIL FROM:%s\r\n", addr);
 	check_stream(__LINE__, buf, n, "bad");
 
+	tg_case("cmd: bare address ending at byte TG_LINE_MAX");
+	mail_of_len(buf, TG_LINE_MAX - 10, "", addr);
+	n = (size_t)sprintf(buf, "MAIL FROM:%s\r\n", addr);
+	snprintf(want, sizeof(want), "mail %s", addr);
+	check_stream(__LINE__, buf, n, want);
+
+	tg_case("cmd: address of 317 bytes (more than RFC 5321's 256)");
+	n = mail_of_len(buf, 317, " SIZE=10\r\n", addr);
+	snprintf(want, sizeof(want), "mail %s", addr);
+	check_stream(__LINE__, buf, n, want);
+
 	/* The bytes of a +extension count, even the '+' themselves. */
-	tg_case("cmd: address of TG_ADDR_MAX + 1 bytes ending in '+'");
+	tg_case("cmd: address ending past TG_LINE_MAX in a +extension");
 	memset(addr, 'a', TG_ADDR_MAX);
 	addr[TG_ADDR_MAX] = 0;
-	n = (size_t)sprintf(buf, "MAIL FROM:<%s+>\r\n", addr);
+	n = (size_t)sprintf(buf, "MAIL FROM:<a+%s@b.c>\r\n", addr);
 	check_stream(__LINE__, buf, n, "bad");
 
 	tg_case("cmd: address of 301 bytes, a run of '+'");
 	memset(addr, '+', 300);
 	addr[300] = 0;
-	n = (size_t)sprintf(buf, "MAIL FROM:<a%s>\r\n", addr);
-	check_stream(__LINE__, buf, n, "bad");
+	n = (size_t)sprintf(buf, "MAIL FROM:<a%s@b.c>\r\n", addr);
+	check_stream(__LINE__, buf, n, "mail a@b.c");
 
-	/* A line is what comes before LF, less the CR before it. */
+	/* Parameters after the address: the line's length does not count. */
 	n = (size_t)sprintf(buf, "MAIL FROM:<a@b> X-PAD=");
 	pad = TG_LINE_MAX - n;
 	memset(buf + n, 'x', pad);
@@ -693,24 +738,23 @@ static void test_cmd_lengths(void)
 	memcpy(buf + n, "\n", 2);
 	check_stream(__LINE__, buf, n + 1, "mail a@b");
 
-	tg_case("cmd: MAIL line of TG_LINE_MAX bytes, CRLF");
-	memcpy(buf + n, "\r\n", 3);
-	check_stream(__LINE__, buf, n + 2, "mail a@b");
-
-	tg_case("cmd: MAIL line of TG_LINE_MAX + 1 bytes, LF");
-	memcpy(buf + n, "x\n", 3);
-	check_stream(__LINE__, buf, n + 2, "bad");
-
 	tg_case("cmd: MAIL line of TG_LINE_MAX + 1 bytes, CRLF");
 	memcpy(buf + n, "x\r\n", 4);
-	check_stream(__LINE__, buf, n + 3, "bad");
+	check_stream(__LINE__, buf, n + 3, "mail a@b");
 
 	tg_case("cmd: MAIL line of 3000 bytes, then MAIL");
 	n = (size_t)sprintf(buf, "MAIL FROM:<a@b> X-PAD=");
 	memset(buf + n, 'x', 3000 - n);
 	n = 3000;
 	n += (size_t)sprintf(buf + n, "\r\nMAIL FROM:<c@d>\r\n");
-	check_stream(__LINE__, buf, n, "bad | mail c@d");
+	check_stream(__LINE__, buf, n, "mail a@b | mail c@d");
+
+	tg_case("cmd: bare address, then 3000 bytes of parameters");
+	n = (size_t)sprintf(buf, "MAIL FROM:a@b X-PAD=");
+	memset(buf + n, 'x', 3000 - n);
+	n = 3000;
+	n += (size_t)sprintf(buf + n, "\r\n");
+	check_stream(__LINE__, buf, n, "mail a@b");
 
 	tg_case("cmd: long line of another verb, then MAIL");
 	n = (size_t)sprintf(buf, "NOOP ");
@@ -1213,6 +1257,8 @@ static const struct key_case key_cases[] = {
 	K("a\0@b", NULL),
 	K("a@b\x7f", NULL),
 	K("@relay.example:alice@example.org", NULL),
+	K("prvs=0123abcdef=alice@example.org", "alice@example.org"),
+	K("btv1==0123abcdef==Alice@example.org", "alice@example.org"),
 	K("alice@", NULL),
 	K("@", NULL),
 };
@@ -1269,6 +1315,52 @@ static void test_addr_key(void)
 	CHECK_EQ(dk, 0);
 }
 
+/*
+ * The delimiters are the process's (tg_delims_set()); the IDN flag says a
+ * byte of the domain is not ASCII, for tg_rule().
+ */
+static void test_delims_idn(void)
+{
+	__u64 dk, dk2;
+	int srs = -1;
+
+	tg_case("delimiters: \"+-\" makes mary-jane mary");
+	CHECK(tg_addr_key("mary-jane@example.org", 21, &dk) !=
+		      tg_addr_key("mary@example.org", 16, &dk2),
+	      "'-' is a delimiter by default");
+	CHECK(tg_delims_set("+-") == 0, "tg_delims_set(\"+-\") refused");
+	CHECK_EQ(tg_addr_key("mary-jane@example.org", 21, &dk),
+		 tg_addr_key("mary@example.org", 16, &dk2));
+	CHECK_EQ(tg_addr_key("mary+x-y@example.org", 20, &dk),
+		 tg_addr_key("mary@example.org", 16, &dk2));
+	CHECK(tg_addr_key("-mary@example.org", 17, &dk) !=
+		      tg_addr_key("mary@example.org", 16, &dk2),
+	      "a leading delimiter is dropped");
+	check_stream(__LINE__, "MAIL FROM:<Alice-List@example.org>\r\n", 38,
+		     "mail alice@example.org");
+	CHECK(tg_delims_set("") == 0, "tg_delims_set(\"\") refused");
+	CHECK(tg_addr_key("alice+x@example.org", 19, &dk) !=
+		      tg_addr_key("alice@example.org", 17, &dk2),
+	      "'+' is a delimiter with none set");
+	CHECK(tg_delims_set("@") == -1 && tg_delims_set("+\x80") == -1,
+	      "a delimiter that cannot be one is taken");
+	CHECK(tg_delims_set("+") == 0, "tg_delims_set(\"+\") refused");
+
+	tg_case("IDN: a domain that is not ASCII is flagged");
+	tg_addr_key_srs("alice@b\xc3\xbc"
+			"cher.example",
+			20, &dk, &srs);
+	CHECK(srs == TG_SENDER_IDN, "srs is %d for a U-label", srs);
+	tg_addr_key_srs("alice@xn--bcher-kva.example", 27, &dk, &srs);
+	CHECK(srs == 0, "srs is %d for an A-label", srs);
+	tg_addr_key_srs("j\xc3\xb6ran@example.org", 18, &dk, &srs);
+	CHECK(srs == 0, "srs is %d for a local part not ASCII", srs);
+	tg_addr_key_srs("SRS0=h=t=b\xc3\xbc.example=x@fwd.example", 34, &dk,
+			&srs);
+	CHECK(srs == 1, "srs is %d for SRS0 of an IDN at an ASCII forwarder",
+	      srs);
+}
+
 int main(void)
 {
 	test_cmd_table();
@@ -1280,5 +1372,6 @@ int main(void)
 	test_reply_data();
 	test_reply_flag();
 	test_addr_key();
+	test_delims_idn();
 	return tg_test_done();
 }

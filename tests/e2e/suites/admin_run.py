@@ -17,7 +17,7 @@ configuration file is the only source of settings):
     attached to the cgroup (bpftool cgroup show, read on receipt).
   * privileges: the running daemon's effective, permitted and bounding
     capability sets are exactly CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN,
-    CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH, with no_new_privs; user nobody
+    CAP_SYS_PTRACE, with no_new_privs; user nobody
     cannot use the control socket.
   * live_add_remove: a sender's mail is delivered; after ``tlsguardctl
     sender add`` the next one bounces with "TLS is required, but was not
@@ -36,6 +36,17 @@ configuration file is the only source of settings):
   * syslog: the daemon's syslog lines (to a datagram socket of the test's,
     ``syslog_socket``) carry facility mail and the held decision in
     Postfix's form, naming host[addr]:port, the sender and the reply.
+  * address_forms: with Postfix's recipient_delimiter "+-", BATV-signed
+    senders (prvs=, btv1==), "carol-lists@" and internationalized domains
+    (the senders file has one as A-label, one as U-label; mail comes from
+    the other form, in upper case, in NFD) are the guaranteed senders they
+    name: bounced, nothing at the MX; others are delivered.
+  * routes: with relayhost = [127.0.0.221]:587, Postfix delivers a
+    guaranteed sender's mail there (the relay records it); after SIGHUP
+    tlsguardd logs a warning naming relayhost and port 587, tlsguardctl
+    status lists the route NOT GUARDED, tlsguard_unguarded_routes is 1, and
+    with unguarded_routes = refuse tlsguardd exits non-zero with its fatal
+    line.
   * log_join: a held message to two recipients: for each, tlsguardd's
     recipient line (to=, relay=, mta=smtp[PID], from=, dsn=, status=held)
     joins Postfix's status=bounced line by recipient, relay and the smtp
@@ -79,11 +90,13 @@ from postfix_env import (PostfixError, PostfixInstance, PostfixMissing,  # noqa:
 MX_ADDR = "127.0.0.220"
 TRANSPORTS = {"plain.test": "smtp:[%s]:25" % MX_ADDR}
 MAILBOX_DOMAINS = ["example.org", "corp.test"]
-SENDERS = "# guaranteed senders (tlsguard admin test)\n@corp.test\n"
+SENDERS = ("# guaranteed senders (tlsguard admin test)\n@corp.test\ncarol@example.org\n"
+           "# an internationalized domain as A-label, another as U-label\n"
+           "@xn--bcher-kva.test\n@caf\u00e9.test\n")
+RELAY_ADDR = "127.0.0.221"  # a relayhost on port 587, which tlsguard does not guard
 # Capabilities the running daemon keeps (tg_service.h).
-CAP_DAC_READ_SEARCH, CAP_NET_ADMIN, CAP_SYS_PTRACE, CAP_PERFMON, CAP_BPF = 2, 12, 19, 38, 39
-CAPS_KEPT = sum(1 << c for c in (CAP_DAC_READ_SEARCH, CAP_NET_ADMIN, CAP_SYS_PTRACE,
-                                 CAP_PERFMON, CAP_BPF))
+CAP_NET_ADMIN, CAP_SYS_PTRACE, CAP_PERFMON, CAP_BPF = 12, 19, 38, 39
+CAPS_KEPT = sum(1 << c for c in (CAP_NET_ADMIN, CAP_SYS_PTRACE, CAP_PERFMON, CAP_BPF))
 TIMEOUT = 60.0
 
 
@@ -213,13 +226,14 @@ class Env:
 
 
 def start_daemon(env, notify, syslog_path):
-    with open(env.senders, "w") as f:
+    with open(env.senders, "w", encoding="utf-8") as f:
         f.write(SENDERS)
     os.chmod(env.senders, 0o640)
     with open(env.conf, "w") as f:
         f.write("# tlsguard admin test\ncgroup = %s\nsenders_file = %s\ncontrol_socket = %s\n"
                 "smtp_ports = 25\nexempt = SRS0=,\n    lists@corp.test\nsyslog = yes\n"
-                "syslog_socket = %s\n" % (env.cgroup.path, env.senders, env.sock, syslog_path))
+                "syslog_socket = %s\npostfix_config = %s\n" % (env.cgroup.path, env.senders, env.sock,
+                                                              syslog_path, env.pf.conf))
     environ = dict(os.environ, NOTIFY_SOCKET=notify.path)
     env.log = open(os.path.join(env.tmp, "tlsguardd.log"), "ab")
     env.proc = subprocess.Popen([env.args.tlsguardd, "-c", env.conf], stdin=subprocess.DEVNULL,
@@ -321,7 +335,8 @@ def sighup(env, r, syslog):
     if st != "bounced" or TLS_TEXT not in text:
         problems.append("bob after SIGHUP: %s (%s)" % (st, text))
     res = env.ctl("sender", "list")
-    if res.returncode != 0 or res.stdout.split() != ["@corp.test", "bob@example.org"] or res.stderr:
+    if res.returncode != 0 or res.stdout.split() != [
+            x for x in SENDERS.splitlines() if x and x[0] != "#"] + ["bob@example.org"] or res.stderr:
         problems.append("sender list: %r %r" % (res.stdout, res.stderr))
     good = open(env.senders).read()
     with open(env.senders, "a") as f:
@@ -399,7 +414,8 @@ def config_ctl(env, r):
     problems = []
     res = env.ctl("config", "-n")
     want = ["cgroup = %s" % env.cgroup.path, "senders_file = %s" % env.senders,
-            "exempt = SRS0=, lists@corp.test", "control_socket = %s" % env.sock, "syslog = yes",
+            "exempt = SRS0=, lists@corp.test", "postfix_config = %s" % env.pf.conf,
+            "control_socket = %s" % env.sock, "syslog = yes",
             "syslog_socket = %s" % os.path.join(env.tmp, "syslog.sock")]
     if res.returncode != 0 or res.stdout.splitlines() != want:
         problems.append("config -n: %r, want %r" % (res.stdout.splitlines(), want))
@@ -482,6 +498,7 @@ def reply_settings(env, r, notify):
     text = "TLS is required; none was negotiated with this host"
     port = free_port()
     audit = os.path.join(env.tmp, "audit.jsonl")
+    env.metrics_port = port
     rc = restart_daemon(env, notify, "reject_code = 554\nnotls_text = %s\nmetrics_address = 127.0.0.1:%d\n"
                         "audit_file = %s\n" % (text, port, audit))
     if rc != 0:
@@ -509,6 +526,89 @@ def reply_settings(env, r, notify):
     r.report("reply_settings", problems)
 
 
+def postconf(env, *settings):
+    res = run(["/usr/sbin/postconf", "-c", env.pf.conf, "-e", *settings])
+    if res.returncode != 0:
+        raise RuntimeError("postconf -e %s: %s" % (" ".join(settings), res.stderr))
+    env.pf.postfix("reload")
+
+
+def address_forms(env, r, notify):
+    """Postfix's recipient_delimiter "+-", BATV-signed senders, and IDN domains in both forms:
+    each is the guaranteed sender it names (bounced, nothing at the MX); others are delivered."""
+    problems = []
+    postconf(env, "recipient_delimiter = +-")
+    restart_daemon(env, notify, "")  # the delimiters are read at start
+    cases = [("prvs=0123456789=carol@example.org", "bounced"),
+             ("btv1==0a1b2c3d4e5==carol@example.org", "bounced"),
+             ("carol-lists@example.org", "bounced"),
+             ("x@b\u00fccher.test", "bounced"),            # file: the A-label
+             ("y@xn--caf-dma.test", "bounced"),             # file: the U-label
+             ("z@B\u00dcCHER.test", "bounced"),            # upper case: the agent maps it
+             ("w@cafe\u0301.test", "bounced"),             # NFD: the agent maps it
+             ("dave@example.org", "sent"),
+             ("prvs=0123456789=dave@example.org", "sent"),
+             ("dave-carol@example.org", "sent")]
+    seen = len(env.mx_senders())
+    mails = [(env.pf.send(snd, ["u7@plain.test"], subject="forms"), want) for snd, want in cases]
+    outs = env.pf.wait_final([m for m, _ in mails], TIMEOUT)
+    at_mx = env.mx_senders()[seen:]
+    for m, want in mails:
+        st = outs[m.marker].statuses.get("u7@plain.test")
+        got = st.status if st else "none"
+        # (reply_settings made the reply 554 with a text of its own)
+        if got != want or (want == "bounced" and "5.7.10" not in st.text):
+            problems.append("%s: %s (%s), want %s" % (m.sender, got, st.text if st else "", want))
+        if want == "bounced" and m.sender.lower() in at_mx:
+            problems.append("%s: its MAIL FROM reached the MX" % m.sender)
+        if want == "sent" and m.sender.lower() not in at_mx:
+            problems.append("%s: not at the MX" % m.sender)
+    res = env.ctl("sender", "check", "z@B\u00dcCHER.test")
+    if res.returncode != 0 or "guaranteed" not in res.stdout or "not guaranteed" in res.stdout:
+        problems.append("sender check of an upper-case U-label: exit %d %r" % (res.returncode, res.stdout))
+    postconf(env, "recipient_delimiter = +")
+    r.report("address_forms", problems)
+
+
+def routes(env, r, syslog):
+    """A relayhost on port 587: Postfix delivers a guaranteed sender's mail there unguarded (the
+    relay's record is the witness), and tlsguardd says so: a warning line naming the setting,
+    tlsguardctl status, the metric; with unguarded_routes = refuse it does not start."""
+    problems = []
+    postconf(env, "relayhost = [%s]:587" % RELAY_ADDR, "default_transport = smtp")
+    try:
+        st, text, _ = env.deliver("joe@corp.test", "u8@far.test")
+        if st != "sent" or "joe@corp.test" not in [t.sender.lower() for t in env.relay.transactions()]:
+            problems.append("the relayhost route was not taken: %s (%s)" % (st, text))
+        env.proc.send_signal(signal.SIGHUP)
+        want = (r"^<20>.* tlsguardd\[%d\]: warning: postfix %s: relayhost = \[%s\]:587: mail on this route "
+                r"goes to port 587, which tlsguard does not guard \(smtp_ports\)" % (
+                    env.proc.pid, re.escape(env.pf.conf), re.escape(RELAY_ADDR)))
+        if not syslog.wait_for(want, 10):
+            problems.append("no warning line for the relayhost after SIGHUP: %r" % syslog.messages[-3:])
+        res = env.ctl("status")
+        if not re.search(r"MTA routes: +\d+, 1 not guarded", res.stdout) or not re.search(
+                r"relayhost = \[%s\]:587: port 587 \(STARTTLS\): NOT GUARDED" % re.escape(RELAY_ADDR),
+                res.stdout):
+            problems.append("status does not show the route: %r" % res.stdout[-400:])
+        page = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % env.metrics_port,
+                                      timeout=10).read().decode()
+        if not re.search(r"^tlsguard_unguarded_routes 1$", page, re.M):
+            problems.append("metric: %r" % re.findall(r"^tlsguard_unguarded_routes.*$", page, re.M))
+        refuse = os.path.join(env.tmp, "refuse.conf")
+        with open(env.conf) as f, open(refuse, "w") as g:
+            g.write(f.read() + "unguarded_routes = refuse\n")
+        res = subprocess.run([env.args.tlsguardd, "-c", refuse], capture_output=True, text=True, timeout=60)
+        if res.returncode == 0 or not re.search(
+                r"fatal: 1 route\(s\) of the MTA go to ports tlsguard does not guard, and "
+                r"unguarded_routes = refuse", res.stderr + res.stdout):
+            problems.append("with unguarded_routes = refuse: exit %d, %r" % (
+                res.returncode, (res.stderr + res.stdout)[-300:]))
+    finally:
+        postconf(env, "relayhost =", "default_transport = error:5.1.2 no route for this domain")
+    r.report("routes", problems)
+
+
 def parse_args(argv):
     ap = harness.arg_parser(__doc__, verbose=False)
     return ap.parse_args(argv)
@@ -534,9 +634,11 @@ def main(argv=None):
             config_errors(args, tmp, r)
             check_postfix_installed()
             cgroup = suite.cgroup("tlsguard-e2e-admin")
-            mx = suite.started(TestMX(MX_ADDR, 25, name="plain"))
+            mx = suite.started(TestMX(MX_ADDR, 25, name="plain", smtputf8=True))
+            relay = suite.started(TestMX(RELAY_ADDR, 587, name="relay587"))
             pf = suite.postfix(PostfixInstance(os.path.join(tmp, "postfix"), cgroup, TRANSPORTS, MAILBOX_DOMAINS))
             env = Env(args, tmp, cgroup, pf, mx)
+            env.relay = relay
 
             def on_notify(text):
                 if "READY=1" in text and env.ready_at_attach is None:
@@ -553,6 +655,8 @@ def main(argv=None):
             syslog_lines(env, r, syslog)
             log_join(env, r, syslog)
             reply_settings(env, r, notify)
+            address_forms(env, r, notify)
+            routes(env, r, syslog)
         except (PostfixMissing, PostfixError, RuntimeError, OSError, subprocess.SubprocessError) as e:
             r.report("setup", ["%s: %s" % (type(e).__name__, e)])
     return suite.finish()

@@ -17,7 +17,7 @@ writes its own pid into CGROUP/cgroup.procs, then execs this file with
 ``--client CASE``).  The client speaks SMTP over raw sockets, writes the
 bytes exactly as the case says (one byte per write, CRLF split, ...) and
 judges what it reads: a guaranteed transaction must get tlsguard's replies
-in order (``550 5.7.10`` to MAIL -- ``501 5.5.4`` where the MAIL line is one
+in order (``550 5.7.10`` to MAIL -- ``451 4.5.4`` where the MAIL line is one
 tlsguard cannot vouch for --, ``503`` to RCPT and DATA, ``250`` to RSET,
 ``221`` to QUIT), or the connection must be cut (write error ECONNABORTED,
 EACCES, EPIPE, reset, EOF) before any reply to its MAIL: never a reply of
@@ -74,8 +74,14 @@ HOSTILE = {  # key -> address; the hosts themselves are made in hostile_hosts()
     "sh-replay12": "127.0.0.128", "sh-replay13": "127.0.0.129", "big-tls10": "127.0.0.130",
     "tls10": "127.0.0.131", "big-refuse": "127.0.0.132", "big-desync": "127.0.0.133",
     "unwrap13": "127.0.0.134", "chunking": "127.0.0.135", "hreq10": "127.0.0.136",
-    "data330": "127.0.0.137",
+    "data330": "127.0.0.137", "presend-part": "127.0.0.138", "presend-all": "127.0.0.139",
+    "tfo": "127.0.0.140", "tls-leftover": "127.0.0.142",
 }
+# TCP Fast Open on loopback for the "tfo" MX and the clients: client (1), server (2), client
+# data without a cookie (4), server data without a cookie (0x200), every listener (0x400).
+TFO_SYSCTL = "/proc/sys/net/ipv4/tcp_fastopen"
+TFO_ON = 0x607
+TCP_FASTOPEN_CONNECT = getattr(socket, "TCP_FASTOPEN_CONNECT", 30)
 # A TLS handshake message of type HelloRequest (0), empty: an on-path host
 # puts it in front of an honest TLS 1.0 server's first flight.
 HELLO_REQUEST = bytes.fromhex("160301000400000000")
@@ -83,7 +89,8 @@ HELLO_REQUEST = bytes.fromhex("160301000400000000")
 REPLY_TIMEOUT = 3.0
 CLIENT_TIMEOUT = 40.0
 HELD_MAIL = ("550 5.7.10",)
-HELD_BAD = ("550 5.7.10", "501 5.5.4")  # a MAIL line tlsguard cannot vouch for gets 501
+HELD_BAD = ("550 5.7.10", "451 4.5.4")  # a MAIL line tlsguard cannot vouch for waits: 451
+HELD_UNREAD = ("451 4.5.4",)
 
 
 def errname(e):
@@ -104,9 +111,9 @@ def short(b, n=90):
 class Session:
     """One raw SMTP connection; every write and reply goes into the case's trace."""
 
-    def __init__(self, cx, host, tag):
+    def __init__(self, cx, host, tag, sock=None):
         self.cx, self.host, self.tag = cx, host, tag
-        self.sock = socket.create_connection((host, 25), timeout=5)
+        self.sock = sock or socket.create_connection((host, 25), timeout=5)
         self.local = self.sock.getsockname()[1]
         self.buf = b""
         self.cut = None  # how the connection was cut, if it was
@@ -521,14 +528,34 @@ def c_bdat_no_chunking_host(cx):
 
 
 def c_long_lines(cx):
+    """A MAIL line is judged by its address: a long line (parameters) or a long address is
+    the sender it names, held when guaranteed, delivered when not. An address that ends past
+    2048 bytes (what Postfix smtpd reads of a line) cannot be judged: held with 451 4.5.4 (the
+    mail waits), never passed, never refused for good."""
     s = fresh(cx, tag="long-mail")
     line = b"MAIL FROM:<alice@example.org> X-PAD=" + b"x" * 1100 + CRLF
-    held(cx, s, line, "guaranteed MAIL line of %d bytes" % len(line), codes=HELD_BAD)
+    held(cx, s, line, "guaranteed MAIL line of %d bytes" % len(line))
     s = fresh(cx, tag="long-mail-pieces")
-    held(cx, s, line, "same, in writes of 100 bytes", pieces=[100], codes=HELD_BAD)
+    held(cx, s, line, "same, in writes of 100 bytes", pieces=[100])
+    s = fresh(cx, tag="long-mail-4k")
+    line4 = b"MAIL FROM:<carol@guarded.example> X-PAD=" + b"x" * 4500 + CRLF
+    held(cx, s, line4, "guaranteed MAIL line of %d bytes, in writes of 700" % len(line4), pieces=[700])
     s = fresh(cx, tag="long-mail-2k-ext")
     line2 = b"MAIL FROM:<" + b"a" * 300 + b"@guarded.example>\r\n"
-    held(cx, s, line2, "guaranteed address of 317 bytes (> 256)", codes=HELD_BAD)
+    held(cx, s, line2, "guaranteed address of 317 bytes (> 256)")
+    s = fresh(cx, tag="long-mail-unread")
+    line3 = b"MAIL FROM:<" + b"a" * 2100 + b"@example.org>\r\n"
+    held(cx, s, line3, "address ending past byte 2048 (%d bytes)" % (len(line3) - 2), codes=HELD_UNREAD)
+    s = fresh(cx, tag="long-bob")
+    deliver(cx, s, mail="MAIL FROM:<bob@example.org> X-PAD=" + "x" * 1100,
+            what="bob with a MAIL line of 1138 bytes")
+    s = fresh(cx, tag="long-bob-addr")
+    deliver(cx, s, sender="b" * 300 + "@example.org", what="an address of 312 bytes, not guaranteed")
+    s = fresh(cx, tag="long-bob-pieces")
+    bob4 = b"MAIL FROM:<bob@example.org> X-PAD=" + b"y" * 4500
+    if s.write(bob4 + CRLF, pieces=[700]):
+        if s.expect("bob with a MAIL line of %d bytes, in writes of 700" % (len(bob4) + 2), s.reply(), 250):
+            finish_delivery(cx, s, OTHER, "bob with a MAIL line of %d bytes" % (len(bob4) + 2))
     s = fresh(cx, tag="long-noop")
     noop = b"NOOP " + b"y" * 1500
     r = s.cmd(noop)
@@ -539,9 +566,6 @@ def c_long_lines(cx):
     if s.expect("unknown verb line of %d bytes (must pass)" % (len(long_unknown) + 2), s.cmd(long_unknown), 502):
         cx.chunks.append({"host": s.host, "local": s.local, "line": long_unknown.decode()})
     deliver(cx, s, what="bob with a 1500-byte header line", body=["X-Long: " + "h" * 1500])
-    s = fresh(cx, tag="long-mail-bob")
-    r = s.cmd(b"MAIL FROM:<bob@example.org> X-PAD=" + b"x" * 1100)
-    cx.note_info("non-guaranteed MAIL line of 1138 bytes: %s" % s.describe(r))
 
 
 GARBAGE_SEED = 7
@@ -556,7 +580,7 @@ def garbage(n):
 def garbage_then_held(cx, tag, blob, what):
     """Garbage lines, then a guaranteed MAIL. A garbage line with control bytes where a verb
     could be is one tlsguard cannot vouch for: it may be answered by the host (500/502), held
-    by tlsguard (501 5.5.4, then tlsguard answers the session), or the connection cut before
+    by tlsguard (451 4.5.4, then tlsguard answers the session), or the connection cut before
     any byte of it leaves. Whichever: the guaranteed MAIL after it never reaches the MX."""
     s = cx.session(tag=tag)
     s.write(blob)
@@ -566,10 +590,10 @@ def garbage_then_held(cx, tag, blob, what):
         if r is None:
             cx.note_info("%s: cut at garbage line %d (%s)" % (what, i + 1, s.describe(r)))
             return
-        if r[0] == 501:
+        if r[0] == 451:
             by_host = False
-        elif not (by_host and r[0] in (500, 502)) and not (not by_host and r[0] in (501, 502, 503)):
-            s.expect("reply to garbage line %d" % (i + 1), r, 502, 500, 501)
+        elif not (by_host and r[0] in (500, 502)) and not (not by_host and r[0] in (451, 502, 503)):
+            s.expect("reply to garbage line %d" % (i + 1), r, 502, 500, 451)
     if by_host:
         s.ehlo()
     cx.note_info("%s: garbage answered by %s" % (what, "the host" if by_host else "tlsguard (held)"))
@@ -622,6 +646,11 @@ def c_data_body_tracking(cx):
     s = fresh(cx, tag="body")
     deliver(cx, s, what="bob whose body has MAIL FROM lines",
             body=["MAIL FROM:<alice@example.org>", "mail from:<carol@guarded.example>", "..MAIL FROM:<a@x>"])
+    # A dot after a bare CR is text to every server: the message is delivered whole, and
+    # the MAIL line after it is body text (not a command of a guaranteed sender).
+    s = fresh(cx, tag="body-bare-cr-dot")
+    deliver(cx, s, what="bob whose body has \\r.\\r\\n then MAIL FROM of a guaranteed sender",
+            body=[b"text\r.", "MAIL FROM:<alice@example.org>", "RCPT TO:<g-x@dest.example>"])
     held(cx, s, b"MAIL FROM:<alice@example.org>\r\n", "guaranteed MAIL after that message")
     s = fresh(cx, tag="body-end-pipelined")
     rcpt = "n-%s-%d@dest.example" % (cx.case, cx.seq())
@@ -781,6 +810,26 @@ def h_serverhello(cx, key):
     held(cx, s, b"MAIL FROM:<alice@example.org>\r\n", "guaranteed MAIL in plaintext after the failed handshake")
 
 
+def c_hostile_tls_leftover(cx):
+    """STARTTLS accepted, then a fatal alert (the client's handshake fails) and, a moment later,
+    the replies of a whole transaction in plaintext, which the client's TLS library never reads;
+    the client goes on in plaintext on the same connection: EHLO, then a guaranteed MAIL."""
+    s = cx.session("tls-leftover", tag="leftover")
+    s.ehlo()
+    if not s.expect("STARTTLS", s.cmd("STARTTLS"), 220):
+        return
+    ok, text = bio_handshake(s, client_ctx())
+    if ok:
+        cx.problem("the client's handshake did not fail: %s" % text)
+        return
+    cx.outcomes.append("client handshake failed: %s" % text)
+    time.sleep(0.3)  # the host's bytes after the alert are queued, unread
+    s.expect("EHLO in plaintext after the failed handshake", s.cmd("EHLO after-tls.client.test"), 250)
+    time.sleep(0.3)  # the host's own reply to that EHLO arrives (and is counted) meanwhile
+    held(cx, s, b"MAIL FROM:<alice@example.org>\r\n", "guaranteed MAIL behind bytes the TLS library left unread",
+         pipelined=True)
+
+
 def c_hostile_serverhello_bad_ext(cx):
     h_serverhello(cx, "sh-badext")
 
@@ -816,6 +865,90 @@ def weak_session(cx, key, tag):
         cx.problem("TLS 1.0 handshake failed: %s" % e)
         return None
     return s
+
+
+class BioSsl:
+    """OpenSSL through ctypes: a TLS 1.0 session on a socket (SSL_set_fd, SSL_connect: the uprobes
+    tie it), written either with SSL_write or through an SSL BIO (BIO_f_ssl), whose BIO_write
+    goes to the record layer without calling any function tlsguard probes."""
+
+    def __init__(self, fd):
+        import ctypes
+        c = ctypes
+        L = self.lib = c.CDLL("libssl.so.3", use_errno=True)
+        for name, res, args in (
+                ("TLS_client_method", c.c_void_p, []), ("SSL_CTX_new", c.c_void_p, [c.c_void_p]),
+                ("SSL_CTX_ctrl", c.c_long, [c.c_void_p, c.c_int, c.c_long, c.c_void_p]),
+                ("SSL_CTX_set_cipher_list", c.c_int, [c.c_void_p, c.c_char_p]),
+                ("SSL_new", c.c_void_p, [c.c_void_p]), ("SSL_set_fd", c.c_int, [c.c_void_p, c.c_int]),
+                ("SSL_connect", c.c_int, [c.c_void_p]),
+                ("SSL_write", c.c_int, [c.c_void_p, c.c_char_p, c.c_int]),
+                ("SSL_read", c.c_int, [c.c_void_p, c.c_void_p, c.c_int]),
+                ("BIO_f_ssl", c.c_void_p, []), ("BIO_new", c.c_void_p, [c.c_void_p]),
+                ("BIO_ctrl", c.c_long, [c.c_void_p, c.c_int, c.c_long, c.c_void_p]),
+                ("BIO_write", c.c_int, [c.c_void_p, c.c_char_p, c.c_int])):
+            getattr(L, name).restype = res
+            getattr(L, name).argtypes = args
+        self.ctx = L.SSL_CTX_new(L.TLS_client_method())
+        L.SSL_CTX_ctrl(self.ctx, 123, 0x301, None)  # SSL_CTRL_SET_MIN_PROTO_VERSION, TLS1_VERSION
+        L.SSL_CTX_ctrl(self.ctx, 124, 0x301, None)  # ..._MAX_...
+        L.SSL_CTX_set_cipher_list(self.ctx, b"ALL:@SECLEVEL=0")
+        self.ssl = L.SSL_new(self.ctx)
+        L.SSL_set_fd(self.ssl, fd)
+        self.ok = L.SSL_connect(self.ssl) == 1
+        self.bio = L.BIO_new(L.BIO_f_ssl())
+        L.BIO_ctrl(self.bio, 109, 0, self.ssl)  # BIO_set_ssl(bio, ssl, BIO_NOCLOSE)
+        self.buf = b""
+
+    def write(self, data, via_bio=False):
+        if via_bio:
+            return self.lib.BIO_write(self.bio, data, len(data)) == len(data)
+        return self.lib.SSL_write(self.ssl, data, len(data)) == len(data)
+
+    def reply(self):
+        """(code, last line) of one reply, or None."""
+        import ctypes
+        b = ctypes.create_string_buffer(4096)
+        while True:
+            while b"\n" in self.buf:
+                line, self.buf = self.buf.split(b"\n", 1)
+                line = line.rstrip(b"\r").decode("utf-8", "replace")
+                if len(line) >= 4 and line[:3].isdigit() and line[3] != "-":
+                    return int(line[:3]), line
+            n = self.lib.SSL_read(self.ssl, b, len(b))
+            if n <= 0:
+                return None
+            self.buf += b.raw[:n]
+
+
+def c_unprobed_tls_write(cx):
+    """A TLS 1.0 session the uprobes tie (SSL_set_fd), EHLO through SSL_write, then a guaranteed
+    MAIL written through an SSL BIO, which no probed function sees; then bob's message over TLS
+    1.0 on a new session, through SSL_write."""
+    s = cx.session("tls10", tag="bio")
+    s.ehlo()
+    if not s.expect("STARTTLS", s.cmd("STARTTLS"), 220):
+        return
+    s.sock.setblocking(True)  # OpenSSL reads and writes the descriptor itself
+    t = BioSsl(s.sock.fileno())
+    if not t.ok:
+        cx.problem("TLS 1.0 handshake through ctypes failed")
+        return
+    s.note("TLS 1.0 through ctypes: EHLO by SSL_write")
+    if not (t.write(b"EHLO bio.client.test\r\n") and (t.reply() or (0,))[0] == 250):
+        cx.problem("EHLO inside TLS 1.0 (SSL_write) not answered 250")
+        return
+    ok = t.write(b"MAIL FROM:<alice@example.org>\r\nRCPT TO:<%s>\r\n" % cx.g_rcpt().encode(), via_bio=True)
+    r = t.reply() if ok else None
+    if r is None:
+        cx.outcomes.append("guaranteed MAIL through an SSL BIO: cut (%s)" % ("read failed" if ok else "write failed"))
+    else:
+        cx.problem("guaranteed MAIL through an SSL BIO: answered %r by the host" % r[1][:80])
+    s.close()
+    w = weak_session(cx, "tls10", "bio-bob")
+    if w is not None:
+        w.expect("EHLO inside TLS", w.cmd("EHLO bob.client.test"), 250)
+        deliver(cx, w, what="bob's message over TLS 1.0 (SSL_write)")
 
 
 def h_weak(cx, key):
@@ -890,6 +1023,114 @@ def c_hostile_reply_desync(cx):
         s.expect("RSET after the failed message", s.cmd("RSET"), 250)
         cx.pause(s, "before-guaranteed-mail")
         held(cx, s, b"MAIL FROM:<alice@example.org>\r\n", "guaranteed MAIL on the same connection")
+
+
+def presend(cx, key):
+    """Bob's message, then (the host sends replies unasked, ahead of the next transaction) a
+    guaranteed MAIL pipelined with RCPT and DATA on the same connection, as Postfix writes them
+    on a reused connection; then bob's message again on a new connection."""
+    s = cx.session(key, tag=key)
+    s.ehlo()
+    if not deliver(cx, s, what="bob's message before the host's unasked replies"):
+        return
+    time.sleep(0.5)  # the unasked bytes come 0.1 s after the reply to the end of data
+    held(cx, s, b"MAIL FROM:<alice@example.org>\r\n", "guaranteed MAIL behind replies sent unasked",
+         pipelined=True)
+    s.close()
+    deliver(cx, fresh(cx, key, tag=key + "-again"), what="bob's message on a new connection")
+
+
+def c_hostile_presend_partial(cx):
+    presend(cx, "presend-part")
+
+
+def c_hostile_presend_replies(cx):
+    presend(cx, "presend-all")
+
+
+def c_preagent_connection(cx):
+    """A connection made (greeting, EHLO) before tlsguardd guards the cgroup; then, once it
+    does, a guaranteed MAIL on it, as Postfix would on a cached connection."""
+    s = cx.session("plain", tag="preagent")
+    s.ehlo()
+    cx.pause(s, "start-agent")  # the runner starts tlsguardd here
+    held(cx, s, b"MAIL FROM:<alice@example.org>\r\n", "guaranteed MAIL on a connection older than the agent",
+         pipelined=True)
+    s.close()
+    deliver(cx, fresh(cx, "plain", tag="after-agent"), what="bob's message on a new connection")
+
+
+def tfo(cx, how):
+    """Fast Open to the "tfo" MX, the SMTP lines in the SYN: refused at connect, or never read."""
+    host = HOSTILE["tfo"]
+    data = b"EHLO tfo.client.test\r\nMAIL FROM:<alice@example.org>\r\nRCPT TO:<%s>\r\n" % cx.g_rcpt().encode()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.settimeout(5)
+    cx.sessions.append({"host": host, "local": None, "tag": "tfo-" + how})
+    try:
+        if how == "sendto":
+            sock.sendto(data, socket.MSG_FASTOPEN, (host, 25))
+        else:
+            sock.setsockopt(socket.IPPROTO_TCP, TCP_FASTOPEN_CONNECT, 1)
+            sock.connect((host, 25))
+            sock.send(data)
+    except OSError as e:
+        cx.trace.append("tfo-%s: refused with %s" % (how, errname(e)))
+        cx.outcomes.append("Fast Open (%s): refused with %s" % (how, errname(e)))
+        sock.close()
+        return
+    local = sock.getsockname()[1]
+    cx.sessions[-1]["local"] = local
+    got = b""
+    try:
+        while got.count(b"\n") < 4:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            got += chunk
+    except OSError as e:
+        got += ("(%s)" % errname(e)).encode()
+    cx.trace.append("tfo-%s:%d S: %s" % (how, local, short(got, 200)))
+    cx.outcomes.append("Fast Open (%s): connected, the host answered %s" % (how, short(got, 80)))
+    sock.close()
+
+
+def tfo_empty(cx):
+    """Fast Open with no data (as Exim opens every connection: sendto(MSG_FASTOPEN |
+    MSG_DONTWAIT) of nothing): it connects, and the connection is guarded like any other."""
+    host = HOSTILE["tfo"]
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.sendto(b"", socket.MSG_FASTOPEN | socket.MSG_DONTWAIT, (host, 25))
+    except BlockingIOError:
+        pass  # EINPROGRESS: no cookie yet, the handshake goes on
+    except OSError as e:
+        cx.problem("Fast Open without data refused: %s" % errname(e))
+        sock.close()
+        return
+    if not select.select([], [sock], [], 5)[1] or sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+        cx.problem("Fast Open without data: no connection")
+        sock.close()
+        return
+    sock.settimeout(5)
+    s = Session(cx, host, "tfo-empty", sock=sock)
+    s.greet()
+    s.ehlo()
+    held(cx, s, b"MAIL FROM:<alice@example.org>\r\n", "guaranteed MAIL after Fast Open without data",
+         pipelined=True)
+
+
+def c_tfo_sendto(cx):
+    tfo(cx, "sendto")
+    tfo_empty(cx)
+    s = fresh(cx, "tfo", tag="tfo-plain")
+    held(cx, s, b"MAIL FROM:<alice@example.org>\r\n", "guaranteed MAIL on an ordinary connection")
+    deliver(cx, fresh(cx, "tfo", tag="tfo-bob"), what="bob's message without Fast Open")
+
+
+def c_tfo_connect(cx):
+    tfo(cx, "connect")
+    deliver(cx, fresh(cx, "tfo", tag="tfo-bob"), what="bob's message without Fast Open")
 
 
 def c_hostile_tls_then_plaintext(cx):
@@ -1011,7 +1252,7 @@ def weak(tls):
 def mx_check(case, res, hosts):
     """Problems on the MX side, and a printable record of what each connection received."""
     problems, record = [], []
-    ports = {(x["host"], x["local"]) for x in res["sessions"]}
+    ports = {(x["host"], x["local"]) for x in res["sessions"] if x["local"] is not None}
     conns = []
     for host, mx in hosts.items():
         for c in mx.connections():
@@ -1148,9 +1389,20 @@ def hostile_hosts():
                              replies={"DATA": ["330 3.0.0 go on"]}),
         "unwrap13": HostileMX(HOSTILE["unwrap13"], ehlo=["250-hostile.test", "250 STARTTLS"], starttls="tls",
                               tls=TLSOptions(version="1.3"), unwrap=True),
+        # The start of a reply, sent unasked: the MTA would read it with the agent's 550 as
+        # "250 2.1.0 Ok550 5.7.10 ...", a 250 to the held MAIL.
+        "presend-part": HostileMX(HOSTILE["presend-part"], presend=b"250 2.1.0 Ok"),
+        # The replies of a whole transaction, sent unasked: a reused connection's next MAIL,
+        # RCPT, DATA and body would be answered by them.
+        "presend-all": HostileMX(HOSTILE["presend-all"],
+                                 presend=b"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go on\r\n250 2.0.0 Ok: queued\r\n"),
         "chunking": HostileMX(HOSTILE["chunking"], ehlo=["250-hostile.test", "250-PIPELINING", "250-CHUNKING",
                                                          "250 8BITMIME"], chunking=True),
     }
+    h["tls-leftover"] = HostileMX(HOSTILE["tls-leftover"], ehlo=["250-hostile.test", "250 STARTTLS"],
+                                  starttls="raw", flight=TLS_ALERT_HANDSHAKE_FAILURE,
+                                  flight_after=b"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go on\r\n"
+                                               b"250 2.0.0 Ok: queued\r\n")
     for key in ("sh-badext", "sh-legacy13", "sh-replay12", "sh-replay13"):
         h[key] = HostileMX(HOSTILE[key], ehlo=["250-hostile.test", "250 STARTTLS"], starttls="raw",
                            flight=flights[key],
@@ -1159,8 +1411,16 @@ def hostile_hosts():
 
 
 class Case:
-    def __init__(self, name, hosts, pause_check=None, log_check=None, note=None):
+    def __init__(self, name, hosts, pause_check=None, log_check=None, note=None, before_agent=False):
         self.name, self.hosts, self.pause_check, self.log_check, self.note = name, hosts, pause_check, log_check, note
+        self.before_agent = before_agent  # runs first; its pause starts tlsguardd
+
+
+def start_agent(daemon, tag, addr, local):
+    """A pause check: tlsguardd starts now (it was not running)."""
+    if daemon.proc is None:
+        daemon.start()
+    return [], ["tlsguardd started at %s" % tag]
 
 
 def flows_row(daemon, addr):
@@ -1246,6 +1506,18 @@ def cases():
           note="EHLO reply in one segment whose final line starts at byte 4096; the host answers "
                "bob's end of data with 354"),
         C("hostile_tls_then_plaintext", ["unwrap13"], want_flow(["plain", "tls-failed", "tls"])),
+        C("unprobed_tls_write", ["tls10"], note="a write the uprobes do not see, on a weak session they tied"),
+        C("preagent_connection", plain, start_agent, before_agent=True,
+          note="a connection the MTA made before tlsguardd attached: destroyed when it does"),
+        C("tfo_sendto", ["tfo"], note="sendto(MSG_FASTOPEN) with EHLO and a guaranteed MAIL in the SYN; then "
+                                      "with no data, as Exim connects"),
+        C("tfo_connect", ["tfo"], note="TCP_FASTOPEN_CONNECT, then the same lines in the first write"),
+        C("hostile_tls_leftover", ["tls-leftover"],
+          note="replies queued behind a failed handshake, then plaintext on the same connection"),
+        C("hostile_presend_partial", ["presend-part"],
+          note="the host sends the start of a reply unasked after a message: the flow fails at once"),
+        C("hostile_presend_replies", ["presend-all"],
+          note="the host sends the replies of a whole transaction unasked after a message"),
     ]
 
 
@@ -1356,6 +1628,12 @@ def parse_args(argv):
     return ap.parse_args(argv)
 
 
+
+def harness_write(path, text):
+    """Write text to a file such as a sysctl, closing it at once."""
+    with open(path, "w") as f:
+        f.write(text)
+
 def main(argv=None):
     import harness
     from mx import TestMX
@@ -1374,14 +1652,26 @@ def main(argv=None):
             harness.require_tools(args.tlsguardd, args.tlsguardctl)
             tmp, cgroup = suite.workspace("tlsguard-framing")
             hosts = {"plain": suite.started(TestMX(PLAIN_MX, 25, name="plain"))}
+            if any(c.hosts == ["tfo"] for c in all_cases):
+                with open(TFO_SYSCTL) as f:
+                    tfo_was = f.read().strip()
+                suite.push(lambda: harness_write(TFO_SYSCTL, tfo_was + "\n"))
+                harness_write(TFO_SYSCTL, "%d\n" % TFO_ON)
+                hosts["tfo"] = suite.started(TestMX(HOSTILE["tfo"], 25, name="tfo"))
             for key, h in hostile_hosts().items():
                 hosts[key] = suite.started(h)
-            daemon = suite.daemon(args, cgroup, SENDERS_FILE, "-v", "--audit", os.path.join(tmp, "audit.jsonl"))
+            daemon = suite.daemon(args, cgroup, SENDERS_FILE, "-v", "--audit", os.path.join(tmp, "audit.jsonl"),
+                                  start=False)
             log_path = daemon.log_path
+            # Cases about connections older than the agent run before it starts.
+            for case in [c for c in all_cases if c.before_agent]:
+                run_case(case, cgroup, daemon, hosts, log_path, args.verbose, report)
+            if daemon.proc is None:
+                daemon.start()
         except (RuntimeError, OSError, ValueError) as e:
             report("setup", [str(e)])
         else:
-            for case in all_cases:
+            for case in [c for c in all_cases if not c.before_agent]:
                 if daemon.proc.poll() is not None:
                     report(case.name, ["tlsguardd is gone (exit %s)%s" % (daemon.proc.returncode,
                                                                            daemon.log_tail())])

@@ -314,7 +314,8 @@ def main(argv=None):
             pf = suite.postfix(PostfixInstance(os.path.join(tmp, "postfix"), cgroup, TRANSPORTS, MAILBOX_DOMAINS,
                                                mailboxes=MAILBOXES))
             if not args.no_tlsguard:
-                suite.daemon(args, cgroup, SENDERS_FILE)
+                # the test instance's settings: its routes and recipient_delimiter
+                suite.daemon(args, cgroup, SENDERS_FILE, "--postfix-config", pf.conf)
         except (PostfixMissing, PostfixError, RuntimeError, OSError) as e:
             report("setup", [str(e)])
         else:

@@ -27,6 +27,13 @@ Cases, in order, on one Postfix instance:
      not offered by host", one DSN, nothing at the MX); maps and the
      sock_ops link are pinned under /sys/fs/bpf/tlsguard; the agent did not
      "adopt" anything (it started fresh).
+  1b. weak_session_across_kill -- a raw client in the cgroup opens a TLS 1.0
+     session (Python's ssl: the uprobes tie it) to a second test MX
+     (127.0.0.141, STARTTLS, TLS 1.0 only) and says EHLO inside it; the
+     agent is SIGKILLed (its uprobes go with it); the client then writes a
+     guaranteed MAIL FROM inside the same session: the write must fail and
+     the MX must never see it (a write no uprobe licensed fails the flow).
+     Then ``tlsguardd --pin`` again, for the cases below.
   2. killed_fail_closed -- SIGKILL the agent (by pid); inject 4 guaranteed
      and 4 other senders' mails: no guaranteed MAIL/RCPT/DATA/body reaches
      the MX, each guaranteed mail is status=deferred, each other one is
@@ -89,7 +96,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "fixtures"))
 sys.dont_write_bytecode = True  # leave no __pycache__ in the source tree
 
 import harness  # noqa: E402
-from mx import TestMX  # noqa: E402
+from mx import TestMX, TLSOptions  # noqa: E402
 from postfix_env import PostfixError, PostfixInstance, PostfixMissing, bounce_report  # noqa: E402
 from daemon import TLS_DSN, TLS_TEXT, Daemon, normalize  # noqa: E402
 
@@ -98,6 +105,46 @@ ADOPT_TEXT = "adopted the state pinned under %s" % PIN_DIR
 BPFTOOL = "bpftool"
 
 MX_HOST = "127.0.0.140"
+WEAK_MX_HOST = "127.0.0.141"  # STARTTLS, TLS 1.0 only
+
+# The raw client of weak_session_across_kill: it runs inside the cgroup and
+# says READY once EHLO was answered inside TLS 1.0, waits for a line on its
+# standard input (the agent is killed meanwhile), then writes a guaranteed
+# MAIL FROM in the session and prints what became of it.
+WEAK_CLIENT = r"""
+import socket, ssl, sys, warnings
+host, sender = sys.argv[1], sys.argv[2]
+s = socket.create_connection((host, 25), timeout=10)
+f = s.makefile("rb")
+def reply(f):
+    while True:
+        line = f.readline()
+        if not line or line[3:4] != b"-":
+            return line
+reply(f)
+s.sendall(b"EHLO weak.client.test\r\n"); reply(f)
+s.sendall(b"STARTTLS\r\n"); r = reply(f)
+if not r.startswith(b"220"):
+    print("NOTLS %r" % r, flush=True); sys.exit(1)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1
+ctx.set_ciphers("ALL:@SECLEVEL=0")
+t = ctx.wrap_socket(s)
+tf = t.makefile("rb")
+t.sendall(b"EHLO weak.client.test\r\n"); reply(tf)
+print("READY %s %d" % (t.version(), t.getsockname()[1]), flush=True)
+sys.stdin.readline()
+try:
+    t.sendall(b"MAIL FROM:<%s>\r\n" % sender.encode())
+    r = reply(tf)
+    print("ANSWERED %r" % r, flush=True)
+except (OSError, ssl.SSLError) as e:
+    print("CUT %s" % type(e).__name__, flush=True)
+"""
 RCPT_DOMAIN = "plain.test"
 TRANSPORTS = {RCPT_DOMAIN: "smtp:[%s]:25" % MX_HOST}
 GUARANTEED_DOMAIN = "guarded.test"
@@ -384,6 +431,49 @@ def case_pinned_bounce(ctx, info):
     return p, [mail]
 
 
+def case_weak_session_across_kill(ctx, info, weak_mx):
+    p = []
+    agent = ctx.agent
+    if agent is None or not agent.alive():
+        return ["no tlsguardd --pin running to kill: nothing tested"], []
+    ctx.n += 1
+    sender = "w%d-%s@%s" % (ctx.n, ctx.run_id, GUARANTEED_DOMAIN)
+    script = 'echo $$ > "$1" && exec /usr/bin/python3 -c "$2" "$3" "$4"'
+    client = subprocess.Popen(["/bin/sh", "-c", script, "sh", ctx.cgroup.procs_file, WEAK_CLIENT, WEAK_MX_HOST,
+                               sender], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, start_new_session=True)
+    try:
+        ready = client.stdout.readline().strip()
+        if not ready.startswith("READY "):
+            client.kill()
+            return ["the client did not open a TLS 1.0 session: %r %s" % (
+                ready, client.stderr.read()[-300:])], []
+        info.append("client: %s" % ready)
+        rc = agent.kill9()
+        info.append("tlsguardd pid %d killed (SIGKILL): exit %s" % (agent.proc.pid, rc))
+        client.stdin.write("\n")
+        client.stdin.flush()
+        try:
+            out, err = client.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            client.kill()
+            out, err = client.communicate()
+        out = out.strip()
+        info.append("client: %s" % (out or "(nothing) %s" % err.strip()[-200:]))
+        if not out.startswith("CUT"):
+            p.append("the guaranteed MAIL inside TLS 1.0 was not cut after the agent died: %s" % (out or err[-200:]))
+    finally:
+        if client.poll() is None:
+            client.kill()  # by pid: our own child
+            client.wait(5)
+    time.sleep(0.3)
+    leaks = [x for c in weak_mx.connections() for x in c.lines() if sender in x]
+    if leaks:
+        p.append("LEAK at the TLS 1.0 MX: %s" % "; ".join(leaks[:3]))
+    ctx.start_agent()
+    return p, []
+
+
 def case_killed_fail_closed(ctx, info, state):
     p = []
     agent = ctx.agent
@@ -655,6 +745,7 @@ def main(argv=None):
                                    "build/tlsguardctl detach removes it" % PIN_DIR)
             tmp, cgroup = suite.workspace("tlsguard-pin", 0o755)
             mx = suite.started(TestMX(MX_HOST, 25, name="plain", jsonl_path=os.path.join(tmp, "mx.jsonl")))
+            weak_mx = suite.started(TestMX(WEAK_MX_HOST, 25, name="tls10", tls=TLSOptions(version="1.0")))
             pf = suite.postfix(PostfixInstance(os.path.join(tmp, "postfix"), cgroup, TRANSPORTS,
                                                [OTHER_DOMAIN, GUARANTEED_DOMAIN], mailboxes=["postmaster@mta.test"],
                                                extra_main=POSTFIX_EXTRA))
@@ -692,6 +783,7 @@ def main(argv=None):
             state, upto4 = {}, []
             steps = [
                 ("pinned_bounce", lambda info: case_pinned_bounce(ctx, info)),
+                ("weak_session_across_kill", lambda info: case_weak_session_across_kill(ctx, info, weak_mx)),
                 ("killed_fail_closed", lambda info: case_killed_fail_closed(ctx, info, state)),
                 ("restart_adopts", lambda info: case_restart_adopts(ctx, info, state)),
                 ("kill_mid_burst", lambda info: case_kill_mid_burst(ctx, info)),
