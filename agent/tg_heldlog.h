@@ -31,7 +31,10 @@
  *	keeps it) among the processes of the guarded cgroup and below: the
  *	socket's inode comes from sock_diag (an exact lookup by addresses,
  *	ports and cookie), then the process with a descriptor on it;
- *	"mta=unknown" when it cannot be found (the process is gone).
+ *	"mta=unknown" when it cannot be found (the process is gone, or its
+ *	/proc/PID/fd is not readable: tlsguardd keeps no CAP_DAC_READ_SEARCH,
+ *	and reads it because an MTA process that changed its credentials,
+ *	as Postfix's, Exim's and OpenSMTPD's do, has it owned by root).
  *	Without MAIL pipelining, Postfix sends no RCPT after a refused
  *	MAIL: then only the MAIL line is logged.
  *
