@@ -22,7 +22,9 @@
  *	control socket (default /run/tlsguard/tlsguardd.sock).
  *
  *	--json makes status one JSON object, flows one JSON object a line
- *	(no header), and sender check one object (address, verdict:
+ *	(no header), sender list an array of the entries, config one
+ *	object of "name": "value", audit the matching records as they are
+ *	in the file (one JSON object a line), and sender check one object (address, verdict:
  *	guaranteed, exempt or not-guaranteed, by: the entry that decided).
  *	--help prints the usage on stdout and exits 0; --version prints
  *	"tlsguardctl VERSION".
@@ -98,11 +100,11 @@ static const char tg_usage[] =
 	"usage: tlsguardctl [--socket PATH] status|flows [--json]\n"
 	"       tlsguardctl [--socket PATH] detach|reload\n"
 	"       tlsguardctl [--socket PATH] audit [--file FILE] "
-	"[--sender ADDR] [--since TIME]\n"
+	"[--sender ADDR] [--since TIME] [--json]\n"
 	"       tlsguardctl [--socket PATH] sender add|remove ADDRESS\n"
 	"       tlsguardctl [--socket PATH] sender check ADDRESS [--json]\n"
-	"       tlsguardctl [--socket PATH] sender list\n"
-	"       tlsguardctl [--socket PATH] config [-n]\n"
+	"       tlsguardctl [--socket PATH] sender list [--json]\n"
+	"       tlsguardctl [--socket PATH] config [-n] [--json]\n"
 	"       tlsguardctl probe DOMAIN|HOST:PORT|IP|[IP]:PORT "
 	"[--resolver IP[:PORT]] [--timeout SECONDS] [--json]\n"
 	"       tlsguardctl --help | --version\n";
@@ -244,7 +246,7 @@ static int tg_since_ok(const char *s)
 }
 
 static int tg_audit(const char *sock, const char *file, const char *sender,
-		    const char *since)
+		    const char *since, int json)
 {
 	char path[4096], *line = NULL, time_s[64], verdict[32], from[300];
 	char host[160], remote[80], version[16], cipher[80], addr[300];
@@ -300,6 +302,11 @@ static int tg_audit(const char *sock, const char *file, const char *sender,
 			key = tg_addr_key(from, (__u32)strlen(from), &dom);
 			if (!key || key != want_key)
 				continue;
+		}
+		if (json) {
+			/* the record as tlsguardd wrote it: one JSON object */
+			fputs(line, stdout);
+			continue;
 		}
 		p = strstr(line, "\"guaranteed\":");
 		snprintf(guaranteed, sizeof(guaranteed), "%s",
@@ -380,10 +387,11 @@ static int tg_detach(const char *sock)
 }
 
 /* sender list: the daemon names its file; the entries are read here. */
-static int tg_sender_list(const char *sock)
+static int tg_sender_list(const char *sock, int json)
 {
 	char path[4096], state[16], *line = NULL;
 	const char *r = tg_ask(sock, "sender list");
+	unsigned n = 0;
 	size_t cap = 0;
 	FILE *fp;
 
@@ -404,9 +412,15 @@ static int tg_sender_list(const char *sock)
 		s += strspn(s, " \t");
 		end = s + strcspn(s, " \t\r\n");
 		*end = 0;
-		if (*s)
+		if (*s && json) {
+			fputs(n++ ? "," : "[", stdout);
+			tg_json_str(stdout, s);
+		} else if (*s) {
 			puts(s);
+		}
 	}
+	if (json)
+		puts(n ? "]" : "[]");
 	free(line);
 	fclose(fp);
 	return 0;
@@ -446,7 +460,10 @@ static int tg_sender(const char *sock, int argc, char **argv)
 	int json = argc == 3 && strcmp(argv[2], "--json") == 0;
 
 	if (argc == 1 && strcmp(argv[0], "list") == 0)
-		return tg_sender_list(sock);
+		return tg_sender_list(sock, 0);
+	if (argc == 2 && strcmp(argv[0], "list") == 0 &&
+	    strcmp(argv[1], "--json") == 0)
+		return tg_sender_list(sock, 1);
 	if (json && strcmp(argv[0], "check") == 0)
 		argc--;
 	if (argc != 2 || (strcmp(argv[0], "add") && strcmp(argv[0], "remove") &&
@@ -468,20 +485,39 @@ static int tg_sender(const char *sock, int argc, char **argv)
 	return 0;
 }
 
+/* config's "name = value" lines as one JSON object of strings. */
+static void tg_config_json(const char *r)
+{
+	const char *eol, *eq;
+	unsigned n = 0;
+
+	for (; *r; r = *eol ? eol + 1 : eol) {
+		eol = r + strcspn(r, "\n");
+		eq = strstr(r, " = ");
+		if (!eq || eq > eol)
+			continue;
+		fputs(n++ ? "," : "{", stdout);
+		tg_json_strn(stdout, r, (size_t)(eq - r));
+		fputc(':', stdout);
+		tg_json_strn(stdout, eq + 3, (size_t)(eol - eq - 3));
+	}
+	puts(n ? "}" : "{}");
+}
+
 int main(int argc, char **argv)
 {
 	const char *path = TG_CTL_DEFAULT, *cmd = NULL;
 	const char *file = NULL, *sender = NULL, *since = NULL;
 	char req[64];
-	int i, json = 0;
+	int i, json = 0, changed = 0;
 
 	for (i = 1; i < argc; i++) {
 		if (cmd && strcmp(cmd, "sender") == 0)
 			return tg_sender(path, argc - i, argv + i);
 		if (cmd && strcmp(cmd, "config") == 0 &&
-		    strcmp(argv[i], "-n") == 0 && i + 1 == argc) {
-			fputs(tg_ask(path, "config changed"), stdout);
-			return 0;
+		    strcmp(argv[i], "-n") == 0 && !changed) {
+			changed = 1;
+			continue;
 		}
 		if (strcmp(argv[i], "--socket") == 0 && i + 1 < argc)
 			path = argv[++i];
@@ -507,16 +543,27 @@ int main(int argc, char **argv)
 		else
 			usage();
 	}
-	if (cmd && strcmp(cmd, "audit") == 0 && !json)
-		return tg_audit(path, file, sender, since);
+	if (cmd && strcmp(cmd, "audit") == 0)
+		return tg_audit(path, file, sender, since, json);
 	if (cmd && strcmp(cmd, "detach") == 0 && !file && !sender && !since &&
 	    !json)
 		return tg_detach(path);
 	if (!cmd || (strcmp(cmd, "status") != 0 && strcmp(cmd, "flows") != 0 &&
 		     strcmp(cmd, "reload") != 0 && strcmp(cmd, "config") != 0) ||
 	    file || sender || since ||
-	    (json && strcmp(cmd, "status") && strcmp(cmd, "flows")))
+	    (json && strcmp(cmd, "status") && strcmp(cmd, "flows") &&
+	     strcmp(cmd, "config")))
 		usage();
+	if (strcmp(cmd, "config") == 0) {
+		const char *r = tg_ask(path, changed ? "config changed" :
+						       "config");
+
+		if (json)
+			tg_config_json(r);
+		else
+			fputs(r, stdout);
+		return 0;
+	}
 	snprintf(req, sizeof(req), "%s%s", cmd, json ? " json" : "");
 	fputs(tg_ask(path, req), stdout);
 	return 0;

@@ -792,6 +792,11 @@ def ctl_sender_check(run):
         if key and not want:
             p.append("--sender %s: no record of <%s> in the file to filter" % (asked, SENDER[key]))
         p += filtered_problems(run, want, "--sender", asked)
+        res = ctl(run, "--sender", asked, "--json")
+        got = res.stdout.splitlines()
+        if res.returncode != 0 or got != [x["_line"] for x in want]:
+            p.append("--sender %s --json: exit %d, %d lines, want the %d records as written" % (
+                asked, res.returncode, len(got), len(want)))
     return p
 
 

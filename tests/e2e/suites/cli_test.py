@@ -238,6 +238,23 @@ def main():
                 "carol@example.com": (3, {"address": "carol@example.com", "verdict": "not-guaranteed",
                                           "by": None})}
         r.check("sender check --json", checks == want, f"got {checks!r}, want {want!r}")
+        rc, out, err = run([ctl, "--socket", sock, "sender", "list", "--json"])
+        r.check("sender list --json", rc == 0 and out.strip() == '["alice@example.org","@example.net"]',
+                f"rc={rc} out={out!r} err={err!r}")
+        rc, out, err = run([ctl, "--socket", sock, "config", "-n", "--json"])
+        try:
+            conf = json.loads(out)
+        except ValueError:
+            conf = None
+        r.check("config -n --json", rc == 0 and isinstance(conf, dict) and conf.get("cgroup") == cg
+                and conf.get("senders_file") == good and "slots" not in conf, f"rc={rc} out={out!r}")
+        rc, out, err = run([ctl, "--socket", sock, "config", "--json"])
+        try:
+            conf = json.loads(out)
+        except ValueError:
+            conf = None
+        r.check("config --json", rc == 0 and isinstance(conf, dict) and conf.get("slots") == "256",
+                f"rc={rc} out={out[:200]!r}")
         fails_with("second daemon on the same socket",
                    [d, "--cgroup", cg, "--senders", good, "--socket", sock],
                    r"another tlsguardd is listening")
