@@ -266,8 +266,10 @@ static void tg_metrics_page(struct tg_metrics *m, struct tg_page *p)
 	unsigned long long by_state[8] = { 0 }, tracked = 0;
 	unsigned slots_open = 0, slots_used = 0, i;
 	struct tg_flow_count fc = { 0 };
+	struct tg_conns conns;
 	struct tg_stats st;
 	struct tg_slot slot;
+	__u32 zero = 0;
 
 	tg_map_each(src->flows_fd, sizeof(__u64), sizeof(struct tg_flow),
 		    tg_count_state, &fc);
@@ -356,6 +358,17 @@ static void tg_metrics_page(struct tg_metrics *m, struct tg_page *p)
 		"agent).");
 	tg_put(p, "tlsguard_sockhash_full_total %llu\n",
 	       (unsigned long long)st.sockhash_full);
+	conns.live = 0;
+	bpf_map_lookup_elem(src->conns_fd, &zero, &conns);
+	tg_head(p, "tlsguard_connections_counted", "gauge",
+		"Connections of the guarded cgroup to guarded ports counted "
+		"against the flow table (from connect to close).");
+	tg_put(p, "tlsguard_connections_counted %lld\n",
+	       (long long)conns.live);
+	tg_head(p, "tlsguard_table_refused_total", "counter",
+		"Connections refused at connect: the flow table was full.");
+	tg_put(p, "tlsguard_table_refused_total %llu\n",
+	       (unsigned long long)st.table_refused);
 	tg_head(p, "tlsguard_fastopen_refused_total", "counter",
 		"Connections to guarded ports refused at connect time: they "
 		"asked for TCP Fast Open.");
@@ -534,9 +547,11 @@ __u64 tg_metrics_watch(struct tg_metrics *m)
 	}
 	m->last_watch = now;
 	tg_stats_read(m->src.stats_fd, &st);
-	if (tg_watch_due(m, 0, st.flows_untracked - m->seen.flows_untracked)) {
+	if (tg_watch_due(m, 0, st.flows_untracked - m->seen.flows_untracked +
+				       st.table_refused - m->seen.table_refused)) {
 		msg_warn("flow table full (%u flows): %llu new connection(s) "
-			 "failed closed, every write dropped (raise --max-flows)",
+			 "refused at connect, or failed closed with every "
+			 "write dropped (raise --max-flows)",
 			 m->src.flows_max,
 			 (unsigned long long)m->unreported[0]);
 		m->unreported[0] = 0;

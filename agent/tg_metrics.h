@@ -90,6 +90,7 @@ struct tg_metrics_client {
 struct tg_metrics_src {
 	int stats_fd;
 	int flows_fd;
+	int conns_fd;			/* tg_conns */
 	unsigned flows_max;
 	unsigned senders_max;
 	unsigned senders_in_map;   /* entries written to tg_senders */

@@ -148,6 +148,9 @@ static void tg_open_object(struct tg_agent *ag, int audit_on)
 	/* The address delimiters, as the agent's parsers have them. */
 	ag->skel->rodata->tg_delims[0] = tg_delims[0];
 	ag->skel->rodata->tg_delims[1] = tg_delims[1];
+	/* tg_connect refuses connections beyond the flow table's size. */
+	ag->skel->rodata->tg_flows_room =
+		ag->opt.max_flows ? ag->opt.max_flows : TG_FLOWS_MAX;
 	if (ag->opt.max_flows &&
 	    (bpf_map__set_max_entries(ag->skel->maps.tg_flows,
 				      ag->opt.max_flows) ||
@@ -357,6 +360,7 @@ static void tg_setup_rooms(struct tg_agent *ag)
 
 	ag->metrics.src.stats_fd = bpf_map__fd(ag->skel->maps.tg_stats);
 	ag->metrics.src.flows_fd = bpf_map__fd(ag->skel->maps.tg_flows);
+	ag->metrics.src.conns_fd = bpf_map__fd(ag->skel->maps.tg_conns);
 	ag->metrics.src.flows_max = bpf_map__max_entries(ag->skel->maps.tg_flows);
 	ag->metrics.src.senders_max = ag->opt.max_senders ?
 		ag->opt.max_senders : TG_SENDERS_MAX;

@@ -82,6 +82,14 @@ TG_MAP(struct {
 	__type(value, struct tg_stats);
 }, tg_stats);
 
+/* The guarded cgroup's connections that count against tg_flows. */
+TG_MAP(struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct tg_conns);
+}, tg_conns);
+
 TG_MAP(struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 1024 * 1024);
@@ -145,9 +153,11 @@ extern int tg_senders_get(__u64 key);
  * homes of tg_senders are 2^tg_senders_bits buckets (tg_stab.h).
  */
 #ifdef TG_DEFINE_MAPS
+const volatile __u32 tg_flows_room = TG_FLOWS_MAX;
 const volatile __u32 tg_audit_on = 0;
 const volatile __u32 tg_senders_bits = TG_STAB_DEFAULT_BITS;
 #else
+extern const volatile __u32 tg_flows_room;
 extern const volatile __u32 tg_audit_on;
 extern const volatile __u32 tg_senders_bits;
 #endif

@@ -21,6 +21,9 @@
  *	client has nothing to say before the greeting), and what it writes
  *	later passes tg_smtp_msg like any write.
  *
+ *	A connection is refused too when the flow table has no room for it
+ *	(tg_conns, counted by tg_sockops from connect to close).
+ *
  *	One program per attach point, each a thin wrapper of
  *	tg_connect_verdict(): every rule that decides at connect time lives
  *	there.
@@ -34,7 +37,9 @@ static __always_inline int tg_connect_verdict(struct bpf_sock_addr *ctx)
 {
 	struct bpf_sock *sk = ctx->sk;
 	struct tcp_fastopen_request *req;
+	struct tg_conns *conns;
 	struct tcp_sock *tp;
+	__u32 zero = 0;
 
 	if (ctx->protocol != IPPROTO_TCP ||
 	    !tg_port_kind(bpf_ntohs(ctx->user_port & 0xffff)))
@@ -48,6 +53,19 @@ static __always_inline int tg_connect_verdict(struct bpf_sock_addr *ctx)
 	if ((req && req->size) ||
 	    BPF_CORE_READ_BITFIELD(tp, fastopen_connect)) {
 		TG_STAT_INC(fastopen_refused);
+		return 0;
+	}
+	/*
+	 * The flow table full: a connection made now would only be failed
+	 * at its first write (TG_ROLE_UNTRACKED), or, beyond the sockhash's
+	 * spare room, not be enforceable at all. Refused here instead, so
+	 * the MTA sees EPERM at connect and tries again later. Connects on
+	 * several CPUs at once may pass the same last place: those few are
+	 * failed at their first write, as before.
+	 */
+	conns = bpf_map_lookup_elem(&tg_conns, &zero);
+	if (conns && conns->live >= (__s64)tg_flows_room) {
+		TG_STAT_INC(table_refused);
 		return 0;
 	}
 	return 1;

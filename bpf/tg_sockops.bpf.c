@@ -156,16 +156,54 @@ static __always_inline void tg_track(struct bpf_sock_ops *skops)
 	bpf_setsockopt(skops, SOL_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
+/*
+ * A connect to a guarded port: it counts against the flow table from now
+ * on (tg_conns, which tg_connect reads), until it closes, established or
+ * not; the state callbacks are asked for here so that a connect that
+ * fails is seen closing too.
+ */
+static __always_inline void tg_count_connect(struct bpf_sock_ops *skops)
+{
+	struct tg_conns *conns;
+	struct bpf_sock *sk;
+	struct tg_sk *sks;
+	__u32 zero = 0;
+
+	if (!tg_port_kind(bpf_ntohl(skops->remote_port) & 0xffff))
+		return;
+	sk = skops->sk;
+	if (!sk)
+		return;
+	sks = bpf_sk_storage_get(&tg_sk_store, sk, 0,
+				 BPF_SK_STORAGE_GET_F_CREATE);
+	conns = bpf_map_lookup_elem(&tg_conns, &zero);
+	if (!sks || !conns || sks->counted)
+		return;
+	sks->counted = 1;
+	__sync_fetch_and_add(&conns->live, 1);
+	bpf_sock_ops_cb_flags_set(skops, BPF_SOCK_OPS_STATE_CB_FLAG);
+}
+
 static __always_inline void tg_untrack(struct bpf_sock_ops *skops)
 {
 	struct bpf_sock *sk = skops->sk;
+	struct tg_conns *conns;
 	struct tg_flow *flow;
 	struct tg_sk *sks;
+	__u32 zero = 0;
 
 	if (!sk)
 		return;
 	sks = bpf_sk_storage_get(&tg_sk_store, sk, 0, 0);
-	if (!sks || sks->role != TG_ROLE_MTA)
+	if (!sks)
+		return;
+	if (sks->counted) {
+		sks->counted = 0;
+		conns = bpf_map_lookup_elem(&tg_conns, &zero);
+		if (conns)
+			__sync_fetch_and_add(&conns->live, -1);
+	}
+	if (sks->role != TG_ROLE_MTA)
 		return;
 	flow = bpf_map_lookup_elem(&tg_flows, &sks->cookie);
 	if (!flow)
@@ -184,6 +222,9 @@ SEC("sockops")
 int tg_sockops(struct bpf_sock_ops *skops)
 {
 	switch (skops->op) {
+	case BPF_SOCK_OPS_TCP_CONNECT_CB:
+		tg_count_connect(skops);
+		break;
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
 		tg_track(skops);
 		break;

@@ -66,6 +66,8 @@ struct tg_sk {
 	__u64 cookie;
 	__u32 role;		/* enum tg_role */
 	__u32 slot;		/* TG_ROLE_INJECT: its slot */
+	__u32 counted;		/* in tg_conns since its connect */
+	__u32 pad;
 };
 
 enum tg_flow_state {
@@ -207,6 +209,17 @@ struct tg_stats {
 	__u64 skb_dropped;	/* segments dropped by tg_reply_skb */
 	__u64 failed[TG_FAIL_MAX];	/* flows failed closed, by enum tg_fail */
 	__u64 fastopen_refused;	/* connects with TCP Fast Open refused */
+	__u64 table_refused;	/* connects refused: the flow table full */
+};
+
+/*
+ * tg_conns: connections of the guarded cgroup to guarded ports that hold,
+ * or will hold once established, an entry of tg_flows: counted from the
+ * connect (sock_ops TCP_CONNECT_CB) to the close. tg_connect refuses a
+ * new one once it reaches the flow table's size.
+ */
+struct tg_conns {
+	__s64 live;
 };
 
 /* Key of tg_ssl: a TLS session object of one process. */
