@@ -14,8 +14,10 @@
 #   make soak       SOAK_MESSAGES (default 100000) through a real Postfix (as root)
 #   make vmlinux    regenerate vmlinux.h from the running kernel's BTF
 #   make install    tlsguardd, tlsguardctl, manuals, systemd units, the
-#                   Postfix drop-in and (if absent) /etc/tlsguard; DESTDIR,
-#                   PREFIX, SBINDIR, MANDIR, SYSCONFDIR, UNITDIR as usual
+#                   Postfix drop-in, the logrotate snippet, the log
+#                   directory (mode 0750) and (if absent) /etc/tlsguard;
+#                   DESTDIR, PREFIX, SBINDIR, MANDIR, SYSCONFDIR, UNITDIR,
+#                   LOGDIR as usual
 
 .DELETE_ON_ERROR:
 .SUFFIXES:
@@ -41,7 +43,12 @@ endif
 
 BPF_SRCS  := $(wildcard bpf/*.bpf.c)
 BPF_OBJS  := $(patsubst bpf/%.bpf.c,$(BUILD)/bpf/%.bpf.o,$(BPF_SRCS))
-HEADERS   := $(wildcard include/*.h)
+HEADERS   := $(wildcard include/*.h) VERSION
+
+# The project's one version number: tlsguardd --version, tlsguardctl
+# --version and status, and tlsguard_build_info on the metrics page.
+TG_VERSION := $(shell cat VERSION)
+INCLUDES   += -DTG_VERSION='"$(TG_VERSION)"'
 
 # lib/: the user-space code the daemon, tlsguardctl and the unit tests
 # share, linked as one archive (bcc libbpf-tools' COMMON_OBJ).
@@ -61,10 +68,12 @@ UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/t
 BUILD_PKGS  := clang libbpf-dev bpftool libelf-dev zlib1g-dev libssl-dev \
 	libnl-3-dev libnl-genl-3-dev libnl-idiag-3-dev libidn2-dev pkg-config make gcc
 TEST_PKGS   := postfix python3 iproute2 procps openssl man-db groff-base \
-	systemd ldnsutils strace util-linux
+	systemd ldnsutils strace util-linux python3-prometheus-client logrotate
 DEB_PKGS    := debhelper lintian dpkg-dev fakeroot
 DEBIAN_PKGS := $(BUILD_PKGS) $(TEST_PKGS) $(DEB_PKGS)
-# (unbound, for mx_run.py and probe_run.py, is installed by
+# (python3-prometheus-client: the tests read the metrics page with
+# Prometheus' own text parser; logrotate checks the shipped snippet.
+# unbound, for mx_run.py and probe_run.py, is installed by
 # tests/e2e/fixtures/dns_env.py so that its package cannot start the system's
 # resolver service; ldnsutils signs probe_run.py's test zone.)
 
@@ -76,8 +85,10 @@ SBINDIR    ?= $(PREFIX)/sbin
 MANDIR     ?= $(PREFIX)/share/man
 SYSCONFDIR ?= /etc
 UNITDIR    ?= /etc/systemd/system
+LOGDIR     ?= /var/log/tlsguard
 MANPAGES   := man/tlsguardd.8 man/tlsguardctl.8 man/tlsguard.conf.5
-SUBST      = sed -e 's|@SBINDIR@|$(SBINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g'
+SUBST      = sed -e 's|@SBINDIR@|$(SBINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' \
+	-e 's|@LOGDIR@|$(LOGDIR)|g'
 
 all: $(BUILD)/tlsguardd $(BUILD)/tlsguardctl
 
@@ -183,7 +194,10 @@ install: all
 		> $(DESTDIR)$(UNITDIR)/postfix@.service.d/tlsguard.conf
 	chmod 0644 $(DESTDIR)$(UNITDIR)/tlsguardd.service \
 		$(DESTDIR)$(UNITDIR)/postfix@.service.d/tlsguard.conf
-	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/tlsguard
+	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/tlsguard $(DESTDIR)$(SYSCONFDIR)/logrotate.d
+	install -d -m 0750 $(DESTDIR)$(LOGDIR)
+	$(SUBST) dist/logrotate/tlsguard.in > $(DESTDIR)$(SYSCONFDIR)/logrotate.d/tlsguard
+	chmod 0644 $(DESTDIR)$(SYSCONFDIR)/logrotate.d/tlsguard
 	test -e $(DESTDIR)$(SYSCONFDIR)/tlsguard/tlsguard.conf || \
 		$(SUBST) dist/tlsguard.conf > $(DESTDIR)$(SYSCONFDIR)/tlsguard/tlsguard.conf
 	test "$(SENDERS_FILE)" = no || test -e $(DESTDIR)$(SYSCONFDIR)/tlsguard/senders || \
@@ -194,7 +208,8 @@ uninstall:
 		$(DESTDIR)$(MANDIR)/man5/tlsguard.conf.5 \
 		$(DESTDIR)$(MANDIR)/man8/tlsguardd.8 $(DESTDIR)$(MANDIR)/man8/tlsguardctl.8 \
 		$(DESTDIR)$(UNITDIR)/tlsguardd.service $(DESTDIR)$(UNITDIR)/tlsguarded.slice \
-		$(DESTDIR)$(UNITDIR)/postfix@.service.d/tlsguard.conf
+		$(DESTDIR)$(UNITDIR)/postfix@.service.d/tlsguard.conf \
+		$(DESTDIR)$(SYSCONFDIR)/logrotate.d/tlsguard
 	-rmdir $(DESTDIR)$(UNITDIR)/postfix@.service.d 2>/dev/null
 # make deb: build/deb/tlsguard_VERSION_amd64.deb with Debian's tools, from a
 # copy of this tree (nothing is written beside it), then lintian on it;

@@ -16,7 +16,8 @@
  *	settings are to be printed rather than used (--print-config), 2 for
  *	only those that differ from the defaults, else 0. *budget is set,
  *	not 0, for --check-verifier, which needs neither a cgroup nor
- *	senders. --help prints the usage and exits 0.
+ *	senders. --help prints the usage and exits 0; --version prints
+ *	"tlsguardd VERSION" and exits 0.
  * DIAGNOSTICS
  *	A bad flag, value or file ends the program through msg_fatal(),
  *	naming the flag, or the file and line.
@@ -35,12 +36,14 @@ static const char usage[] =
 	"[--port N]... [--tls-port N]...\n"
 	"                 [--slots N] [--socket PATH] [--mx-check "
 	"system|IP[:PORT]] [--audit FILE]\n"
-	"                 [--metrics ADDR:PORT] [--pin] [--syslog] [-v] "
-	"[--print-config[=changed]]\n"
-	"                 [--max-flows N] [--max-senders N] "
-	"[--ringbuf-size BYTES] [--postfix-config DIR|none]\n"
+	"                 [--metrics ADDR:PORT [--metrics-remote]] [--pin] "
+	"[--syslog] [-v]\n"
+	"                 [--print-config[=changed]] [--max-flows N] [--max-senders N] "
+	"[--ringbuf-size BYTES]\n"
+	"                 [--postfix-config DIR|none]\n"
 	"       tlsguardd --check-verifier[=BUDGET] [-c FILE] [--port N]... "
 	"[--tls-port N]... [-v]\n"
+	"       tlsguardd --help | --version\n"
 	"\n"
 	"--check-verifier loads the BPF programs without attaching them, "
 	"prints what\n"
@@ -85,6 +88,7 @@ static const struct tg_flag_row {
 	{ 'L', "--syslog", "syslog", "yes" },
 	{ 'm', "--mx-check", "mx_check", NULL },
 	{ 'M', "--metrics", "metrics_address", NULL },
+	{ 'A', "--metrics-remote", "metrics_remote", "yes" },
 	{ 'F', "--max-flows", "max_flows", NULL },
 	{ 'E', "--max-senders", "max_senders", NULL },
 	{ 'R', "--ringbuf-size", "ringbuf_size", NULL },
@@ -102,8 +106,8 @@ static int tg_flag_setting(struct tg_opts *o, int c, const char *value)
 		r = &tg_flag_rows[i];
 		if (r->val != c)
 			continue;
-		/* --metrics says why an address will not do in its words */
-		if (c == 'M' && tg_metrics_check(value, err, sizeof(err)) < 0)
+		/* --metrics names a malformed address in its words */
+		if (c == 'M' && tg_metrics_check(value, 1, err, sizeof(err)) < 0)
 			msg_fatal("%s", err);
 		tg_flag(o, r->flag, r->setting, r->value ? r->value : value);
 		return 0;
@@ -142,6 +146,7 @@ int tg_parse_args(int argc, char **argv, struct tg_opts *o,
 		{ "mx-check", required_argument, NULL, 'm' },
 		{ "audit", required_argument, NULL, 'a' },
 		{ "metrics", required_argument, NULL, 'M' },
+		{ "metrics-remote", no_argument, NULL, 'A' },
 		{ "pin", no_argument, NULL, 'P' },
 		{ "syslog", no_argument, NULL, 'L' },
 		{ "print-config", optional_argument, NULL, 'D' },
@@ -152,11 +157,12 @@ int tg_parse_args(int argc, char **argv, struct tg_opts *o,
 		{ "check-verifier", optional_argument, NULL, 'C' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
 		{ 0 },
 	};
 	static char ports[256], tls_ports[256];
 	char err[1024];
-	int c, print = 0;
+	int c, print = 0, metrics_flag = 0;
 
 	tg_config_defaults(o);
 	opterr = 0;
@@ -192,7 +198,11 @@ int tg_parse_args(int argc, char **argv, struct tg_opts *o,
 		case 'h':
 			fputs(usage, stdout);
 			exit(0);
+		case 'V':
+			printf("tlsguardd %s\n", TG_VERSION);
+			exit(0);
 		default:
+			metrics_flag |= c == 'M';
 			if (tg_flag_setting(o, c, optarg) < 0)
 				msg_fatal("%s: %s", argv[optind - 1] ?
 					  argv[optind - 1] : "?",
@@ -203,6 +213,10 @@ int tg_parse_args(int argc, char **argv, struct tg_opts *o,
 	if (optind < argc)
 		msg_fatal("unexpected argument \"%s\" (see --help)",
 			  argv[optind]);
+	/* After every flag: --metrics-remote may come after --metrics. */
+	if (metrics_flag && tg_metrics_check(o->metrics, o->metrics_remote,
+					     err, sizeof(err)) < 0)
+		msg_fatal("%s", err);
 	/* A list on the command line replaces the file's, as a whole. */
 	if (ports[0] || tls_ports[0]) {
 		tg_flag(o, "--port", "smtp_ports", "");

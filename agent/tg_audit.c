@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
@@ -17,6 +18,7 @@
 
 #include "tg_audit.h"
 #include "tg_hostport.h"
+#include "tg_json.h"
 #include "tg_log.h"
 #include "tg_mailaddr.h"
 #include "tg_names.h"
@@ -49,6 +51,29 @@ static const char *tg_cipher_name(__u16 id)
 	return NULL;
 }
 
+/*
+ * The file's directory, when it is missing and its parent is not: made
+ * root's, mode 0750, as a package would make /var/log/tlsguard. A
+ * missing parent is an error (most likely a mistyped path).
+ */
+static int tg_audit_mkdir(const char *path)
+{
+	char dir[4096], *slash;
+	struct stat st;
+
+	snprintf(dir, sizeof(dir), "%s", path);
+	slash = strrchr(dir, '/');
+	if (!slash || slash == dir)
+		return 0;
+	*slash = 0;
+	if (stat(dir, &st) == 0 || errno != ENOENT)
+		return 0;	/* open() names any other problem */
+	if (mkdir(dir, 0750) < 0)
+		return -1;
+	msg_info("created %s (mode 0750) for the audit trail", dir);
+	return 0;
+}
+
 int tg_audit_open(struct tg_audit *au, const char *path, int flows_fd,
 		  const struct tg_policy *const *pol)
 {
@@ -62,6 +87,8 @@ int tg_audit_open(struct tg_audit *au, const char *path, int flows_fd,
 	au->flows = calloc(TG_AUDIT_FLOWS, sizeof(*au->flows));
 	if (!au->flows)
 		return -ENOMEM;
+	if (tg_audit_mkdir(au->path) < 0)
+		return -errno;
 	return tg_audit_reopen(au);
 }
 
@@ -87,6 +114,10 @@ static void tg_audit_addrs(struct tg_audit_flow *f, __u16 family,
 {
 	tg_addr_port_str(f->local, sizeof(f->local), family, laddr, lport);
 	tg_addr_port_str(f->remote, sizeof(f->remote), family, raddr, rport);
+	if (!inet_ntop(family == AF_INET6 ? AF_INET6 : AF_INET, raddr,
+		       f->remote_ip, sizeof(f->remote_ip)))
+		snprintf(f->remote_ip, sizeof(f->remote_ip), "?");
+	f->remote_port = rport;
 }
 
 static struct tg_audit_flow *tg_audit_flow(struct tg_audit *au, __u64 cookie,
@@ -114,6 +145,7 @@ static struct tg_audit_flow *tg_audit_flow(struct tg_audit *au, __u64 cookie,
 	f->cookie = cookie;
 	snprintf(f->local, sizeof(f->local), "?");
 	snprintf(f->remote, sizeof(f->remote), "?");
+	snprintf(f->remote_ip, sizeof(f->remote_ip), "?");
 	if (bpf_map_lookup_elem(au->flows_fd, &cookie, &kf) == 0) {
 		tg_audit_addrs(f, kf.family, kf.laddr, kf.lport, kf.raddr,
 			       kf.rport);
@@ -151,22 +183,6 @@ static void tg_copy(char *dst, size_t len, const char *src, size_t n)
 	dst[n] = 0;
 }
 
-static void tg_json_str(FILE *fp, const char *s)
-{
-	const unsigned char *p = (const unsigned char *)s;
-
-	fputc('"', fp);
-	for (; *p; p++) {
-		if (*p == '"' || *p == '\\')
-			fprintf(fp, "\\%c", *p);
-		else if (*p < 0x20 || *p == 0x7f)
-			fprintf(fp, "\\u%04x", *p);
-		else
-			fputc(*p, fp);
-	}
-	fputc('"', fp);
-}
-
 static int tg_audit_guaranteed(struct tg_audit *au, const char *sender)
 {
 	if (!sender[0])
@@ -198,11 +214,14 @@ static void tg_audit_write(struct tg_audit *au, struct tg_audit_flow *f)
 	fp = open_memstream(&buf, &len);
 	if (!fp)
 		return;
-	fprintf(fp, "{\"time\":\"%s.%03ldZ\",\"flow\":{\"local\":", ts,
+	fprintf(fp, "{\"schema_version\":%d,\"time\":\"%s.%03ldZ\","
+		"\"flow\":{\"local\":", TG_AUDIT_SCHEMA, ts,
 		(long)(tv.tv_usec / 1000));
 	tg_json_str(fp, f->local);
 	tg_json_field(fp, ",\"remote\":", f->remote);
-	tg_json_field(fp, "},\"host\":", f->host);
+	tg_json_field(fp, "},\"remote\":{\"name\":", f->host);
+	tg_json_field(fp, ",\"address\":", f->remote_ip);
+	fprintf(fp, ",\"port\":%u}", f->remote_port);
 	tg_json_field(fp, ",\"sender\":", f->sender);
 	fprintf(fp, ",\"guaranteed\":%s,\"recipients\":[",
 		tg_audit_guaranteed(au, f->sender) ? "true" : "false");
@@ -236,11 +255,13 @@ static void tg_audit_write(struct tg_audit *au, struct tg_audit_flow *f)
 	tg_json_field(fp, ",\"verdict\":", f->verdict);
 	fputs("}\n", fp);
 	fclose(fp);
-	if (write(au->fd, buf, len) != (ssize_t)len || fdatasync(au->fd) < 0)
+	if (write(au->fd, buf, len) != (ssize_t)len || fdatasync(au->fd) < 0) {
 		msg_warn("%s: cannot write the audit record: %s", au->path,
 			 strerror(errno));
-	else
+		au->write_failed++;
+	} else {
 		au->written++;
+	}
 	free(buf);
 }
 

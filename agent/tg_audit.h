@@ -39,7 +39,9 @@
  *	rejected-by-host, held-no-tls, held-weak-tls or deferred. Addresses
  *	are only ever copied from the conversation.
  *
- *	Records are appended to path, one line each, and each is flushed to
+ *	tg_audit_open() makes the file's directory when only that is
+ *	missing (mode 0750, "/var/log/tlsguard"); a missing parent is an
+ *	error. Records are appended to path, one line each, and each is flushed to
  *	disk (fdatasync) before the next one: a record that was written
  *	survives a crash. tg_audit_reopen() reopens the file (SIGHUP, for
  *	logrotate).
@@ -56,6 +58,7 @@
 #include "tg_policy.h"
 #include "tg_resp.h"
 
+#define TG_AUDIT_SCHEMA	2	/* schema_version: 2 has "remote" */
 #define TG_AUDIT_FLOWS	4096	/* flows followed at once */
 #define TG_AUDIT_RCPTS	64	/* recipients kept per message */
 #define TG_AUDIT_PEND	128	/* commands awaiting their replies */
@@ -70,6 +73,8 @@ struct tg_audit_rcpt {
 struct tg_audit_flow {
 	__u64 cookie;		/* 0: unused */
 	char local[64], remote[64];
+	char remote_ip[48];
+	__u16 remote_port;
 	char host[128];
 	int greeted;		/* the greeting was read */
 	__u16 tls_version, tls_cipher;
@@ -97,6 +102,7 @@ struct tg_audit {
 	struct tg_audit_flow *flows;
 	unsigned long long written;
 	unsigned long long dropped;	/* flows not followed: table full */
+	unsigned long long write_failed;	/* records lost: write error */
 };
 
 int tg_audit_open(struct tg_audit *au, const char *path, int flows_fd,

@@ -85,6 +85,7 @@ static const struct tg_setting tg_settings[] = {
 	TG_ROW("audit_file", TG_T_PATH, "", audit, 0, 0, TG_F_EMPTY),
 	TG_ROW("control_socket", TG_T_PATH, TG_CTL_DEFAULT, socket, 0, 0, 0),
 	TG_ROW("metrics_address", TG_T_LOOPBACK, "", metrics, 0, 0, 0),
+	TG_ROW("metrics_remote", TG_T_BOOL, "no", metrics_remote, 0, 0, 0),
 	TG_ROW("syslog", TG_T_BOOL, "no", syslog, 0, 0, 0),
 	TG_ROW("syslog_facility", TG_T_FACILITY, "mail", syslog_facility, 0, 0,
 	       0),
@@ -317,17 +318,10 @@ static int tg_setting_set(struct tg_opts *o, const struct tg_setting *st,
 			return tg_bad(e, l, "bad value \"%.80s\": expected no, "
 				      "system, IP or IP:PORT", v);
 		break;
-	case TG_T_LOOPBACK: {
-		int loopback = 0;
-
-		if (*v && tg_addr_port(v, 1, &loopback, e, l) < 0)
+	case TG_T_LOOPBACK:	/* loopback unless metrics_remote: tg_metrics */
+		if (*v && tg_addr_port(v, 1, NULL, e, l) < 0)
 			return -1;
-		if (*v && !loopback)
-			return tg_bad(e, l, "\"%.80s\" is not a loopback "
-				      "address: the metrics are for this host "
-				      "only", v);
 		break;
-	}
 	case TG_T_FACILITY:
 		for (i = 0; i < TG_NFACILITIES; i++)
 			if (!strcasecmp(v, tg_facilities[i].name)) {
@@ -469,6 +463,8 @@ static int tg_config_line(struct tg_opts *o, const char *path,
 		return -1;
 	}
 	rc = tg_config_set(o, name, value, why, sizeof(why));
+	if (rc == 0 && strcmp(name, "metrics_address") == 0)
+		o->metrics_line = lineno;
 	if (rc == -2)
 		snprintf(err, errlen, "%s:%u: %s", path, lineno, why);
 	else if (rc < 0)
@@ -545,6 +541,8 @@ int tg_config_read(struct tg_opts *o, const char *path, char *err,
 	}
 	if (rc == 0 && have)
 		rc = tg_config_line(o, path, start, logical, err, errlen);
+	if (rc == 0)
+		rc = tg_metrics_config_check(o, err, errlen);
 	free(line);
 	fclose(fp);
 	return rc;

@@ -65,6 +65,8 @@ struct tg_opts {
 	int mx_check;
 	char audit[TG_SETTING_MAX];	/* "" for none */
 	char metrics[TG_SETTING_MAX];	/* "" for none */
+	int metrics_remote;		/* metrics may be on any address */
+	unsigned metrics_line;		/* of metrics_address in config */
 	int pin;
 	__u16 ports[TG_PORTS_MAX];	/* SMTP (STARTTLS) ports */
 	unsigned nports;
@@ -96,5 +98,9 @@ int tg_config_set(struct tg_opts *o, const char *name, const char *value,
 int tg_config_finish(struct tg_opts *o, char *err, size_t errlen);
 size_t tg_config_print(const struct tg_opts *o, int changed_only, char *out,
 		       size_t len);
+
+/* tg_metrics.c: metrics_address is loopback, or metrics_remote is set. */
+int tg_metrics_config_check(const struct tg_opts *o, char *err,
+			    size_t errlen);
 
 #endif /* TG_CONFIG_H */

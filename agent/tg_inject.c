@@ -23,7 +23,6 @@
 #include "tg_names.h"
 
 #define TG_WAIT		((const struct tg_resp *)1)	/* waits for tg_mx */
-#define TG_WEAK_TTL	3600	/* seconds a weak host is remembered */
 
 /* The replies that decide nothing, or nothing about TLS. */
 static const struct tg_resp tg_r_mail_ok = { TG_RK_PROTOCOL, 250, "2.1.0",
@@ -43,52 +42,6 @@ static const struct tg_resp tg_r_bye = { TG_RK_PROTOCOL, 221, "2.0.0",
 					 "Bye" };
 static const struct tg_resp tg_r_unknown = { TG_RK_PROTOCOL, 502, "5.5.2",
 					     "Error: command not recognized" };
-
-static long long tg_now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec;
-}
-
-void tg_inject_note_weak(struct tg_inject *ij, __u16 family, const __u8 *addr,
-			 __u16 version)
-{
-	struct tg_weak_host *w, *oldest = &ij->weak[0];
-	unsigned i;
-
-	for (i = 0; i < TG_WEAK_HOSTS; i++) {
-		w = &ij->weak[i];
-		if (w->seen && w->family == family &&
-		    memcmp(w->addr, addr, 16) == 0)
-			break;
-		if (w->seen < oldest->seen)
-			oldest = w;
-	}
-	if (i == TG_WEAK_HOSTS)
-		w = oldest;
-	w->family = family;
-	memcpy(w->addr, addr, 16);
-	w->version = version;
-	w->seen = tg_now();
-}
-
-/* The version a host negotiated lately, if below TLS 1.2; else 0. */
-static __u16 tg_weak_version(struct tg_inject *ij, const struct tg_flow *f)
-{
-	long long now = tg_now();
-	unsigned i;
-
-	for (i = 0; f && i < TG_WEAK_HOSTS; i++) {
-		struct tg_weak_host *w = &ij->weak[i];
-
-		if (w->seen && now - w->seen < TG_WEAK_TTL &&
-		    w->family == f->family && memcmp(w->addr, f->raddr, 16) == 0)
-			return w->version;
-	}
-	return 0;
-}
 
 static int tg_slot_open(struct tg_inject *ij, unsigned idx)
 {
@@ -277,18 +230,30 @@ static const struct tg_resp *tg_decide(struct tg_inject *ij,
 	if (st == TG_MX_SECURE)
 		msg_info("%s: from=<%s>: deferred: another MX host of %s "
 			 "offers TLS", name, s->sender, s->domain);
-	version = tg_weak_version(ij, f);
+	version = tg_inject_weak_version(ij, f);
 	tg_resp_held(&s->resp, ij->replies, st == TG_MX_SECURE,
 		     version ? tg_tls_version_name(version) : NULL);
 	return &s->resp;
 }
 
-/* "held: CODE DSN TEXT", one line per held message. */
-static void tg_log_held(const char *name, const struct tg_islot *s,
+/* The held MAIL's line (tg_heldlog.h); its recipients' lines follow. */
+static void tg_log_held(const char *name, struct tg_islot *s,
 			const struct tg_resp *r)
 {
-	msg_info("%s: from=<%s>: held: %u %s %s", name, s->sender, r->code,
-		 r->dsn, r->text);
+	tg_heldlog_mail(name, s->sender, r);
+	s->held = r;
+}
+
+/* A recipient of the held message in s->line (see tg_heldlog.h). */
+static void tg_log_rcpt(struct tg_inject *ij, struct tg_islot *s,
+			const struct tg_flow *f, const struct tg_resp *r)
+{
+	char rcpt[TG_ADDR_MAX + 1];
+	__u64 verb;
+
+	if (r && tg_line_addr(s->line, s->line_len, &verb, rcpt,
+			      sizeof(rcpt)) == TG_CMD_MAIL)
+		tg_heldlog_rcpt(&s->log, ij->cgroup, f, s->sender, rcpt, r);
 }
 
 static const struct tg_resp *tg_reply_for(struct tg_inject *ij,
@@ -307,6 +272,7 @@ static const struct tg_resp *tg_reply_for(struct tg_inject *ij,
 			     sizeof(s->sender));
 		s->rcpts = 0;
 		s->at_rcpt = 0;
+		s->held = NULL;
 		s->domain[0] = 0;
 		/*
 		 * The first MAIL is the one the kernel held as guaranteed; a
@@ -374,19 +340,24 @@ static const struct tg_resp *tg_reply_for(struct tg_inject *ij,
 	switch (s->cmd.verb) {
 	case TG_VERB_RCPT:
 		s->rcpts++;
-		if (!s->at_rcpt)
+		if (!s->at_rcpt) {
+			tg_log_rcpt(ij, s, f, s->held);
 			return &tg_r_seq;
+		}
 		tg_rcpt_domain(s->line, s->line_len, s->domain,
 			       sizeof(s->domain));
 		r = tg_decide(ij, s, f, name);
-		if (r != TG_WAIT)
+		if (r != TG_WAIT) {
 			tg_log_held(name, s, r);
+			tg_log_rcpt(ij, s, f, r);
+		}
 		return r;
 	case TG_VERB_DATA:
 	case TG_VERB_BDAT:
 		return s->at_rcpt ? &tg_r_no_rcpt : &tg_r_seq;
 	case TG_VERB_RSET:
 		s->at_rcpt = 0;
+		s->held = NULL;
 		/* fall through */
 	case TG_VERB_NOOP:
 		return &tg_r_ok;

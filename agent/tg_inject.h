@@ -40,7 +40,9 @@
  *
  *	tg_inject_note_weak() remembers a host that negotiated TLS below 1.2
  *	(see tg_ssl_uprobe.bpf.c: such a session is cut when a guaranteed
- *	sender's MAIL would go over it; the MTA then retries in plaintext).
+ *	sender's MAIL would go over it; the MTA then retries in plaintext);
+ *	tg_inject_weak_version() is the version a flow's host negotiated
+ *	within the hour, if below 1.2, else 0 (both in tg_weak.c).
  *
  *	tg_inject_reap() renews every slot whose flow is no longer in the
  *	flow table (its close was reported in an event that was lost) and
@@ -52,7 +54,7 @@
  *	to the kernel's free queue.
  * DIAGNOSTICS
  *	One line per held message, naming the flow as host[addr]:port and
- *	the sender. Problems with a slot are warnings; the slot is dropped
+ *	the sender, and one per recipient of it (see tg_heldlog.h). Problems with a slot are warnings; the slot is dropped
  *	from the pool, which the kernel sees as fewer free slots (a flow
  *	that finds none is failed closed).
  */
@@ -67,6 +69,7 @@
 #include "tg_mx.h"
 #include "tg_audit.h"
 #include "tg_resp.h"
+#include "tg_heldlog.h"
 
 /* bytes of a command kept: a MAIL address ends within TG_LINE_MAX */
 #define TG_INJECT_LINE (TG_LINE_MAX + 2)
@@ -97,6 +100,8 @@ struct tg_islot {
 	int at_rcpt;		/* MAIL accepted for now: judge at RCPT */
 	char domain[TG_MX_DOMAIN];	/* recipient domain asked about */
 	struct tg_resp resp;	/* the reply to the held MAIL (or RCPT) */
+	const struct tg_resp *held;	/* the MAIL was held with it: log RCPTs */
+	struct tg_heldlog log;	/* the flow's MTA process, for the log */
 };
 
 /* Hosts seen negotiating TLS below 1.2, to name the cause in replies. */
@@ -116,6 +121,7 @@ struct tg_inject {
 	struct tg_mx *mx;	/* NULL: no MX check, always 550 */
 	struct tg_audit *audit;	/* NULL: no audit trail */
 	const struct tg_replies *replies;	/* tlsguard.conf's texts */
+	const char *cgroup;	/* the guarded cgroup, for tg_heldlog */
 	int listen_fd;
 	int epfd;
 	unsigned n;
@@ -134,5 +140,7 @@ void tg_inject_fini(struct tg_inject *ij);
 unsigned tg_inject_reap(struct tg_inject *ij);
 void tg_inject_note_weak(struct tg_inject *ij, __u16 family,
 			 const __u8 *addr, __u16 version);
+__u16 tg_inject_weak_version(const struct tg_inject *ij,
+			     const struct tg_flow *f);
 
 #endif /* TG_INJECT_H */

@@ -17,6 +17,8 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
+#include "tg_audit.h"
+#include "tg_config.h"
 #include "tg_hostport.h"
 #include "tg_inject.h"
 #include "tg_log.h"
@@ -65,40 +67,58 @@ void tg_metrics_init(struct tg_metrics *m)
 }
 
 /*
- * "127.0.0.1:9154" or "[::1]:9154". Only loopback: the page says who is
- * being held and has no access control of its own.
+ * "127.0.0.1:19025" or "[::1]:19025"; another address only when the
+ * administrator said so (metrics_remote): the page has no access control
+ * of its own, and says how much mail is being held.
  */
-static int tg_metrics_addr(const char *addr, struct sockaddr_storage *ss,
-			   socklen_t *len, char *err, size_t errlen)
+static int tg_metrics_addr(const char *addr, int remote,
+			   struct sockaddr_storage *ss, socklen_t *len,
+			   char *err, size_t errlen)
 {
 	struct tg_hostport hp;
 
 	if (tg_hostport_parse(addr, &hp, TG_HP_NEED_PORT) < 0) {
 		snprintf(err, errlen, "--metrics %s: expected ADDR:PORT, ADDR "
-			 "an IPv4 loopback address (127.0.0.0/8) or [::1]",
-			 addr);
+			 "an IP address (IPv6 in brackets)", addr);
 		return -1;
 	}
-	if (!tg_hostport_loopback(&hp)) {
+	if (!remote && !tg_hostport_loopback(&hp)) {
 		snprintf(err, errlen, "--metrics %s: not a loopback address; "
-			 "the metrics are served on 127.0.0.0/8 or [::1] only",
-			 addr);
+			 "the metrics are served on 127.0.0.0/8 or [::1] "
+			 "unless metrics_remote = yes (--metrics-remote)", addr);
 		return -1;
 	}
 	*len = tg_sockaddr(hp.family, hp.addr, hp.port, ss);
 	return 0;
 }
 
-int tg_metrics_check(const char *addr, char *err, size_t errlen)
+int tg_metrics_check(const char *addr, int remote, char *err, size_t errlen)
 {
 	struct sockaddr_storage ss;
 	socklen_t len;
 
-	return tg_metrics_addr(addr, &ss, &len, err, errlen);
+	return tg_metrics_addr(addr, remote, &ss, &len, err, errlen);
 }
 
-int tg_metrics_open(struct tg_metrics *m, const char *addr, int epfd,
-		    char *err, size_t errlen)
+/* tlsguard.conf's metrics_address, named by its file and line. */
+int tg_metrics_config_check(const struct tg_opts *o, char *err,
+			    size_t errlen)
+{
+	char why[512];
+
+	if (!o->metrics[0] ||
+	    tg_metrics_check(o->metrics, o->metrics_remote, why,
+			     sizeof(why)) == 0)
+		return 0;
+	snprintf(err, errlen, "%s:%u: metrics_address: \"%.80s\" is not a "
+		 "loopback address: the page has no access control; "
+		 "metrics_remote = yes serves it there", o->config,
+		 o->metrics_line, o->metrics);
+	return -1;
+}
+
+int tg_metrics_open(struct tg_metrics *m, const char *addr, int remote,
+		    int epfd, char *err, size_t errlen)
 {
 	struct epoll_event ev = { .events = EPOLLIN,
 				  .data.u64 = TG_EP_METRICS |
@@ -107,7 +127,7 @@ int tg_metrics_open(struct tg_metrics *m, const char *addr, int epfd,
 	socklen_t len;
 	int one = 1;
 
-	if (tg_metrics_addr(addr, &ss, &len, err, errlen) < 0)
+	if (tg_metrics_addr(addr, remote, &ss, &len, err, errlen) < 0)
 		return -1;
 	m->epfd = epfd;
 	m->listen_fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK |
@@ -243,7 +263,7 @@ static int tg_count_state(void *ctx, const void *key, const void *value)
 static void tg_metrics_page(struct tg_metrics *m, struct tg_page *p)
 {
 	const struct tg_metrics_src *src = &m->src;
-	unsigned long long by_state[8] = { 0 }, tracked = 0, failed = 0;
+	unsigned long long by_state[8] = { 0 }, tracked = 0;
 	unsigned slots_open = 0, slots_used = 0, i;
 	struct tg_flow_count fc = { 0 };
 	struct tg_conns conns;
@@ -264,41 +284,52 @@ static void tg_metrics_page(struct tg_metrics *m, struct tg_page *p)
 			slots_used++;
 	}
 	tg_stats_read(src->stats_fd, &st);
-	for (i = 0; i < TG_FAIL_MAX; i++)
-		failed += st.failed[i];
 
+	tg_head(p, "tlsguard_build_info", "gauge",
+		"tlsguardd's version, as a label; the value is 1.");
+	tg_put(p, "tlsguard_build_info{version=\"%s\"} 1\n", TG_VERSION);
 	tg_head(p, "tlsguard_flows_tracked", "gauge",
 		"Flows in the flow table (tg_flows) now.");
 	tg_put(p, "tlsguard_flows_tracked %llu\n", tracked);
-	tg_head(p, "tlsguard_flows", "gauge", "Flows now, by state.");
+	/*
+	 * Not "tlsguard_flows": under OpenMetrics that is the family of the
+	 * counter tlsguard_flows_total.
+	 */
+	tg_head(p, "tlsguard_flows_in_state", "gauge", "Flows now, by state.");
 	for (i = TG_FS_PLAIN; i <= TG_FS_TLS_FAILED; i++)
-		tg_put(p, "tlsguard_flows{state=\"%s\"} %llu\n",
+		tg_put(p, "tlsguard_flows_in_state{state=\"%s\"} %llu\n",
 		       tg_state_name(i), by_state[i]);
 	tg_head(p, "tlsguard_flows_total", "counter",
 		"Flows tracked since the maps were made.");
 	tg_put(p, "tlsguard_flows_total %llu\n", (unsigned long long)st.flows);
-
-	tg_head(p, "tlsguard_verdicts_total", "counter",
-		"Verdicts on MAIL commands and flows, by kind.");
-	tg_put(p, "tlsguard_verdicts_total{kind=\"passed\"} %llu\n",
-	       (unsigned long long)st.passed_mail);
-	tg_put(p, "tlsguard_verdicts_total{kind=\"held\"} %llu\n",
+	tg_head(p, "tlsguard_flows_diverted_total", "counter",
+		"Flows diverted to an injection slot (held).");
+	tg_put(p, "tlsguard_flows_diverted_total %llu\n",
 	       (unsigned long long)st.diverted);
+
+	tg_head(p, "tlsguard_mail_commands_total", "counter",
+		"MAIL commands: passed to the host by the kernel, or held and "
+		"answered by tlsguardd.");
+	tg_put(p, "tlsguard_mail_commands_total{verdict=\"passed\"} %llu\n",
+	       (unsigned long long)st.passed_mail);
+	tg_put(p, "tlsguard_mail_commands_total{verdict=\"held\"} %llu\n",
+	       (unsigned long long)src->ij->held);
+
 	/*
 	 * By the kind of the agent's reply, whatever code tlsguard.conf
 	 * gives it: the labels name the default codes.
 	 */
-	tg_put(p, "tlsguard_verdicts_total{kind=\"bounced_550\"} %llu\n",
+	tg_head(p, "tlsguard_replies_total", "counter",
+		"Replies tlsguardd wrote for the host on held flows, by kind.");
+	tg_put(p, "tlsguard_replies_total{kind=\"bounced_550\"} %llu\n",
 	       (unsigned long long)(src->ij->replied[TG_RK_HELD_NO_TLS] +
 				    src->ij->replied[TG_RK_HELD_WEAK_TLS]));
-	tg_put(p, "tlsguard_verdicts_total{kind=\"deferred_450\"} %llu\n",
+	tg_put(p, "tlsguard_replies_total{kind=\"deferred_450\"} %llu\n",
 	       (unsigned long long)src->ij->replied[TG_RK_DEFER_MX]);
-	tg_put(p, "tlsguard_verdicts_total{kind=\"refused_501\"} %llu\n",
+	tg_put(p, "tlsguard_replies_total{kind=\"refused_501\"} %llu\n",
 	       (unsigned long long)src->ij->replied[TG_RK_REFUSED]);
-	tg_put(p, "tlsguard_verdicts_total{kind=\"deferred_451\"} %llu\n",
+	tg_put(p, "tlsguard_replies_total{kind=\"deferred_451\"} %llu\n",
 	       (unsigned long long)src->ij->replied[TG_RK_AGAIN]);
-	tg_put(p, "tlsguard_verdicts_total{kind=\"failed_closed\"} %llu\n",
-	       (unsigned long long)(failed + st.flows_untracked));
 
 	tg_head(p, "tlsguard_failed_closed_total", "counter",
 		"Flows failed closed (writes dropped, connection destroyed), "
@@ -374,6 +405,22 @@ static void tg_metrics_page(struct tg_metrics *m, struct tg_page *p)
 	tg_put(p, "tlsguard_slots{use=\"free\"} %u\n", slots_open - slots_used);
 	tg_head(p, "tlsguard_slots_configured", "gauge", "--slots.");
 	tg_put(p, "tlsguard_slots_configured %u\n", src->ij->n);
+
+	tg_head(p, "tlsguard_audit_records_total", "counter",
+		"Audit records written to audit_file.");
+	tg_put(p, "tlsguard_audit_records_total %llu\n",
+	       src->audit ? src->audit->written : 0ULL);
+	tg_head(p, "tlsguard_audit_records_dropped_total", "counter",
+		"Audit records lost: the write failed, or the flow was not "
+		"followed (the audit's flow table was full).");
+	tg_put(p, "tlsguard_audit_records_dropped_total{reason=\"write_failed\"}"
+	       " %llu\n", src->audit ? src->audit->write_failed : 0ULL);
+	tg_put(p, "tlsguard_audit_records_dropped_total{reason=\"flow_table_"
+	       "full\"} %llu\n", src->audit ? src->audit->dropped : 0ULL);
+	tg_head(p, "tlsguard_syslog_lines_dropped_total", "counter",
+		"Log lines the syslog socket did not take (never waited for).");
+	tg_put(p, "tlsguard_syslog_lines_dropped_total %lu\n",
+	       tg_log_dropped());
 
 	tg_head(p, "tlsguard_agent_stalls_total", "counter",
 		"Times tlsguardd found it had not run for 10 s or more.");

@@ -6,20 +6,26 @@
  * SYNOPSIS
  *	#include "tg_metrics.h"
  *
- *	int	tg_metrics_check(const char *addr, char *err, size_t errlen);
+ *	int	tg_metrics_check(const char *addr, int remote, char *err,
+ *				 size_t errlen);
+ *	int	tg_metrics_config_check(const struct tg_opts *o, char *err,
+ *					size_t errlen);
  *	int	tg_metrics_open(struct tg_metrics *m, const char *addr,
- *				int epfd, char *err, size_t errlen);
+ *				int remote, int epfd, char *err,
+ *				size_t errlen);
  *	void	tg_metrics_event(struct tg_metrics *m, __u32 idx);
  *	void	tg_metrics_tick(struct tg_metrics *m);
  *	__u64	tg_metrics_watch(struct tg_metrics *m);
  *	void	tg_metrics_close(struct tg_metrics *m);
  * DESCRIPTION
- *	tg_metrics_open() listens on addr, "127.0.0.1:9154" or
- *	"[::1]:9154": IPv4 127.0.0.0/8 or IPv6 ::1 only, because the page
- *	names what the guarded MTA is doing and has no access control. It
- *	returns -1 with a message in err for any other address or a bind
- *	failure; tg_metrics_check() only checks the address, for the
- *	command line. The listener and each client are registered on epfd under
+ *	tg_metrics_open() listens on addr, "127.0.0.1:19025" or
+ *	"[::1]:19025": IPv4 127.0.0.0/8 or IPv6 ::1 unless remote is set
+ *	(metrics_remote = yes), because the page tells how much mail is
+ *	held and has no access control. It returns -1 with a message in
+ *	err for another address or a bind failure; tg_metrics_check() only
+ *	checks the address, for the command line, and
+ *	tg_metrics_config_check() the setting metrics_address, naming the
+ *	configuration file and line. The listener and each client are registered on epfd under
  *	TG_EP_METRICS; tg_metrics_event() is called with the low 32 bits of
  *	the epoll data when one is ready.
  *
@@ -34,9 +40,11 @@
  *	stuck or slow client can never hold up the injection path, which
  *	runs in the same loop.
  *
- *	The page (names, HELP and TYPE lines in the answer itself): flows
- *	tracked now and by state, verdicts by kind, the agent's replies by
- *	code, flows failed closed by reason, kernel drops (sk_msg writes,
+ *	The page (names, HELP and TYPE lines in the answer itself; one
+ *	meaning per family, no family name shared under OpenMetrics): the
+ *	build's version, flows tracked now and by state, flows diverted,
+ *	MAIL commands passed and held, the agent's replies by kind, audit
+ *	records written and dropped, syslog lines dropped, flows failed closed by reason, kernel drops (sk_msg writes,
  *	sk_skb segments), ring buffer overruns, policy entries, map fill
  *	(tg_flows, tg_senders, injection slots in use and free), the
  *	agent's resident memory.
@@ -69,6 +77,7 @@
 
 struct tg_inject;
 struct tg_policy;
+struct tg_audit;
 
 struct tg_metrics_client {
 	int fd;			/* -1: free */
@@ -90,6 +99,7 @@ struct tg_metrics_src {
 	int routes_read;	   /* the MTA's settings were read */
 	struct tg_inject *ij;
 	const struct tg_policy *const *policy;
+	const struct tg_audit *audit;	/* its counters; NULL: none */
 };
 
 struct tg_metrics {
@@ -108,9 +118,9 @@ struct tg_metrics {
 #define TG_METRICS_STALL	10
 
 void tg_metrics_init(struct tg_metrics *m);
-int tg_metrics_check(const char *addr, char *err, size_t errlen);
-int tg_metrics_open(struct tg_metrics *m, const char *addr, int epfd,
-		    char *err, size_t errlen);
+int tg_metrics_check(const char *addr, int remote, char *err, size_t errlen);
+int tg_metrics_open(struct tg_metrics *m, const char *addr, int remote,
+		    int epfd, char *err, size_t errlen);
 void tg_metrics_event(struct tg_metrics *m, __u32 idx);
 void tg_metrics_tick(struct tg_metrics *m);
 __u64 tg_metrics_watch(struct tg_metrics *m);

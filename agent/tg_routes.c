@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "tg_routes.h"
+#include "tg_sys.h"
 
 #define TG_POSTCONF	"/usr/sbin/postconf"
 #define TG_POSTMAP	"/usr/sbin/postmap"
@@ -41,71 +42,6 @@ struct tg_rd {
 	struct tg_service svc[TG_SERVICES_MAX];
 	unsigned nsvc;
 };
-
-/*
- * Run argv (no shell), its standard output into a NUL-terminated buffer
- * the caller frees; its standard error is dropped (postconf warns there
- * about things that are not ours). NULL when it cannot run or fails.
- */
-static char *tg_capture(char *const argv[])
-{
-	size_t len = 0, cap = 4096;
-	char *buf = malloc(cap);
-	int pfd[2], status, devnull;
-	ssize_t n;
-	pid_t pid;
-
-	if (!buf || pipe2(pfd, O_CLOEXEC) < 0) {
-		free(buf);
-		return NULL;
-	}
-	pid = fork();
-	if (pid < 0) {
-		close(pfd[0]);
-		close(pfd[1]);
-		free(buf);
-		return NULL;
-	}
-	if (pid == 0) {
-		devnull = open("/dev/null", O_RDWR);
-		dup2(pfd[1], 1);
-		if (devnull >= 0) {
-			dup2(devnull, 0);
-			dup2(devnull, 2);
-		}
-		execv(argv[0], argv);
-		_exit(127);
-	}
-	close(pfd[1]);
-	for (;;) {
-		if (len + 1 == cap) {
-			char *b;
-
-			if (cap >= TG_OUT_MAX)
-				break;
-			b = realloc(buf, cap * 2);
-			if (!b)
-				break;
-			buf = b;
-			cap *= 2;
-		}
-		n = read(pfd[0], buf + len, cap - 1 - len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;
-		len += (size_t)n;
-	}
-	close(pfd[0]);
-	buf[len] = 0;
-	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-		;
-	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-		free(buf);
-		return NULL;
-	}
-	return buf;
-}
 
 /* The value of "name = value" lines of postconf's output, or NULL. */
 static const char *tg_param(char *out, const char *name, char *val, size_t len)
@@ -341,7 +277,7 @@ static void tg_table(struct tg_rd *rd, const char *setting, const char *map,
 	argv[3] = "-s";
 	argv[4] = (char *)m;
 	argv[5] = NULL;
-	out = tg_capture(argv);
+	out = tg_capture(argv, TG_OUT_MAX);
 	if (!out) {
 		tg_unread(rd->rt, setting, map);
 		return;
@@ -414,7 +350,7 @@ static int tg_services(struct tg_rd *rd)
 	argv[2] = (char *)rd->dir;
 	argv[3] = "-M";
 	argv[4] = NULL;
-	out = tg_capture(argv);
+	out = tg_capture(argv, TG_OUT_MAX);
 	if (!out)
 		return -1;
 	for (line = out; *line; line = eol + 1) {
@@ -436,7 +372,7 @@ static int tg_services(struct tg_rd *rd)
 	}
 	free(out);
 	argv[3] = "-P";
-	out = tg_capture(argv);
+	out = tg_capture(argv, TG_OUT_MAX);
 	if (!out)
 		return 0; /* no -o at all */
 	for (line = out; *line; line = eol + 1) {
@@ -504,7 +440,7 @@ int tg_routes_read(struct tg_routes *rt, const char *confdir,
 	argv[10] = "recipient_delimiter";
 	argv[11] = "smtp_tls_wrappermode";
 	argv[12] = NULL;
-	out = tg_capture(argv);
+	out = tg_capture(argv, TG_OUT_MAX);
 	if (!out) {
 		snprintf(rt->why, sizeof(rt->why),
 			 "%s -c %s failed (is "

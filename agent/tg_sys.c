@@ -7,6 +7,8 @@
 #include <fcntl.h>
 #include <mntent.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <sys/wait.h>
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
@@ -138,4 +140,68 @@ int tg_ctl_listen(const char *path, char *err, size_t errlen)
 		return -1;
 	}
 	return fd;
+}
+
+/*
+ * See tg_sys.h. Standard error is dropped: postconf warns there about
+ * things that are not ours.
+ */
+char *tg_capture(char *const argv[], size_t max)
+{
+	size_t len = 0, cap = 4096;
+	char *buf = malloc(cap);
+	int pfd[2], status, devnull;
+	ssize_t n;
+	pid_t pid;
+
+	if (!buf || pipe2(pfd, O_CLOEXEC) < 0) {
+		free(buf);
+		return NULL;
+	}
+	pid = fork();
+	if (pid < 0) {
+		close(pfd[0]);
+		close(pfd[1]);
+		free(buf);
+		return NULL;
+	}
+	if (pid == 0) {
+		devnull = open("/dev/null", O_RDWR);
+		dup2(pfd[1], 1);
+		if (devnull >= 0) {
+			dup2(devnull, 0);
+			dup2(devnull, 2);
+		}
+		execv(argv[0], argv);
+		_exit(127);
+	}
+	close(pfd[1]);
+	for (;;) {
+		if (len + 1 == cap) {
+			char *b;
+
+			if (cap >= max)
+				break;
+			b = realloc(buf, cap * 2);
+			if (!b)
+				break;
+			buf = b;
+			cap *= 2;
+		}
+		n = read(pfd[0], buf + len, cap - 1 - len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		len += (size_t)n;
+	}
+	close(pfd[0]);
+	buf[len] = 0;
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+		free(buf);
+		return NULL;
+	}
+	return buf;
 }

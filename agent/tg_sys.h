@@ -9,6 +9,7 @@
  *			       char *err, size_t errlen);
  *	int	tg_bpffs_ensure(const char *path, char *err, size_t errlen);
  *	int	tg_ctl_listen(const char *path, char *err, size_t errlen);
+ *	char	*tg_capture(char *const argv[], size_t max);
  * DESCRIPTION
  *	tg_cgroup_open() opens a cgroup v2 directory. A relative DIR is
  *	taken relative to the cgroup2 mount, found in /proc/mounts (it is
@@ -24,6 +25,11 @@
  *
  *	Each returns a file descriptor (or 0) on success, -1 with a message
  *	naming what failed and why in err otherwise.
+ *
+ *	tg_capture() runs argv[0] with argv (no shell, standard input and
+ *	error on /dev/null) and returns what it wrote to standard output,
+ *	at most max bytes, NUL-terminated, for the caller to free; NULL
+ *	when it cannot run or does not exit 0.
  */
 #ifndef TG_SYS_H
 #define TG_SYS_H
@@ -35,5 +41,7 @@ int tg_cgroup_open(const char *dir, char *path, size_t pathlen, char *err,
 		   size_t errlen);
 int tg_bpffs_ensure(const char *path, char *err, size_t errlen);
 int tg_ctl_listen(const char *path, char *err, size_t errlen);
+
+char *tg_capture(char *const argv[], size_t max);
 
 #endif /* TG_SYS_H */

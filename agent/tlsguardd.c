@@ -47,8 +47,7 @@
  *	/run/tlsguard/tlsguardd.sock).
  *
  *	--metrics ADDR:PORT serves Prometheus metrics at /metrics on a
- *	loopback address, 127.0.0.1:9154 or [::1]:9154 (see tg_metrics.h);
- *	any other address is refused.
+ *	loopback address (another only with --metrics-remote; tg_metrics.h).
  *
  *	--max-flows N sizes the flow table (default 65536): a connection
  *	beyond it is failed closed (its writes dropped, the MTA defers).
@@ -221,6 +220,7 @@ static void tg_setup_rooms(struct tg_agent *ag)
 			  ag->opt.slots, strerror(-err_no));
 	ag->ij.policy = &ag->policy;
 	ag->ij.replies = &ag->opt.replies;
+	ag->ij.cgroup = ag->cgroup_path;
 	ag->ij.policy_incomplete = ag->metrics.src.senders_incomplete;
 	err_no = tg_audit_open(&ag->audit,
 			       ag->opt.audit[0] ? ag->opt.audit : NULL,
@@ -259,10 +259,11 @@ static void tg_setup_rooms(struct tg_agent *ag)
 		ag->opt.max_senders : TG_SENDERS_MAX;
 	ag->metrics.src.ij = &ag->ij;
 	ag->metrics.src.policy = &ag->policy;
+	ag->metrics.src.audit = &ag->audit;
 	tg_stats_read(ag->metrics.src.stats_fd, &ag->metrics.seen);
 	if (ag->opt.metrics[0] &&
-	    tg_metrics_open(&ag->metrics, ag->opt.metrics, ag->epfd, err,
-			    sizeof(err)) < 0)
+	    tg_metrics_open(&ag->metrics, ag->opt.metrics, ag->opt.metrics_remote,
+			    ag->epfd, err, sizeof(err)) < 0)
 		msg_fatal("%s", err);
 
 	ag->ctl_fd = tg_ctl_listen(ag->opt.socket, err, sizeof(err));

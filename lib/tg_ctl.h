@@ -6,7 +6,10 @@
  *	A UNIX stream socket, mode 0600 in a directory of mode 0700, so that
  *	only root can use it. A request is one line ("status"). The reply's
  *	first line is "ok" or "error: TEXT"; the rest, if any, is the
- *	answer; the daemon closes the connection after it.
+ *	answer; the daemon closes the connection after it. An answer has no
+ *	size limit (flows at a full table): the client reads to the end.
+ *	TG_CTL_REPLY_MAX bounds only the answers made in a fixed buffer
+ *	(sender changes, config).
  */
 #ifndef TG_CTL_H
 #define TG_CTL_H

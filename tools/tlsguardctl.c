@@ -3,23 +3,34 @@
  * NAME
  *	tlsguardctl - ask a running tlsguardd what it is doing
  * SYNOPSIS
- *	tlsguardctl [--socket PATH] status
- *	tlsguardctl [--socket PATH] flows
+ *	tlsguardctl [--socket PATH] status [--json]
+ *	tlsguardctl [--socket PATH] flows [--json]
  *	tlsguardctl [--socket PATH] detach
  *	tlsguardctl [--socket PATH] audit [--file FILE] [--sender ADDR]
  *		[--since TIME]
- *	tlsguardctl [--socket PATH] sender add|remove|check ADDRESS
+ *	tlsguardctl [--socket PATH] sender add|remove ADDRESS
+ *	tlsguardctl [--socket PATH] sender check ADDRESS [--json]
  *	tlsguardctl [--socket PATH] sender list
  *	tlsguardctl [--socket PATH] reload
  *	tlsguardctl [--socket PATH] config [-n]
  *	tlsguardctl probe DOMAIN|HOST:PORT|IP|[IP]:PORT
  *		[--resolver IP[:PORT]] [--timeout SECONDS] [--json]
+ *	tlsguardctl --help | --version
  * DESCRIPTION
  *	status prints a short summary (cgroup, senders, flows tracked,
  *	flows diverted, messages held) of the tlsguardd listening on the
  *	control socket (default /run/tlsguard/tlsguardd.sock).
  *
- *	flows prints one line per tracked connection: the remote host as
+ *	--json makes status one JSON object, flows one JSON object a line
+ *	(no header), sender list an array of the entries, config one
+ *	object of "name": "value", audit the matching records as they are
+ *	in the file (one JSON object a line), and sender check one object (address, verdict:
+ *	guaranteed, exempt or not-guaranteed, by: the entry that decided).
+ *	--help prints the usage on stdout and exits 0; --version prints
+ *	"tlsguardctl VERSION".
+ *
+ *	flows prints one line per tracked connection, every one however
+ *	many: the remote host as
  *	host[addr]:port, its state (plain, handshake, tls, weak-tls,
  *	tls-failed, held, failed), the TLS version negotiated, whether the
  *	host's EHLO reply offered STARTTLS, its age in seconds and the last
@@ -57,6 +68,7 @@
  *	1 when some host would bounce or defer, 2 on a usage or lookup
  *	error (see tools/tg_probe.h).
  * DIAGNOSTICS
+ *	A usage error prints the usage on stderr, exit status 2.
  *	Exit status 0 when tlsguardd answered; 1 with one line
  *	"tlsguardctl: fatal: ..." when it is not running, or refused. A line
  *	of the audit file that is not a record is a warning naming the file
@@ -72,6 +84,7 @@
 #include <unistd.h>
 
 #include "tg_ctl.h"
+#include "tg_json.h"
 #include "tg_probe.h"
 #include "tg_smtp.h"
 
@@ -83,30 +96,42 @@ static void fatal(const char *fmt, const char *a, const char *b)
 	exit(1);
 }
 
+static const char tg_usage[] =
+	"usage: tlsguardctl [--socket PATH] status|flows [--json]\n"
+	"       tlsguardctl [--socket PATH] detach|reload\n"
+	"       tlsguardctl [--socket PATH] audit [--file FILE] "
+	"[--sender ADDR] [--since TIME] [--json]\n"
+	"       tlsguardctl [--socket PATH] sender add|remove ADDRESS\n"
+	"       tlsguardctl [--socket PATH] sender check ADDRESS [--json]\n"
+	"       tlsguardctl [--socket PATH] sender list [--json]\n"
+	"       tlsguardctl [--socket PATH] config [-n] [--json]\n"
+	"       tlsguardctl probe DOMAIN|HOST:PORT|IP|[IP]:PORT "
+	"[--resolver IP[:PORT]] [--timeout SECONDS] [--json]\n"
+	"       tlsguardctl --help | --version\n";
+
+/* A usage error: the usage on stderr, exit status 2. */
 static void usage(void)
 {
-	fputs("usage: tlsguardctl [--socket PATH] status|flows|detach|reload\n"
-	      "       tlsguardctl [--socket PATH] audit [--file FILE] "
-	      "[--sender ADDR] [--since TIME]\n"
-	      "       tlsguardctl [--socket PATH] sender add|remove|check "
-	      "ADDRESS\n"
-	      "       tlsguardctl [--socket PATH] sender list\n"
-	      "       tlsguardctl [--socket PATH] config [-n]\n"
-	      "       tlsguardctl probe DOMAIN|HOST:PORT|IP|[IP]:PORT "
-	      "[--resolver IP[:PORT]] [--timeout SECONDS] [--json]\n", stderr);
+	fputs(tg_usage, stderr);
 	exit(2);
 }
 
-/* Ask the daemon; its answer (after "ok\n") in reply. */
+/*
+ * Ask the daemon; its answer (after "ok\n"), read to the end: an answer
+ * has no size limit (flows at a full table).
+ */
 static char *tg_ask(const char *path, const char *cmd)
 {
 	struct sockaddr_un sun = { .sun_family = AF_UNIX };
 	struct timeval tv = { .tv_sec = 5 };
-	static char reply[TG_CTL_REPLY_MAX + 1];
-	size_t got = 0;
+	static char *reply;	/* kept to the end: the answer is printed */
+	size_t got = 0, cap = 65536;
 	ssize_t n;
 	int fd;
 
+	reply = malloc(cap + 1);
+	if (!reply)
+		fatal("out of memory%s%s", "", "");
 	if (strlen(path) >= sizeof(sun.sun_path))
 		fatal("--socket %s: path too long%s", path, "");
 	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
@@ -119,9 +144,20 @@ static char *tg_ask(const char *path, const char *cmd)
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	if (dprintf(fd, "%s\n", cmd) < 0)
 		fatal("%s: %s", path, strerror(errno));
-	while (got < TG_CTL_REPLY_MAX &&
-	       (n = read(fd, reply + got, TG_CTL_REPLY_MAX - got)) > 0)
+	while ((n = read(fd, reply + got, cap - got)) > 0) {
 		got += (size_t)n;
+		if (got == cap) {
+			char *more = realloc(reply, 2 * cap + 1);
+
+			if (!more)
+				fatal("out of memory%s%s", "", "");
+			reply = more;
+			cap *= 2;
+		}
+	}
+	if (n < 0)
+		fatal("%s: %s (the answer is incomplete)", path,
+		      strerror(errno));
 	close(fd);
 	reply[got] = 0;
 	if (strncmp(reply, "ok\n", 3) != 0) {
@@ -132,9 +168,37 @@ static char *tg_ask(const char *path, const char *cmd)
 }
 
 /*
+ * The UTF-8 form of code point cp (below U+10000) at out[*n], if it fits;
+ * a control character as '?', so that a host's text cannot drive the
+ * terminal.
+ */
+static void tg_put_utf8(char *out, size_t len, size_t *n, unsigned cp)
+{
+	unsigned char b[3];
+	size_t k = 0, i;
+
+	if (cp < 0x20 || cp == 0x7f) {
+		b[k++] = '?';
+	} else if (cp < 0x80) {
+		b[k++] = (unsigned char)cp;
+	} else if (cp < 0x800) {
+		b[k++] = (unsigned char)(0xc0 | cp >> 6);
+		b[k++] = (unsigned char)(0x80 | (cp & 0x3f));
+	} else {
+		b[k++] = (unsigned char)(0xe0 | cp >> 12);
+		b[k++] = (unsigned char)(0x80 | ((cp >> 6) & 0x3f));
+		b[k++] = (unsigned char)(0x80 | (cp & 0x3f));
+	}
+	for (i = 0; i < k && *n + 1 < len; i++)
+		out[(*n)++] = (char)b[i];
+}
+
+/*
  * The string value of "key" in an audit record, decoded, from *pos on;
  * *pos moves past it. The records are tlsguardd's own, flat JSON: keys
- * are unique within their object, strings use only \" \\ and \u00XX.
+ * are unique within their object, strings use only \" \\ and \uXXXX
+ * (decoded to UTF-8, as a JSON reader does: "\u00e9" is printed as
+ * U+00E9).
  */
 static int tg_json_get(const char *rec, const char **pos, const char *key,
 		       char *out, size_t len)
@@ -148,22 +212,21 @@ static int tg_json_get(const char *rec, const char **pos, const char *key,
 	if (!p)
 		return -1;
 	for (p += strlen(pat); *p && *p != '"'; p++) {
-		char c = *p;
-
-		if (c == '\\') {
+		if (*p == '\\') {
 			p++;
-			if (*p == 'u' && strlen(p) >= 5) {
-				c = (char)strtol((char[]){ p[3], p[4], 0 },
-						 NULL, 16);
+			if (*p == 'u' && strspn(p + 1, "0123456789abcdefABCDEF") >= 4) {
+				char hex[5] = { p[1], p[2], p[3], p[4], 0 };
+
+				tg_put_utf8(out, len, &n,
+					    (unsigned)strtoul(hex, NULL, 16));
 				p += 4;
-			} else if (*p) {
-				c = *p;
-			} else {
-				return -1;
+				continue;
 			}
+			if (!*p)
+				return -1;
 		}
 		if (n + 1 < len)
-			out[n++] = c;
+			out[n++] = *p;
 	}
 	if (*p != '"')
 		return -1;
@@ -183,7 +246,7 @@ static int tg_since_ok(const char *s)
 }
 
 static int tg_audit(const char *sock, const char *file, const char *sender,
-		    const char *since)
+		    const char *since, int json)
 {
 	char path[4096], *line = NULL, time_s[64], verdict[32], from[300];
 	char host[160], remote[80], version[16], cipher[80], addr[300];
@@ -223,9 +286,11 @@ static int tg_audit(const char *sock, const char *file, const char *sender,
 		const char *p = line;
 
 		lineno++;
+		/* the host's name: "remote":{"name":...}, or "host" (schema 1) */
 		if (tg_json_get(line, &p, "time", time_s, sizeof(time_s)) ||
 		    tg_json_get(line, &p, "remote", remote, sizeof(remote)) ||
-		    tg_json_get(line, &p, "host", host, sizeof(host)) ||
+		    (tg_json_get(line, &p, "name", host, sizeof(host)) &&
+		     tg_json_get(line, &p, "host", host, sizeof(host))) ||
 		    tg_json_get(line, &p, "sender", from, sizeof(from))) {
 			fprintf(stderr, "tlsguardctl: warning: %s:%lu: not an "
 				"audit record\n", file, lineno);
@@ -237,6 +302,11 @@ static int tg_audit(const char *sock, const char *file, const char *sender,
 			key = tg_addr_key(from, (__u32)strlen(from), &dom);
 			if (!key || key != want_key)
 				continue;
+		}
+		if (json) {
+			/* the record as tlsguardd wrote it: one JSON object */
+			fputs(line, stdout);
+			continue;
 		}
 		p = strstr(line, "\"guaranteed\":");
 		snprintf(guaranteed, sizeof(guaranteed), "%s",
@@ -317,10 +387,11 @@ static int tg_detach(const char *sock)
 }
 
 /* sender list: the daemon names its file; the entries are read here. */
-static int tg_sender_list(const char *sock)
+static int tg_sender_list(const char *sock, int json)
 {
 	char path[4096], state[16], *line = NULL;
 	const char *r = tg_ask(sock, "sender list");
+	unsigned n = 0;
 	size_t cap = 0;
 	FILE *fp;
 
@@ -341,9 +412,15 @@ static int tg_sender_list(const char *sock)
 		s += strspn(s, " \t");
 		end = s + strcspn(s, " \t\r\n");
 		*end = 0;
-		if (*s)
+		if (*s && json) {
+			fputs(n++ ? "," : "[", stdout);
+			tg_json_str(stdout, s);
+		} else if (*s) {
 			puts(s);
+		}
 	}
+	if (json)
+		puts(n ? "]" : "[]");
 	free(line);
 	fclose(fp);
 	return 0;
@@ -354,13 +431,41 @@ static int tg_sender_list(const char *sock)
 #define TG_SENDER_ARG_MAX_TEXT "992"
 _Static_assert(TG_SENDER_ARG_MAX == 992, "TG_SENDER_ARG_MAX_TEXT");
 
+/* "ADDR: guaranteed (by its address entry)" as one JSON object. */
+static void tg_check_json(const char *addr, const char *r)
+{
+	const char *verdict = strstr(r, ": guaranteed") ? "guaranteed" :
+			      strstr(r, ": exempt") ? "exempt" :
+						     "not-guaranteed";
+	const char *by = strstr(r, " entry)"), *b;
+
+	printf("{\"address\":");
+	tg_json_str(stdout, addr);
+	printf(",\"verdict\":\"%s\",\"by\":", verdict);
+	if (by) {
+		/* "(by its address entry)", "(by the exempt list's SRS entry)" */
+		for (b = by; b > r && b[-1] != ' '; b--)
+			;
+		tg_json_strn(stdout, b, (size_t)(by - b));
+	} else {
+		fputs("null", stdout);
+	}
+	puts("}");
+}
+
 static int tg_sender(const char *sock, int argc, char **argv)
 {
 	char req[TG_CTL_REQ_MAX];
 	const char *r;
+	int json = argc == 3 && strcmp(argv[2], "--json") == 0;
 
 	if (argc == 1 && strcmp(argv[0], "list") == 0)
-		return tg_sender_list(sock);
+		return tg_sender_list(sock, 0);
+	if (argc == 2 && strcmp(argv[0], "list") == 0 &&
+	    strcmp(argv[1], "--json") == 0)
+		return tg_sender_list(sock, 1);
+	if (json && strcmp(argv[0], "check") == 0)
+		argc--;
 	if (argc != 2 || (strcmp(argv[0], "add") && strcmp(argv[0], "remove") &&
 			  strcmp(argv[0], "check")))
 		usage();
@@ -371,25 +476,48 @@ static int tg_sender(const char *sock, int argc, char **argv)
 		      TG_SENDER_ARG_MAX_TEXT);
 	snprintf(req, sizeof(req), "sender %s %s", argv[0], argv[1]);
 	r = tg_ask(sock, req);
-	fputs(r, stdout);
+	if (json)
+		tg_check_json(argv[1], r);
+	else
+		fputs(r, stdout);
 	if (strcmp(argv[0], "check") == 0 && !strstr(r, ": guaranteed"))
 		return 3;
 	return 0;
+}
+
+/* config's "name = value" lines as one JSON object of strings. */
+static void tg_config_json(const char *r)
+{
+	const char *eol, *eq;
+	unsigned n = 0;
+
+	for (; *r; r = *eol ? eol + 1 : eol) {
+		eol = r + strcspn(r, "\n");
+		eq = strstr(r, " = ");
+		if (!eq || eq > eol)
+			continue;
+		fputs(n++ ? "," : "{", stdout);
+		tg_json_strn(stdout, r, (size_t)(eq - r));
+		fputc(':', stdout);
+		tg_json_strn(stdout, eq + 3, (size_t)(eol - eq - 3));
+	}
+	puts(n ? "}" : "{}");
 }
 
 int main(int argc, char **argv)
 {
 	const char *path = TG_CTL_DEFAULT, *cmd = NULL;
 	const char *file = NULL, *sender = NULL, *since = NULL;
-	int i;
+	char req[64];
+	int i, json = 0, changed = 0;
 
 	for (i = 1; i < argc; i++) {
 		if (cmd && strcmp(cmd, "sender") == 0)
 			return tg_sender(path, argc - i, argv + i);
 		if (cmd && strcmp(cmd, "config") == 0 &&
-		    strcmp(argv[i], "-n") == 0 && i + 1 == argc) {
-			fputs(tg_ask(path, "config changed"), stdout);
-			return 0;
+		    strcmp(argv[i], "-n") == 0 && !changed) {
+			changed = 1;
+			continue;
 		}
 		if (strcmp(argv[i], "--socket") == 0 && i + 1 < argc)
 			path = argv[++i];
@@ -399,10 +527,16 @@ int main(int argc, char **argv)
 			sender = argv[++i];
 		else if (strcmp(argv[i], "--since") == 0 && i + 1 < argc)
 			since = argv[++i];
-		else if (strcmp(argv[i], "-h") == 0 ||
-			 strcmp(argv[i], "--help") == 0)
-			usage();
-		else if (!cmd && strcmp(argv[i], "probe") == 0)
+		else if (strcmp(argv[i], "--json") == 0)
+			json = 1;
+		else if (!cmd && (strcmp(argv[i], "-h") == 0 ||
+				  strcmp(argv[i], "--help") == 0)) {
+			fputs(tg_usage, stdout);
+			return 0;
+		} else if (!cmd && strcmp(argv[i], "--version") == 0) {
+			printf("tlsguardctl %s\n", TG_VERSION);
+			return 0;
+		} else if (!cmd && strcmp(argv[i], "probe") == 0)
 			return tg_probe_main(argc - i, argv + i);
 		else if (!cmd && argv[i][0] != '-')
 			cmd = argv[i];
@@ -410,13 +544,27 @@ int main(int argc, char **argv)
 			usage();
 	}
 	if (cmd && strcmp(cmd, "audit") == 0)
-		return tg_audit(path, file, sender, since);
-	if (cmd && strcmp(cmd, "detach") == 0 && !file && !sender && !since)
+		return tg_audit(path, file, sender, since, json);
+	if (cmd && strcmp(cmd, "detach") == 0 && !file && !sender && !since &&
+	    !json)
 		return tg_detach(path);
 	if (!cmd || (strcmp(cmd, "status") != 0 && strcmp(cmd, "flows") != 0 &&
 		     strcmp(cmd, "reload") != 0 && strcmp(cmd, "config") != 0) ||
-	    file || sender || since)
+	    file || sender || since ||
+	    (json && strcmp(cmd, "status") && strcmp(cmd, "flows") &&
+	     strcmp(cmd, "config")))
 		usage();
-	fputs(tg_ask(path, cmd), stdout);
+	if (strcmp(cmd, "config") == 0) {
+		const char *r = tg_ask(path, changed ? "config changed" :
+						       "config");
+
+		if (json)
+			tg_config_json(r);
+		else
+			fputs(r, stdout);
+		return 0;
+	}
+	snprintf(req, sizeof(req), "%s%s", cmd, json ? " json" : "");
+	fputs(tg_ask(path, req), stdout);
 	return 0;
 }

@@ -30,7 +30,7 @@ the policy says; each delivered marker arrived exactly once, at its own
 host, and nothing else arrived; each bounced marker is in exactly one DSN
 in its sender's mailbox and none other is; no MAIL command of a guaranteed
 sender reached a host outside TLS 1.2 or higher; the queue is empty.
-Also: tlsguardd (``--metrics 127.0.0.194:9154``, scraped at the end)
+Also: tlsguardd (``--metrics 127.0.0.194:19025``, scraped at the end)
 answered 550 exactly once per bounced message.  Reported: wall time
 (injection, and until the last outcome), messages/s, counts per outcome,
 tlsguardd's VmRSS/VmHWM before and after, its counters (tlsguardctl status)
@@ -63,7 +63,7 @@ from postfix_env import (BOUNCE_SUBJECT, Cgroup, PostfixError, PostfixInstance, 
 from daemon import Daemon  # noqa: E402
 
 SMTPD = ("127.0.0.190", 2525)
-METRICS = "127.0.0.194:9154"
+METRICS = "127.0.0.194:19025"
 HOSTS = {"plain": "127.0.0.191", "tls13": "127.0.0.192", "tls10": "127.0.0.193"}
 CYCLE = ["plain"] * 9 + ["tls13"] * 9 + ["tls10"] * 2
 GUARANTEED = ["g%d@mta.test" % i for i in range(10)]
@@ -424,7 +424,7 @@ def run(args, tmp, pf, cg, daemon, sink_out, problems):
         problems.append("%d MAIL commands of guaranteed senders reached a host outside TLS 1.2+: %s" % (
             len(leaks), "; ".join(leaks[:3])))
     # Each bounce is one 550 of tlsguard's (the TLS 1.0 ones on the plaintext retry).
-    b550 = metrics.get('tlsguard_verdicts_total{kind="bounced_550"}', 0)
+    b550 = metrics.get('tlsguard_replies_total{kind="bounced_550"}', 0)
     if b550 != expect["bounced"]:
         problems.append("tlsguard answered 550 %d times, want %d (one per bounced message)" % (
             b550, expect["bounced"]))

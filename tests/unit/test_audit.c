@@ -29,6 +29,7 @@
 
 #include "tlsguard.h"
 #include "tg_audit.h"
+#include "tg_json.h"
 #include "tg_mailaddr.h"
 #include "tg_policy.h"
 #include "tg_resp.h"
@@ -128,6 +129,53 @@ static void test_verdicts(struct tg_audit *au)
 	tg_case("defer (another MX host offers TLS): deferred");
 	CHECK_STR(held_record(au, 3, &rs, 1, "TLSv1.1", TG_RK_DEFER_MX),
 		  "\"verdict\":\"deferred\"");
+}
+
+/*
+ * A hostile host's greeting in Latin-1, with a control character and a
+ * truncated sequence: the record stays valid UTF-8 and valid JSON, each
+ * stray byte as \u00XX, well-formed UTF-8 as it came; the host is the
+ * "remote" object, never a top-level "host" string.
+ */
+static void test_utf8(struct tg_audit *au)
+{
+	struct tg_resp bye = { TG_RK_PROTOCOL, 221, "2.0.0", "Bye" };
+	const unsigned char *p;
+	char *rec;
+	size_t n;
+
+	tg_case("8-bit greeting: a valid UTF-8 record, stray bytes escaped");
+	feed(au, 9, TG_LINE_REPLY, "220 mx\xe9\x01\xc3\xa9\xe2\x82 ESMTP");
+	feed(au, 9, 0, "MAIL FROM:<joe@guarded.test>");
+	feed(au, 9, TG_LINE_REPLY, "250 2.1.0 \xff\xfe Ok");
+	feed(au, 9, 0, "QUIT");
+	tg_audit_held(au, 9, &bye);
+	tg_audit_closed(au, 9);
+	rec = last_record();
+	CHECK_STR(rec, "\"remote\":{\"name\":\"mx\\u00e9\\u0001\xc3\xa9"
+		       "\\u00e2\\u0082\",");
+	CHECK_STR(rec, "\"mail_reply\":\"250 2.1.0 \\u00ff\\u00fe Ok\"");
+	CHECK(strstr(rec, "\"host\":") == NULL, "a top-level host: %s", rec);
+	CHECK(strncmp(rec, "{\"schema_version\":2,\"time\":\"", 28) == 0,
+	      "record begins %.40s", rec);
+	for (p = (const unsigned char *)rec; *p; p += n) {
+		n = tg_utf8_valid(p, strlen((const char *)p));
+		if (!n) {
+			CHECK(0, "invalid UTF-8 at byte %zu",
+			      (size_t)(p - (const unsigned char *)rec));
+			break;
+		}
+	}
+
+	tg_case("tg_utf8_valid: RFC 3629's ill-formed sequences");
+	CHECK_EQ(tg_utf8_valid((const unsigned char *)"\xc0\xaf", 2), 0);
+	CHECK_EQ(tg_utf8_valid((const unsigned char *)"\xe0\x80\xaf", 3), 0);
+	CHECK_EQ(tg_utf8_valid((const unsigned char *)"\xed\xa0\x80", 3), 0);
+	CHECK_EQ(tg_utf8_valid((const unsigned char *)"\xf4\x90\x80\x80", 4),
+		 0);
+	CHECK_EQ(tg_utf8_valid((const unsigned char *)"\xf0\x9f\x98\x80", 4),
+		 4);
+	CHECK_EQ(tg_utf8_valid((const unsigned char *)"\xe2\x82\xac", 2), 0);
 }
 
 static void test_lines(void)
@@ -236,6 +284,7 @@ int main(void)
 		return 2;
 	}
 	test_verdicts(&au);
+	test_utf8(&au);
 	test_lines();
 	test_addr();
 	tg_audit_close(&au);

@@ -47,10 +47,14 @@ configuration file is the only source of settings):
     status lists the route NOT GUARDED, tlsguard_unguarded_routes is 1, and
     with unguarded_routes = refuse tlsguardd exits non-zero with its fatal
     line.
+  * log_join: a held message to two recipients: for each, tlsguardd's
+    recipient line (to=, relay=, mta=smtp[PID], from=, dsn=, status=held)
+    joins Postfix's status=bounced line by recipient, relay and the smtp
+    process's pid.
   * reply_settings: restarted with ``reject_code = 554``, a notls_text
     that has the word "negotiated" in it, the metrics and an audit file, a
     guaranteed sender's mail bounces with "554 5.7.10 <that text>", the
-    metric ``tlsguard_verdicts_total{kind="bounced_550"}`` counts it (the
+    metric ``tlsguard_replies_total{kind="bounced_550"}`` counts it (the
     agent counts its replies by kind, not by code) and its audit record
     says held-no-tls (the verdict comes from the reply's kind, not from its
     text).
@@ -439,6 +443,34 @@ def syslog_lines(env, r, syslog):
     r.report("syslog", problems)
 
 
+def log_join(env, r, syslog):
+    """tlsguardd's line for each recipient of a held message joins Postfix's
+    status=bounced line by the recipient, the relay and the smtp process."""
+    problems = []
+    rcpts = ["j1@plain.test", "j2@plain.test"]
+    mail = env.pf.send("joe@corp.test", rcpts, subject="join")
+    out = env.pf.wait_final([mail], TIMEOUT)[mail.marker]
+    line_re = re.compile(r"^<22>.* tlsguardd\[%d\]: (\S+): to=<([^>]*)>, relay=(\S+), mta=(\S+), "
+                         r"from=<([^>]*)>, dsn=(\S+), status=(\w+) \((.*)\)$" % env.proc.pid)
+    for rcpt in rcpts:
+        st = out.statuses.get(rcpt)
+        pid = re.search(r"/smtp\[(\d+)\]: ", st.line) if st else None
+        if not st or st.status != "bounced" or not pid:
+            problems.append("%s: Postfix says %r" % (rcpt, st.line if st else None))
+            continue
+        want = (st.relay, rcpt, st.relay, "smtp[%s]" % pid.group(1), "joe@corp.test", "5.7.10", "held",
+                "550 5.7.10 %s" % TLS_TEXT)
+        if not syslog.wait_for(r"^<22>.* tlsguardd\[%d\]: .*to=<%s>" % (env.proc.pid, re.escape(rcpt)), 5):
+            problems.append("no tlsguardd line with to=<%s>; got %r" % (rcpt, syslog.messages[-6:]))
+            continue
+        with syslog.lock:
+            messages = list(syslog.messages)
+        got = [m.groups() for m in map(line_re.match, messages) if m and m.group(2) == rcpt]
+        if got != [want]:
+            problems.append("%s: tlsguardd's lines %r, want one %r (Postfix: %s)" % (rcpt, got, want, st.line))
+    r.report("log_join", problems)
+
+
 def restart_daemon(env, notify, extra):
     """SIGTERM the running daemon (it must exit 0), start it again with extra settings."""
     env.proc.send_signal(signal.SIGTERM)
@@ -475,7 +507,7 @@ def reply_settings(env, r, notify):
     if st != "bounced" or "554 5.7.10 %s" % text not in got:
         problems.append("joe@corp.test: %s (%s), want bounced with 554 5.7.10 %s" % (st, got, text))
     page = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=10).read().decode()
-    m = re.search(r'^tlsguard_verdicts_total\{kind="bounced_550"\} (\d+)$', page, re.M)
+    m = re.search(r'^tlsguard_replies_total\{kind="bounced_550"\} (\d+)$', page, re.M)
     if not m or int(m.group(1)) != 1:
         problems.append("bounced_550 is %s after one 554 bounce, want 1" % (m.group(1) if m else "absent"))
     verdicts = []
@@ -621,6 +653,7 @@ def main(argv=None):
                 case(env, r)
             sighup(env, r, syslog)
             syslog_lines(env, r, syslog)
+            log_join(env, r, syslog)
             reply_settings(env, r, notify)
             address_forms(env, r, notify)
             routes(env, r, syslog)

@@ -74,6 +74,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "fixtures"))
 sys.dont_write_bytecode = True  # leave no __pycache__ in the source tree
 
 import harness  # noqa: E402
+from hostile_mx import HostileMX  # noqa: E402
 from mx import TestMX, TLSOptions  # noqa: E402
 from postfix_env import (Cgroup, PostfixError, PostfixInstance, PostfixMissing,  # noqa: E402
                          cgroup2_mount)
@@ -82,8 +83,11 @@ from daemon import GUARDED_SENDERS, MAILBOX_DOMAINS, TLS_TEXT, WEAK_TEXT, Sender
 PYTHON = "/usr/bin/python3"
 HELD_MAIL_REPLY = "550 5.7.10 " + TLS_TEXT
 HELD_RCPT_PREFIX = "503 5.5.1"  # tlsguard's answer to RCPT/DATA behind a refused MAIL
-RECORD_KEYS = {"time", "flow", "host", "sender", "guaranteed", "recipients", "tls", "mail_reply", "data_reply",
-               "verdict"}
+RECORD_KEYS = {"schema_version", "time", "flow", "remote", "sender", "guaranteed", "recipients", "tls",
+               "mail_reply", "data_reply", "verdict"}
+# What log shippers add themselves (Filebeat, Elastic Agent, Vector): never a field of ours.
+SHIPPER_FIELDS = {"host", "@timestamp", "message", "log", "agent", "ecs", "event", "input", "source_type",
+                  "timestamp"}
 ADDR_RE = re.compile(r"[A-Za-z0-9._%+=-]+@[A-Za-z0-9.-]+")
 MX_TLS_NAMES = {"TLSv1": "TLSv1.0"}  # SSLSocket.version() -> tlsguard's name
 
@@ -99,6 +103,9 @@ MXS = {
     "hup": ("127.0.0.97", None),
 }
 DOMAINS = {key: "%s.audit.test" % key for key in MXS}
+# A host whose greeting names it in Latin-1, not UTF-8.
+LATIN1_MX = "127.0.0.98"
+LATIN1_GREETING = b"220 mx\xe9\xff.latin1.test ESMTP\r\n"
 SENDERS_FILE = GUARDED_SENDERS
 SENDER = {
     "tls13": "aud-tls13@mta.test",
@@ -282,14 +289,24 @@ def mx_tls(conn):
 # ------------------------------------------------------------------ the records
 
 def read_records(path):
-    """(records with their raw line, problems with the file's lines)."""
+    """(records with their raw line, problems with the file's lines): each line
+    must be valid UTF-8 and a JSON object, for Python's reader and for jq's."""
     recs, bad = [], []
     try:
-        with open(path, errors="replace") as f:
-            lines = f.read().splitlines()
+        with open(path, "rb") as f:
+            raw = f.read()
     except FileNotFoundError:
         return [], []
-    for n, line in enumerate(lines, 1):
+    jq = subprocess.run(["jq", "-e", "-c", "type == \"object\" and .schema_version == 2"], input=raw,
+                        capture_output=True)
+    if jq.returncode != 0 or set(jq.stdout.split()) - {b"true"}:
+        bad.append("%s: jq -e says %r %r" % (path, jq.stdout[-200:], jq.stderr[-200:]))
+    for n, bline in enumerate(raw.splitlines(), 1):
+        try:
+            line = bline.decode("utf-8")
+        except UnicodeDecodeError as e:
+            bad.append("%s:%d is not UTF-8 (%s): %r" % (path, n, e, bline[:80]))
+            continue
         try:
             r = json.loads(line)
             if not isinstance(r, dict):
@@ -345,7 +362,19 @@ def check_record(r, exp, t0, who):
     for key in ("remote", "local"):
         if exp.get(key, ANY) is not ANY and (flow or {}).get(key) != exp[key]:
             p.append("%s: flow.%s %r, expected %r" % (who, key, (flow or {}).get(key), exp[key]))
-    for key in ("host", "sender", "guaranteed", "mail_reply", "data_reply", "verdict"):
+    if r.get("schema_version") != 2:
+        p.append("%s: schema_version %r, expected 2" % (who, r.get("schema_version")))
+    if set(r) & SHIPPER_FIELDS:
+        p.append("%s: fields a log shipper adds itself: %s" % (who, sorted(set(r) & SHIPPER_FIELDS)))
+    remote = r.get("remote")
+    if not isinstance(remote, dict) or set(remote) != {"name", "address", "port"}:
+        p.append("%s: remote %r, expected {name, address, port}" % (who, remote))
+    elif isinstance(flow, dict) and flow.get("remote") not in ("%s:%s" % (remote["address"], remote["port"]),
+                                                               "[%s]:%s" % (remote["address"], remote["port"])):
+        p.append("%s: remote %r does not match flow.remote %r" % (who, remote, flow.get("remote")))
+    if exp.get("host", ANY) is not ANY and (remote or {}).get("name") != exp["host"]:
+        p.append("%s: remote.name %r, expected %r" % (who, (remote or {}).get("name"), exp["host"]))
+    for key in ("sender", "guaranteed", "mail_reply", "data_reply", "verdict"):
         if exp.get(key, ANY) is not ANY and r.get(key) != exp[key]:
             p.append("%s: %s %r, expected %r" % (who, key, r.get(key), exp[key]))
     rcpts = r.get("recipients")
@@ -663,6 +692,32 @@ def run_client(run, key, mode, tags):
     return c.result()
 
 
+def latin1_check(run):
+    """A greeting with bytes >= 0x80: the record is valid UTF-8 (every line of the
+    file is checked by read_records), the stray bytes escaped as \\u00XX."""
+    sender, rcpt = "aud-latin1@mta.test", "r1.%s@latin1.audit.test" % run.run_id
+    run.conversations["latin1"] = {sender, rcpt}
+    c = Client(run.cgroup, LATIN1_MX, "plain", sender, "m-" + secrets.token_hex(8), [rcpt])
+    run.clients.append(c)
+    res, why = c.result()
+    p = [] if res else [why]
+    recs, bad, deadline = [], [], time.monotonic() + TIMEOUT_RECORDS
+    while time.monotonic() < deadline:
+        recs, bad = read_records(run.audit_path)
+        recs = [r for r in recs if r.get("sender") == sender]
+        if recs:
+            break
+        time.sleep(0.3)
+    p += bad
+    if len(recs) != 1:
+        return p + ["%d records of %s, want 1" % (len(recs), sender)]
+    r = recs[0]
+    if r.get("remote", {}).get("name") != "mx\u00e9\u00ff.latin1.test" or \
+            '"name":"mx\\u00e9\\u00ff.latin1.test"' not in r["_line"] or r.get("verdict") != "delivered":
+        p.append("record %s" % r["_line"])
+    return p
+
+
 # ------------------------------------------------------------------ tlsguardctl audit
 
 def ctl(run, *args, timeout=20):
@@ -692,7 +747,7 @@ def printed_problems(recs, text):
         tls = r.get("tls") or {}
         want_head = [r["time"], r["verdict"], "<%s>" % r["sender"], r["flow"]["remote"],
                      tls.get("version", "plaintext")] + ([tls["cipher"]] if tls.get("cipher") else []) + (
-                    [r["host"]] if r.get("host") else [])
+                    [r["remote"]["name"]] if r.get("remote", {}).get("name") else [])
         missing = [w for w in want_head if w not in head]
         if missing:
             p.append("%s: header %r lacks %s" % (who, head, missing))
@@ -737,6 +792,11 @@ def ctl_sender_check(run):
         if key and not want:
             p.append("--sender %s: no record of <%s> in the file to filter" % (asked, SENDER[key]))
         p += filtered_problems(run, want, "--sender", asked)
+        res = ctl(run, "--sender", asked, "--json")
+        got = res.stdout.splitlines()
+        if res.returncode != 0 or got != [x["_line"] for x in want]:
+            p.append("--sender %s --json: exit %d, %d lines, want the %d records as written" % (
+                asked, res.returncode, len(got), len(want)))
     return p
 
 
@@ -817,7 +877,7 @@ def no_foreign_check(run):
     recs, bad = read_records(run.audit_path)
     p += bad
     allowed = {a.lower() for s in run.conversations.values() for a in s}
-    ours = {MXS[k][0] + ":25" for k in MXS}
+    ours = {MXS[k][0] + ":25" for k in MXS} | {LATIN1_MX + ":25"}
     with open(run.audit_path, errors="replace") as f:
         found = {a for a in ADDR_RE.findall(f.read())}
     foreign = sorted(a for a in found if a.lower() not in allowed)
@@ -857,6 +917,7 @@ def run_all(run, report):
     res, why = run_client(run, "ex", "tls", ["r1", "r2"])
     run.wait_records({"ex": lambda rs: len(rs) >= 1})
     report("ssl_ex_client", p + client_check(run, "ex", res, why, "tls"))
+    report("latin1_greeting", latin1_check(run))
     report("no_foreign_address", no_foreign_check(run))
 
     report("ctl_audit_print", ctl_print_check(run))
@@ -898,6 +959,7 @@ def main(argv=None):
             jsonl = os.path.join(tmp, "mx.jsonl")
             mxs = {key: suite.started(TestMX(host, 25, name=key, jsonl_path=jsonl, tls=opts))
                    for key, (host, opts) in MXS.items()}
+            suite.started(HostileMX(LATIN1_MX, 25, name="latin1", greeting=LATIN1_GREETING))
             mailboxes = ["%s" % s for s in SENDER.values()] + ["postmaster@mta.test"]
             pfa = PostfixInstance(os.path.join(tmp, "postfix-a"), cgroup,
                                   {DOMAINS[k]: "smtp:[%s]:25" % MXS[k][0] for k in ("tls13", "tls12", "plain",

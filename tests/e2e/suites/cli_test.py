@@ -16,6 +16,7 @@ Ends with the line "N passed, M failed"; exits non-zero on any failure.
 """
 
 import argparse
+import json
 import os
 import re
 import signal
@@ -176,11 +177,31 @@ def main():
                    re.escape(bad) + r":4: malformed sender \"not-an-address\"")
         fails_with("tlsguardctl without daemon", [ctl, "--socket", sock, "status"],
                    r"^tlsguardctl: fatal: tlsguardd is not running")
+        version = open(os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+            os.path.dirname(os.path.abspath(__file__))))), "VERSION")).read().strip()
+        for name, binary in (("tlsguardd", d), ("tlsguardctl", ctl)):
+            rc, out, err = run([binary, "--help"])
+            r.check(f"{name} --help: usage on stdout, exit 0",
+                    rc == 0 and out.startswith("usage: ") and not err, f"rc={rc} out={out!r} err={err!r}")
+            rc, out, err = run([binary, "--version"])
+            r.check(f"{name} --version: the project's VERSION", rc == 0 and out == f"{name} {version}\n",
+                    f"rc={rc} out={out!r} want {name} {version}")
+        rc, out, err = run([ctl, "--socket", sock, "frobnicate"])
+        r.check("tlsguardctl usage error: stderr, exit 2", rc == 2 and not out and err.startswith("usage: "),
+                f"rc={rc} out={out!r} err={err!r}")
+        rc, out, err = run([ctl, "--socket", sock, "reload", "--json"])
+        r.check("tlsguardctl --json where it has no meaning: exit 2", rc == 2 and not out, f"rc={rc} out={out!r}")
         fails_with("check-verifier bad budget", [d, "--check-verifier=many"],
                    r"^tlsguardd: fatal: --check-verifier=many: expected a number of instructions")
         check_verifier(r, d, cg, good, sock)
 
-        daemon = subprocess.Popen([d, "--cgroup", cg, "--senders", good, "--socket", sock],
+        fails_with("audit file under a missing parent directory",
+                   [d, "--cgroup", cg, "--senders", good, "--socket", sock,
+                    "--audit", os.path.join(tmp, "no-such-dir", "tlsguard", "audit.jsonl")],
+                   r"^tlsguardd: fatal: --audit .*/no-such-dir/tlsguard/audit\.jsonl: No such file or directory")
+        logdir = os.path.join(tmp, "log-tlsguard")
+        daemon = subprocess.Popen([d, "--cgroup", cg, "--senders", good, "--socket", sock,
+                                   "--audit", os.path.join(logdir, "audit.jsonl")],
                                   stderr=subprocess.PIPE, text=True)
         rc, out = 1, ""
         for _ in range(100):
@@ -190,6 +211,50 @@ def main():
             time.sleep(0.1)
         r.check("status while attached", rc == 0 and re.search(r"flows tracked:\s+0", out)
                 and re.search(r"senders:\s+2", out), f"rc={rc} out={out!r}")
+        mode = os.stat(logdir).st_mode & 0o7777 if os.path.isdir(logdir) else None
+        r.check("audit file's missing directory made, mode 0750", mode == 0o750,
+                f"mode {oct(mode) if mode is not None else 'absent'} of {logdir}")
+        r.check("status names the version", re.search(r"^version:\s+%s$" % re.escape(version), out, re.M),
+                f"out={out!r}")
+        rc, out, err = run([ctl, "--socket", sock, "status", "--json"])
+        try:
+            st = json.loads(out)
+        except ValueError as e:
+            st = {"error": str(e)}
+        r.check("status --json", rc == 0 and st.get("version") == version and st.get("senders") == 2
+                and st.get("flows_tracked") == 0 and st.get("cgroup") == cg, f"rc={rc} out={out!r}")
+        rc, out, err = run([ctl, "--socket", sock, "flows", "--json"])
+        r.check("flows --json with no flow: nothing", rc == 0 and out == "", f"rc={rc} out={out!r}")
+        checks = {}
+        for addr in ("alice+x@Example.org", "bob@example.net", "carol@example.com"):
+            rc, out, err = run([ctl, "--socket", sock, "sender", "check", addr, "--json"])
+            try:
+                checks[addr] = (rc, json.loads(out))
+            except ValueError:
+                checks[addr] = (rc, out)
+        want = {"alice+x@Example.org": (0, {"address": "alice+x@Example.org", "verdict": "guaranteed",
+                                             "by": "address"}),
+                "bob@example.net": (0, {"address": "bob@example.net", "verdict": "guaranteed", "by": "domain"}),
+                "carol@example.com": (3, {"address": "carol@example.com", "verdict": "not-guaranteed",
+                                          "by": None})}
+        r.check("sender check --json", checks == want, f"got {checks!r}, want {want!r}")
+        rc, out, err = run([ctl, "--socket", sock, "sender", "list", "--json"])
+        r.check("sender list --json", rc == 0 and out.strip() == '["alice@example.org","@example.net"]',
+                f"rc={rc} out={out!r} err={err!r}")
+        rc, out, err = run([ctl, "--socket", sock, "config", "-n", "--json"])
+        try:
+            conf = json.loads(out)
+        except ValueError:
+            conf = None
+        r.check("config -n --json", rc == 0 and isinstance(conf, dict) and conf.get("cgroup") == cg
+                and conf.get("senders_file") == good and "slots" not in conf, f"rc={rc} out={out!r}")
+        rc, out, err = run([ctl, "--socket", sock, "config", "--json"])
+        try:
+            conf = json.loads(out)
+        except ValueError:
+            conf = None
+        r.check("config --json", rc == 0 and isinstance(conf, dict) and conf.get("slots") == "256",
+                f"rc={rc} out={out[:200]!r}")
         fails_with("second daemon on the same socket",
                    [d, "--cgroup", cg, "--senders", good, "--socket", sock],
                    r"another tlsguardd is listening")

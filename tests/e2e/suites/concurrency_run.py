@@ -7,7 +7,7 @@ Usage (as root; builds nothing):
 
 Setup: a temp dir, a cgroup v2 directory, fastmx.py (outside the cgroup) as
 an MX without STARTTLS on 127.0.0.172:25, recording every MAIL, RCPT and
-message it receives; ``tlsguardd --slots 1024 --metrics 127.0.0.170:9154``
+message it receives; ``tlsguardd --slots 1024 --metrics 127.0.0.170:19025``
 with one guaranteed entry, ``@conc.test``.
 
 One client process runs inside the cgroup (a shell writes its pid into
@@ -23,8 +23,9 @@ connections (default 1,000) to the MX at once:
      differs from flow to flow, so a reply meant for another flow would
      show up as a wrong code, a wrong count or an extra line;
   3. when every flow has its replies (all N held at once) the client
-     stops and the runner checks the metrics: flows{state="held"} and
-     slots{use="held"} are N;
+     stops and the runner checks the metrics: flows_in_state{state="held"}
+     and slots{use="held"} are N, and ``tlsguardctl flows`` and ``flows
+     --json`` list all N held flows;
   4. even flows send ``RSET`` alone (the agent hands the flow back: 250),
      then deliver one message of ``o<k>@free.test`` (not guaranteed) to
      the MX, with a marker, and QUIT; odd flows send ``RSET`` and ``QUIT``
@@ -61,7 +62,7 @@ sys.dont_write_bytecode = True
 
 from daemon import rss, scrape_metrics  # noqa: E402
 
-METRICS = "127.0.0.170:9154"
+METRICS = "127.0.0.170:19025"
 MX_ADDR = "127.0.0.172"
 TLS_REPLY = "550 5.7.10 TLS is required, but was not offered by host"
 PHASE_TIMEOUT = 180.0
@@ -184,6 +185,28 @@ def scrape():
     return scrape_metrics(METRICS)
 
 
+def flows_listed(daemon, n):
+    """tlsguardctl flows and flows --json list every one of the n held flows
+    (an answer of the control channel once stopped at 64 KiB, about 700 rows)."""
+    p = []
+    text = subprocess.run(daemon.ctl + ["flows"], capture_output=True, text=True, timeout=60)
+    rows = text.stdout.splitlines()
+    held = [r for r in rows[1:] if r.split()[1:2] == ["held"]]
+    if text.returncode != 0 or not rows or rows[0].split()[:2] != ["REMOTE", "STATE"] or len(held) != n:
+        p.append("flows: exit %d, %d rows, %d held, want %d held" % (text.returncode, len(rows) - 1, len(held), n))
+    js = subprocess.run(daemon.ctl + ["flows", "--json"], capture_output=True, text=True, timeout=60)
+    try:
+        objs = [json.loads(line) for line in js.stdout.splitlines()]
+    except ValueError as e:
+        objs = []
+        p.append("flows --json: a line is not JSON: %s" % e)
+    held_j = [o for o in objs if o.get("state") == "held" and o.get("sender", "").endswith("@conc.test")]
+    if js.returncode != 0 or len(held_j) != n or len({o["cookie"] for o in objs}) != len(objs):
+        p.append("flows --json: exit %d, %d objects, %d held with a @conc.test sender, want %d" % (
+            js.returncode, len(objs), len(held_j), n))
+    return p
+
+
 def parse_args(argv):
     import harness
     ap = harness.arg_parser(__doc__)
@@ -271,14 +294,15 @@ def main(argv=None):
                 if line.startswith("BARRIER "):
                     ready = int(line.split()[1])
                     m1 = scrape()
-                    held_flows = m1.get('tlsguard_flows{state="held"}')
-                    held_slots = m1.get('tlsguard_slots{use="held"}')
+                    held_flows = m1.get('tlsguard_flows_in_state{state="held"}', -1)
+                    held_slots = m1.get('tlsguard_slots{use="held"}', -1)
                     info.append("at the barrier: %d of %d flows answered; metrics: flows held %d, slots held %d, "
                                 "flows tracked %d" % (ready, n, held_flows, held_slots,
                                                       m1["tlsguard_flows_tracked"]))
                     if ready != n or held_flows != n or held_slots != n:
                         barrier_problems.append("not all %d flows held at once: %d answered, flows{held} %d, "
                                                 "slots{held} %d" % (n, ready, held_flows, held_slots))
+                    report("flows_listed", flows_listed(daemon, n))
                     client.stdin.write(b"go\n")
                     client.stdin.flush()
                 elif line.startswith("RESULT "):
@@ -321,22 +345,23 @@ def main(argv=None):
 
             def d(name):
                 return m2.get(name, 0) - m0.get(name, 0)
-            if d('tlsguard_verdicts_total{kind="held"}') != n or d('tlsguard_verdicts_total{kind="bounced_550"}') != n:
-                p.append("held +%d, bounced_550 +%d, want %d each" % (d('tlsguard_verdicts_total{kind="held"}'),
-                                                                      d('tlsguard_verdicts_total{kind="bounced_550"}'),
+            if d('tlsguard_flows_diverted_total') != n or d('tlsguard_replies_total{kind="bounced_550"}') != n:
+                p.append("held +%d, bounced_550 +%d, want %d each" % (d('tlsguard_flows_diverted_total'),
+                                                                      d('tlsguard_replies_total{kind="bounced_550"}'),
                                                                       n))
-            if d('tlsguard_verdicts_total{kind="failed_closed"}'):
-                p.append("%d flows failed closed" % d('tlsguard_verdicts_total{kind="failed_closed"}'))
+            failed = sum(d(k) for k in set(m2) | set(m0) if k.startswith("tlsguard_failed_closed_total{"))
+            if failed:
+                p.append("%d flows failed closed" % failed)
             if m2['tlsguard_slots{use="held"}'] != 0 or m2['tlsguard_slots{use="free"}'] != max(1024, n):
                 p.append("slots after: held %d, free %d" % (m2['tlsguard_slots{use="held"}'],
                                                             m2['tlsguard_slots{use="free"}']))
-            if d('tlsguard_verdicts_total{kind="passed"}') != len(want):
-                p.append("passed +%d, want %d" % (d('tlsguard_verdicts_total{kind="passed"}'), len(want)))
+            if d('tlsguard_mail_commands_total{verdict="passed"}') != len(want):
+                p.append("passed +%d, want %d" % (d('tlsguard_mail_commands_total{verdict="passed"}'), len(want)))
             rss1 = rss(daemon.proc.pid)
             report("metrics", p, ["held +%d, bounced_550 +%d, passed +%d; tlsguardd VmRSS %d kB -> %d kB, "
-                                  "VmHWM %d kB -> %d kB" % (d('tlsguard_verdicts_total{kind="held"}'),
-                                                            d('tlsguard_verdicts_total{kind="bounced_550"}'),
-                                                            d('tlsguard_verdicts_total{kind="passed"}'),
+                                  "VmHWM %d kB -> %d kB" % (d('tlsguard_flows_diverted_total'),
+                                                            d('tlsguard_replies_total{kind="bounced_550"}'),
+                                                            d('tlsguard_mail_commands_total{verdict="passed"}'),
                                                             rss0["VmRSS"], rss1["VmRSS"], rss0["VmHWM"],
                                                             rss1["VmHWM"])])
     return suite.finish()

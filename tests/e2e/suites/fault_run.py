@@ -11,7 +11,7 @@ STARTTLS (mx.py) on 127.0.0.161:25 (domain mx.fault), a private Postfix
 (postfix_env.py) in the cgroup with deferred mail retried within seconds and
 the smtp client's reply timeouts at 6 s (a held flow nobody answers waits
 for that, not Postfix's 5 minutes).  Each case starts its own ``tlsguardd
---metrics 127.0.0.160:9154`` with the options the case needs, scrapes the
+--metrics 127.0.0.160:19025`` with the options the case needs, scrapes the
 metrics page, reads the agent's log and its VmRSS/VmHWM (/proc/PID/status)
 before and after.  Guaranteed senders: g1..g5@mta.test; n@mta.test is not.
 
@@ -89,9 +89,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "fixtures"))
 sys.dont_write_bytecode = True
 
-from daemon import TLS_TEXT, rss, scrape_metrics  # noqa: E402
+from daemon import TLS_TEXT, page_problems, rss, scrape_metrics  # noqa: E402
 
-METRICS = "127.0.0.160:9154"
+METRICS = "127.0.0.160:19025"
 MX_ADDR = "127.0.0.161"
 GUARANTEED = ["g%d@mta.test" % i for i in range(1, 6)]
 OTHER = "n@mta.test"
@@ -372,8 +372,8 @@ def case_policy_map_full(env, problems, info):
         want(problems, "other, policy incomplete", st[n.marker], "deferred", "451 4.3.0")
         nothing_at_mx(env, problems, [g, n])
         m1 = scrape()
-        d451 = delta(m1, m0, 'tlsguard_verdicts_total{kind="deferred_451"}')
-        d550 = delta(m1, m0, 'tlsguard_verdicts_total{kind="bounced_550"}')
+        d451 = delta(m1, m0, 'tlsguard_replies_total{kind="deferred_451"}')
+        d550 = delta(m1, m0, 'tlsguard_replies_total{kind="bounced_550"}')
         info.append("policy incomplete: bounced_550 +%d, deferred_451 +%d, map entries %d of %d" % (
             d550, d451, m1['tlsguard_map_entries{map="tg_senders"}'],
             m1['tlsguard_map_max_entries{map="tg_senders"}']))
@@ -472,8 +472,8 @@ def case_injection_stuck(env, problems, info):
         nothing_at_mx(env, problems, gs)
         time.sleep(1)
         m1 = scrape()
-        held = delta(m1, m0, 'tlsguard_verdicts_total{kind="held"}')
-        b550 = delta(m1, m0, 'tlsguard_verdicts_total{kind="bounced_550"}')
+        held = delta(m1, m0, 'tlsguard_flows_diverted_total')
+        b550 = delta(m1, m0, 'tlsguard_replies_total{kind="bounced_550"}')
         info.append("held +%d, bounced_550 +%d, slots held now %d" % (held, b550, m1['tlsguard_slots{use="held"}']))
         if held < 6 or b550 < 3:
             problems.append("held +%d (want >= 6: 3 stuck, 3 answered), bounced_550 +%d (want >= 3)" % (held, b550))
@@ -532,15 +532,43 @@ def case_agent_killed(env, problems, info):
     return None
 
 
+def metrics_remote(env, problems):
+    """--metrics-remote: the page on 0.0.0.0, read here over loopback."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = open(os.path.join(env.tmp, "tlsguardd-remote.log"), "ab")
+    proc = subprocess.Popen([env.args.tlsguardd, "--cgroup", env.cgroup.path, "--senders", env.senders,
+                             "--socket", os.path.join(env.tmp, "remote.sock"), "--metrics", "0.0.0.0:%d" % port,
+                             "--metrics-remote"], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                            start_new_session=True)
+    try:
+        deadline, m = time.monotonic() + 60, None
+        while m is None and time.monotonic() < deadline and proc.poll() is None:
+            try:
+                m = scrape_metrics("127.0.0.1:%d" % port, timeout=5, check=True)
+            except OSError:
+                time.sleep(0.3)
+        if m is None or "tlsguard_flows_tracked" not in m:
+            problems.append("--metrics 0.0.0.0:%d --metrics-remote: no page (exit %r)" % (port, proc.poll()))
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(30)
+        log.close()
+
+
 def case_metrics_page(env, problems, info):
-    """The page's contract: loopback only, 404, 400, a stuck client blocks nothing."""
-    for bad in ("10.0.0.1:9154", "0.0.0.0:9154", "[::2]:9154", "127.0.0.1", "localhost:9154"):
+    """The page's contract: loopback only unless --metrics-remote, read by
+    Prometheus' own parser, 404, 400, a stuck client blocks nothing."""
+    for bad in ("10.0.0.1:19025", "0.0.0.0:19025", "[::2]:19025", "127.0.0.1", "localhost:19025"):
         r = subprocess.run([env.args.tlsguardd, "--cgroup", env.cgroup.path, "--senders", env.senders,
                             "--socket", os.path.join(env.tmp, "bad.sock"), "--metrics", bad],
                            capture_output=True, text=True, timeout=60)
         if r.returncode != 1 or ("--metrics %s" % bad) not in r.stderr:
             problems.append("--metrics %s: exit %d, %r (want exit 1 naming it)" % (bad, r.returncode,
                                                                                  r.stderr.strip()[-160:]))
+    metrics_remote(env, problems)
     ag = Agent(env, "page", []).start()
     try:
         host, port = METRICS.split(":")
@@ -549,7 +577,27 @@ def case_metrics_page(env, problems, info):
         t0 = time.monotonic()
         m = scrape()
         took = time.monotonic() - t0
-        for name in ("tlsguard_flows_tracked", 'tlsguard_verdicts_total{kind="held"}',
+        import urllib.request
+        text = urllib.request.urlopen("http://%s/metrics" % METRICS, timeout=10).read().decode()
+        problems.extend("Prometheus' parser: %s" % x for x in page_problems(text))
+        on_page = {line.split("{")[0].split()[0] for line in text.splitlines() if line and line[0] != "#"}
+        repo = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
+        for shipped in ("dist/prometheus/tlsguard.rules.yml", "dist/grafana/tlsguard.json"):
+            with open(os.path.join(repo, shipped)) as f:
+                unknown = sorted(set(re.findall(r"\btlsguard_[a-z_]+", f.read())) - on_page)
+            if unknown:
+                problems.append("%s names metrics the page lacks: %s" % (shipped, unknown))
+        if env.args.promtool:
+            r = subprocess.run([env.args.promtool, "check", "metrics"], input=text, capture_output=True, text=True)
+            if r.returncode != 0 or r.stdout.strip() or r.stderr.strip():
+                problems.append("promtool check metrics: exit %d: %s" % (r.returncode, (r.stdout + r.stderr)[-600:]))
+        version = open(os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(HERE))), "VERSION")).read()
+        if 'tlsguard_build_info{version="%s"}' % version.strip() not in m:
+            problems.append("no tlsguard_build_info for version %s" % version.strip())
+        for name in ("tlsguard_flows_tracked", 'tlsguard_flows_diverted_total',
+                     'tlsguard_mail_commands_total{verdict="held"}', 'tlsguard_replies_total{kind="bounced_550"}',
+                     'tlsguard_audit_records_dropped_total{reason="write_failed"}',
+                     "tlsguard_syslog_lines_dropped_total",
                      "tlsguard_ringbuf_overruns_total", 'tlsguard_kernel_drops_total{program="tg_smtp_msg"}',
                      "tlsguard_policy_entries", 'tlsguard_map_max_entries{map="tg_flows"}',
                      'tlsguard_slots{use="free"}', "tlsguard_agent_resident_bytes"):
@@ -612,6 +660,7 @@ def parse_args(argv):
     import harness
     ap = harness.arg_parser(__doc__)
     ap.add_argument("--only", help="comma-separated case names")
+    ap.add_argument("--promtool", help="Prometheus' promtool: check the page with it too (make mta-deps)")
     return ap.parse_args(argv)
 
 
@@ -621,8 +670,13 @@ def main(argv=None):
     from postfix_env import PostfixError, PostfixInstance, PostfixMissing
 
     args = parse_args(argv)
+    promtool_missing = args.promtool and not os.access(args.promtool, os.X_OK)
+    if promtool_missing:
+        args.promtool = None
     cases = harness.only(CASES, args.only, lambda c: c[0])
     r = harness.Results(shown=6, more=False)
+    if promtool_missing:
+        r.skip("promtool_check_metrics", "no promtool (make mta-deps unpacks it)")
     with harness.Run(r, keep=args.keep, root="fault_run.py must run as root") as suite:
         try:
             harness.require_tools(args.tlsguardd, args.tlsguardctl)

@@ -17,6 +17,7 @@ Prints ``PASS``/``FAIL`` lines and ``N passed, M failed``.
 """
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -201,6 +202,7 @@ def run_with_unit_caps(unit, tlsguardd, tlsguardctl, tmp):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--build", default="build")
+    ap.add_argument("--promtool", help="Prometheus' promtool, for the shipped alert rules (make mta-deps)")
     args = ap.parse_args(argv)
     results = harness.Results(shown=6, more=False)
     check = results.report
@@ -208,8 +210,9 @@ def main(argv=None):
     tmp = tempfile.mkdtemp(prefix="tlsguard-install-")
     try:
         prefix, etc, units = os.path.join(tmp, "usr"), os.path.join(tmp, "etc"), os.path.join(tmp, "units")
+        logdir = os.path.join(tmp, "log", "tlsguard")
         make = ["make", "-s", "-C", REPO, "BUILD=%s" % args.build, "PREFIX=%s" % prefix,
-                "SYSCONFDIR=%s" % etc, "UNITDIR=%s" % units]
+                "SYSCONFDIR=%s" % etc, "UNITDIR=%s" % units, "LOGDIR=%s" % logdir]
         r = subprocess.run(make + ["install"], capture_output=True, text=True)
         check("make install", [] if r.returncode == 0 else ["exit %d: %s" % (r.returncode, r.stderr[-500:])])
         want = {
@@ -219,6 +222,7 @@ def main(argv=None):
             "units/tlsguardd.service": 0o644, "units/tlsguarded.slice": 0o644,
             "units/postfix@.service.d/tlsguard.conf": 0o644,
             "etc/tlsguard/tlsguard.conf": 0o644, "etc/tlsguard/senders": 0o640,
+            "etc/logrotate.d/tlsguard": 0o644,
         }
         problems = []
         for rel, mode in want.items():
@@ -227,7 +231,40 @@ def main(argv=None):
                 problems.append("%s missing" % rel)
             elif stat.S_IMODE(os.stat(p).st_mode) != mode:
                 problems.append("%s has mode %o, want %o" % (rel, stat.S_IMODE(os.stat(p).st_mode), mode))
+        if not os.path.isdir(logdir) or stat.S_IMODE(os.stat(logdir).st_mode) != 0o750:
+            problems.append("log directory %s missing or not mode 0750" % logdir)
         check("files and modes", problems)
+
+        problems = []
+        snippet = os.path.join(etc, "logrotate.d", "tlsguard")
+        audit = os.path.join(logdir, "audit.json")
+        with open(audit, "w") as f:
+            f.write('{"schema_version":2}\n')
+        r = subprocess.run(["logrotate", "--debug", "--force", "--state", os.path.join(tmp, "logrotate.state"),
+                            snippet], capture_output=True, text=True)
+        if r.returncode != 0 or ("rotating pattern: %s/*.json" % logdir) not in r.stderr + r.stdout \
+                or "considering log %s" % audit not in r.stderr + r.stdout or "error" in (r.stderr + r.stdout):
+            problems.append("logrotate --debug: exit %d, %s" % (r.returncode, (r.stderr + r.stdout)[-600:]))
+        check("logrotate snippet", problems)
+
+        problems = []
+        try:
+            with open(os.path.join(REPO, "dist", "grafana", "tlsguard.json")) as f:
+                dash = json.load(f)
+            exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+            if not exprs or any("tlsguard_" not in e for e in exprs):
+                problems.append("dashboard queries: %r" % exprs)
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            problems.append("dist/grafana/tlsguard.json: %s: %s" % (type(e).__name__, e))
+        check("grafana dashboard", problems)
+
+        rules = os.path.join(REPO, "dist", "prometheus", "tlsguard.rules.yml")
+        if args.promtool and os.access(args.promtool, os.X_OK):
+            r = subprocess.run([args.promtool, "check", "rules", rules], capture_output=True, text=True)
+            check("alert rules", [] if r.returncode == 0 and "SUCCESS" in r.stdout else
+                  ["promtool check rules %s: exit %d: %s" % (rules, r.returncode, (r.stdout + r.stderr)[-400:])])
+        else:
+            results.skip("alert rules", "no promtool at %s (make mta-deps unpacks it)" % args.promtool)
 
         problems = []
         unit = open(os.path.join(units, "tlsguardd.service")).read()
