@@ -17,6 +17,7 @@
 #include <netlink/idiag/idiagnl.h>
 
 #include "tg_heldlog.h"
+#include "tg_kill.h"
 #include "tg_log.h"
 #include "tg_names.h"
 
@@ -43,16 +44,7 @@ static unsigned long tg_flow_inode(const struct tg_flow *f)
 		return 0;
 	if (idiagnl_connect(nl) < 0)
 		goto out;
-	memset(&req, 0, sizeof(req));
-	req.sdiag_family = (__u8)f->family;
-	req.sdiag_protocol = IPPROTO_TCP;
-	req.idiag_states = ~0U;
-	req.id.idiag_sport = htons(f->lport);
-	req.id.idiag_dport = htons(f->rport);
-	memcpy(req.id.idiag_src, f->laddr, 16);
-	memcpy(req.id.idiag_dst, f->raddr, 16);
-	req.id.idiag_cookie[0] = (__u32)f->cookie;
-	req.id.idiag_cookie[1] = (__u32)(f->cookie >> 32);
+	tg_diag_req(&req, f);
 	msg = nlmsg_alloc_simple(SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST);
 	if (!msg)
 		goto out;

@@ -41,6 +41,20 @@ int tg_kill_open(struct tg_kill *k)
 	return 0;
 }
 
+void tg_diag_req(struct inet_diag_req_v2 *req, const struct tg_flow *f)
+{
+	memset(req, 0, sizeof(*req));
+	req->sdiag_family = (__u8)f->family;
+	req->sdiag_protocol = IPPROTO_TCP;
+	req->idiag_states = ~0U;
+	req->id.idiag_sport = htons(f->lport);
+	req->id.idiag_dport = htons(f->rport);
+	memcpy(req->id.idiag_src, f->laddr, 16);
+	memcpy(req->id.idiag_dst, f->raddr, 16);
+	req->id.idiag_cookie[0] = (__u32)f->cookie;
+	req->id.idiag_cookie[1] = (__u32)(f->cookie >> 32);
+}
+
 int tg_kill_flow(struct tg_kill *k, const struct tg_flow *f)
 {
 	struct inet_diag_req_v2 req;
@@ -49,16 +63,7 @@ int tg_kill_flow(struct tg_kill *k, const struct tg_flow *f)
 
 	if (!k->nl)
 		return -ENOTCONN;
-	memset(&req, 0, sizeof(req));
-	req.sdiag_family = (__u8)f->family;
-	req.sdiag_protocol = IPPROTO_TCP;
-	req.idiag_states = ~0U;
-	req.id.idiag_sport = htons(f->lport);
-	req.id.idiag_dport = htons(f->rport);
-	memcpy(req.id.idiag_src, f->laddr, 16);
-	memcpy(req.id.idiag_dst, f->raddr, 16);
-	req.id.idiag_cookie[0] = (__u32)f->cookie;
-	req.id.idiag_cookie[1] = (__u32)(f->cookie >> 32);
+	tg_diag_req(&req, f);
 
 	msg = nlmsg_alloc_simple(SOCK_DESTROY, NLM_F_REQUEST | NLM_F_ACK);
 	if (!msg)

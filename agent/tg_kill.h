@@ -13,6 +13,8 @@
  *			       const char *cgroup, const __u16 *ports,
  *			       unsigned nports);
  *	void	tg_kill_close(struct tg_kill *k);
+ *	void	tg_diag_req(struct inet_diag_req_v2 *req,
+ *			    const struct tg_flow *f);
  * DESCRIPTION
  *	tg_kill_flow() asks the kernel, over sock_diag netlink (libnl-idiag),
  *	to destroy the TCP socket of a flow, named by its addresses, ports
@@ -35,6 +37,10 @@
  *	them over sock_diag (the cgroup of each socket comes with it) and
  *	returns how many it destroyed, or a negative errno when it cannot
  *	list them.
+ *
+ *	tg_diag_req() fills a sock_diag request that names exactly the
+ *	socket of flow f (addresses, ports, cookie), for SOCK_DESTROY here
+ *	and for a lookup of the socket elsewhere (tg_heldlog).
  */
 #ifndef TG_KILL_H
 #define TG_KILL_H
@@ -43,6 +49,7 @@
 
 struct nl_sock;
 struct tg_flow;
+struct inet_diag_req_v2;
 
 struct tg_kill {
 	struct nl_sock *nl;
@@ -54,5 +61,6 @@ unsigned long tg_kill_state(struct tg_kill *k, int flows_fd, __u32 state);
 long tg_kill_unseen(struct tg_kill *k, int flows_fd, const char *cgroup,
 		    const __u16 *ports, unsigned nports);
 void tg_kill_close(struct tg_kill *k);
+void tg_diag_req(struct inet_diag_req_v2 *req, const struct tg_flow *f);
 
 #endif /* TG_KILL_H */

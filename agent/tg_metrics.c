@@ -217,6 +217,27 @@ static void tg_head(struct tg_page *p, const char *name, const char *type,
 	tg_put(p, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
+/* A counter with one label: HELP, TYPE, a sample per value of it. */
+static void tg_counter_by(struct tg_page *p, const char *name,
+			  const char *help, const char *label,
+			  const char *const *values,
+			  const unsigned long long *v, int n)
+{
+	int i;
+
+	tg_head(p, name, "counter", help);
+	for (i = 0; i < n; i++)
+		tg_put(p, "%s{%s=\"%s\"} %llu\n", name, label, values[i], v[i]);
+}
+
+/* A counter without labels: its HELP, TYPE and one sample. */
+static void tg_counter(struct tg_page *p, const char *name, const char *help,
+		       unsigned long long v)
+{
+	tg_head(p, name, "counter", help);
+	tg_put(p, "%s %llu\n", name, v);
+}
+
 static unsigned long long tg_status_kb(const char *field)
 {
 	char line[256];
@@ -299,37 +320,38 @@ static void tg_metrics_page(struct tg_metrics *m, struct tg_page *p)
 	for (i = TG_FS_PLAIN; i <= TG_FS_TLS_FAILED; i++)
 		tg_put(p, "tlsguard_flows_in_state{state=\"%s\"} %llu\n",
 		       tg_state_name(i), by_state[i]);
-	tg_head(p, "tlsguard_flows_total", "counter",
-		"Flows tracked since the maps were made.");
-	tg_put(p, "tlsguard_flows_total %llu\n", (unsigned long long)st.flows);
-	tg_head(p, "tlsguard_flows_diverted_total", "counter",
-		"Flows diverted to an injection slot (held).");
-	tg_put(p, "tlsguard_flows_diverted_total %llu\n",
-	       (unsigned long long)st.diverted);
+	tg_counter(p, "tlsguard_flows_total",
+		   "Flows tracked since the maps were made.",
+		   st.flows);
+	tg_counter(p, "tlsguard_flows_diverted_total",
+		   "Flows diverted to an injection slot (held).",
+		   st.diverted);
 
-	tg_head(p, "tlsguard_mail_commands_total", "counter",
-		"MAIL commands: passed to the host by the kernel, or held and "
-		"answered by tlsguardd.");
-	tg_put(p, "tlsguard_mail_commands_total{verdict=\"passed\"} %llu\n",
-	       (unsigned long long)st.passed_mail);
-	tg_put(p, "tlsguard_mail_commands_total{verdict=\"held\"} %llu\n",
-	       (unsigned long long)src->ij->held);
+	tg_counter_by(p, "tlsguard_mail_commands_total",
+		      "MAIL commands: passed to the host by the kernel, or "
+		      "held and answered by tlsguardd.",
+		      "verdict", (const char *const[]){ "passed", "held" },
+		      (const unsigned long long[]){ st.passed_mail,
+						    src->ij->held },
+		      2);
 
 	/*
 	 * By the kind of the agent's reply, whatever code tlsguard.conf
 	 * gives it: the labels name the default codes.
 	 */
-	tg_head(p, "tlsguard_replies_total", "counter",
-		"Replies tlsguardd wrote for the host on held flows, by kind.");
-	tg_put(p, "tlsguard_replies_total{kind=\"bounced_550\"} %llu\n",
-	       (unsigned long long)(src->ij->replied[TG_RK_HELD_NO_TLS] +
-				    src->ij->replied[TG_RK_HELD_WEAK_TLS]));
-	tg_put(p, "tlsguard_replies_total{kind=\"deferred_450\"} %llu\n",
-	       (unsigned long long)src->ij->replied[TG_RK_DEFER_MX]);
-	tg_put(p, "tlsguard_replies_total{kind=\"refused_501\"} %llu\n",
-	       (unsigned long long)src->ij->replied[TG_RK_REFUSED]);
-	tg_put(p, "tlsguard_replies_total{kind=\"deferred_451\"} %llu\n",
-	       (unsigned long long)src->ij->replied[TG_RK_AGAIN]);
+	tg_counter_by(p, "tlsguard_replies_total",
+		      "Replies tlsguardd wrote for the host on held flows, by "
+		      "kind.",
+		      "kind",
+		      (const char *const[]){ "bounced_550", "deferred_450",
+					     "refused_501", "deferred_451" },
+		      (const unsigned long long[]){
+			      src->ij->replied[TG_RK_HELD_NO_TLS] +
+				      src->ij->replied[TG_RK_HELD_WEAK_TLS],
+			      src->ij->replied[TG_RK_DEFER_MX],
+			      src->ij->replied[TG_RK_REFUSED],
+			      src->ij->replied[TG_RK_AGAIN] },
+		      4);
 
 	tg_head(p, "tlsguard_failed_closed_total", "counter",
 		"Flows failed closed (writes dropped, connection destroyed), "
@@ -342,22 +364,22 @@ static void tg_metrics_page(struct tg_metrics *m, struct tg_page *p)
 	tg_put(p, "tlsguard_failed_closed_total{reason=\"flow_table_full\"} "
 	       "%llu\n", (unsigned long long)st.flows_untracked);
 
-	tg_head(p, "tlsguard_kernel_drops_total", "counter",
-		"Writes dropped by tg_smtp_msg and segments dropped by "
-		"tg_reply_skb.");
-	tg_put(p, "tlsguard_kernel_drops_total{program=\"tg_smtp_msg\"} %llu\n",
-	       (unsigned long long)st.msg_dropped);
-	tg_put(p, "tlsguard_kernel_drops_total{program=\"tg_reply_skb\"} %llu\n",
-	       (unsigned long long)st.skb_dropped);
-	tg_head(p, "tlsguard_ringbuf_overruns_total", "counter",
-		"Events the kernel could not report: the ring buffer was full.");
-	tg_put(p, "tlsguard_ringbuf_overruns_total %llu\n",
-	       (unsigned long long)st.events_lost);
-	tg_head(p, "tlsguard_sockhash_full_total", "counter",
-		"Connections the sockhash had no room for (destroyed by the "
-		"agent).");
-	tg_put(p, "tlsguard_sockhash_full_total %llu\n",
-	       (unsigned long long)st.sockhash_full);
+	tg_counter_by(p, "tlsguard_kernel_drops_total",
+		      "Writes dropped by tg_smtp_msg and segments dropped by "
+		      "tg_reply_skb.",
+		      "program",
+		      (const char *const[]){ "tg_smtp_msg", "tg_reply_skb" },
+		      (const unsigned long long[]){ st.msg_dropped,
+						    st.skb_dropped },
+		      2);
+	tg_counter(p, "tlsguard_ringbuf_overruns_total",
+		   "Events the kernel could not report: the ring buffer was "
+		   "full.",
+		   st.events_lost);
+	tg_counter(p, "tlsguard_sockhash_full_total",
+		   "Connections the sockhash had no room for (destroyed by the "
+		   "agent).",
+		   st.sockhash_full);
 	conns.live = 0;
 	bpf_map_lookup_elem(src->conns_fd, &zero, &conns);
 	tg_head(p, "tlsguard_connections_counted", "gauge",
@@ -365,15 +387,13 @@ static void tg_metrics_page(struct tg_metrics *m, struct tg_page *p)
 		"against the flow table (from connect to close).");
 	tg_put(p, "tlsguard_connections_counted %lld\n",
 	       (long long)conns.live);
-	tg_head(p, "tlsguard_table_refused_total", "counter",
-		"Connections refused at connect: the flow table was full.");
-	tg_put(p, "tlsguard_table_refused_total %llu\n",
-	       (unsigned long long)st.table_refused);
-	tg_head(p, "tlsguard_fastopen_refused_total", "counter",
-		"Connections to guarded ports refused at connect time: they "
-		"asked for TCP Fast Open.");
-	tg_put(p, "tlsguard_fastopen_refused_total %llu\n",
-	       (unsigned long long)st.fastopen_refused);
+	tg_counter(p, "tlsguard_table_refused_total",
+		   "Connections refused at connect: the flow table was full.",
+		   st.table_refused);
+	tg_counter(p, "tlsguard_fastopen_refused_total",
+		   "Connections to guarded ports refused at connect time: they "
+		   "asked for TCP Fast Open.",
+		   st.fastopen_refused);
 
 	tg_head(p, "tlsguard_policy_entries", "gauge",
 		"Guaranteed senders in the senders file in force.");
@@ -422,10 +442,9 @@ static void tg_metrics_page(struct tg_metrics *m, struct tg_page *p)
 	tg_put(p, "tlsguard_syslog_lines_dropped_total %lu\n",
 	       tg_log_dropped());
 
-	tg_head(p, "tlsguard_agent_stalls_total", "counter",
-		"Times tlsguardd found it had not run for 10 s or more.");
-	tg_put(p, "tlsguard_agent_stalls_total %llu\n",
-	       (unsigned long long)m->stalls);
+	tg_counter(p, "tlsguard_agent_stalls_total",
+		   "Times tlsguardd found it had not run for 10 s or more.",
+		   m->stalls);
 	tg_head(p, "tlsguard_agent_resident_bytes", "gauge",
 		"tlsguardd's resident memory (VmRSS).");
 	tg_put(p, "tlsguard_agent_resident_bytes %llu\n",

@@ -1006,7 +1006,13 @@ static void tg_sts_hosts(struct tg_probe *p)
 
 static void tg_dane_summary(struct tg_probe *p)
 {
+	/* Where DANE does not authenticate every host, this follows. */
+	static const char unnoticed[] = "a man in the middle who presents a "
+					"certificate of its own goes "
+					"unnoticed";
 	int i, n = 0, verified = 0, failed = 0, insecure = 0;
+	char *out = p->dane_summary;
+	size_t len = sizeof(p->dane_summary);
 
 	for (i = 0; i < p->nhost; i++) {
 		const struct tg_probe_host *h = &p->host[i];
@@ -1019,35 +1025,27 @@ static void tg_dane_summary(struct tg_probe *p)
 		insecure += h->dane == TG_DANE_INSECURE;
 	}
 	if (p->mode == TG_M_LITERAL)
-		snprintf(p->dane_summary, sizeof(p->dane_summary), "not "
-			 "applicable: an address has no TLSA records; a man in "
-			 "the middle who presents a certificate of its own goes "
-			 "unnoticed");
+		snprintf(out, len, "not applicable: an address has no TLSA "
+			 "records; %s", unnoticed);
 	else if (failed)
-		snprintf(p->dane_summary, sizeof(p->dane_summary), "FAILED at "
-			 "%d of %d host%s: an MTA that uses DANE does not "
-			 "deliver there", failed, n, n == 1 ? "" : "s");
+		snprintf(out, len, "FAILED at %d of %d host%s: an MTA that "
+			 "uses DANE does not deliver there", failed, n,
+			 n == 1 ? "" : "s");
 	else if (n && verified == n)
-		snprintf(p->dane_summary, sizeof(p->dane_summary), "every "
-			 "host is DANE-authenticated: a man in the middle can "
-			 "neither read nor change the mail, for an MTA that "
-			 "uses DANE (Postfix: smtp_dns_support_level = dnssec, "
+		snprintf(out, len, "every host is DANE-authenticated: a man "
+			 "in the middle can neither read nor change the mail, "
+			 "for an MTA that uses DANE (Postfix: "
+			 "smtp_dns_support_level = dnssec, "
 			 "smtp_tls_security_level = dane)");
 	else if (verified)
-		snprintf(p->dane_summary, sizeof(p->dane_summary), "%d of %d "
-			 "hosts DANE-authenticated: at the others a man in the "
-			 "middle who presents a certificate of its own goes "
-			 "unnoticed", verified, n);
+		snprintf(out, len, "%d of %d hosts DANE-authenticated: at the "
+			 "others %s", verified, n, unnoticed);
 	else if (insecure)
-		snprintf(p->dane_summary, sizeof(p->dane_summary), "not in "
-			 "force: the TLSA records are not DNSSEC-validated; a "
-			 "man in the middle who presents a certificate of its "
-			 "own goes unnoticed");
+		snprintf(out, len, "not in force: the TLSA records are not "
+			 "DNSSEC-validated; %s", unnoticed);
 	else
-		snprintf(p->dane_summary, sizeof(p->dane_summary), "no TLSA "
-			 "records: a man in the middle who presents a "
-			 "certificate of its own goes unnoticed (tlsguard "
-			 "checks the TLS version, not who answers)");
+		snprintf(out, len, "no TLSA records: %s (tlsguard checks the "
+			 "TLS version, not who answers)", unnoticed);
 	if (p->route_read && p->mode != TG_M_LITERAL) {
 		size_t off = strlen(p->dane_summary);
 

@@ -317,6 +317,17 @@ static void feed_cut(const unsigned char *s, size_t len, const size_t *cuts,
 }
 
 /* Runs one stream in every way and checks the events against want. */
+/* head, 'x' up to byte pad, then tail, in buf; returns the length. */
+static size_t padded(char *buf, const char *head, size_t pad,
+		     const char *tail)
+{
+	size_t n = strlen(head);
+
+	memcpy(buf, head, n);
+	memset(buf + n, 'x', pad - n);
+	return pad + (size_t)sprintf(buf + pad, "%s", tail);
+}
+
 static void check_stream(int line, const void *in, size_t len,
 			 const char *want_spec)
 {
@@ -743,24 +754,15 @@ static void test_cmd_lengths(void)
 	check_stream(__LINE__, buf, n + 3, "mail a@b");
 
 	tg_case("cmd: MAIL line of 3000 bytes, then MAIL");
-	n = (size_t)sprintf(buf, "MAIL FROM:<a@b> X-PAD=");
-	memset(buf + n, 'x', 3000 - n);
-	n = 3000;
-	n += (size_t)sprintf(buf + n, "\r\nMAIL FROM:<c@d>\r\n");
+	n = padded(buf, "MAIL FROM:<a@b> X-PAD=", 3000, "\r\nMAIL FROM:<c@d>\r\n");
 	check_stream(__LINE__, buf, n, "mail a@b | mail c@d");
 
 	tg_case("cmd: bare address, then 3000 bytes of parameters");
-	n = (size_t)sprintf(buf, "MAIL FROM:a@b X-PAD=");
-	memset(buf + n, 'x', 3000 - n);
-	n = 3000;
-	n += (size_t)sprintf(buf + n, "\r\n");
+	n = padded(buf, "MAIL FROM:a@b X-PAD=", 3000, "\r\n");
 	check_stream(__LINE__, buf, n, "mail a@b");
 
 	tg_case("cmd: long line of another verb, then MAIL");
-	n = (size_t)sprintf(buf, "NOOP ");
-	memset(buf + n, 'x', 3000 - n);
-	n = 3000;
-	n += (size_t)sprintf(buf + n, "\r\nMAIL FROM:<c@d>\r\n");
+	n = padded(buf, "NOOP ", 3000, "\r\nMAIL FROM:<c@d>\r\n");
 	check_stream(__LINE__, buf, n, "NOOP | mail c@d");
 
 	tg_case("cmd: BDAT chunk of 2000 bytes looking like commands");

@@ -544,10 +544,9 @@ def case_dane_mismatch(ctx):
 
 def case_dane_ta(ctx):
     """DANE-TA(2): the record names the CA that issued the host's certificate (sent in its chain)."""
-    run, p = ctx.probe_exits(0, "daneta.probe.test")
-    h = run.host("ta.probe.test[%s]:25" % TA_ADDR)
+    run, p, h = ctx.probe_host(0, "daneta.probe.test", "ta.probe.test[%s]:25" % TA_ADDR)
     if h is None:
-        return p + ["no block for ta.probe.test[%s]:25" % TA_ADDR], run
+        return p, run
     want(p, "subject", h.get("subject"), "CN=ta.probe.test")
     want(p, "issuer", h.get("issuer"), "CN=tlsguard test CA")
     want(p, "DANE", h.get("DANE"), "verified (2/0/1: DANE-TA, certificate, SHA2-256, chain depth 1)")
@@ -562,10 +561,9 @@ def case_dane_ta(ctx):
 
 def case_dane_no_starttls(ctx):
     """Validated TLSA records, and the host offers no STARTTLS: a DANE MTA defers (never sends MAIL)."""
-    run, p = ctx.probe_exits(1, "danenotls.probe.test")
-    h = run.host("mx.danenotls.probe.test[127.0.0.154]:25")
+    run, p, h = ctx.probe_host(1, "danenotls.probe.test", "mx.danenotls.probe.test[127.0.0.154]:25")
     if h is None:
-        return p + ["no block for mx.danenotls.probe.test[127.0.0.154]:25"], run
+        return p, run
     why = "no TLS (STARTTLS not offered), and the TLSA records require it"
     want(p, "DANE", h.get("DANE"), "FAILED: " + why)
     want(p, "verdict", h.get("verdict"), DANE_DEFER % why)
@@ -574,10 +572,9 @@ def case_dane_no_starttls(ctx):
 
 def case_dane_unreached(ctx):
     """Validated TLSA records at a host that cannot be reached: not checked, deferred as any such host."""
-    run, p = ctx.probe_exits(1, "daneclosed.probe.test")
-    h = run.host("mx.daneclosed.probe.test[%s]:25" % CLOSED)
+    run, p, h = ctx.probe_host(1, "daneclosed.probe.test", "mx.daneclosed.probe.test[%s]:25" % CLOSED)
     if h is None:
-        return p + ["no block for mx.daneclosed.probe.test[%s]:25" % CLOSED], run
+        return p, run
     want(p, "DANE", h.get("DANE"), "not checked: the host was not reached (its TLSA records apply)")
     want(p, "verdict", h.get("verdict"), "would be deferred: cannot connect: Connection refused")
     return p, run
@@ -902,6 +899,15 @@ class Ctx:
         run, p = self.probe(target, *extra), []
         want(p, "exit status", run.rc, rc)
         return run, p
+
+    def probe_host(self, rc, target, header):
+        """probe_exits(), and the block of the host ``header`` (None, with a
+        problem saying so, when the output has none)."""
+        run, p = self.probe_exits(rc, target)
+        h = run.host(header)
+        if h is None:
+            p.append("no block for %s" % header)
+        return run, p, h
 
 
 def check_dns_server():
