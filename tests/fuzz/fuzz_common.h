@@ -45,6 +45,8 @@
 
 #include <linux/types.h>
 
+#include "../unit/tg_esc.h"
+
 /* The parsers' sub-address delimiters (include/tg_smtp.h): "+". */
 __u64 tg_delims[2] = { 1ULL << '+', 0 };
 
@@ -77,30 +79,8 @@ static inline const char *fz_esc(const void *buf, size_t len)
 {
 	static char out[4][1200];
 	static unsigned next;
-	const unsigned char *s = buf;
-	char *o = out[next++ % 4];
-	size_t n = 0, i;
 
-	for (i = 0; i < len && n < sizeof(out[0]) - 32; i++) {
-		unsigned char c = s[i];
-
-		if (c == '\r')
-			n += (size_t)sprintf(o + n, "\\r");
-		else if (c == '\n')
-			n += (size_t)sprintf(o + n, "\\n");
-		else if (c == '\t')
-			n += (size_t)sprintf(o + n, "\\t");
-		else if (c == '\\' || c == '"')
-			n += (size_t)sprintf(o + n, "\\%c", c);
-		else if (c < ' ' || c >= 0x7f)
-			n += (size_t)sprintf(o + n, "\\x%02x", c);
-		else
-			o[n++] = (char)c;
-	}
-	if (i < len)
-		n += (size_t)sprintf(o + n, "...(%zu bytes in all)", len);
-	o[n] = 0;
-	return o;
+	return tg_esc_buf(out[next++ % 4], sizeof(out[0]), buf, len);
 }
 
 static inline __u64 fz_fnv(const void *buf, size_t len)

@@ -49,6 +49,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "tg_esc.h"
+
 #define TG_NELEM(a) (sizeof(a) / sizeof((a)[0]))
 
 struct tg_test {
@@ -155,28 +157,8 @@ static inline const char *tg_esc(const void *buf, size_t len)
 {
 	static char out[4][400];
 	static unsigned next;
-	const unsigned char *s = buf;
-	char *o = out[next++ % 4];
-	size_t n = 0, i;
 
-	for (i = 0; i < len && n < sizeof(out[0]) - 16; i++) {
-		unsigned char c = s[i];
-
-		if (c == '\r')
-			n += sprintf(o + n, "\\r");
-		else if (c == '\n')
-			n += sprintf(o + n, "\\n");
-		else if (c == '\\' || c == '"')
-			n += sprintf(o + n, "\\%c", c);
-		else if (c < ' ' || c >= 0x7f)
-			n += sprintf(o + n, "\\x%02x", c);
-		else
-			o[n++] = (char)c;
-	}
-	if (i < len)
-		n += sprintf(o + n, "...(%zu bytes)", len);
-	o[n] = 0;
-	return o;
+	return tg_esc_buf(out[next++ % 4], sizeof(out[0]), buf, len);
 }
 
 static inline int tg_test_done(void)

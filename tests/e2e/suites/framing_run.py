@@ -397,59 +397,62 @@ def c_crlf_split(cx):
 
 
 def c_verb_case(cx):
-    for line in ("mail from:<alice@example.org>", "MaIl FrOm:<alice@example.org>",
-                 "mAIL fROM:<ALICE@EXAMPLE.ORG>", "Mail From:<Alice+Tag@Example.Org>"):
-        s = fresh(cx, tag="case")
-        held(cx, s, line.encode() + CRLF)
+    held_each(cx, "case", ("mail from:<alice@example.org>", "MaIl FrOm:<alice@example.org>",
+                 "mAIL fROM:<ALICE@EXAMPLE.ORG>", "Mail From:<Alice+Tag@Example.Org>"))
 
 
 def c_from_spaces(cx):
-    for line in ("MAIL FROM: <alice@example.org>", "MAIL FROM:   <alice@example.org>",
+    held_each(cx, "spaces", ("MAIL FROM: <alice@example.org>", "MAIL FROM:   <alice@example.org>",
                  "MAIL FROM :<alice@example.org>", "MAIL  FROM:<alice@example.org>",
                  "MAIL\tFROM:\t<alice@example.org>", "MAIL FROM:alice@example.org",
-                 "MAIL FROM: alice@example.org SIZE=100"):
-        s = fresh(cx, tag="spaces")
-        held(cx, s, line.encode() + CRLF)
+                 "MAIL FROM: alice@example.org SIZE=100"))
 
 
 def c_esmtp_params(cx):
-    for line in ("MAIL FROM:<alice@example.org> SIZE=1234 BODY=8BITMIME SMTPUTF8",
+    held_each(cx, "params", ("MAIL FROM:<alice@example.org> SIZE=1234 BODY=8BITMIME SMTPUTF8",
                  "MAIL FROM:<alice@example.org> RET=HDRS ENVID=abc+2Bdef",
                  "MAIL FROM:<alice+news@example.org> BODY=8BITMIME SIZE=99",
-                 "MAIL FROM:<x@guarded.example> AUTH=<> SIZE=1"):
-        s = fresh(cx, tag="params")
-        held(cx, s, line.encode() + CRLF)
+                 "MAIL FROM:<x@guarded.example> AUTH=<> SIZE=1"))
+
+
+def expect_cut(cx, s, data, what):
+    """Write data; the flow must be cut (failed closed) before any reply."""
+    s.write(data)
+    r = s.reply()
+    if r is None and s.cut:
+        cx.outcomes.append("%s: cut (%s)" % (what, s.cut))
+    else:
+        cx.problem("%s: not cut: %s" % (what, s.describe(r)))
+
+
+def held_each(cx, tag, lines, codes=HELD_MAIL):
+    """Each MAIL line on a fresh connection: held (the replies ``codes``)."""
+    for line in lines:
+        held(cx, fresh(cx, tag=tag), line.encode("utf-8") + CRLF, codes=codes)
 
 
 def c_quoted_local_domain_entry(cx):
-    for line in ('MAIL FROM:<"a b"@guarded.example>', 'MAIL FROM:<"a\\"b"@guarded.example> SIZE=10',
-                 'MAIL FROM:<"alice@x"@guarded.example>'):
-        s = fresh(cx, tag="quoted-dom")
-        held(cx, s, line.encode() + CRLF, codes=HELD_BAD)
+    held_each(cx, "quoted-dom", ('MAIL FROM:<"a b"@guarded.example>',
+                                 'MAIL FROM:<"a\\"b"@guarded.example> SIZE=10',
+                                 'MAIL FROM:<"alice@x"@guarded.example>'), codes=HELD_BAD)
 
 
 def c_quoted_local_address_entry(cx):
     # RFC 5321 4.1.2 / RFC 5322 3.2.4: "alice" and alice are the same local part.
-    for line in ('MAIL FROM:<"alice"@example.org>', 'MAIL FROM:<"al\\ice"@example.org>',
-                 'MAIL FROM:<"ALICE"@example.org> BODY=8BITMIME'):
-        s = fresh(cx, tag="quoted-addr")
-        held(cx, s, line.encode() + CRLF, codes=HELD_BAD)
+    held_each(cx, "quoted-addr", ('MAIL FROM:<"alice"@example.org>', 'MAIL FROM:<"al\\ice"@example.org>',
+                 'MAIL FROM:<"ALICE"@example.org> BODY=8BITMIME'), codes=HELD_BAD)
 
 
 def c_source_route(cx):
-    for line in ("MAIL FROM:<@relay.example:alice@example.org>",
+    held_each(cx, "route", ("MAIL FROM:<@relay.example:alice@example.org>",
                  "MAIL FROM:<@r1.example,@r2.example:alice@example.org>",
                  'MAIL FROM:<@relay.example:"a b"@guarded.example>',
-                 "MAIL FROM:<@relay.example:carol@guarded.example> SIZE=5"):
-        s = fresh(cx, tag="route")
-        held(cx, s, line.encode() + CRLF, codes=HELD_BAD)
+                 "MAIL FROM:<@relay.example:carol@guarded.example> SIZE=5"), codes=HELD_BAD)
 
 
 def c_smtputf8(cx):
-    for line in ("MAIL FROM:<jörg@guarded.example> SMTPUTF8", "MAIL FROM:<ユーザー@guarded.example> SMTPUTF8",
-                 "MAIL FROM:<Jörg@GUARDED.example> SMTPUTF8 BODY=8BITMIME"):
-        s = fresh(cx, tag="utf8")
-        held(cx, s, line.encode("utf-8") + CRLF)
+    held_each(cx, "utf8", ("MAIL FROM:<jörg@guarded.example> SMTPUTF8", "MAIL FROM:<ユーザー@guarded.example> SMTPUTF8",
+                 "MAIL FROM:<Jörg@GUARDED.example> SMTPUTF8 BODY=8BITMIME"))
 
 
 def c_rset_then_guaranteed(cx):
@@ -519,12 +522,7 @@ def c_bdat_no_chunking_host(cx):
         # Servers differ on where such a chunk ends (the host refuses BDAT
         # and reads the chunk as commands; another might frame it): tlsguard
         # cannot count what follows, and fails the flow closed.
-        s2.write(b"BDAT 12 LAST\r\nhello world\n")
-        r = s2.reply()
-        if r is None and s2.cut:
-            cx.outcomes.append("BDAT to a host that did not offer CHUNKING: cut (%s)" % s2.cut)
-        else:
-            cx.problem("BDAT to a host that did not offer CHUNKING: not cut: %s" % s2.describe(r))
+        expect_cut(cx, s2, b"BDAT 12 LAST\r\nhello world\n", "BDAT to a host that did not offer CHUNKING")
 
 
 def c_long_lines(cx):
@@ -666,12 +664,17 @@ def c_data_body_tracking(cx):
         # "." after a bare LF ends the body for some servers, not for others:
         # tlsguard cannot tell commands from message after it, and fails the
         # flow closed (the MTA defers; Postfix's client never writes this).
-        s.write(("Subject: %s\n\nbare LF lines\n.\n" % marker).encode())
-        r = s.reply()
-        if r is None and s.cut:
-            cx.outcomes.append("end of data by a bare-LF dot line (servers differ): cut (%s)" % s.cut)
-        else:
-            cx.problem("end of data by a bare-LF dot line: not cut: %s" % s.describe(r))
+        expect_cut(cx, s, ("Subject: %s\n\nbare LF lines\n.\n" % marker).encode(),
+                   "end of data by a bare-LF dot line (servers differ)")
+
+
+def held_or_cut(cx, s, what):
+    """The reply to a guaranteed MAIL just written: 550 5.7.10, or the flow cut."""
+    r = s.reply()
+    if r is None and s.cut:
+        cx.outcomes.append("%s: cut (%s)" % (what, s.cut))
+    elif s.expect(what, r, "550 5.7.10"):
+        cx.outcomes.append("%s: held" % what)
 
 
 def c_writev_sendfile(cx):
@@ -680,11 +683,7 @@ def c_writev_sendfile(cx):
     try:
         n = s.sock.sendmsg([line[i:i + 1] for i in range(len(line))])
         s.note("C: sendmsg of %d one-byte iovecs: %d" % (len(line), n))
-        r = s.reply()
-        if r is None and s.cut:
-            cx.outcomes.append("writev MAIL: cut (%s)" % s.cut)
-        elif s.expect("writev MAIL", r, "550 5.7.10"):
-            cx.outcomes.append("writev MAIL: held")
+        held_or_cut(cx, s, "writev MAIL")
     except OSError as e:
         cx.outcomes.append("writev MAIL: write failed (%s)" % errname(e))
     s = fresh(cx, tag="sendfile")
@@ -696,11 +695,7 @@ def c_writev_sendfile(cx):
             try:
                 n = os.sendfile(s.sock.fileno(), f.fileno(), 0, len(line))
                 s.note("C: sendfile %d bytes" % n)
-                r = s.reply()
-                if r is None and s.cut:
-                    cx.outcomes.append("sendfile MAIL: cut (%s)" % s.cut)
-                elif s.expect("sendfile MAIL", r, "550 5.7.10"):
-                    cx.outcomes.append("sendfile MAIL: held")
+                held_or_cut(cx, s, "sendfile MAIL")
             except OSError as e:
                 cx.outcomes.append("sendfile MAIL: write failed (%s)" % errname(e))
     finally:

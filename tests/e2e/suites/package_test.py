@@ -18,7 +18,6 @@ administrator's edits of both files; ``dpkg -P`` removes the programs and
 
 import argparse
 import os
-import shutil
 import stat
 import subprocess
 import sys
@@ -70,8 +69,7 @@ def main(argv=None):
         return 2
     results = harness.Results(shown=6, more=False)
     check = results.report
-    tmp = tempfile.mkdtemp(prefix="tlsguard-pkg-")
-    try:
+    with tempfile.TemporaryDirectory(prefix="tlsguard-pkg-") as tmp:
         r = run(["dpkg", "-i", args.deb], env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
         check("dpkg -i", [] if r.returncode == 0 else ["exit %d: %s" % (r.returncode, (r.stdout + r.stderr)[-600:])])
 
@@ -122,8 +120,6 @@ def main(argv=None):
             if os.path.exists(path):
                 problems.append("%s left after purge" % path)
         check("dpkg -P removes it all", problems)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return results.summary()
 
 
