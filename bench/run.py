@@ -369,13 +369,13 @@ def tcp_established(addrs):
     return n
 
 
-def ctl_status(path, timeout=5.0):
-    """The reply of tlsguardd's control socket to "status" (what tlsguardctl status asks)."""
+def ctl_request(path, request, timeout=5.0):
+    """tlsguardd's reply on its control socket to one request line (what tlsguardctl sends)."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(timeout)
     try:
         s.connect(path)
-        s.sendall(b"status\n")
+        s.sendall(request.encode() + b"\n")
         chunks = []
         while True:
             b = s.recv(65536)
@@ -385,6 +385,11 @@ def ctl_status(path, timeout=5.0):
     finally:
         s.close()
     return b"".join(chunks).decode(errors="replace")
+
+
+def ctl_status(path, timeout=5.0):
+    """The reply to "status" (what tlsguardctl status asks)."""
+    return ctl_request(path, "status", timeout)
 
 
 def parse_status(text):
@@ -859,21 +864,9 @@ class Bench:
         times = []
         for i in range(n):
             t0 = time.monotonic()
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            s.settimeout(30)
-            try:
-                s.connect(self.daemon_sock)
-                s.sendall(b"sender add added%05d@bench-add.example\n" % i)
-                reply = b""
-                while True:
-                    b = s.recv(4096)
-                    if not b:
-                        break
-                    reply += b
-            finally:
-                s.close()
+            reply = ctl_request(self.daemon_sock, "sender add added%05d@bench-add.example" % i, 30)
             times.append((time.monotonic() - t0) * 1000)
-            if not reply.startswith(b"ok"):
+            if not reply.startswith("ok"):
                 raise RuntimeError("sender add: %r" % reply[:200])
         return times
 
