@@ -11,6 +11,8 @@
 #                   more than tlsguardd --check-verifier's budget
 #   make fuzz       libFuzzer on the parsers, FUZZ_SECONDS each (default 30)
 #   make demo       real Postfix, simulated MX hosts, tlsguardd (as root)
+#   make native-table  Postfix's own settings beside tlsguard, the same cases
+#                   through both (as root): the README's table, in Markdown
 #   make soak       SOAK_MESSAGES (default 100000) through a real Postfix (as root)
 #   make vmlinux    regenerate vmlinux.h from the running kernel's BTF
 #   make install    tlsguardd, tlsguardctl, manuals, systemd units, the
@@ -73,12 +75,12 @@ DEB_PKGS    := debhelper lintian dpkg-dev fakeroot
 DEBIAN_PKGS := $(BUILD_PKGS) $(TEST_PKGS) $(DEB_PKGS)
 # (python3-prometheus-client: the tests read the metrics page with
 # Prometheus' own text parser; logrotate checks the shipped snippet.
-# unbound, for mx_run.py and probe_run.py, is installed by
+# unbound, for mx_run.py, probe_run.py and native_compare.py, is installed by
 # tests/e2e/fixtures/dns_env.py so that its package cannot start the system's
 # resolver service; ldnsutils signs probe_run.py's test zone.)
 
 .PHONY: all deps deps-build deb check unit e2e demo soak clean vmlinux format install uninstall \
-	verifier-check
+	verifier-check native-table
 
 PREFIX     ?= /usr/local
 SBINDIR    ?= $(PREFIX)/sbin
@@ -179,6 +181,11 @@ check: verifier-check
 
 demo: all
 	$(PYTHON) tools/demo.py --tlsguardd $(BUILD)/tlsguardd --tlsguardctl $(BUILD)/tlsguardctl
+
+# README "Postfix's own settings, compared": its table is this output.
+native-table: all
+	$(PYTHON) tests/e2e/suites/native_compare.py --tlsguardd $(BUILD)/tlsguardd \
+		--tlsguardctl $(BUILD)/tlsguardctl --deps $(MTA_DEPS)/root --table
 
 # The configuration and the senders file are the administrator's: an
 # existing one is never replaced.

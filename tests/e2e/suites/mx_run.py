@@ -118,11 +118,9 @@ from dns_env import (T_A, T_MX, LeakWatch, Unbound, answer_problems, dns_questio
                      ensure_unbound, is_test_name)
 import harness  # noqa: E402
 from mx import TestMX, TLSOptions  # noqa: E402
-from postfix_env import (LOG_RE, POSTFIX, PostfixError, PostfixInstance,  # noqa: E402
-                         PostfixMissing, bounce_report)
+from postfix_env import (LOG_RE, UNSHARE, NsPostfix, PostfixError, PostfixMissing,  # noqa: E402
+                         bounce_report, nameservers, ns_resolv_conf, write_resolv)
 from daemon import GUARDED_SENDERS, MAILBOX_DOMAINS, TLS_DSN, TLS_TEXT, normalize  # noqa: E402
-
-UNSHARE = "/usr/bin/unshare"
 
 DNS_ADDR = "127.0.0.80"  # our unbound
 CANARY_ADDR = "127.0.0.79"  # what tlsguardd's /etc/resolv.conf names; must never be asked
@@ -233,50 +231,7 @@ class Canary:
             self.sock.close()
 
 
-# ------------------------------------------------------------------ Postfix in a mount namespace
-
-def write_resolv(path, server):
-    with open(path, "w") as f:
-        f.write("# tlsguard tests/e2e/suites/mx_run.py\nnameserver %s\n" % server)
-    os.chmod(path, 0o644)
-
-
-def ns_resolv_conf(pid):
-    """/etc/resolv.conf as process pid sees it (through its mount namespace)."""
-    try:
-        with open("/proc/%d/root/etc/resolv.conf" % pid) as f:
-            return f.read()
-    except OSError as e:
-        return "<%s>" % e
-
-
-def nameservers(text):
-    return [line.split()[1] for line in text.splitlines() if line.split()[:1] == ["nameserver"]
-            and len(line.split()) > 1]
-
-
-class NsPostfix(PostfixInstance):
-    """A PostfixInstance whose master runs in a private mount namespace with our resolv.conf."""
-
-    START_WHAT = "postfix start (in a mount namespace)"
-
-    def __init__(self, *args, resolv_conf, **kw):
-        super().__init__(*args, **kw)
-        self.resolv_conf = resolv_conf
-
-    def start_command(self):
-        script = 'mount --bind "$1" /etc/resolv.conf && echo $$ > "$2" && exec "$3" -c "$4" start'
-        return [UNSHARE, "-m", "--propagation", "private", "/bin/sh", "-c", script, "sh",
-                self.resolv_conf, self.cgroup.procs_file, POSTFIX, self.conf]
-
-    def start(self):
-        super().start()
-        seen = nameservers(ns_resolv_conf(self.master_pid))
-        if seen != [DNS_ADDR]:
-            raise PostfixError("Postfix master sees nameservers %s in /etc/resolv.conf, expected [%s]" % (
-                seen, DNS_ADDR))
-        return self
-
+# ------------------------------------------------------------------ tlsguardd in a mount namespace
 
 def ns_daemon(daemon, resolv_conf):
     """Run daemon.py's Daemon's tlsguardd in a private mount namespace with resolv_conf bind-mounted.
