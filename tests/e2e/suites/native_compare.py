@@ -521,11 +521,7 @@ def main(argv=None):
     ap.add_argument("--table", action="store_true", help="print the measured table in Markdown")
     args = ap.parse_args(argv)
     results = harness.Results()
-    report = results.report
-
-    def say(text):
-        print("    " + text, flush=True)
-
+    report, say = results.report, lambda text: results.say([text])
     with harness.Run(results, keep=args.keep, root="native_compare.py must run as root (cgroups, port 25, "
                      "Postfix, Exim, unbound, mount namespaces)") as suite:
         try:
