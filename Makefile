@@ -255,7 +255,7 @@ clean:
 #               Not a test: it never fails on a figure, and CI does not run it.
 
 BENCH_BUILD := bench/build
-BENCH_BINS  := $(addprefix $(BENCH_BUILD)/,tls_source tls_sink held_latency flow_hold)
+BENCH_BINS  := $(addprefix $(BENCH_BUILD)/,tls_source tls_sink held_latency flow_hold null_hooks)
 BENCH_PKGS  := gnuplot-nox postfix openssl libssl-dev bpftool gcc
 BENCH_ARGS  ?=
 
@@ -280,4 +280,16 @@ bench-bins: $(BENCH_BINS)
 $(BENCH_BUILD)/%: bench/%.c bench/bench_util.h
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -Wall -Wextra -Werror -D_GNU_SOURCE -o $@ $< -lssl -lcrypto -lpthread
+
+# The floor: tlsguard's hooks with programs that do nothing (bench/run.py).
+$(BENCH_BUILD)/null_hooks.bpf.o: bench/null_hooks.bpf.c vmlinux.h
+	@mkdir -p $(@D)
+	$(CLANG) -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -Wall -Werror -I. -c $< -o $@
+
+$(BENCH_BUILD)/null_hooks.skel.h: $(BENCH_BUILD)/null_hooks.bpf.o
+	$(BPFTOOL) gen skeleton $< name null_hooks > $@
+
+$(BENCH_BUILD)/null_hooks: bench/null_hooks.c bench/bench_util.h $(BENCH_BUILD)/null_hooks.skel.h
+	$(CC) $(CFLAGS) -Wall -Wextra -Werror -D_GNU_SOURCE -I$(BENCH_BUILD) -o $@ $< \
+		$$(pkg-config --cflags --libs libbpf)
 # ---- end of bench ----------------------------------------------------------

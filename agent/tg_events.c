@@ -85,28 +85,33 @@ int tg_on_event(void *ctx, void *data, size_t len)
 				  e->state);
 		}
 		break;
-	case TG_EV_KILL:
+	case TG_EV_KILL: {
+		char from[TG_SENDER_MAX + 1] = "";
+		struct tg_flow kf;
+
 		tg_event_flow(e, &f, name, sizeof(name));
+		/*
+		 * The sender before the kill: destroying the socket closes
+		 * it, and tg_sockops drops its flow on close.
+		 */
+		if (e->why == TG_WHY_WEAK_TLS &&
+		    bpf_map_lookup_elem(bpf_map__fd(ag->skel->maps.tg_flows),
+					&e->cookie, &kf) == 0)
+			tg_printable(kf.sender, sizeof(kf.sender), from,
+				     sizeof(from));
 		err = tg_kill_flow(&ag->kill, &f);
 		tg_audit_killed(&ag->audit, e);
-		if (e->why == TG_WHY_WEAK_TLS) {
-			struct tg_flow kf;
-			char from[TG_SENDER_MAX + 1] = "";
-
-			if (bpf_map_lookup_elem(bpf_map__fd(ag->skel->maps.tg_flows),
-						&e->cookie, &kf) == 0)
-				tg_printable(kf.sender, sizeof(kf.sender), from,
-					     sizeof(from));
+		if (e->why == TG_WHY_WEAK_TLS)
 			msg_info("%s: from=<%s>: held: TLS 1.2 or higher is "
 				 "required, but host negotiated %s: connection "
 				 "destroyed", name, from,
 				 tg_tls_version_name(e->tls_version));
-		}
 		else
 			msg_info("%s: failed closed (%s): connection %s", name,
 				 tg_why_name(e->why),
 				 err == 0 ? "destroyed" : "already gone");
 		break;
+	}
 	case TG_EV_NO_SLOT:
 		/* Once a minute at most: this can come in floods. */
 		now = time(NULL);
