@@ -33,6 +33,7 @@
  *			void	tg_unpin(struct tg_agent *ag);
  *	tg_recover.c	void	tg_recover_lost(struct tg_agent *ag);
  *	tg_mta.c	void	tg_mta_read(struct tg_agent *ag, int starting);
+ *	tg_pgsql.c, tg_pgsnap.c: the senders from PostgreSQL (tg_pgsql.h).
  * DESCRIPTION
  *	tlsguardd.c starts the daemon and runs its event loop; each room
  *	serves one kind of event or request, on the one struct tg_agent,
@@ -59,6 +60,7 @@
 #include "tg_uprobe.h"
 
 struct bpf_link;
+struct tg_pgsql;
 struct bpf_program;
 
 #define TG_PIN_DIR	"/sys/fs/bpf/tlsguard"
@@ -103,7 +105,10 @@ struct tg_agent {
 	int detach;		/* tlsguardctl detach: remove the pins too */
 	time_t no_slot_warned;
 	struct tg_routes routes; /* the MTA's, as last read */
+	struct tg_pgsql *pg;	/* senders from PostgreSQL; NULL: a file */
 };
+
+extern const char tg_senders_unfit[];
 
 int tg_parse_args(int argc, char **argv, struct tg_opts *o,
 		  unsigned long long *budget);

@@ -273,7 +273,8 @@ static int tg_setting_set(struct tg_opts *o, const struct tg_setting *st,
 			v = "";
 		if (!*v && (st->flags & TG_F_EMPTY))
 			break;
-		if (*v != '/')
+		if (*v != '/' && (st->off != offsetof(struct tg_opts, senders) ||
+				  strncmp(v, "pgsql:/", 7)))
 			return tg_bad(e, l, "bad value \"%.80s\": expected an "
 				      "absolute path", v);
 		break;

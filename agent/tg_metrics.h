@@ -100,6 +100,9 @@ struct tg_metrics_src {
 	struct tg_inject *ij;
 	const struct tg_policy *const *policy;
 	const struct tg_audit *audit;	/* its counters; NULL: none */
+	/* the policy source's families (tg_pgsql_page()) */
+	size_t (*source_page)(const void *ctx, char *buf, size_t len);
+	const void *source_ctx;
 };
 
 struct tg_metrics {

@@ -107,6 +107,7 @@
 #include "tg_features.h"
 #include "tg_log.h"
 #include "tg_mailaddr.h"
+#include "tg_pgsql.h"
 #include "tg_service.h"
 #include "tg_sys.h"
 #include "tg_uprobe.h"
@@ -130,13 +131,15 @@ static void tg_setup_host(struct tg_agent *ag)
 
 	/* The delimiters first: the senders' keys depend on them. */
 	tg_mta_read(ag, 1);
-	if (tg_policy_load(ag->opt.senders, &ag->policies[0], err,
-			   sizeof(err)) < 0)
+	if (tg_pgsql_source(ag->opt.senders))
+		tg_pgsql_setup(ag);
+	else if (tg_policy_load(ag->opt.senders, &ag->policies[0], err,
+				sizeof(err)) < 0)
 		msg_fatal("%s", err);
-	if (tg_policy_set_exempt(&ag->policies[0], ag->opt.exempt,
-				 ag->opt.nexempt) < 0)
+	else if (tg_policy_set_exempt(&ag->policies[0], ag->opt.exempt,
+				      ag->opt.nexempt) < 0)
 		msg_fatal("out of memory");
-	ag->policy = &ag->policies[0];
+	ag->policy = ag->pg ? ag->policy : &ag->policies[0];
 	tg_senders_stat(ag);
 	ag->cgroup_fd = tg_cgroup_open(ag->opt.cgroup, ag->cgroup_path,
 				       sizeof(ag->cgroup_path), err,
@@ -260,6 +263,10 @@ static void tg_setup_rooms(struct tg_agent *ag)
 	ag->metrics.src.ij = &ag->ij;
 	ag->metrics.src.policy = &ag->policy;
 	ag->metrics.src.audit = &ag->audit;
+	ag->metrics.src.source_page = tg_pgsql_page;
+	ag->metrics.src.source_ctx = ag;
+	if (ag->pg)
+		tg_pgsql_start(ag);
 	tg_stats_read(ag->metrics.src.stats_fd, &ag->metrics.seen);
 	if (ag->opt.metrics[0] &&
 	    tg_metrics_open(&ag->metrics, ag->opt.metrics, ag->opt.metrics_remote,
@@ -429,6 +436,8 @@ static void tg_run(struct tg_agent *ag)
 				tg_ctl_serve(ag);
 			else if (tag == TG_EP_METRICS)
 				tg_metrics_event(&ag->metrics, idx);
+			else if (tag == TG_EP_PGSQL)
+				tg_pgsql_event(ag, idx);
 			if (ag->detach)
 				return;
 			else if (tag == TG_EP_TIMER)
@@ -481,6 +490,7 @@ static void tg_teardown(struct tg_agent *ag)
 		close(ag->ctl_fd);
 		unlink(ag->opt.socket);
 	}
+	tg_pgsql_close(ag);
 	tg_policy_free(&ag->policies[0]);
 	tg_policy_free(&ag->policies[1]);
 	if (ag->cgroup_fd >= 0)

@@ -219,6 +219,7 @@ def main(argv=None):
             "usr/sbin/tlsguardd": 0o755, "usr/sbin/tlsguardctl": 0o755,
             "usr/share/man/man8/tlsguardd.8": 0o644, "usr/share/man/man8/tlsguardctl.8": 0o644,
             "usr/share/man/man5/tlsguard.conf.5": 0o644,
+            "usr/share/tlsguard/pgsql/schema.sql": 0o644,
             "units/tlsguardd.service": 0o644, "units/tlsguarded.slice": 0o644,
             "units/postfix@.service.d/tlsguard.conf": 0o644,
             "etc/tlsguard/tlsguard.conf": 0o644, "etc/tlsguard/senders": 0o640,
