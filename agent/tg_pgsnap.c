@@ -304,12 +304,13 @@ void tg_pgsql_status(const struct tg_agent *ag, FILE *out, int json)
 		if (pg) {
 			fprintf(out, ",\"state\":\"%s\",\"from\":\"%s\","
 				"\"stale\":%s,\"sequence\":%llu,"
-				"\"last_sync\":%lld,\"error\":",
+				"\"last_sync\":%lld,\"last_sync_seconds\":%.3f,"
+				"\"error\":",
 				tg_pg_state(pg), pg->have == TG_PG_DATABASE ?
 				"database" : pg->have == TG_PG_SNAPSHOT ?
 				"snapshot" : "none",
 				pg->stale ? "true" : "false", pg->seq,
-				(long long)pg->synced);
+				(long long)pg->synced, pg->last_sync_seconds);
 			tg_json_str(out, pg->stale ? pg->err : "");
 		}
 		fputs("}", out);
