@@ -30,6 +30,9 @@
  *			void	tg_pin_adopt(struct tg_agent *ag);
  *			struct bpf_link *tg_pin_link(struct bpf_program *prog,
  *						     const char *pin);
+ *			void	tg_pin_path(const struct tg_agent *ag,
+ *					    const char *name, char *out,
+ *					    size_t len);
  *			void	tg_unpin(struct tg_agent *ag);
  *	tg_recover.c	void	tg_recover_lost(struct tg_agent *ag);
  *	tg_mta.c	void	tg_mta_read(struct tg_agent *ag, int starting);
@@ -61,10 +64,10 @@
 struct bpf_link;
 struct bpf_program;
 
-#define TG_PIN_DIR	"/sys/fs/bpf/tlsguard"
-#define TG_PIN_LINK	TG_PIN_DIR "/tg_sockops_link"
-#define TG_PIN_CONNECT4	TG_PIN_DIR "/tg_connect4_link"
-#define TG_PIN_CONNECT6	TG_PIN_DIR "/tg_connect6_link"
+/* The cgroup links' pins, under pin_dir (the maps' are their names). */
+#define TG_PIN_LINK	"tg_sockops_link"
+#define TG_PIN_CONNECT4	"tg_connect4_link"
+#define TG_PIN_CONNECT6	"tg_connect6_link"
 
 /*
  * --check-verifier's default budget: instructions processed per program.
@@ -127,6 +130,8 @@ void tg_ctl_serve(struct tg_agent *ag);
 void tg_pin_prepare(struct tg_agent *ag);
 void tg_pin_adopt(struct tg_agent *ag);
 struct bpf_link *tg_pin_link(struct bpf_program *prog, const char *pin);
+void tg_pin_path(const struct tg_agent *ag, const char *name, char *out,
+		 size_t len);
 void tg_unpin(struct tg_agent *ag);
 
 void tg_recover_lost(struct tg_agent *ag);

@@ -131,7 +131,7 @@ void tg_load(struct tg_agent *ag)
 	if (err_no && ag->adopted)
 		msg_fatal("cannot adopt the state pinned under %s: %s (left "
 			  "by another version? tlsguardctl detach removes it)",
-			  TG_PIN_DIR, strerror(-err_no));
+			  ag->opt.pin_dir, strerror(-err_no));
 	if (err_no)
 		tg_verifier_fatal(&vf);
 	tg_verifier_report(&vf);

@@ -9,10 +9,13 @@
  *	void	tg_pin_adopt(struct tg_agent *ag);
  *	struct bpf_link *tg_pin_link(struct bpf_program *prog, const char *pin);
  *	void	tg_unpin(struct tg_agent *ag);
+ *	void	tg_pin_path(const struct tg_agent *ag, const char *name,
+ *			    char *out, size_t len);
  * DESCRIPTION
- *	tg_pin_prepare(), before the object is loaded, gives every map a
- *	pin under TG_PIN_DIR and sets ag->adopted when a previous agent
- *	left its state there (libbpf then reuses those maps).
+ *	tg_pin_prepare(), before the object is loaded, makes the directory
+ *	pin_dir (on a bpf filesystem), gives every map a pin under it and
+ *	sets ag->adopted when a previous agent left its state there
+ *	(libbpf then reuses those maps).
  *
  *	tg_pin_adopt(), once loaded, takes over that state: the previous
  *	agent's free slots are forgotten (its slots died with it) and the
@@ -25,13 +28,17 @@
  *
  *	tg_unpin() (tlsguardctl detach) removes every pin: nothing of
  *	tlsguard stays in the kernel once the agent exits.
+ *
+ *	tg_pin_path() writes the path of pin name under pin_dir to out.
  * DIAGNOSTICS
- *	A directory or pin that cannot be made is fatal.
+ *	A directory or pin that cannot be made is fatal, and so is a
+ *	pin_dir that is not on a bpf filesystem.
  */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
@@ -40,8 +47,11 @@
 #include "tg_agent.h"
 #include "tg_log.h"
 
+/* linux/magic.h's BPF_FS_MAGIC */
+#define TG_BPF_FS_MAGIC 0xcafe4a11
+
 /*
- * --pin: every map of tlsguard's lives under TG_PIN_DIR, so that the
+ * --pin: every map of tlsguard's lives under pin_dir, so that the
  * kernel goes on enforcing when the agent is gone (the sk_msg and sk_skb
  * programs belong to the pinned sockhash, the sock_ops and connect
  * programs to the pinned cgroup links). A held flow then finds no live
@@ -51,17 +61,26 @@
  */
 void tg_pin_prepare(struct tg_agent *ag)
 {
+	const char *dir = ag->opt.pin_dir;
 	struct bpf_map *map;
+	struct statfs fs;
 	char path[256];
 
-	if (mkdir(TG_PIN_DIR, 0700) < 0 && errno != EEXIST)
-		msg_fatal("mkdir %s: %s", TG_PIN_DIR, strerror(errno));
-	ag->adopted = access(TG_PIN_DIR "/tg_flows", F_OK) == 0;
+	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+		msg_fatal("pin_dir %s: mkdir: %s (is a bpf filesystem mounted "
+			  "above it? mount -t bpf bpf /sys/fs/bpf)", dir,
+			  strerror(errno));
+	if (statfs(dir, &fs) < 0)
+		msg_fatal("pin_dir %s: %s", dir, strerror(errno));
+	if (fs.f_type != TG_BPF_FS_MAGIC)
+		msg_fatal("pin_dir %s: not on a bpf filesystem (mount -t bpf "
+			  "bpf /sys/fs/bpf)", dir);
+	tg_pin_path(ag, "tg_flows", path, sizeof(path));
+	ag->adopted = access(path, F_OK) == 0;
 	bpf_object__for_each_map(map, ag->skel->obj) {
 		if (strncmp(bpf_map__name(map), "tg_", 3) != 0)
 			continue;	/* .rodata: per program, not shared */
-		snprintf(path, sizeof(path), "%s/%s", TG_PIN_DIR,
-			 bpf_map__name(map));
+		tg_pin_path(ag, bpf_map__name(map), path, sizeof(path));
 		if (bpf_map__set_pin_path(map, path))
 			msg_fatal("cannot pin %s: %s", path, strerror(errno));
 	}
@@ -86,12 +105,25 @@ static void tg_adopt_flows(struct tg_agent *ag)
 /* tlsguardctl detach: nothing of tlsguard stays in the kernel. */
 void tg_unpin(struct tg_agent *ag)
 {
-	unlink(TG_PIN_LINK);
-	unlink(TG_PIN_CONNECT4);
-	unlink(TG_PIN_CONNECT6);
+	static const char *const links[] = { TG_PIN_LINK, TG_PIN_CONNECT4,
+					     TG_PIN_CONNECT6 };
+	char path[256];
+	size_t i;
+
+	for (i = 0; i < sizeof(links) / sizeof(links[0]); i++) {
+		tg_pin_path(ag, links[i], path, sizeof(path));
+		unlink(path);
+	}
 	bpf_object__unpin_maps(ag->skel->obj, NULL);
-	if (rmdir(TG_PIN_DIR) < 0 && errno != ENOENT)
-		msg_warn("rmdir %s: %s", TG_PIN_DIR, strerror(errno));
+	if (rmdir(ag->opt.pin_dir) < 0 && errno != ENOENT)
+		msg_warn("rmdir %s: %s", ag->opt.pin_dir, strerror(errno));
+}
+
+/* See above; pin_dir is at most TG_PIN_DIR_MAX bytes (tg_settings.c). */
+void tg_pin_path(const struct tg_agent *ag, const char *name, char *out,
+		 size_t len)
+{
+	snprintf(out, len, "%s/%s", ag->opt.pin_dir, name);
 }
 
 void tg_pin_adopt(struct tg_agent *ag)
@@ -103,7 +135,7 @@ void tg_pin_adopt(struct tg_agent *ag)
 		       bpf_map__fd(ag->skel->maps.tg_free_slots), NULL,
 		       &stale) == 0)
 		;
-	msg_info("adopted the state pinned under %s", TG_PIN_DIR);
+	msg_info("adopted the state pinned under %s", ag->opt.pin_dir);
 	tg_adopt_flows(ag);
 }
 
