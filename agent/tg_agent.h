@@ -28,8 +28,10 @@
  *	tg_control.c	void	tg_ctl_serve(struct tg_agent *ag);
  *	tg_pin.c	void	tg_pin_prepare(struct tg_agent *ag);
  *			void	tg_pin_adopt(struct tg_agent *ag);
- *			struct bpf_link *tg_pin_link(struct bpf_program *prog,
+ *			struct bpf_link *tg_pin_link(struct tg_agent *ag,
+ *						     struct bpf_program *prog,
  *						     const char *pin);
+ *			void	tg_pin_leave(struct tg_agent *ag);
  *			void	tg_pin_path(const struct tg_agent *ag,
  *					    const char *name, char *out,
  *					    size_t len);
@@ -101,7 +103,9 @@ struct tg_agent {
 	int ctl_fd;
 	int msg_attached;
 	int skb_attached;
-	int adopted;		/* --pin found a previous agent's state */
+	int adopted;		/* found a previous agent's pinned state */
+	int pin_fd;		/* pin_dir, locked while the agent runs */
+	int linked;		/* a cgroup link is pinned: it enforces */
 	struct stat senders_st;	/* the senders file as last read */
 	int detach;		/* tlsguardctl detach: remove the pins too */
 	time_t no_slot_warned;
@@ -129,7 +133,9 @@ void tg_ctl_serve(struct tg_agent *ag);
 
 void tg_pin_prepare(struct tg_agent *ag);
 void tg_pin_adopt(struct tg_agent *ag);
-struct bpf_link *tg_pin_link(struct bpf_program *prog, const char *pin);
+struct bpf_link *tg_pin_link(struct tg_agent *ag, struct bpf_program *prog,
+			     const char *pin);
+void tg_pin_leave(struct tg_agent *ag);
 void tg_pin_path(const struct tg_agent *ag, const char *name, char *out,
 		 size_t len);
 void tg_unpin(struct tg_agent *ag);

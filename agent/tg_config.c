@@ -335,6 +335,18 @@ int tg_config_set(struct tg_opts *o, const char *name, const char *value,
 {
 	size_t i;
 
+	if (strcmp(name, "pin") == 0) {
+		if (strcasecmp(value, "yes") && strcasecmp(value, "true") &&
+		    strcmp(value, "1"))
+			return tg_bad(err, errlen, "\"%.20s\" is not possible: "
+				      "the kernel keeps enforcing whenever "
+				      "tlsguardd is not running, and only "
+				      "tlsguardctl detach removes it (remove "
+				      "this line; see tlsguard.conf(5))", value);
+		snprintf(o->pin_note, sizeof(o->pin_note), "%s", TG_PIN_NOTE);
+		return 0;
+	}
+
 	for (i = 0; i < tg_nsettings; i++)
 		if (strcmp(name, tg_settings[i].name) == 0)
 			return tg_setting_set(o, &tg_settings[i], value, err,
@@ -366,6 +378,9 @@ static int tg_config_line(struct tg_opts *o, const char *path,
 		return -1;
 	}
 	rc = tg_config_set(o, name, value, why, sizeof(why));
+	if (rc == 0 && strcmp(name, "pin") == 0)
+		snprintf(o->pin_note, sizeof(o->pin_note), "%.80s:%u: pin: %s",
+			 path, lineno, TG_PIN_NOTE);
 	if (rc == 0 && strcmp(name, "metrics_address") == 0)
 		o->metrics_line = lineno;
 	if (rc == -2)
