@@ -57,14 +57,13 @@ Cases:
      that it did not run (agent_stalls_total +1), the mails are bounced on
      the next attempt, and the metrics count the held verdicts and 550
      replies.
-  agent_killed -- ``--pin``; SIGKILL (by pid); a guaranteed mail is
+  agent_killed -- SIGKILL (by pid); a guaranteed mail is
      deferred and not one byte of its envelope reaches the MX; a new
-     ``tlsguardd --pin`` adopts the pinned maps, its metrics show the
-     kernel's drops made while no agent ran and the flows failed closed
+     tlsguardd on the same pin dir adopts the pinned maps, its metrics show
+     the kernel's drops made while no agent ran and the flows failed closed
      for want of a live slot (failed_closed{slot_gone}), and the mail is
-     bounced 550.
-     ``tlsguardctl detach`` at the end.  Skipped, loudly, when
-     /sys/fs/bpf/tlsguard exists (another agent uses it).
+     bounced 550.  ``tlsguardctl --pin-dir DIR detach`` at the end: nothing
+     left pinned or attached.
 
 Memory bound, asserted for each case: the agent's VmRSS after the case is
 at most 16 MiB above its VmRSS before, and below 64 MiB.
@@ -73,7 +72,8 @@ Output: ``PASS name`` / ``FAIL name: why`` / ``SKIP name: why`` per case,
 detail lines (figures: metrics deltas, RSS), then exactly ``N passed, M
 failed`` alone on a line; exit status 0 only if none failed.  Everything
 created is removed in a ``finally``, also on Ctrl-C or SIGTERM: clients and
-tlsguardd by pid (a stopped agent is continued first), the pins (detach),
+tlsguardd by pid (a stopped agent is continued first), the pins (each
+agent's own pin dir, ``tlsguardctl --pin-dir DIR detach``),
 Postfix, the MX, the cgroup, the temp dir unless --keep.
 """
 
@@ -89,13 +89,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "fixtures"))
 sys.dont_write_bytecode = True
 
-from daemon import TLS_TEXT, page_problems, rss, scrape_metrics  # noqa: E402
+from daemon import TLS_TEXT, detach_problems, page_problems, pin_dir, rss, scrape_metrics  # noqa: E402
 
 METRICS = "127.0.0.160:19025"
 MX_ADDR = "127.0.0.161"
 GUARANTEED = ["g%d@mta.test" % i for i in range(1, 6)]
 OTHER = "n@mta.test"
-PIN_DIR = "/sys/fs/bpf/tlsguard"
 RSS_GROWTH_KB = 16 * 1024
 RSS_MAX_KB = 64 * 1024
 POSTFIX_MAIN = {
@@ -191,12 +190,12 @@ def delta(after, before, name):
 class Agent:
     """tlsguardd with --metrics and the case's options; log in its own file."""
 
-    def __init__(self, env, name, extra, senders=None):
+    def __init__(self, env, name, extra, senders=None, pins=None):
         from daemon import Daemon
         self.env = env
         self.log_path = os.path.join(env.tmp, "tlsguardd-%s.log" % name)
         self.d = Daemon(env.args.tlsguardd, env.args.tlsguardctl, env.cgroup.path, senders or env.senders,
-                        os.path.join(env.tmp, "tlsguardd.sock"), self.log_path)
+                        os.path.join(env.tmp, "tlsguardd.sock"), self.log_path, pins=pins)
         self.d.argv += ["--metrics", METRICS] + list(extra)
         self.stopped = False
 
@@ -489,9 +488,7 @@ def case_injection_stuck(env, problems, info):
 
 
 def case_agent_killed(env, problems, info):
-    if os.path.exists(PIN_DIR):
-        return "SKIP", "%s exists (another tlsguardd --pin, or a leftover): not touching it" % PIN_DIR
-    ag = Agent(env, "pin1", ["--pin"]).start()
+    ag = Agent(env, "pin1", []).start()
     ag2 = None
     try:
         m0 = scrape()
@@ -501,7 +498,7 @@ def case_agent_killed(env, problems, info):
         st = env.wait_status([g], ("deferred",))
         want(problems, "guaranteed, agent killed", st[g.marker], "deferred")
         nothing_at_mx(env, problems, [g])
-        ag2 = Agent(env, "pin2", ["--pin"]).start()
+        ag2 = Agent(env, "pin2", [], pins=ag.d.pin_dir).start()
         if "adopted the state pinned" not in ag2.log():
             problems.append("the new agent did not adopt the pinned state")
         m1 = scrape()
@@ -518,17 +515,8 @@ def case_agent_killed(env, problems, info):
         nothing_at_mx(env, problems, [g])
         ag2.rss_check(problems, info)
     finally:
-        subprocess.run([env.args.tlsguardctl, "--socket", os.path.join(env.tmp, "tlsguardd.sock"), "detach"],
-                       capture_output=True, timeout=30)
-        for a in (ag2,):
-            if a is not None and a.d.proc.poll() is None:
-                try:
-                    a.d.proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    a.d.proc.kill()
-                    a.d.proc.wait()
-        if os.path.exists(PIN_DIR):
-            problems.append("%s still exists after detach" % PIN_DIR)
+        # the deliberate removal: the running agent detaches and exits
+        problems.extend((ag2 or ag).d.detach())
     return None
 
 
@@ -538,8 +526,9 @@ def metrics_remote(env, problems):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     log = open(os.path.join(env.tmp, "tlsguardd-remote.log"), "ab")
+    pins, sock = pin_dir("fault"), os.path.join(env.tmp, "remote.sock")
     proc = subprocess.Popen([env.args.tlsguardd, "--cgroup", env.cgroup.path, "--senders", env.senders,
-                             "--socket", os.path.join(env.tmp, "remote.sock"), "--metrics", "0.0.0.0:%d" % port,
+                             "--socket", sock, "--metrics", "0.0.0.0:%d" % port, "--pin-dir", pins,
                              "--metrics-remote"], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                             start_new_session=True)
     try:
@@ -556,6 +545,7 @@ def metrics_remote(env, problems):
             proc.send_signal(signal.SIGTERM)
             proc.wait(30)
         log.close()
+        problems.extend(detach_problems(env.args.tlsguardctl, sock, pins, env.cgroup.path))
 
 
 def case_metrics_page(env, problems, info):
