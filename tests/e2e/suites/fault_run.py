@@ -27,7 +27,10 @@ Cases:
      once and holds the expected names; another path gets 404, a request
      over 2 KiB (or a reset: it is not read to its end) and a POST get 400; the stuck clients are cut within 12 s.
   flow_table_full -- ``--max-flows 2``; two raw connections fill the flow
-     table; a guaranteed and another sender's mail are deferred (Postfix's
+     table, then 50 more connects from the same client each fail in
+     connect() itself with EPERM (refused by tg_connect4 before the SYN:
+     the MX sees only the first two connections, so no byte of the flood
+     is sent); a guaranteed and another sender's mail are deferred (Postfix's
      connects are refused, EPERM, by tg_connect: no connection is made to
      be failed later), the MX sees no MAIL of either; metrics:
      table_refused_total up by one per connect at least,
@@ -112,12 +115,16 @@ POSTFIX_MAIN = {
     "default_destination_concurrency_failed_cohort_limit": "100",
 }
 TIMEOUT = 90.0
+FLOOD = 50  # connects past a full flow table, each refused in connect()
 
 
 # ====================================================================== client
 
 def client_main(argv):
-    """Inside the cgroup: hold N | churn N, against the MX."""
+    """Inside the cgroup: hold N [FLOOD] | churn N, against the MX.  hold
+    then tries FLOOD connects more, each of which must fail in connect()
+    itself: it says "refused K" for the K that failed with EPERM (and
+    "connected" for one that did not, after sending a line on it)."""
     what, n = argv[0], int(argv[1])
     if what == "hold":
         socks = []
@@ -125,6 +132,22 @@ def client_main(argv):
             s = socket.create_connection((MX_ADDR, 25), timeout=10)
             s.recv(1024)  # the greeting: the flow is established and tracked
             socks.append(s)
+        refused = 0
+        for _ in range(int(argv[2]) if len(argv) > 2 else 0):
+            s = socket.socket()
+            s.settimeout(10)
+            try:
+                s.connect((MX_ADDR, 25))
+                s.sendall(b"EHLO flood.test\r\n")
+                print("connected", flush=True)
+            except PermissionError:
+                refused += 1
+            except OSError as e:
+                print("error %s" % e, flush=True)
+            finally:
+                s.close()
+        if len(argv) > 2:
+            print("refused %d" % refused, flush=True)
         print("ready", flush=True)
         sys.stdin.readline()
         for s in socks:
@@ -308,9 +331,18 @@ def case_flow_table_full(env, problems, info):
     ag = Agent(env, "flows", ["--max-flows", "2"]).start()
     try:
         m0 = scrape()
-        hold = Client(env.cgroup, "hold", "2")
+        conns0 = len(env.mx.connections())
+        hold = Client(env.cgroup, "hold", "2", str(FLOOD))
         try:
+            hold.expect("refused %d" % FLOOD)
             hold.expect("ready")
+            # the flood past the table never reached the MX: connect() failed
+            time.sleep(0.5)
+            made = len(env.mx.connections()) - conns0
+            info.append("flood: 2 connections fill the table, %d more refused in connect() (EPERM); "
+                        "the MX saw %d connection(s)" % (FLOOD, made))
+            if made != 2:
+                problems.append("the MX saw %d new connection(s), want the 2 that fit in the table" % made)
             g, n = env.send(GUARANTEED[0]), env.send(OTHER)
             st = env.wait_status([g, n], ("deferred",))
             want(problems, "guaranteed, table full", st[g.marker], "deferred")
