@@ -82,7 +82,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "fixtures"))
 sys.dont_write_bytecode = True
 
 import harness  # noqa: E402
-from daemon import TLS_TEXT  # noqa: E402
+from daemon import TLS_TEXT, detach_problems, pin_dir  # noqa: E402
 from mx import TestMX  # noqa: E402
 from postfix_env import (PostfixError, PostfixInstance, PostfixMissing,  # noqa: E402
                          check_postfix_installed)
@@ -207,6 +207,7 @@ class Env:
         self.sock = os.path.join(tmp, "ctl.sock")
         self.senders = os.path.join(tmp, "senders")
         self.conf = os.path.join(tmp, "tlsguard.conf")
+        self.pin_dir = pin_dir("admin")
         self.proc = None
         self.ready_at_attach = None  # bpftool's view when READY=1 arrived
 
@@ -232,8 +233,8 @@ def start_daemon(env, notify, syslog_path):
     with open(env.conf, "w") as f:
         f.write("# tlsguard admin test\ncgroup = %s\nsenders_file = %s\ncontrol_socket = %s\n"
                 "smtp_ports = 25\nexempt = SRS0=,\n    lists@corp.test\nsyslog = yes\n"
-                "syslog_socket = %s\npostfix_config = %s\n" % (env.cgroup.path, env.senders, env.sock,
-                                                              syslog_path, env.pf.conf))
+                "syslog_socket = %s\npostfix_config = %s\npin_dir = %s\n" % (
+                    env.cgroup.path, env.senders, env.sock, syslog_path, env.pf.conf, env.pin_dir))
     environ = dict(os.environ, NOTIFY_SOCKET=notify.path)
     env.log = open(os.path.join(env.tmp, "tlsguardd.log"), "ab")
     env.proc = subprocess.Popen([env.args.tlsguardd, "-c", env.conf], stdin=subprocess.DEVNULL,
@@ -628,7 +629,9 @@ def main(argv=None):
                 except subprocess.TimeoutExpired:
                     env.proc.kill()
                     rc = env.proc.wait()
-                r.report("tlsguardd_shutdown", [] if rc == 0 else ["exit %r" % rc])
+                # SIGTERM leaves the kernel enforcing; detach removes it
+                left = detach_problems(args.tlsguardctl, env.sock, env.pin_dir, env.cgroup.path)
+                r.report("tlsguardd_shutdown", ([] if rc == 0 else ["exit %r" % rc]) + left)
         try:
             tmp = suite.tempdir("tlsguard-admin-", 0o755)
             config_errors(args, tmp, r)
