@@ -395,12 +395,6 @@ static void tg_metrics_page(struct tg_metrics *m, struct tg_page *p)
 		   "asked for TCP Fast Open.",
 		   st.fastopen_refused);
 
-	tg_head(p, "tlsguard_policy_entries", "gauge",
-		"Guaranteed senders in the policy in force.");
-	tg_put(p, "tlsguard_policy_entries %zu\n", (*src->policy)->n);
-	tg_head(p, "tlsguard_policy_incomplete", "gauge", "1 when every MAIL "
-		"without TLS is held (the senders do not fit, or none yet).");
-	tg_put(p, "tlsguard_policy_incomplete %d\n", src->senders_incomplete);
 	if (src->source_page && p->len < p->cap)
 		p->len += src->source_page(src->source_ctx, p->buf + p->len,
 					   p->cap - p->len);

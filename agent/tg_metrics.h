@@ -45,7 +45,8 @@
  *	build's version, flows tracked now and by state, flows diverted,
  *	MAIL commands passed and held, the agent's replies by kind, audit
  *	records written and dropped, syslog lines dropped, flows failed closed by reason, kernel drops (sk_msg writes,
- *	sk_skb segments), ring buffer overruns, policy entries, map fill
+ *	sk_skb segments), ring buffer overruns, the policy (its source's
+ *	families, src.source_page: tg_pgsql_page()), map fill
  *	(tg_flows, tg_senders, injection slots in use and free), the
  *	agent's resident memory.
  *

@@ -347,6 +347,13 @@ size_t tg_pgsql_page(const void *arg, char *buf, size_t len)
 
 	tg_policy_digest(ag->policy, digest);
 	n = snprintf(buf, len,
+		"# HELP tlsguard_policy_entries Guaranteed senders in the "
+		"policy in force.\n# TYPE tlsguard_policy_entries gauge\n"
+		"tlsguard_policy_entries %zu\n"
+		"# HELP tlsguard_policy_incomplete 1 when every MAIL without "
+		"TLS is held (the senders do not fit, or there are none yet).\n"
+		"# TYPE tlsguard_policy_incomplete gauge\n"
+		"tlsguard_policy_incomplete %d\n"
 		"# HELP tlsguard_policy_info The policy's source and digest "
 		"(SHA-256 of the entries in force).\n"
 		"# TYPE tlsguard_policy_info gauge\n"
@@ -370,6 +377,7 @@ size_t tg_pgsql_page(const void *arg, char *buf, size_t len)
 		"connections and syncs with the policy source.\n"
 		"# TYPE tlsguard_policy_sync_failures_total counter\n"
 		"tlsguard_policy_sync_failures_total %llu\n",
+		ag->policy->n, ag->metrics.src.senders_incomplete,
 		pg ? "pgsql" : "file", digest,
 		pg ? (pg->stale || pg->have == TG_PG_NONE) : 0,
 		pg ? (long long)pg->synced : 0LL, pg ? pg->seq : 0ULL,
