@@ -532,7 +532,7 @@ void tg_pgsql_event(struct tg_agent *ag, __u32 idx)
 	}
 	if (!pg->conn)
 		return;
-	if (!PQconsumeInput(pg->conn)) {
+	if (!PQconsumeInput(pg->conn) || PQstatus(pg->conn) != CONNECTION_OK) {
 		tg_pg_error(pg, "connection lost");
 		tg_pg_lost(ag);
 		return;

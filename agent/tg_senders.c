@@ -67,6 +67,8 @@ int tg_senders_changed(const struct tg_agent *ag)
 {
 	struct stat st;
 
+	if (ag->pg)
+		return 0;	/* the database is the source, not a file */
 	if (stat(ag->opt.senders, &st) < 0)
 		return 1;
 	return st.st_ino != ag->senders_st.st_ino ||

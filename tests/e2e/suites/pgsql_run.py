@@ -115,6 +115,23 @@ class Host:
         st = self.pf.wait_final([mail], TIMEOUT)[mail.marker].statuses.get(rcpt.lower())
         return (st.status if st else "none", st.text if st else "")
 
+    def bounces(self, sender, rcpt, when, p):
+        """Problems in p unless sender's mail bounces with TLS_TEXT."""
+        st, text = self.deliver(sender, rcpt)
+        if st != "bounced" or TLS_TEXT not in text:
+            p.append("host %d: %s's mail %s (%s) %s, want bounced with %r" % (self.n, sender, st, text, when,
+                                                                            TLS_TEXT))
+
+    def restart(self, p, before=None):
+        """tlsguardd stopped (and detached), ``before()`` run, started again."""
+        why = self.stop()
+        if why:
+            p.append(why)
+        if before:
+            before()
+        self.start()
+        return self.status()
+
 
 def write_cf(path, conninfo, snapshot, mode=0o600):
     with open(path, "w") as f:
@@ -231,9 +248,7 @@ def switch_on(hosts, pg, mx, r, info):
     p = timing_problems(times, "the new sender")
     seen = len(mx.transactions())
     for h in hosts:
-        st, text = h.deliver(addr, "u%d@plain.test" % h.n)
-        if st != "bounced" or TLS_TEXT not in text:
-            p.append("host %d: bob's mail %s (%s), want bounced with %r" % (h.n, st, text, TLS_TEXT))
+        h.bounces(addr, "u%d@plain.test" % h.n, "once switched on", p)
     if any(t.sender.lower() == addr for t in mx.transactions()[seen:]):
         p.append("bob's MAIL FROM reached the MX")
     r.report("switch_on", p)
@@ -273,20 +288,14 @@ def db_down_stale(hosts, pg, r):
     m = scrape_metrics(hosts[0].metrics)
     if m.get("tlsguard_policy_stale") != 1:
         p.append("tlsguard_policy_stale %r, want 1" % m.get("tlsguard_policy_stale"))
-    st, text = hosts[0].deliver("alice@users.test", "w1@plain.test")
-    if st != "bounced" or TLS_TEXT not in text:
-        p.append("host 1: alice's mail %s (%s) while the database is away, want bounced" % (st, text))
+    hosts[0].bounces("alice@users.test", "w1@plain.test", "while the database is away", p)
     r.report("db_down_stale", p)
 
 
 def restart_on_snapshot(hosts, r):
     h = hosts[1]
     p = []
-    why = h.stop()
-    if why:
-        p.append(why)
-    h.start()
-    s = h.status()
+    s = h.restart(p)
     if s.get("from") != "snapshot" or not s.get("stale") or s.get("digest") != hosts[0].status().get("digest"):
         p.append("host 2 after restart: %r, want the snapshot, stale, host 1's digest" % s)
     out = h.ctl("status").stdout
@@ -294,9 +303,7 @@ def restart_on_snapshot(hosts, r):
         p.append("status does not say it enforces the snapshot: %r" % out[-400:])
     if "enforcing the snapshot" not in h.daemon.log_text():
         p.append("the log does not say it enforces the snapshot")
-    st, text = h.deliver("alice@users.test", "w2@plain.test")
-    if st != "bounced" or TLS_TEXT not in text:
-        p.append("host 2: alice's mail %s (%s) on the snapshot, want bounced" % (st, text))
+    h.bounces("alice@users.test", "w2@plain.test", "on the snapshot", p)
     r.report("restart_on_snapshot", p)
 
 
@@ -304,12 +311,7 @@ def no_snapshot_fails_closed(hosts, r):
     """Returns the mail it left deferred."""
     h = hosts[2]
     p = []
-    why = h.stop()
-    if why:
-        p.append(why)
-    os.rename(h.snapshot, h.snapshot + ".away")
-    h.start()
-    s = h.status()
+    s = h.restart(p, lambda: os.rename(h.snapshot, h.snapshot + ".away"))
     if s.get("state") != "failing closed" or s.get("from") != "none":
         p.append("host 3 without snapshot nor database: %r, want failing closed" % s)
     mail = h.pf.send("carol@users.test", ["w3@plain.test"], subject="pgsql-closed")
@@ -343,9 +345,7 @@ def db_back(hosts, pg, mx, r, deferred):
     digests = {h.status().get("digest") for h in hosts}
     if len(digests) != 1:
         p.append("the digests differ: %s" % digests)
-    st, text = hosts[1].deliver("dave@users.test", "x2@plain.test")
-    if st != "bounced" or TLS_TEXT not in text:
-        p.append("host 2: dave's mail %s (%s), want bounced" % (st, text))
+    hosts[1].bounces("dave@users.test", "x2@plain.test", "once the database is back", p)
     if deferred is not None:
         out = hosts[2].pf.wait_final([deferred], TIMEOUT)[deferred.marker].statuses.get("w3@plain.test")
         if out is None or out.status != "sent":
