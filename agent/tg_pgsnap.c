@@ -72,6 +72,7 @@ int tg_pgsql_config(struct tg_pgsql *pg, const char *path, char *err,
 	snprintf(pg->channel, sizeof(pg->channel), "tlsguard_senders");
 	snprintf(pg->snapshot, sizeof(pg->snapshot), "%s", TG_PGSQL_SNAPSHOT);
 	pg->resync = 60;
+	pg->query_timeout = 10;
 	fp = fopen(path, "r");
 	if (!fp || fstat(fileno(fp), &st) < 0) {
 		snprintf(err, errlen, "%s: %s", path, strerror(errno));
@@ -115,11 +116,15 @@ int tg_pgsql_config(struct tg_pgsql *pg, const char *path, char *err,
 		else if (!strcmp(name, "resync_interval") && atoi(val) >= 1 &&
 			 atoi(val) <= 86400)
 			pg->resync = (unsigned)atoi(val);
+		else if (!strcmp(name, "query_timeout") && atoi(val) >= 1 &&
+			 atoi(val) <= 3600)
+			pg->query_timeout = (unsigned)atoi(val);
 		else {
 			snprintf(err, errlen, "%s:%u: %s \"%.80s\": unknown "
 				 "name or bad value (conninfo, changes_table, "
 				 "source_table, channel, snapshot, "
-				 "resync_interval)", path, lineno, name, val);
+				 "resync_interval, query_timeout)", path, lineno,
+				 name, val);
 			goto out;
 		}
 	}

@@ -8,15 +8,17 @@
  *	sync is two short queries and the changes since the last sequence
  *	number, read one row at a time (libpq's single-row mode), so that a
  *	first sync of a million rows never holds the result set: only the
- *	keys are kept. A sync waits for the database, bounded by the
- *	connection's timeouts (connect_timeout, tcp_user_timeout and
- *	statement_timeout, which the conninfo may override).
+ *	keys are kept. A sync waits for the database: at most connect_timeout
+ *	to connect (5 s unless the conninfo says otherwise) and
+ *	query_timeout for each answer; a database that does not answer
+ *	in time is lost, as a closed connection is.
  */
 #include <errno.h>
 #include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/epoll.h>
 #include <sys/timerfd.h>
 #include <time.h>
@@ -33,88 +35,6 @@
 
 const char tg_pgsql_nopolicy[] = "no policy yet: the database is unreachable "
 				 "and there is no snapshot";
-
-static time_t tg_mono(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec;
-}
-
-/* libpq's message, on one line. */
-static void tg_pg_error(struct tg_pgsql *pg, const char *what)
-{
-	const char *m = pg->conn ? PQerrorMessage(pg->conn) : "out of memory";
-	char *nl;
-
-	snprintf(pg->err, sizeof(pg->err), "%s: %s", what, m);
-	while ((nl = strpbrk(pg->err, "\n\t")))
-		*nl = *(nl + 1) ? ' ' : 0;
-}
-
-static void tg_pg_disconnect(struct tg_pgsql *pg)
-{
-	if (pg->fd >= 0 && pg->epfd >= 0)
-		epoll_ctl(pg->epfd, EPOLL_CTL_DEL, pg->fd, NULL);
-	pg->fd = -1;
-	if (pg->conn)
-		PQfinish(pg->conn);
-	pg->conn = NULL;
-}
-
-/* A query that returns at most one row; NULL on failure (pg->err set). */
-static PGresult *tg_pg_exec(struct tg_pgsql *pg, const char *sql,
-			    ExecStatusType want)
-{
-	PGresult *r = PQexec(pg->conn, sql);
-
-	if (r && PQresultStatus(r) == want)
-		return r;
-	tg_pg_error(pg, sql);
-	PQclear(r);
-	return NULL;
-}
-
-/* The server's notices (its shutdown, for one) go to the log. */
-static void tg_pg_notice(void *arg, const char *message)
-{
-	struct tg_pgsql *pg = arg;
-
-	msg_info("pgsql:%s: the server says: %.*s", pg->path,
-		 (int)strcspn(message, "\n"), message);
-}
-
-static int tg_pg_connect(struct tg_pgsql *pg)
-{
-	static const char *const keys[] = {
-		"connect_timeout", "tcp_user_timeout", "keepalives_idle",
-		"keepalives_interval", "keepalives_count", "options",
-		"application_name", "dbname", NULL
-	};
-	const char *vals[] = { "5", "10000", "10", "5", "3",
-			       "-c statement_timeout=30000", "tlsguardd",
-			       pg->conninfo, NULL };
-	char sql[128];
-	PGresult *r;
-
-	pg->conn = PQconnectdbParams(keys, vals, 1);
-	if (!pg->conn || PQstatus(pg->conn) != CONNECTION_OK) {
-		tg_pg_error(pg, "cannot connect");
-		tg_pg_disconnect(pg);
-		return -1;
-	}
-	PQsetNoticeProcessor(pg->conn, tg_pg_notice, pg);
-	snprintf(sql, sizeof(sql), "LISTEN %s", pg->channel);
-	r = tg_pg_exec(pg, sql, PGRES_COMMAND_OK);
-	if (!r) {
-		tg_pg_disconnect(pg);
-		return -1;
-	}
-	PQclear(r);
-	pg->fd = PQsocket(pg->conn);
-	return 0;
-}
 
 /*
  * One row of changes into pol (and into the kernel map once it follows
@@ -192,19 +112,6 @@ static void tg_pg_apply(struct tg_agent *ag, struct tg_policy *pol,
 	ag->ij.incomplete_why = tg_senders_unfit;
 }
 
-/* The first column of a one-row query as text ("" when NULL). */
-static int tg_pg_value(struct tg_pgsql *pg, const char *sql, char *out,
-		       size_t len)
-{
-	PGresult *r = tg_pg_exec(pg, sql, PGRES_TUPLES_OK);
-
-	if (!r)
-		return -1;
-	snprintf(out, len, "%s", PQntuples(r) ? PQgetvalue(r, 0, 0) : "");
-	PQclear(r);
-	return 0;
-}
-
 /*
  * The rows of sql, one at a time, into pol; *max gets the highest
  * sequence number seen (column 3, when there is one). 0, or -1.
@@ -222,7 +129,7 @@ static int tg_pg_stream(struct tg_agent *ag, struct tg_policy *pol,
 		tg_pg_error(pg, sql);
 		return -1;
 	}
-	while ((r = PQgetResult(pg->conn))) {
+	while ((r = tg_pg_result(pg))) {
 		st = PQresultStatus(r);
 		if (st == PGRES_SINGLE_TUPLE && PQnfields(r) >= 2) {
 			live = PQnfields(r) < 4 || PQgetvalue(r, 0, 2)[0] == 't';
@@ -241,7 +148,7 @@ static int tg_pg_stream(struct tg_agent *ag, struct tg_policy *pol,
 		}
 		PQclear(r);
 	}
-	return rc;
+	return pg->late ? -1 : rc;
 }
 
 /* Every live row into a new policy; then into force (or into *pol). */
@@ -304,8 +211,9 @@ fail:
 	tg_policy_free(into);
 	tg_policy_free(&pg->dbx);
 	pg->dbx = dbx_old;
-	if (pg->conn && PQtransactionStatus(pg->conn) != PQTRANS_IDLE)
-		PQclear(PQexec(pg->conn, "ROLLBACK"));
+	if (pg->conn && !pg->late &&
+	    PQtransactionStatus(pg->conn) != PQTRANS_IDLE)
+		PQclear(tg_pg_exec(pg, "ROLLBACK", PGRES_COMMAND_OK));
 	return -1;
 }
 

@@ -12,6 +12,7 @@
  *			int	tg_pgsql_reload(struct tg_agent *ag, char *err,
  *						size_t errlen);
  *			void	tg_pgsql_close(struct tg_agent *ag);
+ *	tg_pgconn.c	the connection and its queries (its header)
  *	tg_pgsnap.c	int	tg_pgsql_config(struct tg_pgsql *pg,
  *						const char *path, char *err,
  *						size_t errlen);
@@ -34,8 +35,10 @@
  *	"name = value": conninfo (a libpq connection string; required),
  *	changes_table (default tlsguard.sender_changes), source_table
  *	(tlsguard.source), channel (tlsguard_senders), snapshot
- *	(/var/lib/tlsguard/senders.snapshot) and resync_interval (seconds,
- *	default 60). tg_pgsql_source() says whether a senders_file value
+ *	(/var/lib/tlsguard/senders.snapshot), resync_interval (seconds,
+ *	default 60) and query_timeout (seconds the server has to answer
+ *	each query, default 10: past it the connection is dropped and
+ *	retried). tg_pgsql_source() says whether a senders_file value
  *	names such a source; tg_pgsql_config() reads FILE: 0, or -1 with
  *	"FILE:LINE: ..." (or "FILE: ...") in err.
  *
@@ -114,6 +117,8 @@ struct tg_pgsql {
 	char channel[64];
 	char snapshot[TG_SETTING_MAX];
 	unsigned resync;		/* resync_interval, seconds */
+	unsigned query_timeout;		/* seconds the server has to answer */
+	int late;			/* it did not: the connection is lost */
 	void *conn;			/* PGconn *; NULL: not connected */
 	int fd;				/* its socket, in the epoll set; -1 */
 	int timer_fd;
@@ -156,5 +161,17 @@ int tg_pgsql_snap_write(struct tg_pgsql *pg, const struct tg_policy *pol,
 void tg_policy_digest(const struct tg_policy *pol, char hex[65]);
 void tg_pgsql_status(const struct tg_agent *ag, FILE *out, int json);
 size_t tg_pgsql_page(const void *ag, char *buf, size_t len);
+
+/* tg_pgconn.c: the connection (libpq's types, for the two files above) */
+#ifdef LIBPQ_FE_H
+time_t tg_mono(void);
+int tg_pg_connect(struct tg_pgsql *pg);
+void tg_pg_disconnect(struct tg_pgsql *pg);
+void tg_pg_error(struct tg_pgsql *pg, const char *what);
+PGresult *tg_pg_result(struct tg_pgsql *pg);
+PGresult *tg_pg_exec(struct tg_pgsql *pg, const char *sql,
+		     ExecStatusType want);
+int tg_pg_value(struct tg_pgsql *pg, const char *sql, char *out, size_t len);
+#endif
 
 #endif /* TG_PGSQL_H */

@@ -41,10 +41,14 @@ Cases:
   * db_back: changes made while the hosts could not reach the database (one
     sender added, one removed: a tombstone) arrive on every host once it is
     reachable again; the digests agree; host 3's deferred mail is delivered.
+  * db_hangs: host 1's database backend stopped (SIGSTOP): its next resync
+    gets no answer within query_timeout (2 s here), it reconnects and
+    applies a change made meanwhile; its control socket keeps answering.
 """
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -78,7 +82,8 @@ class Host:
         self.pf = suite.postfix(PostfixInstance(os.path.join(self.dir, "postfix"), self.cgroup, TRANSPORTS,
                                                 DOMAINS, hostname="host%d.test" % n))
         self.snapshot = os.path.join(self.dir, "senders.snapshot")
-        self.cf = write_cf(os.path.join(self.dir, "pgsql.cf"), conninfo, self.snapshot)
+        self.cf = write_cf(os.path.join(self.dir, "pgsql.cf"), conninfo + " application_name=tg-host%d" % n,
+                           self.snapshot)
         self.metrics = "127.0.0.1:%d" % free_port()
         self.suite, self.args = suite, args
         self.daemon = None
@@ -136,7 +141,7 @@ class Host:
 def write_cf(path, conninfo, snapshot, mode=0o600):
     with open(path, "w") as f:
         f.write("# tlsguard e2e: the senders from PostgreSQL\nconninfo = %s\nsnapshot = %s\n"
-                "resync_interval = 5\n" % (conninfo, snapshot))
+                "resync_interval = 5\nquery_timeout = 2\n" % (conninfo, snapshot))
     os.chmod(path, mode)
     return path
 
@@ -354,6 +359,41 @@ def db_back(hosts, pg, mx, r, deferred):
     r.report("db_back", p)
 
 
+def db_hangs(hosts, pg, r):
+    """Host 1's database backend stopped (SIGSTOP: the server still accepts
+    TCP, but does not answer): host 1's next resync gets no answer within
+    query_timeout; it drops the connection, reconnects and applies a change
+    made meanwhile, and its control socket never stops answering."""
+    h = hosts[0]
+    p = []
+    pid = int(pg.sql("SELECT pid FROM pg_stat_activity WHERE application_name = 'tg-host1'").split()[0])
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        pg.sql("INSERT INTO tlsguard.senders (sender) VALUES ('erin@users.test')")
+        slowest = 0.0
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            t0 = time.monotonic()
+            try:
+                got = h.guaranteed("erin@users.test")
+            except subprocess.TimeoutExpired:
+                got = False
+            slowest = max(slowest, time.monotonic() - t0)
+            if got:
+                break
+            time.sleep(0.1)
+        else:
+            p.append("host 1: erin not guaranteed within 30 s of a stopped backend: %r" % h.status())
+        if slowest > 4:
+            p.append("host 1's control socket took %.1f s to answer (query_timeout 2 s)" % slowest)
+        if "no answer from the database within 2 s" not in h.daemon.log_text():
+            p.append("the log does not say the database did not answer")
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        pg.sql("SELECT pg_terminate_backend(%d)" % pid)
+    r.report("db_hangs", p)
+
+
 def main(argv=None):
     args = harness.arg_parser(__doc__, verbose=False).parse_args(argv)
     r = harness.Results(shown=6, more=False)
@@ -391,6 +431,7 @@ def main(argv=None):
                 restart_on_snapshot(hosts, r)
                 deferred = no_snapshot_fails_closed(hosts, r)
                 db_back(hosts, pg, mx, r, deferred)
+                db_hangs(hosts, pg, r)
     return suite.finish()
 
 
