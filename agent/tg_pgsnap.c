@@ -147,6 +147,20 @@ static int tg_snap_put(FILE *fp, EVP_MD_CTX *md, const void *p, size_t len)
 	return fwrite(p, 1, len, fp) == len ? 0 : -1;
 }
 
+/* The snapshot's directory, made (mode 0700) when it is missing. */
+static int tg_pg_mkdir(const char *path)
+{
+	char dir[TG_SETTING_MAX];
+	char *slash;
+
+	snprintf(dir, sizeof(dir), "%s", path);
+	slash = strrchr(dir, '/');
+	if (!slash || slash == dir)
+		return -1;
+	*slash = 0;
+	return mkdir(dir, 0700);
+}
+
 int tg_pgsql_snap_write(struct tg_pgsql *pg, const struct tg_policy *pol,
 			char *err, size_t errlen)
 {
@@ -164,6 +178,10 @@ int tg_pgsql_snap_write(struct tg_pgsql *pg, const struct tg_policy *pol,
 	snprintf(h.source_id, sizeof(h.source_id), "%s", pg->source_id);
 	snprintf(tmp, sizeof(tmp), "%s.XXXXXX", pg->snapshot);
 	fd = md ? mkstemp(tmp) : -1;
+	if (fd < 0 && errno == ENOENT && tg_pg_mkdir(pg->snapshot) == 0) {
+		snprintf(tmp, sizeof(tmp), "%s.XXXXXX", pg->snapshot);
+		fd = mkstemp(tmp);
+	}
 	if (fd < 0 || !(fp = fdopen(fd, "w"))) {
 		snprintf(err, errlen, "%s: %s", tmp, strerror(errno));
 		if (fd >= 0)
