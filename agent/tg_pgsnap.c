@@ -284,7 +284,7 @@ out:
 void tg_policy_digest(const struct tg_policy *pol, char hex[65])
 {
 	static const char mark[] = "tlsguard-policy-1";
-	unsigned char sum[EVP_MAX_MD_SIZE], idn = (unsigned char)!!pol->idn;
+	unsigned char sum[EVP_MAX_MD_SIZE];
 	EVP_MD_CTX *md = EVP_MD_CTX_new();
 	unsigned len = 0, i;
 	__u64 n = pol->n;
@@ -297,7 +297,6 @@ void tg_policy_digest(const struct tg_policy *pol, char hex[65])
 	EVP_DigestUpdate(md, &n, sizeof(n));
 	EVP_DigestUpdate(md, pol->keys, pol->n * sizeof(__u64));
 	EVP_DigestUpdate(md, pol->exempt, pol->nexempt * sizeof(__u64));
-	EVP_DigestUpdate(md, &idn, 1);
 	EVP_DigestFinal_ex(md, sum, &len);
 	EVP_MD_CTX_free(md);
 	for (i = 0; i < len && i < 32; i++)

@@ -76,9 +76,10 @@
  *	changed); 0, or -1 with the reason in err and the policy kept.
  *
  *	tg_policy_digest() is the SHA-256, in hex, of a policy in force:
- *	its sorted guaranteed keys, then its exempt keys, then its IDN
- *	mark, so that two hosts that enforce the same entries show the same
- *	digest whatever the order or spelling of the entries.
+ *	its sorted guaranteed keys, then its exempt keys (not its IDN mark,
+ *	which stays set on a host that once had such an entry), so that two
+ *	hosts that enforce the same entries show the same digest whatever
+ *	the order or spelling of the entries, or their history.
  *	tg_pgsql_status() prints the source's part of tlsguardctl status
  *	(json: members to add to the object); tg_pgsql_page() writes its
  *	metrics families into buf and returns their length.
