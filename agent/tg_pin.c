@@ -54,15 +54,13 @@
 #include <sys/stat.h>
 #include <sys/vfs.h>
 #include <unistd.h>
+#include <linux/magic.h>
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
 #include "tlsguard.skel.h"
 #include "tg_agent.h"
 #include "tg_log.h"
-
-/* linux/magic.h's BPF_FS_MAGIC */
-#define TG_BPF_FS_MAGIC 0xcafe4a11
 
 /*
  * Every map of tlsguard's lives under pin_dir, so that the
@@ -106,7 +104,7 @@ void tg_pin_prepare(struct tg_agent *ag)
 			  strerror(errno));
 	if (statfs(dir, &fs) < 0)
 		msg_fatal("pin_dir %s: %s", dir, strerror(errno));
-	if (fs.f_type != TG_BPF_FS_MAGIC)
+	if (fs.f_type != BPF_FS_MAGIC)
 		msg_fatal("pin_dir %s: not on a bpf filesystem (mount -t bpf "
 			  "bpf /sys/fs/bpf)", dir);
 	/*

@@ -84,6 +84,7 @@
 #include <sys/un.h>
 #include <sys/vfs.h>
 #include <unistd.h>
+#include <linux/magic.h>
 
 #include "tg_ctl.h"
 #include "tg_json.h"
@@ -348,9 +349,6 @@ static int tg_audit(const char *sock, const char *file, const char *sender,
 	return 0;
 }
 
-/* linux/magic.h's BPF_FS_MAGIC */
-#define TG_BPF_FS_MAGIC 0xcafe4a11
-
 /* A connection to a tlsguardd listening on sock, or -1. */
 static int tg_daemon(const char *sock)
 {
@@ -402,7 +400,7 @@ static int tg_detach(const char *sock, const char *dir)
 			return 0;	/* nothing pinned */
 		fatal("%s: %s", dir, strerror(errno));
 	}
-	if (fs.f_type != TG_BPF_FS_MAGIC)
+	if (fs.f_type != BPF_FS_MAGIC)
 		fatal("%s: not on a bpf filesystem%s: nothing removed", dir,
 		      "");
 	d = opendir(dir);
