@@ -18,6 +18,7 @@
 #include "tg_config.h"
 #include "tg_ctl.h"
 #include "tg_hostport.h"
+#include "tg_metrics.h"
 #include "tg_policy.h"
 #include "tg_resp.h"
 #include "tg_settings.h"
@@ -391,6 +392,26 @@ static int tg_config_line(struct tg_opts *o, const char *path,
 	return rc < 0 ? -1 : 0;
 }
 
+/*
+ * metrics_address is loopback, or metrics_remote is set (it may come
+ * later in the file): named by its file and line.
+ */
+static int tg_config_metrics(const struct tg_opts *o, char *err,
+			     size_t errlen)
+{
+	char why[512];
+
+	if (!o->metrics[0] ||
+	    tg_metrics_check(o->metrics, o->metrics_remote, why,
+			     sizeof(why)) == 0)
+		return 0;
+	snprintf(err, errlen, "%s:%u: metrics_address: \"%.80s\" is not a "
+		 "loopback address: the page has no access control; "
+		 "metrics_remote = yes serves it there", o->config,
+		 o->metrics_line, o->metrics);
+	return -1;
+}
+
 int tg_config_read(struct tg_opts *o, const char *path, char *err,
 		   size_t errlen)
 {
@@ -461,7 +482,7 @@ int tg_config_read(struct tg_opts *o, const char *path, char *err,
 	if (rc == 0 && have)
 		rc = tg_config_line(o, path, start, logical, err, errlen);
 	if (rc == 0)
-		rc = tg_metrics_config_check(o, err, errlen);
+		rc = tg_config_metrics(o, err, errlen);
 	free(line);
 	fclose(fp);
 	return rc;

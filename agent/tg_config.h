@@ -108,8 +108,4 @@ int tg_config_finish(struct tg_opts *o, char *err, size_t errlen);
 size_t tg_config_print(const struct tg_opts *o, int changed_only, char *out,
 		       size_t len);
 
-/* tg_metrics.c: metrics_address is loopback, or metrics_remote is set. */
-int tg_metrics_config_check(const struct tg_opts *o, char *err,
-			    size_t errlen);
-
 #endif /* TG_CONFIG_H */

@@ -52,7 +52,6 @@
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
-#include <sys/vfs.h>
 #include <unistd.h>
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
@@ -60,9 +59,7 @@
 #include "tlsguard.skel.h"
 #include "tg_agent.h"
 #include "tg_log.h"
-
-/* linux/magic.h's BPF_FS_MAGIC */
-#define TG_BPF_FS_MAGIC 0xcafe4a11
+#include "tg_pindir.h"
 
 /*
  * Every map of tlsguard's lives under pin_dir, so that the
@@ -78,6 +75,8 @@
  * flows in them.
  */
 static struct tg_agent *tg_pin_owner;
+
+
 
 /*
  * At exit: a fresh state that never guarded the cgroup (a start that
@@ -97,18 +96,18 @@ void tg_pin_prepare(struct tg_agent *ag)
 {
 	const char *dir = ag->opt.pin_dir;
 	struct bpf_map *map;
-	struct statfs fs;
-	char path[256];
+	char path[256], err[512];
+	int made = mkdir(dir, 0700) == 0;
 
-	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+	if (!made && errno != EEXIST)
 		msg_fatal("pin_dir %s: mkdir: %s (is a bpf filesystem mounted "
 			  "above it? mount -t bpf bpf /sys/fs/bpf)", dir,
 			  strerror(errno));
-	if (statfs(dir, &fs) < 0)
-		msg_fatal("pin_dir %s: %s", dir, strerror(errno));
-	if (fs.f_type != TG_BPF_FS_MAGIC)
-		msg_fatal("pin_dir %s: not on a bpf filesystem (mount -t bpf "
-			  "bpf /sys/fs/bpf)", dir);
+	if (tg_pindir_check(dir, err, sizeof(err)) < 0) {
+		if (made)
+			rmdir(dir);
+		msg_fatal("pin_dir %s", err);
+	}
 	/*
 	 * One agent per pin_dir: a second one would take over the first's
 	 * maps and links under it. The lock goes with the process, however

@@ -40,7 +40,8 @@
  *	tlsguardd to detach and unpin everything and exit; then (or with no
  *	tlsguardd running) it removes what is left pinned under --pin-dir
  *	(default /sys/fs/bpf/tlsguard, tlsguard.conf's pin_dir). It removes
- *	nothing from a directory that is not on a bpf filesystem.
+ *	only tlsguard's pins (tg_*), and nothing from a directory that is not
+ *	on a bpf filesystem.
  *
  *	audit prints the audit trail (tlsguardd --audit FILE; the running
  *	daemon is asked for its file unless --file is given), one message
@@ -82,11 +83,11 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
-#include <sys/vfs.h>
 #include <unistd.h>
 
 #include "tg_ctl.h"
 #include "tg_json.h"
+#include "tg_pindir.h"
 #include "tg_probe.h"
 #include "tg_smtp.h"
 
@@ -348,9 +349,6 @@ static int tg_audit(const char *sock, const char *file, const char *sender,
 	return 0;
 }
 
-/* linux/magic.h's BPF_FS_MAGIC */
-#define TG_BPF_FS_MAGIC 0xcafe4a11
-
 /* A connection to a tlsguardd listening on sock, or -1. */
 static int tg_daemon(const char *sock)
 {
@@ -376,9 +374,8 @@ static int tg_daemon(const char *sock)
 static int tg_detach(const char *sock, const char *dir)
 {
 	struct timeval tv = { .tv_sec = 5 };
-	struct statfs fs;
 	struct dirent *de;
-	char p[512];
+	char p[512], err[512];
 	DIR *d;
 	int fd, i;
 
@@ -397,19 +394,20 @@ static int tg_detach(const char *sock, const char *dir)
 			fatal("tlsguardd did not exit after detach (%s)%s", sock,
 			      "");
 	}
-	if (statfs(dir, &fs) < 0) {
-		if (errno == ENOENT)
-			return 0;	/* nothing pinned */
-		fatal("%s: %s", dir, strerror(errno));
+	switch (tg_pindir_check(dir, err, sizeof(err))) {
+	case 0:
+		break;
+	case -ENOENT:
+		return 0;	/* nothing pinned */
+	default:
+		fatal("--pin-dir %s%s: nothing removed", err, "");
 	}
-	if (fs.f_type != TG_BPF_FS_MAGIC)
-		fatal("%s: not on a bpf filesystem%s: nothing removed", dir,
-		      "");
 	d = opendir(dir);
 	if (!d)
 		fatal("%s: %s", dir, strerror(errno));
 	while ((de = readdir(d))) {
-		if (de->d_name[0] == '.')
+		/* tlsguard's pins are all tg_*: nothing else is removed */
+		if (strncmp(de->d_name, "tg_", 3) != 0)
 			continue;
 		snprintf(p, sizeof(p), "%s/%s", dir, de->d_name);
 		if (unlink(p) < 0)
@@ -417,7 +415,8 @@ static int tg_detach(const char *sock, const char *dir)
 	}
 	closedir(d);
 	if (rmdir(dir) < 0)
-		fatal("%s: %s", dir, strerror(errno));
+		fatal("%s: %s (tlsguard's pins are removed)", dir,
+		      strerror(errno));
 	return 0;
 }
 

@@ -152,7 +152,9 @@ def config_errors(args, tmp, r):
         ("unknown setting", "cgroup = /x\n\nbogus_key = 1\n", 3, r"unknown setting \"bogus_key\""),
         ("bad port", "smtp_ports = 25, 70000\n", 1, r"smtp_ports: bad value \"70000\""),
         ("too many ports", "smtp_ports = 1 2 3 4 5\nsmtps_ports = 6 7 8 9\n", 2, r"at most 8 ports"),
-        ("bad bool", "# c\npin = maybe\n", 2, r"pin: bad value \"maybe\": expected yes or no"),
+        ("bad bool", "# c\nsyslog = maybe\n", 2, r"syslog: bad value \"maybe\": expected yes or no"),
+        ("pin = no", "# c\npin = no\n", 2, r"pin: \"no\" is not possible: the kernel keeps enforcing"),
+        ("pin_dir relative", "pin_dir = tlsguard\n", 1, r"pin_dir: bad value \"tlsguard\": expected an absolute path"),
         ("bad exempt", "exempt = SRS0=,\n  not-an-address\n", 1, r"exempt: bad entry \"not-an-address\""),
         ("metrics not loopback", "metrics_address = 192.0.2.1:9425\n", 1, r"not a loopback address"),
         ("metrics without port", "metrics_address = 127.0.0.1\n", 1, r"expected IP:PORT"),
@@ -416,14 +418,16 @@ def config_ctl(env, r):
     res = env.ctl("config", "-n")
     want = ["cgroup = %s" % env.cgroup.path, "senders_file = %s" % env.senders,
             "exempt = SRS0=, lists@corp.test", "postfix_config = %s" % env.pf.conf,
-            "control_socket = %s" % env.sock, "syslog = yes",
+            "pin_dir = %s" % env.pin_dir, "control_socket = %s" % env.sock, "syslog = yes",
             "syslog_socket = %s" % os.path.join(env.tmp, "syslog.sock")]
     if res.returncode != 0 or res.stdout.splitlines() != want:
         problems.append("config -n: %r, want %r" % (res.stdout.splitlines(), want))
     res = env.ctl("config")
-    for line in ("slots = 256", "reject_code = 550", "notls_text = %s" % TLS_TEXT, "pin = no"):
+    for line in ("slots = 256", "reject_code = 550", "notls_text = %s" % TLS_TEXT, "pin_dir = %s" % env.pin_dir):
         if line not in res.stdout.splitlines():
             problems.append("config lacks %r" % line)
+    if any(x.startswith("pin =") for x in res.stdout.splitlines()):
+        problems.append("config shows a pin setting: pinning is always on")
     r.report("config_ctl", problems)
 
 

@@ -271,6 +271,12 @@ def main():
         fails_with("second daemon on the same pin_dir",
                    [d, "--pin-dir", PINS, "--cgroup", cg, "--senders", good, "--socket", sock + "2"],
                    r"^tlsguardd: fatal: pin_dir %s: another tlsguardd uses it" % re.escape(PINS))
+        fails_with("pin_dir the root of the bpf file system",
+                   [d, "--pin-dir", "/sys/fs/bpf", "--cgroup", cg, "--senders", good, "--socket", sock + "3"],
+                   r"^tlsguardd: fatal: pin_dir /sys/fs/bpf: the root of a bpf file system")
+        fails_with("tlsguardctl detach refuses the bpf file system's root",
+                   [ctl, "--socket", sock + "3", "--pin-dir", "/sys/fs/bpf", "detach"],
+                   r"^tlsguardctl: fatal: --pin-dir /sys/fs/bpf: the root of a bpf file system.*nothing removed")
         other = PINS + "-2"
         fails_with("second daemon on the same socket",
                    [d, "--pin-dir", other, "--cgroup", cg, "--senders", good, "--socket", sock],

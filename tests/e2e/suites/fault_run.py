@@ -123,8 +123,9 @@ FLOOD = 50  # connects past a full flow table, each refused in connect()
 def client_main(argv):
     """Inside the cgroup: hold N [FLOOD] | churn N, against the MX.  hold
     then tries FLOOD connects more, each of which must fail in connect()
-    itself: it says "refused K" for the K that failed with EPERM (and
-    "connected" for one that did not, after sending a line on it)."""
+    itself: its "ready" line says "ready refused K" for the K that failed
+    with EPERM (one line: Client.expect() reads a line at a time), after a
+    line "connected" for each that did not (with a line sent on it)."""
     what, n = argv[0], int(argv[1])
     if what == "hold":
         socks = []
@@ -146,9 +147,7 @@ def client_main(argv):
                 print("error %s" % e, flush=True)
             finally:
                 s.close()
-        if len(argv) > 2:
-            print("refused %d" % refused, flush=True)
-        print("ready", flush=True)
+        print("ready refused %d" % refused if len(argv) > 2 else "ready", flush=True)
         sys.stdin.readline()
         for s in socks:
             s.close()
@@ -334,8 +333,7 @@ def case_flow_table_full(env, problems, info):
         conns0 = len(env.mx.connections())
         hold = Client(env.cgroup, "hold", "2", str(FLOOD))
         try:
-            hold.expect("refused %d" % FLOOD)
-            hold.expect("ready")
+            hold.expect("ready refused %d" % FLOOD)
             # the flood past the table never reached the MX: connect() failed
             time.sleep(0.5)
             made = len(env.mx.connections()) - conns0
