@@ -255,10 +255,10 @@ static void tg_pg_snap_flush(struct tg_pgsql *pg, const struct tg_policy *pol)
 
 /*
  * A sync with the database (connected): the changes since pg->seq, or
- * every live row (full, or when the database is another one, or when it
+ * every live row (no policy yet, or the database is another one, or it
  * pruned tombstones this agent has not seen). 0, or -1 with pg->err set.
  */
-static int tg_pg_sync(struct tg_agent *ag, int full)
+static int tg_pg_sync(struct tg_agent *ag)
 {
 	struct tg_pgsql *pg = ag->pg;
 	struct timespec t0, t1;
@@ -274,9 +274,9 @@ static int tg_pg_sync(struct tg_agent *ag, int full)
 	snprintf(sql, sizeof(sql), "SELECT horizon FROM %s", pg->source_table);
 	if (tg_pg_value(pg, sql, horizon, sizeof(horizon)) < 0)
 		return -1;
-	if (full || pg->have == TG_PG_NONE || strcmp(id, pg->source_id) ||
+	if (pg->have == TG_PG_NONE || strcmp(id, pg->source_id) ||
 	    pg->seq < strtoull(horizon, NULL, 10)) {
-		if (pg->have != TG_PG_NONE && !full)
+		if (pg->have != TG_PG_NONE)
 			msg_info("pgsql:%s: database %s, tombstones pruned up "
 				 "to %s (ours: %s, %llu): reading every sender",
 				 pg->path, id, horizon, pg->source_id, pg->seq);
@@ -340,7 +340,7 @@ static void tg_pg_lost(struct tg_agent *ag)
 }
 
 /* Connect (when not), then sync; the connection in the epoll set. */
-static void tg_pg_try(struct tg_agent *ag, int full)
+static void tg_pg_try(struct tg_agent *ag)
 {
 	struct tg_pgsql *pg = ag->pg;
 
@@ -348,7 +348,7 @@ static void tg_pg_try(struct tg_agent *ag, int full)
 		tg_pg_lost(ag);
 		return;
 	}
-	if (tg_pg_sync(ag, full) < 0) {
+	if (tg_pg_sync(ag) < 0) {
 		tg_pg_lost(ag);
 		return;
 	}
@@ -389,7 +389,7 @@ void tg_pgsql_setup(struct tg_agent *ag)
 					ag->opt.nexempt) < 0)
 		msg_fatal("out of memory");
 	ag->policy = &ag->policies[0];
-	tg_pg_try(ag, 0);
+	tg_pg_try(ag);
 	if (pg->have == TG_PG_SNAPSHOT)
 		msg_warn("pgsql:%s: the database is unreachable: enforcing the "
 			 "snapshot %s (%zu senders, sequence %llu, of %lld)",
@@ -432,9 +432,9 @@ void tg_pgsql_event(struct tg_agent *ag, __u32 idx)
 		if (read(pg->timer_fd, &ticks, sizeof(ticks)) < 0)
 			return;
 		if (!pg->conn && tg_mono() >= pg->next_try)
-			tg_pg_try(ag, 0);
+			tg_pg_try(ag);
 		else if (pg->conn && tg_mono() >= pg->next_resync)
-			tg_pg_try(ag, 0);
+			tg_pg_try(ag);
 		tg_pg_snap_flush(pg, ag->policy);
 		return;
 	}
@@ -450,7 +450,7 @@ void tg_pgsql_event(struct tg_agent *ag, __u32 idx)
 		PQfreemem(n);
 	}
 	if (notified)
-		tg_pg_try(ag, 0);
+		tg_pg_try(ag);
 }
 
 int tg_pgsql_reload(struct tg_agent *ag, char *err, size_t errlen)
@@ -458,13 +458,7 @@ int tg_pgsql_reload(struct tg_agent *ag, char *err, size_t errlen)
 	struct tg_pgsql *pg = ag->pg;
 
 	tg_mta_read(ag, 0);
-	if (!pg->conn && tg_pg_connect(pg) < 0) {
-		snprintf(err, errlen, "pgsql:%s: %s; keeping the senders in "
-			 "force", pg->path, pg->err);
-		tg_pg_lost(ag);
-		return -1;
-	}
-	tg_pg_try(ag, 1);
+	tg_pg_try(ag);
 	if (!pg->conn) {
 		snprintf(err, errlen, "pgsql:%s: %s; keeping the senders in "
 			 "force", pg->path, pg->err);

@@ -71,9 +71,12 @@
  *	tg_pgsql_snap_read() reads it back (0; 1 when there is none; -1
  *	with the reason in err).
  *
- *	tg_pgsql_reload() (SIGHUP, tlsguardctl reload) reads every live row
- *	again (a full resync: the delimiters, and so the keys, may have
- *	changed); 0, or -1 with the reason in err and the policy kept.
+ *	tg_pgsql_reload() (SIGHUP, tlsguardctl reload) reads the MTA's
+ *	settings again and syncs now (by sequence number: a read of every
+ *	row would hold two policies at once); 0, or -1 with the reason in
+ *	err and the policy kept. Every row is read again when the
+ *	database's identity changes (UPDATE tlsguard.source SET id =
+ *	gen_random_uuid() makes every host do it).
  *
  *	tg_policy_digest() is the SHA-256, in hex, of a policy in force:
  *	its sorted guaranteed keys, then its exempt keys (not its IDN mark,
