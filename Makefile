@@ -37,6 +37,9 @@ INCLUDES  := -D_GNU_SOURCE -Iinclude -I$(BUILD)
 PKGS      := libbpf libelf zlib openssl libnl-3.0 libnl-idiag-3.0 libidn2
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lresolv -lpthread
+# libpq: tlsguardd only (senders_file = pgsql:FILE)
+PQ_CFLAGS  = -I$(shell pg_config --includedir 2>/dev/null || echo /usr/include/postgresql)
+PQ_LIBS    = -lpq
 
 ifeq ($(SANITIZE),1)
 CFLAGS    += -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
@@ -68,12 +71,15 @@ UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/t
 # shared libraries only: the .deb depends on those), testing it, packaging it.
 # A mail host needs only the .deb, or BUILD_PKGS to build it there.
 BUILD_PKGS  := clang libbpf-dev bpftool libelf-dev zlib1g-dev libssl-dev \
-	libnl-3-dev libnl-genl-3-dev libnl-idiag-3-dev libidn2-dev pkg-config make gcc
+	libnl-3-dev libnl-genl-3-dev libnl-idiag-3-dev libidn2-dev libpq-dev pkg-config make gcc
 TEST_PKGS   := postfix python3 iproute2 procps openssl man-db groff-base \
-	systemd ldnsutils strace util-linux python3-prometheus-client logrotate
+	systemd ldnsutils strace util-linux python3-prometheus-client logrotate \
+	postgresql-15
 DEB_PKGS    := debhelper lintian dpkg-dev fakeroot
 DEBIAN_PKGS := $(BUILD_PKGS) $(TEST_PKGS) $(DEB_PKGS)
-# (python3-prometheus-client: the tests read the metrics page with
+# (postgresql-15: pgsql_run.py runs a cluster of its own with initdb and
+# pg_ctl; a mail host needs only libpq, which libpq-dev pulls in.
+# python3-prometheus-client: the tests read the metrics page with
 # Prometheus' own text parser; logrotate checks the shipped snippet.
 # unbound, for mx_run.py, probe_run.py and native_compare.py, is installed by
 # tests/e2e/fixtures/dns_env.py so that its package cannot start the system's
@@ -120,10 +126,10 @@ $(LIB): $(LIB_OBJS)
 
 $(BUILD)/agent/%.o: agent/%.c $(HEADERS) $(wildcard agent/*.h lib/*.h) $(BUILD)/tlsguard.skel.h
 	@mkdir -p $(@D)
-	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARNINGS) $(INCLUDES) -Iagent -Ilib $(PKG_CFLAGS) -c $< -o $@
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARNINGS) $(INCLUDES) -Iagent -Ilib $(PKG_CFLAGS) $(PQ_CFLAGS) -c $< -o $@
 
 $(BUILD)/tlsguardd: $(AGENT_OBJS) $(LIB)
-	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(PQ_LIBS)
 
 CTL_LIBS  = $(shell pkg-config --libs openssl libidn2 2>/dev/null) -lresolv
 
@@ -195,6 +201,8 @@ install: all
 	install -m 0755 $(BUILD)/tlsguardd $(BUILD)/tlsguardctl $(DESTDIR)$(SBINDIR)/
 	install -m 0644 man/tlsguard.conf.5 $(DESTDIR)$(MANDIR)/man5/
 	install -m 0644 man/tlsguardd.8 man/tlsguardctl.8 $(DESTDIR)$(MANDIR)/man8/
+	install -d $(DESTDIR)$(PREFIX)/share/tlsguard/pgsql
+	install -m 0644 dist/pgsql/schema.sql $(DESTDIR)$(PREFIX)/share/tlsguard/pgsql/
 	$(SUBST) dist/systemd/tlsguardd.service.in > $(DESTDIR)$(UNITDIR)/tlsguardd.service
 	install -m 0644 dist/systemd/tlsguarded.slice $(DESTDIR)$(UNITDIR)/
 	$(SUBST) dist/postfix/tlsguard.conf.in \
@@ -216,8 +224,10 @@ uninstall:
 		$(DESTDIR)$(MANDIR)/man8/tlsguardd.8 $(DESTDIR)$(MANDIR)/man8/tlsguardctl.8 \
 		$(DESTDIR)$(UNITDIR)/tlsguardd.service $(DESTDIR)$(UNITDIR)/tlsguarded.slice \
 		$(DESTDIR)$(UNITDIR)/postfix@.service.d/tlsguard.conf \
-		$(DESTDIR)$(SYSCONFDIR)/logrotate.d/tlsguard
+		$(DESTDIR)$(SYSCONFDIR)/logrotate.d/tlsguard \
+		$(DESTDIR)$(PREFIX)/share/tlsguard/pgsql/schema.sql
 	-rmdir $(DESTDIR)$(UNITDIR)/postfix@.service.d 2>/dev/null
+	-rmdir $(DESTDIR)$(PREFIX)/share/tlsguard/pgsql $(DESTDIR)$(PREFIX)/share/tlsguard 2>/dev/null
 # make deb: build/deb/tlsguard_VERSION_amd64.deb with Debian's tools, from a
 # copy of this tree (nothing is written beside it), then lintian on it;
 # fails on a lintian error, or when debian/changelog and VERSION differ.

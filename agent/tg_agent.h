@@ -28,11 +28,17 @@
  *	tg_control.c	void	tg_ctl_serve(struct tg_agent *ag);
  *	tg_pin.c	void	tg_pin_prepare(struct tg_agent *ag);
  *			void	tg_pin_adopt(struct tg_agent *ag);
- *			struct bpf_link *tg_pin_link(struct bpf_program *prog,
+ *			struct bpf_link *tg_pin_link(struct tg_agent *ag,
+ *						     struct bpf_program *prog,
  *						     const char *pin);
+ *			void	tg_pin_leave(struct tg_agent *ag);
+ *			void	tg_pin_path(const struct tg_agent *ag,
+ *					    const char *name, char *out,
+ *					    size_t len);
  *			void	tg_unpin(struct tg_agent *ag);
  *	tg_recover.c	void	tg_recover_lost(struct tg_agent *ag);
  *	tg_mta.c	void	tg_mta_read(struct tg_agent *ag, int starting);
+ *	tg_pgsql.c, tg_pgsnap.c: the senders from PostgreSQL (tg_pgsql.h).
  * DESCRIPTION
  *	tlsguardd.c starts the daemon and runs its event loop; each room
  *	serves one kind of event or request, on the one struct tg_agent,
@@ -59,12 +65,13 @@
 #include "tg_uprobe.h"
 
 struct bpf_link;
+struct tg_pgsql;
 struct bpf_program;
 
-#define TG_PIN_DIR	"/sys/fs/bpf/tlsguard"
-#define TG_PIN_LINK	TG_PIN_DIR "/tg_sockops_link"
-#define TG_PIN_CONNECT4	TG_PIN_DIR "/tg_connect4_link"
-#define TG_PIN_CONNECT6	TG_PIN_DIR "/tg_connect6_link"
+/* The cgroup links' pins, under pin_dir (the maps' are their names). */
+#define TG_PIN_LINK	"tg_sockops_link"
+#define TG_PIN_CONNECT4	"tg_connect4_link"
+#define TG_PIN_CONNECT6	"tg_connect6_link"
 
 /*
  * --check-verifier's default budget: instructions processed per program.
@@ -98,12 +105,17 @@ struct tg_agent {
 	int ctl_fd;
 	int msg_attached;
 	int skb_attached;
-	int adopted;		/* --pin found a previous agent's state */
+	int adopted;		/* found a previous agent's pinned state */
+	int pin_fd;		/* pin_dir, locked while the agent runs */
+	int linked;		/* a cgroup link is pinned: it enforces */
 	struct stat senders_st;	/* the senders file as last read */
 	int detach;		/* tlsguardctl detach: remove the pins too */
 	time_t no_slot_warned;
 	struct tg_routes routes; /* the MTA's, as last read */
+	struct tg_pgsql *pg;	/* senders from PostgreSQL; NULL: a file */
 };
+
+extern const char tg_senders_unfit[];
 
 int tg_parse_args(int argc, char **argv, struct tg_opts *o,
 		  unsigned long long *budget);
@@ -126,7 +138,11 @@ void tg_ctl_serve(struct tg_agent *ag);
 
 void tg_pin_prepare(struct tg_agent *ag);
 void tg_pin_adopt(struct tg_agent *ag);
-struct bpf_link *tg_pin_link(struct bpf_program *prog, const char *pin);
+struct bpf_link *tg_pin_link(struct tg_agent *ag, struct bpf_program *prog,
+			     const char *pin);
+void tg_pin_leave(struct tg_agent *ag);
+void tg_pin_path(const struct tg_agent *ag, const char *name, char *out,
+		 size_t len);
 void tg_unpin(struct tg_agent *ag);
 
 void tg_recover_lost(struct tg_agent *ag);

@@ -36,8 +36,9 @@ static const char usage[] =
 	"[--port N]... [--tls-port N]...\n"
 	"                 [--slots N] [--socket PATH] [--mx-check "
 	"system|IP[:PORT]] [--audit FILE]\n"
-	"                 [--metrics ADDR:PORT [--metrics-remote]] [--pin] "
-	"[--syslog] [-v]\n"
+	"                 [--metrics ADDR:PORT [--metrics-remote]] "
+	"[--pin-dir DIR]\n"
+	"                 [--syslog] [-v]\n"
 	"                 [--print-config[=changed]] [--max-flows N] [--max-senders N] "
 	"[--ringbuf-size BYTES]\n"
 	"                 [--postfix-config DIR|none]\n"
@@ -59,6 +60,9 @@ static void tg_flag(struct tg_opts *o, const char *flag, const char *name,
 
 	if (tg_config_set(o, name, value, why, sizeof(why)) < 0)
 		msg_fatal("%s: %s", flag, why);
+	if (strcmp(name, "pin") == 0)
+		snprintf(o->pin_note, sizeof(o->pin_note), "%s: always on; the "
+			 "flag is ignored", flag);
 }
 
 /* A list flag given several times: its values, space-separated. */
@@ -85,6 +89,7 @@ static const struct tg_flag_row {
 	{ 'S', "--socket", "control_socket", NULL },
 	{ 'a', "--audit", "audit_file", NULL },
 	{ 'P', "--pin", "pin", "yes" },
+	{ 'I', "--pin-dir", "pin_dir", NULL },
 	{ 'L', "--syslog", "syslog", "yes" },
 	{ 'm', "--mx-check", "mx_check", NULL },
 	{ 'M', "--metrics", "metrics_address", NULL },
@@ -148,6 +153,7 @@ int tg_parse_args(int argc, char **argv, struct tg_opts *o,
 		{ "metrics", required_argument, NULL, 'M' },
 		{ "metrics-remote", no_argument, NULL, 'A' },
 		{ "pin", no_argument, NULL, 'P' },
+		{ "pin-dir", required_argument, NULL, 'I' },
 		{ "syslog", no_argument, NULL, 'L' },
 		{ "print-config", optional_argument, NULL, 'D' },
 		{ "max-flows", required_argument, NULL, 'F' },

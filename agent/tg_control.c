@@ -45,6 +45,7 @@
 #include "tg_json.h"
 #include "tg_mapwalk.h"
 #include "tg_names.h"
+#include "tg_pgsql.h"
 
 #define TG_CTL_SEND_SECONDS	10
 
@@ -107,6 +108,7 @@ static int tg_ctl_status(struct tg_agent *ag, const char *args, FILE *out)
 		tg_json_str(out, TG_VERSION);
 		fputs(",\"cgroup\":", out);
 		tg_json_str(out, ag->opt.cgroup);
+		tg_pgsql_status(ag, out, 1);
 		return fprintf(out, ",\"senders\":%zu,\"flows_tracked\":%lu,"
 			       "\"flows_diverted\":%lu,\"flows_tls\":%lu,"
 			       "\"flows_failed\":%lu,\"messages_held\":%llu,"
@@ -140,6 +142,7 @@ static int tg_ctl_status(struct tg_agent *ag, const char *args, FILE *out)
 		(unsigned long long)st.flows,
 		(unsigned long long)(st.no_slot + st.flows_untracked),
 		TG_VERSION);
+	tg_pgsql_status(ag, out, 0);
 	if (!ag->routes.read)
 		return fprintf(out, "MTA routes:      not read (%s)\n",
 			       ag->routes.why);

@@ -28,6 +28,7 @@
 #define TG_EP_TIMER	(5ULL << 32)	/* the periodic timer */
 #define TG_EP_MX	(6ULL << 32)	/* tg_mx: DNS and probe answers */
 #define TG_EP_METRICS	(7ULL << 32)	/* tg_metrics: listener, clients */
+#define TG_EP_PGSQL	(8ULL << 32)	/* tg_pgsql: 0 the socket, 1 timer */
 
 #define TG_EP_TAG(data)	((data) & ~0xffffffffULL)
 #define TG_EP_INDEX(data) ((__u32)(data))

@@ -299,7 +299,7 @@ static const struct tg_resp *tg_reply_for(struct tg_inject *ij,
 			 */
 			msg_info("%s: from=<%s>: deferred: %s", name,
 				 s->sender, ij->policy_incomplete ?
-				 "the senders do not all fit in the kernel" :
+				 ij->incomplete_why :
 				 !first ? "pipelined after a held transaction" :
 				 idn ? "an internationalized domain the kernel "
 				       "could not match" :

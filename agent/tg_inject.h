@@ -129,6 +129,7 @@ struct tg_inject {
 	__u64 held;		/* MAIL commands held and judged */
 	__u64 replied[TG_RK_MAX];	/* replies written, by kind */
 	int policy_incomplete;	/* the kernel holds every sender: judge */
+	const char *incomplete_why;	/* why, for the log */
 };
 
 int tg_inject_init(struct tg_inject *ij, unsigned nslots,

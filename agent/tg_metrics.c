@@ -100,23 +100,6 @@ int tg_metrics_check(const char *addr, int remote, char *err, size_t errlen)
 	return tg_metrics_addr(addr, remote, &ss, &len, err, errlen);
 }
 
-/* tlsguard.conf's metrics_address, named by its file and line. */
-int tg_metrics_config_check(const struct tg_opts *o, char *err,
-			    size_t errlen)
-{
-	char why[512];
-
-	if (!o->metrics[0] ||
-	    tg_metrics_check(o->metrics, o->metrics_remote, why,
-			     sizeof(why)) == 0)
-		return 0;
-	snprintf(err, errlen, "%s:%u: metrics_address: \"%.80s\" is not a "
-		 "loopback address: the page has no access control; "
-		 "metrics_remote = yes serves it there", o->config,
-		 o->metrics_line, o->metrics);
-	return -1;
-}
-
 int tg_metrics_open(struct tg_metrics *m, const char *addr, int remote,
 		    int epfd, char *err, size_t errlen)
 {
@@ -395,13 +378,9 @@ static void tg_metrics_page(struct tg_metrics *m, struct tg_page *p)
 		   "asked for TCP Fast Open.",
 		   st.fastopen_refused);
 
-	tg_head(p, "tlsguard_policy_entries", "gauge",
-		"Guaranteed senders in the senders file in force.");
-	tg_put(p, "tlsguard_policy_entries %zu\n", (*src->policy)->n);
-	tg_head(p, "tlsguard_policy_incomplete", "gauge",
-		"1 when the senders did not fit in tg_senders: every MAIL "
-		"without TLS is held.");
-	tg_put(p, "tlsguard_policy_incomplete %d\n", src->senders_incomplete);
+	if (src->source_page && p->len < p->cap)
+		p->len += src->source_page(src->source_ctx, p->buf + p->len,
+					   p->cap - p->len);
 	tg_head(p, "tlsguard_unguarded_routes", "gauge",
 		"Routes of the MTA to ports tlsguard does not guard (as last "
 		"read; see tlsguard_mta_settings_read).");

@@ -8,8 +8,6 @@
  *
  *	int	tg_metrics_check(const char *addr, int remote, char *err,
  *				 size_t errlen);
- *	int	tg_metrics_config_check(const struct tg_opts *o, char *err,
- *					size_t errlen);
  *	int	tg_metrics_open(struct tg_metrics *m, const char *addr,
  *				int remote, int epfd, char *err,
  *				size_t errlen);
@@ -23,9 +21,8 @@
  *	(metrics_remote = yes), because the page tells how much mail is
  *	held and has no access control. It returns -1 with a message in
  *	err for another address or a bind failure; tg_metrics_check() only
- *	checks the address, for the command line, and
- *	tg_metrics_config_check() the setting metrics_address, naming the
- *	configuration file and line. The listener and each client are registered on epfd under
+ *	checks the address, for the command line and (tg_config.c) the
+ *	setting metrics_address. The listener and each client are registered on epfd under
  *	TG_EP_METRICS; tg_metrics_event() is called with the low 32 bits of
  *	the epoll data when one is ready.
  *
@@ -45,7 +42,8 @@
  *	build's version, flows tracked now and by state, flows diverted,
  *	MAIL commands passed and held, the agent's replies by kind, audit
  *	records written and dropped, syslog lines dropped, flows failed closed by reason, kernel drops (sk_msg writes,
- *	sk_skb segments), ring buffer overruns, policy entries, map fill
+ *	sk_skb segments), ring buffer overruns, the policy (its source's
+ *	families, src.source_page: tg_pgsql_page()), map fill
  *	(tg_flows, tg_senders, injection slots in use and free), the
  *	agent's resident memory.
  *
@@ -100,6 +98,9 @@ struct tg_metrics_src {
 	struct tg_inject *ij;
 	const struct tg_policy *const *policy;
 	const struct tg_audit *audit;	/* its counters; NULL: none */
+	/* the policy source's families (tg_pgsql_page()) */
+	size_t (*source_page)(const void *ctx, char *buf, size_t len);
+	const void *source_ctx;
 };
 
 struct tg_metrics {

@@ -30,7 +30,9 @@
  *
  *	tg_reload() (SIGHUP, tlsguardctl reload) reads the file again and
  *	puts it in force, or keeps the senders in force: 0, or -1 with the
- *	reason in err.
+ *	reason in err. With senders from PostgreSQL it is
+ *	tg_pgsql_reload(), and sender add|remove are refused: the database
+ *	is where they change.
  *
  *	tg_sender_change() (tlsguardctl sender add|remove) and
  *	tg_sender_check() (tlsguardctl sender check) write their answer for
@@ -50,6 +52,7 @@
 #include "tlsguard.skel.h"
 #include "tg_agent.h"
 #include "tg_log.h"
+#include "tg_pgsql.h"
 #include "tg_rule.h"
 #include "tg_smtp.h"
 
@@ -64,6 +67,8 @@ int tg_senders_changed(const struct tg_agent *ag)
 {
 	struct stat st;
 
+	if (ag->pg)
+		return 0;	/* the database is the source, not a file */
 	if (stat(ag->opt.senders, &st) < 0)
 		return 1;
 	return st.st_ino != ag->senders_st.st_ino ||
@@ -71,6 +76,8 @@ int tg_senders_changed(const struct tg_agent *ag)
 	       st.st_mtim.tv_sec != ag->senders_st.st_mtim.tv_sec ||
 	       st.st_mtim.tv_nsec != ag->senders_st.st_mtim.tv_nsec;
 }
+
+const char tg_senders_unfit[] = "the senders do not all fit in the kernel";
 
 /* How many keys tg_senders may hold, its marker included (max_senders). */
 static unsigned tg_senders_room(const struct tg_agent *ag)
@@ -96,6 +103,7 @@ int tg_sync_senders(struct tg_agent *ag, const struct tg_policy *old,
 	else if (!incomplete && ag->ij.policy_incomplete)
 		msg_info("all %zu senders are in the kernel again", pol->n);
 	ag->ij.policy_incomplete = incomplete;
+	ag->ij.incomplete_why = tg_senders_unfit;
 	ag->metrics.src.senders_incomplete = incomplete;
 	ag->metrics.src.senders_in_map = (unsigned)n;
 	return 0;
@@ -109,6 +117,8 @@ int tg_reload(struct tg_agent *ag, char *err, size_t errlen)
 	char why[512];
 	int rc;
 
+	if (ag->pg)
+		return tg_pgsql_reload(ag, err, errlen);
 	tg_mta_read(ag, 0);
 	if (tg_policy_load(ag->opt.senders, next, why, sizeof(why)) < 0) {
 		snprintf(err, errlen, "%s; keeping the senders in force", why);
@@ -164,6 +174,11 @@ int tg_sender_change(struct tg_agent *ag, int add, const char *entry, char *out,
 				"error: malformed sender \"%.80s\": "
 				"expected user@domain or @domain\n",
 				entry);
+	if (ag->pg)
+		return snprintf(out, len, "error: the senders come from "
+				"PostgreSQL (senders_file = %s): change %s in "
+				"the database; tlsguardctl cannot\n",
+				ag->opt.senders, entry);
 	key = keys[0];
 	edited = tg_senders_changed(ag);
 	if (edited)

@@ -6,7 +6,8 @@
  * SYNOPSIS
  *	tlsguardd --cgroup DIR --senders FILE [--port N]... [--tls-port N]...
  *		[--slots N] [--socket PATH] [--mx-check system|IP[:PORT]]
- *		[--audit FILE] [--pin] [--metrics ADDR:PORT] [--max-flows N] [-v]
+ *		[--audit FILE] [--pin-dir DIR] [--metrics ADDR:PORT]
+ *		[--max-flows N] [-v]
  *
  *	tlsguardd --check-verifier[=BUDGET] [--port N]... [--tls-port N]... [-v]
  * DESCRIPTION
@@ -14,9 +15,11 @@
  *	directory DIR and guards the outbound TCP connections, IPv4 and
  *	IPv6, that processes in DIR and below make to port 25 (or to each
  *	--port given, at most eight), and to each --tls-port, where TLS
- *	starts with the connection (SMTPS, port 465). It runs in the foreground until
- *	SIGTERM or SIGINT, then detaches everything and exits 0. SIGHUP
- *	reads the senders file again.
+ *	starts with the connection (SMTPS, port 465). It runs in the
+ *	foreground until SIGTERM or SIGINT, then exits 0 and leaves the
+ *	kernel enforcing (see --pin-dir), or until "tlsguardctl detach",
+ *	which removes tlsguard from the kernel. SIGHUP reads the senders
+ *	file again.
  *
  *	On a guarded connection without TLS, a MAIL command from a sender
  *	listed in FILE (see tg_policy.h) is held in the kernel, with all
@@ -37,11 +40,13 @@
  *	--audit FILE appends one JSON record per message attempt to FILE
  *	(see tg_audit.h); SIGHUP reopens it.
  *
- *	--pin keeps tlsguard in the kernel when tlsguardd exits or is killed:
- *	maps and the cgroup link are pinned under /sys/fs/bpf/tlsguard, and a
- *	guaranteed sender that would need the agent is failed closed (the
- *	MTA defers) until a new tlsguardd --pin adopts the pinned state.
- *	"tlsguardctl detach" removes it all. Without --pin, exiting detaches.
+ *	tlsguard stays in the kernel whenever tlsguardd is not running,
+ *	however it ended (SIGTERM, SIGKILL, a crash): maps and the cgroup
+ *	links are always pinned under --pin-dir DIR (default
+ *	/sys/fs/bpf/tlsguard), and a guaranteed sender that would need the
+ *	agent is failed closed (the MTA defers) until a new tlsguardd adopts
+ *	the pinned state (see tg_pin.c). Only "tlsguardctl detach" removes
+ *	it. --pin, once needed for this, is accepted and ignored.
  *
  *	--socket PATH is the control socket tlsguardctl talks to (default
  *	/run/tlsguard/tlsguardd.sock).
@@ -107,6 +112,7 @@
 #include "tg_features.h"
 #include "tg_log.h"
 #include "tg_mailaddr.h"
+#include "tg_pgsql.h"
 #include "tg_service.h"
 #include "tg_sys.h"
 #include "tg_uprobe.h"
@@ -130,13 +136,15 @@ static void tg_setup_host(struct tg_agent *ag)
 
 	/* The delimiters first: the senders' keys depend on them. */
 	tg_mta_read(ag, 1);
-	if (tg_policy_load(ag->opt.senders, &ag->policies[0], err,
-			   sizeof(err)) < 0)
+	if (tg_pgsql_source(ag->opt.senders))
+		tg_pgsql_setup(ag);
+	else if (tg_policy_load(ag->opt.senders, &ag->policies[0], err,
+				sizeof(err)) < 0)
 		msg_fatal("%s", err);
-	if (tg_policy_set_exempt(&ag->policies[0], ag->opt.exempt,
-				 ag->opt.nexempt) < 0)
+	else if (tg_policy_set_exempt(&ag->policies[0], ag->opt.exempt,
+				      ag->opt.nexempt) < 0)
 		msg_fatal("out of memory");
-	ag->policy = &ag->policies[0];
+	ag->policy = ag->pg ? ag->policy : &ag->policies[0];
 	tg_senders_stat(ag);
 	ag->cgroup_fd = tg_cgroup_open(ag->opt.cgroup, ag->cgroup_path,
 				       sizeof(ag->cgroup_path), err,
@@ -260,6 +268,10 @@ static void tg_setup_rooms(struct tg_agent *ag)
 	ag->metrics.src.ij = &ag->ij;
 	ag->metrics.src.policy = &ag->policy;
 	ag->metrics.src.audit = &ag->audit;
+	ag->metrics.src.source_page = tg_pgsql_page;
+	ag->metrics.src.source_ctx = ag;
+	if (ag->pg)
+		tg_pgsql_start(ag);
 	tg_stats_read(ag->metrics.src.stats_fd, &ag->metrics.seen);
 	if (ag->opt.metrics[0] &&
 	    tg_metrics_open(&ag->metrics, ag->opt.metrics, ag->opt.metrics_remote,
@@ -276,19 +288,22 @@ static void tg_setup_rooms(struct tg_agent *ag)
 /* A cgroup program, attached (or, pinned, the pinned link updated). */
 static struct bpf_link *tg_attach_cgroup(struct tg_agent *ag,
 					 struct bpf_program *prog,
-					 const char *pin)
+					 const char *name)
 {
 	struct bpf_link *link;
+	char pin[256];
 
-	if (ag->opt.pin && (link = tg_pin_link(prog, pin)) != NULL)
+	tg_pin_path(ag, name, pin, sizeof(pin));
+	if ((link = tg_pin_link(ag, prog, pin)) != NULL)
 		return link;
 	link = bpf_program__attach_cgroup(prog, ag->cgroup_fd);
 	if (!link)
 		msg_fatal("cannot attach %s to cgroup %s: %s",
 			  bpf_program__name(prog), ag->opt.cgroup,
 			  strerror(errno));
-	if (ag->opt.pin && bpf_link__pin(link, pin))
+	if (bpf_link__pin(link, pin))
 		msg_fatal("cannot pin %s: %s", pin, strerror(errno));
+	ag->linked = 1;
 	return link;
 }
 
@@ -429,6 +444,8 @@ static void tg_run(struct tg_agent *ag)
 				tg_ctl_serve(ag);
 			else if (tag == TG_EP_METRICS)
 				tg_metrics_event(&ag->metrics, idx);
+			else if (tag == TG_EP_PGSQL)
+				tg_pgsql_event(ag, idx);
 			if (ag->detach)
 				return;
 			else if (tag == TG_EP_TIMER)
@@ -446,12 +463,15 @@ static void tg_run(struct tg_agent *ag)
 static void tg_teardown(struct tg_agent *ag)
 {
 	/*
-	 * New flows first, then the data path, then the maps. Pinned, only
-	 * what is the agent's own goes: the kernel keeps enforcing.
+	 * New flows first, then the data path, then the maps. Unless told
+	 * to detach, only what is the agent's own goes: the kernel keeps
+	 * enforcing on the pinned maps and links.
 	 */
-	int keep = ag->opt.pin && !ag->detach;
+	int keep = !ag->detach;
 
-	if (ag->opt.pin && ag->detach)
+	if (keep)
+		tg_pin_leave(ag);
+	else
 		tg_unpin(ag);
 	bpf_link__destroy(ag->sockops);
 	bpf_link__destroy(ag->connect4);
@@ -481,6 +501,7 @@ static void tg_teardown(struct tg_agent *ag)
 		close(ag->ctl_fd);
 		unlink(ag->opt.socket);
 	}
+	tg_pgsql_close(ag);
 	tg_policy_free(&ag->policies[0]);
 	tg_policy_free(&ag->policies[1]);
 	if (ag->cgroup_fd >= 0)
@@ -490,7 +511,7 @@ static void tg_teardown(struct tg_agent *ag)
 int main(int argc, char **argv)
 {
 	static struct tg_agent ag = { .cgroup_fd = -1, .ctl_fd = -1,
-				      .timer_fd = -1 };
+				      .timer_fd = -1, .pin_fd = -1 };
 
 	char err[TG_SETTING_MAX + 128];
 	unsigned long long budget = 0;
@@ -523,6 +544,8 @@ int main(int argc, char **argv)
 			  ag.opt.syslog_socket) < 0)
 		msg_fatal("syslog_socket %s: %s", ag.opt.syslog_socket,
 			  strerror(errno));
+	if (ag.opt.pin_note[0])
+		msg_warn("%s", ag.opt.pin_note);
 	libbpf_set_print(tg_libbpf_print);
 	if (budget)
 		return tg_load_check(&ag, budget);
@@ -541,9 +564,10 @@ int main(int argc, char **argv)
 		 ag.opt.cgroup, ag.policy->n);
 	tg_notify(err);
 	tg_run(&ag);
-	if (ag.opt.pin && !ag.detach)
+	if (!ag.detach)
 		msg_info("exiting; the kernel keeps enforcing (pinned under %s; "
-			 "tlsguardctl detach removes it)", TG_PIN_DIR);
+			 "tlsguardctl --pin-dir %s detach removes it)",
+			 ag.opt.pin_dir, ag.opt.pin_dir);
 	else
 		msg_info("detaching");
 	tg_notify("STOPPING=1");

@@ -25,14 +25,20 @@ Cases (each "with" and "without" tlsguardd attached, A B A B ...):
      tg_smtp_msg's run time per invocation from the kernel's BPF stats).
   6. flow scale: 10,000 concurrent tracked flows (bench/flow_hold);
      memory per flow (map memlock, slab), tlsguardd RSS before and after.
-  7. outside the guarded cgroup: the plaintext and TLS loads of cases 1
+  7. policy from PostgreSQL: 1,000,000 guaranteed senders in a cluster of
+     the run's own (initdb, pg_ctl; dist/pgsql/schema.sql), tlsguardd with
+     senders_file = pgsql:FILE: the first sync (the agent's own figure and
+     spawn until status answers), VmHWM, one change from COMMIT to the
+     kernel map, and a start on the 1,000,000-sender snapshot with the
+     database unreachable.
+  8. outside the guarded cgroup: the plaintext and TLS loads of cases 1
      and 2 (10 sessions) in a cgroup tlsguard does not guard, while
      tlsguardd guards another (empty) one: what tlsguard costs the rest of
      the host.
   Then a profile of the cases that cost most: BPF run times per program
   (kernel BPF stats) and a perf sample, with and without tlsguardd.
 
-The floor: cases 1, 2, 3 and 7 also run a third way, "floor": no
+The floor: cases 1, 2, 3 and 8 also run a third way, "floor": no
 tlsguardd, but bench/null_hooks attached instead: programs that do
 nothing, on the same hooks as tlsguard's (sock_ops, connect4/6 on the
 cgroup, sk_msg and sk_skb on a sockhash that holds every port-25 flow,
@@ -430,6 +436,11 @@ class Bench:
         self.postfix = None
         self.daemon = None
         self.floor = None
+        self.daemon_sock = None
+        # Its own pin dir: tlsguardd leaves the kernel enforcing when it
+        # stops; stop_daemon() removes that with tlsguardctl detach, so
+        # that each start is a fresh one (and nothing is left at the end).
+        self.pin_dir = "/sys/fs/bpf/tlsguard-bench-%d-%s" % (os.getpid(), os.urandom(3).hex())
         self.results = {"errors": []}
 
     # ---- process bookkeeping ----------------------------------------
@@ -534,14 +545,15 @@ class Bench:
     # ---- tlsguardd ----------------------------------------------------
 
     def start_daemon(self, cg, senders):
-        """Start tlsguardd on cg; returns seconds until status answers."""
+        """Start tlsguardd on cg; returns seconds until status answers (senders: a
+        file, or pgsql:FILE)."""
         assert self.daemon is None
         sock = os.path.join(self.tmp, "tlsguardd.sock")
         self.daemon_log = os.path.join(self.tmp, "tlsguardd.log")
         self.daemon_sock = sock
         t0 = time.monotonic()
         self.daemon = self.spawn([self.args.tlsguardd, "--cgroup", cg.path, "--senders", senders,
-                                  "--port", "25", "--socket", sock],
+                                  "--port", "25", "--socket", sock, "--pin-dir", self.pin_dir],
                                  stdout=open(self.daemon_log, "a"), stderr=subprocess.STDOUT,
                                  start_new_session=True)
         deadline = t0 + 120
@@ -594,12 +606,22 @@ class Bench:
             self.stop_floor()
 
     def stop_daemon(self):
-        if self.daemon is None:
+        if self.daemon is not None:
+            p, self.daemon = self.daemon, None
+            rc = self.reap(p, timeout=20)
+            if rc != 0:
+                self.results["errors"].append("tlsguardd exited with %s after SIGTERM" % rc)
+        self.detach()
+
+    def detach(self):
+        """tlsguardctl --pin-dir DIR detach: what a stopped tlsguardd left enforcing, removed."""
+        if not os.path.exists(self.pin_dir):
             return
-        p, self.daemon = self.daemon, None
-        rc = self.reap(p, timeout=20)
-        if rc != 0:
-            self.results["errors"].append("tlsguardd exited with %s after SIGTERM" % rc)
+        r = subprocess.run([self.args.tlsguardctl, "--socket", self.daemon_sock or "/nonexistent",
+                            "--pin-dir", self.pin_dir, "detach"], capture_output=True, text=True, timeout=60)
+        if r.returncode != 0 or os.path.exists(self.pin_dir):
+            self.results["errors"].append("tlsguardctl --pin-dir %s detach: exit %d %s" % (
+                self.pin_dir, r.returncode, r.stderr.strip()[-200:]))
 
     # ---- the cases ----------------------------------------------------
 
@@ -722,7 +744,7 @@ class Bench:
     def count(self, n):
         return max(1, n // 10) if self.args.quick else n
 
-    # ---- case 7 -------------------------------------------------------
+    # ---- case 8 -------------------------------------------------------
 
     def case_outside(self):
         """Cases 1 and 2 at 10 sessions, the load in a cgroup that tlsguardd
@@ -951,6 +973,82 @@ class Bench:
                 raise RuntimeError("sender add: %r" % reply[:200])
         return times
 
+    # ---- case 7 -------------------------------------------------------
+
+    def case_pgsql(self):
+        from pgsql_env import PostgresCluster
+        n = self.count(POLICY_SENDERS)
+        res = {"senders": n}
+        self.results["pgsql"] = res
+        pg = PostgresCluster(os.path.join(self.tmp, "pg"))
+        os.makedirs(pg.root)
+        try:
+            pg.start()
+            pg.create_db(os.path.join(REPO, "dist", "pgsql", "schema.sql"), "bench")
+            t0 = time.monotonic()
+            # The rows as the trigger would write them, without a trigger call each.
+            pg.sql("ALTER TABLE tlsguard.senders DISABLE TRIGGER senders_changed;"
+                   "INSERT INTO tlsguard.senders (sender) SELECT format('s%%s@d%%s.example', i, i %% 50000) "
+                   "FROM generate_series(1, %d) i;"
+                   "INSERT INTO tlsguard.sender_changes (sender, kind, live, seq) "
+                   "SELECT lower(sender), kind, true, nextval('tlsguard.sender_seq') FROM tlsguard.senders;"
+                   "ALTER TABLE tlsguard.senders ENABLE TRIGGER senders_changed;"
+                   "INSERT INTO tlsguard.senders (sender) VALUES ('%s');"
+                   "VACUUM ANALYZE tlsguard.sender_changes" % (n - 1, GUARANTEED), timeout=1200)
+            res["load_s"] = time.monotonic() - t0
+            snap = os.path.join(self.tmp, "senders.snapshot")
+            cf = os.path.join(self.tmp, "pgsql.cf")
+            with open(cf, "w") as f:
+                f.write("conninfo = %s\nsnapshot = %s\n" % (pg.conninfo("bench"), snap))
+            os.chmod(cf, 0o600)
+            res["start_s"] = self.start_daemon(self.cg_load, "pgsql:" + cf)
+            try:
+                pid = self.daemon.pid
+                st = json.loads(ctl_request(self.daemon_sock, "status json", 30).split("\n", 1)[1])["policy"]
+                res["sync_s"] = st.get("last_sync_seconds")
+                res["entries"] = st.get("entries")
+                res["rss_kb"] = proc_status_kb(pid, "VmRSS")
+                addr = "live0@bench-live.example"
+                t0 = time.monotonic()
+                pg.sql("INSERT INTO tlsguard.senders (sender) VALUES ('%s')" % addr)
+                t1 = time.monotonic()
+                while time.monotonic() - t1 < 10:
+                    if ": guaranteed" in ctl_request(self.daemon_sock, "sender check " + addr, 30):
+                        break
+                    time.sleep(0.002)
+                res["live_ms"] = (time.monotonic() - t1) * 1000
+                res["hwm_kb"] = proc_status_kb(pid, "VmHWM")
+                # A reload: a sync by sequence number.
+                t1 = time.monotonic()
+                reply = ctl_request(self.daemon_sock, "reload", 120)
+                res["reload_s"] = time.monotonic() - t1
+                res["reload_ok"] = reply.startswith("ok")
+                res["reload_hwm_kb"] = proc_status_kb(pid, "VmHWM")
+                # A new database identity: every row read again into a second policy, then swapped.
+                pg.sql("UPDATE tlsguard.source SET id = gen_random_uuid()")
+                t1 = time.monotonic()
+                reply = ctl_request(self.daemon_sock, "reload", 120)
+                res["full_s"] = time.monotonic() - t1
+                res["full_ok"] = reply.startswith("ok")
+                res["full_hwm_kb"] = proc_status_kb(pid, "VmHWM")
+            finally:
+                self.stop_daemon()
+            pg.stop()
+            res["snapshot_bytes"] = os.path.getsize(snap)
+            res["snapshot_start_s"] = self.start_daemon(self.cg_load, "pgsql:" + cf)
+            try:
+                res["snapshot_hwm_kb"] = proc_status_kb(self.daemon.pid, "VmHWM")
+                st = json.loads(ctl_request(self.daemon_sock, "status json", 30).split("\n", 1)[1])["policy"]
+                res["snapshot_entries"] = st.get("entries")
+                res["snapshot_from"] = st.get("from")
+            finally:
+                self.stop_daemon()
+        finally:
+            pg.stop()
+        log("pgsql: %s rows, first sync %.2f s (start %.2f s), VmHWM %.1f MiB, live change %.0f ms, "
+            "snapshot start %.2f s" % ("{:,}".format(n), res.get("sync_s") or -1, res["start_s"],
+                                       res["hwm_kb"] / 1024, res["live_ms"], res["snapshot_start_s"]))
+
     # ---- case 6 -------------------------------------------------------
 
     def case_flows(self):
@@ -1122,6 +1220,10 @@ class Bench:
                 log("cleanup: postfix: %s" % e)
         for p in list(self.procs):
             self.reap(p, timeout=5)
+        try:
+            self.detach()  # also after a tlsguardd that died on its own
+        except Exception as e:  # noqa: BLE001
+            log("cleanup: detach: %s" % e)
         for cg in self.cgroups:
             # Only processes this run started are in these cgroups.
             for pid in cg.pids():
@@ -1557,6 +1659,39 @@ def write_report(res, out_dir, elapsed_s):
         rss = max(r["rss_after_kb"] for r in B) * 1024
         targets.append(("agent RSS ≤ 32 MiB at %d flows" % n, "%.1f MiB" % (rss / 2**20), rss <= TARGET_RSS_BYTES))
 
+    # 7
+    pgr = res.get("pgsql")
+    if pgr and pgr.get("hwm_kb"):
+        w("## 7. Policy from PostgreSQL")
+        w("")
+        w("%s guaranteed senders in PostgreSQL 15 (a cluster of the run's own, on loopback, "
+          "dist/pgsql/schema.sql; rows loaded in %.0f s), tlsguardd with `senders_file = pgsql:FILE` and no "
+          "snapshot: the first sync streams every live row (single-row mode) into the policy, then the kernel "
+          "map." % ("{:,}".format(pgr["senders"]), pgr.get("load_s", 0)))
+        w("")
+        w("| | |")
+        w("| --- | ---: |")
+        for label, v, spec in (
+                ("first sync, as tlsguardd measured it (s)", pgr.get("sync_s"), "%.2f"),
+                ("spawn until status answers, first sync and map included (s)", pgr.get("start_s"), "%.2f"),
+                ("tlsguardd VmRSS after start (MiB)", pgr["rss_kb"] / 1024, "%.1f"),
+                ("tlsguardd VmHWM, peak (MiB)", pgr["hwm_kb"] / 1024, "%.1f"),
+                ("one INSERT, COMMIT until the kernel map has it (ms)", pgr.get("live_ms"), "%.1f"),
+                ("tlsguardctl reload, a sync by sequence number (s)", pgr.get("reload_s"), "%.2f"),
+                ("VmHWM after that reload (MiB)", (pgr.get("reload_hwm_kb") or 0) / 1024, "%.1f"),
+                ("every row read again while running (new database identity) (s)", pgr.get("full_s"), "%.2f"),
+                ("VmHWM after that full read: two policies at once (MiB)", (pgr.get("full_hwm_kb") or 0) / 1024,
+                 "%.1f"),
+                ("snapshot file (MiB)", pgr.get("snapshot_bytes", 0) / 2**20, "%.1f"),
+                ("start on the snapshot, database stopped (s)", pgr.get("snapshot_start_s"), "%.2f"),
+                ("VmHWM, start on the snapshot (MiB)", (pgr.get("snapshot_hwm_kb") or 0) / 1024, "%.1f")):
+            w("| %s | %s |" % (label, fmt(v, spec)))
+        w("")
+        targets.append(("first sync from PostgreSQL ≤ 5 s at %s senders" % "{:,}".format(pgr["senders"]),
+                        "%.2f s" % (pgr.get("start_s") or 0), (pgr.get("start_s") or 99) <= 5))
+        targets.append(("agent RSS ≤ 32 MiB: peak VmHWM, %s senders from PostgreSQL" % "{:,}".format(
+            pgr["senders"]), "%.1f MiB" % (pgr["hwm_kb"] / 1024), pgr["hwm_kb"] * 1024 <= TARGET_RSS_BYTES))
+
     # profile
     prof = res.get("profile")
     w("## Where the time goes")
@@ -1655,8 +1790,8 @@ def write_report(res, out_dir, elapsed_s):
               "above are exact.")
             w("")
 
-    # 7
-    w("## 7. Outside the guarded cgroup")
+    # 8
+    w("## 8. Outside the guarded cgroup")
     w("")
     out = res.get("outside")
     if not out:
@@ -1755,7 +1890,7 @@ def main():
     ap.add_argument("--bin", default=os.path.join(HERE, "build"), help="where the bench programs are")
     ap.add_argument("--out", default=HERE, help="where RESULTS.md, throughput.png, results.json go")
     ap.add_argument("--rounds", type=int, default=ROUNDS, help="A/B rounds for cases 1 and 2")
-    ap.add_argument("--only", default="1,2,3,4,5,6,7,p", help="cases to run, e.g. 1,2,p (p: profile)")
+    ap.add_argument("--only", default="1,2,3,4,5,6,7,8,p", help="cases to run, e.g. 1,2,p (p: profile)")
     ap.add_argument("--quick", action="store_true", help="a tenth of every count, 1 round: for development")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir")
     args = ap.parse_args()
@@ -1796,7 +1931,7 @@ def main():
     t0 = time.monotonic()
     kinds = [k for k, c in (("plain", "1"), ("tls", "2")) if c in only]
     cases = [("12", lambda: b.case_rates(kinds)), ("3", b.case_mta), ("4", b.case_latency), ("5", b.case_policy),
-             ("6", b.case_flows), ("7", b.case_outside), ("p", b.case_profile)]
+             ("6", b.case_flows), ("7", b.case_pgsql), ("8", b.case_outside), ("p", b.case_profile)]
     try:
         b.setup()
         for key, fn in cases:

@@ -532,39 +532,93 @@ void tg_policy_free(struct tg_policy *pol)
 	memset(pol, 0, sizeof(*pol));
 }
 
-int tg_policy_insert(struct tg_policy *pol, __u64 key)
+int tg_policy_append(struct tg_policy *pol, __u64 key)
 {
-	size_t lo = 0, hi = pol->n, mid;
+	return tg_policy_add(pol, key);
+}
+
+void tg_policy_finish(struct tg_policy *pol)
+{
+	tg_policy_sort(pol);
+}
+
+int tg_policy_entry_parse(const char *entry, int exempt, __u64 *keys,
+			  int *idn)
+{
+	int n = exempt ? tg_policy_exempt_keys(entry, keys) :
+			 tg_policy_entry_keys(entry, keys);
+
+	if (n > 0)
+		*idn = n > 1 || tg_nonascii(strrchr(entry, '@'));
+	return n;
+}
+
+/* key into the sorted array *keys of *n (capacity *cap: 0 for exact). */
+static int tg_keys_insert(__u64 **keys, size_t *n, size_t *cap, __u64 key)
+{
+	size_t lo = 0, hi = *n, mid;
+	__u64 *k;
 
 	while (lo < hi) {
 		mid = lo + (hi - lo) / 2;
-		if (pol->keys[mid] == key)
+		if ((*keys)[mid] == key)
 			return 1;
-		if (pol->keys[mid] < key)
+		if ((*keys)[mid] < key)
 			lo = mid + 1;
 		else
 			hi = mid;
 	}
-	if (tg_policy_add(pol, key) < 0)
-		return -1;
-	memmove(&pol->keys[lo + 1], &pol->keys[lo],
-		(pol->n - 1 - lo) * sizeof(*pol->keys));
-	pol->keys[lo] = key;
+	if (!cap || *n == *cap) {
+		size_t room = cap ? (*cap ? *cap * 2 : 256) : *n + 1;
+
+		k = realloc(*keys, room * sizeof(*k));
+		if (!k)
+			return -1;
+		*keys = k;
+		if (cap)
+			*cap = room;
+	}
+	memmove(&(*keys)[lo + 1], &(*keys)[lo], (*n - lo) * sizeof(**keys));
+	(*keys)[lo] = key;
+	(*n)++;
 	return 0;
+}
+
+static int tg_keys_remove(__u64 *keys, size_t *n, __u64 key)
+{
+	__u64 *k = *n ? bsearch(&key, keys, *n, sizeof(key), tg_key_cmp) :
+			NULL;
+
+	if (!k)
+		return 1;
+	memmove(k, k + 1, (*n - (size_t)(k - keys) - 1) * sizeof(*k));
+	(*n)--;
+	return 0;
+}
+
+int tg_policy_exempt_insert(struct tg_policy *pol, __u64 key)
+{
+	return tg_keys_insert(&pol->exempt, &pol->nexempt, NULL, key);
+}
+
+int tg_policy_exempt_remove(struct tg_policy *pol, __u64 key)
+{
+	return tg_keys_remove(pol->exempt, &pol->nexempt, key);
+}
+
+int tg_policy_has_key(const struct tg_policy *pol, __u64 key)
+{
+	return tg_policy_has(pol, key);
+}
+
+int tg_policy_insert(struct tg_policy *pol, __u64 key)
+{
+	return tg_keys_insert(&pol->keys, &pol->n, &pol->cap, key);
 }
 
 int tg_policy_remove(struct tg_policy *pol, __u64 key)
 {
-	__u64 *k = pol->n ? bsearch(&key, pol->keys, pol->n, sizeof(key),
-				    tg_key_cmp) : NULL;
-	size_t i;
-
-	if (!k)
-		return 1;
-	i = (size_t)(k - pol->keys);
-	memmove(k, k + 1, (pol->n - i - 1) * sizeof(*k));
-	pol->n--;
-	return 0;
+	return tg_keys_remove(pol->keys, &pol->n, key);
 }
 
 int tg_policy_key_value(const struct tg_policy *pol, __u64 key)

@@ -30,6 +30,13 @@
  *	int	tg_policy_insert(struct tg_policy *pol, __u64 key);
  *	int	tg_policy_remove(struct tg_policy *pol, __u64 key);
  *	int	tg_policy_key_value(const struct tg_policy *pol, __u64 key);
+ *	int	tg_policy_append(struct tg_policy *pol, __u64 key);
+ *	void	tg_policy_finish(struct tg_policy *pol);
+ *	int	tg_policy_entry_parse(const char *entry, int exempt,
+ *				      __u64 *keys, int *idn);
+ *	int	tg_policy_exempt_insert(struct tg_policy *pol, __u64 key);
+ *	int	tg_policy_exempt_remove(struct tg_policy *pol, __u64 key);
+ *	int	tg_policy_has_key(const struct tg_policy *pol, __u64 key);
  *	int	tg_senders_edit(const char *path, const char *entry,
  *				__u64 key, int add, char *err, size_t errlen);
  *	int	tg_senders_add(const char *path, const char *entry,
@@ -89,7 +96,17 @@
  *	tg_policy_insert() and tg_policy_remove() change one guaranteed key
  *	in place: 0 when done, 1 when there was nothing to do, -1 when out
  *	of memory. tg_policy_key_value() is what the kernel map must hold
- *	for key (TG_POL_* or 0 for nothing).
+ *	for key (TG_POL_* or 0 for nothing). tg_policy_exempt_insert() and
+ *	tg_policy_exempt_remove() do the same for one exempt key;
+ *	tg_policy_has_key() says whether key is a guaranteed one.
+ *
+ *	A policy built from another source than a file (tg_pgsql.h) is
+ *	made with tg_policy_append() (one guaranteed key, unsorted; 0, or
+ *	-1 when out of memory), then tg_policy_finish() (sorted, without
+ *	duplicates, without spare room). tg_policy_entry_parse() computes
+ *	the keys of one entry as tg_policy_entry_keys() does, or as
+ *	tg_policy_exempt_keys() when exempt is set, and sets *idn when the
+ *	entry needs TG_KEY_IDN in the map (pol->idn).
  *
  *	tg_senders_edit() appends entry to the senders file (add) or drops
  *	every line whose entry has key (!add), atomically: temporary file,
@@ -150,6 +167,13 @@ void tg_policy_free(struct tg_policy *pol);
 int tg_policy_insert(struct tg_policy *pol, __u64 key);
 int tg_policy_remove(struct tg_policy *pol, __u64 key);
 int tg_policy_key_value(const struct tg_policy *pol, __u64 key);
+int tg_policy_append(struct tg_policy *pol, __u64 key);
+void tg_policy_finish(struct tg_policy *pol);
+int tg_policy_entry_parse(const char *entry, int exempt, __u64 *keys,
+			  int *idn);
+int tg_policy_exempt_insert(struct tg_policy *pol, __u64 key);
+int tg_policy_exempt_remove(struct tg_policy *pol, __u64 key);
+int tg_policy_has_key(const struct tg_policy *pol, __u64 key);
 int tg_senders_add(const char *path, const char *entry, char *err,
 		   size_t errlen);
 int tg_senders_edit(const char *path, const char *entry, __u64 key, int add,

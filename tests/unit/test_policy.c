@@ -866,6 +866,60 @@ static void test_exempt(void)
 	tg_policy_free(&pol);
 }
 
+/*
+ * A policy built key by key (the PostgreSQL source): appended unsorted
+ * with duplicates, then finished; exempt keys in and out one at a time;
+ * an entry's keys and IDN mark, as an exempt entry or not.
+ */
+static void test_built(void)
+{
+	static const __u64 in[] = { 9, 3, 7, 3, 1, 9, 5 };
+	static const __u64 want[] = { 1, 3, 5, 7, 9 };
+	struct tg_policy pol = { 0 };
+	__u64 keys[2];
+	size_t i;
+	int idn = -1, n;
+
+	tg_case("policy built by append, finish");
+	for (i = 0; i < TG_NELEM(in); i++)
+		CHECK_EQ(tg_policy_append(&pol, in[i]), 0);
+	tg_policy_finish(&pol);
+	CHECK_EQ(pol.n, TG_NELEM(want));
+	for (i = 0; i < pol.n && i < TG_NELEM(want); i++)
+		CHECK_EQ(pol.keys[i], want[i]);
+	CHECK(tg_policy_has_key(&pol, 7) && !tg_policy_has_key(&pol, 4),
+	      "has_key of 7 and 4");
+	CHECK_EQ(tg_policy_insert(&pol, 4), 0);
+	CHECK_EQ(tg_policy_insert(&pol, 4), 1);
+	CHECK_EQ(tg_policy_remove(&pol, 1), 0);
+	CHECK_EQ(tg_policy_remove(&pol, 1), 1);
+	CHECK(pol.n == 5 && pol.keys[0] == 3 && pol.keys[1] == 4 &&
+	      pol.keys[4] == 9, "insert 4, remove 1: n %zu", pol.n);
+
+	tg_case("exempt keys in and out, in place");
+	CHECK_EQ(tg_policy_exempt_insert(&pol, 20), 0);
+	CHECK_EQ(tg_policy_exempt_insert(&pol, 10), 0);
+	CHECK_EQ(tg_policy_exempt_insert(&pol, 10), 1);
+	CHECK(pol.nexempt == 2 && pol.exempt[0] == 10 && pol.exempt[1] == 20,
+	      "exempt sorted: %zu", pol.nexempt);
+	CHECK_EQ(tg_policy_key_value(&pol, 10), TG_POL_EXEMPT);
+	CHECK_EQ(tg_policy_exempt_remove(&pol, 10), 0);
+	CHECK_EQ(tg_policy_exempt_remove(&pol, 10), 1);
+	CHECK_EQ(tg_policy_key_value(&pol, 10), 0);
+	CHECK_EQ(pol.nexempt, 1);
+	tg_policy_free(&pol);
+
+	tg_case("entry_parse: kinds and the IDN mark");
+	n = tg_policy_entry_parse("SRS0=", 1, keys, &idn);
+	CHECK(n == 1 && keys[0] == TG_KEY_SRS0 && idn == 0, "SRS0= exempt: %d",
+	      n);
+	CHECK_EQ(tg_policy_entry_parse("SRS0=", 0, keys, &idn), (__u64)-1);
+	n = tg_policy_entry_parse("@b\xc3\xbc" "cher.example", 0, keys, &idn);
+	CHECK(n == 2 && idn == 1, "U-label domain: %d keys, idn %d", n, idn);
+	n = tg_policy_entry_parse("Alice@Example.org", 0, keys, &idn);
+	CHECK(n == 1 && idn == 0, "ASCII address: %d keys, idn %d", n, idn);
+}
+
 static void cleanup(void)
 {
 	char path[sizeof(tmpdir) + 300];
@@ -904,6 +958,7 @@ int main(void)
 	test_table();
 	test_append();
 	test_exempt();
+	test_built();
 	status = tg_test_done();
 	cleanup();
 	return status;
