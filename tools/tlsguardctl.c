@@ -6,6 +6,7 @@
  *	tlsguardctl [--socket PATH] status [--json]
  *	tlsguardctl [--socket PATH] flows [--json]
  *	tlsguardctl [--socket PATH] detach
+ *	tlsguardctl [--socket PATH] start-check daemon|pinned
  *	tlsguardctl [--socket PATH] audit [--file FILE] [--sender ADDR]
  *		[--since TIME]
  *	tlsguardctl [--socket PATH] sender add|remove ADDRESS
@@ -40,6 +41,13 @@
  *	tlsguardd to detach and unpin everything and exit; with no tlsguardd
  *	running, it removes what a tlsguardd --pin left pinned under
  *	/sys/fs/bpf/tlsguard.
+ *
+ *	start-check says whether the MTA may start (the Postfix drop-in's
+ *	ExecStartPre): with daemon, only when tlsguardd answers on its
+ *	socket; with pinned, also when it does not but the state a
+ *	tlsguardd --pin left under /sys/fs/bpf/tlsguard (its maps and the
+ *	cgroup's sock_ops link) enforces in the kernel. Exit status 0 when
+ *	the MTA may start, 1 (with one line saying why) when it may not.
  *
  *	audit prints the audit trail (tlsguardd --audit FILE; the running
  *	daemon is asked for its file unless --file is given), one message
@@ -99,6 +107,7 @@ static void fatal(const char *fmt, const char *a, const char *b)
 static const char tg_usage[] =
 	"usage: tlsguardctl [--socket PATH] status|flows [--json]\n"
 	"       tlsguardctl [--socket PATH] detach|reload\n"
+	"       tlsguardctl [--socket PATH] start-check daemon|pinned\n"
 	"       tlsguardctl [--socket PATH] audit [--file FILE] "
 	"[--sender ADDR] [--since TIME] [--json]\n"
 	"       tlsguardctl [--socket PATH] sender add|remove ADDRESS\n"
@@ -120,11 +129,35 @@ static void usage(void)
  * Ask the daemon; its answer (after "ok\n"), read to the end: an answer
  * has no size limit (flows at a full table).
  */
-static char *tg_ask(const char *path, const char *cmd)
+/*
+ * A connection to the daemon's control socket, reads bounded to 5 s;
+ * -1 (errno set) when nothing listens there.
+ */
+static int tg_connect(const char *path)
 {
 	struct sockaddr_un sun = { .sun_family = AF_UNIX };
 	struct timeval tv = { .tv_sec = 5 };
-	static char *reply;	/* kept to the end: the answer is printed */
+	int fd, err;
+
+	if (strlen(path) >= sizeof(sun.sun_path))
+		fatal("--socket %s: path too long%s", path, "");
+	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		fatal("socket: %s%s", strerror(errno), "");
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
+		err = errno;
+		close(fd);
+		errno = err;
+		return -1;
+	}
+	return fd;
+}
+
+static char *tg_ask(const char *path, const char *cmd)
+{
+	static char *reply; /* kept to the end: the answer is printed */
 	size_t got = 0, cap = 65536;
 	ssize_t n;
 	int fd;
@@ -132,16 +165,10 @@ static char *tg_ask(const char *path, const char *cmd)
 	reply = malloc(cap + 1);
 	if (!reply)
 		fatal("out of memory%s%s", "", "");
-	if (strlen(path) >= sizeof(sun.sun_path))
-		fatal("--socket %s: path too long%s", path, "");
-	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	fd = tg_connect(path);
 	if (fd < 0)
-		fatal("socket: %s%s", strerror(errno), "");
-	if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0)
 		fatal("tlsguardd is not running (%s: %s)", path,
 		      strerror(errno));
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	if (dprintf(fd, "%s\n", cmd) < 0)
 		fatal("%s: %s", path, strerror(errno));
 	while ((n = read(fd, reply + got, cap - got)) > 0) {
@@ -350,15 +377,13 @@ static int tg_audit(const char *sock, const char *file, const char *sender,
 /* Remove what a pinned tlsguardd left; the kernel frees what is unused. */
 static int tg_detach(const char *sock)
 {
-	struct sockaddr_un sun = { .sun_family = AF_UNIX };
 	struct dirent *de;
 	char p[512];
 	DIR *d;
 	int fd, i;
 
-	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", sock);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd >= 0 && connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == 0) {
+	fd = tg_connect(sock);
+	if (fd >= 0) {
 		close(fd);
 		tg_ask(sock, "detach");
 		/* It unpins, then exits and removes its socket. */
@@ -367,8 +392,6 @@ static int tg_detach(const char *sock)
 		if (access(sock, F_OK) == 0)
 			fatal("tlsguardd did not exit after detach (%s)%s", sock,
 			      "");
-	} else if (fd >= 0) {
-		close(fd);
 	}
 	d = opendir(TG_PIN_DIR);
 	if (!d)
@@ -384,6 +407,50 @@ static int tg_detach(const char *sock)
 	if (rmdir(TG_PIN_DIR) < 0)
 		fatal("%s: %s", TG_PIN_DIR, strerror(errno));
 	return 0;
+}
+
+/* 1 when a tlsguardd answers a status request on sock within 5 s. */
+static int tg_answers(const char *sock)
+{
+	char c;
+	int fd = tg_connect(sock), ok;
+
+	if (fd < 0)
+		return 0;
+	ok = dprintf(fd, "status\n") > 0 && read(fd, &c, 1) == 1;
+	close(fd);
+	return ok;
+}
+
+/*
+ * start-check: may the MTA start? The kernel guards only while a daemon
+ * runs or its pinned state does: a boot empties bpffs, so "pinned" never
+ * lets an MTA start unguarded after one.
+ */
+static int tg_start_check(const char *sock, const char *mode)
+{
+	int pinned = strcmp(mode, "pinned") == 0;
+
+	if (!pinned && strcmp(mode, "daemon") != 0)
+		usage();
+	if (tg_answers(sock)) {
+		printf("tlsguardd answers on %s: the MTA may start\n", sock);
+		return 0;
+	}
+	if (pinned && access(TG_PIN_DIR "/tg_sockops_link", F_OK) == 0 &&
+	    access(TG_PIN_DIR "/tg_flows", F_OK) == 0) {
+		printf("tlsguardd does not answer on %s, but its state pinned "
+		       "under %s enforces: the MTA may start\n",
+		       sock, TG_PIN_DIR);
+		return 0;
+	}
+	fprintf(stderr,
+		"tlsguardctl: fatal: tlsguardd does not answer on %s%s: "
+		"the MTA must not start (start-check %s)\n",
+		sock,
+		pinned ? ", and nothing of it is pinned under " TG_PIN_DIR : "",
+		mode);
+	return 1;
 }
 
 /* sender list: the daemon names its file; the entries are read here. */
@@ -514,6 +581,11 @@ int main(int argc, char **argv)
 	for (i = 1; i < argc; i++) {
 		if (cmd && strcmp(cmd, "sender") == 0)
 			return tg_sender(path, argc - i, argv + i);
+		if (cmd && strcmp(cmd, "start-check") == 0) {
+			if (i != argc - 1 || json || file || sender || since)
+				usage();
+			return tg_start_check(path, argv[i]);
+		}
 		if (cmd && strcmp(cmd, "config") == 0 &&
 		    strcmp(argv[i], "-n") == 0 && !changed) {
 			changed = 1;

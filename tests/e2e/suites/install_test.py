@@ -273,7 +273,8 @@ def main(argv=None):
             problems.append("tlsguardd.service: ExecStart does not name the installed files")
         if "Type=notify" not in unit or "Restart=on-failure" not in unit:
             problems.append("tlsguardd.service: no readiness notification or restart")
-        if "Slice=tlsguarded.slice" not in dropin or "ExecStartPre=%s/sbin/tlsguardctl status" % prefix not in dropin:
+        if "Slice=tlsguarded.slice" not in dropin or "ExecStartPre=%s/sbin/tlsguardctl start-check ${TLSGUARD_MTA_START}" % prefix not in dropin \
+                or "Environment=TLSGUARD_MTA_START=daemon" not in dropin:
             problems.append("postfix drop-in: %r" % dropin)
         if re.search(r"@[A-Z]+@", unit):
             problems.append("tlsguardd.service has an unreplaced @VAR@")
