@@ -43,7 +43,7 @@
  *	/sys/fs/bpf/tlsguard.
  *
  *	start-check says whether the MTA may start (the Postfix drop-in's
- *	ExecStartPre): with daemon, only when tlsguardd answers on its
+ *	ExecStartPre; an empty mode is daemon): with daemon, only when tlsguardd answers on its
  *	socket; with pinned, also when it does not but the state a
  *	tlsguardd --pin left under /sys/fs/bpf/tlsguard (its maps and the
  *	cgroup's sock_ops link) enforces in the kernel. Exit status 0 when
@@ -431,6 +431,8 @@ static int tg_start_check(const char *sock, const char *mode)
 {
 	int pinned = strcmp(mode, "pinned") == 0;
 
+	if (!*mode)
+		mode = "daemon"; /* the drop-in's variable unset */
 	if (!pinned && strcmp(mode, "daemon") != 0)
 		usage();
 	if (tg_answers(sock)) {
