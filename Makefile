@@ -204,7 +204,8 @@ install: all
 	install -d $(DESTDIR)$(PREFIX)/share/tlsguard/pgsql
 	install -m 0644 dist/pgsql/schema.sql $(DESTDIR)$(PREFIX)/share/tlsguard/pgsql/
 	$(SUBST) dist/systemd/tlsguardd.service.in > $(DESTDIR)$(UNITDIR)/tlsguardd.service
-	install -m 0644 dist/systemd/tlsguarded.slice $(DESTDIR)$(UNITDIR)/
+	install -m 0644 dist/systemd/tlsguarded.slice dist/systemd/tlsguardd-pins.service \
+		$(DESTDIR)$(UNITDIR)/
 	$(SUBST) dist/postfix/tlsguard.conf.in \
 		> $(DESTDIR)$(UNITDIR)/postfix@.service.d/tlsguard.conf
 	chmod 0644 $(DESTDIR)$(UNITDIR)/tlsguardd.service \
@@ -223,6 +224,7 @@ uninstall:
 		$(DESTDIR)$(MANDIR)/man5/tlsguard.conf.5 \
 		$(DESTDIR)$(MANDIR)/man8/tlsguardd.8 $(DESTDIR)$(MANDIR)/man8/tlsguardctl.8 \
 		$(DESTDIR)$(UNITDIR)/tlsguardd.service $(DESTDIR)$(UNITDIR)/tlsguarded.slice \
+		$(DESTDIR)$(UNITDIR)/tlsguardd-pins.service \
 		$(DESTDIR)$(UNITDIR)/postfix@.service.d/tlsguard.conf \
 		$(DESTDIR)$(SYSCONFDIR)/logrotate.d/tlsguard \
 		$(DESTDIR)$(PREFIX)/share/tlsguard/pgsql/schema.sql
@@ -231,17 +233,29 @@ uninstall:
 # make deb: build/deb/tlsguard_VERSION_amd64.deb with Debian's tools, from a
 # copy of this tree (nothing is written beside it), then lintian on it;
 # fails on a lintian error, or when debian/changelog and VERSION differ.
+# DEB_VERSION=V (with DEB_DIR=another directory) builds the same tree as
+# version V: the copy's VERSION says V and its debian/changelog gets an
+# entry for V on top, so the programs, status and the package all say V
+# (make vmtest-systemd upgrades to such a build). This tree is not changed.
 VERSION := $(shell cat VERSION)
-DEB_DIR := $(BUILD)/deb
+DEB_VERSION ?= $(VERSION)
+DEB_DIR ?= $(BUILD)/deb
+DEB_SRC := $(DEB_DIR)/tlsguard-$(DEB_VERSION)
 deb:
 	@v=$$(dpkg-parsechangelog -S Version); test "$$v" = "$(VERSION)" || \
 		{ echo "debian/changelog is at $$v, VERSION at $(VERSION)" >&2; exit 1; }
-	rm -rf $(DEB_DIR) && mkdir -p $(DEB_DIR)/tlsguard-$(VERSION)
+	rm -rf $(DEB_DIR) && mkdir -p $(DEB_SRC)
 	tar -cf - --exclude=./.git --exclude='./build*' --exclude=./bench/build \
-		--exclude=./tests/vm/cache . | tar -C $(DEB_DIR)/tlsguard-$(VERSION) -xf -
-	cd $(DEB_DIR)/tlsguard-$(VERSION) && dpkg-buildpackage -b -us -uc
+		--exclude=./tests/vm/cache . | tar -C $(DEB_SRC) -xf -
+	@if [ "$(DEB_VERSION)" != "$(VERSION)" ]; then \
+		echo "$(DEB_VERSION)" > $(DEB_SRC)/VERSION && \
+		{ printf 'tlsguard (%s) bookworm; urgency=medium\n\n  * %s built as %s.\n\n -- %s  %s\n\n' \
+			"$(DEB_VERSION)" "$(VERSION)" "$(DEB_VERSION)" \
+			"$$(dpkg-parsechangelog -S Maintainer)" "$$(date -R)"; \
+		  cat debian/changelog; } > $(DEB_SRC)/debian/changelog; fi
+	cd $(DEB_SRC) && dpkg-buildpackage -b -us -uc
 	lintian --fail-on error --fail-on warning \
-		$(DEB_DIR)/tlsguard_$(VERSION)_amd64.deb
+		$(DEB_DIR)/tlsguard_$(DEB_VERSION)_amd64.deb
 
 # Not in make check: it takes about half an hour for 100,000 messages.
 SOAK_MESSAGES ?= 100000

@@ -3,7 +3,7 @@
 # this machine's root file system shared read-only (9p) under a tmpfs
 # overlay, and runs one command inside as root. See README.md, "Kernels".
 #
-#   make vm-deps        QEMU, busybox-static, kmod; the kernels of the matrix
+#   make vm-deps        QEMU, busybox-static, kmod, e2fsprogs; the kernels of the matrix
 #                       unpacked (not installed) in build/vm
 #   make vmtest         on each kernel in turn: the verifier check, the unit
 #                       tests and the suites of tests/e2e/SUITES tagged vm
@@ -33,7 +33,7 @@ VM_KERNELS ?= debian-6.1 debian-6.12
 VM_KERNEL  ?=
 VM_ARGS    ?=
 VM_RUN     := $(or $(VM_KERNEL),$(VM_KERNELS))
-VM_PKGS    := qemu-system-x86 busybox-static kmod
+VM_PKGS    := qemu-system-x86 busybox-static kmod e2fsprogs
 VM_OUT     := $(BUILD)/vm-out
 VMTEST     := $(PYTHON) tools/vmtest $(VM_ARGS)
 VM_TOOLS   := --tlsguardd $(BUILD)/tlsguardd --tlsguardctl $(BUILD)/tlsguardctl
@@ -69,7 +69,7 @@ define vm_matrix
 	printf '\n%-32s %-14s %8s\n%b' kernel result seconds "$$sum"; exit $$rc
 endef
 
-.PHONY: vm-deps vmtest vmtest-smoke vmtest-deb verifier-table
+.PHONY: vm-deps vmtest vmtest-smoke vmtest-deb vmtest-systemd verifier-table
 
 # make vmtest-deb: make deb, then install, upgrade and purge the package in
 # a VM of the first kernel of VM_RUN (its root is an overlay: nothing stays).
@@ -77,6 +77,20 @@ vmtest-deb: vm-deps deb
 	$(VMTEST) --kernel $(firstword $(VM_RUN)) --timeout 900 -- \
 		$(PYTHON) tests/e2e/suites/package_test.py \
 		--deb $(DEB_DIR)/tlsguard_$(VERSION)_amd64.deb
+
+# make vmtest-systemd: make deb, and the same tree built as the next version
+# (DEB_VERSION, in $(BUILD)/deb-next); then, in a VM of the first kernel of
+# VM_RUN booted with systemd as PID 1 (tools/vmtest --init systemd), the
+# package and Postfix as the system runs them: install, send, kill -9,
+# restart, the start setting, upgrade, reboot
+# (tests/e2e/suites/systemd_test.py). Its disk image goes with the VM.
+VM_DEB_NEXT = $(VERSION)+next1
+vmtest-systemd: vm-deps deb
+	$(MAKE) deb DEB_VERSION=$(VM_DEB_NEXT) DEB_DIR=$(BUILD)/deb-next
+	$(VMTEST) --kernel $(firstword $(VM_RUN)) --init systemd --timeout 2400 -- \
+		$(PYTHON) tests/e2e/suites/systemd_test.py \
+		--deb $(DEB_DIR)/tlsguard_$(VERSION)_amd64.deb \
+		--deb-next $(BUILD)/deb-next/tlsguard_$(VM_DEB_NEXT)_amd64.deb
 
 vm-deps:
 	@if ! dpkg -s $(VM_PKGS) >/dev/null 2>&1; then \

@@ -23,7 +23,11 @@
 int tg_cgroup2_mount(char *buf, size_t len)
 {
 	struct mntent *m;
-	FILE *fp = setmntent("/proc/mounts", "r");
+	/*
+	 * Its own mounts, not /proc/mounts: that link is not in a /proc
+	 * mounted with subset=pid (the unit's ProcSubset=pid).
+	 */
+	FILE *fp = setmntent("/proc/self/mounts", "r");
 	int found = -1;
 
 	if (!fp)
@@ -48,7 +52,7 @@ int tg_cgroup_open(const char *dir, char *path, size_t pathlen, char *err,
 
 	if (tg_cgroup2_mount(mnt, sizeof(mnt)) < 0) {
 		snprintf(err, errlen, "no cgroup2 file system is mounted "
-			 "(see /proc/mounts)");
+			 "(see /proc/self/mounts)");
 		return -1;
 	}
 	if (strlen(dir) >= 2048) {

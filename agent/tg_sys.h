@@ -12,7 +12,7 @@
  *	char	*tg_capture(char *const argv[], size_t max);
  * DESCRIPTION
  *	tg_cgroup_open() opens a cgroup v2 directory. A relative DIR is
- *	taken relative to the cgroup2 mount, found in /proc/mounts (it is
+ *	taken relative to the cgroup2 mount, found in /proc/self/mounts (it is
  *	/sys/fs/cgroup on systemd hosts, /sys/fs/cgroup/unified on hybrid
  *	ones). It fails unless DIR is a directory on a cgroup2 file system.
  *	The path it opened is left in path.

@@ -6,6 +6,7 @@
  *	tlsguardctl [--socket PATH] status [--json]
  *	tlsguardctl [--socket PATH] flows [--json]
  *	tlsguardctl [--socket PATH] [--pin-dir DIR] detach
+ *	tlsguardctl [--socket PATH] [--pin-dir DIR] start-check daemon|pinned
  *	tlsguardctl [--socket PATH] audit [--file FILE] [--sender ADDR]
  *		[--since TIME]
  *	tlsguardctl [--socket PATH] sender add|remove ADDRESS
@@ -42,6 +43,14 @@
  *	(default /sys/fs/bpf/tlsguard, tlsguard.conf's pin_dir). It removes
  *	only tlsguard's pins (tg_*), and nothing from a directory that is not
  *	on a bpf filesystem.
+ *
+ *	start-check says whether the MTA may start (the Postfix drop-in's
+ *	ExecStartPre; an empty mode is daemon): with daemon, only when
+ *	tlsguardd answers on its socket; with pinned, also when it does not
+ *	but the state a tlsguardd left pinned under --pin-dir (the cgroup's
+ *	sock_ops link, which holds its programs and maps) enforces in the
+ *	kernel. Exit status 0 when the MTA may start, 1 (with one line
+ *	saying why) when it may not.
  *
  *	audit prints the audit trail (tlsguardd --audit FILE; the running
  *	daemon is asked for its file unless --file is given), one message
@@ -103,6 +112,7 @@ static const char tg_usage[] =
 	"usage: tlsguardctl [--socket PATH] status|flows [--json]\n"
 	"       tlsguardctl [--socket PATH] reload\n"
 	"       tlsguardctl [--socket PATH] [--pin-dir DIR] detach\n"
+	"       tlsguardctl [--socket PATH] [--pin-dir DIR] start-check daemon|pinned\n"
 	"       tlsguardctl [--socket PATH] audit [--file FILE] "
 	"[--sender ADDR] [--since TIME] [--json]\n"
 	"       tlsguardctl [--socket PATH] sender add|remove ADDRESS\n"
@@ -124,11 +134,35 @@ static void usage(void)
  * Ask the daemon; its answer (after "ok\n"), read to the end: an answer
  * has no size limit (flows at a full table).
  */
-static char *tg_ask(const char *path, const char *cmd)
+/*
+ * A connection to the daemon's control socket, reads bounded to 5 s;
+ * -1 (errno set) when nothing listens there.
+ */
+static int tg_connect(const char *path)
 {
 	struct sockaddr_un sun = { .sun_family = AF_UNIX };
 	struct timeval tv = { .tv_sec = 5 };
-	static char *reply;	/* kept to the end: the answer is printed */
+	int fd, err;
+
+	if (strlen(path) >= sizeof(sun.sun_path))
+		fatal("--socket %s: path too long%s", path, "");
+	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		fatal("socket: %s%s", strerror(errno), "");
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
+		err = errno;
+		close(fd);
+		errno = err;
+		return -1;
+	}
+	return fd;
+}
+
+static char *tg_ask(const char *path, const char *cmd)
+{
+	static char *reply; /* kept to the end: the answer is printed */
 	size_t got = 0, cap = 65536;
 	ssize_t n;
 	int fd;
@@ -136,16 +170,10 @@ static char *tg_ask(const char *path, const char *cmd)
 	reply = malloc(cap + 1);
 	if (!reply)
 		fatal("out of memory%s%s", "", "");
-	if (strlen(path) >= sizeof(sun.sun_path))
-		fatal("--socket %s: path too long%s", path, "");
-	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	fd = tg_connect(path);
 	if (fd < 0)
-		fatal("socket: %s%s", strerror(errno), "");
-	if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0)
 		fatal("tlsguardd is not running (%s: %s)", path,
 		      strerror(errno));
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	if (dprintf(fd, "%s\n", cmd) < 0)
 		fatal("%s: %s", path, strerror(errno));
 	while ((n = read(fd, reply + got, cap - got)) > 0) {
@@ -349,21 +377,6 @@ static int tg_audit(const char *sock, const char *file, const char *sender,
 	return 0;
 }
 
-/* A connection to a tlsguardd listening on sock, or -1. */
-static int tg_daemon(const char *sock)
-{
-	struct sockaddr_un sun = { .sun_family = AF_UNIX };
-	int fd;
-
-	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", sock);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd >= 0 && connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
-		close(fd);
-		fd = -1;
-	}
-	return fd;
-}
-
 /*
  * Remove what a tlsguardd left pinned under dir; the kernel frees what
  * is unused, and the cgroup links' programs detach with their last pin.
@@ -373,20 +386,18 @@ static int tg_daemon(const char *sock)
  */
 static int tg_detach(const char *sock, const char *dir)
 {
-	struct timeval tv = { .tv_sec = 5 };
 	struct dirent *de;
 	char p[512], err[512];
 	DIR *d;
 	int fd, i;
 
-	if ((fd = tg_daemon(sock)) >= 0) {
-		setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	if ((fd = tg_connect(sock)) >= 0) {
 		if (write(fd, "detach\n", 7) == 7)
 			while (read(fd, p, sizeof(p)) > 0)
 				;
 		close(fd);
 		/* It unpins, then exits; a stale socket file refuses. */
-		for (i = 0; i < 100 && (fd = tg_daemon(sock)) >= 0; i++) {
+		for (i = 0; i < 100 && (fd = tg_connect(sock)) >= 0; i++) {
 			close(fd);
 			usleep(100000);
 		}
@@ -418,6 +429,55 @@ static int tg_detach(const char *sock, const char *dir)
 		fatal("%s: %s (tlsguard's pins are removed)", dir,
 		      strerror(errno));
 	return 0;
+}
+
+/* 1 when a tlsguardd answers a status request on sock within 5 s. */
+static int tg_answers(const char *sock)
+{
+	char c;
+	int fd = tg_connect(sock), ok;
+
+	if (fd < 0)
+		return 0;
+	ok = dprintf(fd, "status\n") > 0 && read(fd, &c, 1) == 1;
+	close(fd);
+	return ok;
+}
+
+/*
+ * start-check: may the MTA start? The kernel guards only while a daemon
+ * runs or its pinned state does (the cgroup's sock_ops link pinned under
+ * dir holds the programs and, through them, the maps of every
+ * generation): a boot empties bpffs, so "pinned" never lets an MTA start
+ * unguarded after one.
+ */
+static int tg_start_check(const char *sock, const char *dir,
+			  const char *mode)
+{
+	int pinned = strcmp(mode, "pinned") == 0;
+	char link[512];
+
+	if (!*mode)
+		mode = "daemon"; /* the drop-in's variable unset */
+	if (!pinned && strcmp(mode, "daemon") != 0)
+		usage();
+	if (tg_answers(sock)) {
+		printf("tlsguardd answers on %s: the MTA may start\n", sock);
+		return 0;
+	}
+	snprintf(link, sizeof(link), "%s/tg_sockops_link", dir);
+	if (pinned && access(link, F_OK) == 0) {
+		printf("tlsguardd does not answer on %s, but its state pinned "
+		       "under %s enforces: the MTA may start\n",
+		       sock, dir);
+		return 0;
+	}
+	fprintf(stderr,
+		"tlsguardctl: fatal: tlsguardd does not answer on %s%s%s: "
+		"the MTA must not start (start-check %s)\n",
+		sock, pinned ? ", and nothing of it is pinned under " : "",
+		pinned ? dir : "", mode);
+	return 1;
 }
 
 /* sender list: the daemon names its file; the entries are read here. */
@@ -548,6 +608,12 @@ int main(int argc, char **argv)
 	for (i = 1; i < argc; i++) {
 		if (cmd && strcmp(cmd, "sender") == 0)
 			return tg_sender(path, argc - i, argv + i);
+		if (cmd && strcmp(cmd, "start-check") == 0) {
+			if (i != argc - 1 || json || file || sender || since)
+				usage();
+			return tg_start_check(path, pin_dir ? pin_dir :
+						     TG_PIN_DEFAULT, argv[i]);
+		}
 		if (cmd && strcmp(cmd, "config") == 0 &&
 		    strcmp(argv[i], "-n") == 0 && !changed) {
 			changed = 1;
@@ -580,7 +646,7 @@ int main(int argc, char **argv)
 			usage();
 	}
 	if (pin_dir && (!cmd || strcmp(cmd, "detach") != 0))
-		usage();	/* only detach takes it */
+		usage();	/* only detach and start-check take it */
 	if (cmd && strcmp(cmd, "audit") == 0)
 		return tg_audit(path, file, sender, since, json);
 	if (cmd && strcmp(cmd, "detach") == 0 && !file && !sender && !since &&

@@ -223,6 +223,7 @@ def main(argv=None):
             "usr/share/man/man5/tlsguard.conf.5": 0o644,
             "usr/share/tlsguard/pgsql/schema.sql": 0o644,
             "units/tlsguardd.service": 0o644, "units/tlsguarded.slice": 0o644,
+            "units/tlsguardd-pins.service": 0o644,
             "units/postfix@.service.d/tlsguard.conf": 0o644,
             "etc/tlsguard/tlsguard.conf": 0o644, "etc/tlsguard/senders": 0o640,
             "etc/logrotate.d/tlsguard": 0o644,
@@ -276,12 +277,12 @@ def main(argv=None):
             problems.append("tlsguardd.service: ExecStart does not name the installed files")
         if "Type=notify" not in unit or "Restart=on-failure" not in unit:
             problems.append("tlsguardd.service: no readiness notification or restart")
-        if "Slice=tlsguarded.slice" not in dropin or "ExecStartPre=%s/sbin/tlsguardctl status" % prefix not in dropin:
+        if "Slice=tlsguarded.slice" not in dropin or "ExecStartPre=%s/sbin/tlsguardctl start-check ${TLSGUARD_MTA_START}" % prefix not in dropin:
             problems.append("postfix drop-in: %r" % dropin)
         if re.search(r"@[A-Z]+@", unit):
             problems.append("tlsguardd.service has an unreplaced @VAR@")
         if shutil.which("systemd-analyze"):
-            for u in ("tlsguardd.service", "tlsguarded.slice"):
+            for u in ("tlsguardd.service", "tlsguarded.slice", "tlsguardd-pins.service"):
                 r = subprocess.run(["systemd-analyze", "verify", "--man=no", os.path.join(units, u)],
                                    capture_output=True, text=True)
                 if r.returncode != 0 or r.stderr.strip():

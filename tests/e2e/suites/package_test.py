@@ -82,6 +82,7 @@ def main(argv=None):
         want = {"/usr/sbin/tlsguardd": 0o755, "/usr/sbin/tlsguardctl": 0o755,
                 "/usr/share/man/man8/tlsguardd.8.gz": 0o644, "/usr/share/man/man5/tlsguard.conf.5.gz": 0o644,
                 "/lib/systemd/system/tlsguardd.service": 0o644, "/lib/systemd/system/tlsguarded.slice": 0o644,
+                "/lib/systemd/system/tlsguardd-pins.service": 0o644,
                 "/lib/systemd/system/postfix@.service.d/tlsguard.conf": 0o644,
                 "/etc/tlsguard/tlsguard.conf": 0o644, "/etc/tlsguard/senders": 0o640}
         problems = []
