@@ -30,6 +30,9 @@
  *			void	tg_pin_adopt(struct tg_agent *ag);
  *			struct bpf_link *tg_pin_link(struct bpf_program *prog,
  *						     const char *pin);
+ *			int	tg_pin_seen(const struct tg_agent *ag,
+ *					    int *fds, unsigned max);
+ *			void	tg_pin_drain(struct tg_agent *ag);
  *			void	tg_unpin(struct tg_agent *ag);
  *	tg_recover.c	void	tg_recover_lost(struct tg_agent *ag);
  *	tg_mta.c	void	tg_mta_read(struct tg_agent *ag, int starting);
@@ -65,6 +68,17 @@ struct bpf_program;
 #define TG_PIN_LINK	TG_PIN_DIR "/tg_sockops_link"
 #define TG_PIN_CONNECT4	TG_PIN_DIR "/tg_connect4_link"
 #define TG_PIN_CONNECT6	TG_PIN_DIR "/tg_connect6_link"
+#define TG_PIN_PATH	256	/* room for a generation's directory */
+#define TG_GENS_MAX	8	/* older generations drained at once */
+
+/* An older generation of pinned maps, draining (tg_pin.c). */
+struct tg_gen {
+	char dir[TG_PIN_PATH];
+	int legacy;		/* maps at TG_PIN_DIR's top: before generations */
+	int socks_fd;		/* its tg_socks: empty once drained; -1 if gone */
+	int flows_fd;		/* its tg_flows, read through its own BTF */
+	time_t since;		/* when this agent found it */
+};
 
 /*
  * --check-verifier's default budget: instructions processed per program.
@@ -99,6 +113,9 @@ struct tg_agent {
 	int msg_attached;
 	int skb_attached;
 	int adopted;		/* --pin found a previous agent's state */
+	char pin_gen[TG_PIN_PATH]; /* --pin: this agent's maps' directory */
+	struct tg_gen gens[TG_GENS_MAX]; /* older generations, draining */
+	unsigned ngens;
 	struct stat senders_st;	/* the senders file as last read */
 	int detach;		/* tlsguardctl detach: remove the pins too */
 	time_t no_slot_warned;
@@ -127,6 +144,8 @@ void tg_ctl_serve(struct tg_agent *ag);
 void tg_pin_prepare(struct tg_agent *ag);
 void tg_pin_adopt(struct tg_agent *ag);
 struct bpf_link *tg_pin_link(struct bpf_program *prog, const char *pin);
+int tg_pin_seen(const struct tg_agent *ag, int *fds, unsigned max);
+void tg_pin_drain(struct tg_agent *ag);
 void tg_unpin(struct tg_agent *ag);
 
 void tg_recover_lost(struct tg_agent *ag);

@@ -120,7 +120,7 @@ void tg_load(struct tg_agent *ag)
 
 	tg_features_check();
 	tg_open_object(ag, ag->opt.audit[0] != 0);
-	if (ag->opt.pin)
+	if (ag->opt.pin)	/* the maps' layout is known once sized */
 		tg_pin_prepare(ag);
 	err_no = tg_verifier_arm(&vf, ag->skel->obj, ag->opt.verbose);
 	if (err_no < 0)
@@ -129,9 +129,8 @@ void tg_load(struct tg_agent *ag)
 	err_no = tlsguard__load(ag->skel);
 	tg_verifier_done(&vf, ag->skel->obj, err_no);
 	if (err_no && ag->adopted)
-		msg_fatal("cannot adopt the state pinned under %s: %s (left "
-			  "by another version? tlsguardctl detach removes it)",
-			  TG_PIN_DIR, strerror(-err_no));
+		msg_fatal("cannot adopt the state pinned under %s: %s",
+			  ag->pin_gen, strerror(-err_no));
 	if (err_no)
 		tg_verifier_fatal(&vf);
 	tg_verifier_report(&vf);

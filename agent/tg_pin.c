@@ -1,39 +1,66 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * NAME
- *	tg_pin - tlsguard in the kernel beyond the agent (--pin)
+ *	tg_pin - tlsguard in the kernel beyond the agent (--pin), and
+ *	upgrades without a gap
  * SYNOPSIS
  *	#include "tg_agent.h"
  *
  *	void	tg_pin_prepare(struct tg_agent *ag);
  *	void	tg_pin_adopt(struct tg_agent *ag);
  *	struct bpf_link *tg_pin_link(struct bpf_program *prog, const char *pin);
+ *	int	tg_pin_seen(const struct tg_agent *ag, int *fds, unsigned max);
+ *	void	tg_pin_drain(struct tg_agent *ag);
  *	void	tg_unpin(struct tg_agent *ag);
  * DESCRIPTION
+ *	The pins live under TG_PIN_DIR: the three cgroup links
+ *	(TG_PIN_LINK, TG_PIN_CONNECT4, TG_PIN_CONNECT6) at its top, the
+ *	maps in a generation directory TG_PIN_DIR/L<digest>, the digest
+ *	being that of the maps' layout (every map's name, type, key and
+ *	value size, room and flags, and TG_LAYOUT_VERSION). A build, or a
+ *	setting such as max_flows, that gives the maps another layout has
+ *	another generation.
+ *
  *	tg_pin_prepare(), before the object is loaded, gives every map a
- *	pin under TG_PIN_DIR and sets ag->adopted when a previous agent
- *	left its state there (libbpf then reuses those maps).
+ *	pin in this agent's generation directory and sets ag->adopted when
+ *	a previous agent left that generation there (libbpf then reuses
+ *	those maps). Every other generation found (and the maps a version
+ *	before generations pinned at the top) is recorded as draining.
  *
  *	tg_pin_adopt(), once loaded, takes over that state: the previous
- *	agent's free slots are forgotten (its slots died with it) and the
- *	flows it held are destroyed, so that the MTA retries them at once.
+ *	agents' free slots are forgotten (their slots died with them) and
+ *	the flows they held are destroyed, so that the MTA retries them at
+ *	once; for a draining generation this is done through the old flow
+ *	table's own BTF (its layout is not this build's).
  *
- *	tg_pin_link() makes the cgroup link pinned at pin (tg_sockops',
- *	tg_connect4's, tg_connect6's) run this agent's prog; it returns the
- *	link when it did, NULL when there is no link to update (the caller
- *	attaches afresh, then pins the new link).
+ *	tg_pin_link() makes the cgroup link pinned at pin run this agent's
+ *	prog, in one step (BPF_LINK_UPDATE: the cgroup is never without a
+ *	program); it returns the link when it did, NULL when there is no
+ *	link to update (the caller attaches afresh, then pins the new link).
  *
- *	tg_unpin() (tlsguardctl detach) removes every pin: nothing of
- *	tlsguard stays in the kernel once the agent exits.
+ *	tg_pin_seen() stores in fds the maps, keyed by socket cookie, whose
+ *	sockets are enforced: this agent's tg_flows, then each draining
+ *	generation's tg_socks. It returns how many.
+ *
+ *	tg_pin_drain(), from the timer, removes the pins of each draining
+ *	generation whose sockhash is empty: its last connection closed, its
+ *	maps and sk_msg/sk_skb programs go with the pins.
+ *
+ *	tg_unpin() (tlsguardctl detach) removes every pin of every
+ *	generation: nothing of tlsguard stays in the kernel once the agent
+ *	exits.
  * DIAGNOSTICS
- *	A directory or pin that cannot be made is fatal.
+ *	A directory or pin that cannot be made is fatal. A draining
+ *	generation beyond TG_GENS_MAX is left pinned, with a warning.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <bpf/bpf.h>
+#include <bpf/btf.h>
 #include <bpf/libbpf.h>
 
 #include "tlsguard.skel.h"
@@ -45,22 +72,104 @@
  * kernel goes on enforcing when the agent is gone (the sk_msg and sk_skb
  * programs belong to the pinned sockhash, the sock_ops and connect
  * programs to the pinned cgroup links). A held flow then finds no live
- * injection slot and is failed closed: the MTA defers. A new agent
- * adopts the pinned maps (libbpf reuses a map whose pin exists) and the
- * flows in them.
+ * injection slot and is failed closed: the MTA defers.
  */
+
+static __u64 tg_layout_fnv(__u64 h, const void *p, size_t n)
+{
+	const unsigned char *c = p;
+
+	while (n--)
+		h = (h ^ *c++) * 0x100000001b3ULL;
+	return h;
+}
+
+/* The layout digest of the opened (sized, not loaded) object. */
+static __u64 tg_layout(struct bpf_object *obj)
+{
+	__u64 h = tg_layout_fnv(0xcbf29ce484222325ULL, "tlsguard", 8);
+	__u32 v[6] = { TG_LAYOUT_VERSION };
+	struct bpf_map *map;
+
+	h = tg_layout_fnv(h, v, sizeof(v[0]));
+	bpf_object__for_each_map(map, obj) {
+		const char *name = bpf_map__name(map);
+
+		if (strncmp(name, "tg_", 3) != 0)
+			continue;
+		v[0] = bpf_map__type(map);
+		v[1] = bpf_map__key_size(map);
+		v[2] = bpf_map__value_size(map);
+		v[3] = bpf_map__max_entries(map);
+		v[4] = bpf_map__map_flags(map);
+		h = tg_layout_fnv(h, name, strlen(name) + 1);
+		h = tg_layout_fnv(h, v, sizeof(v));
+	}
+	return h;
+}
+
+/* An older generation: dir is its directory (TG_PIN_DIR when legacy). */
+static void tg_gen_add(struct tg_agent *ag, const char *dir, int legacy)
+{
+	struct tg_gen *g;
+	char p[TG_PIN_PATH + 32];
+
+	if (ag->ngens >= TG_GENS_MAX) {
+		msg_warn("%s: more than %d pinned generations; this one stays "
+			 "pinned (tlsguardctl detach removes it)", dir,
+			 TG_GENS_MAX);
+		return;
+	}
+	g = &ag->gens[ag->ngens++];
+	snprintf(g->dir, sizeof(g->dir), "%s", dir);
+	g->legacy = legacy;
+	snprintf(p, sizeof(p), "%s/tg_socks", dir);
+	g->socks_fd = bpf_obj_get(p);	/* -1: nothing left to drain */
+	snprintf(p, sizeof(p), "%s/tg_flows", dir);
+	g->flows_fd = bpf_obj_get(p);
+	g->since = time(NULL);
+}
+
+/* Every generation under TG_PIN_DIR but this agent's (ag->pin_gen). */
+static void tg_gens_find(struct tg_agent *ag)
+{
+	char p[TG_PIN_PATH];
+	struct dirent *de;
+	DIR *d;
+
+	if (access(TG_PIN_DIR "/tg_socks", F_OK) == 0)
+		tg_gen_add(ag, TG_PIN_DIR, 1);	/* pinned before generations */
+	d = opendir(TG_PIN_DIR);
+	if (!d)
+		msg_fatal("%s: %s", TG_PIN_DIR, strerror(errno));
+	while ((de = readdir(d))) {
+		if (de->d_name[0] != 'L' || de->d_type != DT_DIR)
+			continue;
+		snprintf(p, sizeof(p), "%s/%.32s", TG_PIN_DIR, de->d_name);
+		if (strcmp(p, ag->pin_gen) != 0)
+			tg_gen_add(ag, p, 0);
+	}
+	closedir(d);
+}
+
 void tg_pin_prepare(struct tg_agent *ag)
 {
 	struct bpf_map *map;
-	char path[256];
+	char path[TG_PIN_PATH + 32];
 
 	if (mkdir(TG_PIN_DIR, 0700) < 0 && errno != EEXIST)
 		msg_fatal("mkdir %s: %s", TG_PIN_DIR, strerror(errno));
-	ag->adopted = access(TG_PIN_DIR "/tg_flows", F_OK) == 0;
+	snprintf(ag->pin_gen, sizeof(ag->pin_gen), "%s/L%016llx", TG_PIN_DIR,
+		 (unsigned long long)tg_layout(ag->skel->obj));
+	if (mkdir(ag->pin_gen, 0700) < 0 && errno != EEXIST)
+		msg_fatal("mkdir %s: %s", ag->pin_gen, strerror(errno));
+	snprintf(path, sizeof(path), "%s/tg_flows", ag->pin_gen);
+	ag->adopted = access(path, F_OK) == 0;
+	tg_gens_find(ag);
 	bpf_object__for_each_map(map, ag->skel->obj) {
 		if (strncmp(bpf_map__name(map), "tg_", 3) != 0)
 			continue;	/* .rodata: per program, not shared */
-		snprintf(path, sizeof(path), "%s/%s", TG_PIN_DIR,
+		snprintf(path, sizeof(path), "%s/%s", ag->pin_gen,
 			 bpf_map__name(map));
 		if (bpf_map__set_pin_path(map, path))
 			msg_fatal("cannot pin %s: %s", path, strerror(errno));
@@ -68,43 +177,122 @@ void tg_pin_prepare(struct tg_agent *ag)
 }
 
 /*
- * Flows the previous agent held wait for replies that will never come
- * (its injection slots died with it): destroy them, so that the MTA
- * defers at once instead of waiting for its own timeout.
+ * The offsets in an older generation's struct tg_flow of the fields that
+ * name its socket, read from the flow table's own BTF: 0 when found.
  */
-static void tg_adopt_flows(struct tg_agent *ag)
-{
-	unsigned long n = tg_kill_state(&ag->kill,
-					bpf_map__fd(ag->skel->maps.tg_flows),
-					TG_FS_DIVERTED);
+struct tg_old_flow {
+	__u32 size, cookie, state, family, lport, rport, laddr, raddr;
+};
 
-	if (n)
-		msg_info("destroyed %lu held connection(s) of the previous "
-			 "agent; the MTA retries them", n);
+static int tg_old_flow_layout(int flows_fd, struct tg_old_flow *o)
+{
+	static const char *const names[] = { "cookie", "state", "family",
+		"lport", "rport", "laddr", "raddr" };
+	struct bpf_map_info info = { 0 };
+	__u32 len = sizeof(info), *off = &o->cookie;
+	const struct btf_member *m;
+	const struct btf_type *t;
+	struct btf *btf;
+	unsigned i, j, found = 0;
+
+	if (bpf_obj_get_info_by_fd(flows_fd, &info, &len) || !info.btf_id)
+		return -1;
+	btf = btf__load_from_kernel_by_id(info.btf_id);
+	if (!btf)
+		return -1;
+	t = btf__type_by_id(btf, info.btf_value_type_id);
+	if (t && btf_is_struct(t)) {
+		m = btf_members(t);
+		for (i = 0; i < btf_vlen(t); i++, m++)
+			for (j = 0; j < 7; j++)
+				if (strcmp(btf__name_by_offset(btf, m->name_off),
+					   names[j]) == 0) {
+					off[j] = btf_member_bit_offset(t, i) / 8;
+					found |= 1U << j;
+				}
+	}
+	o->size = info.value_size;
+	btf__free(btf);
+	return found == 0x7f ? 0 : -1;
 }
 
-/* tlsguardctl detach: nothing of tlsguard stays in the kernel. */
-void tg_unpin(struct tg_agent *ag)
+/* An older generation's held flows, destroyed by cookie and addresses. */
+static unsigned long tg_gen_kill_held(struct tg_agent *ag, struct tg_gen *g)
 {
-	unlink(TG_PIN_LINK);
-	unlink(TG_PIN_CONNECT4);
-	unlink(TG_PIN_CONNECT6);
-	bpf_object__unpin_maps(ag->skel->obj, NULL);
-	if (rmdir(TG_PIN_DIR) < 0 && errno != ENOENT)
-		msg_warn("rmdir %s: %s", TG_PIN_DIR, strerror(errno));
+	static unsigned char val[65536];
+	struct tg_old_flow o;
+	struct tg_flow f;
+	unsigned long n = 0;
+	__u64 key, next, *prev = NULL;
+	__u32 state;
+
+	if (g->flows_fd < 0 || tg_old_flow_layout(g->flows_fd, &o) < 0 ||
+	    o.size > sizeof(val)) {
+		msg_warn("%s: cannot read its flow table; its held flows wait "
+			 "for the MTA's own timeout", g->dir);
+		return 0;
+	}
+	while (bpf_map_get_next_key(g->flows_fd, prev, &next) == 0) {
+		key = next;
+		prev = &key;
+		if (bpf_map_lookup_elem(g->flows_fd, &key, val))
+			continue;
+		memcpy(&state, val + o.state, sizeof(state));
+		if (state != TG_FS_DIVERTED)
+			continue;
+		memset(&f, 0, sizeof(f));
+		memcpy(&f.cookie, val + o.cookie, sizeof(f.cookie));
+		memcpy(&f.family, val + o.family, sizeof(f.family));
+		memcpy(&f.lport, val + o.lport, sizeof(f.lport));
+		memcpy(&f.rport, val + o.rport, sizeof(f.rport));
+		memcpy(f.laddr, val + o.laddr, sizeof(f.laddr));
+		memcpy(f.raddr, val + o.raddr, sizeof(f.raddr));
+		n += tg_kill_flow(&ag->kill, &f) == 0;
+	}
+	return n;
+}
+
+/* A generation's free slots: its agent's slots died with it. */
+static void tg_forget_slots(int fd)
+{
+	__u64 stale[8];
+
+	while (fd >= 0 && bpf_map_lookup_and_delete_elem(fd, NULL, stale) == 0)
+		;
 }
 
 void tg_pin_adopt(struct tg_agent *ag)
 {
-	__u32 stale;
+	char p[TG_PIN_PATH + 32];
+	unsigned long n;
+	unsigned i;
+	int fd;
 
-	/* The old agent's slots died with it. */
-	while (bpf_map_lookup_and_delete_elem(
-		       bpf_map__fd(ag->skel->maps.tg_free_slots), NULL,
-		       &stale) == 0)
-		;
-	msg_info("adopted the state pinned under %s", TG_PIN_DIR);
-	tg_adopt_flows(ag);
+	if (ag->adopted) {
+		tg_forget_slots(bpf_map__fd(ag->skel->maps.tg_free_slots));
+		msg_info("adopted the state pinned under %s", ag->pin_gen);
+		n = tg_kill_state(&ag->kill,
+				  bpf_map__fd(ag->skel->maps.tg_flows),
+				  TG_FS_DIVERTED);
+		if (n)
+			msg_info("destroyed %lu held connection(s) of the "
+				 "previous agent; the MTA retries them", n);
+	}
+	for (i = 0; i < ag->ngens; i++) {
+		struct tg_gen *g = &ag->gens[i];
+
+		snprintf(p, sizeof(p), "%s/tg_free_slots", g->dir);
+		fd = bpf_obj_get(p);
+		tg_forget_slots(fd);
+		if (fd >= 0)
+			close(fd);
+		n = tg_gen_kill_held(ag, g);
+		msg_info("pinned state of another layout under %s: its "
+			 "connections drain under its own programs, new ones "
+			 "are this agent's (%s)%s", g->dir, ag->pin_gen,
+			 n ? "; its held connections were destroyed, the MTA "
+			     "retries them" : "");
+	}
 }
 
 struct bpf_link *tg_pin_link(struct bpf_program *prog, const char *pin)
@@ -115,4 +303,103 @@ struct bpf_link *tg_pin_link(struct bpf_program *prog, const char *pin)
 		return link;
 	bpf_link__destroy(link);
 	return NULL;
+}
+
+int tg_pin_seen(const struct tg_agent *ag, int *fds, unsigned max)
+{
+	unsigned i, n = 0;
+
+	if (max)
+		fds[n++] = bpf_map__fd(ag->skel->maps.tg_flows);
+	for (i = 0; i < ag->ngens && n < max; i++)
+		if (ag->gens[i].socks_fd >= 0)
+			fds[n++] = ag->gens[i].socks_fd;
+	return (int)n;
+}
+
+/*
+ * The pins of a generation; legacy: the maps at TG_PIN_DIR's top (not
+ * the links, nor the generation directories). Returns -1 on a failure.
+ */
+static int tg_gen_remove(const char *dir, int legacy)
+{
+	char p[TG_PIN_PATH + 260];
+	struct dirent *de;
+	int rc = 0;
+	DIR *d = opendir(dir);
+
+	if (!d)
+		return errno == ENOENT ? 0 : -1;
+	while ((de = readdir(d))) {
+		size_t len = strlen(de->d_name);
+
+		if (de->d_name[0] == '.' || de->d_type == DT_DIR)
+			continue;
+		if (legacy && len > 5 && strcmp(de->d_name + len - 5, "_link") == 0)
+			continue;
+		snprintf(p, sizeof(p), "%s/%s", dir, de->d_name);
+		if (unlink(p) < 0 && errno != ENOENT) {
+			msg_warn("unlink %s: %s", p, strerror(errno));
+			rc = -1;
+		}
+	}
+	closedir(d);
+	if (!legacy && rmdir(dir) < 0 && errno != ENOENT) {
+		msg_warn("rmdir %s: %s", dir, strerror(errno));
+		rc = -1;
+	}
+	return rc;
+}
+
+void tg_pin_drain(struct tg_agent *ag)
+{
+	unsigned i = 0;
+	__u64 key;
+
+	while (i < ag->ngens) {
+		struct tg_gen *g = &ag->gens[i];
+
+		if (g->socks_fd >= 0 &&
+		    bpf_map_get_next_key(g->socks_fd, NULL, &key) == 0) {
+			i++;	/* a connection of its own is still open */
+			continue;
+		}
+		if (tg_gen_remove(g->dir, g->legacy) < 0) {
+			i++;
+			continue;
+		}
+		msg_info("%s drained in %lds: its pins are removed", g->dir,
+			 (long)(time(NULL) - g->since));
+		if (g->socks_fd >= 0)
+			close(g->socks_fd);
+		if (g->flows_fd >= 0)
+			close(g->flows_fd);
+		*g = ag->gens[--ag->ngens];
+	}
+}
+
+/* tlsguardctl detach: nothing of tlsguard stays in the kernel. */
+void tg_unpin(struct tg_agent *ag)
+{
+	struct dirent *de;
+	char p[TG_PIN_PATH + 260];
+	DIR *d;
+
+	/* The links first: from then on no new connection is tracked. */
+	unlink(TG_PIN_LINK);
+	unlink(TG_PIN_CONNECT4);
+	unlink(TG_PIN_CONNECT6);
+	d = opendir(TG_PIN_DIR);
+	while (d && (de = readdir(d))) {
+		if (de->d_name[0] == 'L' && de->d_type == DT_DIR) {
+			snprintf(p, sizeof(p), "%s/%s", TG_PIN_DIR, de->d_name);
+			tg_gen_remove(p, 0);
+		}
+	}
+	if (d)
+		closedir(d);
+	tg_gen_remove(TG_PIN_DIR, 1);
+	if (rmdir(TG_PIN_DIR) < 0 && errno != ENOENT)
+		msg_warn("rmdir %s: %s", TG_PIN_DIR, strerror(errno));
+	(void)ag;
 }

@@ -180,7 +180,7 @@ static void tg_setup_datapath(struct tg_agent *ag)
 	if (tg_kill_open(&ag->kill) < 0)
 		msg_fatal("cannot open sock_diag netlink (SOCK_DESTROY): %s",
 			  strerror(errno));
-	if (ag->adopted)
+	if (ag->opt.pin)
 		tg_pin_adopt(ag);
 
 	/* Map programs first: they apply to sockets added after them. */
@@ -302,6 +302,7 @@ static struct bpf_link *tg_attach_cgroup(struct tg_agent *ag,
 static void tg_sweep_unseen(struct tg_agent *ag)
 {
 	__u16 ports[TG_PORTS_MAX];
+	int seen[1 + TG_GENS_MAX];
 	unsigned i, n = 0;
 	long killed;
 
@@ -309,7 +310,9 @@ static void tg_sweep_unseen(struct tg_agent *ag)
 		ports[n++] = ag->opt.tls_ports[i];
 	for (i = 0; i < ag->opt.nports && n < TG_PORTS_MAX; i++)
 		ports[n++] = ag->opt.ports[i];
-	killed = tg_kill_unseen(&ag->kill, bpf_map__fd(ag->skel->maps.tg_flows),
+	/* An older generation's connections drain under its programs. */
+	killed = tg_kill_unseen(&ag->kill, seen,
+				(unsigned)tg_pin_seen(ag, seen, 1 + TG_GENS_MAX),
 				ag->cgroup_path, ports, n);
 	if (killed < 0)
 		msg_fatal("cannot list the connections of cgroup %s "
@@ -404,6 +407,8 @@ static void tg_on_timer(struct tg_agent *ag)
 	if (tg_metrics_watch(&ag->metrics))
 		tg_recover_lost(ag);
 	tg_uprobe_scan(&ag->uprobes, ag->skel, ag->cgroup_path);
+	if (ag->ngens)
+		tg_pin_drain(ag);
 }
 
 static void tg_run(struct tg_agent *ag)

@@ -347,13 +347,43 @@ static int tg_audit(const char *sock, const char *file, const char *sender,
 
 #define TG_PIN_DIR "/sys/fs/bpf/tlsguard"
 
+/*
+ * The pins in dir, and the generation directories (L<digest>) in it:
+ * the cgroup links first, so that no new connection is tracked while
+ * the maps go.
+ */
+static void tg_unpin_dir(const char *dir, int top)
+{
+	struct dirent *de;
+	char p[512];
+	DIR *d;
+
+	if (top) {
+		unlink(TG_PIN_DIR "/tg_sockops_link");
+		unlink(TG_PIN_DIR "/tg_connect4_link");
+		unlink(TG_PIN_DIR "/tg_connect6_link");
+	}
+	d = opendir(dir);
+	if (!d)
+		return;
+	while ((de = readdir(d))) {
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(p, sizeof(p), "%s/%s", dir, de->d_name);
+		if (top && de->d_type == DT_DIR)
+			tg_unpin_dir(p, 0);
+		else if (unlink(p) < 0)
+			fatal("%s: %s", p, strerror(errno));
+	}
+	closedir(d);
+	if (rmdir(dir) < 0)
+		fatal("%s: %s", dir, strerror(errno));
+}
+
 /* Remove what a pinned tlsguardd left; the kernel frees what is unused. */
 static int tg_detach(const char *sock)
 {
 	struct sockaddr_un sun = { .sun_family = AF_UNIX };
-	struct dirent *de;
-	char p[512];
-	DIR *d;
 	int fd, i;
 
 	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", sock);
@@ -370,19 +400,8 @@ static int tg_detach(const char *sock)
 	} else if (fd >= 0) {
 		close(fd);
 	}
-	d = opendir(TG_PIN_DIR);
-	if (!d)
-		return 0;
-	while ((de = readdir(d))) {
-		if (de->d_name[0] == '.')
-			continue;
-		snprintf(p, sizeof(p), "%s/%s", TG_PIN_DIR, de->d_name);
-		if (unlink(p) < 0)
-			fatal("%s: %s", p, strerror(errno));
-	}
-	closedir(d);
-	if (rmdir(TG_PIN_DIR) < 0)
-		fatal("%s: %s", TG_PIN_DIR, strerror(errno));
+	if (access(TG_PIN_DIR, F_OK) == 0)
+		tg_unpin_dir(TG_PIN_DIR, 1);
 	return 0;
 }
 
