@@ -33,6 +33,9 @@
  *			int	tg_pin_seen(const struct tg_agent *ag,
  *					    int *fds, unsigned max);
  *			void	tg_pin_drain(struct tg_agent *ag);
+ *			void	tg_pin_path(const struct tg_agent *ag,
+ *					    const char *name, char *out,
+ *					    size_t len);
  *			void	tg_unpin(struct tg_agent *ag);
  *	tg_recover.c	void	tg_recover_lost(struct tg_agent *ag);
  *	tg_mta.c	void	tg_mta_read(struct tg_agent *ag, int starting);
@@ -64,17 +67,17 @@
 struct bpf_link;
 struct bpf_program;
 
-#define TG_PIN_DIR	"/sys/fs/bpf/tlsguard"
-#define TG_PIN_LINK	TG_PIN_DIR "/tg_sockops_link"
-#define TG_PIN_CONNECT4	TG_PIN_DIR "/tg_connect4_link"
-#define TG_PIN_CONNECT6	TG_PIN_DIR "/tg_connect6_link"
+/* The cgroup links' pins, under pin_dir (the maps' are their names). */
+#define TG_PIN_LINK	"tg_sockops_link"
+#define TG_PIN_CONNECT4	"tg_connect4_link"
+#define TG_PIN_CONNECT6	"tg_connect6_link"
 #define TG_PIN_PATH	256	/* room for a generation's directory */
 #define TG_GENS_MAX	8	/* older generations drained at once */
 
 /* An older generation of pinned maps, draining (tg_pin.c). */
 struct tg_gen {
 	char dir[TG_PIN_PATH];
-	int legacy;		/* maps at TG_PIN_DIR's top: before generations */
+	int legacy;		/* maps at pin_dir's top: before generations */
 	int socks_fd;		/* its tg_socks: empty once drained; -1 if gone */
 	int flows_fd;		/* its tg_flows, read through its own BTF */
 	time_t since;		/* when this agent found it */
@@ -146,6 +149,8 @@ void tg_pin_adopt(struct tg_agent *ag);
 struct bpf_link *tg_pin_link(struct bpf_program *prog, const char *pin);
 int tg_pin_seen(const struct tg_agent *ag, int *fds, unsigned max);
 void tg_pin_drain(struct tg_agent *ag);
+void tg_pin_path(const struct tg_agent *ag, const char *name, char *out,
+		 size_t len);
 void tg_unpin(struct tg_agent *ag);
 
 void tg_recover_lost(struct tg_agent *ag);

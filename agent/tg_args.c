@@ -37,7 +37,8 @@ static const char usage[] =
 	"                 [--slots N] [--socket PATH] [--mx-check "
 	"system|IP[:PORT]] [--audit FILE]\n"
 	"                 [--metrics ADDR:PORT [--metrics-remote]] [--pin] "
-	"[--syslog] [-v]\n"
+	"[--pin-dir DIR]\n"
+	"                 [--syslog] [-v]\n"
 	"                 [--print-config[=changed]] [--max-flows N] [--max-senders N] "
 	"[--ringbuf-size BYTES]\n"
 	"                 [--postfix-config DIR|none]\n"
@@ -85,6 +86,7 @@ static const struct tg_flag_row {
 	{ 'S', "--socket", "control_socket", NULL },
 	{ 'a', "--audit", "audit_file", NULL },
 	{ 'P', "--pin", "pin", "yes" },
+	{ 'I', "--pin-dir", "pin_dir", NULL },
 	{ 'L', "--syslog", "syslog", "yes" },
 	{ 'm', "--mx-check", "mx_check", NULL },
 	{ 'M', "--metrics", "metrics_address", NULL },
@@ -148,6 +150,7 @@ int tg_parse_args(int argc, char **argv, struct tg_opts *o,
 		{ "metrics", required_argument, NULL, 'M' },
 		{ "metrics-remote", no_argument, NULL, 'A' },
 		{ "pin", no_argument, NULL, 'P' },
+		{ "pin-dir", required_argument, NULL, 'I' },
 		{ "syslog", no_argument, NULL, 'L' },
 		{ "print-config", optional_argument, NULL, 'D' },
 		{ "max-flows", required_argument, NULL, 'F' },

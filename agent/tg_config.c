@@ -3,11 +3,9 @@
  * NAME
  *	tg_config - tlsguardd's settings (see tg_config.h)
  * DESCRIPTION
- *	Every setting is one row of tg_settings[]: its name, its type, its
- *	default as it would be written, where it lives in struct tg_opts,
- *	and its bounds, as Postfix's mail_conf.h tables describe main.cf
- *	(smtp_params.c). tg_setting_set() and tg_setting_get() read and
- *	write a value by its type: the rows hold no code.
+ *	tg_setting_set() and tg_setting_get() read and write a value by
+ *	the type of its row of tg_settings[] (tg_settings.h): the rows hold
+ *	no code.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -16,106 +14,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <syslog.h>
 
 #include "tg_config.h"
 #include "tg_ctl.h"
 #include "tg_hostport.h"
 #include "tg_policy.h"
 #include "tg_resp.h"
-
-enum tg_type {
-	TG_T_STR,	/* any text */
-	TG_T_PATH,	/* an absolute path; TG_F_EMPTY: or "" for none */
-	TG_T_UINT,	/* min to max; TG_F_POW2: a power of two */
-	TG_T_BOOL,	/* yes or no */
-	TG_T_PORTS,	/* a list of ports; TG_F_TLS: the implicit TLS list */
-	TG_T_EXEMPT,	/* user@domain, @domain, SRS0=, SRS1= */
-	TG_T_MX,	/* no, system, IP or IP:PORT */
-	TG_T_LOOPBACK,	/* "" or a loopback IP:PORT */
-	TG_T_FACILITY,	/* a syslog facility by name */
-	TG_T_NAME,	/* printable, no blank, '[' or ':' */
-	TG_T_CODE,	/* a reply code from min to max */
-	TG_T_DSN,	/* an enhanced status code of class min */
-	TG_T_TEXT,	/* a reply text; TG_F_VERSION: "$tls_version" */
-	TG_T_ROUTES,   /* warn or refuse */
-	TG_T_DELIMS,   /* postfix, none, or delimiter bytes */
-};
-
-#define TG_F_EMPTY	0x01
-#define TG_F_POW2	0x02
-#define TG_F_TLS	0x04
-#define TG_F_VERSION	0x08
-
-struct tg_setting {
-	const char *name;
-	enum tg_type type;
-	const char *def;	/* the default, as it would be written */
-	size_t off;		/* of the value in struct tg_opts */
-	size_t size;		/* of the value */
-	unsigned long min, max;
-	unsigned flags;		/* TG_F_* */
-};
-
-#define TG_ROW(name, type, def, field, min, max, flags)                   \
-	{ name, type, def, offsetof(struct tg_opts, field),               \
-	  sizeof(((struct tg_opts *)0)->field), min, max, flags }
-
-/* tlsguard.conf(5)'s order, which --print-config keeps. */
-static const struct tg_setting tg_settings[] = {
-	TG_ROW("cgroup", TG_T_STR, "", cgroup, 0, 0, 0),
-	TG_ROW("senders_file", TG_T_PATH, "", senders, 0, 0, TG_F_EMPTY),
-	TG_ROW("exempt", TG_T_EXEMPT, "", exempt_text, 0, TG_EXEMPT_MAX, 0),
-	TG_ROW("address_delimiters", TG_T_DELIMS, "postfix", delimiters, 0, 0,
-	       0),
-	TG_ROW("postfix_config", TG_T_PATH, "/etc/postfix", postfix_config, 0,
-	       0, TG_F_EMPTY),
-	TG_ROW("unguarded_routes", TG_T_ROUTES, "warn", unguarded_routes, 0, 0,
-	       0),
-	TG_ROW("smtp_ports", TG_T_PORTS, "", ports, 1, 65535, 0),
-	TG_ROW("smtps_ports", TG_T_PORTS, "", tls_ports, 1, 65535, TG_F_TLS),
-	TG_ROW("slots", TG_T_UINT, "256", slots, 1, TG_SLOTS_MAX, 0),
-	TG_ROW("max_flows", TG_T_UINT, "65536", max_flows, 1, TG_FLOWS_MAX, 0),
-	TG_ROW("max_senders", TG_T_UINT, "1048576", max_senders, 2,
-	       TG_SENDERS_MAX, 0),
-	TG_ROW("ringbuf_size", TG_T_UINT, "1048576", ringbuf, 4096, 1UL << 30,
-	       TG_F_POW2),
-	TG_ROW("mx_check", TG_T_MX, "no", resolver, 0, 0, 0),
-	TG_ROW("pin", TG_T_BOOL, "no", pin, 0, 0, 0),
-	TG_ROW("audit_file", TG_T_PATH, "", audit, 0, 0, TG_F_EMPTY),
-	TG_ROW("control_socket", TG_T_PATH, TG_CTL_DEFAULT, socket, 0, 0, 0),
-	TG_ROW("metrics_address", TG_T_LOOPBACK, "", metrics, 0, 0, 0),
-	TG_ROW("metrics_remote", TG_T_BOOL, "no", metrics_remote, 0, 0, 0),
-	TG_ROW("syslog", TG_T_BOOL, "no", syslog, 0, 0, 0),
-	TG_ROW("syslog_facility", TG_T_FACILITY, "mail", syslog_facility, 0, 0,
-	       0),
-	TG_ROW("syslog_name", TG_T_NAME, "tlsguardd", syslog_name, 0, 0, 0),
-	TG_ROW("syslog_socket", TG_T_PATH, "/dev/log", syslog_socket, 0, 0, 0),
-	TG_ROW("reject_code", TG_T_CODE, "550", replies.reject_code, 500, 559,
-	       0),
-	TG_ROW("reject_dsn", TG_T_DSN, "5.7.10", replies.reject_dsn, 5, 5, 0),
-	TG_ROW("defer_code", TG_T_CODE, "450", replies.defer_code, 400, 459, 0),
-	TG_ROW("defer_dsn", TG_T_DSN, "4.7.10", replies.defer_dsn, 4, 4, 0),
-	TG_ROW("notls_text", TG_T_TEXT, TG_NOTLS_TEXT, replies.notls_text, 1,
-	       200, 0),
-	TG_ROW("weak_tls_text", TG_T_TEXT, TG_WEAK_TEXT, replies.weak_text, 1,
-	       200, TG_F_VERSION),
-};
-
-#define TG_NSETTINGS (sizeof(tg_settings) / sizeof(tg_settings[0]))
-
-static const struct {
-	const char *name;
-	int code;
-} tg_facilities[] = {
-	{ "mail", LOG_MAIL },	  { "daemon", LOG_DAEMON },
-	{ "local0", LOG_LOCAL0 }, { "local1", LOG_LOCAL1 },
-	{ "local2", LOG_LOCAL2 }, { "local3", LOG_LOCAL3 },
-	{ "local4", LOG_LOCAL4 }, { "local5", LOG_LOCAL5 },
-	{ "local6", LOG_LOCAL6 }, { "local7", LOG_LOCAL7 },
-};
-
-#define TG_NFACILITIES (sizeof(tg_facilities) / sizeof(tg_facilities[0]))
+#include "tg_settings.h"
 
 static int tg_bad(char *err, size_t len, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
@@ -263,7 +168,6 @@ static int tg_setting_set(struct tg_opts *o, const struct tg_setting *st,
 	int *flag = (int *)str;
 	unsigned long n;
 	const char *s;
-	size_t i;
 
 	switch (st->type) {
 	case TG_T_STR:
@@ -276,6 +180,9 @@ static int tg_setting_set(struct tg_opts *o, const struct tg_setting *st,
 		if (*v != '/')
 			return tg_bad(e, l, "bad value \"%.80s\": expected an "
 				      "absolute path", v);
+		if (st->max && strlen(v) > st->max)
+			return tg_bad(e, l, "bad value \"%.80s\": longer than "
+				      "%lu bytes", v, st->max);
 		break;
 	case TG_T_UINT:
 	case TG_T_CODE:
@@ -323,11 +230,8 @@ static int tg_setting_set(struct tg_opts *o, const struct tg_setting *st,
 			return -1;
 		break;
 	case TG_T_FACILITY:
-		for (i = 0; i < TG_NFACILITIES; i++)
-			if (!strcasecmp(v, tg_facilities[i].name)) {
-				*flag = tg_facilities[i].code;
-				return 0;
-			}
+		if ((*flag = tg_facility_code(v)) >= 0)
+			return 0;
 		return tg_bad(e, l, "bad value \"%.80s\": expected mail, "
 			      "daemon or local0 to local7", v);
 	case TG_T_NAME:
@@ -406,9 +310,8 @@ static void tg_setting_get(const struct tg_opts *o,
 					 *str ? str : "system");
 		return;
 	case TG_T_FACILITY:
-		for (i = 0; i < TG_NFACILITIES; i++)
-			if (*flag == tg_facilities[i].code)
-				snprintf(out, len, "%s", tg_facilities[i].name);
+		snprintf(out, len, "%s", tg_facility_name(*flag) ?
+						 tg_facility_name(*flag) : "");
 		return;
 	default:
 		snprintf(out, len, "%s", str);
@@ -421,7 +324,7 @@ void tg_config_defaults(struct tg_opts *o)
 	size_t i;
 
 	memset(o, 0, sizeof(*o));
-	for (i = 0; i < TG_NSETTINGS; i++)
+	for (i = 0; i < tg_nsettings; i++)
 		if (tg_setting_set(o, &tg_settings[i], tg_settings[i].def, err,
 				   sizeof(err)) < 0)
 			abort();	/* a default that does not parse */
@@ -432,7 +335,7 @@ int tg_config_set(struct tg_opts *o, const char *name, const char *value,
 {
 	size_t i;
 
-	for (i = 0; i < TG_NSETTINGS; i++)
+	for (i = 0; i < tg_nsettings; i++)
 		if (strcmp(name, tg_settings[i].name) == 0)
 			return tg_setting_set(o, &tg_settings[i], value, err,
 					      errlen);
@@ -580,7 +483,7 @@ size_t tg_config_print(const struct tg_opts *o, int changed_only, char *out,
 
 	tg_config_defaults(&defaults);
 	defaults.ports[defaults.nports++] = 25;	/* as tg_config_finish() */
-	for (i = 0; i < TG_NSETTINGS && used < len; i++) {
+	for (i = 0; i < tg_nsettings && used < len; i++) {
 		tg_setting_get(o, &tg_settings[i], val, sizeof(val));
 		if (changed_only) {
 			tg_setting_get(&defaults, &tg_settings[i], def,

@@ -49,6 +49,7 @@
 #include <linux/types.h>
 
 #include "tlsguard.h"
+#include "tg_ctl.h"
 #include "tg_resp.h"
 
 #define TG_CONFIG_DEFAULT	"/etc/tlsguard/tlsguard.conf"
@@ -68,6 +69,7 @@ struct tg_opts {
 	int metrics_remote;		/* metrics may be on any address */
 	unsigned metrics_line;		/* of metrics_address in config */
 	int pin;
+	char pin_dir[TG_PIN_DIR_MAX + 1];	/* on a bpf filesystem */
 	__u16 ports[TG_PORTS_MAX];	/* SMTP (STARTTLS) ports */
 	unsigned nports;
 	__u16 tls_ports[TG_PORTS_MAX];	/* implicit TLS ports */

@@ -12,17 +12,19 @@
  *	int	tg_pin_seen(const struct tg_agent *ag, int *fds, unsigned max);
  *	void	tg_pin_drain(struct tg_agent *ag);
  *	void	tg_unpin(struct tg_agent *ag);
+ *	void	tg_pin_path(const struct tg_agent *ag, const char *name,
+ *			    char *out, size_t len);
  * DESCRIPTION
- *	The pins live under TG_PIN_DIR: the three cgroup links
- *	(TG_PIN_LINK, TG_PIN_CONNECT4, TG_PIN_CONNECT6) at its top, the
- *	maps in a generation directory TG_PIN_DIR/L<digest>, the digest
+ *	The pins live under pin_dir (on a bpf filesystem): the three cgroup
+ *	links (TG_PIN_LINK, TG_PIN_CONNECT4, TG_PIN_CONNECT6) at its top,
+ *	the maps in a generation directory pin_dir/L<digest>, the digest
  *	being that of the maps' layout (every map's name, type, key and
  *	value size, room and flags, and TG_LAYOUT_VERSION). A build, or a
  *	setting such as max_flows, that gives the maps another layout has
  *	another generation.
  *
- *	tg_pin_prepare(), before the object is loaded, gives every map a
- *	pin in this agent's generation directory and sets ag->adopted when
+ *	tg_pin_prepare(), before the object is loaded, makes pin_dir and
+ *	gives every map a pin in this agent's generation directory and sets ag->adopted when
  *	a previous agent left that generation there (libbpf then reuses
  *	those maps). Every other generation found (and the maps a version
  *	before generations pinned at the top) is recorded as draining.
@@ -49,8 +51,11 @@
  *	tg_unpin() (tlsguardctl detach) removes every pin of every
  *	generation: nothing of tlsguard stays in the kernel once the agent
  *	exits.
+ *
+ *	tg_pin_path() writes the path of pin name under pin_dir to out.
  * DIAGNOSTICS
- *	A directory or pin that cannot be made is fatal. A draining
+ *	A directory or pin that cannot be made is fatal, and so is a
+ *	pin_dir that is not on a bpf filesystem. A draining
  *	generation beyond TG_GENS_MAX is left pinned, with a warning.
  */
 #include <dirent.h>
@@ -58,6 +63,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 #include <bpf/bpf.h>
 #include <bpf/btf.h>
@@ -67,8 +73,11 @@
 #include "tg_agent.h"
 #include "tg_log.h"
 
+/* linux/magic.h's BPF_FS_MAGIC */
+#define TG_BPF_FS_MAGIC 0xcafe4a11
+
 /*
- * --pin: every map of tlsguard's lives under TG_PIN_DIR, so that the
+ * --pin: every map of tlsguard's lives under pin_dir, so that the
  * kernel goes on enforcing when the agent is gone (the sk_msg and sk_skb
  * programs belong to the pinned sockhash, the sock_ops and connect
  * programs to the pinned cgroup links). A held flow then finds no live
@@ -108,7 +117,7 @@ static __u64 tg_layout(struct bpf_object *obj)
 	return h;
 }
 
-/* An older generation: dir is its directory (TG_PIN_DIR when legacy). */
+/* An older generation: dir is its directory (pin_dir when legacy). */
 static void tg_gen_add(struct tg_agent *ag, const char *dir, int legacy)
 {
 	struct tg_gen *g;
@@ -130,22 +139,24 @@ static void tg_gen_add(struct tg_agent *ag, const char *dir, int legacy)
 	g->since = time(NULL);
 }
 
-/* Every generation under TG_PIN_DIR but this agent's (ag->pin_gen). */
+/* Every generation under pin_dir but this agent's (ag->pin_gen). */
 static void tg_gens_find(struct tg_agent *ag)
 {
+	const char *dir = ag->opt.pin_dir;
 	char p[TG_PIN_PATH];
 	struct dirent *de;
 	DIR *d;
 
-	if (access(TG_PIN_DIR "/tg_socks", F_OK) == 0)
-		tg_gen_add(ag, TG_PIN_DIR, 1);	/* pinned before generations */
-	d = opendir(TG_PIN_DIR);
+	tg_pin_path(ag, "tg_socks", p, sizeof(p));
+	if (access(p, F_OK) == 0)
+		tg_gen_add(ag, dir, 1);	/* pinned before generations */
+	d = opendir(dir);
 	if (!d)
-		msg_fatal("%s: %s", TG_PIN_DIR, strerror(errno));
+		msg_fatal("pin_dir %s: %s", dir, strerror(errno));
 	while ((de = readdir(d))) {
 		if (de->d_name[0] != 'L' || de->d_type != DT_DIR)
 			continue;
-		snprintf(p, sizeof(p), "%s/%.32s", TG_PIN_DIR, de->d_name);
+		snprintf(p, sizeof(p), "%s/%.32s", dir, de->d_name);
 		if (strcmp(p, ag->pin_gen) != 0)
 			tg_gen_add(ag, p, 0);
 	}
@@ -154,12 +165,21 @@ static void tg_gens_find(struct tg_agent *ag)
 
 void tg_pin_prepare(struct tg_agent *ag)
 {
-	struct bpf_map *map;
+	const char *dir = ag->opt.pin_dir;
 	char path[TG_PIN_PATH + 32];
+	struct bpf_map *map;
+	struct statfs fs;
 
-	if (mkdir(TG_PIN_DIR, 0700) < 0 && errno != EEXIST)
-		msg_fatal("mkdir %s: %s", TG_PIN_DIR, strerror(errno));
-	snprintf(ag->pin_gen, sizeof(ag->pin_gen), "%s/L%016llx", TG_PIN_DIR,
+	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+		msg_fatal("pin_dir %s: mkdir: %s (is a bpf filesystem mounted "
+			  "above it? mount -t bpf bpf /sys/fs/bpf)", dir,
+			  strerror(errno));
+	if (statfs(dir, &fs) < 0)
+		msg_fatal("pin_dir %s: %s", dir, strerror(errno));
+	if (fs.f_type != TG_BPF_FS_MAGIC)
+		msg_fatal("pin_dir %s: not on a bpf filesystem (mount -t bpf "
+			  "bpf /sys/fs/bpf)", dir);
+	snprintf(ag->pin_gen, sizeof(ag->pin_gen), "%s/L%016llx", dir,
 		 (unsigned long long)tg_layout(ag->skel->obj));
 	if (mkdir(ag->pin_gen, 0700) < 0 && errno != EEXIST)
 		msg_fatal("mkdir %s: %s", ag->pin_gen, strerror(errno));
@@ -318,7 +338,7 @@ int tg_pin_seen(const struct tg_agent *ag, int *fds, unsigned max)
 }
 
 /*
- * The pins of a generation; legacy: the maps at TG_PIN_DIR's top (not
+ * The pins of a generation; legacy: the maps at pin_dir's top (not
  * the links, nor the generation directories). Returns -1 on a failure.
  */
 static int tg_gen_remove(const char *dir, int legacy)
@@ -381,25 +401,34 @@ void tg_pin_drain(struct tg_agent *ag)
 /* tlsguardctl detach: nothing of tlsguard stays in the kernel. */
 void tg_unpin(struct tg_agent *ag)
 {
-	struct dirent *de;
+	static const char *const links[] = { TG_PIN_LINK, TG_PIN_CONNECT4,
+					     TG_PIN_CONNECT6 };
+	const char *dir = ag->opt.pin_dir;
 	char p[TG_PIN_PATH + 260];
+	struct dirent *de;
+	size_t i;
 	DIR *d;
 
 	/* The links first: from then on no new connection is tracked. */
-	unlink(TG_PIN_LINK);
-	unlink(TG_PIN_CONNECT4);
-	unlink(TG_PIN_CONNECT6);
-	d = opendir(TG_PIN_DIR);
+	for (i = 0; i < sizeof(links) / sizeof(links[0]); i++) {
+		tg_pin_path(ag, links[i], p, sizeof(p));
+		unlink(p);
+	}
+	d = opendir(dir);
 	while (d && (de = readdir(d))) {
 		if (de->d_name[0] == 'L' && de->d_type == DT_DIR) {
-			snprintf(p, sizeof(p), "%s/%s", TG_PIN_DIR, de->d_name);
+			snprintf(p, sizeof(p), "%s/%s", dir, de->d_name);
 			tg_gen_remove(p, 0);
 		}
 	}
 	if (d)
 		closedir(d);
-	tg_gen_remove(TG_PIN_DIR, 1);
-	if (rmdir(TG_PIN_DIR) < 0 && errno != ENOENT)
-		msg_warn("rmdir %s: %s", TG_PIN_DIR, strerror(errno));
-	(void)ag;
+	tg_gen_remove(dir, 0);
+}
+
+/* See above; pin_dir is at most TG_PIN_DIR_MAX bytes (tg_settings.c). */
+void tg_pin_path(const struct tg_agent *ag, const char *name, char *out,
+		 size_t len)
+{
+	snprintf(out, len, "%s/%s", ag->opt.pin_dir, name);
 }

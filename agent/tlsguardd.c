@@ -276,10 +276,12 @@ static void tg_setup_rooms(struct tg_agent *ag)
 /* A cgroup program, attached (or, pinned, the pinned link updated). */
 static struct bpf_link *tg_attach_cgroup(struct tg_agent *ag,
 					 struct bpf_program *prog,
-					 const char *pin)
+					 const char *name)
 {
 	struct bpf_link *link;
+	char pin[256];
 
+	tg_pin_path(ag, name, pin, sizeof(pin));
 	if (ag->opt.pin && (link = tg_pin_link(prog, pin)) != NULL)
 		return link;
 	link = bpf_program__attach_cgroup(prog, ag->cgroup_fd);
@@ -548,7 +550,7 @@ int main(int argc, char **argv)
 	tg_run(&ag);
 	if (ag.opt.pin && !ag.detach)
 		msg_info("exiting; the kernel keeps enforcing (pinned under %s; "
-			 "tlsguardctl detach removes it)", TG_PIN_DIR);
+			 "tlsguardctl detach removes it)", ag.opt.pin_dir);
 	else
 		msg_info("detaching");
 	tg_notify("STOPPING=1");

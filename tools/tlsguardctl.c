@@ -5,7 +5,7 @@
  * SYNOPSIS
  *	tlsguardctl [--socket PATH] status [--json]
  *	tlsguardctl [--socket PATH] flows [--json]
- *	tlsguardctl [--socket PATH] detach
+ *	tlsguardctl [--socket PATH] [--pin-dir DIR] detach
  *	tlsguardctl [--socket PATH] audit [--file FILE] [--sender ADDR]
  *		[--since TIME]
  *	tlsguardctl [--socket PATH] sender add|remove ADDRESS
@@ -37,9 +37,10 @@
  *	sender seen on it in plaintext.
  *
  *	detach removes tlsguard from the kernel: it asks the running
- *	tlsguardd to detach and unpin everything and exit; with no tlsguardd
- *	running, it removes what a tlsguardd --pin left pinned under
- *	/sys/fs/bpf/tlsguard.
+ *	tlsguardd to detach and unpin everything and exit; then (or with no
+ *	tlsguardd running) it removes what is left pinned under --pin-dir
+ *	(default /sys/fs/bpf/tlsguard, tlsguard.conf's pin_dir). It removes
+ *	nothing from a directory that is not on a bpf filesystem.
  *
  *	audit prints the audit trail (tlsguardd --audit FILE; the running
  *	daemon is asked for its file unless --file is given), one message
@@ -81,6 +82,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include "tg_ctl.h"
@@ -98,7 +100,8 @@ static void fatal(const char *fmt, const char *a, const char *b)
 
 static const char tg_usage[] =
 	"usage: tlsguardctl [--socket PATH] status|flows [--json]\n"
-	"       tlsguardctl [--socket PATH] detach|reload\n"
+	"       tlsguardctl [--socket PATH] reload\n"
+	"       tlsguardctl [--socket PATH] [--pin-dir DIR] detach\n"
 	"       tlsguardctl [--socket PATH] audit [--file FILE] "
 	"[--sender ADDR] [--since TIME] [--json]\n"
 	"       tlsguardctl [--socket PATH] sender add|remove ADDRESS\n"
@@ -345,7 +348,8 @@ static int tg_audit(const char *sock, const char *file, const char *sender,
 	return 0;
 }
 
-#define TG_PIN_DIR "/sys/fs/bpf/tlsguard"
+/* linux/magic.h's BPF_FS_MAGIC */
+#define TG_BPF_FS_MAGIC 0xcafe4a11
 
 /*
  * The pins in dir, and the generation directories (L<digest>) in it:
@@ -354,18 +358,20 @@ static int tg_audit(const char *sock, const char *file, const char *sender,
  */
 static void tg_unpin_dir(const char *dir, int top)
 {
+	static const char *const links[] = { "tg_sockops_link",
+		"tg_connect4_link", "tg_connect6_link" };
 	struct dirent *de;
 	char p[512];
+	unsigned i;
 	DIR *d;
 
-	if (top) {
-		unlink(TG_PIN_DIR "/tg_sockops_link");
-		unlink(TG_PIN_DIR "/tg_connect4_link");
-		unlink(TG_PIN_DIR "/tg_connect6_link");
+	for (i = 0; top && i < sizeof(links) / sizeof(links[0]); i++) {
+		snprintf(p, sizeof(p), "%s/%s", dir, links[i]);
+		unlink(p);
 	}
 	d = opendir(dir);
 	if (!d)
-		return;
+		fatal("%s: %s", dir, strerror(errno));
 	while ((de = readdir(d))) {
 		if (de->d_name[0] == '.')
 			continue;
@@ -380,28 +386,59 @@ static void tg_unpin_dir(const char *dir, int top)
 		fatal("%s: %s", dir, strerror(errno));
 }
 
-/* Remove what a pinned tlsguardd left; the kernel frees what is unused. */
-static int tg_detach(const char *sock)
+/* A connection to a tlsguardd listening on sock, or -1. */
+static int tg_daemon(const char *sock)
 {
 	struct sockaddr_un sun = { .sun_family = AF_UNIX };
-	int fd, i;
+	int fd;
 
 	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", sock);
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd >= 0 && connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == 0) {
+	if (fd >= 0 && connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
 		close(fd);
-		tg_ask(sock, "detach");
-		/* It unpins, then exits and removes its socket. */
-		for (i = 0; i < 100 && access(sock, F_OK) == 0; i++)
+		fd = -1;
+	}
+	return fd;
+}
+
+/*
+ * Remove what a tlsguardd left pinned under dir; the kernel frees what
+ * is unused, and the cgroup links' programs detach with their last pin.
+ * A daemon that answers is asked first (it unpins its own pin_dir and
+ * exits); one that dies meanwhile is no error: its pins are removed
+ * here all the same.
+ */
+static int tg_detach(const char *sock, const char *dir)
+{
+	struct timeval tv = { .tv_sec = 5 };
+	struct statfs fs;
+	char p[512];
+	int fd, i;
+
+	if ((fd = tg_daemon(sock)) >= 0) {
+		setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+		if (write(fd, "detach\n", 7) == 7)
+			while (read(fd, p, sizeof(p)) > 0)
+				;
+		close(fd);
+		/* It unpins, then exits; a stale socket file refuses. */
+		for (i = 0; i < 100 && (fd = tg_daemon(sock)) >= 0; i++) {
+			close(fd);
 			usleep(100000);
-		if (access(sock, F_OK) == 0)
+		}
+		if (i == 100)
 			fatal("tlsguardd did not exit after detach (%s)%s", sock,
 			      "");
-	} else if (fd >= 0) {
-		close(fd);
 	}
-	if (access(TG_PIN_DIR, F_OK) == 0)
-		tg_unpin_dir(TG_PIN_DIR, 1);
+	if (statfs(dir, &fs) < 0) {
+		if (errno == ENOENT)
+			return 0;	/* nothing pinned */
+		fatal("%s: %s", dir, strerror(errno));
+	}
+	if (fs.f_type != TG_BPF_FS_MAGIC)
+		fatal("%s: not on a bpf filesystem%s: nothing removed", dir,
+		      "");
+	tg_unpin_dir(dir, 1);
 	return 0;
 }
 
@@ -525,7 +562,7 @@ static void tg_config_json(const char *r)
 
 int main(int argc, char **argv)
 {
-	const char *path = TG_CTL_DEFAULT, *cmd = NULL;
+	const char *path = TG_CTL_DEFAULT, *cmd = NULL, *pin_dir = NULL;
 	const char *file = NULL, *sender = NULL, *since = NULL;
 	char req[64];
 	int i, json = 0, changed = 0;
@@ -540,6 +577,8 @@ int main(int argc, char **argv)
 		}
 		if (strcmp(argv[i], "--socket") == 0 && i + 1 < argc)
 			path = argv[++i];
+		else if (strcmp(argv[i], "--pin-dir") == 0 && i + 1 < argc)
+			pin_dir = argv[++i];
 		else if (strcmp(argv[i], "--file") == 0 && i + 1 < argc)
 			file = argv[++i];
 		else if (strcmp(argv[i], "--sender") == 0 && i + 1 < argc)
@@ -562,11 +601,13 @@ int main(int argc, char **argv)
 		else
 			usage();
 	}
+	if (pin_dir && (!cmd || strcmp(cmd, "detach") != 0))
+		usage();	/* only detach takes it */
 	if (cmd && strcmp(cmd, "audit") == 0)
 		return tg_audit(path, file, sender, since, json);
 	if (cmd && strcmp(cmd, "detach") == 0 && !file && !sender && !since &&
 	    !json)
-		return tg_detach(path);
+		return tg_detach(path, pin_dir ? pin_dir : TG_PIN_DEFAULT);
 	if (!cmd || (strcmp(cmd, "status") != 0 && strcmp(cmd, "flows") != 0 &&
 		     strcmp(cmd, "reload") != 0 && strcmp(cmd, "config") != 0) ||
 	    file || sender || since ||
