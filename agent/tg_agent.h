@@ -33,6 +33,7 @@
  *			int	tg_pin_seen(const struct tg_agent *ag,
  *					    int *fds, unsigned max);
  *			void	tg_pin_drain(struct tg_agent *ag);
+ *			unsigned tg_pin_gen_conns(const struct tg_gen *g);
  *			void	tg_pin_path(const struct tg_agent *ag,
  *					    const char *name, char *out,
  *					    size_t len);
@@ -149,6 +150,7 @@ void tg_pin_adopt(struct tg_agent *ag);
 struct bpf_link *tg_pin_link(struct bpf_program *prog, const char *pin);
 int tg_pin_seen(const struct tg_agent *ag, int *fds, unsigned max);
 void tg_pin_drain(struct tg_agent *ag);
+unsigned tg_pin_gen_conns(const struct tg_gen *g);
 void tg_pin_path(const struct tg_agent *ag, const char *name, char *out,
 		 size_t len);
 void tg_unpin(struct tg_agent *ag);

@@ -11,6 +11,7 @@
  *	struct bpf_link *tg_pin_link(struct bpf_program *prog, const char *pin);
  *	int	tg_pin_seen(const struct tg_agent *ag, int *fds, unsigned max);
  *	void	tg_pin_drain(struct tg_agent *ag);
+ *	unsigned tg_pin_gen_conns(const struct tg_gen *g);
  *	void	tg_unpin(struct tg_agent *ag);
  *	void	tg_pin_path(const struct tg_agent *ag, const char *name,
  *			    char *out, size_t len);
@@ -47,6 +48,9 @@
  *	tg_pin_drain(), from the timer, removes the pins of each draining
  *	generation whose sockhash is empty: its last connection closed, its
  *	maps and sk_msg/sk_skb programs go with the pins.
+ *
+ *	tg_pin_gen_conns() counts the connections a draining generation
+ *	still enforces (the keys of its sockhash).
  *
  *	tg_unpin() (tlsguardctl detach) removes every pin of every
  *	generation: nothing of tlsguard stays in the kernel once the agent
@@ -396,6 +400,20 @@ void tg_pin_drain(struct tg_agent *ag)
 			close(g->flows_fd);
 		*g = ag->gens[--ag->ngens];
 	}
+}
+
+unsigned tg_pin_gen_conns(const struct tg_gen *g)
+{
+	__u64 key, next, *prev = NULL;
+	unsigned n = 0;
+
+	while (g->socks_fd >= 0 &&
+	       bpf_map_get_next_key(g->socks_fd, prev, &next) == 0) {
+		key = next;
+		prev = &key;
+		n++;
+	}
+	return n;
 }
 
 /* tlsguardctl detach: nothing of tlsguard stays in the kernel. */

@@ -24,8 +24,9 @@ Refuses to start when /sys/fs/bpf/tlsguard already exists (a running
 Cases, in order, on one Postfix instance:
   1. pinned_bounce -- with ``tlsguardd --pin`` running, a guaranteed sender
      is bounced as usual (status=bounced dsn=5.7.10 "TLS is required, but was
-     not offered by host", one DSN, nothing at the MX); maps and the
-     sock_ops link are pinned under /sys/fs/bpf/tlsguard; the agent did not
+     not offered by host", one DSN, nothing at the MX); the sock_ops
+     link is pinned under /sys/fs/bpf/tlsguard, the maps in its generation
+     directory L<digest> (pins() lists both); the agent did not
      "adopt" anything (it started fresh).
   1b. weak_session_across_kill -- a raw client in the cgroup opens a TLS 1.0
      session (Python's ssl: the uprobes tie it) to a second test MX
@@ -71,7 +72,7 @@ bare ``tlsguardctl detach`` would ask any tlsguardd on the default socket
 Output: ``PASS name`` / ``FAIL name: why`` per case (indented detail lines
 where useful; with -v, failures are followed by the tlsguardd logs, the
 mails' Postfix log lines, the MX record and ``bpftool map dump pinned
-/sys/fs/bpf/tlsguard/tg_flows``), then exactly ``N passed, M failed`` alone
+/sys/fs/bpf/tlsguard/L*/tg_flows``), then exactly ``N passed, M failed`` alone
 on a line; exit status 0 only if none failed (2 on a usage error).
 Everything created is removed in a ``finally``, also on Ctrl-C or SIGTERM:
 tlsguardd (``tlsguardctl --socket SOCK detach``, SIGKILL by pid if it does
@@ -209,16 +210,32 @@ def bpftool_cgroup(path):
 
 
 def pins():
+    """The pins under PIN_DIR: the links at its top, the maps in the
+    generation directory (L<digest>) of their layout."""
     try:
-        return sorted(os.listdir(PIN_DIR))
+        top = os.listdir(PIN_DIR)
     except FileNotFoundError:
         return None
+    out = []
+    for name in top:
+        path = os.path.join(PIN_DIR, name)
+        out += os.listdir(path) if name.startswith("L") and os.path.isdir(path) else [name]
+    return sorted(out)
+
+
+def pinned_flows():
+    for name in sorted(os.listdir(PIN_DIR)) if os.path.isdir(PIN_DIR) else []:
+        path = os.path.join(PIN_DIR, name, "tg_flows")
+        if os.path.exists(path):
+            return path
+    return None
 
 
 def flows_dump():
-    if not os.path.exists(os.path.join(PIN_DIR, "tg_flows")):
-        return "(no %s/tg_flows)" % PIN_DIR
-    rc, out, err = run_cmd([BPFTOOL, "map", "dump", "pinned", os.path.join(PIN_DIR, "tg_flows")])
+    path = pinned_flows()
+    if path is None:
+        return "(no tg_flows under %s)" % PIN_DIR
+    rc, out, err = run_cmd([BPFTOOL, "map", "dump", "pinned", path])
     return (out + err).strip()
 
 
@@ -401,7 +418,7 @@ def diagnostics(ctx, mails):
     out.append("--- MX record (commands per connection)")
     for c in ctx.mx.connections():
         out.append("  conn#%d %s" % (c.id, " | ".join(x[:50] for x in c.commands())[:400]))
-    out.append("--- bpftool map dump pinned %s/tg_flows" % PIN_DIR)
+    out.append("--- bpftool map dump pinned %s" % pinned_flows())
     out += ["  " + ln for ln in flows_dump().splitlines()[:80]]
     return out
 
