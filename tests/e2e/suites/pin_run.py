@@ -85,7 +85,6 @@ import concurrent.futures
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -98,8 +97,8 @@ sys.dont_write_bytecode = True  # leave no __pycache__ in the source tree
 
 import harness  # noqa: E402
 from mx import TestMX, TLSOptions  # noqa: E402
-from postfix_env import PostfixError, PostfixInstance, PostfixMissing, bounce_report  # noqa: E402
-from daemon import TLS_DSN, TLS_TEXT, Daemon, normalize  # noqa: E402
+from postfix_env import PostfixError, PostfixInstance, PostfixMissing, agent_gone_settings, bounce_report  # noqa: E402
+from daemon import TLS_DSN, TLS_TEXT, Daemon, normalize, run_cmd  # noqa: E402
 
 PIN_DIR = "/sys/fs/bpf/tlsguard"
 ADOPT_TEXT = "adopted the state pinned under %s" % PIN_DIR
@@ -152,20 +151,7 @@ GUARANTEED_DOMAIN = "guarded.test"
 OTHER_DOMAIN = "mta.test"
 SENDERS_FILE = "# tlsguard pin_run: every sender of this domain is guaranteed\n@%s\n" % GUARANTEED_DOMAIN
 
-POSTFIX_EXTRA = {
-    "queue_run_delay": "1s",
-    "minimal_backoff_time": "2s",
-    "maximal_backoff_time": "4s",
-    # A flow held when the agent dies gets no reply: bound Postfix's wait.
-    "smtp_helo_timeout": "15s",
-    "smtp_mail_timeout": "15s",
-    "smtp_rcpt_timeout": "15s",
-    "smtp_data_init_timeout": "15s",
-    "smtp_data_xfer_timeout": "15s",
-    "smtp_data_done_timeout": "15s",
-    "smtp_rset_timeout": "15s",
-    "smtp_quit_timeout": "15s",
-}
+POSTFIX_EXTRA = agent_gone_settings()
 
 TIMEOUT_STATUS = 40.0
 TIMEOUT_BOUNCE = 20.0
@@ -180,25 +166,6 @@ class PinDaemon(Daemon):
     def __init__(self, args, cgroup, senders_path, sock, log_path):
         super().__init__(args.tlsguardd, args.tlsguardctl, cgroup, senders_path, sock, log_path)
         self.argv.append("--pin")
-
-    def alive(self):
-        return self.proc is not None and self.proc.poll() is None
-
-    def kill9(self):
-        if self.alive():
-            os.kill(self.proc.pid, signal.SIGKILL)
-        if self.proc is not None:
-            self.proc.wait(TIMEOUT_EXIT)
-            return self.proc.returncode
-        return None
-
-
-def run_cmd(argv, timeout=20):
-    try:
-        r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
-        return r.returncode, r.stdout, r.stderr
-    except subprocess.TimeoutExpired:
-        return None, "", "timed out after %ds" % timeout
 
 
 def bpftool_cgroup(path):

@@ -74,7 +74,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -86,8 +85,8 @@ sys.dont_write_bytecode = True  # leave no __pycache__ in the source tree
 
 import harness  # noqa: E402
 from mx import TestMX  # noqa: E402
-from postfix_env import PostfixError, PostfixInstance, PostfixMissing  # noqa: E402
-from daemon import TLS_DSN, TLS_TEXT, Daemon, normalize  # noqa: E402
+from postfix_env import PostfixError, PostfixInstance, PostfixMissing, agent_gone_settings  # noqa: E402
+from daemon import TLS_DSN, TLS_TEXT, Daemon, normalize, run_cmd  # noqa: E402
 
 # The run's own pin_dir (--pin-dir), named in main(): no other daemon's.
 PIN_DIR = None
@@ -106,10 +105,7 @@ TRANSPORTS = {PLAIN_RCPT: "smtp:[%s]" % MX_PLAIN, OTHER_RCPT: "smtp:[%s]" % MX_O
 SENDERS_FILE = "# upgrade_run: every sender of this domain is guaranteed\n@%s\n" % GUARANTEED_DOMAIN
 PROGRAMS = ["tg_connect4", "tg_connect6", "tg_sockops"]
 
-POSTFIX_EXTRA = {
-    "queue_run_delay": "1s",
-    "minimal_backoff_time": "2s",
-    "maximal_backoff_time": "4s",
+POSTFIX_EXTRA = dict(agent_gone_settings(), **{
     # Connections stay open between mails (cached, reused for up to 5 s), so
     # that an old generation still has live connections at each upgrade.
     "smtp_connection_cache_destinations": "%s %s" % (MX_PLAIN, MX_OTHER),  # the nexthop without []
@@ -117,29 +113,13 @@ POSTFIX_EXTRA = {
     # tlsproxy; neither MX offers STARTTLS, so the wire is the same.
     "smtp_tls_security_level": "none",
     "smtp_connection_reuse_time_limit": "5s",
-    "smtp_helo_timeout": "15s",
-    "smtp_mail_timeout": "15s",
-    "smtp_rcpt_timeout": "15s",
-    "smtp_data_init_timeout": "15s",
-    "smtp_data_xfer_timeout": "15s",
-    "smtp_data_done_timeout": "15s",
-    "smtp_rset_timeout": "15s",
-    "smtp_quit_timeout": "15s",
-}
+})
 
 STREAM_EVERY = 0.15
 RUN_BETWEEN = 3.0  # seconds of stream under each new agent before the next step
 TIMEOUT_DRAIN = 60.0
 TIMEOUT_FINAL = 90.0
 TIMEOUT_EXIT = 15.0
-
-
-def run_cmd(argv, timeout=20):
-    try:
-        r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
-        return r.returncode, r.stdout, r.stderr
-    except subprocess.TimeoutExpired:
-        return None, "", "timed out after %ds" % timeout
 
 
 def bpftool_json(*argv):
@@ -176,15 +156,6 @@ class Agent(Daemon):
         super().__init__(binary, args.tlsguardctl, cgroup, senders_path, sock, log_path)
         self.argv += ["--pin", "--pin-dir", PIN_DIR]
         self.label = label
-
-    def alive(self):
-        return self.proc is not None and self.proc.poll() is None
-
-    def kill9(self):
-        if self.alive():
-            os.kill(self.proc.pid, signal.SIGKILL)
-        if self.proc is not None:
-            self.proc.wait(TIMEOUT_EXIT)
 
 
 class Stream(threading.Thread):
