@@ -18,9 +18,9 @@ private Postfix whose master runs in the cgroup, retrying within seconds
 connections to both MXs (``smtp_connection_cache_destinations``, with
 ``smtp_tls_security_level = none``: Postfix caches no TLS-capable session
 without a tlsproxy, and neither MX offers STARTTLS) and reusing
-one for at most 5 s (``smtp_connection_reuse_time_limit``): at each upgrade the
-old generation has live connections, which carry mail under its programs
-after the swap and close within seconds; the senders file guarantees
+one for at most 30 s (``smtp_connection_reuse_time_limit``): at each upgrade
+the old generation has live connections, which carry mail under its
+programs after the swap and close within 30 s; the senders file guarantees
 ``@guarded.test``.  A stream thread injects one mail every 150 ms for the
 whole run, alternating a guaranteed sender to plain.test and a sender of
 mta.test (not guaranteed) to other.test; every mail has its own sender and
@@ -35,7 +35,7 @@ Cases, in order (each transition starts the next build at once):
      pin_dir, the three cgroup links pinned at its top.
   upgrade_kill9 -- SIGKILL N, start N+1.  N+1 logs "pinned state of another
      layout", its own generation directory differs from N's; ``tlsguardctl
-     status --json`` names it as "pinned" and N's as "draining"; within 60 s
+     status --json`` names it as "pinned" and N's as "draining"; within 90 s
      N's directory is gone ("drained" in N+1's log); ``bpftool cgroup show``
      lists exactly tg_connect4, tg_connect6 and tg_sockops, and each of them
      uses maps of N+1's generation only (``bpftool prog show`` map_ids against
@@ -106,18 +106,19 @@ SENDERS_FILE = "# upgrade_run: every sender of this domain is guaranteed\n@%s\n"
 PROGRAMS = ["tg_connect4", "tg_connect6", "tg_sockops"]
 
 POSTFIX_EXTRA = dict(agent_gone_settings(), **{
-    # Connections stay open between mails (cached, reused for up to 5 s), so
-    # that an old generation still has live connections at each upgrade.
+    # Connections stay open between mails (cached, reused for up to 30 s,
+    # longer than a new agent takes to load under TCG), so that an old
+    # generation still has live connections once the new agent is ready.
     "smtp_connection_cache_destinations": "%s %s" % (MX_PLAIN, MX_OTHER),  # the nexthop without []
     # Postfix caches no connection of a TLS level above none without a
     # tlsproxy; neither MX offers STARTTLS, so the wire is the same.
     "smtp_tls_security_level": "none",
-    "smtp_connection_reuse_time_limit": "5s",
+    "smtp_connection_reuse_time_limit": "30s",
 })
 
 STREAM_EVERY = 0.15
 RUN_BETWEEN = 3.0  # seconds of stream under each new agent before the next step
-TIMEOUT_DRAIN = 60.0
+TIMEOUT_DRAIN = 90.0
 TIMEOUT_FINAL = 90.0
 TIMEOUT_EXIT = 15.0
 
