@@ -28,8 +28,10 @@
  *	tg_control.c	void	tg_ctl_serve(struct tg_agent *ag);
  *	tg_pin.c	void	tg_pin_prepare(struct tg_agent *ag);
  *			void	tg_pin_adopt(struct tg_agent *ag);
- *			struct bpf_link *tg_pin_link(struct bpf_program *prog,
+ *			struct bpf_link *tg_pin_link(struct tg_agent *ag,
+ *						     struct bpf_program *prog,
  *						     const char *pin);
+ *			void	tg_pin_leave(struct tg_agent *ag);
  *			int	tg_pin_seen(const struct tg_agent *ag,
  *					    int *fds, unsigned max);
  *			void	tg_pin_drain(struct tg_agent *ag);
@@ -116,8 +118,10 @@ struct tg_agent {
 	int ctl_fd;
 	int msg_attached;
 	int skb_attached;
-	int adopted;		/* --pin found a previous agent's state */
-	char pin_gen[TG_PIN_PATH]; /* --pin: this agent's maps' directory */
+	int adopted;		/* found its generation's pinned state */
+	int pin_fd;		/* pin_dir, locked while the agent runs */
+	int linked;		/* a pinned cgroup link runs this generation */
+	char pin_gen[TG_PIN_PATH]; /* this agent's maps' directory */
 	struct tg_gen gens[TG_GENS_MAX]; /* older generations, draining */
 	unsigned ngens;
 	struct stat senders_st;	/* the senders file as last read */
@@ -147,7 +151,9 @@ void tg_ctl_serve(struct tg_agent *ag);
 
 void tg_pin_prepare(struct tg_agent *ag);
 void tg_pin_adopt(struct tg_agent *ag);
-struct bpf_link *tg_pin_link(struct bpf_program *prog, const char *pin);
+struct bpf_link *tg_pin_link(struct tg_agent *ag, struct bpf_program *prog,
+			     const char *pin);
+void tg_pin_leave(struct tg_agent *ag);
 int tg_pin_seen(const struct tg_agent *ag, int *fds, unsigned max);
 void tg_pin_drain(struct tg_agent *ag);
 unsigned tg_pin_gen_conns(const struct tg_gen *g);

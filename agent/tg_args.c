@@ -36,7 +36,7 @@ static const char usage[] =
 	"[--port N]... [--tls-port N]...\n"
 	"                 [--slots N] [--socket PATH] [--mx-check "
 	"system|IP[:PORT]] [--audit FILE]\n"
-	"                 [--metrics ADDR:PORT [--metrics-remote]] [--pin] "
+	"                 [--metrics ADDR:PORT [--metrics-remote]] "
 	"[--pin-dir DIR]\n"
 	"                 [--syslog] [-v]\n"
 	"                 [--print-config[=changed]] [--max-flows N] [--max-senders N] "
@@ -60,6 +60,9 @@ static void tg_flag(struct tg_opts *o, const char *flag, const char *name,
 
 	if (tg_config_set(o, name, value, why, sizeof(why)) < 0)
 		msg_fatal("%s: %s", flag, why);
+	if (strcmp(name, "pin") == 0)
+		snprintf(o->pin_note, sizeof(o->pin_note), "%s: always on; the "
+			 "flag is ignored", flag);
 }
 
 /* A list flag given several times: its values, space-separated. */

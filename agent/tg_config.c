@@ -18,6 +18,7 @@
 #include "tg_config.h"
 #include "tg_ctl.h"
 #include "tg_hostport.h"
+#include "tg_metrics.h"
 #include "tg_policy.h"
 #include "tg_resp.h"
 #include "tg_settings.h"
@@ -335,6 +336,18 @@ int tg_config_set(struct tg_opts *o, const char *name, const char *value,
 {
 	size_t i;
 
+	if (strcmp(name, "pin") == 0) {
+		if (strcasecmp(value, "yes") && strcasecmp(value, "true") &&
+		    strcmp(value, "1"))
+			return tg_bad(err, errlen, "\"%.20s\" is not possible: "
+				      "the kernel keeps enforcing whenever "
+				      "tlsguardd is not running, and only "
+				      "tlsguardctl detach removes it (remove "
+				      "this line; see tlsguard.conf(5))", value);
+		snprintf(o->pin_note, sizeof(o->pin_note), "%s", TG_PIN_NOTE);
+		return 0;
+	}
+
 	for (i = 0; i < tg_nsettings; i++)
 		if (strcmp(name, tg_settings[i].name) == 0)
 			return tg_setting_set(o, &tg_settings[i], value, err,
@@ -366,6 +379,9 @@ static int tg_config_line(struct tg_opts *o, const char *path,
 		return -1;
 	}
 	rc = tg_config_set(o, name, value, why, sizeof(why));
+	if (rc == 0 && strcmp(name, "pin") == 0)
+		snprintf(o->pin_note, sizeof(o->pin_note), "%.80s:%u: pin: %s",
+			 path, lineno, TG_PIN_NOTE);
 	if (rc == 0 && strcmp(name, "metrics_address") == 0)
 		o->metrics_line = lineno;
 	if (rc == -2)
@@ -373,6 +389,26 @@ static int tg_config_line(struct tg_opts *o, const char *path,
 	else if (rc < 0)
 		snprintf(err, errlen, "%s:%u: %s: %s", path, lineno, name, why);
 	return rc < 0 ? -1 : 0;
+}
+
+/*
+ * metrics_address is loopback, or metrics_remote is set (it may come
+ * later in the file): named by its file and line.
+ */
+static int tg_config_metrics(const struct tg_opts *o, char *err,
+			     size_t errlen)
+{
+	char why[512];
+
+	if (!o->metrics[0] ||
+	    tg_metrics_check(o->metrics, o->metrics_remote, why,
+			     sizeof(why)) == 0)
+		return 0;
+	snprintf(err, errlen, "%s:%u: metrics_address: \"%.80s\" is not a "
+		 "loopback address: the page has no access control; "
+		 "metrics_remote = yes serves it there", o->config,
+		 o->metrics_line, o->metrics);
+	return -1;
 }
 
 int tg_config_read(struct tg_opts *o, const char *path, char *err,
@@ -445,7 +481,7 @@ int tg_config_read(struct tg_opts *o, const char *path, char *err,
 	if (rc == 0 && have)
 		rc = tg_config_line(o, path, start, logical, err, errlen);
 	if (rc == 0)
-		rc = tg_metrics_config_check(o, err, errlen);
+		rc = tg_config_metrics(o, err, errlen);
 	free(line);
 	fclose(fp);
 	return rc;

@@ -31,6 +31,11 @@
  *	tg_config_set() applies one setting by name, as a file line or a
  *	command-line flag does; -1 with the reason in err when the value is
  *	bad, -2 when the name is unknown (the caller names the place).
+ *	"pin", once the switch for what is now always done (tlsguard stays
+ *	in the kernel when tlsguardd is not running), is no setting any
+ *	more: "yes" is accepted and leaves why it is ignored in o->pin_note
+ *	(the caller puts the place before it and warns); anything else is
+ *	refused, since it could only mean "stop enforcing on exit".
  *
  *	tg_config_finish() fills in derived values (the default port 25
  *	when no port is set at all), then checks what no single setting
@@ -55,6 +60,8 @@
 #define TG_CONFIG_DEFAULT	"/etc/tlsguard/tlsguard.conf"
 #define TG_EXEMPT_MAX		1024
 #define TG_SETTING_MAX		1024	/* bytes of one value */
+#define TG_PIN_NOTE	"always on; the setting is ignored (remove it; see " \
+			"tlsguard.conf(5))"
 
 
 struct tg_opts {
@@ -68,7 +75,7 @@ struct tg_opts {
 	char metrics[TG_SETTING_MAX];	/* "" for none */
 	int metrics_remote;		/* metrics may be on any address */
 	unsigned metrics_line;		/* of metrics_address in config */
-	int pin;
+	char pin_note[256];		/* "pin" was given: why it is ignored */
 	char pin_dir[TG_PIN_DIR_MAX + 1];	/* on a bpf filesystem */
 	__u16 ports[TG_PORTS_MAX];	/* SMTP (STARTTLS) ports */
 	unsigned nports;
@@ -100,9 +107,5 @@ int tg_config_set(struct tg_opts *o, const char *name, const char *value,
 int tg_config_finish(struct tg_opts *o, char *err, size_t errlen);
 size_t tg_config_print(const struct tg_opts *o, int changed_only, char *out,
 		       size_t len);
-
-/* tg_metrics.c: metrics_address is loopback, or metrics_remote is set. */
-int tg_metrics_config_check(const struct tg_opts *o, char *err,
-			    size_t errlen);
 
 #endif /* TG_CONFIG_H */

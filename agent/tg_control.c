@@ -94,15 +94,13 @@ static int tg_census_flow(void *ctx, const void *key, const void *value)
 }
 
 /*
- * With --pin: this agent's generation, and each older one still draining
+ * This agent's generation, and each older one still draining
  * with the connections it has left (status text, or JSON members).
  */
 static void tg_ctl_pins(struct tg_agent *ag, FILE *out, int json)
 {
 	unsigned i;
 
-	if (!ag->opt.pin)
-		return;
 	if (json) {
 		fputs(",\"pinned\":", out);
 		tg_json_str(out, ag->pin_gen);

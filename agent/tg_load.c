@@ -10,8 +10,9 @@
  * DESCRIPTION
  *	tg_load() opens the skeleton, sizes its maps and sets its read-only
  *	data from ag->opt (ports, audit, address delimiters, the flow
- *	table's room, the senders table's buckets), prepares the pins with
- *	--pin, and loads it with the verifier's logs kept: a refusal is one
+ *	table's room, the senders table's buckets), prepares the pins under
+ *	pin_dir (always: tg_pin.c), and loads it with the verifier's logs
+ *	kept: a refusal is one
  *	fatal line naming the program (tg_verifier.h), and a pinned state
  *	the object cannot take is named too. Nothing is attached and no
  *	program runs yet.
@@ -120,8 +121,7 @@ void tg_load(struct tg_agent *ag)
 
 	tg_features_check();
 	tg_open_object(ag, ag->opt.audit[0] != 0);
-	if (ag->opt.pin)	/* the maps' layout is known once sized */
-		tg_pin_prepare(ag);
+	tg_pin_prepare(ag);	/* the maps' layout is known once sized */
 	err_no = tg_verifier_arm(&vf, ag->skel->obj, ag->opt.verbose);
 	if (err_no < 0)
 		msg_fatal("cannot set up the verifier's logs: %s",
@@ -129,8 +129,9 @@ void tg_load(struct tg_agent *ag)
 	err_no = tlsguard__load(ag->skel);
 	tg_verifier_done(&vf, ag->skel->obj, err_no);
 	if (err_no && ag->adopted)
-		msg_fatal("cannot adopt the state pinned under %s: %s",
-			  ag->pin_gen, strerror(-err_no));
+		msg_fatal("cannot adopt the state pinned under %s: %s "
+			  "(tlsguardctl --pin-dir %s detach removes it)",
+			  ag->pin_gen, strerror(-err_no), ag->opt.pin_dir);
 	if (err_no)
 		tg_verifier_fatal(&vf);
 	tg_verifier_report(&vf);

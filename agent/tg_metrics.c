@@ -100,23 +100,6 @@ int tg_metrics_check(const char *addr, int remote, char *err, size_t errlen)
 	return tg_metrics_addr(addr, remote, &ss, &len, err, errlen);
 }
 
-/* tlsguard.conf's metrics_address, named by its file and line. */
-int tg_metrics_config_check(const struct tg_opts *o, char *err,
-			    size_t errlen)
-{
-	char why[512];
-
-	if (!o->metrics[0] ||
-	    tg_metrics_check(o->metrics, o->metrics_remote, why,
-			     sizeof(why)) == 0)
-		return 0;
-	snprintf(err, errlen, "%s:%u: metrics_address: \"%.80s\" is not a "
-		 "loopback address: the page has no access control; "
-		 "metrics_remote = yes serves it there", o->config,
-		 o->metrics_line, o->metrics);
-	return -1;
-}
-
 int tg_metrics_open(struct tg_metrics *m, const char *addr, int remote,
 		    int epfd, char *err, size_t errlen)
 {

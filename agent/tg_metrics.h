@@ -8,8 +8,6 @@
  *
  *	int	tg_metrics_check(const char *addr, int remote, char *err,
  *				 size_t errlen);
- *	int	tg_metrics_config_check(const struct tg_opts *o, char *err,
- *					size_t errlen);
  *	int	tg_metrics_open(struct tg_metrics *m, const char *addr,
  *				int remote, int epfd, char *err,
  *				size_t errlen);
@@ -23,9 +21,8 @@
  *	(metrics_remote = yes), because the page tells how much mail is
  *	held and has no access control. It returns -1 with a message in
  *	err for another address or a bind failure; tg_metrics_check() only
- *	checks the address, for the command line, and
- *	tg_metrics_config_check() the setting metrics_address, naming the
- *	configuration file and line. The listener and each client are registered on epfd under
+ *	checks the address, for the command line and (tg_config.c) the
+ *	setting metrics_address. The listener and each client are registered on epfd under
  *	TG_EP_METRICS; tg_metrics_event() is called with the low 32 bits of
  *	the epoll data when one is ready.
  *

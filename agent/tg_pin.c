@@ -1,14 +1,16 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * NAME
- *	tg_pin - tlsguard in the kernel beyond the agent (--pin), and
- *	upgrades without a gap
+ *	tg_pin - tlsguard in the kernel beyond the agent, and upgrades
+ *	without a gap
  * SYNOPSIS
  *	#include "tg_agent.h"
  *
  *	void	tg_pin_prepare(struct tg_agent *ag);
  *	void	tg_pin_adopt(struct tg_agent *ag);
- *	struct bpf_link *tg_pin_link(struct bpf_program *prog, const char *pin);
+ *	struct bpf_link *tg_pin_link(struct tg_agent *ag,
+ *				     struct bpf_program *prog, const char *pin);
+ *	void	tg_pin_leave(struct tg_agent *ag);
  *	int	tg_pin_seen(const struct tg_agent *ag, int *fds, unsigned max);
  *	void	tg_pin_drain(struct tg_agent *ag);
  *	unsigned tg_pin_gen_conns(const struct tg_gen *g);
@@ -24,11 +26,16 @@
  *	setting such as max_flows, that gives the maps another layout has
  *	another generation.
  *
- *	tg_pin_prepare(), before the object is loaded, makes pin_dir and
- *	gives every map a pin in this agent's generation directory and sets ag->adopted when
- *	a previous agent left that generation there (libbpf then reuses
- *	those maps). Every other generation found (and the maps a version
- *	before generations pinned at the top) is recorded as draining.
+ *	tg_pin_prepare(), before the object is loaded, makes pin_dir (a
+ *	directory of its own on a bpf filesystem: tg_pindir.h), locks it for
+ *	this agent (flock, on ag->pin_fd, released when the process ends),
+ *	gives every map a pin in this agent's generation directory and sets
+ *	ag->adopted when a previous agent left that generation there (libbpf
+ *	then reuses those maps). A start that ends before its cgroup links
+ *	are pinned or updated removes that generation again, unless it was
+ *	adopted: nothing guarded with it. Every other generation found (and
+ *	the maps a version before generations pinned at the top) is
+ *	recorded as draining.
  *
  *	tg_pin_adopt(), once loaded, takes over that state: the previous
  *	agents' free slots are forgotten (their slots died with them) and
@@ -40,6 +47,13 @@
  *	prog, in one step (BPF_LINK_UPDATE: the cgroup is never without a
  *	program); it returns the link when it did, NULL when there is no
  *	link to update (the caller attaches afresh, then pins the new link).
+ *	A pinned link on another cgroup than ag's is fatal: that pin_dir is
+ *	another tlsguardd's.
+ *
+ *	tg_pin_leave() (SIGTERM, SIGINT) destroys the flows this agent
+ *	holds now, whose replies die with it, so that the MTA defers them
+ *	at once; everything pinned, every generation, stays and goes on
+ *	enforcing.
  *
  *	tg_pin_seen() stores in fds the maps, keyed by socket cookie, whose
  *	sockets are enforced: this agent's tg_flows, then each draining
@@ -53,21 +67,24 @@
  *	still enforces (the keys of its sockhash).
  *
  *	tg_unpin() (tlsguardctl detach) removes every pin of every
- *	generation: nothing of tlsguard stays in the kernel once the agent
- *	exits.
+ *	generation, and only tlsguard's (tg_pindir_remove()): nothing of
+ *	tlsguard stays in the kernel once the agent exits.
  *
  *	tg_pin_path() writes the path of pin name under pin_dir to out.
  * DIAGNOSTICS
  *	A directory or pin that cannot be made is fatal, and so is a
- *	pin_dir that is not on a bpf filesystem. A draining
- *	generation beyond TG_GENS_MAX is left pinned, with a warning.
+ *	pin_dir that is not a directory of its own on a bpf filesystem or
+ *	that another tlsguardd holds. A draining generation beyond
+ *	TG_GENS_MAX is left pinned, with a warning.
  */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
-#include <sys/vfs.h>
 #include <unistd.h>
 #include <bpf/bpf.h>
 #include <bpf/btf.h>
@@ -76,17 +93,20 @@
 #include "tlsguard.skel.h"
 #include "tg_agent.h"
 #include "tg_log.h"
-
-/* linux/magic.h's BPF_FS_MAGIC */
-#define TG_BPF_FS_MAGIC 0xcafe4a11
+#include "tg_pindir.h"
 
 /*
- * --pin: every map of tlsguard's lives under pin_dir, so that the
- * kernel goes on enforcing when the agent is gone (the sk_msg and sk_skb
- * programs belong to the pinned sockhash, the sock_ops and connect
- * programs to the pinned cgroup links). A held flow then finds no live
- * injection slot and is failed closed: the MTA defers.
+ * Every map of tlsguard's lives under pin_dir, so that the kernel goes
+ * on enforcing when the agent is gone (the sk_msg and sk_skb programs
+ * belong to the pinned sockhash, the sock_ops and connect programs to
+ * the pinned cgroup links). A held flow then finds no live injection
+ * slot and is failed closed: the MTA defers. This is not a choice: a
+ * daemon that detached on exit would let a guaranteed sender's next
+ * mail go out in clear whenever it is stopped, killed or crashes;
+ * removing tlsguard is one deliberate act, tlsguardctl detach
+ * (tg_unpin(), or tlsguardctl itself with no agent).
  */
+static struct tg_agent *tg_pin_owner;
 
 static __u64 tg_layout_fnv(__u64 h, const void *p, size_t n)
 {
@@ -158,7 +178,7 @@ static void tg_gens_find(struct tg_agent *ag)
 	if (!d)
 		msg_fatal("pin_dir %s: %s", dir, strerror(errno));
 	while ((de = readdir(d))) {
-		if (de->d_name[0] != 'L' || de->d_type != DT_DIR)
+		if (de->d_name[0] != TG_PINDIR_GEN || de->d_type != DT_DIR)
 			continue;
 		snprintf(p, sizeof(p), "%s/%.32s", dir, de->d_name);
 		if (strcmp(p, ag->pin_gen) != 0)
@@ -167,29 +187,86 @@ static void tg_gens_find(struct tg_agent *ag)
 	closedir(d);
 }
 
+/*
+ * A generation's pins; legacy: the maps at pin_dir's top (not the
+ * links, nor the generation directories). Returns -1 on a failure.
+ */
+static int tg_gen_remove(const char *dir, int legacy)
+{
+	char err[512];
+
+	if (tg_pindir_empty(dir, !legacy, err, sizeof(err)) == -1) {
+		msg_warn("%s", err);
+		return -1;
+	}
+	if (!legacy && rmdir(dir) < 0 && errno != ENOENT) {
+		msg_warn("rmdir %s: %s", dir, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * At exit: a fresh generation that never guarded the cgroup (a start
+ * that failed between loading and attaching) goes, so that a failed
+ * start leaves nothing of its own; older generations and the links stay.
+ * An adopted generation, or one the pinned links run, enforces: it stays.
+ */
+static void tg_pin_exit(void)
+{
+	struct tg_agent *ag = tg_pin_owner;
+
+	if (ag && !ag->adopted && !ag->linked && !ag->detach &&
+	    tg_gen_remove(ag->pin_gen, 0) == 0 && ag->ngens == 0 &&
+	    access(ag->opt.pin_dir, F_OK) == 0)
+		rmdir(ag->opt.pin_dir);	/* fails unless it is empty */
+}
+
+/*
+ * One agent per pin_dir: a second one would take over the first's maps
+ * and links under it. The lock goes with the process, however it ends;
+ * the descriptor stays open until then.
+ */
+static void tg_pin_lock(struct tg_agent *ag, int made)
+{
+	const char *dir = ag->opt.pin_dir;
+	char err[512];
+
+	if (tg_pindir_check(dir, err, sizeof(err)) < 0) {
+		if (made)
+			rmdir(dir);
+		msg_fatal("pin_dir %s", err);
+	}
+	ag->pin_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (ag->pin_fd < 0)
+		msg_fatal("pin_dir %s: %s", dir, strerror(errno));
+	if (flock(ag->pin_fd, LOCK_EX | LOCK_NB) < 0)
+		msg_fatal("pin_dir %s: %s", dir, errno == EWOULDBLOCK ?
+			  "another tlsguardd uses it (give each its own "
+			  "pin_dir)" : strerror(errno));
+}
+
 void tg_pin_prepare(struct tg_agent *ag)
 {
 	const char *dir = ag->opt.pin_dir;
 	char path[TG_PIN_PATH + 32];
 	struct bpf_map *map;
-	struct statfs fs;
+	int made = mkdir(dir, 0700) == 0;
 
-	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+	if (!made && errno != EEXIST)
 		msg_fatal("pin_dir %s: mkdir: %s (is a bpf filesystem mounted "
 			  "above it? mount -t bpf bpf /sys/fs/bpf)", dir,
 			  strerror(errno));
-	if (statfs(dir, &fs) < 0)
-		msg_fatal("pin_dir %s: %s", dir, strerror(errno));
-	if (fs.f_type != TG_BPF_FS_MAGIC)
-		msg_fatal("pin_dir %s: not on a bpf filesystem (mount -t bpf "
-			  "bpf /sys/fs/bpf)", dir);
-	snprintf(ag->pin_gen, sizeof(ag->pin_gen), "%s/L%016llx", dir,
-		 (unsigned long long)tg_layout(ag->skel->obj));
+	tg_pin_lock(ag, made);
+	snprintf(ag->pin_gen, sizeof(ag->pin_gen), "%s/%c%016llx", dir,
+		 TG_PINDIR_GEN, (unsigned long long)tg_layout(ag->skel->obj));
 	if (mkdir(ag->pin_gen, 0700) < 0 && errno != EEXIST)
 		msg_fatal("mkdir %s: %s", ag->pin_gen, strerror(errno));
 	snprintf(path, sizeof(path), "%s/tg_flows", ag->pin_gen);
 	ag->adopted = access(path, F_OK) == 0;
 	tg_gens_find(ag);
+	tg_pin_owner = ag;
+	atexit(tg_pin_exit);
 	bpf_object__for_each_map(map, ag->skel->obj) {
 		if (strncmp(bpf_map__name(map), "tg_", 3) != 0)
 			continue;	/* .rodata: per program, not shared */
@@ -319,11 +396,43 @@ void tg_pin_adopt(struct tg_agent *ag)
 	}
 }
 
-struct bpf_link *tg_pin_link(struct bpf_program *prog, const char *pin)
+void tg_pin_leave(struct tg_agent *ag)
 {
-	struct bpf_link *link = bpf_link__open(pin);
+	unsigned long n = tg_kill_state(&ag->kill,
+					bpf_map__fd(ag->skel->maps.tg_flows),
+					TG_FS_DIVERTED);
 
-	if (link && bpf_link__update_program(link, prog) == 0)
+	if (n)
+		msg_info("destroyed %lu held connection(s) as the agent exits; "
+			 "the MTA retries them", n);
+}
+
+struct bpf_link *tg_pin_link(struct tg_agent *ag, struct bpf_program *prog,
+			     const char *pin)
+{
+	struct bpf_link_info info;
+	__u32 len = sizeof(info);
+	struct bpf_link *link;
+	struct stat st;
+
+	if (access(pin, F_OK) < 0)
+		return NULL;	/* nothing pinned: libbpf need not say so */
+	link = bpf_link__open(pin);
+	if (!link)
+		return NULL;
+	/* On cgroup v2 a cgroup's id is its directory's inode number. */
+	memset(&info, 0, sizeof(info));
+	if (bpf_obj_get_info_by_fd(bpf_link__fd(link), &info, &len) == 0 &&
+	    fstat(ag->cgroup_fd, &st) == 0 &&
+	    info.cgroup.cgroup_id != (__u64)st.st_ino)
+		msg_fatal("pin_dir %s holds the state of a tlsguardd that "
+			  "guards another cgroup (id %llu, not %s): give each "
+			  "tlsguardd its own pin_dir, or remove that state "
+			  "with tlsguardctl --pin-dir %s detach",
+			  ag->opt.pin_dir,
+			  (unsigned long long)info.cgroup.cgroup_id,
+			  ag->opt.cgroup, ag->opt.pin_dir);
+	if (bpf_link__update_program(link, prog) == 0)
 		return link;
 	bpf_link__destroy(link);
 	return NULL;
@@ -339,40 +448,6 @@ int tg_pin_seen(const struct tg_agent *ag, int *fds, unsigned max)
 		if (ag->gens[i].socks_fd >= 0)
 			fds[n++] = ag->gens[i].socks_fd;
 	return (int)n;
-}
-
-/*
- * The pins of a generation; legacy: the maps at pin_dir's top (not
- * the links, nor the generation directories). Returns -1 on a failure.
- */
-static int tg_gen_remove(const char *dir, int legacy)
-{
-	char p[TG_PIN_PATH + 260];
-	struct dirent *de;
-	int rc = 0;
-	DIR *d = opendir(dir);
-
-	if (!d)
-		return errno == ENOENT ? 0 : -1;
-	while ((de = readdir(d))) {
-		size_t len = strlen(de->d_name);
-
-		if (de->d_name[0] == '.' || de->d_type == DT_DIR)
-			continue;
-		if (legacy && len > 5 && strcmp(de->d_name + len - 5, "_link") == 0)
-			continue;
-		snprintf(p, sizeof(p), "%s/%s", dir, de->d_name);
-		if (unlink(p) < 0 && errno != ENOENT) {
-			msg_warn("unlink %s: %s", p, strerror(errno));
-			rc = -1;
-		}
-	}
-	closedir(d);
-	if (!legacy && rmdir(dir) < 0 && errno != ENOENT) {
-		msg_warn("rmdir %s: %s", dir, strerror(errno));
-		rc = -1;
-	}
-	return rc;
 }
 
 void tg_pin_drain(struct tg_agent *ag)
@@ -419,29 +494,11 @@ unsigned tg_pin_gen_conns(const struct tg_gen *g)
 /* tlsguardctl detach: nothing of tlsguard stays in the kernel. */
 void tg_unpin(struct tg_agent *ag)
 {
-	static const char *const links[] = { TG_PIN_LINK, TG_PIN_CONNECT4,
-					     TG_PIN_CONNECT6 };
-	const char *dir = ag->opt.pin_dir;
-	char p[TG_PIN_PATH + 260];
-	struct dirent *de;
-	size_t i;
-	DIR *d;
+	char err[512];
 
-	/* The links first: from then on no new connection is tracked. */
-	for (i = 0; i < sizeof(links) / sizeof(links[0]); i++) {
-		tg_pin_path(ag, links[i], p, sizeof(p));
-		unlink(p);
-	}
-	d = opendir(dir);
-	while (d && (de = readdir(d))) {
-		if (de->d_name[0] == 'L' && de->d_type == DT_DIR) {
-			snprintf(p, sizeof(p), "%s/%s", dir, de->d_name);
-			tg_gen_remove(p, 0);
-		}
-	}
-	if (d)
-		closedir(d);
-	tg_gen_remove(dir, 0);
+	if (tg_pindir_remove(ag->opt.pin_dir, err, sizeof(err)) == -1)
+		msg_warn("pin_dir %s (tlsguardctl detach removes the rest)",
+			 err);
 }
 
 /* See above; pin_dir is at most TG_PIN_DIR_MAX bytes (tg_settings.c). */

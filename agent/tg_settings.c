@@ -36,7 +36,6 @@ const struct tg_setting tg_settings[] = {
 	TG_ROW("ringbuf_size", TG_T_UINT, "1048576", ringbuf, 4096, 1UL << 30,
 	       TG_F_POW2),
 	TG_ROW("mx_check", TG_T_MX, "no", resolver, 0, 0, 0),
-	TG_ROW("pin", TG_T_BOOL, "no", pin, 0, 0, 0),
 	TG_ROW("pin_dir", TG_T_PATH, TG_PIN_DEFAULT, pin_dir, 0,
 	       TG_PIN_DIR_MAX, 0),
 	TG_ROW("audit_file", TG_T_PATH, "", audit, 0, 0, TG_F_EMPTY),

@@ -6,7 +6,8 @@
  * SYNOPSIS
  *	tlsguardd --cgroup DIR --senders FILE [--port N]... [--tls-port N]...
  *		[--slots N] [--socket PATH] [--mx-check system|IP[:PORT]]
- *		[--audit FILE] [--pin] [--metrics ADDR:PORT] [--max-flows N] [-v]
+ *		[--audit FILE] [--pin-dir DIR] [--metrics ADDR:PORT]
+ *		[--max-flows N] [-v]
  *
  *	tlsguardd --check-verifier[=BUDGET] [--port N]... [--tls-port N]... [-v]
  * DESCRIPTION
@@ -14,9 +15,11 @@
  *	directory DIR and guards the outbound TCP connections, IPv4 and
  *	IPv6, that processes in DIR and below make to port 25 (or to each
  *	--port given, at most eight), and to each --tls-port, where TLS
- *	starts with the connection (SMTPS, port 465). It runs in the foreground until
- *	SIGTERM or SIGINT, then detaches everything and exits 0. SIGHUP
- *	reads the senders file again.
+ *	starts with the connection (SMTPS, port 465). It runs in the
+ *	foreground until SIGTERM or SIGINT, then exits 0 and leaves the
+ *	kernel enforcing (see --pin-dir), or until "tlsguardctl detach",
+ *	which removes tlsguard from the kernel. SIGHUP reads the senders
+ *	file again.
  *
  *	On a guarded connection without TLS, a MAIL command from a sender
  *	listed in FILE (see tg_policy.h) is held in the kernel, with all
@@ -37,11 +40,13 @@
  *	--audit FILE appends one JSON record per message attempt to FILE
  *	(see tg_audit.h); SIGHUP reopens it.
  *
- *	--pin keeps tlsguard in the kernel when tlsguardd exits or is killed:
- *	maps and the cgroup link are pinned under /sys/fs/bpf/tlsguard, and a
- *	guaranteed sender that would need the agent is failed closed (the
- *	MTA defers) until a new tlsguardd --pin adopts the pinned state.
- *	"tlsguardctl detach" removes it all. Without --pin, exiting detaches.
+ *	tlsguard stays in the kernel whenever tlsguardd is not running,
+ *	however it ended (SIGTERM, SIGKILL, a crash): maps and the cgroup
+ *	links are always pinned under --pin-dir DIR (default
+ *	/sys/fs/bpf/tlsguard), and a guaranteed sender that would need the
+ *	agent is failed closed (the MTA defers) until a new tlsguardd adopts
+ *	the pinned state (see tg_pin.c). Only "tlsguardctl detach" removes
+ *	it. --pin, once needed for this, is accepted and ignored.
  *
  *	--socket PATH is the control socket tlsguardctl talks to (default
  *	/run/tlsguard/tlsguardd.sock).
@@ -180,8 +185,7 @@ static void tg_setup_datapath(struct tg_agent *ag)
 	if (tg_kill_open(&ag->kill) < 0)
 		msg_fatal("cannot open sock_diag netlink (SOCK_DESTROY): %s",
 			  strerror(errno));
-	if (ag->opt.pin)
-		tg_pin_adopt(ag);
+	tg_pin_adopt(ag);
 
 	/* Map programs first: they apply to sockets added after them. */
 	ag->msg_attached = tg_attach_socks(ag, ag->skel->progs.tg_smtp_msg,
@@ -282,15 +286,18 @@ static struct bpf_link *tg_attach_cgroup(struct tg_agent *ag,
 	char pin[256];
 
 	tg_pin_path(ag, name, pin, sizeof(pin));
-	if (ag->opt.pin && (link = tg_pin_link(prog, pin)) != NULL)
+	if ((link = tg_pin_link(ag, prog, pin)) != NULL) {
+		ag->linked = 1;	/* the pinned link runs this generation */
 		return link;
+	}
 	link = bpf_program__attach_cgroup(prog, ag->cgroup_fd);
 	if (!link)
 		msg_fatal("cannot attach %s to cgroup %s: %s",
 			  bpf_program__name(prog), ag->opt.cgroup,
 			  strerror(errno));
-	if (ag->opt.pin && bpf_link__pin(link, pin))
+	if (bpf_link__pin(link, pin))
 		msg_fatal("cannot pin %s: %s", pin, strerror(errno));
+	ag->linked = 1;
 	return link;
 }
 
@@ -453,12 +460,15 @@ static void tg_run(struct tg_agent *ag)
 static void tg_teardown(struct tg_agent *ag)
 {
 	/*
-	 * New flows first, then the data path, then the maps. Pinned, only
-	 * what is the agent's own goes: the kernel keeps enforcing.
+	 * New flows first, then the data path, then the maps. Unless told
+	 * to detach, only what is the agent's own goes: the kernel keeps
+	 * enforcing on the pinned maps and links.
 	 */
-	int keep = ag->opt.pin && !ag->detach;
+	int keep = !ag->detach;
 
-	if (ag->opt.pin && ag->detach)
+	if (keep)
+		tg_pin_leave(ag);
+	else
 		tg_unpin(ag);
 	bpf_link__destroy(ag->sockops);
 	bpf_link__destroy(ag->connect4);
@@ -497,7 +507,7 @@ static void tg_teardown(struct tg_agent *ag)
 int main(int argc, char **argv)
 {
 	static struct tg_agent ag = { .cgroup_fd = -1, .ctl_fd = -1,
-				      .timer_fd = -1 };
+				      .timer_fd = -1, .pin_fd = -1 };
 
 	char err[TG_SETTING_MAX + 128];
 	unsigned long long budget = 0;
@@ -530,6 +540,8 @@ int main(int argc, char **argv)
 			  ag.opt.syslog_socket) < 0)
 		msg_fatal("syslog_socket %s: %s", ag.opt.syslog_socket,
 			  strerror(errno));
+	if (ag.opt.pin_note[0])
+		msg_warn("%s", ag.opt.pin_note);
 	libbpf_set_print(tg_libbpf_print);
 	if (budget)
 		return tg_load_check(&ag, budget);
@@ -548,9 +560,10 @@ int main(int argc, char **argv)
 		 ag.opt.cgroup, ag.policy->n);
 	tg_notify(err);
 	tg_run(&ag);
-	if (ag.opt.pin && !ag.detach)
+	if (!ag.detach)
 		msg_info("exiting; the kernel keeps enforcing (pinned under %s; "
-			 "tlsguardctl detach removes it)", ag.opt.pin_dir);
+			 "tlsguardctl --pin-dir %s detach removes it)",
+			 ag.opt.pin_dir, ag.opt.pin_dir);
 	else
 		msg_info("detaching");
 	tg_notify("STOPPING=1");

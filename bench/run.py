@@ -414,6 +414,11 @@ class Bench:
         self.pf_root = None
         self.postfix = None
         self.daemon = None
+        self.daemon_sock = None
+        # Its own pin dir: tlsguardd leaves the kernel enforcing when it
+        # stops; stop_daemon() removes that with tlsguardctl detach, so
+        # that each start is a fresh one (and nothing is left at the end).
+        self.pin_dir = "/sys/fs/bpf/tlsguard-bench-%d-%s" % (os.getpid(), os.urandom(3).hex())
         self.results = {"errors": []}
 
     # ---- process bookkeeping ----------------------------------------
@@ -525,7 +530,7 @@ class Bench:
         self.daemon_sock = sock
         t0 = time.monotonic()
         self.daemon = self.spawn([self.args.tlsguardd, "--cgroup", cg.path, "--senders", senders,
-                                  "--port", "25", "--socket", sock],
+                                  "--port", "25", "--socket", sock, "--pin-dir", self.pin_dir],
                                  stdout=open(self.daemon_log, "a"), stderr=subprocess.STDOUT,
                                  start_new_session=True)
         deadline = t0 + 120
@@ -547,12 +552,22 @@ class Bench:
         return parse_status(ctl_status(self.daemon_sock))
 
     def stop_daemon(self):
-        if self.daemon is None:
+        if self.daemon is not None:
+            p, self.daemon = self.daemon, None
+            rc = self.reap(p, timeout=20)
+            if rc != 0:
+                self.results["errors"].append("tlsguardd exited with %s after SIGTERM" % rc)
+        self.detach()
+
+    def detach(self):
+        """tlsguardctl --pin-dir DIR detach: what a stopped tlsguardd left enforcing, removed."""
+        if not os.path.exists(self.pin_dir):
             return
-        p, self.daemon = self.daemon, None
-        rc = self.reap(p, timeout=20)
-        if rc != 0:
-            self.results["errors"].append("tlsguardd exited with %s after SIGTERM" % rc)
+        r = subprocess.run([self.args.tlsguardctl, "--socket", self.daemon_sock or "/nonexistent",
+                            "--pin-dir", self.pin_dir, "detach"], capture_output=True, text=True, timeout=60)
+        if r.returncode != 0 or os.path.exists(self.pin_dir):
+            self.results["errors"].append("tlsguardctl --pin-dir %s detach: exit %d %s" % (
+                self.pin_dir, r.returncode, r.stderr.strip()[-200:]))
 
     # ---- the cases ----------------------------------------------------
 
@@ -1041,6 +1056,10 @@ class Bench:
                 log("cleanup: postfix: %s" % e)
         for p in list(self.procs):
             self.reap(p, timeout=5)
+        try:
+            self.detach()  # also after a tlsguardd that died on its own
+        except Exception as e:  # noqa: BLE001
+            log("cleanup: detach: %s" % e)
         for cg in self.cgroups:
             # Only processes this run started are in these cgroups.
             for pid in cg.pids():

@@ -15,7 +15,10 @@ to the MX.  Exit status 0 only if both outcomes are as described.
 
 Usage: tools/demo.py [--tlsguardd build/tlsguardd] [--tlsguardctl build/tlsguardctl] [--keep]
 Everything it creates (tlsguardd, Postfix, the MX, the cgroup, the temp dir
-unless --keep) is removed on exit, also on Ctrl-C.
+unless --keep) is removed on exit, also on Ctrl-C.  Stopping tlsguardd
+leaves the kernel enforcing, as it always does; the demo then removes
+tlsguard as an administrator would, with ``tlsguardctl --pin-dir DIR
+detach`` (DIR is the demo's own, /sys/fs/bpf/tlsguard-test-XXXXXXXX).
 """
 
 import argparse
@@ -183,6 +186,7 @@ def cleanup(state, interrupted):
     problems = []
     daemon = state.get("daemon")
     if daemon is not None:
+        say("\n== Stopping tlsguardd, then removing tlsguard: tlsguardctl --pin-dir %s detach" % daemon.pin_dir)
         why = daemon.stop()
         if why and not interrupted and not daemon.died_early:  # those are reported already
             problems.append(why)

@@ -39,8 +39,11 @@
  *	detach removes tlsguard from the kernel: it asks the running
  *	tlsguardd to detach and unpin everything and exit; then (or with no
  *	tlsguardd running) it removes what is left pinned under --pin-dir
- *	(default /sys/fs/bpf/tlsguard, tlsguard.conf's pin_dir). It removes
- *	nothing from a directory that is not on a bpf filesystem.
+ *	(default /sys/fs/bpf/tlsguard, tlsguard.conf's pin_dir): the cgroup
+ *	links, then every generation of pinned maps, a draining one too. It
+ *	removes only tlsguard's pins (tg_*, in pin_dir and its L<digest>
+ *	directories), and nothing from a directory that is not a directory
+ *	of its own on a bpf filesystem.
  *
  *	audit prints the audit trail (tlsguardd --audit FILE; the running
  *	daemon is asked for its file unless --file is given), one message
@@ -75,18 +78,17 @@
  *	of the audit file that is not a record is a warning naming the file
  *	and line, and is skipped.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
-#include <sys/vfs.h>
 #include <unistd.h>
 
 #include "tg_ctl.h"
 #include "tg_json.h"
+#include "tg_pindir.h"
 #include "tg_probe.h"
 #include "tg_smtp.h"
 
@@ -348,44 +350,6 @@ static int tg_audit(const char *sock, const char *file, const char *sender,
 	return 0;
 }
 
-/* linux/magic.h's BPF_FS_MAGIC */
-#define TG_BPF_FS_MAGIC 0xcafe4a11
-
-/*
- * The pins in dir, and the generation directories (L<digest>) in it:
- * the cgroup links first, so that no new connection is tracked while
- * the maps go.
- */
-static void tg_unpin_dir(const char *dir, int top)
-{
-	static const char *const links[] = { "tg_sockops_link",
-		"tg_connect4_link", "tg_connect6_link" };
-	struct dirent *de;
-	char p[512];
-	unsigned i;
-	DIR *d;
-
-	for (i = 0; top && i < sizeof(links) / sizeof(links[0]); i++) {
-		snprintf(p, sizeof(p), "%s/%s", dir, links[i]);
-		unlink(p);
-	}
-	d = opendir(dir);
-	if (!d)
-		fatal("%s: %s", dir, strerror(errno));
-	while ((de = readdir(d))) {
-		if (de->d_name[0] == '.')
-			continue;
-		snprintf(p, sizeof(p), "%s/%s", dir, de->d_name);
-		if (top && de->d_type == DT_DIR)
-			tg_unpin_dir(p, 0);
-		else if (unlink(p) < 0)
-			fatal("%s: %s", p, strerror(errno));
-	}
-	closedir(d);
-	if (rmdir(dir) < 0)
-		fatal("%s: %s", dir, strerror(errno));
-}
-
 /* A connection to a tlsguardd listening on sock, or -1. */
 static int tg_daemon(const char *sock)
 {
@@ -411,8 +375,7 @@ static int tg_daemon(const char *sock)
 static int tg_detach(const char *sock, const char *dir)
 {
 	struct timeval tv = { .tv_sec = 5 };
-	struct statfs fs;
-	char p[512];
+	char p[512], err[512];
 	int fd, i;
 
 	if ((fd = tg_daemon(sock)) >= 0) {
@@ -430,15 +393,16 @@ static int tg_detach(const char *sock, const char *dir)
 			fatal("tlsguardd did not exit after detach (%s)%s", sock,
 			      "");
 	}
-	if (statfs(dir, &fs) < 0) {
-		if (errno == ENOENT)
-			return 0;	/* nothing pinned */
-		fatal("%s: %s", dir, strerror(errno));
+	switch (tg_pindir_check(dir, err, sizeof(err))) {
+	case 0:
+		break;
+	case -ENOENT:
+		return 0;	/* nothing pinned */
+	default:
+		fatal("--pin-dir %s%s: nothing removed", err, "");
 	}
-	if (fs.f_type != TG_BPF_FS_MAGIC)
-		fatal("%s: not on a bpf filesystem%s: nothing removed", dir,
-		      "");
-	tg_unpin_dir(dir, 1);
+	if (tg_pindir_remove(dir, err, sizeof(err)) == -1)
+		fatal("%s (tlsguard's other pins are removed)%s", err, "");
 	return 0;
 }
 

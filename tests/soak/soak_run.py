@@ -36,8 +36,9 @@ answered 550 exactly once per bounced message.  Reported: wall time
 tlsguardd's VmRSS/VmHWM before and after, its counters (tlsguardctl status)
 and metrics.  Output ends with ``PASS soak`` or ``FAIL
 soak: ...``; exit status 0 only on PASS.  Everything is removed at the end
-(also on Ctrl-C or SIGTERM): tlsguardd, Postfix and the sink by pid, the
-cgroup, the temp dirs unless --keep.
+(also on Ctrl-C or SIGTERM): tlsguardd, Postfix and the sink by pid,
+tlsguard's pinned state (``tlsguardctl --pin-dir DIR detach``, DIR the
+run's own), the cgroup, the temp dirs unless --keep.
 """
 
 import argparse

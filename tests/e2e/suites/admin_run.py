@@ -82,7 +82,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "fixtures"))
 sys.dont_write_bytecode = True
 
 import harness  # noqa: E402
-from daemon import TLS_TEXT  # noqa: E402
+from daemon import TLS_TEXT, detach_problems, pin_dir  # noqa: E402
 from mx import TestMX  # noqa: E402
 from postfix_env import (PostfixError, PostfixInstance, PostfixMissing,  # noqa: E402
                          check_postfix_installed)
@@ -152,7 +152,9 @@ def config_errors(args, tmp, r):
         ("unknown setting", "cgroup = /x\n\nbogus_key = 1\n", 3, r"unknown setting \"bogus_key\""),
         ("bad port", "smtp_ports = 25, 70000\n", 1, r"smtp_ports: bad value \"70000\""),
         ("too many ports", "smtp_ports = 1 2 3 4 5\nsmtps_ports = 6 7 8 9\n", 2, r"at most 8 ports"),
-        ("bad bool", "# c\npin = maybe\n", 2, r"pin: bad value \"maybe\": expected yes or no"),
+        ("bad bool", "# c\nsyslog = maybe\n", 2, r"syslog: bad value \"maybe\": expected yes or no"),
+        ("pin = no", "# c\npin = no\n", 2, r"pin: \"no\" is not possible: the kernel keeps enforcing"),
+        ("pin_dir relative", "pin_dir = tlsguard\n", 1, r"pin_dir: bad value \"tlsguard\": expected an absolute path"),
         ("bad exempt", "exempt = SRS0=,\n  not-an-address\n", 1, r"exempt: bad entry \"not-an-address\""),
         ("metrics not loopback", "metrics_address = 192.0.2.1:9425\n", 1, r"not a loopback address"),
         ("metrics without port", "metrics_address = 127.0.0.1\n", 1, r"expected IP:PORT"),
@@ -207,6 +209,7 @@ class Env:
         self.sock = os.path.join(tmp, "ctl.sock")
         self.senders = os.path.join(tmp, "senders")
         self.conf = os.path.join(tmp, "tlsguard.conf")
+        self.pin_dir = pin_dir("admin")
         self.proc = None
         self.ready_at_attach = None  # bpftool's view when READY=1 arrived
 
@@ -232,8 +235,8 @@ def start_daemon(env, notify, syslog_path):
     with open(env.conf, "w") as f:
         f.write("# tlsguard admin test\ncgroup = %s\nsenders_file = %s\ncontrol_socket = %s\n"
                 "smtp_ports = 25\nexempt = SRS0=,\n    lists@corp.test\nsyslog = yes\n"
-                "syslog_socket = %s\npostfix_config = %s\n" % (env.cgroup.path, env.senders, env.sock,
-                                                              syslog_path, env.pf.conf))
+                "syslog_socket = %s\npostfix_config = %s\npin_dir = %s\n" % (
+                    env.cgroup.path, env.senders, env.sock, syslog_path, env.pf.conf, env.pin_dir))
     environ = dict(os.environ, NOTIFY_SOCKET=notify.path)
     env.log = open(os.path.join(env.tmp, "tlsguardd.log"), "ab")
     env.proc = subprocess.Popen([env.args.tlsguardd, "-c", env.conf], stdin=subprocess.DEVNULL,
@@ -415,14 +418,16 @@ def config_ctl(env, r):
     res = env.ctl("config", "-n")
     want = ["cgroup = %s" % env.cgroup.path, "senders_file = %s" % env.senders,
             "exempt = SRS0=, lists@corp.test", "postfix_config = %s" % env.pf.conf,
-            "control_socket = %s" % env.sock, "syslog = yes",
+            "pin_dir = %s" % env.pin_dir, "control_socket = %s" % env.sock, "syslog = yes",
             "syslog_socket = %s" % os.path.join(env.tmp, "syslog.sock")]
     if res.returncode != 0 or res.stdout.splitlines() != want:
         problems.append("config -n: %r, want %r" % (res.stdout.splitlines(), want))
     res = env.ctl("config")
-    for line in ("slots = 256", "reject_code = 550", "notls_text = %s" % TLS_TEXT, "pin = no"):
+    for line in ("slots = 256", "reject_code = 550", "notls_text = %s" % TLS_TEXT, "pin_dir = %s" % env.pin_dir):
         if line not in res.stdout.splitlines():
             problems.append("config lacks %r" % line)
+    if any(x.startswith("pin =") for x in res.stdout.splitlines()):
+        problems.append("config shows a pin setting: pinning is always on")
     r.report("config_ctl", problems)
 
 
@@ -628,7 +633,9 @@ def main(argv=None):
                 except subprocess.TimeoutExpired:
                     env.proc.kill()
                     rc = env.proc.wait()
-                r.report("tlsguardd_shutdown", [] if rc == 0 else ["exit %r" % rc])
+                # SIGTERM leaves the kernel enforcing; detach removes it
+                left = detach_problems(args.tlsguardctl, env.sock, env.pin_dir, env.cgroup.path)
+                r.report("tlsguardd_shutdown", ([] if rc == 0 else ["exit %r" % rc]) + left)
         try:
             tmp = suite.tempdir("tlsguard-admin-", 0o755)
             config_errors(args, tmp, r)

@@ -27,6 +27,19 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures"))
 from postfix_env import cgroup2_mount  # noqa: E402
+from daemon import attached, detach_problems, pin_dir  # noqa: E402
+
+# Every tlsguardd of this test pins under a directory of its own; SIGTERM
+# leaves the kernel enforcing, tlsguardctl detach removes it.
+PINS = pin_dir("cli")
+
+
+def no_pin_conf(tmp):
+    """A configuration file that says ``pin = no``."""
+    path = os.path.join(tmp, "no-pin.conf")
+    with open(path, "w") as f:
+        f.write("pin = no\n")
+    return path
 
 
 def run(cmd, timeout=20):
@@ -105,7 +118,7 @@ def check_verifier(r, d, cg, senders, sock):
     first = refused[0]
     complexity = first["result"].startswith("refused: too complex")
     for verbose in ([], ["-v"]):
-        rc, out, err = run([d, "--cgroup", cg, "--senders", senders, "--socket", sock] + verbose,
+        rc, out, err = run([d, "--pin-dir", PINS, "--cgroup", cg, "--senders", senders, "--socket", sock] + verbose,
                            timeout=LOAD_TIMEOUT)
         lines = [l for l in err.splitlines() if l.strip()]
         m = REFUSED_LINE.match(lines[-1]) if lines else None
@@ -159,21 +172,21 @@ def main():
                     f"rc={rc} stderr={err!r}")
 
         fails_with("no arguments", [d], r"^tlsguardd: fatal: --cgroup DIR is required")
-        fails_with("missing --senders", [d, "--cgroup", cg],
+        fails_with("missing --senders", [d, "--pin-dir", PINS, "--cgroup", cg],
                    r"^tlsguardd: fatal: --senders FILE is required")
-        fails_with("bad port", [d, "--cgroup", cg, "--senders", good, "--port", "70000"],
+        fails_with("bad port", [d, "--pin-dir", PINS, "--cgroup", cg, "--senders", good, "--port", "70000"],
                    r"^tlsguardd: fatal: --port: bad value \"70000\"")
-        fails_with("port not a number", [d, "--cgroup", cg, "--senders", good, "--port", "smtp"],
+        fails_with("port not a number", [d, "--pin-dir", PINS, "--cgroup", cg, "--senders", good, "--port", "smtp"],
                    r"--port: bad value \"smtp\"")
-        fails_with("unknown option", [d, "--cgroup", cg, "--senders", good, "--bogus"],
+        fails_with("unknown option", [d, "--pin-dir", PINS, "--cgroup", cg, "--senders", good, "--bogus"],
                    r"^tlsguardd: fatal: --bogus: unknown option")
-        fails_with("missing cgroup", [d, "--cgroup", cg + "-nonexistent", "--senders", good],
+        fails_with("missing cgroup", [d, "--pin-dir", PINS, "--cgroup", cg + "-nonexistent", "--senders", good],
                    r"^tlsguardd: fatal: --cgroup .*-nonexistent: No such file or directory")
         fails_with("not a cgroup", [d, "--cgroup", tmp, "--senders", good],
                    r"not a cgroup v2 directory")
-        fails_with("missing senders file", [d, "--cgroup", cg, "--senders", good + ".missing"],
+        fails_with("missing senders file", [d, "--pin-dir", PINS, "--cgroup", cg, "--senders", good + ".missing"],
                    r"senders\.missing: No such file or directory")
-        fails_with("malformed senders line", [d, "--cgroup", cg, "--senders", bad],
+        fails_with("malformed senders line", [d, "--pin-dir", PINS, "--cgroup", cg, "--senders", bad],
                    re.escape(bad) + r":4: malformed sender \"not-an-address\"")
         fails_with("tlsguardctl without daemon", [ctl, "--socket", sock, "status"],
                    r"^tlsguardctl: fatal: tlsguardd is not running")
@@ -196,11 +209,11 @@ def main():
         check_verifier(r, d, cg, good, sock)
 
         fails_with("audit file under a missing parent directory",
-                   [d, "--cgroup", cg, "--senders", good, "--socket", sock,
+                   [d, "--pin-dir", PINS, "--cgroup", cg, "--senders", good, "--socket", sock,
                     "--audit", os.path.join(tmp, "no-such-dir", "tlsguard", "audit.jsonl")],
                    r"^tlsguardd: fatal: --audit .*/no-such-dir/tlsguard/audit\.jsonl: No such file or directory")
         logdir = os.path.join(tmp, "log-tlsguard")
-        daemon = subprocess.Popen([d, "--cgroup", cg, "--senders", good, "--socket", sock,
+        daemon = subprocess.Popen([d, "--pin-dir", PINS, "--cgroup", cg, "--senders", good, "--socket", sock,
                                    "--audit", os.path.join(logdir, "audit.jsonl")],
                                   stderr=subprocess.PIPE, text=True)
         rc, out = 1, ""
@@ -255,23 +268,42 @@ def main():
             conf = None
         r.check("config --json", rc == 0 and isinstance(conf, dict) and conf.get("slots") == "256",
                 f"rc={rc} out={out[:200]!r}")
+        fails_with("second daemon on the same pin_dir",
+                   [d, "--pin-dir", PINS, "--cgroup", cg, "--senders", good, "--socket", sock + "2"],
+                   r"^tlsguardd: fatal: pin_dir %s: another tlsguardd uses it" % re.escape(PINS))
+        fails_with("pin_dir the root of the bpf file system",
+                   [d, "--pin-dir", "/sys/fs/bpf", "--cgroup", cg, "--senders", good, "--socket", sock + "3"],
+                   r"^tlsguardd: fatal: pin_dir /sys/fs/bpf: the root of a bpf file system")
+        fails_with("tlsguardctl detach refuses the bpf file system's root",
+                   [ctl, "--socket", sock + "3", "--pin-dir", "/sys/fs/bpf", "detach"],
+                   r"^tlsguardctl: fatal: --pin-dir /sys/fs/bpf: the root of a bpf file system.*nothing removed")
+        other = PINS + "-2"
         fails_with("second daemon on the same socket",
-                   [d, "--cgroup", cg, "--senders", good, "--socket", sock],
+                   [d, "--pin-dir", other, "--cgroup", cg, "--senders", good, "--socket", sock],
                    r"another tlsguardd is listening")
+        r.check("a failed start leaves no pins", not os.path.exists(other), other)
+        fails_with("pin = no refused", [d, "-c", no_pin_conf(tmp), "--print-config"],
+                   r"^tlsguardd: fatal: .*:1: pin: \"no\" is not possible: the kernel keeps enforcing")
         daemon.send_signal(signal.SIGTERM)
         rc = daemon.wait(timeout=20)
         err = daemon.stderr.read()
         daemon = None
-        r.check("SIGTERM detaches and exits 0", rc == 0 and "detaching" in err,
-                f"rc={rc} stderr={err!r}")
-        rc, out, _ = run(["bpftool", "cgroup", "show", cg])
-        r.check("nothing left attached to the cgroup", rc == 0 and "sock_ops" not in out,
-                f"bpftool says {out!r}")
+        r.check("SIGTERM exits 0 and says the kernel keeps enforcing",
+                rc == 0 and "the kernel keeps enforcing" in err, f"rc={rc} stderr={err!r}")
+        progs = attached(cg)
+        r.check("SIGTERM leaves the programs attached and the pins",
+                "tg_sockops" in progs and "tg_connect4" in progs and os.path.isdir(PINS),
+                f"attached {progs!r}, pins {os.path.isdir(PINS)}")
         r.check("control socket removed", not os.path.exists(sock), sock)
+        left = detach_problems(ctl, sock, PINS, cg)
+        r.check("tlsguardctl --pin-dir DIR detach with no daemon: nothing left", not left, "; ".join(left))
     finally:
         if daemon:
             daemon.kill()
             daemon.wait()
+        for pins in (PINS, PINS + "-2"):
+            if os.path.exists(pins):
+                run([ctl, "--socket", sock, "--pin-dir", pins, "detach"])
         os.rmdir(cg)
         subprocess.run(["rm", "-rf", tmp])
     print(f"{r.passed} passed, {r.failed} failed")

@@ -27,7 +27,10 @@ Cases:
      once and holds the expected names; another path gets 404, a request
      over 2 KiB (or a reset: it is not read to its end) and a POST get 400; the stuck clients are cut within 12 s.
   flow_table_full -- ``--max-flows 2``; two raw connections fill the flow
-     table; a guaranteed and another sender's mail are deferred (Postfix's
+     table, then 50 more connects from the same client each fail in
+     connect() itself with EPERM (refused by tg_connect4 before the SYN:
+     the MX sees only the first two connections, so no byte of the flood
+     is sent); a guaranteed and another sender's mail are deferred (Postfix's
      connects are refused, EPERM, by tg_connect: no connection is made to
      be failed later), the MX sees no MAIL of either; metrics:
      table_refused_total up by one per connect at least,
@@ -57,14 +60,13 @@ Cases:
      that it did not run (agent_stalls_total +1), the mails are bounced on
      the next attempt, and the metrics count the held verdicts and 550
      replies.
-  agent_killed -- ``--pin``; SIGKILL (by pid); a guaranteed mail is
+  agent_killed -- SIGKILL (by pid); a guaranteed mail is
      deferred and not one byte of its envelope reaches the MX; a new
-     ``tlsguardd --pin`` adopts the pinned maps, its metrics show the
-     kernel's drops made while no agent ran and the flows failed closed
+     tlsguardd on the same pin dir adopts the pinned maps, its metrics show
+     the kernel's drops made while no agent ran and the flows failed closed
      for want of a live slot (failed_closed{slot_gone}), and the mail is
-     bounced 550.
-     ``tlsguardctl detach`` at the end.  Skipped, loudly, when
-     /sys/fs/bpf/tlsguard exists (another agent uses it).
+     bounced 550.  ``tlsguardctl --pin-dir DIR detach`` at the end: nothing
+     left pinned or attached.
 
 Memory bound, asserted for each case: the agent's VmRSS after the case is
 at most 16 MiB above its VmRSS before, and below 64 MiB.
@@ -73,7 +75,8 @@ Output: ``PASS name`` / ``FAIL name: why`` / ``SKIP name: why`` per case,
 detail lines (figures: metrics deltas, RSS), then exactly ``N passed, M
 failed`` alone on a line; exit status 0 only if none failed.  Everything
 created is removed in a ``finally``, also on Ctrl-C or SIGTERM: clients and
-tlsguardd by pid (a stopped agent is continued first), the pins (detach),
+tlsguardd by pid (a stopped agent is continued first), the pins (each
+agent's own pin dir, ``tlsguardctl --pin-dir DIR detach``),
 Postfix, the MX, the cgroup, the temp dir unless --keep.
 """
 
@@ -89,13 +92,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "fixtures"))
 sys.dont_write_bytecode = True
 
-from daemon import TLS_TEXT, page_problems, rss, scrape_metrics  # noqa: E402
+from daemon import TLS_TEXT, detach_problems, page_problems, pin_dir, rss, scrape_metrics  # noqa: E402
 
 METRICS = "127.0.0.160:19025"
 MX_ADDR = "127.0.0.161"
 GUARANTEED = ["g%d@mta.test" % i for i in range(1, 6)]
 OTHER = "n@mta.test"
-PIN_DIR = "/sys/fs/bpf/tlsguard"
 RSS_GROWTH_KB = 16 * 1024
 RSS_MAX_KB = 64 * 1024
 POSTFIX_MAIN = {
@@ -113,12 +115,17 @@ POSTFIX_MAIN = {
     "default_destination_concurrency_failed_cohort_limit": "100",
 }
 TIMEOUT = 90.0
+FLOOD = 50  # connects past a full flow table, each refused in connect()
 
 
 # ====================================================================== client
 
 def client_main(argv):
-    """Inside the cgroup: hold N | churn N, against the MX."""
+    """Inside the cgroup: hold N [FLOOD] | churn N, against the MX.  hold
+    then tries FLOOD connects more, each of which must fail in connect()
+    itself: its "ready" line says "ready refused K" for the K that failed
+    with EPERM (one line: Client.expect() reads a line at a time), after a
+    line "connected" for each that did not (with a line sent on it)."""
     what, n = argv[0], int(argv[1])
     if what == "hold":
         socks = []
@@ -126,7 +133,21 @@ def client_main(argv):
             s = socket.create_connection((MX_ADDR, 25), timeout=10)
             s.recv(1024)  # the greeting: the flow is established and tracked
             socks.append(s)
-        print("ready", flush=True)
+        refused = 0
+        for _ in range(int(argv[2]) if len(argv) > 2 else 0):
+            s = socket.socket()
+            s.settimeout(10)
+            try:
+                s.connect((MX_ADDR, 25))
+                s.sendall(b"EHLO flood.test\r\n")
+                print("connected", flush=True)
+            except PermissionError:
+                refused += 1
+            except OSError as e:
+                print("error %s" % e, flush=True)
+            finally:
+                s.close()
+        print("ready refused %d" % refused if len(argv) > 2 else "ready", flush=True)
         sys.stdin.readline()
         for s in socks:
             s.close()
@@ -191,12 +212,12 @@ def delta(after, before, name):
 class Agent:
     """tlsguardd with --metrics and the case's options; log in its own file."""
 
-    def __init__(self, env, name, extra, senders=None):
+    def __init__(self, env, name, extra, senders=None, pins=None):
         from daemon import Daemon
         self.env = env
         self.log_path = os.path.join(env.tmp, "tlsguardd-%s.log" % name)
         self.d = Daemon(env.args.tlsguardd, env.args.tlsguardctl, env.cgroup.path, senders or env.senders,
-                        os.path.join(env.tmp, "tlsguardd.sock"), self.log_path)
+                        os.path.join(env.tmp, "tlsguardd.sock"), self.log_path, pins=pins)
         self.d.argv += ["--metrics", METRICS] + list(extra)
         self.stopped = False
 
@@ -309,9 +330,17 @@ def case_flow_table_full(env, problems, info):
     ag = Agent(env, "flows", ["--max-flows", "2"]).start()
     try:
         m0 = scrape()
-        hold = Client(env.cgroup, "hold", "2")
+        conns0 = len(env.mx.connections())
+        hold = Client(env.cgroup, "hold", "2", str(FLOOD))
         try:
-            hold.expect("ready")
+            hold.expect("ready refused %d" % FLOOD)
+            # the flood past the table never reached the MX: connect() failed
+            time.sleep(0.5)
+            made = len(env.mx.connections()) - conns0
+            info.append("flood: 2 connections fill the table, %d more refused in connect() (EPERM); "
+                        "the MX saw %d connection(s)" % (FLOOD, made))
+            if made != 2:
+                problems.append("the MX saw %d new connection(s), want the 2 that fit in the table" % made)
             g, n = env.send(GUARANTEED[0]), env.send(OTHER)
             st = env.wait_status([g, n], ("deferred",))
             want(problems, "guaranteed, table full", st[g.marker], "deferred")
@@ -489,9 +518,7 @@ def case_injection_stuck(env, problems, info):
 
 
 def case_agent_killed(env, problems, info):
-    if os.path.exists(PIN_DIR):
-        return "SKIP", "%s exists (another tlsguardd --pin, or a leftover): not touching it" % PIN_DIR
-    ag = Agent(env, "pin1", ["--pin"]).start()
+    ag = Agent(env, "pin1", []).start()
     ag2 = None
     try:
         m0 = scrape()
@@ -501,7 +528,7 @@ def case_agent_killed(env, problems, info):
         st = env.wait_status([g], ("deferred",))
         want(problems, "guaranteed, agent killed", st[g.marker], "deferred")
         nothing_at_mx(env, problems, [g])
-        ag2 = Agent(env, "pin2", ["--pin"]).start()
+        ag2 = Agent(env, "pin2", [], pins=ag.d.pin_dir).start()
         if "adopted the state pinned" not in ag2.log():
             problems.append("the new agent did not adopt the pinned state")
         m1 = scrape()
@@ -518,17 +545,8 @@ def case_agent_killed(env, problems, info):
         nothing_at_mx(env, problems, [g])
         ag2.rss_check(problems, info)
     finally:
-        subprocess.run([env.args.tlsguardctl, "--socket", os.path.join(env.tmp, "tlsguardd.sock"), "detach"],
-                       capture_output=True, timeout=30)
-        for a in (ag2,):
-            if a is not None and a.d.proc.poll() is None:
-                try:
-                    a.d.proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    a.d.proc.kill()
-                    a.d.proc.wait()
-        if os.path.exists(PIN_DIR):
-            problems.append("%s still exists after detach" % PIN_DIR)
+        # the deliberate removal: the running agent detaches and exits
+        problems.extend((ag2 or ag).d.detach())
     return None
 
 
@@ -538,8 +556,9 @@ def metrics_remote(env, problems):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     log = open(os.path.join(env.tmp, "tlsguardd-remote.log"), "ab")
+    pins, sock = pin_dir("fault"), os.path.join(env.tmp, "remote.sock")
     proc = subprocess.Popen([env.args.tlsguardd, "--cgroup", env.cgroup.path, "--senders", env.senders,
-                             "--socket", os.path.join(env.tmp, "remote.sock"), "--metrics", "0.0.0.0:%d" % port,
+                             "--socket", sock, "--metrics", "0.0.0.0:%d" % port, "--pin-dir", pins,
                              "--metrics-remote"], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                             start_new_session=True)
     try:
@@ -556,6 +575,7 @@ def metrics_remote(env, problems):
             proc.send_signal(signal.SIGTERM)
             proc.wait(30)
         log.close()
+        problems.extend(detach_problems(env.args.tlsguardctl, sock, pins, env.cgroup.path))
 
 
 def case_metrics_page(env, problems, info):

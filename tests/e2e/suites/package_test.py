@@ -10,10 +10,13 @@ package; on any other machine it refuses with exit 2.
 Checks: ``dpkg -i`` installs; the programs, manuals and units land with
 their modes; /etc/tlsguard/tlsguard.conf is a conffile and the senders
 file, made by postinst, is not (mode 0640, root); the unit is enabled;
-the installed tlsguardd parses the shipped configuration; an upgrade to a
+the installed tlsguardd parses the shipped configuration; a tlsguardd
+started by flags on a cgroup of the test and stopped (SIGTERM) leaves its
+programs attached and pinned under /sys/fs/bpf/tlsguard; an upgrade to a
 newer version (the same package rebuilt with a higher version) keeps the
-administrator's edits of both files; ``dpkg -P`` removes the programs and
-/etc/tlsguard. Prints ``PASS``/``FAIL`` lines and ``N passed, M failed``.
+administrator's edits of both files and keeps that state enforcing;
+``dpkg -P`` removes the programs and /etc/tlsguard, and its prerm removes
+tlsguard from the kernel (no pins, nothing attached). Prints ``PASS``/``FAIL`` lines and ``N passed, M failed``.
 """
 
 import argparse
@@ -28,9 +31,12 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "fixtures"))
 sys.dont_write_bytecode = True
 
 import harness  # noqa: E402
+from daemon import Daemon, attached  # noqa: E402
+from postfix_env import Cgroup  # noqa: E402
 
 VM_MARK = "/run/vmtest"   # written by tools/vmtest's second stage
 CONF, SENDERS = "/etc/tlsguard/tlsguard.conf", "/etc/tlsguard/senders"
+PIN_DEFAULT = "/sys/fs/bpf/tlsguard"  # the shipped configuration's pin_dir
 
 
 def run(argv, **kw):
@@ -102,7 +108,24 @@ def main(argv=None):
 
         r = run(["/usr/sbin/tlsguardd", "-c", "/etc/tlsguard/tlsguard.conf", "--print-config=changed"])
         check("the installed tlsguardd parses the shipped configuration",
-              [] if r.returncode == 0 and "pin = yes" in r.stdout else ["exit %d: %s" % (r.returncode, r.stderr)])
+              [] if r.returncode == 0 and "syslog = yes" in r.stdout else ["exit %d: %s" % (r.returncode, r.stderr)])
+
+        # tlsguard in the kernel, as the service leaves it when stopped:
+        # an upgrade must keep it, the purge must remove it (prerm).
+        cg = Cgroup.create("tlsguard-pkg")
+        d = Daemon("/usr/sbin/tlsguardd", "/usr/sbin/tlsguardctl", cg.path, SENDERS,
+                   os.path.join(tmp, "ctl.sock"), os.path.join(tmp, "tlsguardd.log"), pins=PIN_DEFAULT)
+        problems = []
+        try:
+            d.start()
+            why = d.sigterm()
+            if why:
+                problems.append(why)
+        except RuntimeError as e:
+            problems.append(str(e))
+        if not os.path.isdir(PIN_DEFAULT) or "tg_sockops" not in attached(cg.path):
+            problems.append("after SIGTERM: pins %s, attached %r" % (os.path.isdir(PIN_DEFAULT), attached(cg.path)))
+        check("a stopped tlsguardd leaves the kernel enforcing", problems)
 
         harness.edit_admin_files(CONF, SENDERS)
         newer, version = rebuilt_newer(args.deb, tmp)
@@ -113,13 +136,24 @@ def main(argv=None):
             problems.append("installed version %r, want %r" % (got, version))
         problems += harness.admin_edits_lost(CONF, SENDERS, "the upgrade")
         check("upgrade keeps the administrator's files", problems)
+        check("upgrade keeps tlsguard in the kernel",
+              [] if os.path.isdir(PIN_DEFAULT) and "tg_sockops" in attached(cg.path) else
+              ["after the upgrade: pins %s, attached %r" % (os.path.isdir(PIN_DEFAULT), attached(cg.path))])
 
         r = run(["dpkg", "-P", "tlsguard"])
         problems = [] if r.returncode == 0 else ["exit %d: %s" % (r.returncode, r.stderr[-400:])]
         for path in ("/usr/sbin/tlsguardd", "/etc/tlsguard", "/lib/systemd/system/tlsguardd.service"):
             if os.path.exists(path):
                 problems.append("%s left after purge" % path)
+        if os.path.exists(PIN_DEFAULT):
+            problems.append("%s left after purge (prerm: tlsguardctl detach)" % PIN_DEFAULT)
+        left = [x for x in attached(cg.path) if x.startswith("tg_")]
+        if left:
+            problems.append("still attached after purge: %s" % ", ".join(left))
         check("dpkg -P removes it all", problems)
+        if os.path.exists(PIN_DEFAULT):  # the VM is thrown away; still, leave nothing
+            d.detach()
+        cg.remove()
     return results.summary()
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Fail-closed pinning run for tlsguard: kill -9 the agent, Postfix keeps being guarded.
+"""Fail closed, always: tlsguardd killed or stopped, Postfix keeps being guarded.
 
 Usage (as root; builds nothing):
     /usr/bin/python3 tests/e2e/suites/pin_run.py [--tlsguardd build/tlsguardd]
@@ -11,59 +11,68 @@ master runs in the cgroup, with ``queue_run_delay = 1s``,
 ``minimal_backoff_time = 2s``, ``maximal_backoff_time = 4s`` (a deferred mail
 is tried again within seconds) and the smtp client's reply timeouts at 15s (a
 flow held at the very moment of the kill waits for replies that nobody
-sends; Postfix's defaults would make that 5 minutes), and ``tlsguardd
---cgroup DIR --senders FILE --port 25 --socket SOCK --pin`` (daemon.py's
-``Daemon`` plus ``--pin``; each start logs to its own file).  Guaranteed
-senders: ``@guarded.test``; every mail has its own sender address, so "no
-MAIL FROM of that sender at the MX" is exact, and no MAIL FROM of the whole
-domain may reach the MX before tlsguard is detached.
-
-Refuses to start when /sys/fs/bpf/tlsguard already exists (a running
-``tlsguardd --pin`` or a leftover: ``build/tlsguardctl detach`` removes it).
+sends; Postfix's defaults would make that 5 minutes), and tlsguardd started
+by flags only, as README's "Running it" does: ``tlsguardd --cgroup DIR
+--senders FILE --port 25 --socket SOCK --pin-dir PINS`` (daemon.py's
+``Daemon``; no configuration file, no --pin: the kernel must keep enforcing
+whichever way the daemon was started).  PINS is the run's own directory,
+/sys/fs/bpf/tlsguard-pin-XXXXXXXX, so that other tlsguardd instances on the
+host are left alone; every start logs to its own file.  Guaranteed senders:
+``@guarded.test``; every mail has its own sender address, so "no MAIL FROM
+of that sender at the MX" is exact, and no MAIL FROM of the whole domain may
+reach the MX before tlsguard is detached.
 
 Cases, in order, on one Postfix instance:
-  1. pinned_bounce -- with ``tlsguardd --pin`` running, a guaranteed sender
-     is bounced as usual (status=bounced dsn=5.7.10 "TLS is required, but was
-     not offered by host", one DSN, nothing at the MX); the sock_ops
-     link is pinned under /sys/fs/bpf/tlsguard, the maps in its generation
-     directory L<digest> (pins() lists both); the agent did not
-     "adopt" anything (it started fresh).
+  1. pinned_bounce -- with tlsguardd running, a guaranteed sender is bounced
+     as usual (status=bounced dsn=5.7.10 "TLS is required, but was not
+     offered by host", one DSN, nothing at the MX); the sock_ops link is
+     pinned under PINS, the maps in its generation directory PINS/L<digest>
+     (pins() lists both); the agent did not "adopt" anything (it started
+     fresh).
   1b. weak_session_across_kill -- a raw client in the cgroup opens a TLS 1.0
      session (Python's ssl: the uprobes tie it) to a second test MX
      (127.0.0.141, STARTTLS, TLS 1.0 only) and says EHLO inside it; the
      agent is SIGKILLed (its uprobes go with it); the client then writes a
      guaranteed MAIL FROM inside the same session: the write must fail and
      the MX must never see it (a write no uprobe licensed fails the flow).
-     Then ``tlsguardd --pin`` again, for the cases below.
+     Then tlsguardd again, for the cases below.
   2. killed_fail_closed -- SIGKILL the agent (by pid); inject 4 guaranteed
      and 4 other senders' mails: no guaranteed MAIL/RCPT/DATA/body reaches
      the MX, each guaranteed mail is status=deferred, each other one is
      delivered exactly once; ``bpftool cgroup show CGROUP`` still lists
      tg_sockops while no tlsguardd of ours runs; the pins are still there.
-  3. restart_adopts -- ``tlsguardd --pin`` again: it logs "adopted the state
-     pinned under /sys/fs/bpf/tlsguard"; on Postfix's next attempt each
-     deferred mail of case 2 is bounced with 550 5.7.10 and the TLS text (one
-     DSN per message, never sent, nothing at the MX).  The time from the
-     restart to each bounce is printed.
+  3. restart_adopts -- tlsguardd again: it logs "adopted the state pinned
+     under PINS"; on Postfix's next attempt each deferred mail of case 2 is
+     bounced with 550 5.7.10 and the TLS text (one DSN per message, never
+     sent, nothing at the MX).  The time from the restart to each bounce is
+     printed.
   4. kill_mid_burst -- 20 mails, guaranteed and other alternating, injected
      one every 50 ms; SIGKILL the agent once some of them have a status and
-     at least 8 are injected; restart with --pin 2 s after the last
-     injection.  Every guaranteed mail ends bounced 5.7.10 with one DSN and
-     nothing at the MX, every other one is delivered exactly once.  The
-     split (done before the kill, deferred while down, ...) is printed, and
-     a ``note:`` when a guaranteed flow diverted around the kill got no
-     reply at all and waited for Postfix's smtp_mail_timeout (with the MX
-     connection's timing relative to the SIGKILL): not a failure here
-     (nothing leaks), but Postfix suspends the destination meanwhile.
-  5. detach_running -- ``tlsguardctl --socket SOCK detach`` with the agent
-     running: exit 0, the agent exits 0, /sys/fs/bpf/tlsguard is gone,
-     ``bpftool cgroup show CGROUP`` lists nothing, and a guaranteed sender's
-     mail is then delivered to the MX (tlsguard is gone).
-  6. detach_after_kill -- ``tlsguardd --pin``, SIGKILL, ``tlsguardctl
-     --socket SOCK detach`` (no agent answers): exit 0, the pins are gone,
-     nothing attached to the cgroup, and a guaranteed sender is delivered.
-Before case 5 the check ``no_guaranteed_mail_from`` asserts that no MAIL
-FROM of @guarded.test reached the MX in cases 1-4.
+     at least 8 are injected; restart 2 s after the last injection.  Every
+     guaranteed mail ends bounced 5.7.10 with one DSN and nothing at the MX,
+     every other one is delivered exactly once.  The split (done before the
+     kill, deferred while down, ...) is printed, and a ``note:`` when a
+     guaranteed flow diverted around the kill got no reply at all and
+     waited for Postfix's smtp_mail_timeout (with the MX connection's timing
+     relative to the SIGKILL): not a failure here (nothing leaks), but
+     Postfix suspends the destination meanwhile.
+  5. stopped_fail_closed, 6. restart_adopts_after_stop -- cases 2 and 3
+     with SIGTERM instead of SIGKILL: tlsguardd exits 0 and says the kernel
+     keeps enforcing, and everything of case 2 holds (a stop is no
+     detach).
+Before case 7 the check ``no_guaranteed_mail_from`` asserts that no MAIL
+FROM of @guarded.test reached the MX in cases 1-6.
+  7. detach_running -- ``tlsguardctl --pin-dir PINS detach`` with the
+     agent running: exit 0, the agent exits 0, PINS is gone, ``bpftool
+     cgroup show CGROUP`` lists nothing, and a guaranteed sender's mail is
+     then delivered to the MX (tlsguard is gone: mail flows unguarded).
+  8. detach_after_kill -- tlsguardd, SIGKILL, ``tlsguardctl --pin-dir PINS
+     detach`` (no agent answers): exit 0, the pins are gone, nothing
+     attached to the cgroup, and a guaranteed sender is delivered.
+
+On a tlsguardd that detaches when it exits unless told to pin (before
+pinning was always on), cases 2, 4, 5 and 6 fail: the guaranteed mail
+reaches the MX in clear once the agent is gone.
 
 ``tlsguardctl`` is always given ``--socket SOCK`` (the run's own socket): a
 bare ``tlsguardctl detach`` would ask any tlsguardd on the default socket
@@ -72,19 +81,20 @@ bare ``tlsguardctl detach`` would ask any tlsguardd on the default socket
 Output: ``PASS name`` / ``FAIL name: why`` per case (indented detail lines
 where useful; with -v, failures are followed by the tlsguardd logs, the
 mails' Postfix log lines, the MX record and ``bpftool map dump pinned
-/sys/fs/bpf/tlsguard/L*/tg_flows``), then exactly ``N passed, M failed`` alone
-on a line; exit status 0 only if none failed (2 on a usage error).
-Everything created is removed in a ``finally``, also on Ctrl-C or SIGTERM:
-tlsguardd (``tlsguardctl --socket SOCK detach``, SIGKILL by pid if it does
-not exit), the pins (``tlsguardctl --socket SOCK detach`` with no agent: the
-run checks that /sys/fs/bpf/tlsguard is gone at the end, ``cleanup`` case),
-Postfix, the MX, the cgroup, and the temp dir unless --keep.
+PINS/L*/tg_flows``), then exactly ``N passed, M failed`` alone on a line; exit
+status 0 only if none failed (2 on a usage error).  Everything created is
+removed in a ``finally``, also on Ctrl-C or SIGTERM: tlsguardd and the pins
+(``tlsguardctl --socket SOCK --pin-dir PINS detach``, SIGKILL by pid if it
+does not exit; the run checks that PINS is gone and nothing is attached to
+the cgroup at the end, ``cleanup`` case), Postfix, the MX, the cgroup, and
+the temp dir unless --keep.
 """
 
 import concurrent.futures
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -98,9 +108,9 @@ sys.dont_write_bytecode = True  # leave no __pycache__ in the source tree
 import harness  # noqa: E402
 from mx import TestMX, TLSOptions  # noqa: E402
 from postfix_env import PostfixError, PostfixInstance, PostfixMissing, agent_gone_settings, bounce_report  # noqa: E402
-from daemon import TLS_DSN, TLS_TEXT, Daemon, normalize, run_cmd  # noqa: E402
+from daemon import TLS_DSN, TLS_TEXT, Daemon, attached, normalize, pin_dir, run_cmd  # noqa: E402
 
-PIN_DIR = "/sys/fs/bpf/tlsguard"
+PIN_DIR = pin_dir("pin")
 ADOPT_TEXT = "adopted the state pinned under %s" % PIN_DIR
 BPFTOOL = "bpftool"
 
@@ -161,11 +171,19 @@ TIMEOUT_EXIT = 15.0
 # ------------------------------------------------------------------ helpers
 
 class PinDaemon(Daemon):
-    """daemon.py's Daemon with --pin; SIGKILL by pid."""
+    """daemon.py's Daemon (flags only) on the run's pin dir; SIGKILL or SIGTERM by pid."""
 
     def __init__(self, args, cgroup, senders_path, sock, log_path):
-        super().__init__(args.tlsguardd, args.tlsguardctl, cgroup, senders_path, sock, log_path)
-        self.argv.append("--pin")
+        super().__init__(args.tlsguardd, args.tlsguardctl, cgroup, senders_path, sock, log_path, pins=PIN_DIR)
+
+    def end(self, sig):
+        """Send sig (by pid) and wait; the exit status."""
+        if self.alive():
+            os.kill(self.proc.pid, sig)
+        if self.proc is not None:
+            self.proc.wait(TIMEOUT_EXIT)
+            return self.proc.returncode
+        return None
 
 
 def bpftool_cgroup(path):
@@ -244,6 +262,10 @@ class Ctx:
 
     def ctl(self, *cmd):
         return run_cmd([self.args.tlsguardctl, "--socket", self.sock, *cmd], timeout=30)
+
+    def detach(self):
+        """The deliberate removal: ``tlsguardctl --socket SOCK --pin-dir PINS detach``."""
+        return self.ctl("--pin-dir", PIN_DIR, "detach")
 
     def send(self, guaranteed, tag):
         """One mail from a fresh sender (guaranteed or not) to a fresh recipient at the MX."""
@@ -401,7 +423,7 @@ def case_pinned_bounce(ctx, info):
     p += check_bounced(ctx, h, mail, bounces)
     have = pins()
     if have is None:
-        p.append("%s does not exist with tlsguardd --pin running" % PIN_DIR)
+        p.append("%s does not exist with tlsguardd running" % PIN_DIR)
     else:
         info.append("pins: %s" % " ".join(have))
         for want in ("tg_flows", "tg_socks", "tg_sockops_link"):
@@ -411,7 +433,7 @@ def case_pinned_bounce(ctx, info):
     if "tg_sockops" not in names:
         p.append("bpftool cgroup show does not list tg_sockops: %s" % raw)
     if ADOPT_TEXT in agent.log_text():
-        p.append("a fresh tlsguardd --pin says it adopted a pinned state")
+        p.append("a fresh tlsguardd says it adopted a pinned state")
     return p, [mail]
 
 
@@ -419,7 +441,7 @@ def case_weak_session_across_kill(ctx, info, weak_mx):
     p = []
     agent = ctx.agent
     if agent is None or not agent.alive():
-        return ["no tlsguardd --pin running to kill: nothing tested"], []
+        return ["no tlsguardd running to kill: nothing tested"], []
     ctx.n += 1
     sender = "w%d-%s@%s" % (ctx.n, ctx.run_id, GUARANTEED_DOMAIN)
     script = 'echo $$ > "$1" && exec /usr/bin/python3 -c "$2" "$3" "$4"'
@@ -458,14 +480,19 @@ def case_weak_session_across_kill(ctx, info, weak_mx):
     return p, []
 
 
-def case_killed_fail_closed(ctx, info, state):
+def case_killed_fail_closed(ctx, info, state, sig=signal.SIGKILL):
     p = []
     agent = ctx.agent
     if agent is None or not agent.alive():
-        return ["no tlsguardd --pin running to kill (%s): nothing tested" % (
+        return ["no tlsguardd running to end (%s): nothing tested" % (
             "never started" if agent is None else "exit %s" % agent.proc.returncode)], []
-    rc = agent.kill9()
-    info.append("tlsguardd pid %d killed (SIGKILL): exit %s" % (agent.proc.pid, rc))
+    rc = agent.end(sig)
+    info.append("tlsguardd pid %d ended by %s: exit %s" % (agent.proc.pid, sig.name, rc))
+    if sig == signal.SIGTERM:
+        if rc != 0:
+            p.append("tlsguardd exited %s on SIGTERM, expected 0%s" % (rc, agent.log_tail()))
+        if "the kernel keeps enforcing" not in agent.log_text():
+            p.append("tlsguardd did not say the kernel keeps enforcing%s" % agent.log_tail())
     if our_tlsguardd_pids(ctx.sock):
         p.append("a tlsguardd of ours still runs: %s" % our_tlsguardd_pids(ctx.sock))
     g, n = [], []
@@ -503,7 +530,7 @@ def case_killed_fail_closed(ctx, info, state):
     else:
         info.append("no tlsguardd of ours running; bpftool cgroup show: sock_ops %s" % " ".join(names))
     if pins() is None:
-        p.append("%s vanished after SIGKILL" % PIN_DIR)
+        p.append("%s vanished after %s" % (PIN_DIR, sig.name))
     state["deferred"] = g
     return p, mails
 
@@ -528,7 +555,7 @@ def case_restart_adopts(ctx, info, state):
         time.sleep(0.05)
     h = ctx.history(g)
     if ADOPT_TEXT not in agent.log_text():
-        p.append("the restarted tlsguardd --pin did not log %r" % ADOPT_TEXT)
+        p.append("the restarted tlsguardd did not log %r" % ADOPT_TEXT)
     else:
         info.append("tlsguardd #%d: %s" % (len(ctx.daemons), next(
             ln.strip() for ln in agent.log_text().splitlines() if ADOPT_TEXT in ln)))
@@ -548,7 +575,7 @@ def case_kill_mid_burst(ctx, info):
     p = []
     agent = ctx.agent
     if agent is None or not agent.alive():
-        return ["no tlsguardd --pin running to kill (%s): nothing tested" % (
+        return ["no tlsguardd running to kill (%s): nothing tested" % (
             "never started" if agent is None else "exit %s" % agent.proc.returncode)], []
     mails, lock = [], threading.Lock()
     stop = threading.Event()
@@ -592,7 +619,7 @@ def case_kill_mid_burst(ctx, info):
     ctx.start_agent()
     restarted = time.monotonic()
     if ADOPT_TEXT not in ctx.agent.log_text():
-        p.append("the restarted tlsguardd --pin did not log %r" % ADOPT_TEXT)
+        p.append("the restarted tlsguardd did not log %r" % ADOPT_TEXT)
     g = [m for m in mails if m.sender.endswith("@" + GUARANTEED_DOMAIN)]
     n = [m for m in mails if m not in g]
     h = ctx.wait(mails, lambda h: all(final(last(h, m.marker)) for m in mails), TIMEOUT_STATUS)
@@ -654,6 +681,9 @@ def detached_check(ctx, p, when, tag):
     names, raw = bpftool_cgroup(ctx.cgroup.path)
     if names:
         p.append("bpftool cgroup show still lists %s%s: %s" % (names, when, raw))
+    left = [x for x in attached(ctx.cgroup.path) if x.startswith("tg_")]
+    if left:
+        p.append("still attached to the cgroup%s: %s" % (when, ", ".join(left)))
     mail = ctx.send(True, tag)
     h = ctx.wait([mail], lambda h: final(last(h, mail.marker)), TIMEOUT_STATUS)
     p += check_delivered(ctx, h, mail)
@@ -665,7 +695,7 @@ def case_detach_running(ctx, info):
     agent = ctx.agent
     if not agent.alive():
         return ["no tlsguardd running before detach (exit %s)%s" % (agent.proc.returncode, agent.log_tail())], []
-    rc, out, err = ctx.ctl("detach")
+    rc, out, err = ctx.detach()
     if rc != 0:
         p.append("tlsguardctl detach: exit %s: %s%s" % (rc, out, err))
     try:
@@ -685,12 +715,12 @@ def case_detach_after_kill(ctx, info):
     p = []
     agent = ctx.start_agent()
     if pins() is None:
-        p.append("no %s with tlsguardd --pin running" % PIN_DIR)
+        p.append("no %s with tlsguardd running" % PIN_DIR)
     rc9 = agent.kill9()
     names, raw = bpftool_cgroup(ctx.cgroup.path)
     if "tg_sockops" not in names or pins() is None:
         p.append("after SIGKILL (exit %s): pins %s, cgroup %s" % (rc9, pins(), raw))
-    rc, out, err = ctx.ctl("detach")
+    rc, out, err = ctx.detach()
     if rc != 0:
         p.append("tlsguardctl detach with no agent: exit %s: %s%s" % (rc, out, err))
     raw, mail = detached_check(ctx, p, " after detach", "detached2")
@@ -724,9 +754,6 @@ def main(argv=None):
             harness.require_tools(args.tlsguardd, args.tlsguardctl, postfix=True)
             if shutil.which(BPFTOOL) is None:
                 raise RuntimeError("bpftool is missing (apt-get install bpftool)")
-            if os.path.lexists(PIN_DIR):
-                raise RuntimeError("%s already exists (a tlsguardd --pin runs, or one left it): "
-                                   "build/tlsguardctl detach removes it" % PIN_DIR)
             tmp, cgroup = suite.workspace("tlsguard-pin", 0o755)
             mx = suite.started(TestMX(MX_HOST, 25, name="plain", jsonl_path=os.path.join(tmp, "mx.jsonl")))
             weak_mx = suite.started(TestMX(WEAK_MX_HOST, 25, name="tls10", tls=TLSOptions(version="1.0")))
@@ -742,7 +769,7 @@ def main(argv=None):
                 if ctx is not None:
                     agent = ctx.agent
                     if agent is not None and agent.alive():
-                        rc, out, err = ctx.ctl("detach")
+                        rc, out, err = ctx.detach()
                         try:
                             agent.proc.wait(TIMEOUT_EXIT)
                         except subprocess.TimeoutExpired:
@@ -753,11 +780,14 @@ def main(argv=None):
                             d.kill9()
                 if os.path.lexists(PIN_DIR):
                     sock = ctx.sock if ctx is not None else os.path.join(tempfile.gettempdir(), "tlsguard-pin-nosock")
-                    rc, out, err = run_cmd([args.tlsguardctl, "--socket", sock, "detach"])
+                    rc, out, err = run_cmd([args.tlsguardctl, "--socket", sock, "--pin-dir", PIN_DIR, "detach"])
                     if rc != 0:
                         problems.append("tlsguardctl detach: exit %s: %s%s" % (rc, out, err))
                 if os.path.lexists(PIN_DIR):
                     problems.append("%s still exists" % PIN_DIR)
+                left = [x for x in attached(cgroup.path) if x.startswith("tg_")]
+                if left:
+                    problems.append("still attached to %s: %s" % (cgroup.path, ", ".join(left)))
                 return problems
             suite.push(unpin)
             ctx = Ctx(args, tmp, cgroup, pf, mx, senders_path)
@@ -771,6 +801,8 @@ def main(argv=None):
                 ("killed_fail_closed", lambda info: case_killed_fail_closed(ctx, info, state)),
                 ("restart_adopts", lambda info: case_restart_adopts(ctx, info, state)),
                 ("kill_mid_burst", lambda info: case_kill_mid_burst(ctx, info)),
+                ("stopped_fail_closed", lambda info: case_killed_fail_closed(ctx, info, state, signal.SIGTERM)),
+                ("restart_adopts_after_stop", lambda info: case_restart_adopts(ctx, info, state)),
                 ("no_guaranteed_mail_from", None),
                 ("detach_running", lambda info: case_detach_running(ctx, info)),
                 ("detach_after_kill", lambda info: case_detach_after_kill(ctx, info)),

@@ -9,7 +9,7 @@ Usage (as root; builds nothing):
 
 The two builds: ``--tlsguardd`` (N) and ``--tlsguardd2`` (N+1), the same tree
 built with ``make layout2`` (TG_LAYOUT_PAD: tg_stats' value is larger), so
-that N+1 cannot reuse N's pinned maps.  Both run with ``--pin``.
+that N+1 cannot reuse N's pinned maps.  Both pin, as every tlsguardd does.
 
 Setup: a temp dir, a cgroup v2 directory, two recording test MXs without
 STARTTLS (mx.py): 127.0.0.180 for plain.test, 127.0.0.181 for other.test; a
@@ -31,7 +31,7 @@ The agents pin under a pin_dir of the run's own (``--pin-dir
 /sys/fs/bpf/tlsguard-upgrade-RANDOM``), never another daemon's.
 
 Cases, in order (each transition starts the next build at once):
-  start_n -- N with --pin: one generation directory L<digest> under the
+  start_n -- N: one generation directory L<digest> under the
      pin_dir, the three cgroup links pinned at its top.
   upgrade_kill9 -- SIGKILL N, start N+1.  N+1 logs "pinned state of another
      layout", its own generation directory differs from N's; ``tlsguardctl
@@ -152,11 +152,10 @@ def gen_map_ids(gen):
 
 
 class Agent(Daemon):
-    """daemon.py's Daemon with --pin and a build; SIGKILL by pid."""
+    """daemon.py's Daemon with a build, on the run's pin_dir."""
 
     def __init__(self, binary, args, cgroup, senders_path, sock, log_path, label):
-        super().__init__(binary, args.tlsguardctl, cgroup, senders_path, sock, log_path)
-        self.argv += ["--pin", "--pin-dir", PIN_DIR]
+        super().__init__(binary, args.tlsguardctl, cgroup, senders_path, sock, log_path, pins=PIN_DIR)
         self.label = label
 
 
@@ -289,7 +288,7 @@ def transition(ctx, how, to, info):
         if how == "kill9":
             old.kill9()
         else:
-            why = old.stop()
+            why = old.sigterm()  # not stop(): that detaches too
             if why:
                 p.append(why)
         new = ctx.start(to)
