@@ -100,7 +100,7 @@ vm-deps:
 	fi
 	@for k in $(VM_RUN); do $(VMTEST) --kernel $$k --fetch || exit 1; done
 
-vmtest: vm-deps mta-deps all $(UNIT_TESTS)
+vmtest: vm-deps mta-deps all layout2 $(UNIT_TESTS)
 	$(call vm_matrix,7200,$(VM_VERIFIER) $(VM_SUITES))
 
 vmtest-smoke: vm-deps all

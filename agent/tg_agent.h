@@ -32,6 +32,10 @@
  *						     struct bpf_program *prog,
  *						     const char *pin);
  *			void	tg_pin_leave(struct tg_agent *ag);
+ *			int	tg_pin_seen(const struct tg_agent *ag,
+ *					    int *fds, unsigned max);
+ *			void	tg_pin_drain(struct tg_agent *ag);
+ *			unsigned tg_pin_gen_conns(const struct tg_gen *g);
  *			void	tg_pin_path(const struct tg_agent *ag,
  *					    const char *name, char *out,
  *					    size_t len);
@@ -72,6 +76,17 @@ struct bpf_program;
 #define TG_PIN_LINK	"tg_sockops_link"
 #define TG_PIN_CONNECT4	"tg_connect4_link"
 #define TG_PIN_CONNECT6	"tg_connect6_link"
+#define TG_PIN_PATH	256	/* room for a generation's directory */
+#define TG_GENS_MAX	8	/* older generations drained at once */
+
+/* An older generation of pinned maps, draining (tg_pin.c). */
+struct tg_gen {
+	char dir[TG_PIN_PATH];
+	int legacy;		/* maps at pin_dir's top: before generations */
+	int socks_fd;		/* its tg_socks: empty once drained; -1 if gone */
+	int flows_fd;		/* its tg_flows, read through its own BTF */
+	time_t since;		/* when this agent found it */
+};
 
 /*
  * --check-verifier's default budget: instructions processed per program.
@@ -105,9 +120,12 @@ struct tg_agent {
 	int ctl_fd;
 	int msg_attached;
 	int skb_attached;
-	int adopted;		/* found a previous agent's pinned state */
+	int adopted;		/* found its generation's pinned state */
 	int pin_fd;		/* pin_dir, locked while the agent runs */
-	int linked;		/* a cgroup link is pinned: it enforces */
+	int linked;		/* a pinned cgroup link runs this generation */
+	char pin_gen[TG_PIN_PATH]; /* this agent's maps' directory */
+	struct tg_gen gens[TG_GENS_MAX]; /* older generations, draining */
+	unsigned ngens;
 	struct stat senders_st;	/* the senders file as last read */
 	int detach;		/* tlsguardctl detach: remove the pins too */
 	time_t no_slot_warned;
@@ -141,6 +159,9 @@ void tg_pin_adopt(struct tg_agent *ag);
 struct bpf_link *tg_pin_link(struct tg_agent *ag, struct bpf_program *prog,
 			     const char *pin);
 void tg_pin_leave(struct tg_agent *ag);
+int tg_pin_seen(const struct tg_agent *ag, int *fds, unsigned max);
+void tg_pin_drain(struct tg_agent *ag);
+unsigned tg_pin_gen_conns(const struct tg_gen *g);
 void tg_pin_path(const struct tg_agent *ag, const char *name, char *out,
 		 size_t len);
 void tg_unpin(struct tg_agent *ag);

@@ -94,6 +94,36 @@ static int tg_census_flow(void *ctx, const void *key, const void *value)
 	return 0;
 }
 
+/*
+ * This agent's generation, and each older one still draining
+ * with the connections it has left (status text, or JSON members).
+ */
+static void tg_ctl_pins(struct tg_agent *ag, FILE *out, int json)
+{
+	unsigned i;
+
+	if (json) {
+		fputs(",\"pinned\":", out);
+		tg_json_str(out, ag->pin_gen);
+		fputs(",\"draining\":[", out);
+	} else {
+		fprintf(out, "pinned:          %s\n", ag->pin_gen);
+	}
+	for (i = 0; i < ag->ngens; i++) {
+		if (json) {
+			fputs(i ? ",{\"dir\":" : "{\"dir\":", out);
+			tg_json_str(out, ag->gens[i].dir);
+			fprintf(out, ",\"connections\":%u}",
+				tg_pin_gen_conns(&ag->gens[i]));
+		} else {
+			fprintf(out, "draining:        %s (%u connection(s))\n",
+				ag->gens[i].dir, tg_pin_gen_conns(&ag->gens[i]));
+		}
+	}
+	if (json)
+		fputc(']', out);
+}
+
 static int tg_ctl_status(struct tg_agent *ag, const char *args, FILE *out)
 {
 	static char routes[TG_CTL_REPLY_MAX];
@@ -109,6 +139,7 @@ static int tg_ctl_status(struct tg_agent *ag, const char *args, FILE *out)
 		fputs(",\"cgroup\":", out);
 		tg_json_str(out, ag->opt.cgroup);
 		tg_pgsql_status(ag, out, 1);
+		tg_ctl_pins(ag, out, 1);
 		return fprintf(out, ",\"senders\":%zu,\"flows_tracked\":%lu,"
 			       "\"flows_diverted\":%lu,\"flows_tls\":%lu,"
 			       "\"flows_failed\":%lu,\"messages_held\":%llu,"
@@ -143,6 +174,7 @@ static int tg_ctl_status(struct tg_agent *ag, const char *args, FILE *out)
 		(unsigned long long)(st.no_slot + st.flows_untracked),
 		TG_VERSION);
 	tg_pgsql_status(ag, out, 0);
+	tg_ctl_pins(ag, out, 0);
 	if (!ag->routes.read)
 		return fprintf(out, "MTA routes:      not read (%s)\n",
 			       ag->routes.why);

@@ -175,9 +175,10 @@ static int tg_cgids_has(const struct tg_cgids *c, __u64 id)
  * still carry the MTA's writes; each one of the cgroups, to a guarded
  * port, that is no flow is destroyed. Returns the count, or -errno.
  */
-static long tg_kill_unseen_family(struct tg_kill *k, int flows_fd,
-				  const struct tg_cgids *cg, __u8 family,
-				  const __u16 *ports, unsigned nports)
+static long tg_kill_unseen_family(struct tg_kill *k, const int *seen,
+				  unsigned nseen, const struct tg_cgids *cg,
+				  __u8 family, const __u16 *ports,
+				  unsigned nports)
 {
 	struct {
 		struct nlmsghdr nlh;
@@ -185,6 +186,7 @@ static long tg_kill_unseen_family(struct tg_kill *k, int flows_fd,
 	} rq;
 	struct tg_flow victim, f;
 	static char buf[32768];
+	unsigned j;
 	struct nlmsghdr *h;
 	long killed = 0;
 	int fd, done = 0;
@@ -250,7 +252,11 @@ static long tg_kill_unseen_family(struct tg_kill *k, int flows_fd,
 				continue;
 			cookie = (__u64)m->id.idiag_cookie[0] |
 				 (__u64)m->id.idiag_cookie[1] << 32;
-			if (bpf_map_lookup_elem(flows_fd, &cookie, &f) == 0)
+			for (j = 0; j < nseen; j++)
+				if (bpf_map_lookup_elem(seen[j], &cookie,
+							&f) == 0)
+					break;
+			if (j < nseen)
 				continue; /* tracked */
 			memset(&victim, 0, sizeof(victim));
 			victim.family = family;
@@ -267,8 +273,8 @@ out:
 	return killed;
 }
 
-long tg_kill_unseen(struct tg_kill *k, int flows_fd, const char *cgroup,
-		    const __u16 *ports, unsigned nports)
+long tg_kill_unseen(struct tg_kill *k, const int *seen, unsigned nseen,
+		    const char *cgroup, const __u16 *ports, unsigned nports)
 {
 	static struct tg_cgids cg;
 	long n4, n6;
@@ -281,10 +287,12 @@ long tg_kill_unseen(struct tg_kill *k, int flows_fd, const char *cgroup,
 		return -E2BIG;
 	if (cg.n == 0)
 		return -ENOENT;
-	n4 = tg_kill_unseen_family(k, flows_fd, &cg, AF_INET, ports, nports);
+	n4 = tg_kill_unseen_family(k, seen, nseen, &cg, AF_INET, ports,
+				   nports);
 	if (n4 < 0)
 		return n4;
-	n6 = tg_kill_unseen_family(k, flows_fd, &cg, AF_INET6, ports, nports);
+	n6 = tg_kill_unseen_family(k, seen, nseen, &cg, AF_INET6, ports,
+				   nports);
 	if (n6 < 0)
 		return n6;
 	return n4 + n6;

@@ -9,9 +9,9 @@
  *	int	tg_kill_flow(struct tg_kill *k, const struct tg_flow *f);
  *	unsigned long tg_kill_state(struct tg_kill *k, int flows_fd,
  *				    __u32 state);
- *	long	tg_kill_unseen(struct tg_kill *k, int flows_fd,
- *			       const char *cgroup, const __u16 *ports,
- *			       unsigned nports);
+ *	long	tg_kill_unseen(struct tg_kill *k, const int *seen,
+ *			       unsigned nseen, const char *cgroup,
+ *			       const __u16 *ports, unsigned nports);
  *	void	tg_kill_close(struct tg_kill *k);
  *	void	tg_diag_req(struct inet_diag_req_v2 *req,
  *			    const struct tg_flow *f);
@@ -32,8 +32,11 @@
  *	tg_kill_unseen() destroys every TCP connection of the processes of
  *	cgroup (a directory of the cgroup v2 tree) and of the cgroups below
  *	it, IPv4 and IPv6, established or half-closed by the peer (so that
- *	it can still be written to), to one of ports, whose socket is not a
- *	flow of flows_fd: connections tg_sockops never tracked. It lists
+ *	it can still be written to), to one of ports, whose socket is a key
+ *	of none of the nseen maps seen (keyed by socket cookie, values of
+ *	at most sizeof(struct tg_flow): this agent's tg_flows, and the
+ *	tg_socks of each older generation that drains): connections no
+ *	tg_sockops ever tracked. It lists
  *	them over sock_diag (the cgroup of each socket comes with it) and
  *	returns how many it destroyed, or a negative errno when it cannot
  *	list them.
@@ -58,8 +61,8 @@ struct tg_kill {
 int tg_kill_open(struct tg_kill *k);
 int tg_kill_flow(struct tg_kill *k, const struct tg_flow *f);
 unsigned long tg_kill_state(struct tg_kill *k, int flows_fd, __u32 state);
-long tg_kill_unseen(struct tg_kill *k, int flows_fd, const char *cgroup,
-		    const __u16 *ports, unsigned nports);
+long tg_kill_unseen(struct tg_kill *k, const int *seen, unsigned nseen,
+		    const char *cgroup, const __u16 *ports, unsigned nports);
 void tg_kill_close(struct tg_kill *k);
 void tg_diag_req(struct inet_diag_req_v2 *req, const struct tg_flow *f);
 

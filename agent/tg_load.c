@@ -11,7 +11,8 @@
  *	tg_load() opens the skeleton, sizes its maps and sets its read-only
  *	data from ag->opt (ports, audit, address delimiters, the flow
  *	table's room, the senders table's buckets), prepares the pins under
- *	pin_dir (always: tg_pin.c), and loads it with the verifier's logs kept: a refusal is one
+ *	pin_dir (always: tg_pin.c), and loads it with the verifier's logs
+ *	kept: a refusal is one
  *	fatal line naming the program (tg_verifier.h), and a pinned state
  *	the object cannot take is named too. Nothing is attached and no
  *	program runs yet.
@@ -120,7 +121,7 @@ void tg_load(struct tg_agent *ag)
 
 	tg_features_check();
 	tg_open_object(ag, ag->opt.audit[0] != 0);
-	tg_pin_prepare(ag);
+	tg_pin_prepare(ag);	/* the maps' layout is known once sized */
 	err_no = tg_verifier_arm(&vf, ag->skel->obj, ag->opt.verbose);
 	if (err_no < 0)
 		msg_fatal("cannot set up the verifier's logs: %s",
@@ -128,10 +129,9 @@ void tg_load(struct tg_agent *ag)
 	err_no = tlsguard__load(ag->skel);
 	tg_verifier_done(&vf, ag->skel->obj, err_no);
 	if (err_no && ag->adopted)
-		msg_fatal("cannot adopt the state pinned under %s: %s (left "
-			  "by another version? tlsguardctl --pin-dir %s detach "
-			  "removes it)",
-			  ag->opt.pin_dir, strerror(-err_no), ag->opt.pin_dir);
+		msg_fatal("cannot adopt the state pinned under %s: %s "
+			  "(tlsguardctl --pin-dir %s detach removes it)",
+			  ag->pin_gen, strerror(-err_no), ag->opt.pin_dir);
 	if (err_no)
 		tg_verifier_fatal(&vf);
 	tg_verifier_report(&vf);

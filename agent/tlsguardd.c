@@ -188,8 +188,7 @@ static void tg_setup_datapath(struct tg_agent *ag)
 	if (tg_kill_open(&ag->kill) < 0)
 		msg_fatal("cannot open sock_diag netlink (SOCK_DESTROY): %s",
 			  strerror(errno));
-	if (ag->adopted)
-		tg_pin_adopt(ag);
+	tg_pin_adopt(ag);
 
 	/* Map programs first: they apply to sockets added after them. */
 	ag->msg_attached = tg_attach_socks(ag, ag->skel->progs.tg_smtp_msg,
@@ -294,8 +293,10 @@ static struct bpf_link *tg_attach_cgroup(struct tg_agent *ag,
 	char pin[256];
 
 	tg_pin_path(ag, name, pin, sizeof(pin));
-	if ((link = tg_pin_link(ag, prog, pin)) != NULL)
+	if ((link = tg_pin_link(ag, prog, pin)) != NULL) {
+		ag->linked = 1;	/* the pinned link runs this generation */
 		return link;
+	}
 	link = bpf_program__attach_cgroup(prog, ag->cgroup_fd);
 	if (!link)
 		msg_fatal("cannot attach %s to cgroup %s: %s",
@@ -317,6 +318,7 @@ static struct bpf_link *tg_attach_cgroup(struct tg_agent *ag,
 static void tg_sweep_unseen(struct tg_agent *ag)
 {
 	__u16 ports[TG_PORTS_MAX];
+	int seen[1 + TG_GENS_MAX];
 	unsigned i, n = 0;
 	long killed;
 
@@ -324,7 +326,9 @@ static void tg_sweep_unseen(struct tg_agent *ag)
 		ports[n++] = ag->opt.tls_ports[i];
 	for (i = 0; i < ag->opt.nports && n < TG_PORTS_MAX; i++)
 		ports[n++] = ag->opt.ports[i];
-	killed = tg_kill_unseen(&ag->kill, bpf_map__fd(ag->skel->maps.tg_flows),
+	/* An older generation's connections drain under its programs. */
+	killed = tg_kill_unseen(&ag->kill, seen,
+				(unsigned)tg_pin_seen(ag, seen, 1 + TG_GENS_MAX),
 				ag->cgroup_path, ports, n);
 	if (killed < 0)
 		msg_fatal("cannot list the connections of cgroup %s "
@@ -419,6 +423,8 @@ static void tg_on_timer(struct tg_agent *ag)
 	if (tg_metrics_watch(&ag->metrics))
 		tg_recover_lost(ag);
 	tg_uprobe_scan(&ag->uprobes, ag->skel, ag->cgroup_path);
+	if (ag->ngens)
+		tg_pin_drain(ag);
 }
 
 static void tg_run(struct tg_agent *ag)

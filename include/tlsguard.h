@@ -53,6 +53,19 @@
 #define TG_SLOTS_MAX 4096
 #define TG_NO_SLOT   0xffffffffU
 
+/*
+ * The layout of the pinned maps (--pin): tlsguardd keeps its maps under a
+ * directory named by a digest of every map's type, key and value size,
+ * room and flags, and of this number. A build whose maps differ loads
+ * beside the pinned ones, as a new generation, and the old generation's
+ * connections drain under its own programs (agent/tg_pin.c). Raise it
+ * when a map's value changes its meaning without changing its size.
+ * The values of enum tg_flow_state and the names of struct tg_flow's
+ * cookie, state, family, lport, rport, laddr and raddr are kept by
+ * every layout: a new agent reads an old generation's held flows by them.
+ */
+#define TG_LAYOUT_VERSION 1
+
 /* Socket roles, in struct tg_sk. */
 enum tg_role {
 	TG_ROLE_NONE,
@@ -210,6 +223,13 @@ struct tg_stats {
 	__u64 failed[TG_FAIL_MAX];	/* flows failed closed, by enum tg_fail */
 	__u64 fastopen_refused;	/* connects with TCP Fast Open refused */
 	__u64 table_refused;	/* connects refused: the flow table full */
+#ifdef TG_LAYOUT_PAD
+	/*
+	 * A test hook, never set in a release: another layout of tg_stats
+	 * (make layout2), for the upgrade test's second build.
+	 */
+	__u8 layout_pad[TG_LAYOUT_PAD];
+#endif
 };
 
 /*

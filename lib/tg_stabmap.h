@@ -27,7 +27,7 @@
  *	tg_stab_prune() reads the whole table and gives each key the policy
  *	want(ctx, key) returns for it, removing those it returns 0 for; it
  *	returns how many keys the table holds then, or a negative errno. It
- *	is how an agent takes over a table another one filled (--pin).
+ *	is how an agent takes over a table another one filled (pinned).
  */
 #ifndef TG_STABMAP_H
 #define TG_STABMAP_H

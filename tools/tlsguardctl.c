@@ -40,9 +40,11 @@
  *	detach removes tlsguard from the kernel: it asks the running
  *	tlsguardd to detach and unpin everything and exit; then (or with no
  *	tlsguardd running) it removes what is left pinned under --pin-dir
- *	(default /sys/fs/bpf/tlsguard, tlsguard.conf's pin_dir). It removes
- *	only tlsguard's pins (tg_*), and nothing from a directory that is not
- *	on a bpf filesystem.
+ *	(default /sys/fs/bpf/tlsguard, tlsguard.conf's pin_dir): the cgroup
+ *	links, then every generation of pinned maps, a draining one too. It
+ *	removes only tlsguard's pins (tg_*, in pin_dir and its L<digest>
+ *	directories), and nothing from a directory that is not a directory
+ *	of its own on a bpf filesystem.
  *
  *	start-check says whether the MTA may start (the Postfix drop-in's
  *	ExecStartPre; an empty mode is daemon): with daemon, only when
@@ -85,7 +87,6 @@
  *	of the audit file that is not a record is a warning naming the file
  *	and line, and is skipped.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -386,9 +387,7 @@ static int tg_audit(const char *sock, const char *file, const char *sender,
  */
 static int tg_detach(const char *sock, const char *dir)
 {
-	struct dirent *de;
 	char p[512], err[512];
-	DIR *d;
 	int fd, i;
 
 	if ((fd = tg_connect(sock)) >= 0) {
@@ -413,21 +412,8 @@ static int tg_detach(const char *sock, const char *dir)
 	default:
 		fatal("--pin-dir %s%s: nothing removed", err, "");
 	}
-	d = opendir(dir);
-	if (!d)
-		fatal("%s: %s", dir, strerror(errno));
-	while ((de = readdir(d))) {
-		/* tlsguard's pins are all tg_*: nothing else is removed */
-		if (strncmp(de->d_name, "tg_", 3) != 0)
-			continue;
-		snprintf(p, sizeof(p), "%s/%s", dir, de->d_name);
-		if (unlink(p) < 0)
-			fatal("%s: %s", p, strerror(errno));
-	}
-	closedir(d);
-	if (rmdir(dir) < 0)
-		fatal("%s: %s (tlsguard's pins are removed)", dir,
-		      strerror(errno));
+	if (tg_pindir_remove(dir, err, sizeof(err)) == -1)
+		fatal("%s (tlsguard's other pins are removed)%s", err, "");
 	return 0;
 }
 

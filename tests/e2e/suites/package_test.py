@@ -119,7 +119,7 @@ def main(argv=None):
         problems = []
         try:
             d.start()
-            why = d._sigterm()
+            why = d.sigterm()
             if why:
                 problems.append(why)
         except RuntimeError as e:

@@ -25,9 +25,10 @@ reach the MX before tlsguard is detached.
 Cases, in order, on one Postfix instance:
   1. pinned_bounce -- with tlsguardd running, a guaranteed sender is bounced
      as usual (status=bounced dsn=5.7.10 "TLS is required, but was not
-     offered by host", one DSN, nothing at the MX); maps and the sock_ops
-     link are pinned under PINS; the agent did not "adopt" anything (it
-     started fresh).
+     offered by host", one DSN, nothing at the MX); the sock_ops link is
+     pinned under PINS, the maps in its generation directory PINS/L<digest>
+     (pins() lists both); the agent did not "adopt" anything (it started
+     fresh).
   1b. weak_session_across_kill -- a raw client in the cgroup opens a TLS 1.0
      session (Python's ssl: the uprobes tie it) to a second test MX
      (127.0.0.141, STARTTLS, TLS 1.0 only) and says EHLO inside it; the
@@ -80,7 +81,7 @@ bare ``tlsguardctl detach`` would ask any tlsguardd on the default socket
 Output: ``PASS name`` / ``FAIL name: why`` per case (indented detail lines
 where useful; with -v, failures are followed by the tlsguardd logs, the
 mails' Postfix log lines, the MX record and ``bpftool map dump pinned
-PINS/tg_flows``), then exactly ``N passed, M failed`` alone on a line; exit
+PINS/L*/tg_flows``), then exactly ``N passed, M failed`` alone on a line; exit
 status 0 only if none failed (2 on a usage error).  Everything created is
 removed in a ``finally``, also on Ctrl-C or SIGTERM: tlsguardd and the pins
 (``tlsguardctl --socket SOCK --pin-dir PINS detach``, SIGKILL by pid if it
@@ -106,8 +107,8 @@ sys.dont_write_bytecode = True  # leave no __pycache__ in the source tree
 
 import harness  # noqa: E402
 from mx import TestMX, TLSOptions  # noqa: E402
-from postfix_env import PostfixError, PostfixInstance, PostfixMissing, bounce_report  # noqa: E402
-from daemon import TLS_DSN, TLS_TEXT, Daemon, attached, normalize, pin_dir  # noqa: E402
+from postfix_env import PostfixError, PostfixInstance, PostfixMissing, agent_gone_settings, bounce_report  # noqa: E402
+from daemon import TLS_DSN, TLS_TEXT, Daemon, attached, normalize, pin_dir, run_cmd  # noqa: E402
 
 PIN_DIR = pin_dir("pin")
 ADOPT_TEXT = "adopted the state pinned under %s" % PIN_DIR
@@ -160,20 +161,7 @@ GUARANTEED_DOMAIN = "guarded.test"
 OTHER_DOMAIN = "mta.test"
 SENDERS_FILE = "# tlsguard pin_run: every sender of this domain is guaranteed\n@%s\n" % GUARANTEED_DOMAIN
 
-POSTFIX_EXTRA = {
-    "queue_run_delay": "1s",
-    "minimal_backoff_time": "2s",
-    "maximal_backoff_time": "4s",
-    # A flow held when the agent dies gets no reply: bound Postfix's wait.
-    "smtp_helo_timeout": "15s",
-    "smtp_mail_timeout": "15s",
-    "smtp_rcpt_timeout": "15s",
-    "smtp_data_init_timeout": "15s",
-    "smtp_data_xfer_timeout": "15s",
-    "smtp_data_done_timeout": "15s",
-    "smtp_rset_timeout": "15s",
-    "smtp_quit_timeout": "15s",
-}
+POSTFIX_EXTRA = agent_gone_settings()
 
 TIMEOUT_STATUS = 40.0
 TIMEOUT_BOUNCE = 20.0
@@ -188,12 +176,6 @@ class PinDaemon(Daemon):
     def __init__(self, args, cgroup, senders_path, sock, log_path):
         super().__init__(args.tlsguardd, args.tlsguardctl, cgroup, senders_path, sock, log_path, pins=PIN_DIR)
 
-    def alive(self):
-        return self.proc is not None and self.proc.poll() is None
-
-    def kill9(self):
-        return self.end(signal.SIGKILL)
-
     def end(self, sig):
         """Send sig (by pid) and wait; the exit status."""
         if self.alive():
@@ -202,14 +184,6 @@ class PinDaemon(Daemon):
             self.proc.wait(TIMEOUT_EXIT)
             return self.proc.returncode
         return None
-
-
-def run_cmd(argv, timeout=20):
-    try:
-        r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
-        return r.returncode, r.stdout, r.stderr
-    except subprocess.TimeoutExpired:
-        return None, "", "timed out after %ds" % timeout
 
 
 def bpftool_cgroup(path):
@@ -221,16 +195,32 @@ def bpftool_cgroup(path):
 
 
 def pins():
+    """The pins under PIN_DIR: the links at its top, the maps in the
+    generation directory (L<digest>) of their layout."""
     try:
-        return sorted(os.listdir(PIN_DIR))
+        top = os.listdir(PIN_DIR)
     except FileNotFoundError:
         return None
+    out = []
+    for name in top:
+        path = os.path.join(PIN_DIR, name)
+        out += os.listdir(path) if name.startswith("L") and os.path.isdir(path) else [name]
+    return sorted(out)
+
+
+def pinned_flows():
+    for name in sorted(os.listdir(PIN_DIR)) if os.path.isdir(PIN_DIR) else []:
+        path = os.path.join(PIN_DIR, name, "tg_flows")
+        if os.path.exists(path):
+            return path
+    return None
 
 
 def flows_dump():
-    if not os.path.exists(os.path.join(PIN_DIR, "tg_flows")):
-        return "(no %s/tg_flows)" % PIN_DIR
-    rc, out, err = run_cmd([BPFTOOL, "map", "dump", "pinned", os.path.join(PIN_DIR, "tg_flows")])
+    path = pinned_flows()
+    if path is None:
+        return "(no tg_flows under %s)" % PIN_DIR
+    rc, out, err = run_cmd([BPFTOOL, "map", "dump", "pinned", path])
     return (out + err).strip()
 
 
@@ -417,7 +407,7 @@ def diagnostics(ctx, mails):
     out.append("--- MX record (commands per connection)")
     for c in ctx.mx.connections():
         out.append("  conn#%d %s" % (c.id, " | ".join(x[:50] for x in c.commands())[:400]))
-    out.append("--- bpftool map dump pinned %s/tg_flows" % PIN_DIR)
+    out.append("--- bpftool map dump pinned %s" % pinned_flows())
     out += ["  " + ln for ln in flows_dump().splitlines()[:80]]
     return out
 
