@@ -593,15 +593,11 @@ class Bench:
         if self.reap(p) != 0:
             self.results["errors"].append("null_hooks exited with %s after SIGTERM" % p.returncode)
 
-    def attached(self, mode, cg, fn):
-        """fn() with nothing (A), the null hooks (F) or tlsguardd (B) on cg;
-        returns (fn's result, tlsguardd's status before, after) (None for A, F)."""
-        if mode == "B":
-            return self.guarded(fn, cg)
-        if mode == "F":
-            self.start_floor(cg)
+    def floored(self, fn, cg):
+        """Run fn() with the null hooks attached to cg (the floor)."""
+        self.start_floor(cg)
         try:
-            return fn(), None, None
+            return fn()
         finally:
             self.stop_floor()
 
@@ -721,7 +717,7 @@ class Bench:
                    A_split={k: v / m * 1e6 for k, v in self.last_split.items()})
         self.settle([SINK_PLAIN, SINK_TLS])
         self.wait_quiet()
-        (el, _, _), _, _ = self.attached("F", guard_cg, lambda: self.run_load(argv, load_cg))
+        el, _, _ = self.floored(lambda: self.run_load(argv, load_cg), guard_cg)
         out.update(F=m / el, F_cpu_us=sum(self.last_split.values()) / m * 1e6,
                    other=max(out["other"], self.last_other))
         self.settle([SINK_PLAIN, SINK_TLS])
