@@ -320,18 +320,20 @@ static __always_inline unsigned char tg_blk_at(const struct tg_blk *b, __u32 i)
 }
 
 /* Defined in tg_parse.bpf.c. */
-extern __u32 tg_body_skip(const struct tg_blk *b, __u32 i);
+extern __u32 tg_body_block(struct tg_cmd *p, const struct tg_blk *b,
+			   __u32 i);
 extern __u32 tg_body_bytes(struct tg_cmd *p, const struct tg_blk *b, __u32 i);
 
 /*
  * Bytes at i that the command parser p may pass over without reading
  * them one by one, because feeding them would change nothing but a
- * counter: all of a BDAT chunk but its last byte (the parser counts it
- * down here), and whole 8-byte words of a DATA body line that hold no
- * byte that tg_body_quiet() calls significant (tg_body_skip()). A
- * message body is most of what an MTA writes; this keeps its cost to a
- * few instructions a word. A body's words must be in the window already
- * (tg_blk_get at i); a chunk's need not be.
+ * counter or a state read off them at once: all of a BDAT chunk but its
+ * last byte (the parser counts it down here), and whole 8-byte words of
+ * a DATA body in which no line starts with "." (tg_body_block(), which
+ * sets where the body's last line is). A message body is most of what
+ * an MTA writes; this keeps its cost to a few instructions a word. A
+ * body's words must be in the window already (tg_blk_get at i); a
+ * chunk's need not be.
  */
 static __always_inline __u32 tg_cmd_skip(struct tg_cmd *p,
 					 const struct tg_blk *b, __u32 i)
@@ -347,10 +349,9 @@ static __always_inline __u32 tg_cmd_skip(struct tg_cmd *p,
 		p->chunk_left -= left;
 		return (__u32)left;
 	}
-	if (p->mode != TG_MODE_BODY ||
-	    (p->body & ~TG_BODY_BARE) != TG_BODY_MID || (i & 7))
+	if (p->mode != TG_MODE_BODY || (i & 7))
 		return 0;
-	return tg_body_skip(b, i);
+	return tg_body_block(p, b, i);
 }
 
 /*

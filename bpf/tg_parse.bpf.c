@@ -52,28 +52,24 @@ __noinline int tg_tlsc_step(struct tg_tls_client *r, __u32 c)
 }
 
 /*
- * Whole 8-byte words from i (a multiple of 8) on, within b's window, in
- * which a DATA body in TG_BODY_MID sees no significant byte (see
- * tg_body_quiet8()): the caller passes over that many bytes. A global
- * function for the same reason as the parsers: its loop is checked once.
+ * Whole 8-byte words of a DATA body from i (a multiple of 8) to the end
+ * of b's window, taken at once by tg_body_words() up to the first word
+ * that must be fed byte by byte: returns the bytes taken (p->body
+ * updated), 0 for none. A global function for the same reason as the
+ * parsers: its loop is checked once.
  */
-__noinline __u32 tg_body_skip(const struct tg_blk *b, __u32 i)
+__noinline __u32 tg_body_block(struct tg_cmd *p, const struct tg_blk *b,
+			       __u32 i)
 {
-	__u32 skip = 0, j, k;
-	__u64 w;
+	__u32 at;
 
-	if (!b)
+	if (!p || !b || (i & 7) || i < b->off)
 		return 0;
-	for (k = 0; k < TG_BLOCK / 8; k++) {
-		j = i + skip;
-		if ((j & 7) || j - b->off + 8 > b->n)
-			break;
-		w = *(const __u64 *)&b->buf[(j - b->off) & (TG_BLOCK - 8)];
-		if (!tg_body_quiet8(w))
-			break;
-		skip += 8;
-	}
-	return skip;
+	at = i - b->off;
+	if (at >= b->n || b->n > TG_BLOCK)
+		return 0;
+	return 8 * tg_body_words(p, &b->buf[at & (TG_BLOCK - 8)],
+				 (b->n - at) / 8);
 }
 
 /*

@@ -228,11 +228,12 @@ __noinline __u64 tg_scan_cmds(struct sk_msg_md *msg, struct tg_flow *f,
 }
 
 /*
- * A write that begins inside a DATA body, read a word at a time: whole
- * words in which the body's line goes on (tg_body_quiet8) cost a test,
- * the others are fed to the parser byte by byte, until the body ends.
- * A message body is most of what an MTA writes; the command scan above
- * would spend a callback on each of its bytes.
+ * A write that begins inside a DATA body, read a block at a time: the
+ * words of the window in which no line starts with "." are taken at
+ * once (tg_body_block), the first one that is not is fed to the parser
+ * byte by byte, until the body ends. A message body is most of what an
+ * MTA writes; the command scan above would spend a callback on each of
+ * its bytes.
  */
 #define TG_BODY_LOST	0x1ULL	/* an end of body servers read differently */
 #define TG_BODY_END(r)	((__u32)((r) >> 32))	/* bytes of the body here */
@@ -244,28 +245,24 @@ struct tg_bscan {
 	struct tg_blk blk;
 };
 
-static long tg_body_word(__u32 w, void *ctx)
+/* One step: a block's quiet words, or one word fed byte by byte. */
+static long tg_body_step(__u32 n, void *ctx)
 {
 	struct tg_bscan *s = ctx;
 	struct tg_flow *f = s->f;
-	__u32 i = w * 8, r;
-	__u64 word;
+	__u32 i = s->end, r;
 	int ev;
 
-	if (!f || w > TG_SCAN_MAX / 8 || i >= s->blk.len)
+	if (!f || i >= s->blk.len || i > TG_SCAN_MAX)
 		return 1;
 	if (tg_blk_get(&s->blk, i, 0)) {
 		s->lost = 1;
 		return 1;
 	}
-	if ((f->cmd.body & ~TG_BODY_BARE) == TG_BODY_MID &&
-	    i + 8 <= s->blk.off + s->blk.n) {
-		word = *(const __u64 *)&s->blk.buf[(i - s->blk.off) &
-						   (TG_BLOCK - 8)];
-		if (tg_body_quiet8(word)) {
-			s->end = i + 8;
-			return 0;
-		}
+	r = tg_body_block(&f->cmd, &s->blk, i);
+	if (r) {
+		s->end = i + r;
+		return s->end >= s->blk.len;
 	}
 	r = tg_body_bytes(&f->cmd, &s->blk, i);
 	s->end = i + (r & 0xff);
@@ -280,7 +277,7 @@ static long tg_body_word(__u32 w, void *ctx)
 		s->lost = 1;
 		return 1;
 	}
-	return s->end >= s->blk.len;
+	return s->end >= s->blk.len || (r & 0xff) == 0;
 }
 
 /*
@@ -301,7 +298,8 @@ __noinline __u64 tg_scan_body(struct sk_msg_md *msg, struct tg_flow *f,
 	s.f = f;
 	s.blk.base = (__u64)(long)msg->data;
 	s.blk.len = len;
-	bpf_loop(len / 8 + 1, tg_body_word, &s, 0);
+	/* each step takes 8 bytes at least, or ends the scan */
+	bpf_loop(len / 8 + 1, tg_body_step, &s, 0);
 	return (s.lost ? TG_BODY_LOST : 0) | (__u64)s.end << 32;
 }
 

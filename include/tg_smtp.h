@@ -1049,33 +1049,79 @@ static TG_INLINE int tg_cmd_feed(struct tg_cmd *p, unsigned char c)
 	}
 }
 
-/*
- * Bytes that a DATA body in TG_BODY_MID (with or without TG_BODY_BARE)
- * passes over: feeding one of them there changes nothing (no line starts,
- * no CR is pending). tg_body_quiet8() asks the same of eight bytes at
- * once (any byte order), so that a scanner can skip the middle of body
- * lines a word at a time; it must agree with tg_cmd_feed() byte for byte
- * (tests/unit/test_skip.c checks it).
- */
-static TG_INLINE int tg_body_quiet(unsigned char c)
-{
-	return c != '\n' && c != '\r';
-}
-
 #define TG_ONES8	0x0101010101010101ULL
 #define TG_HIGH8	0x8080808080808080ULL
 
-/* Some byte of w is c. */
-static TG_INLINE int tg_has_byte(__u64 w, unsigned char c)
+/*
+ * The bytes of w equal to c, each as its high bit. Exact: no carry or
+ * borrow crosses from one byte into the next.
+ */
+static TG_INLINE __u64 tg_bytes_eq8(__u64 w, unsigned char c)
 {
 	__u64 x = w ^ (TG_ONES8 * c);
 
-	return ((x - TG_ONES8) & ~x & TG_HIGH8) != 0;
+	return ~(((x & ~TG_HIGH8) + ~TG_HIGH8) | x | ~TG_HIGH8);
 }
 
-static TG_INLINE int tg_body_quiet8(__u64 w)
+/* Of the bytes marked in m (tg_bytes_eq8(), not 0), the last in memory. */
+static TG_INLINE __u64 tg_last8(__u64 m)
 {
-	return !tg_has_byte(w, '\n') && !tg_has_byte(w, '\r');
+	m |= m >> 8;
+	m |= m >> 16;
+	m |= m >> 32;
+	return m & ~(m >> 8);
+}
+
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "tg_body_words() reads byte k of a word as its bits 8k to 8k+7"
+#endif
+
+/*
+ * Up to eight words of a DATA body at once: nw words at buf, which is a
+ * multiple of 8 bytes into the body, read while a line runs or has just
+ * started (TG_BODY_MID, TG_BODY_MIDCR or TG_BODY_SOL, with or without
+ * TG_BODY_BARE). As long as no line in them starts with ".", feeding
+ * their bytes to tg_cmd_feed() raises no event and decides only where
+ * the last line is (its last byte: LF, CR or other) and whether that
+ * line began after a bare LF (the byte before its LF): both are read
+ * from the words at once. Returns how many of the words were taken so,
+ * from the first, with p->body as feeding them would leave it; the
+ * caller feeds the next word byte by byte. Words are read as a
+ * little-endian machine loads them (byte k: bits 8k to 8k+7);
+ * tests/unit/test_skip.c checks this against tg_cmd_feed().
+ */
+static TG_INLINE __u32 tg_body_words(struct tg_cmd *p, const unsigned char *buf,
+				     __u32 nw)
+{
+	__u8 st = p->body & ~TG_BODY_BARE, bare = p->body & TG_BODY_BARE;
+	__u64 w, nl, cr, after_nl, after_cr;
+	__u32 k;
+
+	if (p->mode != TG_MODE_BODY ||
+	    (st != TG_BODY_MID && st != TG_BODY_MIDCR && st != TG_BODY_SOL))
+		return 0;
+	/* the byte before the words: LF (a line starts), CR */
+	after_nl = st == TG_BODY_SOL;
+	after_cr = st == TG_BODY_MIDCR;
+	for (k = 0; k < 8; k++) {
+		if (k >= nw)
+			break;
+		__builtin_memcpy(&w, buf + 8 * k, 8);
+		nl = tg_bytes_eq8(w, '\n');
+		/* a "." that starts a line: fed byte by byte */
+		if ((nl << 8 | after_nl << 7) & tg_bytes_eq8(w, '.'))
+			break;
+		cr = tg_bytes_eq8(w, '\r');
+		if (nl)
+			bare = tg_last8(nl) & ~(cr << 8 | after_cr << 7) ?
+				       TG_BODY_BARE : 0;
+		after_nl = nl >> 63;
+		after_cr = cr >> 63;
+	}
+	if (k > 0)
+		p->body = (after_nl ? TG_BODY_SOL :
+			   after_cr ? TG_BODY_MIDCR : TG_BODY_MID) | bare;
+	return k;
 }
 
 static TG_INLINE void tg_reply_init(struct tg_reply *r)

@@ -6,17 +6,19 @@
  * SYNOPSIS
  *	build/tests/test_skip
  * DESCRIPTION
- *	The BPF scanners pass over the middle of DATA body lines a word at a
- *	time, where tg_body_quiet8() says that feeding the eight bytes to
- *	tg_cmd_feed() in TG_BODY_MID would change nothing, and over BDAT
- *	chunk bytes by counting them down. This test runs both ways over
- *	the same streams, as the scanners do (a word is skipped only at a
- *	position that is a multiple of 8 and only in TG_BODY_MID), and checks
- *	that the events and the final parser state are the same.
+ *	The BPF scanners take the words of a DATA body in which no line
+ *	starts with "." up to eight at a time (tg_body_words(), which sets
+ *	the body's state from them), and pass over BDAT chunk bytes by
+ *	counting them down. This test runs both ways over the same streams,
+ *	as the scanners do (words are taken only at a position that is a
+ *	multiple of 8, at most 8 of them, the next one then fed byte by
+ *	byte), and checks that the events and the final parser state are
+ *	the same.
  *
- *	It also checks tg_body_quiet() against tg_cmd_feed() for every byte,
- *	and tg_body_quiet8() against tg_body_quiet() for every position of
- *	every byte in a word.
+ *	It also checks tg_bytes_eq8() for every byte value at every position
+ *	of a word among every other, and tg_body_words() against
+ *	tg_cmd_feed() over random words of the bytes that matter to a body
+ *	(LF, CR, ".", NUL, others) from each state it takes.
  * DIAGNOSTICS
  *	One line per failed check on stderr; "N passed, M failed" on stdout.
  */
@@ -52,11 +54,11 @@ static void run_slow(struct run *r, const unsigned char *b, size_t len)
 	}
 }
 
-/* As the BPF scanners do: chunks counted down, quiet body words skipped. */
+/* As the BPF scanners do: chunks counted down, body words taken at once. */
 static void run_fast(struct run *r, const unsigned char *b, size_t len)
 {
 	size_t i = 0;
-	__u64 w;
+	__u32 k;
 
 	while (i < len) {
 		if (r->p.mode == TG_MODE_CHUNK && r->p.chunk_left > 1) {
@@ -68,14 +70,18 @@ static void run_fast(struct run *r, const unsigned char *b, size_t len)
 			i += n;
 			continue;
 		}
-		if (r->p.mode == TG_MODE_BODY &&
-		    (r->p.body & ~TG_BODY_BARE) == TG_BODY_MID &&
-		    !(i & 7) && i + 8 <= len) {
-			memcpy(&w, b + i, 8);
-			if (tg_body_quiet8(w)) {
-				i += 8;
-				continue;
+		if (r->p.mode == TG_MODE_BODY && !(i & 7)) {
+			k = tg_body_words(&r->p, b + i, (__u32)((len - i) / 8));
+			i += 8 * k;
+			/* the next word byte by byte, as tg_body_bytes() */
+			for (k = 0; k < 8 && i < len; k++, i++) {
+				note(r, tg_cmd_feed(&r->p, b[i]));
+				if (r->p.mode != TG_MODE_BODY) {
+					i++;
+					break;
+				}
 			}
+			continue;
 		}
 		note(r, tg_cmd_feed(&r->p, b[i]));
 		if (r->p.mode == TG_MODE_CMD && r->p.verb == TG_VERB_DATA &&
@@ -103,42 +109,89 @@ static void compare(const char *what, const unsigned char *b, size_t len)
 	      "%s: parser state differs at the end", what);
 }
 
-static void test_quiet(void)
+static void test_eq8(void)
 {
-	struct tg_cmd p;
-	unsigned c, pos;
-	__u64 w;
-	int ev;
+	static const unsigned char others[] = { 0, 1, 0x7f, 0x80, 0xff, '\n',
+						'\r', '.', 'a' };
+	unsigned c, pos, o;
+	__u64 w, m;
 
-	tg_case("tg_body_quiet agrees with tg_cmd_feed for every byte");
+	tg_case("tg_bytes_eq8 marks exactly the bytes equal to c");
 	for (c = 0; c < 256; c++) {
-		tg_cmd_init(&p);
-		tg_cmd_start_body(&p);
-		p.body = TG_BODY_MID;
-		ev = tg_cmd_feed(&p, (unsigned char)c);
-		CHECK(tg_body_quiet((unsigned char)c) ==
-			      (ev == TG_CMD_NONE && p.mode == TG_MODE_BODY &&
-			       p.body == TG_BODY_MID),
-		      "byte 0x%02x", c);
-		/* the same after a bare LF (the line's flag kept) */
-		tg_cmd_init(&p);
-		tg_cmd_start_body(&p);
-		p.body = TG_BODY_MID | TG_BODY_BARE;
-		ev = tg_cmd_feed(&p, (unsigned char)c);
-		CHECK(tg_body_quiet((unsigned char)c) ==
-			      (ev == TG_CMD_NONE && p.mode == TG_MODE_BODY &&
-			       p.body == (TG_BODY_MID | TG_BODY_BARE)),
-		      "byte 0x%02x after a bare LF", c);
-	}
-	tg_case("tg_body_quiet8 agrees with tg_body_quiet at every position");
-	for (c = 0; c < 256; c++) {
-		for (pos = 0; pos < 8; pos++) {
-			w = 0x6161616161616161ULL;	/* "aaaaaaaa" */
-			w &= ~(0xffULL << (8 * pos));
-			w |= (__u64)c << (8 * pos);
-			CHECK(tg_body_quiet8(w) == tg_body_quiet((unsigned char)c),
-			      "byte 0x%02x at %u", c, pos);
+		for (o = 0; o < sizeof(others); o++) {
+			for (pos = 0; pos < 8; pos++) {
+				w = TG_ONES8 * others[o];
+				w &= ~(0xffULL << (8 * pos));
+				w |= (__u64)c << (8 * pos);
+				m = tg_bytes_eq8(w, (unsigned char)c);
+				if (others[o] == c)
+					CHECK(m == TG_HIGH8, "0x%02x among 0x%02x",
+					      c, others[o]);
+				else
+					CHECK(m == 0x80ULL << (8 * pos),
+					      "0x%02x at %u among 0x%02x", c, pos,
+					      others[o]);
+			}
 		}
+	}
+}
+
+/* tg_body_words() over n words at b, from state st, against every byte fed. */
+static void check_words(const unsigned char *b, __u32 nw, __u8 st)
+{
+	struct tg_cmd slow, fast;
+	__u32 k, j;
+	int ev = TG_CMD_NONE;
+
+	tg_cmd_init(&slow);
+	tg_cmd_start_body(&slow);
+	slow.body = st;
+	fast = slow;
+	k = tg_body_words(&fast, b, nw);
+	CHECK(k <= nw, "took %u of %u words", k, nw);
+	for (j = 0; j < 8 * k && ev == TG_CMD_NONE; j++)
+		ev = tg_cmd_feed(&slow, b[j]);
+	CHECK(ev == TG_CMD_NONE, "an event (%d) in words taken at once", ev);
+	CHECK(memcmp(&slow, &fast, sizeof(slow)) == 0,
+	      "state 0x%02x, %u words: body 0x%02x at once, 0x%02x fed", st, k,
+	      fast.body, slow.body);
+	/* the word it stopped at has a line that starts with "." */
+	if (k < nw) {
+		int dot = 0;
+
+		for (j = 8 * k; j < 8 * k + 8; j++)
+			if (b[j] == '.' &&
+			    (j == 0 ? (st & ~TG_BODY_BARE) == TG_BODY_SOL :
+				      b[j - 1] == '\n'))
+				dot = 1;
+		CHECK(dot || (k == 0 && (st & ~TG_BODY_BARE) != TG_BODY_MID &&
+			      (st & ~TG_BODY_BARE) != TG_BODY_MIDCR &&
+			      (st & ~TG_BODY_BARE) != TG_BODY_SOL),
+		      "stopped at word %u of %u with no line starting with \".\"",
+		      k, nw);
+	}
+}
+
+static void test_words(void)
+{
+	static const unsigned char alpha[] = { '\n', '\r', '.', 0, 'a', ' ' };
+	static const __u8 states[] = { TG_BODY_MID, TG_BODY_MIDCR, TG_BODY_SOL,
+				       TG_BODY_DOT, TG_BODY_DOTCR };
+	unsigned char b[64];
+	size_t i, j, s, bare;
+
+	tg_case("tg_body_words agrees with tg_cmd_feed on random words");
+	srandom(11);
+	for (i = 0; i < 200000; i++) {
+		/* mostly text, so that runs of words get taken */
+		int rare = 2 + (int)(i % 30);
+
+		for (j = 0; j < sizeof(b); j++)
+			b[j] = random() % rare ? 'a' + random() % 26 :
+			       alpha[random() % sizeof(alpha)];
+		s = i % sizeof(states);
+		bare = (i / sizeof(states)) % 2 ? TG_BODY_BARE : 0;
+		check_words(b, 1 + (__u32)(random() % 8), states[s] | bare);
 	}
 }
 
@@ -190,7 +243,8 @@ static void test_streams(void)
 
 int main(void)
 {
-	test_quiet();
+	test_eq8();
+	test_words();
 	test_streams();
 	return tg_test_done();
 }
