@@ -1108,6 +1108,11 @@ static TG_INLINE __u32 tg_body_words(struct tg_cmd *p, const unsigned char *buf,
 			break;
 		__builtin_memcpy(&w, buf + 8 * k, 8);
 		nl = tg_bytes_eq8(w, '\n');
+		if (!nl && !after_nl) {
+			/* no line starts here: most words of a body */
+			after_cr = (w >> 56) == '\r';
+			continue;
+		}
 		/* a "." that starts a line: fed byte by byte */
 		if ((nl << 8 | after_nl << 7) & tg_bytes_eq8(w, '.'))
 			break;
