@@ -14,6 +14,7 @@
 
 #include "tlsguard.skel.h"
 #include "tg_log.h"
+#include "tg_tlscopy.h"
 #include "tg_uprobe.h"
 
 /* The TLS libraries tlsguard reads, and where a system keeps them. */
@@ -45,6 +46,10 @@ static const struct {
 	{ "/usr/lib64/libgnutls.so.30", TG_LIB_GNUTLS },
 	{ "/usr/lib/libgnutls.so.30", TG_LIB_GNUTLS },
 };
+
+_Static_assert(sizeof(tg_system_libs) / sizeof(*tg_system_libs) ==
+		       TG_UPROBE_SYSLIBS,
+	       "TG_UPROBE_SYSLIBS is the number of tg_system_libs");
 
 struct tg_probe {
 	struct bpf_program *prog;
@@ -101,22 +106,29 @@ static void tg_lib_probes(struct tlsguard *skel, enum tg_lib_kind kind,
 			probes[n++] = all[i].probe;
 }
 
-static void tg_uprobe_lib(struct tg_uprobes *u, struct tlsguard *skel,
-			  const char *path, enum tg_lib_kind kind)
+/*
+ * Probe the library at path (shown as name), once per file; returns its
+ * entry in u->libs, or -1.
+ */
+static int tg_uprobe_lib(struct tg_uprobes *u, struct tlsguard *skel,
+			 const char *path, const char *name,
+			 enum tg_lib_kind kind)
 {
 	struct tg_probe probes[TG_UPROBE_PER_LIB];
 	struct stat st;
 	unsigned i, n;
 
 	if (stat(path, &st) < 0)
-		return;
+		return -1;
 	for (i = 0; i < u->nlibs; i++)
 		if (u->libs[i].dev == st.st_dev && u->libs[i].ino == st.st_ino)
-			return;
+			return (int)i;
 	if (u->nlibs == TG_UPROBE_LIBS_MAX) {
-		msg_warn("%s: not probed: more than %d TLS libraries",
-			 path, TG_UPROBE_LIBS_MAX);
-		return;
+		if (!u->full_warned)
+			msg_warn("%s: not probed: more than %d TLS libraries",
+				 name, TG_UPROBE_LIBS_MAX);
+		u->full_warned = 1;
+		return -1;
 	}
 	tg_lib_probes(skel, kind, probes);
 	n = u->nlibs++;
@@ -134,25 +146,47 @@ static void tg_uprobe_lib(struct tg_uprobes *u, struct tlsguard *skel,
 			if (!probes[i].optional)
 				msg_warn("%s: cannot probe %s: %s; TLS sessions "
 					 "of this library are failed closed "
-					 "below TLS 1.2", path, probes[i].func,
+					 "below TLS 1.2", name, probes[i].func,
 					 strerror(errno));
 			continue;
 		}
 		u->libs[n].links[i] = l;
 	}
 	u->libs[n].ok = u->libs[n].links[0] && u->libs[n].links[1];
-	msg_info("probing %s", path);
+	if (strcmp(path, name))
+		msg_info("probing %s (%s)", name, path);
+	else
+		msg_info("probing %s", path);
+	return (int)n;
+}
+
+/*
+ * The file a process maps, as that process sees it: /proc/PID/map_files
+ * names it whatever mount namespace or chroot the process is in (a copy
+ * bound over the system's library path in the MTA's namespace is not
+ * the file that path names here). Without CAP_SYS_ADMIN it cannot be
+ * read: then the path as the process named it.
+ */
+static const char *tg_mapped_file(int pid, const char *line, const char *file,
+				  char *buf, size_t len)
+{
+	size_t range = strcspn(line, " ");
+	struct stat st;
+
+	snprintf(buf, len, "/proc/%d/map_files/%.*s", pid, (int)range, line);
+	return stat(buf, &st) == 0 ? buf : file;
 }
 
 /* TLS libraries mapped by the processes listed in dir/cgroup.procs. */
 static void tg_uprobe_procs(struct tg_uprobes *u, struct tlsguard *skel,
 			    const char *dir, int depth)
 {
-	char path[PATH_MAX], line[PATH_MAX + 256];
+	char path[PATH_MAX], line[PATH_MAX + 256], mapped[PATH_MAX];
 	struct dirent *de;
 	FILE *procs, *maps;
+	const char *at;
 	DIR *d;
-	int pid;
+	int pid, k;
 
 	snprintf(path, sizeof(path), "%s/cgroup.procs", dir);
 	procs = fopen(path, "r");
@@ -161,16 +195,32 @@ static void tg_uprobe_procs(struct tg_uprobes *u, struct tlsguard *skel,
 		maps = fopen(path, "r");
 		while (maps && fgets(line, sizeof(line), maps)) {
 			char *file = strchr(line, '/');
-			unsigned k;
+			unsigned j;
 
 			if (!file)
 				continue;
 			file[strcspn(file, "\n")] = 0;
-			for (k = 0; k < sizeof(tg_lib_names) /
-					sizeof(*tg_lib_names); k++)
-				if (strstr(file, tg_lib_names[k].file))
-					tg_uprobe_lib(u, skel, file,
-						      tg_lib_names[k].kind);
+			for (j = 0; j < sizeof(tg_lib_names) /
+					sizeof(*tg_lib_names); j++) {
+				if (!strstr(file, tg_lib_names[j].file))
+					continue;
+				at = tg_mapped_file(pid, line, file, mapped,
+						    sizeof(mapped));
+				k = tg_uprobe_lib(u, skel, at, file,
+						  tg_lib_names[j].kind);
+				if (k < 0 || !u->copies[0] ||
+				    u->libs[k].copy || u->libs[k].warned)
+					continue;
+				u->libs[k].warned = 1;
+				msg_warn("process %d of the guarded cgroup maps "
+					 "%s, not one of the copies in %s: "
+					 "probed, and with it every process on "
+					 "the host that maps that file (start "
+					 "the MTA with the copies bound over "
+					 "the system's files: tlsguardd(8), "
+					 "TLS LIBRARIES)", pid, file,
+					 u->copies);
+			}
 		}
 		if (maps)
 			fclose(maps);
@@ -190,15 +240,66 @@ static void tg_uprobe_procs(struct tg_uprobes *u, struct tlsguard *skel,
 		closedir(d);
 }
 
+/*
+ * The system's library i, copied into u->copies when it is new or has
+ * changed since the last scan, and its copy probed.
+ */
+static void tg_uprobe_copy(struct tg_uprobes *u, struct tlsguard *skel,
+			   unsigned i)
+{
+	const char *src = tg_system_libs[i].path;
+	char dst[PATH_MAX], err[PATH_MAX + 256];
+	struct stat st;
+	int rc, k;
+
+	if (stat(src, &st) < 0)
+		return;
+	if (u->sys[i].ino == st.st_ino && u->sys[i].dev == st.st_dev &&
+	    u->sys[i].mtime == st.st_mtime && u->sys[i].size == st.st_size)
+		return;
+	rc = tg_tlscopy_make(src, u->copies, dst, sizeof(dst), err,
+			     sizeof(err));
+	if (rc < 0) {
+		msg_warn("%s; its sessions are failed closed below TLS 1.2 "
+			 "in processes that map the copy", err);
+		return;
+	}
+	u->sys[i].dev = st.st_dev;
+	u->sys[i].ino = st.st_ino;
+	u->sys[i].mtime = st.st_mtime;
+	u->sys[i].size = st.st_size;
+	if (rc > 0)
+		msg_info("copied %s to %s", src, dst);
+	k = tg_uprobe_lib(u, skel, dst, dst, tg_system_libs[i].kind);
+	if (k >= 0)
+		u->libs[k].copy = 1;
+}
+
 void tg_uprobe_scan(struct tg_uprobes *u, struct tlsguard *skel,
 		    const char *cgroup_dir)
 {
 	unsigned i;
 
-	for (i = 0; i < sizeof(tg_system_libs) / sizeof(*tg_system_libs); i++)
-		tg_uprobe_lib(u, skel, tg_system_libs[i].path,
-			      tg_system_libs[i].kind);
+	for (i = 0; i < sizeof(tg_system_libs) / sizeof(*tg_system_libs); i++) {
+		if (u->copies[0])
+			tg_uprobe_copy(u, skel, i);
+		else
+			tg_uprobe_lib(u, skel, tg_system_libs[i].path,
+				      tg_system_libs[i].path,
+				      tg_system_libs[i].kind);
+	}
 	tg_uprobe_procs(u, skel, cgroup_dir, 0);
+}
+
+int tg_uprobe_copies(struct tg_uprobes *u, const char *dir, char *err,
+		     size_t errlen)
+{
+	if (!dir || !*dir)
+		return 0;
+	if (tg_tlscopy_dir(dir, err, errlen) < 0)
+		return -1;
+	snprintf(u->copies, sizeof(u->copies), "%s", dir);
+	return 0;
 }
 
 void tg_uprobe_detach(struct tg_uprobes *u)
@@ -209,4 +310,5 @@ void tg_uprobe_detach(struct tg_uprobes *u)
 		for (j = 0; j < TG_UPROBE_PER_LIB; j++)
 			bpf_link__destroy(u->libs[i].links[j]);
 	u->nlibs = 0;
+	memset(u->sys, 0, sizeof(u->sys));
 }
