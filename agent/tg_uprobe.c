@@ -241,8 +241,13 @@ static void tg_uprobe_procs(struct tg_uprobes *u, struct tlsguard *skel,
 }
 
 /*
- * The system's library i, copied into u->copies when it is new or has
- * changed since the last scan, and its copy probed.
+ * The system's library i: at the first scan, copied into u->copies and
+ * the copy probed. The copy is made once per start: the MTA binds it at
+ * its own start, and a copy made later could not be probed (tlsguardd
+ * no longer has CAP_SYS_ADMIN) nor reach a running MTA. A system file
+ * that changes later (an upgrade of the library) is reported once: the
+ * MTA keeps the library it was started with until tlsguardd, then the
+ * MTA, are restarted (needrestart does both: both map the library).
  */
 static void tg_uprobe_copy(struct tg_uprobes *u, struct tlsguard *skel,
 			   unsigned i)
@@ -254,20 +259,30 @@ static void tg_uprobe_copy(struct tg_uprobes *u, struct tlsguard *skel,
 
 	if (stat(src, &st) < 0)
 		return;
-	if (u->sys[i].ino == st.st_ino && u->sys[i].dev == st.st_dev &&
-	    u->sys[i].mtime == st.st_mtime && u->sys[i].size == st.st_size)
-		return;
-	rc = tg_tlscopy_make(src, u->copies, dst, sizeof(dst), err,
-			     sizeof(err));
-	if (rc < 0) {
-		msg_warn("%s; its sessions are failed closed below TLS 1.2 "
-			 "in processes that map the copy", err);
+	if (u->sys[i].seen) {
+		if (!u->sys[i].changed &&
+		    (u->sys[i].ino != st.st_ino || u->sys[i].dev != st.st_dev ||
+		     u->sys[i].mtime != st.st_mtime ||
+		     u->sys[i].size != st.st_size)) {
+			u->sys[i].changed = 1;
+			msg_warn("%s changed since it was copied to %s: the MTA "
+				 "runs the copy until tlsguardd, then the MTA, "
+				 "are restarted", src, u->copies);
+		}
 		return;
 	}
+	u->sys[i].seen = 1;
 	u->sys[i].dev = st.st_dev;
 	u->sys[i].ino = st.st_ino;
 	u->sys[i].mtime = st.st_mtime;
 	u->sys[i].size = st.st_size;
+	rc = tg_tlscopy_make(src, u->copies, dst, sizeof(dst), err,
+			     sizeof(err));
+	if (rc < 0) {
+		msg_warn("%s; TLS sessions below 1.2 of an MTA that maps the "
+			 "copy are failed closed", err);
+		return;
+	}
 	if (rc > 0)
 		msg_info("copied %s to %s", src, dst);
 	k = tg_uprobe_lib(u, skel, dst, dst, tg_system_libs[i].kind);

@@ -28,8 +28,8 @@
  *
  *	tg_uprobe_copies() (before the first scan) makes the scans probe
  *	copies of the system's libraries in dir instead of the system's
- *	files (tls_library_copies): copied at the first scan, and again
- *	when a system file changes (tg_tlscopy.h). Only processes that map
+ *	files (tls_library_copies): copied at the first scan (tg_tlscopy.h);
+ *	a system file that changes later is reported. Only processes that map
  *	a copy trap then: the MTA, started with the copies bound over the
  *	system's files in its own mount namespace. A library that a process
  *	of the cgroup maps is found as that process sees it
@@ -68,7 +68,9 @@ struct tg_uprobes {
 		struct bpf_link *links[TG_UPROBE_PER_LIB];
 	} libs[TG_UPROBE_LIBS_MAX];
 	char copies[PATH_MAX];	/* tls_library_copies: "" for none */
-	struct {		/* each system file as it was last copied */
+	struct {		/* each system file as it was copied */
+		int seen;	/* copied (or tried) at the first scan */
+		int changed;	/* it changed since: said once */
 		dev_t dev;
 		ino_t ino;
 		time_t mtime;
