@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <bpf/libbpf.h>
 
 #include "tlsguard.skel.h"
@@ -106,6 +107,17 @@ static void tg_lib_probes(struct tlsguard *skel, enum tg_lib_kind kind,
 			probes[n++] = all[i].probe;
 }
 
+/* The entry of u->libs for the file (dev, ino); -1 for none. */
+static int tg_uprobe_known(const struct tg_uprobes *u, dev_t dev, ino_t ino)
+{
+	unsigned i;
+
+	for (i = 0; i < u->nlibs; i++)
+		if (u->libs[i].dev == dev && u->libs[i].ino == ino)
+			return (int)i;
+	return -1;
+}
+
 /*
  * Probe the library at path (shown as name), once per file; returns its
  * entry in u->libs, or -1.
@@ -117,12 +129,12 @@ static int tg_uprobe_lib(struct tg_uprobes *u, struct tlsguard *skel,
 	struct tg_probe probes[TG_UPROBE_PER_LIB];
 	struct stat st;
 	unsigned i, n;
+	int k;
 
 	if (stat(path, &st) < 0)
 		return -1;
-	for (i = 0; i < u->nlibs; i++)
-		if (u->libs[i].dev == st.st_dev && u->libs[i].ino == st.st_ino)
-			return (int)i;
+	if ((k = tg_uprobe_known(u, st.st_dev, st.st_ino)) >= 0)
+		return k;
 	if (u->nlibs == TG_UPROBE_LIBS_MAX) {
 		if (!u->full_warned)
 			msg_warn("%s: not probed: more than %d TLS libraries",
@@ -161,20 +173,73 @@ static int tg_uprobe_lib(struct tg_uprobes *u, struct tlsguard *skel,
 }
 
 /*
- * The file a process maps, as that process sees it: /proc/PID/map_files
- * names it whatever mount namespace or chroot the process is in (a copy
- * bound over the system's library path in the MTA's namespace is not
- * the file that path names here). Without CAP_SYS_ADMIN it cannot be
- * read: then the path as the process named it.
+ * A path here to the file (dev, ino) that process pid maps at the range
+ * of its maps line, as file: /proc/PID/map_files names it whatever mount
+ * namespace or chroot the process is in (a copy bound over the system's
+ * library path in the MTA's namespace is not the file that path names
+ * here), but only with CAP_SYS_ADMIN, which tlsguardd gives up once
+ * attached; then /proc/PID/root and the path (the process's namespace,
+ * outside a chroot); then the path itself. NULL when none of them is
+ * that file.
  */
 static const char *tg_mapped_file(int pid, const char *line, const char *file,
-				  char *buf, size_t len)
+				  dev_t dev, ino_t ino, char *buf, size_t len)
 {
 	size_t range = strcspn(line, " ");
 	struct stat st;
+	int k;
 
-	snprintf(buf, len, "/proc/%d/map_files/%.*s", pid, (int)range, line);
-	return stat(buf, &st) == 0 ? buf : file;
+	for (k = 0; k < 3; k++) {
+		if (k == 0)
+			snprintf(buf, len, "/proc/%d/map_files/%.*s", pid,
+				 (int)range, line);
+		else if (k == 1)
+			snprintf(buf, len, "/proc/%d/root%s", pid, file);
+		else
+			snprintf(buf, len, "%s", file);
+		if (stat(buf, &st) == 0 && st.st_dev == dev && st.st_ino == ino)
+			return buf;
+	}
+	return NULL;
+}
+
+/*
+ * The device and inode of a line of /proc/PID/maps
+ * ("START-END PERMS OFFSET MAJ:MIN INODE PATH"); 0 when it has none.
+ */
+static int tg_maps_file(const char *line, dev_t *dev, ino_t *ino)
+{
+	unsigned maj, min;
+	unsigned long long inode;
+
+	if (sscanf(line, "%*s %*s %*s %x:%x %llu", &maj, &min, &inode) != 3 ||
+	    inode == 0)
+		return 0;
+	*dev = makedev(maj, min);
+	*ino = (ino_t)inode;
+	return 1;
+}
+
+/*
+ * A library a process maps that no path here reaches: it cannot be
+ * probed. Said once, and kept as a library without probes so that it is
+ * not looked for again; its sessions below TLS 1.2 are failed closed.
+ */
+static void tg_uprobe_unreachable(struct tg_uprobes *u, int pid,
+				  const char *file, dev_t dev, ino_t ino)
+{
+	unsigned n;
+
+	if (u->nlibs == TG_UPROBE_LIBS_MAX)
+		return;
+	n = u->nlibs++;
+	memset(&u->libs[n], 0, sizeof(u->libs[n]));
+	u->libs[n].dev = dev;
+	u->libs[n].ino = ino;
+	u->libs[n].warned = 1;
+	msg_warn("process %d of the guarded cgroup maps %s (inode %lu), which "
+		 "cannot be reached from here to be probed: its TLS sessions "
+		 "below 1.2 are failed closed", pid, file, (unsigned long)ino);
 }
 
 /* TLS libraries mapped by the processes listed in dir/cgroup.procs. */
@@ -185,6 +250,8 @@ static void tg_uprobe_procs(struct tg_uprobes *u, struct tlsguard *skel,
 	struct dirent *de;
 	FILE *procs, *maps;
 	const char *at;
+	dev_t dev;
+	ino_t ino;
 	DIR *d;
 	int pid, k;
 
@@ -202,10 +269,17 @@ static void tg_uprobe_procs(struct tg_uprobes *u, struct tlsguard *skel,
 			file[strcspn(file, "\n")] = 0;
 			for (j = 0; j < sizeof(tg_lib_names) /
 					sizeof(*tg_lib_names); j++) {
-				if (!strstr(file, tg_lib_names[j].file))
+				if (!strstr(file, tg_lib_names[j].file) ||
+				    !tg_maps_file(line, &dev, &ino) ||
+				    tg_uprobe_known(u, dev, ino) >= 0)
 					continue;
-				at = tg_mapped_file(pid, line, file, mapped,
-						    sizeof(mapped));
+				at = tg_mapped_file(pid, line, file, dev, ino,
+						    mapped, sizeof(mapped));
+				if (!at) {
+					tg_uprobe_unreachable(u, pid, file, dev,
+							      ino);
+					continue;
+				}
 				k = tg_uprobe_lib(u, skel, at, file,
 						  tg_lib_names[j].kind);
 				if (k < 0 || !u->copies[0] ||
