@@ -95,8 +95,11 @@ SYSCONFDIR ?= /etc
 UNITDIR    ?= /etc/systemd/system
 LOGDIR     ?= /var/log/tlsguard
 MANPAGES   := man/tlsguardd.8 man/tlsguardctl.8 man/tlsguard.conf.5
+# The system's library directory, where the Postfix drop-in binds tlsguardd's
+# copies of libssl (tls_library_copies).
+MULTIARCH ?= $(shell $(CC) -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)
 SUBST      = sed -e 's|@SBINDIR@|$(SBINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' \
-	-e 's|@LOGDIR@|$(LOGDIR)|g'
+	-e 's|@LOGDIR@|$(LOGDIR)|g' -e 's|@MULTIARCH@|$(MULTIARCH)|g'
 
 all: $(BUILD)/tlsguardd $(BUILD)/tlsguardctl
 

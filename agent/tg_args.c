@@ -41,7 +41,7 @@ static const char usage[] =
 	"                 [--syslog] [-v]\n"
 	"                 [--print-config[=changed]] [--max-flows N] [--max-senders N] "
 	"[--ringbuf-size BYTES]\n"
-	"                 [--postfix-config DIR|none]\n"
+	"                 [--postfix-config DIR|none] [--tls-library-copies DIR]\n"
 	"       tlsguardd --check-verifier[=BUDGET] [-c FILE] [--port N]... "
 	"[--tls-port N]... [-v]\n"
 	"       tlsguardd --help | --version\n"
@@ -98,6 +98,7 @@ static const struct tg_flag_row {
 	{ 'E', "--max-senders", "max_senders", NULL },
 	{ 'R', "--ringbuf-size", "ringbuf_size", NULL },
 	{ 'X', "--postfix-config", "postfix_config", NULL },
+	{ 'T', "--tls-library-copies", "tls_library_copies", NULL },
 };
 
 /* Flag c of tg_flag_rows[] with its value; -1 when c is none of them. */
@@ -160,6 +161,7 @@ int tg_parse_args(int argc, char **argv, struct tg_opts *o,
 		{ "max-senders", required_argument, NULL, 'E' },
 		{ "ringbuf-size", required_argument, NULL, 'R' },
 		{ "postfix-config", required_argument, NULL, 'X' },
+		{ "tls-library-copies", required_argument, NULL, 'T' },
 		{ "check-verifier", optional_argument, NULL, 'C' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },

@@ -72,6 +72,7 @@ struct tg_opts {
 	char resolver[TG_SETTING_MAX];	/* mx_check: "" for the system's */
 	int mx_check;
 	char audit[TG_SETTING_MAX];	/* "" for none */
+	char tls_copies[TG_SETTING_MAX];	/* "" for none */
 	char metrics[TG_SETTING_MAX];	/* "" for none */
 	int metrics_remote;		/* metrics may be on any address */
 	unsigned metrics_line;		/* of metrics_address in config */

@@ -39,6 +39,8 @@ const struct tg_setting tg_settings[] = {
 	TG_ROW("pin_dir", TG_T_PATH, TG_PIN_DEFAULT, pin_dir, 0,
 	       TG_PIN_DIR_MAX, 0),
 	TG_ROW("audit_file", TG_T_PATH, "", audit, 0, 0, TG_F_EMPTY),
+	TG_ROW("tls_library_copies", TG_T_PATH, "", tls_copies, 0, 0,
+	       TG_F_EMPTY),
 	TG_ROW("control_socket", TG_T_PATH, TG_CTL_DEFAULT, socket, 0, 0, 0),
 	TG_ROW("metrics_address", TG_T_LOOPBACK, "", metrics, 0, 0, 0),
 	TG_ROW("metrics_remote", TG_T_BOOL, "no", metrics_remote, 0, 0, 0),

@@ -355,7 +355,10 @@ static void tg_setup_guard(struct tg_agent *ag)
 	if (ag->sigfd < 0 || tg_epoll_add(ag->epfd, ag->sigfd, TG_EP_SIGNAL))
 		msg_fatal("signalfd: %s", strerror(errno));
 
-	/* TLS libraries: the system's now, the MTA's own as they appear. */
+	/*
+	 * TLS libraries: the system's now (or their copies for the MTA), the
+	 * MTA's own as they appear.
+	 */
 	tg_uprobe_scan(&ag->uprobes, ag->skel, ag->cgroup_path);
 	ag->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
 	if (ag->timer_fd < 0 || timerfd_settime(ag->timer_fd, 0, &its, NULL) ||
@@ -382,6 +385,12 @@ static void tg_setup_guard(struct tg_agent *ag)
  */
 static void tg_setup(struct tg_agent *ag)
 {
+	char err[PATH_MAX + 256];
+
+	/* Before anything is attached: a directory that cannot be used. */
+	if (tg_uprobe_copies(&ag->uprobes, ag->opt.tls_copies, err,
+			     sizeof(err)))
+		msg_fatal("tls_library_copies: %s", err);
 	tg_setup_host(ag);
 	tg_load(ag);
 	tg_setup_datapath(ag);

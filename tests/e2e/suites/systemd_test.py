@@ -69,6 +69,9 @@ NOTLS, TLS = "rcpt@notls.test", "rcpt@tls.test"
 TLS_TEXT = "TLS is required, but was not offered by host"
 MX = {"notls": ("127.0.0.2", []), "tls": ("127.0.0.3", ["--tls", "1.3"])}
 PF = "postfix@-.service"
+# The packaged tlsguard.conf's tls_library_copies, bound by the drop-in.
+LIB_COPY = "/var/lib/tlsguard/tls/libssl.so.3"
+LIB_SYSTEM = "/usr/lib/x86_64-linux-gnu/libssl.so.3"
 WAIT = 240  # seconds for Postfix's outcome under TCG
 ENV = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
 
@@ -253,6 +256,47 @@ class Test:
         want = "0::/tlsguarded.slice/%s" % PF
         return None if cg == want else "Postfix's master %d is in %s, want %s" % (pid, cg, want)
 
+    def check_copies(self):
+        """The packaged configuration's tls_library_copies and the drop-in's
+        bind: Postfix's processes map tlsguardd's copy of libssl, a process
+        outside the slice maps the system's file, and tlsguardd probes the
+        copy, not the system's file."""
+        problems = []
+        try:
+            copy = os.stat(LIB_COPY)
+            system = os.stat(LIB_SYSTEM)
+        except OSError as e:
+            self.check("installed: Postfix maps tlsguardd's copy of libssl", ["%s" % e])
+            return
+        if copy.st_ino == system.st_ino:
+            problems.append("%s is the system's file (inode %d)" % (LIB_COPY, copy.st_ino))
+        procs = "/sys/fs/cgroup/tlsguarded.slice/%s/cgroup.procs" % PF
+        seen = {}
+        with open(procs) as f:
+            for pid in f.read().split():
+                try:
+                    for line in open("/proc/%s/maps" % pid):
+                        if line.rstrip().endswith("/libssl.so.3"):
+                            seen[pid] = int(line.split()[4])
+                            break
+                except OSError:
+                    pass
+        if not seen:
+            problems.append("no process of %s maps libssl.so.3" % PF)
+        problems += ["Postfix's process %s maps inode %d, not the copy's %d" % (p, i, copy.st_ino)
+                     for p, i in seen.items() if i != copy.st_ino]
+        out = run("python3", "-c", "import ssl\nfor l in open('/proc/self/maps'):\n"
+                  " if l.rstrip().endswith('/libssl.so.3'): print(l.split()[4]); break").stdout.split()
+        if out != [str(system.st_ino)]:
+            problems.append("a process outside the slice maps libssl inode %r, want the system's %d"
+                            % (out, system.st_ino))
+        probed = [line for line in journal("tlsguardd.service", n=2000) if "probing " in line]
+        if not any(line.endswith("probing " + LIB_COPY) for line in probed) or \
+                any(LIB_SYSTEM in line for line in probed):
+            problems.append("tlsguardd probed %r, want the copy %s only" % (probed, LIB_COPY))
+        self.check("installed: Postfix's %d process(es) with libssl map tlsguardd's copy, other programs "
+                   "the system's file, and only the copy is probed" % len(seen), problems)
+
     def boot1(self):
         self.setup()
         r = run("dpkg", "-i", self.args.deb)
@@ -278,6 +322,8 @@ class Test:
         self.check("installed: alice's message to a TLS 1.3 host delivered over TLS 1.3",
                    [] if o and o.status == "sent" and v and v.startswith("TLSv1.3") else
                    ["status %s, the MX's TLS %r" % (o and o.status, v)])
+
+        self.check_copies()
 
         pid = prop("tlsguardd.service", "MainPID")
         n0 = int(prop("tlsguardd.service", "NRestarts") or 0)
