@@ -161,11 +161,15 @@ static int tg_uprobe_lib(struct tg_uprobes *u, struct tlsguard *skel,
 }
 
 /*
- * The file a process maps, as that process sees it: /proc/PID/map_files
- * names it whatever mount namespace or chroot the process is in (a copy
- * bound over the system's library path in the MTA's namespace is not
- * the file that path names here). Without CAP_SYS_ADMIN it cannot be
- * read: then the path as the process named it.
+ * The file a process maps, as that process sees it: a copy bound over the
+ * system's library path in the MTA's namespace is not the file that path
+ * names here. /proc/PID/map_files names the very file mapped, whatever
+ * mount namespace or chroot the process is in, but only to CAP_SYS_ADMIN
+ * (or CAP_CHECKPOINT_RESTORE), which tlsguardd drops once attached
+ * (tg_drop_caps()): the rescans then find it as the process's own root
+ * names it, /proc/PID/root/FILE, which needs only ptrace access
+ * (CAP_SYS_PTRACE, kept), and names the same file unless it was replaced
+ * since it was mapped. Failing both, the path as the process named it.
  */
 static const char *tg_mapped_file(int pid, const char *line, const char *file,
 				  char *buf, size_t len)
@@ -174,7 +178,12 @@ static const char *tg_mapped_file(int pid, const char *line, const char *file,
 	struct stat st;
 
 	snprintf(buf, len, "/proc/%d/map_files/%.*s", pid, (int)range, line);
-	return stat(buf, &st) == 0 ? buf : file;
+	if (stat(buf, &st) == 0)
+		return buf;
+	if (snprintf(buf, len, "/proc/%d/root%s", pid, file) < (int)len &&
+	    stat(buf, &st) == 0)
+		return buf;
+	return file;
 }
 
 /* TLS libraries mapped by the processes listed in dir/cgroup.procs. */
