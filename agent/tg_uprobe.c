@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <unistd.h>
 #include <bpf/libbpf.h>
 
 #include "tlsguard.skel.h"
@@ -276,8 +277,12 @@ static void tg_uprobe_procs(struct tg_uprobes *u, struct tlsguard *skel,
 				at = tg_mapped_file(pid, line, file, dev, ino,
 						    mapped, sizeof(mapped));
 				if (!at) {
-					tg_uprobe_unreachable(u, pid, file, dev,
-							      ino);
+					/* gone since its maps were read: skip */
+					snprintf(path, sizeof(path), "/proc/%d",
+						 pid);
+					if (access(path, F_OK) == 0)
+						tg_uprobe_unreachable(u, pid, file,
+								      dev, ino);
 					continue;
 				}
 				k = tg_uprobe_lib(u, skel, at, file,
