@@ -292,13 +292,17 @@ static void tg_uprobe_procs(struct tg_uprobes *u, struct tlsguard *skel,
 					continue;
 				u->libs[k].warned = 1;
 				msg_warn("process %d of the guarded cgroup maps "
-					 "%s, not one of the copies in %s: "
-					 "probed, and with it every process on "
-					 "the host that maps that file (start "
-					 "the MTA with the copies bound over "
-					 "the system's files: tlsguardd(8), "
-					 "TLS LIBRARIES)", pid, file,
-					 u->copies);
+					 "%s, not one of the copies in %s: %s "
+					 "(start the MTA with the copies bound "
+					 "over the system's files: tlsguardd(8), "
+					 "TLS LIBRARIES)", pid, file, u->copies,
+					 u->libs[k].ok ?
+						 "probed, and with it every "
+						 "process on the host that maps "
+						 "that file" :
+						 "it could not be probed, so its "
+						 "sessions below TLS 1.2 are "
+						 "failed closed");
 			}
 		}
 		if (maps)
