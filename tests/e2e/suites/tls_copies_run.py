@@ -67,7 +67,8 @@ Cases, in order:
      rescans (TG_RESCAN_SECONDS = 5 in agent/tlsguardd.c) tlsguardd warns
      "process PID of the guarded cgroup maps FILE, not one of the copies in
      DIR", and once only: after another rescan the warning is still there
-     once.  (It probes the system's libssl from then on: this case is last.)
+     once.  (The agent then tries to probe the system's libssl, which fails
+     once it has given up CAP_SYS_ADMIN; either way this case is last.)
 
 Output: ``PASS name`` / ``FAIL name: why`` per case (the run counts as
 indented lines), then ``N passed, M failed``; exit status 0 only if none
