@@ -2,14 +2,25 @@
 /*
  * NAME
  *	tg_audit - the per-message audit trail (see tg_audit.h)
+ * DESCRIPTION
+ *	Two threads share struct tg_audit_sync, under its mutex: the loop
+ *	counts each record it wrote in pending and signals wake; the
+ *	syncer takes pending (all records written so far), flushes the
+ *	file without the lock, counts them flushed (or lost, if the flush
+ *	failed) and signals done. Nothing else is shared: the syncer reads
+ *	no flow, no map, no setting. The loop waits for the syncer only
+ *	when the file is reopened or closed.
  */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/capability.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
@@ -74,9 +85,88 @@ static int tg_audit_mkdir(const char *path)
 	return 0;
 }
 
+/*
+ * The syncer holds no capability: it only ever calls fdatasync() on a
+ * file the loop opened. A thread's capabilities are its own (capset()
+ * changes the caller's only), and this one starts before the daemon
+ * drops its own (tg_drop_caps()), so it gives them all up itself.
+ */
+static void tg_audit_nocaps(void)
+{
+	struct __user_cap_header_struct hdr = {
+		.version = _LINUX_CAPABILITY_VERSION_3,
+	};
+	struct __user_cap_data_struct data[2];
+
+	memset(data, 0, sizeof(data));
+	if (syscall(SYS_capset, &hdr, data) < 0)
+		msg_warn("audit syncer: capset: %s", strerror(errno));
+}
+
+/*
+ * The syncer: each flush covers every record written before it started
+ * (group commit). On stop, what is pending is flushed before it returns.
+ */
+static void *tg_audit_syncer(void *arg)
+{
+	struct tg_audit *au = arg;
+	struct tg_audit_sync *s = &au->sync;
+	unsigned long long n;
+	int fd, err;
+
+	tg_audit_nocaps();
+	pthread_setname_np(pthread_self(), "tg_audit_sync");	/* ps -L */
+	pthread_mutex_lock(&s->lock);
+	for (;;) {
+		while (!s->pending && !s->stop)
+			pthread_cond_wait(&s->wake, &s->lock);
+		if (!s->pending)
+			break;		/* told to stop, nothing left */
+		n = s->pending;
+		s->pending = 0;
+		s->busy = 1;
+		fd = au->fd;	/* not replaced while busy: tg_audit_drain() */
+		pthread_mutex_unlock(&s->lock);
+		err = fdatasync(fd) < 0 ? errno : 0;
+		if (err) {
+			msg_warn("%s: cannot flush %llu audit record%s: %s",
+				 au->path, n, n == 1 ? "" : "s", strerror(err));
+			__atomic_fetch_add(&au->write_failed, n,
+					   __ATOMIC_RELAXED);
+		} else {
+			__atomic_fetch_add(&au->written, n, __ATOMIC_RELAXED);
+		}
+		pthread_mutex_lock(&s->lock);
+		s->busy = 0;
+		pthread_cond_broadcast(&s->done);
+	}
+	pthread_mutex_unlock(&s->lock);
+	return NULL;
+}
+
+/* Wait until every record written so far is flushed (or counted lost). */
+static void tg_audit_drain(struct tg_audit *au)
+{
+	struct tg_audit_sync *s = &au->sync;
+
+	while (s->pending || s->busy)
+		pthread_cond_wait(&s->done, &s->lock);
+}
+
+static int tg_audit_openfile(const char *path)
+{
+	int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+
+	return fd < 0 ? -errno : fd;
+}
+
 int tg_audit_open(struct tg_audit *au, const char *path, int flows_fd,
 		  const struct tg_policy *const *pol)
 {
+	struct tg_audit_sync *s = &au->sync;
+	sigset_t all, old;
+	int err;
+
 	memset(au, 0, sizeof(*au));
 	au->fd = -1;
 	au->flows_fd = flows_fd;
@@ -89,21 +179,47 @@ int tg_audit_open(struct tg_audit *au, const char *path, int flows_fd,
 		return -ENOMEM;
 	if (tg_audit_mkdir(au->path) < 0)
 		return -errno;
-	return tg_audit_reopen(au);
+	au->fd = tg_audit_openfile(au->path);
+	if (au->fd < 0)
+		return au->fd;
+	pthread_mutex_init(&s->lock, NULL);
+	pthread_cond_init(&s->wake, NULL);
+	pthread_cond_init(&s->done, NULL);
+	/* Signals are the loop's (its signalfd): none is delivered here. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	err = pthread_create(&s->thread, NULL, tg_audit_syncer, au);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (err) {
+		close(au->fd);
+		au->fd = -1;
+		return -err;
+	}
+	s->running = 1;
+	return 0;
 }
 
+/*
+ * The old file's records are flushed before it is closed: the loop waits
+ * for that (one or two flushes), once per SIGHUP.
+ */
 int tg_audit_reopen(struct tg_audit *au)
 {
-	int fd;
+	int fd, old;
 
-	if (!au->path[0])
+	if (!au->path[0] || !au->sync.running)
 		return 0;
-	fd = open(au->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
-	if (fd < 0)
-		return -errno;
-	if (au->fd >= 0)
-		close(au->fd);
+	fd = tg_audit_openfile(au->path);
+	if (fd < 0) {
+		errno = -fd;
+		return fd;
+	}
+	pthread_mutex_lock(&au->sync.lock);
+	tg_audit_drain(au);
+	old = au->fd;
 	au->fd = fd;
+	pthread_mutex_unlock(&au->sync.lock);
+	close(old);
 	return 0;
 }
 
@@ -255,12 +371,16 @@ static void tg_audit_write(struct tg_audit *au, struct tg_audit_flow *f)
 	tg_json_field(fp, ",\"verdict\":", f->verdict);
 	fputs("}\n", fp);
 	fclose(fp);
-	if (write(au->fd, buf, len) != (ssize_t)len || fdatasync(au->fd) < 0) {
+	if (write(au->fd, buf, len) != (ssize_t)len) {
 		msg_warn("%s: cannot write the audit record: %s", au->path,
 			 strerror(errno));
-		au->write_failed++;
+		__atomic_fetch_add(&au->write_failed, 1, __ATOMIC_RELAXED);
 	} else {
-		au->written++;
+		/* The syncer flushes it; the loop does not wait for the disk. */
+		pthread_mutex_lock(&au->sync.lock);
+		au->sync.pending++;
+		pthread_cond_signal(&au->sync.wake);
+		pthread_mutex_unlock(&au->sync.lock);
 	}
 	free(buf);
 }
@@ -550,6 +670,18 @@ void tg_audit_close(struct tg_audit *au)
 			tg_audit_end(au, &au->flows[i], NULL);
 	free(au->flows);
 	au->flows = NULL;
+	if (au->sync.running) {
+		/* The syncer flushes what is pending, then returns. */
+		pthread_mutex_lock(&au->sync.lock);
+		au->sync.stop = 1;
+		pthread_cond_signal(&au->sync.wake);
+		pthread_mutex_unlock(&au->sync.lock);
+		pthread_join(au->sync.thread, NULL);
+		au->sync.running = 0;
+		pthread_cond_destroy(&au->sync.done);
+		pthread_cond_destroy(&au->sync.wake);
+		pthread_mutex_destroy(&au->sync.lock);
+	}
 	if (au->fd >= 0)
 		close(au->fd);
 	au->fd = -1;

@@ -43,7 +43,7 @@ int tg_log_verbose(void)
 
 unsigned long tg_log_dropped(void)
 {
-	return tg_dropped;
+	return __atomic_load_n(&tg_dropped, __ATOMIC_RELAXED);
 }
 
 int tg_log_syslog(const char *name, int facility, const char *socket_path)
@@ -85,7 +85,7 @@ static void tg_syslog_send(int priority, const char *level, const char *text)
 	if (sendto(tg_syslog_fd, buf, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL,
 		   (struct sockaddr *)&tg_syslog_addr,
 		   sizeof(tg_syslog_addr)) < 0)
-		tg_dropped++;
+		__atomic_fetch_add(&tg_dropped, 1, __ATOMIC_RELAXED);
 }
 
 static void tg_vlog(int priority, const char *level, const char *fmt,

@@ -30,6 +30,10 @@
  *	yet is not an error.
  *
  *	tg_log_dropped() is the number of lines syslog did not take.
+ *
+ *	msg_info(), msg_warn() and msg_debug() may be called from any
+ *	thread (the audit trail's syncer warns of a failed flush): a line
+ *	is formatted on the caller's stack and sent with one call.
  */
 #ifndef TG_LOG_H
 #define TG_LOG_H

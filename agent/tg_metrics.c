@@ -406,14 +406,17 @@ static void tg_metrics_page(struct tg_metrics *m, struct tg_page *p)
 	tg_put(p, "tlsguard_slots_configured %u\n", src->ij->n);
 
 	tg_head(p, "tlsguard_audit_records_total", "counter",
-		"Audit records written to audit_file.");
+		"Audit records written to audit_file and flushed to disk.");
 	tg_put(p, "tlsguard_audit_records_total %llu\n",
-	       src->audit ? src->audit->written : 0ULL);
+	       src->audit ? __atomic_load_n(&src->audit->written,
+					       __ATOMIC_RELAXED) : 0ULL);
 	tg_head(p, "tlsguard_audit_records_dropped_total", "counter",
-		"Audit records lost: the write failed, or the flow was not "
-		"followed (the audit's flow table was full).");
+		"Audit records lost: the write or its flush failed, or the "
+		"flow was not followed (the audit's flow table was full).");
 	tg_put(p, "tlsguard_audit_records_dropped_total{reason=\"write_failed\"}"
-	       " %llu\n", src->audit ? src->audit->write_failed : 0ULL);
+	       " %llu\n", src->audit ?
+	       __atomic_load_n(&src->audit->write_failed, __ATOMIC_RELAXED) :
+	       0ULL);
 	tg_put(p, "tlsguard_audit_records_dropped_total{reason=\"flow_table_"
 	       "full\"} %llu\n", src->audit ? src->audit->dropped : 0ULL);
 	tg_head(p, "tlsguard_syslog_lines_dropped_total", "counter",

@@ -895,6 +895,107 @@ class Bench:
             v = res[k]
             log("latency %-12s p50 %.0f us, p99 %.0f us, max %.0f us" % (k, v["p50"], v["p99"], v["max"]))
 
+    # ---- case 9 -------------------------------------------------------
+
+    def case_audit(self):
+        """Case 9: the audit trail on (--audit FILE on the machine's own disk,
+        under /var/tmp, never tmpfs: the point is the cost of a flush to
+        disk). Per round, tlsguardd without the audit and then with it, and
+        each time: the held verdict latency of case 4 (one connection), the
+        plaintext load of case 1 at 10 sessions, then the held run again
+        while a plaintext load runs beside it (every message of the load
+        ends in an audit record, so its flushes compete with the verdicts
+        on the agent's loop)."""
+        res = {"rounds": [], "fstype": None}
+        self.results["audit"] = res
+        audit_dir = tempfile.mkdtemp(prefix="tlsguard-bench-audit-", dir="/var/tmp")
+        mounts = [l.split() for l in read("/proc/mounts").splitlines()]
+        res["fstype"] = max(((m[1], m[2]) for m in mounts if audit_dir.startswith(m[1].rstrip("/") + "/")),
+                            key=lambda m: len(m[0]))[1]
+        m_plain = self.count(PLAIN_MESSAGES[OUTSIDE_SESSIONS])
+        n_mixed = self.count(HELD_MESSAGES) // 2
+        res.update(held_messages=self.count(HELD_MESSAGES), plain_messages=m_plain, mixed_messages=n_mixed)
+        orig_spawn = self.spawn
+
+        def held_under_load(name):
+            out = os.path.join(self.tmp, "lat-%s.txt" % name)
+            self.wait_quiet()
+            # A load long enough to outlast the held run; stopped (by pid) when it ends.
+            load = self.spawn(self.smtp_source(OUTSIDE_SESSIONS, 50 * m_plain), self.cg_load,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(0.5)
+            try:
+                self.run_load([self.bin("held_latency"), "-m", str(n_mixed), "-k", "0", "-o", out, SINK_PLAIN],
+                              self.cg_load)
+                load_ran = load.poll() is None
+            except RuntimeError as e:
+                # A held connection lost under load is a result, not a broken case.
+                warn = [l for l in read(self.daemon_log).splitlines() if "warning" in l][-3:]
+                return {"n": 0, "p50": None, "p99": None, "error": "%s; tlsguardd: %s" % (e, " | ".join(warn))}
+            finally:
+                self.reap(load)
+                self.settle([SINK_PLAIN])
+            with open(out) as f:
+                lat = sorted(int(x) / 1000.0 for x in f)
+            return {"n": len(lat), "p50": percentile(lat, 0.5), "p99": percentile(lat, 0.99), "max": lat[-1],
+                    "load_outlasted": load_ran}
+
+        try:
+            for r in range(self.args.rounds):
+                for mode in ("off", "on"):
+                    path = os.path.join(audit_dir, "audit-%d-%s.json" % (r, mode))
+
+                    def spawn(argv, cg=None, **kw):
+                        # start_daemon()'s tlsguardd, with --audit FILE when on
+                        if mode == "on" and argv and argv[0] == self.args.tlsguardd:
+                            argv = argv + ["--audit", path]
+                        return orig_spawn(argv, cg, **kw)
+
+                    def lines_settled():
+                        # The agent may still be reading its ring buffer: until the file stops growing.
+                        n, t_end = -1, time.monotonic() + 30
+                        while time.monotonic() < t_end:
+                            now = read(path).count("\n")
+                            if now == n:
+                                return n
+                            n = now
+                            time.sleep(1.0)
+                        return n
+
+                    def runs():
+                        out = {"held": self.held_run(["-k", "0"], "audit-%s-held" % mode)}
+                        self.settle([SINK_PLAIN])
+                        n0 = lines_settled() if mode == "on" else 0
+                        self.wait_quiet()
+                        el, _, _ = self.run_load(self.smtp_source(OUTSIDE_SESSIONS, m_plain), self.cg_load)
+                        out["plain"] = m_plain / el
+                        out["plain_other"] = self.last_other
+                        self.settle([SINK_PLAIN])
+                        # Records of the plaintext load: fewer than its messages when the agent fell
+                        # so far behind that the kernel's ring buffer overflowed.
+                        out["plain_records"] = lines_settled() - n0 if mode == "on" else None
+                        out["mixed"] = held_under_load("audit-%s-mixed" % mode)
+                        return out
+
+                    self.spawn = spawn
+                    try:
+                        out, _, _ = self.guarded(runs)
+                    finally:
+                        del self.spawn  # the method again
+                    out["mode"] = mode
+                    out["records"] = read(path).count("\n") if mode == "on" else None
+                    if mode == "on":
+                        os.unlink(path)
+                    res["rounds"].append(out)
+                    log("round %d/%d audit %-3s: held p50 %.0f p99 %.0f us; plain %.0f msg/s (%s records); held "
+                        "under load p50 %s p99 %s us%s%s" % (
+                            r + 1, self.args.rounds, mode, out["held"]["p50"], out["held"]["p99"], out["plain"],
+                            fmt(out["plain_records"]), fmt(out["mixed"]["p50"]), fmt(out["mixed"]["p99"]),
+                            "; %d records" % out["records"] if out["records"] is not None else "",
+                            "; " + out["mixed"]["error"] if out["mixed"].get("error") else ""))
+        finally:
+            shutil.rmtree(audit_dir, ignore_errors=True)
+
     # ---- case 5 -------------------------------------------------------
 
     def case_policy(self):
@@ -1823,6 +1924,50 @@ def write_report(res, out_dir, elapsed_s):
             ", ".join("%.0f" % x for x in out[k]["B"])) for k in ("plain", "tls") if k in out) + ".")
         w("")
 
+    # 9
+    w("## 9. Audit trail on")
+    w("")
+    au = res.get("audit")
+    if not au or not au.get("rounds"):
+        w("Not run.")
+        w("")
+    else:
+        w("tlsguardd without and with `--audit FILE` (the file on the machine's disk, %s, under /var/tmp), "
+          "per round one after the other: held, case 4's held run on one connection (%d messages, one record "
+          "each); plaintext, case 1's load at %d sessions (%d messages, one record each); held under load, "
+          "%d held messages while a plaintext load at %d sessions runs beside them in the same cgroup. Medians "
+          "over %d round(s)." % (au["fstype"], au["held_messages"], OUTSIDE_SESSIONS, au["plain_messages"],
+                                  au["mixed_messages"], OUTSIDE_SESSIONS,
+                                  len(au["rounds"]) // 2))
+        w("")
+        w("| audit | held p50 µs | held p99 µs | plaintext msg/s | plaintext records/messages | "
+          "held under load p50 µs | held under load p99 µs | held runs under load lost | records written/run |")
+        w("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for mode in ("off", "on"):
+            rs = [x for x in au["rounds"] if x["mode"] == mode]
+            if not rs:
+                continue
+            recs = [x["records"] for x in rs if x["records"] is not None]
+            mixed = [x["mixed"] for x in rs if x["mixed"]["p50"] is not None]
+            precs = [x["plain_records"] for x in rs if x.get("plain_records") is not None]
+            w("| %s | %.0f | %.0f | %.0f | %s | %s | %s | %d of %d | %s |" % (
+                mode, median([x["held"]["p50"] for x in rs]), median([x["held"]["p99"] for x in rs]),
+                median([x["plain"] for x in rs]),
+                ", ".join("%d/%d" % (x, au["plain_messages"]) for x in precs) or "-",
+                fmt(median([x["p50"] for x in mixed]) if mixed else None),
+                fmt(median([x["p99"] for x in mixed]) if mixed else None), len(rs) - len(mixed), len(rs),
+                ", ".join("%d" % x for x in recs) or "-"))
+        w("")
+        w("Every run (audit: held p50/p99, plaintext msg/s, under load p50/p99): " + "; ".join(
+            "%s %.0f/%.0f, %.0f, %s/%s" % (x["mode"], x["held"]["p50"], x["held"]["p99"], x["plain"],
+                                          fmt(x["mixed"]["p50"]), fmt(x["mixed"]["p99"])) for x in au["rounds"])
+          + ".")
+        w("")
+        for x in au["rounds"]:
+            if x["mixed"].get("error"):
+                w("- audit %s, held under load: %s" % (x["mode"], x["mixed"]["error"]))
+        w("")
+
     # summary of targets, placed at the top
     summ = ["## Targets", "", "| target | result | |", "| --- | ---: | --- |"]
     for name, val, ok in targets:
@@ -1886,7 +2031,7 @@ def main():
     ap.add_argument("--bin", default=os.path.join(HERE, "build"), help="where the bench programs are")
     ap.add_argument("--out", default=HERE, help="where RESULTS.md, throughput.png, results.json go")
     ap.add_argument("--rounds", type=int, default=ROUNDS, help="A/B rounds for cases 1 and 2")
-    ap.add_argument("--only", default="1,2,3,4,5,6,7,8,p", help="cases to run, e.g. 1,2,p (p: profile)")
+    ap.add_argument("--only", default="1,2,3,4,5,6,7,8,9,p", help="cases to run, e.g. 1,2,p (p: profile)")
     ap.add_argument("--quick", action="store_true", help="a tenth of every count, 1 round: for development")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir")
     args = ap.parse_args()
@@ -1927,7 +2072,8 @@ def main():
     t0 = time.monotonic()
     kinds = [k for k, c in (("plain", "1"), ("tls", "2")) if c in only]
     cases = [("12", lambda: b.case_rates(kinds)), ("3", b.case_mta), ("4", b.case_latency), ("5", b.case_policy),
-             ("6", b.case_flows), ("7", b.case_pgsql), ("8", b.case_outside), ("p", b.case_profile)]
+             ("6", b.case_flows), ("7", b.case_pgsql), ("8", b.case_outside),
+             ("9", b.case_audit), ("p", b.case_profile)]
     try:
         b.setup()
         for key, fn in cases:

@@ -259,6 +259,55 @@ static void test_addr(void)
 	CHECK(strcmp(addr, "abc") == 0, "got \"%s\"", addr);
 }
 
+static unsigned count_lines(const char *file)
+{
+	FILE *fp = fopen(file, "r");
+	unsigned n = 0;
+	int c;
+
+	while (fp && (c = getc(fp)) != EOF)
+		n += c == '\n';
+	if (fp)
+		fclose(fp);
+	return n;
+}
+
+/*
+ * The syncer: records written before a reopen (the file renamed, as
+ * logrotate does) are all in the renamed file, the later ones in the new
+ * one; after tg_audit_close() every record written is counted flushed
+ * and none lost. Closes au.
+ */
+static void test_sync(struct tg_audit *au)
+{
+	struct tg_resp bye = { TG_RK_PROTOCOL, 221, "2.0.0", "Bye" };
+	char rotated[sizeof(path) + 8];
+	unsigned i, before, n = 200;
+
+	tg_case("reopen and close: every record flushed, none lost");
+	snprintf(rotated, sizeof(rotated), "%s.1", path);
+	before = count_lines(path);
+	for (i = 0; i < 2 * n; i++) {
+		if (i == n) {
+			CHECK(rename(path, rotated) == 0, "rename: %m");
+			CHECK(tg_audit_reopen(au) == 0, "reopen: %m");
+		}
+		feed(au, 100 + i, 0, "MAIL FROM:<joe@guarded.test>");
+		feed(au, 100 + i, 0, "QUIT");
+		tg_audit_held(au, 100 + i, &bye);
+		tg_audit_closed(au, 100 + i);
+	}
+	/* Two open attempts: their records are written by the close. */
+	feed(au, 1000, 0, "MAIL FROM:<joe@guarded.test>");
+	feed(au, 1001, 0, "MAIL FROM:<joe@guarded.test>");
+	tg_audit_close(au);
+	CHECK_EQ(count_lines(rotated), before + n);
+	CHECK_EQ(count_lines(path), n + 2);
+	CHECK_EQ(au->written, before + 2 * n + 2);
+	CHECK_EQ(au->write_failed, 0);
+	unlink(rotated);
+}
+
 int main(void)
 {
 	struct tg_policy pol = { 0 }, *pp = &pol;
@@ -285,9 +334,9 @@ int main(void)
 	}
 	test_verdicts(&au);
 	test_utf8(&au);
+	test_sync(&au);
 	test_lines();
 	test_addr();
-	tg_audit_close(&au);
 	tg_policy_free(&pol);
 	unlink(path);
 	return tg_test_done();

@@ -17,6 +17,7 @@ second Postfix), recording test MXs (mx.py, real OpenSSL handshakes) on
     .95 TLS 1.3   case tlsproxy_reuse      (Postfix B, smtp_tls_connection_reuse = yes)
     .96 TLS 1.3   case ssl_ex_client       (/usr/bin/python3 smtplib: SSL_write_ex/SSL_read_ex)
     .97 no TLS    case audit_sighup_reopen (/usr/bin/python3 smtplib, after the rotation)
+    .99 smtp-sink case audit_load_reopen_stop (smtp-source, 1,500 messages)
 
 Postfix A (postfix_env.py, master in the test cgroup) and Postfix B (the
 same, plus a ``tlsproxy`` line in master.cf and ``smtp_tls_connection_reuse
@@ -48,7 +49,17 @@ SSL_write_ex/SSL_read_ex and not SSL_write/SSL_read), no_foreign_address
 (the whole file), then the ``tlsguardctl audit`` cases: ctl_audit_print,
 ctl_audit_sender, ctl_audit_since, ctl_audit_garbage, and
 audit_sighup_reopen (rename the file, SIGHUP, one more conversation: its
-record is in a new file at the configured path, not in the renamed one).
+record is in a new file at the configured path, not in the renamed one),
+audit_load_reopen_stop (smtp-source in the cgroup, 1,500 messages over 8
+sessions; the file renamed and SIGHUP a quarter of the way, SIGTERM the
+moment the load ends: exactly one record per attempt across the two files,
+and tlsguardd exits 0; this case stops the suite's tlsguardd), and
+audit_slow_flush (a tlsguardd of its own, its audit file on an ext4 without
+a journal on a loop device, the daemon in a blkio (cgroup v1) cgroup that
+may write 4 KiB/s to it, so that a flush takes half a second or more: ten
+held attempts on .93, one after the other, are each answered within 0.25 s,
+and all ten records are in the file after SIGTERM; skipped, saying why,
+where the loop device or the blkio throttle is missing).
 
 Output: ``PASS name`` / ``FAIL name: why`` per case, then exactly ``N
 passed, M failed`` alone on a line; exit status 0 only if none failed (2 on
@@ -65,6 +76,7 @@ import re
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -125,6 +137,18 @@ POSTFIX_MAIN = {  # spelled out although postfix_env.py has the same values: the
     "maximal_backoff_time": "10s",
 }
 TLSPROXY_MASTER_LINE = "tlsproxy   unix  -       -       n       -       0       tlsproxy\n"
+
+# audit_load_reopen_stop: smtp-source in the cgroup to smtp-sink on LOAD_SINK.
+LOAD_SINK = "127.0.0.99"
+LOAD_SENDER = "aud-load@mta.test"
+LOAD_SESSIONS = 8
+LOAD_MESSAGES = 1500
+# audit_slow_flush: a disk that takes SLOW_BPS bytes a second from the daemon.
+SLOW_SENDER = "aud-slow@guarded.test"
+SLOW_ATTEMPTS = 10
+SLOW_BPS = 4096
+SLOW_FLUSH_MIN = 0.4  # a flush slower than this, or the case is skipped
+SLOW_MAX = 0.25  # each held attempt, answered by the agent, within this
 
 TIMEOUT_STATUS = 60.0  # all final statuses in the Postfix logs
 TIMEOUT_RECORDS = 15.0  # the expected records, after the statuses
@@ -889,6 +913,236 @@ def no_foreign_check(run):
     return p
 
 
+# ------------------------------------------------------------------ under load, and a slow disk
+
+def in_cgroup(cgroup, argv):
+    """argv started in ``cgroup`` (its shell joins it, then execs), in its own session."""
+    return subprocess.Popen(["/bin/sh", "-c", 'cg=$1; shift; echo $$ > "$cg" && exec "$@"', "sh",
+                             cgroup.procs_file] + argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def stop_proc(proc):
+    """Our own child, by pid."""
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+
+
+def wait_listening(host, port, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((host, port), timeout=1).close()
+            return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def load_reopen_stop_check(run):
+    """smtp-source in the cgroup (LOAD_SESSIONS at once, one message per connection) to
+    smtp-sink on LOAD_SINK: the file renamed and SIGHUP once a quarter of the records are
+    in, SIGTERM the moment the load ends (the agent may still be reading its ring buffer
+    and its syncer flushing). Every attempt has exactly one record, delivered, in the
+    renamed file or in the new one, and tlsguardd exits 0."""
+    p = []
+    rotated = run.audit_path + ".2"
+    sink = subprocess.Popen(["smtp-sink", "-u", "nobody", LOAD_SINK + ":25", "256"], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    run.suite.push(stop_proc, sink)
+    if not wait_listening(LOAD_SINK, 25):
+        return ["harness: smtp-sink does not listen on %s:25" % LOAD_SINK]
+
+    def load_records(path):
+        return [r for r in run.records(path) if r.get("sender") == LOAD_SENDER]
+
+    src = in_cgroup(run.cgroup, ["smtp-source", "-s", str(LOAD_SESSIONS), "-m", str(LOAD_MESSAGES), "-l", "512",
+                                 "-f", LOAD_SENDER, "-t", "r@load.audit.test", LOAD_SINK + ":25"])
+    run.suite.push(stop_proc, src)
+    deadline = time.monotonic() + 60
+    while len(load_records(None)) < LOAD_MESSAGES // 4 and src.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.rename(run.audit_path, rotated)
+    run.daemon.proc.send_signal(signal.SIGHUP)  # our own child, by pid
+    try:
+        _, err = src.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        stop_proc(src)
+        return ["smtp-source did not end within 120 s"]
+    why = run.daemon.sigterm()
+    if why:
+        p.append(why)
+    run.daemon.proc = None  # stopped here, and checked: the cleanup only detaches
+    if src.returncode != 0:
+        p.append("smtp-source exit %d: %s" % (src.returncode, err.strip()[-300:]))
+    before, after = load_records(rotated), load_records(run.audit_path)
+    older = load_records(run.audit_path + ".1")
+    if not before or not after:
+        p.append("harness: the reopen was not under load: %d records before SIGHUP, %d after" % (
+            len(before), len(after)))
+    if len(before) + len(after) + len(older) != LOAD_MESSAGES:
+        p.append("%d records (%d before SIGHUP, %d after, %d in the file of the earlier case) for %d attempts" % (
+            len(before) + len(after) + len(older), len(before), len(after), len(older), LOAD_MESSAGES))
+    verdicts = sorted({r.get("verdict") for r in before + after})
+    if verdicts != ["delivered"]:
+        p.append("verdicts %s, expected only delivered" % verdicts)
+    return p
+
+
+class SlowDisk:
+    """An ext4 file system (no journal) on a loop device, and a blkio (cgroup v1)
+    cgroup whose processes may write to it at SLOW_BPS bytes a second: a flush by
+    them is slow, a write to the page cache is not."""
+
+    def __init__(self, tmp):
+        self.tmp = tmp
+        self.image = os.path.join(tmp, "slow.img")
+        self.mnt = os.path.join(tmp, "slow")
+        self.loop = self.cgroup = None
+        self.mounted = False
+
+    def start(self):
+        """None, or why this machine cannot make a slow disk."""
+        blkio = "/sys/fs/cgroup/blkio"
+        if not os.path.exists(os.path.join(blkio, "blkio.throttle.write_bps_device")):
+            return "no blkio (cgroup v1) throttle at %s" % blkio
+        with open(self.image, "wb") as f:
+            f.truncate(64 << 20)
+        r = subprocess.run(["mkfs.ext4", "-q", "-F", "-O", "^has_journal", self.image], capture_output=True,
+                           text=True)
+        if r.returncode != 0:
+            return "mkfs.ext4: %s" % r.stderr.strip()[-200:]
+        r = subprocess.run(["losetup", "-f", "--show", self.image], capture_output=True, text=True)
+        if r.returncode != 0:
+            return "losetup: %s" % r.stderr.strip()[-200:]
+        self.loop = r.stdout.strip()
+        os.mkdir(self.mnt)
+        r = subprocess.run(["mount", self.loop, self.mnt], capture_output=True, text=True)
+        if r.returncode != 0:
+            return "mount %s: %s" % (self.loop, r.stderr.strip()[-200:])
+        self.mounted = True
+        with open("/sys/block/%s/dev" % os.path.basename(self.loop)) as f:
+            dev = f.read().strip()
+        self.cgroup = os.path.join(blkio, "tlsguard-e2e-slow-%s" % secrets.token_hex(4))
+        os.mkdir(self.cgroup)
+        with open(os.path.join(self.cgroup, "blkio.throttle.write_bps_device"), "w") as f:
+            f.write("%s %d\n" % (dev, SLOW_BPS))
+        return None
+
+    def join(self, pid):
+        with open(os.path.join(self.cgroup, "cgroup.procs"), "w") as f:
+            f.write(str(pid))
+
+    def flush_time(self):
+        """Seconds one append and fdatasync take in the throttled cgroup."""
+        probe = ("import os, time; fd = os.open(%r, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600); "
+                 "os.write(fd, b'x' * 600); t = time.monotonic(); os.fdatasync(fd); "
+                 "print(time.monotonic() - t)" % os.path.join(self.mnt, "probe"))
+        r = subprocess.run(["/bin/sh", "-c", 'echo $$ > "$1" && exec "$2" -c "$3"', "sh",
+                            os.path.join(self.cgroup, "cgroup.procs"), PYTHON, probe],
+                           capture_output=True, text=True, timeout=60)
+        return float(r.stdout) if r.returncode == 0 else 0.0
+
+    def stop(self):
+        problems = []
+        if self.cgroup and os.path.isdir(self.cgroup):
+            try:
+                os.rmdir(self.cgroup)  # empty by now: its processes were ours and are gone
+            except OSError as e:
+                problems.append("rmdir %s: %s" % (self.cgroup, e))
+        if self.mounted and subprocess.run(["umount", self.mnt]).returncode != 0:
+            problems.append("umount %s failed" % self.mnt)
+        if self.loop and subprocess.run(["losetup", "-d", self.loop]).returncode != 0:
+            problems.append("losetup -d %s failed" % self.loop)
+        return problems
+
+
+# One connection; per attempt MAIL, RCPT and DATA in one write (as Postfix pipelines
+# them), their three replies, RSET and its reply: how long each attempt took.
+HELD_CLIENT = r"""
+import json, signal, socket, sys, time
+signal.alarm(120)
+host, sender, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+s = socket.create_connection((host, 25), timeout=60)
+f = s.makefile("rb")
+def reply():
+    while True:
+        line = f.readline().decode()
+        if not line or line[3:4] != "-":
+            return line.strip()
+reply()
+s.sendall(b"EHLO client.audit.test\r\n")
+reply()
+out = {"times": [], "mail": []}
+for i in range(n):
+    t = time.monotonic()
+    s.sendall(("MAIL FROM:<%s>\r\nRCPT TO:<r%d@held.audit.test>\r\nDATA\r\n" % (sender, i)).encode())
+    out["mail"].append(reply())
+    reply(); reply()
+    s.sendall(b"RSET\r\n")
+    reply()
+    out["times"].append(time.monotonic() - t)
+s.sendall(b"QUIT\r\n")
+reply()
+print(json.dumps(out), flush=True)
+"""
+
+
+def slow_flush_check(run):
+    """A tlsguardd of its own whose audit file is on a slow disk (SlowDisk: a flush takes
+    half a second or more): held attempts, one after the other, each answered by the agent
+    and ending in a record, are each answered within SLOW_MAX s (the loop does not wait
+    for the flushes), and every record is in the file once it exits. None when the slow
+    disk cannot be made here (the case is skipped)."""
+    disk = SlowDisk(run.tmp)
+    run.suite.push(disk.stop)
+    why = disk.start()
+    if why:
+        return None, why
+    flush = disk.flush_time()
+    if flush < SLOW_FLUSH_MIN:
+        return None, "a flush in the throttled cgroup took %.3f s: the disk is not slow here" % flush
+    from daemon import Daemon
+    cgroup = run.suite.cgroup("tlsguard-e2e-audit-slow")
+    audit = os.path.join(disk.mnt, "audit.jsonl")
+    daemon = Daemon(run.args.tlsguardd, run.args.tlsguardctl, cgroup.path, os.path.join(run.tmp, "senders"),
+                    os.path.join(run.tmp, "tlsguardd-slow.sock"), os.path.join(run.tmp, "tlsguardd-slow.log"))
+    daemon.argv += ["--audit", audit, "-v"]
+    run.suite.push(daemon.stop)
+    daemon.start()
+    disk.join(daemon.proc.pid)  # v1: every thread of it
+    c = in_cgroup(cgroup, [PYTHON, "-c", HELD_CLIENT, MXS["held"][0], SLOW_SENDER, str(SLOW_ATTEMPTS)])
+    run.suite.push(stop_proc, c)
+    try:
+        out, err = c.communicate(timeout=150)
+    except subprocess.TimeoutExpired:
+        stop_proc(c)
+        out, err = "", "timed out"
+    t0 = time.monotonic()
+    why = daemon.sigterm()  # the pending records are flushed before it exits
+    stopped = time.monotonic() - t0
+    daemon.proc = None  # stopped here, and checked: the cleanup only detaches
+    p = [why] if why else []
+    try:
+        res = json.loads(out.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return p + ["client: %r %s" % (out[-200:], err.strip()[-300:])], None
+    info = "a flush took %.2f s; attempts took %s s; SIGTERM to exit %.2f s" % (
+        flush, " ".join("%.3f" % x for x in res["times"]), stopped)
+    if any(not m.startswith("550") for m in res["mail"]):
+        p.append("MAIL replies %s, expected tlsguard's 550 each" % res["mail"])
+    slow = [x for x in res["times"] if x > SLOW_MAX]
+    if slow:
+        p.append("%d of %d attempts took more than %.2f s (the loop waited for the disk?): %s" % (
+            len(slow), len(res["times"]), SLOW_MAX, info))
+    recs = [r for r in read_records(audit)[0] if r.get("sender") == SLOW_SENDER]
+    if len(recs) != SLOW_ATTEMPTS or {r.get("verdict") for r in recs} != {"held-no-tls"}:
+        p.append("%d records (verdicts %s) for %d held attempts" % (
+            len(recs), sorted({r.get("verdict") for r in recs}), SLOW_ATTEMPTS))
+    return p, info
+
+
 def run_all(run, report):
     run.inject()
     outcomes = run.wait_postfix()
@@ -925,6 +1179,12 @@ def run_all(run, report):
     report("ctl_audit_since", ctl_since_check(run))
     report("ctl_audit_garbage", ctl_garbage_check(run))
     report("audit_sighup_reopen", sighup_check(run))
+    report("audit_load_reopen_stop", load_reopen_stop_check(run))
+    p, info = slow_flush_check(run)
+    if p is None:
+        run.suite.results.skip("audit_slow_flush", info)
+    else:
+        run.suite.results.report("audit_slow_flush", p, info=[info] if info and run.args.verbose else ())
 
     if run.args.verbose:
         for path in (run.audit_path + ".1", run.audit_path):
@@ -976,6 +1236,7 @@ def main(argv=None):
             audit_path = os.path.join(tmp, "audit.jsonl")
             daemon = suite.daemon(args, cgroup, SENDERS_FILE, "--audit", audit_path, "-v")
             run = Run(args, tmp, cgroup, pfa, pfb, mxs, daemon, audit_path)
+            run.suite = suite
 
             def kill_clients():
                 for c in run.clients:
