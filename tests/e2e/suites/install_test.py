@@ -130,7 +130,8 @@ def traced_child(pid, timeout=10):
 
 def run_with_unit_caps(unit, tlsguardd, tlsguardctl, tmp):
     """tlsguardd under exactly the unit's CapabilityBoundingSet (setpriv, as
-    systemd would bound it), in a cgroup of this test: it must start, hold a
+    systemd would bound it), with an audit trail and TLS library copies, in
+    a cgroup of this test: it must start, hold a
     guaranteed MAIL FROM from the cgroup (the whole kernel path works with
     those capabilities), and then hold no CAP_SYS_ADMIN, with no_new_privs."""
     m = re.search(r"^CapabilityBoundingSet=(.*)$", unit, re.M)
@@ -147,6 +148,11 @@ def run_with_unit_caps(unit, tlsguardd, tlsguardctl, tmp):
     sock = os.path.join(tmp, "caps.sock")
     d = Daemon(tlsguardd, tlsguardctl, cg.path, senders, sock, os.path.join(tmp, "caps.log"))
     trace = os.path.join(tmp, "caps.strace")
+    # The audit trail (its flushing thread) and the TLS library copies
+    # (the packaged configuration's) run too, so that their system calls
+    # are checked against the unit's filter.
+    d.argv += ["--audit", os.path.join(tmp, "caps-audit.json"),
+               "--tls-library-copies", os.path.join(tmp, "caps-copies")]
     d.argv = ["strace", "-f", "-qq", "-o", trace, "setpriv", "--bounding-set=" + bset] + d.argv
     mx = TestMX(CAPS_MX, 25, name="caps")
     problems = []
@@ -281,6 +287,11 @@ def main(argv=None):
             problems.append("postfix drop-in: %r" % dropin)
         if re.search(r"@[A-Z]+@", unit):
             problems.append("tlsguardd.service has an unreplaced @VAR@")
+        if re.search(r"@[A-Z]+@", dropin):
+            problems.append("postfix drop-in has an unreplaced @VAR@")
+        if not re.search(r"^BindReadOnlyPaths=-/var/lib/tlsguard/tls/libssl\.so\.3:/usr/lib/[a-z0-9_-]+/libssl\.so\.3$",
+                         dropin, re.M):
+            problems.append("postfix drop-in does not bind tlsguardd's copy of libssl: %r" % dropin)
         if shutil.which("systemd-analyze"):
             for u in ("tlsguardd.service", "tlsguarded.slice", "tlsguardd-pins.service"):
                 r = subprocess.run(["systemd-analyze", "verify", "--man=no", os.path.join(units, u)],
