@@ -161,11 +161,16 @@ static int tg_uprobe_lib(struct tg_uprobes *u, struct tlsguard *skel,
 }
 
 /*
- * The file a process maps, as that process sees it: /proc/PID/map_files
- * names it whatever mount namespace or chroot the process is in (a copy
- * bound over the system's library path in the MTA's namespace is not
- * the file that path names here). Without CAP_SYS_ADMIN it cannot be
- * read: then the path as the process named it.
+ * The file a process maps, as that process sees it, whatever mount
+ * namespace or chroot it is in (a copy bound over the system's library
+ * path in the MTA's namespace is not the file that path names here):
+ * /proc/PID/map_files names the very file mapped, but can be followed
+ * only with CAP_SYS_ADMIN (or CAP_CHECKPOINT_RESTORE), which the daemon
+ * gives up after its set-up (tg_drop_caps()); /proc/PID/root and the
+ * path as the process named it need CAP_SYS_PTRACE, as its maps do.
+ * NULL when neither can be read (the process exited meanwhile): the
+ * path read here would name the system's file, and probing that would
+ * make every process on the host trap.
  */
 static const char *tg_mapped_file(int pid, const char *line, const char *file,
 				  char *buf, size_t len)
@@ -174,7 +179,12 @@ static const char *tg_mapped_file(int pid, const char *line, const char *file,
 	struct stat st;
 
 	snprintf(buf, len, "/proc/%d/map_files/%.*s", pid, (int)range, line);
-	return stat(buf, &st) == 0 ? buf : file;
+	if (stat(buf, &st) == 0)
+		return buf;
+	if (snprintf(buf, len, "/proc/%d/root%s", pid, file) < (int)len &&
+	    stat(buf, &st) == 0)
+		return buf;
+	return NULL;
 }
 
 /* TLS libraries mapped by the processes listed in dir/cgroup.procs. */
@@ -206,6 +216,8 @@ static void tg_uprobe_procs(struct tg_uprobes *u, struct tlsguard *skel,
 					continue;
 				at = tg_mapped_file(pid, line, file, mapped,
 						    sizeof(mapped));
+				if (!at)
+					continue;
 				k = tg_uprobe_lib(u, skel, at, file,
 						  tg_lib_names[j].kind);
 				if (k < 0 || !u->copies[0] ||

@@ -33,9 +33,10 @@
  *	a copy trap then: the MTA, started with the copies bound over the
  *	system's files in its own mount namespace. A library that a process
  *	of the cgroup maps is found as that process sees it
- *	(/proc/PID/map_files), so a copy bound in another namespace is
- *	probed as itself. It returns 0, or -1 with the reason in err when
- *	dir cannot hold the copies (tg_tlscopy_dir()).
+ *	(/proc/PID/map_files, or after tg_drop_caps() /proc/PID/root), so a
+ *	copy bound in another namespace is probed as itself; a process that
+ *	is gone before it is seen so is skipped. It returns 0, or -1 with
+ *	the reason in err when dir cannot hold the copies (tg_tlscopy_dir()).
  * DIAGNOSTICS
  *	A library that cannot be probed is a warning, once. So is, with
  *	copies, a process of the cgroup that maps a file other than a copy
