@@ -11,7 +11,8 @@
  *	callbacks; null_msg (sk_msg) and null_skb (sk_skb stream verdict)
  *	on that sockhash pass every byte; null_connect4/6 allow every
  *	connect; null_uprobe and null_uretprobe sit on the TLS library
- *	functions tlsguard probes and return at once. What a flow costs
+ *	functions tlsguard probes, in the same files (bench/run.py gives
+ *	null_hooks tlsguardd's copies), and return at once. What a flow costs
  *	with these attached is what the sockmap path, the cgroup hooks and
  *	a uprobe trap cost by themselves; tlsguard's own work is the rest.
  */

@@ -3,13 +3,17 @@
  * NAME
  *	null_hooks - attach bench/null_hooks.bpf.c: tlsguard's hooks, empty
  * SYNOPSIS
- *	null_hooks --cgroup DIR [--no-uprobes]
+ *	null_hooks --cgroup DIR [--no-uprobes] [--tls-lib PATH]...
  * DESCRIPTION
  *	Attaches null_sockops, null_connect4 and null_connect6 to the cgroup
  *	DIR, null_msg and null_skb to their sockhash, and (unless
- *	--no-uprobes) null_uprobe / null_uretprobe to each function of the
- *	system's libssl and libgnutls that tlsguardd probes, entry or
- *	return as tlsguardd does, for every process. Prints "ready" on
+ *	--no-uprobes) null_uprobe / null_uretprobe to each function of
+ *	libssl and libgnutls that tlsguardd probes, entry or return as
+ *	tlsguardd does, for every process that maps the file. The files are
+ *	the system's libssl.so.3 and libgnutls.so.30, or those given with
+ *	--tls-lib (at most 8; by file name libssl.so* or libgnutls.so*):
+ *	tlsguardd's copies (tls_library_copies), so that the floor traps in
+ *	exactly the processes tlsguardd's probes trap in. Prints "ready" on
  *	standard output once everything is attached, then waits for SIGTERM
  *	or SIGINT and detaches (the links die with the process).
  *
@@ -17,7 +21,8 @@
  *	hooks cost when the programs on them do nothing.
  * DIAGNOSTICS
  *	"null_hooks: fatal: TEXT", exit 1, when anything cannot be loaded
- *	or attached (a library that is absent is skipped).
+ *	or attached, or a --tls-lib is absent or of neither kind (a system
+ *	library that is absent is skipped).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -31,36 +36,57 @@
 #include "bench_util.h"
 #include "null_hooks.skel.h"
 
+enum lib_kind { LIB_SSL, LIB_GNUTLS };
+
 /* tlsguardd's probes (agent/tg_uprobe.c): library, function, return probe. */
 static const struct {
-	const char *lib;
+	enum lib_kind kind;
 	const char *func;
 	int ret;
 } probes[] = {
-	{ "/usr/lib/x86_64-linux-gnu/libssl.so.3", "SSL_set_fd", 0 },
-	{ "/usr/lib/x86_64-linux-gnu/libssl.so.3", "SSL_write", 0 },
-	{ "/usr/lib/x86_64-linux-gnu/libssl.so.3", "SSL_connect", 0 },
-	{ "/usr/lib/x86_64-linux-gnu/libssl.so.3", "SSL_read", 0 },
-	{ "/usr/lib/x86_64-linux-gnu/libssl.so.3", "SSL_read", 1 },
-	{ "/usr/lib/x86_64-linux-gnu/libssl.so.3", "SSL_write_ex", 0 },
-	{ "/usr/lib/x86_64-linux-gnu/libssl.so.3", "SSL_read_ex", 0 },
-	{ "/usr/lib/x86_64-linux-gnu/libssl.so.3", "SSL_read_ex", 1 },
-	{ "/usr/lib/x86_64-linux-gnu/libgnutls.so.30",
-	  "gnutls_transport_set_ptr", 0 },
-	{ "/usr/lib/x86_64-linux-gnu/libgnutls.so.30", "gnutls_record_send2",
-	  0 },
-	{ "/usr/lib/x86_64-linux-gnu/libgnutls.so.30",
-	  "gnutls_transport_set_ptr2", 0 },
-	{ "/usr/lib/x86_64-linux-gnu/libgnutls.so.30",
-	  "gnutls_transport_set_int2", 0 },
-	{ "/usr/lib/x86_64-linux-gnu/libgnutls.so.30", "gnutls_handshake", 0 },
-	{ "/usr/lib/x86_64-linux-gnu/libgnutls.so.30", "gnutls_record_recv",
-	  0 },
-	{ "/usr/lib/x86_64-linux-gnu/libgnutls.so.30", "gnutls_record_recv",
-	  1 },
+	{ LIB_SSL, "SSL_set_fd", 0 },
+	{ LIB_SSL, "SSL_write", 0 },
+	{ LIB_SSL, "SSL_connect", 0 },
+	{ LIB_SSL, "SSL_read", 0 },
+	{ LIB_SSL, "SSL_read", 1 },
+	{ LIB_SSL, "SSL_write_ex", 0 },
+	{ LIB_SSL, "SSL_read_ex", 0 },
+	{ LIB_SSL, "SSL_read_ex", 1 },
+	{ LIB_GNUTLS, "gnutls_transport_set_ptr", 0 },
+	{ LIB_GNUTLS, "gnutls_record_send2", 0 },
+	{ LIB_GNUTLS, "gnutls_transport_set_ptr2", 0 },
+	{ LIB_GNUTLS, "gnutls_transport_set_int2", 0 },
+	{ LIB_GNUTLS, "gnutls_handshake", 0 },
+	{ LIB_GNUTLS, "gnutls_record_recv", 0 },
+	{ LIB_GNUTLS, "gnutls_record_recv", 1 },
 };
 
-#define NPROBES (sizeof(probes) / sizeof(probes[0]))
+/* The system's files, probed when no --tls-lib is given. */
+static const char *const system_libs[] = {
+	"/usr/lib/x86_64-linux-gnu/libssl.so.3",
+	"/usr/lib/x86_64-linux-gnu/libgnutls.so.30",
+};
+
+#define NPROBES	 (sizeof(probes) / sizeof(probes[0]))
+#define NSYSLIBS (sizeof(system_libs) / sizeof(system_libs[0]))
+#define MAXLIBS	 8
+
+static const char usage[] =
+	"usage: null_hooks --cgroup DIR [--no-uprobes] [--tls-lib PATH]...";
+
+/* The kind of library path is, by its file name (libssl.so*, libgnutls.so*). */
+static enum lib_kind lib_kind(const char *path)
+{
+	const char *name = strrchr(path, '/');
+
+	name = name ? name + 1 : path;
+	if (strncmp(name, "libssl.so", 9) == 0)
+		return LIB_SSL;
+	if (strncmp(name, "libgnutls.so", 12) == 0)
+		return LIB_GNUTLS;
+	bu_fatal("%s: neither libssl.so* nor libgnutls.so*", path);
+	return LIB_SSL;
+}
 
 static struct bpf_link *attach_cgroup(struct bpf_program *prog, int cg)
 {
@@ -82,10 +108,10 @@ static void attach_socks(struct bpf_program *prog, int map,
 
 int main(int argc, char **argv)
 {
-	struct bpf_link *links[3 + NPROBES] = { 0 };
-	const char *cgroup = NULL;
+	struct bpf_link *links[3 + MAXLIBS * NPROBES] = { 0 };
+	const char *cgroup = NULL, *libs[MAXLIBS];
 	struct null_hooks *skel;
-	int uprobes = 1, cg, i, n = 0, sig;
+	int uprobes = 1, nlibs = 0, given, cg, i, j, n = 0, sig;
 	sigset_t stop;
 
 	bu_init("null_hooks");
@@ -94,12 +120,21 @@ int main(int argc, char **argv)
 			cgroup = argv[++i];
 		else if (strcmp(argv[i], "--no-uprobes") == 0)
 			uprobes = 0;
+		else if (strcmp(argv[i], "--tls-lib") == 0 && i + 1 < argc &&
+			 nlibs < MAXLIBS)
+			libs[nlibs++] = argv[++i];
 		else
-			bu_fatal("usage: null_hooks --cgroup DIR "
-				 "[--no-uprobes]");
+			bu_fatal("%s", usage);
 	}
 	if (!cgroup)
-		bu_fatal("usage: null_hooks --cgroup DIR [--no-uprobes]");
+		bu_fatal("%s", usage);
+	/* Given files must be there; the system's are skipped when absent. */
+	given = nlibs > 0;
+	for (i = 0; !given && i < (int)NSYSLIBS; i++)
+		if (access(system_libs[i], R_OK) == 0)
+			libs[nlibs++] = system_libs[i];
+	for (i = 0; i < nlibs; i++)
+		lib_kind(libs[i]);
 	cg = open(cgroup, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (cg < 0)
 		bu_fatal("%s: %s", cgroup, strerror(errno));
@@ -114,22 +149,24 @@ int main(int argc, char **argv)
 	links[n++] = attach_cgroup(skel->progs.null_connect4, cg);
 	links[n++] = attach_cgroup(skel->progs.null_connect6, cg);
 	links[n++] = attach_cgroup(skel->progs.null_sockops, cg);
-	for (i = 0; uprobes && i < (int)NPROBES; i++) {
-		LIBBPF_OPTS(bpf_uprobe_opts, opts, .func_name = probes[i].func,
-			    .retprobe = probes[i].ret);
-		struct bpf_program *prog = probes[i].ret ?
-						   skel->progs.null_uretprobe :
-						   skel->progs.null_uprobe;
+	for (j = 0; uprobes && j < nlibs; j++) {
+		for (i = 0; i < (int)NPROBES; i++) {
+			LIBBPF_OPTS(bpf_uprobe_opts, opts,
+				    .func_name = probes[i].func,
+				    .retprobe = probes[i].ret);
+			struct bpf_program *prog =
+				probes[i].ret ? skel->progs.null_uretprobe :
+						skel->progs.null_uprobe;
 
-		if (access(probes[i].lib, R_OK) < 0)
-			continue;
-		links[n] = bpf_program__attach_uprobe_opts(prog, -1,
-							   probes[i].lib, 0,
-							   &opts);
-		if (!links[n])
-			bu_fatal("uprobe %s:%s: %s", probes[i].lib,
-				 probes[i].func, strerror(errno));
-		n++;
+			if (probes[i].kind != lib_kind(libs[j]))
+				continue;
+			links[n] = bpf_program__attach_uprobe_opts(
+				prog, -1, libs[j], 0, &opts);
+			if (!links[n])
+				bu_fatal("uprobe %s:%s: %s", libs[j],
+					 probes[i].func, strerror(errno));
+			n++;
+		}
 	}
 	sigemptyset(&stop);
 	sigaddset(&stop, SIGTERM);

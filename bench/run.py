@@ -6,16 +6,27 @@ Usage (as root, from the repository; ``make bench`` builds everything first):
         [--tlsguardctl build/tlsguardctl] [--bin bench/build] [--out bench]
         [--rounds N] [--only 1,2,...] [--quick]
 
+TLS libraries: tlsguardd runs as a mail host runs it, with
+tls_library_copies = a directory of the run's own: it copies the system's
+libssl and libgnutls there and puts its uprobes on the copies. Every
+process that runs in a cgroup the run guards (the load generators, case
+3's Postfix) runs in a private mount namespace with the copies bound over
+the system's files, in every mode (without, floor, with), so that the
+modes differ only by what is attached; processes outside (the sinks, case
+8's loads) map the system's files and trap on no uprobe.
+
 Cases (each "with" and "without" tlsguardd attached, A B A B ...):
   1. raw flow rate: smtp-source (one message per connection, 4096-byte
      payload, a sender nobody guarantees) in the guarded cgroup, to
      smtp-sink on 127.0.0.61:25, at 1, 10 and 50 sessions; messages/s.
   2. TLS flows: bench/tls_source (STARTTLS, TLS 1.3, 10 messages per
-     session) to bench/tls_sink on 127.0.0.62:25; same concurrencies.
+     session; the copies bound) to bench/tls_sink on 127.0.0.62:25; same
+     concurrencies.
   3. whole MTA: 10,000 messages held in a private Postfix's queue (put on
      hold by a header check while injected through its own smtpd), then
      released; time until the queue is empty, all delivered to smtp-sink
      (plaintext) or to tls_sink (STARTTLS at smtp_tls_security_level=may).
+     Postfix runs with the copies bound (PostfixInstance binds).
   4. verdict latency: bench/held_latency, a guaranteed sender's MAIL FROM
      (+RCPT, DATA pipelined) until the 550 is read; 10,000 held messages
      on one connection (RSET between) and 10,000 on one connection each.
@@ -32,9 +43,11 @@ Cases (each "with" and "without" tlsguardd attached, A B A B ...):
      kernel map, and a start on the 1,000,000-sender snapshot with the
      database unreachable.
   8. outside the guarded cgroup: the plaintext and TLS loads of cases 1
-     and 2 (10 sessions) in a cgroup tlsguard does not guard, while
-     tlsguardd guards another (empty) one: what tlsguard costs the rest of
-     the host.
+     and 2 (10 sessions) in a cgroup tlsguard does not guard, with the
+     system's libraries, while tlsguardd guards another (empty) one: what
+     tlsguard costs the rest of the host. A fourth mode, "with, shared
+     libraries": tlsguardd without tls_library_copies, its uprobes on the
+     system's files, which the load maps: what the copies save.
   Then a profile of the cases that cost most: BPF run times per program
   (kernel BPF stats) and a perf sample, with and without tlsguardd.
 
@@ -42,7 +55,8 @@ The floor: cases 1, 2, 3 and 8 also run a third way, "floor": no
 tlsguardd, but bench/null_hooks attached instead: programs that do
 nothing, on the same hooks as tlsguard's (sock_ops, connect4/6 on the
 cgroup, sk_msg and sk_skb on a sockhash that holds every port-25 flow,
-uprobes on the same libssl/libgnutls functions). What the floor costs is
+uprobes on the same libssl/libgnutls functions of the same files:
+tlsguardd's copies, given with null_hooks --tls-lib). What the floor costs is
 what the kernel mechanism costs by itself; with / floor is tlsguard's own
 share. A ratio target that is missed is met at the floor when with /
 floor reaches it.
@@ -376,6 +390,22 @@ def in_cgroup(cg, argv):
     return ["/bin/sh", "-c", 'echo $$ > "$0" && exec "$@"', cg.procs_file] + list(argv)
 
 
+def with_binds(binds, argv):
+    """argv run in a private mount namespace where each (file, over) of binds is
+    bound over its path (what a mail host does for its MTA with tlsguardd's
+    copies of the TLS libraries); the namespace ends with the process."""
+    script = 'while [ "$1" != -- ]; do mount --bind "$1" "$2" || exit 1; shift 2; done; shift; exec "$@"'
+    return ["unshare", "-m", "--propagation", "private", "/bin/sh", "-c", script, "sh"] + \
+        [p for b in binds for p in b] + ["--"] + list(argv)
+
+
+def linked_path(binary, soname):
+    """The file the dynamic loader maps for soname in binary (ldd), or None."""
+    r = subprocess.run(["ldd", binary], capture_output=True, text=True, timeout=30)
+    m = re.search(r"^\s*%s => (\S+)" % re.escape(soname), r.stdout, re.M)
+    return m.group(1) if m else None
+
+
 def tcp_established(addrs):
     """Established IPv4 TCP connections to any of addrs ("a.b.c.d:port")."""
     want = set()
@@ -432,6 +462,9 @@ class Bench:
         self.last_split = {}
         self.quiet_waited = 0.0
         self.cgroups = []
+        self.bound = set()  # paths of the cgroups whose processes run with the copies bound
+        self.copydir = None  # tls_library_copies
+        self.binds = []  # (copy, system file) pairs
         self.pf_root = None
         self.postfix = None
         self.daemon = None
@@ -445,9 +478,17 @@ class Bench:
 
     # ---- process bookkeeping ----------------------------------------
 
+    def in_load(self, cg, argv):
+        """argv run in cg; in a cgroup that tlsguardd guards (or the floor's hooks
+        are on), with tlsguardd's copies of the TLS libraries bound over the
+        system's, as the MTA runs on a mail host."""
+        if cg.path in self.bound:
+            argv = with_binds(self.binds, argv)
+        return in_cgroup(cg, argv)
+
     def spawn(self, argv, cg=None, **kw):
         if cg is not None:
-            argv = in_cgroup(cg, argv)
+            argv = self.in_load(cg, argv)
         kw.setdefault("stdin", subprocess.DEVNULL)
         p = subprocess.Popen(argv, **kw)
         self.procs.append(p)
@@ -505,9 +546,13 @@ class Bench:
             raise RuntimeError("%s exited with %d: %s" % (" ".join(argv), p.returncode, (err or out).strip()[-500:]))
         return elapsed, (busy1 - busy0) / os.sysconf("SC_CLK_TCK"), out
 
-    def mkcgroup(self, prefix):
+    def mkcgroup(self, prefix, bound=True):
+        """A cgroup of this run; bound: its processes run with the copies bound
+        (a cgroup to guard), or not (the rest of the host)."""
         cg = Cgroup.create(prefix)
         self.cgroups.append(cg)
+        if bound:
+            self.bound.add(cg.path)
         return cg
 
     def wait_listening(self, addr, proc, timeout=5.0):
@@ -544,17 +589,21 @@ class Bench:
 
     # ---- tlsguardd ----------------------------------------------------
 
-    def start_daemon(self, cg, senders):
+    def start_daemon(self, cg, senders, copies=True):
         """Start tlsguardd on cg; returns seconds until status answers (senders: a
-        file, or pgsql:FILE)."""
+        file, or pgsql:FILE). copies: with tls_library_copies (as a mail host
+        runs it), or probing the system's TLS libraries."""
         assert self.daemon is None
         sock = os.path.join(self.tmp, "tlsguardd.sock")
         self.daemon_log = os.path.join(self.tmp, "tlsguardd.log")
         self.daemon_sock = sock
+        self.daemon_logpos = os.path.getsize(self.daemon_log) if os.path.exists(self.daemon_log) else 0
+        argv = [self.args.tlsguardd, "--cgroup", cg.path, "--senders", senders, "--port", "25",
+                "--socket", sock, "--pin-dir", self.pin_dir]
+        if copies and self.copydir:
+            argv += ["--tls-library-copies", self.copydir]
         t0 = time.monotonic()
-        self.daemon = self.spawn([self.args.tlsguardd, "--cgroup", cg.path, "--senders", senders,
-                                  "--port", "25", "--socket", sock, "--pin-dir", self.pin_dir],
-                                 stdout=open(self.daemon_log, "a"), stderr=subprocess.STDOUT,
+        self.daemon = self.spawn(argv, stdout=open(self.daemon_log, "a"), stderr=subprocess.STDOUT,
                                  start_new_session=True)
         deadline = t0 + 120
         while time.monotonic() < deadline:
@@ -577,8 +626,11 @@ class Bench:
     def start_floor(self, cg):
         """bench/null_hooks on cg: tlsguard's hooks, programs that do nothing."""
         assert self.floor is None
-        self.floor = self.spawn([self.bin("null_hooks"), "--cgroup", cg.path], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+        argv = [self.bin("null_hooks"), "--cgroup", cg.path]
+        for copy, _ in self.binds:  # the floor traps where tlsguardd does
+            argv += ["--tls-lib", copy]
+        self.floor = self.spawn(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
         line = self.floor.stdout.readline()
         if line.strip() != "ready":
             p, self.floor = self.floor, None
@@ -607,6 +659,11 @@ class Bench:
             rc = self.reap(p, timeout=20)
             if rc != 0:
                 self.results["errors"].append("tlsguardd exited with %s after SIGTERM" % rc)
+            # A process of the guarded cgroup that mapped the system's TLS library
+            # made tlsguardd probe it for the whole host: the run is not what it says.
+            for line in read(self.daemon_log)[self.daemon_logpos:].splitlines():
+                if "not one of the copies" in line and line not in self.results["errors"]:
+                    self.results["errors"].append(line)
         self.detach()
 
     def detach(self):
@@ -638,12 +695,49 @@ class Bench:
         with open(self.small_senders, "w") as f:
             f.write("# tlsguard bench: 10 guaranteed senders\n" + "".join(s + "\n" for s in SMALL_SENDERS))
         self.cg_load = self.mkcgroup("tlsguard-bench-load")
+        self.setup_copies()
         self.sink_plain = self.start_smtp_sink(SINK_PLAIN)
         self.sink_tls = self.start_tls_sink(SINK_TLS)
 
-    def guarded(self, fn, cg=None):
-        """Run fn() with tlsguardd attached to cg (the load cgroup by default)."""
-        self.start_daemon(cg or self.cg_load, self.small_senders)
+    def setup_copies(self):
+        """tls_library_copies in the temp dir, filled by one start of tlsguardd
+        (as on a mail host, where tlsguardd starts before the MTA); what it
+        copied from where is the bench's binds. Checks that a process run with
+        them maps the copy of libssl where the loader looks."""
+        self.copydir = os.path.join(self.tmp, "tls-copies")
+        os.mkdir(self.copydir, 0o755)
+        self.start_daemon(self.cg_load, self.small_senders)
+        self.stop_daemon()
+        text = read(self.daemon_log)[self.daemon_logpos:]
+        for src, dst in re.findall(r"copied (/\S+) to (/\S+)", text):
+            self.binds.append((dst, src))
+        if not any(os.path.basename(c).startswith("libssl.so") for c, _ in self.binds):
+            raise RuntimeError("tlsguardd --tls-library-copies %s copied no libssl: %s" % (
+                self.copydir, text.strip()[-500:]))
+        want = {}
+        for copy, over in self.binds:
+            st = os.stat(copy)
+            want[over] = (st.st_dev, st.st_ino)
+        ssl = linked_path(self.bin("tls_source"), "libssl.so.3")
+        real = {os.path.realpath(k): v for k, v in want.items()}
+        if ssl and os.path.realpath(ssl) not in real:
+            raise RuntimeError("the loader maps libssl from %s, which tlsguardd did not copy (%s)" % (
+                ssl, ", ".join(want)))
+        if ssl:
+            want[ssl] = real[os.path.realpath(ssl)]
+        r = subprocess.run(with_binds(self.binds, ["stat", "-L", "-c", "%d %i"] + list(want)),
+                           capture_output=True, text=True, timeout=30)
+        seen = [tuple(int(x) for x in line.split()) for line in r.stdout.splitlines()]
+        if r.returncode != 0 or seen != list(want.values()):
+            raise RuntimeError("the copies bound over %s are not what a process sees there: %s" % (
+                ", ".join(want), (r.stderr or r.stdout).strip()[-300:]))
+        self.results["tls_libraries"] = {"copies": self.copydir, "binds": self.binds}
+        log("TLS libraries: %s" % ", ".join("%s over %s" % b for b in self.binds))
+
+    def guarded(self, fn, cg=None, copies=True):
+        """Run fn() with tlsguardd attached to cg (the load cgroup by default);
+        copies: see start_daemon()."""
+        self.start_daemon(cg or self.cg_load, self.small_senders, copies)
         try:
             before = self.daemon_status()
             r = fn()
@@ -745,7 +839,7 @@ class Bench:
     def case_outside(self):
         """Cases 1 and 2 at 10 sessions, the load in a cgroup that tlsguardd
         does not guard; tlsguardd (or the null hooks) on another, empty one."""
-        outside = self.mkcgroup("tlsguard-bench-outside")
+        outside = self.mkcgroup("tlsguard-bench-outside", bound=False)
         guarded = self.mkcgroup("tlsguard-bench-guarded")
         res = {}
         self.results["outside"] = res
@@ -755,11 +849,16 @@ class Bench:
                 argv = self.smtp_source(OUTSIDE_SESSIONS, m) if kind == "plain" else \
                     self.tls_source(OUTSIDE_SESSIONS, m)
                 pair = self.rate_pair(argv, m, load_cg=outside, guard_cg=guarded)
+                # And tlsguardd probing the system's libraries, which the load maps.
+                self.wait_quiet()
+                (el, _, _), _, _ = self.guarded(lambda: self.run_load(argv, outside), guarded, copies=False)
+                pair.update(S=m / el, other=max(pair["other"], self.last_other))
+                self.settle([SINK_PLAIN, SINK_TLS])
                 slot = res.setdefault(kind, {"messages": m})
-                for k in ("A", "F", "B", "B_flows", "other"):
+                for k in ("A", "F", "B", "S", "B_flows", "other"):
                     slot.setdefault(k, []).append(pair[k])
-                log("round %d/%d outside, %s: without %.0f, floor %.0f, with %.0f msg/s" % (
-                    r + 1, self.args.rounds, kind, pair["A"], pair["F"], pair["B"]))
+                log("round %d/%d outside, %s: without %.0f, floor %.0f, with %.0f, with shared libraries "
+                    "%.0f msg/s" % (r + 1, self.args.rounds, kind, pair["A"], pair["F"], pair["B"], pair["S"]))
 
     # ---- case 3 -------------------------------------------------------
 
@@ -784,7 +883,7 @@ class Bench:
         self.postfix = BenchPostfix(
             port, root, cg, {"plain.sink": "smtp:[%s]:25" % SINK_PLAIN.split(":")[0],
                              "tls.sink": "smtp:[%s]:25" % SINK_TLS.split(":")[0]},
-            extra_main={"header_checks": "regexp:" + holdmap})
+            extra_main={"header_checks": "regexp:" + holdmap}, binds=self.binds)
         self.postfix.start()
         n = self.count(MTA_MESSAGES)
         for kind in ("plain", "tls"):
@@ -1180,7 +1279,7 @@ class Bench:
             out["rss_before_kb"] = proc_status_kb(dpid, "VmRSS")
             out["maps_before"] = daemon_maps(dpid)
         slab0 = slab_bytes()
-        p = self.spawn(in_cgroup(self.cg_load, [self.bin("flow_hold"), "open", "-n", str(n)] + HOLD_SINKS),
+        p = self.spawn([self.bin("flow_hold"), "open", "-n", str(n)] + HOLD_SINKS, self.cg_load,
                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         try:
             line = p.stdout.readline().strip()
@@ -1247,7 +1346,7 @@ class Bench:
                 try:
                     data = os.path.join(self.tmp, "perf-%s.data" % mode)
                     argv = ["perf", "record", "-a", "-F", "1999", "-q", "-o", data, "--"] + \
-                        in_cgroup(self.cg_load, self.smtp_source(50, m))
+                        self.in_load(self.cg_load, self.smtp_source(50, m))
                     r = subprocess.run(argv, capture_output=True, text=True, timeout=300)
                     if r.returncode != 0:
                         res["perf"][mode] = {"error": r.stderr.strip()[-300:]}
@@ -1412,6 +1511,17 @@ def write_report(res, out_dir, elapsed_s):
       "figures are medians; ratio = with / without (throughput). Load generator and sink share the "
       "machine's CPUs.")
     w("")
+    tl = res.get("tls_libraries")
+    if tl:
+        w("TLS libraries as a mail host sets them up: tlsguardd runs with `tls_library_copies = %s` (a "
+          "directory of the run's own, root's, mode 0755): it copies the system's TLS libraries there and "
+          "puts its uprobes on the copies, never on the system's files. Every process that runs in a "
+          "guarded cgroup (the load generators of cases 1, 2, 4, 5 and 6, the profile's loads, case 3's Postfix) "
+          "runs in a private mount namespace with the copies bound over the system's files (%s), in every "
+          "mode: without, floor and with differ only by what is attached. The sinks, outside, map the "
+          "system's files: a uprobe traps only in the processes that map the copies." % (
+              tl["copies"], "; ".join("`%s` over `%s`" % (os.path.basename(c), o) for c, o in tl["binds"])))
+        w("")
     cfg = res["config"]
     if res["errors"]:
         w("**Problems during the run:**")
@@ -1432,8 +1542,10 @@ def write_report(res, out_dir, elapsed_s):
               "guarded cgroup → `smtp-sink` on %s; %d rounds." % (MSG_LEN, SINK_PLAIN, cfg["rounds"]))
         else:
             w("`bench/tls_source -s N -m M -n %d -l %d` (connect, EHLO, STARTTLS, TLS 1.3 handshake, %d "
-              "messages, QUIT) in the guarded cgroup → `bench/tls_sink` on %s (ECDSA P-256 certificate made "
-              "at bench time); %d rounds." % (TLS_PER_SESSION, MSG_LEN, TLS_PER_SESSION, SINK_TLS, cfg["rounds"]))
+              "messages, QUIT) in the guarded cgroup, with tlsguardd's copies of the TLS libraries bound over "
+              "the system's (its libssl calls trap on tlsguardd's uprobes, or the floor's) → `bench/tls_sink` "
+              "on %s (outside, the system's libssl: no uprobe; ECDSA P-256 certificate made at bench time); "
+              "%d rounds." % (TLS_PER_SESSION, MSG_LEN, TLS_PER_SESSION, SINK_TLS, cfg["rounds"]))
         w("")
         if not rates or kind not in rates:
             w("Not run.")
@@ -1504,7 +1616,9 @@ def write_report(res, out_dir, elapsed_s):
         w("")
     else:
         n = mta.get("messages", MTA_MESSAGES)
-        w("A private Postfix (tests/e2e/fixtures/postfix_env.py, defaults but for its test settings) in its own cgroup. "
+        w("A private Postfix (tests/e2e/fixtures/postfix_env.py, defaults but for its test settings) in its own "
+          "cgroup, started in a mount namespace of its own with tlsguardd's copies of the TLS libraries bound "
+          "over the system's (as a mail host starts its MTA with tls_library_copies; for all three modes). "
           "%d messages (payload %d bytes, one recipient, a sender nobody guarantees) are injected through the "
           "instance's own smtpd on 127.0.0.1 (not timed; a header check puts them on hold), then released "
           "(`postsuper -H ALL; postqueue -f`); the time is from the release until the queue is empty, all "
@@ -1820,10 +1934,11 @@ def write_report(res, out_dir, elapsed_s):
             def mu(mode, key):
                 return median([r[key] for r in uo[mode]])
             w("What the libssl uprobes alone cost: TLS, 10 sessions, %d messages a run, %d rounds of without; "
-              "tlsguardd attached to an **empty** cgroup (its uprobes are on the library file, so they fire in "
-              "every process that uses it, but no flow of the load is tracked: %s flows tracked); tlsguardd on "
-              "the load's cgroup (medians):" % (uo["messages"], len(uo["A"]),
-                                                 "/".join(str(x) for x in uo["U_flows"])))
+              "tlsguardd attached to an **empty** cgroup (its uprobes are on its copies of the library, so they "
+              "fire in every process that maps them, here the load, run with the copies bound, but no flow of "
+              "the load is tracked: %s flows tracked); tlsguardd on the load's cgroup (medians). tls_sink maps "
+              "the system's libssl and traps in none of them." % (
+                  uo["messages"], len(uo["A"]), "/".join(str(x) for x in uo["U_flows"])))
             w("")
             w("| | without | uprobes only | with |")
             w("| --- | ---: | ---: | ---: |")
@@ -1842,7 +1957,8 @@ def write_report(res, out_dir, elapsed_s):
                           if n.startswith("tg_ssl")) / t10["messages"] / 1000
                 extra = sum(mu("U", k) - mu("A", k) for k in ("generator", "sinks", "kthreads"))
                 w("")
-                w("The uprobe programs ran %.1f times per message (both ends) for %.1f µs of BPF time; the CPU per "
+                w("The uprobe programs ran %.1f times per message (tls_source's end) for %.1f µs of BPF time; the "
+                  "CPU per "
                   "message grew by %.0f µs with the uprobes alone: about %.1f µs per probe hit, almost all of it "
                   "the trap and its handling, not the BPF program." % (hits, bpf, extra, extra / hits if hits else 0))
             w("")
@@ -1895,15 +2011,20 @@ def write_report(res, out_dir, elapsed_s):
         w("Not run.")
         w("")
     else:
-        w("The loads of cases 1 and 2 at %d sessions, run in a cgroup that tlsguard does not guard, while "
-          "tlsguardd (\"with\") or bench/null_hooks (\"floor\") is attached to another cgroup, with nothing "
-          "in it: what tlsguard costs the rest of the host (an IMAP server, a web server, inbound smtpd). "
-          "The uprobes on libssl are per library file, not per cgroup: they trap in every process that "
-          "calls SSL_read or SSL_write; a flow outside the cgroup is never in tlsguard's sockhash." % OUTSIDE_SESSIONS)
+        w("The loads of cases 1 and 2 at %d sessions, run in a cgroup that tlsguard does not guard, with the "
+          "system's TLS libraries (no copies bound), while tlsguardd (\"with\") or bench/null_hooks "
+          "(\"floor\") is attached to another cgroup, with nothing in it: what tlsguard costs the rest of "
+          "the host (an IMAP server, a web server, inbound smtpd). A uprobe is per library file, not per "
+          "cgroup: it traps in every process that maps the file. tlsguardd and the floor probe the copies "
+          "(tls_library_copies), which nothing here maps; \"with, shared libraries\" is tlsguardd without "
+          "tls_library_copies, its uprobes on the system's files: every SSL_read and SSL_write of the load "
+          "and of tls_sink traps (what the copies save). A flow outside the cgroup is never in tlsguard's "
+          "sockhash." % OUTSIDE_SESSIONS)
         w("")
         w("| load | messages/run | without (msg/s) | floor (msg/s) | with (msg/s) | ratio | with / floor | "
-          "target ≥ %.2f | flows tracked/run | others' CPU |" % TARGET_OUTSIDE)
-        w("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |")
+          "target ≥ %.2f | with, shared libraries (msg/s) | its ratio | flows tracked/run | others' CPU |"
+          % TARGET_OUTSIDE)
+        w("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |")
         for kind in ("plain", "tls"):
             d = out.get(kind)
             if not d:
@@ -1915,13 +2036,16 @@ def write_report(res, out_dir, elapsed_s):
             label = "plaintext" if kind == "plain" else "TLS"
             targets.append(("ratio ≥ %.2f: %s load outside the guarded cgroup" % (TARGET_OUTSIDE, label),
                             ratio_cell(ratio, fr), ok))
-            w("| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            sh = median(d.get("S") or [])
+            w("| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
                 label, d["messages"], fmt(a), fmt(f), fmt(b), fmt(ratio, "%.3f"), fmt(fr, "%.3f"), met(ok),
-                fmt(median(d["B_flows"])), fmt(max(d["other"]) * 100, "≤ %.0f%%")))
+                fmt(sh), fmt(sh / a if a and sh else None, "%.3f"), fmt(median(d["B_flows"])),
+                fmt(max(d["other"]) * 100, "≤ %.0f%%")))
         w("")
-        w("Every run (msg/s): " + "; ".join("%s without %s, floor %s, with %s" % (
+        w("Every run (msg/s): " + "; ".join("%s without %s, floor %s, with %s, with shared libraries %s" % (
             k, ", ".join("%.0f" % x for x in out[k]["A"]), ", ".join("%.0f" % x for x in out[k]["F"]),
-            ", ".join("%.0f" % x for x in out[k]["B"])) for k in ("plain", "tls") if k in out) + ".")
+            ", ".join("%.0f" % x for x in out[k]["B"]), ", ".join("%.0f" % x for x in out[k].get("S", [])))
+            for k in ("plain", "tls") if k in out) + ".")
         w("")
 
     # 9
@@ -1974,7 +2098,8 @@ def write_report(res, out_dir, elapsed_s):
         summ.append("| %s | %s | %s |" % (name, val, met(ok)))
     summ.append("")
     summ.append("A ratio is given with its floor, with / floor: tlsguard against programs that do nothing on the "
-                "same hooks (bench/null_hooks). \"Met at the floor\": the ratio misses its target, tlsguard is "
+                "same hooks (bench/null_hooks; its uprobes on the same files, tlsguardd's copies of the TLS "
+                "libraries). \"Met at the floor\": the ratio misses its target, tlsguard is "
                 "within %.0f%% of the floor, and the kernel mechanism itself (sockmap, cgroup hooks, uprobe traps) "
                 "is what costs the rest; README \"What it costs\" says what would lower it." % (
                     (1 - TARGET_RATIO) * 100))
