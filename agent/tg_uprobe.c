@@ -186,14 +186,17 @@ static int tg_uprobe_lib(struct tg_uprobes *u, struct tlsguard *skel,
 static const char *tg_mapped_file(int pid, const char *line, const char *file,
 				  dev_t dev, ino_t ino, char *buf, size_t len)
 {
-	size_t range = strcspn(line, " ");
+	unsigned long start = 0, end = 0;
 	struct stat st;
 	int k;
 
+	/* maps pads an address to 8 digits, map_files does not */
+	if (sscanf(line, "%lx-%lx", &start, &end) != 2)
+		return NULL;
 	for (k = 0; k < 3; k++) {
 		if (k == 0)
-			snprintf(buf, len, "/proc/%d/map_files/%.*s", pid,
-				 (int)range, line);
+			snprintf(buf, len, "/proc/%d/map_files/%lx-%lx", pid,
+				 start, end);
 		else if (k == 1)
 			snprintf(buf, len, "/proc/%d/root%s", pid, file);
 		else
