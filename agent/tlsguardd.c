@@ -469,8 +469,16 @@ static void tg_run(struct tg_agent *ag)
 				tg_mx_collect(&ag->mx);
 				tg_inject_mx_ready(&ag->ij);
 			}
-			else if (tag == TG_EP_SIGNAL && tg_on_signal(ag))
+			else if (tag == TG_EP_SIGNAL && tg_on_signal(ag)) {
+				/*
+				 * What the kernel reported before the stop is
+				 * read (audit records of flows that ended, held
+				 * flows answered); what comes later waits for
+				 * the next tlsguardd, as the pinned state does.
+				 */
+				ring_buffer__consume(ag->rb);
 				return;
+			}
 		}
 	}
 }
