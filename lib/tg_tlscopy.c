@@ -16,8 +16,6 @@
 
 #include "tg_tlscopy.h"
 
-#define TG_TLSCOPY_MAX	(64UL << 20)	/* larger than any TLS library */
-
 /* See tg_tlscopy.h. */
 int tg_tlscopy_dir(const char *dir, char *err, size_t errlen)
 {
@@ -59,57 +57,56 @@ int tg_tlscopy_dir(const char *dir, char *err, size_t errlen)
 	return 0;
 }
 
-/* The whole of path, at most TG_TLSCOPY_MAX bytes; NULL with errno. */
-static char *tg_slurp(const char *path, size_t *len)
+#define TG_TLSCOPY_CHUNK	(64 * 1024)
+
+/* Up to len bytes of fd into buf (fewer only at its end); -1 with errno. */
+static ssize_t tg_read_full(int fd, char *buf, size_t len)
 {
-	struct stat st;
-	char *buf = NULL;
 	size_t got = 0;
 	ssize_t n;
-	int fd;
 
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return NULL;
-	if (fstat(fd, &st) < 0)
-		goto fail;
-	if (!S_ISREG(st.st_mode) || (size_t)st.st_size > TG_TLSCOPY_MAX) {
-		errno = S_ISREG(st.st_mode) ? EFBIG : EINVAL;
-		goto fail;
-	}
-	buf = malloc(st.st_size ? st.st_size : 1);
-	if (!buf)
-		goto fail;
-	while (got < (size_t)st.st_size) {
-		n = read(fd, buf + got, st.st_size - got);
+	while (got < len) {
+		n = read(fd, buf + got, len - got);
 		if (n < 0 && errno == EINTR)
 			continue;
-		if (n <= 0) {
-			if (n == 0)
-				errno = EIO;	/* shrank while read */
-			goto fail;
-		}
+		if (n < 0)
+			return -1;
+		if (n == 0)
+			break;
 		got += n;
 	}
-	close(fd);
-	*len = got;
-	return buf;
-fail:
-	n = errno;
-	free(buf);
-	close(fd);
-	errno = n;
-	return NULL;
+	return (ssize_t)got;
 }
 
-/* Write len bytes of buf to dst through a temporary file in its directory. */
-static int tg_replace(const char *dir, const char *dst, const char *buf,
-		      size_t len, char *err, size_t errlen)
+/*
+ * Whether the open file have holds the same bytes as src, a chunk at a
+ * time (a library is megabytes; the agent's memory is not).
+ */
+static int tg_same_bytes(int src, int have, char *a, char *b)
+{
+	ssize_t x, y;
+
+	for (;;) {
+		x = tg_read_full(src, a, TG_TLSCOPY_CHUNK);
+		y = tg_read_full(have, b, TG_TLSCOPY_CHUNK);
+		if (x < 0 || y < 0 || x != y || memcmp(a, b, x))
+			return 0;
+		if (x == 0)
+			return 1;
+	}
+}
+
+/*
+ * src (open, at its start) copied to dst through a temporary file in its
+ * directory, flushed, then renamed over dst.
+ */
+static int tg_replace(int src, const char *dir, const char *dst, char *buf,
+		      char *err, size_t errlen)
 {
 	char tmp[PATH_MAX];
-	size_t done = 0;
-	ssize_t n;
-	int fd, dfd;
+	ssize_t n, w;
+	int fd, dfd, e = 0;
+	size_t done;
 
 	if (snprintf(tmp, sizeof(tmp), "%s.tmp-XXXXXX", dst) >= (int)sizeof(tmp)) {
 		snprintf(err, errlen, "%s: path too long", dst);
@@ -121,22 +118,29 @@ static int tg_replace(const char *dir, const char *dst, const char *buf,
 			 strerror(errno));
 		return -1;
 	}
-	while (done < len) {
-		n = write(fd, buf + done, len - done);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;
-		done += n;
+	while (!e && (n = tg_read_full(src, buf, TG_TLSCOPY_CHUNK)) > 0) {
+		for (done = 0; done < (size_t)n; done += w) {
+			w = write(fd, buf + done, n - done);
+			if (w < 0 && errno == EINTR) {
+				w = 0;
+				continue;
+			}
+			if (w <= 0) {
+				e = w < 0 ? errno : EIO;
+				break;
+			}
+		}
 	}
-	if (done < len || fchmod(fd, 0644) < 0 || fsync(fd) < 0) {
-		snprintf(err, errlen, "%s: cannot write: %s", tmp,
-			 strerror(errno ? errno : EIO));
-		close(fd);
+	if (!e && n < 0)
+		e = errno;
+	if (!e && (fchmod(fd, 0644) < 0 || fsync(fd) < 0))
+		e = errno;
+	close(fd);
+	if (e) {
+		snprintf(err, errlen, "%s: cannot write: %s", tmp, strerror(e));
 		unlink(tmp);
 		return -1;
 	}
-	close(fd);
 	if (rename(tmp, dst) < 0) {
 		snprintf(err, errlen, "%s: cannot rename to %s: %s", tmp, dst,
 			 strerror(errno));
@@ -156,9 +160,9 @@ int tg_tlscopy_make(const char *src, const char *dir, char *dst, size_t dstlen,
 		    char *err, size_t errlen)
 {
 	const char *name = strrchr(src, '/');
-	size_t len, have_len;
-	char *buf, *have;
-	int same, rc;
+	struct stat ss, hs;
+	char *a = NULL, *b = NULL;
+	int sfd, hfd, same = 0, rc = -1;
 
 	name = name ? name + 1 : src;
 	if (!*name || snprintf(dst, dstlen, "%s/%s", dir, name) >= (int)dstlen) {
@@ -166,16 +170,41 @@ int tg_tlscopy_make(const char *src, const char *dir, char *dst, size_t dstlen,
 			 src);
 		return -1;
 	}
-	buf = tg_slurp(src, &len);
-	if (!buf) {
+	sfd = open(src, O_RDONLY | O_CLOEXEC);
+	if (sfd < 0 || fstat(sfd, &ss) < 0) {
 		snprintf(err, errlen, "%s: cannot read: %s", src,
 			 strerror(errno));
+		if (sfd >= 0)
+			close(sfd);
 		return -1;
 	}
-	have = tg_slurp(dst, &have_len);
-	same = have && have_len == len && memcmp(have, buf, len) == 0;
-	free(have);
-	rc = same ? 0 : tg_replace(dir, dst, buf, len, err, errlen) ? -1 : 1;
-	free(buf);
+	if (!S_ISREG(ss.st_mode)) {
+		snprintf(err, errlen, "%s: not a regular file", src);
+		close(sfd);
+		return -1;
+	}
+	a = malloc(TG_TLSCOPY_CHUNK);
+	b = malloc(TG_TLSCOPY_CHUNK);
+	if (!a || !b) {
+		snprintf(err, errlen, "%s: %s", src, strerror(ENOMEM));
+		goto out;
+	}
+	hfd = open(dst, O_RDONLY | O_CLOEXEC);
+	if (hfd >= 0) {
+		same = fstat(hfd, &hs) == 0 && S_ISREG(hs.st_mode) &&
+		       hs.st_size == ss.st_size && tg_same_bytes(sfd, hfd, a, b);
+		close(hfd);
+	}
+	if (same) {
+		rc = 0;
+	} else if (lseek(sfd, 0, SEEK_SET) < 0) {
+		snprintf(err, errlen, "%s: %s", src, strerror(errno));
+	} else {
+		rc = tg_replace(sfd, dir, dst, a, err, errlen) ? -1 : 1;
+	}
+out:
+	free(a);
+	free(b);
+	close(sfd);
 	return rc;
 }
