@@ -50,6 +50,7 @@
 #define TG_SCAN_DIVERT		0x1ULL	/* hold the line at TG_SCAN_OFF */
 #define TG_SCAN_LINE		0x2ULL	/* a line started in these bytes */
 #define TG_SCAN_LOST		0x4ULL	/* lost count of the conversation */
+#define TG_SCAN_TAKEN		0x8ULL	/* tg_cmd_one() read the write */
 #define TG_SCAN_WHY(r)		((__u32)((r) >> 8) & 0xff)
 #define TG_SCAN_OFF(r)		((__u32)((r) >> 32))	/* where it started */
 
@@ -377,6 +378,43 @@ static __always_inline int tg_to_slot(struct sk_msg_md *msg, struct tg_flow *f)
 	return tg_redirect(msg, f, &slot->inject);
 }
 
+/*
+ * The write at once, when it is one whole command line of a four-letter
+ * verb other than MAIL and BDAT (tg_cmd_line()): RCPT, DATA, QUIT, EHLO
+ * and the like are mostly written so, and this spares them the scan
+ * byte by byte; it passes. Returns TG_SCAN_TAKEN, or 0 when the write is
+ * to be scanned. Global, verified once.
+ */
+__noinline __u64 tg_cmd_one(struct sk_msg_md *msg, struct tg_flow *f,
+			    __u32 len)
+{
+	unsigned char buf[TG_CLINE_MAX] = {};
+	__u64 n;
+
+	/* bytes after DATA before its reply are tg_scan_byte()'s to judge */
+	if (!f || f->data_cmd || len < 6 || len > TG_CLINE_MAX)
+		return 0;
+	/* the mask changes nothing; the verifier needs it (see tg_blk_get) */
+	barrier_var(len);
+	len = ((len - 1) & (TG_CLINE_MAX - 1)) + 1;
+	if (bpf_probe_read_kernel(buf, len, msg->data) ||
+	    !tg_cmd_line(&f->cmd, buf, len))
+		return 0;
+	if (f->cmd.verb == TG_VERB_DATA)
+		f->data_cmd = f->cmds;
+	else if (f->cmd.verb == TG_VERB_EHLO || f->cmd.verb == TG_VERB_HELO)
+		f->ehlo_cmd = f->cmds;
+	if (tg_audit_on) {
+		/* the line without its LF, and the CR before it */
+		n = len - 1 - f->cmd.cr;
+		barrier_var(n);
+		n &= TG_CLINE_MAX - 1;
+		tg_emit_line(f, 0, (__u64)(long)msg->data, n, 0);
+	}
+	f->cmds++;
+	return TG_SCAN_TAKEN;
+}
+
 static __always_inline int tg_plain(struct sk_msg_md *msg, struct tg_flow *f)
 {
 	__u32 len = msg->size, line_off, why;
@@ -406,6 +444,8 @@ static __always_inline int tg_plain(struct sk_msg_md *msg, struct tg_flow *f)
 		if (TG_BODY_END(r) > 0)
 			return SK_PASS;
 	}
+	if (tg_cmd_one(msg, f, len) & TG_SCAN_TAKEN)
+		return SK_PASS;
 	r = tg_scan_cmds(msg, f, len);
 	if (r & TG_SCAN_LOST) {
 		tg_fail_flow(f, TG_WHY_DESYNC);

@@ -16,6 +16,10 @@
  *	int	tg_reply_feed(struct tg_reply *r, unsigned char c);
  *	int	tg_reply_class(const struct tg_reply *r);
  *	int	tg_reply_data(const struct tg_reply *r);
+ *	int	tg_reply_line(struct tg_reply *r, const unsigned char *buf,
+ *			      __u32 len);
+ *	int	tg_cmd_line(struct tg_cmd *p, const unsigned char *buf,
+ *			    __u32 len);
  *
  *	__u64	tg_addr_key(const char *addr, __u32 len, __u64 *domain_key);
  *	__u64	tg_addr_key_srs(const char *addr, __u32 len, __u64 *domain_key,
@@ -1271,6 +1275,117 @@ static TG_INLINE int tg_reply_feed(struct tg_reply *r, unsigned char c)
 	}
 	r->cr = c == '\r';
 	return TG_REPLY_NONE;
+}
+
+/*
+ * The len bytes at buf (then zeros, up to max, a multiple of 8) hold one
+ * LF, their last byte: found from words, not byte by byte.
+ */
+static TG_INLINE int tg_lf_last(const unsigned char *buf, __u32 len,
+				__u32 max)
+{
+	__u64 w, want;
+	__u32 k, last = len - 1;
+
+	for (k = 0; k < max / 8; k++) {
+		__builtin_memcpy(&w, buf + 8 * k, 8);
+		want = k == last / 8 ? 0x80ULL << (8 * (last % 8)) : 0;
+		if (tg_bytes_eq8(w, '\n') != want)
+			return 0;
+	}
+	return 1;
+}
+
+/*
+ * A reply that is a whole segment of its own, one line: three digits, a
+ * space, text and an LF at the end, none before it ("250 2.1.0 Ok\r\n").
+ * Most replies come so. Fed byte by byte, such a line, begun where a new
+ * reply is due, raises TG_REPLY_FINAL at its LF whatever its text, and
+ * leaves r at the start of the next reply with its code; tg_reply_line()
+ * does that at once, from words. It does not read the text's keyword:
+ * r->starttls and r->chunking are left 0, so the caller must not use it
+ * for the reply to EHLO. buf holds TG_RLINE_MAX bytes: the segment's len
+ * bytes, then zeros. Returns 1 when the segment was taken so, else 0 (r
+ * untouched: feed it byte by byte). tests/unit/test_skip.c checks it
+ * against tg_reply_feed().
+ */
+#define TG_RLINE_MAX	64
+
+static TG_INLINE int tg_reply_line(struct tg_reply *r, const unsigned char *buf,
+				   __u32 len)
+{
+	__u32 k;
+
+	if (r->line_len || !r->new_reply || len < 5 || len > TG_RLINE_MAX)
+		return 0;
+	for (k = 0; k < 3; k++)
+		if (buf[k] < '0' || buf[k] > '9')
+			return 0;
+	if (buf[3] != ' ' || !tg_lf_last(buf, len, TG_RLINE_MAX))
+		return 0;
+	r->code = (__u16)((buf[0] - '0') * 100 + (buf[1] - '0') * 10 +
+			  (buf[2] - '0'));
+	r->sep = ' ';
+	r->bad = 0;
+	r->starttls = 0;
+	r->chunking = 0;
+	r->first = 0;
+	r->word = 0;
+	r->word_len = 0;
+	r->lflags = 0;
+	r->line_len = 0;
+	r->cr = 0;
+	r->new_reply = 1;
+	return 1;
+}
+
+/*
+ * A write that is one whole command line, begun at a line start, whose
+ * verb is four letters other than MAIL and BDAT, then a space (or CR LF
+ * at once): "RCPT TO:<a@b>\r\n", "DATA\r\n", "EHLO host\r\n". Fed byte by
+ * byte, what follows such a verb is not read but for the CR before the
+ * LF, and the line raises TG_CMD_LINE at its LF; tg_cmd_line() does that
+ * at once and leaves p as feeding would, up to what the next line
+ * resets (an RCPT path that p->rcpt_paths has read gives nothing
+ * either). buf holds TG_CLINE_MAX bytes: the write's len bytes, then
+ * zeros. Returns 1 when the line was taken so (p->verb, p->cr and p->tx
+ * as after its LF), else 0 (p untouched). tests/unit/test_skip.c checks
+ * it against tg_cmd_feed().
+ */
+#define TG_CLINE_MAX	128
+
+static TG_INLINE int tg_cmd_line(struct tg_cmd *p, const unsigned char *buf,
+				 __u32 len)
+{
+	__u64 verb = 0;
+	__u32 k;
+	unsigned char c;
+
+	if (p->mode != TG_MODE_CMD || p->line_len || len < 6 ||
+	    len > TG_CLINE_MAX)
+		return 0;
+	for (k = 0; k < 4; k++) {
+		c = buf[k];
+		if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z')))
+			return 0;
+		verb |= (__u64)tg_upper(c) << (8 * k);
+	}
+	if (verb == TG_VERB_MAIL || verb == TG_VERB_BDAT)
+		return 0;
+	if (buf[4] != ' ' && !(buf[4] == '\r' && len == 6))
+		return 0;
+	if (!tg_lf_last(buf, len, TG_CLINE_MAX))
+		return 0;
+	tg_cmd_new_line(p);
+	p->verb = verb;
+	p->verb_len = 4;
+	p->phase = TG_PH_START;
+	p->addr_key = 0;
+	p->cr = buf[(len - 2) & (TG_CLINE_MAX - 1)] == '\r';
+	if (verb == TG_VERB_RSET || verb == TG_VERB_EHLO ||
+	    verb == TG_VERB_HELO || verb == TG_VERB_QUIT)
+		p->tx = 0;
+	return 1;
 }
 
 /*

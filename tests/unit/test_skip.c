@@ -18,7 +18,11 @@
  *	It also checks tg_bytes_eq8() for every byte value at every position
  *	of a word among every other, and tg_body_words() against
  *	tg_cmd_feed() over random words of the bytes that matter to a body
- *	(LF, CR, ".", NUL, others) from each state it takes.
+ *	(LF, CR, ".", NUL, others) from each state it takes, and
+ *	tg_reply_line(), which takes a one-line reply at once, against
+ *	tg_reply_feed() over random segments after random prefixes;
+ *	likewise tg_cmd_line(), which takes a one-line command at once,
+ *	against tg_cmd_feed().
  * DIAGNOSTICS
  *	One line per failed check on stderr; "N passed, M failed" on stdout.
  */
@@ -241,10 +245,222 @@ static void test_streams(void)
 	}
 }
 
+/*
+ * Replies: a segment that tg_reply_line() takes must leave the parser as
+ * feeding it would, up to the fields the next line resets (the keyword
+ * and the line's flags, which it does not read), and raise FINAL at its
+ * LF; one it refuses must leave the parser untouched. Random prefixes
+ * put the parser in every state; random suffixes then show that what
+ * follows reads the same either way.
+ */
+static int reply_events(struct tg_reply *r, const unsigned char *b,
+			size_t len, int *ev, int max)
+{
+	size_t i;
+	int n = 0, e;
+
+	for (i = 0; i < len; i++) {
+		e = tg_reply_feed(r, b[i]);
+		if (e != TG_REPLY_NONE && n < max)
+			ev[n++] = e * 1000 + r->code;
+	}
+	return n;
+}
+
+static void random_reply_bytes(unsigned char *b, size_t len)
+{
+	static const unsigned char alpha[] = "0123456789 -\r\n\t\nSTARTLS";
+	size_t j;
+
+	for (j = 0; j < len; j++)
+		b[j] = random() % 3 ? (unsigned char)alpha[random() %
+							   (sizeof(alpha) - 1)] :
+				      (unsigned char)random();
+}
+
+static void test_reply_line(void)
+{
+	unsigned char pre[16], seg[TG_RLINE_MAX + 8], buf[TG_RLINE_MAX],
+		post[40];
+	struct tg_reply a, f, before;
+	int ea[EV_MAX], ef[EV_MAX], na, nf, k, took = 0;
+	size_t i, len, npre;
+
+	tg_case("tg_reply_line agrees with tg_reply_feed on random segments");
+	srandom(13);
+	for (i = 0; i < 300000; i++) {
+		tg_reply_init(&a);
+		npre = (size_t)random() % 3 ? 0 : (size_t)random() % sizeof(pre);
+		random_reply_bytes(pre, npre);
+		if (npre && random() % 2)
+			pre[npre - 1] = '\n';
+		reply_events(&a, pre, npre, ea, EV_MAX);
+
+		len = 1 + (size_t)random() % (TG_RLINE_MAX + 4);
+		random_reply_bytes(seg, len);
+		if (random() % 2) {	/* mostly well-formed: the fast case */
+			seg[0] = '0' + random() % 10;
+			seg[1] = '0' + random() % 10;
+			seg[2] = '0' + random() % 10;
+			if (len > 3)
+				seg[3] = random() % 8 ? ' ' : '-';
+			for (k = 4; k + 1 < (int)len; k++)
+				if (seg[k] == '\n' && random() % 8)
+					seg[k] = 'x';
+			seg[len - 1] = random() % 8 ? '\n' : 'x';
+		}
+		memset(buf, 0, sizeof(buf));
+		memcpy(buf, seg, len < sizeof(buf) ? len : sizeof(buf));
+
+		memcpy(&f, &a, sizeof(f));
+		memcpy(&before, &a, sizeof(before));
+		if (tg_reply_line(&f, buf, (__u32)len)) {
+			took++;
+			na = reply_events(&a, seg, len, ea, EV_MAX);
+			CHECK(na == 1 && ea[0] == TG_REPLY_FINAL * 1000 + f.code,
+			      "%s: fed, %d events, first %d; taken: FINAL %u",
+			      tg_esc(seg, len), na, na ? ea[0] : 0, f.code);
+			CHECK(a.code == f.code && a.sep == f.sep &&
+				      a.bad == f.bad && a.line_len == f.line_len &&
+				      a.cr == f.cr && a.new_reply == f.new_reply &&
+				      a.first == f.first,
+			      "%s: state differs after the line",
+			      tg_esc(seg, len));
+		} else {
+			CHECK(memcmp(&f, &before, sizeof(f)) == 0,
+			      "%s: refused, but the parser changed",
+			      tg_esc(seg, len));
+			reply_events(&f, seg, len, ef, EV_MAX);
+			reply_events(&a, seg, len, ea, EV_MAX);
+		}
+		random_reply_bytes(post, sizeof(post));
+		na = reply_events(&a, post, sizeof(post), ea, EV_MAX);
+		nf = reply_events(&f, post, sizeof(post), ef, EV_MAX);
+		CHECK(na == nf, "%s then %s: %d events vs %d", tg_esc(seg, len),
+		      tg_esc(post, sizeof(post)), na, nf);
+		for (k = 0; k < na && k < nf; k++)
+			CHECK(ea[k] == ef[k], "%s: after it, event %d: %d vs %d",
+			      tg_esc(seg, len), k, ea[k], ef[k]);
+		CHECK(a.new_reply == f.new_reply && a.line_len == f.line_len &&
+			      a.starttls == f.starttls &&
+			      a.chunking == f.chunking && a.first == f.first,
+		      "%s: state differs after what follows",
+		      tg_esc(seg, len));
+	}
+	CHECK(took > 10000, "only %d segments taken at once", took);
+}
+
+/*
+ * Commands: a write that tg_cmd_line() takes must raise TG_CMD_LINE at
+ * its LF when fed, and leave what the scanner reads then (verb, CR,
+ * transaction) and, once a next line has started, the whole parser as
+ * feeding it would; one it refuses must leave the parser untouched.
+ */
+static int cmd_events(struct tg_cmd *p, const unsigned char *b, size_t len,
+		      int *ev, int max)
+{
+	size_t i;
+	int n = 0, e;
+
+	for (i = 0; i < len; i++) {
+		e = tg_cmd_feed(p, b[i]);
+		if (e != TG_CMD_NONE && n < max)
+			ev[n++] = e;
+	}
+	return n;
+}
+
+static void test_cmd_line(void)
+{
+	static const char *const verbs[] = { "RCPT", "rcpt", "DATA", "QUIT",
+					     "EHLO", "HELO", "RSET", "NOOP",
+					     "MAIL", "BDAT", "VRFY", "Ma1l" };
+	static const char *const pres[] = { "", "MAIL FROM:<a@b>\r\n", "EHLO",
+					    "DATA\r\n", "BDAT 5\r\n",
+					    "BDAT 2 LAST\r\nxy" };
+	static const unsigned char alpha[] = "aZ :<>@.\r\n\t\v";
+	unsigned char seg[TG_CLINE_MAX + 8], buf[TG_CLINE_MAX], post[24];
+	struct tg_cmd a, f, before;
+	int ea[EV_MAX], ef[EV_MAX], na, nf, k, took = 0;
+	size_t i, j, len;
+
+	tg_case("tg_cmd_line agrees with tg_cmd_feed on random writes");
+	srandom(17);
+	for (i = 0; i < 300000; i++) {
+		const char *pre = pres[random() % TG_NELEM(pres)];
+
+		tg_cmd_init(&a);
+		a.no_chunking = random() % 2;
+		a.rcpt_paths = random() % 4 == 0;
+		cmd_events(&a, (const unsigned char *)pre, strlen(pre), ea,
+			   EV_MAX);
+		if (random() % 3 == 0)
+			tg_cmd_start_body(&a);
+
+		len = 1 + (size_t)random() % (TG_CLINE_MAX + 4);
+		memcpy(seg, verbs[random() % TG_NELEM(verbs)], 4);
+		for (j = 4; j < len; j++)
+			seg[j] = random() % 4 ? 'a' + random() % 26 :
+			         random() % 2 ? alpha[random() %
+						      (sizeof(alpha) - 1)] :
+					        (unsigned char)random();
+		if (len > 4 && random() % 2)
+			seg[4] = random() % 4 ? ' ' : '\r';
+		for (j = 4; j + 1 < len; j++)
+			if (seg[j] == '\n' && random() % 8)
+				seg[j] = 'x';
+		if (len > 1 && random() % 2)
+			seg[len - 2] = '\r';
+		seg[len - 1] = random() % 8 ? '\n' : 'x';
+		if (random() % 8 == 0 && len == 7)
+			memcpy(seg, "DATA\r\n", 6);
+		memset(buf, 0, sizeof(buf));
+		memcpy(buf, seg, len < sizeof(buf) ? len : sizeof(buf));
+
+		memcpy(&f, &a, sizeof(f));
+		memcpy(&before, &a, sizeof(before));
+		if (tg_cmd_line(&f, buf, (__u32)len)) {
+			took++;
+			na = cmd_events(&a, seg, len, ea, EV_MAX);
+			CHECK(na == 1 && ea[0] == TG_CMD_LINE,
+			      "%s: fed, %d events, first %d", tg_esc(seg, len),
+			      na, na ? ea[0] : 0);
+			CHECK(a.verb == f.verb && a.cr == f.cr && a.tx == f.tx &&
+				      a.line_len == f.line_len &&
+				      a.mode == f.mode && a.phase == f.phase &&
+				      a.addr_key == f.addr_key &&
+				      a.domain_key == f.domain_key,
+			      "%s: state differs after the line",
+			      tg_esc(seg, len));
+		} else {
+			CHECK(memcmp(&f, &before, sizeof(f)) == 0,
+			      "%s: refused, but the parser changed",
+			      tg_esc(seg, len));
+			cmd_events(&f, seg, len, ef, EV_MAX);
+			cmd_events(&a, seg, len, ea, EV_MAX);
+		}
+		for (j = 0; j < sizeof(post); j++)
+			post[j] = alpha[random() % (sizeof(alpha) - 1)];
+		na = cmd_events(&a, post, sizeof(post), ea, EV_MAX);
+		nf = cmd_events(&f, post, sizeof(post), ef, EV_MAX);
+		CHECK(na == nf, "%s: after it, %d events vs %d",
+		      tg_esc(seg, len), na, nf);
+		for (k = 0; k < na && k < nf; k++)
+			CHECK(ea[k] == ef[k], "%s: after it, event %d: %d vs %d",
+			      tg_esc(seg, len), k, ea[k], ef[k]);
+		CHECK(memcmp(&a, &f, sizeof(a)) == 0,
+		      "%s: parser state differs after what follows",
+		      tg_esc(seg, len));
+	}
+	CHECK(took > 10000, "only %d writes taken at once", took);
+}
+
 int main(void)
 {
 	test_eq8();
 	test_words();
 	test_streams();
+	test_reply_line();
+	test_cmd_line();
 	return tg_test_done();
 }
