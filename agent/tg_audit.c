@@ -276,6 +276,9 @@ static void tg_audit_forget(struct tg_audit *au, struct tg_audit_flow *f)
 {
 	unsigned i = (unsigned)(f - au->flows), j, h;
 
+	free(f->rcpt);
+	f->rcpt = NULL;
+	f->rcpt_cap = f->nrcpt = 0;
 	f->cookie = 0;
 	for (j = (i + 1) % TG_AUDIT_FLOWS; au->flows[j].cookie;
 	     j = (j + 1) % TG_AUDIT_FLOWS) {
@@ -437,6 +440,25 @@ static void tg_audit_push(struct tg_audit_flow *f, int kind, unsigned rcpt)
 	f->pend_rcpt[i] = (unsigned short)rcpt;
 }
 
+/* Room for one more recipient in f: 0, or -1 (out of memory). */
+static int tg_audit_rcpt_room(struct tg_audit_flow *f)
+{
+	struct tg_audit_rcpt *r;
+	unsigned cap;
+
+	if (f->nrcpt < f->rcpt_cap)
+		return 0;
+	cap = f->rcpt_cap ? 2 * f->rcpt_cap : 4;
+	if (cap > TG_AUDIT_RCPTS)
+		cap = TG_AUDIT_RCPTS;
+	r = realloc(f->rcpt, cap * sizeof(*r));
+	if (!r)
+		return -1;
+	f->rcpt = r;
+	f->rcpt_cap = cap;
+	return 0;
+}
+
 static void tg_audit_command(struct tg_audit *au, struct tg_audit_flow *f,
 			     __u32 flags, const char *text, size_t len)
 {
@@ -458,7 +480,8 @@ static void tg_audit_command(struct tg_audit *au, struct tg_audit_flow *f,
 		tg_audit_push(f, K_MAIL, 0);
 		break;
 	case TG_VERB_RCPT:
-		if (f->txn && f->nrcpt < TG_AUDIT_RCPTS) {
+		if (f->txn && f->nrcpt < TG_AUDIT_RCPTS &&
+		    tg_audit_rcpt_room(f) == 0) {
 			struct tg_audit_rcpt *r = &f->rcpt[f->nrcpt];
 
 			snprintf(r->addr, sizeof(r->addr), "%s", addr);
@@ -666,8 +689,10 @@ void tg_audit_close(struct tg_audit *au)
 	unsigned i;
 
 	for (i = 0; au->flows && i < TG_AUDIT_FLOWS; i++)
-		if (au->flows[i].cookie)
+		if (au->flows[i].cookie) {
 			tg_audit_end(au, &au->flows[i], NULL);
+			free(au->flows[i].rcpt);
+		}
 	free(au->flows);
 	au->flows = NULL;
 	if (au->sync.running) {

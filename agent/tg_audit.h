@@ -108,7 +108,14 @@ struct tg_audit_flow {
 	char mail_reply[TG_AUDIT_REPLY];
 	char data_reply[TG_AUDIT_REPLY];
 	unsigned nrcpt;
-	struct tg_audit_rcpt rcpt[TG_AUDIT_RCPTS];
+	/*
+	 * Allocated as recipients come (at most TG_AUDIT_RCPTS), freed with
+	 * the entry: the table's entries stay small, so that a new flow's
+	 * costs no more than a short memset, and the table's memory stays
+	 * near what the flows in it use.
+	 */
+	unsigned rcpt_cap;
+	struct tg_audit_rcpt *rcpt;
 };
 
 /* Between the loop and the syncer, under lock (see tg_audit.c). */
