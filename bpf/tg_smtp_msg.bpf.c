@@ -241,10 +241,48 @@ __noinline __u64 tg_scan_cmds(struct sk_msg_md *msg, struct tg_flow *f,
 
 struct tg_bscan {
 	struct tg_flow *f;
+	struct sk_msg_md *msg;
 	__u32 end;		/* bytes read, up to the body's end */
 	__u32 lost;
 	struct tg_blk blk;
 };
+
+#define TG_BODY_RUN	32	/* words tg_body_run() takes at most */
+
+/*
+ * Up to TG_BODY_RUN words of the body from byte i of the write (i a
+ * multiple of 8, at most len), read in place (the write is linear: see
+ * tg_plain()), as tg_body_words() takes them: returns the bytes taken, 0
+ * for none (p->body updated). Reading in place spares a copy a block;
+ * global, so that its loop is checked once.
+ */
+__noinline __u32 tg_body_run(struct sk_msg_md *msg, struct tg_cmd *p,
+			     __u32 i, __u32 len)
+{
+	struct tg_bwords s;
+	void *d, *end;
+	__u64 w, off = i;
+	__u32 k;
+
+	if (!p || (i & 7) || i >= len || len > TG_SCAN_MAX ||
+	    !tg_bwords_start(p, &s))
+		return 0;
+	/* no-op masks, for the verifier: packet offsets must be bounded */
+	barrier_var(off);
+	off &= 2 * TG_SCAN_MAX - 1;
+	d = (void *)(long)msg->data + off;
+	end = (void *)(long)msg->data_end;
+	for (k = 0; k < TG_BODY_RUN; k++) {
+		if (i + 8 * k + 8 > len || d + 8 * k + 8 > end)
+			break;
+		w = *(__u64 *)(d + 8 * k);
+		if (!tg_bwords_take(&s, w))
+			break;
+	}
+	if (k > 0)
+		tg_bwords_end(p, &s);
+	return 8 * k;
+}
 
 /* One step: a block's quiet words, or one word fed byte by byte. */
 static long tg_body_step(__u32 n, void *ctx)
@@ -256,6 +294,11 @@ static long tg_body_step(__u32 n, void *ctx)
 
 	if (!f || i >= s->blk.len || i > TG_SCAN_MAX)
 		return 1;
+	r = tg_body_run(s->msg, &f->cmd, i, s->blk.len);
+	if (r) {
+		s->end = i + r;
+		return s->end >= s->blk.len;
+	}
 	if (tg_blk_get(&s->blk, i, 0)) {
 		s->lost = 1;
 		return 1;
@@ -297,6 +340,7 @@ __noinline __u64 tg_scan_body(struct sk_msg_md *msg, struct tg_flow *f,
 	if (len > TG_SCAN_MAX)
 		len = TG_SCAN_MAX;
 	s.f = f;
+	s.msg = msg;
 	s.blk.base = (__u64)(long)msg->data;
 	s.blk.len = len;
 	/* each step takes 8 bytes at least, or ends the scan */

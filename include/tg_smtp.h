@@ -1092,44 +1092,80 @@ static TG_INLINE __u64 tg_last8(__u64 m)
  * from the first, with p->body as feeding them would leave it; the
  * caller feeds the next word byte by byte. Words are read as a
  * little-endian machine loads them (byte k: bits 8k to 8k+7);
- * tests/unit/test_skip.c checks this against tg_cmd_feed().
+ * tests/unit/test_skip.c checks this against tg_cmd_feed(). The steps
+ * (tg_bwords_start(), tg_bwords_take() for each word, tg_bwords_end()
+ * when one was taken) serve a caller that reads its words elsewhere.
  */
-static TG_INLINE __u32 tg_body_words(struct tg_cmd *p, const unsigned char *buf,
-				     __u32 nw)
+/* What the words taken so far leave: the last byte LF, CR; a bare LF. */
+struct tg_bwords {
+	__u64 after_nl;
+	__u64 after_cr;
+	__u8 bare;
+};
+
+/* The words start from p's state: 0 when it is not one they run in. */
+static TG_INLINE int tg_bwords_start(const struct tg_cmd *p,
+				     struct tg_bwords *s)
 {
-	__u8 st = p->body & ~TG_BODY_BARE, bare = p->body & TG_BODY_BARE;
-	__u64 w, nl, cr, after_nl, after_cr;
-	__u32 k;
+	__u8 st = p->body & ~TG_BODY_BARE;
 
 	if (p->mode != TG_MODE_BODY ||
 	    (st != TG_BODY_MID && st != TG_BODY_MIDCR && st != TG_BODY_SOL))
 		return 0;
 	/* the byte before the words: LF (a line starts), CR */
-	after_nl = st == TG_BODY_SOL;
-	after_cr = st == TG_BODY_MIDCR;
+	s->after_nl = st == TG_BODY_SOL;
+	s->after_cr = st == TG_BODY_MIDCR;
+	s->bare = p->body & TG_BODY_BARE;
+	return 1;
+}
+
+/* One word: 1 when taken, 0 when a line in it starts with ".". */
+static TG_INLINE int tg_bwords_take(struct tg_bwords *s, __u64 w)
+{
+	__u64 nl = tg_bytes_eq8(w, '\n'), cr;
+
+	if (!nl && !s->after_nl) {
+		/* no line starts here: most words of a body */
+		s->after_cr = (w >> 56) == '\r';
+		return 1;
+	}
+	/* a "." that starts a line: fed byte by byte */
+	if ((nl << 8 | s->after_nl << 7) & tg_bytes_eq8(w, '.'))
+		return 0;
+	cr = tg_bytes_eq8(w, '\r');
+	if (nl)
+		s->bare = tg_last8(nl) & ~(cr << 8 | s->after_cr << 7) ?
+				  TG_BODY_BARE : 0;
+	s->after_nl = nl >> 63;
+	s->after_cr = cr >> 63;
+	return 1;
+}
+
+/* Words were taken: p->body as feeding them would leave it. */
+static TG_INLINE void tg_bwords_end(struct tg_cmd *p, const struct tg_bwords *s)
+{
+	p->body = (s->after_nl ? TG_BODY_SOL :
+		   s->after_cr ? TG_BODY_MIDCR : TG_BODY_MID) | s->bare;
+}
+
+static TG_INLINE __u32 tg_body_words(struct tg_cmd *p, const unsigned char *buf,
+				     __u32 nw)
+{
+	struct tg_bwords s;
+	__u64 w;
+	__u32 k;
+
+	if (!tg_bwords_start(p, &s))
+		return 0;
 	for (k = 0; k < 8; k++) {
 		if (k >= nw)
 			break;
 		__builtin_memcpy(&w, buf + 8 * k, 8);
-		nl = tg_bytes_eq8(w, '\n');
-		if (!nl && !after_nl) {
-			/* no line starts here: most words of a body */
-			after_cr = (w >> 56) == '\r';
-			continue;
-		}
-		/* a "." that starts a line: fed byte by byte */
-		if ((nl << 8 | after_nl << 7) & tg_bytes_eq8(w, '.'))
+		if (!tg_bwords_take(&s, w))
 			break;
-		cr = tg_bytes_eq8(w, '\r');
-		if (nl)
-			bare = tg_last8(nl) & ~(cr << 8 | after_cr << 7) ?
-				       TG_BODY_BARE : 0;
-		after_nl = nl >> 63;
-		after_cr = cr >> 63;
 	}
 	if (k > 0)
-		p->body = (after_nl ? TG_BODY_SOL :
-			   after_cr ? TG_BODY_MIDCR : TG_BODY_MID) | bare;
+		tg_bwords_end(p, &s);
 	return k;
 }
 

@@ -7,13 +7,13 @@
  *	build/tests/test_skip
  * DESCRIPTION
  *	The BPF scanners take the words of a DATA body in which no line
- *	starts with "." up to eight at a time (tg_body_words(), which sets
- *	the body's state from them), and pass over BDAT chunk bytes by
- *	counting them down. This test runs both ways over the same streams,
- *	as the scanners do (words are taken only at a position that is a
- *	multiple of 8, at most 8 of them, the next one then fed byte by
- *	byte), and checks that the events and the final parser state are
- *	the same.
+ *	starts with "." up to eight at a time from a copy, or 32 in place
+ *	(tg_body_words() and its steps, which set the body's state from
+ *	them), and pass over BDAT chunk bytes by counting them down. This
+ *	test runs both ways over the same streams, as the scanners do (words
+ *	are taken only at a position that is a multiple of 8, at most 8 or
+ *	32 of them, the next one then fed byte by byte), and checks that the
+ *	events and the final parser state are the same.
  *
  *	It also checks tg_bytes_eq8() for every byte value at every position
  *	of a word among every other, and tg_body_words() against
@@ -58,6 +58,30 @@ static void run_slow(struct run *r, const unsigned char *b, size_t len)
 	}
 }
 
+/*
+ * As tg_body_run() does: up to 32 words read by the steps of
+ * tg_body_words(); returns the words taken.
+ */
+static __u32 words_run(struct tg_cmd *p, const unsigned char *b, __u32 nw)
+{
+	struct tg_bwords s;
+	__u64 w;
+	__u32 k;
+
+	if (!tg_bwords_start(p, &s))
+		return 0;
+	for (k = 0; k < 32 && k < nw; k++) {
+		memcpy(&w, b + 8 * k, 8);
+		if (!tg_bwords_take(&s, w))
+			break;
+	}
+	if (k > 0)
+		tg_bwords_end(p, &s);
+	return k;
+}
+
+static int run_words32;	/* run_fast() takes words as tg_body_run() */
+
 /* As the BPF scanners do: chunks counted down, body words taken at once. */
 static void run_fast(struct run *r, const unsigned char *b, size_t len)
 {
@@ -75,7 +99,10 @@ static void run_fast(struct run *r, const unsigned char *b, size_t len)
 			continue;
 		}
 		if (r->p.mode == TG_MODE_BODY && !(i & 7)) {
-			k = tg_body_words(&r->p, b + i, (__u32)((len - i) / 8));
+			k = run_words32 ? words_run(&r->p, b + i,
+						    (__u32)((len - i) / 8)) :
+					  tg_body_words(&r->p, b + i,
+							(__u32)((len - i) / 8));
 			i += 8 * k;
 			/* the next word byte by byte, as tg_body_bytes() */
 			for (k = 0; k < 8 && i < len; k++, i++) {
@@ -95,7 +122,18 @@ static void run_fast(struct run *r, const unsigned char *b, size_t len)
 	}
 }
 
+static void compare1(const char *what, const unsigned char *b, size_t len);
+
+/* Both ways the BPF scanners take words: 8 a window, 32 in place. */
 static void compare(const char *what, const unsigned char *b, size_t len)
+{
+	run_words32 = 0;
+	compare1(what, b, len);
+	run_words32 = 1;
+	compare1(what, b, len);
+}
+
+static void compare1(const char *what, const unsigned char *b, size_t len)
 {
 	struct run a = { 0 }, f = { 0 };
 	int k;
