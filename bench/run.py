@@ -1074,6 +1074,8 @@ class Bench:
                         # so far behind that the kernel's ring buffer overflowed.
                         out["plain_records"] = lines_settled() - n0 if mode == "on" else None
                         out["mixed"] = held_under_load("audit-%s-mixed" % mode)
+                        # The agent's memory after some 30,000 flows (audited or not).
+                        out["hwm_kb"] = proc_status_kb(self.daemon.pid, "VmHWM")
                         return out
 
                     self.spawn = spawn
@@ -2060,13 +2062,15 @@ def write_report(res, out_dir, elapsed_s):
           "per round one after the other: held, case 4's held run on one connection (%d messages, one record "
           "each); plaintext, case 1's load at %d sessions (%d messages, one record each); held under load, "
           "%d held messages while a plaintext load at %d sessions runs beside them in the same cgroup. Medians "
-          "over %d round(s)." % (au["fstype"], au["held_messages"], OUTSIDE_SESSIONS, au["plain_messages"],
+          "over %d round(s); tlsguardd's VmHWM (its peak memory, after the three runs) is the largest over "
+          "them." % (au["fstype"], au["held_messages"], OUTSIDE_SESSIONS, au["plain_messages"],
                                   au["mixed_messages"], OUTSIDE_SESSIONS,
                                   len(au["rounds"]) // 2))
         w("")
         w("| audit | held p50 µs | held p99 µs | plaintext msg/s | plaintext records/messages | "
-          "held under load p50 µs | held under load p99 µs | held runs under load lost | records written/run |")
-        w("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+          "held under load p50 µs | held under load p99 µs | held runs under load lost | records written/run | "
+          "tlsguardd VmHWM (MiB) |")
+        w("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         for mode in ("off", "on"):
             rs = [x for x in au["rounds"] if x["mode"] == mode]
             if not rs:
@@ -2074,13 +2078,14 @@ def write_report(res, out_dir, elapsed_s):
             recs = [x["records"] for x in rs if x["records"] is not None]
             mixed = [x["mixed"] for x in rs if x["mixed"]["p50"] is not None]
             precs = [x["plain_records"] for x in rs if x.get("plain_records") is not None]
-            w("| %s | %.0f | %.0f | %.0f | %s | %s | %s | %d of %d | %s |" % (
+            hwm = [x["hwm_kb"] / 1024 for x in rs if x.get("hwm_kb")]
+            w("| %s | %.0f | %.0f | %.0f | %s | %s | %s | %d of %d | %s | %s |" % (
                 mode, median([x["held"]["p50"] for x in rs]), median([x["held"]["p99"] for x in rs]),
                 median([x["plain"] for x in rs]),
                 ", ".join("%d/%d" % (x, au["plain_messages"]) for x in precs) or "-",
                 fmt(median([x["p50"] for x in mixed]) if mixed else None),
                 fmt(median([x["p99"] for x in mixed]) if mixed else None), len(rs) - len(mixed), len(rs),
-                ", ".join("%d" % x for x in recs) or "-"))
+                ", ".join("%d" % x for x in recs) or "-", "%.1f" % max(hwm) if hwm else "-"))
         w("")
         w("Every run (audit: held p50/p99, plaintext msg/s, under load p50/p99): " + "; ".join(
             "%s %.0f/%.0f, %.0f, %s/%s" % (x["mode"], x["held"]["p50"], x["held"]["p99"], x["plain"],
