@@ -11,6 +11,9 @@
  *	int	tg_stab_del(struct tg_stab *t, __u64 key);
  *	int	tg_stab_prune(struct tg_stab *t,
  *			      int (*want)(void *ctx, __u64 key), void *ctx);
+ *	int	tg_stab_each(const struct tg_stab *t,
+ *			     int (*fn)(void *ctx, __u64 key, __u8 pol),
+ *			     void *ctx);
  * DESCRIPTION
  *	The table of include/tg_stab.h in the BPF array map_fd, of
  *	tg_stab_buckets(bits) buckets. The agent is its only writer, one
@@ -28,6 +31,9 @@
  *	want(ctx, key) returns for it, removing those it returns 0 for; it
  *	returns how many keys the table holds then, or a negative errno. It
  *	is how an agent takes over a table another one filled (pinned).
+ *	tg_stab_each() calls fn(ctx, key, pol) for every key of the table,
+ *	in bucket order, until fn returns non-zero; it returns that, 0, or
+ *	a negative errno. Both read the table 1024 buckets at a time.
  */
 #ifndef TG_STABMAP_H
 #define TG_STABMAP_H
@@ -47,5 +53,7 @@ int tg_stab_put(struct tg_stab *t, __u64 key, __u8 pol);
 int tg_stab_del(struct tg_stab *t, __u64 key);
 int tg_stab_prune(struct tg_stab *t, int (*want)(void *ctx, __u64 key),
 		  void *ctx);
+int tg_stab_each(const struct tg_stab *t,
+		 int (*fn)(void *ctx, __u64 key, __u8 pol), void *ctx);
 
 #endif /* TG_STABMAP_H */
