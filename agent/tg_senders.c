@@ -30,9 +30,13 @@
  *
  *	tg_reload() (SIGHUP, tlsguardctl reload) reads the file again and
  *	puts it in force, or keeps the senders in force: 0, or -1 with the
- *	reason in err. With senders from PostgreSQL it is
- *	tg_pgsql_reload(), and sender add|remove are refused: the database
- *	is where they change.
+ *	reason in err. It never holds two lists of senders: when the list
+ *	in force had to go before the new one could be read, and that read
+ *	fails, the list comes back from the kernel's map, which kept it;
+ *	failing that the map is marked incomplete (the kernel holds every
+ *	MAIL without TLS, the agent defers each). With senders from
+ *	PostgreSQL it is tg_pgsql_reload(), and sender add|remove are
+ *	refused: the database is where they change.
  *
  *	tg_sender_change() (tlsguardctl sender add|remove) and
  *	tg_sender_check() (tlsguardctl sender check) write their answer for
@@ -109,42 +113,104 @@ int tg_sync_senders(struct tg_agent *ag, const struct tg_policy *old,
 	return 0;
 }
 
-/* SIGHUP, tlsguardctl reload: 0, or -1 with the reason in err. */
+static const char tg_senders_lost[] =
+	"the senders in force could not be read back";
+static const char tg_senders_unsynced[] =
+	"the senders could not all be written to the kernel";
+
+/*
+ * Pass 2 failed after the list in force was freed; the kernel's map
+ * still holds it, unchanged, and enforces it. The agent reads it back
+ * from there; failing that, it cannot judge any sender, so the map is
+ * marked incomplete: the kernel holds every MAIL without TLS and the
+ * agent defers each (law 2: a guaranteed sender is held, never passed).
+ */
+static int tg_reload_lost(struct tg_agent *ag, struct tg_policy *pol,
+			  size_t had, const char *why, char *err,
+			  size_t errlen)
+{
+	int rc = tg_policy_from_map(&ag->stab, pol);
+
+	if (rc >= 0) {
+		snprintf(err, errlen, "%s; keeping the senders in force (%zu "
+			 "of %zu read back from the kernel's map%s)", why,
+			 pol->n, had, rc ? ", which did not hold them all" :
+			 "");
+		msg_warn("%s", err);
+		return -1;
+	}
+	snprintf(err, errlen, "%s; the senders in force cannot be read back "
+		 "from the kernel's map (%s): every MAIL without TLS is held "
+		 "and deferred until a reload succeeds", why, strerror(-rc));
+	msg_warn("%s", err);
+	tg_stab_put(&ag->stab, TG_SENDERS_INCOMPLETE, 1);
+	ag->ij.policy_incomplete = ag->metrics.src.senders_incomplete = 1;
+	ag->ij.incomplete_why = tg_senders_lost;
+	return -1;
+}
+
+/*
+ * SIGHUP, tlsguardctl reload: 0, or -1 with the reason in err. The agent
+ * holds one list of senders, never two (a million: 8 MB each). Pass 1
+ * reads the file, checks every line and notes what changed against the
+ * list in force; a file that cannot be used leaves everything as it was.
+ * A few changes are applied to that list in place. Many: the list is
+ * freed and the file read again (pass 2) into one of the size pass 1
+ * counted; the kernel's map still holds the old senders meanwhile. Then
+ * the map is made to hold the new ones: the walk that prunes it is what
+ * tells which are there already (tg_policy_sync_within()).
+ */
 int tg_reload(struct tg_agent *ag, char *err, size_t errlen)
 {
-	struct tg_policy *next = ag->policy == &ag->policies[0] ?
-					 &ag->policies[1] : &ag->policies[0];
+	struct tg_policy *pol = (struct tg_policy *)ag->policy;
+	struct tg_senders_scan s;
+	struct stat st;
 	char why[512];
+	size_t had = pol->n;
 	int rc;
 
 	if (ag->pg)
 		return tg_pgsql_reload(ag, err, errlen);
 	tg_mta_read(ag, 0);
-	if (tg_policy_load(ag->opt.senders, next, why, sizeof(why)) < 0) {
+	if (tg_policy_scan(ag->opt.senders, pol, &s, why, sizeof(why)) < 0) {
 		snprintf(err, errlen, "%s; keeping the senders in force", why);
 		msg_warn("%s", err);
 		return -1;
 	}
-	if (tg_policy_set_exempt(next, ag->opt.exempt, ag->opt.nexempt) < 0) {
-		snprintf(err, errlen, "out of memory; keeping the senders in "
-			 "force");
-		msg_warn("%s", err);
-		tg_policy_free(next);
-		return -1;
+	st = s.st;
+	if (!s.full) {
+		if (tg_policy_update(pol, &s) < 0) {
+			tg_policy_scan_free(&s);
+			snprintf(err, errlen, "out of memory; keeping the "
+				 "senders in force");
+			msg_warn("%s", err);
+			return -1;
+		}
+	} else {
+		tg_policy_clear(pol);
+		malloc_trim(0);	/* the old list's pages back first */
+		if (tg_policy_read(&s, pol, why, sizeof(why)) < 0)
+			return tg_reload_lost(ag, pol, had, why, err, errlen);
 	}
-	rc = tg_sync_senders(ag, ag->policy, next);
+	/* The file as it was read, not as it may be now. */
+	ag->senders_st = st;
+	rc = tg_sync_senders(ag, NULL, pol);
 	if (rc < 0) {
-		snprintf(err, errlen, "cannot update the kernel policy: %s",
-			 strerror(-rc));
+		/*
+		 * The map is part old, part new: the kernel holds every MAIL
+		 * without TLS, and the agent answers from the new list.
+		 */
+		snprintf(err, errlen, "cannot update the kernel policy: %s: "
+			 "every MAIL without TLS is held until a reload "
+			 "succeeds", strerror(-rc));
 		msg_warn("%s", err);
-		tg_policy_free(next);
+		tg_stab_put(&ag->stab, TG_SENDERS_INCOMPLETE, 1);
+		ag->ij.policy_incomplete = ag->metrics.src.senders_incomplete = 1;
+		ag->ij.incomplete_why = tg_senders_unsynced;
 		return -1;
 	}
-	tg_policy_free((struct tg_policy *)ag->policy);
-	ag->policy = next;
-	malloc_trim(0);		/* the old list's pages back to the system */
-	tg_senders_stat(ag);
-	msg_info("reloaded %s: %zu senders", ag->opt.senders, next->n);
+	malloc_trim(0);		/* what pass 1 and the sync used goes back */
+	msg_info("reloaded %s: %zu senders", ag->opt.senders, pol->n);
 	return 0;
 }
 

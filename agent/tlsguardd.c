@@ -551,6 +551,15 @@ int main(int argc, char **argv)
 	sigaddset(&mask, SIGHUP);
 	sigprocmask(SIG_BLOCK, &mask, NULL);
 	signal(SIGPIPE, SIG_IGN);
+	/*
+	 * Blocks of 128 KiB and more are mapped apart, always: the senders'
+	 * keys (8 bytes each) go back to the system as soon as they are
+	 * freed, and a list that grows moves its pages (mremap) rather than
+	 * copying them. glibc's default raises this threshold to the size
+	 * of the largest mapped block freed so far (up to 32 MiB), after
+	 * which such lists come from the heap, where realloc() copies.
+	 */
+	mallopt(M_MMAP_THRESHOLD, 128 * 1024);
 
 	tg_log_init("tlsguardd", 0);
 	print = tg_parse_args(argc, argv, &ag.opt, &budget);

@@ -131,24 +131,45 @@ static void tg_key_sort(__u64 *k, size_t n)
 	}
 }
 
-static void tg_policy_sort(struct tg_policy *pol)
+/* Sorted, without duplicates, in place: returns how many are left. */
+static size_t tg_key_sort_unique(__u64 *k, size_t n)
 {
 	size_t i, j;
+
+	if (n == 0)
+		return 0;
+	tg_key_sort(k, n);
+	for (i = 1, j = 1; i < n; i++)
+		if (k[i] != k[j - 1])
+			k[j++] = k[i];
+	return j;
+}
+
+/* No spare room: what doubling or duplicates left goes back. */
+static void tg_policy_fit(struct tg_policy *pol)
+{
 	__u64 *k;
 
-	if (pol->n == 0)
+	if (pol->cap == pol->n)
 		return;
-	tg_key_sort(pol->keys, pol->n);
-	for (i = 1, j = 1; i < pol->n; i++)
-		if (pol->keys[i] != pol->keys[j - 1])
-			pol->keys[j++] = pol->keys[i];
-	pol->n = j;
-	/* What doubling left spare goes back. */
+	if (pol->n == 0) {
+		free(pol->keys);
+		pol->keys = NULL;
+		pol->cap = 0;
+		return;
+	}
+	/* Smaller: in place on the heap, mremap() for a mapped chunk. */
 	k = realloc(pol->keys, pol->n * sizeof(*k));
 	if (k) {
 		pol->keys = k;
 		pol->cap = pol->n;
 	}
+}
+
+static void tg_policy_sort(struct tg_policy *pol)
+{
+	pol->n = tg_key_sort_unique(pol->keys, pol->n);
+	tg_policy_fit(pol);
 }
 
 /* Strip a comment and surrounding white space; returns the entry. */
@@ -161,70 +182,434 @@ static char *tg_trim(char *line)
 	return tg_strip(line);
 }
 
-int tg_policy_load(const char *path, struct tg_policy *pol, char *err,
-		   size_t errlen)
+/*
+ * The next entry of the senders file: its keys into keys[] (room for
+ * two) and *idn set when it names an internationalized domain. Returns
+ * how many keys (1 or 2), 0 at the end of the file, or -1 with a message
+ * naming the file and the line in err.
+ */
+static int tg_senders_next(struct tg_senders_scan *s, __u64 *keys, int *idn,
+			   char *err, size_t errlen)
 {
-	struct tg_policy p = { 0 };
-	char *line = NULL, *entry;
-	size_t cap = 0;
+	char *entry;
 	ssize_t got;
-	unsigned lineno = 0;
-	__u64 keys[2];
-	FILE *fp;
 	int n;
 
-	memset(pol, 0, sizeof(*pol));
-	fp = fopen(path, "r");
-	if (!fp) {
-		snprintf(err, errlen, "%s: %s", path, strerror(errno));
-		return -1;
-	}
-	while ((got = getline(&line, &cap, fp)) >= 0) {
-		lineno++;
-		if (memchr(line, 0, (size_t)got)) {
-			snprintf(err, errlen, "%s:%u: NUL byte in line", path,
-				 lineno);
-			goto fail;
+	while ((got = getline(&s->line, &s->linecap, s->fp)) >= 0) {
+		s->lineno++;
+		if (memchr(s->line, 0, (size_t)got)) {
+			snprintf(err, errlen, "%s:%u: NUL byte in line",
+				 s->path, s->lineno);
+			return -1;
 		}
-		entry = tg_trim(line);
+		entry = tg_trim(s->line);
 		if (*entry == 0)
 			continue;
 		if (strpbrk(entry, " \t")) {
 			snprintf(err, errlen,
 				 "%s:%u: one sender a line, found \"%.80s\"",
-				 path, lineno, entry);
-			goto fail;
+				 s->path, s->lineno, entry);
+			return -1;
 		}
 		n = tg_policy_entry_keys(entry, keys);
 		if (n < 0) {
 			snprintf(err, errlen,
 				 "%s:%u: malformed sender \"%.80s\": expected "
-				 "user@domain or @domain", path, lineno, entry);
-			goto fail;
+				 "user@domain or @domain", s->path, s->lineno,
+				 entry);
+			return -1;
 		}
 		/* a domain that is not ASCII: its other spellings too */
-		p.idn |= n > 1 || tg_nonascii(strrchr(entry, '@'));
-		if (tg_policy_add(&p, keys[0]) < 0 ||
-		    (n > 1 && tg_policy_add(&p, keys[1]) < 0)) {
-			snprintf(err, errlen, "%s:%u: out of memory", path,
-				 lineno);
-			goto fail;
-		}
+		*idn = n > 1 || tg_nonascii(strrchr(entry, '@'));
+		return n;
 	}
-	if (ferror(fp)) {
-		snprintf(err, errlen, "%s: read error", path);
+	if (ferror(s->fp)) {
+		snprintf(err, errlen, "%s: read error", s->path);
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * Whether the file st0 describes is no longer as it was: its size or
+ * modification time. Not its change time, which a rename over its path
+ * or a chmod moves while its bytes stay. A write that puts the old
+ * modification time back is caught by pass 2's count, when it changes
+ * the keys' number; one that does not is read as a file the operator
+ * could have written.
+ */
+static int tg_file_changed(const struct stat *st0, const struct stat *st)
+{
+	return st->st_ino != st0->st_ino || st->st_dev != st0->st_dev ||
+	       st->st_size != st0->st_size ||
+	       st->st_mtim.tv_sec != st0->st_mtim.tv_sec ||
+	       st->st_mtim.tv_nsec != st0->st_mtim.tv_nsec;
+}
+
+static int tg_scan_changed(struct tg_senders_scan *s, char *err,
+			   size_t errlen)
+{
+	struct stat st;
+
+	if (fstat(fileno(s->fp), &st) < 0) {
+		snprintf(err, errlen, "%s: %s", s->path, strerror(errno));
+		return -1;
+	}
+	if (!tg_file_changed(&s->st, &st))
+		return 0;
+	snprintf(err, errlen, "%s: changed while it was read", s->path);
+	return TG_POLICY_CHANGED;
+}
+
+#define TG_BIT_WORDS(n)	(((n) + 63) / 64)
+#define TG_BIT_SET(m, i) ((m)[(i) / 64] |= 1ULL << ((i) % 64))
+#define TG_BIT_TEST(m, i) ((m)[(i) / 64] >> ((i) % 64) & 1)
+
+/* Keys beyond what old has, noted before pass 2 is needed instead. */
+#define TG_SCAN_ADDED_MIN 4096
+
+/* No more noting: too many new keys, or no memory for them. */
+static void tg_scan_unnote(struct tg_senders_scan *s)
+{
+	free(s->seen);
+	free(s->added);
+	free(s->dir);
+	s->seen = NULL;
+	s->added = NULL;
+	s->dir = NULL;
+	s->nadded = s->addcap = 0;
+	s->full = 1;
+}
+
+/*
+ * old's keys by their top bits: those whose top dirbits bits are h are
+ * old->keys[dir[h] .. dir[h + 1]), about 16 of them (keys are FNV-1a
+ * hashes, spread evenly). The file's keys come in its order, not the
+ * list's: a binary search of a million keys misses the cache at every
+ * step and took 0.2 s of a reload; through the directory a key costs a
+ * miss or two. Its size: half a byte a sender, for pass 1 only.
+ */
+static void tg_scan_dir(struct tg_senders_scan *s)
+{
+	const struct tg_policy *old = s->old;
+	size_t h, i = 0, slots;
+	unsigned bits = 1;
+
+	while (bits < 32 && ((size_t)16 << bits) < old->n)
+		bits++;
+	slots = (size_t)1 << bits;
+	s->dir = malloc((slots + 1) * sizeof(*s->dir));
+	if (!s->dir)
+		return;		/* a binary search of the whole list */
+	s->dirbits = bits;
+	for (h = 0; h < slots; h++) {
+		while (i < old->n && (old->keys[i] >> (64 - bits)) < h)
+			i++;
+		s->dir[h] = i;
+	}
+	s->dir[slots] = old->n;
+}
+
+/* key of the file: marked in old, or noted as added. */
+static void tg_scan_note(struct tg_senders_scan *s, __u64 key)
+{
+	const struct tg_policy *old = s->old;
+	size_t lo = 0, hi = old->n, mid, cap;
+	__u64 *k;
+
+	if (s->dir) {
+		lo = s->dir[key >> (64 - s->dirbits)];
+		hi = s->dir[(key >> (64 - s->dirbits)) + 1];
+	}
+	while (lo < hi) {
+		mid = lo + (hi - lo) / 2;
+		if (old->keys[mid] == key) {
+			TG_BIT_SET(s->seen, mid);
+			return;
+		}
+		if (old->keys[mid] < key)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (s->nadded == s->addcap) {
+		cap = s->addcap ? s->addcap * 2 : 256;
+		if (cap > s->budget)
+			cap = s->budget;
+		k = s->nadded < cap ? realloc(s->added, cap * sizeof(*k)) :
+				      NULL;
+		if (!k) {
+			tg_scan_unnote(s);
+			return;
+		}
+		s->added = k;
+		s->addcap = cap;
+	}
+	s->added[s->nadded++] = key;
+}
+
+/*
+ * key of the file, noted TG_SCAN_LAG keys late. Its directory slot is
+ * fetched into the cache at once, its run of old's keys halfway, and it
+ * is looked up at the end, when both are there: parsing a line takes
+ * longer than a miss, and the misses, not the parsing, were half of
+ * pass 1 at a million senders. (The prefetches are written here, not in
+ * a function of their own: GCC takes one that only prefetches for pure,
+ * and drops the call.)
+ */
+static void tg_scan_key(struct tg_senders_scan *s, __u64 key)
+{
+	size_t n = s->nlag++, lo, hi, h;
+	__u64 mid;
+
+	if (n >= TG_SCAN_LAG && !s->full)
+		tg_scan_note(s, s->lag[n % TG_SCAN_LAG]);
+	s->lag[n % TG_SCAN_LAG] = key;
+	if (s->full || !s->dir)
+		return;
+	__builtin_prefetch(&s->dir[key >> (64 - s->dirbits)]);
+	if (n < TG_SCAN_LAG / 2)
+		return;
+	mid = s->lag[(n - TG_SCAN_LAG / 2) % TG_SCAN_LAG];
+	h = mid >> (64 - s->dirbits);
+	lo = s->dir[h];
+	hi = s->dir[h + 1];
+	if (lo < hi) {
+		__builtin_prefetch(&s->old->keys[lo]);
+		__builtin_prefetch(&s->old->keys[lo + (hi - lo) / 2]);
+		__builtin_prefetch(&s->old->keys[hi - 1]);
+	}
+}
+
+/* The keys still in the lag, at the end of the file. */
+static void tg_scan_flush(struct tg_senders_scan *s)
+{
+	size_t i = s->nlag > TG_SCAN_LAG ? s->nlag - TG_SCAN_LAG : 0;
+
+	for (; i < s->nlag && !s->full; i++)
+		tg_scan_note(s, s->lag[i % TG_SCAN_LAG]);
+}
+
+void tg_policy_scan_free(struct tg_senders_scan *s)
+{
+	if (s->fp)
+		fclose(s->fp);
+	free(s->line);
+	free(s->seen);
+	free(s->added);
+	free(s->dir);
+	memset(s, 0, sizeof(*s));
+}
+
+int tg_policy_scan(const char *path, const struct tg_policy *old,
+		   struct tg_senders_scan *s, char *err, size_t errlen)
+{
+	__u64 keys[2];
+	int n, i, idn, rc = -1;
+
+	memset(s, 0, sizeof(*s));
+	s->path = path;
+	s->full = 1;
+	s->fp = fopen(path, "re");
+	if (!s->fp || fstat(fileno(s->fp), &s->st) < 0) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
 		goto fail;
 	}
-	fclose(fp);
-	free(line);
-	tg_policy_sort(&p);
-	*pol = p;
+	/* Pass 2 reads it again: a pipe or a device cannot be. */
+	if (!S_ISREG(s->st.st_mode)) {
+		snprintf(err, errlen, "%s: not a regular file", path);
+		goto fail;
+	}
+	if (old && old->n) {
+		s->old = old;
+		s->budget = old->n / 8 > TG_SCAN_ADDED_MIN ? old->n / 8 :
+							     TG_SCAN_ADDED_MIN;
+		s->seen = calloc(TG_BIT_WORDS(old->n), sizeof(*s->seen));
+		s->full = !s->seen;
+		if (s->seen)
+			tg_scan_dir(s);
+	}
+	while ((n = tg_senders_next(s, keys, &idn, err, errlen)) > 0) {
+		s->nkeys += (size_t)n;
+		s->idn |= idn;
+		for (i = 0; i < n && !s->full; i++)
+			tg_scan_key(s, keys[i]);
+	}
+	if (n < 0)
+		goto fail;
+	tg_scan_flush(s);
+	/* What was read must be one state of the file, not two. */
+	rc = tg_scan_changed(s, err, errlen);
+	if (rc)
+		goto fail;
 	return 0;
 fail:
-	fclose(fp);
-	free(line);
-	tg_policy_free(&p);
-	return -1;
+	tg_policy_scan_free(s);
+	return rc;
+}
+
+int tg_policy_read(struct tg_senders_scan *s, struct tg_policy *pol,
+		   char *err, size_t errlen)
+{
+	__u64 keys[2], *k = NULL;
+	size_t n = 0;
+	int got, idn, any_idn = 0, rc = TG_POLICY_CHANGED;
+	char why[256];
+
+	/* Exactly as many as pass 1 counted: no doubling, no copy. */
+	if (s->nkeys) {
+		k = malloc(s->nkeys * sizeof(*k));
+		if (!k) {
+			snprintf(err, errlen, "%s: out of memory", s->path);
+			rc = -1;
+			goto out;
+		}
+	}
+	rewind(s->fp);
+	s->lineno = 0;
+	while ((got = tg_senders_next(s, keys, &idn, why, sizeof(why))) > 0) {
+		if (n + (size_t)got > s->nkeys)
+			break;
+		any_idn |= idn;
+		k[n++] = keys[0];
+		if (got > 1)
+			k[n++] = keys[1];
+	}
+	/* Pass 1 found every line sound: anything else is a new file. */
+	if (got != 0 || n != s->nkeys) {
+		snprintf(err, errlen, "%s: changed while it was read", s->path);
+		goto out;
+	}
+	rc = tg_scan_changed(s, err, errlen);
+	if (rc)
+		goto out;
+	pol->keys = k;
+	pol->n = pol->cap = n;
+	pol->idn = any_idn;
+	k = NULL;
+	tg_policy_sort(pol);
+out:
+	free(k);
+	tg_policy_scan_free(s);
+	return rc;
+}
+
+int tg_policy_update(struct tg_policy *pol, struct tg_senders_scan *s)
+{
+	size_t i, kept = 0, m, w, j;
+	__u64 *k;
+
+	if (s->full || s->old != pol)
+		return -1;
+	m = tg_key_sort_unique(s->added, s->nadded);
+	for (i = 0; i < TG_BIT_WORDS(pol->n); i++)
+		kept += (size_t)__builtin_popcountll(s->seen[i]);
+	/* Room first: pol stays whole when there is none. */
+	if (kept + m > pol->cap) {
+		k = realloc(pol->keys, (kept + m) * sizeof(*k));
+		if (!k)
+			return -1;
+		pol->keys = k;
+		pol->cap = kept + m;
+	}
+	for (i = 0, w = 0; i < pol->n; i++)
+		if (TG_BIT_TEST(s->seen, i))
+			pol->keys[w++] = pol->keys[i];
+	/* Both sorted: merged from the top down, into the room above. */
+	for (i = kept, j = m, w = kept + m; j > 0; w--) {
+		if (i > 0 && pol->keys[i - 1] > s->added[j - 1])
+			pol->keys[w - 1] = pol->keys[--i];
+		else
+			pol->keys[w - 1] = s->added[--j];
+	}
+	pol->n = kept + m;
+	pol->idn = s->idn;
+	tg_policy_fit(pol);
+	tg_policy_scan_free(s);
+	return 0;
+}
+
+int tg_policy_load(const char *path, struct tg_policy *pol, char *err,
+		   size_t errlen)
+{
+	struct tg_senders_scan s;
+	int rc, tries;
+
+	memset(pol, 0, sizeof(*pol));
+	/* Nothing is lost by reading it again when it changed meanwhile. */
+	for (tries = 0; tries < 3; tries++) {
+		rc = tg_policy_scan(path, NULL, &s, err, errlen);
+		if (rc == 0)
+			rc = tg_policy_read(&s, pol, err, errlen);
+		if (rc != TG_POLICY_CHANGED)
+			break;
+	}
+	return rc < 0 ? -1 : 0;
+}
+
+void tg_policy_clear(struct tg_policy *pol)
+{
+	free(pol->keys);
+	pol->keys = NULL;
+	pol->n = pol->cap = 0;
+	pol->idn = 0;
+}
+
+struct tg_from_map {
+	__u64 *keys;
+	size_t n, cap;
+	int idn, incomplete;
+};
+
+static int tg_from_map_key(void *ctx, __u64 key, __u8 pol)
+{
+	struct tg_from_map *f = ctx;
+
+	if (key == TG_SENDERS_INCOMPLETE) {
+		f->incomplete = 1;
+		return 0;
+	}
+	if (key == TG_KEY_IDN) {
+		f->idn = 1;
+		return 0;
+	}
+	if (pol != TG_POL_GUARANTEED)
+		return 0;
+	if (f->keys && f->n == f->cap)
+		return -EAGAIN;	/* the table changed between the walks */
+	if (f->keys)
+		f->keys[f->n] = key;
+	f->n++;
+	return 0;
+}
+
+int tg_policy_from_map(const struct tg_stab *t, struct tg_policy *pol)
+{
+	struct tg_from_map f = { 0 };
+	int rc;
+
+	/* Counted first, so that the list takes what it needs and no more. */
+	rc = tg_stab_each(t, tg_from_map_key, &f);
+	if (rc < 0)
+		return rc;
+	if (f.n) {
+		f.keys = malloc(f.n * sizeof(*f.keys));
+		if (!f.keys)
+			return -ENOMEM;
+		f.cap = f.n;
+		f.n = 0;
+		rc = tg_stab_each(t, tg_from_map_key, &f);
+		if (rc < 0) {
+			free(f.keys);
+			return rc;
+		}
+	}
+	tg_policy_clear(pol);
+	pol->keys = f.keys;
+	pol->n = pol->cap = f.n;
+	pol->idn = f.idn;
+	tg_policy_sort(pol);
+	return f.incomplete;
 }
 
 static int tg_keys_has(const __u64 *keys, size_t n, __u64 key)
@@ -427,17 +812,78 @@ static int tg_policy_drop(struct tg_stab *t, const struct tg_policy *old,
 struct tg_want {
 	const struct tg_policy *pol;
 	int keep_marker;
+	/* bit i: entry i of pol (exempt ones first) is in the map already */
+	__u64 *found;
+	size_t finger;		/* where the last key was looked for */
 };
+
+/*
+ * Where key is in the sorted keys[] of n, or -1, looked for from
+ * *finger on by doubling steps. The walk of the table gives keys in the
+ * order of their home buckets, which is their order give or take a
+ * bucket or two (a key spills at most TG_STAB_REACH - 1 on): each is a
+ * few places from the last, where a binary search of the whole list
+ * would take twenty steps.
+ */
+static ssize_t tg_keys_near(const __u64 *keys, size_t n, size_t *finger,
+			    __u64 key)
+{
+	size_t lo, hi, step, mid, f = *finger < n ? *finger : n - 1;
+
+	if (n == 0)
+		return -1;
+	if (keys[f] < key) {
+		for (step = 1, lo = f + 1; f + step < n && keys[f + step] < key;
+		     step *= 2)
+			lo = f + step + 1;
+		hi = f + step < n ? f + step + 1 : n;
+	} else {
+		for (step = 1, hi = f + 1; step <= f && keys[f - step] > key;
+		     step *= 2)
+			hi = f - step;
+		lo = step <= f ? f - step : 0;
+	}
+	/* keys[lo - 1] < key <= keys[hi], or the ends */
+	while (lo < hi) {
+		mid = lo + (hi - lo) / 2;
+		if (keys[mid] < key)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	*finger = lo;
+	return lo < n && keys[lo] == key ? (ssize_t)lo : -1;
+}
+
+/* Where key is in the sorted keys[] of n, or -1. */
+static ssize_t tg_keys_index(const __u64 *keys, size_t n, __u64 key)
+{
+	const __u64 *k = n ? bsearch(&key, keys, n, sizeof(key), tg_key_cmp) :
+			     NULL;
+
+	return k ? k - keys : -1;
+}
 
 static int tg_want_key(void *ctx, __u64 key)
 {
 	struct tg_want *w = ctx;
+	const struct tg_policy *pol = w->pol;
+	ssize_t e, g;
 
 	if (key == TG_SENDERS_INCOMPLETE)
 		return w->keep_marker;
 	if (key == TG_KEY_IDN)
-		return w->pol->idn ? 1 : 0;
-	return tg_policy_value(w->pol, key);
+		return pol->idn ? 1 : 0;
+	if (!w->found)
+		return tg_policy_value(pol, key);
+	/* The map will hold it as pol says: no put for it. */
+	e = tg_keys_index(pol->exempt, pol->nexempt, key);
+	g = tg_keys_near(pol->keys, pol->n, &w->finger, key);
+	if (e >= 0)
+		TG_BIT_SET(w->found, (size_t)e);
+	if (g >= 0)
+		TG_BIT_SET(w->found, pol->nexempt + (size_t)g);
+	return e >= 0 ? TG_POL_EXEMPT : g >= 0 ? TG_POL_GUARANTEED : 0;
 }
 
 /*
@@ -484,16 +930,30 @@ int tg_policy_sync_within(struct tg_stab *t, const struct tg_policy *old,
 		if (rc < 0)
 			return rc;
 	}
+	/*
+	 * Without old, the map is the old state: the walk that prunes it
+	 * notes which of pol's entries it holds already, and only the
+	 * others are written. A reload that changes a few of a million
+	 * senders writes a few (without the note, a million puts: 1.3 s).
+	 * Without memory for the note, every entry is written.
+	 */
+	if (!old && total)
+		w.found = calloc(TG_BIT_WORDS(total), sizeof(*w.found));
 	/* Removed entries first, so that the new ones find room. */
 	rc = old ? tg_policy_drop(t, old, pol) :
 		   tg_stab_prune(t, tg_want_key, &w);
 	if (rc < 0)
-		return rc;
+		goto out;
 	for (i = 0; i < total && i + 1 + (pol->idn != 0) < max; i++) {
 		__u64 key = i < pol->nexempt ? pol->exempt[i] :
 					       pol->keys[i - pol->nexempt];
-		int v = tg_policy_value(pol, key);
+		int v;
 
+		if (w.found && TG_BIT_TEST(w.found, i)) {
+			n += i >= pol->nexempt;
+			continue;
+		}
+		v = tg_policy_value(pol, key);
 		if (old && tg_policy_value(old, key) == v) {
 			n += i >= pol->nexempt;
 			continue;
@@ -504,25 +964,28 @@ int tg_policy_sync_within(struct tg_stab *t, const struct tg_policy *old,
 				*incomplete = 1;
 				rc = tg_stab_put(t, TG_SENDERS_INCOMPLETE, 1);
 				if (rc < 0)
-					return rc;
+					goto out;
 			}
 			continue;
 		}
 		if (rc < 0)
-			return rc;
+			goto out;
 		n += i >= pol->nexempt;
 	}
 	if (!*incomplete) {
 		rc = tg_stab_del(t, TG_SENDERS_INCOMPLETE);
 		if (rc < 0)
-			return rc;
+			goto out;
 	}
 	if (!pol->idn) {
 		rc = tg_policy_idn_mark(t, old, pol);
 		if (rc < 0)
-			return rc;
+			goto out;
 	}
-	return n;
+	rc = n;
+out:
+	free(w.found);
+	return rc;
 }
 
 void tg_policy_free(struct tg_policy *pol)

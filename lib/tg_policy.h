@@ -7,6 +7,18 @@
  *
  *	int	tg_policy_load(const char *path, struct tg_policy *pol,
  *			       char *err, size_t errlen);
+ *	int	tg_policy_scan(const char *path, const struct tg_policy *old,
+ *			       struct tg_senders_scan *s, char *err,
+ *			       size_t errlen);
+ *	int	tg_policy_update(struct tg_policy *pol,
+ *				 struct tg_senders_scan *s);
+ *	int	tg_policy_read(struct tg_senders_scan *s,
+ *			       struct tg_policy *pol, char *err,
+ *			       size_t errlen);
+ *	void	tg_policy_scan_free(struct tg_senders_scan *s);
+ *	void	tg_policy_clear(struct tg_policy *pol);
+ *	int	tg_policy_from_map(const struct tg_stab *t,
+ *				   struct tg_policy *pol);
  *	int	tg_policy_entry_key(const char *entry, __u64 *key);
  *	int	tg_policy_entry_keys(const char *entry, __u64 *keys);
  *	int	tg_policy_exempt_keys(const char *entry, __u64 *keys);
@@ -50,7 +62,39 @@
  *
  *	tg_policy_load() reads a file into a sorted set of keys. On error it
  *	returns -1 with a message "FILE:LINE: ..." (or "FILE: ...") in err,
- *	and pol is left empty.
+ *	and pol is left empty. It reads the file twice: once to check every
+ *	line and count the keys, once to store them in a list of that size
+ *	(a list grown as it is read would double its memory on the way); a
+ *	file changed in between is read again (three times at most).
+ *
+ *	A reload holds one list of keys, never two (a million senders: 8 MB
+ *	each). tg_policy_scan() reads the file once (pass 1), checks each
+ *	line as tg_policy_load() does, counts the keys and, against old
+ *	(the list in force, or NULL), notes which of old's keys the file
+ *	has and which keys it adds, as long as they are few (an eighth of
+ *	old, 4096 at least); beyond that, or without old, s->full is set.
+ *	It returns 0; -1 with the message in err for a file that cannot be
+ *	put in force, or TG_POLICY_CHANGED when the file changed while it
+ *	was read; s then holds nothing and old is as it was.
+ *	Then either tg_policy_update() (s->full not set; pol is old) makes
+ *	pol the file's list in place: 0, or -1 when out of memory (pol
+ *	unchanged, s still to be freed); or, once the caller has freed the
+ *	list in force (tg_policy_clear()), tg_policy_read() reads the file
+ *	again (pass 2) into pol, sized as pass 1 counted: 0; -1 (err:
+ *	out of memory), or TG_POLICY_CHANGED when the file is not the one
+ *	pass 1 read (pol is then left empty). Both free s; so does
+ *	tg_policy_scan_free(), for a scan not used.
+ *	tg_policy_clear() frees pol's guaranteed keys and keeps its exempt
+ *	ones.
+ *
+ *	tg_policy_from_map() reads the guaranteed keys back from the kernel's
+ *	table t into pol (its exempt keys kept), and sets pol->idn when t
+ *	holds TG_KEY_IDN: after a failed pass 2, the senders in force are
+ *	where the kernel has them. It returns 0, 1 when t holds
+ *	TG_SENDERS_INCOMPLETE (pol then lacks the senders that did not
+ *	fit), or a negative errno (pol unchanged). An entry that is both
+ *	guaranteed and exempt comes back as exempt only, as the rule reads
+ *	it.
  *
  *	An entry whose domain is internationalized (not ASCII, or with an
  *	"xn--" label) stands for both its forms: it has two keys, that of
@@ -68,7 +112,9 @@
  *	writes the new and changed ones; a sender present in both is never
  *	absent. old NULL means the table's content is unknown (a table
  *	another agent left pinned): every key in it that pol lacks is
- *	removed. It is tg_policy_sync_within() with room for all.
+ *	removed. It is tg_policy_sync_within() with room for all. With old
+ *	NULL the walk that prunes the table notes which of pol's keys it
+ *	holds already, and only the others are written.
  *
  *	The exempt list (tlsguard.conf's "exempt") holds "user@domain",
  *	"@domain", "SRS0=" and "SRS1=" (every sender a forwarder rewrote
@@ -128,9 +174,14 @@
 #define TG_POLICY_H
 
 #include <stddef.h>
+#include <stdio.h>
+#include <sys/stat.h>
 #include <linux/types.h>
 
 struct tg_stab;
+
+/* tg_policy_scan(), tg_policy_read(): the file is not as it was. */
+#define TG_POLICY_CHANGED	(-2)
 
 struct tg_policy {
 	__u64 *keys;		/* guaranteed: sorted, unique */
@@ -142,8 +193,39 @@ struct tg_policy {
 		  * domain: TG_KEY_IDN goes in the map */
 };
 
+#define TG_SCAN_LAG	8
+
+/* A senders file between pass 1 and what follows (tg_policy_scan()). */
+struct tg_senders_scan {
+	FILE *fp;
+	const char *path;
+	struct stat st;		/* the file as pass 1 read it */
+	char *line;
+	size_t linecap;
+	unsigned lineno;
+	size_t nkeys;		/* keys of its entries (duplicates too) */
+	int idn;		/* an entry names an internationalized domain */
+	int full;		/* pass 2 is needed: the changes were not noted */
+	const struct tg_policy *old;
+	__u64 *seen;		/* bit i: old->keys[i] is in the file */
+	__u64 *added;		/* keys old lacks, unsorted */
+	size_t nadded, addcap, budget;
+	size_t *dir;		/* where old's keys of each top bits start */
+	unsigned dirbits;
+	__u64 lag[TG_SCAN_LAG];	/* keys read, not yet looked up in old */
+	size_t nlag;
+};
+
 int tg_policy_load(const char *path, struct tg_policy *pol, char *err,
 		   size_t errlen);
+int tg_policy_scan(const char *path, const struct tg_policy *old,
+		   struct tg_senders_scan *s, char *err, size_t errlen);
+int tg_policy_update(struct tg_policy *pol, struct tg_senders_scan *s);
+int tg_policy_read(struct tg_senders_scan *s, struct tg_policy *pol,
+		   char *err, size_t errlen);
+void tg_policy_scan_free(struct tg_senders_scan *s);
+void tg_policy_clear(struct tg_policy *pol);
+int tg_policy_from_map(const struct tg_stab *t, struct tg_policy *pol);
 int tg_policy_entry_key(const char *entry, __u64 *key);
 int tg_policy_entry_keys(const char *entry, __u64 *keys);
 int tg_policy_exempt_keys(const char *entry, __u64 *keys);

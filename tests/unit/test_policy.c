@@ -22,10 +22,13 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/stat.h>
 #include <bpf/bpf.h>
 
 #include "tlsguard.h"
@@ -560,6 +563,269 @@ static void test_no_file(void)
 
 /* ------------------------------------------------------------------ */
 
+/* Writes body to path (created or truncated in place); exits on failure. */
+static void write_at(const char *path, const char *body, size_t len,
+		     const char *mode)
+{
+	FILE *fp = fopen(path, mode);
+
+	if (!fp || fwrite(body, 1, len, fp) != len || fclose(fp)) {
+		perror(path);
+		exit(2);
+	}
+}
+
+static int same_keys(const struct tg_policy *a, const struct tg_policy *b)
+{
+	return a->n == b->n && a->idn == b->idn &&
+	       (a->n == 0 || !memcmp(a->keys, b->keys, a->n * sizeof(__u64)));
+}
+
+/*
+ * A senders file of the senders base .. base + n - 1 (every seventh an
+ * address of an internationalized domain: two keys), each given twice
+ * when dup, after a comment and a blank line. *nkeys: the keys of its
+ * lines.
+ */
+static size_t gen_body(char *body, size_t room, int base, int n, int dup,
+		       size_t *nkeys)
+{
+	size_t len = (size_t)snprintf(body, room, "# generated\n\n");
+	int i, r;
+
+	*nkeys = 0;
+	for (i = base; i < base + n; i++)
+		for (r = 0; r <= dup; r++) {
+			len += (size_t)snprintf(body + len, room - len,
+						i % 7 ? "u%d@example.org\n" :
+						"u%d@b\xc3\xbc" "cher%d.example\n",
+						i, i);
+			*nkeys += i % 7 ? 1 : 2;
+		}
+	return len;
+}
+
+/*
+ * Pass 1 against the list in force, then the list made the file's in
+ * place: the same keys as tg_policy_load() of that file gives, for
+ * files that keep, drop and add senders, and gain or lose the IDN mark.
+ */
+static void test_update(void)
+{
+	static char a[64 * 12000], b[64 * 12000];
+	static const struct {
+		int line;
+		int base, n, dup;	/* the new file */
+		int full;		/* too many added: pass 2 */
+	} cases[] = {
+		{ __LINE__, 0, 600, 0, 0 },	/* unchanged */
+		{ __LINE__, 0, 600, 1, 0 },	/* each twice */
+		{ __LINE__, 50, 500, 0, 0 },	/* 50 fewer at each end */
+		{ __LINE__, 100, 600, 0, 0 },	/* 100 gone, 100 new */
+		{ __LINE__, 1, 6, 0, 0 },	/* no IDN entry left */
+		{ __LINE__, 0, 0, 0, 0 },	/* empty */
+		{ __LINE__, 0, 5000, 0, 1 },	/* 4400 new: over 4096 */
+	};
+	struct tg_policy pol, want;
+	struct tg_senders_scan s;
+	char err[512], path[sizeof(tmpdir) + 32];
+	size_t i, la, lb, nkeys;
+	int rc;
+
+	snprintf(path, sizeof(path), "%s/update", tmpdir);
+	la = gen_body(a, sizeof(a), 0, 600, 0, &nkeys);
+	for (i = 0; i < TG_NELEM(cases); i++) {
+		tg_case("update: 600 senders to %d from %d%s",
+			cases[i].n, cases[i].base,
+			cases[i].dup ? ", each twice" : "");
+		write_at(path, a, la, "w");
+		rc = tg_policy_load(path, &pol, err, sizeof(err));
+		if (!CHECK_AT(cases[i].line, rc == 0, "load: %s", err))
+			continue;
+		CHECK_EQ_AT(cases[i].line, pol.cap, pol.n);
+		lb = gen_body(b, sizeof(b), cases[i].base, cases[i].n,
+			      cases[i].dup, &nkeys);
+		write_at(path, b, lb, "w");
+		rc = tg_policy_load(path, &want, err, sizeof(err));
+		CHECK_AT(cases[i].line, rc == 0, "load of the new file: %s",
+			 err);
+		rc = tg_policy_scan(path, &pol, &s, err, sizeof(err));
+		if (!CHECK_AT(cases[i].line, rc == 0, "scan: %d %s", rc, err))
+			goto next;
+		CHECK_EQ_AT(cases[i].line, s.full, cases[i].full);
+		CHECK_EQ_AT(cases[i].line, s.nkeys, nkeys);
+		if (!s.full) {
+			rc = tg_policy_update(&pol, &s);
+			CHECK_AT(cases[i].line, rc == 0, "update is %d", rc);
+		} else {
+			tg_policy_clear(&pol);
+			rc = tg_policy_read(&s, &pol, err, sizeof(err));
+			CHECK_AT(cases[i].line, rc == 0, "read: %d %s", rc,
+				 err);
+		}
+		CHECK_AT(cases[i].line, same_keys(&pol, &want),
+			 "%zu keys (idn %d), the file has %zu (idn %d)",
+			 pol.n, pol.idn, want.n, want.idn);
+		CHECK_EQ_AT(cases[i].line, pol.cap, pol.n);
+		CHECK_AT(cases[i].line, s.fp == NULL && s.seen == NULL,
+			 "the scan is not freed");
+next:
+		tg_policy_free(&pol);
+		tg_policy_free(&want);
+	}
+
+	/* The merge's ends: new keys below and above every kept one. */
+	tg_case("update: the new keys sort before and after all the others");
+	lb = gen_body(b, sizeof(b), 0, 300, 0, &nkeys);
+	write_at(path, b, lb, "w");
+	if (!CHECK(tg_policy_load(path, &want, err, sizeof(err)) == 0 &&
+		   tg_policy_load(path, &pol, err, sizeof(err)) == 0,
+		   "load: %s", err))
+		return;
+	for (i = 0; i < 10; i++) {
+		tg_policy_remove(&pol, want.keys[i]);
+		tg_policy_remove(&pol, want.keys[want.n - 1 - i]);
+	}
+	rc = tg_policy_scan(path, &pol, &s, err, sizeof(err));
+	CHECK(rc == 0 && !s.full && s.nadded == 20, "scan: %d, %zu added",
+	      rc, s.nadded);
+	if (rc == 0)
+		CHECK(tg_policy_update(&pol, &s) == 0 && same_keys(&pol, &want),
+		      "%zu keys after the update, the file has %zu", pol.n,
+		      want.n);
+	tg_policy_free(&pol);
+	tg_policy_free(&want);
+}
+
+/*
+ * Pass 1 of a file that cannot be put in force leaves the list in force
+ * as it was, with the message tg_policy_load() gives; so does one that
+ * is not a regular file.
+ */
+static void test_scan_refused(void)
+{
+	static char body[64 * 700];
+	struct tg_policy pol, copy = { 0 }, other;
+	struct tg_senders_scan s;
+	char err[512], err2[512], path[sizeof(tmpdir) + 32];
+	size_t n, nkeys;
+	int rc;
+
+	tg_case("scan: a bad line leaves the list in force");
+	snprintf(path, sizeof(path), "%s/refused", tmpdir);
+	n = gen_body(body, sizeof(body), 0, 600, 0, &nkeys);
+	write_at(path, body, n, "w");
+	if (!CHECK(tg_policy_load(path, &pol, err, sizeof(err)) == 0,
+		   "load: %s", err))
+		return;
+	copy.keys = malloc(pol.n * sizeof(__u64));
+	if (!copy.keys)
+		exit(2);
+	memcpy(copy.keys, pol.keys, pol.n * sizeof(__u64));
+	copy.n = pol.n;
+	copy.idn = pol.idn;
+	write_at(path, "extra@example.org\nnot-an-address\n", 33, "a");
+	rc = tg_policy_scan(path, &pol, &s, err, sizeof(err));
+	CHECK(rc == -1, "scan is %d", rc);
+	snprintf(err2, sizeof(err2), "%s:%d: malformed sender "
+		 "\"not-an-address\"", path, 2 + 600 + 2);
+	CHECK_STR(err, err2);
+	CHECK(tg_policy_load(path, &other, err2, sizeof(err2)) == -1 &&
+	      !strcmp(err, err2), "load says \"%s\", scan \"%s\"", err2, err);
+	CHECK(s.fp == NULL && s.seen == NULL && s.added == NULL,
+	      "a refused scan holds something");
+	CHECK(same_keys(&pol, &copy), "the list in force changed");
+	tg_policy_free(&pol);
+	tg_policy_free(&copy);
+
+	tg_case("scan: not a regular file");
+	rc = tg_policy_scan("/dev/null", NULL, &s, err, sizeof(err));
+	CHECK(rc == -1, "scan of /dev/null is %d", rc);
+	CHECK_STR(err, "/dev/null: not a regular file");
+}
+
+/*
+ * Pass 2 reads the file pass 1 read, or says it changed: appended to,
+ * rewritten in place, truncated. A file renamed over it is another
+ * file: pass 2 reads the one pass 1 opened, whole.
+ */
+static void test_changed(void)
+{
+	static const char one[] = "a@x.org\nb@x.org\n@c.org\n";
+	static const struct {
+		int line;
+		const char *how;
+		const char *body;	/* written after pass 1 */
+		const char *mode;	/* "a", "w", or "r" for a rename */
+		int want;
+	} cases[] = {
+		{ __LINE__, "appended", "d@x.org\n", "a", TG_POLICY_CHANGED },
+		{ __LINE__, "rewritten, same size", "a@x.org\nb@x.org\n@d.org\n",
+		  "w", TG_POLICY_CHANGED },
+		{ __LINE__, "truncated", "a@x.org\n", "w", TG_POLICY_CHANGED },
+		{ __LINE__, "rewritten, its mtime put back",
+		  "a@x.org\nb@x.org\n#c.org\n", "t", TG_POLICY_CHANGED },
+		{ __LINE__, "emptied", "", "w", TG_POLICY_CHANGED },
+		{ __LINE__, "a new file renamed over it", "z@x.org\n", "r", 0 },
+	};
+	struct tg_policy pol, want;
+	struct tg_senders_scan s;
+	char err[512], path[sizeof(tmpdir) + 32], tmp[sizeof(tmpdir) + 32];
+	size_t i;
+	int rc;
+
+	snprintf(path, sizeof(path), "%s/changed", tmpdir);
+	snprintf(tmp, sizeof(tmp), "%s/changed.new", tmpdir);
+	write_at(path, one, sizeof(one) - 1, "w");
+	tg_policy_load(path, &want, err, sizeof(err));
+	for (i = 0; i < TG_NELEM(cases); i++) {
+		tg_case("pass 2: the file %s between the passes",
+			cases[i].how);
+		write_at(path, one, sizeof(one) - 1, "w");
+		rc = tg_policy_scan(path, NULL, &s, err, sizeof(err));
+		if (!CHECK_AT(cases[i].line, rc == 0 && s.full,
+			      "scan: %d %s", rc, err)) {
+			tg_policy_scan_free(&s);
+			continue;
+		}
+		/* A new mtime even on a file system with coarse times. */
+		usleep(10000);
+		if (cases[i].mode[0] == 'r') {
+			write_at(tmp, cases[i].body, strlen(cases[i].body),
+				 "w");
+			if (rename(tmp, path) < 0)
+				perror(tmp);
+		} else if (cases[i].mode[0] == 't') {
+			struct timespec ts[2] = { s.st.st_atim, s.st.st_mtim };
+
+			write_at(path, cases[i].body, strlen(cases[i].body),
+				 "w");
+			if (utimensat(AT_FDCWD, path, ts, 0) < 0)
+				perror(path);
+		} else {
+			write_at(path, cases[i].body, strlen(cases[i].body),
+				 cases[i].mode);
+		}
+		memset(&pol, 0, sizeof(pol));
+		err[0] = 0;
+		rc = tg_policy_read(&s, &pol, err, sizeof(err));
+		CHECK_EQ_AT(cases[i].line, rc, cases[i].want);
+		if (rc == TG_POLICY_CHANGED) {
+			CHECK_STR(err, "changed while it was read");
+			CHECK_AT(cases[i].line, pol.n == 0 && !pol.keys,
+				 "a changed file left keys");
+		} else {
+			CHECK_AT(cases[i].line, same_keys(&pol, &want),
+				 "pass 2 did not read the file pass 1 read");
+		}
+		CHECK_AT(cases[i].line, s.fp == NULL, "the file is left open");
+		tg_policy_free(&pol);
+	}
+	tg_policy_free(&want);
+}
+
+/* ------------------------------------------------------------------ */
+
 /* A senders table of 2^bits homes in a new BPF array, or -errno. */
 static int table_new(struct tg_stab *t, __u32 bits)
 {
@@ -585,6 +851,9 @@ static int census_key(void *ctx, __u64 key)
 	struct census *c = ctx;
 	int v = tg_policy_key_value(c->pol, key);
 
+	if (key == TG_KEY_IDN && c->pol->idn)
+		return 1;	/* the mark a list with an IDN entry needs */
+
 	c->n++;
 	if (!v && !c->wrong++)
 		c->bad = key;
@@ -596,7 +865,7 @@ static int map_holds(struct tg_stab *t, const struct tg_policy *pol,
 		     char *why, size_t whylen)
 {
 	struct census c = { .pol = pol };
-	size_t i;
+	size_t i, want;
 	int v;
 
 	if (tg_stab_prune(t, census_key, &c) < 0) {
@@ -616,9 +885,12 @@ static int map_holds(struct tg_stab *t, const struct tg_policy *pol,
 			return 0;
 		}
 	}
-	if (c.n != pol->n + pol->nexempt) {
+	/* A key both guaranteed and exempt is in the map once. */
+	for (i = 0, want = pol->n; i < pol->nexempt; i++)
+		want += !tg_policy_has_key(pol, pol->exempt[i]);
+	if (c.n != want) {
 		snprintf(why, whylen, "map holds %zu keys, policy %zu", c.n,
-			 pol->n);
+			 want);
 		return 0;
 	}
 	return 1;
@@ -664,6 +936,91 @@ static void test_sync(void)
 out:
 	tg_policy_free(&p1);
 	tg_policy_free(&p2);
+	close(t.fd);
+}
+
+/*
+ * The sync of a reload (old NULL): the walk that prunes the table notes
+ * which of the new list's keys it holds, and only the others are
+ * written. Over a table of another list (3000 keys, buckets spilled,
+ * an exempt key that is guaranteed too, the IDN mark), the table ends
+ * as the new list says; then the list is read back from the table.
+ */
+static void test_sync_walk(void)
+{
+	static char a[64 * 3200], b[64 * 3200];
+	struct tg_policy pa, pb, back = { 0 }, none = { 0 };
+	char err[512], why[256] = "", path[sizeof(tmpdir) + 32];
+	__u64 ex[2];
+	struct tg_stab t;
+	size_t la, lb, nkeys, i, lacking;
+	int rc, inc;
+
+	rc = table_new(&t, tg_stab_bits(4000));
+	if (rc < 0) {
+		tg_skip("sync walk: cannot create a BPF map: %s",
+			strerror(-rc));
+		return;
+	}
+	tg_case("sync walk: 3000 senders, then 200 gone and 200 new");
+	snprintf(path, sizeof(path), "%s/walk", tmpdir);
+	la = gen_body(a, sizeof(a), 0, 2600, 0, &nkeys);
+	lb = gen_body(b, sizeof(b), 200, 2600, 0, &nkeys);
+	write_at(path, a, la, "w");
+	rc = tg_policy_load(path, &pa, err, sizeof(err));
+	write_at(path, b, lb, "w");
+	rc |= tg_policy_load(path, &pb, err, sizeof(err));
+	if (!CHECK(rc == 0, "load: %s", err))
+		goto out;
+	/* exempt: one key of both lists, and SRS0= */
+	ex[0] = pb.keys[pb.n / 2];
+	ex[1] = TG_KEY_SRS0;
+	CHECK(tg_policy_set_exempt(&pa, ex, 2) == 0 &&
+	      tg_policy_set_exempt(&pb, ex, 2) == 0, "set_exempt");
+	rc = tg_policy_sync_within(&t, NULL, &pa, UINT_MAX, &inc);
+	CHECK(rc == (int)pa.n && !inc, "sync into an empty table is %d", rc);
+	CHECK(map_holds(&t, &pa, why, sizeof(why)), "after a: %s", why);
+	rc = tg_policy_sync_within(&t, NULL, &pb, UINT_MAX, &inc);
+	CHECK(rc == (int)pb.n && !inc, "sync to b is %d, want %zu", rc, pb.n);
+	CHECK(map_holds(&t, &pb, why, sizeof(why)), "after b: %s", why);
+	CHECK(tg_stab_get(&t, ex[0]) == TG_POL_EXEMPT,
+	      "a guaranteed key that is exempt is not exempt in the map");
+	CHECK(tg_stab_get(&t, TG_KEY_IDN) == 1, "no IDN mark");
+
+	tg_case("sync walk: the same list again");
+	rc = tg_policy_sync_within(&t, NULL, &pb, UINT_MAX, &inc);
+	CHECK(rc == (int)pb.n, "sync of b over b is %d", rc);
+	CHECK(map_holds(&t, &pb, why, sizeof(why)), "after b again: %s", why);
+
+	tg_case("read back: the guaranteed keys and the IDN mark");
+	back.keys = malloc(8);	/* replaced, not leaked */
+	back.n = back.cap = 1;
+	rc = tg_policy_from_map(&t, &back);
+	CHECK(rc == 0, "tg_policy_from_map() is %d", rc);
+	/* ex[0], exempt in the map, comes back as exempt only */
+	for (i = 0, lacking = 0; i < pb.n; i++)
+		lacking += !tg_policy_has_key(&back, pb.keys[i]);
+	CHECK(back.n == pb.n - 1 && lacking == 1 &&
+	      !tg_policy_has_key(&back, ex[0]) && back.idn && sorted_unique(&back),
+	      "%zu keys read back of %zu, %zu lacking, idn %d", back.n, pb.n,
+	      lacking, back.idn);
+	CHECK_EQ(back.cap, back.n);
+	CHECK(tg_stab_put(&t, TG_SENDERS_INCOMPLETE, 1) == 0 &&
+	      tg_policy_from_map(&t, &back) == 1,
+	      "a table marked incomplete is not said to be");
+	tg_stab_del(&t, TG_SENDERS_INCOMPLETE);
+
+	tg_case("sync walk: to an empty list");
+	rc = tg_policy_sync_within(&t, NULL, &none, UINT_MAX, &inc);
+	CHECK(rc == 0, "sync to none is %d", rc);
+	CHECK(map_holds(&t, &none, why, sizeof(why)), "after none: %s", why);
+	rc = tg_policy_from_map(&t, &back);
+	CHECK(rc == 0 && back.n == 0 && back.keys == NULL && !back.idn,
+	      "read back from an empty table: %d, %zu keys", rc, back.n);
+out:
+	tg_policy_free(&pa);
+	tg_policy_free(&pb);
+	tg_policy_free(&back);
 	close(t.fd);
 }
 
@@ -954,7 +1311,11 @@ int main(void)
 	test_idn();
 	test_bad_lines();
 	test_no_file();
+	test_update();
+	test_scan_refused();
+	test_changed();
 	test_sync();
+	test_sync_walk();
 	test_table();
 	test_append();
 	test_exempt();

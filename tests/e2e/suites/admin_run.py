@@ -25,7 +25,12 @@ configuration file is the only source of settings):
     remove`` the next one is delivered again. Nothing is restarted.
   * sighup: an entry appended to the senders file by hand applies after
     SIGHUP; ``tlsguardctl reload`` of a broken file fails naming file and
-    line and keeps the senders in force.
+    line and keeps the senders in force. A sender removed by hand and one
+    added (the list in force changed in place), then 5000 more (the list
+    freed and the file read again), then the file as it was: after each
+    reload ``sender check`` (which reads the kernel map) and mail agree
+    with the file, and neither a failed reload nor a disagreement of the
+    map and the agent's list is logged.
   * concurrent_changes: 24 ``sender add`` at once, then 24 ``sender
     remove`` at once: each lands exactly once, comments and other lines
     stay, no temporary file is left, the file keeps its mode.
@@ -357,7 +362,62 @@ def sighup(env, r, syslog):
     res = env.ctl("reload")
     if res.returncode != 0 or "reloaded" not in res.stdout:
         problems.append("reload: %r %r" % (res.stdout, res.stderr))
+    problems += reload_changes(env, syslog, good)
     r.report("sighup", problems)
+
+
+def reload_changes(env, syslog, good):
+    """A few senders changed by hand (the list in force is changed in place), then
+    5000 more (it is freed and the file read again): after each reload the kernel
+    map holds exactly the file's senders (tlsguardctl sender check reads the map,
+    and warns when the agent's list disagrees), mail says the same, and the file
+    as it was comes back."""
+    problems = []
+    n_before = len(syslog.messages)
+
+    def reload(what, n):
+        res = env.ctl("reload")
+        if res.returncode != 0 or "reloaded %s: %d senders" % (env.senders, n) not in res.stdout:
+            problems.append("reload (%s): exit %d %r %r, want %d senders" % (
+                what, res.returncode, res.stdout, res.stderr, n))
+
+    def checks(what, wants):
+        for addr, guaranteed in wants:
+            res = env.ctl("sender", "check", addr)
+            if res.returncode != (0 if guaranteed else 3):
+                problems.append("%s: sender check %s: exit %d %r" % (what, addr, res.returncode, res.stdout))
+
+    def mail(what, sender, rcpt, want):
+        st, text, _ = env.deliver(sender, rcpt)
+        if st != want or (want == "bounced" and TLS_TEXT not in text):
+            problems.append("%s: %s: %s (%s), want %s" % (what, sender, st, text, want))
+
+    keys = len([x for x in good.splitlines() if x.strip() and x[0] != "#"]) + 2  # two IDN entries: 2 keys each
+    with open(env.senders, "w") as f:
+        f.write(good.replace("carol@example.org\n", "") + "dave@example.org\n")
+    reload("carol out, dave in", keys)
+    checks("carol out, dave in", [("carol@example.org", False), ("dave@example.org", True),
+                                  ("bob@example.org", True), ("x@corp.test", True)])
+    mail("carol out", "carol@example.org", "u9@plain.test", "sent")
+    mail("dave in", "dave@example.org", "u9@plain.test", "bounced")
+    filler = "".join("f%d@filler.example\n" % i for i in range(5000))
+    with open(env.senders, "a") as f:
+        f.write(filler)
+    reload("5000 more", keys + 5000)
+    checks("5000 more", [("f0@filler.example", True), ("f4999@filler.example", True),
+                         ("f5000@filler.example", False), ("dave@example.org", True),
+                         ("carol@example.org", False), ("bob@example.org", True)])
+    mail("5000 more", "bob@example.org", "u9@plain.test", "bounced")
+    with open(env.senders, "w") as f:
+        f.write(good)
+    reload("back", keys)
+    checks("back", [("carol@example.org", True), ("dave@example.org", False),
+                    ("f0@filler.example", False), ("bob@example.org", True)])
+    with syslog.lock:
+        odd = [m for m in syslog.messages[n_before:] if re.search(r"disagree|keeping the senders|cannot", m)]
+    if odd:
+        problems.append("warnings while reloading: %r" % odd[:3])
+    return problems
 
 
 def concurrent_changes(env, r):

@@ -45,6 +45,16 @@ Cases:
      at the MX.  A senders file of 2 entries and SIGHUP: "all 2 senders are
      in the kernel again", policy_incomplete 0, and the other mail is
      delivered on its next attempt.
+  reload_no_memory -- g1..g5 and r@mta.test guaranteed; a senders file
+     with r removed, n added and 300000 senders more (too many changes to
+     note: the agent frees its list and reads the file a second time), and
+     SIGHUP with the agent's address space limited (RLIMIT_AS, set on the
+     running agent) to 1 MiB above its size: the second read finds no
+     memory.  The warning says the 6 senders in force were read back from
+     the kernel's map; ``sender check`` and mail agree: r bounced 550, n
+     delivered, nothing of r at the MX, policy_incomplete 0.  SIGHUP
+     without the limit: the file is in force (300006 senders), r is
+     delivered, n bounced.
   ringbuf_full -- ``--ringbuf-size 4096 --slots 1 --audit FILE``; SIGSTOP
      the agent (by pid); 200 raw connections come and go (their line and
      close events, which the audit trail asks for, overflow the ring); two guaranteed mails: one takes the only slot and waits for
@@ -98,6 +108,9 @@ METRICS = "127.0.0.160:19025"
 MX_ADDR = "127.0.0.161"
 GUARANTEED = ["g%d@mta.test" % i for i in range(1, 6)]
 OTHER = "n@mta.test"
+# reload_no_memory's sender that a reload removes: mail of it reaches the MX at the end,
+# so it is not one of GUARANTEED, which no case may see there
+REMOVED = "r@mta.test"
 RSS_GROWTH_KB = 16 * 1024
 RSS_MAX_KB = 64 * 1024
 POSTFIX_MAIN = {
@@ -517,6 +530,83 @@ def case_injection_stuck(env, problems, info):
         ag.stop_into(problems)
 
 
+def vm_size_kb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmSize for pid %d" % pid)
+
+
+RELOAD_FILLER = 300000  # senders more: 2.3 MiB of keys, too many changes to note (pass 2)
+RELOAD_HEADROOM_KB = 1024  # address space left to the agent: enough for pass 1, not pass 2
+
+
+def case_reload_no_memory(env, problems, info):
+    import resource
+    with open(env.senders, "w") as f:
+        f.write("".join(a + "\n" for a in GUARANTEED + [REMOVED]))
+    ag = Agent(env, "reload", []).start()
+    sock = os.path.join(env.tmp, "tlsguardd.sock")
+    limit = None
+    try:
+        # r out, n in, and 300000 more: the agent frees its list and reads the file again
+        with open(env.senders, "w") as f:
+            f.write("".join(a + "\n" for a in GUARANTEED + [OTHER]) + "".join(
+                "f%d@filler.test\n" % i for i in range(RELOAD_FILLER)))
+        limit = resource.prlimit(ag.pid, resource.RLIMIT_AS)
+        vm = vm_size_kb(ag.pid)
+        resource.prlimit(ag.pid, resource.RLIMIT_AS, ((vm + RELOAD_HEADROOM_KB) * 1024, limit[1]))
+        ag.signal(signal.SIGHUP)
+        deadline = time.monotonic() + 30
+        while "keeping the senders in force" not in ag.log() and "reloaded" not in ag.log() \
+                and time.monotonic() < deadline:
+            time.sleep(0.1)
+        resource.prlimit(ag.pid, resource.RLIMIT_AS, limit)
+        limit = None
+        line = re.search(r"warning: .*keeping the senders in force.*", ag.log())
+        info.append("VmSize %d kB, limit +%d kB: %s" % (vm, RELOAD_HEADROOM_KB, line.group(0) if line else None))
+        n_old = len(GUARANTEED) + 1
+        if not re.search(r"warning: %s: out of memory; keeping the senders in force \(%d of %d read back "
+                         r"from the kernel's map\)" % (re.escape(env.senders), n_old, n_old), ag.log()):
+            problems.append("no warning that the senders in force were read back: %r" % ag.log()[-400:])
+        for addr, code in ((REMOVED, 0), (GUARANTEED[0], 0), (OTHER, 3), ("f7@filler.test", 3)):
+            res = subprocess.run([env.args.tlsguardctl, "--socket", sock, "sender", "check", addr],
+                                 capture_output=True, text=True, timeout=30)
+            if res.returncode != code:
+                problems.append("after the failed reload, sender check %s: exit %d %r" % (
+                    addr, res.returncode, res.stdout))
+        m1 = scrape()
+        if m1.get("tlsguard_policy_incomplete") != 0:
+            problems.append("policy_incomplete is %s after the failed reload" % m1.get("tlsguard_policy_incomplete"))
+        r, n = env.send(REMOVED), env.send(OTHER)
+        st = env.wait_status([r, n], ("bounced", "sent"))
+        want(problems, "r (in force), failed reload", st[r.marker], "bounced", TLS_TEXT)
+        want(problems, "n (not in force), failed reload", st[n.marker], "sent")
+        nothing_at_mx(env, problems, [r])
+        # Without the limit the same file is put in force.
+        ag.signal(signal.SIGHUP)
+        want_line = "reloaded %s: %d senders" % (env.senders, len(GUARANTEED) + 1 + RELOAD_FILLER)
+        deadline = time.monotonic() + 60
+        while want_line not in ag.log() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if want_line not in ag.log():
+            problems.append("no %r after SIGHUP without the limit" % want_line)
+        r, n = env.send(REMOVED), env.send(OTHER)
+        st = env.wait_status([r, n], ("bounced", "sent"))
+        want(problems, "r (out), after the reload", st[r.marker], "sent")
+        want(problems, "n (in), after the reload", st[n.marker], "bounced", TLS_TEXT)
+        nothing_at_mx(env, problems, [n])
+        r1 = rss(ag.pid)
+        info.append("tlsguardd VmHWM %d kB at start, %d kB after both reloads" % (ag.rss0["VmHWM"], r1["VmHWM"]))
+        ag.rss_check(problems, info)
+    finally:
+        if limit is not None:
+            resource.prlimit(ag.pid, resource.RLIMIT_AS, limit)
+        with open(env.senders, "w") as f:
+            f.write("".join(a + "\n" for a in GUARANTEED))
+        ag.stop_into(problems)
+
 def case_agent_killed(env, problems, info):
     ag = Agent(env, "pin1", []).start()
     ag2 = None
@@ -670,6 +760,7 @@ CASES = [
     ("metrics_page", case_metrics_page),
     ("flow_table_full", case_flow_table_full),
     ("policy_map_full", case_policy_map_full),
+    ("reload_no_memory", case_reload_no_memory),
     ("ringbuf_full", case_ringbuf_full),
     ("injection_stuck", case_injection_stuck),
     ("agent_killed", case_agent_killed),
@@ -704,7 +795,8 @@ def main(argv=None):
             mx = suite.started(TestMX(MX_ADDR, 25, name="fault"))
             pf = suite.postfix(PostfixInstance(os.path.join(tmp, "postfix"), cgroup,
                                                {"mx.fault": "smtp:[%s]:25" % MX_ADDR}, ["mta.test"],
-                                               mailboxes=GUARANTEED + [OTHER], extra_main=POSTFIX_MAIN))
+                                               mailboxes=GUARANTEED + [OTHER, REMOVED],
+                                               extra_main=POSTFIX_MAIN))
             senders = suite.write("senders", "".join(a + "\n" for a in GUARANTEED))
             env = Env(args, tmp, cgroup, pf, mx, senders)
         except (PostfixMissing, PostfixError, RuntimeError, OSError) as e:
