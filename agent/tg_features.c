@@ -88,6 +88,8 @@ static const struct tg_helper_need tg_helpers[] = {
 	  "bpf_current_task_under_cgroup in uprobe programs", NULL },
 	{ BPF_PROG_TYPE_KPROBE, BPF_FUNC_ringbuf_reserve,
 	  "bpf_ringbuf_reserve", "5.8" },
+	{ BPF_PROG_TYPE_KPROBE, BPF_FUNC_ringbuf_query,
+	  "bpf_ringbuf_query", "5.8" },
 };
 
 static void tg_missing(const char *what, const char *since)

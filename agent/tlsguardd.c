@@ -428,6 +428,8 @@ static void tg_on_timer(struct tg_agent *ag)
 		return;
 	/* The loop is alive (WatchdogSec= in the unit: six ticks or more). */
 	tg_notify("WATCHDOG=1");
+	/* audit lines that woke nobody (bpf/tg_common.bpf.h, tg_line_wakeup) */
+	ring_buffer__consume(ag->rb);
 	tg_metrics_tick(&ag->metrics);
 	if (tg_metrics_watch(&ag->metrics))
 		tg_recover_lost(ag);

@@ -209,6 +209,23 @@ static __always_inline int tg_port_kind(__u16 port)
 #define TG_SCAN_MAX	4096
 #define TG_BLOCK	64
 
+/*
+ * Waking the agent: an audit line (a dozen a message) does not, until
+ * TG_RB_WAKE bytes wait in the ring buffer; every other event does (a
+ * flow diverted, closed, a handshake judged), and the agent then reads
+ * the lines before it too, or at its next timer tick. Woken for each
+ * line, the agent spent more on waking than on the lines, and fell
+ * behind a plaintext load with the audit trail on.
+ */
+#define TG_RB_WAKE	(64 * 1024)
+
+static __always_inline __u64 tg_line_wakeup(void)
+{
+	return bpf_ringbuf_query(&tg_events, BPF_RB_AVAIL_DATA) >= TG_RB_WAKE ?
+		       BPF_RB_FORCE_WAKEUP :
+		       BPF_RB_NO_WAKEUP;
+}
+
 static __always_inline void tg_emit(__u32 type, const struct tg_flow *f,
 				    __u32 slot)
 {
@@ -232,7 +249,8 @@ static __always_inline void tg_emit(__u32 type, const struct tg_flow *f,
 	e->state = f->state;
 	__builtin_memcpy(e->laddr, f->laddr, 16);
 	__builtin_memcpy(e->raddr, f->raddr, 16);
-	bpf_ringbuf_submit(e, 0);
+	/* forced: lines before it may have woken nobody */
+	bpf_ringbuf_submit(e, BPF_RB_FORCE_WAKEUP);
 }
 
 /*
@@ -272,7 +290,7 @@ static __always_inline void tg_emit_line(const struct tg_flow *f, __u32 flags,
 		if (!err)
 			e->len = (__u32)n;
 	}
-	bpf_ringbuf_submit(e, 0);
+	bpf_ringbuf_submit(e, tg_line_wakeup());
 }
 
 /*

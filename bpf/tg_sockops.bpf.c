@@ -105,7 +105,7 @@ static __always_inline void tg_emit_unwatched(struct bpf_sock_ops *skops,
 	e->lport = skops->local_port;
 	e->rport = bpf_ntohl(skops->remote_port) & 0xffff;
 	tg_skops_addrs(skops, e->laddr, e->raddr);
-	bpf_ringbuf_submit(e, 0);
+	bpf_ringbuf_submit(e, BPF_RB_FORCE_WAKEUP);
 }
 
 /*
