@@ -283,6 +283,18 @@ static void test_streams(void)
 	}
 }
 
+/* The events fed after a segment, both ways: they must be the same. */
+static void same_events(const char *what, const int *ea, int na,
+			const int *ef, int nf)
+{
+	int k;
+
+	CHECK(na == nf, "%s: after it, %d events vs %d", what, na, nf);
+	for (k = 0; k < na && k < nf; k++)
+		CHECK(ea[k] == ef[k], "%s: after it, event %d: %d vs %d", what,
+		      k, ea[k], ef[k]);
+}
+
 /*
  * Replies: a segment that tg_reply_line() takes must leave the parser as
  * feeding it would, up to the fields the next line resets (the keyword
@@ -374,11 +386,7 @@ static void test_reply_line(void)
 		random_reply_bytes(post, sizeof(post));
 		na = reply_events(&a, post, sizeof(post), ea, EV_MAX);
 		nf = reply_events(&f, post, sizeof(post), ef, EV_MAX);
-		CHECK(na == nf, "%s then %s: %d events vs %d", tg_esc(seg, len),
-		      tg_esc(post, sizeof(post)), na, nf);
-		for (k = 0; k < na && k < nf; k++)
-			CHECK(ea[k] == ef[k], "%s: after it, event %d: %d vs %d",
-			      tg_esc(seg, len), k, ea[k], ef[k]);
+		same_events(tg_esc(seg, len), ea, na, ef, nf);
 		CHECK(a.new_reply == f.new_reply && a.line_len == f.line_len &&
 			      a.starttls == f.starttls &&
 			      a.chunking == f.chunking && a.first == f.first,
@@ -419,7 +427,7 @@ static void test_cmd_line(void)
 	static const unsigned char alpha[] = "aZ :<>@.\r\n\t\v";
 	unsigned char seg[TG_CLINE_MAX + 8], buf[TG_CLINE_MAX], post[24];
 	struct tg_cmd a, f, before;
-	int ea[EV_MAX], ef[EV_MAX], na, nf, k, took = 0;
+	int ea[EV_MAX], ef[EV_MAX], na, nf, took = 0;
 	size_t i, j, len;
 
 	tg_case("tg_cmd_line agrees with tg_cmd_feed on random writes");
@@ -481,11 +489,7 @@ static void test_cmd_line(void)
 			post[j] = alpha[random() % (sizeof(alpha) - 1)];
 		na = cmd_events(&a, post, sizeof(post), ea, EV_MAX);
 		nf = cmd_events(&f, post, sizeof(post), ef, EV_MAX);
-		CHECK(na == nf, "%s: after it, %d events vs %d",
-		      tg_esc(seg, len), na, nf);
-		for (k = 0; k < na && k < nf; k++)
-			CHECK(ea[k] == ef[k], "%s: after it, event %d: %d vs %d",
-			      tg_esc(seg, len), k, ea[k], ef[k]);
+		same_events(tg_esc(seg, len), ea, na, ef, nf);
 		CHECK(memcmp(&a, &f, sizeof(a)) == 0,
 		      "%s: parser state differs after what follows",
 		      tg_esc(seg, len));
