@@ -234,18 +234,25 @@ PF_KTHREAD = 0x00200000
 
 
 def kthread_cpu_ticks():
-    """utime + stime of all kernel threads (kworkers, ksoftirqd: where sockmap defers work)."""
-    total = 0
+    """utime + stime of each kernel thread (kworkers, ksoftirqd: where sockmap defers work), by pid."""
+    ticks = {}
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
         try:
             f = read("/proc/%s/stat" % name).rsplit(")", 1)[1].split()
             if int(f[6]) & PF_KTHREAD:
-                total += int(f[11]) + int(f[12])
+                ticks[int(name)] = int(f[11]) + int(f[12])
         except (IndexError, ValueError):
             pass
-    return total
+    return ticks
+
+
+def kthread_ticks_delta(t0, t1):
+    """What the kernel threads ran between two kthread_cpu_ticks(): of those alive at both, the
+    difference; of those born meanwhile, all. A thread that exited meanwhile is left out: summing
+    the totals instead took its whole life's CPU off (an old kworker's: 'others' above 300%)."""
+    return sum(v - t0.get(pid, 0) for pid, v in t1.items())
 
 
 def proc_cpu_ticks(pid):
@@ -540,7 +547,7 @@ class Bench:
         busy1, us1 = cpu_busy_ticks()
         own1 = self.own_cpu_ticks()
         hz = os.sysconf("SC_CLK_TCK")
-        d = [(b - a) / hz for a, b in zip(own0, own1)]
+        d = [(b - a) / hz for a, b in zip(own0[:3], own1[:3])] + [kthread_ticks_delta(own0[3], own1[3]) / hz]
         self.last_split = {"generator": d[0], "sinks": d[1], "tlsguardd": d[2], "kthreads": d[3]}
         self.last_other = max(0.0, ((us1 - us0) / hz - sum(d)) / (elapsed * os.cpu_count()))
         self.procs.remove(p)
