@@ -230,9 +230,9 @@ __noinline __u64 tg_scan_cmds(struct sk_msg_md *msg, struct tg_flow *f,
 
 /*
  * A write that begins inside a DATA body, read a block at a time: the
- * words of the window in which no line starts with "." are taken at
- * once (tg_body_block), the first one that is not is fed to the parser
- * byte by byte, until the body ends. A message body is most of what an
+ * words in which no line starts with "." are taken at once, in place
+ * (tg_body_run), the first one that is not is fed to the parser byte by
+ * byte (tg_body_bytes), until the body ends. A message body is most of what an
  * MTA writes; the command scan above would spend a callback on each of
  * its bytes.
  */
@@ -284,7 +284,7 @@ __noinline __u32 tg_body_run(struct sk_msg_md *msg, struct tg_cmd *p,
 	return 8 * k;
 }
 
-/* One step: a block's quiet words, or one word fed byte by byte. */
+/* One step: quiet words read in place, or one word fed byte by byte. */
 static long tg_body_step(__u32 n, void *ctx)
 {
 	struct tg_bscan *s = ctx;
@@ -299,14 +299,10 @@ static long tg_body_step(__u32 n, void *ctx)
 		s->end = i + r;
 		return s->end >= s->blk.len;
 	}
+	/* no word taken: the next one byte by byte, from a window's copy */
 	if (tg_blk_get(&s->blk, i, 0)) {
 		s->lost = 1;
 		return 1;
-	}
-	r = tg_body_block(&f->cmd, &s->blk, i);
-	if (r) {
-		s->end = i + r;
-		return s->end >= s->blk.len;
 	}
 	r = tg_body_bytes(&f->cmd, &s->blk, i);
 	s->end = i + (r & 0xff);
