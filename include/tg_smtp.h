@@ -347,7 +347,8 @@ extern __u64 tg_delims[2];
 /*
  * DATA body end matcher (TG_MODE_BODY): where the line in progress is.
  * A line starts after LF only; TG_BODY_BARE marks one that started after
- * a bare LF (not CR LF).
+ * a bare LF (not CR LF), until a byte shows that the line does not start
+ * with "." (TG_BODY_MID and TG_BODY_MIDCR never carry it).
  */
 enum tg_body_state {
 	TG_BODY_MID,		/* inside a line, the last byte not CR */
@@ -973,7 +974,12 @@ static TG_INLINE int tg_body_byte(struct tg_cmd *p, unsigned char c)
 		st = TG_BODY_DOTNUL;	/* "." to OpenSMTPD's strcmp() */
 	else
 		st = c == '\r' ? TG_BODY_MIDCR : TG_BODY_MID;
-	p->body = st | bare;
+	/*
+	 * TG_BODY_BARE is read only on a line that starts with "."; inside
+	 * any other it is dropped, so that the state after a line's bytes
+	 * depends on its last two only (tg_bwords_end()).
+	 */
+	p->body = st == TG_BODY_MID || st == TG_BODY_MIDCR ? st : st | bare;
 	return TG_CMD_NONE;
 }
 
@@ -1083,25 +1089,29 @@ static TG_INLINE __u64 tg_last8(__u64 m)
 /*
  * Up to eight words of a DATA body at once: nw words at buf, which is a
  * multiple of 8 bytes into the body, read while a line runs or has just
- * started (TG_BODY_MID, TG_BODY_MIDCR or TG_BODY_SOL, with or without
- * TG_BODY_BARE). As long as no line in them starts with ".", feeding
- * their bytes to tg_cmd_feed() raises no event and decides only where
- * the last line is (its last byte: LF, CR or other) and whether that
- * line began after a bare LF (the byte before its LF): both are read
- * from the words at once. Returns how many of the words were taken so,
- * from the first, with p->body as feeding them would leave it; the
- * caller feeds the next word byte by byte. Words are read as a
- * little-endian machine loads them (byte k: bits 8k to 8k+7);
- * tests/unit/test_skip.c checks this against tg_cmd_feed(). The steps
- * (tg_bwords_start(), tg_bwords_take() for each word, tg_bwords_end()
- * when one was taken) serve a caller that reads its words elsewhere.
+ * started (TG_BODY_MID, TG_BODY_MIDCR or TG_BODY_SOL, the last with or
+ * without TG_BODY_BARE). As long as no line in them starts with ".",
+ * feeding their bytes to tg_cmd_feed() raises no event, and leaves a
+ * state that their last two bytes decide (LF: a line starts, bare unless
+ * CR precedes it; CR; other). So only the words with a "." need a closer
+ * look, at the byte before each: LF, in the word or at the end of the
+ * one before. Returns how many of the words were taken so, from the
+ * first, with p->body as feeding them would leave it; the caller feeds
+ * the next word byte by byte. Words are read as a little-endian machine
+ * loads them (byte k: bits 8k to 8k+7); tests/unit/test_skip.c checks
+ * this against tg_cmd_feed(). The steps (tg_bwords_start(),
+ * tg_bwords_take() for each word, tg_bwords_end() when one was taken)
+ * serve a caller that reads its words elsewhere.
  */
-/* What the words taken so far leave: the last byte LF, CR; a bare LF. */
+/*
+ * The last word taken; before the first, a word whose last byte is the
+ * state's: LF (a line starts), CR or neither.
+ */
 struct tg_bwords {
-	__u64 after_nl;
-	__u64 after_cr;
-	__u8 bare;
+	__u64 last;
 };
+
+#define TG_DOTS8	(TG_ONES8 * '.')
 
 /* The words start from p's state: 0 when it is not one they run in. */
 static TG_INLINE int tg_bwords_start(const struct tg_cmd *p,
@@ -1112,40 +1122,45 @@ static TG_INLINE int tg_bwords_start(const struct tg_cmd *p,
 	if (p->mode != TG_MODE_BODY ||
 	    (st != TG_BODY_MID && st != TG_BODY_MIDCR && st != TG_BODY_SOL))
 		return 0;
-	/* the byte before the words: LF (a line starts), CR */
-	s->after_nl = st == TG_BODY_SOL;
-	s->after_cr = st == TG_BODY_MIDCR;
-	s->bare = p->body & TG_BODY_BARE;
+	s->last = (__u64)(st == TG_BODY_SOL ? '\n' :
+			  st == TG_BODY_MIDCR ? '\r' : 0) << 56;
 	return 1;
 }
 
-/* One word: 1 when taken, 0 when a line in it starts with ".". */
+/*
+ * 1 when x, a word XORed with TG_DOTS8, had a "." (a zero byte now):
+ * (x - 1) & ~x has the high bit of some byte set exactly then.
+ */
+static TG_INLINE __u64 tg_had_dot(__u64 x)
+{
+	return (x - TG_ONES8) & ~x & TG_HIGH8;
+}
+
+/*
+ * One word: 1 when taken, 0 when a line in it starts with ".". A word
+ * with no "." (most words of a body) costs one test.
+ */
 static TG_INLINE int tg_bwords_take(struct tg_bwords *s, __u64 w)
 {
-	__u64 nl = tg_bytes_eq8(w, '\n'), cr;
+	__u64 after_nl;
 
-	if (!nl && !s->after_nl) {
-		/* no line starts here: most words of a body */
-		s->after_cr = (w >> 56) == '\r';
-		return 1;
+	if (tg_had_dot(w ^ TG_DOTS8)) {
+		after_nl = (s->last >> 56) == '\n';
+		if ((tg_bytes_eq8(w, '\n') << 8 | after_nl << 7) &
+		    tg_bytes_eq8(w, '.'))
+			return 0;
 	}
-	/* a "." that starts a line: fed byte by byte */
-	if ((nl << 8 | s->after_nl << 7) & tg_bytes_eq8(w, '.'))
-		return 0;
-	cr = tg_bytes_eq8(w, '\r');
-	if (nl)
-		s->bare = tg_last8(nl) & ~(cr << 8 | s->after_cr << 7) ?
-				  TG_BODY_BARE : 0;
-	s->after_nl = nl >> 63;
-	s->after_cr = cr >> 63;
+	s->last = w;
 	return 1;
 }
 
 /* Words were taken: p->body as feeding them would leave it. */
 static TG_INLINE void tg_bwords_end(struct tg_cmd *p, const struct tg_bwords *s)
 {
-	p->body = (s->after_nl ? TG_BODY_SOL :
-		   s->after_cr ? TG_BODY_MIDCR : TG_BODY_MID) | s->bare;
+	unsigned char c7 = s->last >> 56, c6 = s->last >> 48;
+
+	p->body = c7 == '\n' ? TG_BODY_SOL | (c6 == '\r' ? 0 : TG_BODY_BARE) :
+		  c7 == '\r' ? TG_BODY_MIDCR : TG_BODY_MID;
 }
 
 static TG_INLINE __u32 tg_body_words(struct tg_cmd *p, const unsigned char *buf,

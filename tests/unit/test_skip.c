@@ -7,16 +7,17 @@
  *	build/tests/test_skip
  * DESCRIPTION
  *	The BPF scanners take the words of a DATA body in which no line
- *	starts with "." up to eight at a time from a copy, or 32 in place
+ *	starts with "." up to eight at a time from a copy, or 64 in place
  *	(tg_body_words() and its steps, which set the body's state from
  *	them), and pass over BDAT chunk bytes by counting them down. This
  *	test runs both ways over the same streams, as the scanners do (words
  *	are taken only at a position that is a multiple of 8, at most 8 or
- *	32 of them, the next one then fed byte by byte), and checks that the
- *	events and the final parser state are the same.
+ *	64 of them, in place two at a time, the next one then fed byte by
+ *	byte), and checks that the events and the final parser state are
+ *	the same.
  *
- *	It also checks tg_bytes_eq8() for every byte value at every position
- *	of a word among every other, and tg_body_words() against
+ *	It also checks tg_bytes_eq8() and tg_had_dot() for every byte value
+ *	at every position of a word among every other, and tg_body_words() against
  *	tg_cmd_feed() over random words of the bytes that matter to a body
  *	(LF, CR, ".", NUL, others) from each state it takes, and
  *	tg_reply_line(), which takes a one-line reply at once, against
@@ -59,28 +60,38 @@ static void run_slow(struct run *r, const unsigned char *b, size_t len)
 }
 
 /*
- * As tg_body_run() does: up to 32 words read by the steps of
- * tg_body_words(); returns the words taken.
+ * As tg_body_run() does: up to 64 words, two at a time, a pair with no
+ * "." at once, the others by the steps of tg_body_words(); a last word
+ * alone is left. Returns the words taken.
  */
 static __u32 words_run(struct tg_cmd *p, const unsigned char *b, __u32 nw)
 {
 	struct tg_bwords s;
-	__u64 w;
+	__u64 w, w2;
 	__u32 k;
 
 	if (!tg_bwords_start(p, &s))
 		return 0;
-	for (k = 0; k < 32 && k < nw; k++) {
+	for (k = 0; k < 64 && k + 2 <= nw; k += 2) {
 		memcpy(&w, b + 8 * k, 8);
+		memcpy(&w2, b + 8 * k + 8, 8);
+		if (!(tg_had_dot(w ^ TG_DOTS8) | tg_had_dot(w2 ^ TG_DOTS8))) {
+			s.last = w2;
+			continue;
+		}
 		if (!tg_bwords_take(&s, w))
 			break;
+		if (!tg_bwords_take(&s, w2)) {
+			k++;
+			break;
+		}
 	}
 	if (k > 0)
 		tg_bwords_end(p, &s);
 	return k;
 }
 
-static int run_words32;	/* run_fast() takes words as tg_body_run() */
+static int run_inplace;	/* run_fast() takes words as tg_body_run() */
 
 /* As the BPF scanners do: chunks counted down, body words taken at once. */
 static void run_fast(struct run *r, const unsigned char *b, size_t len)
@@ -99,7 +110,7 @@ static void run_fast(struct run *r, const unsigned char *b, size_t len)
 			continue;
 		}
 		if (r->p.mode == TG_MODE_BODY && !(i & 7)) {
-			k = run_words32 ? words_run(&r->p, b + i,
+			k = run_inplace ? words_run(&r->p, b + i,
 						    (__u32)((len - i) / 8)) :
 					  tg_body_words(&r->p, b + i,
 							(__u32)((len - i) / 8));
@@ -124,12 +135,12 @@ static void run_fast(struct run *r, const unsigned char *b, size_t len)
 
 static void compare1(const char *what, const unsigned char *b, size_t len);
 
-/* Both ways the BPF scanners take words: 8 a window, 32 in place. */
+/* Both ways the BPF scanners take words: 8 a window, 64 in place. */
 static void compare(const char *what, const unsigned char *b, size_t len)
 {
-	run_words32 = 0;
+	run_inplace = 0;
 	compare1(what, b, len);
-	run_words32 = 1;
+	run_inplace = 1;
 	compare1(what, b, len);
 }
 
@@ -158,7 +169,8 @@ static void test_eq8(void)
 	unsigned c, pos, o;
 	__u64 w, m;
 
-	tg_case("tg_bytes_eq8 marks exactly the bytes equal to c");
+	tg_case("tg_bytes_eq8 marks exactly the bytes equal to c, "
+		"tg_had_dot a \".\" anywhere");
 	for (c = 0; c < 256; c++) {
 		for (o = 0; o < sizeof(others); o++) {
 			for (pos = 0; pos < 8; pos++) {
@@ -173,6 +185,11 @@ static void test_eq8(void)
 					CHECK(m == 0x80ULL << (8 * pos),
 					      "0x%02x at %u among 0x%02x", c, pos,
 					      others[o]);
+				/* a "." anywhere, as a yes or no */
+				CHECK(!tg_had_dot(w ^ TG_DOTS8) ==
+					      (c != '.' && others[o] != '.'),
+				      "tg_had_dot: 0x%02x at %u among 0x%02x", c,
+				      pos, others[o]);
 			}
 		}
 	}
