@@ -111,6 +111,7 @@ struct tg_agent {
 	struct tg_metrics metrics;
 	char cgroup_path[4096];
 	int timer_fd;
+	int flush_fd;			/* the audit timer, -1 without the trail */
 	struct tg_policy policies[2];
 	struct tg_stab stab;		/* tg_senders, as the agent writes it */
 	const struct tg_policy *policy;	/* one of policies[] */

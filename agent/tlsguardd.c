@@ -119,6 +119,13 @@
 #include "tg_verifier.h"
 
 #define TG_RESCAN_SECONDS 5	/* how often new TLS libraries are looked for */
+/*
+ * How often the ring buffer is read while the audit trail is on: the
+ * kernel does not wake the agent for what only the trail reads (lines, a
+ * flow that ends unheld: bpf/tg_common.bpf.h), so a record waits at most
+ * this long, or until a quarter of the ring buffer waits.
+ */
+#define TG_AUDIT_FLUSH_NS (100 * 1000 * 1000)
 
 static int tg_libbpf_print(enum libbpf_print_level level, const char *fmt,
 			   va_list ap)
@@ -345,6 +352,8 @@ static void tg_setup_guard(struct tg_agent *ag)
 {
 	struct itimerspec its = { { TG_RESCAN_SECONDS, 0 },
 				  { TG_RESCAN_SECONDS, 0 } };
+	struct itimerspec flush = { { 0, TG_AUDIT_FLUSH_NS },
+				    { 0, TG_AUDIT_FLUSH_NS } };
 	sigset_t mask;
 
 	sigemptyset(&mask);
@@ -364,6 +373,14 @@ static void tg_setup_guard(struct tg_agent *ag)
 	if (ag->timer_fd < 0 || timerfd_settime(ag->timer_fd, 0, &its, NULL) ||
 	    tg_epoll_add(ag->epfd, ag->timer_fd, TG_EP_TIMER))
 		msg_fatal("timerfd: %s", strerror(errno));
+	if (ag->opt.audit[0]) {
+		ag->flush_fd = timerfd_create(CLOCK_MONOTONIC,
+					      TFD_CLOEXEC | TFD_NONBLOCK);
+		if (ag->flush_fd < 0 ||
+		    timerfd_settime(ag->flush_fd, 0, &flush, NULL) ||
+		    tg_epoll_add(ag->epfd, ag->flush_fd, TG_EP_TIMER | 1))
+			msg_fatal("timerfd: %s", strerror(errno));
+	}
 
 	/*
 	 * Last: from here on the MTA's new connections are guarded; first
@@ -420,10 +437,16 @@ static int tg_on_signal(struct tg_agent *ag)
 	return 0;
 }
 
-static void tg_on_timer(struct tg_agent *ag)
+static void tg_on_timer(struct tg_agent *ag, __u32 idx)
 {
 	__u64 ticks;
 
+	if (idx == 1) {
+		/* the audit timer: what woke nobody (TG_AUDIT_FLUSH_NS) */
+		if (read(ag->flush_fd, &ticks, sizeof(ticks)) == sizeof(ticks))
+			ring_buffer__consume(ag->rb);
+		return;
+	}
 	if (read(ag->timer_fd, &ticks, sizeof(ticks)) != sizeof(ticks))
 		return;
 	/* The loop is alive (WatchdogSec= in the unit: six ticks or more). */
@@ -466,7 +489,7 @@ static void tg_run(struct tg_agent *ag)
 			if (ag->detach)
 				return;
 			else if (tag == TG_EP_TIMER)
-				tg_on_timer(ag);
+				tg_on_timer(ag, idx);
 			else if (tag == TG_EP_MX) {
 				tg_mx_collect(&ag->mx);
 				tg_inject_mx_ready(&ag->ij);
@@ -505,6 +528,8 @@ static void tg_teardown(struct tg_agent *ag)
 	tg_kill_close(&ag->kill);
 	if (ag->timer_fd >= 0)
 		close(ag->timer_fd);
+	if (ag->flush_fd >= 0)
+		close(ag->flush_fd);
 	if (keep)
 		ag->msg_attached = ag->skb_attached = 0;
 	if (ag->msg_attached)
@@ -536,7 +561,8 @@ static void tg_teardown(struct tg_agent *ag)
 int main(int argc, char **argv)
 {
 	static struct tg_agent ag = { .cgroup_fd = -1, .ctl_fd = -1,
-				      .timer_fd = -1, .pin_fd = -1 };
+				      .timer_fd = -1, .flush_fd = -1,
+				      .pin_fd = -1 };
 
 	char err[TG_SETTING_MAX + 128];
 	unsigned long long budget = 0;

@@ -285,8 +285,10 @@ static __always_inline int tg_reply_verdict(struct __sk_buff *skb)
 		else
 			TG_STAT_INC(tls_failed);
 		/* The agent acts on weak and failed handshakes, or audits. */
-		if (f->state != TG_FS_TLS || tg_audit_on)
+		if (f->state != TG_FS_TLS)
 			tg_emit(TG_EV_TLS, f, TG_NO_SLOT);
+		else if (tg_audit_on)
+			tg_emit_audit(TG_EV_TLS, f);
 	}
 	return SK_PASS;
 }

@@ -211,12 +211,14 @@ static __always_inline void tg_untrack(struct bpf_sock_ops *skops)
 	if (!flow)
 		return;
 	/*
-	 * The agent frees a diverted flow's slot, and ends the flow's audit
-	 * record; for any other flow it has nothing to do, and is not woken.
+	 * The agent frees a diverted flow's slot at once, and ends the flow's
+	 * audit record when it next reads the ring; for any other flow it
+	 * has nothing to do.
 	 */
-	if (flow->state == TG_FS_DIVERTED || tg_audit_on)
-		tg_emit(TG_EV_CLOSE, flow,
-			flow->state == TG_FS_DIVERTED ? flow->slot : TG_NO_SLOT);
+	if (flow->state == TG_FS_DIVERTED)
+		tg_emit(TG_EV_CLOSE, flow, flow->slot);
+	else if (tg_audit_on)
+		tg_emit_audit(TG_EV_CLOSE, flow);
 	bpf_map_delete_elem(&tg_flows, &sks->cookie);
 }
 

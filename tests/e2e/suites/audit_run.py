@@ -45,7 +45,11 @@ and all records): tls13_three_rcpts, tls12_delivered, plaintext_delivered,
 held_no_tls, held_weak_tls (a held-weak-tls record per cut TLS session and
 one, with tls null and the reply naming the version, for the plaintext retry),
 tlsproxy_reuse, ssl_ex_client (the program's _ssl module imports
-SSL_write_ex/SSL_read_ex and not SSL_write/SSL_read), no_foreign_address
+SSL_write_ex/SSL_read_ex and not SSL_write/SSL_read), latin1_greeting,
+record_soon_after_close (three plaintext conversations with the latin1 MX,
+one after the other: each record is in the file within 1 s of the
+client's exit, though nothing wakes the agent for an unheld flow: its
+audit timer reads the ring buffer every 100 ms), no_foreign_address
 (the whole file), then the ``tlsguardctl audit`` cases: ctl_audit_print,
 ctl_audit_sender, ctl_audit_since, ctl_audit_garbage, and
 audit_sighup_reopen (rename the file, SIGHUP, one more conversation: its
@@ -163,6 +167,7 @@ SLOW_MAX = 0.25  # each held attempt, answered by the agent, within this
 
 TIMEOUT_STATUS = 60.0  # all final statuses in the Postfix logs
 TIMEOUT_RECORDS = 15.0  # the expected records, after the statuses
+PROMPT_RECORD = 1.0  # a record after its connection's close (the audit timer: 100 ms)
 TIMEOUT_CLIENT = 30.0
 
 # A client in the test cgroup: argv host tls|plain sender marker rcpt...; prints one JSON line.
@@ -753,6 +758,37 @@ def latin1_check(run):
     return p
 
 
+def prompt_check(run):
+    """A record is written soon after its connection closes, though nothing wakes
+    the agent for an unheld flow: three plaintext conversations, one after the
+    other, each record in the file within PROMPT_RECORD s of the client's exit (the
+    agent reads the ring buffer every 100 ms; its next tick, up to 5 s, is what a
+    missing audit timer would leave)."""
+    p = []
+    for i in range(3):
+        sender, rcpt = "aud-prompt%d@mta.test" % i, "r1.%s@prompt.audit.test" % run.run_id
+        run.conversations["prompt%d" % i] = {sender, rcpt}
+        c = Client(run.cgroup, LATIN1_MX, "plain", sender, "m-" + secrets.token_hex(8), [rcpt])
+        run.clients.append(c)
+        res, why = c.result()
+        closed = time.monotonic()
+        if res is None:
+            p.append(why)
+            continue
+        recs = []
+        while not recs and time.monotonic() - closed < TIMEOUT_RECORDS:
+            recs = [r for r in read_records(run.audit_path)[0] if r.get("sender") == sender]
+            if not recs:
+                time.sleep(0.02)
+        took = time.monotonic() - closed
+        if len(recs) != 1 or recs[0].get("verdict") != "delivered":
+            p.append("conversation %d: records %s" % (i, [show(r) for r in recs]))
+        elif took > PROMPT_RECORD:
+            p.append("conversation %d: its record came %.2f s after the close, want <= %.1f s" % (
+                i, took, PROMPT_RECORD))
+    return p
+
+
 # ------------------------------------------------------------------ tlsguardctl audit
 
 def ctl(run, *args, timeout=20):
@@ -1196,6 +1232,7 @@ def run_all(run, report):
     run.wait_records({"ex": lambda rs: len(rs) >= 1})
     report("ssl_ex_client", p + client_check(run, "ex", res, why, "tls"))
     report("latin1_greeting", latin1_check(run))
+    report("record_soon_after_close", prompt_check(run))
     report("no_foreign_address", no_foreign_check(run))
 
     report("ctl_audit_print", ctl_print_check(run))
