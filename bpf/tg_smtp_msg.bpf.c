@@ -258,8 +258,9 @@ struct tg_bscan {
  *
  * The words go two at a time: a pair with no "." is taken by one test.
  * msg->data_end is the end of the len bytes tg_plain() pulled
- * (bpf_msg_pull_data() sets it so), so the packet bound is the only one
- * a pair needs; a last word alone is left to the caller, byte by byte.
+ * (bpf_msg_pull_data() sets it so, and it is checked once), so the
+ * packet bound is the only one a pair needs; a last word alone is left
+ * to the caller, byte by byte.
  * Most of a DATA body passes here: on a 16 KiB body, this loop was most
  * of what tlsguard cost a message.
  */
@@ -279,6 +280,13 @@ __noinline __u32 tg_body_run(struct sk_msg_md *msg, struct tg_cmd *p,
 	off &= 2 * TG_SCAN_MAX - 1;
 	d = (void *)(long)msg->data + off;
 	end = (void *)(long)msg->data_end;
+	/*
+	 * The packet bound is the pulled length's only while data_end ends
+	 * those len bytes; a kernel that left more readable would have the
+	 * words run past them, into bytes the next run parses again.
+	 */
+	if (end > (void *)(long)msg->data + (len & (2 * TG_SCAN_MAX - 1)))
+		return 0;
 	for (k = 0; k < TG_BODY_RUN; k += 2, d += 16) {
 		if (d + 16 > end)
 			break;
