@@ -268,9 +268,9 @@ __noinline __u32 tg_body_run(struct sk_msg_md *msg, struct tg_cmd *p,
 			     __u32 i, __u32 len)
 {
 	struct tg_bwords s;
-	__u64 w, w2, off = i;
+	__u64 off = i;
 	void *d, *end;
-	__u32 k;
+	__u32 k, t;
 
 	if (!p || (i & 7) || i >= len || len > TG_SCAN_MAX ||
 	    !tg_bwords_start(p, &s))
@@ -290,16 +290,9 @@ __noinline __u32 tg_body_run(struct sk_msg_md *msg, struct tg_cmd *p,
 	for (k = 0; k < TG_BODY_RUN; k += 2, d += 16) {
 		if (d + 16 > end)
 			break;
-		w = *(__u64 *)d;
-		w2 = *(__u64 *)(d + 8);
-		if (!(tg_had_dot(w ^ TG_DOTS8) | tg_had_dot(w2 ^ TG_DOTS8))) {
-			s.last = w2;
-			continue;
-		}
-		if (!tg_bwords_take(&s, w))
-			break;
-		if (!tg_bwords_take(&s, w2)) {
-			k++;
+		t = tg_bwords_take2(&s, *(__u64 *)d, *(__u64 *)(d + 8));
+		if (t < 2) {
+			k += t;
 			break;
 		}
 	}

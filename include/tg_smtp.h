@@ -1073,15 +1073,6 @@ static TG_INLINE __u64 tg_bytes_eq8(__u64 w, unsigned char c)
 	return ~(((x & ~TG_HIGH8) + ~TG_HIGH8) | x | ~TG_HIGH8);
 }
 
-/* Of the bytes marked in m (tg_bytes_eq8(), not 0), the last in memory. */
-static TG_INLINE __u64 tg_last8(__u64 m)
-{
-	m |= m >> 8;
-	m |= m >> 16;
-	m |= m >> 32;
-	return m & ~(m >> 8);
-}
-
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "tg_body_words() reads byte k of a word as its bits 8k to 8k+7"
 #endif
@@ -1152,6 +1143,22 @@ static TG_INLINE int tg_bwords_take(struct tg_bwords *s, __u64 w)
 	}
 	s->last = w;
 	return 1;
+}
+
+/*
+ * Two words, w then w2: how many were taken (2, or where a line in one
+ * of them starts with "."). A pair with no "." is taken by one test, as
+ * tg_body_run() reads a body.
+ */
+static TG_INLINE __u32 tg_bwords_take2(struct tg_bwords *s, __u64 w, __u64 w2)
+{
+	if (!(tg_had_dot(w ^ TG_DOTS8) | tg_had_dot(w2 ^ TG_DOTS8))) {
+		s->last = w2;
+		return 2;
+	}
+	if (!tg_bwords_take(s, w))
+		return 0;
+	return tg_bwords_take(s, w2) ? 2 : 1;
 }
 
 /* Words were taken: p->body as feeding them would leave it. */

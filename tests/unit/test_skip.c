@@ -60,29 +60,24 @@ static void run_slow(struct run *r, const unsigned char *b, size_t len)
 }
 
 /*
- * As tg_body_run() does: up to 64 words, two at a time, a pair with no
- * "." at once, the others by the steps of tg_body_words(); a last word
- * alone is left. Returns the words taken.
+ * As tg_body_run() does: up to 64 words, two at a time
+ * (tg_bwords_take2()); a last word alone is left. Returns the words
+ * taken.
  */
 static __u32 words_run(struct tg_cmd *p, const unsigned char *b, __u32 nw)
 {
 	struct tg_bwords s;
 	__u64 w, w2;
-	__u32 k;
+	__u32 k, t;
 
 	if (!tg_bwords_start(p, &s))
 		return 0;
 	for (k = 0; k < 64 && k + 2 <= nw; k += 2) {
 		memcpy(&w, b + 8 * k, 8);
 		memcpy(&w2, b + 8 * k + 8, 8);
-		if (!(tg_had_dot(w ^ TG_DOTS8) | tg_had_dot(w2 ^ TG_DOTS8))) {
-			s.last = w2;
-			continue;
-		}
-		if (!tg_bwords_take(&s, w))
-			break;
-		if (!tg_bwords_take(&s, w2)) {
-			k++;
+		t = tg_bwords_take2(&s, w, w2);
+		if (t < 2) {
+			k += t;
 			break;
 		}
 	}
