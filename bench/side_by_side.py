@@ -31,7 +31,6 @@ end, 1 when it could not set up, 130 when interrupted.
 """
 
 import argparse
-import json
 import os
 import shutil
 import signal
@@ -45,7 +44,7 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 sys.dont_write_bytecode = True  # leave no __pycache__ in the source tree
 
-import run as bench  # noqa: E402  (bench/run.py: BpfStats, in_cgroup, Cgroup)
+import run as bench  # noqa: E402  (bench/run.py: BpfStats, Cgroup, in_cgroup, daemon_progs, ...)
 
 ADDRS = {"A": "127.0.0.63", "B": "127.0.0.64"}
 SENDER = "bob@plain.bench"
@@ -57,18 +56,6 @@ class Interrupted(Exception):
 
 def on_signal(signum, frame):
     raise Interrupted()
-
-
-def progs():
-    out = subprocess.run(["bpftool", "prog", "show", "-j"], capture_output=True, text=True, check=True).stdout
-    return {p["id"]: p for p in json.loads(out)}
-
-
-def cpu_us(pid):
-    """utime + stime of a live process, in µs (clock ticks of 10 ms)."""
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) * 1e6 / os.sysconf("SC_CLK_TCK")
 
 
 def wait_listening(addr, timeout=10.0):
@@ -94,7 +81,6 @@ class Side:
         self.daemon = None
         self.tmp = tempfile.mkdtemp(prefix="tlsguard-sbs-%s-" % name)
         self.pin = "/sys/fs/bpf/tlsguard-sbs-%s-%d" % (name, os.getpid())
-        self.ids = set()
 
     @property
     def floor(self):
@@ -106,7 +92,6 @@ class Side:
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         if not wait_listening(self.addr):
             raise RuntimeError("%s: smtp-sink does not listen on %s:25" % (self.name, self.addr))
-        before = set(progs())
         if self.floor:
             null = os.path.join(self.args.bin, "null_hooks")
             self.daemon = subprocess.Popen([null, "--cgroup", self.cg.path], stdout=subprocess.PIPE, text=True)
@@ -133,7 +118,10 @@ class Side:
             else:
                 raise RuntimeError("%s: tlsguardd did not answer status (log: %s)" % (
                     self.name, os.path.join(self.tmp, "log")))
-        self.ids = set(progs()) - before
+
+    def progs(self):
+        """{name: run_cnt, run_time_ns} of the programs its tlsguardd or null_hooks holds."""
+        return bench.daemon_progs(self.daemon.pid)
 
     def load(self):
         argv = ["smtp-source", "-s", str(self.args.sessions), "-m", str(self.args.messages),
@@ -160,27 +148,27 @@ class Side:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+def sink_cpu_us(side):
+    return bench.proc_cpu_ticks(side.sink.pid) * 1e6 / os.sysconf("SC_CLK_TCK")
+
+
 def one_round(sides, n):
-    p0 = progs()
-    s0 = [cpu_us(s.sink.pid) for s in sides]
+    p0 = [s.progs() for s in sides]
+    s0 = [sink_cpu_us(s) for s in sides]
     loads = [s.load() for s in sides]
     gen = []
     for p in loads:
         _, status, ru = os.wait4(p.pid, 0)
         p.returncode = os.waitstatus_to_exitcode(status)
         gen.append((ru.ru_utime + ru.ru_stime) * 1e6)
-    s1 = [cpu_us(s.sink.pid) for s in sides]
-    p1 = progs()
+    s1 = [sink_cpu_us(s) for s in sides]
     out = {}
     for k, s in enumerate(sides):
         rows, bpf = [], 0
-        for i in sorted(s.ids):
-            a, b = p1.get(i, {}), p0.get(i, {})
-            cnt = a.get("run_cnt", 0) - b.get("run_cnt", 0)
-            if cnt > 0:
-                ns = a.get("run_time_ns", 0) - b.get("run_time_ns", 0)
-                bpf += ns
-                rows.append("%s %.2f x %d ns" % (a["name"], cnt / n, ns // cnt))
+        for name, d in sorted(bench.prog_delta(p0[k], s.progs()).items()):
+            if d["run_cnt"] > 0:
+                bpf += d["run_time_ns"]
+                rows.append("%s %.2f x %d ns" % (name, d["run_cnt"] / n, d["avg_ns"]))
         out[s.name] = {"bpf": bpf / n / 1000, "gen": gen[k] / n, "sink": (s1[k] - s0[k]) / n,
                        "rows": rows, "exit": loads[k].returncode}
     return out
@@ -231,7 +219,7 @@ def main(argv=None):
     except Interrupted:
         print("side_by_side: interrupted: cleaning up", file=sys.stderr)
         return 130
-    except (RuntimeError, OSError, subprocess.CalledProcessError) as e:
+    except (RuntimeError, OSError) as e:
         print("side_by_side: %s" % e, file=sys.stderr)
         return 1
     finally:
