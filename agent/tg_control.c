@@ -199,14 +199,18 @@ static int tg_ctl_flow(void *ctx, const void *key, const void *value)
 	char name[96], sender[TG_SENDER_MAX + 1], addr[48] = "?";
 	const char *starttls = f->implicit_tls ? "implicit" :
 			       f->starttls_offered ? "offered" : "-";
-	unsigned long long age = (w->now_ns - f->start_ns) / 1000000000ULL;
+	/* an entry whose connect is under way: no handshake yet */
+	const char *state = f->start_ns ? tg_state_name(f->state) :
+			    "connecting";
+	unsigned long long age = f->start_ns ?
+		(w->now_ns - f->start_ns) / 1000000000ULL : 0;
 
 	tg_flow_name(f, name, sizeof(name));
 	if (!w->json) {
 		tg_printable(f->sender, sizeof(f->sender), sender,
 			     sizeof(sender));
 		fprintf(w->out, "%-40s %-10s %-8s %-8s %-6llu %s\n", name,
-			tg_state_name(f->state),
+			state,
 			tg_tls_version_name(f->tls_version), starttls, age,
 			sender);
 		return 0;
@@ -217,7 +221,7 @@ static int tg_ctl_flow(void *ctx, const void *key, const void *value)
 		(unsigned long long)f->cookie);
 	tg_json_str(w->out, addr);
 	fprintf(w->out, ",\"port\":%u},\"state\":\"%s\",\"tls\":", f->rport,
-		tg_state_name(f->state));
+		state);
 	if (f->tls_version)
 		fprintf(w->out, "\"%s\"", tg_tls_version_name(f->tls_version));
 	else

@@ -51,7 +51,6 @@ static const struct tg_prog_need tg_progs[] = {
 static const struct tg_map_need tg_maps[] = {
 	{ BPF_MAP_TYPE_SOCKHASH, "sockhash maps", "4.18" },
 	{ BPF_MAP_TYPE_QUEUE, "queue maps", "4.20" },
-	{ BPF_MAP_TYPE_SK_STORAGE, "socket local storage (sk_storage)", "5.2" },
 	{ BPF_MAP_TYPE_RINGBUF, "the BPF ring buffer", "5.8" },
 	{ BPF_MAP_TYPE_CGROUP_ARRAY, "cgroup array maps", "4.8" },
 	{ BPF_MAP_TYPE_LRU_HASH, "LRU hash maps", "4.10" },
@@ -62,10 +61,9 @@ static const struct tg_helper_need tg_helpers[] = {
 	{ BPF_PROG_TYPE_SK_MSG, BPF_FUNC_loop, "bpf_loop in sk_msg programs", "5.17" },
 	{ BPF_PROG_TYPE_SK_SKB, BPF_FUNC_loop, "bpf_loop in sk_skb programs", "5.17" },
 	{ BPF_PROG_TYPE_KPROBE, BPF_FUNC_loop, "bpf_loop in uprobe programs", "5.17" },
-	{ BPF_PROG_TYPE_SK_MSG, BPF_FUNC_sk_storage_get,
-	  "bpf_sk_storage_get in sk_msg programs", NULL },
-	{ BPF_PROG_TYPE_SOCK_OPS, BPF_FUNC_sk_storage_get,
-	  "bpf_sk_storage_get in sock_ops programs", NULL },
+	/* tg_smtp_msg reads the socket's cookie through it */
+	{ BPF_PROG_TYPE_SK_MSG, BPF_FUNC_skc_to_tcp_sock,
+	  "bpf_skc_to_tcp_sock in sk_msg programs", NULL },
 	{ BPF_PROG_TYPE_SK_MSG, BPF_FUNC_probe_read_kernel,
 	  "bpf_probe_read_kernel in sk_msg programs", NULL },
 	{ BPF_PROG_TYPE_SK_SKB, BPF_FUNC_probe_read_kernel,

@@ -50,7 +50,6 @@ static int tg_slot_open(struct tg_inject *ij, unsigned idx)
 	socklen_t slen = sizeof(sin);
 	struct epoll_event ev;
 	struct tg_slot val;
-	struct tg_sk sk;
 	socklen_t clen = sizeof(s->cookie);
 	int one = 1;
 	__u64 fd64;
@@ -71,10 +70,7 @@ static int tg_slot_open(struct tg_inject *ij, unsigned idx)
 	if (getsockopt(s->a, SOL_SOCKET, SO_COOKIE, &s->cookie, &clen) < 0)
 		return -errno;
 
-	sk.cookie = s->cookie;
-	sk.role = TG_ROLE_INJECT;
-	sk.slot = idx;
-	if (bpf_map_update_elem(ij->maps.sk_store, &s->a, &sk, BPF_ANY))
+	if (bpf_map_update_elem(ij->maps.injects, &s->cookie, &idx, BPF_ANY))
 		return -errno;
 	fd64 = (__u64)s->a;
 	if (bpf_map_update_elem(ij->maps.socks, &s->cookie, &fd64, BPF_ANY))
@@ -100,7 +96,23 @@ static void tg_slot_close(struct tg_inject *ij, unsigned idx)
 		close(s->b);
 	if (s->a >= 0)
 		close(s->a);
+	if (s->cookie)
+		bpf_map_delete_elem(ij->maps.injects, &s->cookie);
 	s->a = s->b = -1;
+	s->cookie = 0;
+}
+
+/*
+ * Injection sockets of a previous agent (--pin): they died with it, and
+ * their cookies are never made again.
+ */
+static void tg_forget_injects(int fd)
+{
+	__u64 key;
+
+	while (bpf_map_get_next_key(fd, NULL, &key) == 0)
+		if (bpf_map_delete_elem(fd, &key))
+			break;
 }
 
 /* Renew a slot's pair and give the slot back to the kernel. */
@@ -137,6 +149,7 @@ int tg_inject_init(struct tg_inject *ij, unsigned nslots,
 	for (i = 0; i < nslots; i++)
 		ij->slots[i].a = ij->slots[i].b = -1;
 	ij->n = nslots;
+	tg_forget_injects(ij->maps.injects);
 	ij->listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (ij->listen_fd < 0)
 		return -errno;

@@ -76,7 +76,7 @@
 #define TG_INJECT_IN	16384	/* bytes read from a slot, not yet answered */
 
 struct tg_inject_maps {
-	int sk_store;
+	int injects;
 	int socks;
 	int slots;
 	int free_slots;

@@ -223,7 +223,7 @@ static void tg_setup_rooms(struct tg_agent *ag)
 	ag->epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (ag->epfd < 0)
 		msg_fatal("epoll_create1: %s", strerror(errno));
-	maps.sk_store = bpf_map__fd(ag->skel->maps.tg_sk_store);
+	maps.injects = bpf_map__fd(ag->skel->maps.tg_injects);
 	maps.socks = bpf_map__fd(ag->skel->maps.tg_socks);
 	maps.slots = bpf_map__fd(ag->skel->maps.tg_slots);
 	maps.free_slots = bpf_map__fd(ag->skel->maps.tg_free_slots);

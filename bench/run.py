@@ -1280,8 +1280,7 @@ class Bench:
                                          res["B"][-1]["rss_before_kb"], res["B"][-1]["rss_after_kb"]))
         finally:
             self.reap(sink)
-        res["btf"] = btf_struct_sizes({"sk_psock", "sk_psock_link", "bpf_shtab_elem", "bpf_local_storage",
-                                       "bpf_local_storage_elem"})
+        res["btf"] = btf_struct_sizes({"sk_psock", "sk_psock_link", "bpf_shtab_elem"})
 
     def flows_run(self, n, dpid):
         out = {}
@@ -1848,7 +1847,6 @@ def write_report(res, out_dir, elapsed_s):
         w("")
         flows_map = last["maps_after"]["tg_flows"]
         socks = last["maps_after"]["tg_socks"]
-        store = last["maps_after"].get("tg_sk_store", {"value": 0})
         btf = fl.get("btf", {})
         acct = []
         if "sk_psock" in btf:
@@ -1857,11 +1855,6 @@ def write_report(res, out_dir, elapsed_s):
             acct.append(("sk_psock_link (its place in tg_socks)", btf["sk_psock_link"]))
         if "bpf_shtab_elem" in btf:
             acct.append(("tg_socks element (bpf_shtab_elem + key)", btf["bpf_shtab_elem"] + 8))
-        if "bpf_local_storage" in btf:
-            acct.append(("bpf_local_storage (the socket's first sk_storage)", btf["bpf_local_storage"]))
-        if "bpf_local_storage_elem" in btf:
-            acct.append(("tg_sk_store element (bpf_local_storage_elem + value)",
-                         btf["bpf_local_storage_elem"] + store["value"]))
         if acct:
             w("Per tracked flow, from the kernel's own struct sizes (BTF) and the kmalloc size class each "
               "allocation falls into:")

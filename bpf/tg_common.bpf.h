@@ -33,13 +33,17 @@ TG_MAP(struct {
 	__type(value, __u64);
 }, tg_socks);
 
-/* Role and cookie of each socket in tg_socks. */
+/*
+ * The agent's injection sockets in tg_socks: cookie -> slot. A socket of
+ * tg_socks that is in neither this nor tg_flows is a flow the flow table
+ * had no room for.
+ */
 TG_MAP(struct {
-	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
-	__type(value, struct tg_sk);
-}, tg_sk_store);
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, TG_SLOTS_MAX);
+	__type(key, __u64);
+	__type(value, __u32);
+}, tg_injects);
 
 /* Per-flow protocol state, keyed by cookie; the agent reads and resets it. */
 TG_MAP(struct {

@@ -235,7 +235,7 @@ static __always_inline int tg_reply_verdict(struct __sk_buff *skb)
 	__u64 cookie;
 	__u32 len;
 
-	/* sk_storage is not available here; injection sockets have no flow. */
+	/* injection sockets have no flow: what they receive passes */
 	cookie = bpf_get_socket_cookie(skb);
 	f = bpf_map_lookup_elem(&tg_flows, &cookie);
 	if (!f)

@@ -759,9 +759,8 @@ static __always_inline int tg_handshake(struct sk_msg_md *msg,
 	return SK_PASS;
 }
 
-static __always_inline int tg_inject(struct sk_msg_md *msg, struct tg_sk *sks)
+static __always_inline int tg_inject(struct sk_msg_md *msg, __u32 idx)
 {
-	__u32 idx = sks->slot;
 	struct tg_slot *slot = bpf_map_lookup_elem(&tg_slots, &idx);
 
 	if (!slot || !slot->flow)
@@ -770,10 +769,30 @@ static __always_inline int tg_inject(struct sk_msg_md *msg, struct tg_sk *sks)
 				     BPF_F_INGRESS);
 }
 
+/*
+ * The socket's cookie, which tg_sockops (or the agent, for an injection
+ * socket) made before it put the socket in tg_socks; 0 if it cannot be
+ * read, which no flow has. sk_msg has no bpf_get_socket_cookie() on the
+ * kernels we claim; the socket has the cookie itself.
+ */
+static __always_inline __u64 tg_msg_cookie(struct sk_msg_md *msg)
+{
+	struct bpf_sock *sk = msg->sk;
+	struct tcp_sock *tp;
+
+	if (!sk)
+		return 0;
+	tp = bpf_skc_to_tcp_sock(sk);
+	if (!tp)
+		return 0;
+	return tp->inet_conn.icsk_inet.sk.__sk_common.skc_cookie.counter;
+}
+
 static __always_inline int tg_smtp_verdict(struct sk_msg_md *msg)
 {
 	struct tg_flow *f;
-	struct tg_sk *sks;
+	__u64 cookie;
+	__u32 *slot;
 
 	/*
 	 * apply_bytes and cork_bytes live in the message, and a message is
@@ -782,17 +801,13 @@ static __always_inline int tg_smtp_verdict(struct sk_msg_md *msg)
 	 */
 	bpf_msg_apply_bytes(msg, 0);
 	bpf_msg_cork_bytes(msg, 0);
-	if (!msg->sk)
-		return SK_DROP;
-	sks = bpf_sk_storage_get(&tg_sk_store, msg->sk, 0, 0);
-	if (!sks)
-		return SK_DROP;
-	if (sks->role == TG_ROLE_INJECT)
-		return tg_inject(msg, sks);
-	if (sks->role != TG_ROLE_MTA)
-		return SK_DROP;
-	f = bpf_map_lookup_elem(&tg_flows, &sks->cookie);
+	cookie = tg_msg_cookie(msg);
+	f = bpf_map_lookup_elem(&tg_flows, &cookie);
 	if (!f) {
+		slot = bpf_map_lookup_elem(&tg_injects, &cookie);
+		if (slot)
+			return tg_inject(msg, *slot);
+		/* untracked (the flow table was full), or lost: fail closed */
 		TG_STAT_INC(lost_flow);
 		return SK_DROP;
 	}

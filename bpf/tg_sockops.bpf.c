@@ -3,17 +3,26 @@
  * NAME
  *	tg_sockops - track the MTA's outbound connections to guarded ports
  * DESCRIPTION
- *	Attached to the guarded cgroup. When an outbound connection to one
- *	of the guarded ports is established, the socket gets its sk_storage
- *	(cookie, role), a flow table entry and a place in tg_socks, which
- *	puts it under tg_smtp_msg and tg_reply_skb. All three happen in the
- *	handshake's last step, before the first byte of data either way.
+ *	Attached to the guarded cgroup. A connect to one of the guarded ports
+ *	gets its flow table entry at once (TCP_CONNECT), keyed by the
+ *	socket's cookie, and counts against the table (tg_conns, which
+ *	tg_connect reads) until it closes, established or not. When the
+ *	handshake completes (ACTIVE_ESTABLISHED), before the first byte of
+ *	data either way, the socket gets its place in tg_socks, which puts it
+ *	under tg_smtp_msg and tg_reply_skb.
  *
- *	If the flow table is full, the socket is still put in tg_socks, as
- *	TG_ROLE_UNTRACKED: tg_smtp_msg drops every write on it, so the MTA
- *	defers the mail instead of sending it unchecked (fail closed). The
- *	sockhash has room for TG_SLOTS_MAX such sockets beyond the flow
- *	table; one it cannot take is reported for the agent to destroy.
+ *	No socket storage: the cookie is all a program needs to find a
+ *	flow, and tg_smtp_msg reads it from the socket. Creating the storage
+ *	cost more than a whole plaintext message's other sockops work (an
+ *	allocation at every connect, freed after an RCU grace period).
+ *
+ *	If the flow table is full, the socket is still put in tg_socks,
+ *	untracked: tg_smtp_msg finds no flow for it and drops every write,
+ *	so the MTA defers the mail instead of sending it unchecked (fail
+ *	closed). The sockhash has room for TG_SLOTS_MAX such sockets beyond
+ *	the flow table; one it cannot take is reported for the agent to
+ *	destroy. A connection whose connect ran before tlsguard was attached
+ *	gets its entry when it is established.
  *
  *	A flow to an implicit-TLS port starts in the handshake state; any
  *	other starts in plaintext.
@@ -66,7 +75,6 @@ static __always_inline void tg_flow_fill(struct tg_flow *f,
 					 __u64 cookie, int kind)
 {
 	f->cookie = cookie;
-	f->start_ns = bpf_ktime_get_ns();
 	f->state = TG_FS_PLAIN;
 	f->slot = TG_NO_SLOT;
 	f->cmds = 1;		/* the greeting */
@@ -80,6 +88,45 @@ static __always_inline void tg_flow_fill(struct tg_flow *f,
 		f->implicit_tls = 1;
 		tg_start_tls(f);
 	}
+}
+
+/*
+ * A flow table entry for a socket that has none, counted in tg_conns
+ * while it lives; NULL when the table has no room. Its close is asked
+ * for here, so that a connect that fails is seen closing too.
+ */
+static __always_inline struct tg_flow *tg_flow_new(struct bpf_sock_ops *skops,
+						   __u64 cookie, int kind)
+{
+	struct tg_conns *conns;
+	struct tg_flow *f;
+	__u32 zero = 0;
+
+	if (bpf_map_update_elem(&tg_flows, &cookie, &tg_flow_zero,
+				BPF_NOEXIST))
+		return NULL;
+	f = bpf_map_lookup_elem(&tg_flows, &cookie);
+	if (!f)
+		return NULL;
+	conns = bpf_map_lookup_elem(&tg_conns, &zero);
+	if (conns)
+		__sync_fetch_and_add(&conns->live, 1);
+	tg_flow_fill(f, skops, cookie, kind);
+	bpf_sock_ops_cb_flags_set(skops, BPF_SOCK_OPS_STATE_CB_FLAG);
+	return f;
+}
+
+/* The entry goes, and its place in tg_conns with it. */
+static __always_inline void tg_flow_drop(__u64 cookie)
+{
+	struct tg_conns *conns;
+	__u32 zero = 0;
+
+	if (bpf_map_delete_elem(&tg_flows, &cookie))
+		return;
+	conns = bpf_map_lookup_elem(&tg_conns, &zero);
+	if (conns)
+		__sync_fetch_and_add(&conns->live, -1);
 }
 
 /*
@@ -108,45 +155,37 @@ static __always_inline void tg_emit_unwatched(struct bpf_sock_ops *skops,
 	bpf_ringbuf_submit(e, BPF_RB_FORCE_WAKEUP);
 }
 
-/*
- * The storage of a socket connecting to a guarded port, made if it has
- * none yet, and the port's kind (tg_port_kind()); NULL for any other.
- */
-static __always_inline struct tg_sk *tg_guarded_sk(struct bpf_sock_ops *skops,
-						   int *kind)
+/* The port's kind (tg_port_kind()) of a socket to a guarded port, else 0. */
+static __always_inline int tg_guarded(struct bpf_sock_ops *skops)
 {
-	struct bpf_sock *sk = skops->sk;
+	return tg_port_kind(bpf_ntohl(skops->remote_port) & 0xffff);
+}
 
-	*kind = tg_port_kind(bpf_ntohl(skops->remote_port) & 0xffff);
-	if (!*kind || !sk)
-		return NULL;
-	return bpf_sk_storage_get(&tg_sk_store, sk, 0,
-				  BPF_SK_STORAGE_GET_F_CREATE);
+/* A connect to a guarded port: its flow entry, from now to its close. */
+static __always_inline void tg_connecting(struct bpf_sock_ops *skops)
+{
+	int kind = tg_guarded(skops);
+
+	if (kind)
+		tg_flow_new(skops, bpf_get_socket_cookie(skops), kind);
 }
 
 static __always_inline void tg_track(struct bpf_sock_ops *skops)
 {
-	struct tg_flow *f = NULL;
-	struct tg_sk *sks;
-	int one = 1, kind;
+	int one = 1, kind = tg_guarded(skops);
+	struct tg_flow *f;
 	__u64 cookie;
 
-	sks = tg_guarded_sk(skops, &kind);
-	if (!sks)
+	if (!kind)
 		return;
 	cookie = bpf_get_socket_cookie(skops);
-	sks->cookie = cookie;
-	sks->slot = TG_NO_SLOT;
-
-	if (bpf_map_update_elem(&tg_flows, &cookie, &tg_flow_zero,
-				BPF_NOEXIST) == 0)
-		f = bpf_map_lookup_elem(&tg_flows, &cookie);
+	f = bpf_map_lookup_elem(&tg_flows, &cookie);
+	if (!f)
+		f = tg_flow_new(skops, cookie, kind);
 	if (f) {
-		tg_flow_fill(f, skops, cookie, kind);
-		sks->role = TG_ROLE_MTA;
+		f->start_ns = bpf_ktime_get_ns();
 		TG_STAT_INC(flows);
 	} else {
-		sks->role = TG_ROLE_UNTRACKED;
 		TG_STAT_INC(flows_untracked);
 	}
 	if (bpf_sock_hash_update(skops, &tg_socks, &cookie, BPF_NOEXIST)) {
@@ -156,70 +195,31 @@ static __always_inline void tg_track(struct bpf_sock_ops *skops)
 		 * MTA's first commands, hence the sockhash's spare room.
 		 */
 		TG_STAT_INC(sockhash_full);
-		bpf_map_delete_elem(&tg_flows, &cookie);
+		tg_flow_drop(cookie);
 		tg_emit_unwatched(skops, cookie);
 		return;
 	}
-	bpf_sock_ops_cb_flags_set(skops, BPF_SOCK_OPS_STATE_CB_FLAG);
 	bpf_setsockopt(skops, SOL_TCP, TCP_NODELAY, &one, sizeof(one));
-}
-
-/*
- * A connect to a guarded port: it counts against the flow table from now
- * on (tg_conns, which tg_connect reads), until it closes, established or
- * not; the state callbacks are asked for here so that a connect that
- * fails is seen closing too.
- */
-static __always_inline void tg_count_connect(struct bpf_sock_ops *skops)
-{
-	struct tg_conns *conns;
-	struct tg_sk *sks;
-	__u32 zero = 0;
-	int kind;
-
-	sks = tg_guarded_sk(skops, &kind);
-	conns = bpf_map_lookup_elem(&tg_conns, &zero);
-	if (!sks || !conns || sks->counted)
-		return;
-	sks->counted = 1;
-	__sync_fetch_and_add(&conns->live, 1);
-	bpf_sock_ops_cb_flags_set(skops, BPF_SOCK_OPS_STATE_CB_FLAG);
 }
 
 static __always_inline void tg_untrack(struct bpf_sock_ops *skops)
 {
-	struct bpf_sock *sk = skops->sk;
-	struct tg_conns *conns;
+	__u64 cookie = bpf_get_socket_cookie(skops);
 	struct tg_flow *flow;
-	struct tg_sk *sks;
-	__u32 zero = 0;
 
-	if (!sk)
-		return;
-	sks = bpf_sk_storage_get(&tg_sk_store, sk, 0, 0);
-	if (!sks)
-		return;
-	if (sks->counted) {
-		sks->counted = 0;
-		conns = bpf_map_lookup_elem(&tg_conns, &zero);
-		if (conns)
-			__sync_fetch_and_add(&conns->live, -1);
-	}
-	if (sks->role != TG_ROLE_MTA)
-		return;
-	flow = bpf_map_lookup_elem(&tg_flows, &sks->cookie);
+	flow = bpf_map_lookup_elem(&tg_flows, &cookie);
 	if (!flow)
 		return;
 	/*
 	 * The agent frees a diverted flow's slot at once, and ends the flow's
 	 * audit record when it next reads the ring; for any other flow it
-	 * has nothing to do.
+	 * has nothing to do. A connect that never completed has no record.
 	 */
 	if (flow->state == TG_FS_DIVERTED)
 		tg_emit(TG_EV_CLOSE, flow, flow->slot);
-	else if (tg_audit_on)
+	else if (tg_audit_on && flow->start_ns)
 		tg_emit_audit(TG_EV_CLOSE, flow);
-	bpf_map_delete_elem(&tg_flows, &sks->cookie);
+	tg_flow_drop(cookie);
 }
 
 SEC("sockops")
@@ -227,7 +227,7 @@ int tg_sockops(struct bpf_sock_ops *skops)
 {
 	switch (skops->op) {
 	case BPF_SOCK_OPS_TCP_CONNECT_CB:
-		tg_count_connect(skops);
+		tg_connecting(skops);
 		break;
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
 		tg_track(skops);

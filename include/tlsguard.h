@@ -7,8 +7,9 @@
  *	Flows are the MTA's outbound TCP connections to a guarded port. Each
  *	is known by its socket cookie, which keys the sockhash (tg_socks) and
  *	the flow table (tg_flows). The agent's injection sockets live in the
- *	same sockhash under their own cookies; sk_storage (struct tg_sk) says
- *	which role a socket plays.
+ *	same sockhash under their own cookies, and in tg_injects (cookie ->
+ *	slot). A socket of tg_socks in neither table is a flow the flow
+ *	table had no room for: every write on it is dropped.
  *
  *	A flow whose sender must be held is "diverted": it is given one
  *	injection slot, a loopback TCP pair owned by the agent. Everything
@@ -65,23 +66,6 @@
  * every layout: a new agent reads an old generation's held flows by them.
  */
 #define TG_LAYOUT_VERSION 1
-
-/* Socket roles, in struct tg_sk. */
-enum tg_role {
-	TG_ROLE_NONE,
-	TG_ROLE_MTA,		/* a tracked flow */
-	TG_ROLE_INJECT,		/* the near end of an injection slot */
-	TG_ROLE_UNTRACKED,	/* a flow the flow table had no room for */
-};
-
-/* sk_storage of every socket in tg_socks. */
-struct tg_sk {
-	__u64 cookie;
-	__u32 role;		/* enum tg_role */
-	__u32 slot;		/* TG_ROLE_INJECT: its slot */
-	__u32 counted;		/* in tg_conns since its connect */
-	__u32 pad;
-};
 
 enum tg_flow_state {
 	TG_FS_PLAIN = 1,	/* plaintext SMTP, commands are read */
@@ -143,7 +127,8 @@ struct tg_flow {
 	struct tg_cmd cmd;	/* what the MTA writes */
 	struct tg_reply reply;	/* what the host answers */
 	__u64 cookie;
-	__u64 start_ns;		/* bpf_ktime_get_ns() at establishment */
+	__u64 start_ns;		/* bpf_ktime_get_ns() at establishment; 0
+				 * while the connect is under way */
 	__u32 state;		/* enum tg_flow_state */
 	__u32 slot;		/* TG_FS_DIVERTED: injection slot */
 	__u32 why;		/* enum tg_why */

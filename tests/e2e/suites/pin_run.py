@@ -45,7 +45,11 @@ Cases, in order, on one Postfix instance:
      under PINS"; on Postfix's next attempt each deferred mail of case 2 is
      bounced with 550 5.7.10 and the TLS text (one DSN per message, never
      sent, nothing at the MX).  The time from the restart to each bounce is
-     printed.
+     printed.  The pinned tg_injects (cookie -> slot of the agent's
+     injection sockets) holds this agent's 256 sockets, each the one its
+     slot names in tg_slots, and none of the killed agent's: without
+     forgetting them at start, every restart would leave 256 more behind
+     until the map is full.
   4. kill_mid_burst -- 20 mails, guaranteed and other alternating, injected
      one every 50 ms; SIGKILL the agent once some of them have a status and
      at least 8 are injected; restart 2 s after the last injection.  Every
@@ -113,6 +117,7 @@ from daemon import TLS_DSN, TLS_TEXT, Daemon, attached, normalize, pin_dir, run_
 PIN_DIR = pin_dir("pin")
 ADOPT_TEXT = "adopted the state pinned under %s" % PIN_DIR
 BPFTOOL = "bpftool"
+SLOTS = 256  # tlsguardd's injection slots by default (--slots)
 
 MX_HOST = "127.0.0.140"
 WEAK_MX_HOST = "127.0.0.141"  # STARTTLS, TLS 1.0 only
@@ -214,6 +219,60 @@ def pinned_flows():
         if os.path.exists(path):
             return path
     return None
+
+
+def pinned_map(name):
+    for gen in sorted(os.listdir(PIN_DIR)) if os.path.isdir(PIN_DIR) else []:
+        path = os.path.join(PIN_DIR, gen, name)
+        if os.path.exists(path):
+            return path
+    return None
+
+
+def map_entries(path):
+    """[(key bytes, value bytes)] of a pinned map, or a str saying why not."""
+    import json
+    rc, out, err = run_cmd([BPFTOOL, "-j", "map", "dump", "pinned", path])
+    if rc != 0:
+        return "bpftool map dump pinned %s: exit %s: %s" % (path, rc, err.strip())
+    try:
+        return [(bytes(int(b, 16) for b in e["key"]), bytes(int(b, 16) for b in e["value"]))
+                for e in json.loads(out)]
+    except (ValueError, KeyError, TypeError) as e:
+        return "bpftool map dump pinned %s: unreadable (%s)" % (path, e)
+
+
+def check_injects(p, info, slots):
+    """tg_injects holds the running agent's injection sockets, and only
+    them: one per slot, each the near end its slot names in tg_slots; the
+    previous agent's sockets died with it and are forgotten."""
+    inj, sl = pinned_map("tg_injects"), pinned_map("tg_slots")
+    if not inj or not sl:
+        p.append("no pinned tg_injects or tg_slots under %s" % PIN_DIR)
+        return
+    # a slot renewed between the two dumps differs once: read again
+    for _ in range(10):
+        injects, slotv = map_entries(inj), map_entries(sl)
+        for what in (injects, slotv):
+            if isinstance(what, str):
+                p.append(what)
+                return
+        have = {int.from_bytes(k, "little"): int.from_bytes(v, "little") for k, v in injects}
+        want = {}
+        for k, v in slotv:
+            idx = int.from_bytes(k, "little")
+            if idx < slots:
+                want[int.from_bytes(v[8:16], "little")] = idx
+        if have == want:
+            break
+        time.sleep(0.3)
+    if have != want:
+        stale = sorted(set(have) - set(want))
+        p.append("tg_injects has %d entries, want the %d injection sockets of tg_slots (%d not among "
+                 "them, e.g. %s; %d missing)" % (len(have), len(want), len(stale), stale[:3],
+                                                len(set(want) - set(have))))
+    else:
+        info.append("tg_injects: the %d injection sockets of this agent, no other" % len(have))
 
 
 def flows_dump():
@@ -562,6 +621,7 @@ def case_restart_adopts(ctx, info, state):
     bounces = collect_bounces(ctx, h, g)
     for m in g:
         p += check_bounced(ctx, h, m, bounces)
+    check_injects(p, info, SLOTS)
     if seen:
         times = sorted(seen.values())
         info.append("restart -> bounce: first %.2fs, last %.2fs for %d mails (agent ready %.2fs after "
