@@ -472,34 +472,71 @@ __noinline __u64 tg_cmd_one(struct sk_msg_md *msg, struct tg_flow *f,
 	return TG_SCAN_TAKEN;
 }
 
+/*
+ * A write that begins in a DATA body, read TG_SCAN_MAX bytes at a time,
+ * up to TG_BODY_WINDOWS of them, in this one run. Before, each window was
+ * a run of its own (passed with bpf_msg_apply_bytes(), the rest run
+ * again): for an MTA's body writes, a message's largest, that was one
+ * more run, lookup and push a window. Returns a verdict, or -1 when no
+ * byte of the write belonged to the body: the caller reads it as
+ * commands, with its first len bytes pulled (as this pulled them).
+ */
+#define TG_BODY_WINDOWS	16
+
+static __always_inline int tg_plain_body(struct sk_msg_md *msg,
+					 struct tg_flow *f)
+{
+	__u32 size = msg->size, off = 0, w, end, k;
+	__u64 r;
+
+	for (k = 0; k < TG_BODY_WINDOWS && off < size; k++) {
+		w = size - off;
+		if (w > TG_SCAN_MAX)
+			w = TG_SCAN_MAX;
+		if (bpf_msg_pull_data(msg, off, off + w, 0) ||
+		    (void *)(long)msg->data + w > (void *)(long)msg->data_end) {
+			/* Unreadable, so unjudged: fail closed. */
+			tg_fail_flow(f, TG_WHY_BAD_MAIL);
+			return SK_DROP;
+		}
+		r = tg_scan_body(msg, f, w);
+		if (r & TG_BODY_LOST) {
+			tg_fail_flow(f, TG_WHY_DESYNC);
+			return SK_DROP;
+		}
+		end = TG_BODY_END(r);
+		off += end;
+		/* the body ended, or the scan stopped short: the rest runs again */
+		if (end < w || f->cmd.mode != TG_MODE_BODY)
+			break;
+	}
+	if (off == 0)
+		return -1;
+	/* What follows the body (or the windows read) runs again. */
+	if (off < size)
+		bpf_msg_apply_bytes(msg, off);
+	return SK_PASS;
+}
+
 static __always_inline int tg_plain(struct sk_msg_md *msg, struct tg_flow *f)
 {
 	__u32 len = msg->size, line_off, why;
+	int verdict;
 	__u64 r;
 
 	if (len > TG_SCAN_MAX)
 		len = TG_SCAN_MAX;
 	if (len == 0)
 		return SK_PASS;
-	if (bpf_msg_pull_data(msg, 0, len, 0) ||
-	    (void *)(long)msg->data + len > (void *)(long)msg->data_end) {
+	if (f->cmd.mode == TG_MODE_BODY) {
+		verdict = tg_plain_body(msg, f);
+		if (verdict >= 0)
+			return verdict;
+	} else if (bpf_msg_pull_data(msg, 0, len, 0) ||
+		   (void *)(long)msg->data + len > (void *)(long)msg->data_end) {
 		/* Unreadable, so unjudged: fail closed. */
 		tg_fail_flow(f, TG_WHY_BAD_MAIL);
 		return SK_DROP;
-	}
-	if (f->cmd.mode == TG_MODE_BODY) {
-		r = tg_scan_body(msg, f, len);
-		if (r & TG_BODY_LOST) {
-			tg_fail_flow(f, TG_WHY_DESYNC);
-			return SK_DROP;
-		}
-		/* What follows the body runs again, as commands. */
-		if (TG_BODY_END(r) > 0 && TG_BODY_END(r) < msg->size) {
-			bpf_msg_apply_bytes(msg, TG_BODY_END(r));
-			return SK_PASS;
-		}
-		if (TG_BODY_END(r) > 0)
-			return SK_PASS;
 	}
 	if (tg_cmd_one(msg, f, len) & TG_SCAN_TAKEN)
 		return SK_PASS;

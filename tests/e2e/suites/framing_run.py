@@ -656,6 +656,25 @@ def c_data_body_tracking(cx):
             "RCPT", s.cmd("RCPT TO:<%s>" % rcpt), 250) and s.expect("DATA", s.cmd("DATA"), 354):
         behind(cx, s, b"Subject: x\r\n\r\nbody\r\n.\r\nMAIL FROM:<alice@example.org>\r\n",
                "MAIL in the same write as the end of a DATA body")
+    # Writes larger than one window of the kernel's body scan (4096 bytes;
+    # a write is read window after window in one run): command-looking
+    # lines that straddle the windows' edges are message text, and a body
+    # end in a later window, or on a window's very edge, is found there.
+    s = fresh(cx, tag="body-windows")
+    deliver(cx, s, what="bob whose 12 KiB body, one write, is MAIL FROM lines across 4096 and 8192",
+            body=["MAIL FROM:<alice@example.org>"] * 400)
+    held(cx, s, b"MAIL FROM:<alice@example.org>\r\n", "guaranteed MAIL after that message")
+    for size, what in ((10000, "in the third window"), (8192, "on the second window's last byte")):
+        s = fresh(cx, tag="body-end-window")
+        if s.expect("MAIL", s.cmd("MAIL FROM:<%s>" % OTHER), 250) and s.expect(
+                "RCPT", s.cmd("RCPT TO:<n-%s-%d@dest.example>" % (cx.case, cx.seq())), 250) and s.expect(
+                "DATA", s.cmd("DATA"), 354):
+            head, tail = b"Subject: x\r\n\r\n", b"\r\n.\r\n"
+            filler = b"".join(b"%-62d\r\n" % i for i in range(size // 64 + 1))
+            data = head + filler[:size - len(head) - len(tail)] + tail
+            assert len(data) == size
+            behind(cx, s, data + b"MAIL FROM:<alice@example.org>\r\n",
+                   "MAIL in the same write as a %d-byte DATA body ending %s" % (size, what))
     s = fresh(cx, tag="body-bare-lf-dot")
     marker = cx.n_marker()
     if s.expect("MAIL", s.cmd("MAIL FROM:<%s>" % OTHER), 250) and s.expect(
