@@ -483,6 +483,22 @@ __noinline __u64 tg_cmd_one(struct sk_msg_md *msg, struct tg_flow *f,
  */
 #define TG_BODY_WINDOWS	16
 
+/*
+ * Bytes [off, off + n) of the write made readable at msg->data; else the
+ * flow is failed closed (unreadable, so unjudged) and 1 returned.
+ */
+static __always_inline int tg_pull_or_fail(struct sk_msg_md *msg,
+					   struct tg_flow *f, __u32 off,
+					   __u32 n)
+{
+	if (bpf_msg_pull_data(msg, off, off + n, 0) ||
+	    (void *)(long)msg->data + n > (void *)(long)msg->data_end) {
+		tg_fail_flow(f, TG_WHY_BAD_MAIL);
+		return 1;
+	}
+	return 0;
+}
+
 static __always_inline int tg_plain_body(struct sk_msg_md *msg,
 					 struct tg_flow *f)
 {
@@ -493,12 +509,8 @@ static __always_inline int tg_plain_body(struct sk_msg_md *msg,
 		w = size - off;
 		if (w > TG_SCAN_MAX)
 			w = TG_SCAN_MAX;
-		if (bpf_msg_pull_data(msg, off, off + w, 0) ||
-		    (void *)(long)msg->data + w > (void *)(long)msg->data_end) {
-			/* Unreadable, so unjudged: fail closed. */
-			tg_fail_flow(f, TG_WHY_BAD_MAIL);
+		if (tg_pull_or_fail(msg, f, off, w))
 			return SK_DROP;
-		}
 		r = tg_scan_body(msg, f, w);
 		if (r & TG_BODY_LOST) {
 			tg_fail_flow(f, TG_WHY_DESYNC);
@@ -532,10 +544,7 @@ static __always_inline int tg_plain(struct sk_msg_md *msg, struct tg_flow *f)
 		verdict = tg_plain_body(msg, f);
 		if (verdict >= 0)
 			return verdict;
-	} else if (bpf_msg_pull_data(msg, 0, len, 0) ||
-		   (void *)(long)msg->data + len > (void *)(long)msg->data_end) {
-		/* Unreadable, so unjudged: fail closed. */
-		tg_fail_flow(f, TG_WHY_BAD_MAIL);
+	} else if (tg_pull_or_fail(msg, f, 0, len)) {
 		return SK_DROP;
 	}
 	if (tg_cmd_one(msg, f, len) & TG_SCAN_TAKEN)
