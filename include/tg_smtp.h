@@ -1337,7 +1337,8 @@ static TG_INLINE int tg_reply_feed(struct tg_reply *r, unsigned char c)
 
 /*
  * The len bytes at buf (then zeros, up to max, a multiple of 8) hold one
- * LF, their last byte: found from words, not byte by byte.
+ * LF, their last byte: found from words, not byte by byte. Only the
+ * words that hold those bytes are read: the zeros after them hold none.
  */
 static TG_INLINE int tg_lf_last(const unsigned char *buf, __u32 len,
 				__u32 max)
@@ -1346,6 +1347,8 @@ static TG_INLINE int tg_lf_last(const unsigned char *buf, __u32 len,
 	__u32 k, last = len - 1;
 
 	for (k = 0; k < max / 8; k++) {
+		if (8 * k >= len)
+			break;
 		__builtin_memcpy(&w, buf + 8 * k, 8);
 		want = k == last / 8 ? 0x80ULL << (8 * (last % 8)) : 0;
 		if (tg_bytes_eq8(w, '\n') != want)
