@@ -84,16 +84,67 @@ static __always_inline void tg_emit_cmd(struct tg_scan *s, struct tg_flow *f,
 		     n, 0);
 }
 
+/* The flow's state where a line starts, for tg_rewind(). */
+static __always_inline void tg_mark_flow(struct tg_flow *f)
+{
+	f->mark.cmd = f->cmd;
+	f->mark.cmds = f->cmds;
+	f->mark.data_cmd = f->data_cmd;
+	f->mark.starttls_cmd = f->starttls_cmd;
+}
+
 /* A line starts at byte i: remember where, and the flow's state there. */
 static __always_inline void tg_mark(struct tg_scan *s, struct tg_flow *f,
 				    __u32 i)
 {
 	s->line_off = i;
 	s->found |= TG_SCAN_LINE;
-	f->mark.cmd = f->cmd;
-	f->mark.cmds = f->cmds;
-	f->mark.data_cmd = f->data_cmd;
-	f->mark.starttls_cmd = f->starttls_cmd;
+	tg_mark_flow(f);
+}
+
+/*
+ * A command line has ended (its LF) with event ev, not TG_CMD_NONE,
+ * TG_CMD_CHUNK_END or TG_CMD_BODY_END; the line began at line_off of the
+ * len bytes at base. Returns what stops the scan there: TG_SCAN_DIVERT
+ * with the reason in bits 8-15, or TG_SCAN_LOST; 0 when the line passes,
+ * counted (the caller reports it, then counts it in f->cmds).
+ */
+static __always_inline __u32 tg_cmd_ended(struct tg_flow *f, int ev,
+					  __u64 base, __u32 line_off,
+					  __u32 len)
+{
+	switch (ev) {
+	case TG_CMD_MAIL:
+		/* whole here: a MAIL line is corked until it is */
+		tg_keep_sender(f, &f->cmd, base, line_off, len, 0);
+		if (tg_guaranteed(&f->cmd))
+			return TG_SCAN_DIVERT | TG_WHY_NO_TLS << 8;
+		TG_STAT_INC(passed_mail);
+		break;
+	case TG_CMD_MAIL_NULL:
+		TG_STAT_INC(passed_mail);
+		break;
+	case TG_CMD_MAIL_BAD:
+		return TG_SCAN_DIVERT | TG_WHY_BAD_MAIL << 8;
+	case TG_CMD_BODY_AMBIGUOUS:
+	case TG_CMD_CHUNK_BAD:
+		/*
+		 * A body end or a BDAT line that servers frame differently:
+		 * what follows may be commands to the host and message to
+		 * tlsguard, or the other way round.
+		 */
+		return TG_SCAN_LOST;
+	case TG_CMD_LINE:
+		if (f->cmd.verb == TG_VERB_DATA)
+			f->data_cmd = f->cmds;
+		else if (f->cmd.verb == TG_VERB_STARTTLS)
+			f->starttls_cmd = f->cmds;
+		else if (f->cmd.verb == TG_VERB_EHLO ||
+			 f->cmd.verb == TG_VERB_HELO)
+			f->ehlo_cmd = f->cmds;
+		break;
+	}
+	return 0;
 }
 
 /*
@@ -106,7 +157,7 @@ static long tg_scan_byte(__u32 i, void *ctx)
 {
 	struct tg_scan *s = ctx;
 	struct tg_flow *f = s->f;
-	__u32 n;
+	__u32 n, stop;
 	int ev;
 
 	if (!f || i >= s->blk.len)
@@ -147,50 +198,18 @@ static long tg_scan_byte(__u32 i, void *ctx)
 		}
 	}
 	ev = tg_cmd_step(&f->cmd, tg_blk_at(&s->blk, i));
-	switch (ev) {
-	case TG_CMD_NONE:
-	case TG_CMD_CHUNK_END:
+	if (ev == TG_CMD_NONE || ev == TG_CMD_CHUNK_END)
 		return 0;
-	case TG_CMD_MAIL:
-		/* whole here: a MAIL line is corked until it is */
-		tg_keep_sender(f, &f->cmd, s->blk.base, s->line_off,
-			       s->blk.len, 0);
-		if (tg_guaranteed(&f->cmd)) {
-			s->found |= TG_SCAN_DIVERT;
-			s->why = TG_WHY_NO_TLS;
-			return 1;
-		}
-		TG_STAT_INC(passed_mail);
-		break;
-	case TG_CMD_MAIL_NULL:
-		TG_STAT_INC(passed_mail);
-		break;
-	case TG_CMD_BODY_END:
+	if (ev == TG_CMD_BODY_END) {
 		tg_emit_line(f, TG_LINE_END, 0, 0, 0);
 		f->cmds++;
 		return 0;
-	case TG_CMD_MAIL_BAD:
-		s->found |= TG_SCAN_DIVERT;
-		s->why = TG_WHY_BAD_MAIL;
+	}
+	stop = tg_cmd_ended(f, ev, s->blk.base, s->line_off, s->blk.len);
+	if (stop) {
+		s->found |= stop & 0xff;
+		s->why = stop >> 8;
 		return 1;
-	case TG_CMD_BODY_AMBIGUOUS:
-	case TG_CMD_CHUNK_BAD:
-		/*
-		 * A body end or a BDAT line that servers frame differently:
-		 * what follows may be commands to the host and message to
-		 * tlsguard, or the other way round.
-		 */
-		s->found |= TG_SCAN_LOST;
-		return 1;
-	case TG_CMD_LINE:
-		if (f->cmd.verb == TG_VERB_DATA)
-			f->data_cmd = f->cmds;
-		else if (f->cmd.verb == TG_VERB_STARTTLS)
-			f->starttls_cmd = f->cmds;
-		else if (f->cmd.verb == TG_VERB_EHLO ||
-			 f->cmd.verb == TG_VERB_HELO)
-			f->ehlo_cmd = f->cmds;
-		break;
 	}
 	tg_emit_cmd(s, f, i);
 	/* Each command line and each DATA body earns one reply. */
@@ -436,31 +455,83 @@ static __always_inline int tg_to_slot(struct sk_msg_md *msg, struct tg_flow *f)
 }
 
 /*
- * The write at once, when it is one whole command line of a four-letter
- * verb other than MAIL and BDAT (tg_cmd_line()): RCPT, DATA, QUIT, EHLO
- * and the like are mostly written so, and this spares them the scan
- * byte by byte; it passes. Returns TG_SCAN_TAKEN, or 0 when the write is
- * to be scanned. Global, verified once.
+ * A write that is one whole command line, begun at a line start, copied
+ * out once (TG_CLINE_MAX bytes at most): most of an SMTP session is such
+ * writes. tg_cmd_one() reads it.
+ */
+struct tg_line {
+	struct tg_cmd *p;
+	__u32 len;
+	int ev;
+	unsigned char buf[TG_CLINE_MAX];	/* the line, then zeros */
+};
+
+/* Byte i of the line, to the parser; the event at its LF ends the walk. */
+static long tg_line_byte(__u32 i, void *ctx)
+{
+	struct tg_line *l = ctx;
+
+	if (!l->p || i >= l->len)
+		return 1;
+	/* i < len <= TG_CLINE_MAX: the mask is for the verifier */
+	l->ev = tg_cmd_step(l->p, l->buf[i & (TG_CLINE_MAX - 1)]);
+	return l->ev != TG_CMD_NONE;
+}
+
+/*
+ * The write at once, when it is one whole command line (tg_lf_last():
+ * one LF, its last byte), begun at a line start, outside DATA's wait.
+ * A line of a four-letter verb other than MAIL and BDAT, "RCPT TO:<...>",
+ * "DATA", "QUIT", "EHLO host", is taken from its words (tg_cmd_line());
+ * any other, MAIL above all, is fed to the parser from the copy, byte
+ * after byte, and its event judged as tg_scan_byte() judges it
+ * (tg_cmd_ended()): the same parse, without the scan's windows, skips
+ * and line marks at every byte. Returns TG_SCAN_TAKEN, with
+ * TG_SCAN_DIVERT (reason in bits 8-15) or TG_SCAN_LOST when the line
+ * must not pass (the flow is then as at the line's start, marked), or 0
+ * when the write is to be scanned (f untouched). Global, verified once.
  */
 __noinline __u64 tg_cmd_one(struct sk_msg_md *msg, struct tg_flow *f,
 			    __u32 len)
 {
-	unsigned char buf[TG_CLINE_MAX] = {};
+	struct tg_line l = {};
+	__u32 stop;
 	__u64 n;
 
 	/* bytes after DATA before its reply are tg_scan_byte()'s to judge */
-	if (!f || f->data_cmd || len < 6 || len > TG_CLINE_MAX)
+	if (!f || f->data_cmd || len < 6 || len > TG_CLINE_MAX ||
+	    f->cmd.mode != TG_MODE_CMD || f->cmd.line_len)
 		return 0;
 	/* the mask changes nothing; the verifier needs it (see tg_blk_get) */
 	barrier_var(len);
 	len = ((len - 1) & (TG_CLINE_MAX - 1)) + 1;
-	if (bpf_probe_read_kernel(buf, len, msg->data) ||
-	    !tg_cmd_line(&f->cmd, buf, len))
+	if (bpf_probe_read_kernel(l.buf, len, msg->data))
 		return 0;
-	if (f->cmd.verb == TG_VERB_DATA)
-		f->data_cmd = f->cmds;
-	else if (f->cmd.verb == TG_VERB_EHLO || f->cmd.verb == TG_VERB_HELO)
-		f->ehlo_cmd = f->cmds;
+	if (tg_cmd_line(&f->cmd, l.buf, len)) {
+		if (f->cmd.verb == TG_VERB_DATA)
+			f->data_cmd = f->cmds;
+		else if (f->cmd.verb == TG_VERB_EHLO ||
+			 f->cmd.verb == TG_VERB_HELO)
+			f->ehlo_cmd = f->cmds;
+	} else {
+		if (!tg_lf_last(l.buf, len, TG_CLINE_MAX))
+			return 0;
+		tg_mark_flow(f);
+		l.p = &f->cmd;
+		l.len = len;
+		bpf_loop(len, tg_line_byte, &l, 0);
+		if (l.ev == TG_CMD_NONE || l.ev == TG_CMD_CHUNK_END ||
+		    l.ev == TG_CMD_BODY_END) {
+			/* not a line's end after all: scan it */
+			tg_rewind(f);
+			return 0;
+		}
+		stop = tg_cmd_ended(f, l.ev, (__u64)(long)msg->data, 0, len);
+		if (stop) {
+			tg_rewind(f);
+			return TG_SCAN_TAKEN | stop;
+		}
+	}
 	if (tg_audit_on) {
 		/* the line without its LF, and the CR before it */
 		n = len - 1 - f->cmd.cr;
@@ -557,9 +628,11 @@ static __always_inline int tg_plain(struct sk_msg_md *msg, struct tg_flow *f)
 		   tg_pull_or_fail(msg, f, 0, len)) {
 		return SK_DROP;
 	}
-	if (tg_cmd_one(msg, f, len) & TG_SCAN_TAKEN)
+	r = tg_cmd_one(msg, f, len);
+	if (r == TG_SCAN_TAKEN)
 		return SK_PASS;
-	r = tg_scan_cmds(msg, f, len);
+	if (!(r & TG_SCAN_TAKEN))
+		r = tg_scan_cmds(msg, f, len);
 	if (r & TG_SCAN_LOST) {
 		tg_fail_flow(f, TG_WHY_DESYNC);
 		return SK_DROP;
