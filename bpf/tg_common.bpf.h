@@ -329,7 +329,17 @@ struct tg_blk {
 	__u8 buf[2 * TG_BLOCK];	/* TG_BLOCK used; the rest eases the bound */
 };
 
-static __always_inline long tg_blk_get(struct tg_blk *b, __u32 i, int user)
+/* Where tg_blk_get_from() copies a window from. */
+#define TG_BLK_KERNEL	0	/* kernel memory at base */
+#define TG_BLK_USER	1	/* user memory at base */
+#define TG_BLK_SKB	2	/* the segment of skb, wherever its bytes lie */
+
+/*
+ * from is a constant at every call: the branches on it are gone after
+ * inlining, and with them the helpers a program type may not call.
+ */
+static __always_inline long tg_blk_get_from(struct tg_blk *b, __u32 i,
+					    int from, struct __sk_buff *skb)
 {
 	__u64 n;
 	long err;
@@ -340,16 +350,30 @@ static __always_inline long tg_blk_get(struct tg_blk *b, __u32 i, int user)
 	n = b->len - b->off;
 	if (n > TG_BLOCK)
 		n = TG_BLOCK;
-	/* clang drops the mask below as redundant; the verifier needs it */
+	/* clang drops the masks below as redundant; the verifier needs them */
 	barrier_var(n);
-	n &= 2 * TG_BLOCK - 1;
 	b->n = 0;
-	err = user ? bpf_probe_read_user(b->buf, n, (void *)(b->base + b->off)) :
-		     bpf_probe_read_kernel(b->buf, n,
-					   (void *)(b->base + b->off));
+	if (from == TG_BLK_SKB) {
+		/* 1..TG_BLOCK, as it is: the helper takes no empty copy */
+		n = ((n - 1) & (TG_BLOCK - 1)) + 1;
+		err = bpf_skb_load_bytes(skb, b->off, b->buf, n);
+	} else {
+		n &= 2 * TG_BLOCK - 1;
+		err = from == TG_BLK_USER ?
+			      bpf_probe_read_user(b->buf, n,
+						  (void *)(b->base + b->off)) :
+			      bpf_probe_read_kernel(b->buf, n,
+						    (void *)(b->base + b->off));
+	}
 	if (!err)
 		b->n = (__u32)n;
 	return err;
+}
+
+static __always_inline long tg_blk_get(struct tg_blk *b, __u32 i, int user)
+{
+	return tg_blk_get_from(b, i, user ? TG_BLK_USER : TG_BLK_KERNEL,
+			       NULL);
 }
 
 static __always_inline unsigned char tg_blk_at(const struct tg_blk *b, __u32 i)

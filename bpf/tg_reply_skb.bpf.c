@@ -55,33 +55,6 @@ struct tg_rscan {
 	struct tg_blk blk;
 };
 
-/*
- * tg_blk_get() for a segment: the window is copied out of the skb as it
- * is (bpf_skb_load_bytes() reads its pages), so the segment need not be
- * pulled linear first.
- */
-static __always_inline long tg_rblk_get(struct tg_rscan *s, __u32 i)
-{
-	struct tg_blk *b = &s->blk;
-	__u32 n;
-	long err;
-
-	if (i - b->off < b->n)
-		return 0;
-	b->off = i & ~7U;
-	n = b->len - b->off;
-	if (n > TG_BLOCK)
-		n = TG_BLOCK;
-	/* 1..TG_BLOCK as it is; the verifier needs it said (see tg_blk_get) */
-	barrier_var(n);
-	n = ((n - 1) & (TG_BLOCK - 1)) + 1;
-	b->n = 0;
-	err = bpf_skb_load_bytes(s->skb, b->off, b->buf, n);
-	if (!err)
-		b->n = n;
-	return err;
-}
-
 /* One byte of the server's first TLS flight. */
 static __always_inline long tg_tls_byte(struct tg_rscan *s, struct tg_flow *f,
 					unsigned char c)
@@ -170,7 +143,7 @@ static long tg_rscan_byte(__u32 i, void *ctx)
 	if (!f || i >= s->blk.len)
 		return 1;
 	/* unreadable: the scan stops here (see tg_scan_replies()) */
-	if (tg_rblk_get(s, i))
+	if (tg_blk_get_from(&s->blk, i, TG_BLK_SKB, s->skb))
 		return 1;
 	c = tg_blk_at(&s->blk, i);
 	if (f->state == TG_FS_HANDSHAKE)
@@ -205,7 +178,7 @@ static long tg_rscan_byte(__u32 i, void *ctx)
 /*
  * Run the reply parser (or, in the handshake, the ServerHello parser) of
  * flow f over the first len bytes of the segment, read a window at a time
- * out of the skb (tg_rblk_get()). Returns TG_RSCAN_* bits. A global
+ * out of the skb (tg_blk_get_from()). Returns TG_RSCAN_* bits. A global
  * function, verified once on its own, like tg_scan_cmds() in tg_smtp_msg.
  * The audit trail copies reply lines from skb->data: with it on, the
  * caller has pulled the segment linear.
@@ -226,7 +199,7 @@ __noinline __u32 tg_scan_replies(struct __sk_buff *skb, struct tg_flow *f,
 	bpf_loop(len, tg_rscan_byte, &s, 0);
 	/*
 	 * A byte it could not read stopped the scan with no window held
-	 * (tg_rblk_get() empties it first); every other stop comes after a
+	 * (tg_blk_get_from() empties it first); every other stop comes after a
 	 * byte was read. A reply it could not read is one it cannot count.
 	 * Said here, not in the callback: a finding set there is one more
 	 * state for the verifier to follow through every later byte.
