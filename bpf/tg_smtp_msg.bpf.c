@@ -508,11 +508,8 @@ __noinline __u64 tg_cmd_one(struct sk_msg_md *msg, struct tg_flow *f,
 	if (bpf_probe_read_kernel(l.buf, len, msg->data))
 		return 0;
 	if (tg_cmd_line(&f->cmd, l.buf, len)) {
-		if (f->cmd.verb == TG_VERB_DATA)
-			f->data_cmd = f->cmds;
-		else if (f->cmd.verb == TG_VERB_EHLO ||
-			 f->cmd.verb == TG_VERB_HELO)
-			f->ehlo_cmd = f->cmds;
+		/* a line raising TG_CMD_LINE: nothing stops it */
+		tg_cmd_ended(f, TG_CMD_LINE, (__u64)(long)msg->data, 0, len);
 	} else {
 		if (!tg_lf_last(l.buf, len, TG_CLINE_MAX))
 			return 0;
